@@ -1,0 +1,1 @@
+//! Capture readers (DESIGN §5): each format streams `QueryEvent`s with constant memory.

@@ -1,0 +1,66 @@
+//! Command-line surface (DESIGN §2). Each subcommand's arguments live in their own file; `run`
+//! turns them into validated configuration and calls the library. Errors are values until
+//! `main`, which maps them to exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+
+use clap::{Parser, Subcommand};
+
+pub mod proxy;
+pub mod simulate;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ndots",
+    version,
+    about = "Find and remove the DNS load that Kubernetes' ndots:5 search-path expansion creates"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Caching DNS forwarder that short-circuits search-path expansion and tracks amplification.
+    Proxy(proxy::ProxyArgs),
+    /// Show the queries a stub resolver sends for one lookup under ndots and a search list.
+    Simulate(simulate::SimulateArgs),
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    /// Usage or configuration error: exit code 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        CliError { code: 2, error: error.into() }
+    }
+    /// Runtime failure: exit code 1.
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        CliError { code: 1, error: error.into() }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        CliError::runtime(error)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Proxy(args) => proxy::run(args),
+        Command::Simulate(args) => simulate::run(args),
+    }
+}
+
+/// Output format shared by every command that prints a report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Html,
+}

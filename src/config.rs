@@ -1,0 +1,575 @@
+//! The proxy's configuration (DESIGN §3): the YAML file, the embedded default, and validation.
+//!
+//! Parsing happens in two steps. `FileConfig` mirrors the YAML exactly and rejects unknown keys
+//! with the line they are on; `Config::from_file_config` resolves it into checked values
+//! (socket addresses, durations, upstream server lists read from resolv.conf files). Nothing is
+//! applied until the whole file has been validated, so a bad reload leaves the old one serving.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Deserializer};
+
+/// The configuration the proxy runs with when no file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.yaml");
+
+/// The YAML file as written. Every key is optional; `deny_unknown_fields` turns a typo into an
+/// error that names the key and its line.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<Vec<Addr>>,
+    pub admin: Option<Addr>,
+    pub cluster: Option<ClusterSection>,
+    pub upstreams: Option<Vec<UpstreamSection>>,
+    pub cache: Option<CacheSection>,
+    pub shortcut: Option<ShortcutSection>,
+    pub tracker: Option<TrackerSection>,
+    pub server: Option<ServerSection>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub domain: Option<String>,
+    pub search: Option<Vec<String>>,
+    pub node_search: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub zone: String,
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Time to wait for one attempt at one server before trying the next.
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// UDP, retried over TCP when the answer is truncated (RFC 7766 §5).
+    #[default]
+    Udp,
+    /// Always TCP (NodeLocal DNSCache's `force_tcp`).
+    Tcp,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub capacity: Option<usize>,
+    pub min_ttl: Option<u32>,
+    pub max_ttl: Option<u32>,
+    pub negative_max_ttl: Option<u32>,
+    pub serve_stale: Option<u32>,
+    pub prefetch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ShortcutSection {
+    pub mode: Option<ShortcutMode>,
+    pub zones: Option<Vec<String>>,
+    pub kubernetes_schema: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ShortcutMode {
+    #[default]
+    Nxdomain,
+    Autopath,
+    Shadow,
+    Off,
+}
+
+impl ShortcutMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShortcutMode::Nxdomain => "nxdomain",
+            ShortcutMode::Autopath => "autopath",
+            ShortcutMode::Shadow => "shadow",
+            ShortcutMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSection {
+    pub idle: Option<HumanDuration>,
+    pub max_open_walks: Option<usize>,
+}
+
+/// Knobs of the serving side that DESIGN §3 leaves open.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// UDP worker threads, one SO_REUSEPORT socket each (default: the number of cores).
+    pub workers: Option<usize>,
+    /// Queries waiting on upstreams at once; beyond this new misses get SERVFAIL (counted).
+    pub max_inflight: Option<usize>,
+    /// A TCP client connection idle this long is closed (RFC 7766 §6.2.3).
+    pub tcp_idle_timeout: Option<HumanDuration>,
+    /// TCP client connections at once; further connections are refused.
+    pub max_tcp_connections: Option<usize>,
+    /// On SIGTERM, how long in-flight queries may finish before the process exits.
+    pub shutdown_grace: Option<HumanDuration>,
+}
+
+/// A socket address written `IP:PORT` (`[v6]:PORT`), checked while parsing so the error carries
+/// the YAML line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_socket_addr(&s, None)
+            .map(Addr)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `2s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) if n >= 0.0 && n.is_finite() => Ok(HumanDuration(Duration::from_secs_f64(n))),
+            Raw::Num(n) => Err(serde::de::Error::custom(format!("invalid duration {n}"))),
+            Raw::Text(s) => parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `2s`, `500ms`, `5m`, `1h`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}: expected e.g. 2s, 500ms, 5m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        u => bail!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h)"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse `IP:PORT`, `[v6]:PORT`, or a bare IP when `default_port` is given.
+pub fn parse_socket_addr(s: &str, default_port: Option<u16>) -> anyhow::Result<SocketAddr> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Some(port) = default_port {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+    }
+    bail!("invalid address {s:?}: expected IP:PORT, e.g. 127.0.0.1:53 or [::1]:53")
+}
+
+/// One upstream zone after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamZone {
+    /// Lowercase, absolute (`cluster.local.`, `.` for the root).
+    pub zone: String,
+    pub servers: Vec<SocketAddr>,
+    pub protocol: Protocol,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub capacity: usize,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub negative_max_ttl: u32,
+    /// Seconds past expiry an entry may be served when upstreams fail (RFC 8767); 0 = never.
+    pub serve_stale: u32,
+    pub prefetch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Lowercase, no trailing dot (`cluster.local`).
+    pub domain: String,
+    /// Pod search list shape; `*` stands for the namespace label.
+    pub search: Vec<String>,
+    pub node_search: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortcutConfig {
+    pub mode: ShortcutMode,
+    /// Lowercase, no trailing dot.
+    pub zones: Vec<String>,
+    pub kubernetes_schema: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    pub idle: Duration,
+    pub max_open_walks: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub workers: usize,
+    pub max_inflight: usize,
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub cluster: ClusterConfig,
+    pub upstreams: Vec<UpstreamZone>,
+    pub cache: CacheConfig,
+    pub shortcut: ShortcutConfig,
+    pub tracker: TrackerConfig,
+    pub server: ServerConfig,
+}
+
+/// Flags that override the file (DESIGN §3: flags override the file).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    /// `(zone, server)`; a flag list replaces the file's upstreams entirely.
+    pub upstreams: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+    pub shortcut_mode: Option<ShortcutMode>,
+    pub shortcut_zones: Vec<String>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        yaml_serde::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// Normalise a domain name from config: lowercase, no trailing dot, checked label lengths.
+fn normalise_domain(key: &str, s: &str) -> anyhow::Result<String> {
+    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    if d.len() > 253 {
+        bail!("{key}: {s:?} is longer than 253 characters");
+    }
+    for label in d.split('.') {
+        if d.is_empty() {
+            break;
+        }
+        if label.is_empty() || label.len() > 63 {
+            bail!("{key}: {s:?} has an empty label or one longer than 63 characters");
+        }
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// Load from a file path (or the embedded default when `None`) and apply overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (EMBEDDED_DEFAULT.to_string(), "embedded default".to_string()),
+        };
+        let file = FileConfig::parse(&text).with_context(|| format!("in {origin}"))?;
+        Config::from_file_config(file, overrides).with_context(|| format!("in {origin}"))
+    }
+
+    pub fn from_file_config(f: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
+        let listen = if !o.listen.is_empty() {
+            o.listen.clone()
+        } else {
+            f.listen
+                .map(|v| v.into_iter().map(|a| a.0).collect())
+                .unwrap_or_else(|| vec!["127.0.0.1:1053".parse().unwrap()])
+        };
+        if listen.is_empty() {
+            bail!("listen: at least one address is needed");
+        }
+        let admin = o.admin.or(f.admin.map(|a| a.0));
+
+        let c = f.cluster.unwrap_or_default();
+        let domain = normalise_domain("cluster.domain", c.domain.as_deref().unwrap_or("cluster.local"))?;
+        let search = match c.search {
+            Some(v) => v
+                .iter()
+                .map(|s| normalise_domain("cluster.search", s))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => vec![
+                format!("*.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.clone(),
+            ],
+        };
+        let node_search = c
+            .node_search
+            .unwrap_or_default()
+            .iter()
+            .map(|s| normalise_domain("cluster.node_search", s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let upstreams = if !o.upstreams.is_empty() {
+            let mut zones: Vec<UpstreamZone> = Vec::new();
+            for (zone, server) in &o.upstreams {
+                let zone = absolute_zone(zone)?;
+                match zones.iter_mut().find(|z| z.zone == zone) {
+                    Some(z) => z.servers.push(*server),
+                    None => zones.push(UpstreamZone {
+                        zone,
+                        servers: vec![*server],
+                        protocol: Protocol::Udp,
+                        timeout: DEFAULT_UPSTREAM_TIMEOUT,
+                    }),
+                }
+            }
+            zones
+        } else {
+            let sections = f.upstreams.unwrap_or_else(|| {
+                vec![UpstreamSection {
+                    zone: ".".into(),
+                    servers: vec!["/etc/resolv.conf".into()],
+                    protocol: Protocol::Udp,
+                    timeout: None,
+                }]
+            });
+            let mut zones = Vec::new();
+            for (i, u) in sections.into_iter().enumerate() {
+                let zone = absolute_zone(&u.zone).with_context(|| format!("upstreams[{i}].zone"))?;
+                let mut servers = Vec::new();
+                for s in &u.servers {
+                    servers.extend(
+                        resolve_server(s).with_context(|| format!("upstreams[{i}].servers"))?,
+                    );
+                }
+                if servers.is_empty() {
+                    bail!("upstreams[{i}] (zone {zone}): no servers");
+                }
+                if zones.iter().any(|z: &UpstreamZone| z.zone == zone) {
+                    bail!("upstreams[{i}]: zone {zone} is listed twice");
+                }
+                zones.push(UpstreamZone {
+                    zone,
+                    servers,
+                    protocol: u.protocol,
+                    timeout: u.timeout.map(|d| d.0).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+                });
+            }
+            zones
+        };
+        if upstreams.is_empty() {
+            bail!("upstreams: at least one zone is needed");
+        }
+
+        let cs = f.cache.unwrap_or_default();
+        let cache = CacheConfig {
+            capacity: cs.capacity.unwrap_or(100_000),
+            min_ttl: cs.min_ttl.unwrap_or(0),
+            max_ttl: cs.max_ttl.unwrap_or(3600),
+            negative_max_ttl: cs.negative_max_ttl.unwrap_or(30),
+            serve_stale: cs.serve_stale.unwrap_or(3600),
+            prefetch: cs.prefetch.unwrap_or(true),
+        };
+        if cache.min_ttl > cache.max_ttl {
+            bail!("cache.min_ttl ({}) is above cache.max_ttl ({})", cache.min_ttl, cache.max_ttl);
+        }
+
+        let ss = f.shortcut.unwrap_or_default();
+        let mut zones = ss
+            .zones
+            .unwrap_or_default()
+            .iter()
+            .map(|z| normalise_domain("shortcut.zones", z))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for z in &o.shortcut_zones {
+            zones.push(normalise_domain("--shortcut-zone", z)?);
+        }
+        let shortcut = ShortcutConfig {
+            mode: o.shortcut_mode.or(ss.mode).unwrap_or_default(),
+            zones,
+            kubernetes_schema: ss.kubernetes_schema.unwrap_or(true),
+        };
+
+        let ts = f.tracker.unwrap_or_default();
+        let tracker = TrackerConfig {
+            idle: ts.idle.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+            max_open_walks: ts.max_open_walks.unwrap_or(200_000),
+        };
+
+        let sv = f.server.unwrap_or_default();
+        let server = ServerConfig {
+            workers: sv
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+                .max(1),
+            max_inflight: sv.max_inflight.unwrap_or(10_000).max(1),
+            tcp_idle_timeout: sv.tcp_idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            max_tcp_connections: sv.max_tcp_connections.unwrap_or(1000).max(1),
+            shutdown_grace: sv.shutdown_grace.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        };
+
+        Ok(Config {
+            listen,
+            admin,
+            cluster: ClusterConfig { domain, search, node_search },
+            upstreams,
+            cache,
+            shortcut,
+            tracker,
+            server,
+        })
+    }
+}
+
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `cluster.local` -> `cluster.local.`, `.` stays `.`.
+fn absolute_zone(z: &str) -> anyhow::Result<String> {
+    let z = z.trim();
+    if z == "." || z.is_empty() {
+        return Ok(".".into());
+    }
+    Ok(format!("{}.", normalise_domain("zone", z)?))
+}
+
+/// A server entry: `IP[:PORT]`, or a path to a resolv.conf whose nameservers are used.
+fn resolve_server(s: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    if s.starts_with('/') {
+        let path = PathBuf::from(s);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading nameservers from {}", path.display()))?;
+        let servers = nameservers_from_resolv_conf(&text);
+        if servers.is_empty() {
+            bail!("{} lists no nameserver", path.display());
+        }
+        return Ok(servers);
+    }
+    Ok(vec![parse_socket_addr(s, Some(53))?])
+}
+
+/// The `nameserver` lines of a resolv.conf (port 53, as every libc uses).
+pub fn nameservers_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "nameserver").then_some(())?;
+            let ip = w.next()?.split('%').next()?;
+            ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let f = FileConfig::parse(EMBEDDED_DEFAULT).unwrap();
+        let o = Overrides { upstreams: vec![(".".into(), "127.0.0.1:53".parse().unwrap())], ..Default::default() };
+        let c = Config::from_file_config(f, &o).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:1053".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.admin, Some("127.0.0.1:9255".parse().unwrap()));
+        assert_eq!(c.shortcut.mode, ShortcutMode::Nxdomain);
+        assert!(c.shortcut.kubernetes_schema);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = FileConfig::parse("listen: [\"127.0.0.1:53\"]\ncache:\n  capacty: 5\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("capacty"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_is_named_with_its_line() {
+        let err = FileConfig::parse("admin: \"127.0.0.1:9255\"\nlisten: [\"127.0.0.1\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("invalid address"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let t = "# c\nnameserver 10.96.0.10\nnameserver fe80::1%eth0\nsearch a b\nnameserver bogus\n";
+        assert_eq!(
+            nameservers_from_resolv_conf(t),
+            vec!["10.96.0.10:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn upstream_flags_replace_file_and_group_by_zone() {
+        let f = FileConfig::parse("upstreams:\n  - zone: .\n    servers: [\"9.9.9.9:53\"]\n").unwrap();
+        let o = Overrides {
+            upstreams: vec![
+                ("cluster.local".into(), "127.0.0.1:5300".parse().unwrap()),
+                ("cluster.local".into(), "127.0.0.1:5301".parse().unwrap()),
+                (".".into(), "127.0.0.1:5302".parse().unwrap()),
+            ],
+            ..Default::default()
+        };
+        let c = Config::from_file_config(f, &o).unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].zone, "cluster.local.");
+        assert_eq!(c.upstreams[0].servers.len(), 2);
+    }
+
+    #[test]
+    fn min_ttl_above_max_is_rejected() {
+        let f = FileConfig::parse("cache: {min_ttl: 100, max_ttl: 10}\nupstreams: [{zone: ., servers: [\"1.1.1.1\"]}]").unwrap();
+        let e = Config::from_file_config(f, &Overrides::default()).unwrap_err();
+        assert!(format!("{e}").contains("min_ttl"));
+    }
+}

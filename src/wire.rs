@@ -1,0 +1,1 @@
+//! Hot-path DNS message view and patching.
