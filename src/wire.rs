@@ -1,1 +1,647 @@
-//! Hot-path DNS message view and patching.
+//! Hot-path DNS message view and patching (RFC 1035 §4.1).
+//!
+//! Bytes from the network are untrusted: every read is bounds-checked, name decompression follows
+//! at most `MAX_POINTER_HOPS` pointers and only backwards, and a name is at most 255 octets
+//! (RFC 1035 §2.3.4). Nothing here allocates on the query path; responses are parsed once when
+//! they enter the cache, and cache hits are patched in place (ID, question case, TTLs).
+
+use std::fmt::Write as _;
+
+pub const HEADER_LEN: usize = 12;
+/// RFC 1035 §2.3.4: a name is at most 255 octets on the wire.
+pub const MAX_NAME_LEN: usize = 255;
+/// Bound on compression pointers followed while reading one name: more than any legal name needs
+/// (127 labels), so a pointer loop ends as an error instead of a hang.
+const MAX_POINTER_HOPS: usize = 128;
+/// UDP payload a client without EDNS may receive (RFC 1035 §4.2.1).
+pub const PLAIN_UDP_SIZE: u16 = 512;
+/// The UDP payload size we advertise and accept by default (DNS Flag Day 2020).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_NS: u16 = 2;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+pub const TYPE_OPT: u16 = 41;
+pub const TYPE_IXFR: u16 = 251;
+pub const TYPE_AXFR: u16 = 252;
+pub const TYPE_ANY: u16 = 255;
+pub const CLASS_IN: u16 = 1;
+
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_NOTIMP: u8 = 4;
+pub const RCODE_REFUSED: u8 = 5;
+
+// Header flag bits (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD/CD).
+pub const FLAG_QR: u16 = 0x8000;
+pub const FLAG_AA: u16 = 0x0400;
+pub const FLAG_TC: u16 = 0x0200;
+pub const FLAG_RD: u16 = 0x0100;
+pub const FLAG_RA: u16 = 0x0080;
+pub const FLAG_AD: u16 = 0x0020;
+pub const FLAG_CD: u16 = 0x0010;
+/// DO bit in the OPT TTL field (RFC 3225 §3).
+pub const EDNS_FLAG_DO: u16 = 0x8000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message shorter than its header")]
+    ShortHeader,
+    #[error("message ends inside a record or name")]
+    Truncated,
+    #[error("label type not allowed (RFC 6891 §5 retired extended labels)")]
+    BadLabel,
+    #[error("compression pointer loop or forward pointer")]
+    BadPointer,
+    #[error("name longer than 255 octets")]
+    NameTooLong,
+    #[error("no question")]
+    NoQuestion,
+    #[error("more than one question")]
+    SeveralQuestions,
+    #[error("more than one OPT record")]
+    SeveralOpt,
+}
+
+/// The fixed header (RFC 1035 §4.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub flags: u16,
+    pub qdcount: u16,
+    pub ancount: u16,
+    pub nscount: u16,
+    pub arcount: u16,
+}
+
+impl Header {
+    pub fn parse(buf: &[u8]) -> Result<Header, WireError> {
+        if buf.len() < HEADER_LEN {
+            return Err(WireError::ShortHeader);
+        }
+        Ok(Header {
+            id: be16(buf, 0),
+            flags: be16(buf, 2),
+            qdcount: be16(buf, 4),
+            ancount: be16(buf, 6),
+            nscount: be16(buf, 8),
+            arcount: be16(buf, 10),
+        })
+    }
+    pub fn is_response(&self) -> bool {
+        self.flags & FLAG_QR != 0
+    }
+    pub fn opcode(&self) -> u8 {
+        ((self.flags >> 11) & 0xf) as u8
+    }
+    /// The header's 4-bit RCODE (an OPT record may extend it: see `ResponseInfo::rcode`).
+    pub fn rcode(&self) -> u8 {
+        (self.flags & 0xf) as u8
+    }
+    pub fn tc(&self) -> bool {
+        self.flags & FLAG_TC != 0
+    }
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Walk one (possibly compressed) name starting at `at`. Returns the offset just past the name
+/// as it sits in place (after the first pointer, if any) and the uncompressed length.
+pub fn skip_name(buf: &[u8], at: usize) -> Result<(usize, usize), WireError> {
+    let mut pos = at;
+    let mut end_in_place = None;
+    let mut total = 0usize;
+    let mut hops = 0usize;
+    loop {
+        let len = *buf.get(pos).ok_or(WireError::Truncated)? as usize;
+        match len & 0xc0 {
+            0x00 => {
+                total += len + 1;
+                if total > MAX_NAME_LEN {
+                    return Err(WireError::NameTooLong);
+                }
+                if len == 0 {
+                    return Ok((end_in_place.unwrap_or(pos + 1), total));
+                }
+                pos += 1 + len;
+                if pos > buf.len() {
+                    return Err(WireError::Truncated);
+                }
+            }
+            0xc0 => {
+                let b2 = *buf.get(pos + 1).ok_or(WireError::Truncated)? as usize;
+                let target = ((len & 0x3f) << 8) | b2;
+                // Pointers must go backwards (RFC 1035 §4.1.4 "a prior occurrence"); together
+                // with the hop bound this rules out loops.
+                if target >= pos || hops >= MAX_POINTER_HOPS {
+                    return Err(WireError::BadPointer);
+                }
+                hops += 1;
+                if end_in_place.is_none() {
+                    end_in_place = Some(pos + 2);
+                }
+                pos = target;
+            }
+            _ => return Err(WireError::BadLabel),
+        }
+    }
+}
+
+/// Append the presentation form of the name at `at` (lowercase, absolute with a trailing dot,
+/// `\DDD` for bytes outside the hostname set) to `out`.
+pub fn write_name(buf: &[u8], at: usize, out: &mut String) -> Result<usize, WireError> {
+    let (end, _) = skip_name(buf, at)?; // validates before we read
+    let mut pos = at;
+    let mut wrote_label = false;
+    loop {
+        let len = buf[pos] as usize;
+        if len & 0xc0 == 0xc0 {
+            pos = ((len & 0x3f) << 8) | buf[pos + 1] as usize;
+            continue;
+        }
+        if len == 0 {
+            break;
+        }
+        for &c in &buf[pos + 1..pos + 1 + len] {
+            let c = c.to_ascii_lowercase();
+            match c {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c as char),
+                b'.' | b'\\' => {
+                    out.push('\\');
+                    out.push(c as char);
+                }
+                _ => {
+                    let _ = write!(out, "\\{:03}", c);
+                }
+            }
+        }
+        out.push('.');
+        wrote_label = true;
+        pos += 1 + len;
+    }
+    if !wrote_label {
+        out.push('.');
+    }
+    Ok(end)
+}
+
+/// The name at `at` as a lowercase absolute presentation string.
+pub fn name_to_string(buf: &[u8], at: usize) -> Result<String, WireError> {
+    let mut s = String::with_capacity(64);
+    write_name(buf, at, &mut s)?;
+    Ok(s)
+}
+
+/// Encode a presentation name (`a.b.c.` or `a.b.c`) into uncompressed wire form.
+pub fn encode_name(name: &str, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if !name.is_empty() {
+        for label in name.split('.') {
+            let bytes = label.as_bytes();
+            if bytes.is_empty() || bytes.len() > 63 {
+                out.truncate(start);
+                return Err(WireError::BadLabel);
+            }
+            out.push(bytes.len() as u8);
+            out.extend_from_slice(bytes);
+        }
+    }
+    out.push(0);
+    if out.len() - start > MAX_NAME_LEN {
+        out.truncate(start);
+        return Err(WireError::NameTooLong);
+    }
+    Ok(())
+}
+
+/// The question section's one entry, as it sits in the buffer. The name of the first question
+/// can never be compressed (a pointer could only reach into the header), so it is a plain range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Question {
+    /// Offset of the name (always `HEADER_LEN` for the first question).
+    pub name_start: usize,
+    /// Offset just past the name.
+    pub name_end: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+impl Question {
+    pub fn name_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.name_start..self.name_end]
+    }
+    /// Offset just past qtype and qclass.
+    pub fn end(&self) -> usize {
+        self.name_end + 4
+    }
+}
+
+/// Read the first question, which must be uncompressed.
+pub fn parse_question(buf: &[u8]) -> Result<Question, WireError> {
+    let h = Header::parse(buf)?;
+    if h.qdcount == 0 {
+        return Err(WireError::NoQuestion);
+    }
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = *buf.get(pos).ok_or(WireError::Truncated)? as usize;
+        if len & 0xc0 != 0 {
+            return Err(if len & 0xc0 == 0xc0 { WireError::BadPointer } else { WireError::BadLabel });
+        }
+        pos += 1 + len;
+        if pos - HEADER_LEN > MAX_NAME_LEN {
+            return Err(WireError::NameTooLong);
+        }
+        if len == 0 {
+            break;
+        }
+    }
+    if pos + 4 > buf.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(Question { name_start: HEADER_LEN, name_end: pos, qtype: be16(buf, pos), qclass: be16(buf, pos + 2) })
+}
+
+/// The EDNS(0) OPT record of a message (RFC 6891 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Edns {
+    /// Offset of the OPT RR's owner name and its total length in bytes.
+    pub start: usize,
+    pub len: usize,
+    pub udp_size: u16,
+    pub ext_rcode: u8,
+    pub version: u8,
+    pub flags: u16,
+}
+
+impl Edns {
+    pub fn dnssec_ok(&self) -> bool {
+        self.flags & EDNS_FLAG_DO != 0
+    }
+}
+
+/// A client query, checked for what the proxy needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryView {
+    pub header: Header,
+    pub question: Question,
+    pub edns: Option<Edns>,
+}
+
+impl QueryView {
+    /// The largest UDP response the client accepts (RFC 6891 §6.2.5: values below 512 mean 512).
+    pub fn max_udp_response(&self) -> usize {
+        match self.edns {
+            Some(e) => e.udp_size.max(PLAIN_UDP_SIZE) as usize,
+            None => PLAIN_UDP_SIZE as usize,
+        }
+    }
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.map(|e| e.dnssec_ok()).unwrap_or(false)
+    }
+    pub fn checking_disabled(&self) -> bool {
+        self.header.flags & FLAG_CD != 0
+    }
+}
+
+/// Why a query is not forwarded as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryProblem {
+    /// Unreadable: answer FORMERR if a header could be read, otherwise drop.
+    Malformed(WireError),
+    /// A response, not a query: drop (answering would make loops and reflection).
+    NotAQuery,
+}
+
+/// Parse a client query: header, exactly one question, and any OPT in the additional section.
+pub fn parse_query(buf: &[u8]) -> Result<QueryView, QueryProblem> {
+    let header = Header::parse(buf).map_err(QueryProblem::Malformed)?;
+    if header.is_response() {
+        return Err(QueryProblem::NotAQuery);
+    }
+    // RFC 9619: QDCOUNT must be 1 in queries with opcode QUERY.
+    if header.qdcount > 1 {
+        return Err(QueryProblem::Malformed(WireError::SeveralQuestions));
+    }
+    let question = parse_question(buf).map_err(QueryProblem::Malformed)?;
+    let mut edns = None;
+    if header.ancount != 0 || header.nscount != 0 || header.arcount != 0 {
+        let mut pos = question.end();
+        let total = header.ancount as usize + header.nscount as usize + header.arcount as usize;
+        let first_additional = header.ancount as usize + header.nscount as usize;
+        for i in 0..total {
+            let rr = read_rr(buf, pos).map_err(QueryProblem::Malformed)?;
+            if i >= first_additional && rr.rtype == TYPE_OPT {
+                if edns.is_some() {
+                    return Err(QueryProblem::Malformed(WireError::SeveralOpt));
+                }
+                edns = Some(rr.as_edns(buf, pos));
+            }
+            pos = rr.end;
+        }
+    }
+    Ok(QueryView { header, question, edns })
+}
+
+/// One resource record's fixed fields.
+#[derive(Debug, Clone, Copy)]
+struct Rr {
+    rtype: u16,
+    /// Offset of the TTL field.
+    ttl_at: usize,
+    rdata_at: usize,
+    end: usize,
+}
+
+impl Rr {
+    fn as_edns(&self, buf: &[u8], start: usize) -> Edns {
+        Edns {
+            start,
+            len: self.end - start,
+            udp_size: be16(buf, self.ttl_at - 2),
+            ext_rcode: buf[self.ttl_at],
+            version: buf[self.ttl_at + 1],
+            flags: be16(buf, self.ttl_at + 2),
+        }
+    }
+}
+
+fn read_rr(buf: &[u8], at: usize) -> Result<Rr, WireError> {
+    let (pos, _) = skip_name(buf, at)?;
+    if pos + 10 > buf.len() {
+        return Err(WireError::Truncated);
+    }
+    let rtype = be16(buf, pos);
+    let rdlen = be16(buf, pos + 8) as usize;
+    let end = pos + 10 + rdlen;
+    if end > buf.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(Rr { rtype, ttl_at: pos + 4, rdata_at: pos + 10, end })
+}
+
+/// What the cache and the tracker need from a response, gathered in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub header: Header,
+    pub question: Option<Question>,
+    /// RCODE with the OPT extension applied (RFC 6891 §6.1.3).
+    pub rcode: u16,
+    pub edns: Option<Edns>,
+    /// Offsets of every TTL field except OPT's (which holds EDNS flags, not a TTL).
+    pub ttl_offsets: Vec<u16>,
+    /// Smallest TTL over the answer section, when it has records.
+    pub min_answer_ttl: Option<u32>,
+    /// RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM) of the authority SOA.
+    pub negative_ttl: Option<u32>,
+}
+
+impl ResponseInfo {
+    /// NOERROR with no answer records: NODATA (RFC 2308 §2.2).
+    pub fn is_nodata(&self) -> bool {
+        self.rcode == RCODE_NOERROR as u16 && self.header.ancount == 0
+    }
+}
+
+/// Parse a whole response, checking every record so a cached copy can be patched blindly later.
+pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
+    let header = Header::parse(buf)?;
+    if header.qdcount > 1 {
+        return Err(WireError::SeveralQuestions);
+    }
+    let question = if header.qdcount == 1 { Some(parse_question(buf)?) } else { None };
+    let mut pos = question.map(|q| q.end()).unwrap_or(HEADER_LEN);
+    let mut ttl_offsets = Vec::with_capacity(
+        (header.ancount as usize + header.nscount as usize + header.arcount as usize).min(64),
+    );
+    let mut min_answer_ttl: Option<u32> = None;
+    let mut negative_ttl = None;
+    let mut edns = None;
+    let an = header.ancount as usize;
+    let ns = header.nscount as usize;
+    let total = an + ns + header.arcount as usize;
+    for i in 0..total {
+        let rr = read_rr(buf, pos)?;
+        if rr.rtype == TYPE_OPT && i >= an + ns {
+            if edns.is_some() {
+                return Err(WireError::SeveralOpt);
+            }
+            edns = Some(rr.as_edns(buf, pos));
+        } else {
+            let ttl = be32(buf, rr.ttl_at) & 0x7fff_ffff; // RFC 2181 §8: top bit set means 0
+            if rr.ttl_at <= u16::MAX as usize {
+                ttl_offsets.push(rr.ttl_at as u16);
+            }
+            if i < an {
+                min_answer_ttl = Some(min_answer_ttl.map_or(ttl, |m| m.min(ttl)));
+            } else if i < an + ns && rr.rtype == TYPE_SOA {
+                // SOA RDATA: mname, rname, then serial refresh retry expire minimum.
+                let (p, _) = skip_name(buf, rr.rdata_at)?;
+                let (p, _) = skip_name(buf, p)?;
+                if p + 20 > rr.end {
+                    return Err(WireError::Truncated);
+                }
+                let minimum = be32(buf, p + 16);
+                negative_ttl = Some(ttl.min(minimum));
+            }
+        }
+        pos = rr.end;
+    }
+    let rcode = header.rcode() as u16 | edns.map(|e| (e.ext_rcode as u16) << 4).unwrap_or(0);
+    Ok(ResponseInfo {
+        header,
+        question,
+        rcode,
+        edns,
+        ttl_offsets,
+        min_answer_ttl,
+        negative_ttl,
+        
+    })
+}
+
+/// Set the ID of a message in place.
+#[inline]
+pub fn set_id(buf: &mut [u8], id: u16) {
+    buf[0..2].copy_from_slice(&id.to_be_bytes());
+}
+
+/// Overwrite every TTL at `offsets` with `ttl`-style values computed by `f(old)`.
+#[inline]
+pub fn rewrite_ttls(buf: &mut [u8], offsets: &[u16], mut f: impl FnMut(u32) -> u32) {
+    for &o in offsets {
+        let o = o as usize;
+        let old = be32(buf, o) & 0x7fff_ffff;
+        buf[o..o + 4].copy_from_slice(&f(old).to_be_bytes());
+    }
+}
+
+/// Same name, compared the DNS way: ASCII case-insensitive (RFC 4343).
+#[inline]
+pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+}
+
+/// Build an answer with only header, the question and (when the query had EDNS) our OPT:
+/// the form of FORMERR, SERVFAIL, REFUSED, NOTIMP, and of a truncated (TC) reply
+/// (RFC 1035 §4.1.1, RFC 6891 §7 for FORMERR to EDNS queries).
+pub fn minimal_response(query: &[u8], q: &QueryView, rcode: u8, tc: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&query[..q.question.end()]);
+    let mut flags = (q.header.flags & (FLAG_RD | FLAG_CD | 0x7800)) | FLAG_QR | FLAG_RA | rcode as u16;
+    if tc {
+        flags |= FLAG_TC;
+    }
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..12].fill(0);
+    if let Some(e) = q.edns {
+        push_opt(out, e.dnssec_ok());
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    }
+}
+
+/// An answer to a query whose question could not be read: header only, FORMERR (RFC 1035 §4.1.1).
+/// Returns false when not even a header could be read (the packet is dropped).
+pub fn formerr_header_only(query: &[u8], out: &mut Vec<u8>) -> bool {
+    let Ok(h) = Header::parse(query) else { return false };
+    out.clear();
+    out.extend_from_slice(&h.id.to_be_bytes());
+    let flags = (h.flags & (FLAG_RD | 0x7800)) | FLAG_QR | FLAG_RA | RCODE_FORMERR as u16;
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    true
+}
+
+/// Append our OPT pseudo-RR: root owner, our UDP size, no options (RFC 6891 §6.1.2).
+pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
+    out.push(0);
+    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+    out.extend_from_slice(&[0, 0]); // extended rcode, version 0
+    out.extend_from_slice(&(if dnssec_ok { EDNS_FLAG_DO } else { 0 }).to_be_bytes());
+    out.extend_from_slice(&[0, 0]); // rdlen
+}
+
+/// Build a query for `name`/`qtype` with the given ID (RD set, our OPT when `edns`).
+pub fn build_query(id: u16, name: &str, qtype: u16, edns: bool, out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.clear();
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&FLAG_RD.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, if edns { 1 } else { 0 }]);
+    encode_name(name, out)?;
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    if edns {
+        push_opt(out, false);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        build_query(0x1234, name, qtype, edns, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn parses_a_plain_query() {
+        let q = query("Api.GitHub.com.", TYPE_A, false);
+        let v = parse_query(&q).unwrap();
+        assert_eq!(v.header.id, 0x1234);
+        assert_eq!(v.question.qtype, TYPE_A);
+        assert_eq!(name_to_string(&q, v.question.name_start).unwrap(), "api.github.com.");
+        assert!(v.edns.is_none());
+        assert_eq!(v.max_udp_response(), 512);
+    }
+
+    #[test]
+    fn reads_edns_size_and_do() {
+        let mut q = query("a.b.", TYPE_AAAA, true);
+        let n = q.len();
+        q[n - 4] |= 0x80; // set DO in the OPT flags
+        let v = parse_query(&q).unwrap();
+        let e = v.edns.unwrap();
+        assert_eq!(e.udp_size, EDNS_UDP_SIZE);
+        assert!(v.dnssec_ok());
+        assert_eq!(v.max_udp_response(), 1232);
+    }
+
+    #[test]
+    fn rejects_what_it_must() {
+        assert_eq!(parse_query(&[0; 5]), Err(QueryProblem::Malformed(WireError::ShortHeader)));
+        let mut q = query("a.", TYPE_A, false);
+        q[2] |= 0x80;
+        assert_eq!(parse_query(&q), Err(QueryProblem::NotAQuery));
+        let mut q = query("a.", TYPE_A, false);
+        q[5] = 2;
+        assert_eq!(parse_query(&q), Err(QueryProblem::Malformed(WireError::SeveralQuestions)));
+        let q = query("abc.", TYPE_A, false);
+        assert!(matches!(parse_query(&q[..q.len() - 2]), Err(QueryProblem::Malformed(WireError::Truncated))));
+        // A label that claims more bytes than there are.
+        let mut q = query("abc.", TYPE_A, false);
+        q[12] = 60;
+        assert!(parse_query(&q).is_err());
+    }
+
+    #[test]
+    fn pointer_loops_end_in_an_error() {
+        // Name at 12 is a pointer to itself.
+        let mut m = vec![0u8; 12];
+        m[5] = 1;
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(skip_name(&m, 12), Err(WireError::BadPointer));
+        // Two pointers pointing at each other.
+        let mut m = vec![0u8; 12];
+        m.extend_from_slice(&[0xc0, 14, 0xc0, 12]);
+        assert_eq!(skip_name(&m, 14), Err(WireError::BadPointer));
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        let long = format!("{}.", vec!["a".repeat(63); 4].join("."));
+        let mut out = Vec::new();
+        assert_eq!(encode_name(&long, &mut out), Err(WireError::NameTooLong));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn escapes_odd_bytes() {
+        let mut m = vec![0u8; 12];
+        m.extend_from_slice(&[3, b'a', b'.', 0xff, 0]);
+        assert_eq!(name_to_string(&m, 12).unwrap(), "a\\.\\255.");
+        let root = [0u8; 13];
+        assert_eq!(name_to_string(&root, 12).unwrap(), ".");
+    }
+
+    #[test]
+    fn minimal_response_keeps_question_and_edns() {
+        let q = query("x.y.", TYPE_A, true);
+        let v = parse_query(&q).unwrap();
+        let mut out = Vec::new();
+        minimal_response(&q, &v, RCODE_SERVFAIL, false, &mut out);
+        let r = parse_response(&out).unwrap();
+        assert!(r.header.is_response());
+        assert_eq!(r.rcode, RCODE_SERVFAIL as u16);
+        assert_eq!(r.header.id, 0x1234);
+        assert!(r.edns.is_some());
+        assert_eq!(r.question.unwrap().qtype, TYPE_A);
+    }
+}
