@@ -1,6 +1,7 @@
 //! ndots: find and remove the DNS load that Kubernetes' `ndots:5` search-path expansion creates.
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
+pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,578 @@
+//! Cache of response wire bytes (DESIGN §3).
+//!
+//! Keyed by (qname case-insensitively, qtype, qclass, DO, CD). An entry holds the upstream's
+//! response with its OPT record removed, the offsets of every TTL field, and when it was stored.
+//! A hit copies the bytes into the caller's buffer and patches them in place: the client's ID,
+//! the client's question bytes (so 0x20 case randomisation survives), TTLs less the entry's age,
+//! and the client's EDNS. Nothing on the hit path parses the message or allocates.
+//!
+//! The cache is sharded by key hash; each shard is a hash table of slot indices plus a CLOCK
+//! ring for eviction (a second-chance approximation of LRU with O(1) bookkeeping per hit).
+
+use std::time::Instant;
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+use crate::config::CacheConfig;
+use crate::wire::{self, QueryView, ResponseInfo, HEADER_LEN};
+
+const SHARDS: usize = 64;
+/// RFC 8767 §4: a stale answer carries a TTL of 30 seconds.
+pub const STALE_TTL: u32 = 30;
+/// Prefetch an entry once it was hit at least this often and less than this share of its
+/// TTL remains (the same rule as unbound's prefetch: the last 10%).
+const PREFETCH_MIN_HITS: u32 = 2;
+const PREFETCH_REMAINING_DIVISOR: u32 = 10;
+
+/// The cache key's flag byte.
+const KEY_DO: u8 = 1;
+const KEY_CD: u8 = 2;
+
+/// Borrowed view of a lookup key, built from the client's query without copying.
+#[derive(Clone, Copy, Debug)]
+pub struct Key<'a> {
+    /// Question name in wire form, any case.
+    pub name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub flags: u8,
+}
+
+impl<'a> Key<'a> {
+    pub fn of_query(buf: &'a [u8], q: &QueryView) -> Key<'a> {
+        let mut flags = 0;
+        if q.dnssec_ok() {
+            flags |= KEY_DO;
+        }
+        if q.checking_disabled() {
+            flags |= KEY_CD;
+        }
+        Key { name: q.question.name_bytes(buf), qtype: q.question.qtype, qclass: q.question.qclass, flags }
+    }
+
+    pub fn hash(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut h = ahash::AHasher::default();
+        // Hash lowercase bytes in 8-byte words; names are short, this stays branch-light.
+        for chunk in self.name.chunks(8) {
+            let mut word = [0u8; 8];
+            for (w, c) in word.iter_mut().zip(chunk) {
+                *w = c.to_ascii_lowercase();
+            }
+            h.write_u64(u64::from_ne_bytes(word));
+        }
+        h.write_u16(self.qtype);
+        h.write_u16(self.qclass);
+        h.write_u8(self.flags);
+        h.finish()
+    }
+
+    /// An owned copy, for the in-flight table.
+    pub fn to_owned_key(&self) -> OwnedKey {
+        let mut name = self.name.to_vec();
+        name.make_ascii_lowercase();
+        OwnedKey { name, qtype: self.qtype, qclass: self.qclass, flags: self.flags }
+    }
+}
+
+/// Key of the in-flight (coalescing) table: lowercase name bytes and the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OwnedKey {
+    pub name: Vec<u8>,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub flags: u8,
+}
+
+/// A response ready to be patched for any client that asked the same question.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response with its OPT removed; TTLs already capped.
+    bytes: Box<[u8]>,
+    ttl_offsets: Box<[u16]>,
+    /// Seconds the entry is fresh for (after caps).
+    ttl: u32,
+    /// The record type label for metrics: success, denial, or (uncached) other.
+    pub kind: AnswerKind,
+    pub rcode: u16,
+    pub answers: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Positive answer (CoreDNS cache label `success`).
+    Success,
+    /// NXDOMAIN or NODATA with an SOA (CoreDNS cache label `denial`).
+    Denial,
+    /// Not cacheable: SERVFAIL, no SOA, truncated, zero TTL.
+    Uncacheable,
+}
+
+impl AnswerKind {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            AnswerKind::Success => "success",
+            AnswerKind::Denial => "denial",
+            AnswerKind::Uncacheable => "other",
+        }
+    }
+}
+
+impl Answer {
+    /// Build from an upstream response that has been checked against its query. TTLs are
+    /// capped by the cache settings (RFC 2308 §5 for the negative TTL).
+    pub fn from_response(resp: &[u8], info: &ResponseInfo, cfg: &CacheConfig) -> Answer {
+        let mut bytes = Vec::with_capacity(resp.len());
+        let mut offsets: Vec<u16> = info.ttl_offsets.clone();
+        match info.edns {
+            Some(e) => {
+                // Remove the OPT RR: each client gets its own (RFC 6891 §7: no OPT in a reply to
+                // a query without one). TTL offsets after it move back by its length.
+                bytes.extend_from_slice(&resp[..e.start]);
+                bytes.extend_from_slice(&resp[e.start + e.len..]);
+                let arcount = info.header.arcount - 1;
+                bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
+                for o in offsets.iter_mut() {
+                    if *o as usize > e.start {
+                        *o -= e.len as u16;
+                    }
+                }
+            }
+            None => bytes.extend_from_slice(resp),
+        }
+        let rcode = info.rcode;
+        let (kind, ttl) = if info.header.tc() || info.header.opcode() != 0 || rcode > 15 {
+            (AnswerKind::Uncacheable, 0)
+        } else if rcode == wire::RCODE_NOERROR as u16 && info.header.ancount > 0 {
+            let t = info.min_answer_ttl.unwrap_or(0).clamp(cfg.min_ttl, cfg.max_ttl);
+            (AnswerKind::Success, t)
+        } else if rcode == wire::RCODE_NXDOMAIN as u16 || rcode == wire::RCODE_NOERROR as u16 {
+            match info.negative_ttl {
+                // RFC 2308 §5: without an SOA a negative answer is not cached.
+                Some(t) => (AnswerKind::Denial, t.min(cfg.negative_max_ttl).max(cfg.min_ttl)),
+                None => (AnswerKind::Uncacheable, 0),
+            }
+        } else {
+            (AnswerKind::Uncacheable, 0)
+        };
+        let (kind, ttl) = if ttl == 0 { (AnswerKind::Uncacheable, 0) } else { (kind, ttl) };
+        if kind != AnswerKind::Uncacheable {
+            // Every record's TTL is capped to the entry's lifetime so no client is told to keep
+            // a record longer than we do; records below min_ttl are raised.
+            wire::rewrite_ttls(&mut bytes, &offsets, |t| t.clamp(cfg.min_ttl.min(ttl), ttl));
+        }
+        Answer {
+            bytes: bytes.into_boxed_slice(),
+            ttl_offsets: offsets.into_boxed_slice(),
+            ttl,
+            kind,
+            rcode,
+            answers: info.header.ancount,
+        }
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Write this answer for one client into `out`: its ID, its question bytes, TTLs less
+    /// `age` seconds (or `STALE_TTL` when serving stale), its EDNS, and TC when the result does
+    /// not fit `max_len` (RFC 1035 §4.2.1, RFC 6891 §7).
+    pub fn render(&self, query: &[u8], q: &QueryView, age: u32, stale: bool, max_len: usize, out: &mut Vec<u8>) {
+        let qend = q.question.end();
+        if self.bytes.len() < qend || self.bytes[HEADER_LEN..qend].len() != query[HEADER_LEN..qend].len() {
+            // The answer's question differs in length from the client's: cannot happen for a
+            // matching key, but never write out of place.
+            wire::minimal_response(query, q, wire::RCODE_SERVFAIL, false, out);
+            return;
+        }
+        out.clear();
+        out.extend_from_slice(&self.bytes);
+        wire::set_id(out, q.header.id);
+        // RD is echoed from the query (RFC 1035 §4.1.1).
+        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+        out[HEADER_LEN..qend].copy_from_slice(&query[HEADER_LEN..qend]);
+        if stale {
+            wire::rewrite_ttls(out, &self.ttl_offsets, |_| STALE_TTL);
+        } else if age > 0 {
+            wire::rewrite_ttls(out, &self.ttl_offsets, |t| t.saturating_sub(age));
+        }
+        if let Some(e) = q.edns {
+            wire::push_opt(out, e.dnssec_ok());
+            let ar = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
+            out[10..12].copy_from_slice(&ar.to_be_bytes());
+        }
+        if out.len() > max_len {
+            wire::minimal_response(query, q, (self.rcode & 0xf) as u8, true, out);
+            // Keep AA/AD of the real answer off: a truncated reply carries no data.
+        }
+    }
+
+    fn matches(&self, key: &Key) -> bool {
+        let qend = HEADER_LEN + key.name.len();
+        self.bytes.len() >= qend + 4
+            && wire::names_equal(&self.bytes[HEADER_LEN..qend], key.name)
+            && u16::from_be_bytes([self.bytes[qend], self.bytes[qend + 1]]) == key.qtype
+            && u16::from_be_bytes([self.bytes[qend + 2], self.bytes[qend + 3]]) == key.qclass
+    }
+}
+
+struct Slot {
+    hash: u64,
+    flags: u8,
+    answer: std::sync::Arc<Answer>,
+    stored: Instant,
+    referenced: bool,
+    hits: u32,
+    prefetching: bool,
+}
+
+struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+    hand: usize,
+    capacity: usize,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// Fresh: the answer was written to `out`. `prefetch` asks the caller to refresh it now.
+    Hit { kind: AnswerKind, prefetch: bool, rcode: u16, answers: u16 },
+    /// Expired but within the serve-stale window: the caller asks upstream and, if that fails,
+    /// calls `serve_stale`.
+    Stale,
+    Miss,
+}
+
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    cfg: CacheConfig,
+    epoch: Instant,
+}
+
+/// Counts for the `ndots_cache_*` gauges.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheCounts {
+    pub success: usize,
+    pub denial: usize,
+}
+
+/// Outcome of an insert, for the eviction metric.
+pub struct Inserted {
+    pub evicted: Option<AnswerKind>,
+}
+
+impl Cache {
+    pub fn new(cfg: CacheConfig) -> Cache {
+        let per_shard = cfg.capacity.div_ceil(SHARDS).max(1);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    table: HashTable::with_capacity(per_shard.min(4096)),
+                    slots: Vec::new(),
+                    hand: 0,
+                    capacity: per_shard,
+                })
+            })
+            .collect();
+        Cache { shards, cfg, epoch: Instant::now() }
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // The table uses the low bits; pick the shard from the high bits.
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    /// Look up the client's question; on a fresh hit the answer for this client is in `out`.
+    pub fn lookup(&self, query: &[u8], q: &QueryView, now: Instant, out: &mut Vec<u8>) -> Lookup {
+        if self.cfg.capacity == 0 {
+            return Lookup::Miss;
+        }
+        let key = Key::of_query(query, q);
+        let hash = key.hash();
+        let mut shard = self.shard(hash).lock();
+        let Shard { table, slots, .. } = &mut *shard;
+        let Some(&idx) = table.find(hash, |&i| {
+            let s = &slots[i as usize];
+            s.hash == hash && s.flags == key.flags && s.answer.matches(&key)
+        }) else {
+            return Lookup::Miss;
+        };
+        let slot = &mut slots[idx as usize];
+        let age = now.saturating_duration_since(slot.stored).as_secs();
+        let ttl = slot.answer.ttl as u64;
+        if age >= ttl {
+            return if age < ttl + self.cfg.serve_stale as u64 { Lookup::Stale } else { Lookup::Miss };
+        }
+        slot.referenced = true;
+        slot.hits = slot.hits.saturating_add(1);
+        let remaining = (ttl - age) as u32;
+        let prefetch = self.cfg.prefetch
+            && !slot.prefetching
+            && slot.hits >= PREFETCH_MIN_HITS
+            && slot.answer.ttl >= PREFETCH_REMAINING_DIVISOR
+            && remaining <= slot.answer.ttl / PREFETCH_REMAINING_DIVISOR;
+        if prefetch {
+            slot.prefetching = true;
+        }
+        let answer = slot.answer.clone();
+        drop(shard);
+        answer.render(query, q, age as u32, false, q.max_udp_response(), out);
+        Lookup::Hit { kind: answer.kind, prefetch, rcode: answer.rcode, answers: answer.answers }
+    }
+
+    /// Write an expired entry for this client with the stale TTL (RFC 8767), if one is still
+    /// within the serve-stale window.
+    pub fn serve_stale(&self, query: &[u8], q: &QueryView, now: Instant, max_len: usize, out: &mut Vec<u8>) -> Option<(u16, u16)> {
+        let key = Key::of_query(query, q);
+        let hash = key.hash();
+        let answer = {
+            let shard = self.shard(hash).lock();
+            let &idx = shard.table.find(hash, |&i| {
+                let s = &shard.slots[i as usize];
+                s.hash == hash && s.flags == key.flags && s.answer.matches(&key)
+            })?;
+            let slot = &shard.slots[idx as usize];
+            let age = now.saturating_duration_since(slot.stored).as_secs();
+            if age >= slot.answer.ttl as u64 + self.cfg.serve_stale as u64 {
+                return None;
+            }
+            slot.answer.clone()
+        };
+        answer.render(query, q, 0, true, max_len, out);
+        Some((answer.rcode, answer.answers))
+    }
+
+    /// Store a cacheable answer under the key of the query it answers.
+    pub fn insert(&self, key: &Key, answer: std::sync::Arc<Answer>, now: Instant) -> Inserted {
+        if answer.kind == AnswerKind::Uncacheable || self.cfg.capacity == 0 {
+            return Inserted { evicted: None };
+        }
+        let hash = key.hash();
+        let mut guard = self.shard(hash).lock();
+        let shard = &mut *guard;
+        let slots = &mut shard.slots;
+        if let Some(&idx) = shard.table.find(hash, |&i| {
+            let s = &slots[i as usize];
+            s.hash == hash && s.flags == key.flags && s.answer.matches(key)
+        }) {
+            let s = &mut slots[idx as usize];
+            s.answer = answer;
+            s.stored = now;
+            s.prefetching = false;
+            return Inserted { evicted: None };
+        }
+        let new = Slot { hash, flags: key.flags, answer, stored: now, referenced: false, hits: 0, prefetching: false };
+        if shard.slots.len() < shard.capacity {
+            let idx = shard.slots.len() as u32;
+            shard.slots.push(new);
+            let slots = &shard.slots;
+            shard.table.insert_unique(hash, idx, |&i| slots[i as usize].hash);
+            return Inserted { evicted: None };
+        }
+        // CLOCK: skip recently referenced entries once, evict the first that is not.
+        let victim = loop {
+            let i = shard.hand;
+            shard.hand = (shard.hand + 1) % shard.slots.len();
+            let s = &mut shard.slots[i];
+            if s.referenced {
+                s.referenced = false;
+            } else {
+                break i;
+            }
+        };
+        let old_hash = shard.slots[victim].hash;
+        let old_kind = shard.slots[victim].answer.kind;
+        if let Ok(e) = shard.table.find_entry(old_hash, |&i| i as usize == victim) {
+            e.remove();
+        }
+        shard.slots[victim] = new;
+        let slots = &shard.slots;
+        shard.table.insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
+        Inserted { evicted: Some(old_kind) }
+    }
+
+    /// Mark a prefetch as finished without a new answer, so a later hit may try again.
+    pub fn prefetch_failed(&self, key: &Key) {
+        let hash = key.hash();
+        let mut shard = self.shard(hash).lock();
+        let Shard { table, slots, .. } = &mut *shard;
+        if let Some(&idx) = table.find(hash, |&i| {
+            let s = &slots[i as usize];
+            s.hash == hash && s.flags == key.flags && s.answer.matches(key)
+        }) {
+            slots[idx as usize].prefetching = false;
+        }
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        let mut c = CacheCounts::default();
+        for s in self.shards.iter() {
+            for slot in s.lock().slots.iter() {
+                match slot.answer.kind {
+                    AnswerKind::Success => c.success += 1,
+                    AnswerKind::Denial => c.denial += 1,
+                    AnswerKind::Uncacheable => {}
+                }
+            }
+        }
+        c
+    }
+
+    /// Seconds since the cache was made; used by tests.
+    pub fn uptime(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{build_query, parse_query, parse_response};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn cfg() -> CacheConfig {
+        CacheConfig { capacity: 1000, min_ttl: 0, max_ttl: 3600, negative_max_ttl: 30, serve_stale: 60, prefetch: true }
+    }
+
+    /// A response to `query` with one A record of the given TTL.
+    fn a_response(query: &[u8], ttl: u32, edns: bool) -> Vec<u8> {
+        let q = parse_query(query).unwrap();
+        let mut r = query[..q.question.end()].to_vec();
+        r[2] |= 0x80;
+        r[3] |= 0x80;
+        r[6..8].copy_from_slice(&1u16.to_be_bytes());
+        r[10..12].copy_from_slice(&(edns as u16).to_be_bytes());
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 4, 10, 0, 0, 1]);
+        if edns {
+            wire::push_opt(&mut r, false);
+        }
+        r
+    }
+
+    fn query(id: u16, name: &str, edns: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        build_query(id, name, 1, edns, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn hit_restores_id_case_and_decrements_ttl() {
+        let cache = Cache::new(cfg());
+        let q1 = query(1, "web.prod.svc.cluster.local.", true);
+        let resp = a_response(&q1, 300, true);
+        let info = parse_response(&resp).unwrap();
+        let ans = Arc::new(Answer::from_response(&resp, &info, cache.config()));
+        let v1 = parse_query(&q1).unwrap();
+        let t0 = Instant::now();
+        cache.insert(&Key::of_query(&q1, &v1), ans, t0);
+
+        let q2 = query(77, "WeB.PROD.svc.cluster.local.", false);
+        let v2 = parse_query(&q2).unwrap();
+        let mut out = Vec::new();
+        match cache.lookup(&q2, &v2, t0 + Duration::from_secs(100), &mut out) {
+            Lookup::Hit { .. } => {}
+            _ => panic!("expected a hit"),
+        }
+        let r = parse_response(&out).unwrap();
+        assert_eq!(r.header.id, 77);
+        assert_eq!(&out[12..12 + 28], &q2[12..12 + 28], "question case restored");
+        assert!(r.edns.is_none(), "no OPT to a client that sent none");
+        assert_eq!(r.min_answer_ttl, Some(200));
+    }
+
+    #[test]
+    fn do_bit_is_part_of_the_key() {
+        let cache = Cache::new(cfg());
+        let q1 = query(1, "a.example.", true);
+        let resp = a_response(&q1, 300, true);
+        let info = parse_response(&resp).unwrap();
+        let v1 = parse_query(&q1).unwrap();
+        cache.insert(&Key::of_query(&q1, &v1), Arc::new(Answer::from_response(&resp, &info, cache.config())), Instant::now());
+        let mut q2 = q1.clone();
+        let n = q2.len();
+        q2[n - 4] |= 0x80; // DO
+        let v2 = parse_query(&q2).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(cache.lookup(&q2, &v2, Instant::now(), &mut out), Lookup::Miss));
+    }
+
+    #[test]
+    fn expired_entries_go_stale_then_away() {
+        let cache = Cache::new(cfg());
+        let q = query(1, "a.example.", false);
+        let resp = a_response(&q, 10, false);
+        let info = parse_response(&resp).unwrap();
+        let v = parse_query(&q).unwrap();
+        let t0 = Instant::now();
+        cache.insert(&Key::of_query(&q, &v), Arc::new(Answer::from_response(&resp, &info, cache.config())), t0);
+        let mut out = Vec::new();
+        assert!(matches!(cache.lookup(&q, &v, t0 + Duration::from_secs(11), &mut out), Lookup::Stale));
+        assert!(cache.serve_stale(&q, &v, t0 + Duration::from_secs(11), 512, &mut out).is_some());
+        assert_eq!(parse_response(&out).unwrap().min_answer_ttl, Some(STALE_TTL));
+        assert!(matches!(cache.lookup(&q, &v, t0 + Duration::from_secs(71), &mut out), Lookup::Miss));
+    }
+
+    #[test]
+    fn ttl_caps_apply() {
+        let mut c = cfg();
+        c.max_ttl = 60;
+        let cache = Cache::new(c);
+        let q = query(1, "a.example.", false);
+        let resp = a_response(&q, 86400, false);
+        let info = parse_response(&resp).unwrap();
+        let ans = Answer::from_response(&resp, &info, cache.config());
+        assert_eq!(ans.ttl(), 60);
+    }
+
+    #[test]
+    fn bounded_with_eviction() {
+        let mut c = cfg();
+        c.capacity = SHARDS * 2;
+        let cache = Cache::new(c);
+        let now = Instant::now();
+        let mut evicted = 0;
+        for i in 0..(SHARDS * 20) {
+            let q = query(1, &format!("n{i}.example."), false);
+            let resp = a_response(&q, 300, false);
+            let info = parse_response(&resp).unwrap();
+            let v = parse_query(&q).unwrap();
+            let r = cache.insert(&Key::of_query(&q, &v), Arc::new(Answer::from_response(&resp, &info, cache.config())), now);
+            evicted += r.evicted.is_some() as usize;
+        }
+        let n = cache.counts().success;
+        assert!(n <= SHARDS * 2, "{n}");
+        assert_eq!(evicted + n, SHARDS * 20);
+    }
+
+    #[test]
+    fn oversized_answer_is_truncated_for_the_client() {
+        let cache = Cache::new(cfg());
+        let q = query(5, "a.example.", false);
+        let resp = a_response(&q, 300, false);
+        let info = parse_response(&resp).unwrap();
+        let ans = Answer::from_response(&resp, &info, cache.config());
+        let v = parse_query(&q).unwrap();
+        let mut out = Vec::new();
+        ans.render(&q, &v, 0, false, 30, &mut out);
+        let h = wire::Header::parse(&out).unwrap();
+        assert!(h.tc());
+        assert_eq!(h.ancount, 0);
+    }
+}
