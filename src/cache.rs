@@ -48,7 +48,12 @@ impl<'a> Key<'a> {
         if q.checking_disabled() {
             flags |= KEY_CD;
         }
-        Key { name: q.question.name_bytes(buf), qtype: q.question.qtype, qclass: q.question.qclass, flags }
+        Key {
+            name: q.question.name_bytes(buf),
+            qtype: q.question.qtype,
+            qclass: q.question.qclass,
+            flags,
+        }
     }
 
     pub fn hash(&self) -> u64 {
@@ -72,7 +77,12 @@ impl<'a> Key<'a> {
     pub fn to_owned_key(&self) -> OwnedKey {
         let mut name = self.name.to_vec();
         name.make_ascii_lowercase();
-        OwnedKey { name, qtype: self.qtype, qclass: self.qclass, flags: self.flags }
+        OwnedKey {
+            name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            flags: self.flags,
+        }
     }
 }
 
@@ -145,18 +155,28 @@ impl Answer {
         let (kind, ttl) = if info.header.tc() || info.header.opcode() != 0 || rcode > 15 {
             (AnswerKind::Uncacheable, 0)
         } else if rcode == wire::RCODE_NOERROR as u16 && info.header.ancount > 0 {
-            let t = info.min_answer_ttl.unwrap_or(0).clamp(cfg.min_ttl, cfg.max_ttl);
+            let t = info
+                .min_answer_ttl
+                .unwrap_or(0)
+                .clamp(cfg.min_ttl, cfg.max_ttl);
             (AnswerKind::Success, t)
         } else if rcode == wire::RCODE_NXDOMAIN as u16 || rcode == wire::RCODE_NOERROR as u16 {
             match info.negative_ttl {
                 // RFC 2308 §5: without an SOA a negative answer is not cached.
-                Some(t) => (AnswerKind::Denial, t.min(cfg.negative_max_ttl).max(cfg.min_ttl)),
+                Some(t) => (
+                    AnswerKind::Denial,
+                    t.min(cfg.negative_max_ttl).max(cfg.min_ttl),
+                ),
                 None => (AnswerKind::Uncacheable, 0),
             }
         } else {
             (AnswerKind::Uncacheable, 0)
         };
-        let (kind, ttl) = if ttl == 0 { (AnswerKind::Uncacheable, 0) } else { (kind, ttl) };
+        let (kind, ttl) = if ttl == 0 {
+            (AnswerKind::Uncacheable, 0)
+        } else {
+            (kind, ttl)
+        };
         if kind != AnswerKind::Uncacheable {
             // Every record's TTL is capped to the entry's lifetime so no client is told to keep
             // a record longer than we do; records below min_ttl are raised.
@@ -187,9 +207,19 @@ impl Answer {
     /// Write this answer for one client into `out`: its ID, its question bytes, TTLs less
     /// `age` seconds (or `STALE_TTL` when serving stale), its EDNS, and TC when the result does
     /// not fit `max_len` (RFC 1035 §4.2.1, RFC 6891 §7).
-    pub fn render(&self, query: &[u8], q: &QueryView, age: u32, stale: bool, max_len: usize, out: &mut Vec<u8>) {
+    pub fn render(
+        &self,
+        query: &[u8],
+        q: &QueryView,
+        age: u32,
+        stale: bool,
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) {
         let qend = q.question.end();
-        if self.bytes.len() < qend || self.bytes[HEADER_LEN..qend].len() != query[HEADER_LEN..qend].len() {
+        if self.bytes.len() < qend
+            || self.bytes[HEADER_LEN..qend].len() != query[HEADER_LEN..qend].len()
+        {
             // The answer's question differs in length from the client's: cannot happen for a
             // matching key, but never write out of place.
             wire::minimal_response(query, q, wire::RCODE_SERVFAIL, false, out);
@@ -246,7 +276,12 @@ struct Shard {
 /// What a lookup found.
 pub enum Lookup {
     /// Fresh: the answer was written to `out`. `prefetch` asks the caller to refresh it now.
-    Hit { kind: AnswerKind, prefetch: bool, rcode: u16, answers: u16 },
+    Hit {
+        kind: AnswerKind,
+        prefetch: bool,
+        rcode: u16,
+        answers: u16,
+    },
     /// Expired but within the serve-stale window: the caller asks upstream and, if that fails,
     /// calls `serve_stale`.
     Stale,
@@ -284,7 +319,11 @@ impl Cache {
                 })
             })
             .collect();
-        Cache { shards, cfg, epoch: Instant::now() }
+        Cache {
+            shards,
+            cfg,
+            epoch: Instant::now(),
+        }
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -297,7 +336,14 @@ impl Cache {
     }
 
     /// Look up the client's question; on a fresh hit the answer for this client is in `out`.
-    pub fn lookup(&self, query: &[u8], q: &QueryView, now: Instant, out: &mut Vec<u8>) -> Lookup {
+    pub fn lookup(
+        &self,
+        query: &[u8],
+        q: &QueryView,
+        now: Instant,
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Lookup {
         if self.cfg.capacity == 0 {
             return Lookup::Miss;
         }
@@ -315,7 +361,11 @@ impl Cache {
         let age = now.saturating_duration_since(slot.stored).as_secs();
         let ttl = slot.answer.ttl as u64;
         if age >= ttl {
-            return if age < ttl + self.cfg.serve_stale as u64 { Lookup::Stale } else { Lookup::Miss };
+            return if age < ttl + self.cfg.serve_stale as u64 {
+                Lookup::Stale
+            } else {
+                Lookup::Miss
+            };
         }
         slot.referenced = true;
         slot.hits = slot.hits.saturating_add(1);
@@ -330,13 +380,25 @@ impl Cache {
         }
         let answer = slot.answer.clone();
         drop(shard);
-        answer.render(query, q, age as u32, false, q.max_udp_response(), out);
-        Lookup::Hit { kind: answer.kind, prefetch, rcode: answer.rcode, answers: answer.answers }
+        answer.render(query, q, age as u32, false, max_len, out);
+        Lookup::Hit {
+            kind: answer.kind,
+            prefetch,
+            rcode: answer.rcode,
+            answers: answer.answers,
+        }
     }
 
     /// Write an expired entry for this client with the stale TTL (RFC 8767), if one is still
     /// within the serve-stale window.
-    pub fn serve_stale(&self, query: &[u8], q: &QueryView, now: Instant, max_len: usize, out: &mut Vec<u8>) -> Option<(u16, u16)> {
+    pub fn serve_stale(
+        &self,
+        query: &[u8],
+        q: &QueryView,
+        now: Instant,
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<(u16, u16)> {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let answer = {
@@ -375,12 +437,22 @@ impl Cache {
             s.prefetching = false;
             return Inserted { evicted: None };
         }
-        let new = Slot { hash, flags: key.flags, answer, stored: now, referenced: false, hits: 0, prefetching: false };
+        let new = Slot {
+            hash,
+            flags: key.flags,
+            answer,
+            stored: now,
+            referenced: false,
+            hits: 0,
+            prefetching: false,
+        };
         if shard.slots.len() < shard.capacity {
             let idx = shard.slots.len() as u32;
             shard.slots.push(new);
             let slots = &shard.slots;
-            shard.table.insert_unique(hash, idx, |&i| slots[i as usize].hash);
+            shard
+                .table
+                .insert_unique(hash, idx, |&i| slots[i as usize].hash);
             return Inserted { evicted: None };
         }
         // CLOCK: skip recently referenced entries once, evict the first that is not.
@@ -401,8 +473,12 @@ impl Cache {
         }
         shard.slots[victim] = new;
         let slots = &shard.slots;
-        shard.table.insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
-        Inserted { evicted: Some(old_kind) }
+        shard
+            .table
+            .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
+        Inserted {
+            evicted: Some(old_kind),
+        }
     }
 
     /// Mark a prefetch as finished without a new answer, so a later hit may try again.
@@ -446,7 +522,14 @@ mod tests {
     use std::time::Duration;
 
     fn cfg() -> CacheConfig {
-        CacheConfig { capacity: 1000, min_ttl: 0, max_ttl: 3600, negative_max_ttl: 30, serve_stale: 60, prefetch: true }
+        CacheConfig {
+            capacity: 1000,
+            min_ttl: 0,
+            max_ttl: 3600,
+            negative_max_ttl: 30,
+            serve_stale: 60,
+            prefetch: true,
+        }
     }
 
     /// A response to `query` with one A record of the given TTL.
@@ -486,13 +569,17 @@ mod tests {
         let q2 = query(77, "WeB.PROD.svc.cluster.local.", false);
         let v2 = parse_query(&q2).unwrap();
         let mut out = Vec::new();
-        match cache.lookup(&q2, &v2, t0 + Duration::from_secs(100), &mut out) {
+        match cache.lookup(&q2, &v2, t0 + Duration::from_secs(100), 512, &mut out) {
             Lookup::Hit { .. } => {}
             _ => panic!("expected a hit"),
         }
         let r = parse_response(&out).unwrap();
         assert_eq!(r.header.id, 77);
-        assert_eq!(&out[12..12 + 28], &q2[12..12 + 28], "question case restored");
+        assert_eq!(
+            &out[12..12 + 28],
+            &q2[12..12 + 28],
+            "question case restored"
+        );
         assert!(r.edns.is_none(), "no OPT to a client that sent none");
         assert_eq!(r.min_answer_ttl, Some(200));
     }
@@ -504,13 +591,20 @@ mod tests {
         let resp = a_response(&q1, 300, true);
         let info = parse_response(&resp).unwrap();
         let v1 = parse_query(&q1).unwrap();
-        cache.insert(&Key::of_query(&q1, &v1), Arc::new(Answer::from_response(&resp, &info, cache.config())), Instant::now());
+        cache.insert(
+            &Key::of_query(&q1, &v1),
+            Arc::new(Answer::from_response(&resp, &info, cache.config())),
+            Instant::now(),
+        );
         let mut q2 = q1.clone();
         let n = q2.len();
         q2[n - 4] |= 0x80; // DO
         let v2 = parse_query(&q2).unwrap();
         let mut out = Vec::new();
-        assert!(matches!(cache.lookup(&q2, &v2, Instant::now(), &mut out), Lookup::Miss));
+        assert!(matches!(
+            cache.lookup(&q2, &v2, Instant::now(), 512, &mut out),
+            Lookup::Miss
+        ));
     }
 
     #[test]
@@ -521,12 +615,27 @@ mod tests {
         let info = parse_response(&resp).unwrap();
         let v = parse_query(&q).unwrap();
         let t0 = Instant::now();
-        cache.insert(&Key::of_query(&q, &v), Arc::new(Answer::from_response(&resp, &info, cache.config())), t0);
+        cache.insert(
+            &Key::of_query(&q, &v),
+            Arc::new(Answer::from_response(&resp, &info, cache.config())),
+            t0,
+        );
         let mut out = Vec::new();
-        assert!(matches!(cache.lookup(&q, &v, t0 + Duration::from_secs(11), &mut out), Lookup::Stale));
-        assert!(cache.serve_stale(&q, &v, t0 + Duration::from_secs(11), 512, &mut out).is_some());
-        assert_eq!(parse_response(&out).unwrap().min_answer_ttl, Some(STALE_TTL));
-        assert!(matches!(cache.lookup(&q, &v, t0 + Duration::from_secs(71), &mut out), Lookup::Miss));
+        assert!(matches!(
+            cache.lookup(&q, &v, t0 + Duration::from_secs(11), 512, &mut out),
+            Lookup::Stale
+        ));
+        assert!(cache
+            .serve_stale(&q, &v, t0 + Duration::from_secs(11), 512, &mut out)
+            .is_some());
+        assert_eq!(
+            parse_response(&out).unwrap().min_answer_ttl,
+            Some(STALE_TTL)
+        );
+        assert!(matches!(
+            cache.lookup(&q, &v, t0 + Duration::from_secs(71), 512, &mut out),
+            Lookup::Miss
+        ));
     }
 
     #[test]
@@ -553,7 +662,11 @@ mod tests {
             let resp = a_response(&q, 300, false);
             let info = parse_response(&resp).unwrap();
             let v = parse_query(&q).unwrap();
-            let r = cache.insert(&Key::of_query(&q, &v), Arc::new(Answer::from_response(&resp, &info, cache.config())), now);
+            let r = cache.insert(
+                &Key::of_query(&q, &v),
+                Arc::new(Answer::from_response(&resp, &info, cache.config())),
+                now,
+            );
             evicted += r.evicted.is_some() as usize;
         }
         let n = cache.counts().success;

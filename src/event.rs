@@ -36,6 +36,9 @@ pub enum AnswerSource {
     Upstream,
     Shortcut,
     Stale,
+    /// A local policy answer that is not a shortcut: NOTIMP for other opcodes, REFUSED for
+    /// zone transfers or refused clients.
+    Local,
     /// A response read from a capture.
     Captured,
 }
@@ -47,6 +50,7 @@ impl AnswerSource {
             AnswerSource::Upstream => "upstream",
             AnswerSource::Shortcut => "shortcut",
             AnswerSource::Stale => "stale",
+            AnswerSource::Local => "local",
             AnswerSource::Captured => "captured",
         }
     }

@@ -1,11 +1,14 @@
 //! ndots: find and remove the DNS load that Kubernetes' `ndots:5` search-path expansion creates.
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
+pub mod admin;
 pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod proxy;
 pub mod search;
+pub mod upstream;
 pub mod wire;

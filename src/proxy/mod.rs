@@ -1,10 +1,287 @@
-//! The proxy: listeners, the request path, upstreams.
+//! The proxy process: listeners, the engine they share, reload and shutdown (DESIGN §3).
+//!
+//! `start` binds everything and returns a `Running` handle (tests embed the proxy this way);
+//! `serve` is the command: start, then reload on SIGHUP or a changed config file, and drain
+//! on SIGTERM/SIGINT.
 
+pub mod handler;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::admin::{self, AdminSource};
+use crate::cache::Cache;
 use crate::cli::CliError;
 use crate::config::{Config, Overrides};
+use crate::metrics as m;
+pub use handler::Engine;
 
-pub fn serve(_cfg: Config, _path: Option<PathBuf>, _o: Overrides) -> Result<(), CliError> {
-    Err(CliError::runtime(anyhow::anyhow!("proxy: being built (issue 2)")))
+/// A started proxy.
+pub struct Running {
+    engine: Arc<ArcSwap<Engine>>,
+    stop: Arc<AtomicBool>,
+    stopped_tx: tokio::sync::watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// The bound DNS addresses (the real port when 0 was asked).
+    pub dns_addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pending: Arc<AtomicUsize>,
+    metrics: PrometheusHandle,
+}
+
+struct Admin {
+    engine: Arc<ArcSwap<Engine>>,
+    metrics: PrometheusHandle,
+}
+
+impl AdminSource for Admin {
+    fn metrics(&self) -> String {
+        let counts = self.engine.load().cache.counts();
+        metrics::gauge!(m::CACHE_ENTRIES, "type" => "success").set(counts.success as f64);
+        metrics::gauge!(m::CACHE_ENTRIES, "type" => "denial").set(counts.denial as f64);
+        self.metrics.render()
+    }
+    fn ready(&self) -> Result<(), String> {
+        if self.engine.load().router.any_answered() {
+            Ok(())
+        } else {
+            Err("no upstream has answered yet".into())
+        }
+    }
+    fn report(&self, _window: Option<Duration>) -> Option<String> {
+        None
+    }
+}
+
+/// Bind every listener and start serving on `rt`.
+pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Running> {
+    let metrics = m::install();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let cache = Arc::new(Cache::new(config.cache.clone()));
+    let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
+        config.clone(),
+        cache,
+        pending.clone(),
+    )?));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+
+    let mut dns_addrs = Vec::new();
+    let mut workers = Vec::new();
+    for &addr in &config.listen {
+        // The first UDP socket fixes the port when 0 was asked; the rest join its group.
+        let first = udp::bind(addr).map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}"))?;
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..config.server.workers {
+            sockets
+                .push(udp::bind(bound).map_err(|e| anyhow::anyhow!("binding UDP {bound}: {e}"))?);
+        }
+        let tcp = tcp::bind(bound).map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}"))?;
+        dns_addrs.push(bound);
+        for (i, s) in sockets.into_iter().enumerate() {
+            let (s, e, h, st) = (Arc::new(s), engine.clone(), rt.clone(), stop.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("ndots-udp-{i}"))
+                    .spawn(move || udp::run_worker(s, e, h, st))?,
+            );
+        }
+        let _guard = rt.enter();
+        rt.spawn(tcp::serve(
+            tcp,
+            engine.clone(),
+            stop.clone(),
+            stopped_rx.clone(),
+        ));
+    }
+
+    let admin_addr = match config.admin {
+        Some(addr) => {
+            let std_listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}"))?;
+            std_listener.set_nonblocking(true)?;
+            let bound = std_listener.local_addr()?;
+            let source: Arc<dyn AdminSource> = Arc::new(Admin {
+                engine: engine.clone(),
+                metrics: metrics.clone(),
+            });
+            let _guard = rt.enter();
+            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            rt.spawn(admin::serve(listener, source));
+            Some(bound)
+        }
+        None => None,
+    };
+
+    // Readiness needs an upstream that answered; probe each zone until one does.
+    rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
+    // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
+    {
+        let metrics = metrics.clone();
+        let mut stopped = stopped_rx;
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => metrics.run_upkeep(),
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+    }
+    tracing::info!(listen = ?dns_addrs, admin = ?admin_addr, upstream_zones = config.upstreams.len(), "ndots proxy serving");
+    Ok(Running {
+        engine,
+        stop,
+        stopped_tx,
+        workers,
+        dns_addrs,
+        admin_addr,
+        pending,
+        metrics,
+    })
+}
+
+async fn probe_upstreams(
+    engine: Arc<ArcSwap<Engine>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut id = 1u16;
+    loop {
+        let e = engine.load_full();
+        if e.router.any_answered() {
+            return;
+        }
+        for (i, z) in e.router.zones().iter().enumerate() {
+            let mut q = Vec::new();
+            // The zone's SOA: every authoritative server and resolver can answer it.
+            if crate::wire::build_query(id, &z.label, crate::wire::TYPE_SOA, true, &mut q).is_ok() {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(3), e.router.exchange(i, &q)).await;
+            }
+            id = id.wrapping_add(1);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+impl Running {
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Apply a new configuration. Listener addresses, the admin address and worker count need a
+    /// restart; everything else takes effect for the next query. The cache is kept unless its
+    /// settings changed.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        let old = self.engine.load_full();
+        if config.listen != old.config.listen
+            || config.admin != old.config.admin
+            || config.server.workers != old.config.server.workers
+        {
+            tracing::warn!("listen, admin and server.workers changes take effect on restart only");
+        }
+        let cache = if config.cache == old.config.cache {
+            old.cache.clone()
+        } else {
+            Arc::new(Cache::new(config.cache.clone()))
+        };
+        let engine = Engine::new(config, cache, self.pending.clone())?;
+        self.engine.store(Arc::new(engine));
+        Ok(())
+    }
+
+    /// Stop taking queries, let in-flight ones finish within `grace`, and return.
+    pub fn shutdown(self, grace: Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stopped_tx.send(true);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        let deadline = Instant::now() + grace;
+        while self.pending.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `ndots proxy`: serve until SIGTERM/SIGINT; reload on SIGHUP or when the file changes.
+pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Result<(), CliError> {
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.workers)
+        .thread_name("ndots-rt")
+        .enable_all()
+        .build()
+        .map_err(CliError::runtime)?;
+    let grace = config.server.shutdown_grace;
+    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
+        let mut term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
+        let mut seen_mtime = path.as_deref().and_then(mtime);
+        let mut poll = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let reason = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = path.as_deref().and_then(mtime);
+                    if now == seen_mtime { continue; }
+                    seen_mtime = now;
+                    "file change"
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            };
+            match Config::load(path.as_deref(), &overrides).and_then(|c| running.reload(c)) {
+                Ok(()) => {
+                    tracing::info!(reason, "configuration reloaded");
+                    metrics::counter!(m::CONFIG_RELOADS, "result" => "success").increment(1);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        reason,
+                        "configuration rejected, the old one keeps serving: {e:#}"
+                    );
+                    metrics::counter!(m::CONFIG_RELOADS, "result" => "failure").increment(1);
+                }
+            }
+        }
+        Ok::<(), CliError>(())
+    })?;
+    tracing::info!("draining");
+    // Shutdown blocks while in-flight queries finish on the runtime's threads.
+    running.shutdown(grace);
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NDOTS_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,421 @@
+//! The request path, in the order every query takes it (DESIGN §3). This is the one place the
+//! stages are ordered:
+//!
+//! 1. read the query (`wire::parse_query`); unreadable -> FORMERR or drop, counted;
+//! 2. refuse what a caching forwarder does not serve (opcodes other than QUERY, zone transfers);
+//! 3. the shortcut for search-path expansions (its own issue; hooks in here);
+//! 4. the cache: a fresh hit is answered from stored bytes on the receiving thread;
+//! 5. otherwise the upstream router, on the async runtime, with identical in-flight queries
+//!    coalesced into one upstream exchange; on failure a stale answer (RFC 8767) or SERVFAIL.
+//!
+//! Steps 1–4 run synchronously on the listener's thread and never allocate for a hit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
+use crate::config::Config;
+use crate::event::AnswerSource;
+use crate::metrics as m;
+use crate::upstream::Router;
+use crate::wire::{self, QueryProblem, QueryView};
+
+/// Transport a query came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// Where the answer to a query goes once it is ready.
+#[derive(Clone)]
+pub enum ReplyTo {
+    Udp(Arc<std::net::UdpSocket>, SocketAddr),
+    Tcp(mpsc::Sender<Vec<u8>>),
+}
+
+impl ReplyTo {
+    fn send(&self, bytes: Vec<u8>) {
+        match self {
+            ReplyTo::Udp(sock, to) => {
+                let _ = sock.send_to(&bytes, to);
+            }
+            ReplyTo::Tcp(tx) => {
+                let _ = tx.try_send(bytes);
+            }
+        }
+    }
+}
+
+/// Everything the request path needs; swapped whole on reload so a query sees one config.
+pub struct Engine {
+    pub config: Config,
+    pub cache: Arc<Cache>,
+    pub router: Router,
+    inflight: Mutex<HashMap<OwnedKey, Vec<Waiter>>>,
+    /// Queries waiting on upstreams, leaders and coalesced followers alike (shared across
+    /// reloads so the bound holds for the process).
+    pending: Arc<AtomicUsize>,
+    /// Listener address labels (`server` metric label), CoreDNS style `dns://IP:PORT`.
+    pub server_label: Arc<str>,
+}
+
+struct Waiter {
+    query: Vec<u8>,
+    view: QueryView,
+    reply: ReplyTo,
+    started: Instant,
+    proto: Proto,
+}
+
+/// What the synchronous part decided.
+pub enum Fast {
+    /// `out` holds the answer; send it.
+    Answered,
+    /// Nothing to send (a response packet, or garbage without a header).
+    Drop,
+    /// Needs upstream work: hand the query to `resolve`.
+    Resolve {
+        view: QueryView,
+        zone: Option<usize>,
+    },
+    /// `out` holds a cached answer to send, and the entry should be refreshed: call `resolve`
+    /// without a reply target.
+    Prefetch {
+        view: QueryView,
+        zone: Option<usize>,
+    },
+}
+
+impl Engine {
+    pub fn new(
+        config: Config,
+        cache: Arc<Cache>,
+        pending: Arc<AtomicUsize>,
+    ) -> anyhow::Result<Engine> {
+        let router = Router::new(&config.upstreams)?;
+        let server_label = Arc::from(
+            config
+                .listen
+                .first()
+                .map(|a| format!("dns://{a}"))
+                .unwrap_or_default()
+                .as_str(),
+        );
+        Ok(Engine {
+            config,
+            cache,
+            router,
+            inflight: Mutex::new(HashMap::new()),
+            pending,
+            server_label,
+        })
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Steps 1–4 of the request path. `out` receives an answer when one is ready now.
+    pub fn handle_fast(
+        &self,
+        packet: &[u8],
+        proto: Proto,
+        client: SocketAddr,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        let view = match wire::parse_query(packet) {
+            Ok(v) => v,
+            Err(QueryProblem::NotAQuery) => {
+                self.count_malformed();
+                return Fast::Drop;
+            }
+            Err(QueryProblem::Malformed(_)) => {
+                self.count_malformed();
+                return if wire::formerr_header_only(packet, out) {
+                    Fast::Answered
+                } else {
+                    Fast::Drop
+                };
+            }
+        };
+        let zone = self.router.route(view.question.name_bytes(packet));
+        self.count_request(&view, zone, proto, client);
+        // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers
+        // are not a forwarder's business.
+        let qtype = view.question.qtype;
+        let refuse = if view.header.opcode() != 0 {
+            Some(wire::RCODE_NOTIMP)
+        } else if qtype == wire::TYPE_AXFR || qtype == wire::TYPE_IXFR {
+            Some(wire::RCODE_REFUSED)
+        } else {
+            None
+        };
+        if let Some(rcode) = refuse {
+            wire::minimal_response(packet, &view, rcode, false, out);
+            self.count_response(zone, rcode as u16, AnswerSource::Local);
+            return Fast::Answered;
+        }
+        match self
+            .cache
+            .lookup(packet, &view, now, max_response(proto, &view), out)
+        {
+            Lookup::Hit {
+                kind,
+                prefetch,
+                rcode,
+                ..
+            } => {
+                self.count_cache_hit(kind);
+                self.count_response(zone, rcode, AnswerSource::Cache);
+                if prefetch {
+                    return Fast::Prefetch { view, zone };
+                }
+                Fast::Answered
+            }
+            Lookup::Stale | Lookup::Miss => {
+                self.count_cache_miss();
+                Fast::Resolve { view, zone }
+            }
+        }
+    }
+
+    /// Step 5: resolve upstream, coalescing identical questions. `reply` is `None` for a
+    /// prefetch (the client was already answered from cache).
+    pub async fn resolve(
+        self: Arc<Self>,
+        query: Vec<u8>,
+        view: QueryView,
+        zone: Option<usize>,
+        reply: Option<ReplyTo>,
+        proto: Proto,
+        started: Instant,
+    ) {
+        let key = Key::of_query(&query, &view);
+        let owned = key.to_owned_key();
+        if reply.is_none() {
+            m::cached_counter(m::label_key(7, &[]), || {
+                metrics::counter!(m::CACHE_PREFETCH)
+            })
+            .increment(1);
+        }
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.config.server.max_inflight {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(m::OVERLOAD_DROPS, "limit" => "max_inflight").increment(1);
+            match reply {
+                Some(r) => self.fail(
+                    &Waiter {
+                        query,
+                        view,
+                        reply: r,
+                        started,
+                        proto,
+                    },
+                    zone,
+                    &mut Vec::new(),
+                ),
+                None => self.cache.prefetch_failed(&key),
+            }
+            return;
+        }
+        {
+            let mut inflight = self.inflight.lock();
+            if let Some(waiters) = inflight.get_mut(&owned) {
+                match reply {
+                    Some(r) => waiters.push(Waiter {
+                        query,
+                        view,
+                        reply: r,
+                        started,
+                        proto,
+                    }),
+                    None => {
+                        self.pending.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            }
+            inflight.insert(owned.clone(), Vec::new());
+        }
+
+        let result = match zone {
+            Some(z) => self.router.exchange(z, &query).await.ok(),
+            None => None,
+        };
+        let answer = result.map(|r| {
+            let a = Arc::new(Answer::from_response(
+                &r.bytes,
+                &r.info,
+                self.cache.config(),
+            ));
+            if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
+                metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
+            }
+            a
+        });
+        if answer.is_none() && reply.is_none() {
+            self.cache.prefetch_failed(&key);
+        }
+        let waiters = self.inflight.lock().remove(&owned).unwrap_or_default();
+        let mut out = Vec::with_capacity(512);
+        let leader = reply.map(|r| Waiter {
+            query,
+            view,
+            reply: r,
+            started,
+            proto,
+        });
+        let n = waiters.len() + 1;
+        for w in leader.into_iter().chain(waiters) {
+            match &answer {
+                Some(a) => {
+                    a.render(
+                        &w.query,
+                        &w.view,
+                        0,
+                        false,
+                        max_response(w.proto, &w.view),
+                        &mut out,
+                    );
+                    w.reply.send(std::mem::take(&mut out));
+                    self.count_response(zone, a.rcode, AnswerSource::Upstream);
+                    self.observe_duration(zone, w.started);
+                }
+                None => self.fail(&w, zone, &mut out),
+            }
+        }
+        self.pending.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Upstreams failed: a stale answer if the cache has one (RFC 8767), else SERVFAIL.
+    fn fail(&self, w: &Waiter, zone: Option<usize>, out: &mut Vec<u8>) {
+        let max_len = max_response(w.proto, &w.view);
+        if let Some((rcode, _)) =
+            self.cache
+                .serve_stale(&w.query, &w.view, Instant::now(), max_len, out)
+        {
+            m::cached_counter(m::label_key(8, &[]), || {
+                metrics::counter!(m::CACHE_SERVED_STALE)
+            })
+            .increment(1);
+            self.count_response(zone, rcode, AnswerSource::Stale);
+        } else {
+            wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
+            self.count_response(zone, wire::RCODE_SERVFAIL as u16, AnswerSource::Upstream);
+        }
+        w.reply.send(std::mem::take(out));
+        self.observe_duration(zone, w.started);
+    }
+
+    fn count_request(
+        &self,
+        view: &QueryView,
+        zone: Option<usize>,
+        proto: Proto,
+        client: SocketAddr,
+    ) {
+        // CoreDNS's family label: 1 for IPv4 clients, 2 for IPv6.
+        let family = if client.is_ipv4() { 1u64 } else { 2 };
+        let qtype = view.question.qtype as u64;
+        let zkey = zone.map_or(0, |z| z as u64 + 1);
+        let key = m::label_key(
+            1,
+            &[
+                self as *const Engine as u64,
+                zkey,
+                proto as u64,
+                family,
+                qtype,
+            ],
+        );
+        m::cached_counter(key, || {
+            metrics::counter!(m::DNS_REQUESTS,
+                "server" => self.server_label.to_string(),
+                "zone" => self.zone_label(zone),
+                "proto" => proto.as_str(),
+                "family" => if family == 1 { "1" } else { "2" },
+                "type" => crate::event::qtype_name(qtype as u16).into_owned())
+        })
+        .increment(1);
+    }
+
+    /// The `zone` label: the upstream zone the name routes to, like the server block a query
+    /// lands in under NodeLocal DNSCache's CoreDNS (`cluster.local.`, `.`).
+    fn zone_label(&self, zone: Option<usize>) -> String {
+        zone.map(|z| self.router.zone(z).label.to_string())
+            .unwrap_or_else(|| ".".into())
+    }
+
+    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource) {
+        let zkey = zone.map_or(0, |z| z as u64 + 1);
+        let key = m::label_key(
+            2,
+            &[
+                self as *const Engine as u64,
+                zkey,
+                rcode as u64,
+                source as u64,
+            ],
+        );
+        m::cached_counter(key, || {
+            metrics::counter!(m::DNS_RESPONSES,
+                "server" => self.server_label.to_string(),
+                "zone" => self.zone_label(zone),
+                "rcode" => crate::event::rcode_name(rcode).into_owned(),
+                "source" => source.as_str())
+        })
+        .increment(1);
+    }
+
+    fn observe_duration(&self, zone: Option<usize>, started: Instant) {
+        let zkey = zone.map_or(0, |z| z as u64 + 1);
+        let key = m::label_key(3, &[self as *const Engine as u64, zkey]);
+        m::cached_histogram(key, || {
+            metrics::histogram!(m::DNS_REQUEST_DURATION, "server" => self.server_label.to_string(), "zone" => self.zone_label(zone))
+        })
+        .record(started.elapsed().as_secs_f64());
+    }
+
+    fn count_cache_hit(&self, kind: AnswerKind) {
+        m::cached_counter(
+            m::label_key(4, &[kind as u64]),
+            || metrics::counter!(m::CACHE_HITS, "type" => kind.as_label()),
+        )
+        .increment(1);
+    }
+
+    fn count_cache_miss(&self) {
+        m::cached_counter(m::label_key(5, &[]), || metrics::counter!(m::CACHE_MISSES)).increment(1);
+    }
+
+    fn count_malformed(&self) {
+        m::cached_counter(m::label_key(6, &[]), || {
+            metrics::counter!(m::MALFORMED_QUERIES)
+        })
+        .increment(1);
+    }
+}
+
+/// The largest answer this client takes: its EDNS size over UDP, 64 KiB over TCP.
+fn max_response(proto: Proto, view: &QueryView) -> usize {
+    match proto {
+        Proto::Udp => view.max_udp_response(),
+        Proto::Tcp => u16::MAX as usize,
+    }
+}

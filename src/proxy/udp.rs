@@ -1,0 +1,193 @@
+//! UDP listeners: one SO_REUSEPORT socket per worker thread, so the kernel spreads clients
+//! across cores and a second process can bind the same address during an update.
+//!
+//! A worker receives in batches (`recvmmsg`), answers cache hits on its own thread into a batch
+//! of replies (`sendmmsg`), and hands misses to the async runtime. The socket has a short
+//! receive timeout so the worker notices a shutdown without a packet arriving.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::handler::{Engine, Fast, Proto, ReplyTo};
+
+const BATCH: usize = 32;
+/// Larger than any sane query; a datagram that fills it is cut and read as malformed.
+const RECV_BUF: usize = 4096;
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bind a UDP socket with SO_REUSEPORT (and a large receive buffer to ride out bursts).
+pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    s.set_read_timeout(Some(POLL_INTERVAL))?;
+    Ok(s.into())
+}
+
+/// Serve one socket until `stop` is set.
+pub fn run_worker(
+    socket: Arc<UdpSocket>,
+    engine: Arc<ArcSwap<Engine>>,
+    rt: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+) {
+    let fd = socket.as_raw_fd();
+    let mut bufs = vec![[0u8; RECV_BUF]; BATCH];
+    let mut addrs: Vec<MaybeUninit<libc::sockaddr_storage>> = vec![MaybeUninit::zeroed(); BATCH];
+    let mut iovs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+    for buf in bufs.iter_mut() {
+        iovs.push(libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: RECV_BUF,
+        });
+    }
+    for i in 0..BATCH {
+        // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_iov = &mut iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
+        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        hdrs.push(h);
+    }
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut out_to: Vec<SockAddr> = Vec::with_capacity(BATCH);
+    let mut out_count;
+
+    while !stop.load(Ordering::Relaxed) {
+        for h in hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by this frame, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            continue; // timeout (EAGAIN) or EINTR: check `stop` and wait again
+        }
+        let engine_now = engine.load();
+        let now = Instant::now();
+        out_to.clear();
+        out_count = 0;
+        for i in 0..n as usize {
+            let len = hdrs[i].msg_len as usize;
+            // SAFETY: zero-initialised at start and written by the kernel; any bytes are a valid
+            // sockaddr_storage.
+            let Some(client_sa) = socket_addr(unsafe { addrs[i].assume_init_ref() }) else {
+                continue;
+            };
+            let client = SockAddr::from(client_sa);
+            let truncated = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let packet = if truncated {
+                &bufs[i][..12.min(len)]
+            } else {
+                &bufs[i][..len]
+            };
+            let out = &mut outs[out_count];
+            match engine_now.handle_fast(packet, Proto::Udp, client_sa, now, out) {
+                Fast::Answered => {
+                    out_to.push(client);
+                    out_count += 1;
+                }
+                Fast::Drop => {}
+                Fast::Resolve { view, zone } => {
+                    let e = engine_now.clone();
+                    let query = packet.to_vec();
+                    let reply = ReplyTo::Udp(socket.clone(), client_sa);
+                    rt.spawn(e.resolve(query, view, zone, Some(reply), Proto::Udp, now));
+                }
+                Fast::Prefetch { view, zone } => {
+                    out_to.push(client);
+                    out_count += 1;
+                    let e = engine_now.clone();
+                    rt.spawn(e.resolve(packet.to_vec(), view, zone, None, Proto::Udp, now));
+                }
+            }
+        }
+        if out_count > 0 {
+            send_batch(fd, &outs[..out_count], &out_to);
+        }
+    }
+}
+
+/// Send replies with one `sendmmsg`, falling back to single sends for what it did not take.
+fn send_batch(fd: i32, outs: &[Vec<u8>], to: &[SockAddr]) {
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    // SAFETY: zeroed mmsghdr values are valid; each is filled below before use.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..outs.len() {
+        iovs[i].write(libc::iovec {
+            iov_base: outs[i].as_ptr() as *mut _,
+            iov_len: outs[i].len(),
+        });
+        hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        hdrs[i].msg_hdr.msg_name = to[i].as_ptr() as *mut _;
+        hdrs[i].msg_hdr.msg_namelen = to[i].len();
+    }
+    let mut sent = 0usize;
+    while sent < outs.len() {
+        // SAFETY: headers point at `outs` and `to`, alive for this call.
+        let n =
+            unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (outs.len() - sent) as u32, 0) };
+        if n <= 0 {
+            // A full send buffer or an unreachable client: skip that one reply, as a UDP
+            // server must; the client retries.
+            sent += 1;
+        } else {
+            sent += n as usize;
+        }
+    }
+}
+
+/// Read an IPv4 or IPv6 socket address the kernel filled in.
+fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}

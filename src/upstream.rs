@@ -1,0 +1,626 @@
+//! Upstream routing and transport (DESIGN §3).
+//!
+//! A query goes to the zone with the longest matching suffix; within a zone, servers are tried
+//! in order, healthy ones first, each attempt bounded by the zone's timeout. Sockets are pooled
+//! and long-lived: a few connected UDP sockets per server (the kernel then drops datagrams from
+//! any other source address) and one pipelined TCP connection (RFC 7766 §6.2.1.1). Every query
+//! gets a fresh random ID, and a reply is accepted only when its ID *and* question match what
+//! was sent (RFC 5452 §9.1); anything else is counted and ignored.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+use crate::config::{Protocol, UpstreamZone};
+use crate::metrics as m;
+use crate::wire::{self, WireError};
+
+/// Connected UDP sockets per server: more source ports make spoofed replies harder to land
+/// (RFC 5452 §4.5) and spread the kernel's per-socket locking.
+const UDP_SOCKETS_PER_SERVER: usize = 4;
+/// Consecutive failures after which a server is tried after the healthy ones.
+const UNHEALTHY_AFTER: u32 = 3;
+/// How long an unhealthy server stays at the back of the line before it is trusted again.
+const UNHEALTHY_FOR: Duration = Duration::from_secs(5);
+/// Largest DNS message (RFC 1035 §4.2.2 two-byte length).
+const MAX_MESSAGE: usize = 65535;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("upstream {0}: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("upstream {0} sent an unreadable reply: {1}")]
+    Malformed(SocketAddr, WireError),
+    #[error("upstream {0} closed the connection")]
+    Closed(SocketAddr),
+    #[error("no upstream answered")]
+    AllFailed,
+}
+
+impl UpstreamError {
+    fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Io(..) => "io",
+            UpstreamError::Malformed(..) => "malformed",
+            UpstreamError::Closed(_) => "closed",
+            UpstreamError::AllFailed => "all_failed",
+        }
+    }
+}
+
+/// A reply accepted from an upstream.
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub from: SocketAddr,
+    pub info: wire::ResponseInfo,
+}
+
+/// The routing table: zones sorted longest first.
+pub struct Router {
+    zones: Vec<Zone>,
+}
+
+pub struct Zone {
+    /// Lowercase wire form of the zone name.
+    wire_name: Vec<u8>,
+    /// `cluster.local.`; the `zone` metric label.
+    pub label: Arc<str>,
+    servers: Vec<Arc<Server>>,
+    protocol: Protocol,
+    timeout: Duration,
+}
+
+impl Router {
+    pub fn new(zones: &[UpstreamZone]) -> anyhow::Result<Router> {
+        let mut out = Vec::new();
+        for z in zones {
+            let mut wire_name = Vec::new();
+            wire::encode_name(&z.zone, &mut wire_name)
+                .map_err(|e| anyhow::anyhow!("zone {}: {e}", z.zone))?;
+            out.push(Zone {
+                wire_name,
+                label: Arc::from(z.zone.as_str()),
+                servers: z
+                    .servers
+                    .iter()
+                    .map(|a| Arc::new(Server::new(*a)))
+                    .collect(),
+                protocol: z.protocol,
+                timeout: z.timeout,
+            });
+        }
+        out.sort_by_key(|z| std::cmp::Reverse(z.wire_name.len()));
+        Ok(Router { zones: out })
+    }
+
+    /// The zone a query name (wire form, any case) routes to: the longest suffix on a label
+    /// boundary. `None` when no zone covers it (no root zone configured).
+    pub fn route(&self, qname: &[u8]) -> Option<usize> {
+        let mut off = 0;
+        loop {
+            let rest = &qname[off..];
+            if let Some(i) = self
+                .zones
+                .iter()
+                .position(|z| wire::names_equal(&z.wire_name, rest))
+            {
+                return Some(i);
+            }
+            let len = *rest.first()? as usize;
+            if len == 0 {
+                return None;
+            }
+            off += 1 + len;
+            if off >= qname.len() {
+                return None;
+            }
+        }
+    }
+
+    pub fn zone(&self, i: usize) -> &Zone {
+        &self.zones[i]
+    }
+
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// Send `query` (a client's message; its ID is replaced per attempt) to the zone's servers
+    /// until one gives an acceptable reply.
+    pub async fn exchange(&self, zone: usize, query: &[u8]) -> Result<Reply, UpstreamError> {
+        let z = &self.zones[zone];
+        let q = wire::parse_question(query)
+            .map_err(|e| UpstreamError::Malformed(z.servers[0].addr, e))?;
+        let mut order: Vec<&Arc<Server>> = z.servers.iter().collect();
+        // Stable sort: healthy servers first, each group in configured order.
+        order.sort_by_key(|s| !s.is_healthy());
+        let mut last_err = UpstreamError::AllFailed;
+        let mut fallback: Option<Reply> = None;
+        for server in order {
+            let result = match z.protocol {
+                Protocol::Tcp => server.exchange_tcp(query, &q, z.timeout).await,
+                Protocol::Udp => match server.exchange_udp(query, &q, z.timeout).await {
+                    // RFC 7766 §5 / RFC 1035 §4.2.1: a truncated reply is retried over TCP.
+                    Ok(r) if r.info.header.tc() => server.exchange_tcp(query, &q, z.timeout).await,
+                    other => other,
+                },
+            };
+            match result {
+                Ok(reply) => {
+                    let rcode = reply.info.rcode;
+                    // SERVFAIL and REFUSED may be one server's trouble: try the next, and keep
+                    // this reply in case every server says the same.
+                    if rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16 {
+                        server.note_failure();
+                        fallback.get_or_insert(reply);
+                        continue;
+                    }
+                    server.note_success();
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    server.note_failure();
+                    m::cached_counter(m::label_key(40, &[server.id(), e.reason().as_ptr() as u64]), || {
+                        metrics::counter!(m::UPSTREAM_FAILURES, "to" => server.label.clone(), "reason" => e.reason())
+                    })
+                    .increment(1);
+                    last_err = e;
+                }
+            }
+        }
+        fallback.ok_or(last_err)
+    }
+
+    /// True when at least one server answered since start.
+    pub fn any_answered(&self) -> bool {
+        self.zones.iter().any(|z| {
+            z.servers
+                .iter()
+                .any(|s| s.ever_answered.load(Ordering::Relaxed))
+        })
+    }
+}
+
+/// Process-wide start for the health clock.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    label: String,
+    udp: Mutex<Vec<Arc<UdpConn>>>,
+    next_udp: AtomicUsize,
+    tcp: tokio::sync::Mutex<Option<Arc<TcpConn>>>,
+    consecutive_failures: AtomicU32,
+    last_failure_ms: AtomicU64,
+    ever_answered: std::sync::atomic::AtomicBool,
+}
+
+impl Server {
+    fn new(addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            label: addr.to_string(),
+            udp: Mutex::new(Vec::new()),
+            next_udp: AtomicUsize::new(0),
+            tcp: tokio::sync::Mutex::new(None),
+            consecutive_failures: AtomicU32::new(0),
+            last_failure_ms: AtomicU64::new(0),
+            ever_answered: false.into(),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self as *const Server as u64
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
+            || clock_ms().saturating_sub(self.last_failure_ms.load(Ordering::Relaxed))
+                > UNHEALTHY_FOR.as_millis() as u64
+    }
+
+    fn note_failure(&self) {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        self.last_failure_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    fn note_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    fn count_request(&self, proto: &'static str) {
+        m::cached_counter(m::label_key(41, &[self.id(), proto.len() as u64]), || {
+            metrics::counter!(m::UPSTREAM_REQUESTS, "to" => self.label.clone(), "proto" => proto)
+        })
+        .increment(1);
+    }
+
+    fn observe(&self, started: Instant, rcode: u16) {
+        m::cached_histogram(m::label_key(42, &[self.id(), rcode as u64]), || {
+            metrics::histogram!(m::UPSTREAM_REQUEST_DURATION, "to" => self.label.clone(), "rcode" => crate::event::rcode_name(rcode).into_owned())
+        })
+        .record(started.elapsed().as_secs_f64());
+    }
+
+    async fn udp_conn(&self) -> Result<Arc<UdpConn>, UpstreamError> {
+        {
+            let pool = self.udp.lock();
+            if pool.len() >= UDP_SOCKETS_PER_SERVER {
+                let i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
+                return Ok(pool[i].clone());
+            }
+        }
+        let conn = UdpConn::connect(self.addr)
+            .await
+            .map_err(|e| UpstreamError::Io(self.addr, e))?;
+        let mut pool = self.udp.lock();
+        if pool.len() < UDP_SOCKETS_PER_SERVER {
+            pool.push(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    async fn exchange_udp(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let conn = self.udp_conn().await?;
+        self.count_request("udp");
+        let started = Instant::now();
+        let (id, rx) = conn.dispatch.register(query, q);
+        let mut msg = query.to_vec();
+        wire::set_id(&mut msg, id);
+        if let Err(e) = conn.socket.send(&msg).await {
+            conn.dispatch.cancel(id);
+            return Err(UpstreamError::Io(self.addr, e));
+        }
+        let bytes = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return Err(UpstreamError::Closed(self.addr)),
+            Err(_) => {
+                conn.dispatch.cancel(id);
+                return Err(UpstreamError::Timeout(self.addr));
+            }
+        };
+        self.finish(bytes, started)
+    }
+
+    async fn exchange_tcp(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        // One retry on a fresh connection: a pooled connection may have been closed by the
+        // server while idle (RFC 7766 §6.2.3) and we only learn it when writing.
+        for attempt in 0..2 {
+            let conn = self.tcp_conn(deadline).await?;
+            self.count_request("tcp");
+            let (id, rx) = conn.dispatch.register(query, q);
+            let mut msg = Vec::with_capacity(query.len() + 2);
+            msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
+            msg.extend_from_slice(query);
+            wire::set_id(&mut msg[2..], id);
+            let write = async {
+                let mut w = conn.writer.lock().await;
+                w.write_all(&msg).await
+            };
+            if let Err(e) = tokio::time::timeout_at(deadline, write)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "write timed out",
+                    ))
+                })
+            {
+                conn.dispatch.cancel(id);
+                self.drop_tcp(&conn).await;
+                if attempt == 0 {
+                    continue;
+                }
+                return Err(UpstreamError::Io(self.addr, e));
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(bytes)) => return self.finish(bytes, started),
+                Ok(Err(_)) => {
+                    self.drop_tcp(&conn).await;
+                    if attempt == 0 && tokio::time::Instant::now() < deadline {
+                        continue;
+                    }
+                    return Err(UpstreamError::Closed(self.addr));
+                }
+                Err(_) => {
+                    conn.dispatch.cancel(id);
+                    return Err(UpstreamError::Timeout(self.addr));
+                }
+            }
+        }
+        Err(UpstreamError::Closed(self.addr))
+    }
+
+    fn finish(&self, bytes: Vec<u8>, started: Instant) -> Result<Reply, UpstreamError> {
+        let info =
+            wire::parse_response(&bytes).map_err(|e| UpstreamError::Malformed(self.addr, e))?;
+        self.ever_answered.store(true, Ordering::Relaxed);
+        self.observe(started, info.rcode);
+        Ok(Reply {
+            bytes,
+            from: self.addr,
+            info,
+        })
+    }
+
+    async fn tcp_conn(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<TcpConn>, UpstreamError> {
+        let mut slot = self.tcp.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.dead.load(Ordering::Relaxed) {
+                return Ok(c.clone());
+            }
+        }
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.addr))?
+            .map_err(|e| UpstreamError::Io(self.addr, e))?;
+        let _ = stream.set_nodelay(true);
+        let conn = TcpConn::start(stream, self.addr);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn drop_tcp(&self, conn: &Arc<TcpConn>) {
+        conn.dead.store(true, Ordering::Relaxed);
+        let mut slot = self.tcp.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+}
+
+/// Queries waiting for replies on one socket or connection, by ID.
+struct Dispatch {
+    pending: Mutex<HashMap<u16, Pending>>,
+    addr: SocketAddr,
+}
+
+struct Pending {
+    /// The question as sent; the reply must carry the same (case-insensitively: some servers
+    /// do not echo 0x20 case).
+    name: Box<[u8]>,
+    qtype: u16,
+    qclass: u16,
+    tx: oneshot::Sender<Vec<u8>>,
+}
+
+impl Dispatch {
+    fn new(addr: SocketAddr) -> Dispatch {
+        Dispatch {
+            pending: Mutex::new(HashMap::new()),
+            addr,
+        }
+    }
+
+    fn register(&self, query: &[u8], q: &wire::Question) -> (u16, oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = oneshot::channel();
+        let mut rng = rand::rng();
+        let mut pending = self.pending.lock();
+        let id = loop {
+            let id: u16 = rng.random();
+            if !pending.contains_key(&id) {
+                break id;
+            }
+        };
+        pending.insert(
+            id,
+            Pending {
+                name: q.name_bytes(query).into(),
+                qtype: q.qtype,
+                qclass: q.qclass,
+                tx,
+            },
+        );
+        (id, rx)
+    }
+
+    fn cancel(&self, id: u16) {
+        self.pending.lock().remove(&id);
+    }
+
+    /// Hand a reply to the query it answers, if it answers one.
+    fn deliver(&self, bytes: Vec<u8>) {
+        let reject = |reason: &'static str| {
+            m::cached_counter(m::label_key(43, &[self as *const Dispatch as u64, reason.as_ptr() as u64]), || {
+                metrics::counter!(m::UPSTREAM_FAILURES, "to" => self.addr.to_string(), "reason" => reason)
+            })
+            .increment(1);
+        };
+        let Ok(h) = wire::Header::parse(&bytes) else {
+            return reject("malformed");
+        };
+        if !h.is_response() {
+            return reject("malformed");
+        }
+        let mut pending = self.pending.lock();
+        let Some(p) = pending.get(&h.id) else {
+            drop(pending);
+            // Late (after a timeout) or forged: either way not ours any more.
+            return reject("unexpected_id");
+        };
+        let matches = match wire::parse_question(&bytes) {
+            Ok(q) => {
+                wire::names_equal(q.name_bytes(&bytes), &p.name)
+                    && q.qtype == p.qtype
+                    && q.qclass == p.qclass
+            }
+            Err(_) => false,
+        };
+        if !matches {
+            drop(pending);
+            // RFC 5452 §9.1: a reply for another question is ignored; the real one may follow.
+            return reject("question_mismatch");
+        }
+        let p = pending.remove(&h.id).expect("present");
+        drop(pending);
+        let _ = p.tx.send(bytes);
+    }
+}
+
+struct UdpConn {
+    socket: Arc<UdpSocket>,
+    dispatch: Arc<Dispatch>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl UdpConn {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Arc<UdpConn>> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let socket = Arc::new(UdpSocket::bind(bind).await?);
+        // Connected: the kernel delivers only datagrams from `addr` (source check for free).
+        socket.connect(addr).await?;
+        let dispatch = Arc::new(Dispatch::new(addr));
+        let reader = {
+            let socket = socket.clone();
+            let dispatch = dispatch.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_MESSAGE];
+                loop {
+                    match socket.recv(&mut buf).await {
+                        Ok(n) => dispatch.deliver(buf[..n].to_vec()),
+                        // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket;
+                        // the waiting query times out and fails over.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            })
+        };
+        Ok(Arc::new(UdpConn {
+            socket,
+            dispatch,
+            reader,
+        }))
+    }
+}
+
+struct TcpConn {
+    writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    dispatch: Arc<Dispatch>,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TcpConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl TcpConn {
+    fn start(stream: TcpStream, addr: SocketAddr) -> Arc<TcpConn> {
+        let (mut rd, wr) = stream.into_split();
+        let dispatch = Arc::new(Dispatch::new(addr));
+        let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let dispatch = dispatch.clone();
+            let dead = dead.clone();
+            tokio::spawn(async move {
+                let mut len = [0u8; 2];
+                loop {
+                    if rd.read_exact(&mut len).await.is_err() {
+                        break;
+                    }
+                    let n = u16::from_be_bytes(len) as usize;
+                    let mut msg = vec![0u8; n];
+                    if rd.read_exact(&mut msg).await.is_err() {
+                        break;
+                    }
+                    dispatch.deliver(msg);
+                }
+                dead.store(true, Ordering::Relaxed);
+                // Dropping the senders wakes every waiter with an error.
+                dispatch.pending.lock().clear();
+            })
+        };
+        Arc::new(TcpConn {
+            writer: tokio::sync::Mutex::new(wr),
+            dispatch,
+            dead,
+            reader,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(name: &str) -> UpstreamZone {
+        UpstreamZone {
+            zone: name.into(),
+            servers: vec!["127.0.0.1:53".parse().unwrap()],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn wire_name(s: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        wire::encode_name(s, &mut v).unwrap();
+        v
+    }
+
+    #[tokio::test]
+    async fn routes_by_longest_suffix_on_label_boundaries() {
+        let r = Router::new(&[
+            zone("."),
+            zone("cluster.local."),
+            zone("svc.cluster.local."),
+            zone("example.com."),
+        ])
+        .unwrap();
+        let label = |n: &str| r.route(&wire_name(n)).map(|i| r.zone(i).label.to_string());
+        assert_eq!(
+            label("web.prod.svc.Cluster.LOCAL.").as_deref(),
+            Some("svc.cluster.local.")
+        );
+        assert_eq!(
+            label("x.pod.cluster.local.").as_deref(),
+            Some("cluster.local.")
+        );
+        assert_eq!(label("notcluster.local.").as_deref(), Some("."));
+        assert_eq!(label("api.github.com.").as_deref(), Some("."));
+        assert_eq!(label("example.com.").as_deref(), Some("example.com."));
+        let no_root = Router::new(&[zone("cluster.local.")]).unwrap();
+        assert_eq!(no_root.route(&wire_name("api.github.com.")), None);
+    }
+}

@@ -1,0 +1,432 @@
+//! The caching forwarder over real UDP and TCP sockets, against a scripted authoritative
+//! upstream (tests/common/upstream.rs). Each test starts its own proxy on an ephemeral port.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::upstream::{Rec, Upstream};
+use ndots::config::{Config, FileConfig, Overrides};
+use ndots::wire::{self, build_query, parse_response, ResponseInfo};
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    proxy: Option<ndots::proxy::Running>,
+    addr: SocketAddr,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown(Duration::from_millis(100));
+        }
+    }
+}
+
+fn start_proxy(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> Harness {
+    let file = FileConfig::parse(&format!(
+        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 2}}\n{yaml_extra}"
+    ))
+    .unwrap();
+    let overrides = Overrides {
+        upstreams: upstreams.iter().map(|(z, a)| (z.to_string(), *a)).collect(),
+        ..Default::default()
+    };
+    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
+    cfg.admin = None;
+    for z in cfg.upstreams.iter_mut() {
+        z.timeout = Duration::from_millis(300);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    let addr = proxy.dns_addrs[0];
+    Harness {
+        rt,
+        proxy: Some(proxy),
+        addr,
+    }
+}
+
+fn ask_udp(
+    addr: SocketAddr,
+    id: u16,
+    name: &str,
+    qtype: u16,
+    edns: bool,
+) -> (Vec<u8>, ResponseInfo) {
+    let mut q = Vec::new();
+    build_query(id, name, qtype, edns, &mut q).unwrap();
+    ask_udp_raw(addr, &q).expect("an answer")
+}
+
+fn ask_udp_raw(addr: SocketAddr, q: &[u8]) -> Option<(Vec<u8>, ResponseInfo)> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.send_to(q, addr).unwrap();
+    let mut buf = [0u8; 65535];
+    let n = s.recv(&mut buf).ok()?;
+    let bytes = buf[..n].to_vec();
+    let info = parse_response(&bytes).expect("a readable answer");
+    Some((bytes, info))
+}
+
+fn ask_tcp(addr: SocketAddr, id: u16, name: &str, qtype: u16) -> (Vec<u8>, ResponseInfo) {
+    let mut q = Vec::new();
+    build_query(id, name, qtype, true, &mut q).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut bytes = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut bytes).unwrap();
+    let info = parse_response(&bytes).unwrap();
+    (bytes, info)
+}
+
+fn upstream_with_web() -> Upstream {
+    let up = Upstream::start();
+    up.add(
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(10, 0, 0, 7), 300),
+    );
+    up
+}
+
+#[test]
+fn miss_then_hit_reaches_upstream_once() {
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", up.addr)]);
+    let (_, a) = ask_udp(
+        h.addr,
+        100,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    let (_, b) = ask_udp(
+        h.addr,
+        200,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(a.rcode, 0);
+    assert_eq!(a.header.ancount, 1);
+    assert_eq!(b.header.ancount, 1);
+    assert_eq!(a.header.id, 100);
+    assert_eq!(b.header.id, 200, "the client's ID is restored on a hit");
+    assert_eq!(
+        up.count("web.prod.svc.cluster.local.", wire::TYPE_A),
+        1,
+        "second answer came from cache"
+    );
+}
+
+#[test]
+fn negative_answers_are_cached_for_the_soa_ttl_capped() {
+    let up = upstream_with_web();
+    // The upstream's SOA says 60 s; negative_max_ttl caps it at 30.
+    let h = start_proxy("cache: {negative_max_ttl: 30}", &[(".", up.addr)]);
+    let (_, a) = ask_udp(
+        h.addr,
+        1,
+        "api.github.com.default.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    let (_, b) = ask_udp(
+        h.addr,
+        2,
+        "api.github.com.default.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(a.rcode, wire::RCODE_NXDOMAIN as u16);
+    assert_eq!(b.rcode, wire::RCODE_NXDOMAIN as u16);
+    assert_eq!(
+        a.negative_ttl,
+        Some(30),
+        "RFC 2308: min(SOA TTL, MINIMUM), capped"
+    );
+    assert!(b.negative_ttl.unwrap() <= 30);
+    assert_eq!(
+        up.count("api.github.com.default.svc.cluster.local.", wire::TYPE_A),
+        1
+    );
+}
+
+#[test]
+fn ttl_decrements_on_hits() {
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", up.addr)]);
+    let (_, a) = ask_udp(
+        h.addr,
+        1,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let (_, b) = ask_udp(
+        h.addr,
+        2,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(a.min_answer_ttl, Some(300));
+    let t = b.min_answer_ttl.unwrap();
+    assert!((297..=298).contains(&t), "TTL after ~2 s is {t}");
+}
+
+#[test]
+fn question_case_is_restored_0x20() {
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", up.addr)]);
+    ask_udp(
+        h.addr,
+        1,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    let (bytes, info) = ask_udp(
+        h.addr,
+        2,
+        "wEb.PrOd.SvC.cluster.LOCAL.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(info.header.ancount, 1);
+    let q = info.question.unwrap();
+    let mut expect = Vec::new();
+    wire::encode_name("wEb.PrOd.SvC.cluster.LOCAL.", &mut expect).unwrap();
+    assert_eq!(q.name_bytes(&bytes), &expect[..]);
+}
+
+#[test]
+fn truncated_upstream_answer_is_retried_over_tcp() {
+    let up = Upstream::start();
+    up.add("big.test.", 16, Rec::BigTxt(3000, 300));
+    let h = start_proxy("", &[(".", up.addr)]);
+    // Over UDP the 3 KB answer does not fit the client's 1232 bytes: TC.
+    let (_, udp) = ask_udp(h.addr, 1, "big.test.", 16, true);
+    assert!(udp.header.tc(), "client gets TC over UDP");
+    let seen = up.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.tcp),
+        "the proxy retried over TCP: {seen:?}"
+    );
+    // The client retries over TCP and gets the whole answer, from the cache.
+    let before = up.total();
+    let (bytes, tcp) = ask_tcp(h.addr, 2, "big.test.", 16);
+    assert!(!tcp.header.tc());
+    assert_eq!(tcp.header.ancount, 1);
+    assert!(bytes.len() > 3000);
+    assert_eq!(up.total(), before, "TCP answer came from cache");
+}
+
+#[test]
+fn failover_when_the_first_upstream_is_down() {
+    // A bound socket that never answers: the first server times out.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", dead.local_addr().unwrap()), (".", up.addr)]);
+    let (_, a) = ask_udp(
+        h.addr,
+        1,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(a.header.ancount, 1);
+    assert_eq!(up.count("web.prod.svc.cluster.local.", wire::TYPE_A), 1);
+}
+
+#[test]
+fn serve_stale_when_all_upstreams_are_down() {
+    let up = Upstream::start();
+    up.add(
+        "short.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 1), 1),
+    );
+    let h = start_proxy("", &[(".", up.addr)]);
+    let (_, a) = ask_udp(h.addr, 1, "short.test.", wire::TYPE_A, false);
+    assert_eq!(a.min_answer_ttl, Some(1));
+    up.silent.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, b) = ask_udp(h.addr, 2, "short.test.", wire::TYPE_A, false);
+    assert_eq!(b.rcode, 0);
+    assert_eq!(b.header.ancount, 1, "stale answer served");
+    assert_eq!(
+        b.min_answer_ttl,
+        Some(ndots::cache::STALE_TTL),
+        "RFC 8767 stale TTL"
+    );
+    // A name never cached gets SERVFAIL, not a hang.
+    let (_, c) = ask_udp(h.addr, 3, "never.test.", wire::TYPE_A, false);
+    assert_eq!(c.rcode, wire::RCODE_SERVFAIL as u16);
+}
+
+#[test]
+fn concurrent_identical_queries_are_coalesced() {
+    let up = upstream_with_web();
+    up.delay_ms.store(150, Ordering::Relaxed);
+    let h = start_proxy("", &[(".", up.addr)]);
+    let addr = h.addr;
+    let n = 40;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            std::thread::spawn(move || {
+                ask_udp(
+                    addr,
+                    i as u16,
+                    "web.prod.svc.cluster.local.",
+                    wire::TYPE_A,
+                    false,
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(answers
+        .iter()
+        .enumerate()
+        .all(|(i, (_, a))| a.header.ancount == 1 && a.header.id == i as u16));
+    assert_eq!(
+        up.count("web.prod.svc.cluster.local.", wire::TYPE_A),
+        1,
+        "{n} identical queries, one upstream query"
+    );
+}
+
+#[test]
+fn malformed_packets_do_not_stop_the_proxy() {
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", up.addr)]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut good = Vec::new();
+    build_query(9, "web.prod.svc.cluster.local.", 1, false, &mut good).unwrap();
+    let mut loop_ptr = good[..12].to_vec();
+    loop_ptr.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![1, 2, 3],
+        good[..14].to_vec(),
+        loop_ptr.clone(),
+        vec![0xff; 600],
+        {
+            let mut r = good.clone();
+            r[2] |= 0x80;
+            r
+        },
+        {
+            let mut r = good.clone();
+            r[5] = 2;
+            r
+        },
+        {
+            let mut r = good.clone();
+            r[12] = 0x7f;
+            r
+        },
+    ];
+    let mut formerr = 0;
+    for g in &garbage {
+        s.send_to(g, h.addr).unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = s.recv(&mut buf) {
+            let hd = wire::Header::parse(&buf[..n]).unwrap();
+            assert_eq!(hd.rcode(), wire::RCODE_FORMERR);
+            formerr += 1;
+        }
+    }
+    // Queries with a readable header get FORMERR: the cut question, the pointer loop, two
+    // questions, the label overflow. The rest (no header, or a response) are dropped.
+    assert_eq!(formerr, 4, "packets with a query header get FORMERR");
+    let (_, a) = ask_udp(h.addr, 10, "web.prod.svc.cluster.local.", 1, false);
+    assert_eq!(a.header.ancount, 1, "the next good query is answered");
+    let text = h.proxy.as_ref().unwrap().metrics_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ndots_malformed_queries_total"))
+        .expect("metric present");
+    let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(v >= garbage.len() as f64, "{line}");
+}
+
+#[test]
+fn routes_zones_to_their_servers() {
+    let cluster = upstream_with_web();
+    let outside = Upstream::start();
+    outside.add(
+        "api.github.com.",
+        1,
+        Rec::A(Ipv4Addr::new(140, 82, 112, 6), 60),
+    );
+    let h = start_proxy("", &[("cluster.local", cluster.addr), (".", outside.addr)]);
+    ask_udp(h.addr, 1, "web.prod.svc.cluster.local.", 1, false);
+    ask_udp(h.addr, 2, "api.github.com.", 1, false);
+    // (Each upstream also gets the readiness probe for its zone's SOA.)
+    assert_eq!(cluster.count("web.prod.svc.cluster.local.", 1), 1);
+    assert_eq!(cluster.count("api.github.com.", 1), 0);
+    assert_eq!(outside.count("api.github.com.", 1), 1);
+    assert_eq!(outside.count("web.prod.svc.cluster.local.", 1), 0);
+}
+
+#[test]
+fn force_tcp_upstream() {
+    let up = upstream_with_web();
+    let file = FileConfig::parse(&format!(
+        "listen: [\"127.0.0.1:0\"]\nupstreams:\n  - zone: .\n    servers: [\"{}\"]\n    protocol: tcp\n",
+        up.addr
+    ))
+    .unwrap();
+    let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
+    cfg.admin = None;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    let h = Harness {
+        addr: proxy.dns_addrs[0],
+        rt,
+        proxy: Some(proxy),
+    };
+    let (_, a) = ask_udp(h.addr, 1, "web.prod.svc.cluster.local.", 1, false);
+    assert_eq!(a.header.ancount, 1);
+    let seen = up.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|s| s.tcp), "{seen:?}");
+    let _ = &h.rt;
+}
+
+#[test]
+fn answers_within_the_client_udp_size() {
+    let up = Upstream::start();
+    up.add("mid.test.", 16, Rec::BigTxt(700, 300));
+    let h = start_proxy("", &[(".", up.addr)]);
+    // With EDNS (1232) the 700-byte answer fits; without EDNS (512) it is truncated.
+    let (b1, a) = ask_udp(h.addr, 1, "mid.test.", 16, true);
+    assert!(!a.header.tc());
+    assert!(b1.len() > 700 && a.edns.is_some());
+    let (b2, b) = ask_udp(h.addr, 2, "mid.test.", 16, false);
+    assert!(b.header.tc());
+    assert!(b2.len() <= 512);
+    assert!(b.edns.is_none(), "no OPT to a client that sent none");
+}
