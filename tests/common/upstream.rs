@@ -26,9 +26,12 @@ pub struct Seen {
     pub tcp: bool,
 }
 
+/// (name, type) -> records.
+type Zone = HashMap<(String, u16), Vec<Rec>>;
+
 pub struct Upstream {
     pub addr: SocketAddr,
-    records: Arc<Mutex<HashMap<(String, u16), Vec<Rec>>>>,
+    records: Arc<Mutex<Zone>>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub silent: Arc<AtomicBool>,
     /// Negative answers carry an SOA with this TTL/MINIMUM.
@@ -136,7 +139,7 @@ impl Upstream {
 
 fn answer(
     msg: &[u8],
-    records: &Mutex<HashMap<(String, u16), Vec<Rec>>>,
+    records: &Mutex<Zone>,
     seen: &Mutex<Vec<Seen>>,
     silent: &AtomicBool,
     soa_ttl: u32,
