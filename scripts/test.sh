@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: install what it needs, build, run. `.ci/run` calls exactly this.
+#
+#   scripts/test.sh            # as root: installs missing Debian packages first
+#
+# Debian packages the tests need are listed one per line in scripts/deps/*.txt. Tests that need
+# root or a network namespace skip with a loud reason on a laptop, and must run under CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install_deps() {
+  local want=() p
+  for p in $(cat scripts/deps/*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \n' '\n' | sort -u); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want+=("$p")
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: not root, cannot install: ${want[*]} (tests that need them will skip, or fail under CI=true)" >&2
+    return 0
+  fi
+  echo "test.sh: installing ${want[*]}" >&2
+  # No package may start a daemon of its own while we install it.
+  local rc_existed=0
+  [ -e /usr/sbin/policy-rc.d ] && rc_existed=1
+  if [ $rc_existed = 0 ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  if [ $rc_existed = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+
+install_deps
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo build --locked --release --bin ndots
+cargo test --locked --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/ndots-test.log"
