@@ -27,7 +27,10 @@ fn a_response(query: &[u8], ttl: u32) -> Vec<u8> {
 
 fn engine() -> Engine {
     let file = FileConfig::parse("listen: [\"127.0.0.1:0\"]").unwrap();
-    let o = Overrides { upstreams: vec![(".".into(), "127.0.0.1:9".parse().unwrap())], ..Default::default() };
+    let o = Overrides {
+        upstreams: vec![(".".into(), "127.0.0.1:9".parse().unwrap())],
+        ..Default::default()
+    };
     let cfg = Config::from_file_config(file, &o).unwrap();
     let cache = Arc::new(Cache::new(cfg.cache.clone()));
     Engine::new(cfg, cache, Arc::new(AtomicUsize::new(0))).unwrap()
@@ -38,27 +41,49 @@ fn benches(c: &mut Criterion) {
     build_query(0x4242, "web.prod.svc.cluster.local.", 1, true, &mut q).unwrap();
     let mut g = c.benchmark_group("hot_path");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("parse_query", |b| b.iter(|| parse_query(std::hint::black_box(&q)).unwrap()));
+    g.bench_function("parse_query", |b| {
+        b.iter(|| parse_query(std::hint::black_box(&q)).unwrap())
+    });
 
     let e = engine();
     let v = parse_query(&q).unwrap();
     let resp = a_response(&q, 3600);
     let info = parse_response(&resp).unwrap();
-    e.cache.insert(&Key::of_query(&q, &v), Arc::new(Answer::from_response(&resp, &info, e.cache.config())), Instant::now());
+    e.cache.insert(
+        &Key::of_query(&q, &v),
+        Arc::new(Answer::from_response(&resp, &info, e.cache.config())),
+        Instant::now(),
+    );
     let client = "127.0.0.1:5353".parse().unwrap();
     let mut out = Vec::with_capacity(512);
     g.bench_function("cache_hit_answer", |b| {
-        b.iter(|| match e.handle_fast(std::hint::black_box(&q), Proto::Udp, client, Instant::now(), &mut out) {
-            Fast::Answered => {}
-            _ => panic!("expected a hit"),
+        b.iter(|| {
+            match e.handle_fast(
+                std::hint::black_box(&q),
+                Proto::Udp,
+                client,
+                Instant::now(),
+                &mut out,
+            ) {
+                Fast::Answered => {}
+                _ => panic!("expected a hit"),
+            }
         })
     });
     let mut miss = Vec::new();
     build_query(0x4243, "nothing-cached.example.com.", 1, true, &mut miss).unwrap();
     g.bench_function("miss_path_sync", |b| {
-        b.iter(|| match e.handle_fast(std::hint::black_box(&miss), Proto::Udp, client, Instant::now(), &mut out) {
-            Fast::Resolve { .. } => {}
-            _ => panic!("expected a miss"),
+        b.iter(|| {
+            match e.handle_fast(
+                std::hint::black_box(&miss),
+                Proto::Udp,
+                client,
+                Instant::now(),
+                &mut out,
+            ) {
+                Fast::Resolve { .. } => {}
+                _ => panic!("expected a miss"),
+            }
         })
     });
     g.finish();

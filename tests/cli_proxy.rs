@@ -1,0 +1,199 @@
+//! The `ndots` binary as an operator runs it: config validation exit codes, SIGHUP reload with
+//! a broken file, SIGTERM exit, and the admin endpoints.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::upstream::{Rec, Upstream};
+use ndots::wire::{build_query, parse_response};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ndots")
+}
+
+fn free_port() -> u16 {
+    // Both UDP and TCP must be free on the port.
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let status = body.split_whitespace().nth(1)?.parse().ok()?;
+    let body = body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn ask(addr: SocketAddr, name: &str) -> Option<u16> {
+    let mut q = Vec::new();
+    build_query(7, name, 1, false, &mut q).unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    Some(parse_response(&buf[..n]).ok()?.header.ancount)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn check_config_accepts_the_example_and_rejects_typos_with_exit_2() {
+    let ok = Command::new(bin())
+        .args(["proxy", "--check-config", "configs/example.yaml"])
+        .output()
+        .unwrap();
+    // The example's upstream list reads /etc/resolv.conf, present on every Linux machine.
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: [\"127.0.0.1:1053\"]\ncache:\n  capacity: 10\n  max_tl: 5\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["proxy", "--check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_tl") && err.contains("line 4"), "{err}");
+
+    std::fs::write(&bad, "listen: [\"localhost:53\"]\n").unwrap();
+    let out = Command::new(bin())
+        .args(["proxy", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad config never starts the proxy"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid address"));
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
+    let up = Upstream::start();
+    up.add(
+        "web.prod.svc.cluster.local.",
+        1,
+        Rec::A(Ipv4Addr::new(10, 0, 0, 7), 300),
+    );
+    let (dns, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ndots.yaml");
+    let good = format!(
+        "listen: [\"127.0.0.1:{dns}\"]\nadmin: \"127.0.0.1:{admin}\"\nupstreams:\n  - zone: .\n    servers: [\"{}\"]\n",
+        up.addr
+    );
+    std::fs::write(&cfg, &good).unwrap();
+    let child = Command::new(bin())
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin_addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(admin_addr, "/healthz").unwrap().0, 200);
+    assert_eq!(ask(dns_addr, "web.prod.svc.cluster.local."), Some(1));
+
+    std::fs::write(&cfg, "listen: [\"127.0.0.1:{dns}\"]\nbogus_key: 1\n").unwrap();
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = http_get(admin_addr, "/metrics").unwrap().1;
+        if metric(&m, "ndots_config_reloads_total{result=\"failure\"}") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload failure never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ask(dns_addr, "web.prod.svc.cluster.local."),
+        Some(1),
+        "old config keeps serving"
+    );
+
+    std::fs::write(&cfg, &good).unwrap();
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &http_get(admin_addr, "/metrics").unwrap().1,
+        "ndots_config_reloads_total{result=\"success\"}",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "good reload never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = http_get(admin_addr, "/metrics").unwrap().1;
+    for name in [
+        "ndots_dns_requests_total",
+        "ndots_dns_responses_total",
+        "ndots_cache_hits_total",
+        "ndots_build_info",
+        "ndots_upstream_requests_total",
+        "ndots_dns_request_duration_seconds_bucket",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
+
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "SIGTERM exits 0 after draining: {status:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the proxy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
