@@ -639,6 +639,36 @@ mod tests {
     }
 
     #[test]
+    fn popular_entries_ask_for_prefetch_near_expiry_once() {
+        let cache = Cache::new(cfg());
+        let q = query(1, "a.example.", false);
+        let resp = a_response(&q, 100, false);
+        let info = parse_response(&resp).unwrap();
+        let v = parse_query(&q).unwrap();
+        let t0 = Instant::now();
+        cache.insert(
+            &Key::of_query(&q, &v),
+            Arc::new(Answer::from_response(&resp, &info, cache.config())),
+            t0,
+        );
+        let prefetch_at =
+            |secs| match cache.lookup(&q, &v, t0 + Duration::from_secs(secs), 512, &mut Vec::new())
+            {
+                Lookup::Hit { prefetch, .. } => prefetch,
+                _ => panic!("expected a hit at {secs} s"),
+            };
+        assert!(!prefetch_at(10), "first hit, early");
+        assert!(!prefetch_at(50), "popular, but 50% of the TTL left");
+        assert!(prefetch_at(95), "popular and in the last 10%");
+        assert!(!prefetch_at(96), "one prefetch at a time");
+        cache.prefetch_failed(&Key::of_query(&q, &v));
+        assert!(
+            prefetch_at(97),
+            "after a failed prefetch a later hit tries again"
+        );
+    }
+
+    #[test]
     fn ttl_caps_apply() {
         let mut c = cfg();
         c.max_ttl = 60;

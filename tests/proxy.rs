@@ -430,3 +430,39 @@ fn answers_within_the_client_udp_size() {
     assert!(b2.len() <= 512);
     assert!(b.edns.is_none(), "no OPT to a client that sent none");
 }
+
+#[test]
+fn popular_entries_are_prefetched_before_they_expire() {
+    let up = Upstream::start();
+    up.add(
+        "popular.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 9), 10),
+    );
+    let h = start_proxy("", &[(".", up.addr)]);
+    ask_udp(h.addr, 1, "popular.test.", 1, false);
+    ask_udp(h.addr, 2, "popular.test.", 1, false);
+    ask_udp(h.addr, 3, "popular.test.", 1, false);
+    assert_eq!(up.count("popular.test.", 1), 1);
+    // In the last 10% of the TTL a hit is still answered from cache and triggers a refresh.
+    std::thread::sleep(Duration::from_millis(9200));
+    let (_, a) = ask_udp(h.addr, 4, "popular.test.", 1, false);
+    assert_eq!(a.min_answer_ttl, Some(1), "answered from cache");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while up.count("popular.test.", 1) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prefetch reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // After the old entry's expiry the refreshed one answers, with no new upstream query.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, b) = ask_udp(h.addr, 5, "popular.test.", 1, false);
+    assert!(
+        b.min_answer_ttl.unwrap() >= 8,
+        "refreshed entry: {:?}",
+        b.min_answer_ttl
+    );
+    assert_eq!(up.count("popular.test.", 1), 2);
+}
