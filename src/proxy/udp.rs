@@ -43,7 +43,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Serve one socket until `stop` is set.
+/// Serve one socket until `stop` is set, then drain it (see `Drain`).
 pub fn run_worker(
     socket: Arc<UdpSocket>,
     engine: Arc<ArcSwap<Engine>>,
@@ -61,20 +61,40 @@ pub fn run_worker(
             iov_len: RECV_BUF,
         });
     }
-    for i in 0..BATCH {
+    for (iov, addr) in iovs.iter_mut().zip(addrs.iter_mut()) {
         // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
         let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        h.msg_hdr.msg_iov = &mut iovs[i];
+        h.msg_hdr.msg_iov = iov;
         h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
+        h.msg_hdr.msg_name = addr.as_mut_ptr().cast();
         h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         hdrs.push(h);
     }
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut out_to: Vec<SockAddr> = Vec::with_capacity(BATCH);
-    let mut out_count;
+    let mut drain = Drain::Serving;
 
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        if let Drain::Serving = drain {
+            if stop.load(Ordering::Relaxed) {
+                drain = Drain::WaitingForTasks(
+                    Instant::now() + engine.load().config.server.shutdown_grace,
+                );
+            }
+        }
+        let flags = match drain {
+            Drain::Serving => libc::MSG_WAITFORONE,
+            Drain::WaitingForTasks(deadline) => {
+                // Only this thread holds the socket once no spawned query holds a reply handle.
+                if Arc::strong_count(&socket) == 1 || Instant::now() >= deadline {
+                    drain = Drain::Emptying;
+                    libc::MSG_DONTWAIT
+                } else {
+                    libc::MSG_WAITFORONE
+                }
+            }
+            Drain::Emptying => libc::MSG_DONTWAIT,
+        };
         for h in hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_hdr.msg_flags = 0;
@@ -86,17 +106,22 @@ pub fn run_worker(
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if n <= 0 {
+            if let Drain::Emptying = drain {
+                // The queue is empty and nothing else holds the socket: closing it now loses
+                // nothing that was already delivered to it.
+                return;
+            }
             continue; // timeout (EAGAIN) or EINTR: check `stop` and wait again
         }
         let engine_now = engine.load();
         let now = Instant::now();
         out_to.clear();
-        out_count = 0;
+        let mut out_count = 0;
         for i in 0..n as usize {
             let len = hdrs[i].msg_len as usize;
             // SAFETY: zero-initialised at start and written by the kernel; any bytes are a valid
@@ -104,7 +129,6 @@ pub fn run_worker(
             let Some(client_sa) = socket_addr(unsafe { addrs[i].assume_init_ref() }) else {
                 continue;
             };
-            let client = SockAddr::from(client_sa);
             let truncated = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let packet = if truncated {
                 &bufs[i][..12.min(len)]
@@ -112,23 +136,32 @@ pub fn run_worker(
                 &bufs[i][..len]
             };
             let out = &mut outs[out_count];
-            match engine_now.handle_fast(packet, Proto::Udp, client_sa, now, out) {
-                Fast::Answered => {
-                    out_to.push(client);
-                    out_count += 1;
-                }
-                Fast::Drop => {}
-                Fast::Resolve { view, zone } => {
-                    let e = engine_now.clone();
-                    let query = packet.to_vec();
-                    let reply = ReplyTo::Udp(socket.clone(), client_sa);
-                    rt.spawn(e.resolve(query, view, zone, Some(reply), Proto::Udp, now));
-                }
-                Fast::Prefetch { view, zone } => {
-                    out_to.push(client);
-                    out_count += 1;
-                    let e = engine_now.clone();
-                    rt.spawn(e.resolve(packet.to_vec(), view, zone, None, Proto::Udp, now));
+            let (answered, work) =
+                match engine_now.handle_fast(packet, Proto::Udp, client_sa, now, out) {
+                    Fast::Answered => (true, None),
+                    Fast::Drop => (false, None),
+                    Fast::Resolve { view, zone } => (
+                        false,
+                        Some((view, zone, Some(ReplyTo::Udp(socket.clone(), client_sa)))),
+                    ),
+                    Fast::Prefetch { view, zone } => (true, Some((view, zone, None))),
+                };
+            if answered {
+                out_to.push(SockAddr::from(client_sa));
+                out_count += 1;
+            }
+            if let Some((view, zone, reply)) = work {
+                let task =
+                    engine_now
+                        .clone()
+                        .resolve(packet.to_vec(), view, zone, reply, Proto::Udp, now);
+                match drain {
+                    Drain::Serving => {
+                        rt.spawn(task);
+                    }
+                    // While draining, misses are resolved on this thread so no new task holds
+                    // the socket open past the drain.
+                    _ => rt.block_on(task),
                 }
             }
         }
@@ -136,6 +169,16 @@ pub fn run_worker(
             send_batch(fd, &outs[..out_count], &out_to);
         }
     }
+}
+
+/// Shutdown of one UDP socket without losing queries the kernel already gave it. With
+/// SO_REUSEPORT a socket keeps receiving its share until it is closed, and closing it drops
+/// whatever is queued; so after `stop` the worker keeps serving (misses inline) until no
+/// spawned query holds the socket, then reads it empty without waiting and closes it at once.
+enum Drain {
+    Serving,
+    WaitingForTasks(Instant),
+    Emptying,
 }
 
 /// Send replies with one `sendmmsg`, falling back to single sends for what it did not take.

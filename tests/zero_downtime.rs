@@ -1,0 +1,113 @@
+//! Zero-downtime update (DESIGN §3, issue 7): two proxies share one address through
+//! SO_REUSEPORT; dnsperf runs for 10 s against it and the first proxy gets SIGTERM in the
+//! middle. The first drains (serves until its socket is empty, then closes) and no query is lost.
+
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::upstream::{Rec, Upstream};
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn require(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{tool} is required under CI=true (scripts/test.sh installs it)");
+    }
+    eprintln!("SKIPPED: {tool} is not installed; run scripts/test.sh as root to install it");
+    false
+}
+
+#[test]
+fn sigterm_during_load_loses_no_query() {
+    if !require("dnsperf") {
+        return;
+    }
+    let up = Upstream::start();
+    for i in 0..50 {
+        up.add(
+            &format!("svc-{i}.default.svc.cluster.local."),
+            1,
+            Rec::A(Ipv4Addr::new(10, 96, 0, i as u8 + 1), 300),
+        );
+    }
+    let port = loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &up.addr.to_string(),
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut old = start();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut new = start();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let dir = tempfile::tempdir().unwrap();
+    let qf = dir.path().join("q.txt");
+    std::fs::write(
+        &qf,
+        (0..50)
+            .map(|i| format!("svc-{i}.default.svc.cluster.local A\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let perf = Command::new("dnsperf")
+        .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-d"])
+        .arg(&qf)
+        .args(["-l", "10", "-Q", "5000", "-c", "4", "-t", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+    let status = old.wait().unwrap();
+    assert!(
+        status.success(),
+        "the old proxy exits cleanly after draining: {status:?}"
+    );
+    let out = perf.wait_with_output().unwrap();
+    let _ = new.kill();
+    let _ = new.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    let field = |label: &str| -> u64 {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("dnsperf output has no {label:?}"))
+    };
+    let sent = field("Queries sent");
+    let lost = field("Queries lost");
+    assert!(sent > 30_000, "dnsperf sent {sent}");
+    assert_eq!(lost, 0, "queries lost during the update");
+}
