@@ -49,7 +49,7 @@ impl ResolverSettings {
     pub fn defaults(stub: Stub) -> Self {
         let (timeout_secs, attempts) = match stub {
             Stub::Glibc | Stub::Go => (5, 2),
-            Stub::Musl => (5, 2),
+            Stub::Musl | Stub::MuslPre124 => (5, 2),
             Stub::CAres => (2, 3),
         };
         ResolverSettings {
@@ -95,7 +95,7 @@ impl ResolverSettings {
                 .localdomain
                 .and_then(|v| v.split_whitespace().next())
                 .map(|w| vec![norm(w)]),
-            Stub::Musl | Stub::Go => None,
+            Stub::Musl | Stub::MuslPre124 | Stub::Go => None,
         };
 
         let mut raw_lines = text.split_inclusive('\n').peekable();
@@ -103,7 +103,7 @@ impl ResolverSettings {
             // musl resolvconf.c: `char line[256]` read with fgets; a line that does not fit
             // (256 bytes or more with its newline) is skipped entirely, unless it is the last
             // line of the file and fits without a newline.
-            if stub == Stub::Musl {
+            if stub.is_musl() {
                 let last_without_nl = !raw.ends_with('\n') && raw_lines.peek().is_none();
                 if raw.len() >= 256 && !(last_without_nl && raw.len() <= 255) {
                     continue;
@@ -173,7 +173,7 @@ impl ResolverSettings {
 
     /// Parse the words of an `options` line (or `RES_OPTIONS`) for `stub`.
     fn apply_options(&mut self, rest: &str, stub: Stub) {
-        if stub == Stub::Musl {
+        if stub.is_musl() {
             // musl resolvconf.c: strstr() for each of the three options anywhere on the line,
             // and only when a digit follows the colon.
             for (key, cap) in [("ndots:", 15u32), ("attempts:", 10), ("timeout:", 60)] {

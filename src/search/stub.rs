@@ -19,8 +19,11 @@ pub const QTYPE_AAAA: u16 = 28;
 pub enum Stub {
     /// glibc `getaddrinfo` through nss_dns (resolv/res_query.c, nss_dns/dns-host.c).
     Glibc,
-    /// musl 1.2.x `getaddrinfo` (src/network/lookup_name.c).
+    /// musl 1.2.4+ `getaddrinfo` (src/network/lookup_name.c), as in Alpine 3.18 and later.
     Musl,
+    /// musl before 1.2.4 (Debian 12's 1.2.3, Alpine up to 3.17): a candidate that res_mkquery
+    /// cannot encode ends the walk with EAI_NONAME instead of moving on (commit 1e7fb12f).
+    MuslPre124,
     /// Go's pure resolver (src/net/dnsclient_unix.go).
     Go,
     /// c-ares 1.34 `ares_getaddrinfo` (src/lib/ares_search.c, ares_addrinfo*.c).
@@ -32,9 +35,17 @@ impl Stub {
         match self {
             Stub::Glibc => "glibc",
             Stub::Musl => "musl",
+            Stub::MuslPre124 => "musl-1.2.3",
             Stub::Go => "go",
             Stub::CAres => "c-ares",
         }
+    }
+}
+
+impl Stub {
+    /// Either musl model.
+    pub fn is_musl(self) -> bool {
+        matches!(self, Stub::Musl | Stub::MuslPre124)
     }
 }
 
@@ -50,6 +61,7 @@ impl FromStr for Stub {
         match s.to_ascii_lowercase().as_str() {
             "glibc" => Ok(Stub::Glibc),
             "musl" => Ok(Stub::Musl),
+            "musl-1.2.3" | "musl-1.2.2" | "musl-1.2.1" | "musl-1.2.0" => Ok(Stub::MuslPre124),
             "go" => Ok(Stub::Go),
             "c-ares" | "cares" | "ares" => Ok(Stub::CAres),
             _ => Err(format!(
@@ -219,14 +231,11 @@ impl Stub {
                     out.push((enc(as_is), Role::AsIsLast));
                 }
             }
-            Stub::Musl => {
-                // lookup_name.c is_valid_hostname: at most 254 characters of letters, digits,
-                // '.', '-' or bytes >= 0x80 ('_' is refused).
-                if lower.len() > 254
-                    || !lower
-                        .bytes()
-                        .all(|b| b >= 0x80 || b == b'.' || b == b'-' || b.is_ascii_alphanumeric())
-                {
+            Stub::Musl | Stub::MuslPre124 => {
+                // lookup_name.c __lookup_name: only the length is checked (1..=254); unlike
+                // glibc any byte may go out, '_' included (is_valid_hostname applies to names
+                // read from /etc/hosts and CNAME targets only).
+                if lower.len() > 254 {
                     return out;
                 }
                 // name_from_dns_search: a trailing dot or dots >= ndots: as-is only, never a
@@ -296,7 +305,7 @@ impl Stub {
 
     /// What the stub does after a candidate got `answers` (one per qtype, in send order).
     fn step(self, answers: &[Answer], role: Role, candidate: &str) -> Step {
-        if answers.contains(&Answer::Address) && self != Stub::Musl {
+        if answers.contains(&Answer::Address) && !self.is_musl() {
             // glibc: one family with answers is success (res_query.c `goto success`);
             // Go: len(addrs) > 0 breaks; c-ares: either family's addresses succeed.
             return Step::Success;
@@ -326,7 +335,7 @@ impl Stub {
                     Step::Stop
                 }
             }
-            Stub::Musl => {
+            Stub::Musl | Stub::MuslPre124 => {
                 // name_from_dns: the replies are checked in send order (A first); a failure
                 // (short reply, SERVFAIL; REFUSED is ignored by res_msend until the timeout)
                 // gives EAI_AGAIN, NXDOMAIN returns 0 (next candidate), NOERROR looks at the
@@ -388,7 +397,10 @@ impl Stub {
                         stopped = true;
                         continue;
                     }
-                    // musl returns 0 and moves on; Go and c-ares fail this name and move on.
+                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns: the walk ends.
+                    Stub::MuslPre124 => return walk,
+                    // musl 1.2.4+ returns 0 and moves on; Go and c-ares fail this name and
+                    // move on.
                     _ => continue,
                 }
             };
@@ -661,9 +673,12 @@ mod tests {
         let s = settings(Stub::Glibc, 5, K8S);
         assert!(Stub::Glibc.candidates("bad name", &s).is_empty());
         assert!(!Stub::Glibc.candidates("_http._tcp.web", &s).is_empty());
-        assert!(Stub::Musl
-            .candidates("_http._tcp.web", &settings(Stub::Musl, 5, K8S))
-            .is_empty());
+        assert_eq!(
+            Stub::Musl
+                .candidates("_http._tcp.web", &settings(Stub::Musl, 5, K8S))
+                .len(),
+            5
+        );
         // Go avoidDNS: the .onion name itself is never sent; its expansions are.
         let c = Stub::Go.candidates("x.onion", &settings(Stub::Go, 5, K8S));
         assert_eq!(c.len(), 4);
@@ -716,6 +731,15 @@ mod tests {
             oracle(&[]),
         );
         assert_eq!(names(&w), ["foo.a.b.", "foo."]);
+        // Before 1.2.4 the unencodable "foo.." ends the walk (verified with Debian's 1.2.3).
+        let w = Stub::MuslPre124.walk(
+            "foo",
+            Family::Inet,
+            &settings(Stub::MuslPre124, 5, "a.b ."),
+            oracle(&[]),
+        );
+        assert_eq!(names(&w), ["foo.a.b."]);
+        assert_eq!(w.resolved, None);
     }
 
     #[test]
