@@ -146,6 +146,55 @@ fn cases() -> Vec<Case> {
             ("web.default.svc.cluster.local/A", ServFail),
             ("web.svc.cluster.local", Address),
         ]),
+        case("a-nxdomain-aaaa-timeout", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/AAAA", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-timeout-aaaa-nxdomain", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-refused-aaaa-nodata", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Refused),
+            ("web.default.svc.cluster.local/AAAA", NoData),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-servfail-aaaa-refused", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", ServFail),
+            ("web.default.svc.cluster.local/AAAA", Refused),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-address-aaaa-servfail", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Address),
+            ("web.default.svc.cluster.local/AAAA", ServFail),
+        ]),
+        case("a-timeout-aaaa-address", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.default.svc.cluster.local/AAAA", Address),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-servfail-aaaa-timeout", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", ServFail),
+            ("web.default.svc.cluster.local/AAAA", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-refused-aaaa-servfail", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Refused),
+            ("web.default.svc.cluster.local/AAAA", ServFail),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("nodata-everywhere", "web.prod", Unspec, pod(5, ""), &[
+            ("web.prod.default.svc.cluster.local", NoData),
+            ("web.prod.svc.cluster.local", NoData),
+            ("web.prod.cluster.local", NoData),
+            ("web.prod.ec2.internal", NoData),
+            ("web.prod", NoData),
+        ]),
+        case("servfail-on-the-last-candidate", "web", Inet, pod(5, ""), &[("web", ServFail)]),
+        case("timeout-single-family", "web", Inet, pod(5, ""), &[
+            ("web.svc.cluster.local", Timeout),
+            ("web", Address),
+        ]),
         // Single-family walk (AF_INET): A only.
         case("inet-external-name", "api.github.com", Inet, pod(5, ""), &[("api.github.com", Address)]),
         // ndots cap 15: 15 dots reach the capped ndots, so the name goes as-is first.

@@ -305,34 +305,38 @@ impl Stub {
 
     /// What the stub does after a candidate got `answers` (one per qtype, in send order).
     fn step(self, answers: &[Answer], role: Role, candidate: &str) -> Step {
-        if answers.contains(&Answer::Address) && !self.is_musl() {
-            // glibc: one family with answers is success (res_query.c `goto success`);
-            // Go: len(addrs) > 0 breaks; c-ares: either family's addresses succeed.
+        if answers.contains(&Answer::Address) && matches!(self, Stub::Go | Stub::CAres) {
+            // Go: len(addrs) > 0 breaks the loop; c-ares: either family's addresses succeed.
             return Step::Success;
         }
         match self {
             Stub::Glibc => {
-                // The first as-is try (dots >= ndots) falls through to the search list on any
-                // failure (res_query.c: only `ret > 0` returns).
-                if role == Role::AsIsFirst {
-                    return Step::Next;
-                }
-                // A failed query of a pair leaves the other reply to decide (send_dg returns the
-                // reply it has; res_query.c uses hp2 = hp). Only when every query failed does
-                // the failure decide: SERVFAIL continues (`hp->rcode == SERVFAIL`), REFUSED and
-                // timeouts end the search (`done++`).
-                let usable: Vec<Answer> = answers
-                    .iter()
-                    .copied()
-                    .filter(|a| !a.is_failure())
-                    .collect();
-                if !usable.is_empty() {
-                    return Step::Next; // NXDOMAIN (HOST_NOT_FOUND) or NODATA (NO_DATA): keep trying.
-                }
-                if answers.iter().all(|a| *a == Answer::ServFail) {
+                let step = if answers.len() == 2 && answers[0] == Answer::Timeout {
+                    // No A reply: send_dg retries in single-request mode, where the AAAA query
+                    // waits for the A reply, so the pair ends as a timeout and an AAAA answer
+                    // is lost (verified: A timeout + AAAA address, then "web." only).
+                    Step::Stop
+                } else if answers.contains(&Answer::Address) {
+                    // One family with answers is success (res_query.c `goto success`).
+                    Step::Success
+                } else if answers.iter().any(|a| !a.is_failure()) {
+                    // A failed query of a pair leaves the other reply to decide (send_dg returns
+                    // the reply it has; res_query.c then reads the other buffer). NXDOMAIN
+                    // (HOST_NOT_FOUND) and NODATA (NO_DATA) keep the search going.
+                    Step::Next
+                } else if answers[0] == Answer::ServFail {
+                    // Every query failed: the A reply's rcode decides. SERVFAIL goes on
+                    // (`hp->rcode == SERVFAIL`), REFUSED and timeouts end the search (`done++`).
                     Step::Next
                 } else {
                     Step::Stop
+                };
+                // The first as-is try (dots >= ndots) falls through to the search list on any
+                // failure (res_query.c: only `ret > 0` returns).
+                if role == Role::AsIsFirst && step == Step::Stop {
+                    Step::Next
+                } else {
+                    step
                 }
             }
             Stub::Musl | Stub::MuslPre124 => {
@@ -708,6 +712,28 @@ mod tests {
             oracle(&[(q, Some(QTYPE_A), Answer::ServFail)]),
         );
         assert_eq!(names(&w).len(), 1);
+    }
+
+    #[test]
+    fn glibc_pair_failures_a_reply_decides() {
+        let q = "foo.default.svc.cluster.local.";
+        let s = settings(Stub::Glibc, 5, K8S);
+        let run = |a: Answer, aaaa: Answer| {
+            let t = [(q, Some(QTYPE_A), a), (q, Some(QTYPE_AAAA), aaaa)];
+            names(&Stub::Glibc.walk("foo", Family::Unspec, &s, oracle(&t))).len()
+        };
+        // No A reply ends the search, even with an AAAA answer (then "foo." only).
+        assert_eq!(run(Answer::Timeout, Answer::Address), 2);
+        assert_eq!(run(Answer::Timeout, Answer::NxDomain), 2);
+        // A usable reply of either type keeps the search going.
+        assert_eq!(run(Answer::NxDomain, Answer::Timeout), 5);
+        assert_eq!(run(Answer::Refused, Answer::NoData), 5);
+        // Both failed: A's rcode decides.
+        assert_eq!(run(Answer::ServFail, Answer::Refused), 5);
+        assert_eq!(run(Answer::ServFail, Answer::Timeout), 5);
+        assert_eq!(run(Answer::Refused, Answer::ServFail), 2);
+        // An answer for one type is success.
+        assert_eq!(run(Answer::Address, Answer::ServFail), 1);
     }
 
     #[test]
