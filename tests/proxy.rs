@@ -38,7 +38,7 @@ fn start_proxy(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> Harness {
     let mut cfg = Config::from_file_config(file, &overrides).unwrap();
     cfg.admin = None;
     for z in cfg.upstreams.iter_mut() {
-        z.timeout = Duration::from_millis(300);
+        z.timeout = Duration::from_millis(1000);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -138,20 +138,8 @@ fn negative_answers_are_cached_for_the_soa_ttl_capped() {
     let up = upstream_with_web();
     // The upstream's SOA says 60 s; negative_max_ttl caps it at 30.
     let h = start_proxy("cache: {negative_max_ttl: 30}", &[(".", up.addr)]);
-    let (_, a) = ask_udp(
-        h.addr,
-        1,
-        "api.github.com.default.svc.cluster.local.",
-        wire::TYPE_A,
-        false,
-    );
-    let (_, b) = ask_udp(
-        h.addr,
-        2,
-        "api.github.com.default.svc.cluster.local.",
-        wire::TYPE_A,
-        false,
-    );
+    let (_, a) = ask_udp(h.addr, 1, "missing.example.org.", wire::TYPE_A, false);
+    let (_, b) = ask_udp(h.addr, 2, "missing.example.org.", wire::TYPE_A, false);
     assert_eq!(a.rcode, wire::RCODE_NXDOMAIN as u16);
     assert_eq!(b.rcode, wire::RCODE_NXDOMAIN as u16);
     assert_eq!(
@@ -160,10 +148,7 @@ fn negative_answers_are_cached_for_the_soa_ttl_capped() {
         "RFC 2308: min(SOA TTL, MINIMUM), capped"
     );
     assert!(b.negative_ttl.unwrap() <= 30);
-    assert_eq!(
-        up.count("api.github.com.default.svc.cluster.local.", wire::TYPE_A),
-        1
-    );
+    assert_eq!(up.count("missing.example.org.", wire::TYPE_A), 1);
 }
 
 #[test]
@@ -465,4 +450,147 @@ fn popular_entries_are_prefetched_before_they_expire() {
         b.min_answer_ttl
     );
     assert_eq!(up.count("popular.test.", 1), 2);
+}
+
+fn shortcut_upstream() -> Upstream {
+    let up = upstream_with_web();
+    up.add(
+        "api.github.com.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(140, 82, 112, 6), 60),
+    );
+    up
+}
+
+#[test]
+fn nxdomain_shortcut_answers_expansions_locally_with_an_soa() {
+    let up = shortcut_upstream();
+    let h = start_proxy(
+        "shortcut: {mode: nxdomain, zones: [github.com]}\ncluster: {node_search: [ec2.internal]}",
+        &[(".", up.addr)],
+    );
+    for name in [
+        "api.github.com.default.svc.cluster.local.",
+        // (api.github.com.svc.cluster.local. is not here: it reads as pod `api` of service
+        // `github` in a namespace `com`, which the schema allows, so it is always forwarded.)
+        "api.github.com.cluster.local.",
+        "api.github.com.ec2.internal.",
+        // Not in a configured zone, but the Kubernetes schema rules it out.
+        "www.example.org.default.svc.cluster.local.",
+    ] {
+        let (bytes, r) = ask_udp(h.addr, 1, name, wire::TYPE_A, true);
+        assert_eq!(r.rcode, wire::RCODE_NXDOMAIN as u16, "{name}");
+        assert_eq!(
+            r.negative_ttl,
+            Some(30),
+            "{name}: SOA with the negative TTL"
+        );
+        assert!(r.edns.is_some());
+        assert!(bytes.len() < 200);
+        assert_eq!(
+            up.count(name, wire::TYPE_A),
+            0,
+            "{name} never reached upstream"
+        );
+    }
+    // The real name and in-cluster names are forwarded untouched.
+    let (_, r) = ask_udp(h.addr, 2, "api.github.com.", wire::TYPE_A, false);
+    assert_eq!(r.header.ancount, 1);
+    let (_, r) = ask_udp(
+        h.addr,
+        3,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(r.header.ancount, 1);
+    assert_eq!(up.count("web.prod.svc.cluster.local.", 1), 1);
+    let text = h.proxy.as_ref().unwrap().metrics_text();
+    assert!(
+        text.contains("ndots_shortcut_answers_total{mode=\"nxdomain\",reason=\"zone\"}"),
+        "{text}"
+    );
+    assert!(text.contains("ndots_shortcut_answers_total{mode=\"nxdomain\",reason=\"schema\"}"));
+}
+
+#[test]
+fn autopath_answers_with_a_cname_and_a_aaaa_agree() {
+    let up = shortcut_upstream();
+    let h = start_proxy(
+        "shortcut: {mode: autopath, zones: [github.com]}",
+        &[(".", up.addr)],
+    );
+    let q = "api.github.com.default.svc.cluster.local.";
+    let (bytes, a) = ask_udp(h.addr, 1, q, wire::TYPE_A, true);
+    assert_eq!(a.rcode, 0);
+    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+    assert_eq!(m.answers.len(), 2, "{m:?}");
+    assert_eq!(m.answers[0].name.to_ascii(), q);
+    assert!(
+        matches!(&m.answers[0].data, hickory_proto::rr::RData::CNAME(c) if c.0.to_ascii() == "api.github.com.")
+    );
+    assert!(
+        matches!(&m.answers[1].data, hickory_proto::rr::RData::A(ip) if ip.0 == Ipv4Addr::new(140, 82, 112, 6))
+    );
+    // AAAA for the same name: api.github.com. has no AAAA, the name exists: NOERROR with the
+    // CNAME, never NXDOMAIN (A and AAAA agree on existence).
+    let (bytes, aaaa) = ask_udp(h.addr, 2, q, wire::TYPE_AAAA, true);
+    assert_eq!(aaaa.rcode, 0);
+    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+    assert!(matches!(
+        &m.answers[0].data,
+        hickory_proto::rr::RData::CNAME(_)
+    ));
+    // The expansions themselves never reached upstream; the real name did, once per type.
+    assert_eq!(up.count(q, 1), 0);
+    assert_eq!(up.count("api.github.com.", 1), 1);
+    // A base that does not exist: NXDOMAIN.
+    let (_, nx) = ask_udp(
+        h.addr,
+        3,
+        "nope.github.com.default.svc.cluster.local.",
+        wire::TYPE_A,
+        true,
+    );
+    assert_eq!(nx.rcode, wire::RCODE_NXDOMAIN as u16);
+}
+
+#[test]
+fn shadow_forwards_and_counts_disagreements() {
+    let up = shortcut_upstream();
+    // A zone listed by mistake: web.prod.svc.cluster.local. exists, but schema-allowed names are
+    // never shortcut, so list a zone whose expansion exists upstream instead.
+    up.add(
+        "api.github.com.ec2.internal.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(10, 1, 1, 1), 60),
+    );
+    let h = start_proxy(
+        "shortcut: {mode: shadow, zones: [github.com]}\ncluster: {node_search: [ec2.internal]}",
+        &[(".", up.addr)],
+    );
+    let (_, r) = ask_udp(
+        h.addr,
+        1,
+        "api.github.com.ec2.internal.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(r.header.ancount, 1, "shadow changes no answer");
+    let (_, r) = ask_udp(
+        h.addr,
+        2,
+        "api.github.com.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(r.rcode, wire::RCODE_NXDOMAIN as u16);
+    assert_eq!(up.count("api.github.com.ec2.internal.", 1), 1);
+    assert_eq!(up.count("api.github.com.cluster.local.", 1), 1);
+    let text = h.proxy.as_ref().unwrap().metrics_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ndots_shadow_disagreements_total"))
+        .expect("counted");
+    assert!(line.ends_with(" 1"), "{line}");
 }

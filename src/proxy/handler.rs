@@ -3,8 +3,9 @@
 //!
 //! 1. read the query (`wire::parse_query`); unreadable -> FORMERR or drop, counted;
 //! 2. refuse what a caching forwarder does not serve (opcodes other than QUERY, zone transfers);
-//! 3. the shortcut for search-path expansions (its own issue; hooks in here);
-//! 4. the cache: a fresh hit is answered from stored bytes on the receiving thread;
+//! 3. the cache: a fresh hit is answered from stored bytes on the receiving thread;
+//! 4. the shortcut for search-path expansions (`shortcut`): NXDOMAIN synthesized here, or a
+//!    plan (autopath, shadow) for step 5. It runs after the cache so hits never pay for it;
 //! 5. otherwise the upstream router, on the async runtime, with identical in-flight queries
 //!    coalesced into one upstream exchange; on failure a stale answer (RFC 8767) or SERVFAIL.
 //!
@@ -19,10 +20,12 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use super::shortcut::{Plan, Shortcut, Verdict};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
-use crate::config::Config;
+use crate::config::{Config, ShortcutMode};
 use crate::event::AnswerSource;
 use crate::metrics as m;
+use crate::search::shortcut::Reason;
 use crate::upstream::Router;
 use crate::wire::{self, QueryProblem, QueryView};
 
@@ -73,6 +76,8 @@ pub struct Engine {
     pending: Arc<AtomicUsize>,
     /// Listener address labels (`server` metric label), CoreDNS style `dns://IP:PORT`.
     pub server_label: Arc<str>,
+    /// `None` when `shortcut.mode` is `off`.
+    pub shortcut: Option<Shortcut>,
 }
 
 struct Waiter {
@@ -81,6 +86,19 @@ struct Waiter {
     reply: ReplyTo,
     started: Instant,
     proto: Proto,
+}
+
+/// A query that needs step 5, with everything the answer needs.
+pub struct Job {
+    pub query: Vec<u8>,
+    pub view: QueryView,
+    pub zone: Option<usize>,
+    pub plan: Plan,
+    /// `None` for a prefetch: the client was already answered from cache.
+    pub reply: Option<ReplyTo>,
+    pub proto: Proto,
+    /// When the query arrived (for the request-duration histogram).
+    pub started: Instant,
 }
 
 /// What the synchronous part decided.
@@ -93,6 +111,7 @@ pub enum Fast {
     Resolve {
         view: QueryView,
         zone: Option<usize>,
+        plan: Plan,
     },
     /// `out` holds a cached answer to send, and the entry should be refreshed: call `resolve`
     /// without a reply target.
@@ -117,6 +136,11 @@ impl Engine {
                 .unwrap_or_default()
                 .as_str(),
         );
+        let shortcut = Shortcut::new(
+            &config.shortcut,
+            &config.cluster,
+            config.cache.negative_max_ttl,
+        );
         Ok(Engine {
             config,
             cache,
@@ -124,6 +148,7 @@ impl Engine {
             inflight: Mutex::new(HashMap::new()),
             pending,
             server_label,
+            shortcut,
         })
     }
 
@@ -191,22 +216,37 @@ impl Engine {
             }
             Lookup::Stale | Lookup::Miss => {
                 self.count_cache_miss();
-                Fast::Resolve { view, zone }
+                let plan = match &self.shortcut {
+                    None => Plan::Forward,
+                    Some(sc) => match sc.decide(packet, &view, out) {
+                        Verdict::Plan(plan) => plan,
+                        Verdict::Nxdomain(reason) => {
+                            self.count_shortcut(sc.mode, reason);
+                            self.count_response(
+                                zone,
+                                wire::RCODE_NXDOMAIN as u16,
+                                AnswerSource::Shortcut,
+                            );
+                            return Fast::Answered;
+                        }
+                    },
+                };
+                Fast::Resolve { view, zone, plan }
             }
         }
     }
 
-    /// Step 5: resolve upstream, coalescing identical questions. `reply` is `None` for a
-    /// prefetch (the client was already answered from cache).
-    pub async fn resolve(
-        self: Arc<Self>,
-        query: Vec<u8>,
-        view: QueryView,
-        zone: Option<usize>,
-        reply: Option<ReplyTo>,
-        proto: Proto,
-        started: Instant,
-    ) {
+    /// Step 5: resolve upstream, coalescing identical questions.
+    pub async fn resolve(self: Arc<Self>, job: Job) {
+        let Job {
+            query,
+            view,
+            zone,
+            plan,
+            reply,
+            proto,
+            started,
+        } = job;
         let key = Key::of_query(&query, &view);
         let owned = key.to_owned_key();
         if reply.is_none() {
@@ -254,16 +294,9 @@ impl Engine {
             inflight.insert(owned.clone(), Vec::new());
         }
 
-        let result = match zone {
-            Some(z) => self.router.exchange(z, &query).await.ok(),
-            None => None,
-        };
-        let answer = result.map(|r| {
-            let a = Arc::new(Answer::from_response(
-                &r.bytes,
-                &r.info,
-                self.cache.config(),
-            ));
+        let (result, source) = self.answer_for(&query, &view, zone, &plan).await;
+        let answer = result.map(|(bytes, info)| {
+            let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
             if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
                 metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
             }
@@ -294,13 +327,55 @@ impl Engine {
                         &mut out,
                     );
                     w.reply.send(std::mem::take(&mut out));
-                    self.count_response(zone, a.rcode, AnswerSource::Upstream);
+                    self.count_response(zone, a.rcode, source);
                     self.observe_duration(zone, w.started);
                 }
                 None => self.fail(&w, zone, &mut out),
             }
         }
         self.pending.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The answer to relay: autopath's when the plan says so and it worked, else upstream's
+    /// (in shadow mode compared with what the shortcut would have said).
+    async fn answer_for(
+        &self,
+        query: &[u8],
+        view: &QueryView,
+        zone: Option<usize>,
+        plan: &Plan,
+    ) -> (Option<(Vec<u8>, wire::ResponseInfo)>, AnswerSource) {
+        if let Plan::Autopath { candidates, reason } = plan {
+            if let Some(bytes) = self.autopath(query, view, candidates).await {
+                if let Ok(info) = wire::parse_response(&bytes) {
+                    if let Some(sc) = &self.shortcut {
+                        self.count_shortcut(sc.mode, *reason);
+                    }
+                    return (Some((bytes, info)), AnswerSource::Shortcut);
+                }
+            }
+        }
+        let result = match zone {
+            Some(z) => self.router.exchange(z, query).await.ok(),
+            None => None,
+        };
+        if let (Plan::Shadow(_), Some(r)) = (plan, &result) {
+            // The shortcut would have said NXDOMAIN; upstream says the name exists.
+            if r.info.rcode != wire::RCODE_NXDOMAIN as u16 {
+                m::cached_counter(m::label_key(9, &[]), || {
+                    metrics::counter!(m::SHADOW_DISAGREEMENTS)
+                })
+                .increment(1);
+                if let Ok(name) = wire::name_to_string(query, view.question.name_start) {
+                    tracing::info!(
+                        name,
+                        rcode = r.info.rcode,
+                        "shadow: the shortcut would have answered NXDOMAIN for a name that exists"
+                    );
+                }
+            }
+        }
+        (result.map(|r| (r.bytes, r.info)), AnswerSource::Upstream)
     }
 
     /// Upstreams failed: a stale answer if the cache has one (RFC 8767), else SERVFAIL.
@@ -390,6 +465,13 @@ impl Engine {
             metrics::histogram!(m::DNS_REQUEST_DURATION, "server" => self.server_label.to_string(), "zone" => self.zone_label(zone))
         })
         .record(started.elapsed().as_secs_f64());
+    }
+
+    fn count_shortcut(&self, mode: ShortcutMode, reason: Reason) {
+        m::cached_counter(m::label_key(10, &[self as *const Engine as u64, mode as u64, reason as u64]), || {
+            metrics::counter!(m::SHORTCUT_ANSWERS, "mode" => mode.as_str(), "reason" => reason.as_str())
+        })
+        .increment(1);
     }
 
     fn count_cache_hit(&self, kind: AnswerKind) {

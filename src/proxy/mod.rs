@@ -5,6 +5,7 @@
 //! on SIGTERM/SIGINT.
 
 pub mod handler;
+pub mod shortcut;
 pub mod tcp;
 pub mod udp;
 

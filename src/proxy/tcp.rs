@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::handler::{Engine, Fast, Proto, ReplyTo};
+use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
+use super::shortcut::Plan;
 use crate::metrics as m;
 
 /// Bind a TCP listener with SO_REUSEPORT.
@@ -120,21 +121,30 @@ async fn connection(
                 }
             }
             Fast::Drop => {}
-            Fast::Resolve { view, zone } => {
-                tokio::spawn(e.resolve(
-                    msg.clone(),
+            Fast::Resolve { view, zone, plan } => {
+                tokio::spawn(e.resolve(Job {
+                    query: msg.clone(),
                     view,
                     zone,
-                    Some(ReplyTo::Tcp(tx.clone())),
-                    Proto::Tcp,
-                    now,
-                ));
+                    plan,
+                    reply: Some(ReplyTo::Tcp(tx.clone())),
+                    proto: Proto::Tcp,
+                    started: now,
+                }));
             }
             Fast::Prefetch { view, zone } => {
                 if tx.send(std::mem::take(&mut out)).await.is_err() {
                     break;
                 }
-                tokio::spawn(e.resolve(msg.clone(), view, zone, None, Proto::Tcp, now));
+                tokio::spawn(e.resolve(Job {
+                    query: msg.clone(),
+                    view,
+                    zone,
+                    plan: Plan::Forward,
+                    reply: None,
+                    proto: Proto::Tcp,
+                    started: now,
+                }));
             }
         }
     }

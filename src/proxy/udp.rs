@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::handler::{Engine, Fast, Proto, ReplyTo};
+use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
+use super::shortcut::Plan;
 
 const BATCH: usize = 32;
 /// Larger than any sane query; a datagram that fills it is cut and read as malformed.
@@ -140,21 +141,29 @@ pub fn run_worker(
                 match engine_now.handle_fast(packet, Proto::Udp, client_sa, now, out) {
                     Fast::Answered => (true, None),
                     Fast::Drop => (false, None),
-                    Fast::Resolve { view, zone } => (
-                        false,
-                        Some((view, zone, Some(ReplyTo::Udp(socket.clone(), client_sa)))),
-                    ),
-                    Fast::Prefetch { view, zone } => (true, Some((view, zone, None))),
+                    Fast::Resolve { view, zone, plan } => {
+                        let reply = ReplyTo::Udp(socket.clone(), client_sa);
+                        (false, Some((view, zone, plan, Some(reply))))
+                    }
+                    Fast::Prefetch { view, zone } => {
+                        (true, Some((view, zone, Plan::Forward, None)))
+                    }
                 };
             if answered {
                 out_to.push(SockAddr::from(client_sa));
                 out_count += 1;
             }
-            if let Some((view, zone, reply)) = work {
-                let task =
-                    engine_now
-                        .clone()
-                        .resolve(packet.to_vec(), view, zone, reply, Proto::Udp, now);
+            if let Some((view, zone, plan, reply)) = work {
+                let e = engine_now.clone();
+                let task = e.resolve(Job {
+                    query: packet.to_vec(),
+                    view,
+                    zone,
+                    plan,
+                    reply,
+                    proto: Proto::Udp,
+                    started: now,
+                });
                 match drain {
                     Drain::Serving => {
                         rt.spawn(task);

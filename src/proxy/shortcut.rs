@@ -1,0 +1,261 @@
+//! The shortcut stage of the request path (DESIGN §3 "Shortcuts"): turns the search model's
+//! decision into an answer, by mode.
+//!
+//! - `nxdomain`: NXDOMAIN synthesized here with an SOA, so clients and caches hold it for the
+//!   configured negative TTL (RFC 2308 §3). No CNAME, so musl (which stops the walk on
+//!   anything but NXDOMAIN) and Go behave exactly as with a real NXDOMAIN.
+//! - `autopath`: the proxy walks the rest of the search path itself and answers
+//!   `Q CNAME <first candidate that exists>` plus its records; existence is decided by the
+//!   candidate's rcode, not by the query type, so the A and AAAA answers for one `Q` always
+//!   agree (CoreDNS autopath's known bug is that they did not).
+//! - `shadow`: forward as usual and count where the shortcut would have disagreed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{Answer, Key, Lookup};
+use crate::config::{ShortcutConfig, ShortcutMode};
+use crate::search::decompose::SuffixKind;
+use crate::search::shortcut::{Reason, ShortcutPolicy};
+use crate::wire::{self, QueryView};
+
+use super::handler::Engine;
+
+/// What to do with a query that missed the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Forward,
+    /// Forward, and count a disagreement when upstream says the name exists.
+    Shadow(Reason),
+    /// Resolve these candidates in order; the first that exists is the CNAME target.
+    Autopath {
+        candidates: Vec<String>,
+        reason: Reason,
+    },
+}
+
+pub struct Shortcut {
+    pub mode: ShortcutMode,
+    policy: ShortcutPolicy,
+    cluster_domain: String,
+    negative_ttl: u32,
+}
+
+/// The stage's verdict for one query.
+pub enum Verdict {
+    Plan(Plan),
+    /// `out` holds a synthesized NXDOMAIN.
+    Nxdomain(Reason),
+}
+
+impl Shortcut {
+    pub fn new(
+        cfg: &ShortcutConfig,
+        cluster: &crate::config::ClusterConfig,
+        negative_ttl: u32,
+    ) -> Option<Shortcut> {
+        if cfg.mode == ShortcutMode::Off {
+            return None;
+        }
+        Some(Shortcut {
+            mode: cfg.mode,
+            policy: ShortcutPolicy::new(cluster, cfg),
+            cluster_domain: cluster.domain.clone(),
+            negative_ttl,
+        })
+    }
+
+    pub fn policy(&self) -> &ShortcutPolicy {
+        &self.policy
+    }
+
+    pub fn decide(&self, packet: &[u8], view: &QueryView, out: &mut Vec<u8>) -> Verdict {
+        let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
+            return Verdict::Plan(Plan::Forward);
+        };
+        let Some(exp) = self.policy.decide(&name, view.question.qtype) else {
+            return Verdict::Plan(Plan::Forward);
+        };
+        match self.mode {
+            ShortcutMode::Off => Verdict::Plan(Plan::Forward),
+            ShortcutMode::Shadow => Verdict::Plan(Plan::Shadow(exp.reason)),
+            ShortcutMode::Autopath => Verdict::Plan(Plan::Autopath {
+                candidates: self.policy.autopath_candidates(&exp),
+                reason: exp.reason,
+            }),
+            ShortcutMode::Nxdomain => {
+                // The SOA's owner is the zone the suffix belongs to: the cluster domain for the
+                // Kubernetes suffixes, the node domain itself otherwise.
+                let zone = match exp.kind {
+                    SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => {
+                        self.cluster_domain.as_str()
+                    }
+                    SuffixKind::Node | SuffixKind::Other => exp.suffix,
+                };
+                nxdomain_with_soa(packet, view, zone, self.negative_ttl, out);
+                Verdict::Nxdomain(exp.reason)
+            }
+        }
+    }
+}
+
+/// NXDOMAIN for the client's question with `zone`'s SOA in the authority section, TTL and
+/// MINIMUM both `ttl` (RFC 2308 §3, §5). RA set, AA clear: we are not the zone's authority.
+pub fn nxdomain_with_soa(query: &[u8], view: &QueryView, zone: &str, ttl: u32, out: &mut Vec<u8>) {
+    wire::minimal_response(query, view, wire::RCODE_NXDOMAIN, false, out);
+    // minimal_response may have appended an OPT; the SOA goes before it.
+    let opt = if view.edns.is_some() {
+        out.split_off(view.question.end())
+    } else {
+        Vec::new()
+    };
+    let mut owner = Vec::with_capacity(zone.len() + 2);
+    if wire::encode_name(zone, &mut owner).is_err() {
+        owner.clear();
+        owner.push(0);
+    }
+    out.extend_from_slice(&owner);
+    out.extend_from_slice(&wire::TYPE_SOA.to_be_bytes());
+    out.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    // mname and rname under the zone, compressed to the owner (RFC 1035 §4.1.4).
+    let owner_ptr = [
+        0xc0 | ((view.question.end() >> 8) as u8),
+        view.question.end() as u8,
+    ];
+    out.extend_from_slice(&[2, b'n', b's']);
+    out.extend_from_slice(&owner_ptr);
+    out.extend_from_slice(&[10]);
+    out.extend_from_slice(b"hostmaster");
+    out.extend_from_slice(&owner_ptr);
+    for v in [1u32, 7200, 1800, 86400, ttl] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    out[8..10].copy_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&opt);
+}
+
+impl Engine {
+    /// Autopath: resolve `candidates` (through the cache) until one exists, and build
+    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved
+    /// (the query is then forwarded as it is, and the client walks on its own).
+    pub(crate) async fn autopath(
+        &self,
+        query: &[u8],
+        view: &QueryView,
+        candidates: &[String],
+    ) -> Option<Vec<u8>> {
+        let mut cq = Vec::with_capacity(query.len() + 32);
+        let mut rendered = Vec::with_capacity(512);
+        let mut last_nx: Option<Vec<u8>> = None;
+        for candidate in candidates {
+            wire::build_query(
+                view.header.id,
+                candidate,
+                view.question.qtype,
+                true,
+                &mut cq,
+            )
+            .ok()?;
+            let cv = wire::parse_query(&cq).ok()?;
+            match self
+                .cache
+                .lookup(&cq, &cv, Instant::now(), u16::MAX as usize, &mut rendered)
+            {
+                Lookup::Hit { .. } => {}
+                Lookup::Stale | Lookup::Miss => {
+                    let zone = self.router.route(cv.question.name_bytes(&cq))?;
+                    let reply = self.router.exchange(zone, &cq).await.ok()?;
+                    let answer = Arc::new(Answer::from_response(
+                        &reply.bytes,
+                        &reply.info,
+                        self.cache.config(),
+                    ));
+                    self.cache
+                        .insert(&Key::of_query(&cq, &cv), answer.clone(), Instant::now());
+                    answer.render(&cq, &cv, 0, false, u16::MAX as usize, &mut rendered);
+                }
+            }
+            let info = wire::parse_response(&rendered).ok()?;
+            match info.rcode as u8 {
+                wire::RCODE_NXDOMAIN => last_nx = Some(rendered.clone()),
+                wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
+                _ => return None,
+            }
+        }
+        // No candidate exists: the base does not exist, NXDOMAIN for Q (the last candidate's
+        // SOA tells the negative TTL).
+        let _ = last_nx?;
+        let mut out = Vec::new();
+        nxdomain_with_soa(
+            query,
+            view,
+            &self.config.cluster.domain,
+            self.config.cache.negative_max_ttl,
+            &mut out,
+        );
+        Some(out)
+    }
+}
+
+/// `Q CNAME target` followed by the target's answer records, with the target's rcode and
+/// authority section (a NODATA keeps its SOA). Built with hickory-proto, which re-encodes the
+/// copied names with fresh compression.
+fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Vec<u8>> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{rdata::CNAME, Name, RData, Record};
+    let q = Message::from_vec(query).ok()?;
+    let mut t = Message::from_vec(target_response).ok()?;
+    let target_name = Name::from_ascii(target).ok()?;
+    let ttl = t
+        .answers
+        .iter()
+        .map(|r| r.ttl)
+        .min()
+        .or_else(|| t.authorities.iter().map(|r| r.ttl).min())
+        .unwrap_or(30);
+    let owner = q.queries.first()?.name().clone();
+    let cname = Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target_name)));
+    t.metadata.id = q.metadata.id;
+    t.metadata.recursion_desired = q.metadata.recursion_desired;
+    t.metadata.authoritative = false;
+    t.queries = q.queries.clone();
+    t.answers.insert(0, cname);
+    t.additionals.clear();
+    t.edns = None;
+    t.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthesized_nxdomain_carries_a_readable_soa_with_the_ttl() {
+        for edns in [false, true] {
+            let mut q = Vec::new();
+            wire::build_query(
+                9,
+                "api.github.com.default.svc.cluster.local.",
+                1,
+                edns,
+                &mut q,
+            )
+            .unwrap();
+            let v = wire::parse_query(&q).unwrap();
+            let mut out = Vec::new();
+            nxdomain_with_soa(&q, &v, "cluster.local", 30, &mut out);
+            let r = wire::parse_response(&out).unwrap();
+            assert_eq!(r.rcode, wire::RCODE_NXDOMAIN as u16);
+            assert_eq!(r.header.nscount, 1);
+            assert_eq!(r.negative_ttl, Some(30));
+            assert_eq!(r.edns.is_some(), edns);
+            let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+            assert_eq!(m.authorities[0].name.to_ascii(), "cluster.local.");
+        }
+    }
+}
