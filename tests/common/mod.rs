@@ -3,6 +3,7 @@
 //! scripted authoritative upstream for the proxy (`upstream`).
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod netns;
 pub mod scripted_dns;
 pub mod upstream;
