@@ -594,3 +594,52 @@ fn shadow_forwards_and_counts_disagreements() {
         .expect("counted");
     assert!(line.ends_with(" 1"), "{line}");
 }
+
+#[test]
+fn rfc8020_ancestor_check_keeps_names_of_a_real_namespace() {
+    let up = shortcut_upstream();
+    // Namespace `com` exists here, with service `github` and its pod `api`.
+    up.add(
+        "api.github.com.svc.cluster.local.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(10, 2, 0, 1), 30),
+    );
+    let h = start_proxy(
+        "shortcut: {mode: nxdomain, zones: [github.com, example.com]}",
+        &[(".", up.addr)],
+    );
+    let (_, r) = ask_udp(
+        h.addr,
+        1,
+        "api.github.com.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(
+        r.header.ancount, 1,
+        "the real pod's address, not a shortcut"
+    );
+    // `www.example.com.svc.cluster.local.` reads as pod `www` of service `example` in `com`.
+    up.add(
+        "www.example.com.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 80), 30),
+    );
+    let (_, r) = ask_udp(
+        h.addr,
+        2,
+        "www.example.com.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(r.rcode, wire::RCODE_NXDOMAIN as u16);
+    // Namespace `com` exists (names below it do), service `example` does not: the second
+    // ancestor is NXDOMAIN, so nothing under it can exist (RFC 8020).
+    assert_eq!(up.count("www.example.com.svc.cluster.local.", 1), 0);
+    assert_eq!(up.count("example.com.svc.cluster.local.", 1), 1);
+    assert_eq!(
+        up.count("com.svc.cluster.local.", 1),
+        1,
+        "one ancestor query serves every name below"
+    );
+}

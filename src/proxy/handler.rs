@@ -20,7 +20,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::shortcut::{Plan, Shortcut, Verdict};
+use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
 use crate::config::{Config, ShortcutMode};
 use crate::event::AnswerSource;
@@ -78,6 +78,8 @@ pub struct Engine {
     pub server_label: Arc<str>,
     /// `None` when `shortcut.mode` is `off`.
     pub shortcut: Option<Shortcut>,
+    /// In-flight lookups the proxy makes for itself (autopath, ancestor checks).
+    pub(crate) internal_flights: Flights,
 }
 
 struct Waiter {
@@ -149,6 +151,7 @@ impl Engine {
             pending,
             server_label,
             shortcut,
+            internal_flights: Flights::default(),
         })
     }
 
@@ -345,14 +348,23 @@ impl Engine {
         zone: Option<usize>,
         plan: &Plan,
     ) -> (Option<(Vec<u8>, wire::ResponseInfo)>, AnswerSource) {
-        if let Plan::Autopath { candidates, reason } = plan {
-            if let Some(bytes) = self.autopath(query, view, candidates).await {
-                if let Ok(info) = wire::parse_response(&bytes) {
-                    if let Some(sc) = &self.shortcut {
-                        self.count_shortcut(sc.mode, *reason);
-                    }
-                    return (Some((bytes, info)), AnswerSource::Shortcut);
+        let local = match plan {
+            Plan::Autopath { candidates, reason } => self
+                .autopath(query, view, candidates)
+                .await
+                .map(|b| (b, *reason)),
+            Plan::Ancestors(ancestors) => self
+                .ancestors_nxdomain(query, view, ancestors)
+                .await
+                .map(|b| (b, Reason::Zone)),
+            Plan::Forward | Plan::Shadow(_) => None,
+        };
+        if let Some((bytes, reason)) = local {
+            if let Ok(info) = wire::parse_response(&bytes) {
+                if let Some(sc) = &self.shortcut {
+                    self.count_shortcut(sc.mode, reason);
                 }
+                return (Some((bytes, info)), AnswerSource::Shortcut);
             }
         }
         let result = match zone {

@@ -9,11 +9,22 @@
 //!   candidate's rcode, not by the query type, so the A and AAAA answers for one `Q` always
 //!   agree (CoreDNS autopath's known bug is that they did not).
 //! - `shadow`: forward as usual and count where the shortcut would have disagreed.
+//!
+//! A name in a configured zone can still read as a valid Kubernetes name: the expansion
+//! `api.github.com.svc.cluster.local` is pod `api` of service `github` in a namespace `com`.
+//! The schema never lets us rule such a name out by shape, but RFC 8020 lets us rule it out by
+//! its ancestors: when `com.svc.cluster.local` is NXDOMAIN, nothing underneath exists. Those
+//! expansions get an ancestor check (through the cache, so one upstream query per namespace
+//! per negative TTL serves every name under it) and NXDOMAIN when an ancestor is NXDOMAIN.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{Answer, Key, Lookup};
+use std::collections::HashMap;
+
+use tokio::sync::oneshot;
+
+use crate::cache::{Answer, Key, Lookup, OwnedKey};
 use crate::config::{ShortcutConfig, ShortcutMode};
 use crate::search::decompose::SuffixKind;
 use crate::search::shortcut::{Reason, ShortcutPolicy};
@@ -32,12 +43,17 @@ pub enum Plan {
         candidates: Vec<String>,
         reason: Reason,
     },
+    /// RFC 8020: if any of these ancestors is NXDOMAIN the query is too; else forward.
+    Ancestors(Vec<String>),
 }
 
 pub struct Shortcut {
     pub mode: ShortcutMode,
     policy: ShortcutPolicy,
     cluster_domain: String,
+    /// `.svc.<cluster domain>`, for the ancestor check.
+    svc_suffix: String,
+    zones: Vec<String>,
     negative_ttl: u32,
 }
 
@@ -61,6 +77,8 @@ impl Shortcut {
             mode: cfg.mode,
             policy: ShortcutPolicy::new(cluster, cfg),
             cluster_domain: cluster.domain.clone(),
+            svc_suffix: format!(".svc.{}", cluster.domain),
+            zones: cfg.zones.clone(),
             negative_ttl,
         })
     }
@@ -74,7 +92,10 @@ impl Shortcut {
             return Verdict::Plan(Plan::Forward);
         };
         let Some(exp) = self.policy.decide(&name, view.question.qtype) else {
-            return Verdict::Plan(Plan::Forward);
+            return Verdict::Plan(match self.mode {
+                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(&name),
+                _ => Plan::Forward,
+            });
         };
         match self.mode {
             ShortcutMode::Off => Verdict::Plan(Plan::Forward),
@@ -95,6 +116,36 @@ impl Shortcut {
                 nxdomain_with_soa(packet, view, zone, self.negative_ttl, out);
                 Verdict::Nxdomain(exp.reason)
             }
+        }
+    }
+}
+
+impl Shortcut {
+    /// For `<host>.<svc>.<ns>.svc.<domain>` or `<svc>.<ns>.svc.<domain>` whose base (under some
+    /// reading of the search list) lies in a configured zone: the ancestors to check, the
+    /// namespace first. Everything else is forwarded.
+    pub fn ancestor_plan(&self, name: &str) -> Plan {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        let Some(prefix) = bare.strip_suffix(self.svc_suffix.as_str()) else {
+            return Plan::Forward;
+        };
+        let in_zone = self.policy.shape().decompose(bare).any(|d| {
+            self.zones
+                .iter()
+                .any(|z| crate::search::name::in_zone(d.base, z))
+        });
+        if !in_zone {
+            return Plan::Forward;
+        }
+        let labels: Vec<&str> = prefix.rsplit('.').collect();
+        let domain = &self.cluster_domain;
+        match labels.as_slice() {
+            [ns, svc, _host] => Plan::Ancestors(vec![
+                format!("{ns}.svc.{domain}."),
+                format!("{svc}.{ns}.svc.{domain}."),
+            ]),
+            [ns, _svc] => Plan::Ancestors(vec![format!("{ns}.svc.{domain}.")]),
+            _ => Plan::Forward,
         }
     }
 }
@@ -149,56 +200,131 @@ impl Engine {
         view: &QueryView,
         candidates: &[String],
     ) -> Option<Vec<u8>> {
-        let mut cq = Vec::with_capacity(query.len() + 32);
         let mut rendered = Vec::with_capacity(512);
-        let mut last_nx: Option<Vec<u8>> = None;
         for candidate in candidates {
-            wire::build_query(
-                view.header.id,
-                candidate,
-                view.question.qtype,
-                true,
-                &mut cq,
-            )
-            .ok()?;
-            let cv = wire::parse_query(&cq).ok()?;
-            match self
-                .cache
-                .lookup(&cq, &cv, Instant::now(), u16::MAX as usize, &mut rendered)
-            {
-                Lookup::Hit { .. } => {}
-                Lookup::Stale | Lookup::Miss => {
-                    let zone = self.router.route(cv.question.name_bytes(&cq))?;
-                    let reply = self.router.exchange(zone, &cq).await.ok()?;
-                    let answer = Arc::new(Answer::from_response(
-                        &reply.bytes,
-                        &reply.info,
-                        self.cache.config(),
-                    ));
-                    self.cache
-                        .insert(&Key::of_query(&cq, &cv), answer.clone(), Instant::now());
-                    answer.render(&cq, &cv, 0, false, u16::MAX as usize, &mut rendered);
+            // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
+            if let Some(sc) = &self.shortcut {
+                if let Plan::Ancestors(ancestors) = sc.ancestor_plan(candidate) {
+                    if self.any_nxdomain(&ancestors, &mut rendered).await? {
+                        continue;
+                    }
                 }
             }
-            let info = wire::parse_response(&rendered).ok()?;
-            match info.rcode as u8 {
-                wire::RCODE_NXDOMAIN => last_nx = Some(rendered.clone()),
+            let qtype = view.question.qtype;
+            match self.resolve_cached(candidate, qtype, &mut rendered).await? {
+                wire::RCODE_NXDOMAIN => continue,
                 wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
                 _ => return None,
             }
         }
-        // No candidate exists: the base does not exist, NXDOMAIN for Q (the last candidate's
-        // SOA tells the negative TTL).
-        let _ = last_nx?;
+        if candidates.is_empty() {
+            return None;
+        }
+        // No candidate exists: the base does not exist, NXDOMAIN for Q.
+        Some(self.synthesized_nxdomain(query, view))
+    }
+
+    /// RFC 8020: NXDOMAIN for the query when one of `ancestors` is NXDOMAIN; `None` to forward.
+    pub(crate) async fn ancestors_nxdomain(
+        &self,
+        query: &[u8],
+        view: &QueryView,
+        ancestors: &[String],
+    ) -> Option<Vec<u8>> {
+        let mut rendered = Vec::with_capacity(512);
+        self.any_nxdomain(ancestors, &mut rendered)
+            .await?
+            .then(|| self.synthesized_nxdomain(query, view))
+    }
+
+    /// Whether one of `names` is NXDOMAIN (asked for type A, through the cache).
+    async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
+        for n in names {
+            if self.resolve_cached(n, wire::TYPE_A, rendered).await? == wire::RCODE_NXDOMAIN {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView) -> Vec<u8> {
         let mut out = Vec::new();
-        nxdomain_with_soa(
-            query,
-            view,
-            &self.config.cluster.domain,
-            self.config.cache.negative_max_ttl,
-            &mut out,
-        );
-        Some(out)
+        let ttl = self.config.cache.negative_max_ttl;
+        nxdomain_with_soa(query, view, &self.config.cluster.domain, ttl, &mut out);
+        out
+    }
+
+    /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
+    /// the answer is left in `rendered`, its rcode returned. `None` when upstream failed.
+    async fn resolve_cached(&self, name: &str, qtype: u16, rendered: &mut Vec<u8>) -> Option<u8> {
+        let mut cq = Vec::with_capacity(name.len() + 32);
+        wire::build_query(0, name, qtype, true, &mut cq).ok()?;
+        let cv = wire::parse_query(&cq).ok()?;
+        let max = u16::MAX as usize;
+        let hit = self.cache.lookup(&cq, &cv, Instant::now(), max, rendered);
+        if !matches!(hit, Lookup::Hit { .. }) {
+            let key = Key::of_query(&cq, &cv);
+            // Coalesced like client queries: the A and AAAA walks of one lookup ask for the
+            // same candidate at the same moment.
+            let answer = match self.internal_flights.join(key.to_owned_key()) {
+                Flight::Follower(rx) => rx.await.ok()??,
+                Flight::Leader(owned) => {
+                    let answer = async {
+                        let zone = self.router.route(cv.question.name_bytes(&cq))?;
+                        let reply = self.router.exchange(zone, &cq).await.ok()?;
+                        let cfg = self.cache.config();
+                        let answer =
+                            Arc::new(Answer::from_response(&reply.bytes, &reply.info, cfg));
+                        self.cache.insert(&key, answer.clone(), Instant::now());
+                        Some(answer)
+                    }
+                    .await;
+                    self.internal_flights.land(&owned, &answer);
+                    answer?
+                }
+            };
+            answer.render(&cq, &cv, 0, false, max, rendered);
+        }
+        Some(wire::parse_response(rendered).ok()?.rcode as u8)
+    }
+}
+
+/// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).
+#[derive(Default)]
+pub struct Flights {
+    waiting: parking_lot::Mutex<HashMap<OwnedKey, Vec<Landing>>>,
+}
+
+/// Where a follower waits for the leader's answer (`None`: the lookup failed).
+type Landing = oneshot::Sender<Option<Arc<Answer>>>;
+
+pub enum Flight {
+    /// Do the lookup, then call `land`.
+    Leader(OwnedKey),
+    /// Someone else is doing it: wait for their answer.
+    Follower(oneshot::Receiver<Option<Arc<Answer>>>),
+}
+
+impl Flights {
+    pub fn join(&self, key: OwnedKey) -> Flight {
+        let mut w = self.waiting.lock();
+        match w.get_mut(&key) {
+            Some(list) => {
+                let (tx, rx) = oneshot::channel();
+                list.push(tx);
+                Flight::Follower(rx)
+            }
+            None => {
+                w.insert(key.clone(), Vec::new());
+                Flight::Leader(key)
+            }
+        }
+    }
+
+    pub fn land(&self, key: &OwnedKey, answer: &Option<Arc<Answer>>) {
+        for tx in self.waiting.lock().remove(key).unwrap_or_default() {
+            let _ = tx.send(answer.clone());
+        }
     }
 }
 
