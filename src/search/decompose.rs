@@ -169,8 +169,16 @@ impl SearchShape {
     /// Match entry `p` against `suffix` (the text after a label boundary).
     fn match_at<'n>(&self, p: &Pattern, suffix: &'n str) -> Option<Option<&'n str>> {
         if p.wildcard {
-            let (label, rest) = suffix.split_once('.')?;
-            (rest.eq_ignore_ascii_case(&p.tail) && is_rfc1123_label(label)).then_some(Some(label))
+            // `<label>.<tail>`: compare the tail in place, then check the one label before it.
+            let cut = suffix.len().checked_sub(p.tail.len() + 1)?;
+            if cut == 0
+                || suffix.as_bytes()[cut] != b'.'
+                || !suffix[cut + 1..].eq_ignore_ascii_case(&p.tail)
+            {
+                return None;
+            }
+            let label = &suffix[..cut];
+            (!label.contains('.') && is_rfc1123_label(label)).then_some(Some(label))
         } else {
             suffix.eq_ignore_ascii_case(&p.tail).then_some(None)
         }
