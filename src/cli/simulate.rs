@@ -285,6 +285,32 @@ mod tests {
         assert!(t.add("", Answer::Address).is_err());
     }
 
+    fn run_with(args: &[&str]) -> Result<(), CliError> {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["ndots", "simulate"].iter().chain(args)).unwrap();
+        match cli.command {
+            crate::cli::Command::Simulate(a) => run(a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            &["--stub", "bind", "x"][..],
+            &["--family", "inet4", "x"],
+            &["--format", "html", "x"],
+            &["--exists", "x/NOPE", "x"],
+            &["--exists", "x", "--refused", "x", "x"],
+            &["--resolv-conf", "/nonexistent/resolv.conf", "x"],
+            &["."],
+        ] {
+            let e = run_with(args).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
+        }
+    }
+
     #[test]
     fn json_has_the_contract_fields() {
         let mut s = ResolverSettings::defaults(Stub::Glibc);
