@@ -29,7 +29,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use common::netns;
 use common::scripted_dns::ScriptedDns;
 use ndots::event::qtype_from_name;
 use ndots::search::name::absolute;
-use ndots::search::{Answer, Family};
+use ndots::search::{Answer, Environment, Family, ResolverSettings, Stub};
 
 const K8S: &str = "default.svc.cluster.local svc.cluster.local cluster.local ec2.internal";
 
@@ -50,6 +50,9 @@ struct Case {
     conf: String,
     /// `NAME` or `NAME/TYPE` and its answer; every other query is NXDOMAIN.
     answers: Vec<(String, Answer)>,
+    /// `LOCALDOMAIN` and `RES_OPTIONS` for the client (glibc reads them, musl does not).
+    localdomain: Option<&'static str>,
+    res_options: Option<&'static str>,
 }
 
 fn pod(ndots: u32, extra: &str) -> String {
@@ -69,6 +72,8 @@ fn case(
         family,
         conf,
         answers: answers.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+        localdomain: None,
+        res_options: None,
     }
 }
 
@@ -245,6 +250,19 @@ fn cases() -> Vec<Case> {
             "web.cluster.local",
             Address,
         )]),
+        // The environment: glibc reads LOCALDOMAIN and RES_OPTIONS after the file; musl never.
+        Case {
+            res_options: Some("ndots:1"),
+            ..case("res-options-ndots", "web.prod", Inet, pod(5, ""), &[("web.prod.svc.cluster.local", Address)])
+        },
+        Case {
+            localdomain: Some("x.example y.example"),
+            ..case("localdomain-replaces-search", "web", Inet, pod(5, ""), &[("web.y.example", Address)])
+        },
+        Case {
+            localdomain: Some(""),
+            ..case("empty-localdomain-is-root", "web", Inet, pod(5, ""), &[])
+        },
     ]
 }
 
@@ -293,8 +311,39 @@ fn family_arg(f: Family) -> &'static str {
     }
 }
 
-/// What `ndots simulate` predicts: the queries and the resolved name.
+/// What `ndots simulate` predicts: the queries and the resolved name. `simulate` models a pod
+/// and does not read the environment, so cases with environment variables ask the library.
 fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<String>) {
+    if c.localdomain.is_some() || c.res_options.is_some() {
+        let stub: Stub = stub.parse().unwrap();
+        let env = Environment {
+            localdomain: c.localdomain,
+            res_options: c.res_options,
+            hostname: None,
+        };
+        let text = std::fs::read_to_string(conf_path).unwrap();
+        let settings = ResolverSettings::from_resolv_conf(&text, stub, &env);
+        let table: HashMap<(String, Option<u16>), Answer> = c
+            .answers
+            .iter()
+            .map(|(spec, a)| (spec_key(spec), *a))
+            .collect();
+        let walk = stub.walk(&c.name, c.family, &settings, |q, t| {
+            let q = q.to_string();
+            table
+                .get(&(q.clone(), Some(t)))
+                .or_else(|| table.get(&(q, None)))
+                .copied()
+                .unwrap_or(Answer::NxDomain)
+        });
+        return (
+            walk.queries
+                .into_iter()
+                .map(|q| (q.qname, q.qtype))
+                .collect(),
+            walk.resolved,
+        );
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
     cmd.args([
         "simulate",
@@ -358,6 +407,19 @@ fn run_client(cmd: &mut Command) -> (bool, String) {
 
 /// Look the name up with the real client; returns the canonical name it resolved, absolute.
 fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
+    let with_env = |mut cmd: Command| -> Command {
+        cmd.env_remove("HOSTALIASES");
+        for (var, value) in [
+            ("LOCALDOMAIN", c.localdomain),
+            ("RES_OPTIONS", c.res_options),
+        ] {
+            match value {
+                Some(v) => cmd.env(var, v),
+                None => cmd.env_remove(var),
+            };
+        }
+        cmd
+    };
     match stub {
         "glibc" => {
             let db = if c.family == Family::Inet {
@@ -365,7 +427,8 @@ fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
             } else {
                 "ahosts"
             };
-            let (ok, out) = run_client(Command::new("getent").args([db, &c.name]));
+            let mut cmd = with_env(Command::new("getent"));
+            let (ok, out) = run_client(cmd.args([db, &c.name]));
             // First line: "ADDRESS  STREAM CANONNAME" (getent asks for AI_CANONNAME).
             ok.then(|| {
                 absolute(
@@ -377,8 +440,8 @@ fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
             })
         }
         _ => {
-            let (ok, out) =
-                run_client(Command::new(musl_client).args([&c.name, family_arg(c.family)]));
+            let mut cmd = with_env(Command::new(musl_client));
+            let (ok, out) = run_client(cmd.args([&c.name, family_arg(c.family)]));
             ok.then(|| {
                 absolute(
                     out.lines()
