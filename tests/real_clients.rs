@@ -30,10 +30,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+use common::clients::{self, family_arg, ClientEnv};
 use common::netns;
 use common::scripted_dns::ScriptedDns;
 use ndots::event::qtype_from_name;
@@ -303,14 +303,6 @@ fn flag(a: Answer) -> &'static str {
     }
 }
 
-fn family_arg(f: Family) -> &'static str {
-    match f {
-        Family::Inet => "inet",
-        Family::Inet6 => "inet6",
-        Family::Unspec => "unspec",
-    }
-}
-
 /// What `ndots simulate` predicts: the queries and the resolved name. `simulate` models a pod
 /// and does not read the environment, so cases with environment variables ask the library.
 fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<String>) {
@@ -341,7 +333,7 @@ fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<
                 .into_iter()
                 .map(|q| (q.qname, q.qtype))
                 .collect(),
-            walk.resolved,
+            walk.result,
         );
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
@@ -381,119 +373,15 @@ fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<
     (queries, resolved)
 }
 
-/// Run a client with a watchdog; returns (exit success, stdout).
-fn run_client(cmd: &mut Command) -> (bool, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning client");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut s = String::new();
-            use std::io::Read;
-            child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
-            return (status.success(), s);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("client {cmd:?} did not finish in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Look the name up with the real client; returns the canonical name it resolved, absolute.
 fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
-    let with_env = |mut cmd: Command| -> Command {
-        cmd.env_remove("HOSTALIASES");
-        for (var, value) in [
-            ("LOCALDOMAIN", c.localdomain),
-            ("RES_OPTIONS", c.res_options),
-        ] {
-            match value {
-                Some(v) => cmd.env(var, v),
-                None => cmd.env_remove(var),
-            };
-        }
-        cmd
+    let env = ClientEnv {
+        localdomain: c.localdomain,
+        res_options: c.res_options,
     };
     match stub {
-        "glibc" => {
-            let db = if c.family == Family::Inet {
-                "ahostsv4"
-            } else {
-                "ahosts"
-            };
-            let mut cmd = with_env(Command::new("getent"));
-            let (ok, out) = run_client(cmd.args([db, &c.name]));
-            // First line: "ADDRESS  STREAM CANONNAME" (getent asks for AI_CANONNAME).
-            ok.then(|| {
-                absolute(
-                    out.lines()
-                        .next()
-                        .and_then(|l| l.split_whitespace().nth(2))
-                        .unwrap_or(""),
-                )
-            })
-        }
-        _ => {
-            let mut cmd = with_env(Command::new(musl_client));
-            let (ok, out) = run_client(cmd.args([&c.name, family_arg(c.family)]));
-            ok.then(|| {
-                absolute(
-                    out.lines()
-                        .find_map(|l| l.strip_prefix("canon "))
-                        .unwrap_or(""),
-                )
-            })
-        }
-    }
-}
-
-/// The model to compare the musl client with: `musl-1.2.3` for musl before 1.2.4 (Debian 12),
-/// else `musl`. `NDOTS_MUSL_STUB` overrides (e.g. when `MUSL_GCC` points at another musl).
-fn musl_model() -> String {
-    if let Ok(s) = std::env::var("NDOTS_MUSL_STUB") {
-        return s;
-    }
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", "musl"])
-        .output();
-    let version = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let nums: Vec<u32> = version
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|n| n.parse().unwrap_or(0))
-        .collect();
-    if nums.len() == 3 && (nums[0], nums[1], nums[2]) < (1, 2, 4) {
-        "musl-1.2.3".into()
-    } else {
-        "musl".into()
-    }
-}
-
-fn build_musl_client(dir: &Path) -> Option<PathBuf> {
-    let cc = std::env::var("MUSL_GCC").unwrap_or_else(|_| "musl-gcc".into());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/musl_lookup.c");
-    let bin = dir.join("musl_lookup");
-    let status = Command::new(&cc)
-        .args(["-static", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(bin),
-        other => {
-            netns::skip_or_fail(&format!(
-                "cannot build the musl client with {cc} ({other:?}): install musl-tools (scripts/deps/search.txt)"
-            ));
-            None
-        }
+        "glibc" => clients::glibc_lookup(&c.name, c.family, env),
+        _ => clients::musl_lookup(musl_client, &c.name, c.family, env),
     }
 }
 
@@ -504,10 +392,10 @@ fn glibc_and_musl_walks_match_the_model() {
     };
     let server = ScriptedDns::start("127.0.0.1:53".parse().unwrap())
         .expect("binding 127.0.0.1:53 in the namespace");
-    let musl_client = build_musl_client(ns.scratch());
+    let musl_client = clients::build_musl_client(ns.scratch());
     let conf_path = ns.scratch().join("case-resolv.conf");
 
-    let musl = musl_model();
+    let musl = clients::musl_model();
     println!("models: glibc, {musl} (for the musl client)");
     let mut stubs = vec!["glibc"];
     if musl_client.is_some() {

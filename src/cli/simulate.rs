@@ -225,8 +225,8 @@ pub fn json_line(stub: Stub, name: &str, s: &ResolverSettings, walk: &Walk) -> S
             })
             .collect(),
         result: JsonResult {
-            resolved: walk.resolved.is_some(),
-            qname: walk.resolved.as_deref(),
+            resolved: walk.result.is_some(),
+            qname: walk.result.as_deref(),
         },
     };
     let mut line = serde_json::to_string(&v).unwrap_or_default();
@@ -255,7 +255,7 @@ pub fn text_block(stub: Stub, name: &str, s: &ResolverSettings, walk: &Walk) -> 
             q.answer.as_str()
         ));
     }
-    match &walk.resolved {
+    match &walk.result {
         Some(r) => t.push_str(&format!(
             "; resolved {r} after {} queries\n",
             walk.queries.len()

@@ -144,7 +144,7 @@ pub struct Walk {
     /// In the order the stub sends them; the two queries of an A/AAAA pair are sent at once.
     pub queries: Vec<Query>,
     /// The candidate whose answer gave addresses, if any.
-    pub resolved: Option<String>,
+    pub result: Option<String>,
 }
 
 /// What the stub does after a candidate's answers.
@@ -423,7 +423,7 @@ impl Stub {
             }
             match self.step(&answers, role, &qname) {
                 Step::Success => {
-                    walk.resolved = Some(qname);
+                    walk.result = Some(qname);
                     return walk;
                 }
                 Step::Next => {}
@@ -526,7 +526,7 @@ mod tests {
                 oracle(&[("api.github.com.", None, Answer::Address)]),
             );
             assert_eq!(w.queries.len(), 10, "{stub}");
-            assert_eq!(w.resolved.as_deref(), Some("api.github.com."));
+            assert_eq!(w.result.as_deref(), Some("api.github.com."));
         }
     }
 
@@ -544,7 +544,7 @@ mod tests {
         ] {
             let w = stub.walk("foo", Family::Unspec, &settings(stub, 5, K8S), oracle(&t));
             assert_eq!(names(&w).len(), n, "{stub}");
-            assert_eq!(w.resolved.is_some(), res, "{stub}");
+            assert_eq!(w.result.is_some(), res, "{stub}");
         }
     }
 
@@ -588,7 +588,7 @@ mod tests {
         for stub in [Stub::Glibc, Stub::Go, Stub::CAres] {
             let w = stub.walk("foo", Family::Unspec, &settings(stub, 5, K8S), oracle(&t));
             assert_eq!(
-                w.resolved.as_deref(),
+                w.result.as_deref(),
                 Some("foo.default.svc.cluster.local."),
                 "{stub}"
             );
@@ -600,7 +600,7 @@ mod tests {
             &settings(Stub::Musl, 5, K8S),
             oracle(&t),
         );
-        assert_eq!(w.resolved, None);
+        assert_eq!(w.result, None);
         assert_eq!(w.queries.len(), 10);
     }
 
@@ -765,7 +765,7 @@ mod tests {
             oracle(&[]),
         );
         assert_eq!(names(&w), ["foo.a.b."]);
-        assert_eq!(w.resolved, None);
+        assert_eq!(w.result, None);
     }
 
     #[test]
