@@ -200,6 +200,12 @@ fn cases() -> Vec<Case> {
             ("web.svc.cluster.local", Timeout),
             ("web", Address),
         ]),
+        // single-request: A, then AAAA after the A reply.
+        case("single-request-a-timeout", "web", Unspec, pod(5, "single-request"), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("single-request-nxdomain", "web", Unspec, pod(5, "single-request-reopen"), &[("web.cluster.local", Address)]),
         // Single-family walk (AF_INET): A only.
         case("inet-external-name", "api.github.com", Inet, pod(5, ""), &[("api.github.com", Address)]),
         // ndots cap 15: 15 dots reach the capped ndots, so the name goes as-is first.

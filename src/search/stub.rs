@@ -386,6 +386,8 @@ impl Stub {
     ) -> Walk {
         let plan = self.candidate_plan(name, settings);
         let qtypes = self.qtypes(family, settings);
+        let sequential =
+            self == Stub::Glibc && (settings.single_request || settings.single_request_reopen);
         let mut walk = Walk::default();
         let mut stopped = false;
         let mut answers = Vec::with_capacity(2);
@@ -413,6 +415,11 @@ impl Stub {
             }
             answers.clear();
             for &t in qtypes {
+                // glibc single-request(-reopen): the AAAA query waits for the A reply
+                // (res_send.c send_dg), so an A timeout means AAAA is never sent.
+                if sequential && answers.first() == Some(&Answer::Timeout) {
+                    break;
+                }
                 let a = oracle(&qname, t);
                 answers.push(a);
                 walk.queries.push(Query {
@@ -734,6 +741,21 @@ mod tests {
         assert_eq!(run(Answer::Refused, Answer::ServFail), 2);
         // An answer for one type is success.
         assert_eq!(run(Answer::Address, Answer::ServFail), 1);
+    }
+
+    #[test]
+    fn glibc_single_request_skips_aaaa_after_an_a_timeout() {
+        let q = "foo.default.svc.cluster.local.";
+        let mut s = settings(Stub::Glibc, 5, K8S);
+        s.single_request = true;
+        let w = Stub::Glibc.walk(
+            "foo",
+            Family::Unspec,
+            &s,
+            oracle(&[(q, Some(QTYPE_A), Answer::Timeout)]),
+        );
+        assert_eq!(w.queries.iter().filter(|x| x.qname == q).count(), 1);
+        assert_eq!(names(&w), [q, "foo."]);
     }
 
     #[test]
