@@ -4,6 +4,17 @@
 //! A walk is driven by an oracle that says how each `(qname, qtype)` is answered, so the same
 //! model serves `ndots simulate` (answers from flags), replay (answers from a capture) and the
 //! real-client test (answers from the scripted server's table).
+//!
+//! `tests/real_clients.rs` checks the glibc and musl models against the real resolvers. It
+//! settled these points that resolvers.md did not (glibc 2.36, musl 1.2.3):
+//! - glibc, A/AAAA pair: no A reply ends the search like a timeout, even when AAAA answered
+//!   with addresses (send_dg retries in single-request mode, where AAAA waits for A). When
+//!   both queries fail, the A reply's rcode decides: SERVFAIL goes on, REFUSED stops. One
+//!   usable reply (NXDOMAIN, NODATA) of either type keeps the search going.
+//! - glibc single-request(-reopen): after an A timeout the AAAA query is not sent.
+//! - musl sends names with '_' (only the length is checked before the search).
+//! - musl before 1.2.4 ends the walk at a candidate it cannot encode (a `.` search entry);
+//!   1.2.4 and later move on ([`Stub::MuslPre124`] vs [`Stub::Musl`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -183,7 +194,9 @@ impl Stub {
         let dots = lower.matches('.').count() as u32;
         let rooted = lower.ends_with('.');
         let bare = lower.trim_end_matches('.');
-        if bare.is_empty() || lower.ends_with("..") {
+        // An empty label ("a..b", "a..") cannot be encoded: no stub sends anything for it
+        // (glibc res_hnok, Go isDomainName, musl res_mkquery on every candidate).
+        if bare.is_empty() || lower.contains("..") {
             return Vec::new();
         }
         let as_is = format!("{bare}.");
@@ -681,6 +694,16 @@ mod tests {
 
     #[test]
     fn name_filters() {
+        for stub in [Stub::Glibc, Stub::Musl, Stub::Go, Stub::CAres] {
+            assert!(
+                stub.candidates("a..b", &settings(stub, 5, K8S)).is_empty(),
+                "{stub}"
+            );
+            assert!(
+                stub.candidates("", &settings(stub, 5, K8S)).is_empty(),
+                "{stub}"
+            );
+        }
         let s = settings(Stub::Glibc, 5, K8S);
         assert!(Stub::Glibc.candidates("bad name", &s).is_empty());
         assert!(!Stub::Glibc.candidates("_http._tcp.web", &s).is_empty());
