@@ -29,16 +29,16 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
 
+use common::clients::{self, family_arg, ClientEnv};
 use common::netns;
 use common::scripted_dns::ScriptedDns;
 use ndots::event::qtype_from_name;
 use ndots::search::name::absolute;
-use ndots::search::{Answer, Family};
+use ndots::search::{Answer, Environment, Family, ResolverSettings, Stub};
 
 const K8S: &str = "default.svc.cluster.local svc.cluster.local cluster.local ec2.internal";
 
@@ -50,6 +50,9 @@ struct Case {
     conf: String,
     /// `NAME` or `NAME/TYPE` and its answer; every other query is NXDOMAIN.
     answers: Vec<(String, Answer)>,
+    /// `LOCALDOMAIN` and `RES_OPTIONS` for the client (glibc reads them, musl does not).
+    localdomain: Option<&'static str>,
+    res_options: Option<&'static str>,
 }
 
 fn pod(ndots: u32, extra: &str) -> String {
@@ -69,6 +72,8 @@ fn case(
         family,
         conf,
         answers: answers.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+        localdomain: None,
+        res_options: None,
     }
 }
 
@@ -195,6 +200,12 @@ fn cases() -> Vec<Case> {
             ("web.svc.cluster.local", Timeout),
             ("web", Address),
         ]),
+        // single-request: A, then AAAA after the A reply.
+        case("single-request-a-timeout", "web", Unspec, pod(5, "single-request"), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("single-request-nxdomain", "web", Unspec, pod(5, "single-request-reopen"), &[("web.cluster.local", Address)]),
         // Single-family walk (AF_INET): A only.
         case("inet-external-name", "api.github.com", Inet, pod(5, ""), &[("api.github.com", Address)]),
         // ndots cap 15: 15 dots reach the capped ndots, so the name goes as-is first.
@@ -245,6 +256,19 @@ fn cases() -> Vec<Case> {
             "web.cluster.local",
             Address,
         )]),
+        // The environment: glibc reads LOCALDOMAIN and RES_OPTIONS after the file; musl never.
+        Case {
+            res_options: Some("ndots:1"),
+            ..case("res-options-ndots", "web.prod", Inet, pod(5, ""), &[("web.prod.svc.cluster.local", Address)])
+        },
+        Case {
+            localdomain: Some("x.example y.example"),
+            ..case("localdomain-replaces-search", "web", Inet, pod(5, ""), &[("web.y.example", Address)])
+        },
+        Case {
+            localdomain: Some(""),
+            ..case("empty-localdomain-is-root", "web", Inet, pod(5, ""), &[])
+        },
     ]
 }
 
@@ -285,16 +309,39 @@ fn flag(a: Answer) -> &'static str {
     }
 }
 
-fn family_arg(f: Family) -> &'static str {
-    match f {
-        Family::Inet => "inet",
-        Family::Inet6 => "inet6",
-        Family::Unspec => "unspec",
-    }
-}
-
-/// What `ndots simulate` predicts: the queries and the resolved name.
+/// What `ndots simulate` predicts: the queries and the resolved name. `simulate` models a pod
+/// and does not read the environment, so cases with environment variables ask the library.
 fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<String>) {
+    if c.localdomain.is_some() || c.res_options.is_some() {
+        let stub: Stub = stub.parse().unwrap();
+        let env = Environment {
+            localdomain: c.localdomain,
+            res_options: c.res_options,
+            hostname: None,
+        };
+        let text = std::fs::read_to_string(conf_path).unwrap();
+        let settings = ResolverSettings::from_resolv_conf(&text, stub, &env);
+        let table: HashMap<(String, Option<u16>), Answer> = c
+            .answers
+            .iter()
+            .map(|(spec, a)| (spec_key(spec), *a))
+            .collect();
+        let walk = stub.walk(&c.name, c.family, &settings, |q, t| {
+            let q = q.to_string();
+            table
+                .get(&(q.clone(), Some(t)))
+                .or_else(|| table.get(&(q, None)))
+                .copied()
+                .unwrap_or(Answer::NxDomain)
+        });
+        return (
+            walk.queries
+                .into_iter()
+                .map(|q| (q.qname, q.qtype))
+                .collect(),
+            walk.result,
+        );
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
     cmd.args([
         "simulate",
@@ -332,105 +379,15 @@ fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<
     (queries, resolved)
 }
 
-/// Run a client with a watchdog; returns (exit success, stdout).
-fn run_client(cmd: &mut Command) -> (bool, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning client");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut s = String::new();
-            use std::io::Read;
-            child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
-            return (status.success(), s);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("client {cmd:?} did not finish in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Look the name up with the real client; returns the canonical name it resolved, absolute.
 fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
+    let env = ClientEnv {
+        localdomain: c.localdomain,
+        res_options: c.res_options,
+    };
     match stub {
-        "glibc" => {
-            let db = if c.family == Family::Inet {
-                "ahostsv4"
-            } else {
-                "ahosts"
-            };
-            let (ok, out) = run_client(Command::new("getent").args([db, &c.name]));
-            // First line: "ADDRESS  STREAM CANONNAME" (getent asks for AI_CANONNAME).
-            ok.then(|| {
-                absolute(
-                    out.lines()
-                        .next()
-                        .and_then(|l| l.split_whitespace().nth(2))
-                        .unwrap_or(""),
-                )
-            })
-        }
-        _ => {
-            let (ok, out) =
-                run_client(Command::new(musl_client).args([&c.name, family_arg(c.family)]));
-            ok.then(|| {
-                absolute(
-                    out.lines()
-                        .find_map(|l| l.strip_prefix("canon "))
-                        .unwrap_or(""),
-                )
-            })
-        }
-    }
-}
-
-/// The model to compare the musl client with: `musl-1.2.3` for musl before 1.2.4 (Debian 12),
-/// else `musl`. `NDOTS_MUSL_STUB` overrides (e.g. when `MUSL_GCC` points at another musl).
-fn musl_model() -> String {
-    if let Ok(s) = std::env::var("NDOTS_MUSL_STUB") {
-        return s;
-    }
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", "musl"])
-        .output();
-    let version = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let nums: Vec<u32> = version
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|n| n.parse().unwrap_or(0))
-        .collect();
-    if nums.len() == 3 && (nums[0], nums[1], nums[2]) < (1, 2, 4) {
-        "musl-1.2.3".into()
-    } else {
-        "musl".into()
-    }
-}
-
-fn build_musl_client(dir: &Path) -> Option<PathBuf> {
-    let cc = std::env::var("MUSL_GCC").unwrap_or_else(|_| "musl-gcc".into());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/musl_lookup.c");
-    let bin = dir.join("musl_lookup");
-    let status = Command::new(&cc)
-        .args(["-static", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(bin),
-        other => {
-            netns::skip_or_fail(&format!(
-                "cannot build the musl client with {cc} ({other:?}): install musl-tools (scripts/deps/search.txt)"
-            ));
-            None
-        }
+        "glibc" => clients::glibc_lookup(&c.name, c.family, env),
+        _ => clients::musl_lookup(musl_client, &c.name, c.family, env),
     }
 }
 
@@ -441,10 +398,10 @@ fn glibc_and_musl_walks_match_the_model() {
     };
     let server = ScriptedDns::start("127.0.0.1:53".parse().unwrap())
         .expect("binding 127.0.0.1:53 in the namespace");
-    let musl_client = build_musl_client(ns.scratch());
+    let musl_client = clients::build_musl_client(ns.scratch());
     let conf_path = ns.scratch().join("case-resolv.conf");
 
-    let musl = musl_model();
+    let musl = clients::musl_model();
     println!("models: glibc, {musl} (for the musl client)");
     let mut stubs = vec!["glibc"];
     if musl_client.is_some() {

@@ -20,7 +20,7 @@ pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Stub resolver model: glibc, musl, go or c-ares.
+    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go or c-ares.
     #[arg(long, default_value = "glibc")]
     pub stub: String,
     /// ndots option (default: the file's, else 5 as Kubernetes writes).
@@ -225,8 +225,8 @@ pub fn json_line(stub: Stub, name: &str, s: &ResolverSettings, walk: &Walk) -> S
             })
             .collect(),
         result: JsonResult {
-            resolved: walk.resolved.is_some(),
-            qname: walk.resolved.as_deref(),
+            resolved: walk.result.is_some(),
+            qname: walk.result.as_deref(),
         },
     };
     let mut line = serde_json::to_string(&v).unwrap_or_default();
@@ -255,7 +255,7 @@ pub fn text_block(stub: Stub, name: &str, s: &ResolverSettings, walk: &Walk) -> 
             q.answer.as_str()
         ));
     }
-    match &walk.resolved {
+    match &walk.result {
         Some(r) => t.push_str(&format!(
             "; resolved {r} after {} queries\n",
             walk.queries.len()
@@ -283,6 +283,32 @@ mod tests {
         assert!(t.add("x/BOGUS", Answer::Address).is_err());
         assert!(t.add("web.prod/A", Answer::ServFail).is_err());
         assert!(t.add("", Answer::Address).is_err());
+    }
+
+    fn run_with(args: &[&str]) -> Result<(), CliError> {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["ndots", "simulate"].iter().chain(args)).unwrap();
+        match cli.command {
+            crate::cli::Command::Simulate(a) => run(a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            &["--stub", "bind", "x"][..],
+            &["--family", "inet4", "x"],
+            &["--format", "html", "x"],
+            &["--exists", "x/NOPE", "x"],
+            &["--exists", "x", "--refused", "x", "x"],
+            &["--resolv-conf", "/nonexistent/resolv.conf", "x"],
+            &["."],
+        ] {
+            let e = run_with(args).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
+        }
     }
 
     #[test]

@@ -149,6 +149,29 @@ impl SearchShape {
         }
     }
 
+    /// The concrete search list of a pod in `namespace` (lowercase, no trailing dots), as its
+    /// resolv.conf would read; `*` entries are dropped when the namespace is unknown. Replay
+    /// feeds this to a stub model to re-expand a base.
+    pub fn search_list(&self, namespace: Option<&str>) -> Vec<String> {
+        (0..self.patterns.len())
+            .filter_map(|i| self.suffix(i, namespace))
+            .collect()
+    }
+
+    /// Where `qname` sits in the walk of `base`: `Some(i)` when it is `base` + entry `i`,
+    /// `Some(self.len())` when it is `base` itself, `None` when it is not a candidate of
+    /// `base`. The tracker continues an open walk when the position grows.
+    pub fn position(&self, qname: &str, base: &str) -> Option<usize> {
+        let name = qname.strip_suffix('.').unwrap_or(qname);
+        let base = base.strip_suffix('.').unwrap_or(base);
+        if name.eq_ignore_ascii_case(base) {
+            return Some(self.patterns.len());
+        }
+        self.decompose(name)
+            .find(|d| d.base.eq_ignore_ascii_case(base))
+            .map(|d| d.index)
+    }
+
     /// Every reading of `qname` (absolute or not) as base + search suffix, longest suffix
     /// first. The base is never empty.
     pub fn decompose<'n>(&self, qname: &'n str) -> Decompositions<'_, 'n> {
@@ -169,8 +192,16 @@ impl SearchShape {
     /// Match entry `p` against `suffix` (the text after a label boundary).
     fn match_at<'n>(&self, p: &Pattern, suffix: &'n str) -> Option<Option<&'n str>> {
         if p.wildcard {
-            let (label, rest) = suffix.split_once('.')?;
-            (rest.eq_ignore_ascii_case(&p.tail) && is_rfc1123_label(label)).then_some(Some(label))
+            // `<label>.<tail>`: compare the tail in place, then check the one label before it.
+            let cut = suffix.len().checked_sub(p.tail.len() + 1)?;
+            if cut == 0
+                || suffix.as_bytes()[cut] != b'.'
+                || !suffix[cut + 1..].eq_ignore_ascii_case(&p.tail)
+            {
+                return None;
+            }
+            let label = &suffix[..cut];
+            (!label.contains('.') && is_rfc1123_label(label)).then_some(Some(label))
         } else {
             suffix.eq_ignore_ascii_case(&p.tail).then_some(None)
         }
@@ -334,6 +365,42 @@ mod tests {
             [SuffixKind::Namespace, SuffixKind::Svc, SuffixKind::Cluster]
         );
         assert_eq!(s.first("x.corp.example").unwrap().kind, SuffixKind::Other);
+    }
+
+    #[test]
+    fn positions_in_a_walk() {
+        let s = shape();
+        assert_eq!(
+            s.position(
+                "api.github.com.default.svc.cluster.local.",
+                "api.github.com"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            s.position("api.github.com.svc.cluster.local.", "api.github.com."),
+            Some(1)
+        );
+        assert_eq!(
+            s.position("api.github.com.ec2.internal.", "api.github.com"),
+            Some(3)
+        );
+        assert_eq!(s.position("api.github.com.", "api.github.com"), Some(4));
+        assert_eq!(s.position("web.github.com.", "api.github.com"), None);
+        assert_eq!(
+            s.position("api.github.com.default.svc.cluster.local.", "github.com"),
+            None
+        );
+        assert_eq!(
+            s.search_list(Some("prod")),
+            [
+                "prod.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "ec2.internal"
+            ]
+        );
+        assert_eq!(s.search_list(None).len(), 3);
     }
 
     #[test]

@@ -473,6 +473,34 @@ mod tests {
             let text = std::fs::read_to_string(e.path()).unwrap();
             let s = parse(&text, Stub::Glibc);
             assert!(!s.search.is_empty(), "{}", e.path().display());
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with("06-") {
+                // `domain` then `search` with trailing dots: the search line wins.
+                assert_eq!(
+                    s.search,
+                    [
+                        "c.some-project-123.internal",
+                        "987654321.google.internal",
+                        "google.internal"
+                    ]
+                );
+                assert_eq!(s.ndots, 1);
+                assert_eq!(s.nameservers.len(), 2);
+            }
+            if file.starts_with("03b-") {
+                assert_eq!((s.timeout_secs, s.attempts), (2, 5));
+                assert_eq!(
+                    s.search,
+                    [
+                        "eu-central-1.compute.internal",
+                        "us-west-2.compute.internal"
+                    ]
+                );
+            }
+            if file.starts_with("05-") {
+                // Two files pasted together: the last search line wins.
+                assert_eq!(s.search[0], "mycorp.svc.mycorp-test");
+            }
             assert!(s
                 .search
                 .iter()

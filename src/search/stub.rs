@@ -4,6 +4,17 @@
 //! A walk is driven by an oracle that says how each `(qname, qtype)` is answered, so the same
 //! model serves `ndots simulate` (answers from flags), replay (answers from a capture) and the
 //! real-client test (answers from the scripted server's table).
+//!
+//! `tests/real_clients.rs` checks the glibc and musl models against the real resolvers. It
+//! settled these points that resolvers.md did not (glibc 2.36, musl 1.2.3):
+//! - glibc, A/AAAA pair: no A reply ends the search like a timeout, even when AAAA answered
+//!   with addresses (send_dg retries in single-request mode, where AAAA waits for A). When
+//!   both queries fail, the A reply's rcode decides: SERVFAIL goes on, REFUSED stops. One
+//!   usable reply (NXDOMAIN, NODATA) of either type keeps the search going.
+//! - glibc single-request(-reopen): after an A timeout the AAAA query is not sent.
+//! - musl sends names with '_' (only the length is checked before the search).
+//! - musl before 1.2.4 ends the walk at a candidate it cannot encode (a `.` search entry);
+//!   1.2.4 and later move on ([`Stub::MuslPre124`] vs [`Stub::Musl`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -144,7 +155,7 @@ pub struct Walk {
     /// In the order the stub sends them; the two queries of an A/AAAA pair are sent at once.
     pub queries: Vec<Query>,
     /// The candidate whose answer gave addresses, if any.
-    pub resolved: Option<String>,
+    pub result: Option<String>,
 }
 
 /// What the stub does after a candidate's answers.
@@ -183,7 +194,9 @@ impl Stub {
         let dots = lower.matches('.').count() as u32;
         let rooted = lower.ends_with('.');
         let bare = lower.trim_end_matches('.');
-        if bare.is_empty() || lower.ends_with("..") {
+        // An empty label ("a..b", "a..") cannot be encoded: no stub sends anything for it
+        // (glibc res_hnok, Go isDomainName, musl res_mkquery on every candidate).
+        if bare.is_empty() || lower.contains("..") {
             return Vec::new();
         }
         let as_is = format!("{bare}.");
@@ -386,6 +399,8 @@ impl Stub {
     ) -> Walk {
         let plan = self.candidate_plan(name, settings);
         let qtypes = self.qtypes(family, settings);
+        let sequential =
+            self == Stub::Glibc && (settings.single_request || settings.single_request_reopen);
         let mut walk = Walk::default();
         let mut stopped = false;
         let mut answers = Vec::with_capacity(2);
@@ -413,6 +428,11 @@ impl Stub {
             }
             answers.clear();
             for &t in qtypes {
+                // glibc single-request(-reopen): the AAAA query waits for the A reply
+                // (res_send.c send_dg), so an A timeout means AAAA is never sent.
+                if sequential && answers.first() == Some(&Answer::Timeout) {
+                    break;
+                }
                 let a = oracle(&qname, t);
                 answers.push(a);
                 walk.queries.push(Query {
@@ -423,7 +443,7 @@ impl Stub {
             }
             match self.step(&answers, role, &qname) {
                 Step::Success => {
-                    walk.resolved = Some(qname);
+                    walk.result = Some(qname);
                     return walk;
                 }
                 Step::Next => {}
@@ -526,7 +546,7 @@ mod tests {
                 oracle(&[("api.github.com.", None, Answer::Address)]),
             );
             assert_eq!(w.queries.len(), 10, "{stub}");
-            assert_eq!(w.resolved.as_deref(), Some("api.github.com."));
+            assert_eq!(w.result.as_deref(), Some("api.github.com."));
         }
     }
 
@@ -544,7 +564,7 @@ mod tests {
         ] {
             let w = stub.walk("foo", Family::Unspec, &settings(stub, 5, K8S), oracle(&t));
             assert_eq!(names(&w).len(), n, "{stub}");
-            assert_eq!(w.resolved.is_some(), res, "{stub}");
+            assert_eq!(w.result.is_some(), res, "{stub}");
         }
     }
 
@@ -588,7 +608,7 @@ mod tests {
         for stub in [Stub::Glibc, Stub::Go, Stub::CAres] {
             let w = stub.walk("foo", Family::Unspec, &settings(stub, 5, K8S), oracle(&t));
             assert_eq!(
-                w.resolved.as_deref(),
+                w.result.as_deref(),
                 Some("foo.default.svc.cluster.local."),
                 "{stub}"
             );
@@ -600,7 +620,7 @@ mod tests {
             &settings(Stub::Musl, 5, K8S),
             oracle(&t),
         );
-        assert_eq!(w.resolved, None);
+        assert_eq!(w.result, None);
         assert_eq!(w.queries.len(), 10);
     }
 
@@ -674,6 +694,16 @@ mod tests {
 
     #[test]
     fn name_filters() {
+        for stub in [Stub::Glibc, Stub::Musl, Stub::Go, Stub::CAres] {
+            assert!(
+                stub.candidates("a..b", &settings(stub, 5, K8S)).is_empty(),
+                "{stub}"
+            );
+            assert!(
+                stub.candidates("", &settings(stub, 5, K8S)).is_empty(),
+                "{stub}"
+            );
+        }
         let s = settings(Stub::Glibc, 5, K8S);
         assert!(Stub::Glibc.candidates("bad name", &s).is_empty());
         assert!(!Stub::Glibc.candidates("_http._tcp.web", &s).is_empty());
@@ -737,6 +767,21 @@ mod tests {
     }
 
     #[test]
+    fn glibc_single_request_skips_aaaa_after_an_a_timeout() {
+        let q = "foo.default.svc.cluster.local.";
+        let mut s = settings(Stub::Glibc, 5, K8S);
+        s.single_request = true;
+        let w = Stub::Glibc.walk(
+            "foo",
+            Family::Unspec,
+            &s,
+            oracle(&[(q, Some(QTYPE_A), Answer::Timeout)]),
+        );
+        assert_eq!(w.queries.iter().filter(|x| x.qname == q).count(), 1);
+        assert_eq!(names(&w), [q, "foo."]);
+    }
+
+    #[test]
     fn glibc_no_aaaa_sends_a_only() {
         let s = ResolverSettings::from_resolv_conf(
             "search a.b\noptions ndots:5 no-aaaa\n",
@@ -765,7 +810,7 @@ mod tests {
             oracle(&[]),
         );
         assert_eq!(names(&w), ["foo.a.b."]);
-        assert_eq!(w.resolved, None);
+        assert_eq!(w.result, None);
     }
 
     #[test]

@@ -1,11 +1,48 @@
-//! Real stub-resolver clients for tests that run inside `netns`: glibc through `getent`, and
-//! musl through a tiny static client (`tests/clients/musl_lookup.c`) built with `musl-gcc`.
+//! Real resolver clients for tests inside a [`super::netns::Netns`]: glibc through `getent`,
+//! musl through the static `tests/clients/musl_lookup.c`. Each lookup returns the canonical
+//! name the client resolved (absolute, lowercase), or `None` when getaddrinfo failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Run a client with a watchdog; returns (exit success, stdout).
+use ndots::search::name::absolute;
+use ndots::search::Family;
+
+use super::netns;
+
+/// Environment for a client: glibc reads `LOCALDOMAIN` and `RES_OPTIONS`; anything not given is
+/// removed so the test process's environment does not leak in.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientEnv<'a> {
+    pub localdomain: Option<&'a str>,
+    pub res_options: Option<&'a str>,
+}
+
+impl ClientEnv<'_> {
+    fn apply(&self, cmd: &mut Command) {
+        cmd.env_remove("HOSTALIASES");
+        for (var, value) in [
+            ("LOCALDOMAIN", self.localdomain),
+            ("RES_OPTIONS", self.res_options),
+        ] {
+            match value {
+                Some(v) => cmd.env(var, v),
+                None => cmd.env_remove(var),
+            };
+        }
+    }
+}
+
+pub fn family_arg(f: Family) -> &'static str {
+    match f {
+        Family::Inet => "inet",
+        Family::Inet6 => "inet6",
+        Family::Unspec => "unspec",
+    }
+}
+
+/// Run a client with a 30 s watchdog; returns (exit success, stdout).
 pub fn run_client(cmd: &mut Command) -> (bool, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -29,8 +66,48 @@ pub fn run_client(cmd: &mut Command) -> (bool, String) {
     }
 }
 
-/// Build the static musl client into `dir`; `None` (after `skip_or_fail`) when musl-gcc is
-/// missing.
+/// glibc getaddrinfo: `getent ahosts` (AF_UNSPEC) or `getent ahostsv4` (AF_INET).
+pub fn glibc_lookup(name: &str, family: Family, env: ClientEnv<'_>) -> Option<String> {
+    let db = match family {
+        Family::Inet => "ahostsv4",
+        Family::Inet6 => "ahostsv6",
+        Family::Unspec => "ahosts",
+    };
+    let mut cmd = Command::new("getent");
+    env.apply(&mut cmd);
+    let (ok, out) = run_client(cmd.args([db, name]));
+    // First line: "ADDRESS  STREAM CANONNAME" (getent asks for AI_CANONNAME).
+    ok.then(|| {
+        absolute(
+            out.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or(""),
+        )
+    })
+}
+
+/// musl getaddrinfo through the client built by [`build_musl_client`].
+pub fn musl_lookup(
+    client: &Path,
+    name: &str,
+    family: Family,
+    env: ClientEnv<'_>,
+) -> Option<String> {
+    let mut cmd = Command::new(client);
+    env.apply(&mut cmd);
+    let (ok, out) = run_client(cmd.args([name, family_arg(family)]));
+    ok.then(|| {
+        absolute(
+            out.lines()
+                .find_map(|l| l.strip_prefix("canon "))
+                .unwrap_or(""),
+        )
+    })
+}
+
+/// Build `tests/clients/musl_lookup.c` with `musl-gcc -static` (or `$MUSL_GCC`) into `dir`.
+/// Skips loudly, or fails under `CI=true`, when the compiler is missing.
 pub fn build_musl_client(dir: &Path) -> Option<PathBuf> {
     let cc = std::env::var("MUSL_GCC").unwrap_or_else(|_| "musl-gcc".into());
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/musl_lookup.c");
@@ -43,7 +120,7 @@ pub fn build_musl_client(dir: &Path) -> Option<PathBuf> {
     match status {
         Ok(s) if s.success() => Some(bin),
         other => {
-            super::netns::skip_or_fail(&format!(
+            netns::skip_or_fail(&format!(
                 "cannot build the musl client with {cc} ({other:?}): install musl-tools (scripts/deps/search.txt)"
             ));
             None
@@ -51,30 +128,45 @@ pub fn build_musl_client(dir: &Path) -> Option<PathBuf> {
     }
 }
 
-/// The addresses glibc's getaddrinfo returns (`getent ahosts NAME`), or `None` on failure.
-pub fn glibc_addresses(name: &str) -> Option<Vec<String>> {
-    let (ok, out) = run_client(Command::new("getent").args(["ahosts", name]));
-    ok.then(|| {
-        let mut v: Vec<String> = out
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    })
+/// The stub model matching the installed musl: `musl-1.2.3` before 1.2.4 (Debian 12), else
+/// `musl`. `NDOTS_MUSL_STUB` overrides (e.g. when `MUSL_GCC` points at another musl).
+pub fn musl_model() -> String {
+    if let Ok(s) = std::env::var("NDOTS_MUSL_STUB") {
+        return s;
+    }
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "musl"])
+        .output();
+    let version = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let nums: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    if nums.len() == 3 && (nums[0], nums[1], nums[2]) < (1, 2, 4) {
+        "musl-1.2.3".into()
+    } else {
+        "musl".into()
+    }
 }
 
-/// The addresses musl's getaddrinfo returns, or `None` on failure.
+/// The addresses glibc's getaddrinfo returns (`getent ahosts NAME`), sorted, or `None`.
+pub fn glibc_addresses(name: &str) -> Option<Vec<String>> {
+    let (ok, out) = run_client(Command::new("getent").args(["ahosts", name]));
+    ok.then(|| sorted_unique(out.lines().filter_map(|l| l.split_whitespace().next())))
+}
+
+/// The addresses musl's getaddrinfo returns (AF_UNSPEC), sorted, or `None`.
 pub fn musl_addresses(client: &Path, name: &str) -> Option<Vec<String>> {
     let (ok, out) = run_client(Command::new(client).args([name, "unspec"]));
-    ok.then(|| {
-        let mut v: Vec<String> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("addr ").map(str::to_string))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    })
+    ok.then(|| sorted_unique(out.lines().filter_map(|l| l.strip_prefix("addr "))))
+}
+
+fn sorted_unique<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = it.map(str::to_string).collect();
+    v.sort();
+    v.dedup();
+    v
 }

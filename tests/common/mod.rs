@@ -1,5 +1,6 @@
 //! Test harness shared by the integration tests: a private network + mount namespace
-//! (`netns`), a scripted DNS server that records what it is asked (`scripted_dns`), and a
+//! (`netns`), a scripted DNS server that records what it is asked (`scripted_dns`), the real
+//! clients that run inside it (`clients`: glibc's getent, a static musl client), and a
 //! scripted authoritative upstream for the proxy (`upstream`).
 #![allow(dead_code)]
 
