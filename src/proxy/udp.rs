@@ -88,6 +88,7 @@ pub fn run_worker(
             Drain::WaitingForTasks(deadline) => {
                 // Only this thread holds the socket once no spawned query holds a reply handle.
                 if Arc::strong_count(&socket) == 1 || Instant::now() >= deadline {
+                    leave_reuseport_group(&socket);
                     drain = Drain::Emptying;
                     libc::MSG_DONTWAIT
                 } else {
@@ -113,8 +114,8 @@ pub fn run_worker(
         };
         if n <= 0 {
             if let Drain::Emptying = drain {
-                // The queue is empty and nothing else holds the socket: closing it now loses
-                // nothing that was already delivered to it.
+                // The queue is empty, no new datagram can be queued here, and nothing else
+                // holds the socket: closing it loses nothing.
                 return;
             }
             continue; // timeout (EAGAIN) or EINTR: check `stop` and wait again
@@ -183,7 +184,8 @@ pub fn run_worker(
 /// Shutdown of one UDP socket without losing queries the kernel already gave it. With
 /// SO_REUSEPORT a socket keeps receiving its share until it is closed, and closing it drops
 /// whatever is queued; so after `stop` the worker keeps serving (misses inline) until no
-/// spawned query holds the socket, then reads it empty without waiting and closes it at once.
+/// spawned query holds the socket, then leaves the group (`leave_reuseport_group`), reads
+/// what is queued without waiting, and closes.
 enum Drain {
     Serving,
     WaitingForTasks(Instant),
@@ -241,5 +243,24 @@ fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
+    }
+}
+
+/// Stop new datagrams from being queued to this socket while keeping those already queued.
+/// Connecting a UDP socket takes it out of SO_REUSEPORT selection: the kernel then only
+/// delivers datagrams from the connected peer to it, and the other sockets of the group (the
+/// new process's) get all new queries. The peer is the socket's own address on the discard
+/// port, from which nothing is ever sent. Replies still go out with explicit addresses.
+fn leave_reuseport_group(socket: &UdpSocket) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    let ip = match local.ip() {
+        ip if ip.is_unspecified() && local.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    if let Err(e) = socket.connect(SocketAddr::new(ip, 9)) {
+        tracing::warn!("draining {local}: could not leave the SO_REUSEPORT group: {e}");
     }
 }
