@@ -113,8 +113,23 @@ thread_local! {
 
 /// A counter handle memoised per thread under `key` (a caller-computed id of the label set).
 #[inline]
-pub fn cached_counter(key: u64, make: impl FnOnce() -> Counter) -> Counter {
-    COUNTERS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).clone())
+pub fn cached_counter<F: FnOnce() -> Counter>(key: u64, make: F) -> CounterRef<F> {
+    CounterRef { key, make: Some(make) }
+}
+
+/// A memoised counter about to be incremented; see `cached_counter`.
+pub struct CounterRef<F: FnOnce() -> Counter> {
+    key: u64,
+    make: Option<F>,
+}
+
+impl<F: FnOnce() -> Counter> CounterRef<F> {
+    /// Increment in place, without cloning the handle out of the per-thread map.
+    #[inline]
+    pub fn increment(mut self, n: u64) {
+        let make = self.make.take().expect("used once");
+        COUNTERS.with(|m| m.borrow_mut().entry(self.key).or_insert_with(make).increment(n))
+    }
 }
 
 /// A histogram handle memoised per thread under `key`.
