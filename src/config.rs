@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub shortcut: Option<ShortcutSection>,
     pub tracker: Option<TrackerSection>,
     pub server: Option<ServerSection>,
+    /// Client networks served; others get REFUSED (not an open resolver).
+    pub allow: Option<Vec<Network>>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -268,6 +270,86 @@ pub struct Config {
     pub shortcut: ShortcutConfig,
     pub tracker: TrackerConfig,
     pub server: ServerConfig,
+    pub allow: Vec<Network>,
+}
+
+/// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
+/// node networks use (RFC 1918, RFC 6598 shared space, IPv6 ULA).
+pub const DEFAULT_ALLOW: &[&str] = &[
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// An address block `IP/PREFIX` (a bare IP is a /32 or /128).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Network> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = ip.parse().with_context(|| {
+            format!("invalid network {s:?}: expected IP/PREFIX, e.g. 10.0.0.0/8")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .with_context(|| format!("invalid network {s:?}: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Flags that override the file (DESIGN §3: flags override the file).
@@ -471,7 +553,16 @@ impl Config {
                 .unwrap_or(Duration::from_secs(5)),
         };
 
+        let allow = match f.allow {
+            Some(v) => v,
+            None => DEFAULT_ALLOW
+                .iter()
+                .map(|n| n.parse().expect("static"))
+                .collect(),
+        };
+
         Ok(Config {
+            allow,
             listen,
             admin,
             cluster: ClusterConfig {
@@ -563,6 +654,25 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("invalid address"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn networks() {
+        let n: Network = "10.0.0.0/8".parse().unwrap();
+        assert!(n.contains("10.244.1.5".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            n.contains("::ffff:10.1.2.3".parse().unwrap()),
+            "v4-mapped client"
+        );
+        let all: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: Network = "fc00::/7".parse().unwrap();
+        assert!(v6.contains("fd00::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db8::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Network>().is_err());
+        let err = FileConfig::parse("allow: [\"10.0.0.0/8\", \"nonsense\"]").unwrap_err();
+        assert!(format!("{err:#}").contains("invalid network"), "{err:#}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 /// limit (DESIGN §3 "bounded memory under any load").
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
 
+/// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
+pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
+
 /// Every metric this crate exports, with its type and help text (the docs are checked
 /// against this list).
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -63,6 +66,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (BUILD_INFO, "gauge", "Always 1; the version label says which build runs."),
     (CONFIG_RELOADS, "counter", "Configuration reloads, by result (success, failure)."),
     (MALFORMED_QUERIES, "counter", "Packets that could not be read as a DNS query."),
+    (REFUSED_QUERIES, "counter", "Queries refused by policy, by reason (client: outside `allow`)."),
     (OVERLOAD_DROPS, "counter", "Queries answered SERVFAIL or refused because a limit was reached, by limit."),
 ];
 
@@ -114,7 +118,10 @@ thread_local! {
 /// A counter handle memoised per thread under `key` (a caller-computed id of the label set).
 #[inline]
 pub fn cached_counter<F: FnOnce() -> Counter>(key: u64, make: F) -> CounterRef<F> {
-    CounterRef { key, make: Some(make) }
+    CounterRef {
+        key,
+        make: Some(make),
+    }
 }
 
 /// A memoised counter about to be incremented; see `cached_counter`.
@@ -128,7 +135,12 @@ impl<F: FnOnce() -> Counter> CounterRef<F> {
     #[inline]
     pub fn increment(mut self, n: u64) {
         let make = self.make.take().expect("used once");
-        COUNTERS.with(|m| m.borrow_mut().entry(self.key).or_insert_with(make).increment(n))
+        COUNTERS.with(|m| {
+            m.borrow_mut()
+                .entry(self.key)
+                .or_insert_with(make)
+                .increment(n)
+        })
     }
 }
 

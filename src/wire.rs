@@ -550,6 +550,27 @@ pub fn formerr_header_only(query: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// The RFC 8482 §4.2 answer to ANY: one HINFO record, CPU "RFC8482", OS "", with the query's
+/// name, TTL 3600.
+pub fn rfc8482_hinfo(query: &[u8], q: &QueryView, out: &mut Vec<u8>) {
+    minimal_response(query, q, RCODE_NOERROR, false, out);
+    let opt = if q.edns.is_some() {
+        out.split_off(q.question.end())
+    } else {
+        Vec::new()
+    };
+    out.extend_from_slice(&[0xc0, HEADER_LEN as u8]);
+    out.extend_from_slice(&13u16.to_be_bytes()); // HINFO
+    out.extend_from_slice(&q.question.qclass.to_be_bytes());
+    out.extend_from_slice(&3600u32.to_be_bytes());
+    out.extend_from_slice(&9u16.to_be_bytes());
+    out.push(7);
+    out.extend_from_slice(b"RFC8482");
+    out.push(0);
+    out[6..8].copy_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&opt);
+}
+
 /// Append our OPT pseudo-RR: root owner, our UDP size, no options (RFC 6891 §6.1.2).
 pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
     out.push(0);

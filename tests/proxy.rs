@@ -643,3 +643,49 @@ fn rfc8020_ancestor_check_keeps_names_of_a_real_namespace() {
         "one ancestor query serves every name below"
     );
 }
+
+#[test]
+fn clients_outside_allow_are_refused_and_counted() {
+    let up = upstream_with_web();
+    let h = start_proxy("allow: [\"10.0.0.0/8\"]", &[(".", up.addr)]);
+    let (bytes, r) = ask_udp(
+        h.addr,
+        1,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_A,
+        false,
+    );
+    assert_eq!(r.rcode, wire::RCODE_REFUSED as u16);
+    assert!(
+        bytes.len() <= 12 + 32,
+        "a refusal is no larger than the query"
+    );
+    assert_eq!(up.count("web.prod.svc.cluster.local.", 1), 0);
+    let text = h.proxy.as_ref().unwrap().metrics_text();
+    assert!(
+        text.contains("ndots_refused_queries_total{reason=\"client\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn any_gets_the_rfc8482_minimal_answer() {
+    let up = upstream_with_web();
+    let h = start_proxy("", &[(".", up.addr)]);
+    let (bytes, r) = ask_udp(
+        h.addr,
+        1,
+        "web.prod.svc.cluster.local.",
+        wire::TYPE_ANY,
+        true,
+    );
+    assert_eq!(r.rcode, 0);
+    assert_eq!(r.header.ancount, 1);
+    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+    assert_eq!(u16::from(m.answers[0].record_type()), 13, "HINFO");
+    assert_eq!(
+        up.total_of_type(wire::TYPE_ANY),
+        0,
+        "ANY never goes upstream"
+    );
+}

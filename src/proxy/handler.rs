@@ -188,7 +188,17 @@ impl Engine {
         // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers
         // are not a forwarder's business.
         let qtype = view.question.qtype;
-        let refuse = if view.header.opcode() != 0 {
+        // Not an open resolver: clients outside `allow` are refused (a REFUSED answer is no
+        // larger than the query, so it amplifies nothing).
+        let allowed = self.config.allow.iter().any(|n| n.contains(client.ip()));
+        let refuse = if !allowed {
+            m::cached_counter(
+                m::label_key(11, &[]),
+                || metrics::counter!(m::REFUSED_QUERIES, "reason" => "client"),
+            )
+            .increment(1);
+            Some(wire::RCODE_REFUSED)
+        } else if view.header.opcode() != 0 {
             Some(wire::RCODE_NOTIMP)
         } else if qtype == wire::TYPE_AXFR || qtype == wire::TYPE_IXFR {
             Some(wire::RCODE_REFUSED)
@@ -198,6 +208,13 @@ impl Engine {
         if let Some(rcode) = refuse {
             wire::minimal_response(packet, &view, rcode, false, out);
             self.count_response(zone, rcode as u16, AnswerSource::Local);
+            return Fast::Answered;
+        }
+        if qtype == wire::TYPE_ANY {
+            // RFC 8482 §4.2: answer ANY minimally, with a synthesized HINFO, instead of
+            // fetching everything for a query type that is mostly used for amplification.
+            wire::rfc8482_hinfo(packet, &view, out);
+            self.count_response(zone, 0, AnswerSource::Local);
             return Fast::Answered;
         }
         match self

@@ -128,6 +128,15 @@ impl Upstream {
             .count()
     }
 
+    pub fn total_of_type(&self, qtype: u16) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.qtype == qtype)
+            .count()
+    }
+
     pub fn total(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
