@@ -151,6 +151,10 @@ impl Answer {
             }
             None => bytes.extend_from_slice(resp),
         }
+        // Whatever the upstream sent, what we store reads as a response (QR), recursion
+        // available (RA): the proxy is the client's recursive server.
+        bytes[2] |= 0x80;
+        bytes[3] |= 0x80;
         let rcode = info.rcode;
         let (kind, ttl) = if info.header.tc() || info.header.opcode() != 0 || rcode > 15 {
             (AnswerKind::Uncacheable, 0)
