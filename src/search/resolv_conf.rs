@@ -1,0 +1,484 @@
+//! resolv.conf as each stub resolver reads it (resolvers.md §1-§4 "Config").
+//!
+//! The same file means different things to different libcs: musl ignores a 256-byte line and
+//! every option but `ndots`, `timeout` and `attempts`; glibc caps `attempts` at 5 and honours
+//! `LOCALDOMAIN`/`RES_OPTIONS`; Go skips a `.` search entry. So the parser takes the stub and
+//! produces the settings that stub would run with. The environment is an explicit input: the
+//! library never reads the process environment.
+
+use std::net::IpAddr;
+
+use super::stub::Stub;
+
+/// What a stub runs with after reading resolv.conf (and, for glibc/c-ares, the environment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolverSettings {
+    pub ndots: u32,
+    /// Search domains in order: lowercase, no trailing dot; `""` is the root.
+    pub search: Vec<String>,
+    /// At most three (MAXNS), port 53 (every libc ignores a port in resolv.conf but c-ares).
+    pub nameservers: Vec<IpAddr>,
+    pub timeout_secs: u32,
+    pub attempts: u32,
+    pub rotate: bool,
+    pub single_request: bool,
+    pub single_request_reopen: bool,
+    pub use_vc: bool,
+    pub no_tld_query: bool,
+    pub edns0: bool,
+    pub trust_ad: bool,
+    pub no_aaaa: bool,
+}
+
+/// The process environment a stub would see. glibc reads `LOCALDOMAIN` and `RES_OPTIONS`
+/// (res_init.c res_vinit_1); c-ares reads both too (first word of `LOCALDOMAIN` only); musl and
+/// Go's pure resolver read neither. `hostname` is used when there is no search list at all
+/// (glibc and Go take the domain part of the host name).
+#[derive(Clone, Debug, Default)]
+pub struct Environment<'a> {
+    pub localdomain: Option<&'a str>,
+    pub res_options: Option<&'a str>,
+    pub hostname: Option<&'a str>,
+}
+
+/// glibc RES_MAXNDOTS, also musl's and Go's cap (resolvers.md summary "ndots cap").
+pub const MAX_NDOTS: u32 = 15;
+
+impl ResolverSettings {
+    /// The settings with no resolv.conf at all: ndots 1, no search list.
+    pub fn defaults(stub: Stub) -> Self {
+        let (timeout_secs, attempts) = match stub {
+            Stub::Glibc | Stub::Go => (5, 2),
+            Stub::Musl | Stub::MuslPre124 => (5, 2),
+            Stub::CAres => (2, 3),
+        };
+        ResolverSettings {
+            ndots: 1,
+            search: Vec::new(),
+            nameservers: Vec::new(),
+            timeout_secs,
+            attempts,
+            rotate: false,
+            single_request: false,
+            single_request_reopen: false,
+            use_vc: false,
+            no_tld_query: false,
+            edns0: false,
+            trust_ad: false,
+            no_aaaa: false,
+        }
+    }
+
+    /// Read a resolv.conf the way `stub` does. Unknown keywords and options are ignored, as
+    /// every implementation does.
+    pub fn from_resolv_conf(text: &str, stub: Stub, env: &Environment<'_>) -> Self {
+        let mut s = ResolverSettings::defaults(stub);
+        let mut search: Option<Vec<String>> = None;
+        // glibc: LOCALDOMAIN replaces both `search` and `domain` (res_init.c: `haveenv`).
+        let env_search = match stub {
+            Stub::Glibc => env.localdomain.map(|v| {
+                let v = v.split('\n').next().unwrap_or("");
+                let list: Vec<String> = v
+                    .split([' ', '\t'])
+                    .filter(|w| !w.is_empty())
+                    .map(norm)
+                    .collect();
+                // LOCALDOMAIN="" leaves the list as [root] (resolvers.md, verified).
+                if list.is_empty() {
+                    vec![String::new()]
+                } else {
+                    list
+                }
+            }),
+            // ares_sysconfig.c: LOCALDOMAIN keeps its first word.
+            Stub::CAres => env
+                .localdomain
+                .and_then(|v| v.split_whitespace().next())
+                .map(|w| vec![norm(w)]),
+            Stub::Musl | Stub::MuslPre124 | Stub::Go => None,
+        };
+
+        let mut raw_lines = text.split_inclusive('\n').peekable();
+        while let Some(raw) = raw_lines.next() {
+            // musl resolvconf.c: `char line[256]` read with fgets; a line that does not fit
+            // (256 bytes or more with its newline) is skipped entirely, unless it is the last
+            // line of the file and fits without a newline.
+            if stub.is_musl() {
+                let last_without_nl = !raw.ends_with('\n') && raw_lines.peek().is_none();
+                if raw.len() >= 256 && !(last_without_nl && raw.len() <= 255) {
+                    continue;
+                }
+            }
+            let line = raw.trim_end_matches(['\n', '\r']);
+            let (keyword, rest) = match split_keyword(line) {
+                Some(kw) => kw,
+                None => continue,
+            };
+            // Comments: glibc and Go skip lines starting with `#` or `;`; musl matches keywords
+            // at the line start, so a comment never matches one either.
+            match keyword {
+                // MAXNS = 3; an address with a port does not parse and is dropped.
+                "nameserver" if s.nameservers.len() < 3 => {
+                    let w = rest.split_whitespace().next().unwrap_or("");
+                    let ip = w.split('%').next().unwrap_or("");
+                    if let Ok(ip) = ip.parse::<IpAddr>() {
+                        s.nameservers.push(ip);
+                    }
+                }
+                "domain" | "search" => {
+                    let words: Vec<&str> = match (stub, keyword) {
+                        // glibc res_init.c: `domain` keeps its first word; Go: f[1];
+                        // c-ares: `domain` only if no search (handled below).
+                        (_, "domain") => rest.split_whitespace().take(1).collect(),
+                        _ => rest.split_whitespace().collect(),
+                    };
+                    if words.is_empty() {
+                        continue;
+                    }
+                    let mut list: Vec<String> = words.iter().map(|w| norm(w)).collect();
+                    if stub == Stub::Go {
+                        // dnsconfig_unix.go: a search entry of "." is skipped.
+                        list.retain(|d| !d.is_empty());
+                    }
+                    if stub == Stub::CAres && keyword == "domain" {
+                        // ares_sysconfig_files.c: `domain` applies only without `search`.
+                        if search.is_none() {
+                            search = Some(list);
+                        }
+                        continue;
+                    }
+                    search = Some(list);
+                }
+                "options" => s.apply_options(rest, stub),
+                _ => {}
+            }
+        }
+        if let Some(list) = env_search {
+            search = Some(list);
+        }
+        if let (Some(opts), Stub::Glibc | Stub::CAres) = (env.res_options, stub) {
+            // RES_OPTIONS is parsed after the file with the same parser, and wins.
+            s.apply_options(opts, stub);
+        }
+        s.search = match search {
+            Some(l) => l,
+            None => match (stub, env.hostname.and_then(|h| h.split_once('.'))) {
+                // glibc res_init.c domain_from_hostname, Go dnsDefaultSearch.
+                (Stub::Glibc | Stub::Go, Some((_, d))) if !d.is_empty() => vec![norm(d)],
+                _ => Vec::new(),
+            },
+        };
+        s
+    }
+
+    /// Parse the words of an `options` line (or `RES_OPTIONS`) for `stub`.
+    fn apply_options(&mut self, rest: &str, stub: Stub) {
+        if stub.is_musl() {
+            // musl resolvconf.c: strstr() for each of the three options anywhere on the line,
+            // and only when a digit follows the colon.
+            for (key, cap) in [("ndots:", 15u32), ("attempts:", 10), ("timeout:", 60)] {
+                if let Some(i) = rest.find(key) {
+                    let digits: String = rest[i + key.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect();
+                    if let Ok(v) = digits.parse::<u64>() {
+                        let v = v.min(cap as u64) as u32;
+                        match key {
+                            "ndots:" => self.ndots = v,
+                            "attempts:" => self.attempts = v,
+                            _ => self.timeout_secs = v,
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for word in rest.split_whitespace() {
+            if let Some(v) = word.strip_prefix("ndots:") {
+                self.ndots = match stub {
+                    // res_init.c: atoi(), then `i <= RES_MAXNDOTS ? i : RES_MAXNDOTS`; a negative
+                    // value lands in the 4-bit field `ndots:4`.
+                    Stub::Glibc => {
+                        let i = atoi(v);
+                        if i <= MAX_NDOTS as i64 {
+                            (i & 15) as u32
+                        } else {
+                            MAX_NDOTS
+                        }
+                    }
+                    // dnsconfig_unix.go: dtoi clamped to 0..=15.
+                    Stub::Go => atoi(v).clamp(0, MAX_NDOTS as i64) as u32,
+                    // c-ares: no cap.
+                    _ => atoi(v).clamp(0, u32::MAX as i64) as u32,
+                };
+            } else if let Some(v) = word
+                .strip_prefix("timeout:")
+                .or_else(|| word.strip_prefix("retrans:"))
+            {
+                let i = atoi(v).max(0) as u32;
+                self.timeout_secs = match stub {
+                    Stub::Glibc => i.min(30), // RES_MAXRETRANS
+                    _ => i,
+                };
+            } else if let Some(v) = word
+                .strip_prefix("attempts:")
+                .or_else(|| word.strip_prefix("retry:"))
+            {
+                let i = atoi(v).max(0) as u32;
+                self.attempts = match stub {
+                    Stub::Glibc => i.min(5), // RES_MAXRETRY
+                    _ => i,
+                };
+            } else {
+                let known_to = |stubs: &[Stub]| stubs.contains(&stub);
+                match word {
+                    "rotate" => self.rotate = true,
+                    "single-request" if known_to(&[Stub::Glibc, Stub::Go]) => {
+                        self.single_request = true
+                    }
+                    "single-request-reopen" if known_to(&[Stub::Glibc, Stub::Go]) => {
+                        self.single_request_reopen = true
+                    }
+                    "use-vc" | "usevc" | "tcp" => self.use_vc = true,
+                    "no-tld-query" if stub == Stub::Glibc => self.no_tld_query = true,
+                    "edns0" if known_to(&[Stub::Glibc, Stub::Go]) => self.edns0 = true,
+                    "trust-ad" if known_to(&[Stub::Glibc, Stub::Go]) => self.trust_ad = true,
+                    "no-aaaa" if stub == Stub::Glibc => self.no_aaaa = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Apply a `--ndots` override with the stub's cap.
+    pub fn set_ndots(&mut self, ndots: u32, stub: Stub) {
+        self.ndots = match stub {
+            Stub::CAres => ndots,
+            _ => ndots.min(MAX_NDOTS),
+        };
+    }
+
+    /// Apply a `--search` override (space-separated as in resolv.conf).
+    pub fn set_search(&mut self, list: &str) {
+        self.search = list.split_whitespace().map(norm).collect();
+    }
+}
+
+/// `search` / `domain` / `options` / `nameserver` at the start of a line followed by a space or
+/// a tab (glibc's MATCH macro; musl's `isspace(line[n])`). A bare keyword with nothing after it
+/// sets nothing.
+fn split_keyword(line: &str) -> Option<(&str, &str)> {
+    if line.starts_with('#') || line.starts_with(';') {
+        return None;
+    }
+    for kw in ["nameserver", "domain", "search", "options"] {
+        if let Some(rest) = line.strip_prefix(kw) {
+            if rest.starts_with([' ', '\t']) {
+                return Some((kw, rest));
+            }
+        }
+    }
+    None
+}
+
+/// A search domain as stored: lowercase, trailing dot dropped; `.` becomes the root `""`.
+fn norm(d: &str) -> String {
+    d.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// C `atoi`/`strtol` on a prefix: optional sign then digits; anything else gives 0.
+fn atoi(s: &str) -> i64 {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let mut v: i64 = 0;
+    for c in digits.chars().take_while(|c| c.is_ascii_digit()) {
+        v = v.saturating_mul(10).saturating_add((c as u8 - b'0') as i64);
+    }
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, stub: Stub) -> ResolverSettings {
+        ResolverSettings::from_resolv_conf(text, stub, &Environment::default())
+    }
+
+    const POD: &str = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
+
+    #[test]
+    fn pod_file_reads_the_same_everywhere() {
+        for stub in [Stub::Glibc, Stub::Musl, Stub::Go, Stub::CAres] {
+            let s = parse(POD, stub);
+            assert_eq!(s.ndots, 5, "{stub:?}");
+            assert_eq!(
+                s.search,
+                [
+                    "default.svc.cluster.local",
+                    "svc.cluster.local",
+                    "cluster.local"
+                ]
+            );
+            assert_eq!(s.nameservers, ["10.96.0.10".parse::<IpAddr>().unwrap()]);
+        }
+    }
+
+    #[test]
+    fn last_of_search_and_domain_wins() {
+        let t = "search a.example b.example\ndomain c.example\n";
+        assert_eq!(parse(t, Stub::Glibc).search, ["c.example"]);
+        assert_eq!(parse(t, Stub::Musl).search, ["c.example"]);
+        let t = "domain c.example\nsearch a.example b.example\n";
+        assert_eq!(parse(t, Stub::Glibc).search, ["a.example", "b.example"]);
+        // c-ares: domain applies only when no search was set.
+        assert_eq!(
+            parse("search a.example\ndomain c.example\n", Stub::CAres).search,
+            ["a.example"]
+        );
+    }
+
+    #[test]
+    fn trailing_dots_and_root() {
+        let s = parse(
+            "search Default.svc.cluster.local. svc.cluster.local. .\n",
+            Stub::Glibc,
+        );
+        assert_eq!(
+            s.search,
+            ["default.svc.cluster.local", "svc.cluster.local", ""]
+        );
+        // Go skips ".".
+        let s = parse("search a.example. .\n", Stub::Go);
+        assert_eq!(s.search, ["a.example"]);
+    }
+
+    #[test]
+    fn comments_and_unknown_lines() {
+        let t = "# search evil.example\n; options ndots:9\nsortlist 10.0.0.0\nsearch ok.example\noptions bogus ndots:2 whatever\n";
+        let s = parse(t, Stub::Glibc);
+        assert_eq!(s.search, ["ok.example"]);
+        assert_eq!(s.ndots, 2);
+    }
+
+    #[test]
+    fn ndots_caps_per_libc() {
+        assert_eq!(parse("options ndots:40\n", Stub::Glibc).ndots, 15);
+        assert_eq!(parse("options ndots:40\n", Stub::Musl).ndots, 15);
+        assert_eq!(parse("options ndots:40\n", Stub::Go).ndots, 15);
+        assert_eq!(parse("options ndots:40\n", Stub::CAres).ndots, 40);
+        // musl needs a digit after the colon; glibc's atoi gives 0.
+        assert_eq!(parse("options ndots:x\n", Stub::Musl).ndots, 1);
+        assert_eq!(parse("options ndots:x\n", Stub::Glibc).ndots, 0);
+    }
+
+    #[test]
+    fn timeouts_and_attempts_caps() {
+        let t = "options timeout:90 attempts:9\n";
+        let g = parse(t, Stub::Glibc);
+        assert_eq!((g.timeout_secs, g.attempts), (30, 5));
+        let m = parse(t, Stub::Musl);
+        assert_eq!((m.timeout_secs, m.attempts), (60, 9));
+    }
+
+    #[test]
+    fn options_each_libc_knows() {
+        let t = "options rotate single-request single-request-reopen use-vc no-tld-query edns0 trust-ad no-aaaa\n";
+        let g = parse(t, Stub::Glibc);
+        assert!(g.rotate && g.single_request && g.single_request_reopen && g.use_vc);
+        assert!(g.no_tld_query && g.edns0 && g.trust_ad && g.no_aaaa);
+        let m = parse(t, Stub::Musl);
+        assert!(!m.rotate && !m.single_request && !m.no_tld_query && !m.no_aaaa && !m.use_vc);
+        let go = parse(t, Stub::Go);
+        assert!(go.rotate && go.single_request && !go.no_tld_query && !go.no_aaaa);
+    }
+
+    #[test]
+    fn musl_ignores_a_256_byte_line() {
+        let long = format!("search {}\n", vec!["abcdefghi.example"; 14].join(" "));
+        assert!(long.len() >= 256);
+        let t = format!("search short.example\n{long}options ndots:3\n");
+        assert_eq!(parse(&t, Stub::Musl).search, ["short.example"]);
+        assert_eq!(parse(&t, Stub::Glibc).search.len(), 14);
+        // 255 bytes with the newline still fits.
+        let fits = format!("search {}\n", "a".repeat(247));
+        assert_eq!(fits.len(), 255);
+        assert_eq!(parse(&fits, Stub::Musl).search.len(), 1);
+    }
+
+    #[test]
+    fn environment_for_glibc_only() {
+        let env = Environment {
+            localdomain: Some("x.example y.example"),
+            res_options: Some("ndots:1"),
+            hostname: None,
+        };
+        let g = ResolverSettings::from_resolv_conf(POD, Stub::Glibc, &env);
+        assert_eq!(g.search, ["x.example", "y.example"]);
+        assert_eq!(g.ndots, 1);
+        let m = ResolverSettings::from_resolv_conf(POD, Stub::Musl, &env);
+        assert_eq!(m.ndots, 5);
+        assert_eq!(m.search.len(), 3);
+        let c = ResolverSettings::from_resolv_conf(POD, Stub::CAres, &env);
+        assert_eq!(c.search, ["x.example"]);
+        let empty = Environment {
+            localdomain: Some(""),
+            ..Default::default()
+        };
+        assert_eq!(
+            ResolverSettings::from_resolv_conf(POD, Stub::Glibc, &empty).search,
+            [""]
+        );
+    }
+
+    #[test]
+    fn hostname_domain_when_no_search() {
+        let env = Environment {
+            hostname: Some("node1.corp.example"),
+            ..Default::default()
+        };
+        let t = "nameserver 10.0.0.1\n";
+        assert_eq!(
+            ResolverSettings::from_resolv_conf(t, Stub::Glibc, &env).search,
+            ["corp.example"]
+        );
+        assert!(ResolverSettings::from_resolv_conf(t, Stub::Musl, &env)
+            .search
+            .is_empty());
+    }
+
+    #[test]
+    fn nameservers_capped_and_ports_dropped() {
+        let t = "nameserver 1.1.1.1\nnameserver 127.0.0.1:5353\nnameserver fe80::1%eth0\nnameserver 2.2.2.2\nnameserver 3.3.3.3\n";
+        let s = parse(t, Stub::Glibc);
+        assert_eq!(s.nameservers.len(), 3);
+        assert_eq!(s.nameservers[1], "fe80::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn real_files_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/resolv");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut n = 0;
+        for e in rd.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let s = parse(&text, Stub::Glibc);
+            assert!(!s.search.is_empty(), "{}", e.path().display());
+            assert!(s
+                .search
+                .iter()
+                .all(|d| !d.ends_with('.') && *d == d.to_ascii_lowercase()));
+            n += 1;
+        }
+        assert!(n >= 10);
+    }
+}

@@ -1,0 +1,267 @@
+//! The shortcut decision (DESIGN §3 "Shortcuts"): is a query a search-path expansion nobody
+//! meant? Pure and cheap: the proxy asks it for every query that misses the cache.
+//!
+//! Rules, in order:
+//! 1. Only names under one of the search suffixes (a [`Decomposition`] exists).
+//! 2. Never a name the Kubernetes schema allows (under the cluster domain), whatever the zones
+//!    say: namespaces named `com` or `io` make `web.com.svc.cluster.local` a real Service.
+//! 3. Zone: the base lies in a configured zone (`api.github.com` in `github.com`).
+//! 4. Schema (`kubernetes_schema: true`): under the cluster domain, the name cannot exist.
+
+use crate::config::{ClusterConfig, ShortcutConfig};
+
+use super::decompose::{Decomposition, SearchShape, SuffixKind};
+use super::name::{in_zone, join};
+use super::schema;
+
+/// Why a query was judged an expansion. The words are metric labels (DESIGN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Zone,
+    Schema,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Zone => "zone",
+            Reason::Schema => "schema",
+        }
+    }
+}
+
+/// A query judged a search-path expansion: `base` + `suffix` (slices of the query name, no
+/// trailing dots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expansion<'a> {
+    pub base: &'a str,
+    pub suffix: &'a str,
+    pub kind: SuffixKind,
+    pub namespace: Option<&'a str>,
+    /// Position of the suffix in the search list shape.
+    pub index: usize,
+    pub reason: Reason,
+}
+
+impl<'a> Expansion<'a> {
+    fn new(d: Decomposition<'a>, reason: Reason) -> Self {
+        Expansion {
+            base: d.base,
+            suffix: d.suffix,
+            kind: d.kind,
+            namespace: d.namespace,
+            index: d.index,
+            reason,
+        }
+    }
+}
+
+/// The shortcut policy built once from the config (and rebuilt on reload).
+#[derive(Clone, Debug)]
+pub struct ShortcutPolicy {
+    shape: SearchShape,
+    /// Lowercase, no trailing dot.
+    zones: Vec<String>,
+    kubernetes_schema: bool,
+}
+
+impl ShortcutPolicy {
+    pub fn new(cluster: &ClusterConfig, shortcut: &ShortcutConfig) -> Self {
+        Self::from_parts(
+            SearchShape::new(cluster),
+            &shortcut.zones,
+            shortcut.kubernetes_schema,
+        )
+    }
+
+    pub fn from_parts<S: AsRef<str>>(
+        shape: SearchShape,
+        zones: &[S],
+        kubernetes_schema: bool,
+    ) -> Self {
+        let zones = zones
+            .iter()
+            .map(|z| z.as_ref().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        ShortcutPolicy {
+            shape,
+            zones,
+            kubernetes_schema,
+        }
+    }
+
+    pub fn shape(&self) -> &SearchShape {
+        &self.shape
+    }
+
+    /// `None`: forward as usual. `Some`: the query is an expansion nobody meant. `qtype` does
+    /// not change the answer today (a name that cannot exist has no records of any type); it
+    /// is taken so a type-specific rule can be added without changing callers.
+    pub fn decide<'a>(&self, qname: &'a str, _qtype: u16) -> Option<Expansion<'a>> {
+        let name = qname.strip_suffix('.').unwrap_or(qname);
+        let mut readings = self.shape.decompose(name);
+        let first = readings.next()?;
+        let domain = self.shape.domain();
+        let under_cluster = in_zone(name, domain);
+        if under_cluster && schema::classify(name, domain).is_some() {
+            return None;
+        }
+        if !self.zones.is_empty() {
+            for d in std::iter::once(first).chain(readings) {
+                if self.zones.iter().any(|z| in_zone(d.base, z)) {
+                    return Some(Expansion::new(d, Reason::Zone));
+                }
+            }
+        }
+        if under_cluster && self.kubernetes_schema {
+            return Some(Expansion::new(first, Reason::Schema));
+        }
+        None
+    }
+
+    /// For an expansion `B.S_i`, the names the stub would try next (`B.S_{i+1}`, ..., `B.`) minus
+    /// those the rules exclude: what autopath resolves, first that exists wins. Absolute,
+    /// lowercase. A `*` entry after `S_i` is skipped unless the expansion told the namespace.
+    pub fn autopath_candidates(&self, e: &Expansion<'_>) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.shape.len() + 1 - e.index.min(self.shape.len()));
+        for j in e.index + 1..self.shape.len() {
+            let Some(suffix) = self.shape.suffix(j, e.namespace) else {
+                continue;
+            };
+            let candidate = join(e.base, &suffix);
+            if self.decide(&candidate, 0).is_none() {
+                out.push(candidate);
+            }
+        }
+        out.push(join(e.base, ""));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(zones: &[&str], schema: bool) -> ShortcutPolicy {
+        let shape = SearchShape::from_parts(
+            "cluster.local",
+            &["*.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+            &["ec2.internal"],
+        );
+        ShortcutPolicy::from_parts(shape, zones, schema)
+    }
+
+    #[test]
+    fn external_name_expansions_by_zone() {
+        let p = policy(&["github.com"], false);
+        let e = p
+            .decide("api.github.com.default.svc.cluster.local.", 1)
+            .unwrap();
+        assert_eq!(
+            (e.base, e.reason, e.kind),
+            ("api.github.com", Reason::Zone, SuffixKind::Namespace)
+        );
+        let e = p.decide("api.github.com.ec2.internal.", 28).unwrap();
+        assert_eq!((e.base, e.kind), ("api.github.com", SuffixKind::Node));
+        let e = p.decide("api.github.com.cluster.local.", 1).unwrap();
+        assert_eq!(e.kind, SuffixKind::Cluster);
+        // The real name and other zones are forwarded.
+        assert!(p.decide("api.github.com.", 1).is_none());
+        assert!(p.decide("example.org.ec2.internal.", 1).is_none());
+        assert!(p.decide("notgithub.com.ec2.internal.", 1).is_none());
+    }
+
+    #[test]
+    fn schema_allowed_names_are_never_shortcut() {
+        let p = policy(&["com", "io", "dev", "github.com"], true);
+        for n in [
+            "web.com.svc.cluster.local.",
+            "github.io.svc.cluster.local.",
+            "app.dev.svc.cluster.local.",
+            // <hostname>.<service>.<ns>.svc: pod "api" of headless service "github" in "com".
+            "api.github.com.svc.cluster.local.",
+            "web.prod.svc.cluster.local.",
+            "_http._tcp.web.prod.svc.cluster.local.",
+            "prod.svc.cluster.local.",
+        ] {
+            assert_eq!(p.decide(n, 1), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn schema_reason_needs_the_flag() {
+        let on = policy(&[], true);
+        let off = policy(&[], false);
+        let q = "www.example.org.default.svc.cluster.local.";
+        let e = on.decide(q, 1).unwrap();
+        assert_eq!((e.base, e.reason), ("www.example.org", Reason::Schema));
+        // Four labels below the domain read as <hostname>.<service>.<ns>.svc: allowed.
+        assert_eq!(on.decide("example.org.default.svc.cluster.local.", 1), None);
+        assert_eq!(off.decide(q, 1), None);
+        assert_eq!(on.decide("foo.cluster.local.", 1).unwrap().base, "foo");
+        // Names not under a search suffix are none of our business.
+        assert_eq!(on.decide("example.org.", 1), None);
+        assert_eq!(on.decide("example.org.ec2.internal.", 1), None);
+    }
+
+    #[test]
+    fn autopath_candidates_skip_excluded_names() {
+        let p = policy(&["github.com"], true);
+        let e = p
+            .decide("api.github.com.default.svc.cluster.local.", 1)
+            .unwrap();
+        // svc: allowed by the schema (hostname.service.ns); cluster: impossible; node: zone.
+        assert_eq!(
+            p.autopath_candidates(&e),
+            ["api.github.com.svc.cluster.local.", "api.github.com."]
+        );
+        let p = policy(&[], true);
+        let e = p
+            .decide("www.example.org.default.svc.cluster.local.", 1)
+            .unwrap();
+        assert_eq!(
+            p.autopath_candidates(&e),
+            [
+                "www.example.org.svc.cluster.local.",
+                "www.example.org.ec2.internal.",
+                "www.example.org."
+            ]
+        );
+    }
+
+    #[test]
+    fn autopath_from_a_node_suffix_leaves_the_base() {
+        let p = policy(&["github.com"], true);
+        let e = p.decide("api.github.com.ec2.internal.", 1).unwrap();
+        assert_eq!(p.autopath_candidates(&e), ["api.github.com."]);
+    }
+
+    #[test]
+    fn from_config() {
+        let c = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        };
+        let s = ShortcutConfig {
+            mode: crate::config::ShortcutMode::Nxdomain,
+            zones: vec!["amazonaws.com".into()],
+            kubernetes_schema: true,
+        };
+        let p = ShortcutPolicy::new(&c, &s);
+        assert_eq!(
+            p.decide("s3.amazonaws.com.svc.cluster.local.", 1)
+                .map(|e| e.reason),
+            None
+        );
+        assert_eq!(
+            p.decide("sts.us-east-1.amazonaws.com.svc.cluster.local.", 1)
+                .map(|e| e.reason),
+            Some(Reason::Zone)
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! Real clients agree with the search-path model (issue 3, "Proof it must have").
+//!
+//! For every case below, the real glibc resolver (`getent ahosts` for AF_UNSPEC, `getent
+//! ahostsv4` for AF_INET) and the real musl resolver (`tests/clients/musl_lookup.c`, built here
+//! with `musl-gcc -static`) look a name up in a private network + mount namespace whose
+//! /etc/resolv.conf points at a scripted server on 127.0.0.1:53. The server answers each name
+//! as the case says and records the queries. The recorded walk must equal what
+//! `ndots simulate --stub glibc|musl --resolv-conf ... --format json` predicts, and the name
+//! the client resolved (its canonical name) must equal the model's result.
+//!
+//! Comparison: retries (the same qname and type sent again: glibc's switch to single-request
+//! after a timeout, musl's resends on SERVFAIL) are dropped, keeping first occurrences; the
+//! A and AAAA queries of one candidate are compared as a set, since both go out at once.
+//! Every case uses `options timeout:1 attempts:1` so a "no reply" case costs about a second.
+//!
+//! Checking a new libc version (or another distribution's): run this test where that libc is
+//! the system one (glibc: `getent` of the image; musl: point `MUSL_GCC` at that musl's
+//! `musl-gcc` wrapper), as root, e.g. in a container:
+//!
+//! ```text
+//! CI=true cargo test --test real_clients -- --nocapture
+//! ```
+//!
+//! Each case prints `ok` or `MISMATCH` with the model's and the client's walks side by side.
+//! A mismatch is a behaviour change: read the libc's source for it, update
+//! `../shared/resolvers.md` and the stub model in `src/search/stub.rs` (with a case here that
+//! pins it), and keep the old behaviour selectable if both versions are in use. Without root
+//! the test is skipped with a message, and fails instead under `CI=true`.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns;
+use common::scripted_dns::ScriptedDns;
+use ndots::event::qtype_from_name;
+use ndots::search::name::absolute;
+use ndots::search::{Answer, Family};
+
+const K8S: &str = "default.svc.cluster.local svc.cluster.local cluster.local ec2.internal";
+
+struct Case {
+    id: &'static str,
+    name: String,
+    family: Family,
+    /// resolv.conf without nameserver and timeout lines (the harness adds them).
+    conf: String,
+    /// `NAME` or `NAME/TYPE` and its answer; every other query is NXDOMAIN.
+    answers: Vec<(String, Answer)>,
+}
+
+fn pod(ndots: u32, extra: &str) -> String {
+    format!("search {K8S}\noptions ndots:{ndots} {extra}\n")
+}
+
+fn case(
+    id: &'static str,
+    name: &str,
+    family: Family,
+    conf: String,
+    answers: &[(&str, Answer)],
+) -> Case {
+    Case {
+        id,
+        name: name.to_string(),
+        family,
+        conf,
+        answers: answers.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Answer::*;
+    use Family::*;
+    let long_name = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+    let long_domain = "this-is-a-long-node-domain.with-several-labels.example.internal.net"; // 66
+    let long_search_line = (0..14)
+        .map(|i| format!("d{i:02}.longline.example"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        // order d < ndots: every search domain, then the name as-is.
+        case("external-name-resolves-last", "api.github.com", Unspec, pod(5, ""), &[("api.github.com", Address)]),
+        case("short-name-resolves-first", "web", Unspec, pod(5, ""), &[("web.default.svc.cluster.local", Address)]),
+        case("name-dot-namespace-resolves-at-svc", "web.prod", Unspec, pod(5, ""), &[("web.prod.svc.cluster.local", Address)]),
+        case("nxdomain-everywhere", "nothere", Unspec, pod(5, ""), &[]),
+        // order d >= ndots: as-is first (glibc then searches; musl never does).
+        case("enough-dots-as-is-exists", "a.b.c", Unspec, pod(2, ""), &[("a.b.c", Address)]),
+        case("enough-dots-falls-back-to-search", "a.b.c", Unspec, pod(2, ""), &[("a.b.c.svc.cluster.local", Address)]),
+        // trailing dot: as-is only.
+        case("trailing-dot-short", "web.", Unspec, pod(5, ""), &[("web.default.svc.cluster.local", Address)]),
+        case("trailing-dot-external", "api.github.com.", Unspec, pod(5, ""), &[("api.github.com", Address)]),
+        // NODATA: glibc continues, musl stops.
+        case("nodata-first-candidate", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local", NoData),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("nodata-single-family", "web", Inet, pod(5, ""), &[
+            ("web.default.svc.cluster.local", NoData),
+            ("web.cluster.local", Address),
+        ]),
+        // SERVFAIL: glibc continues, musl stops (EAI_AGAIN).
+        case("servfail-first-candidate", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local", ServFail),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("servfail-single-family", "web", Inet, pod(5, ""), &[
+            ("web.default.svc.cluster.local", ServFail),
+            ("web.ec2.internal", Address),
+        ]),
+        // REFUSED: glibc stops the search but still tries the name as-is; musl stops.
+        case("refused-first-candidate", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local", Refused),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("refused-then-as-is-exists", "web", Inet, pod(5, ""), &[
+            ("web.svc.cluster.local", Refused),
+            ("web", Address),
+        ]),
+        // timeout: like REFUSED for glibc; musl stops.
+        case("timeout-first-candidate", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        // The first as-is try of a d >= ndots name falls through on any failure (glibc).
+        case("servfail-as-is-first", "a.b", Unspec, pod(1, ""), &[
+            ("a.b", ServFail),
+            ("a.b.default.svc.cluster.local", Address),
+        ]),
+        case("timeout-as-is-first", "a.b", Inet, pod(1, ""), &[
+            ("a.b", Timeout),
+            ("a.b.svc.cluster.local", Address),
+        ]),
+        // A answered + AAAA NXDOMAIN: success for glibc; musl treats the candidate as NXDOMAIN.
+        case("a-only-then-nxdomain-aaaa", "web", Unspec, pod(5, ""), &[("web.default.svc.cluster.local/A", Address)]),
+        case("aaaa-only-then-nxdomain-a", "web", Unspec, pod(5, ""), &[("web.svc.cluster.local/AAAA", Address)]),
+        // One query of the pair fails: musl reads the A reply first.
+        case("a-nxdomain-aaaa-servfail", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/AAAA", ServFail),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-servfail-aaaa-nxdomain", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", ServFail),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-nxdomain-aaaa-timeout", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/AAAA", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-timeout-aaaa-nxdomain", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-refused-aaaa-nodata", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Refused),
+            ("web.default.svc.cluster.local/AAAA", NoData),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-servfail-aaaa-refused", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", ServFail),
+            ("web.default.svc.cluster.local/AAAA", Refused),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-address-aaaa-servfail", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Address),
+            ("web.default.svc.cluster.local/AAAA", ServFail),
+        ]),
+        case("a-timeout-aaaa-address", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Timeout),
+            ("web.default.svc.cluster.local/AAAA", Address),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-servfail-aaaa-timeout", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", ServFail),
+            ("web.default.svc.cluster.local/AAAA", Timeout),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("a-refused-aaaa-servfail", "web", Unspec, pod(5, ""), &[
+            ("web.default.svc.cluster.local/A", Refused),
+            ("web.default.svc.cluster.local/AAAA", ServFail),
+            ("web.svc.cluster.local", Address),
+        ]),
+        case("nodata-everywhere", "web.prod", Unspec, pod(5, ""), &[
+            ("web.prod.default.svc.cluster.local", NoData),
+            ("web.prod.svc.cluster.local", NoData),
+            ("web.prod.cluster.local", NoData),
+            ("web.prod.ec2.internal", NoData),
+            ("web.prod", NoData),
+        ]),
+        case("servfail-on-the-last-candidate", "web", Inet, pod(5, ""), &[("web", ServFail)]),
+        case("timeout-single-family", "web", Inet, pod(5, ""), &[
+            ("web.svc.cluster.local", Timeout),
+            ("web", Address),
+        ]),
+        // Single-family walk (AF_INET): A only.
+        case("inet-external-name", "api.github.com", Inet, pod(5, ""), &[("api.github.com", Address)]),
+        // ndots cap 15: 15 dots reach the capped ndots, so the name goes as-is first.
+        case("ndots-capped-at-15", "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p", Inet, pod(20, ""), &[(
+            "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.default.svc.cluster.local",
+            Address,
+        )]),
+        // ndots:0: musl never searches, glibc tries as-is first and then searches.
+        case("ndots-zero", "web", Inet, pod(0, ""), &[("web.svc.cluster.local", Address)]),
+        // glibc no-tld-query: no final as-is query for a dotless name; musl ignores it.
+        case("no-tld-query", "nothere", Inet, pod(5, "no-tld-query"), &[]),
+        // glibc no-aaaa: A only for AF_UNSPEC; musl ignores it.
+        case("no-aaaa", "web", Unspec, pod(5, "no-aaaa"), &[("web.svc.cluster.local", Address)]),
+        // musl ignores a resolv.conf line of 256 bytes or more; glibc reads it.
+        case(
+            "search-line-over-255-bytes",
+            "x",
+            Inet,
+            format!("search first.example\nsearch {long_search_line}\noptions ndots:5\n"),
+            &[],
+        ),
+        // A candidate longer than 255 wire bytes: glibc stops the search (then as-is), musl
+        // skips it.
+        case("candidate-too-long", &long_name, Inet, format!("search {long_domain} x.example\noptions ndots:5\n"), &[]),
+        // domain/search: the last one wins; trailing dots; comments.
+        case(
+            "domain-after-search-wins",
+            "web",
+            Inet,
+            "search a.example b.example\ndomain c.example\noptions ndots:5\n".into(),
+            &[],
+        ),
+        case(
+            "trailing-dots-and-comments",
+            "web",
+            Unspec,
+            "# search evil.example\n; options ndots:1\nsearch default.svc.cluster.local. svc.cluster.local.\noptions ndots:5\n"
+                .into(),
+            &[("web.svc.cluster.local", Address)],
+        ),
+        // A root search entry: glibc sends "web." in its place, musl skips "web.." and ends
+        // with "web.".
+        case("root-in-search-list", "web", Inet, "search a.example .\noptions ndots:5\n".into(), &[]),
+        // Underscores: glibc looks the name up, musl refuses it without a query.
+        case("underscore-name", "_http._tcp.web", Inet, pod(5, ""), &[]),
+        // Options that do not change the walk are parsed and ignored.
+        case("unknown-options-ignored", "web", Inet, pod(5, "rotate edns0 trust-ad bogus-option"), &[(
+            "web.cluster.local",
+            Address,
+        )]),
+    ]
+}
+
+/// `(qname, qtype)` groups: consecutive queries for one candidate, types as a set, after
+/// dropping repeats of a `(qname, qtype)` already seen.
+fn grouped(seq: &[(String, u16)]) -> Vec<(String, BTreeSet<u16>)> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<(String, BTreeSet<u16>)> = Vec::new();
+    for (n, t) in seq {
+        if !seen.insert((n.clone(), *t)) {
+            continue;
+        }
+        match out.last_mut() {
+            Some((last, types)) if last == n => {
+                types.insert(*t);
+            }
+            _ => out.push((n.clone(), BTreeSet::from([*t]))),
+        }
+    }
+    out
+}
+
+fn spec_key(spec: &str) -> (String, Option<u16>) {
+    match spec.rsplit_once('/') {
+        Some((n, t)) => (absolute(n), Some(qtype_from_name(t).expect("type"))),
+        None => (absolute(spec), None),
+    }
+}
+
+fn flag(a: Answer) -> &'static str {
+    match a {
+        Answer::Address => "--exists",
+        Answer::NoData => "--nodata",
+        Answer::NxDomain => unreachable!("NXDOMAIN is the default"),
+        Answer::ServFail => "--servfail",
+        Answer::Refused => "--refused",
+        Answer::Timeout => "--timeout",
+    }
+}
+
+fn family_arg(f: Family) -> &'static str {
+    match f {
+        Family::Inet => "inet",
+        Family::Inet6 => "inet6",
+        Family::Unspec => "unspec",
+    }
+}
+
+/// What `ndots simulate` predicts: the queries and the resolved name.
+fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
+    cmd.args([
+        "simulate",
+        "--format",
+        "json",
+        "--stub",
+        stub,
+        "--family",
+        family_arg(c.family),
+    ]);
+    cmd.arg("--resolv-conf").arg(conf_path);
+    for (spec, a) in &c.answers {
+        cmd.args([flag(*a), spec]);
+    }
+    cmd.arg("--").arg(&c.name);
+    let out = cmd.output().expect("running ndots simulate");
+    assert!(
+        out.status.success(),
+        "ndots simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("simulate JSON");
+    let queries = v["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["qname"].as_str().unwrap().to_string(),
+                qtype_from_name(q["qtype"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let resolved = v["result"]["qname"].as_str().map(str::to_string);
+    (queries, resolved)
+}
+
+/// Run a client with a watchdog; returns (exit success, stdout).
+fn run_client(cmd: &mut Command) -> (bool, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning client");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut s = String::new();
+            use std::io::Read;
+            child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+            return (status.success(), s);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client {cmd:?} did not finish in 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Look the name up with the real client; returns the canonical name it resolved, absolute.
+fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
+    match stub {
+        "glibc" => {
+            let db = if c.family == Family::Inet {
+                "ahostsv4"
+            } else {
+                "ahosts"
+            };
+            let (ok, out) = run_client(Command::new("getent").args([db, &c.name]));
+            // First line: "ADDRESS  STREAM CANONNAME" (getent asks for AI_CANONNAME).
+            ok.then(|| {
+                absolute(
+                    out.lines()
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(2))
+                        .unwrap_or(""),
+                )
+            })
+        }
+        _ => {
+            let (ok, out) =
+                run_client(Command::new(musl_client).args([&c.name, family_arg(c.family)]));
+            ok.then(|| {
+                absolute(
+                    out.lines()
+                        .find_map(|l| l.strip_prefix("canon "))
+                        .unwrap_or(""),
+                )
+            })
+        }
+    }
+}
+
+/// The model to compare the musl client with: `musl-1.2.3` for musl before 1.2.4 (Debian 12),
+/// else `musl`. `NDOTS_MUSL_STUB` overrides (e.g. when `MUSL_GCC` points at another musl).
+fn musl_model() -> String {
+    if let Ok(s) = std::env::var("NDOTS_MUSL_STUB") {
+        return s;
+    }
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "musl"])
+        .output();
+    let version = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let nums: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    if nums.len() == 3 && (nums[0], nums[1], nums[2]) < (1, 2, 4) {
+        "musl-1.2.3".into()
+    } else {
+        "musl".into()
+    }
+}
+
+fn build_musl_client(dir: &Path) -> Option<PathBuf> {
+    let cc = std::env::var("MUSL_GCC").unwrap_or_else(|_| "musl-gcc".into());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/musl_lookup.c");
+    let bin = dir.join("musl_lookup");
+    let status = Command::new(&cc)
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(bin),
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot build the musl client with {cc} ({other:?}): install musl-tools (scripts/deps/search.txt)"
+            ));
+            None
+        }
+    }
+}
+
+#[test]
+fn glibc_and_musl_walks_match_the_model() {
+    let Some(ns) = netns::enter("glibc_and_musl_walks_match_the_model") else {
+        return;
+    };
+    let server = ScriptedDns::start("127.0.0.1:53".parse().unwrap())
+        .expect("binding 127.0.0.1:53 in the namespace");
+    let musl_client = build_musl_client(ns.scratch());
+    let conf_path = ns.scratch().join("case-resolv.conf");
+
+    let musl = musl_model();
+    println!("models: glibc, {musl} (for the musl client)");
+    let mut stubs = vec!["glibc"];
+    if musl_client.is_some() {
+        stubs.push("musl");
+    }
+    let cases = cases();
+    let mut matched = std::collections::BTreeMap::<&str, usize>::new();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let conf = format!(
+            "nameserver 127.0.0.1\n{}options timeout:1 attempts:1\n",
+            c.conf
+        );
+        std::fs::write(&conf_path, &conf).unwrap();
+        ns.set_resolv_conf(&conf);
+        server.set_answers(c.answers.iter().map(|(spec, a)| {
+            let (n, t) = spec_key(spec);
+            (n, t, *a)
+        }));
+        for stub in &stubs {
+            let model_stub = if *stub == "musl" { musl.as_str() } else { stub };
+            let (want_queries, want_result) = model(model_stub, c, &conf_path);
+            server.take_log();
+            let got_result = real(stub, c, musl_client.as_deref().unwrap_or(Path::new("")));
+            let got_raw = server.take_log();
+            let (want, got) = (grouped(&want_queries), grouped(&got_raw));
+            let ok = want == got && want_result == got_result;
+            let retries = got_raw.len() - got.iter().map(|(_, t)| t.len()).sum::<usize>();
+            println!(
+                "{} {stub:<5} {:<36} {} queries, {} retries, resolved {:?}",
+                if ok { "ok      " } else { "MISMATCH" },
+                c.id,
+                want_queries.len(),
+                retries,
+                got_result
+            );
+            if ok {
+                *matched.entry(stub).or_default() += 1;
+            } else {
+                println!("    model:  {want:?} -> {want_result:?}\n    client: {got:?} -> {got_result:?}");
+                failures.push(format!("{stub} {}", c.id));
+            }
+        }
+    }
+    println!("matched per libc: {matched:?} of {} cases", cases.len());
+    assert!(
+        failures.is_empty(),
+        "walks differ from the model: {failures:?}"
+    );
+    for stub in &stubs {
+        assert!(matched[stub] >= 25, "{stub}: only {} cases", matched[stub]);
+    }
+}
