@@ -53,12 +53,6 @@ pub struct SimulateArgs {
     pub format: Option<Format>,
 }
 
-<<<<<<< HEAD
-pub fn run(_args: SimulateArgs) -> Result<(), CliError> {
-    Err(CliError::runtime(anyhow::anyhow!(
-        "simulate: not built yet (issue 3)"
-    )))
-=======
 /// Which answer each `(name, type)` gets; `None` type = every type.
 #[derive(Debug, Default)]
 pub struct AnswerTable {
@@ -319,5 +313,4 @@ mod tests {
         let text = text_block(Stub::Glibc, "api.github.com", &s, &w);
         assert_eq!(text.lines().filter(|l| !l.starts_with(';')).count(), 8);
     }
->>>>>>> search
 }
