@@ -605,7 +605,7 @@ impl WalkTracker {
         self.free.push(i);
         self.open -= 1;
 
-        let outcome = forced.unwrap_or_else(|| match (w.last_rcode, w.last_answers) {
+        let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,
             (Some(0), _) => Outcome::Resolved,
             (Some(3), _) => Outcome::NxDomain,

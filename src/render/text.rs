@@ -136,10 +136,11 @@ pub fn text(r: &Report) -> String {
         return o;
     }
     if !adv.fqdn.is_empty() {
-        let _ = writeln!(
-            o,
-            "- Write these names as FQDNs (with a trailing dot) in the workloads' config; each \
-             lookup then costs one query per type:"
+        wrap(
+            &mut o,
+            "- ",
+            "Write these names as FQDNs (with a trailing dot) in the workloads' config; each \
+             lookup then costs one query per type:",
         );
         for (n, w) in &adv.fqdn {
             let _ = writeln!(o, "    {n:<40} {w} wasted");
@@ -166,21 +167,30 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(o, "    {line}");
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "  Consequence: {}.", ndots_consequence(n));
+        wrap(
+            &mut o,
+            "  ",
+            &format!("Consequence: {}.", ndots_consequence(n)),
+        );
         if !adv.longest_cluster_names.is_empty() {
-            let _ = writeln!(
-                o,
-                "  ({n} keeps the in-cluster names seen, e.g. {}, on the search list.)",
-                adv.longest_cluster_names.join(", ")
+            wrap(
+                &mut o,
+                "  ",
+                &format!(
+                    "({n} keeps the in-cluster names seen, e.g. {}, on the search list.)",
+                    adv.longest_cluster_names.join(", ")
+                ),
             );
         }
     }
     if !adv.zones.is_empty() {
-        let _ = writeln!(
-            o,
-            "- Add these zones to the proxy's shortcut so their expansions are answered locally \
-             (no pod change needed):\n"
+        wrap(
+            &mut o,
+            "- ",
+            "Add these zones to the proxy's shortcut so their expansions are answered locally \
+             (no pod change needed):",
         );
+        let _ = writeln!(o);
         for line in shortcut_snippet(&adv.zones).lines() {
             let _ = writeln!(o, "    {line}");
         }
@@ -188,9 +198,35 @@ pub fn text(r: &Report) -> String {
     o
 }
 
+/// Append `text` word-wrapped to 78 columns, the first line after `lead`, the rest indented
+/// to match.
+fn wrap(o: &mut String, lead: &str, text: &str) {
+    let width = 78;
+    let indent = " ".repeat(lead.len());
+    let mut line = lead.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > width {
+            o.push_str(&line);
+            o.push('\n');
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    o.push_str(&line);
+    o.push('\n');
+}
+
 fn window_text(secs: f64) -> String {
     if secs <= 0.0 {
         "no time span".into()
+    } else if secs < 10.0 {
+        format!("{secs:.2} s")
     } else if secs < 120.0 {
         format!("{secs:.0} s")
     } else if secs < 7200.0 {
