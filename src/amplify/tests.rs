@@ -657,3 +657,60 @@ fn the_live_tracker_reports_recorded_events() {
     assert_eq!(v["lookups"], 3);
     assert_eq!(tr.dropped(), 0);
 }
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The flood of the issue, on the tracker alone: 1,000,000 distinct names from 100,000
+/// clients through the walk tracker and the windowed aggregates, with the default bound of
+/// 200,000 open walks. Prints the RSS growth; `--ignored` because it takes a while in debug.
+#[test]
+#[ignore]
+fn flood_of_distinct_names_stays_bounded() {
+    let max_open = 200_000;
+    let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, max_open));
+    let t0 = Timestamp(1_700_000_000_000_000);
+    let mut w = Windowed::new(t0);
+    let before = rss_kib();
+    let mut peak = 0;
+    for i in 0..1_000_000u64 {
+        let c = i % 100_000;
+        let client = IpAddr::from([10, (c >> 16) as u8, (c >> 8) as u8, c as u8]);
+        let e = QueryEvent {
+            time: Timestamp(t0.0 + i * 10), // 100,000 queries per second
+            client,
+            client_port: None,
+            qname: format!("n{i}.example.com.default.svc.cluster.local."),
+            qtype: QTYPE_A,
+            rcode: NX,
+            answers: Some(0),
+            latency: Some(Duration::from_micros(200)),
+            source: Some(AnswerSource::Upstream),
+        };
+        t.observe(&e);
+        for l in t.drain() {
+            w.add(&l);
+        }
+        assert!(t.open_walks() <= max_open);
+        if i % 100_000 == 0 {
+            peak = peak.max(rss_kib());
+        }
+    }
+    peak = peak.max(rss_kib());
+    let r = w.report(None, Timestamp(t0.0 + 10_000_000), "flood");
+    eprintln!(
+        "flood: open walks {} (bound {max_open}), evictions {}, lookups reported {}, \
+         RSS growth {} KiB (peak {} KiB over a start of {before} KiB)",
+        t.open_walks(),
+        t.evictions(),
+        r.lookups,
+        peak.saturating_sub(before),
+        peak
+    );
+    assert!(r.top_names.len() <= report::TOP_LIMIT);
+}
