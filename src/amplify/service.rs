@@ -213,3 +213,81 @@ fn hostname() -> String {
     }
     "proxy".to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AnswerSource;
+
+    /// The metrics land in the Prometheus exposition with DESIGN's names and buckets. TXT
+    /// lookups keep this test's series apart from other tests sharing the global recorder.
+    #[test]
+    fn lookups_update_the_prometheus_metrics() {
+        let handle = m::install();
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        };
+        let tr = Tracker::start_named(
+            &cluster,
+            &TrackerConfig {
+                idle: Duration::from_secs(2),
+                max_open_walks: 100,
+            },
+            "m",
+        );
+        let t0 = Timestamp::now().0;
+        let names = [
+            "txt.example.ns1.svc.cluster.local.",
+            "txt.example.svc.cluster.local.",
+            "txt.example.cluster.local.",
+            "txt.example.",
+        ];
+        for (i, q) in names.iter().enumerate() {
+            let last = i == names.len() - 1;
+            tr.record(QueryEvent {
+                time: Timestamp(t0 + i as u64 * 1000),
+                client: "10.7.7.7".parse().unwrap(),
+                client_port: None,
+                qname: q.to_string(),
+                qtype: 16,
+                rcode: Some(if last { 0 } else { 3 }),
+                answers: Some(last as u16),
+                latency: Some(Duration::from_micros(100)),
+                source: Some(AnswerSource::Upstream),
+            });
+        }
+        tr.sync(false);
+        let text = handle.render();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        // 4 queries: in the le=4 bucket, not in le=3.
+        assert_eq!(
+            line("ndots_lookup_queries_bucket{type=\"TXT\",le=\"3\"}"),
+            "0"
+        );
+        assert_eq!(
+            line("ndots_lookup_queries_bucket{type=\"TXT\",le=\"4\"}"),
+            "1"
+        );
+        assert_eq!(line("ndots_lookup_queries_sum{type=\"TXT\"}"), "4");
+        assert_eq!(
+            line("ndots_lookups_total{type=\"TXT\",outcome=\"resolved\"}"),
+            "1"
+        );
+        assert!(text.contains("ndots_lookup_duration_seconds_bucket{type=\"TXT\""));
+        assert!(text.contains("ndots_wasted_queries_total{suffix=\"cluster\"}"));
+    }
+}
