@@ -39,6 +39,7 @@ use hashbrown::HashMap;
 
 use crate::config::TrackerConfig;
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
+use crate::search::name::is_rfc1123_label;
 use crate::search::{SearchShape, SuffixKind};
 
 /// Which suffix a query carried, as a slot of the per-suffix counters.
@@ -171,9 +172,6 @@ pub struct Lookup {
 const NIL: u32 = u32::MAX;
 /// Candidate position of the absolute name (search positions are the shape's indices).
 const ABS: u8 = u8::MAX;
-/// Readings of one name kept on the stack; a name has at most one per label boundary and
-/// shape entry, and real shapes have a handful of entries.
-const MAX_READINGS: usize = 16;
 
 #[derive(Clone, Copy)]
 struct Reading {
@@ -213,6 +211,14 @@ struct Walk {
     any_answer: bool,
 }
 
+/// One entry of the search shape: `tail` is the whole suffix, or what follows the namespace
+/// label for a `*` entry.
+struct Pattern {
+    tail: Box<str>,
+    wildcard: bool,
+    slot: SuffixSlot,
+}
+
 struct Slot {
     walk: Option<Walk>,
     lru_prev: u32,
@@ -230,6 +236,8 @@ struct ClientInfo {
 /// the tracker thread ([`super::Tracker`]), offline readers call it directly.
 pub struct WalkTracker {
     shape: SearchShape,
+    /// The shape's entries, for matching a continuation at a known boundary.
+    patterns: Vec<Pattern>,
     idle_us: u64,
     max_open: usize,
     slots: Vec<Slot>,
@@ -247,8 +255,30 @@ pub struct WalkTracker {
 impl WalkTracker {
     pub fn new(shape: SearchShape, cfg: &TrackerConfig) -> Self {
         let max_open = cfg.max_open_walks.max(1);
+        let patterns = (0..shape.len())
+            .map(|i| {
+                let slot = SuffixSlot::from_kind(shape.kind(i));
+                match shape.suffix(i, None) {
+                    Some(tail) => Pattern {
+                        tail: tail.into(),
+                        wildcard: false,
+                        slot,
+                    },
+                    None => {
+                        // A `*` entry: its suffix for namespace `x` is `x.<tail>`.
+                        let full = shape.suffix(i, Some("x")).unwrap_or_default();
+                        Pattern {
+                            tail: full.get(2..).unwrap_or_default().into(),
+                            wildcard: true,
+                            slot,
+                        }
+                    }
+                }
+            })
+            .collect();
         WalkTracker {
             shape,
+            patterns,
             idle_us: cfg.idle.as_micros() as u64,
             max_open,
             slots: Vec::new(),
@@ -311,34 +341,6 @@ impl WalkTracker {
         if name.is_empty() {
             return; // the root: nobody's search walk
         }
-        let mut readings = [Reading {
-            base_len: 0,
-            pos: ABS,
-            slot: SuffixSlot::Absolute,
-            ns_end: 0,
-        }; MAX_READINGS];
-        let mut n = 0;
-        for d in self.shape.decompose(name) {
-            if n == MAX_READINGS {
-                break;
-            }
-            readings[n] = Reading {
-                base_len: d.base.len() as u16,
-                pos: d.index.min(ABS as usize - 1) as u8,
-                slot: SuffixSlot::from_kind(d.kind),
-                ns_end: d
-                    .namespace
-                    .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
-                    .unwrap_or(0),
-            };
-            n += 1;
-        }
-        let abs = Reading {
-            base_len: name.len().min(u16::MAX as usize) as u16,
-            pos: ABS,
-            slot: SuffixSlot::Absolute,
-            ns_end: 0,
-        };
         let confirmed_ns: Option<&str> = self
             .clients
             .get(&ev.client)
@@ -354,27 +356,16 @@ impl WalkTracker {
             _ => true,
         };
 
-        // 1. Does it continue an open walk of this (client, qtype)? Most recent walk first is
-        //    not needed: two open walks of the same base and position cannot both accept.
+        // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
+        //    base cannot both accept the same candidate, so the first match is the one.
         let key = (ev.client, ev.qtype);
         let mut found: Option<(u32, Reading)> = None;
         let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
-        'walks: while cur != NIL {
+        while cur != NIL {
             let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-            for r in readings[..n].iter().chain(std::iter::once(&abs)) {
-                let base = &name[..r.base_len as usize];
-                if *w.base != *base || !plausible(r) {
-                    continue;
-                }
-                if let (Some(ns), Some(wns)) = (ns_of(r), w.namespace.as_deref()) {
-                    if !ns.eq_ignore_ascii_case(wns) {
-                        continue;
-                    }
-                }
-                if w.accepts(r.pos) {
-                    found = Some((cur, *r));
-                    break 'walks;
-                }
+            if let Some(r) = self.continuation(name, w, confirmed_ns) {
+                found = Some((cur, r));
+                break;
             }
             cur = self.slots[cur as usize].key_next;
         }
@@ -382,11 +373,26 @@ impl WalkTracker {
         let (idx, reading) = match found {
             Some(f) => f,
             None => {
-                // 2. Start a walk with the most plausible reading.
-                let r = readings[..n]
-                    .iter()
+                // 2. Start a walk with the most plausible reading, the longest suffix first.
+                let abs = Reading {
+                    base_len: name.len().min(u16::MAX as usize) as u16,
+                    pos: ABS,
+                    slot: SuffixSlot::Absolute,
+                    ns_end: 0,
+                };
+                let r = self
+                    .shape
+                    .decompose(name)
+                    .map(|d| Reading {
+                        base_len: d.base.len() as u16,
+                        pos: d.index.min(ABS as usize - 1) as u8,
+                        slot: SuffixSlot::from_kind(d.kind),
+                        ns_end: d
+                            .namespace
+                            .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
+                            .unwrap_or(0),
+                    })
                     .find(|r| plausible(r))
-                    .copied()
                     .unwrap_or(abs);
                 if self.open >= self.max_open {
                     self.evictions += 1;
@@ -486,6 +492,64 @@ impl WalkTracker {
         } else {
             self.touch(idx);
         }
+    }
+
+    /// The reading of `name` as a later candidate (or a retry) of walk `w`, if it is one.
+    /// Matches only at the walk's own base boundary against the shape's entries, which is all
+    /// a continuation can be: cheaper than decomposing the whole name, and the common case
+    /// (most queries continue a walk).
+    fn continuation(&self, name: &str, w: &Walk, confirmed_ns: Option<&str>) -> Option<Reading> {
+        let b = w.base.len();
+        let nb = name.as_bytes();
+        if nb.len() < b || !nb[..b].eq_ignore_ascii_case(w.base.as_bytes()) {
+            return None;
+        }
+        if nb.len() == b {
+            return w.accepts(ABS).then_some(Reading {
+                base_len: b as u16,
+                pos: ABS,
+                slot: SuffixSlot::Absolute,
+                ns_end: 0,
+            });
+        }
+        if nb[b] != b'.' || b > u16::MAX as usize - 64 {
+            return None;
+        }
+        let suffix = &name[b + 1..];
+        for (i, p) in self.patterns.iter().enumerate() {
+            if i >= ABS as usize {
+                break;
+            }
+            let ns_end = if p.wildcard {
+                let Some((label, rest)) = suffix.split_once('.') else {
+                    continue;
+                };
+                let same_ns =
+                    |other: Option<&str>| other.is_none_or(|o| o.eq_ignore_ascii_case(label));
+                if !rest.eq_ignore_ascii_case(&p.tail)
+                    || !is_rfc1123_label(label)
+                    || !same_ns(w.namespace.as_deref())
+                    || !same_ns(confirmed_ns)
+                {
+                    continue;
+                }
+                (b + 1 + label.len()) as u16
+            } else {
+                if !suffix.eq_ignore_ascii_case(&p.tail) {
+                    continue;
+                }
+                0
+            };
+            if w.accepts(i as u8) {
+                return Some(Reading {
+                    base_len: b as u16,
+                    pos: i as u8,
+                    slot: p.slot,
+                    ns_end,
+                });
+            }
+        }
+        None
     }
 
     fn learn_namespace(&mut self, client: IpAddr, ns: &str, confirmed: bool) {
