@@ -257,6 +257,33 @@ fn retries_count_and_a_retried_failed_candidate_is_wasted() {
 }
 
 #[test]
+fn the_same_name_again_after_nodata_is_a_new_lookup_not_a_retry() {
+    // glibc: A answers at the first candidate, AAAA gets NODATA there and the stub stops; the
+    // application looks the service up again 100 ms later.
+    let c = "10.0.0.16";
+    let q = "redis.default.svc.cluster.local.";
+    let mut t = tracker(100);
+    for e in [
+        ev(0, c, q, QTYPE_A, OK, 1),
+        ev(0, c, q, QTYPE_AAAA, OK, 0),
+        ev(100, c, q, QTYPE_A, OK, 1),
+        ev(100, c, q, QTYPE_AAAA, OK, 0),
+    ] {
+        t.observe(&e);
+    }
+    // The first AAAA walk was closed when the second began, not left for the idle window.
+    assert_eq!(t.open_walks(), 1);
+    t.finish();
+    let lookups: Vec<Lookup> = t.drain().collect();
+    assert_eq!(lookups.len(), 4);
+    assert!(lookups
+        .iter()
+        .all(|l| l.queries == 1 && l.retries == 0 && l.wasted == 0));
+    let aaaa: Vec<&Lookup> = lookups.iter().filter(|l| l.qtype == QTYPE_AAAA).collect();
+    assert!(aaaa.iter().all(|l| l.outcome == Outcome::NoData));
+}
+
+#[test]
 fn an_idle_gap_splits_a_walk() {
     let c = "10.0.0.11";
     let lookups = run(

@@ -19,6 +19,11 @@
 //! - wasted = queries for candidates other than the last one of the walk (the one that ended
 //!   it, or the last one tried when nothing answered). Retries of the last candidate are
 //!   therefore not wasted; retries of earlier candidates are.
+//! - A retry is the same candidate again after no answer, SERVFAIL or REFUSED. After NXDOMAIN
+//!   or NODATA the same candidate again is a new lookup, and it closes the earlier walk of
+//!   the same base (the stub evidently finished it). Concurrent lookups of the same name from
+//!   one client (two threads of a pod) cannot be told apart by address and type; their
+//!   queries are all counted, but how they split into lookups is a guess.
 //! - Ambiguous readings (`web.prod.svc.cluster.local` = `web` in namespace `prod`, or
 //!   `web.prod` under `svc.cluster.local`, ...): a reading that continues an open walk wins; a
 //!   client's namespace, once confirmed, rules out namespace readings for other namespaces; else
@@ -394,6 +399,18 @@ impl WalkTracker {
                     })
                     .find(|r| plausible(r))
                     .unwrap_or(abs);
+                // A stub that starts over with the same base has finished its earlier walk
+                // (e.g. glibc stops the AAAA walk on NODATA once A answered): close it now.
+                let base = &name[..r.base_len as usize];
+                let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
+                while cur != NIL {
+                    let next = self.slots[cur as usize].key_next;
+                    let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+                    if w.base.as_bytes().eq_ignore_ascii_case(base.as_bytes()) {
+                        self.close(cur, None);
+                    }
+                    cur = next;
+                }
                 if self.open >= self.max_open {
                     self.evictions += 1;
                     self.close(self.lru_head, Some(Outcome::Evicted));
@@ -716,7 +733,10 @@ impl Walk {
     /// search domain further down than any sent, or the absolute name not yet sent?
     fn accepts(&self, pos: u8) -> bool {
         if pos == self.last_pos {
-            return true;
+            // The same candidate again is a retry only when the last try said nothing
+            // definite (no answer, SERVFAIL, REFUSED); after NXDOMAIN or NODATA a stub moves
+            // on, so the same name again is a new lookup.
+            return self.last_rcode.is_none_or(|r| r != 0 && r != 3);
         }
         if pos == ABS {
             return !self.abs_seen;
