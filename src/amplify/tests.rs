@@ -284,6 +284,28 @@ fn the_same_name_again_after_nodata_is_a_new_lookup_not_a_retry() {
 }
 
 #[test]
+fn a_client_retrying_forever_gets_bounded_walks() {
+    let mut t = tracker(100);
+    let n = 2 * walk::MAX_WALK_QUERIES as u64 + 10;
+    for i in 0..n {
+        t.observe(&ev(
+            i * 100,
+            "10.0.0.17",
+            "stuck.default.svc.cluster.local.",
+            QTYPE_A,
+            Some(2),
+            0,
+        ));
+    }
+    t.finish();
+    let lookups: Vec<Lookup> = t.drain().collect();
+    assert_eq!(lookups.len(), 3);
+    assert!(lookups.iter().all(|l| l.queries <= walk::MAX_WALK_QUERIES));
+    assert_eq!(lookups.iter().map(|l| u64::from(l.queries)).sum::<u64>(), n);
+    assert!(lookups.iter().all(|l| l.outcome == Outcome::ServFail));
+}
+
+#[test]
 fn an_idle_gap_splits_a_walk() {
     let c = "10.0.0.11";
     let lookups = run(

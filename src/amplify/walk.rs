@@ -175,6 +175,10 @@ pub struct Lookup {
 }
 
 const NIL: u32 = u32::MAX;
+/// A walk this long is closed: no stub sends more than a few dozen queries for one lookup,
+/// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
+/// (and within the histogram's exact range).
+pub const MAX_WALK_QUERIES: u32 = 255;
 /// Candidate position of the absolute name (search positions are the shape's indices).
 const ABS: u8 = u8::MAX;
 
@@ -499,7 +503,9 @@ impl WalkTracker {
             let positive = ev.rcode == Some(0) && ev.answers != Some(0);
             // The absolute name after search candidates is the stub's last try, answered or
             // not; sent first, only a positive answer ends the walk.
-            positive || (reading.pos == ABS && w.max_search.is_some())
+            positive
+                || (reading.pos == ABS && w.max_search.is_some())
+                || w.queries >= MAX_WALK_QUERIES
         };
         if let Some(ns) = confirm {
             self.learn_namespace(ev.client, &ns, true);

@@ -27,6 +27,8 @@ pub struct ReportArgs {
     /// Report over the last WINDOW (e.g. 5m, 1h) instead of since the proxy started.
     #[arg(long, value_name = "WINDOW")]
     pub window: Option<String>,
+    /// Output format: text (default; for a person), json (the report object) or html (one
+    /// self-contained file with charts).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write to FILE instead of standard output.
