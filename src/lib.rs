@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
 pub mod admin;
+pub mod amplify;
 pub mod cache;
 pub mod capture;
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod proxy;
+pub mod render;
 pub mod search;
 pub mod upstream;
 pub mod wire;

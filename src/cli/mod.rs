@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod proxy;
+pub mod report;
 pub mod simulate;
 
 #[derive(Parser, Debug)]
@@ -24,6 +25,8 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Show the queries a stub resolver sends for one lookup under ndots and a search list.
     Simulate(simulate::SimulateArgs),
+    /// Render the amplification report of running proxies (merged) or of saved JSON files.
+    Report(report::ReportArgs),
 }
 
 /// An error that carries its exit code.
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

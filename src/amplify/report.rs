@@ -1,0 +1,703 @@
+//! The report model (DESIGN §4): the JSON object served on `/report`, printed by `analyze` and
+//! `report`, and the mergeable aggregate it is computed from.
+//!
+//! One merge implementation serves three jobs: adding a lookup to a 10 s bucket, summing the
+//! buckets of a window, and merging reports from several proxies (`ndots report --from A
+//! --from B`): a report is turned back into an [`Aggregate`] ([`Aggregate::from_report`]),
+//! aggregates add, and the sum becomes a report again. That is exact for every count and for
+//! the amplification histogram (the JSON carries it whole, so quantiles of a merge are the
+//! quantiles of the union). Top lists are exact when `top_complete` is true in every input
+//! (every name and client seen is listed); otherwise an entry missing from one list counts as
+//! zero there.
+//!
+//! Top names and clients use capped maps (not a sketch): at most `cap` entries; when a new key
+//! arrives at the cap, the lighter half (by wasted, then queries) is dropped and the map is
+//! marked pruned. Heavy hitters survive pruning; their figures undercount only the lookups seen
+//! while they were out. Caps: 256 per 10 s bucket, 4096 for since-start, 100 entries in JSON.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::walk::{Lookup, SuffixSlot};
+use crate::event::{qtype_name, Timestamp};
+
+/// Entries in each top list of a report.
+pub const TOP_LIMIT: usize = 100;
+/// Cap of the top maps in one 10 s bucket.
+pub const BUCKET_TOP_CAP: usize = 256;
+/// Cap of the top maps of the since-start aggregate.
+pub const TOTAL_TOP_CAP: usize = 4096;
+
+/// The DESIGN §4 report. Fields up to `top_clients` are the contract; the rest are additions
+/// (defaulted when absent so reports from other producers still parse).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Report {
+    pub source: String,
+    pub window_seconds: f64,
+    pub queries: u64,
+    pub lookups: u64,
+    pub amplification: Amplification,
+    pub wasted_queries: u64,
+    pub by_type: BTreeMap<String, TypeFigures>,
+    /// Queries by the search suffix they carried (`absolute`: the base itself).
+    pub by_suffix: SuffixFigures,
+    pub top_names: Vec<NameFigures>,
+    pub top_clients: Vec<ClientFigures>,
+    /// The same candidate sent again within a walk.
+    #[serde(default)]
+    pub retries: u64,
+    /// Lookups by outcome (`resolved`, `nxdomain`, `nodata`, `servfail`, `refused`, `error`,
+    /// `timeout`, `unanswered`, `evicted`).
+    #[serde(default)]
+    pub outcomes: BTreeMap<String, u64>,
+    /// Wasted queries by the suffix they carried.
+    #[serde(default)]
+    pub wasted_by_suffix: SuffixFigures,
+    /// Queries that reached an upstream server (live) or the captured server (offline).
+    #[serde(default)]
+    pub upstream_queries: u64,
+    /// Of those, the wasted ones: the share of upstream load search expansion costs.
+    #[serde(default)]
+    pub upstream_wasted_queries: u64,
+    /// Queries the proxy answered itself by shortcut (`AnswerSource::Shortcut`).
+    #[serde(default)]
+    pub shortcut_answers: u64,
+    /// First query to final answer, over lookups with an answer.
+    #[serde(default)]
+    pub duration_ms: Option<DurationFigures>,
+    /// Events the live tracker could not take because its queue was full (since start).
+    #[serde(default)]
+    pub dropped_events: u64,
+    /// True when the top lists hold every name and client seen, so merging them is exact.
+    #[serde(default)]
+    pub top_complete: bool,
+    /// Event time of the first query and the last activity counted, seconds since the epoch.
+    #[serde(default)]
+    pub first_seen: Option<f64>,
+    #[serde(default)]
+    pub last_seen: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Amplification {
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+    /// `[queries_per_lookup, lookups]`, ascending, only non-zero rows.
+    pub histogram: Vec<[u64; 2]>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TypeFigures {
+    pub queries: u64,
+    pub lookups: u64,
+    pub wasted_queries: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct SuffixFigures {
+    pub namespace: u64,
+    pub svc: u64,
+    pub cluster: u64,
+    pub node: u64,
+    pub absolute: u64,
+    /// Other entries of `cluster.search` (not in DESIGN's list, which has no slot for them).
+    #[serde(default)]
+    pub other: u64,
+}
+
+impl SuffixFigures {
+    fn from_slots(v: &[u64; 6]) -> Self {
+        SuffixFigures {
+            namespace: v[SuffixSlot::Namespace as usize],
+            svc: v[SuffixSlot::Svc as usize],
+            cluster: v[SuffixSlot::Cluster as usize],
+            node: v[SuffixSlot::Node as usize],
+            other: v[SuffixSlot::Other as usize],
+            absolute: v[SuffixSlot::Absolute as usize],
+        }
+    }
+    fn to_slots(&self) -> [u64; 6] {
+        let mut v = [0; 6];
+        v[SuffixSlot::Namespace as usize] = self.namespace;
+        v[SuffixSlot::Svc as usize] = self.svc;
+        v[SuffixSlot::Cluster as usize] = self.cluster;
+        v[SuffixSlot::Node as usize] = self.node;
+        v[SuffixSlot::Other as usize] = self.other;
+        v[SuffixSlot::Absolute as usize] = self.absolute;
+        v
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NameFigures {
+    /// The base, with a trailing dot.
+    pub name: String,
+    pub lookups: u64,
+    pub queries: u64,
+    pub wasted_queries: u64,
+    /// The suffix of the candidate that answered (`absolute` for an external name resolved as
+    /// written); absent when no lookup of it resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClientFigures {
+    pub client: String,
+    pub namespace: Option<String>,
+    pub lookups: u64,
+    pub queries: u64,
+    pub wasted_queries: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DurationFigures {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// `[microseconds, lookups]` (values above 25.6 ms are bucketed to 1%).
+    pub histogram_us: Vec<[u64; 2]>,
+}
+
+/// Figures a top map keeps per key.
+trait Weighted: Default {
+    fn weight(&self) -> (u64, u64);
+    fn absorb(&mut self, other: &Self);
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct NameAcc {
+    lookups: u64,
+    queries: u64,
+    wasted: u64,
+    resolved_by: Option<SuffixSlot>,
+}
+
+impl Weighted for NameAcc {
+    fn weight(&self) -> (u64, u64) {
+        (self.wasted, self.queries)
+    }
+    fn absorb(&mut self, o: &Self) {
+        self.lookups += o.lookups;
+        self.queries += o.queries;
+        self.wasted += o.wasted;
+        if o.resolved_by.is_some() {
+            self.resolved_by = o.resolved_by;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ClientAcc {
+    namespace: Option<String>,
+    lookups: u64,
+    queries: u64,
+    wasted: u64,
+}
+
+impl Weighted for ClientAcc {
+    fn weight(&self) -> (u64, u64) {
+        (self.wasted, self.queries)
+    }
+    fn absorb(&mut self, o: &Self) {
+        self.lookups += o.lookups;
+        self.queries += o.queries;
+        self.wasted += o.wasted;
+        if o.namespace.is_some() {
+            self.namespace.clone_from(&o.namespace);
+        }
+    }
+}
+
+/// A map of at most `cap` keys that keeps the heavy ones (see the module docs).
+#[derive(Clone, Debug)]
+struct TopMap<K, V> {
+    map: HashMap<K, V>,
+    cap: usize,
+    pruned: bool,
+}
+
+impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
+    fn new(cap: usize) -> Self {
+        TopMap {
+            map: HashMap::new(),
+            cap: cap.max(2),
+            pruned: false,
+        }
+    }
+
+    fn entry_ref<Q>(&mut self, k: &Q, make: impl FnOnce() -> K) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if !self.map.contains_key(k) {
+            if self.map.len() >= self.cap {
+                self.prune();
+            }
+            self.map.insert(make(), V::default());
+        }
+        self.map.get_mut(k).expect("just inserted")
+    }
+
+    fn prune(&mut self) {
+        let mut v: Vec<(K, V)> = self.map.drain().collect();
+        v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(self.cap / 2);
+        self.map.extend(v);
+        self.pruned = true;
+    }
+
+    fn absorb(&mut self, other: &TopMap<K, V>) {
+        for (k, v) in &other.map {
+            self.entry_ref(k, || k.clone()).absorb(v);
+        }
+        self.pruned |= other.pruned;
+    }
+
+    /// The heaviest `limit` entries, ordered by wasted then queries descending, then key.
+    fn ranked(&self, limit: usize) -> Vec<(&K, &V)> {
+        let mut v: Vec<(&K, &V)> = self.map.iter().collect();
+        v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(b.0)));
+        v.truncate(limit);
+        v
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    // Two significant figures: values up to 255 are exact (queries per lookup always are),
+    // larger ones within 1%. The histogram grows on demand, so a bucket costs ~2 KiB.
+    Histogram::new(2).expect("2 significant figures is valid")
+}
+
+/// Mergeable sums over a set of lookups.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    queries: u64,
+    lookups: u64,
+    wasted: u64,
+    retries: u64,
+    amp: Histogram<u64>,
+    amp_max: u64,
+    dur_us: Histogram<u64>,
+    dur_max_us: u64,
+    by_type: BTreeMap<String, TypeFigures>,
+    suffix_queries: [u64; 6],
+    suffix_wasted: [u64; 6],
+    outcomes: BTreeMap<String, u64>,
+    upstream_queries: u64,
+    upstream_wasted: u64,
+    shortcut_answers: u64,
+    names: TopMap<String, NameAcc>,
+    clients: TopMap<String, ClientAcc>,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+impl Aggregate {
+    /// An empty aggregate whose top maps hold at most `top_cap` keys each.
+    pub fn new(top_cap: usize) -> Self {
+        Aggregate {
+            queries: 0,
+            lookups: 0,
+            wasted: 0,
+            retries: 0,
+            amp: new_hist(),
+            amp_max: 0,
+            dur_us: new_hist(),
+            dur_max_us: 0,
+            by_type: BTreeMap::new(),
+            suffix_queries: [0; 6],
+            suffix_wasted: [0; 6],
+            outcomes: BTreeMap::new(),
+            upstream_queries: 0,
+            upstream_wasted: 0,
+            shortcut_answers: 0,
+            names: TopMap::new(top_cap),
+            clients: TopMap::new(top_cap),
+            first: None,
+            last: None,
+        }
+    }
+
+    pub fn lookups(&self) -> u64 {
+        self.lookups
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.queries
+    }
+
+    pub fn add(&mut self, l: &Lookup) {
+        let q = u64::from(l.queries);
+        let w = u64::from(l.wasted);
+        self.queries += q;
+        self.lookups += 1;
+        self.wasted += w;
+        self.retries += u64::from(l.retries);
+        self.amp.saturating_record(q);
+        self.amp_max = self.amp_max.max(q);
+        if let Some(d) = l.duration {
+            let us = d.as_micros() as u64;
+            self.dur_us.saturating_record(us);
+            self.dur_max_us = self.dur_max_us.max(us);
+        }
+        let tname = qtype_name(l.qtype);
+        let t = match self.by_type.get_mut(&*tname) {
+            Some(t) => t,
+            None => self.by_type.entry(tname.into_owned()).or_default(),
+        };
+        t.queries += q;
+        t.lookups += 1;
+        t.wasted_queries += w;
+        for i in 0..6 {
+            self.suffix_queries[i] += u64::from(l.suffix_queries[i]);
+            self.suffix_wasted[i] += u64::from(l.suffix_wasted[i]);
+        }
+        let o = l.outcome.as_str();
+        match self.outcomes.get_mut(o) {
+            Some(n) => *n += 1,
+            None => {
+                self.outcomes.insert(o.to_string(), 1);
+            }
+        }
+        self.upstream_queries += u64::from(l.upstream_queries);
+        self.upstream_wasted += u64::from(l.upstream_wasted);
+        self.shortcut_answers += u64::from(l.shortcut_answers);
+
+        let n = self.names.entry_ref(l.base.as_str(), || l.base.clone());
+        n.lookups += 1;
+        n.queries += q;
+        n.wasted += w;
+        if l.resolved_by.is_some() {
+            n.resolved_by = l.resolved_by;
+        }
+        let key = client_key(l.client);
+        let c = self.clients.entry_ref(key.as_str(), || key.clone());
+        c.lookups += 1;
+        c.queries += q;
+        c.wasted += w;
+        if l.namespace.is_some() && c.namespace != l.namespace {
+            c.namespace.clone_from(&l.namespace);
+        }
+        self.first = Some(self.first.map_or(l.start, |f| f.min(l.start)));
+        self.last = Some(self.last.map_or(l.end, |e| e.max(l.end)));
+    }
+
+    pub fn merge(&mut self, o: &Aggregate) {
+        self.queries += o.queries;
+        self.lookups += o.lookups;
+        self.wasted += o.wasted;
+        self.retries += o.retries;
+        // Both histograms auto-resize, so adding cannot fail on range.
+        let _ = self.amp.add(&o.amp);
+        self.amp_max = self.amp_max.max(o.amp_max);
+        let _ = self.dur_us.add(&o.dur_us);
+        self.dur_max_us = self.dur_max_us.max(o.dur_max_us);
+        for (k, v) in &o.by_type {
+            let t = self.by_type.entry(k.clone()).or_default();
+            t.queries += v.queries;
+            t.lookups += v.lookups;
+            t.wasted_queries += v.wasted_queries;
+        }
+        for i in 0..6 {
+            self.suffix_queries[i] += o.suffix_queries[i];
+            self.suffix_wasted[i] += o.suffix_wasted[i];
+        }
+        for (k, v) in &o.outcomes {
+            *self.outcomes.entry(k.clone()).or_default() += v;
+        }
+        self.upstream_queries += o.upstream_queries;
+        self.upstream_wasted += o.upstream_wasted;
+        self.shortcut_answers += o.shortcut_answers;
+        self.names.absorb(&o.names);
+        self.clients.absorb(&o.clients);
+        self.first = match (self.first, o.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = match (self.last, o.last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Seconds from the first query to the last activity counted.
+    pub fn span_seconds(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => l.since(f).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    /// The report over this aggregate.
+    pub fn to_report(&self, source: &str, window_seconds: f64) -> Report {
+        let q = |h: &Histogram<u64>, p: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(p)
+            }
+        };
+        let pairs = |h: &Histogram<u64>| -> Vec<[u64; 2]> {
+            h.iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect()
+        };
+        let names = self.names.ranked(TOP_LIMIT);
+        let clients = self.clients.ranked(TOP_LIMIT);
+        let top_complete = !self.names.pruned
+            && !self.clients.pruned
+            && self.names.map.len() <= TOP_LIMIT
+            && self.clients.map.len() <= TOP_LIMIT;
+        Report {
+            source: source.to_string(),
+            window_seconds,
+            queries: self.queries,
+            lookups: self.lookups,
+            amplification: Amplification {
+                mean: if self.lookups == 0 {
+                    0.0
+                } else {
+                    self.queries as f64 / self.lookups as f64
+                },
+                p50: q(&self.amp, 0.5),
+                p90: q(&self.amp, 0.9),
+                p99: q(&self.amp, 0.99),
+                max: self.amp_max,
+                histogram: pairs(&self.amp),
+            },
+            wasted_queries: self.wasted,
+            by_type: self.by_type.clone(),
+            by_suffix: SuffixFigures::from_slots(&self.suffix_queries),
+            top_names: names
+                .into_iter()
+                .map(|(k, v)| NameFigures {
+                    name: k.clone(),
+                    lookups: v.lookups,
+                    queries: v.queries,
+                    wasted_queries: v.wasted,
+                    resolved_by: v.resolved_by.map(|s| s.as_str().to_string()),
+                })
+                .collect(),
+            top_clients: clients
+                .into_iter()
+                .map(|(k, v)| ClientFigures {
+                    client: k.clone(),
+                    namespace: v.namespace.clone(),
+                    lookups: v.lookups,
+                    queries: v.queries,
+                    wasted_queries: v.wasted,
+                })
+                .collect(),
+            retries: self.retries,
+            outcomes: self.outcomes.clone(),
+            wasted_by_suffix: SuffixFigures::from_slots(&self.suffix_wasted),
+            upstream_queries: self.upstream_queries,
+            upstream_wasted_queries: self.upstream_wasted,
+            shortcut_answers: self.shortcut_answers,
+            duration_ms: (!self.dur_us.is_empty()).then(|| DurationFigures {
+                p50: q(&self.dur_us, 0.5) as f64 / 1e3,
+                p90: q(&self.dur_us, 0.9) as f64 / 1e3,
+                p99: q(&self.dur_us, 0.99) as f64 / 1e3,
+                max: self.dur_max_us as f64 / 1e3,
+                histogram_us: pairs(&self.dur_us),
+            }),
+            dropped_events: 0,
+            top_complete,
+            first_seen: self.first.map(Timestamp::as_secs_f64),
+            last_seen: self.last.map(Timestamp::as_secs_f64),
+        }
+    }
+
+    /// Rebuild an aggregate from a report (for merging reports). Exact for every figure the
+    /// report carries; top lists hold what the report lists.
+    pub fn from_report(r: &Report) -> Aggregate {
+        let cap = TOTAL_TOP_CAP
+            .max(r.top_names.len())
+            .max(r.top_clients.len());
+        let mut a = Aggregate::new(cap);
+        a.queries = r.queries;
+        a.lookups = r.lookups;
+        a.wasted = r.wasted_queries;
+        a.retries = r.retries;
+        for [v, n] in &r.amplification.histogram {
+            a.amp.saturating_record_n(*v, *n);
+        }
+        a.amp_max = r.amplification.max;
+        if let Some(d) = &r.duration_ms {
+            for [v, n] in &d.histogram_us {
+                a.dur_us.saturating_record_n(*v, *n);
+            }
+            a.dur_max_us = (d.max * 1e3).round() as u64;
+        }
+        a.by_type = r.by_type.clone();
+        a.suffix_queries = r.by_suffix.to_slots();
+        a.suffix_wasted = r.wasted_by_suffix.to_slots();
+        a.outcomes = r.outcomes.clone();
+        a.upstream_queries = r.upstream_queries;
+        a.upstream_wasted = r.upstream_wasted_queries;
+        a.shortcut_answers = r.shortcut_answers;
+        for n in &r.top_names {
+            let e = a.names.entry_ref(n.name.as_str(), || n.name.clone());
+            e.lookups += n.lookups;
+            e.queries += n.queries;
+            e.wasted += n.wasted_queries;
+            if let Some(s) = n
+                .resolved_by
+                .as_deref()
+                .and_then(SuffixSlot::from_str_label)
+            {
+                e.resolved_by = Some(s);
+            }
+        }
+        for c in &r.top_clients {
+            let e = a.clients.entry_ref(c.client.as_str(), || c.client.clone());
+            e.lookups += c.lookups;
+            e.queries += c.queries;
+            e.wasted += c.wasted_queries;
+            if c.namespace.is_some() {
+                e.namespace.clone_from(&c.namespace);
+            }
+        }
+        a.names.pruned = !r.top_complete;
+        a.clients.pruned = !r.top_complete;
+        a.first = r.first_seen.map(Timestamp::from_secs_f64);
+        a.last = r.last_seen.map(Timestamp::from_secs_f64);
+        a
+    }
+}
+
+fn client_key(ip: IpAddr) -> String {
+    // An IPv4 client seen over an IPv6 socket is the same pod.
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        v4 => v4.to_string(),
+    }
+}
+
+impl Report {
+    /// Merge reports of the same window from several proxies into one: counts and histograms
+    /// add, top lists are re-ranked, `window_seconds` is the longest, `source` lists them all.
+    pub fn merge(reports: &[Report]) -> Report {
+        let mut agg = Aggregate::new(TOTAL_TOP_CAP);
+        let mut window: f64 = 0.0;
+        let mut dropped = 0;
+        let mut complete = true;
+        for r in reports {
+            agg.merge(&Aggregate::from_report(r));
+            window = window.max(r.window_seconds);
+            dropped += r.dropped_events;
+            complete &= r.top_complete;
+        }
+        let source = reports
+            .iter()
+            .map(|r| r.source.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let mut out = agg.to_report(&source, window);
+        out.dropped_events = dropped;
+        out.top_complete &= complete;
+        out
+    }
+}
+
+/// Per-interval aggregates in a bounded ring, plus the since-start sum, so a report can be
+/// given over any window up to the ring's span (default 10 s x 360 = 1 h) or since start.
+/// Lookups are placed by the time of their last activity.
+pub struct Windowed {
+    bucket_us: u64,
+    max_buckets: usize,
+    ring: VecDeque<(u64, Aggregate)>,
+    total: Aggregate,
+    started: Timestamp,
+    latest: Timestamp,
+}
+
+impl Windowed {
+    pub const BUCKET: Duration = Duration::from_secs(10);
+    pub const SPAN: Duration = Duration::from_secs(3600);
+
+    pub fn new(started: Timestamp) -> Self {
+        Self::with_buckets(started, Self::BUCKET, Self::SPAN)
+    }
+
+    pub fn with_buckets(started: Timestamp, bucket: Duration, span: Duration) -> Self {
+        let bucket_us = (bucket.as_micros() as u64).max(1);
+        Windowed {
+            bucket_us,
+            max_buckets: ((span.as_micros() as u64).div_ceil(bucket_us) as usize).max(1),
+            ring: VecDeque::new(),
+            total: Aggregate::new(TOTAL_TOP_CAP),
+            started,
+            latest: started,
+        }
+    }
+
+    /// The longest window the ring can answer.
+    pub fn span(&self) -> Duration {
+        Duration::from_micros(self.bucket_us * self.max_buckets as u64)
+    }
+
+    /// The latest event time seen.
+    pub fn latest(&self) -> Timestamp {
+        self.latest
+    }
+
+    pub fn add(&mut self, l: &Lookup) {
+        self.total.add(l);
+        self.latest = self.latest.max(l.end);
+        let b = l.end.0 / self.bucket_us;
+        match self.ring.back().map(|(n, _)| *n) {
+            Some(n) if b == n => self.ring.back_mut().expect("non-empty").1.add(l),
+            Some(n) if b < n => {
+                // Late lookup (events arrive slightly out of order): find its bucket, if kept.
+                if let Some((_, a)) = self.ring.iter_mut().rev().find(|(m, _)| *m == b) {
+                    a.add(l);
+                }
+            }
+            _ => {
+                let mut a = Aggregate::new(BUCKET_TOP_CAP);
+                a.add(l);
+                self.ring.push_back((b, a));
+                let oldest_kept = b.saturating_sub(self.max_buckets as u64 - 1);
+                while self.ring.front().is_some_and(|(n, _)| *n < oldest_kept) {
+                    self.ring.pop_front();
+                }
+            }
+        }
+    }
+
+    /// The report over the last `window` before `now` (event time), or since start. A window
+    /// longer than the ring is clipped to it; `window_seconds` says what was covered.
+    pub fn report(&self, window: Option<Duration>, now: Timestamp, source: &str) -> Report {
+        let since_start = now.since(self.started).as_secs_f64();
+        match window {
+            None => self.total.to_report(source, since_start),
+            Some(w) => {
+                let w = w.min(self.span());
+                let from = now.0.saturating_sub(w.as_micros() as u64);
+                // Whole buckets: a bucket counts when any of it lies inside the window.
+                let first_bucket = from / self.bucket_us;
+                let mut agg = Aggregate::new(TOTAL_TOP_CAP);
+                for (_, a) in self.ring.iter().filter(|(n, _)| *n >= first_bucket) {
+                    agg.merge(a);
+                }
+                agg.to_report(source, w.as_secs_f64().min(since_start))
+            }
+        }
+    }
+}

@@ -1,0 +1,765 @@
+//! Walk grouping and report tests with hand-built event sequences (and, for musl, the walk the
+//! stub model sends).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::event::{AnswerSource, Timestamp};
+use crate::search::{Answer, Family, ResolverSettings, Stub, QTYPE_A, QTYPE_AAAA};
+
+const NX: Option<u16> = Some(3);
+const OK: Option<u16> = Some(0);
+
+fn cluster() -> ClusterConfig {
+    ClusterConfig {
+        domain: "cluster.local".into(),
+        search: vec![
+            "*.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+            "cluster.local".into(),
+        ],
+        node_search: vec!["ec2.internal".into()],
+    }
+}
+
+fn cfg(idle_ms: u64, max_open: usize) -> TrackerConfig {
+    TrackerConfig {
+        idle: Duration::from_millis(idle_ms),
+        max_open_walks: max_open,
+    }
+}
+
+fn tracker(max_open: usize) -> WalkTracker {
+    WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, max_open))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A query at `ms` milliseconds, answered 1 ms later with `rcode` and `answers` records.
+fn ev(
+    ms: u64,
+    client: &str,
+    qname: &str,
+    qtype: u16,
+    rcode: Option<u16>,
+    answers: u16,
+) -> QueryEvent {
+    QueryEvent {
+        time: Timestamp(1_700_000_000_000_000 + ms * 1000),
+        client: ip(client),
+        client_port: Some(40000),
+        qname: qname.into(),
+        qtype,
+        rcode,
+        answers: rcode.map(|_| answers),
+        latency: rcode.map(|_| Duration::from_millis(1)),
+        source: rcode.map(|_| AnswerSource::Upstream),
+    }
+}
+
+fn run(t: &mut WalkTracker, events: &[QueryEvent]) -> Vec<Lookup> {
+    for e in events {
+        t.observe(e);
+    }
+    t.finish();
+    t.drain().collect()
+}
+
+const GITHUB_WALK: [&str; 5] = [
+    "api.github.com.default.svc.cluster.local.",
+    "api.github.com.svc.cluster.local.",
+    "api.github.com.cluster.local.",
+    "api.github.com.ec2.internal.",
+    "api.github.com.",
+];
+
+/// glibc under ndots:5 sends each candidate as an A+AAAA pair and waits for both.
+fn glibc_github(client: &str, t0: u64) -> Vec<QueryEvent> {
+    let mut v = Vec::new();
+    for (i, q) in GITHUB_WALK.iter().enumerate() {
+        let last = i == GITHUB_WALK.len() - 1;
+        let (rc, n) = if last { (OK, 1) } else { (NX, 0) };
+        v.push(ev(t0 + 2 * i as u64, client, q, QTYPE_A, rc, n));
+        v.push(ev(t0 + 2 * i as u64, client, q, QTYPE_AAAA, rc, n));
+    }
+    v
+}
+
+#[test]
+fn glibc_api_github_com_with_four_search_domains_is_five_queries_four_wasted_per_type() {
+    let mut t = tracker(100);
+    let lookups = run(&mut t, &glibc_github("10.0.0.5", 0));
+    assert_eq!(lookups.len(), 2, "{lookups:#?}");
+    for l in &lookups {
+        assert_eq!(l.base, "api.github.com.");
+        assert_eq!(l.queries, 5);
+        assert_eq!(l.wasted, 4);
+        assert_eq!(l.retries, 0);
+        assert_eq!(l.outcome, Outcome::Resolved);
+        assert_eq!(l.resolved_by, Some(SuffixSlot::Absolute));
+        assert_eq!(l.namespace.as_deref(), Some("default"));
+        assert_eq!(l.suffix_queries, [1, 1, 1, 1, 0, 1]);
+        assert_eq!(l.suffix_wasted, [1, 1, 1, 1, 0, 0]);
+        assert_eq!(l.upstream_wasted, 4);
+        // First query at t0, last answer 1 ms after the query sent at t0 + 8 ms.
+        assert_eq!(l.duration, Some(Duration::from_millis(9)));
+    }
+    let types: Vec<u16> = lookups.iter().map(|l| l.qtype).collect();
+    assert!(types.contains(&QTYPE_A) && types.contains(&QTYPE_AAAA));
+    assert_eq!(t.open_walks(), 0);
+}
+
+#[test]
+fn the_walk_ends_on_the_positive_answer_without_waiting_for_idle() {
+    let mut t = tracker(100);
+    for e in glibc_github("10.0.0.5", 0) {
+        t.observe(&e);
+    }
+    // Nothing finished by hand: both walks closed on the absolute name's answer.
+    assert_eq!(t.open_walks(), 0);
+    assert_eq!(t.drain().count(), 2);
+}
+
+/// Turn a stub model walk into events, 1 ms apart, answered as the walk says.
+fn events_of(walk: &crate::search::Walk, client: &str, t0: u64) -> Vec<QueryEvent> {
+    walk.queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let (rc, n) = match q.answer {
+                Answer::Address => (OK, 1),
+                Answer::NoData => (OK, 0),
+                Answer::NxDomain => (NX, 0),
+                Answer::ServFail => (Some(2), 0),
+                Answer::Refused => (Some(5), 0),
+                Answer::Timeout => (None, 0),
+            };
+            ev(t0 + i as u64, client, &q.qname, q.qtype, rc, n)
+        })
+        .collect()
+}
+
+#[test]
+fn musl_walk_from_the_stub_model_groups_per_type() {
+    let stub = Stub::Musl;
+    let mut s = ResolverSettings::defaults(stub);
+    s.set_ndots(5, stub);
+    s.set_search("default.svc.cluster.local svc.cluster.local cluster.local ec2.internal");
+    let walk = stub.walk("api.github.com", Family::Unspec, &s, |q, _| {
+        if q == "api.github.com." {
+            Answer::Address
+        } else {
+            Answer::NxDomain
+        }
+    });
+    let mut t = tracker(100);
+    let lookups = run(&mut t, &events_of(&walk, "10.0.0.9", 0));
+    for qtype in [QTYPE_A, QTYPE_AAAA] {
+        let sent: Vec<&str> = walk
+            .queries
+            .iter()
+            .filter(|q| q.qtype == qtype)
+            .map(|q| q.qname.as_str())
+            .collect();
+        let last = *sent.last().unwrap();
+        let l = lookups.iter().find(|l| l.qtype == qtype).unwrap();
+        assert_eq!(l.queries as usize, sent.len());
+        assert_eq!(
+            l.wasted as usize,
+            sent.iter().filter(|q| **q != last).count()
+        );
+        assert_eq!(l.outcome, Outcome::Resolved);
+    }
+    assert_eq!(lookups.len(), 2);
+}
+
+#[test]
+fn web_prod_ends_in_the_middle_on_a_positive_answer() {
+    let mut t = tracker(100);
+    let c = "10.0.0.7";
+    let lookups = run(
+        &mut t,
+        &[
+            ev(0, c, "web.prod.default.svc.cluster.local.", QTYPE_A, NX, 0),
+            ev(1, c, "web.prod.svc.cluster.local.", QTYPE_A, OK, 1),
+        ],
+    );
+    assert_eq!(lookups.len(), 1);
+    let l = &lookups[0];
+    assert_eq!(l.base, "web.prod.");
+    assert_eq!((l.queries, l.wasted), (2, 1));
+    assert_eq!(l.resolved_by, Some(SuffixSlot::Svc));
+    assert_eq!(l.namespace.as_deref(), Some("default"));
+    assert_eq!(l.suffix_wasted[SuffixSlot::Namespace as usize], 1);
+}
+
+#[test]
+fn interleaved_walks_of_two_names_and_two_types_from_one_client() {
+    let c = "10.0.0.8";
+    let mut events = Vec::new();
+    // Two threads of one pod look up two names at once, each A and AAAA.
+    let a = glibc_github(c, 0);
+    let b: Vec<QueryEvent> = [
+        ("redis.default.svc.cluster.local.", NX, 0),
+        ("redis.svc.cluster.local.", NX, 0),
+        ("redis.cluster.local.", NX, 0),
+        ("redis.ec2.internal.", NX, 0),
+        ("redis.", NX, 0),
+    ]
+    .iter()
+    .enumerate()
+    .flat_map(|(i, (q, rc, n))| {
+        [
+            ev(2 * i as u64 + 1, c, q, QTYPE_AAAA, *rc, *n),
+            ev(2 * i as u64 + 1, c, q, QTYPE_A, *rc, *n),
+        ]
+    })
+    .collect();
+    for (x, y) in a.iter().zip(b.iter()) {
+        events.push(x.clone());
+        events.push(y.clone());
+    }
+    events.extend(a[b.len()..].iter().cloned());
+    let mut t = tracker(100);
+    let lookups = run(&mut t, &events);
+    assert_eq!(lookups.len(), 4, "{lookups:#?}");
+    for l in &lookups {
+        assert_eq!((l.queries, l.wasted), (5, 4), "{l:#?}");
+    }
+    let redis: Vec<&Lookup> = lookups.iter().filter(|l| l.base == "redis.").collect();
+    assert_eq!(redis.len(), 2);
+    assert!(redis.iter().all(|l| l.outcome == Outcome::NxDomain));
+}
+
+#[test]
+fn retries_count_and_a_retried_failed_candidate_is_wasted() {
+    let c = "10.0.0.10";
+    let q0 = "db.default.svc.cluster.local.";
+    let lookups = run(
+        &mut tracker(100),
+        &[
+            ev(0, c, q0, QTYPE_A, None, 0),
+            ev(500, c, q0, QTYPE_A, NX, 0),
+            ev(501, c, "db.svc.cluster.local.", QTYPE_A, Some(2), 0),
+            ev(900, c, "db.svc.cluster.local.", QTYPE_A, OK, 1),
+        ],
+    );
+    assert_eq!(lookups.len(), 1);
+    let l = &lookups[0];
+    assert_eq!(l.queries, 4);
+    assert_eq!(l.retries, 2);
+    // The two queries for the namespace candidate are wasted; both for the svc one are not.
+    assert_eq!(l.wasted, 2);
+    assert_eq!(l.outcome, Outcome::Resolved);
+}
+
+#[test]
+fn the_same_name_again_after_nodata_is_a_new_lookup_not_a_retry() {
+    // glibc: A answers at the first candidate, AAAA gets NODATA there and the stub stops; the
+    // application looks the service up again 100 ms later.
+    let c = "10.0.0.16";
+    let q = "redis.default.svc.cluster.local.";
+    let mut t = tracker(100);
+    for e in [
+        ev(0, c, q, QTYPE_A, OK, 1),
+        ev(0, c, q, QTYPE_AAAA, OK, 0),
+        ev(100, c, q, QTYPE_A, OK, 1),
+        ev(100, c, q, QTYPE_AAAA, OK, 0),
+    ] {
+        t.observe(&e);
+    }
+    // The first AAAA walk was closed when the second began, not left for the idle window.
+    assert_eq!(t.open_walks(), 1);
+    t.finish();
+    let lookups: Vec<Lookup> = t.drain().collect();
+    assert_eq!(lookups.len(), 4);
+    assert!(lookups
+        .iter()
+        .all(|l| l.queries == 1 && l.retries == 0 && l.wasted == 0));
+    let aaaa: Vec<&Lookup> = lookups.iter().filter(|l| l.qtype == QTYPE_AAAA).collect();
+    assert!(aaaa.iter().all(|l| l.outcome == Outcome::NoData));
+}
+
+#[test]
+fn a_client_retrying_forever_gets_bounded_walks() {
+    let mut t = tracker(100);
+    let n = 2 * walk::MAX_WALK_QUERIES as u64 + 10;
+    for i in 0..n {
+        t.observe(&ev(
+            i * 100,
+            "10.0.0.17",
+            "stuck.default.svc.cluster.local.",
+            QTYPE_A,
+            Some(2),
+            0,
+        ));
+    }
+    t.finish();
+    let lookups: Vec<Lookup> = t.drain().collect();
+    assert_eq!(lookups.len(), 3);
+    assert!(lookups.iter().all(|l| l.queries <= walk::MAX_WALK_QUERIES));
+    assert_eq!(lookups.iter().map(|l| u64::from(l.queries)).sum::<u64>(), n);
+    assert!(lookups.iter().all(|l| l.outcome == Outcome::ServFail));
+}
+
+#[test]
+fn an_idle_gap_splits_a_walk() {
+    let c = "10.0.0.11";
+    let lookups = run(
+        &mut tracker(100),
+        &[
+            ev(0, c, "x.default.svc.cluster.local.", QTYPE_A, NX, 0),
+            ev(1, c, "x.svc.cluster.local.", QTYPE_A, NX, 0),
+            // 2 s idle window: 3 s later the next candidate starts a new walk.
+            ev(3002, c, "x.cluster.local.", QTYPE_A, NX, 0),
+            ev(3003, c, "x.ec2.internal.", QTYPE_A, NX, 0),
+        ],
+    );
+    let mut q: Vec<(u32, &str)> = lookups
+        .iter()
+        .map(|l| (l.queries, l.base.as_str()))
+        .collect();
+    q.sort();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0].0 + q[1].0, 4);
+    assert!(lookups.iter().all(|l| l.outcome == Outcome::NxDomain));
+    // The first walk was closed by the second walk's event time, not by finish().
+    let first = lookups.iter().min_by_key(|l| l.start).unwrap();
+    assert_eq!(first.queries, 2);
+}
+
+#[test]
+fn flush_closes_idle_walks_by_event_time() {
+    let mut t = tracker(100);
+    t.observe(&ev(
+        0,
+        "10.0.0.12",
+        "y.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    t.flush(Timestamp(1_700_000_000_000_000 + 1_000_000));
+    assert_eq!(t.open_walks(), 1);
+    t.flush(Timestamp(1_700_000_000_000_000 + 2_100_000));
+    assert_eq!(t.open_walks(), 0);
+    assert_eq!(t.drain().next().unwrap().outcome, Outcome::NxDomain);
+}
+
+#[test]
+fn open_walks_are_bounded_and_evictions_counted() {
+    let max = 3;
+    let mut t = tracker(max);
+    let n = 10;
+    for i in 0..n {
+        t.observe(&ev(
+            i,
+            &format!("10.1.0.{i}"),
+            "z.default.svc.cluster.local.",
+            QTYPE_A,
+            NX,
+            0,
+        ));
+        assert!(t.open_walks() <= max);
+    }
+    assert_eq!(t.evictions(), n - max as u64);
+    let evicted: Vec<Lookup> = t.drain().collect();
+    assert_eq!(evicted.len() as u64, n - max as u64);
+    assert!(evicted.iter().all(|l| l.outcome == Outcome::Evicted));
+    // Least recent first: the first clients were evicted.
+    assert_eq!(evicted[0].client, ip("10.1.0.0"));
+}
+
+#[test]
+fn a_name_under_no_search_suffix_is_a_one_query_lookup() {
+    let lookups = run(
+        &mut tracker(100),
+        &[ev(0, "10.0.0.13", "example.org.", QTYPE_A, OK, 2)],
+    );
+    assert_eq!(lookups.len(), 1);
+    let l = &lookups[0];
+    assert_eq!((l.queries, l.wasted), (1, 0));
+    assert_eq!(l.suffix_queries[SuffixSlot::Absolute as usize], 1);
+}
+
+#[test]
+fn dnsperf_style_inputs_group_by_candidate_sequence() {
+    // No answers, no real timing: the same instant for every line.
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        for q in GITHUB_WALK {
+            events.push(ev(0, "127.0.0.1", q, QTYPE_A, None, 0));
+        }
+    }
+    let lookups = run(&mut tracker(100), &events);
+    assert_eq!(lookups.len(), 2, "{lookups:#?}");
+    for l in &lookups {
+        assert_eq!((l.queries, l.wasted), (5, 4));
+        assert_eq!(l.outcome, Outcome::Unanswered);
+    }
+}
+
+#[test]
+fn a_confirmed_namespace_disambiguates_readings() {
+    let c = "10.0.0.14";
+    let q = "web.prod.svc.cluster.local.";
+    // Unknown namespace: the longest suffix, `web` in namespace `prod`.
+    let l = run(&mut tracker(100), &[ev(0, c, q, QTYPE_A, OK, 1)]);
+    assert_eq!(l[0].base, "web.");
+    assert_eq!(l[0].namespace.as_deref(), Some("prod"));
+
+    // The client's own search list showed it lives in `default`: `web.prod` under svc.
+    let mut t = tracker(100);
+    let all = run(
+        &mut t,
+        &[
+            ev(0, c, "a.default.svc.cluster.local.", QTYPE_A, NX, 0),
+            ev(1, c, "a.svc.cluster.local.", QTYPE_A, OK, 1),
+            ev(10, c, q, QTYPE_A, OK, 1),
+        ],
+    );
+    assert_eq!(all.len(), 2);
+    let last = all.iter().max_by_key(|l| l.start).unwrap();
+    assert_eq!(last.base, "web.prod.");
+    assert_eq!(last.namespace.as_deref(), Some("default"));
+}
+
+#[test]
+fn an_absolute_name_sent_first_may_be_followed_by_the_search_list() {
+    // glibc with a name of >= ndots dots: as-is first, then the search list.
+    let c = "10.0.0.15";
+    let n = "a.b.c.d.e.f";
+    let lookups = run(
+        &mut tracker(100),
+        &[
+            ev(0, c, &format!("{n}."), QTYPE_A, NX, 0),
+            ev(
+                1,
+                c,
+                &format!("{n}.default.svc.cluster.local."),
+                QTYPE_A,
+                NX,
+                0,
+            ),
+            ev(2, c, &format!("{n}.svc.cluster.local."), QTYPE_A, OK, 1),
+        ],
+    );
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!((lookups[0].queries, lookups[0].wasted), (3, 2));
+    assert_eq!(lookups[0].suffix_wasted[SuffixSlot::Absolute as usize], 1);
+}
+
+/// A varied stream: several clients in two namespaces, glibc walks, short names, retries.
+fn mixed_events(clients: &[&str], t0: u64) -> Vec<QueryEvent> {
+    let mut v = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let t = t0 + 5000 * i as u64;
+        v.extend(glibc_github(c, t));
+        v.push(ev(
+            t + 20,
+            c,
+            "web.prod.default.svc.cluster.local.",
+            QTYPE_A,
+            NX,
+            0,
+        ));
+        v.push(ev(t + 21, c, "web.prod.svc.cluster.local.", QTYPE_A, OK, 1));
+        v.push(ev(t + 30, c, "example.org.", QTYPE_AAAA, OK, 1));
+        if i % 2 == 0 {
+            v.push(ev(
+                t + 40,
+                c,
+                "nope.default.svc.cluster.local.",
+                QTYPE_A,
+                None,
+                0,
+            ));
+            v.push(ev(
+                t + 41,
+                c,
+                "nope.default.svc.cluster.local.",
+                QTYPE_A,
+                NX,
+                0,
+            ));
+        }
+    }
+    v
+}
+
+fn analyze(events: &[QueryEvent]) -> Report {
+    let mut a = Analyzer::new(&cluster(), &cfg(2000, 1000));
+    for e in events {
+        a.observe(e);
+    }
+    a.finish("test")
+}
+
+#[test]
+fn report_figures_add_up() {
+    let r = analyze(&mixed_events(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], 0));
+    let hist_lookups: u64 = r.amplification.histogram.iter().map(|p| p[1]).sum();
+    let hist_queries: u64 = r.amplification.histogram.iter().map(|p| p[0] * p[1]).sum();
+    assert_eq!(hist_lookups, r.lookups);
+    assert_eq!(hist_queries, r.queries);
+    assert_eq!(
+        r.by_type.values().map(|t| t.queries).sum::<u64>(),
+        r.queries
+    );
+    let s = &r.by_suffix;
+    assert_eq!(
+        s.namespace + s.svc + s.cluster + s.node + s.other + s.absolute,
+        r.queries
+    );
+    let w = &r.wasted_by_suffix;
+    assert_eq!(
+        w.namespace + w.svc + w.cluster + w.node + w.other + w.absolute,
+        r.wasted_queries
+    );
+    assert_eq!(r.outcomes.values().sum::<u64>(), r.lookups);
+    assert_eq!(r.top_names[0].name, "api.github.com.");
+    // Ordered by wasted, then queries, descending.
+    for l in [
+        &r.top_names
+            .iter()
+            .map(|n| (n.wasted_queries, n.queries))
+            .collect::<Vec<_>>(),
+        &r.top_clients
+            .iter()
+            .map(|n| (n.wasted_queries, n.queries))
+            .collect::<Vec<_>>(),
+    ] {
+        assert!(l.windows(2).all(|w| w[0] >= w[1]), "{l:?}");
+    }
+    assert!(r
+        .top_clients
+        .iter()
+        .all(|c| c.namespace.as_deref() == Some("default")));
+    assert_eq!(r.amplification.max, 5);
+    assert!(r.amplification.p50 >= 1 && r.amplification.p99 <= r.amplification.max);
+}
+
+#[test]
+fn report_json_has_the_design_fields() {
+    let r = analyze(&mixed_events(&["10.0.0.1"], 0));
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    for k in [
+        "source",
+        "window_seconds",
+        "queries",
+        "lookups",
+        "amplification",
+        "wasted_queries",
+        "by_type",
+        "by_suffix",
+        "top_names",
+        "top_clients",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    for k in ["mean", "p50", "p90", "p99", "max", "histogram"] {
+        assert!(
+            v["amplification"].get(k).is_some(),
+            "missing amplification.{k}"
+        );
+    }
+    assert!(v["amplification"]["histogram"][0].as_array().unwrap().len() == 2);
+    for k in ["namespace", "svc", "cluster", "node", "absolute"] {
+        assert!(v["by_suffix"][k].is_u64(), "missing by_suffix.{k}");
+    }
+    for k in ["queries", "lookups", "wasted_queries"] {
+        assert!(v["by_type"]["A"][k].is_u64(), "missing by_type.A.{k}");
+    }
+    for k in ["name", "lookups", "queries", "wasted_queries"] {
+        assert!(v["top_names"][0].get(k).is_some(), "missing top_names.{k}");
+    }
+    for k in [
+        "client",
+        "namespace",
+        "lookups",
+        "queries",
+        "wasted_queries",
+    ] {
+        assert!(
+            v["top_clients"][0].get(k).is_some(),
+            "missing top_clients.{k}"
+        );
+    }
+    assert!(v["top_names"][0]["name"].as_str().unwrap().ends_with('.'));
+    // And it reads back unchanged.
+    let back: Report = serde_json::from_value(v).unwrap();
+    assert_eq!(back, r);
+}
+
+/// The figures that do not depend on how the events were split.
+fn timeless(mut r: Report) -> Report {
+    r.source = String::new();
+    r.window_seconds = 0.0;
+    r.first_seen = None;
+    r.last_seen = None;
+    r
+}
+
+#[test]
+fn merging_two_reports_equals_the_report_over_the_union() {
+    let a_ev = mixed_events(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], 0);
+    // The second proxy sees other clients and partly the same ones.
+    let b_ev = mixed_events(&["10.0.0.3", "10.0.0.4"], 100_000);
+    let a = analyze(&a_ev);
+    let b = analyze(&b_ev);
+    let mut union = a_ev.clone();
+    union.extend(b_ev.iter().cloned());
+    let whole = analyze(&union);
+    let merged = Report::merge(&[a.clone(), b.clone()]);
+    assert!(merged.top_complete);
+    assert_eq!(timeless(merged.clone()), timeless(whole.clone()));
+    assert_eq!(merged.first_seen, whole.first_seen);
+    assert_eq!(merged.last_seen, whole.last_seen);
+    assert_eq!(merged.source, "test + test");
+    // And through JSON, as `ndots report` does it.
+    let a2: Report = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+    let b2: Report = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+    assert_eq!(timeless(Report::merge(&[a2, b2])), timeless(whole));
+}
+
+#[test]
+fn windowed_reports_count_only_recent_buckets() {
+    let t0 = Timestamp(1_700_000_000_000_000);
+    let mut w = Windowed::new(t0);
+    let mut t = tracker(100);
+    // One walk every minute for ten minutes.
+    for m in 0..10u64 {
+        for e in glibc_github("10.0.0.5", m * 60_000) {
+            t.observe(&e);
+        }
+    }
+    for l in t.drain() {
+        w.add(&l);
+    }
+    let now = Timestamp(t0.0 + 9 * 60_000_000 + 30_000_000);
+    let all = w.report(None, now, "x");
+    assert_eq!(all.lookups, 20);
+    let last5 = w.report(Some(Duration::from_secs(300)), now, "x");
+    // Walks at minutes 5..9 (the one at 4:00 ends before 4:30).
+    assert_eq!(last5.lookups, 10);
+    assert_eq!(last5.window_seconds, 300.0);
+    let huge = w.report(Some(Duration::from_secs(86400)), now, "x");
+    assert_eq!(huge.lookups, 20);
+    assert_eq!(
+        huge.window_seconds,
+        w.span().as_secs_f64().min(now.since(t0).as_secs_f64())
+    );
+}
+
+#[test]
+fn top_maps_stay_bounded_and_keep_heavy_hitters() {
+    let mut agg = Aggregate::new(8);
+    let mut t = tracker(10_000);
+    for e in glibc_github("10.9.9.9", 0) {
+        t.observe(&e);
+    }
+    for i in 0..100u64 {
+        t.observe(&ev(
+            10 + i,
+            "10.9.9.9",
+            &format!("n{i}.example."),
+            QTYPE_A,
+            OK,
+            1,
+        ));
+    }
+    for l in t.drain() {
+        agg.add(&l);
+    }
+    let r = agg.to_report("x", 0.0);
+    assert!(r.top_names.len() <= 8);
+    assert!(!r.top_complete);
+    assert_eq!(r.top_names[0].name, "api.github.com.");
+    assert_eq!(r.top_names[0].wasted_queries, 8);
+    assert_eq!(r.lookups, 102);
+}
+
+#[test]
+fn the_live_tracker_reports_recorded_events() {
+    let tr = Tracker::start_named(&cluster(), &cfg(2000, 1000), "node-a");
+    let now_ms = Timestamp::now().0 / 1000 - 1_700_000_000_000;
+    for e in glibc_github("10.0.0.5", now_ms) {
+        tr.record(e);
+    }
+    tr.record(ev(
+        now_ms + 50,
+        "10.0.0.6",
+        "q.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    tr.sync(false);
+    let r = tr.report(Some(Duration::from_secs(300)));
+    assert_eq!((r.lookups, r.queries, r.wasted_queries), (2, 10, 8));
+    assert_eq!(r.source, "node-a");
+    tr.sync(true);
+    let v: serde_json::Value = serde_json::from_str(&tr.report_json(None)).unwrap();
+    assert_eq!(v["lookups"], 3);
+    assert_eq!(tr.dropped(), 0);
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The flood of the issue, on the tracker alone: 1,000,000 distinct names from 100,000
+/// clients through the walk tracker and the windowed aggregates, with the default bound of
+/// 200,000 open walks. Prints the RSS growth; `--ignored` because it takes a while in debug.
+#[test]
+#[ignore]
+fn flood_of_distinct_names_stays_bounded() {
+    let max_open = 200_000;
+    let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, max_open));
+    let t0 = Timestamp(1_700_000_000_000_000);
+    let mut w = Windowed::new(t0);
+    let before = rss_kib();
+    let mut peak = 0;
+    for i in 0..1_000_000u64 {
+        let c = i % 100_000;
+        let client = IpAddr::from([10, (c >> 16) as u8, (c >> 8) as u8, c as u8]);
+        let e = QueryEvent {
+            time: Timestamp(t0.0 + i * 10), // 100,000 queries per second
+            client,
+            client_port: None,
+            qname: format!("n{i}.example.com.default.svc.cluster.local."),
+            qtype: QTYPE_A,
+            rcode: NX,
+            answers: Some(0),
+            latency: Some(Duration::from_micros(200)),
+            source: Some(AnswerSource::Upstream),
+        };
+        t.observe(&e);
+        for l in t.drain() {
+            w.add(&l);
+        }
+        assert!(t.open_walks() <= max_open);
+        if i % 100_000 == 0 {
+            peak = peak.max(rss_kib());
+        }
+    }
+    peak = peak.max(rss_kib());
+    let r = w.report(None, Timestamp(t0.0 + 10_000_000), "flood");
+    eprintln!(
+        "flood: open walks {} (bound {max_open}), evictions {}, lookups reported {}, \
+         RSS growth {} KiB (peak {} KiB over a start of {before} KiB)",
+        t.open_walks(),
+        t.evictions(),
+        r.lookups,
+        peak.saturating_sub(before),
+        peak
+    );
+    assert!(r.top_names.len() <= report::TOP_LIMIT);
+}

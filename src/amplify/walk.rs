@@ -1,0 +1,754 @@
+//! Walk grouping (DESIGN §4): turn a stream of [`QueryEvent`]s into [`Lookup`]s.
+//!
+//! Per (client, qtype) a query continues an open walk when it is a *later candidate of the same
+//! base*: a search domain further down the shape than the last one the walk sent, or the base
+//! itself as the absolute name (or the same candidate again: a retry). Otherwise it starts a
+//! walk. A walk ends on a positive answer, on the answer of the absolute name sent after search
+//! candidates, or when it has been idle for `tracker.idle` of *event time* (so a capture replayed
+//! offline gives the same lookups as the live proxy).
+//!
+//! Decisions worth knowing:
+//! - Answers are not needed. Captures without responses and dnsperf files still group: the
+//!   candidate sequence decides membership, and the absolute name after search candidates (the
+//!   last thing a stub sends for a short name) closes the walk; otherwise the idle window does.
+//! - NXDOMAIN, NODATA, SERVFAIL and REFUSED on a search candidate do not end a walk: glibc goes
+//!   on after all of them while musl stops on anything but NXDOMAIN. A stub that stopped simply
+//!   sends nothing more, and the idle window closes the walk with the outcome of its last answer.
+//! - An absolute name sent *first* (`d >= ndots`, or a name under no search suffix) that fails
+//!   keeps the walk open: the stub may now try the search list.
+//! - wasted = queries for candidates other than the last one of the walk (the one that ended
+//!   it, or the last one tried when nothing answered). Retries of the last candidate are
+//!   therefore not wasted; retries of earlier candidates are.
+//! - A retry is the same candidate again after no answer, SERVFAIL or REFUSED. After NXDOMAIN
+//!   or NODATA the same candidate again is a new lookup, and it closes the earlier walk of
+//!   the same base (the stub evidently finished it). Concurrent lookups of the same name from
+//!   one client (two threads of a pod) cannot be told apart by address and type; their
+//!   queries are all counted, but how they split into lookups is a guess.
+//! - Ambiguous readings (`web.prod.svc.cluster.local` = `web` in namespace `prod`, or
+//!   `web.prod` under `svc.cluster.local`, ...): a reading that continues an open walk wins; a
+//!   client's namespace, once confirmed, rules out namespace readings for other namespaces; else
+//!   the longest suffix (what a stub sends first).
+//! - A client's namespace is *confirmed* when a walk that began with a namespace reading is
+//!   continued by another candidate of the same base (only the pod's own search list does that);
+//!   a walk that begins with a namespace reading only *suggests* it (an FQDN query with a
+//!   trailing dot for another namespace looks the same), which is used for reporting only.
+//!
+//! Cost: one decomposition of the name into a stack array, a hash lookup of (client, qtype) and
+//! a walk over that key's open walks (usually one or two). Open walks live in a slab threaded on
+//! an LRU list, so idle expiry and eviction pop from its head in O(1).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::config::TrackerConfig;
+use crate::event::{AnswerSource, QueryEvent, Timestamp};
+use crate::search::name::is_rfc1123_label;
+use crate::search::{SearchShape, SuffixKind};
+
+/// Which suffix a query carried, as a slot of the per-suffix counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SuffixSlot {
+    Namespace = 0,
+    Svc = 1,
+    Cluster = 2,
+    Node = 3,
+    Other = 4,
+    /// The base itself, sent as an absolute name.
+    Absolute = 5,
+}
+
+impl SuffixSlot {
+    pub const ALL: [SuffixSlot; 6] = [
+        SuffixSlot::Namespace,
+        SuffixSlot::Svc,
+        SuffixSlot::Cluster,
+        SuffixSlot::Node,
+        SuffixSlot::Other,
+        SuffixSlot::Absolute,
+    ];
+    /// The label used in metrics and JSON (`ndots_wasted_queries_total{suffix}`, `by_suffix`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuffixSlot::Namespace => "namespace",
+            SuffixSlot::Svc => "svc",
+            SuffixSlot::Cluster => "cluster",
+            SuffixSlot::Node => "node",
+            SuffixSlot::Other => "other",
+            SuffixSlot::Absolute => "absolute",
+        }
+    }
+    pub fn from_str_label(s: &str) -> Option<SuffixSlot> {
+        SuffixSlot::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    fn from_kind(k: SuffixKind) -> SuffixSlot {
+        match k {
+            SuffixKind::Namespace => SuffixSlot::Namespace,
+            SuffixKind::Svc => SuffixSlot::Svc,
+            SuffixKind::Cluster => SuffixSlot::Cluster,
+            SuffixKind::Node => SuffixSlot::Node,
+            SuffixKind::Other => SuffixSlot::Other,
+        }
+    }
+}
+
+/// How a lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A positive answer (NOERROR with records, or NOERROR with an unknown record count).
+    Resolved,
+    NxDomain,
+    /// NOERROR without records of the asked type.
+    NoData,
+    ServFail,
+    Refused,
+    /// Any other response code.
+    Error,
+    /// The last query had no answer while earlier ones did.
+    Timeout,
+    /// No query of the walk had an answer (captures without responses, dnsperf files).
+    Unanswered,
+    /// Evicted from the open-walk table before it ended (`tracker.max_open_walks`).
+    Evicted,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Resolved,
+        Outcome::NxDomain,
+        Outcome::NoData,
+        Outcome::ServFail,
+        Outcome::Refused,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Unanswered,
+        Outcome::Evicted,
+    ];
+    /// The label used in `ndots_lookups_total{outcome}` and the report's `outcomes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::NxDomain => "nxdomain",
+            Outcome::NoData => "nodata",
+            Outcome::ServFail => "servfail",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Unanswered => "unanswered",
+            Outcome::Evicted => "evicted",
+        }
+    }
+}
+
+/// One lookup: what the application asked for once, per query type (DESIGN §1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    pub client: IpAddr,
+    /// From the `<ns>.svc.<domain>` suffix the client used, in this walk or an earlier one.
+    pub namespace: Option<String>,
+    /// The name the application meant, lowercase, with a trailing dot.
+    pub base: String,
+    pub qtype: u16,
+    pub queries: u32,
+    pub wasted: u32,
+    pub retries: u32,
+    pub outcome: Outcome,
+    /// Time of the first query.
+    pub start: Timestamp,
+    /// Time of the last query or answer of the walk.
+    pub end: Timestamp,
+    /// First query to final answer; `None` when no answer was seen.
+    pub duration: Option<Duration>,
+    /// Queries by the suffix they carried, indexed by [`SuffixSlot`].
+    pub suffix_queries: [u32; 6],
+    /// Wasted queries by the suffix they carried.
+    pub suffix_wasted: [u32; 6],
+    /// The suffix of the candidate that answered positively.
+    pub resolved_by: Option<SuffixSlot>,
+    /// Queries that reached an upstream server (live: answered by upstream; offline: every
+    /// captured query, since a capture is taken at a server) and how many of them were wasted.
+    pub upstream_queries: u32,
+    pub upstream_wasted: u32,
+    /// Queries answered by the proxy's shortcut (`AnswerSource::Shortcut`).
+    pub shortcut_answers: u32,
+}
+
+const NIL: u32 = u32::MAX;
+/// A walk this long is closed: no stub sends more than a few dozen queries for one lookup,
+/// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
+/// (and within the histogram's exact range).
+pub const MAX_WALK_QUERIES: u32 = 255;
+/// Candidate position of the absolute name (search positions are the shape's indices).
+const ABS: u8 = u8::MAX;
+
+#[derive(Clone, Copy)]
+struct Reading {
+    /// The base is `name[..base_len]`.
+    base_len: u16,
+    /// Shape index, or `ABS`.
+    pos: u8,
+    slot: SuffixSlot,
+    /// The namespace label is `name[base_len + 1..ns_end]` when non-zero.
+    ns_end: u16,
+}
+
+struct Walk {
+    client: IpAddr,
+    qtype: u16,
+    base: Box<str>,
+    namespace: Option<Box<str>>,
+    /// The walk began with a namespace reading and nothing has continued it yet.
+    ns_unconfirmed: bool,
+    start: Timestamp,
+    last_activity: Timestamp,
+    last_answer_at: Option<Timestamp>,
+    last_pos: u8,
+    last_slot: SuffixSlot,
+    /// Highest search position sent, if any.
+    max_search: Option<u8>,
+    abs_seen: bool,
+    queries: u32,
+    retries: u32,
+    on_last: u32,
+    upstream: u32,
+    upstream_on_last: u32,
+    shortcut: u32,
+    suffix_queries: [u32; 6],
+    last_rcode: Option<u16>,
+    last_answers: Option<u16>,
+    any_answer: bool,
+}
+
+/// One entry of the search shape: `tail` is the whole suffix, or what follows the namespace
+/// label for a `*` entry.
+struct Pattern {
+    tail: Box<str>,
+    wildcard: bool,
+    slot: SuffixSlot,
+}
+
+struct Slot {
+    walk: Option<Walk>,
+    lru_prev: u32,
+    lru_next: u32,
+    key_next: u32,
+}
+
+/// What the tracker knows about a client beyond its open walks.
+struct ClientInfo {
+    namespace: Box<str>,
+    confirmed: bool,
+}
+
+/// Groups queries into walks and emits [`Lookup`]s. Single-threaded; the live proxy runs it on
+/// the tracker thread ([`super::Tracker`]), offline readers call it directly.
+pub struct WalkTracker {
+    shape: SearchShape,
+    /// The shape's entries, for matching a continuation at a known boundary.
+    patterns: Vec<Pattern>,
+    idle_us: u64,
+    max_open: usize,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    lru_head: u32,
+    lru_tail: u32,
+    open: usize,
+    by_key: HashMap<(IpAddr, u16), u32>,
+    clients: HashMap<IpAddr, ClientInfo>,
+    max_clients: usize,
+    evictions: u64,
+    closed: Vec<Lookup>,
+}
+
+impl WalkTracker {
+    pub fn new(shape: SearchShape, cfg: &TrackerConfig) -> Self {
+        let max_open = cfg.max_open_walks.max(1);
+        let patterns = (0..shape.len())
+            .map(|i| {
+                let slot = SuffixSlot::from_kind(shape.kind(i));
+                match shape.suffix(i, None) {
+                    Some(tail) => Pattern {
+                        tail: tail.into(),
+                        wildcard: false,
+                        slot,
+                    },
+                    None => {
+                        // A `*` entry: its suffix for namespace `x` is `x.<tail>`.
+                        let full = shape.suffix(i, Some("x")).unwrap_or_default();
+                        Pattern {
+                            tail: full.get(2..).unwrap_or_default().into(),
+                            wildcard: true,
+                            slot,
+                        }
+                    }
+                }
+            })
+            .collect();
+        WalkTracker {
+            shape,
+            patterns,
+            idle_us: cfg.idle.as_micros() as u64,
+            max_open,
+            slots: Vec::new(),
+            free: Vec::new(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            open: 0,
+            by_key: HashMap::new(),
+            clients: HashMap::new(),
+            // Namespaces are remembered for as many clients as walks may be open (at least
+            // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
+            max_clients: max_open.max(1024),
+            evictions: 0,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Walks open now.
+    pub fn open_walks(&self) -> usize {
+        self.open
+    }
+
+    /// Walks evicted so far to stay within `max_open_walks`.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Take the lookups closed so far.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Lookup> {
+        self.closed.drain(..)
+    }
+
+    /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
+    /// `observe` does it itself with the event's time).
+    pub fn flush(&mut self, now: Timestamp) {
+        while self.lru_head != NIL {
+            let i = self.lru_head;
+            let w = self.slots[i as usize]
+                .walk
+                .as_ref()
+                .expect("listed slot holds a walk");
+            if now.0.saturating_sub(w.last_activity.0) <= self.idle_us {
+                break;
+            }
+            self.close(i, None);
+        }
+    }
+
+    /// Close every open walk (end of a capture).
+    pub fn finish(&mut self) {
+        while self.lru_head != NIL {
+            self.close(self.lru_head, None);
+        }
+    }
+
+    /// Feed one query (and its answer, when known).
+    pub fn observe(&mut self, ev: &QueryEvent) {
+        self.flush(ev.time);
+        let name = ev.qname.strip_suffix('.').unwrap_or(&ev.qname);
+        if name.is_empty() {
+            return; // the root: nobody's search walk
+        }
+        let confirmed_ns: Option<&str> = self
+            .clients
+            .get(&ev.client)
+            .filter(|c| c.confirmed)
+            .map(|c| &*c.namespace);
+        let ns_of = |r: &Reading| -> Option<&str> {
+            (r.ns_end != 0).then(|| &name[r.base_len as usize + 1..r.ns_end as usize])
+        };
+        // A namespace reading for another namespace than the client's (confirmed) one cannot
+        // be its own search expansion.
+        let plausible = |r: &Reading| match (ns_of(r), confirmed_ns) {
+            (Some(ns), Some(c)) => ns.eq_ignore_ascii_case(c),
+            _ => true,
+        };
+
+        // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
+        //    base cannot both accept the same candidate, so the first match is the one.
+        let key = (ev.client, ev.qtype);
+        let mut found: Option<(u32, Reading)> = None;
+        let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
+        while cur != NIL {
+            let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+            if let Some(r) = self.continuation(name, w, confirmed_ns) {
+                found = Some((cur, r));
+                break;
+            }
+            cur = self.slots[cur as usize].key_next;
+        }
+
+        let (idx, reading) = match found {
+            Some(f) => f,
+            None => {
+                // 2. Start a walk with the most plausible reading, the longest suffix first.
+                let abs = Reading {
+                    base_len: name.len().min(u16::MAX as usize) as u16,
+                    pos: ABS,
+                    slot: SuffixSlot::Absolute,
+                    ns_end: 0,
+                };
+                let r = self
+                    .shape
+                    .decompose(name)
+                    .map(|d| Reading {
+                        base_len: d.base.len() as u16,
+                        pos: d.index.min(ABS as usize - 1) as u8,
+                        slot: SuffixSlot::from_kind(d.kind),
+                        ns_end: d
+                            .namespace
+                            .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
+                            .unwrap_or(0),
+                    })
+                    .find(|r| plausible(r))
+                    .unwrap_or(abs);
+                // A stub that starts over with the same base has finished its earlier walk
+                // (e.g. glibc stops the AAAA walk on NODATA once A answered): close it now.
+                let base = &name[..r.base_len as usize];
+                let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
+                while cur != NIL {
+                    let next = self.slots[cur as usize].key_next;
+                    let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+                    if w.base.as_bytes().eq_ignore_ascii_case(base.as_bytes()) {
+                        self.close(cur, None);
+                    }
+                    cur = next;
+                }
+                if self.open >= self.max_open {
+                    self.evictions += 1;
+                    self.close(self.lru_head, Some(Outcome::Evicted));
+                }
+                let ns = ns_of(&r).map(|s| s.to_ascii_lowercase().into_boxed_str());
+                if let Some(ns) = &ns {
+                    self.learn_namespace(ev.client, ns, false);
+                }
+                let walk = Walk {
+                    client: ev.client,
+                    qtype: ev.qtype,
+                    base: name[..r.base_len as usize]
+                        .to_ascii_lowercase()
+                        .into_boxed_str(),
+                    ns_unconfirmed: ns.is_some(),
+                    namespace: ns,
+                    start: ev.time,
+                    last_activity: ev.time,
+                    last_answer_at: None,
+                    last_pos: r.pos,
+                    last_slot: r.slot,
+                    max_search: None,
+                    abs_seen: false,
+                    queries: 0,
+                    retries: 0,
+                    on_last: 0,
+                    upstream: 0,
+                    upstream_on_last: 0,
+                    shortcut: 0,
+                    suffix_queries: [0; 6],
+                    last_rcode: None,
+                    last_answers: None,
+                    any_answer: false,
+                };
+                (self.insert(walk), r)
+            }
+        };
+
+        // 3. Account the query in the walk.
+        let upstream = matches!(
+            ev.source,
+            None | Some(AnswerSource::Upstream) | Some(AnswerSource::Captured)
+        );
+        let mut confirm: Option<Box<str>> = None;
+        let ends = {
+            let w = self.slots[idx as usize].walk.as_mut().expect("slot");
+            let retry = w.queries > 0 && w.last_pos == reading.pos;
+            if retry {
+                w.retries += 1;
+                w.on_last += 1;
+                w.upstream_on_last += upstream as u32;
+            } else {
+                if w.queries > 0 && w.ns_unconfirmed {
+                    // Another candidate of the same base after a namespace reading: the pod's
+                    // own search list at work.
+                    w.ns_unconfirmed = false;
+                    confirm = w.namespace.clone();
+                }
+                if w.namespace.is_none() {
+                    w.namespace = ns_of(&reading).map(|s| s.to_ascii_lowercase().into());
+                }
+                w.on_last = 1;
+                w.upstream_on_last = upstream as u32;
+                w.last_pos = reading.pos;
+                w.last_slot = reading.slot;
+                if reading.pos == ABS {
+                    w.abs_seen = true;
+                } else {
+                    w.max_search = Some(reading.pos);
+                }
+            }
+            w.queries += 1;
+            w.upstream += upstream as u32;
+            w.shortcut += (ev.source == Some(AnswerSource::Shortcut)) as u32;
+            w.suffix_queries[reading.slot as usize] += 1;
+            w.last_rcode = ev.rcode;
+            w.last_answers = ev.answers;
+            let mut activity = ev.time;
+            if ev.rcode.is_some() {
+                let at = Timestamp(ev.time.0 + ev.latency.map_or(0, |l| l.as_micros() as u64));
+                w.last_answer_at = Some(at);
+                w.any_answer = true;
+                activity = activity.max(at);
+            }
+            w.last_activity = w.last_activity.max(activity);
+            let positive = ev.rcode == Some(0) && ev.answers != Some(0);
+            // The absolute name after search candidates is the stub's last try, answered or
+            // not; sent first, only a positive answer ends the walk.
+            positive
+                || (reading.pos == ABS && w.max_search.is_some())
+                || w.queries >= MAX_WALK_QUERIES
+        };
+        if let Some(ns) = confirm {
+            self.learn_namespace(ev.client, &ns, true);
+        }
+        if ends {
+            self.close(idx, None);
+        } else {
+            self.touch(idx);
+        }
+    }
+
+    /// The reading of `name` as a later candidate (or a retry) of walk `w`, if it is one.
+    /// Matches only at the walk's own base boundary against the shape's entries, which is all
+    /// a continuation can be: cheaper than decomposing the whole name, and the common case
+    /// (most queries continue a walk).
+    fn continuation(&self, name: &str, w: &Walk, confirmed_ns: Option<&str>) -> Option<Reading> {
+        let b = w.base.len();
+        let nb = name.as_bytes();
+        if nb.len() < b || !nb[..b].eq_ignore_ascii_case(w.base.as_bytes()) {
+            return None;
+        }
+        if nb.len() == b {
+            return w.accepts(ABS).then_some(Reading {
+                base_len: b as u16,
+                pos: ABS,
+                slot: SuffixSlot::Absolute,
+                ns_end: 0,
+            });
+        }
+        if nb[b] != b'.' || b > u16::MAX as usize - 64 {
+            return None;
+        }
+        let suffix = &name[b + 1..];
+        for (i, p) in self.patterns.iter().enumerate() {
+            if i >= ABS as usize {
+                break;
+            }
+            let ns_end = if p.wildcard {
+                let Some((label, rest)) = suffix.split_once('.') else {
+                    continue;
+                };
+                let same_ns =
+                    |other: Option<&str>| other.is_none_or(|o| o.eq_ignore_ascii_case(label));
+                if !rest.eq_ignore_ascii_case(&p.tail)
+                    || !is_rfc1123_label(label)
+                    || !same_ns(w.namespace.as_deref())
+                    || !same_ns(confirmed_ns)
+                {
+                    continue;
+                }
+                (b + 1 + label.len()) as u16
+            } else {
+                if !suffix.eq_ignore_ascii_case(&p.tail) {
+                    continue;
+                }
+                0
+            };
+            if w.accepts(i as u8) {
+                return Some(Reading {
+                    base_len: b as u16,
+                    pos: i as u8,
+                    slot: p.slot,
+                    ns_end,
+                });
+            }
+        }
+        None
+    }
+
+    fn learn_namespace(&mut self, client: IpAddr, ns: &str, confirmed: bool) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            if confirmed || !c.confirmed {
+                if *c.namespace != *ns {
+                    c.namespace = ns.into();
+                }
+                c.confirmed |= confirmed;
+            }
+            return;
+        }
+        if self.clients.len() >= self.max_clients {
+            // Forget an arbitrary client: the map is a hint, and this keeps it bounded
+            // without an LRU of its own.
+            if let Some(k) = self.clients.keys().next().copied() {
+                self.clients.remove(&k);
+            }
+        }
+        self.clients.insert(
+            client,
+            ClientInfo {
+                namespace: ns.into(),
+                confirmed,
+            },
+        );
+    }
+
+    fn insert(&mut self, walk: Walk) -> u32 {
+        let key = (walk.client, walk.qtype);
+        let head = self.by_key.get(&key).copied().unwrap_or(NIL);
+        let slot = Slot {
+            walk: Some(walk),
+            lru_prev: NIL,
+            lru_next: NIL,
+            key_next: head,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(key, i);
+        self.lru_push_back(i);
+        self.open += 1;
+        i
+    }
+
+    fn touch(&mut self, i: u32) {
+        if self.lru_tail != i {
+            self.lru_unlink(i);
+            self.lru_push_back(i);
+        }
+    }
+
+    fn lru_push_back(&mut self, i: u32) {
+        self.slots[i as usize].lru_prev = self.lru_tail;
+        self.slots[i as usize].lru_next = NIL;
+        if self.lru_tail != NIL {
+            self.slots[self.lru_tail as usize].lru_next = i;
+        } else {
+            self.lru_head = i;
+        }
+        self.lru_tail = i;
+    }
+
+    fn lru_unlink(&mut self, i: u32) {
+        let (p, n) = (
+            self.slots[i as usize].lru_prev,
+            self.slots[i as usize].lru_next,
+        );
+        if p != NIL {
+            self.slots[p as usize].lru_next = n;
+        } else {
+            self.lru_head = n;
+        }
+        if n != NIL {
+            self.slots[n as usize].lru_prev = p;
+        } else {
+            self.lru_tail = p;
+        }
+    }
+
+    /// Remove walk `i` and emit its lookup; `forced` overrides the outcome (eviction).
+    fn close(&mut self, i: u32, forced: Option<Outcome>) {
+        self.lru_unlink(i);
+        let w = self.slots[i as usize]
+            .walk
+            .take()
+            .expect("closing an open walk");
+        let key = (w.client, w.qtype);
+        let next = self.slots[i as usize].key_next;
+        // Unlink from the key chain (short: the walks one client has open for one type).
+        let head = self.by_key.get(&key).copied().unwrap_or(NIL);
+        if head == i {
+            if next == NIL {
+                self.by_key.remove(&key);
+            } else {
+                self.by_key.insert(key, next);
+            }
+        } else {
+            let mut c = head;
+            while c != NIL {
+                let cn = self.slots[c as usize].key_next;
+                if cn == i {
+                    self.slots[c as usize].key_next = next;
+                    break;
+                }
+                c = cn;
+            }
+        }
+        self.free.push(i);
+        self.open -= 1;
+
+        let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
+            (Some(0), Some(0)) => Outcome::NoData,
+            (Some(0), _) => Outcome::Resolved,
+            (Some(3), _) => Outcome::NxDomain,
+            (Some(2), _) => Outcome::ServFail,
+            (Some(5), _) => Outcome::Refused,
+            (Some(_), _) => Outcome::Error,
+            (None, _) if w.any_answer => Outcome::Timeout,
+            (None, _) => Outcome::Unanswered,
+        });
+        let mut suffix_wasted = w.suffix_queries;
+        suffix_wasted[w.last_slot as usize] -= w.on_last;
+        let namespace = w
+            .namespace
+            .as_deref()
+            .map(str::to_string)
+            .or_else(|| self.clients.get(&w.client).map(|c| c.namespace.to_string()));
+        let mut base = String::with_capacity(w.base.len() + 1);
+        base.push_str(&w.base);
+        base.push('.');
+        self.closed.push(Lookup {
+            client: w.client,
+            namespace,
+            base,
+            qtype: w.qtype,
+            queries: w.queries,
+            wasted: w.queries - w.on_last,
+            retries: w.retries,
+            outcome,
+            start: w.start,
+            end: w.last_activity,
+            duration: w.last_answer_at.map(|a| a.since(w.start)),
+            suffix_queries: w.suffix_queries,
+            suffix_wasted,
+            resolved_by: (outcome == Outcome::Resolved).then_some(w.last_slot),
+            upstream_queries: w.upstream,
+            upstream_wasted: w.upstream - w.upstream_on_last,
+            shortcut_answers: w.shortcut,
+        });
+    }
+}
+
+impl Walk {
+    /// Can a candidate at `pos` belong to this walk: the same candidate again (a retry), a
+    /// search domain further down than any sent, or the absolute name not yet sent?
+    fn accepts(&self, pos: u8) -> bool {
+        if pos == self.last_pos {
+            // The same candidate again is a retry only when the last try said nothing
+            // definite (no answer, SERVFAIL, REFUSED); after NXDOMAIN or NODATA a stub moves
+            // on, so the same name again is a new lookup.
+            return self.last_rcode.is_none_or(|r| r != 0 && r != 3);
+        }
+        if pos == ABS {
+            return !self.abs_seen;
+        }
+        // An absolute name sent first may be followed by the search list; sent after search
+        // candidates it ends the walk, so no open walk has that shape.
+        self.max_search.is_none_or(|m| pos > m)
+    }
+}

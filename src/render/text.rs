@@ -1,0 +1,257 @@
+//! The text form: a summary a person can act on, fitting an 80-column terminal.
+
+use std::fmt::Write;
+
+use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snippet};
+use super::percent;
+use crate::amplify::Report;
+
+const BAR: usize = 40;
+
+pub fn text(r: &Report) -> String {
+    let mut o = String::new();
+    let a = &r.amplification;
+    let adv = advise(r);
+    let _ = writeln!(
+        o,
+        "ndots amplification report: {} ({})",
+        r.source,
+        window_text(r.window_seconds)
+    );
+    let _ = writeln!(o);
+    if r.lookups == 0 {
+        let _ = writeln!(
+            o,
+            "No lookups yet. Send some traffic through the proxy (or a longer --window) and ask again."
+        );
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{} queries for {} lookups: {:.2} queries per lookup (p50 {}, p90 {}, p99 {}, max {})",
+        r.queries, r.lookups, a.mean, a.p50, a.p90, a.p99, a.max
+    );
+    let _ = writeln!(
+        o,
+        "wasted: {} queries ({} of all queries) on search-list candidates nobody meant",
+        r.wasted_queries,
+        percent(r.wasted_queries, r.queries)
+    );
+    if r.upstream_queries > 0 {
+        let _ = writeln!(
+            o,
+            "upstream load: {} of {} upstream queries are wasted ({:.1}%)",
+            r.upstream_wasted_queries,
+            r.upstream_queries,
+            adv.upstream_wasted_share * 100.0
+        );
+    }
+    if r.shortcut_answers > 0 {
+        let _ = writeln!(
+            o,
+            "shortcut: {} expansions answered locally, never sent upstream",
+            r.shortcut_answers
+        );
+    }
+    if r.retries > 0 {
+        let _ = writeln!(o, "retries: {} (the same candidate sent again)", r.retries);
+    }
+    if r.dropped_events > 0 {
+        let _ = writeln!(
+            o,
+            "note: {} events were dropped by a busy tracker; figures are a lower bound",
+            r.dropped_events
+        );
+    }
+
+    let _ = writeln!(o, "\nqueries per lookup");
+    let peak = a.histogram.iter().map(|p| p[1]).max().unwrap_or(1).max(1);
+    for [v, n] in &a.histogram {
+        let len = ((*n as f64 / peak as f64) * BAR as f64).ceil() as usize;
+        let _ = writeln!(o, "  {v:>4} | {:<BAR$} {n}", "#".repeat(len.max(1)));
+    }
+
+    let _ = writeln!(o, "\nby type                queries    lookups     wasted");
+    for (t, f) in &r.by_type {
+        let _ = writeln!(
+            o,
+            "  {t:<18} {:>9} {:>10} {:>10}",
+            f.queries, f.lookups, f.wasted_queries
+        );
+    }
+    let s = &r.by_suffix;
+    let w = &r.wasted_by_suffix;
+    let _ = writeln!(o, "\nby suffix carried      queries     wasted");
+    for (name, q, wq) in [
+        ("namespace", s.namespace, w.namespace),
+        ("svc", s.svc, w.svc),
+        ("cluster", s.cluster, w.cluster),
+        ("node", s.node, w.node),
+        ("other", s.other, w.other),
+        ("absolute", s.absolute, w.absolute),
+    ] {
+        if q > 0 || name != "other" {
+            let _ = writeln!(o, "  {name:<18} {q:>9} {wq:>10}");
+        }
+    }
+    if !r.outcomes.is_empty() {
+        let list: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(o, "\noutcomes: {}", list.join(", "));
+    }
+
+    let _ = writeln!(o, "\ntop names (by wasted queries)");
+    let _ = writeln!(
+        o,
+        "  {:<40} {:>8} {:>8} {:>8}",
+        "name", "lookups", "queries", "wasted"
+    );
+    for n in r.top_names.iter().take(10) {
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>8} {:>8} {:>8}",
+            n.name, n.lookups, n.queries, n.wasted_queries
+        );
+    }
+    let _ = writeln!(o, "\ntop clients");
+    let _ = writeln!(
+        o,
+        "  {:<22} {:<17} {:>8} {:>8} {:>8}",
+        "client", "namespace", "lookups", "queries", "wasted"
+    );
+    for c in r.top_clients.iter().take(10) {
+        let _ = writeln!(
+            o,
+            "  {:<22} {:<17} {:>8} {:>8} {:>8}",
+            c.client,
+            c.namespace.as_deref().unwrap_or("-"),
+            c.lookups,
+            c.queries,
+            c.wasted_queries
+        );
+    }
+
+    let _ = writeln!(o, "\nadvice");
+    if r.wasted_queries == 0 {
+        let _ = writeln!(o, "  Nothing is wasted: no change needed.");
+        return o;
+    }
+    if !adv.fqdn.is_empty() {
+        wrap(
+            &mut o,
+            "- ",
+            "Write these names as FQDNs (with a trailing dot) in the workloads' config; each \
+             lookup then costs one query per type:",
+        );
+        for (n, w) in &adv.fqdn {
+            let _ = writeln!(o, "    {n:<40} {w} wasted");
+        }
+    }
+    if let Some(n) = adv.ndots {
+        let who: Vec<String> = adv
+            .workloads
+            .iter()
+            .take(3)
+            .map(|(ns, w, q)| format!("{ns} ({w} of {q} queries wasted)"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "- Lower ndots to {n} for the worst workloads: {}",
+            if who.is_empty() {
+                "-".into()
+            } else {
+                who.join(", ")
+            }
+        );
+        let _ = writeln!(o, "  in their pod spec:\n");
+        for line in dns_config_snippet(n).lines() {
+            let _ = writeln!(o, "    {line}");
+        }
+        let _ = writeln!(o);
+        wrap(
+            &mut o,
+            "  ",
+            &format!("Consequence: {}.", ndots_consequence(n)),
+        );
+        if !adv.longest_cluster_names.is_empty() {
+            wrap(
+                &mut o,
+                "  ",
+                &format!(
+                    "({n} keeps the in-cluster names seen, e.g. {}, on the search list.)",
+                    adv.longest_cluster_names.join(", ")
+                ),
+            );
+        }
+    }
+    if !adv.zones.is_empty() {
+        wrap(
+            &mut o,
+            "- ",
+            "Add these zones to the proxy's shortcut so their expansions are answered locally \
+             (no pod change needed):",
+        );
+        let _ = writeln!(o);
+        for line in shortcut_snippet(&adv.zones).lines() {
+            let _ = writeln!(o, "    {line}");
+        }
+    }
+    o
+}
+
+/// Append `text` word-wrapped to 78 columns, the first line after `lead`, the rest indented
+/// to match.
+fn wrap(o: &mut String, lead: &str, text: &str) {
+    let width = 78;
+    let indent = " ".repeat(lead.len());
+    let mut line = lead.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > width {
+            o.push_str(&line);
+            o.push('\n');
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    o.push_str(&line);
+    o.push('\n');
+}
+
+fn window_text(secs: f64) -> String {
+    if secs <= 0.0 {
+        "no time span".into()
+    } else if secs < 10.0 {
+        format!("{secs:.2} s")
+    } else if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::sample_report;
+
+    #[test]
+    fn text_shows_the_figures_and_the_advice() {
+        let r = sample_report();
+        let t = text(&r);
+        assert!(t.contains(&format!("{} queries for {} lookups", r.queries, r.lookups)));
+        // One histogram bar per row.
+        let bars = t.lines().filter(|l| l.contains(" | #")).count();
+        assert_eq!(bars, r.amplification.histogram.len());
+        assert!(t.contains("api.github.com."));
+        // The in-cluster name with most dots is `web.prod` (one): ndots 2 keeps it searched.
+        assert!(t.contains("value: \"2\""), "{t}");
+        assert!(t.contains("zones: [\"github.com\"]"), "{t}");
+    }
+}
