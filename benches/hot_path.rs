@@ -33,7 +33,7 @@ fn engine() -> Engine {
     };
     let cfg = Config::from_file_config(file, &o).unwrap();
     let cache = Arc::new(Cache::new(cfg.cache.clone()));
-    Engine::new(cfg, cache, Arc::new(AtomicUsize::new(0))).unwrap()
+    Engine::new(cfg, cache, Arc::new(AtomicUsize::new(0)), None).unwrap()
 }
 
 fn benches(c: &mut Criterion) {

@@ -160,3 +160,53 @@ fn pod_clients_get_the_same_answers_with_less_upstream_load() {
         }
     }
 }
+
+#[test]
+fn report_has_exact_figures_for_a_known_glibc_lookup() {
+    let Some(ns) = netns::enter("report_has_exact_figures_for_a_known_glibc_lookup") else {
+        return;
+    };
+    ns.set_resolv_conf(POD_RESOLV_CONF);
+    let up = Upstream::start();
+    up.add(
+        "api.github.com.",
+        1,
+        Rec::A(Ipv4Addr::new(140, 82, 112, 6), 60),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for mode in ["off", "nxdomain"] {
+        let p = proxy(mode, &up, &rt);
+        up.clear();
+        assert!(common::clients::glibc_addresses("api.github.com").is_some());
+        p.tracker().sync(true);
+        let r: serde_json::Value = serde_json::from_str(&p.tracker().report_json(None)).unwrap();
+        println!(
+            "mode {mode}: {}",
+            serde_json::to_string(&r["amplification"]).unwrap()
+        );
+        // One getaddrinfo with four search domains: an A walk and an AAAA walk of five
+        // candidates each; four candidates per walk were wasted.
+        assert_eq!(r["lookups"], 2, "{mode}: {r}");
+        assert_eq!(r["queries"], 10, "{mode}");
+        assert_eq!(r["wasted_queries"], 8, "{mode}");
+        assert_eq!(r["amplification"]["max"], 5, "{mode}");
+        assert_eq!(r["top_names"][0]["name"], "api.github.com.", "{mode}");
+        assert_eq!(r["top_clients"][0]["namespace"], "default", "{mode}");
+        let upstream = lookup_queries(&up) as u64;
+        if mode == "off" {
+            assert_eq!(r["shortcut_answers"], 0);
+            assert_eq!(upstream, 10);
+        } else {
+            // The shortcut's saving is visible: answered locally, not sent upstream. The
+            // `svc.cluster.local` pair is forwarded (and the namespace `com` checked once).
+            assert_eq!(r["shortcut_answers"], 8, "{r}");
+            assert_eq!(r["upstream_queries"], 2);
+            assert_eq!(upstream, 3);
+        }
+        p.shutdown(Duration::from_millis(200));
+    }
+}

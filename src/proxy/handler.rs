@@ -21,9 +21,10 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
+use crate::amplify::Tracker;
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
 use crate::config::{Config, ShortcutMode};
-use crate::event::AnswerSource;
+use crate::event::{AnswerSource, QueryEvent, Timestamp};
 use crate::metrics as m;
 use crate::search::shortcut::Reason;
 use crate::upstream::Router;
@@ -80,6 +81,8 @@ pub struct Engine {
     pub shortcut: Option<Shortcut>,
     /// In-flight lookups the proxy makes for itself (autopath, ancestor checks).
     pub(crate) internal_flights: Flights,
+    /// Amplification tracking; every answered query becomes a `QueryEvent` (DESIGN §4).
+    tracker: Option<Tracker>,
 }
 
 struct Waiter {
@@ -88,6 +91,7 @@ struct Waiter {
     reply: ReplyTo,
     started: Instant,
     proto: Proto,
+    client: SocketAddr,
 }
 
 /// A query that needs step 5, with everything the answer needs.
@@ -99,6 +103,7 @@ pub struct Job {
     /// `None` for a prefetch: the client was already answered from cache.
     pub reply: Option<ReplyTo>,
     pub proto: Proto,
+    pub client: SocketAddr,
     /// When the query arrived (for the request-duration histogram).
     pub started: Instant,
 }
@@ -128,6 +133,7 @@ impl Engine {
         config: Config,
         cache: Arc<Cache>,
         pending: Arc<AtomicUsize>,
+        tracker: Option<Tracker>,
     ) -> anyhow::Result<Engine> {
         let router = Router::new(&config.upstreams)?;
         let server_label = Arc::from(
@@ -152,6 +158,7 @@ impl Engine {
             server_label,
             shortcut,
             internal_flights: Flights::default(),
+            tracker,
         })
     }
 
@@ -208,6 +215,17 @@ impl Engine {
         if let Some(rcode) = refuse {
             wire::minimal_response(packet, &view, rcode, false, out);
             self.count_response(zone, rcode as u16, AnswerSource::Local);
+            if allowed {
+                self.emit(
+                    packet,
+                    &view,
+                    client,
+                    now,
+                    rcode as u16,
+                    0,
+                    AnswerSource::Local,
+                );
+            }
             return Fast::Answered;
         }
         if qtype == wire::TYPE_ANY {
@@ -215,6 +233,7 @@ impl Engine {
             // fetching everything for a query type that is mostly used for amplification.
             wire::rfc8482_hinfo(packet, &view, out);
             self.count_response(zone, 0, AnswerSource::Local);
+            self.emit(packet, &view, client, now, 0, 1, AnswerSource::Local);
             return Fast::Answered;
         }
         match self
@@ -225,10 +244,19 @@ impl Engine {
                 kind,
                 prefetch,
                 rcode,
-                ..
+                answers,
             } => {
                 self.count_cache_hit(kind);
                 self.count_response(zone, rcode, AnswerSource::Cache);
+                self.emit(
+                    packet,
+                    &view,
+                    client,
+                    now,
+                    rcode,
+                    answers,
+                    AnswerSource::Cache,
+                );
                 if prefetch {
                     return Fast::Prefetch { view, zone };
                 }
@@ -242,11 +270,9 @@ impl Engine {
                         Verdict::Plan(plan) => plan,
                         Verdict::Nxdomain(reason) => {
                             self.count_shortcut(sc.mode, reason);
-                            self.count_response(
-                                zone,
-                                wire::RCODE_NXDOMAIN as u16,
-                                AnswerSource::Shortcut,
-                            );
+                            let nx = wire::RCODE_NXDOMAIN as u16;
+                            self.count_response(zone, nx, AnswerSource::Shortcut);
+                            self.emit(packet, &view, client, now, nx, 0, AnswerSource::Shortcut);
                             return Fast::Answered;
                         }
                     },
@@ -265,6 +291,7 @@ impl Engine {
             plan,
             reply,
             proto,
+            client,
             started,
         } = job;
         let key = Key::of_query(&query, &view);
@@ -286,6 +313,7 @@ impl Engine {
                         reply: r,
                         started,
                         proto,
+                        client,
                     },
                     zone,
                     &mut Vec::new(),
@@ -304,6 +332,7 @@ impl Engine {
                         reply: r,
                         started,
                         proto,
+                        client,
                     }),
                     None => {
                         self.pending.fetch_sub(1, Ordering::Relaxed);
@@ -333,6 +362,7 @@ impl Engine {
             reply: r,
             started,
             proto,
+            client,
         });
         let n = waiters.len() + 1;
         for w in leader.into_iter().chain(waiters) {
@@ -346,6 +376,10 @@ impl Engine {
                         max_response(w.proto, &w.view),
                         &mut out,
                     );
+                    // The event goes before the answer: the client's next query (the walk's next
+                    // candidate) can then never reach the tracker ahead of this one.
+                    let (q, v) = (&w.query, &w.view);
+                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
                     w.reply.send(std::mem::take(&mut out));
                     self.count_response(zone, a.rcode, source);
                     self.observe_duration(zone, w.started);
@@ -419,12 +453,67 @@ impl Engine {
             })
             .increment(1);
             self.count_response(zone, rcode, AnswerSource::Stale);
+            self.emit(
+                &w.query,
+                &w.view,
+                w.client,
+                w.started,
+                rcode,
+                1,
+                AnswerSource::Stale,
+            );
         } else {
+            let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
-            self.count_response(zone, wire::RCODE_SERVFAIL as u16, AnswerSource::Upstream);
+            self.count_response(zone, servfail, AnswerSource::Upstream);
+            let (q, v) = (&w.query, &w.view);
+            self.emit(
+                q,
+                v,
+                w.client,
+                w.started,
+                servfail,
+                0,
+                AnswerSource::Upstream,
+            );
         }
         w.reply.send(std::mem::take(out));
         self.observe_duration(zone, w.started);
+    }
+
+    /// Hand the tracker one answered query. Off the packet path as far as it can be: a name
+    /// string and a non-blocking channel send.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        packet: &[u8],
+        view: &QueryView,
+        client: SocketAddr,
+        started: Instant,
+        rcode: u16,
+        answers: u16,
+        source: AnswerSource,
+    ) {
+        let Some(t) = &self.tracker else { return };
+        let Ok(qname) = wire::name_to_string(packet, view.question.name_start) else {
+            return;
+        };
+        let latency = started.elapsed();
+        t.record(QueryEvent {
+            time: Timestamp(
+                Timestamp::now()
+                    .0
+                    .saturating_sub(latency.as_micros() as u64),
+            ),
+            client: client.ip(),
+            client_port: Some(client.port()),
+            qname,
+            qtype: view.question.qtype,
+            rcode: Some(rcode),
+            answers: Some(answers),
+            latency: Some(latency),
+            source: Some(source),
+        });
     }
 
     fn count_request(

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::{self, AdminSource};
+use crate::amplify::Tracker;
 use crate::cache::Cache;
 use crate::cli::CliError;
 use crate::config::{Config, Overrides};
@@ -36,11 +37,13 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pending: Arc<AtomicUsize>,
     metrics: PrometheusHandle,
+    tracker: Tracker,
 }
 
 struct Admin {
     engine: Arc<ArcSwap<Engine>>,
     metrics: PrometheusHandle,
+    tracker: Tracker,
 }
 
 impl AdminSource for Admin {
@@ -57,8 +60,8 @@ impl AdminSource for Admin {
             Err("no upstream has answered yet".into())
         }
     }
-    fn report(&self, _window: Option<Duration>) -> Option<String> {
-        None
+    fn report(&self, window: Option<Duration>) -> Option<String> {
+        Some(self.tracker.report_json(window))
     }
 }
 
@@ -67,10 +70,12 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let metrics = m::install();
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
+    let tracker = Tracker::start(&config.cluster, &config.tracker);
     let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
         config.clone(),
         cache,
         pending.clone(),
+        Some(tracker.clone()),
     )?));
     let stop = Arc::new(AtomicBool::new(false));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
@@ -114,6 +119,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
                 metrics: metrics.clone(),
+                tracker: tracker.clone(),
             });
             let _guard = rt.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -148,6 +154,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         admin_addr,
         pending,
         metrics,
+        tracker,
     })
 }
 
@@ -182,6 +189,11 @@ impl Running {
         self.engine.load_full()
     }
 
+    /// The amplification tracker this proxy feeds.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
     pub fn metrics_text(&self) -> String {
         self.metrics.render()
     }
@@ -202,7 +214,12 @@ impl Running {
         } else {
             Arc::new(Cache::new(config.cache.clone()))
         };
-        let engine = Engine::new(config, cache, self.pending.clone())?;
+        let engine = Engine::new(
+            config,
+            cache,
+            self.pending.clone(),
+            Some(self.tracker.clone()),
+        )?;
         self.engine.store(Arc::new(engine));
         Ok(())
     }

@@ -129,6 +129,7 @@ async fn connection(
                     plan,
                     reply: Some(ReplyTo::Tcp(tx.clone())),
                     proto: Proto::Tcp,
+                    client: peer,
                     started: now,
                 }));
             }
@@ -143,6 +144,7 @@ async fn connection(
                     plan: Plan::Forward,
                     reply: None,
                     proto: Proto::Tcp,
+                    client: peer,
                     started: now,
                 }));
             }

@@ -163,6 +163,7 @@ pub fn run_worker(
                     plan,
                     reply,
                     proto: Proto::Udp,
+                    client: client_sa,
                     started: now,
                 });
                 match drain {
