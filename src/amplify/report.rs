@@ -252,8 +252,15 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
 
     fn prune(&mut self) {
         let mut v: Vec<(K, V)> = self.map.drain().collect();
-        v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
-        v.truncate(self.cap / 2);
+        // Only which half survives matters, not its order: a selection is linear where a sort
+        // is not, and this runs every `cap / 2` new keys on the tracker thread.
+        let keep = self.cap / 2;
+        if keep < v.len() {
+            v.select_nth_unstable_by(keep, |a, b| {
+                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
+            });
+            v.truncate(keep);
+        }
         self.map.extend(v);
         self.pruned = true;
     }
@@ -339,6 +346,11 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, l: &Lookup) {
+        self.add_keyed(l, &client_key(l.client));
+    }
+
+    /// `add` with the client's key already formatted (`Windowed` adds each lookup twice).
+    fn add_keyed(&mut self, l: &Lookup, key: &str) {
         let q = u64::from(l.queries);
         let w = u64::from(l.wasted);
         self.queries += q;
@@ -382,8 +394,7 @@ impl Aggregate {
         if l.resolved_by.is_some() {
             n.resolved_by = l.resolved_by;
         }
-        let key = client_key(l.client);
-        let c = self.clients.entry_ref(key.as_str(), || key.clone());
+        let c = self.clients.entry_ref(key, || key.to_string());
         c.lookups += 1;
         c.queries += q;
         c.wasted += w;
@@ -582,11 +593,29 @@ fn client_key(ip: IpAddr) -> String {
     // An IPv4 client seen over an IPv6 socket is the same pod.
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
+            Some(v4) => ipv4_key(v4),
             None => v6.to_string(),
         },
-        v4 => v4.to_string(),
+        IpAddr::V4(v4) => ipv4_key(v4),
     }
+}
+
+/// Dotted quad without the formatting machinery: this runs for every lookup.
+fn ipv4_key(ip: std::net::Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push((b'0' + o / 100) as char);
+        }
+        if o >= 10 {
+            s.push((b'0' + o / 10 % 10) as char);
+        }
+        s.push((b'0' + o % 10) as char);
+    }
+    s
 }
 
 impl Report {
@@ -658,20 +687,22 @@ impl Windowed {
     }
 
     pub fn add(&mut self, l: &Lookup) {
-        self.total.add(l);
+        let key = client_key(l.client);
+        let key = key.as_str();
+        self.total.add_keyed(l, key);
         self.latest = self.latest.max(l.end);
         let b = l.end.0 / self.bucket_us;
         match self.ring.back().map(|(n, _)| *n) {
-            Some(n) if b == n => self.ring.back_mut().expect("non-empty").1.add(l),
+            Some(n) if b == n => self.ring.back_mut().expect("non-empty").1.add_keyed(l, key),
             Some(n) if b < n => {
                 // Late lookup (events arrive slightly out of order): find its bucket, if kept.
                 if let Some((_, a)) = self.ring.iter_mut().rev().find(|(m, _)| *m == b) {
-                    a.add(l);
+                    a.add_keyed(l, key);
                 }
             }
             _ => {
                 let mut a = Aggregate::new(BUCKET_TOP_CAP);
-                a.add(l);
+                a.add_keyed(l, key);
                 self.ring.push_back((b, a));
                 let oldest_kept = b.saturating_sub(self.max_buckets as u64 - 1);
                 while self.ring.front().is_some_and(|(n, _)| *n < oldest_kept) {

@@ -25,6 +25,9 @@ const TICK: Duration = Duration::from_millis(250);
 
 enum Msg {
     Event(QueryEvent),
+    /// Several events at once: the proxy's listeners hand over a receive batch's events with
+    /// one channel operation (and at most one wake-up of this thread).
+    Batch(Vec<QueryEvent>),
     /// Answer once everything sent before has been processed; `true` closes open walks too.
     Sync(bool, SyncSender<()>),
 }
@@ -80,6 +83,14 @@ impl Tracker {
                                 clock = (ev.time, Instant::now());
                             }
                             walks.observe(&ev);
+                        }
+                        Msg::Batch(evs) => {
+                            for ev in &evs {
+                                if ev.time >= clock.0 {
+                                    clock = (ev.time, Instant::now());
+                                }
+                                walks.observe(ev);
+                            }
                         }
                         Msg::Sync(close, reply) => {
                             if close {
@@ -155,6 +166,17 @@ impl Tracker {
         }
     }
 
+    /// Hand several events over at once (in order), without blocking.
+    pub fn record_batch(&self, events: Vec<QueryEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let n = events.len() as u64;
+        if self.inner.tx.try_send(Msg::Batch(events)).is_err() {
+            self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
@@ -184,17 +206,36 @@ impl Tracker {
     }
 }
 
+/// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
+/// label set, not per lookup).
 fn record_metrics(l: &Lookup) {
-    let t = qtype_name(l.qtype).into_owned();
-    metrics::histogram!(m::LOOKUP_QUERIES, "type" => t.clone()).record(f64::from(l.queries));
+    let t = l.qtype as u64;
+    let type_label = || qtype_name(l.qtype).into_owned();
+    m::cached_histogram(
+        m::label_key(20, &[t]),
+        || metrics::histogram!(m::LOOKUP_QUERIES, "type" => type_label()),
+    )
+    .record(f64::from(l.queries));
     if let Some(d) = l.duration {
-        metrics::histogram!(m::LOOKUP_DURATION, "type" => t.clone()).record(d.as_secs_f64());
+        m::cached_histogram(
+            m::label_key(21, &[t]),
+            || metrics::histogram!(m::LOOKUP_DURATION, "type" => type_label()),
+        )
+        .record(d.as_secs_f64());
     }
-    metrics::counter!(m::LOOKUPS, "type" => t, "outcome" => l.outcome.as_str()).increment(1);
+    m::cached_counter(
+        m::label_key(22, &[t, l.outcome as u64]),
+        || metrics::counter!(m::LOOKUPS, "type" => type_label(), "outcome" => l.outcome.as_str()),
+    )
+    .increment(1);
     for s in SuffixSlot::ALL {
         let n = l.suffix_wasted[s as usize];
         if n > 0 {
-            metrics::counter!(m::WASTED_QUERIES, "suffix" => s.as_str()).increment(u64::from(n));
+            m::cached_counter(
+                m::label_key(23, &[s as u64]),
+                || metrics::counter!(m::WASTED_QUERIES, "suffix" => s.as_str()),
+            )
+            .increment(u64::from(n));
         }
     }
 }

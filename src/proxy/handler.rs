@@ -380,6 +380,7 @@ impl Engine {
                     // candidate) can then never reach the tracker ahead of this one.
                     let (q, v) = (&w.query, &w.view);
                     self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
+                    self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                     self.count_response(zone, a.rcode, source);
                     self.observe_duration(zone, w.started);
@@ -477,6 +478,7 @@ impl Engine {
                 AnswerSource::Upstream,
             );
         }
+        self.flush_events();
         w.reply.send(std::mem::take(out));
         self.observe_duration(zone, w.started);
     }
@@ -494,12 +496,14 @@ impl Engine {
         answers: u16,
         source: AnswerSource,
     ) {
-        let Some(t) = &self.tracker else { return };
+        if self.tracker.is_none() {
+            return;
+        }
         let Ok(qname) = wire::name_to_string(packet, view.question.name_start) else {
             return;
         };
         let latency = started.elapsed();
-        t.record(QueryEvent {
+        let event = QueryEvent {
             time: Timestamp(
                 Timestamp::now()
                     .0
@@ -513,7 +517,30 @@ impl Engine {
             answers: Some(answers),
             latency: Some(latency),
             source: Some(source),
+        };
+        let full = PENDING_EVENTS.with(|p| {
+            let mut p = p.borrow_mut();
+            p.push(event);
+            p.len() >= EVENT_BATCH
         });
+        if full {
+            self.flush_events();
+        }
+    }
+
+    /// Hand this thread's buffered events to the tracker. Listeners call it after a receive
+    /// batch and before sending its answers, so a client's next query can never reach the
+    /// tracker ahead of the answer that prompted it.
+    pub fn flush_events(&self) {
+        let Some(t) = &self.tracker else { return };
+        let batch = PENDING_EVENTS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.is_empty() {
+                return Vec::new();
+            }
+            std::mem::replace(&mut *p, Vec::with_capacity(EVENT_BATCH))
+        });
+        t.record_batch(batch);
     }
 
     fn count_request(
@@ -610,6 +637,14 @@ impl Engine {
         })
         .increment(1);
     }
+}
+
+/// Events a listener thread buffers before handing them to the tracker in one batch.
+const EVENT_BATCH: usize = 64;
+
+thread_local! {
+    static PENDING_EVENTS: std::cell::RefCell<Vec<QueryEvent>> =
+        std::cell::RefCell::new(Vec::with_capacity(EVENT_BATCH));
 }
 
 /// The largest answer this client takes: its EDNS size over UDP, 64 KiB over TCP.

@@ -114,7 +114,9 @@ async fn connection(
         }
         let e = engine.load_full();
         let now = Instant::now();
-        match e.handle_fast(&msg, Proto::Tcp, peer, now, &mut out) {
+        let fast = e.handle_fast(&msg, Proto::Tcp, peer, now, &mut out);
+        e.flush_events();
+        match fast {
             Fast::Answered => {
                 if tx.send(std::mem::take(&mut out)).await.is_err() {
                     break;

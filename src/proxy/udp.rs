@@ -176,6 +176,7 @@ pub fn run_worker(
                 }
             }
         }
+        engine_now.flush_events();
         if out_count > 0 {
             send_batch(fd, &outs[..out_count], &out_to);
         }

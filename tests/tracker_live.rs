@@ -1,0 +1,410 @@
+//! The amplification tracker in the running proxy binary (issue 4): a real Prometheus server
+//! scrapes it and PromQL over `ndots_lookup_queries_bucket` returns the expected counts,
+//! `promtool check metrics` accepts the exposition, `ndots report --from` merges two proxies,
+//! and a flood of distinct names from many client addresses keeps RSS bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::upstream::{Rec, Upstream};
+use ndots::wire;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn require(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{tool} is required under CI=true (scripts/test.sh installs it)");
+    }
+    eprintln!("\n*** SKIPPED: {tool} is not installed; run scripts/test.sh as root ***\n");
+    false
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    // Prometheus answers with chunked encoding; our admin listener does not.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Start the proxy binary; returns it with its DNS and admin addresses once ready.
+fn start_proxy(up: &Upstream, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let (dns, admin) = (free_port(), free_port());
+    let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args([
+            "proxy",
+            "--listen",
+            &dns_addr.to_string(),
+            "--admin",
+            &admin_addr.to_string(),
+        ])
+        .args(["--upstream", &up.addr.to_string()])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin_addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, dns_addr, admin_addr)
+}
+
+fn ask(addr: SocketAddr, from: &UdpSocket, name: &str, qtype: u16) -> u16 {
+    let mut q = Vec::new();
+    wire::build_query(1, name, qtype, false, &mut q).unwrap();
+    from.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = from.recv(&mut buf).expect("an answer");
+    wire::parse_response(&buf[..n]).unwrap().rcode
+}
+
+/// The walk glibc sends for `base` with the pod search list and ndots:5 (one query type).
+fn walk(addr: SocketAddr, from: &UdpSocket, base: &str, qtype: u16) {
+    for suffix in [
+        "default.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+        "",
+    ] {
+        let name = if suffix.is_empty() {
+            format!("{base}.")
+        } else {
+            format!("{base}.{suffix}")
+        };
+        if ask(addr, from, &name, qtype) == 0 {
+            return;
+        }
+    }
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn upstream() -> Upstream {
+    let up = Upstream::start();
+    for name in ["api.github.com.", "example.org.", "s3.amazonaws.com."] {
+        up.add(name, 1, Rec::A(Ipv4Addr::new(192, 0, 2, 1), 60));
+    }
+    up.add(
+        "web.default.svc.cluster.local.",
+        1,
+        Rec::A(Ipv4Addr::new(10, 96, 0, 1), 30),
+    );
+    up
+}
+
+/// Wait until /report counts `lookups` lookups (the tracker runs on its own thread).
+fn wait_for_lookups(admin: SocketAddr, lookups: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(admin, "/report").unwrap();
+        assert_eq!(status, 200);
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if r["lookups"].as_u64() >= Some(lookups) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report never reached {lookups} lookups: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_lookup_histogram_and_promtool_accepts_it() {
+    if !require("prometheus") || !require("promtool") {
+        return;
+    }
+    let up = upstream();
+    let (_p, dns, admin) = start_proxy(&up, &["--shortcut-mode", "off"]);
+    let c = client();
+    // Two 4-query walks and one 1-query lookup, type A.
+    walk(dns, &c, "api.github.com", 1);
+    walk(dns, &c, "example.org", 1);
+    walk(dns, &c, "web", 1);
+    wait_for_lookups(admin, 3);
+
+    let metrics = http_get(admin, "/metrics").unwrap().1;
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let prom_port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: ndots\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"),
+    )
+    .unwrap();
+    let prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _prom = Proc(prom);
+    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    let query = |q: &str| -> Option<f64> {
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.replace(' ', "%20")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace('=', "%3D")
+                .replace('+', "%2B")
+        );
+        let (status, body) = http_get(prom_addr, &path)?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let le4 = loop {
+        if let Some(v) = query("sum(ndots_lookup_queries_bucket{type=\"A\",le=\"4\"})") {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never returned the histogram"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(le4, 3.0, "three lookups of at most 4 queries");
+    assert_eq!(
+        query("sum(ndots_lookup_queries_bucket{type=\"A\",le=\"1\"})"),
+        Some(1.0),
+        "one 1-query lookup"
+    );
+    assert_eq!(
+        query("sum(ndots_lookup_queries_sum{type=\"A\"})"),
+        Some(9.0),
+        "4 + 4 + 1 queries"
+    );
+}
+
+#[test]
+fn report_merges_two_proxies() {
+    let up = upstream();
+    let (_a, dns_a, admin_a) = start_proxy(&up, &["--shortcut-mode", "off"]);
+    let (_b, dns_b, admin_b) = start_proxy(&up, &["--shortcut-mode", "off"]);
+    let c = client();
+    walk(dns_a, &c, "api.github.com", 1);
+    walk(dns_a, &c, "api.github.com", 28);
+    walk(dns_b, &c, "example.org", 1);
+    walk(dns_b, &c, "web", 1);
+    let ra = wait_for_lookups(admin_a, 2);
+    let rb = wait_for_lookups(admin_b, 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--from",
+            &format!("http://{admin_a}"),
+            "--from",
+            &format!("http://{admin_b}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["lookups", "queries", "wasted_queries"] {
+        assert_eq!(
+            m[field].as_u64(),
+            Some(ra[field].as_u64().unwrap() + rb[field].as_u64().unwrap()),
+            "{field}: {m}"
+        );
+    }
+    assert_eq!(m["lookups"], 4);
+    assert_eq!(m["queries"], 4 + 4 + 4 + 1);
+    assert_eq!(m["top_names"][0]["name"], "api.github.com.");
+    assert_eq!(m["by_type"]["AAAA"]["lookups"], 1);
+}
+
+/// `NDOTS_FLOOD_NAMES` / `NDOTS_FLOOD_CLIENTS` scale it (the issue's figure: 1,000,000 names
+/// from 100,000 clients; see benches/README.md).
+#[test]
+fn a_flood_of_distinct_names_keeps_memory_bounded() {
+    let names: usize = std::env::var("NDOTS_FLOOD_NAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let clients: usize = std::env::var("NDOTS_FLOOD_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let up = upstream();
+    // nxdomain mode: the flood's expansions are answered by the shortcut, so the test
+    // measures the proxy and its tracker, not the scripted upstream.
+    let (p, dns, admin) = start_proxy(&up, &["--shortcut-mode", "nxdomain"]);
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", p.0.id())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let start = Instant::now();
+    let per_client = names.div_ceil(clients);
+    let mut q = Vec::new();
+    let mut sent = 0;
+    for c in 0..clients {
+        // Every address in 127.0.0.0/8 is loopback: each client its own source address.
+        let ip = Ipv4Addr::new(127, 1 + (c >> 16) as u8, (c >> 8) as u8, c as u8);
+        let Ok(s) = UdpSocket::bind((ip, 0)) else {
+            continue;
+        };
+        for k in 0..per_client {
+            let n = c * per_client + k;
+            wire::build_query(
+                n as u16,
+                &format!("n{n}.flood.example.default.svc.cluster.local."),
+                1,
+                false,
+                &mut q,
+            )
+            .unwrap();
+            let _ = s.send_to(&q, dns);
+            sent += 1;
+        }
+        if c % 64 == 0 {
+            // Pace a little so the flood exercises the tracker, not only the socket buffer.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let elapsed = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss();
+    let c = client();
+    assert_eq!(
+        ask(dns, &c, "api.github.com.", 1),
+        0,
+        "the proxy still answers after the flood"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&http_get(admin, "/report").unwrap().1).unwrap();
+    let m = http_get(admin, "/metrics").unwrap().1;
+    let evictions: f64 = m
+        .lines()
+        .find(|l| l.starts_with("ndots_tracker_evictions_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "flood: {sent} queries from {clients} clients in {elapsed:?}; RSS {} MiB -> {} MiB; report lookups {} queries {}; tracker evictions {evictions}",
+        before / 1024,
+        after / 1024,
+        r["lookups"],
+        r["queries"]
+    );
+    // The bound: tracker.max_open_walks (200,000) walks of a few hundred bytes, the capped
+    // top lists and the cache; a leak would grow with the number of names instead.
+    assert!(
+        after < 512 * 1024,
+        "RSS {after} KiB after {sent} distinct names"
+    );
+}
