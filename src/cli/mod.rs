@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod capture;
 pub mod proxy;
 pub mod simulate;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Show the queries a stub resolver sends for one lookup under ndots and a search list.
     Simulate(simulate::SimulateArgs),
+    /// Capture tools: write a synthetic capture, dump any capture's events.
+    Capture(capture::CaptureArgs),
 }
 
 /// An error that carries its exit code.
@@ -36,11 +39,17 @@ pub struct CliError {
 impl CliError {
     /// Usage or configuration error: exit code 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        CliError { code: 2, error: error.into() }
+        CliError {
+            code: 2,
+            error: error.into(),
+        }
     }
     /// Runtime failure: exit code 1.
     pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
-        CliError { code: 1, error: error.into() }
+        CliError {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 
@@ -54,6 +63,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Capture(args) => capture::run(args),
     }
 }
 
