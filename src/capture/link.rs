@@ -523,13 +523,10 @@ impl Decoder {
                 }
             }
             // ERSPAN type III: 12-byte header, plus an 8-byte platform subheader when O is set.
-            GRE_ERSPAN_3 => {
-                if rest.len() >= 12 {
-                    let o = rest[11] & 0x01 != 0;
-                    let skip = if o { 20 } else { 12 };
-                    if rest.len() >= skip {
-                        self.ethernet(&rest[skip..], ts, depth, sink);
-                    }
+            GRE_ERSPAN_3 if rest.len() >= 12 => {
+                let skip = if rest[11] & 0x01 != 0 { 20 } else { 12 };
+                if rest.len() >= skip {
+                    self.ethernet(&rest[skip..], ts, depth, sink);
                 }
             }
             _ => {}

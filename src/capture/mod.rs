@@ -177,9 +177,10 @@ impl Default for Options {
             format: None,
             strict: false,
             port: 53,
-            // glibc's default timeout is 5 s with 2 attempts; a response later than 10 s is
-            // answering a query the client gave up on.
-            answer_wait: Duration::from_secs(10),
+            // Longer than any client waits (glibc: 5 s x 2 attempts) so that a late SERVFAIL
+            // from a server that timed out upstream still pairs (zeek-erspan.pcap has 11 s);
+            // memory is bounded by `max_pending` whatever this is.
+            answer_wait: Duration::from_secs(30),
             max_pending: 100_000,
             dnstap_messages: DnstapMessages::Client,
         }

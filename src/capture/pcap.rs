@@ -102,6 +102,16 @@ impl<R: BufRead + Send> PcapReader<R> {
         Ok(true)
     }
 
+    /// Read exactly `n` bytes that must be there.
+    fn need(&mut self, n: usize) -> Result<(), String> {
+        match self.fill(n) {
+            Ok(true) => Ok(()),
+            Ok(false) if n == 0 => Ok(()),
+            Ok(false) => Err("file ends inside a record".into()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn stop(&mut self, pos: Position, reason: String) {
         self.out.push_back(Err(Unreadable::new(pos, reason)));
         self.ended = true;
@@ -139,7 +149,7 @@ impl<R: BufRead + Send> PcapReader<R> {
             [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
             _ => return self.stop(Position::Byte(0), "not a pcap or pcapng file".into()),
         };
-        if let Err(e) = self.fill(20) {
+        if let Err(e) = self.need(20) {
             return self.stop(Position::Byte(4), format!("pcap header: {e}"));
         }
         // version(2+2) thiszone(4) sigfigs(4) snaplen(4) linktype(4); the top bits of the link
@@ -186,7 +196,7 @@ impl<R: BufRead + Send> PcapReader<R> {
                 format!("captured length {caplen} is not credible (byte {at}); the rest of the file cannot be read"),
             );
         }
-        if let Err(e) = self.fill(caplen) {
+        if let Err(e) = self.need(caplen) {
             return self.stop(
                 Position::Packet(self.packet_no),
                 format!("truncated packet: {e}"),
@@ -198,7 +208,7 @@ impl<R: BufRead + Send> PcapReader<R> {
     fn section_header_after_type(&mut self) {
         let at = self.offset - 4;
         // Block total length (4), byte-order magic (4): the magic decides how to read the length.
-        if let Err(e) = self.fill(8) {
+        if let Err(e) = self.need(8) {
             return self.stop(Position::Byte(at), format!("section header: {e}"));
         }
         let big_endian = match [self.buf[4], self.buf[5], self.buf[6], self.buf[7]] {
@@ -218,7 +228,7 @@ impl<R: BufRead + Send> PcapReader<R> {
                 format!("section header: bad block length {len}"),
             );
         }
-        if let Err(e) = self.fill(len - 12) {
+        if let Err(e) = self.need(len - 12) {
             return self.stop(Position::Byte(at), format!("section header: {e}"));
         }
         // A new section starts a new set of interfaces (draft §4.1).
@@ -245,7 +255,7 @@ impl<R: BufRead + Send> PcapReader<R> {
         if btype == 0x0a0d_0d0a {
             return self.section_header_after_type();
         }
-        if let Err(e) = self.fill(4) {
+        if let Err(e) = self.need(4) {
             return self.stop(Position::Byte(at), format!("block header: {e}"));
         }
         let len = u32_at(&self.buf, 0, big_endian) as usize;
@@ -255,7 +265,7 @@ impl<R: BufRead + Send> PcapReader<R> {
                 format!("block length {len} is not valid; the rest of the file cannot be read"),
             );
         }
-        if let Err(e) = self.fill(len - 8) {
+        if let Err(e) = self.need(len - 8) {
             return self.stop(Position::Byte(at), format!("block: {e}"));
         }
         // body = buf[..len-12], then the repeated length.
@@ -639,6 +649,16 @@ mod tests {
             Some(std::time::Duration::from_micros(250))
         );
         assert_eq!(v[0].as_ref().unwrap().time, Timestamp(1_000_000));
+    }
+
+    /// Found by proptest: a pcapng file cut right after a block type read past the buffer.
+    #[test]
+    fn pcapng_cut_after_block_type_is_unreadable_not_a_panic() {
+        for bytes in [vec![0x0a, 0x0d, 0x0d, 0x0a], vec![0xd4, 0xc3, 0xb2, 0xa1]] {
+            let (v, _) = read(bytes);
+            assert_eq!(v.len(), 1);
+            assert!(v[0].is_err());
+        }
     }
 
     #[test]
