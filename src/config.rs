@@ -156,13 +156,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Num(n) if n >= 0.0 && n.is_finite() => {
-                Ok(HumanDuration(Duration::from_secs_f64(n)))
-            }
+            Raw::Num(n) if n >= 0.0 && n.is_finite() => Ok(HumanDuration(Duration::from_secs_f64(n))),
             Raw::Num(n) => Err(serde::de::Error::custom(format!("invalid duration {n}"))),
-            Raw::Text(s) => parse_duration(&s)
-                .map(HumanDuration)
-                .map_err(serde::de::Error::custom),
+            Raw::Text(s) => parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -335,10 +331,7 @@ impl Config {
         let admin = o.admin.or(f.admin.map(|a| a.0));
 
         let c = f.cluster.unwrap_or_default();
-        let domain = normalise_domain(
-            "cluster.domain",
-            c.domain.as_deref().unwrap_or("cluster.local"),
-        )?;
+        let domain = normalise_domain("cluster.domain", c.domain.as_deref().unwrap_or("cluster.local"))?;
         let search = match c.search {
             Some(v) => v
                 .iter()
@@ -383,8 +376,7 @@ impl Config {
             });
             let mut zones = Vec::new();
             for (i, u) in sections.into_iter().enumerate() {
-                let zone =
-                    absolute_zone(&u.zone).with_context(|| format!("upstreams[{i}].zone"))?;
+                let zone = absolute_zone(&u.zone).with_context(|| format!("upstreams[{i}].zone"))?;
                 let mut servers = Vec::new();
                 for s in &u.servers {
                     servers.extend(
@@ -420,11 +412,7 @@ impl Config {
             prefetch: cs.prefetch.unwrap_or(true),
         };
         if cache.min_ttl > cache.max_ttl {
-            bail!(
-                "cache.min_ttl ({}) is above cache.max_ttl ({})",
-                cache.min_ttl,
-                cache.max_ttl
-            );
+            bail!("cache.min_ttl ({}) is above cache.max_ttl ({})", cache.min_ttl, cache.max_ttl);
         }
 
         let ss = f.shortcut.unwrap_or_default();
@@ -453,32 +441,18 @@ impl Config {
         let server = ServerConfig {
             workers: sv
                 .workers
-                .unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(1)
-                })
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
                 .max(1),
             max_inflight: sv.max_inflight.unwrap_or(10_000).max(1),
-            tcp_idle_timeout: sv
-                .tcp_idle_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(10)),
+            tcp_idle_timeout: sv.tcp_idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
             max_tcp_connections: sv.max_tcp_connections.unwrap_or(1000).max(1),
-            shutdown_grace: sv
-                .shutdown_grace
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(5)),
+            shutdown_grace: sv.shutdown_grace.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
         };
 
         Ok(Config {
             listen,
             admin,
-            cluster: ClusterConfig {
-                domain,
-                search,
-                node_search,
-            },
+            cluster: ClusterConfig { domain, search, node_search },
             upstreams,
             cache,
             shortcut,
@@ -533,15 +507,9 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let f = FileConfig::parse(EMBEDDED_DEFAULT).unwrap();
-        let o = Overrides {
-            upstreams: vec![(".".into(), "127.0.0.1:53".parse().unwrap())],
-            ..Default::default()
-        };
+        let o = Overrides { upstreams: vec![(".".into(), "127.0.0.1:53".parse().unwrap())], ..Default::default() };
         let c = Config::from_file_config(f, &o).unwrap();
-        assert_eq!(
-            c.listen,
-            vec!["127.0.0.1:1053".parse::<SocketAddr>().unwrap()]
-        );
+        assert_eq!(c.listen, vec!["127.0.0.1:1053".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.admin, Some("127.0.0.1:9255".parse().unwrap()));
         assert_eq!(c.shortcut.mode, ShortcutMode::Nxdomain);
         assert!(c.shortcut.kubernetes_schema);
@@ -549,8 +517,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err =
-            FileConfig::parse("listen: [\"127.0.0.1:53\"]\ncache:\n  capacty: 5\n").unwrap_err();
+        let err = FileConfig::parse("listen: [\"127.0.0.1:53\"]\ncache:\n  capacty: 5\n").unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("capacty"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
@@ -558,8 +525,7 @@ mod tests {
 
     #[test]
     fn bad_address_is_named_with_its_line() {
-        let err =
-            FileConfig::parse("admin: \"127.0.0.1:9255\"\nlisten: [\"127.0.0.1\"]\n").unwrap_err();
+        let err = FileConfig::parse("admin: \"127.0.0.1:9255\"\nlisten: [\"127.0.0.1\"]\n").unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("invalid address"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
@@ -576,21 +542,16 @@ mod tests {
 
     #[test]
     fn resolv_conf_nameservers() {
-        let t =
-            "# c\nnameserver 10.96.0.10\nnameserver fe80::1%eth0\nsearch a b\nnameserver bogus\n";
+        let t = "# c\nnameserver 10.96.0.10\nnameserver fe80::1%eth0\nsearch a b\nnameserver bogus\n";
         assert_eq!(
             nameservers_from_resolv_conf(t),
-            vec![
-                "10.96.0.10:53".parse().unwrap(),
-                "[fe80::1]:53".parse().unwrap()
-            ]
+            vec!["10.96.0.10:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
         );
     }
 
     #[test]
     fn upstream_flags_replace_file_and_group_by_zone() {
-        let f =
-            FileConfig::parse("upstreams:\n  - zone: .\n    servers: [\"9.9.9.9:53\"]\n").unwrap();
+        let f = FileConfig::parse("upstreams:\n  - zone: .\n    servers: [\"9.9.9.9:53\"]\n").unwrap();
         let o = Overrides {
             upstreams: vec![
                 ("cluster.local".into(), "127.0.0.1:5300".parse().unwrap()),
@@ -607,10 +568,7 @@ mod tests {
 
     #[test]
     fn min_ttl_above_max_is_rejected() {
-        let f = FileConfig::parse(
-            "cache: {min_ttl: 100, max_ttl: 10}\nupstreams: [{zone: ., servers: [\"1.1.1.1\"]}]",
-        )
-        .unwrap();
+        let f = FileConfig::parse("cache: {min_ttl: 100, max_ttl: 10}\nupstreams: [{zone: ., servers: [\"1.1.1.1\"]}]").unwrap();
         let e = Config::from_file_config(f, &Overrides::default()).unwrap_err();
         assert!(format!("{e}").contains("min_ttl"));
     }

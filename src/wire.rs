@@ -259,11 +259,7 @@ pub fn parse_question(buf: &[u8]) -> Result<Question, WireError> {
     loop {
         let len = *buf.get(pos).ok_or(WireError::Truncated)? as usize;
         if len & 0xc0 != 0 {
-            return Err(if len & 0xc0 == 0xc0 {
-                WireError::BadPointer
-            } else {
-                WireError::BadLabel
-            });
+            return Err(if len & 0xc0 == 0xc0 { WireError::BadPointer } else { WireError::BadLabel });
         }
         pos += 1 + len;
         if pos - HEADER_LEN > MAX_NAME_LEN {
@@ -276,12 +272,7 @@ pub fn parse_question(buf: &[u8]) -> Result<Question, WireError> {
     if pos + 4 > buf.len() {
         return Err(WireError::Truncated);
     }
-    Ok(Question {
-        name_start: HEADER_LEN,
-        name_end: pos,
-        qtype: be16(buf, pos),
-        qclass: be16(buf, pos + 2),
-    })
+    Ok(Question { name_start: HEADER_LEN, name_end: pos, qtype: be16(buf, pos), qclass: be16(buf, pos + 2) })
 }
 
 /// The EDNS(0) OPT record of a message (RFC 6891 §6).
@@ -362,11 +353,7 @@ pub fn parse_query(buf: &[u8]) -> Result<QueryView, QueryProblem> {
             pos = rr.end;
         }
     }
-    Ok(QueryView {
-        header,
-        question,
-        edns,
-    })
+    Ok(QueryView { header, question, edns })
 }
 
 /// One resource record's fixed fields.
@@ -403,12 +390,7 @@ fn read_rr(buf: &[u8], at: usize) -> Result<Rr, WireError> {
     if end > buf.len() {
         return Err(WireError::Truncated);
     }
-    Ok(Rr {
-        rtype,
-        ttl_at: pos + 4,
-        rdata_at: pos + 10,
-        end,
-    })
+    Ok(Rr { rtype, ttl_at: pos + 4, rdata_at: pos + 10, end })
 }
 
 /// What the cache and the tracker need from a response, gathered in one pass.
@@ -440,11 +422,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     if header.qdcount > 1 {
         return Err(WireError::SeveralQuestions);
     }
-    let question = if header.qdcount == 1 {
-        Some(parse_question(buf)?)
-    } else {
-        None
-    };
+    let question = if header.qdcount == 1 { Some(parse_question(buf)?) } else { None };
     let mut pos = question.map(|q| q.end()).unwrap_or(HEADER_LEN);
     let mut ttl_offsets = Vec::with_capacity(
         (header.ancount as usize + header.nscount as usize + header.arcount as usize).min(64),
@@ -491,6 +469,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
         ttl_offsets,
         min_answer_ttl,
         negative_ttl,
+        
     })
 }
 
@@ -522,8 +501,7 @@ pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
 pub fn minimal_response(query: &[u8], q: &QueryView, rcode: u8, tc: bool, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&query[..q.question.end()]);
-    let mut flags =
-        (q.header.flags & (FLAG_RD | FLAG_CD | 0x7800)) | FLAG_QR | FLAG_RA | rcode as u16;
+    let mut flags = (q.header.flags & (FLAG_RD | FLAG_CD | 0x7800)) | FLAG_QR | FLAG_RA | rcode as u16;
     if tc {
         flags |= FLAG_TC;
     }
@@ -539,9 +517,7 @@ pub fn minimal_response(query: &[u8], q: &QueryView, rcode: u8, tc: bool, out: &
 /// An answer to a query whose question could not be read: header only, FORMERR (RFC 1035 §4.1.1).
 /// Returns false when not even a header could be read (the packet is dropped).
 pub fn formerr_header_only(query: &[u8], out: &mut Vec<u8>) -> bool {
-    let Ok(h) = Header::parse(query) else {
-        return false;
-    };
+    let Ok(h) = Header::parse(query) else { return false };
     out.clear();
     out.extend_from_slice(&h.id.to_be_bytes());
     let flags = (h.flags & (FLAG_RD | 0x7800)) | FLAG_QR | FLAG_RA | RCODE_FORMERR as u16;
@@ -561,13 +537,7 @@ pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
 }
 
 /// Build a query for `name`/`qtype` with the given ID (RD set, our OPT when `edns`).
-pub fn build_query(
-    id: u16,
-    name: &str,
-    qtype: u16,
-    edns: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), WireError> {
+pub fn build_query(id: u16, name: &str, qtype: u16, edns: bool, out: &mut Vec<u8>) -> Result<(), WireError> {
     out.clear();
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&FLAG_RD.to_be_bytes());
@@ -597,10 +567,7 @@ mod tests {
         let v = parse_query(&q).unwrap();
         assert_eq!(v.header.id, 0x1234);
         assert_eq!(v.question.qtype, TYPE_A);
-        assert_eq!(
-            name_to_string(&q, v.question.name_start).unwrap(),
-            "api.github.com."
-        );
+        assert_eq!(name_to_string(&q, v.question.name_start).unwrap(), "api.github.com.");
         assert!(v.edns.is_none());
         assert_eq!(v.max_udp_response(), 512);
     }
@@ -619,24 +586,15 @@ mod tests {
 
     #[test]
     fn rejects_what_it_must() {
-        assert_eq!(
-            parse_query(&[0; 5]),
-            Err(QueryProblem::Malformed(WireError::ShortHeader))
-        );
+        assert_eq!(parse_query(&[0; 5]), Err(QueryProblem::Malformed(WireError::ShortHeader)));
         let mut q = query("a.", TYPE_A, false);
         q[2] |= 0x80;
         assert_eq!(parse_query(&q), Err(QueryProblem::NotAQuery));
         let mut q = query("a.", TYPE_A, false);
         q[5] = 2;
-        assert_eq!(
-            parse_query(&q),
-            Err(QueryProblem::Malformed(WireError::SeveralQuestions))
-        );
+        assert_eq!(parse_query(&q), Err(QueryProblem::Malformed(WireError::SeveralQuestions)));
         let q = query("abc.", TYPE_A, false);
-        assert!(matches!(
-            parse_query(&q[..q.len() - 2]),
-            Err(QueryProblem::Malformed(WireError::Truncated))
-        ));
+        assert!(matches!(parse_query(&q[..q.len() - 2]), Err(QueryProblem::Malformed(WireError::Truncated))));
         // A label that claims more bytes than there are.
         let mut q = query("abc.", TYPE_A, false);
         q[12] = 60;

@@ -39,17 +39,11 @@ pub struct CliError {
 impl CliError {
     /// Usage or configuration error: exit code 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            code: 2,
-            error: error.into(),
-        }
+        CliError { code: 2, error: error.into() }
     }
     /// Runtime failure: exit code 1.
     pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            code: 1,
-            error: error.into(),
-        }
+        CliError { code: 1, error: error.into() }
     }
 }
 

@@ -7,9 +7,7 @@ use super::CliError;
 use crate::config::{parse_socket_addr, Config, Overrides, ShortcutMode};
 
 #[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Example:\n  ndots proxy --listen 127.0.0.1:1053 --upstream cluster.local=10.96.0.10:53 --upstream 1.1.1.1:53"
-)]
+#[command(after_help = "Example:\n  ndots proxy --listen 127.0.0.1:1053 --upstream cluster.local=10.96.0.10:53 --upstream 1.1.1.1:53")]
 pub struct ProxyArgs {
     /// YAML configuration file (see configs/example.yaml). Without it the embedded default runs.
     #[arg(long, value_name = "FILE")]
@@ -49,11 +47,7 @@ impl ProxyArgs {
                 None => Ok((".".to_string(), parse_socket_addr(s, Some(53))?)),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let admin = self
-            .admin
-            .as_deref()
-            .map(|s| parse_socket_addr(s, None))
-            .transpose()?;
+        let admin = self.admin.as_deref().map(|s| parse_socket_addr(s, None)).transpose()?;
         Ok(Overrides {
             listen,
             upstreams,

@@ -37,7 +37,5 @@ pub struct SimulateArgs {
 }
 
 pub fn run(_args: SimulateArgs) -> Result<(), CliError> {
-    Err(CliError::runtime(anyhow::anyhow!(
-        "simulate: not built yet (issue 3)"
-    )))
+    Err(CliError::runtime(anyhow::anyhow!("simulate: not built yet (issue 3)")))
 }
