@@ -13,7 +13,7 @@
 //! reported and the file ends there.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 
 use crate::event::{QueryEvent, Timestamp};
 
@@ -86,12 +86,19 @@ impl<R: BufRead + Send> PcapReader<R> {
 
     /// Read exactly `n` bytes into `self.buf`. `Ok(false)` at a clean end of file (no byte read).
     fn fill(&mut self, n: usize) -> Result<bool, String> {
-        self.buf.clear();
-        self.buf.reserve(n);
-        let got = (&mut self.input)
-            .take(n as u64)
-            .read_to_end(&mut self.buf)
-            .map_err(|e| e.to_string())?;
+        // Straight into a buffer of the right size: `read_to_end` would probe for more after
+        // every record, which costs a read call per packet.
+        self.buf.resize(n, 0);
+        let mut got = 0;
+        while got < n {
+            match self.input.read(&mut self.buf[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        self.buf.truncate(got);
         self.offset += got as u64;
         if got == 0 {
             return Ok(false);
