@@ -5,8 +5,8 @@
 //! address, port, ID and type kept beside it and checked on a hit; two different pending queries
 //! would have to collide on all 64 bits *and* share client, port, ID and type to be confused.
 //!
-//! Memory: at most `max_pending` queries wait; the expiry queue holds at most twice that.
-//! Beyond either bound the oldest waiting query is reported unanswered and counted as evicted.
+//! Memory: at most `max_pending` queries wait; beyond that the oldest are reported unanswered
+//! and counted as evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -47,7 +47,8 @@ struct Pending {
 
 pub(crate) struct Pairer {
     pending: HashMap<u64, Pending, BuildHasherDefault<IdentityHasher>>,
-    order: VecDeque<(Timestamp, u64, u64)>,
+    next_scan: u64,
+    scan_us: u64,
     hasher: ahash::RandomState,
     seq: u64,
     wait_us: u64,
@@ -69,12 +70,14 @@ impl Pairer {
                 max_pending.min(1 << 16),
                 Default::default(),
             ),
-            order: VecDeque::new(),
+            next_scan: 0,
             // Fixed seeds: runs are reproducible; the key mixes in nothing an attacker could use
             // to do more than collide their own queries.
             hasher: ahash::RandomState::with_seeds(0x6e64, 0x6f74, 0x7320, 0x6361),
             seq: 0,
             wait_us: wait.as_micros().min(u64::MAX as u128) as u64,
+            // Expiry resolution: an eighth of the wait, at most a second.
+            scan_us: (wait.as_micros() as u64 / 8).clamp(1, 1_000_000),
             max_pending,
             queries: 0,
             responses: 0,
@@ -149,13 +152,7 @@ impl Pairer {
                 return;
             }
         };
-        let qname = match wire::name_to_string(msg, q.name_start) {
-            Ok(n) => n,
-            Err(e) => {
-                out.push_back(Err(Unreadable::new(pos, format!("DNS query name: {e}"))));
-                return;
-            }
-        };
+        let qname = wire::question_name_to_string(msg, &q);
         let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
         self.seq += 1;
         let p = Pending {
@@ -173,7 +170,6 @@ impl Pairer {
             self.unanswered += 1;
             out.push_back(Ok(unanswered(old)));
         }
-        self.order.push_back((time, key, self.seq));
         self.bound(out);
     }
 
@@ -197,20 +193,27 @@ impl Pairer {
         };
         // The RCODE with its EDNS extension needs the whole message read; a response whose
         // records do not parse (cut by a snap length, say) still has its header RCODE.
-        let rcode = match wire::parse_response(msg) {
-            Ok(r) => r.rcode,
-            Err(_) => header.rcode() as u16,
-        };
+        let rcode = wire::response_rcode(msg, &q).unwrap_or(header.rcode() as u16);
         let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
-        let hit = match self.pending.get(&key) {
-            Some(p) => {
-                p.client == client && p.port == port && p.id == header.id && p.qtype == q.qtype
-            }
-            None => false,
-        };
         let answers = Some(header.ancount);
-        if hit {
-            let p = self.pending.remove(&key).expect("checked above");
+        // One probe: take the entry, and put it back in the (64-bit collision) case where it is
+        // another client's query.
+        let hit = match self.pending.remove(&key) {
+            Some(p)
+                if p.client == client
+                    && p.port == port
+                    && p.id == header.id
+                    && p.qtype == q.qtype =>
+            {
+                Some(p)
+            }
+            Some(p) => {
+                self.pending.insert(key, p);
+                None
+            }
+            None => None,
+        };
+        if let Some(p) = hit {
             out.push_back(Ok(QueryEvent {
                 time: p.time,
                 client,
@@ -224,13 +227,7 @@ impl Pairer {
             }));
             return;
         }
-        let qname = match wire::name_to_string(msg, q.name_start) {
-            Ok(n) => n,
-            Err(e) => {
-                out.push_back(Err(Unreadable::new(pos, format!("DNS response name: {e}"))));
-                return;
-            }
-        };
+        let qname = wire::question_name_to_string(msg, &q);
         self.unmatched += 1;
         let (t, latency) = match query_time {
             Some(qt) if qt <= time => (qt, Some(time.since(qt))),
@@ -250,44 +247,60 @@ impl Pairer {
     }
 
     /// Report queries older than the wait bound at capture time `now` as unanswered.
+    ///
+    /// The table is scanned at most once per `scan_us` of capture time, O(waiting queries) per
+    /// scan, so a message costs one comparison here. (An insertion-ordered queue was tried first:
+    /// it cost a cache-missing write per query, nearly all for queries answered long before.)
     pub fn expire(&mut self, now: Timestamp, out: &mut Out) {
-        while let Some(&(t, key, seq)) = self.order.front() {
-            if now.0.saturating_sub(t.0) <= self.wait_us {
-                break;
+        if now.0 < self.next_scan {
+            return;
+        }
+        self.next_scan = now.0.saturating_add(self.scan_us);
+        if self.pending.is_empty() {
+            return;
+        }
+        let cutoff = now.0.saturating_sub(self.wait_us);
+        let old: Vec<(u64, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.time.0 < cutoff)
+            .map(|(k, p)| (p.seq, *k))
+            .collect();
+        self.report(old, out, false);
+    }
+
+    /// Report the given (seq, key) entries unanswered, oldest first.
+    fn report(&mut self, mut which: Vec<(u64, u64)>, out: &mut Out, evicted: bool) {
+        which.sort_unstable();
+        for (_, key) in which {
+            if let Some(p) = self.pending.remove(&key) {
+                self.unanswered += 1;
+                if evicted {
+                    self.evicted += 1;
+                }
+                out.push_back(Ok(unanswered(p)));
             }
-            self.order.pop_front();
-            self.take_if_live(key, seq, out, false);
         }
     }
 
-    fn take_if_live(&mut self, key: u64, seq: u64, out: &mut Out, evicted: bool) -> bool {
-        if self.pending.get(&key).is_some_and(|p| p.seq == seq) {
-            let p = self.pending.remove(&key).expect("checked above");
-            self.unanswered += 1;
-            if evicted {
-                self.evicted += 1;
-            }
-            out.push_back(Ok(unanswered(p)));
-            return true;
-        }
-        false
-    }
-
+    /// Over capacity: evict the oldest eighth in one pass (amortised O(1) per query).
     fn bound(&mut self, out: &mut Out) {
-        while self.pending.len() > self.max_pending || self.order.len() > 2 * self.max_pending {
-            let Some((_, key, seq)) = self.order.pop_front() else {
-                break;
-            };
-            self.take_if_live(key, seq, out, true);
+        if self.pending.len() <= self.max_pending {
+            return;
         }
+        let mut all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
+        let n = (all.len() - self.max_pending)
+            .max(self.max_pending / 8)
+            .min(all.len());
+        all.select_nth_unstable(n - 1);
+        all.truncate(n);
+        self.report(all, out, true);
     }
 
     /// End of input: every waiting query is unanswered, oldest first.
     pub fn finish(&mut self, out: &mut Out) {
-        while let Some((_, key, seq)) = self.order.pop_front() {
-            self.take_if_live(key, seq, out, false);
-        }
-        debug_assert!(self.pending.is_empty());
+        let all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
+        self.report(all, out, false);
     }
 }
 

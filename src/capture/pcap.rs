@@ -56,12 +56,17 @@ pub struct PcapReader<R> {
     packet_no: u64,
     last_ts: Timestamp,
     buf: Vec<u8>,
+    net: Dissect,
+    ended: bool,
+}
+
+/// Everything after the container: link layers, TCP, pairing, and the events ready to go.
+struct Dissect {
     decoder: Decoder,
     tcp: Reassembler,
     pairer: Pairer,
     out: Out,
     port: u16,
-    ended: bool,
     skipped: u64,
 }
 
@@ -74,13 +79,15 @@ impl<R: BufRead + Send> PcapReader<R> {
             packet_no: 0,
             last_ts: Timestamp(0),
             buf: Vec::with_capacity(65_536),
-            decoder: Decoder::new(),
-            tcp: Reassembler::new(),
-            pairer: Pairer::new(opts.answer_wait, opts.max_pending),
-            out: VecDeque::new(),
-            port: opts.port,
+            net: Dissect {
+                decoder: Decoder::new(),
+                tcp: Reassembler::new(),
+                pairer: Pairer::new(opts.answer_wait, opts.max_pending),
+                out: VecDeque::new(),
+                port: opts.port,
+                skipped: 0,
+            },
             ended: false,
-            skipped: 0,
         }
     }
 
@@ -120,11 +127,11 @@ impl<R: BufRead + Send> PcapReader<R> {
     }
 
     fn stop(&mut self, pos: Position, reason: String) {
-        self.out.push_back(Err(Unreadable::new(pos, reason)));
+        self.net.out.push_back(Err(Unreadable::new(pos, reason)));
         self.ended = true;
     }
 
-    /// Read the next record and turn it into events in `self.out`; sets `ended` at the end.
+    /// Read the next record and turn it into events in `self.net.out`; sets `ended` at the end.
     fn step(&mut self) {
         match self.container {
             Container::Unknown => self.file_header(),
@@ -179,6 +186,25 @@ impl<R: BufRead + Send> PcapReader<R> {
             return;
         };
         let at = self.offset;
+        // Fast path: header and packet both in the read buffer are dissected where they lie,
+        // with no copy (the usual case; the buffer is 256 KiB).
+        if let Ok(avail) = self.input.fill_buf() {
+            if avail.len() >= 16 {
+                let caplen = u32_at(avail, 8, big_endian) as usize;
+                if caplen <= MAX_PACKET && avail.len() >= 16 + caplen {
+                    self.packet_no += 1;
+                    let sec = u32_at(avail, 0, big_endian) as u64;
+                    let frac = u32_at(avail, 4, big_endian) as u64;
+                    let ts = Timestamp(sec * 1_000_000 + if nanos { frac / 1000 } else { frac });
+                    self.last_ts = ts;
+                    let pos = Position::Packet(self.packet_no);
+                    self.net.packet(linktype, &avail[16..16 + caplen], ts, pos);
+                    self.input.consume(16 + caplen);
+                    self.offset += (16 + caplen) as u64;
+                    return;
+                }
+            }
+        }
         match self.fill(16) {
             Ok(true) => {}
             Ok(false) => {
@@ -281,7 +307,7 @@ impl<R: BufRead + Send> PcapReader<R> {
             // Interface Description Block (§4.2).
             1 => {
                 if body_len < 8 {
-                    return self.out.push_back(Err(Unreadable::new(
+                    return self.net.out.push_back(Err(Unreadable::new(
                         Position::Byte(at),
                         "short interface block",
                     )));
@@ -379,7 +405,7 @@ impl<R: BufRead + Send> PcapReader<R> {
     }
 
     fn unreadable_packet(&mut self, reason: &str) {
-        self.out.push_back(Err(Unreadable::new(
+        self.net.out.push_back(Err(Unreadable::new(
             Position::Packet(self.packet_no),
             reason.to_string(),
         )));
@@ -389,18 +415,23 @@ impl<R: BufRead + Send> PcapReader<R> {
     fn packet(&mut self, linktype: u32, ts: Timestamp) {
         self.last_ts = ts;
         let pos = Position::Packet(self.packet_no);
+        self.net.packet(linktype, &self.buf, ts, pos);
+    }
+}
+
+impl Dissect {
+    fn packet(&mut self, linktype: u32, data: &[u8], ts: Timestamp, pos: Position) {
         let port = self.port;
         let Self {
             decoder,
             tcp,
             pairer,
             out,
-            buf,
             skipped,
             ..
         } = self;
         let mut dns = false;
-        let r = decoder.frame(linktype, buf, ts, &mut |seg| {
+        let r = decoder.frame(linktype, data, ts, &mut |seg| {
             if seg.sport != port && seg.dport != port {
                 return;
             }
@@ -440,24 +471,24 @@ impl<R: BufRead + Send> PcapReader<R> {
 impl<R: BufRead + Send> Reader for PcapReader<R> {
     fn next_item(&mut self) -> Option<Result<QueryEvent, Unreadable>> {
         loop {
-            if let Some(x) = self.out.pop_front() {
+            if let Some(x) = self.net.out.pop_front() {
                 return Some(x);
             }
             if self.ended {
-                self.pairer.finish(&mut self.out);
-                return self.out.pop_front();
+                self.net.pairer.finish(&mut self.net.out);
+                return self.net.out.pop_front();
             }
             self.step();
         }
     }
 
     fn counters(&self, s: &mut Stats) {
-        s.queries += self.pairer.queries;
-        s.responses += self.pairer.responses;
-        s.unanswered += self.pairer.unanswered;
-        s.unmatched_responses += self.pairer.unmatched;
-        s.evicted += self.pairer.evicted + self.tcp.evicted + self.decoder.frag_evicted;
-        s.skipped += self.skipped;
+        s.queries += self.net.pairer.queries;
+        s.responses += self.net.pairer.responses;
+        s.unanswered += self.net.pairer.unanswered;
+        s.unmatched_responses += self.net.pairer.unmatched;
+        s.evicted += self.net.pairer.evicted + self.net.tcp.evicted + self.net.decoder.frag_evicted;
+        s.skipped += self.net.skipped;
     }
 }
 
