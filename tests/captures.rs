@@ -550,3 +550,60 @@ proptest! {
         prop_assert!(s.events <= 10_000);
     }
 }
+
+/// `ndots capture dump` writes the JSON-lines capture format: reading it back gives the same
+/// events (times to the microsecond).
+#[test]
+fn dump_output_reads_back_as_jsonl() {
+    let p = data("pcap/zeek-wikipedia.pcap");
+    let (events, _) = read_all(&p, &Options::default());
+    let out = bin().args(["capture", "dump"]).arg(&p).output().unwrap();
+    assert!(out.status.success());
+    let opts = Options {
+        format: None,
+        ..Options::default()
+    };
+    let mut c = capture::from_reader(Box::new(Cursor::new(out.stdout)), &opts).unwrap();
+    assert_eq!(c.format(), Format::Jsonl);
+    let back: Vec<QueryEvent> = c.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(back.len(), events.len());
+    for (a, b) in events.iter().zip(&back) {
+        assert_eq!(
+            (
+                &a.qname,
+                a.qtype,
+                a.rcode,
+                a.answers,
+                a.client,
+                a.client_port
+            ),
+            (
+                &b.qname,
+                b.qtype,
+                b.rcode,
+                b.answers,
+                b.client,
+                b.client_port
+            )
+        );
+        assert!(a.time.0.abs_diff(b.time.0) <= 1, "{a:?} {b:?}");
+        assert_eq!(
+            a.latency.map(|d| d.as_micros()),
+            b.latency.map(|d| d.as_micros())
+        );
+    }
+}
+
+#[test]
+fn port_option_selects_the_dns_port() {
+    let p = data("pcap/dnscap-dns.pcap");
+    let (_, s) = read_all(
+        &p,
+        &Options {
+            port: 5353,
+            ..Options::default()
+        },
+    );
+    assert_eq!((s.events, s.queries), (0, 0));
+    assert!(s.skipped > 0);
+}

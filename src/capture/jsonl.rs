@@ -79,7 +79,10 @@ fn convert(r: Record) -> Result<QueryEvent, String> {
     };
     let latency = match r.latency {
         None => None,
-        Some(l) if l.is_finite() && (0.0..1e9).contains(&l) => Some(Duration::from_secs_f64(l)),
+        // To the microsecond, like every time here (so `capture dump` output reads back exactly).
+        Some(l) if l.is_finite() && (0.0..1e9).contains(&l) => {
+            Some(Duration::from_micros((l * 1e6).round() as u64))
+        }
         Some(_) => return Err("latency out of range".into()),
     };
     if r.qname.is_empty() || r.qname.len() > 1024 {
