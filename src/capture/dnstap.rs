@@ -464,6 +464,44 @@ mod tests {
         assert_eq!(v.iter().filter(|x| x.is_ok()).count(), 1);
     }
 
+    fn control(ctype: u32, content_type: Option<&[u8]>) -> Vec<u8> {
+        let mut body = ctype.to_be_bytes().to_vec();
+        if let Some(t) = content_type {
+            body.extend_from_slice(&1u32.to_be_bytes());
+            body.extend_from_slice(&(t.len() as u32).to_be_bytes());
+            body.extend_from_slice(t);
+        }
+        let mut v = 0u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&body);
+        v
+    }
+
+    /// A bidirectional Frame Streams session saved whole: READY and ACCEPT (each with content
+    /// types), START, data, STOP, FINISH.
+    #[test]
+    fn bidirectional_control_frames() {
+        use pb::message::Type::*;
+        let (q, r) = dns_pair(9);
+        let mut file = control(CONTROL_READY, Some(b"protobuf:other"));
+        file.extend(control(CONTROL_READY, Some(CONTENT_TYPE)));
+        file.extend(control(CONTROL_ACCEPT, Some(CONTENT_TYPE)));
+        file.extend(control(CONTROL_START, Some(CONTENT_TYPE)));
+        for m in [msg(ClientQuery, q, 3), msg(ClientResponse, r, 3)] {
+            file.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            file.extend(m);
+        }
+        file.extend(control(CONTROL_STOP, None));
+        file.extend(control(CONTROL_FINISH, None));
+        let (v, s) = read(file, DnstapMessages::Client);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].is_ok());
+        assert_eq!((s.queries, s.responses), (1, 1));
+        // An unknown control type ends the stream with its byte offset.
+        let (v, _) = read(control(9, None), DnstapMessages::Client);
+        assert_eq!(v[0].as_ref().unwrap_err().position, Position::Byte(0));
+    }
+
     #[test]
     fn raw_message_and_wrong_content_type() {
         use pb::message::Type::*;
