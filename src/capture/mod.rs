@@ -559,6 +559,16 @@ mod tests {
         assert!(r.next_line().is_none());
     }
 
+    /// Found by cargo fuzz: gzip magic followed by an invalid header is an open error.
+    #[test]
+    fn broken_gzip_header_is_an_open_error() {
+        let r = from_reader(
+            Box::new(Cursor::new(vec![0x1f, 0x8b, 0xff, 0, 1, 2])),
+            &Options::default(),
+        );
+        assert!(matches!(r, Err(OpenError::Io { .. })));
+    }
+
     #[test]
     fn gzip_and_zstd_are_read_by_magic() {
         use std::io::Write;
