@@ -93,15 +93,22 @@ impl Pairer {
             IpAddr::V4(a) => h.write(&a.octets()),
             IpAddr::V6(a) => h.write(&a.octets()),
         }
-        h.write_u16(port);
-        h.write_u16(id);
-        h.write_u16(qtype);
-        let mut lower = [0u8; wire::MAX_NAME_LEN + 1];
-        let n = name.len().min(lower.len());
-        for (d, s) in lower[..n].iter_mut().zip(name) {
+        // Port, ID and type in one word; the name eight bytes at a time, lowercased (RFC 4343).
+        h.write_u64(((port as u64) << 32) | ((id as u64) << 16) | qtype as u64);
+        let mut chunks = name.chunks_exact(8);
+        for c in chunks.by_ref() {
+            let mut w = [0u8; 8];
+            for (d, s) in w.iter_mut().zip(c) {
+                *d = s.to_ascii_lowercase();
+            }
+            h.write_u64(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        for (d, s) in w.iter_mut().zip(rest) {
             *d = s.to_ascii_lowercase();
         }
-        h.write(&lower[..n]);
+        h.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
         h.finish()
     }
 
