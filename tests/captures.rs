@@ -611,3 +611,58 @@ fn port_option_selects_the_dns_port() {
     assert_eq!((s.events, s.queries), (0, 0));
     assert!(s.skipped > 0);
 }
+
+fn walk(file: &str, base: &str) -> Vec<(String, u16, Option<u16>, Option<u16>)> {
+    let (events, s) = read_all(&data(file), &Options::default());
+    assert_eq!(
+        s.unanswered + s.unmatched_responses,
+        0,
+        "{file}: every query paired"
+    );
+    events
+        .into_iter()
+        .filter(|e| e.qname.starts_with(base))
+        .map(|e| (e.qname, e.qtype, e.rcode, e.answers))
+        .collect()
+}
+
+/// The search expansions SOURCES.txt describes in three real captures come out paired, in order.
+#[test]
+fn search_expansions_in_real_pcaps() {
+    let s = |n: &str| n.to_string();
+    // ERSPAN/GRE: the .sp.local expansion NXDOMAIN, then the name itself SERVFAIL (11 s later).
+    assert_eq!(
+        walk("pcap/zeek-erspan.pcap", "www.xkcd.com."),
+        [
+            (s("www.xkcd.com.sp.local."), 1, Some(3), Some(0)),
+            (s("www.xkcd.com.sp.local."), 28, Some(3), Some(0)),
+            (s("www.xkcd.com."), 1, Some(2), Some(0)),
+            (s("www.xkcd.com."), 28, Some(2), Some(0)),
+        ]
+    );
+    // Teredo capture: AAAA NODATA, the expansion REFUSED, then A, all from one port.
+    assert_eq!(
+        walk("pcap/zeek-teredo.pcap", "www.wireshark.org."),
+        [
+            (s("www.wireshark.org."), 28, Some(0), Some(0)),
+            (
+                s("www.wireshark.org.gateway.2wire.net."),
+                28,
+                Some(5),
+                Some(0)
+            ),
+            (s("www.wireshark.org."), 1, Some(0), Some(1)),
+        ]
+    );
+    // Four lookups of upload.wikimedia.org, each AAAA NODATA -> expansion NXDOMAIN -> A.
+    let w = walk("pcap/zeek-wikipedia.pcap", "upload.wikimedia.org.");
+    assert_eq!(w.len(), 12);
+    for step in w.chunks(3) {
+        assert_eq!((step[0].1, step[0].2, step[0].3), (28, Some(0), Some(0)));
+        assert_eq!(
+            (step[1].0.as_str(), step[1].2),
+            ("upload.wikimedia.org.ncsa.uiuc.edu.", Some(3))
+        );
+        assert_eq!((step[2].1, step[2].2), (1, Some(0)));
+    }
+}
