@@ -662,12 +662,20 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
         if len == 0 {
             break;
         }
-        for &c in label {
-            let c = c.to_ascii_lowercase();
-            match c {
-                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
-                b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
-                _ => out.extend_from_slice(&[b'\\', b'0' + c / 100, b'0' + (c / 10) % 10, b'0' + c % 10]),
+        let plain = |c: u8| matches!(c.to_ascii_lowercase(), b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/');
+        if label.iter().all(|&c| plain(c)) {
+            // The usual label: copied whole, then lowercased.
+            let at = out.len();
+            out.extend_from_slice(label);
+            out[at..].make_ascii_lowercase();
+        } else {
+            for &c in label {
+                let c = c.to_ascii_lowercase();
+                match c {
+                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
+                    b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+                    _ => out.extend_from_slice(&[b'\\', b'0' + c / 100, b'0' + (c / 10) % 10, b'0' + c % 10]),
+                }
             }
         }
         out.push(b'.');

@@ -93,22 +93,19 @@ impl Pairer {
             IpAddr::V4(a) => h.write(&a.octets()),
             IpAddr::V6(a) => h.write(&a.octets()),
         }
-        // Port, ID and type in one word; the name eight bytes at a time, lowercased (RFC 4343).
+        // Port, ID and type in one word, then the name lowercased (RFC 4343). Names are nearly
+        // always lowercase already: hash them in place, and copy only the ones that are not.
         h.write_u64(((port as u64) << 32) | ((id as u64) << 16) | qtype as u64);
-        let mut chunks = name.chunks_exact(8);
-        for c in chunks.by_ref() {
-            let mut w = [0u8; 8];
-            for (d, s) in w.iter_mut().zip(c) {
+        if name.iter().any(u8::is_ascii_uppercase) {
+            let mut lower = [0u8; wire::MAX_NAME_LEN + 1];
+            let n = name.len().min(lower.len());
+            for (d, s) in lower[..n].iter_mut().zip(name) {
                 *d = s.to_ascii_lowercase();
             }
-            h.write_u64(u64::from_le_bytes(w));
+            h.write(&lower[..n]);
+        } else {
+            h.write(name);
         }
-        let rest = chunks.remainder();
-        let mut w = [0u8; 8];
-        for (d, s) in w.iter_mut().zip(rest) {
-            *d = s.to_ascii_lowercase();
-        }
-        h.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
         h.finish()
     }
 
