@@ -4,7 +4,8 @@
 //!
 //! Bounded: at most `MAX_FLOWS` directions tracked (idle ones, then the least recently used,
 //! dropped first); a direction buffers at most one message (≤ 65 537 bytes) plus
-//! `MAX_OUT_OF_ORDER` bytes of segments that arrived ahead of a gap.
+//! `MAX_OUT_OF_ORDER` bytes of segments that arrived ahead of a gap; and all flows together hold
+//! at most `MAX_BUFFERED` bytes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +17,10 @@ use super::link::{TCP_FIN, TCP_RST, TCP_SYN};
 const MAX_FLOWS: usize = 16_384;
 const FLOW_IDLE_US: u64 = 120_000_000;
 const MAX_OUT_OF_ORDER: usize = 256 * 1024;
+/// Bytes held over all flows (partial messages and segments past gaps). Each bound above alone
+/// would still allow gigabytes across 16 Ki flows; past this one the least recently used flows
+/// are dropped.
+const MAX_BUFFERED: usize = 64 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct FlowKey {
@@ -41,6 +46,11 @@ pub struct Reassembler {
     pub evicted: u64,
     /// Gaps given up on (bytes never seen): the stream restarts at the next segment.
     pub gaps: u64,
+    buffered: usize,
+}
+
+fn held(f: &Flow) -> usize {
+    f.buf.len() + f.ahead_bytes
 }
 
 impl Reassembler {
@@ -61,44 +71,73 @@ impl Reassembler {
         if flags & TCP_SYN != 0 {
             // A new connection: the first data byte is ISN + 1 (RFC 9293 §3.4.1).
             let f = self.flow(key, ts);
+            let before = held(f);
             *f = Flow {
                 next_seq: Some(seq.wrapping_add(1)),
                 last_seen: ts.0,
                 ..Flow::default()
             };
+            self.buffered -= before;
             return;
         }
         if !payload.is_empty() {
-            let gaps_before = self.gaps;
             let f = self.flow(key, ts);
+            let before = held(f);
             let mut gap = false;
             add(f, seq, payload, &mut gap);
             drain(f, emit);
+            let after = held(f);
+            self.buffered = self.buffered - before + after;
             if gap {
-                self.gaps = gaps_before + 1;
+                self.gaps += 1;
+            }
+            while self.buffered > MAX_BUFFERED {
+                let Some(k) = self
+                    .flows
+                    .iter()
+                    .min_by_key(|(_, f)| f.last_seen)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                self.remove(&k);
+                self.evicted += 1;
             }
         }
         if flags & (TCP_FIN | TCP_RST) != 0 {
-            self.flows.remove(&key);
+            self.remove(&key);
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        if let Some(f) = self.flows.remove(key) {
+            self.buffered -= held(&f);
         }
     }
 
     fn flow(&mut self, key: FlowKey, ts: Timestamp) -> &mut Flow {
         if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
-            let before = self.flows.len();
-            self.flows
-                .retain(|_, f| ts.0.saturating_sub(f.last_seen) <= FLOW_IDLE_US);
-            if self.flows.len() == before {
+            let idle: Vec<FlowKey> = self
+                .flows
+                .iter()
+                .filter(|(_, f)| ts.0.saturating_sub(f.last_seen) > FLOW_IDLE_US)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &idle {
+                self.remove(k);
+            }
+            self.evicted += idle.len() as u64;
+            if idle.is_empty() {
                 if let Some(k) = self
                     .flows
                     .iter()
                     .min_by_key(|(_, f)| f.last_seen)
                     .map(|(k, _)| *k)
                 {
-                    self.flows.remove(&k);
+                    self.remove(&k);
+                    self.evicted += 1;
                 }
             }
-            self.evicted += (before - self.flows.len()) as u64;
         }
         let f = self.flows.entry(key).or_default();
         f.last_seen = ts.0;
@@ -249,5 +288,28 @@ mod tests {
         }
         assert!(r.flows.len() <= MAX_FLOWS);
         assert_eq!(r.evicted, 5);
+        assert_eq!(r.buffered, r.flows.values().map(held).sum::<usize>());
+    }
+
+    #[test]
+    fn bytes_held_over_all_flows_are_bounded() {
+        let mut r = Reassembler::new();
+        // Each flow holds the start of a 65 535-byte message that never completes.
+        let mut start = vec![0xff, 0xff];
+        start.extend(vec![0u8; 60_000]);
+        for i in 0..2_000u32 {
+            let mut k = key();
+            k.src = IpAddr::V4(Ipv4Addr::from(i));
+            r.segment(k, 0, 0, &start, Timestamp(i as u64), &mut |_| {});
+            assert!(r.buffered <= MAX_BUFFERED);
+        }
+        assert!(r.evicted > 0);
+        assert_eq!(r.buffered, r.flows.values().map(held).sum::<usize>());
+        // Closing a flow releases its bytes.
+        let mut k = key();
+        k.src = IpAddr::V4(Ipv4Addr::from(1_999u32));
+        let before = r.buffered;
+        r.segment(k, 60_002, TCP_FIN, &[], Timestamp(9), &mut |_| {});
+        assert_eq!(r.buffered, before - 60_002);
     }
 }
