@@ -708,3 +708,105 @@ mod tests {
         assert_eq!(r.question.unwrap().qtype, TYPE_A);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Additions for the capture readers (src/capture), kept in one block to ease merging.
+// ---------------------------------------------------------------------------------------------
+
+/// `name_to_string` for a first question that `parse_question` has already checked
+/// (uncompressed, in bounds, at most 255 octets): the same text, without walking the name twice
+/// or pushing `char`s. Capture readers format one name per query, millions per second.
+pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
+    let name = buf.get(q.name_start..q.name_end).unwrap_or(&[]);
+    let mut out = Vec::with_capacity(name.len() + 8);
+    let mut pos = 0;
+    while let Some(&len) = name.get(pos) {
+        let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else { break };
+        if len == 0 {
+            break;
+        }
+        let plain = |c: u8| matches!(c.to_ascii_lowercase(), b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/');
+        if label.iter().all(|&c| plain(c)) {
+            // The usual label: copied whole, then lowercased.
+            let at = out.len();
+            out.extend_from_slice(label);
+            out[at..].make_ascii_lowercase();
+        } else {
+            for &c in label {
+                let c = c.to_ascii_lowercase();
+                match c {
+                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
+                    b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+                    _ => out.extend_from_slice(&[b'\\', b'0' + c / 100, b'0' + (c / 10) % 10, b'0' + c % 10]),
+                }
+            }
+        }
+        out.push(b'.');
+        pos += 1 + len as usize;
+    }
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    // Every byte pushed above is ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod capture_additions_tests {
+    use super::*;
+
+    #[test]
+    fn question_name_to_string_matches_name_to_string() {
+        let mut names: Vec<Vec<u8>> = vec![vec![0], vec![3, b'W', b'w', b'W', 0]];
+        names.push(vec![4, b'a', b'.', b'\\', 0xff, 2, 0, b'Z', 0]);
+        names.push((0..4).flat_map(|i| std::iter::once(63u8).chain((0..63).map(move |j| (i * 63 + j) as u8))).chain([0]).take(255).collect());
+        for n in names {
+            let mut m = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(&n);
+            m.extend_from_slice(&[0, 1, 0, 1]);
+            let Ok(q) = parse_question(&m) else { continue };
+            assert_eq!(question_name_to_string(&m, &q), name_to_string(&m, q.name_start).unwrap());
+        }
+    }
+
+    #[test]
+    fn response_rcode_matches_parse_response() {
+        let mut query = Vec::new();
+        build_query(7, "a.b.", TYPE_A, true, &mut query).unwrap();
+        let v = parse_query(&query).unwrap();
+        let mut r = Vec::new();
+        minimal_response(&query, &v, RCODE_NXDOMAIN, false, &mut r);
+        let q = parse_question(&r).unwrap();
+        assert_eq!(response_rcode(&r, &q), Some(parse_response(&r).unwrap().rcode));
+        // BADVERS: extended rcode 1 in the OPT, header rcode 0 (RFC 6891 §6.1.3) = 16.
+        let n = r.len();
+        r[3] &= 0xf0;
+        r[n - 6] = 1;
+        assert_eq!(response_rcode(&r, &q), Some(16));
+        assert_eq!(response_rcode(&r, &q), Some(parse_response(&r).unwrap().rcode));
+        assert_eq!(response_rcode(&r[..n - 3], &q), None);
+    }
+}
+
+/// The RCODE of a response with its EDNS extension (RFC 6891 §6.1.3), reading only what that
+/// needs: the records are skipped by their lengths up to the OPT in the additional section.
+/// `q` is the message's checked first question. `None` when a record does not parse.
+pub fn response_rcode(buf: &[u8], q: &Question) -> Option<u16> {
+    let h = Header::parse(buf).ok()?;
+    let mut pos = q.end();
+    let before_additional = h.ancount as usize + h.nscount as usize;
+    // Start past the questions: the first was checked; any further ones (qdcount > 1 is
+    // malformed but seen) are skipped like names.
+    for _ in 1..h.qdcount {
+        pos = skip_name(buf, pos).ok()?.0 + 4;
+    }
+    let mut ext = 0u16;
+    for i in 0..before_additional + h.arcount as usize {
+        let rr = read_rr(buf, pos).ok()?;
+        if i >= before_additional && rr.rtype == TYPE_OPT {
+            ext = (buf[rr.ttl_at] as u16) << 4;
+        }
+        pos = rr.end;
+    }
+    Some(h.rcode() as u16 | ext)
+}

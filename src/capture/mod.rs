@@ -1,1 +1,589 @@
 //! Capture readers (DESIGN §5): each format streams `QueryEvent`s with constant memory.
+//!
+//! One entry point, [`open`] (or [`from_reader`] for any `Read`), detects the format from the
+//! content (`--input-format` overrides), undoes gzip/zstd compression found by magic number, and
+//! returns a [`Capture`]: an `Iterator<Item = Result<QueryEvent, Unreadable>>` plus [`Capture::stats`].
+//!
+//! Every reader follows the same rules:
+//! - Bad input loses nothing else: a record that cannot be read becomes one `Err(Unreadable)`
+//!   with its position (line, packet, frame or byte offset) and the reader goes on with the next.
+//!   With `Options::strict` the first unreadable record is the last item.
+//! - Memory is bounded whatever the input: pairing tables, TCP buffers and fragment tables have
+//!   fixed capacities and evict (counted in [`Stats`]).
+//! - Wire values are untrusted; nothing here panics on any input (proptests in each reader).
+//!
+//! Pairing (pcap, dnstap): a query and its response are matched on (client address, client port,
+//! DNS ID, question). The event's time is the query's and `latency` = response − query time; a
+//! response whose query was not seen still yields an event (response time, no latency); a query
+//! never answered yields an event with `rcode: None` once `Options::answer_wait` of capture time
+//! has passed, or at the end of input.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::event::QueryEvent;
+
+pub mod coredns_log;
+pub mod dnsperf;
+pub mod dnstap;
+pub mod jsonl;
+mod link;
+mod pair;
+pub mod pcap;
+pub mod synth;
+mod tcp;
+
+/// The capture formats ndots reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Format {
+    /// pcap (any byte order, micro- or nanosecond) and pcapng.
+    Pcap,
+    /// CoreDNS `log` plugin output, every layout and wrapper.
+    CorednsLog,
+    /// dnstap: Frame Streams files or one raw protobuf message.
+    Dnstap,
+    /// JSON lines: `{"ts":..,"client":..,"qname":..,"qtype":..,"rcode":..,"answers":..}`.
+    Jsonl,
+    /// dnsperf query files: `name type` per line.
+    Dnsperf,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Pcap => "pcap",
+            Format::CorednsLog => "coredns-log",
+            Format::Dnstap => "dnstap",
+            Format::Jsonl => "jsonl",
+            Format::Dnsperf => "dnsperf",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an unreadable record sits in its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// 1-based line number (text formats).
+    Line(u64),
+    /// 1-based packet number, as tshark numbers frames (pcap, pcapng).
+    Packet(u64),
+    /// 1-based data frame number (dnstap Frame Streams).
+    Frame(u64),
+    /// Byte offset into the (decompressed) input.
+    Byte(u64),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "line {n}"),
+            Position::Packet(n) => write!(f, "packet {n}"),
+            Position::Frame(n) => write!(f, "frame {n}"),
+            Position::Byte(n) => write!(f, "byte {n}"),
+        }
+    }
+}
+
+/// A record that could not be read: counted, reported with its position, and skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub position: Position,
+    pub reason: String,
+}
+
+impl Unreadable {
+    pub fn new(position: Position, reason: impl Into<String>) -> Self {
+        Unreadable {
+            position,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.position, self.reason)
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+/// How many unreadable positions `Stats` keeps for the end-of-run summary.
+pub const KEEP_UNREADABLE: usize = 10;
+
+/// Counts of one run over a capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events yielded.
+    pub events: u64,
+    /// Unreadable records (all of them; the first `KEEP_UNREADABLE` are in `first_unreadable`).
+    pub unreadable: u64,
+    pub first_unreadable: Vec<Unreadable>,
+    /// DNS query messages seen (pcap, dnstap: what tshark / dnstap-ldns count).
+    pub queries: u64,
+    /// DNS response messages seen.
+    pub responses: u64,
+    /// Queries that got no response (by the wait bound, eviction or end of input).
+    pub unanswered: u64,
+    /// Responses whose query was not seen.
+    pub unmatched_responses: u64,
+    /// Pending queries, TCP flows or fragment sets pushed out by a capacity bound.
+    pub evicted: u64,
+    /// Records passed over on purpose: packets that are not DNS on the port, other CoreDNS
+    /// plugins' lines, comments, dnstap message types not reported (see `dnstap`).
+    pub skipped: u64,
+}
+
+/// Which dnstap messages become events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DnstapMessages {
+    /// CLIENT_QUERY / CLIENT_RESPONSE only: what the pods asked. A server logging both sides
+    /// would otherwise count each lookup twice (once from the client, once upstream).
+    #[default]
+    Client,
+    /// Every query/response message type (client, resolver, forwarder, stub, auth, tool, update).
+    All,
+}
+
+/// Reader settings. `Default` is what `ndots` uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Force a format instead of detecting it.
+    pub format: Option<Format>,
+    /// The first unreadable record ends the run (it is the last item yielded).
+    pub strict: bool,
+    /// DNS server port for pcap (queries go to it, responses come from it).
+    pub port: u16,
+    /// Capture time a query waits for its response before it is reported unanswered.
+    pub answer_wait: Duration,
+    /// Bound on queries waiting for a response (oldest reported unanswered beyond it).
+    pub max_pending: usize,
+    /// dnstap message selection.
+    pub dnstap_messages: DnstapMessages,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            format: None,
+            strict: false,
+            port: 53,
+            // Longer than any client waits (glibc: 5 s x 2 attempts) so that a late SERVFAIL
+            // from a server that timed out upstream still pairs (zeek-erspan.pcap has 11 s);
+            // memory is bounded by `max_pending` whatever this is.
+            answer_wait: Duration::from_secs(30),
+            max_pending: 100_000,
+            dnstap_messages: DnstapMessages::Client,
+        }
+    }
+}
+
+/// What each format's reader implements; [`Capture`] adds counting and `strict`.
+pub(crate) trait Reader: Send {
+    fn next_item(&mut self) -> Option<Result<QueryEvent, Unreadable>>;
+    /// Add the reader's own counters (queries, responses, skipped, ...) to `stats`.
+    fn counters(&self, stats: &mut Stats);
+}
+
+/// An open capture: iterate for events, then read [`Capture::stats`].
+pub struct Capture {
+    reader: Box<dyn Reader>,
+    format: Format,
+    strict: bool,
+    done: bool,
+    events: u64,
+    unreadable: u64,
+    first_unreadable: Vec<Unreadable>,
+}
+
+impl Capture {
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    /// Counts so far (final once the iterator returned `None`).
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            events: self.events,
+            unreadable: self.unreadable,
+            first_unreadable: self.first_unreadable.clone(),
+            ..Stats::default()
+        };
+        self.reader.counters(&mut s);
+        s
+    }
+}
+
+impl Iterator for Capture {
+    type Item = Result<QueryEvent, Unreadable>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.reader.next_item() {
+            None => {
+                self.done = true;
+                None
+            }
+            Some(Ok(e)) => {
+                self.events += 1;
+                Some(Ok(e))
+            }
+            Some(Err(u)) => {
+                self.unreadable += 1;
+                if self.first_unreadable.len() < KEEP_UNREADABLE {
+                    self.first_unreadable.push(u.clone());
+                }
+                if self.strict {
+                    self.done = true;
+                }
+                Some(Err(u))
+            }
+        }
+    }
+}
+
+/// Why a capture could not be opened at all.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: cannot tell the capture format from its content (use --input-format)")]
+    UnknownFormat { path: String },
+    #[error("{path}: {reason}")]
+    Bad { path: String, reason: String },
+}
+
+/// Open a capture file (`-` is standard input) with default options and `format` forced or detected.
+pub fn open(path: impl AsRef<Path>, format: Option<Format>) -> Result<Capture, OpenError> {
+    open_with(
+        path,
+        &Options {
+            format,
+            ..Options::default()
+        },
+    )
+}
+
+/// Open a capture file (`-` is standard input).
+pub fn open_with(path: impl AsRef<Path>, opts: &Options) -> Result<Capture, OpenError> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let input: Box<dyn Read + Send> = if name == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|source| OpenError::Io {
+            path: name.clone(),
+            source,
+        })?)
+    };
+    from_reader_named(input, opts, &name)
+}
+
+/// Read a capture from any byte stream.
+pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Capture, OpenError> {
+    from_reader_named(input, opts, "<input>")
+}
+
+const PEEK: usize = 4096;
+
+fn from_reader_named(
+    input: Box<dyn Read + Send>,
+    opts: &Options,
+    name: &str,
+) -> Result<Capture, OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: name.to_string(),
+        source,
+    };
+    let (head, input) = peek(input, PEEK).map_err(io_err)?;
+    // Compression by magic number, not extension: gzip (RFC 1952 §2.3.1) and zstd (RFC 8878 §3.1.1).
+    let input: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let d = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| OpenError::Bad {
+            path: name.to_string(),
+            reason: format!("zstd: {e}"),
+        })?;
+        Box::new(d)
+    } else {
+        input
+    };
+    let (head, input) =
+        if head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            peek(input, PEEK).map_err(io_err)?
+        } else {
+            (head, input)
+        };
+    let format = match opts.format.or_else(|| detect(&head)) {
+        Some(f) => f,
+        None => {
+            return Err(OpenError::UnknownFormat {
+                path: name.to_string(),
+            })
+        }
+    };
+    let input = BufReader::with_capacity(256 * 1024, input);
+    let reader: Box<dyn Reader> = match format {
+        Format::Pcap => Box::new(pcap::PcapReader::new(input, opts)),
+        Format::CorednsLog => Box::new(coredns_log::CorednsLogReader::new(input)),
+        Format::Dnstap => Box::new(dnstap::DnstapReader::new(input, opts)),
+        Format::Jsonl => Box::new(jsonl::JsonlReader::new(input)),
+        Format::Dnsperf => Box::new(dnsperf::DnsperfReader::new(input)),
+    };
+    Ok(Capture {
+        reader,
+        format,
+        strict: opts.strict,
+        done: false,
+        events: 0,
+        unreadable: 0,
+        first_unreadable: Vec::new(),
+    })
+}
+
+/// Read up to `n` bytes for detection and give back a reader that still yields them.
+fn peek(mut input: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut head = Vec::with_capacity(n);
+    (&mut input).take(n as u64).read_to_end(&mut head)?;
+    let again = Cursor::new(head.clone()).chain(input);
+    Ok((head, Box::new(again)))
+}
+
+/// Tell the format from the first bytes: magic numbers for the binary formats, then the first
+/// lines that are not blank or `#` comments for the text formats.
+pub fn detect(head: &[u8]) -> Option<Format> {
+    if head.len() >= 4 {
+        let m = [head[0], head[1], head[2], head[3]];
+        // pcap: 0xa1b2c3d4 (µs) / 0xa1b23c4d (ns) in either byte order; pcapng: the SHB type
+        // 0x0a0d0d0a, a palindrome (draft-ietf-opsawg-pcapng §4.1).
+        if matches!(
+            m,
+            [0xa1, 0xb2, 0xc3, 0xd4]
+                | [0xd4, 0xc3, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0x3c, 0x4d]
+                | [0x4d, 0x3c, 0xb2, 0xa1]
+        ) || m == [0x0a, 0x0d, 0x0d, 0x0a]
+        {
+            return Some(Format::Pcap);
+        }
+        // Frame Streams: a file starts with a control frame, announced by a zero "length".
+        if m == [0, 0, 0, 0] {
+            return Some(Format::Dnstap);
+        }
+    }
+    // A raw dnstap protobuf message starts with the tag of identity (1), version (2), extra (3),
+    // message (14) or type (15), all length-delimited except type (varint).
+    if let Some(&b) = head.first() {
+        if matches!(b, 0x0a | 0x12 | 0x1a | 0x72 | 0x78) && head.iter().take(64).any(|&c| c < 0x09)
+        {
+            return Some(Format::Dnstap);
+        }
+    }
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    // Look at a few lines: a CoreDNS log may begin with other plugins' output.
+    let mut first = None;
+    for line in lines.by_ref().take(20) {
+        if line.starts_with('{') {
+            return Some(Format::Jsonl);
+        }
+        if coredns_log::looks_like_log_line(line) {
+            return Some(Format::CorednsLog);
+        }
+        if first.is_none() {
+            first = Some(line);
+        }
+    }
+    if let Some(line) = first {
+        if dnsperf::looks_like_query_line(line) {
+            return Some(Format::Dnsperf);
+        }
+    }
+    None
+}
+
+/// Longest text line read; a longer one is reported unreadable and skipped whole.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads lines with a bound on their length (a file without newlines cannot exhaust memory).
+pub(crate) struct LineReader<R> {
+    input: R,
+    line: Vec<u8>,
+    pub line_no: u64,
+}
+
+pub(crate) enum Line<'a> {
+    Text(&'a str),
+    TooLong,
+    Failed(String),
+}
+
+impl<R: io::BufRead> LineReader<R> {
+    pub fn new(input: R) -> Self {
+        LineReader {
+            input,
+            line: Vec::with_capacity(256),
+            line_no: 0,
+        }
+    }
+
+    /// The next line without its end (`\n` or `\r\n`); invalid UTF-8 is replaced, not fatal.
+    pub fn next_line(&mut self) -> Option<(u64, Line<'_>)> {
+        self.line.clear();
+        let mut too_long = false;
+        let mut any = false;
+        loop {
+            let buf = match self.input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.line_no += 1;
+                    return Some((self.line_no, Line::Failed(format!("read error: {e}"))));
+                }
+            };
+            if buf.is_empty() {
+                if !any {
+                    return None;
+                }
+                break;
+            }
+            any = true;
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if !too_long {
+                if self.line.len() + take > MAX_LINE {
+                    too_long = true;
+                    self.line.clear();
+                } else {
+                    self.line.extend_from_slice(&buf[..take]);
+                }
+            }
+            self.input.consume(take + done as usize);
+            if done {
+                break;
+            }
+        }
+        self.line_no += 1;
+        if too_long {
+            return Some((self.line_no, Line::TooLong));
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        if std::str::from_utf8(&self.line).is_err() {
+            let fixed = String::from_utf8_lossy(&self.line).into_owned();
+            self.line = fixed.into_bytes();
+        }
+        Some((
+            self.line_no,
+            Line::Text(std::str::from_utf8(&self.line).unwrap_or("")),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_content() {
+        assert_eq!(detect(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]), Some(Format::Pcap));
+        assert_eq!(detect(&[0x4d, 0x3c, 0xb2, 0xa1, 2, 0]), Some(Format::Pcap));
+        assert_eq!(detect(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]), Some(Format::Pcap));
+        assert_eq!(detect(&[0, 0, 0, 0, 0, 0, 0, 0x22]), Some(Format::Dnstap));
+        assert_eq!(
+            detect(b"{\"ts\": 1, \"client\": \"10.0.0.1\"}\n"),
+            Some(Format::Jsonl)
+        );
+        assert_eq!(
+            detect(b"# c\n[INFO] 10.0.0.1:5 - 1 \"A IN a. udp 1 false 512\" NOERROR qr 1 0.1s\n"),
+            Some(Format::CorednsLog)
+        );
+        assert_eq!(
+            detect(b"www.example.com A\nexample.org AAAA\n"),
+            Some(Format::Dnsperf)
+        );
+        assert_eq!(detect(b"hello world, this is not a capture\n"), None);
+        assert_eq!(detect(b""), None);
+    }
+
+    #[test]
+    fn strict_stops_at_the_first_unreadable() {
+        let input = b"www.example.com A\nbad line with too many words\nexample.org AAAA\n".to_vec();
+        let opts = Options {
+            format: Some(Format::Dnsperf),
+            strict: true,
+            ..Options::default()
+        };
+        let items: Vec<_> = from_reader(Box::new(Cursor::new(input.clone())), &opts)
+            .unwrap()
+            .collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[1].is_err());
+        let opts = Options {
+            format: Some(Format::Dnsperf),
+            ..Options::default()
+        };
+        let mut c = from_reader(Box::new(Cursor::new(input)), &opts).unwrap();
+        assert_eq!(c.by_ref().filter(|r| r.is_ok()).count(), 2);
+        let s = c.stats();
+        assert_eq!((s.events, s.unreadable), (2, 1));
+        assert_eq!(s.first_unreadable[0].position, Position::Line(2));
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut text = b"a\r\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        text.extend_from_slice(b"\nb\xff\nlast");
+        let mut r = LineReader::new(BufReader::with_capacity(16, Cursor::new(text)));
+        assert!(matches!(r.next_line(), Some((1, Line::Text("a")))));
+        assert!(matches!(r.next_line(), Some((2, Line::TooLong))));
+        assert!(matches!(r.next_line(), Some((3, Line::Text("b\u{fffd}")))));
+        assert!(matches!(r.next_line(), Some((4, Line::Text("last")))));
+        assert_eq!(r.line_no, 4);
+        assert!(r.next_line().is_none());
+    }
+
+    /// Found by cargo fuzz: gzip magic followed by an invalid header is an open error.
+    #[test]
+    fn broken_gzip_header_is_an_open_error() {
+        let r = from_reader(
+            Box::new(Cursor::new(vec![0x1f, 0x8b, 0xff, 0, 1, 2])),
+            &Options::default(),
+        );
+        assert!(matches!(r, Err(OpenError::Io { .. })));
+    }
+
+    #[test]
+    fn gzip_and_zstd_are_read_by_magic() {
+        use std::io::Write;
+        let text = b"www.example.com A\nexample.org AAAA\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text).unwrap();
+        let gz = gz.finish().unwrap();
+        let c = from_reader(Box::new(Cursor::new(gz)), &Options::default()).unwrap();
+        assert_eq!(c.format(), Format::Dnsperf);
+        assert_eq!(c.filter(|r| r.is_ok()).count(), 2);
+        let zst = ruzstd::encoding::compress_to_vec(
+            &text[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let c = from_reader(Box::new(Cursor::new(zst)), &Options::default()).unwrap();
+        assert_eq!(c.filter(|r| r.is_ok()).count(), 2);
+    }
+}

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod capture;
 pub mod proxy;
 pub mod report;
 pub mod simulate;
@@ -27,6 +28,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Render the amplification report of running proxies (merged) or of saved JSON files.
     Report(report::ReportArgs),
+    /// Capture tools: write a synthetic capture, dump any capture's events.
+    Capture(capture::CaptureArgs),
 }
 
 /// An error that carries its exit code.
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Proxy(args) => proxy::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
+        Command::Capture(args) => capture::run(args),
     }
 }
 

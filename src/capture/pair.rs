@@ -1,0 +1,471 @@
+//! Pairing DNS queries with their responses (pcap and dnstap), in bounded memory.
+//!
+//! Key: (client address, client port, DNS ID, question type, question name compared
+//! case-insensitively per RFC 4343). The key is stored as a 64-bit hash of those fields with the
+//! address, port, ID and type kept beside it and checked on a hit; two different pending queries
+//! would have to collide on all 64 bits *and* share client, port, ID and type to be confused.
+//!
+//! Memory: at most `max_pending` queries wait; beyond that the oldest are reported unanswered
+//! and counted as evicted.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::event::{AnswerSource, QueryEvent, Timestamp};
+use crate::wire;
+
+use super::{Position, Unreadable};
+
+/// The map key is already a hash.
+#[derive(Default)]
+struct IdentityHasher(u64);
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Pending {
+    time: Timestamp,
+    client: IpAddr,
+    port: u16,
+    id: u16,
+    qtype: u16,
+    qname: String,
+    seq: u64,
+}
+
+pub(crate) struct Pairer {
+    pending: HashMap<u64, Pending, BuildHasherDefault<IdentityHasher>>,
+    next_scan: u64,
+    scan_us: u64,
+    hasher: ahash::RandomState,
+    seq: u64,
+    wait_us: u64,
+    max_pending: usize,
+    pub queries: u64,
+    pub responses: u64,
+    pub unanswered: u64,
+    pub unmatched: u64,
+    pub evicted: u64,
+}
+
+pub(crate) type Out = VecDeque<Result<QueryEvent, Unreadable>>;
+
+impl Pairer {
+    pub fn new(wait: Duration, max_pending: usize) -> Self {
+        let max_pending = max_pending.max(1);
+        Pairer {
+            pending: HashMap::with_capacity_and_hasher(
+                max_pending.min(1 << 16),
+                Default::default(),
+            ),
+            next_scan: 0,
+            // Fixed seeds: runs are reproducible; the key mixes in nothing an attacker could use
+            // to do more than collide their own queries.
+            hasher: ahash::RandomState::with_seeds(0x6e64, 0x6f74, 0x7320, 0x6361),
+            seq: 0,
+            wait_us: wait.as_micros().min(u64::MAX as u128) as u64,
+            // Expiry resolution: an eighth of the wait, at most a second.
+            scan_us: (wait.as_micros() as u64 / 8).clamp(1, 1_000_000),
+            max_pending,
+            queries: 0,
+            responses: 0,
+            unanswered: 0,
+            unmatched: 0,
+            evicted: 0,
+        }
+    }
+
+    fn key(&self, client: IpAddr, port: u16, id: u16, qtype: u16, name: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match client {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
+        // Port, ID and type in one word, then the name lowercased (RFC 4343). Names are nearly
+        // always lowercase already: hash them in place, and copy only the ones that are not.
+        h.write_u64(((port as u64) << 32) | ((id as u64) << 16) | qtype as u64);
+        if name.iter().any(u8::is_ascii_uppercase) {
+            let mut lower = [0u8; wire::MAX_NAME_LEN + 1];
+            let n = name.len().min(lower.len());
+            for (d, s) in lower[..n].iter_mut().zip(name) {
+                *d = s.to_ascii_lowercase();
+            }
+            h.write(&lower[..n]);
+        } else {
+            h.write(name);
+        }
+        h.finish()
+    }
+
+    /// One DNS message seen at `time` between `client`:`port` and the server. Counts it as a
+    /// query or response by its QR bit (as tshark does) and pushes any finished events to `out`.
+    /// `query_time` is the query's time when the record carries it (dnstap responses).
+    #[allow(clippy::too_many_arguments)]
+    pub fn message(
+        &mut self,
+        time: Timestamp,
+        client_if_query: (IpAddr, u16),
+        client_if_response: (IpAddr, u16),
+        msg: &[u8],
+        query_time: Option<Timestamp>,
+        pos: Position,
+        out: &mut Out,
+    ) {
+        let header = match wire::Header::parse(msg) {
+            Ok(h) => h,
+            Err(e) => {
+                out.push_back(Err(Unreadable::new(pos, format!("DNS: {e}"))));
+                return;
+            }
+        };
+        self.expire(time, out);
+        if header.is_response() {
+            self.responses += 1;
+            self.response(time, client_if_response, header, msg, query_time, pos, out);
+        } else {
+            self.queries += 1;
+            self.query(time, client_if_query, header, msg, pos, out);
+        }
+    }
+
+    fn query(
+        &mut self,
+        time: Timestamp,
+        (client, port): (IpAddr, u16),
+        header: wire::Header,
+        msg: &[u8],
+        pos: Position,
+        out: &mut Out,
+    ) {
+        let q = match wire::parse_question(msg) {
+            Ok(q) => q,
+            Err(e) => {
+                out.push_back(Err(Unreadable::new(pos, format!("DNS query: {e}"))));
+                return;
+            }
+        };
+        let qname = wire::question_name_to_string(msg, &q);
+        let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
+        self.seq += 1;
+        let p = Pending {
+            time,
+            client,
+            port,
+            id: header.id,
+            qtype: q.qtype,
+            qname,
+            seq: self.seq,
+        };
+        // The same query again before an answer (a retry with the same ID): the first one is
+        // reported unanswered, the new one waits.
+        if let Some(old) = self.pending.insert(key, p) {
+            self.unanswered += 1;
+            out.push_back(Ok(unanswered(old)));
+        }
+        self.bound(out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn response(
+        &mut self,
+        time: Timestamp,
+        (client, port): (IpAddr, u16),
+        header: wire::Header,
+        msg: &[u8],
+        query_time: Option<Timestamp>,
+        pos: Position,
+        out: &mut Out,
+    ) {
+        let q = match wire::parse_question(msg) {
+            Ok(q) => q,
+            Err(e) => {
+                out.push_back(Err(Unreadable::new(pos, format!("DNS response: {e}"))));
+                return;
+            }
+        };
+        // The RCODE with its EDNS extension needs the whole message read; a response whose
+        // records do not parse (cut by a snap length, say) still has its header RCODE.
+        let rcode = wire::response_rcode(msg, &q).unwrap_or(header.rcode() as u16);
+        let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
+        let answers = Some(header.ancount);
+        // One probe: take the entry, and put it back in the (64-bit collision) case where it is
+        // another client's query.
+        let hit = match self.pending.remove(&key) {
+            Some(p)
+                if p.client == client
+                    && p.port == port
+                    && p.id == header.id
+                    && p.qtype == q.qtype =>
+            {
+                Some(p)
+            }
+            Some(p) => {
+                self.pending.insert(key, p);
+                None
+            }
+            None => None,
+        };
+        if let Some(p) = hit {
+            out.push_back(Ok(QueryEvent {
+                time: p.time,
+                client,
+                client_port: Some(port),
+                qname: p.qname,
+                qtype: p.qtype,
+                rcode: Some(rcode),
+                answers,
+                latency: Some(time.since(p.time)),
+                source: Some(AnswerSource::Captured),
+            }));
+            return;
+        }
+        let qname = wire::question_name_to_string(msg, &q);
+        self.unmatched += 1;
+        let (t, latency) = match query_time {
+            Some(qt) if qt <= time => (qt, Some(time.since(qt))),
+            _ => (time, None),
+        };
+        out.push_back(Ok(QueryEvent {
+            time: t,
+            client,
+            client_port: Some(port),
+            qname,
+            qtype: q.qtype,
+            rcode: Some(rcode),
+            answers,
+            latency,
+            source: Some(AnswerSource::Captured),
+        }));
+    }
+
+    /// Report queries older than the wait bound at capture time `now` as unanswered.
+    ///
+    /// The table is scanned at most once per `scan_us` of capture time, O(waiting queries) per
+    /// scan, so a message costs one comparison here. (An insertion-ordered queue was tried first:
+    /// it cost a cache-missing write per query, nearly all for queries answered long before.)
+    pub fn expire(&mut self, now: Timestamp, out: &mut Out) {
+        if now.0 < self.next_scan {
+            return;
+        }
+        self.next_scan = now.0.saturating_add(self.scan_us);
+        if self.pending.is_empty() {
+            return;
+        }
+        let cutoff = now.0.saturating_sub(self.wait_us);
+        let old: Vec<(u64, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.time.0 < cutoff)
+            .map(|(k, p)| (p.seq, *k))
+            .collect();
+        self.report(old, out, false);
+    }
+
+    /// Report the given (seq, key) entries unanswered, oldest first.
+    fn report(&mut self, mut which: Vec<(u64, u64)>, out: &mut Out, evicted: bool) {
+        which.sort_unstable();
+        for (_, key) in which {
+            if let Some(p) = self.pending.remove(&key) {
+                self.unanswered += 1;
+                if evicted {
+                    self.evicted += 1;
+                }
+                out.push_back(Ok(unanswered(p)));
+            }
+        }
+    }
+
+    /// Over capacity: evict the oldest eighth in one pass (amortised O(1) per query).
+    fn bound(&mut self, out: &mut Out) {
+        if self.pending.len() <= self.max_pending {
+            return;
+        }
+        let mut all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
+        let n = (all.len() - self.max_pending)
+            .max(self.max_pending / 8)
+            .min(all.len());
+        all.select_nth_unstable(n - 1);
+        all.truncate(n);
+        self.report(all, out, true);
+    }
+
+    /// End of input: every waiting query is unanswered, oldest first.
+    pub fn finish(&mut self, out: &mut Out) {
+        let all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
+        self.report(all, out, false);
+    }
+}
+
+fn unanswered(p: Pending) -> QueryEvent {
+    QueryEvent {
+        time: p.time,
+        client: p.client,
+        client_port: Some(p.port),
+        qname: p.qname,
+        qtype: p.qtype,
+        rcode: None,
+        answers: None,
+        latency: None,
+        source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(id: u16, name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        wire::build_query(id, name, wire::TYPE_A, false, &mut v).unwrap();
+        v
+    }
+    fn r(id: u16, name: &str, rcode: u8) -> Vec<u8> {
+        let query = q(id, name);
+        let view = wire::parse_query(&query).unwrap();
+        let mut v = Vec::new();
+        wire::minimal_response(&query, &view, rcode, false, &mut v);
+        v
+    }
+    const C: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7)), 40000);
+    const S: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 96, 0, 10)), 53);
+
+    #[test]
+    fn pairs_on_id_and_question_case_insensitively() {
+        let mut p = Pairer::new(Duration::from_secs(5), 100);
+        let mut out = Out::new();
+        p.message(
+            Timestamp(1_000),
+            C,
+            C,
+            &q(7, "Web.Prod."),
+            None,
+            Position::Packet(1),
+            &mut out,
+        );
+        p.message(
+            Timestamp(1_500),
+            S,
+            C,
+            &r(7, "web.prod.", 3),
+            None,
+            Position::Packet(2),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let e = out.pop_front().unwrap().unwrap();
+        assert_eq!(e.time, Timestamp(1_000));
+        assert_eq!(e.qname, "web.prod.");
+        assert_eq!(e.rcode, Some(3));
+        assert_eq!(e.latency, Some(Duration::from_micros(500)));
+        assert_eq!((p.queries, p.responses, p.unmatched), (1, 1, 0));
+    }
+
+    #[test]
+    fn other_id_or_name_does_not_pair() {
+        let mut p = Pairer::new(Duration::from_secs(5), 100);
+        let mut out = Out::new();
+        p.message(
+            Timestamp(0),
+            C,
+            C,
+            &q(7, "a."),
+            None,
+            Position::Packet(1),
+            &mut out,
+        );
+        p.message(
+            Timestamp(1),
+            S,
+            C,
+            &r(8, "a.", 0),
+            None,
+            Position::Packet(2),
+            &mut out,
+        );
+        p.message(
+            Timestamp(2),
+            S,
+            C,
+            &r(7, "b.", 0),
+            None,
+            Position::Packet(3),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|e| e.as_ref().unwrap().latency.is_none()));
+        p.finish(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].as_ref().unwrap().rcode, None);
+        assert_eq!((p.unmatched, p.unanswered), (2, 1));
+    }
+
+    #[test]
+    fn waits_are_bounded_in_time_and_count() {
+        let mut p = Pairer::new(Duration::from_secs(1), 3);
+        let mut out = Out::new();
+        for i in 0..5u16 {
+            p.message(
+                Timestamp(i as u64),
+                C,
+                C,
+                &q(i, "a."),
+                None,
+                Position::Packet(1),
+                &mut out,
+            );
+        }
+        // Two evicted by the count bound, oldest first.
+        assert_eq!(out.len(), 2);
+        assert_eq!(p.evicted, 2);
+        // A message two seconds later expires the rest.
+        p.message(
+            Timestamp(2_000_000),
+            C,
+            C,
+            &q(99, "b."),
+            None,
+            Position::Packet(6),
+            &mut out,
+        );
+        assert_eq!(out.len(), 5);
+        assert_eq!(p.pending.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_unreadable_not_a_panic() {
+        let mut p = Pairer::new(Duration::from_secs(1), 3);
+        let mut out = Out::new();
+        p.message(
+            Timestamp(0),
+            C,
+            C,
+            &[1, 2, 3],
+            None,
+            Position::Packet(1),
+            &mut out,
+        );
+        p.message(
+            Timestamp(0),
+            C,
+            C,
+            &[0; 12],
+            None,
+            Position::Packet(2),
+            &mut out,
+        );
+        assert!(out.iter().all(|e| e.is_err()));
+        assert_eq!(out.len(), 2);
+    }
+}
