@@ -721,7 +721,9 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
     let mut out = Vec::with_capacity(name.len() + 8);
     let mut pos = 0;
     while let Some(&len) = name.get(pos) {
-        let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else { break };
+        let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else {
+            break;
+        };
         if len == 0 {
             break;
         }
@@ -737,7 +739,12 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
                 match c {
                     b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
                     b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
-                    _ => out.extend_from_slice(&[b'\\', b'0' + c / 100, b'0' + (c / 10) % 10, b'0' + c % 10]),
+                    _ => out.extend_from_slice(&[
+                        b'\\',
+                        b'0' + c / 100,
+                        b'0' + (c / 10) % 10,
+                        b'0' + c % 10,
+                    ]),
                 }
             }
         }
@@ -759,13 +766,22 @@ mod capture_additions_tests {
     fn question_name_to_string_matches_name_to_string() {
         let mut names: Vec<Vec<u8>> = vec![vec![0], vec![3, b'W', b'w', b'W', 0]];
         names.push(vec![4, b'a', b'.', b'\\', 0xff, 2, 0, b'Z', 0]);
-        names.push((0..4).flat_map(|i| std::iter::once(63u8).chain((0..63).map(move |j| (i * 63 + j) as u8))).chain([0]).take(255).collect());
+        names.push(
+            (0..4)
+                .flat_map(|i| std::iter::once(63u8).chain((0..63).map(move |j| (i * 63 + j) as u8)))
+                .chain([0])
+                .take(255)
+                .collect(),
+        );
         for n in names {
             let mut m = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
             m.extend_from_slice(&n);
             m.extend_from_slice(&[0, 1, 0, 1]);
             let Ok(q) = parse_question(&m) else { continue };
-            assert_eq!(question_name_to_string(&m, &q), name_to_string(&m, q.name_start).unwrap());
+            assert_eq!(
+                question_name_to_string(&m, &q),
+                name_to_string(&m, q.name_start).unwrap()
+            );
         }
     }
 
@@ -777,13 +793,19 @@ mod capture_additions_tests {
         let mut r = Vec::new();
         minimal_response(&query, &v, RCODE_NXDOMAIN, false, &mut r);
         let q = parse_question(&r).unwrap();
-        assert_eq!(response_rcode(&r, &q), Some(parse_response(&r).unwrap().rcode));
+        assert_eq!(
+            response_rcode(&r, &q),
+            Some(parse_response(&r).unwrap().rcode)
+        );
         // BADVERS: extended rcode 1 in the OPT, header rcode 0 (RFC 6891 §6.1.3) = 16.
         let n = r.len();
         r[3] &= 0xf0;
         r[n - 6] = 1;
         assert_eq!(response_rcode(&r, &q), Some(16));
-        assert_eq!(response_rcode(&r, &q), Some(parse_response(&r).unwrap().rcode));
+        assert_eq!(
+            response_rcode(&r, &q),
+            Some(parse_response(&r).unwrap().rcode)
+        );
         assert_eq!(response_rcode(&r[..n - 3], &q), None);
     }
 }
