@@ -333,6 +333,10 @@ fn a_flood_of_distinct_names_keeps_memory_bounded() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
+    let qps: f64 = std::env::var("NDOTS_FLOOD_QPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000.0);
     let clients: usize = std::env::var("NDOTS_FLOOD_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -372,13 +376,16 @@ fn a_flood_of_distinct_names_keeps_memory_bounded() {
             let _ = s.send_to(&q, dns);
             sent += 1;
         }
-        if c % 64 == 0 {
-            // Pace a little so the flood exercises the tracker, not only the socket buffer.
-            std::thread::sleep(Duration::from_micros(200));
+        // Paced (NDOTS_FLOOD_QPS, default 40k/s) so the flood exercises the tracker rather
+        // than only overflowing the socket buffer.
+        let due = Duration::from_secs_f64(sent as f64 / qps);
+        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(ahead);
         }
     }
     let elapsed = start.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
+    // Walks close after the idle window (2 s); then every lookup is in the report.
+    std::thread::sleep(Duration::from_millis(3000));
     let after = rss();
     let c = client();
     assert_eq!(
