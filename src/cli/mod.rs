@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod analyze;
 pub mod capture;
 pub mod proxy;
 pub mod report;
@@ -28,6 +29,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Render the amplification report of running proxies (merged) or of saved JSON files.
     Report(report::ReportArgs),
+    /// Rebuild lookups from captured queries and print the amplification report.
+    Analyze(analyze::AnalyzeArgs),
     /// Capture tools: write a synthetic capture, dump any capture's events.
     Capture(capture::CaptureArgs),
 }
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Analyze(args) => analyze::run(args),
     }
 }
 

@@ -1,0 +1,212 @@
+//! `ndots analyze CAPTURE...`: rebuild lookups from captured queries and print the
+//! amplification report (DESIGN §5), the same report the proxy serves at `/report`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+
+use super::{CliError, Format};
+use crate::amplify::Analyzer;
+use crate::capture::{self, Options};
+use crate::config::{ClusterConfig, TrackerConfig};
+use crate::render;
+use crate::search::resolv_conf::{Environment, ResolverSettings};
+use crate::search::Stub;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  ndots analyze coredns.log\n  \
+    kubectl logs -n kube-system -l k8s-app=kube-dns --timestamps | ndots analyze -\n  \
+    ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html")]
+pub struct AnalyzeArgs {
+    /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
+    /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// Read every capture as this format instead of detecting it.
+    #[arg(long, value_enum)]
+    pub input_format: Option<capture::Format>,
+    /// Stop at the first unreadable record (exit 1) instead of counting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// The pods' search list, space-separated as in resolv.conf. An entry `<ns>.svc.<domain>`
+    /// stands for every namespace.
+    #[arg(long, conflicts_with = "resolv_conf")]
+    pub search: Option<String>,
+    /// Take the search list from a pod's resolv.conf.
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+    /// The cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// A walk with no new query for this long ends.
+    #[arg(long, default_value = "2s")]
+    pub idle: String,
+    /// DNS server port in pcap captures.
+    #[arg(long, default_value_t = 53)]
+    pub port: u16,
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write the report here instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
+    let domain = args
+        .cluster_domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let (cluster, said) = search_shape(&args, &domain).map_err(CliError::usage)?;
+    let idle = crate::config::parse_duration(&args.idle).map_err(CliError::usage)?;
+    let tracker = TrackerConfig {
+        idle,
+        max_open_walks: 200_000,
+    };
+    let mut analyzer = Analyzer::new(&cluster, &tracker);
+    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "search list: {said}");
+
+    let mut total_unreadable = 0u64;
+    for path in &args.captures {
+        let opts = Options {
+            format: args.input_format,
+            strict: args.strict,
+            port: args.port,
+            ..Options::default()
+        };
+        let mut cap = capture::open_with(path, &opts).map_err(|e| CliError::usage(anyhow!(e)))?;
+        let mut n = 0u64;
+        for item in cap.by_ref() {
+            match item {
+                Ok(ev) => {
+                    analyzer.observe(&ev);
+                    n += 1;
+                    if progress && n % 500_000 == 0 {
+                        let _ = write!(stderr, "\r{}: {n} events", path.display());
+                    }
+                }
+                Err(u) if args.strict => {
+                    return Err(CliError::runtime(anyhow!(
+                        "{}: {u} (--strict)",
+                        path.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let s = cap.stats();
+        if progress {
+            let _ = write!(stderr, "\r");
+        }
+        let _ = writeln!(
+            stderr,
+            "{}: {} events ({}), {} unreadable",
+            path.display(),
+            s.events,
+            cap.format().as_str(),
+            s.unreadable
+        );
+        for u in &s.first_unreadable {
+            let _ = writeln!(stderr, "  unreadable: {u}");
+        }
+        total_unreadable += s.unreadable;
+    }
+    let source = args
+        .captures
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let report = analyzer.finish(&source);
+    let out = match args.format.unwrap_or(Format::Text) {
+        Format::Text => render::text(&report),
+        Format::Json => render::json(&report),
+        Format::Html => render::html(&report),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, out)
+            .with_context(|| format!("writing {}", p.display()))
+            .map_err(CliError::runtime)?,
+        None => {
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        }
+    }
+    if total_unreadable > 0 {
+        let _ = writeln!(
+            stderr,
+            "{total_unreadable} unreadable records skipped (--strict makes the first one fatal)"
+        );
+    }
+    Ok(())
+}
+
+/// The search list shape for decomposition, and how it was chosen (said on stderr).
+fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConfig, String)> {
+    let (list, origin): (Vec<String>, String) = if let Some(s) = &args.search {
+        (
+            s.split_whitespace().map(str::to_string).collect(),
+            "from --search".into(),
+        )
+    } else if let Some(p) = &args.resolv_conf {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let settings =
+            ResolverSettings::from_resolv_conf(&text, Stub::Glibc, &Environment::default());
+        (settings.search, format!("from {}", p.display()))
+    } else {
+        let shape = vec![
+            format!("*.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.to_string(),
+        ];
+        let said = format!(
+            "{} (the Kubernetes pod default, assumed; the node's own domains are not known: \
+             pass --search or --resolv-conf to include them)",
+            shape.join(" ")
+        );
+        return Ok((
+            ClusterConfig {
+                domain: domain.into(),
+                search: shape,
+                node_search: vec![],
+            },
+            said,
+        ));
+    };
+    let ns_suffix = format!(".svc.{domain}");
+    let mut search = Vec::new();
+    let mut node_search = Vec::new();
+    for entry in &list {
+        let e = entry.trim_end_matches('.').to_ascii_lowercase();
+        if e.is_empty() {
+            continue;
+        }
+        // `<ns>.svc.<domain>` is one pod's namespace; a capture holds many.
+        if let Some(ns) = e.strip_suffix(ns_suffix.as_str()) {
+            if !ns.contains('.') {
+                search.push(format!("*{ns_suffix}"));
+                continue;
+            }
+        }
+        if e == format!("svc.{domain}") || e == domain {
+            search.push(e);
+        } else {
+            node_search.push(e);
+        }
+    }
+    if search.is_empty() && node_search.is_empty() {
+        return Err(anyhow!("the search list {origin} is empty"));
+    }
+    let said = format!("{} {} ({origin})", search.join(" "), node_search.join(" "));
+    Ok((
+        ClusterConfig {
+            domain: domain.into(),
+            search,
+            node_search,
+        },
+        said.replace("  ", " "),
+    ))
+}
