@@ -499,9 +499,7 @@ impl Engine {
         if self.tracker.is_none() {
             return;
         }
-        let Ok(qname) = wire::name_to_string(packet, view.question.name_start) else {
-            return;
-        };
+        let qname = wire::question_name_to_string(packet, &view.question);
         let latency = started.elapsed();
         let event = QueryEvent {
             time: Timestamp(
