@@ -2,11 +2,15 @@
 //! input (counted and skipped, `--strict` fatal), standard input, and the same report live and
 //! offline: the proxy's own traffic captured with tshark gives the figures `/report` gives.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::tools::{free_port, have, http_get};
 
 fn ndots() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ndots"))
@@ -136,25 +140,6 @@ fn corrupt_lines_are_counted_and_strict_makes_them_fatal() {
     assert_ne!(out.status.code(), Some(0));
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut t = String::new();
-    s.read_to_string(&mut t).ok()?;
-    Some(t.split_once("\r\n\r\n")?.1.to_string())
-}
-
 #[test]
 fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
     // tshark captures on the loopback interface: root (or capture capabilities) needed.
@@ -166,14 +151,8 @@ fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
         eprintln!("\n*** SKIPPED: needs tshark and root to capture on lo ***\n");
         return;
     }
-    let port = loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            break p;
-        }
-    };
-    let admin_port = port + 1;
+    let port = free_port();
+    let admin_port = free_port();
     // The upstream: a second proxy instance would do, but the sender needs answers for the
     // walks to end, so answer from a local zone: the proxy's own shortcut gives NXDOMAIN for
     // every expansion and the absolute names go to a tiny responder.
@@ -300,7 +279,7 @@ fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let live: serde_json::Value =
-        serde_json::from_str(&http_get(admin, "/report").unwrap()).unwrap();
+        serde_json::from_str(&http_get(admin, "/report").unwrap().1).unwrap();
     let _ = proxy.kill();
     let _ = proxy.wait();
     unsafe { libc::kill(tshark.id() as i32, libc::SIGINT) };

@@ -4,32 +4,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::tools::{free_port, require};
 use common::upstream::{Rec, Upstream};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn require(tool: &str) -> bool {
-    if have(tool) {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{tool} is required under CI=true (scripts/test.sh installs it)");
-    }
-    eprintln!("SKIPPED: {tool} is not installed; run scripts/test.sh as root to install it");
-    false
-}
 
 #[test]
 fn sigterm_during_load_loses_no_query() {
@@ -44,13 +24,7 @@ fn sigterm_during_load_loses_no_query() {
             Rec::A(Ipv4Addr::new(10, 96, 0, i as u8 + 1), 300),
         );
     }
-    let port = loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            break p;
-        }
-    };
+    let port = free_port();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_ndots"))
             .args([

@@ -7,4 +7,5 @@
 pub mod clients;
 pub mod netns;
 pub mod scripted_dns;
+pub mod tools;
 pub mod upstream;
