@@ -76,7 +76,15 @@ fn a_synthetic_pcap_and_stdin_and_the_search_flag() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (r, _) = analyze_json(&[pcap.to_str().unwrap()]);
+    let (r, stderr) = analyze_json(&[pcap.to_str().unwrap()]);
+    // The synthetic pods' node domain is read off their walks.
+    assert!(
+        stderr.contains(
+            "ec2.internal (the Kubernetes pod default, assumed, plus node domains inferred"
+        ),
+        "{stderr}"
+    );
+    assert!(r["by_suffix"]["node"].as_u64().unwrap() > 0, "{r}");
     assert!(r["queries"].as_u64().unwrap() >= 19_000, "{r}");
     assert!(
         r["amplification"]["mean"].as_f64().unwrap() > 1.5,

@@ -162,16 +162,29 @@ fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConf
             format!("svc.{domain}"),
             domain.to_string(),
         ];
-        let said = format!(
-            "{} (the Kubernetes pod default, assumed; the node's own domains are not known: \
-             pass --search or --resolv-conf to include them)",
-            shape.join(" ")
-        );
+        let node = match args.captures.first() {
+            Some(p) if p.as_os_str() != "-" => infer_node_domains(p, args, domain),
+            _ => Vec::new(),
+        };
+        let said = if node.is_empty() {
+            format!(
+                "{} (the Kubernetes pod default, assumed; no node domains found in the capture: \
+                 pass --search or --resolv-conf to give them)",
+                shape.join(" ")
+            )
+        } else {
+            format!(
+                "{} {} (the Kubernetes pod default, assumed, plus node domains inferred from \
+                 the capture's search walks; --search or --resolv-conf overrides)",
+                shape.join(" "),
+                node.join(" ")
+            )
+        };
         return Ok((
             ClusterConfig {
                 domain: domain.into(),
                 search: shape,
-                node_search: vec![],
+                node_search: node,
             },
             said,
         ));
@@ -209,4 +222,47 @@ fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConf
         },
         said.replace("  ", " "),
     ))
+}
+
+/// Events read to infer the node's search domains.
+const INFER_EVENTS: usize = 200_000;
+
+/// The node's own search domains, read off the walks in the first capture: a suffix `S` (not
+/// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
+/// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
+/// frequent first, at most three.
+fn infer_node_domains(path: &std::path::Path, args: &AnalyzeArgs, domain: &str) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let opts = Options {
+        format: args.input_format,
+        port: args.port,
+        ..Options::default()
+    };
+    let Ok(cap) = capture::open_with(path, &opts) else {
+        return Vec::new();
+    };
+    let mut names: HashMap<std::net::IpAddr, HashSet<String>> = HashMap::new();
+    for ev in cap.take(INFER_EVENTS).flatten() {
+        names.entry(ev.client).or_default().insert(ev.qname);
+    }
+    let cluster = format!(".{domain}.");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for set in names.values() {
+        for name in set.iter().filter(|n| !n.ends_with(&cluster)) {
+            // Every split of `name` into `base.suffix` on a label boundary, the suffix having
+            // at least two labels (a search domain, not a TLD).
+            for (i, _) in name.match_indices('.') {
+                let (base, suffix) = (&name[..i], name[i + 1..].trim_end_matches('.'));
+                if !suffix.contains('.') {
+                    continue;
+                }
+                if set.contains(&format!("{base}.")) {
+                    *counts.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut found: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| *n >= 3).collect();
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    found.into_iter().take(3).map(|(s, _)| s).collect()
 }
