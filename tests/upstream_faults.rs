@@ -1,0 +1,192 @@
+//! Upstream faults (issue 8): an upstream that answers garbage, a wrong ID, a wrong question,
+//! or a forged reply from another address before the real one; TCP upstreams that accept and
+//! never answer, or close in the middle of a message. The client must get the right answer or
+//! SERVFAIL within the timeout, never a forged one, and the rejects are counted.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ndots::config::{Config, FileConfig, Overrides};
+use ndots::wire;
+
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const FORGED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+
+/// An A answer to `query` with `ip`, using `id` and the query's question.
+fn answer(query: &[u8], id: u16, ip: Ipv4Addr) -> Vec<u8> {
+    let q = wire::parse_query(query).unwrap();
+    let mut out = Vec::new();
+    wire::minimal_response(query, &q, 0, false, &mut out);
+    wire::set_id(&mut out, id);
+    let opt = out.split_off(q.question.end());
+    out[6..8].copy_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&opt);
+    out
+}
+
+/// A UDP upstream that sends every kind of wrong reply before the right one.
+fn hostile_udp_upstream() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    // Forged replies come from another address on the loopback network.
+    let forger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let q = &buf[..n];
+            let Ok(v) = wire::parse_query(q) else {
+                continue;
+            };
+            let id = v.header.id;
+            let _ = s.send_to(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3], from); // garbage
+            let _ = s.send_to(&answer(q, id ^ 0x5a5a, FORGED), from); // wrong ID
+            let mut other = Vec::new();
+            wire::build_query(id, "evil.example.", 1, false, &mut other).unwrap();
+            let _ = s.send_to(&answer(&other, id, FORGED), from); // wrong question
+            let _ = forger.send_to(&answer(q, id, FORGED), from); // right ID, wrong source
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = s.send_to(&answer(q, id, REAL), from);
+        }
+    });
+    addr
+}
+
+fn start(yaml: &str) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
+    let file = FileConfig::parse(&format!(
+        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 1}}\n{yaml}"
+    ))
+    .unwrap();
+    let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
+    cfg.admin = None;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    (rt, p)
+}
+
+fn ask(addr: SocketAddr, name: &str) -> (wire::ResponseInfo, Vec<u8>, Duration) {
+    let mut q = Vec::new();
+    wire::build_query(77, name, 1, false, &mut q).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    c.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = c.recv(&mut buf).expect("an answer");
+    (
+        wire::parse_response(&buf[..n]).unwrap(),
+        buf[..n].to_vec(),
+        t.elapsed(),
+    )
+}
+
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn wrong_replies_are_rejected_and_the_real_answer_gets_through() {
+    let up = hostile_udp_upstream();
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{up}\"], timeout: 2s}}]"
+    ));
+    for i in 0..5 {
+        let (r, bytes, _) = ask(p.dns_addrs[0], &format!("name{i}.example.org."));
+        assert_eq!(r.header.id, 77);
+        assert_eq!(r.header.ancount, 1);
+        assert!(
+            bytes.ends_with(&REAL.octets()),
+            "the real answer, never a forged one"
+        );
+    }
+    let m = p.metrics_text();
+    assert!(
+        metric_sum(&m, "ndots_upstream_failures_total{") > 0.0,
+        "{m}"
+    );
+    for reason in ["question_mismatch", "unexpected_id", "malformed"] {
+        assert!(
+            m.contains(&format!("reason=\"{reason}\"")),
+            "{reason} counted: {m}"
+        );
+    }
+    p.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn a_tcp_upstream_that_never_answers_gives_servfail_within_the_timeout() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s); // accept, never read, never answer
+        }
+    });
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 500ms}}]"
+    ));
+    let (r, _, took) = ask(p.dns_addrs[0], "stall.example.org.");
+    assert_eq!(r.rcode, wire::RCODE_SERVFAIL as u16);
+    assert!(took < Duration::from_secs(5), "bounded: {took:?}");
+    p.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn a_tcp_upstream_closing_mid_message_fails_over_to_the_next_server() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_ok() {
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                let _ = s.read_exact(&mut q);
+                // Promise 100 bytes, send 10, hang up.
+                let _ = s.write_all(&[0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            }
+        }
+    });
+    let good = TcpListener::bind("127.0.0.1:0").unwrap();
+    let good_addr = good.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in good.incoming().flatten() {
+            std::thread::spawn(move || loop {
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                if s.read_exact(&mut q).is_err() {
+                    return;
+                }
+                let id = u16::from_be_bytes([q[0], q[1]]);
+                let a = answer(&q, id, REAL);
+                let mut framed = (a.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&a);
+                if s.write_all(&framed).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{bad}\", \"{good_addr}\"], protocol: tcp, timeout: 1s}}]"
+    ));
+    let (r, bytes, took) = ask(p.dns_addrs[0], "cut.example.org.");
+    assert_eq!(r.header.ancount, 1, "answered by the second server");
+    assert!(bytes.ends_with(&REAL.octets()));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    p.shutdown(Duration::from_millis(100));
+}
