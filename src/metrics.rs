@@ -6,7 +6,7 @@
 //! so a query costs an atomic add, not a registry lookup.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
