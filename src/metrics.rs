@@ -5,8 +5,8 @@
 //! The hot path resolves a labelled handle once per thread and label set (`cached_counter`),
 //! so a query costs an atomic add, not a registry lookup.
 
-use std::cell::RefCell;
 use hashbrown::HashMap;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
