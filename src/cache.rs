@@ -554,6 +554,14 @@ mod tests {
         r
     }
 
+    /// Store the answer `resp` to `q` as the proxy would.
+    fn store(cache: &Cache, q: &[u8], resp: &[u8], at: Instant) {
+        let info = parse_response(resp).unwrap();
+        let v = parse_query(q).unwrap();
+        let answer = Answer::from_response(resp, &info, cache.config());
+        cache.insert(&Key::of_query(q, &v), Arc::new(answer), at);
+    }
+
     fn query(id: u16, name: &str, edns: bool) -> Vec<u8> {
         let mut v = Vec::new();
         build_query(id, name, 1, edns, &mut v).unwrap();
@@ -594,13 +602,7 @@ mod tests {
         let cache = Cache::new(cfg());
         let q1 = query(1, "a.example.", true);
         let resp = a_response(&q1, 300, true);
-        let info = parse_response(&resp).unwrap();
-        let v1 = parse_query(&q1).unwrap();
-        cache.insert(
-            &Key::of_query(&q1, &v1),
-            Arc::new(Answer::from_response(&resp, &info, cache.config())),
-            Instant::now(),
-        );
+        store(&cache, &q1, &resp, Instant::now());
         let mut q2 = q1.clone();
         let n = q2.len();
         q2[n - 4] |= 0x80; // DO
@@ -617,14 +619,9 @@ mod tests {
         let cache = Cache::new(cfg());
         let q = query(1, "a.example.", false);
         let resp = a_response(&q, 10, false);
-        let info = parse_response(&resp).unwrap();
         let v = parse_query(&q).unwrap();
         let t0 = Instant::now();
-        cache.insert(
-            &Key::of_query(&q, &v),
-            Arc::new(Answer::from_response(&resp, &info, cache.config())),
-            t0,
-        );
+        store(&cache, &q, &resp, t0);
         let mut out = Vec::new();
         assert!(matches!(
             cache.lookup(&q, &v, t0 + Duration::from_secs(11), 512, &mut out),
@@ -648,14 +645,9 @@ mod tests {
         let cache = Cache::new(cfg());
         let q = query(1, "a.example.", false);
         let resp = a_response(&q, 100, false);
-        let info = parse_response(&resp).unwrap();
         let v = parse_query(&q).unwrap();
         let t0 = Instant::now();
-        cache.insert(
-            &Key::of_query(&q, &v),
-            Arc::new(Answer::from_response(&resp, &info, cache.config())),
-            t0,
-        );
+        store(&cache, &q, &resp, t0);
         let prefetch_at =
             |secs| match cache.lookup(&q, &v, t0 + Duration::from_secs(secs), 512, &mut Vec::new())
             {
