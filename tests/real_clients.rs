@@ -238,6 +238,14 @@ fn cases() -> Vec<Case> {
             "search a.example b.example\ndomain c.example\noptions ndots:5\n".into(),
             &[],
         ),
+        // A `domain` line with two words: glibc keeps the first, musl takes both.
+        case(
+            "domain-line-with-two-words",
+            "web",
+            Inet,
+            "domain c.example d.example\noptions ndots:5\n".into(),
+            &[("web.d.example", Address)],
+        ),
         case(
             "trailing-dots-and-comments",
             "web",
