@@ -246,6 +246,15 @@ fn cases() -> Vec<Case> {
             "domain c.example d.example\noptions ndots:5\n".into(),
             &[("web.d.example", Address)],
         ),
+        // Repeated option: glibc parses every word (the last wins), musl finds the first.
+        case(
+            "repeated-ndots-option",
+            "a.b",
+            Inet,
+            format!("search {K8S}\noptions ndots:3 ndots:1\n"),
+            &[("a.b", Address)],
+        ),
+        case("negative-ndots", "a.b", Inet, pod(0, "ndots:-1"), &[("a.b", Address)]),
         case(
             "trailing-dots-and-comments",
             "web",
