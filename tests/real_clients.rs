@@ -238,6 +238,23 @@ fn cases() -> Vec<Case> {
             "search a.example b.example\ndomain c.example\noptions ndots:5\n".into(),
             &[],
         ),
+        // A `domain` line with two words: glibc keeps the first, musl takes both.
+        case(
+            "domain-line-with-two-words",
+            "web",
+            Inet,
+            "domain c.example d.example\noptions ndots:5\n".into(),
+            &[("web.d.example", Address)],
+        ),
+        // Repeated option: glibc parses every word (the last wins), musl finds the first.
+        case(
+            "repeated-ndots-option",
+            "a.b",
+            Inet,
+            format!("search {K8S}\noptions ndots:3 ndots:1\n"),
+            &[("a.b", Address)],
+        ),
+        case("negative-ndots", "a.b", Inet, pod(0, "ndots:-1"), &[("a.b", Address)]),
         case(
             "trailing-dots-and-comments",
             "web",

@@ -127,6 +127,8 @@ impl ResolverSettings {
                 }
                 "domain" | "search" => {
                     let words: Vec<&str> = match (stub, keyword) {
+                        // musl resolvconf.c copies the rest of a `domain` line like `search`.
+                        (Stub::Musl | Stub::MuslPre124, _) => rest.split_whitespace().collect(),
                         // glibc res_init.c: `domain` keeps its first word; Go: f[1];
                         // c-ares: `domain` only if no search (handled below).
                         (_, "domain") => rest.split_whitespace().take(1).collect(),
@@ -336,6 +338,10 @@ mod tests {
         let t = "search a.example b.example\ndomain c.example\n";
         assert_eq!(parse(t, Stub::Glibc).search, ["c.example"]);
         assert_eq!(parse(t, Stub::Musl).search, ["c.example"]);
+        // musl reads every word of a `domain` line; glibc the first.
+        let t = "domain c.example d.example\n";
+        assert_eq!(parse(t, Stub::Musl).search, ["c.example", "d.example"]);
+        assert_eq!(parse(t, Stub::Glibc).search, ["c.example"]);
         let t = "domain c.example\nsearch a.example b.example\n";
         assert_eq!(parse(t, Stub::Glibc).search, ["a.example", "b.example"]);
         // c-ares: domain applies only when no search was set.

@@ -236,6 +236,67 @@ mod tests {
         assert_eq!(p.autopath_candidates(&e), ["api.github.com."]);
     }
 
+    /// The shortcut answers NXDOMAIN for what it judges an expansion and forwards the rest:
+    /// the stubs must reach the same result, and the upstream must see fewer queries.
+    #[test]
+    fn nxdomain_shortcut_changes_no_result_and_removes_load() {
+        use crate::search::stub::{Answer, Family, Stub};
+        use crate::search::ResolverSettings;
+        let p = policy(&["github.com", "amazonaws.com"], true);
+        let existing = [
+            "web.default.svc.cluster.local.",
+            "web.prod.svc.cluster.local.",
+            "_http._tcp.web.prod.svc.cluster.local.",
+            "web.com.svc.cluster.local.",
+            "api.github.com.",
+            "www.example.org.",
+            "s3.amazonaws.com.",
+        ];
+        let truth = |q: &str| {
+            if existing.contains(&q) {
+                Answer::Address
+            } else {
+                Answer::NxDomain
+            }
+        };
+        // (name, upstream queries per getaddrinfo before, after) for glibc and musl alike.
+        let cases = [
+            ("web", 2, 2),
+            ("web.prod", 4, 4),
+            ("web.prod.svc", 6, 4),
+            ("_http._tcp.web.prod.svc.cluster.local", 2, 2),
+            ("web.com", 4, 4),
+            ("api.github.com", 10, 4),
+            ("www.example.org", 10, 6),
+            ("s3.amazonaws.com", 10, 4),
+        ];
+        for stub in [Stub::Glibc, Stub::Musl] {
+            let mut s = ResolverSettings::defaults(stub);
+            s.set_ndots(5, stub);
+            s.set_search("default.svc.cluster.local svc.cluster.local cluster.local ec2.internal");
+            for (name, before, after) in cases {
+                let plain = stub.walk(name, Family::Unspec, &s, |q, _| truth(q));
+                let mut upstream = 0;
+                let short = stub.walk(name, Family::Unspec, &s, |q, t| match p.decide(q, t) {
+                    Some(_) => {
+                        assert_eq!(truth(q), Answer::NxDomain, "{q} exists but was shortcut");
+                        Answer::NxDomain
+                    }
+                    None => {
+                        upstream += 1;
+                        truth(q)
+                    }
+                });
+                assert_eq!(plain.result, short.result, "{stub} {name}");
+                assert_eq!(
+                    (plain.queries.len(), upstream),
+                    (before, after),
+                    "{stub} {name}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn from_config() {
         let c = ClusterConfig {
