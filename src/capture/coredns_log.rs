@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::event::{qtype_from_name, rcode_from_name, AnswerSource, QueryEvent, Timestamp};
 
-use super::{Line, LineReader, Position, Reader, Stats, Unreadable};
+use super::{LineReader, Position, Reader, Stats, Unreadable};
 
 pub struct CorednsLogReader<R> {
     lines: LineReader<R>,
@@ -48,10 +48,9 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
         loop {
             let (line_no, line) = self.lines.next_line()?;
             let pos = Position::Line(line_no);
-            let text = match line {
-                Line::Text(t) => t,
-                Line::TooLong => return Some(Err(Unreadable::new(pos, "line too long"))),
-                Line::Failed(e) => return Some(Err(Unreadable::new(pos, e))),
+            let text = match line.text(pos) {
+                Ok(t) => t,
+                Err(u) => return Some(Err(u)),
             };
             match parse_line(text) {
                 Parsed::NotALogLine => self.skipped += 1,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::event::{qtype_from_name, QueryEvent, Timestamp};
 
-use super::{Line, LineReader, Position, Reader, Stats, Unreadable};
+use super::{LineReader, Position, Reader, Stats, Unreadable};
 
 /// Spacing of the synthesised times.
 pub const SPACING_US: u64 = 1_000;
@@ -60,10 +60,9 @@ impl<R: BufRead + Send> Reader for DnsperfReader<R> {
         loop {
             let (line_no, line) = self.lines.next_line()?;
             let pos = Position::Line(line_no);
-            let text = match line {
-                Line::Text(t) => t.trim(),
-                Line::TooLong => return Some(Err(Unreadable::new(pos, "line too long"))),
-                Line::Failed(e) => return Some(Err(Unreadable::new(pos, e))),
+            let text = match line.text(pos) {
+                Ok(t) => t.trim(),
+                Err(u) => return Some(Err(u)),
             };
             if text.is_empty() || text.starts_with(';') || text.starts_with('#') {
                 self.skipped += 1;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::event::{qtype_from_name, rcode_from_name, AnswerSource, QueryEvent, Timestamp};
 
 use super::coredns_log::parse_rfc3339;
-use super::{Line, LineReader, Position, Reader, Stats, Unreadable};
+use super::{LineReader, Position, Reader, Stats, Unreadable};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -110,10 +110,9 @@ impl<R: BufRead + Send> Reader for JsonlReader<R> {
         loop {
             let (line_no, line) = self.lines.next_line()?;
             let pos = Position::Line(line_no);
-            let text = match line {
-                Line::Text(t) => t.trim(),
-                Line::TooLong => return Some(Err(Unreadable::new(pos, "line too long"))),
-                Line::Failed(e) => return Some(Err(Unreadable::new(pos, e))),
+            let text = match line.text(pos) {
+                Ok(t) => t.trim(),
+                Err(u) => return Some(Err(u)),
             };
             if text.is_empty() || text.starts_with('#') {
                 self.skipped += 1;

@@ -430,6 +430,17 @@ pub(crate) enum Line<'a> {
     Failed(String),
 }
 
+impl<'a> Line<'a> {
+    /// The line's text, or the unreadable record it is (at `pos`).
+    pub fn text(self, pos: Position) -> Result<&'a str, Unreadable> {
+        match self {
+            Line::Text(t) => Ok(t),
+            Line::TooLong => Err(Unreadable::new(pos, "line too long")),
+            Line::Failed(e) => Err(Unreadable::new(pos, e)),
+        }
+    }
+}
+
 impl<R: io::BufRead> LineReader<R> {
     pub fn new(input: R) -> Self {
         LineReader {
