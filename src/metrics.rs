@@ -24,6 +24,7 @@ pub const CACHE_PREFETCH: &str = "ndots_cache_prefetch_total";
 pub const UPSTREAM_REQUESTS: &str = "ndots_upstream_requests_total";
 pub const UPSTREAM_REQUEST_DURATION: &str = "ndots_upstream_request_duration_seconds";
 pub const UPSTREAM_FAILURES: &str = "ndots_upstream_failures_total";
+pub const UPSTREAM_HEALTHY: &str = "ndots_upstream_healthy";
 pub const LOOKUP_QUERIES: &str = "ndots_lookup_queries";
 pub const LOOKUP_DURATION: &str = "ndots_lookup_duration_seconds";
 pub const LOOKUPS: &str = "ndots_lookups_total";
@@ -56,6 +57,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (UPSTREAM_REQUESTS, "counter", "Queries sent to upstream servers, by server and transport."),
     (UPSTREAM_REQUEST_DURATION, "histogram", "Upstream round-trip time, by server and response code."),
     (UPSTREAM_FAILURES, "counter", "Upstream attempts that failed, by server and reason."),
+    (UPSTREAM_HEALTHY, "gauge", "1 while the server answers, 0 after 3 failures in a row until it answers a query or probe again."),
     (LOOKUP_QUERIES, "histogram", "Queries per lookup (search-path walk), by query type."),
     (LOOKUP_DURATION, "histogram", "Time from the first query of a walk to its final answer, by query type."),
     (LOOKUPS, "counter", "Lookups (walks) ended, by query type and outcome."),

@@ -182,6 +182,74 @@ impl Router {
         fallback.ok_or(last_err)
     }
 
+    /// `/readyz`: ready once some upstream has answered, and while every zone has at least one
+    /// server that is not failing. A node whose cluster DNS is unreachable should say so, even
+    /// though cached names keep answering (serve-stale).
+    pub fn readiness(&self) -> Result<(), String> {
+        for z in &self.zones {
+            if z.servers.iter().all(|s| s.is_down()) {
+                let addrs: Vec<&str> = z.servers.iter().map(|s| s.label.as_str()).collect();
+                return Err(format!(
+                    "every upstream of zone {} is failing ({})",
+                    z.label,
+                    addrs.join(", ")
+                ));
+            }
+        }
+        if !self.any_answered() {
+            return Err("no upstream has answered yet".into());
+        }
+        Ok(())
+    }
+
+    /// Each server with its state, for the `ndots_upstream_healthy` gauge.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.zones
+            .iter()
+            .flat_map(|z| z.servers.iter().map(|s| (s.label.as_str(), !s.is_down())))
+    }
+
+    /// Ask every server that has never answered, or is failing, for its zone's SOA: a server
+    /// comes back as soon as it answers again, not only when a client's query happens to be
+    /// routed to it (CoreDNS `forward` checks health the same way). All probes run at once,
+    /// each bounded by its zone's timeout.
+    pub async fn probe_unhealthy(&self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for z in &self.zones {
+            let mut query = Vec::new();
+            let id = rand::rng().random();
+            if wire::build_query(id, &z.label, wire::TYPE_SOA, true, &mut query).is_err() {
+                continue;
+            }
+            let Ok(q) = wire::parse_question(&query) else {
+                continue;
+            };
+            for server in &z.servers {
+                if server.ever_answered.load(Ordering::Relaxed) && !server.is_down() {
+                    continue;
+                }
+                let (server, query, protocol, timeout) =
+                    (server.clone(), query.clone(), z.protocol, z.timeout);
+                probes.spawn(async move {
+                    let result = match protocol {
+                        Protocol::Tcp => server.exchange_tcp(&query, &q, timeout).await,
+                        Protocol::Udp => server.exchange_udp(&query, &q, timeout).await,
+                    };
+                    match result {
+                        Ok(r)
+                            if r.info.rcode != wire::RCODE_SERVFAIL as u16
+                                && r.info.rcode != wire::RCODE_REFUSED as u16 =>
+                        {
+                            server.note_success()
+                        }
+                        _ => server.note_failure(),
+                    }
+                });
+            }
+        }
+        while probes.join_next().await.is_some() {}
+    }
+
     /// True when at least one server answered since start.
     pub fn any_answered(&self) -> bool {
         self.zones.iter().any(|z| {
@@ -231,6 +299,12 @@ impl Server {
         self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
             || clock_ms().saturating_sub(self.last_failure_ms.load(Ordering::Relaxed))
                 > UNHEALTHY_FOR.as_millis() as u64
+    }
+
+    /// Failing now: the last `UNHEALTHY_AFTER` attempts failed. Unlike `is_healthy`, this does
+    /// not forgive after `UNHEALTHY_FOR`; only an answer clears it.
+    fn is_down(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) >= UNHEALTHY_AFTER
     }
 
     fn note_failure(&self) {

@@ -190,3 +190,80 @@ fn a_tcp_upstream_closing_mid_message_fails_over_to_the_next_server() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     p.shutdown(Duration::from_millis(100));
 }
+
+/// `/readyz` says when the upstream is down, cached names keep answering meanwhile, and the
+/// health probe brings readiness back as soon as the upstream answers again, with no client
+/// traffic needed.
+#[test]
+fn readyz_follows_upstream_health_and_recovers_by_probe() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let up = Upstream::start();
+    up.add(
+        "cached.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 7), 300),
+    );
+    let file = FileConfig::parse(&format!(
+        "listen: [\"127.0.0.1:0\"]\nadmin: \"127.0.0.1:0\"\nserver: {{workers: 1}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 300ms}}]\n",
+        up.addr
+    ))
+    .unwrap();
+    let cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    let (dns, admin) = (p.dns_addrs[0], p.admin_addr.unwrap());
+    let wait_for = |status: u16| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = common::tools::http_get(admin, "/readyz").unwrap();
+            if got.0 == status {
+                return got.1;
+            }
+            assert!(Instant::now() < deadline, "readyz stuck at {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Ready without any client query: the start-up probe found the upstream.
+    wait_for(200);
+    assert_eq!(ask(dns, "cached.test.").0.rcode, 0);
+    let healthy = |text: &str| metric_sum(text, "ndots_upstream_healthy{");
+    assert_eq!(
+        healthy(&common::tools::http_get(admin, "/metrics").unwrap().1),
+        1.0
+    );
+
+    up.silent.store(true, Ordering::Relaxed);
+    // Uncached names fail within the timeout; three failures in a row mark the server down.
+    for i in 0..3 {
+        let (info, _, took) = ask(dns, &format!("gone{i}.test."));
+        assert_eq!(info.rcode, wire::RCODE_SERVFAIL as u16);
+        assert!(took < Duration::from_secs(5), "SERVFAIL took {took:?}");
+    }
+    let why = wait_for(503);
+    assert!(
+        why.contains("every upstream of zone . is failing") && why.contains(&up.addr.to_string()),
+        "{why}"
+    );
+    assert_eq!(
+        healthy(&common::tools::http_get(admin, "/metrics").unwrap().1),
+        0.0
+    );
+    let (info, bytes, _) = ask(dns, "cached.test.");
+    assert_eq!((info.rcode, info.header.ancount), (0, 1), "{bytes:?}");
+
+    // Back up: the probe notices without any client query.
+    up.silent.store(false, Ordering::Relaxed);
+    wait_for(200);
+    assert_eq!(
+        healthy(&common::tools::http_get(admin, "/metrics").unwrap().1),
+        1.0
+    );
+    p.shutdown(Duration::from_secs(1));
+}

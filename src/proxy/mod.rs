@@ -51,14 +51,14 @@ impl AdminSource for Admin {
         let counts = self.engine.load().cache.counts();
         metrics::gauge!(m::CACHE_ENTRIES, "type" => "success").set(counts.success as f64);
         metrics::gauge!(m::CACHE_ENTRIES, "type" => "denial").set(counts.denial as f64);
+        for (server, healthy) in self.engine.load().router.servers() {
+            metrics::gauge!(m::UPSTREAM_HEALTHY, "to" => server.to_owned())
+                .set(healthy as u8 as f64);
+        }
         self.metrics.render()
     }
     fn ready(&self) -> Result<(), String> {
-        if self.engine.load().router.any_answered() {
-            Ok(())
-        } else {
-            Err("no upstream has answered yet".into())
-        }
+        self.engine.load().router.readiness()
     }
     fn report(&self, window: Option<Duration>) -> Option<String> {
         Some(self.tracker.report_json(window))
@@ -129,7 +129,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         None => None,
     };
 
-    // Readiness needs an upstream that answered; probe each zone until one does.
+    // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
     // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
     {
@@ -158,27 +158,22 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     })
 }
 
+/// How often servers that never answered or are failing get a health probe.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn probe_upstreams(
     engine: Arc<ArcSwap<Engine>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut id = 1u16;
     loop {
-        let e = engine.load_full();
-        if e.router.any_answered() {
-            return;
-        }
-        for (i, z) in e.router.zones().iter().enumerate() {
-            let mut q = Vec::new();
-            // The zone's SOA: every authoritative server and resolver can answer it.
-            if crate::wire::build_query(id, &z.label, crate::wire::TYPE_SOA, true, &mut q).is_ok() {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(3), e.router.exchange(i, &q)).await;
-            }
-            id = id.wrapping_add(1);
+        // The current engine: after a reload the new router's servers are probed.
+        let router = engine.load_full();
+        tokio::select! {
+            _ = router.router.probe_unhealthy() => {}
+            _ = stopped.changed() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = stopped.changed() => return,
         }
     }
