@@ -32,12 +32,14 @@ pub const WASTED_QUERIES: &str = "ndots_wasted_queries_total";
 pub const SHORTCUT_ANSWERS: &str = "ndots_shortcut_answers_total";
 pub const SHADOW_DISAGREEMENTS: &str = "ndots_shadow_disagreements_total";
 pub const TRACKER_EVICTIONS: &str = "ndots_tracker_evictions_total";
+pub const TRACKER_DROPPED_EVENTS: &str = "ndots_tracker_dropped_events_total";
 pub const BUILD_INFO: &str = "ndots_build_info";
 pub const CONFIG_RELOADS: &str = "ndots_config_reloads_total";
 pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 /// Not in the DESIGN list: queries refused or dropped because the proxy was at its in-flight
 /// limit (DESIGN §3 "bounded memory under any load").
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
+pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
 
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
@@ -65,11 +67,13 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (SHORTCUT_ANSWERS, "counter", "Expansions answered locally, by mode and reason (zone, schema)."),
     (SHADOW_DISAGREEMENTS, "counter", "Shadow mode: upstream answers that differ from what the shortcut would have said."),
     (TRACKER_EVICTIONS, "counter", "Open walks evicted to stay within tracker.max_open_walks."),
+    (TRACKER_DROPPED_EVENTS, "counter", "Query events the tracker thread could not keep up with and dropped (the queries were still answered; the amplification figures miss them)."),
     (BUILD_INFO, "gauge", "Always 1; the version label says which build runs."),
     (CONFIG_RELOADS, "counter", "Configuration reloads, by result (success, failure)."),
     (MALFORMED_QUERIES, "counter", "Packets that could not be read as a DNS query."),
     (REFUSED_QUERIES, "counter", "Queries refused by policy, by reason (client: outside `allow`)."),
     (OVERLOAD_DROPS, "counter", "Queries answered SERVFAIL or refused because a limit was reached, by limit."),
+    (UDP_RECEIVE_DROPS, "counter", "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp)."),
 ];
 
 /// DESIGN §4: request duration buckets, 0.00025 s doubling to 8 s: sixteen buckets ending at

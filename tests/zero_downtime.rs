@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::tools::{free_port, require};
+use common::tools::{free_port, require, Dnsperf};
 use common::upstream::{Rec, Upstream};
 
 #[test]
@@ -54,14 +54,29 @@ fn sigterm_during_load_loses_no_query() {
             .collect::<String>(),
     )
     .unwrap();
-    let perf = Command::new("dnsperf")
-        .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-d"])
-        .arg(&qf)
-        .args(["-l", "10", "-Q", "20000", "-c", "4", "-t", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let q = qf.to_string_lossy();
+    let p = port.to_string();
+    let perf = Dnsperf::command(
+        &[
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-d",
+            &q,
+            "-l",
+            "10",
+            "-Q",
+            "20000",
+            "-c",
+            "4",
+            "-t",
+            "2",
+        ],
+        None,
+    )
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(5));
     unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
     let status = old.wait().unwrap();
@@ -74,14 +89,7 @@ fn sigterm_during_load_loses_no_query() {
     let _ = new.wait();
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
-    let field = |label: &str| -> u64 {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("dnsperf output has no {label:?}"))
-    };
-    let sent = field("Queries sent");
-    let lost = field("Queries lost");
+    let Dnsperf { sent, lost, .. } = Dnsperf::parse(&text);
     assert!(sent > 100_000, "dnsperf sent {sent}");
     assert_eq!(lost, 0, "queries lost during the update");
 }

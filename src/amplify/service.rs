@@ -4,7 +4,7 @@
 //! The packet path only does a `try_send` on a bounded channel: when the tracker thread falls
 //! behind, events are dropped and counted (`dropped_events` in the report), never waited for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,9 @@ use crate::event::{qtype_name, QueryEvent, Timestamp};
 use crate::metrics as m;
 use crate::search::SearchShape;
 
-/// Events waiting for the tracker thread before new ones are dropped.
+/// Events waiting for the tracker thread before new ones are dropped. Counted in events, not
+/// channel messages (a message may carry a receive batch of 32), so the queue's memory is
+/// bounded at about this many events (~100 bytes each) whatever the batching.
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// How often the thread closes idle walks when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
@@ -40,6 +42,8 @@ struct Inner {
     tx: SyncSender<Msg>,
     shared: Arc<Mutex<Shared>>,
     dropped: AtomicU64,
+    /// Events sent and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
     source: String,
 }
 
@@ -63,6 +67,8 @@ impl Tracker {
         let shared = Arc::new(Mutex::new(Shared {
             windowed: Windowed::new(Timestamp::now()),
         }));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread_queued = queued.clone();
         let mut walks = WalkTracker::new(SearchShape::new(cluster), cfg);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -79,12 +85,14 @@ impl Tracker {
                     let mut disconnected = false;
                     let mut handle = |msg: Msg, walks: &mut WalkTracker| match msg {
                         Msg::Event(ev) => {
+                            thread_queued.fetch_sub(1, Ordering::Relaxed);
                             if ev.time >= clock.0 {
                                 clock = (ev.time, Instant::now());
                             }
                             walks.observe(&ev);
                         }
                         Msg::Batch(evs) => {
+                            thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
                             for ev in &evs {
                                 if ev.time >= clock.0 {
                                     clock = (ev.time, Instant::now());
@@ -150,6 +158,7 @@ impl Tracker {
                 tx,
                 shared,
                 dropped: AtomicU64::new(0),
+                queued,
                 source: source.to_string(),
             }),
         }
@@ -159,11 +168,30 @@ impl Tracker {
     /// queue is full.
     #[inline]
     pub fn record(&self, event: QueryEvent) {
+        if !self.reserve(1) {
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.inner.tx.try_send(Msg::Event(event))
         {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            self.unreserve(1);
         }
+    }
+
+    /// Room for `n` more events in the queue; counts them dropped when there is none.
+    #[inline]
+    fn reserve(&self, n: usize) -> bool {
+        let before = self.inner.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > QUEUE_CAPACITY {
+            self.unreserve(n);
+            return false;
+        }
+        true
+    }
+
+    fn unreserve(&self, n: usize) {
+        self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+        self.inner.dropped.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Hand several events over at once (in order), without blocking.
@@ -171,9 +199,12 @@ impl Tracker {
         if events.is_empty() {
             return;
         }
-        let n = events.len() as u64;
+        let n = events.len();
+        if !self.reserve(n) {
+            return;
+        }
         if self.inner.tx.try_send(Msg::Batch(events)).is_err() {
-            self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+            self.unreserve(n);
         }
     }
 

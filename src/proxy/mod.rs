@@ -44,6 +44,8 @@ struct Admin {
     engine: Arc<ArcSwap<Engine>>,
     metrics: PrometheusHandle,
     tracker: Tracker,
+    /// The UDP listeners, by inode, for the kernel's drop counter.
+    udp_inodes: Vec<u64>,
 }
 
 impl AdminSource for Admin {
@@ -55,6 +57,8 @@ impl AdminSource for Admin {
             metrics::gauge!(m::UPSTREAM_HEALTHY, "to" => server.to_owned())
                 .set(healthy as u8 as f64);
         }
+        metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
+        metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
         self.metrics.render()
     }
     fn ready(&self) -> Result<(), String> {
@@ -82,6 +86,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
 
     let mut dns_addrs = Vec::new();
     let mut workers = Vec::new();
+    let mut udp_inodes = Vec::new();
     for &addr in &config.listen {
         // The first UDP socket fixes the port when 0 was asked; the rest join its group.
         let first = udp::bind(addr).map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}"))?;
@@ -93,6 +98,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         }
         let tcp = tcp::bind(bound).map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}"))?;
         dns_addrs.push(bound);
+        udp_inodes.extend(sockets.iter().filter_map(udp::inode));
         for (i, s) in sockets.into_iter().enumerate() {
             let (s, e, h, st) = (Arc::new(s), engine.clone(), rt.clone(), stop.clone());
             workers.push(
@@ -120,6 +126,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
                 engine: engine.clone(),
                 metrics: metrics.clone(),
                 tracker: tracker.clone(),
+                udp_inodes: udp_inodes.clone(),
             });
             let _guard = rt.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)?;

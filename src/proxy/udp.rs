@@ -44,6 +44,43 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// The socket's inode number: how `/proc/net/udp` names it.
+pub fn inode(socket: &UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstat writes into the zeroed struct we own; the fd is valid while `socket` lives.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(socket.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Datagrams the kernel dropped for the sockets `inodes` because their receive queue was full:
+/// the one place overload of the UDP listeners shows, since a dropped query never reaches us.
+/// Summed from the `drops` column of `/proc/net/udp` and `/proc/net/udp6` (this network
+/// namespace's sockets); read at scrape time only.
+pub fn kernel_drops(inodes: &[u64]) -> u64 {
+    let mut total = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        total += drops_in_table(&text, inodes);
+    }
+    total
+}
+
+/// `sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ref pointer drops`, one socket a line.
+fn drops_in_table(text: &str, inodes: &[u64]) -> u64 {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode: u64 = fields.get(9)?.parse().ok()?;
+            inodes
+                .contains(&inode)
+                .then(|| fields.get(12)?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// Serve one socket until `stop` is set, then drain it (see `Drain`).
 pub fn run_worker(
     socket: Arc<UdpSocket>,
@@ -264,5 +301,32 @@ fn leave_reuseport_group(socket: &UdpSocket) {
     };
     if let Err(e) = socket.connect(SocketAddr::new(ip, 9)) {
         tracing::warn!("draining {local}: could not leave the SO_REUSEPORT group: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_summed_for_our_inodes_only() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            1: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 111 2 0000000000000000 40\n\
+            2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 222 2 0000000000000000 2\n\
+            3: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 333 2 0000000000000000 999\n\
+            garbage line\n";
+        assert_eq!(drops_in_table(table, &[111, 222]), 42);
+        assert_eq!(drops_in_table(table, &[444]), 0);
+    }
+
+    #[test]
+    fn a_bound_socket_is_found_in_proc_net_udp() {
+        let s = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let ino = inode(&s).unwrap();
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+        assert!(table
+            .lines()
+            .any(|l| l.split_whitespace().nth(9) == Some(&ino.to_string())));
+        assert_eq!(kernel_drops(&[ino]), 0);
     }
 }

@@ -79,3 +79,53 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// What one dnsperf run reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Dnsperf {
+    pub sent: u64,
+    pub completed: u64,
+    pub lost: u64,
+    pub qps: f64,
+    pub avg_latency_s: f64,
+}
+
+impl Dnsperf {
+    /// Parse dnsperf's statistics block; panics naming the missing line.
+    pub fn parse(text: &str) -> Dnsperf {
+        let field = |label: &str| -> f64 {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("dnsperf output has no {label:?}:\n{text}"))
+        };
+        Dnsperf {
+            sent: field("Queries sent") as u64,
+            completed: field("Queries completed") as u64,
+            lost: field("Queries lost") as u64,
+            qps: field("Queries per second"),
+            avg_latency_s: field("Average Latency (s)"),
+        }
+    }
+
+    /// Run dnsperf with `args` to completion (e.g. `["-s", "127.0.0.1", "-p", "53", "-d",
+    /// file, "-l", "5"]`), optionally pinned to `cpu` with taskset.
+    pub fn run(args: &[&str], cpu: Option<usize>) -> Dnsperf {
+        let out = Self::command(args, cpu).output().expect("dnsperf runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        Dnsperf::parse(&text)
+    }
+
+    pub fn command(args: &[&str], cpu: Option<usize>) -> Command {
+        let mut c = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), "dnsperf"]);
+                c
+            }
+            None => Command::new("dnsperf"),
+        };
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+}
