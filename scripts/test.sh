@@ -29,8 +29,18 @@ install_deps() {
   if [ $rc_existed = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# cargo-fuzz, for scripts/fuzz.sh (the nightly toolchain comes with the machine).
+install_cargo_fuzz() {
+  command -v cargo-fuzz >/dev/null 2>&1 && return 0
+  echo "test.sh: installing cargo-fuzz" >&2
+  cargo install --quiet --locked cargo-fuzz
+}
+
 install_deps
+install_cargo_fuzz
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --release --bin ndots
 cargo test --locked --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/ndots-test.log"
+# Every fuzz target for a bounded time (more locally: FUZZ_SECONDS=600 scripts/fuzz.sh).
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh
