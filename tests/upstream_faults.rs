@@ -57,10 +57,12 @@ fn hostile_udp_upstream() -> SocketAddr {
 }
 
 fn start(yaml: &str) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 1}}\n{yaml}"
-    ))
-    .unwrap();
+    let server = if yaml.contains("server:") {
+        ""
+    } else {
+        "server: {workers: 1}\n"
+    };
+    let file = FileConfig::parse(&format!("listen: [\"127.0.0.1:0\"]\n{server}{yaml}")).unwrap();
     let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
     cfg.admin = None;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -266,4 +268,100 @@ fn readyz_follows_upstream_health_and_recovers_by_probe() {
         1.0
     );
     p.shutdown(Duration::from_secs(1));
+}
+
+/// An upstream that loses every other packet: each lost query is retried on the next server
+/// after the timeout, and every client gets its answer.
+#[test]
+fn a_lossy_upstream_fails_over_to_the_next_server_for_every_lost_query() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let (lossy, good) = (Upstream::start(), Upstream::start());
+    for up in [&lossy, &good] {
+        for i in 0..40 {
+            up.add(
+                &format!("n{i}.lossy.test."),
+                wire::TYPE_A,
+                Rec::A(REAL, 300),
+            );
+        }
+    }
+    lossy.drop_every_other.store(true, Ordering::Relaxed);
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\", \"{}\"], timeout: 200ms}}]\n",
+        lossy.addr, good.addr
+    ));
+    for i in 0..40 {
+        let (info, _, _) = ask(p.dns_addrs[0], &format!("n{i}.lossy.test."));
+        assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
+    }
+    let (via_lossy, via_good) = (
+        lossy.total_of_type(wire::TYPE_A),
+        good.total_of_type(wire::TYPE_A),
+    );
+    eprintln!("lossy upstream saw {via_lossy} queries, the next server {via_good}");
+    assert!(via_lossy >= 20, "the first server is still tried first");
+    assert!(
+        (10..40).contains(&via_good),
+        "the lost half went to the next server: {via_good}"
+    );
+}
+
+/// An upstream that takes seconds: queries waiting on it are bounded by
+/// `server.max_inflight` (beyond it SERVFAIL at once, counted), every client gets an answer
+/// within the timeout, and cached names answer at once meanwhile.
+#[test]
+fn a_slow_upstream_bounds_waiting_queries_and_leaves_cached_names_fast() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let up = Upstream::start();
+    up.add("hot.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    let (_rt, p) = start(&format!(
+        "server: {{workers: 1, max_inflight: 20}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 1s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    assert_eq!(ask(dns, "hot.test.").0.header.ancount, 1);
+    up.delay_ms.store(3000, Ordering::Relaxed);
+
+    // 200 distinct uncached names at once, from one socket.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..200u16 {
+        let mut q = Vec::new();
+        wire::build_query(i, &format!("slow{i}.test."), 1, false, &mut q).unwrap();
+        c.send_to(&q, dns).unwrap();
+    }
+    // Meanwhile the cached name answers at once: far below the upstream's 3 s.
+    let mut slowest_hit = Duration::ZERO;
+    for _ in 0..20 {
+        let (info, _, took) = ask(dns, "hot.test.");
+        assert_eq!(info.header.ancount, 1);
+        slowest_hit = slowest_hit.max(took);
+    }
+    assert!(
+        slowest_hit < Duration::from_millis(500),
+        "a cached name waited {slowest_hit:?} behind the slow upstream"
+    );
+    // Every one of the 200 gets SERVFAIL: 180 at once (over max_inflight), 20 after the
+    // timeout. None hangs.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    let mut servfail = 0;
+    for _ in 0..200 {
+        let (n, _) = c.recv_from(&mut buf).expect("every query is answered");
+        let info = wire::parse_response(&buf[..n]).unwrap();
+        if info.rcode == wire::RCODE_SERVFAIL as u16 {
+            servfail += 1;
+        }
+    }
+    assert_eq!(servfail, 200);
+    let over = metric_sum(
+        &p.metrics_text(),
+        "ndots_overload_drops_total{limit=\"max_inflight\"",
+    );
+    assert!(over >= 180.0, "queries over max_inflight counted: {over}");
+    eprintln!("slowest cached answer {slowest_hit:?}; {over} refused over max_inflight");
 }

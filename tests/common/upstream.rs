@@ -37,6 +37,8 @@ pub struct Upstream {
     /// Negative answers carry an SOA with this TTL/MINIMUM.
     pub soa_ttl: u32,
     pub delay_ms: Arc<AtomicUsize>,
+    /// Answer only every other UDP query (a lossy path): the rest are seen but get nothing.
+    pub drop_every_other: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -57,6 +59,7 @@ impl Upstream {
             silent: Arc::default(),
             soa_ttl: 60,
             delay_ms: Arc::default(),
+            drop_every_other: Arc::default(),
         };
         let (records, seen, silent, delay) = (
             up.records.clone(),
@@ -65,8 +68,10 @@ impl Upstream {
             up.delay_ms.clone(),
         );
         let soa_ttl = up.soa_ttl;
+        let lossy = up.drop_every_other.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut received = 0u64;
             loop {
                 let Ok((n, from)) = udp.recv_from(&mut buf) else {
                     return;
@@ -75,7 +80,12 @@ impl Upstream {
                 if d > 0 {
                     std::thread::sleep(Duration::from_millis(d as u64));
                 }
-                if let Some(resp) = answer(&buf[..n], &records, &seen, &silent, soa_ttl, false) {
+                received += 1;
+                let resp = answer(&buf[..n], &records, &seen, &silent, soa_ttl, false);
+                if lossy.load(Ordering::Relaxed) && received % 2 == 0 {
+                    continue;
+                }
+                if let Some(resp) = resp {
                     let _ = udp.send_to(&resp, from);
                 }
             }
