@@ -265,6 +265,20 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
         self.pruned = true;
     }
 
+    /// Keep the heaviest `cap` keys and hold at most `cap` from now on.
+    fn shrink(&mut self, cap: usize) {
+        self.cap = cap.max(2);
+        if self.map.len() > self.cap {
+            let mut v: Vec<(K, V)> = self.map.drain().collect();
+            v.select_nth_unstable_by(self.cap, |a, b| {
+                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
+            });
+            v.truncate(self.cap);
+            self.map.extend(v);
+            self.pruned = true;
+        }
+    }
+
     fn absorb(&mut self, other: &TopMap<K, V>) {
         for (k, v) in &other.map {
             self.entry_ref(k, || k.clone()).absorb(v);
@@ -403,6 +417,12 @@ impl Aggregate {
         }
         self.first = Some(self.first.map_or(l.start, |f| f.min(l.start)));
         self.last = Some(self.last.map_or(l.end, |e| e.max(l.end)));
+    }
+
+    /// Keep only the heaviest `cap` names and clients.
+    fn shrink_tops(&mut self, cap: usize) {
+        self.names.shrink(cap);
+        self.clients.shrink(cap);
     }
 
     pub fn merge(&mut self, o: &Aggregate) {
@@ -647,10 +667,16 @@ impl Report {
 /// Per-interval aggregates in a bounded ring, plus the since-start sum, so a report can be
 /// given over any window up to the ring's span (default 10 s x 360 = 1 h) or since start.
 /// Lookups are placed by the time of their last activity.
+///
+/// Each lookup is added once, to the live bucket (the ring's last); a bucket is folded into
+/// the since-start sum when the next one starts, and only then shrunk to `BUCKET_TOP_CAP`
+/// names and clients. Adding every lookup to two aggregates cost a quarter of the tracker
+/// thread (callgrind, benches/README.md).
 pub struct Windowed {
     bucket_us: u64,
     max_buckets: usize,
     ring: VecDeque<(u64, Aggregate)>,
+    /// Every bucket but the live one.
     total: Aggregate,
     started: Timestamp,
     latest: Timestamp,
@@ -689,19 +715,24 @@ impl Windowed {
     pub fn add(&mut self, l: &Lookup) {
         let key = client_key(l.client);
         let key = key.as_str();
-        self.total.add_keyed(l, key);
         self.latest = self.latest.max(l.end);
         let b = l.end.0 / self.bucket_us;
         match self.ring.back().map(|(n, _)| *n) {
             Some(n) if b == n => self.ring.back_mut().expect("non-empty").1.add_keyed(l, key),
             Some(n) if b < n => {
-                // Late lookup (events arrive slightly out of order): find its bucket, if kept.
+                // Late lookup (events arrive slightly out of order): its bucket, if still kept,
+                // was folded into the total already, so it goes to both.
+                self.total.add_keyed(l, key);
                 if let Some((_, a)) = self.ring.iter_mut().rev().find(|(m, _)| *m == b) {
                     a.add_keyed(l, key);
                 }
             }
             _ => {
-                let mut a = Aggregate::new(BUCKET_TOP_CAP);
+                if let Some((_, live)) = self.ring.back_mut() {
+                    self.total.merge(live);
+                    live.shrink_tops(BUCKET_TOP_CAP);
+                }
+                let mut a = Aggregate::new(TOTAL_TOP_CAP);
                 a.add_keyed(l, key);
                 self.ring.push_back((b, a));
                 let oldest_kept = b.saturating_sub(self.max_buckets as u64 - 1);
@@ -717,7 +748,14 @@ impl Windowed {
     pub fn report(&self, window: Option<Duration>, now: Timestamp, source: &str) -> Report {
         let since_start = now.since(self.started).as_secs_f64();
         match window {
-            None => self.total.to_report(source, since_start),
+            None => match self.ring.back() {
+                Some((_, live)) => {
+                    let mut agg = self.total.clone();
+                    agg.merge(live);
+                    agg.to_report(source, since_start)
+                }
+                None => self.total.to_report(source, since_start),
+            },
             Some(w) => {
                 let w = w.min(self.span());
                 let from = now.0.saturating_sub(w.as_micros() as u64);

@@ -763,3 +763,36 @@ fn flood_of_distinct_names_stays_bounded() {
     );
     assert!(r.top_names.len() <= report::TOP_LIMIT);
 }
+
+#[test]
+fn the_since_start_report_is_exact_while_closed_buckets_are_shrunk() {
+    let t0 = Timestamp(1_700_000_000_000_000);
+    let mut w = Windowed::new(t0);
+    let mut t = tracker(100_000);
+    // Three 10 s buckets of 300 distinct names each: more than a closed bucket keeps.
+    for b in 0..3u64 {
+        for i in 0..300u64 {
+            let name = format!("n{b}-{i}.example.");
+            t.observe(&ev(b * 10_000 + i, "10.0.0.7", &name, QTYPE_A, OK, 1));
+        }
+    }
+    t.finish();
+    let mut lookups: Vec<Lookup> = t.drain().collect();
+    lookups.sort_by_key(|l| l.end);
+    // One lookup of the first bucket arrives after the others (late, out of order).
+    let late = lookups.remove(0);
+    lookups.push(late);
+    let mut whole = Aggregate::new(report::TOTAL_TOP_CAP);
+    for l in &lookups {
+        w.add(l);
+        whole.add(l);
+    }
+    let now = Timestamp(lookups.iter().map(|l| l.end).max().unwrap().0 + 1);
+    let since_start = w.report(None, now, "x");
+    assert_eq!(since_start.lookups, 900);
+    assert_eq!(timeless(since_start), timeless(whole.to_report("x", 0.0)));
+    // A window over the whole ring sees every lookup too, its top list from shrunk buckets.
+    let windowed = w.report(Some(Duration::from_secs(60)), now, "x");
+    assert_eq!(windowed.lookups, 900);
+    assert_eq!(windowed.queries, 900);
+}
