@@ -467,7 +467,13 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
         let (text, origin) = match path {
             Some(p) => (
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                std::fs::read_to_string(p).with_context(|| {
+                    format!(
+                        "reading {} (give the path of a YAML config; configs/example.yaml \
+                         documents every key)",
+                        p.display()
+                    )
+                })?,
                 p.display().to_string(),
             ),
             None => (EMBEDDED_DEFAULT.to_string(), "embedded default".to_string()),

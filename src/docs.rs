@@ -242,7 +242,11 @@ pub fn config_page() -> String {
 pub fn subcommand_paths(cmd: &clap::Command) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     fn rec(c: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
-        for s in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // `help` is clap's own subcommand, added by `build`.
+        for s in c
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             let mut p = path.clone();
             p.push(s.get_name().to_string());
             out.push(p.clone());
@@ -305,6 +309,9 @@ fn arg_details(a: &clap::Arg) -> String {
         .unwrap_or_default()
         .trim()
         .to_string();
+    if !text.is_empty() && !text.ends_with('.') {
+        text.push('.');
+    }
     let values: Vec<String> = a
         .get_possible_values()
         .iter()
