@@ -296,3 +296,35 @@ fn relative_links_in_the_docs_resolve() {
     let broken: Vec<String> = files.iter().flat_map(|f| broken_links(f)).collect();
     assert!(broken.is_empty(), "broken links: {broken:#?}");
 }
+
+#[test]
+fn completions_man_pages_and_version_come_from_the_clap_definitions() {
+    let bin = env!("CARGO_BIN_EXE_ndots");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "ndots {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    assert!(
+        version.starts_with(&format!("ndots {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for word in ["proxy", "demo", "shortcut-mode", "upstream"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let mut cli = ndots::cli::command();
+    cli.build();
+    for path in docs::subcommand_paths(&cli) {
+        let page = dir.path().join(format!("ndots-{}.1", path.join("-")));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.contains(".TH"), "{} is not a man page", page.display());
+    }
+    assert!(dir.path().join("ndots.1").exists());
+}
