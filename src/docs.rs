@@ -326,13 +326,20 @@ fn arg_details(a: &clap::Arg) -> String {
         .iter()
         .map(|d| d.to_string_lossy().into_owned())
         .collect();
-    if !defaults.is_empty() {
+    let is_switch = matches!(
+        a.get_action(),
+        clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+    );
+    if !defaults.is_empty() && !is_switch {
         let _ = write!(text, " Default: `{}`.", defaults.join(" "));
     }
     if a.is_required_set() {
         text.push_str(" Required.");
     }
-    if matches!(a.get_action(), clap::ArgAction::Append) {
+    if matches!(a.get_action(), clap::ArgAction::Append)
+        && !a.is_positional()
+        && !text.to_ascii_lowercase().contains("repeatable")
+    {
         text.push_str(" Repeatable.");
     }
     text.trim().to_string()

@@ -169,16 +169,17 @@ pub(crate) fn write_advice(o: &mut String, r: &Report, adv: &Advice) {
             .take(3)
             .map(|(ns, w, q)| format!("{ns} ({w} of {q} queries wasted)"))
             .collect();
-        let _ = writeln!(
+        let who = if who.is_empty() {
+            "-".into()
+        } else {
+            who.join(", ")
+        };
+        wrap(
             o,
-            "- Lower ndots to {n} for the worst workloads: {}",
-            if who.is_empty() {
-                "-".into()
-            } else {
-                who.join(", ")
-            }
+            "- ",
+            &format!("Lower ndots to {n} for the worst workloads: {who}, in their pod spec:"),
         );
-        let _ = writeln!(o, "  in their pod spec:\n");
+        let _ = writeln!(o);
         for line in dns_config_snippet(n).lines() {
             let _ = writeln!(o, "    {line}");
         }
