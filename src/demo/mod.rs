@@ -82,6 +82,7 @@ pub struct Run {
     pub pod_queries: u64,
     /// A and AAAA queries that reached the upstream (cache misses the shortcut did not answer).
     pub upstream_queries: u64,
+    /// Per lookup as the report counts them (one query type of one getaddrinfo call).
     pub upstream_queries_per_lookup: f64,
     /// Lookups that ended with addresses.
     pub resolved: usize,
@@ -287,7 +288,7 @@ fn run_mode(
         lookups: plan.len(),
         pod_queries,
         upstream_queries,
-        upstream_queries_per_lookup: upstream_queries as f64 / plan.len() as f64,
+        upstream_queries_per_lookup: upstream_queries as f64 / report.lookups.max(1) as f64,
         resolved: outcomes.iter().filter(|o| !o.addresses.is_empty()).count(),
         latency_ms: latency,
         answers_digest: digest(&outcomes),

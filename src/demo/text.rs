@@ -44,8 +44,7 @@ pub fn text(d: &DemoResult) -> String {
         r.upstream_queries.to_string()
     });
     row(&mut o, "upstream queries per lookup", &|r| {
-        let lookups = r.report.lookups.max(1) as f64;
-        format!("{:.2}", r.upstream_queries as f64 / lookups)
+        format!("{:.2}", r.upstream_queries_per_lookup)
     });
     row(&mut o, "upstream load saved", &|r| {
         if r.mode == off.mode || off.upstream_queries == 0 {
