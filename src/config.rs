@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 /// The configuration the proxy runs with when no file is given.
@@ -18,41 +19,70 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.yaml");
 
 /// The YAML file as written. Every key is optional; `deny_unknown_fields` turns a typo into an
 /// error that names the key and its line.
-#[derive(Debug, Default, Deserialize, Clone)]
+///
+/// The doc comment of each field is its entry in docs/reference/config.md (`ndots docs`
+/// generates it through `schemars`; `tests/docs.rs` fails when the page is out of date).
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Addresses to serve DNS on, UDP and TCP each (`IP:PORT`, `[v6]:PORT`). Default
+    /// `["127.0.0.1:1053"]`; node-local: `["169.254.20.10:53"]`. Needs a restart to change.
     pub listen: Option<Vec<Addr>>,
+    /// Admin HTTP listener: `/metrics`, `/report`, `/healthz`, `/readyz`. Default
+    /// `127.0.0.1:9255`. Needs a restart to change.
     pub admin: Option<Addr>,
+    /// The shape of the pods' search list, used to recognise expansions.
     pub cluster: Option<ClusterSection>,
+    /// Where queries go, by zone, longest suffix first. Default: zone `.` to the nameservers of
+    /// the host's `/etc/resolv.conf`.
     pub upstreams: Option<Vec<UpstreamSection>>,
+    /// The response cache (RFC 2308 negative caching, RFC 8767 serve-stale).
     pub cache: Option<CacheSection>,
+    /// Short-circuiting of search-path expansions (docs/shortcut.md).
     pub shortcut: Option<ShortcutSection>,
+    /// The amplification tracker behind `/report` and the `ndots_lookup_*` metrics.
     pub tracker: Option<TrackerSection>,
+    /// Serving knobs: threads, limits, shutdown.
     pub server: Option<ServerSection>,
-    /// Client networks served; others get REFUSED (not an open resolver).
+    /// Client networks served (`CIDR`); queries from anywhere else get REFUSED and are counted
+    /// in `ndots_refused_queries_total` (not an open resolver). Default: loopback, link-local
+    /// and the private ranges (`127.0.0.0/8`, `10.0.0.0/8`, `172.16.0.0/12`,
+    /// `192.168.0.0/16`, `100.64.0.0/10`, `169.254.0.0/16`, `::1/128`, `fc00::/7`,
+    /// `fe80::/10`).
     pub allow: Option<Vec<Network>>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
+    /// The cluster DNS domain (kubelet `--cluster-domain`). Default `cluster.local`.
     pub domain: Option<String>,
+    /// The pod search list as kubelet writes it; `*` stands for the pod's namespace. Default
+    /// `["*.svc.<domain>", "svc.<domain>", "<domain>"]`.
     pub search: Option<Vec<String>>,
+    /// The node's own search domains, which kubelet appends to every pod's list (e.g.
+    /// `ec2.internal`). Default `[]`.
     pub node_search: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
+    /// The zone this entry serves (`cluster.local`, a stub domain, or `.` for the rest).
+    /// Required.
     pub zone: String,
+    /// `IP`, `IP:PORT` (port 53 when absent), or a path to a resolv.conf whose nameservers are
+    /// used. Several servers mean failover. Required.
     pub servers: Vec<String>,
+    /// `udp` (default; truncated answers are retried over TCP) or `tcp` (always TCP, like
+    /// NodeLocal DNSCache's `force_tcp`).
     #[serde(default)]
     pub protocol: Protocol,
-    /// Time to wait for one attempt at one server before trying the next.
+    /// Time to wait for one attempt at one server before trying the next. Default `2s`.
     pub timeout: Option<HumanDuration>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// UDP, retried over TCP when the answer is truncated (RFC 7766 §5).
@@ -62,32 +92,52 @@ pub enum Protocol {
     Tcp,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSection {
+    /// Entries kept; beyond this the least recently used are evicted. Default `100000`.
     pub capacity: Option<usize>,
+    /// Seconds; TTLs below are raised to this. Default `0`.
     pub min_ttl: Option<u32>,
+    /// Seconds; TTLs above are capped. Default `3600`.
     pub max_ttl: Option<u32>,
+    /// Seconds; cap for NXDOMAIN and NODATA, whose TTL comes from the SOA (RFC 2308 §5).
+    /// Default `30`.
     pub negative_max_ttl: Option<u32>,
+    /// Seconds past expiry an answer may still be served when every upstream fails (RFC 8767);
+    /// `0` turns it off. Default `3600`.
     pub serve_stale: Option<u32>,
+    /// Refresh popular entries shortly before they expire. Default `true`.
     pub prefetch: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShortcutSection {
+    /// `nxdomain` (default), `autopath`, `shadow` or `off`; see docs/shortcut.md before
+    /// choosing.
     pub mode: Option<ShortcutMode>,
+    /// Zones whose names nobody means under a search suffix (`github.com`, `amazonaws.com`):
+    /// `api.github.com.default.svc.cluster.local` is answered locally. Default `[]`.
     pub zones: Option<Vec<String>>,
+    /// Answer locally the expansions under the cluster domain that the Kubernetes DNS schema
+    /// cannot produce. Turn off when stub domains or rewrites serve other names under the
+    /// cluster domain. Default `true`.
     pub kubernetes_schema: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// What the proxy does with a search-path expansion nobody meant (DESIGN §3).
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, clap::ValueEnum, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShortcutMode {
+    /// Answer NXDOMAIN locally, with a synthesized SOA.
     #[default]
     Nxdomain,
+    /// Answer the first expansion with a CNAME to the candidate that exists.
     Autopath,
+    /// Forward as usual; count where the shortcut would have disagreed with upstream.
     Shadow,
+    /// Forward every query.
     Off,
 }
 
@@ -102,26 +152,32 @@ impl ShortcutMode {
     }
 }
 
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackerSection {
+    /// A walk with no new query for this long ends. Default `2s`.
     pub idle: Option<HumanDuration>,
+    /// Walks tracked at once; the least recent is evicted beyond this (counted in
+    /// `ndots_tracker_evictions_total`). Default `200000`.
     pub max_open_walks: Option<usize>,
 }
 
 /// Knobs of the serving side that DESIGN §3 leaves open.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// UDP worker threads, one SO_REUSEPORT socket each (default: half the cores, at least 1).
+    /// UDP worker threads, one SO_REUSEPORT socket each. Default: half the cores, at least 1.
+    /// Needs a restart to change.
     pub workers: Option<usize>,
-    /// Queries waiting on upstreams at once; beyond this new misses get SERVFAIL (counted).
+    /// Queries waiting on upstreams at once; beyond this new misses get SERVFAIL (counted in
+    /// `ndots_overload_drops_total`). Default `10000`.
     pub max_inflight: Option<usize>,
-    /// A TCP client connection idle this long is closed (RFC 7766 §6.2.3).
+    /// A TCP client connection idle this long is closed (RFC 7766 §6.2.3). Default `10s`.
     pub tcp_idle_timeout: Option<HumanDuration>,
-    /// TCP client connections at once; further connections are refused.
+    /// TCP client connections at once; further connections are refused. Default `1000`.
     pub max_tcp_connections: Option<usize>,
-    /// On SIGTERM, how long in-flight queries may finish before the process exits.
+    /// On SIGTERM, how long in-flight queries may finish before the process exits. Default
+    /// `5s`.
     pub shutdown_grace: Option<HumanDuration>,
 }
 
@@ -352,6 +408,23 @@ impl Network {
     }
 }
 
+/// The value types that parse from strings, described as strings for the generated reference.
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $format:literal) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "format": $format})
+            }
+        }
+    };
+}
+string_schema!(Addr, "Addr", "IP:PORT");
+string_schema!(HumanDuration, "Duration", "duration: 500ms, 2s, 5m, 1h");
+string_schema!(Network, "Network", "CIDR");
+
 /// Flags that override the file (DESIGN §3: flags override the file).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -394,7 +467,13 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
         let (text, origin) = match path {
             Some(p) => (
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                std::fs::read_to_string(p).with_context(|| {
+                    format!(
+                        "reading {} (give the path of a YAML config; configs/example.yaml \
+                         documents every key)",
+                        p.display()
+                    )
+                })?,
                 p.display().to_string(),
             ),
             None => (EMBEDDED_DEFAULT.to_string(), "embedded default".to_string()),

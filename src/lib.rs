@@ -7,6 +7,8 @@ pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod docs;
 pub mod event;
 pub mod metrics;
 pub mod proxy;

@@ -44,36 +44,73 @@ pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
 
-/// Every metric this crate exports, with its type and help text (the docs are checked
-/// against this list).
-pub const ALL: &[(&str, &str, &str)] = &[
-    (DNS_REQUESTS, "counter", "DNS queries received, by listener, upstream zone, transport, address family and query type."),
-    (DNS_RESPONSES, "counter", "DNS responses sent, by listener, zone, response code and source (cache, upstream, shortcut, stale)."),
-    (DNS_REQUEST_DURATION, "histogram", "Time from receiving a query to sending its answer."),
-    (CACHE_ENTRIES, "gauge", "Entries in the cache, by type (success, denial)."),
-    (CACHE_HITS, "counter", "Cache hits, by type (success, denial)."),
-    (CACHE_MISSES, "counter", "Cache misses."),
-    (CACHE_EVICTIONS, "counter", "Entries evicted to stay within capacity, by type."),
-    (CACHE_SERVED_STALE, "counter", "Expired answers served because upstreams failed (RFC 8767)."),
-    (CACHE_PREFETCH, "counter", "Popular entries refreshed before expiry."),
-    (UPSTREAM_REQUESTS, "counter", "Queries sent to upstream servers, by server and transport."),
-    (UPSTREAM_REQUEST_DURATION, "histogram", "Upstream round-trip time, by server and response code."),
-    (UPSTREAM_FAILURES, "counter", "Upstream attempts that failed, by server and reason."),
-    (UPSTREAM_HEALTHY, "gauge", "1 while the server answers, 0 after 3 failures in a row until it answers a query or probe again."),
-    (LOOKUP_QUERIES, "histogram", "Queries per lookup (search-path walk), by query type."),
-    (LOOKUP_DURATION, "histogram", "Time from the first query of a walk to its final answer, by query type."),
-    (LOOKUPS, "counter", "Lookups (walks) ended, by query type and outcome."),
-    (WASTED_QUERIES, "counter", "Queries for search-list candidates other than the one that ended the walk, by suffix."),
-    (SHORTCUT_ANSWERS, "counter", "Expansions answered locally, by mode and reason (zone, schema)."),
-    (SHADOW_DISAGREEMENTS, "counter", "Shadow mode: upstream answers that differ from what the shortcut would have said."),
-    (TRACKER_EVICTIONS, "counter", "Open walks evicted to stay within tracker.max_open_walks."),
-    (TRACKER_DROPPED_EVENTS, "counter", "Query events the tracker thread could not keep up with and dropped (the queries were still answered; the amplification figures miss them)."),
-    (BUILD_INFO, "gauge", "Always 1; the version label says which build runs."),
-    (CONFIG_RELOADS, "counter", "Configuration reloads, by result (success, failure)."),
-    (MALFORMED_QUERIES, "counter", "Packets that could not be read as a DNS query."),
-    (REFUSED_QUERIES, "counter", "Queries refused by policy, by reason (client: outside `allow`)."),
-    (OVERLOAD_DROPS, "counter", "Queries answered SERVFAIL or refused because a limit was reached, by limit."),
-    (UDP_RECEIVE_DROPS, "counter", "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp)."),
+/// What a metric measures, for the exposition's HELP line and the generated reference
+/// (docs/reference/metrics.md, checked against this list by `tests/docs.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct MetricInfo {
+    pub name: &'static str,
+    /// Prometheus type: counter, gauge or histogram.
+    pub kind: &'static str,
+    /// Label names, each with what its values are.
+    pub labels: &'static [(&'static str, &'static str)],
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    help: &'static str,
+) -> MetricInfo {
+    MetricInfo {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+const SERVER: (&str, &str) = ("server", "the first listen address, `dns://IP:PORT`");
+const ZONE: (&str, &str) = (
+    "zone",
+    "the upstream zone the name routes to (`.` for the rest)",
+);
+const CACHE_TYPE: (&str, &str) = (
+    "type",
+    "`success` (positive answers) or `denial` (NXDOMAIN, NODATA)",
+);
+const QTYPE: (&str, &str) = ("type", "query type: `A`, `AAAA`, ...");
+const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
+
+/// Every metric this crate exports, with its type, labels and help text.
+pub const ALL: &[MetricInfo] = &[
+    metric(DNS_REQUESTS, "counter", &[SERVER, ZONE, ("proto", "`udp` or `tcp`"), ("family", "`1` (IPv4) or `2` (IPv6) client"), QTYPE], "DNS queries received, by listener, upstream zone, transport, address family and query type."),
+    metric(DNS_RESPONSES, "counter", &[SERVER, ZONE, ("rcode", "response code: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ..."), ("source", "`cache`, `upstream`, `shortcut`, `stale` or `local` (refusals, FORMERR)")], "DNS responses sent, by listener, zone, response code and source."),
+    metric(DNS_REQUEST_DURATION, "histogram", &[SERVER, ZONE], "Time from receiving a query to sending its answer (buckets 0.00025 s doubling to 8.192 s)."),
+    metric(CACHE_ENTRIES, "gauge", &[CACHE_TYPE], "Entries in the cache, by type (set at each scrape)."),
+    metric(CACHE_HITS, "counter", &[CACHE_TYPE], "Cache hits, by type."),
+    metric(CACHE_MISSES, "counter", &[], "Cache misses."),
+    metric(CACHE_EVICTIONS, "counter", &[CACHE_TYPE], "Entries evicted to stay within cache.capacity, by type."),
+    metric(CACHE_SERVED_STALE, "counter", &[], "Expired answers served because upstreams failed (RFC 8767, cache.serve_stale)."),
+    metric(CACHE_PREFETCH, "counter", &[], "Popular entries refreshed before expiry (cache.prefetch)."),
+    metric(UPSTREAM_REQUESTS, "counter", &[TO, ("proto", "`udp` or `tcp`")], "Queries sent to upstream servers, by server and transport."),
+    metric(UPSTREAM_REQUEST_DURATION, "histogram", &[TO, ("rcode", "the upstream's response code")], "Upstream round-trip time, by server and response code."),
+    metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed`, `all_failed`; replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`")], "Upstream attempts that failed, by server and reason."),
+    metric(UPSTREAM_HEALTHY, "gauge", &[TO], "1 while the server answers, 0 after 3 failures in a row until it answers a query or a health probe again (set at each scrape)."),
+    metric(LOOKUP_QUERIES, "histogram", &[QTYPE], "Queries per lookup (search-path walk), by query type (buckets 1,2,3,4,5,6,8,10,12,16)."),
+    metric(LOOKUP_DURATION, "histogram", &[QTYPE], "Time from the first query of a walk to its final answer, by query type."),
+    metric(LOOKUPS, "counter", &[QTYPE, ("outcome", "`resolved`, `nxdomain`, `nodata`, `servfail`, `refused`, `error`, `timeout`, `unanswered`, `evicted`")], "Lookups (walks) ended, by query type and outcome."),
+    metric(WASTED_QUERIES, "counter", &[("suffix", "the search suffix the wasted query carried: `namespace`, `svc`, `cluster`, `node`, `other`, `absolute`")], "Queries for search-list candidates other than the one that ended the walk, by suffix."),
+    metric(SHORTCUT_ANSWERS, "counter", &[("mode", "`nxdomain` or `autopath`"), ("reason", "`zone` (shortcut.zones) or `schema` (Kubernetes schema)")], "Expansions answered locally, by mode and reason."),
+    metric(SHADOW_DISAGREEMENTS, "counter", &[], "Shadow mode: upstream answers that differ from what the shortcut would have said."),
+    metric(TRACKER_EVICTIONS, "counter", &[], "Open walks evicted to stay within tracker.max_open_walks."),
+    metric(TRACKER_DROPPED_EVENTS, "counter", &[], "Query events the tracker thread could not keep up with and dropped: the queries were answered, the amplification figures miss them (set at each scrape)."),
+    metric(BUILD_INFO, "gauge", &[("version", "the crate version"), ("commit", "the git commit it was built from, or `unknown`")], "Always 1; the labels say which build runs."),
+    metric(CONFIG_RELOADS, "counter", &[("result", "`success` or `failure` (the old configuration keeps serving)")], "Configuration reloads (SIGHUP or a changed file), by result."),
+    metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
+    metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
+    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];
 
 /// DESIGN §4: request duration buckets, 0.00025 s doubling to 8 s: sixteen buckets ending at
@@ -107,10 +144,14 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist in tests that embed the proxy twice; the first wins.
             let _ = metrics::set_global_recorder(recorder);
-            for (name, _, help) in ALL {
-                metrics::describe_counter!(*name, *help);
+            for m in ALL {
+                match m.kind {
+                    "gauge" => metrics::describe_gauge!(m.name, m.help),
+                    "histogram" => metrics::describe_histogram!(m.name, m.help),
+                    _ => metrics::describe_counter!(m.name, m.help),
+                }
             }
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("NDOTS_GIT_COMMIT")).set(1.0);
             handle
         })
         .clone()

@@ -254,8 +254,9 @@ impl Iterator for Capture {
 /// Why a capture could not be opened at all.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    /// `error` is shown in the message, so it is not also a `source` (printed twice by `{:#}`).
+    #[error("{path}: {error}")]
+    Io { path: String, error: io::Error },
     #[error("{path}: cannot tell the capture format from its content (use --input-format)")]
     UnknownFormat { path: String },
     #[error("{path}: {reason}")]
@@ -280,9 +281,9 @@ pub fn open_with(path: impl AsRef<Path>, opts: &Options) -> Result<Capture, Open
     let input: Box<dyn Read + Send> = if name == "-" {
         Box::new(io::stdin())
     } else {
-        Box::new(File::open(path).map_err(|source| OpenError::Io {
+        Box::new(File::open(path).map_err(|error| OpenError::Io {
             path: name.clone(),
-            source,
+            error,
         })?)
     };
     from_reader_named(input, opts, &name)
@@ -300,9 +301,9 @@ fn from_reader_named(
     opts: &Options,
     name: &str,
 ) -> Result<Capture, OpenError> {
-    let io_err = |source| OpenError::Io {
+    let io_err = |error| OpenError::Io {
         path: name.to_string(),
-        source,
+        error,
     };
     let (head, input) = peek(input, PEEK).map_err(io_err)?;
     // Compression by magic number, not extension: gzip (RFC 1952 §2.3.1) and zstd (RFC 8878 §3.1.1).

@@ -45,6 +45,8 @@ pub struct AnalyzeArgs {
     /// DNS server port in pcap captures.
     #[arg(long, default_value_t = 53)]
     pub port: u16,
+    /// Output format: text (default; for a person), json (the report object) or html (one
+    /// self-contained file with charts).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write the report here instead of standard output.

@@ -26,12 +26,18 @@ pub enum CaptureCommand {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ndots capture synth --queries 100000 -o synth.pcap\n  \
+                  ndots capture synth --format coredns-log --seed 7 | ndots analyze -"
+)]
 pub struct SynthArgs {
+    /// File format to write.
     #[arg(long, value_enum, default_value = "pcap")]
     pub format: synth::SynthFormat,
     /// Number of queries to write.
     #[arg(long, default_value_t = 10_000)]
     pub queries: u64,
+    /// Seed of the generator: the same seed writes the same capture.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Lookups started per second of capture time.
@@ -43,6 +49,8 @@ pub struct SynthArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  ndots capture dump node.pcap | head\n  \
+                  ndots capture dump --count coredns.log")]
 pub struct DumpArgs {
     /// Capture file (`-` for standard input); gzip and zstd are read transparently.
     pub capture: PathBuf,

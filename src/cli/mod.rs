@@ -6,15 +6,27 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod capture;
+pub mod demo;
+pub mod generate;
 pub mod proxy;
 pub mod report;
 pub mod simulate;
 
+/// `ndots --version`: the crate version and the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("NDOTS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ndots",
-    version,
-    about = "Find and remove the DNS load that Kubernetes' ndots:5 search-path expansion creates"
+    version = VERSION,
+    about = "Find and remove the DNS load that Kubernetes' ndots:5 search-path expansion creates",
+    after_help = "Start here:\n  ndots demo                 see what ndots does, on this machine, in seconds\n  \
+                  ndots proxy --help         run the proxy\n\nDocs: docs/README.md"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,6 +35,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run simulated pods through the proxy with the shortcut off and on, and compare.
+    Demo(demo::DemoArgs),
     /// Caching DNS forwarder that short-circuits search-path expansion and tracks amplification.
     Proxy(proxy::ProxyArgs),
     /// Show the queries a stub resolver sends for one lookup under ndots and a search list.
@@ -33,6 +47,18 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Capture tools: write a synthetic capture, dump any capture's events.
     Capture(capture::CaptureArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(generate::CompletionsArgs),
+    /// Write man pages generated from these command definitions.
+    Man(generate::ManArgs),
+    /// Write the generated reference pages (metrics, config keys, CLI flags).
+    #[command(hide = true)]
+    Docs(generate::DocsArgs),
+}
+
+/// The command tree as clap sees it (for completions, man pages and the generated docs).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// An error that carries its exit code.
@@ -72,6 +98,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => report::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
+        Command::Docs(args) => generate::docs(args),
     }
 }
 

@@ -17,6 +17,11 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 64 << 20;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ndots report --from http://127.0.0.1:9255\n  \
+                  ndots report --from http://10.0.0.5:9255 --from http://10.0.0.6:9255 --window 1h\n  \
+                  ndots report --from http://127.0.0.1:9255 --format html -o report.html"
+)]
 pub struct ReportArgs {
     /// A proxy's admin address, e.g. http://10.0.0.5:9255 (repeatable: the reports are merged).
     #[arg(long, value_name = "URL")]

@@ -16,6 +16,11 @@ pub const DEFAULT_SEARCH: &str = "default.svc.cluster.local svc.cluster.local cl
 pub const DEFAULT_NDOTS: u32 = 5;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ndots simulate api.github.com --exists api.github.com\n  \
+                  ndots simulate web.prod --stub musl --exists web.prod.svc.cluster.local/A\n  \
+                  ndots simulate api.github.com --ndots 2 --search \"shop.svc.cluster.local svc.cluster.local cluster.local\" --format json"
+)]
 pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
@@ -39,8 +44,10 @@ pub struct SimulateArgs {
     /// A name (or NAME/TYPE) that exists without records of the asked type.
     #[arg(long, value_name = "NAME[/TYPE]")]
     pub nodata: Vec<String>,
+    /// A name (or NAME/TYPE) answered SERVFAIL.
     #[arg(long, value_name = "NAME[/TYPE]")]
     pub servfail: Vec<String>,
+    /// A name (or NAME/TYPE) answered REFUSED.
     #[arg(long, value_name = "NAME[/TYPE]")]
     pub refused: Vec<String>,
     /// A name (or NAME/TYPE) the server never answers.
@@ -49,6 +56,7 @@ pub struct SimulateArgs {
     /// Address family: inet (A), inet6 (AAAA) or unspec (both).
     #[arg(long, default_value = "unspec")]
     pub family: String,
+    /// Output: text (one query per line, default) or json.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }

@@ -89,14 +89,18 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let mut udp_inodes = Vec::new();
     for &addr in &config.listen {
         // The first UDP socket fixes the port when 0 was asked; the rest join its group.
-        let first = udp::bind(addr).map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}"))?;
+        let first = udp::bind(addr)
+            .map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}{}", bind_hint(&e)))?;
         let bound = first.local_addr()?;
         let mut sockets = vec![first];
         for _ in 1..config.server.workers {
-            sockets
-                .push(udp::bind(bound).map_err(|e| anyhow::anyhow!("binding UDP {bound}: {e}"))?);
+            sockets.push(
+                udp::bind(bound)
+                    .map_err(|e| anyhow::anyhow!("binding UDP {bound}: {e}{}", bind_hint(&e)))?,
+            );
         }
-        let tcp = tcp::bind(bound).map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}"))?;
+        let tcp = tcp::bind(bound)
+            .map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}{}", bind_hint(&e)))?;
         dns_addrs.push(bound);
         udp_inodes.extend(sockets.iter().filter_map(udp::inode));
         for (i, s) in sockets.into_iter().enumerate() {
@@ -119,7 +123,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let admin_addr = match config.admin {
         Some(addr) => {
             let std_listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}{}", bind_hint(&e)))?;
             std_listener.set_nonblocking(true)?;
             let bound = std_listener.local_addr()?;
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
@@ -163,6 +167,25 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         metrics,
         tracker,
     })
+}
+
+/// What to do about a failed bind, for the error message.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process serves that port: stop it, or choose another address with \
+             --listen / --admin or in the config file)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or listen on a high port \
+             such as 127.0.0.1:1053)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no interface has that address: node-local setups add 169.254.20.10 to a dummy \
+             interface first, see deploy/README.md)"
+        }
+        _ => "",
+    }
 }
 
 /// How often servers that never answered or are failing get a health probe.

@@ -4,7 +4,7 @@
 
 pub mod advice;
 mod html;
-mod text;
+pub(crate) mod text;
 
 pub use html::html;
 pub use text::text;

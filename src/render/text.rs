@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snippet};
+use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snippet, Advice};
 use super::percent;
 use crate::amplify::Report;
 
@@ -65,11 +65,7 @@ pub fn text(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\nqueries per lookup");
-    let peak = a.histogram.iter().map(|p| p[1]).max().unwrap_or(1).max(1);
-    for [v, n] in &a.histogram {
-        let len = ((*n as f64 / peak as f64) * BAR as f64).ceil() as usize;
-        let _ = writeln!(o, "  {v:>4} | {:<BAR$} {n}", "#".repeat(len.max(1)));
-    }
+    write_histogram(&mut o, &a.histogram);
 
     let _ = writeln!(o, "\nby type                queries    lookups     wasted");
     for (t, f) in &r.by_type {
@@ -100,18 +96,7 @@ pub fn text(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\ntop names (by wasted queries)");
-    let _ = writeln!(
-        o,
-        "  {:<40} {:>8} {:>8} {:>8}",
-        "name", "lookups", "queries", "wasted"
-    );
-    for n in r.top_names.iter().take(10) {
-        let _ = writeln!(
-            o,
-            "  {:<40} {:>8} {:>8} {:>8}",
-            n.name, n.lookups, n.queries, n.wasted_queries
-        );
-    }
+    write_top_names(&mut o, r, 10);
     let _ = writeln!(o, "\ntop clients");
     let _ = writeln!(
         o,
@@ -131,13 +116,44 @@ pub fn text(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\nadvice");
+    write_advice(&mut o, r, &adv);
+    o
+}
+
+/// The amplification histogram as bars, one row per queries-per-lookup value.
+pub(crate) fn write_histogram(o: &mut String, histogram: &[[u64; 2]]) {
+    let peak = histogram.iter().map(|p| p[1]).max().unwrap_or(1).max(1);
+    for [v, n] in histogram {
+        let len = ((*n as f64 / peak as f64) * BAR as f64).ceil() as usize;
+        let _ = writeln!(o, "  {v:>4} | {:<BAR$} {n}", "#".repeat(len.max(1)));
+    }
+}
+
+/// The first `limit` top names with their lookups, queries and wasted queries.
+pub(crate) fn write_top_names(o: &mut String, r: &Report, limit: usize) {
+    let _ = writeln!(
+        o,
+        "  {:<40} {:>8} {:>8} {:>8}",
+        "name", "lookups", "queries", "wasted"
+    );
+    for n in r.top_names.iter().take(limit) {
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>8} {:>8} {:>8}",
+            n.name, n.lookups, n.queries, n.wasted_queries
+        );
+    }
+}
+
+/// The advice list: FQDNs, a lower ndots for the worst workloads, shortcut zones.
+pub(crate) fn write_advice(o: &mut String, r: &Report, adv: &Advice) {
     if r.wasted_queries == 0 {
         let _ = writeln!(o, "  Nothing is wasted: no change needed.");
-        return o;
+        return;
     }
     if !adv.fqdn.is_empty() {
         wrap(
-            &mut o,
+            o,
             "- ",
             "Write these names as FQDNs (with a trailing dot) in the workloads' config; each \
              lookup then costs one query per type:",
@@ -153,28 +169,25 @@ pub fn text(r: &Report) -> String {
             .take(3)
             .map(|(ns, w, q)| format!("{ns} ({w} of {q} queries wasted)"))
             .collect();
-        let _ = writeln!(
+        let who = if who.is_empty() {
+            "-".into()
+        } else {
+            who.join(", ")
+        };
+        wrap(
             o,
-            "- Lower ndots to {n} for the worst workloads: {}",
-            if who.is_empty() {
-                "-".into()
-            } else {
-                who.join(", ")
-            }
+            "- ",
+            &format!("Lower ndots to {n} for the worst workloads: {who}, in their pod spec:"),
         );
-        let _ = writeln!(o, "  in their pod spec:\n");
+        let _ = writeln!(o);
         for line in dns_config_snippet(n).lines() {
             let _ = writeln!(o, "    {line}");
         }
         let _ = writeln!(o);
-        wrap(
-            &mut o,
-            "  ",
-            &format!("Consequence: {}.", ndots_consequence(n)),
-        );
+        wrap(o, "  ", &format!("Consequence: {}.", ndots_consequence(n)));
         if !adv.longest_cluster_names.is_empty() {
             wrap(
-                &mut o,
+                o,
                 "  ",
                 &format!(
                     "({n} keeps the in-cluster names seen, e.g. {}, on the search list.)",
@@ -185,7 +198,7 @@ pub fn text(r: &Report) -> String {
     }
     if !adv.zones.is_empty() {
         wrap(
-            &mut o,
+            o,
             "- ",
             "Add these zones to the proxy's shortcut so their expansions are answered locally \
              (no pod change needed):",
@@ -195,7 +208,6 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(o, "    {line}");
         }
     }
-    o
 }
 
 /// Append `text` word-wrapped to 78 columns, the first line after `lead`, the rest indented
