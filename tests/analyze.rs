@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -202,26 +202,38 @@ fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
     });
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("proxy.pcap");
+    // tshark writes the capture to its stdout, which flushes every packet (a `-w FILE` is
+    // only flushed at exit), so the test can see when capturing has really begun: canary
+    // datagrams to another port in the filter, until one lands in the file. "Capturing on"
+    // alone came too early under load (one client's walks were missing once).
+    let canary = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let canary_port = free_port();
     let mut tshark = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .args([
+            "-i",
+            "lo",
+            "-f",
+            &format!("udp port {port} or udp port {canary_port}"),
+            "-w",
+            "-",
+        ])
+        .stdout(std::fs::File::create(&pcap).unwrap())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // tshark says "Capturing on 'Loopback: lo'" once it is ready.
-    let mut err = tshark.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-        let mut b = [0u8; 256];
-        let n = err.read(&mut b).unwrap_or(0);
-        seen.extend_from_slice(&b[..n]);
-        assert!(
-            Instant::now() < deadline && n > 0,
-            "tshark did not start: {}",
-            String::from_utf8_lossy(&seen)
-        );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let size = || std::fs::metadata(&pcap).map_or(0, |m| m.len());
+    while size() == 0 {
+        assert!(Instant::now() < deadline, "tshark wrote no file header");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The header may come in more than one write.
+    std::thread::sleep(Duration::from_millis(300));
+    let header_only = size();
+    while size() == header_only {
+        assert!(Instant::now() < deadline, "tshark never captured a canary");
+        let _ = canary.send_to(b"canary", ("127.0.0.1", canary_port));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let mut proxy = ndots()
         .args([
