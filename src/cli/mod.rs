@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod analyze;
 pub mod capture;
 pub mod proxy;
+pub mod replay;
 pub mod report;
 pub mod simulate;
 
@@ -33,6 +34,9 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Capture tools: write a synthetic capture, dump any capture's events.
     Capture(capture::CaptureArgs),
+    /// What-if: replay captured lookups under other ndots/search/stub/shortcut settings,
+    /// offline or live against --target; list changed resolutions and recommend a setting.
+    Replay(replay::ReplayArgs),
 }
 
 /// An error that carries its exit code.
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => report::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
 

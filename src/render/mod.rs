@@ -4,6 +4,7 @@
 
 pub mod advice;
 mod html;
+pub mod replay;
 mod text;
 
 pub use html::html;
