@@ -35,12 +35,20 @@
 //!   response, SERVFAIL, cut off), the captured setting's own modelled walk stands in, if it
 //!   needed no unknown answer; else the lookup cannot be compared and counts as uncertain.
 //! - **Upstream queries** are what reaches the cluster DNS with the proxy in front in the
-//!   setting's shortcut mode, counted per query without a cache (an upper bound; a cache only
-//!   lowers every setting's figure): `off` forwards everything; `nxdomain` answers the
+//!   setting's shortcut mode. Within one lookup each name and type counts once (the proxy's
+//!   cache outlives a walk); across lookups nothing is cached (an upper bound: a cache only
+//!   lowers every setting's figure). `off` forwards everything; `nxdomain` answers the
 //!   expansions the shortcut policy rules out (zones given by `--shortcut-zone`, and the
 //!   Kubernetes schema); `autopath` answers a ruled-out expansion with the first later
 //!   candidate that exists, costing one upstream query per candidate it tries. The proxy's
-//!   RFC 8020 ancestor checks are not modelled.
+//!   RFC 8020 ancestor checks are not modelled. For a lookup replayed as captured, the
+//!   `nxdomain` decision is taken per suffix kind (the first node domain stands for all).
+//! - **Live** (`--target`): every setting's walks are sent, answers come from the target, so
+//!   nothing is unknown; `before` stays what the capture shows. The `nxdomain` shortcut is
+//!   applied in front of the target (ruled-out names are answered NXDOMAIN, not sent);
+//!   `autopath` is offline only (measure it with the proxy in autopath mode as the target).
+//! - **Memory**: one answer per distinct `(qname, qtype)` and one small record per lookup;
+//!   each setting walks each distinct demand once.
 //! - **FQDN rewrite** (`--fqdn`): the names whose lookups ended at the absolute name (the
 //!   external names) are written with a trailing dot, under the captured ndots; every other
 //!   name is left as it is. That is the change a team makes in application config.
@@ -1076,5 +1084,195 @@ pub fn recommend(
         fqdn: best.fqdn,
         unknown_answers: best.unknown_answers,
         why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AnswerSource;
+    use std::time::Duration;
+
+    fn cluster() -> ClusterConfig {
+        ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        }
+    }
+
+    fn tracker() -> TrackerConfig {
+        TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 1000,
+        }
+    }
+
+    fn captured() -> Captured {
+        Captured {
+            cluster: cluster(),
+            ndots: 5,
+            stub: Stub::Glibc,
+        }
+    }
+
+    /// Events `(client, qname, qtype, rcode, answers)`, 1 ms apart.
+    fn replay(events: &[(&str, &str, u16, u16, u16)]) -> Replay {
+        let mut c = Collector::new(&cluster(), &tracker());
+        for (i, (client, name, qtype, rcode, answers)) in events.iter().enumerate() {
+            c.observe(&QueryEvent {
+                time: Timestamp(1_700_000_000_000_000 + i as u64 * 1000),
+                client: client.parse().unwrap(),
+                client_port: None,
+                qname: name.to_string(),
+                qtype: *qtype,
+                rcode: Some(*rcode),
+                answers: Some(*answers),
+                latency: None,
+                source: Some(AnswerSource::Captured),
+            });
+        }
+        c.finish(&captured(), &tracker())
+    }
+
+    fn setting(ndots: u32, shortcut: ShortcutMode) -> Setting {
+        Setting {
+            ndots,
+            cluster: cluster(),
+            stub: Stub::Glibc,
+            shortcut,
+            fqdn: false,
+        }
+    }
+
+    /// The glibc ndots:5 walk of api.github.com from namespace `default`, A only.
+    const GITHUB: &[(&str, &str, u16, u16, u16)] = &[
+        (
+            "10.0.0.5",
+            "api.github.com.default.svc.cluster.local.",
+            1,
+            3,
+            0,
+        ),
+        ("10.0.0.5", "api.github.com.svc.cluster.local.", 1, 3, 0),
+        ("10.0.0.5", "api.github.com.cluster.local.", 1, 3, 0),
+        ("10.0.0.5", "api.github.com.", 1, 0, 1),
+    ];
+
+    #[test]
+    fn nxdomain_for_one_type_and_schema_ruled_out_names_are_inferred_not_captured() {
+        let r = replay(&[("10.0.0.5", "gone.example.", 1, 3, 0)]);
+        assert_eq!(
+            r.answers.get("gone.example.", 1),
+            Knowledge::Captured(Answer::NxDomain)
+        );
+        assert_eq!(
+            r.answers.get("gone.example.", 28),
+            Knowledge::Inferred(Answer::NxDomain)
+        );
+        // Too deep for any Kubernetes name: cannot exist.
+        assert_eq!(
+            r.answers.get("a.b.c.d.e.default.svc.cluster.local.", 1),
+            Knowledge::Inferred(Answer::NxDomain)
+        );
+        // A Service name may exist: unknown.
+        assert_eq!(
+            r.answers.get("web.default.svc.cluster.local.", 1),
+            Knowledge::Unknown
+        );
+        assert_eq!(r.answers.get("other.example.", 1), Knowledge::Unknown);
+    }
+
+    #[test]
+    fn lower_ndots_sends_the_external_name_first_and_the_capture_knows_its_answer() {
+        let r = replay(GITHUB);
+        assert_eq!(r.demands[0].name.as_ref(), "api.github.com");
+        let five = r.evaluate(&setting(5, ShortcutMode::Off));
+        assert_eq!((five.queries, five.as_captured_lookups), (4, 1));
+        let two = r.evaluate(&setting(2, ShortcutMode::Off));
+        assert_eq!((two.queries, two.nxdomain, two.unknown_answers), (1, 0, 0));
+        assert_eq!(two.changed_resolutions, 0);
+        // nxdomain shortcut: the client's walk is the same, upstream loses the expansions
+        // the schema rules out (api.github.com.svc.cluster.local reads as a pod name).
+        let nx = r.evaluate(&setting(5, ShortcutMode::Nxdomain));
+        assert_eq!((nx.queries, nx.upstream_queries), (4, 2));
+    }
+
+    #[test]
+    fn autopath_ends_the_walk_at_the_first_expansion_and_resolves_at_its_target() {
+        let r = replay(GITHUB);
+        let ap = r.evaluate(&setting(5, ShortcutMode::Autopath));
+        // One client query; upstream: svc (allowed by the schema, so tried), then the name.
+        assert_eq!((ap.queries, ap.upstream_queries), (1, 2));
+        assert_eq!(ap.changed_resolutions, 0, "{:?}", ap.changes);
+        assert_eq!(ap.unknown_answers, 0);
+    }
+
+    #[test]
+    fn a_name_asked_absolute_stays_absolute_under_every_setting() {
+        let r = replay(&[("10.0.0.7", "www.example.org.", 1, 0, 1)]);
+        assert_eq!(r.demands[0].name.as_ref(), "www.example.org.");
+        for n in 1..=5 {
+            let s = r.evaluate(&setting(n, ShortcutMode::Off));
+            assert_eq!((s.queries, s.unknown_answers), (1, 0), "ndots:{n}");
+        }
+    }
+
+    #[test]
+    fn a_walk_cut_short_has_no_certain_end_and_unknown_answers_give_possible_changes() {
+        // The capture ends after the first candidate: NXDOMAIN there is not how the lookup
+        // ended, so nothing can be called a certain change.
+        let r = replay(&[("10.0.0.5", "web.default.svc.cluster.local.", 1, 3, 0)]);
+        assert_eq!(r.lookups[0].end, None);
+        // musl's walk is modelled (another stub): it needs answers the capture lacks.
+        let musl = r.evaluate(&Setting {
+            stub: Stub::Musl,
+            ..setting(5, ShortcutMode::Off)
+        });
+        assert_eq!(musl.changed_resolutions, 0);
+        assert_eq!(musl.uncertain_lookups, 1);
+        assert!(musl.unknown_answers > 0);
+        assert!(musl
+            .unknown_names
+            .contains(&"web.svc.cluster.local. A".to_string()));
+    }
+
+    #[test]
+    fn the_recommendation_skips_settings_with_changes_unless_allowed() {
+        let base = SettingReport {
+            label: "ndots:5 glibc".into(),
+            ndots: 5,
+            upstream_queries: 100,
+            queries: 100,
+            ..SettingReport::default()
+        };
+        let changed = SettingReport {
+            label: "ndots:1 glibc".into(),
+            ndots: 1,
+            upstream_queries: 10,
+            queries: 10,
+            changed_resolutions: 1,
+            ..SettingReport::default()
+        };
+        let two = SettingReport {
+            label: "ndots:2 glibc".into(),
+            ndots: 2,
+            upstream_queries: 40,
+            queries: 40,
+            ..SettingReport::default()
+        };
+        let r = recommend(&base, &[changed.clone(), two.clone()], false);
+        assert_eq!((r.ndots, r.saves_percent), (2, 60.0));
+        assert_eq!(recommend(&base, &[changed.clone(), two], true).ndots, 1);
+        let possible = SettingReport {
+            possible_changes: 1,
+            changed_resolutions: 0,
+            ..changed
+        };
+        assert_eq!(recommend(&base, &[possible], false).ndots, 5);
     }
 }
