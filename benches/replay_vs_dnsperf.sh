@@ -67,6 +67,7 @@ server:
   logfile: ""
   do-ip6: no
   module-config: "iterator"
+  so-rcvbuf: 4m
   local-zone: "." static
 $(cat "$W/zone.conf")
 remote-control:
@@ -90,11 +91,14 @@ QUERIES=$(wc -l <"$W/queries.txt")
 REPEAT=$(( (150000 * DUR + QUERIES - 1) / QUERIES ))
 
 echo "target: ndots proxy (release, warm cache) on 127.0.0.1:$PX; $QUERIES distinct queries; $INFLIGHT outstanding"
-printf '%-6s %12s %12s %8s\n' round dnsperf replay ratio
+printf '%-6s %12s %12s %8s  %s\n' round dnsperf replay ratio "replay: timeouts, p50/p99 ms"
 for r in $(seq 1 "$ROUNDS"); do
-  D=$(dnsperf -s 127.0.0.1 -p $PX -d "$W/queries.txt" -l "$DUR" -q "$INFLIGHT" -c 4 2>&1 |
-      awk '/Queries per second/ {print $4}')
-  R=$(replay --repeat "$REPEAT" | python3 -c \
-      'import json,sys; print("%.0f" % json.load(sys.stdin)["captured"]["live"]["queries_per_second"])')
-  printf '%-6s %12.0f %12.0f %8.2f\n' "$r" "$D" "$R" "$(python3 -c "print($R/$D)")"
+  dnsperf -s 127.0.0.1 -p $PX -d "$W/queries.txt" -l "$DUR" -q "$INFLIGHT" -c 4 >"$W/dnsperf.out" 2>&1
+  D=$(awk '/Queries per second/ {print $4}' "$W/dnsperf.out")
+  replay --repeat "$REPEAT" >"$W/replay.json"
+  read -r R EXTRA < <(python3 -c 'import json,sys
+l = json.load(open(sys.argv[1]))["captured"]["live"]
+print("%.0f %d, %.3f/%.3f" % (l["queries_per_second"], l["timeouts"], l["query_ms"]["p50"], l["query_ms"]["p99"]))' "$W/replay.json")
+  printf '%-6s %12.0f %12.0f %8.2f  %s\n' "$r" "$D" "$R" "$(python3 -c "print($R/$D)")" "$EXTRA"
 done
+grep -E "Queries lost|Average Latency" "$W/dnsperf.out" | sed 's/^ */dnsperf (last round): /'

@@ -395,7 +395,7 @@ fn offline_predictions_equal_live_replay_against_unbound() {
     let mut conf = format!(
         "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  chroot: \"\"\n  \
          username: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  \
-         logfile: \"\"\n  do-ip6: no\n  module-config: \"iterator\"\n  \
+         logfile: \"\"\n  do-ip6: no\n  module-config: \"iterator\"\n  so-rcvbuf: 1m\n  \
          local-zone: \".\" static\n",
         d = dir.path().display()
     );

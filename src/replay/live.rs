@@ -54,7 +54,11 @@ pub struct LiveFigures {
     /// Replies that matched no query we had outstanding (late, wrong ID or question).
     pub unmatched_replies: u64,
     pub rcodes: BTreeMap<String, u64>,
+    /// The whole run, waiting out the last timeouts included.
     pub seconds: f64,
+    /// Answered queries over the time from the first query sent to the last answer: the
+    /// rate the target kept up (the wait for lost queries to time out at the end is not
+    /// sending time).
     pub queries_per_second: f64,
     /// Per-query latency quantiles, milliseconds.
     pub query_ms: Quantiles,
@@ -192,8 +196,18 @@ pub fn run(
     let mut rr_sock = 0usize;
     let mut generation = 0u32;
     let t0 = Instant::now();
+    let mut first_send: Option<Instant> = None;
+    let mut last_answer = t0;
     let mut tokens = 0.0f64;
     let mut last_refill = t0;
+    let mut fds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
 
     // Feed the answers we have, in order, to the walker; issue the next candidate when the
     // current one is complete. Returns true when the lookup is over.
@@ -368,6 +382,7 @@ pub fn run(
             to_send.pop_front();
             rr_sock += 1;
             let sent = Instant::now();
+            first_send.get_or_insert(sent);
             ids[s][id as usize] = idx;
             let f = &mut inflight[idx as usize];
             f.sock = s as u8;
@@ -404,14 +419,9 @@ pub fn run(
                 _ => Duration::ZERO,
             };
         }
-        let mut fds: Vec<libc::pollfd> = sockets
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
         let ms = if wait.is_zero() {
             0
         } else {
@@ -460,6 +470,7 @@ pub fn run(
                 };
                 rcodes[h.rcode() as usize] += 1;
                 fig.answered += 1;
+                last_answer = Instant::now();
                 if let Some(sent) = f.sent {
                     let _ = qhist.record(sent.elapsed().as_micros().max(1) as u64);
                 }
@@ -498,8 +509,11 @@ pub fn run(
     }
 
     fig.seconds = t0.elapsed().as_secs_f64();
-    fig.queries_per_second = if fig.seconds > 0.0 {
-        fig.sent as f64 / fig.seconds
+    let busy = last_answer
+        .saturating_duration_since(first_send.unwrap_or(t0))
+        .as_secs_f64();
+    fig.queries_per_second = if busy > 0.0 {
+        fig.answered as f64 / busy
     } else {
         0.0
     };
