@@ -25,9 +25,14 @@ pub fn text(r: &ReplayReport) -> String {
     );
     let _ = writeln!(o);
     let live = r.mode == "live";
+    let w = rows(r)
+        .map(|(tag, s)| s.label.len() + if tag.is_empty() { 0 } else { tag.len() + 3 })
+        .max()
+        .unwrap_or(0)
+        .max(7);
     let _ = write!(
         o,
-        "{:<36} {:>8} {:>6} {:>8} {:>9} {:>7} {:>7}",
+        "{:<w$} {:>8} {:>6} {:>8} {:>9} {:>7} {:>7}",
         "setting", "queries", "q/lkp", "nxdomain", "upstream", "changed", "unknown"
     );
     if live {
@@ -47,7 +52,7 @@ pub fn text(r: &ReplayReport) -> String {
         };
         let _ = write!(
             o,
-            "{:<36} {:>8} {:>6.2} {:>8} {:>9} {:>7} {:>7}",
+            "{:<w$} {:>8} {:>6.2} {:>8} {:>9} {:>7} {:>7}",
             label,
             s.queries,
             s.queries_per_lookup,
@@ -104,6 +109,35 @@ pub fn text(r: &ReplayReport) -> String {
     o
 }
 
+/// A horizontal bar chart of fractional values (two decimals shown).
+fn fbars(rows: &[(String, f64)], color: &str) -> String {
+    let peak = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
+    let (row_h, label_w, bar_w) = (22, 320, 380);
+    let h = row_h * rows.len().max(1) + 4;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" role=\"img\">",
+        label_w + bar_w + 80
+    );
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let y = i * row_h + 2;
+        let w = (v / peak * bar_w as f64).round().max(1.0);
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{label_w}\" y=\"{y}\" width=\"{w}\" height=\"{}\" fill=\"{color}\"/>\
+             <text x=\"{}\" y=\"{}\">{v:.2}</text>",
+            label_w - 6,
+            y + 15,
+            esc(label),
+            row_h - 6,
+            label_w as f64 + w + 6.0,
+            y + 15
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 pub fn html(r: &ReplayReport) -> String {
     let mut o = String::new();
     let _ = write!(
@@ -157,16 +191,23 @@ pub fn html(r: &ReplayReport) -> String {
     o.push_str("</table>");
 
     o.push_str("<h2>Queries per lookup, by setting</h2>");
-    let qpl: Vec<(String, u64)> = rows(r)
-        .map(|(_, s)| {
-            (
-                s.label.clone(),
-                (s.queries_per_lookup * 100.0).round() as u64,
-            )
-        })
+    let qpl: Vec<(String, f64)> = rows(r)
+        .map(|(_, s)| (s.label.clone(), s.queries_per_lookup))
         .collect();
-    o.push_str("<p>(hundredths of a query per lookup)</p>");
-    o.push_str(&bars(&qpl, "#4a7bd0"));
+    o.push_str(&fbars(&qpl, "#4a7bd0"));
+    if r.mode == "live" {
+        o.push_str("<h2>Latency per query, p50 and p99 (ms), by setting</h2>");
+        let lat: Vec<(String, f64)> = rows(r)
+            .filter_map(|(_, s)| s.latency_ms.as_ref().map(|l| (s, l)))
+            .flat_map(|(s, l)| {
+                [
+                    (format!("{} p50", s.label), l.p50),
+                    (format!("{} p99", s.label), l.p99),
+                ]
+            })
+            .collect();
+        o.push_str(&fbars(&lat, "#5aa05a"));
+    }
     o.push_str("<h2>Upstream queries, by setting</h2>");
     let up: Vec<(String, u64)> = rows(r)
         .map(|(_, s)| (s.label.clone(), s.upstream_queries))
