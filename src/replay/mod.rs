@@ -1067,6 +1067,14 @@ pub fn recommend(
             excluded.join(", ")
         ));
     }
+    if captured.changed_resolutions > 0 {
+        why.push_str(&format!(
+            "; even the captured setting ends {} lookups elsewhere than the capture shows: the \
+             target does not answer as the captured server did, so read each setting against \
+             the captured row",
+            captured.changed_resolutions
+        ));
+    }
     if best.unknown_answers > 0 {
         why.push_str(&format!(
             "; {} answers were not in the capture and assumed NXDOMAIN: run with --target to \
