@@ -374,6 +374,27 @@ fn offline_predictions_equal_live_replay_through_the_proxy() {
         up.total() > 0,
         "the walks reached the upstream through the proxy"
     );
+
+    // As a load generator: the capture three times over, as fast as the in-flight bound
+    // allows, and then at a fixed rate: every walk is sent whole either way.
+    let p = capture.to_str().unwrap();
+    let t = proxy.dns_addrs[0].to_string();
+    let once = run_json("replay", &[p, "--ndots", "5"]);
+    let times3 = |k: &str| once["captured"][k].as_u64().map(|n| 3 * n);
+    for pace in [&["--rate", "max"][..], &["--rate", "5000"][..]] {
+        let args = [
+            &[p, "--ndots", "5", "--target", &t, "--repeat", "3"][..],
+            pace,
+        ]
+        .concat();
+        let r = run_json("replay", &args);
+        let c = &r["captured"];
+        assert_eq!(c["lookups"].as_u64(), times3("lookups"), "{pace:?}");
+        assert_eq!(c["queries"].as_u64(), times3("queries"), "{pace:?}");
+        assert_eq!(c["live"]["sent"], c["queries"], "{pace:?}");
+        assert_eq!(c["live"]["answered"], c["queries"], "{pace:?}");
+        assert!(c["live"]["rcodes"]["NXDOMAIN"].as_u64() > Some(0));
+    }
     proxy.shutdown(Duration::from_millis(100));
 }
 
