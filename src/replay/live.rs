@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::search::{Answer, Family, ResolverSettings, Stub, Walk, Walker};
+use crate::search::{Answer, Family, ResolverSettings, Stub, WalkTally, Walker};
 use crate::wire;
 
 /// How fast to send.
@@ -118,7 +118,9 @@ pub struct Job<'a> {
 
 /// What one lookup did live.
 pub struct JobResult {
-    pub walk: Walk,
+    /// The candidate that gave addresses, if any.
+    pub result: Option<String>,
+    pub tally: WalkTally,
     /// Queries the proxy's shortcut answered locally (not sent).
     pub local: u32,
     pub duration: Option<Duration>,
@@ -242,8 +244,10 @@ pub fn run(
                     if let Some(d) = duration {
                         let _ = lhist.record(d.as_micros().max(1) as u64);
                     }
+                    let tally = r.walker.tally();
                     results[r.job as usize] = Some(JobResult {
-                        walk: r.walker.finish(),
+                        result: r.walker.finish().result,
+                        tally,
                         local: r.local,
                         duration,
                     });
@@ -316,7 +320,7 @@ pub fn run(
                 }
             }
             let run = Running {
-                walker: Walker::new(j.stub, j.name, j.family, j.settings),
+                walker: Walker::new(j.stub, j.name, j.family, j.settings).without_query_log(),
                 job: next_job as u32,
                 qtype: j.qtype,
                 started: None,

@@ -735,16 +735,11 @@ impl Replay {
         let outcomes: Vec<Outcome1> = results
             .iter()
             .map(|r| Outcome1 {
-                queries: r.walk.queries.len() as u32,
-                types: types_sent(&r.walk),
-                nxdomain: r
-                    .walk
-                    .queries
-                    .iter()
-                    .filter(|q| q.answer == Answer::NxDomain)
-                    .count() as u32,
-                upstream: r.walk.queries.len() as u32 - r.local,
-                end: walk_end(&r.walk),
+                queries: r.tally.queries,
+                types: 1 + r.tally.both_types as u8,
+                nxdomain: r.tally.nxdomain,
+                upstream: r.tally.queries - r.local,
+                end: end_of(r.result.as_deref(), r.tally.last),
                 uncertain: false,
                 as_captured: false,
                 local: [false; 6],
@@ -955,10 +950,15 @@ fn types_sent(w: &crate::search::Walk) -> u8 {
 }
 
 fn walk_end(w: &crate::search::Walk) -> End {
-    if let Some(n) = &w.result {
-        return End::Resolved(n.as_str().into());
+    end_of(w.result.as_deref(), w.queries.last().map(|q| q.answer))
+}
+
+/// How a walk ended: the name that gave addresses, else the last answer.
+fn end_of(result: Option<&str>, last: Option<Answer>) -> End {
+    if let Some(n) = result {
+        return End::Resolved(n.into());
     }
-    End::Failed(match w.queries.last().map(|q| q.answer) {
+    End::Failed(match last {
         Some(Answer::NxDomain) => "NXDOMAIN",
         Some(Answer::NoData) => "NODATA",
         Some(Answer::ServFail) => "SERVFAIL",

@@ -426,6 +426,19 @@ pub struct Walker {
     /// Answers of the current candidate so far, in `qtypes` order.
     answers: Vec<Answer>,
     walk: Walk,
+    record: bool,
+    tally: WalkTally,
+}
+
+/// What a walk sent, counted as it goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkTally {
+    pub queries: u32,
+    pub nxdomain: u32,
+    /// The answer to the last query.
+    pub last: Option<Answer>,
+    /// Both query types of an A/AAAA pair went out.
+    pub both_types: bool,
 }
 
 impl Walker {
@@ -440,6 +453,8 @@ impl Walker {
             stopped: false,
             answers: Vec::with_capacity(2),
             walk: Walk::default(),
+            record: true,
+            tally: WalkTally::default(),
         };
         w.settle();
         w
@@ -457,28 +472,39 @@ impl Walker {
     /// The answers to the queries [`Walker::next_queries`] gave, in its order (fewer is fine:
     /// the rest stay outstanding).
     pub fn answer(&mut self, answers: &[Answer]) {
-        let Some((Some(qname), role)) = self.plan.get(self.pos).cloned() else {
+        let Some((Some(_), role)) = self.plan.get(self.pos) else {
             return;
         };
+        let role = *role;
         for &a in answers {
             let Some(&t) = self.qtypes.get(self.answers.len()) else {
                 break;
             };
             self.answers.push(a);
-            self.walk.queries.push(Query {
-                qname: qname.clone(),
-                qtype: t,
-                answer: a,
-            });
+            self.tally.queries += 1;
+            self.tally.nxdomain += (a == Answer::NxDomain) as u32;
+            self.tally.last = Some(a);
+            if t != self.qtypes[0] {
+                self.tally.both_types = true;
+            }
+            if self.record {
+                let qname = self.plan[self.pos].0.clone().unwrap_or_default();
+                self.walk.queries.push(Query {
+                    qname,
+                    qtype: t,
+                    answer: a,
+                });
+            }
         }
         // glibc single-request(-reopen): an A timeout means AAAA is never sent.
         let a_timed_out = self.sequential && self.answers.first() == Some(&Answer::Timeout);
         if self.answers.len() < self.qtypes.len() && !a_timed_out {
             return;
         }
-        match self.stub.step(&self.answers, role, &qname) {
+        let qname = self.plan[self.pos].0.as_deref().unwrap_or_default();
+        match self.stub.step(&self.answers, role, qname) {
             Step::Success => {
-                self.walk.result = Some(qname);
+                self.walk.result = self.plan[self.pos].0.clone();
                 self.pos = self.plan.len();
                 return;
             }
@@ -494,6 +520,18 @@ impl Walker {
         self.answers.clear();
         self.pos += 1;
         self.settle();
+    }
+
+    /// Do not keep each query in [`Walk::queries`] (live replay, where only the counts
+    /// matter: no allocation per query).
+    pub fn without_query_log(mut self) -> Walker {
+        self.record = false;
+        self
+    }
+
+    /// Counts of the queries answered so far.
+    pub fn tally(&self) -> WalkTally {
+        self.tally
     }
 
     /// Whether the lookup is over.
