@@ -113,6 +113,8 @@ pub struct Job<'a> {
     pub family: Family,
     /// A query type that replaces A in single-type walks (SRV, TXT, ...); 0 keeps the stub's.
     pub qtype: u16,
+    /// The captured client, as a number: its lookups leave from the same socket.
+    pub client: u32,
     pub settings: &'a ResolverSettings,
 }
 
@@ -131,6 +133,7 @@ const NIL: u32 = u32::MAX;
 struct Running {
     walker: Walker,
     job: u32,
+    client: u32,
     qtype: u16,
     started: Option<Instant>,
     /// The current candidate, wire-encoded.
@@ -160,11 +163,16 @@ pub fn run(
     mut local: impl FnMut(&str, u16) -> bool,
 ) -> std::io::Result<(Vec<JobResult>, LiveFigures)> {
     let sockets: Vec<UdpSocket> = (0..opts.sockets.max(1))
-        .map(|_| {
-            let bind: SocketAddr = if opts.target.is_ipv4() {
-                "0.0.0.0:0".parse().expect("address")
-            } else {
-                "[::]:0".parse().expect("address")
+        .map(|i| {
+            // To a loopback target each socket gets its own source address (127.0.0.2, ...),
+            // so the target sees as many clients as there are sockets, as a node's pods are.
+            let bind: SocketAddr = match opts.target {
+                SocketAddr::V4(t) if t.ip().is_loopback() => SocketAddr::from((
+                    std::net::Ipv4Addr::new(127, 0, ((2 + i as u32) >> 8) as u8, (2 + i) as u8),
+                    0,
+                )),
+                SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("address"),
+                SocketAddr::V6(_) => "[::]:0".parse().expect("address"),
             };
             let s = UdpSocket::bind(bind)?;
             s.connect(opts.target)?;
@@ -195,7 +203,6 @@ pub fn run(
     let mut outstanding = 0usize;
     let mut next_job = 0usize;
     let mut done = 0usize;
-    let mut rr_sock = 0usize;
     let mut generation = 0u32;
     let t0 = Instant::now();
     let mut first_send: Option<Instant> = None;
@@ -322,6 +329,7 @@ pub fn run(
             let run = Running {
                 walker: Walker::new(j.stub, j.name, j.family, j.settings).without_query_log(),
                 job: next_job as u32,
+                client: j.client,
                 qtype: j.qtype,
                 started: None,
                 qname_wire: Vec::with_capacity(64),
@@ -360,7 +368,8 @@ pub fn run(
             let f = &inflight[idx as usize];
             let r = runs[f.run as usize].as_ref().expect("running lookup");
             let qtype = r.pending[f.slot as usize].0;
-            let s = rr_sock % sockets.len();
+            // One client's queries leave from one socket (one source address).
+            let s = r.client as usize % sockets.len();
             // A free ID on this socket (never more than max_inflight are taken).
             let mut id = next_id[s];
             while ids[s][id as usize] != NIL {
@@ -384,7 +393,6 @@ pub fn run(
                 Err(e) => return Err(e),
             }
             to_send.pop_front();
-            rr_sock += 1;
             let sent = Instant::now();
             first_send.get_or_insert(sent);
             ids[s][id as usize] = idx;

@@ -725,6 +725,7 @@ impl Replay {
                     stub: setting.stub,
                     family,
                     qtype,
+                    client: client_number(l.client),
                     settings: &resolvers[l.demand as usize],
                 }
             })
@@ -921,6 +922,7 @@ fn local_slots(policy: &ShortcutPolicy, setting: &Setting, d: &Demand) -> [bool;
     let shape = SearchShape::new(&setting.cluster);
     let bare = d.name.trim_end_matches('.');
     let mut out = [false; 6];
+    let mut decided = [false; 6];
     for i in 0..shape.len() {
         let slot = match shape.kind(i) {
             SuffixKind::Namespace => 0,
@@ -929,18 +931,27 @@ fn local_slots(policy: &ShortcutPolicy, setting: &Setting, d: &Demand) -> [bool;
             SuffixKind::Node => 3,
             SuffixKind::Other => 4,
         };
+        if decided[slot] {
+            continue; // the slot's first entry speaks for it
+        }
         if let Some(suffix) = shape.suffix(i, d.namespace.as_deref()) {
-            if !out[slot]
-                && i == (0..shape.len())
-                    .find(|&j| shape.kind(j) == shape.kind(i))
-                    .unwrap_or(i)
-            {
-                out[slot] = policy.decide(&format!("{bare}.{suffix}."), 0).is_some();
-            }
+            decided[slot] = true;
+            out[slot] = policy.decide(&format!("{bare}.{suffix}."), 0).is_some();
         }
     }
     out[5] = policy.decide(&format!("{bare}."), 0).is_some();
     out
+}
+
+/// A captured client address as a number that spreads clients over sockets.
+fn client_number(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+        }
+    }
 }
 
 /// Query types the walk sent (1 or 2), at least 1.
