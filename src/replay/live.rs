@@ -6,7 +6,9 @@
 //! are matched on socket + ID, then checked against the question we asked (RFC 5452 §9.1);
 //! anything else is dropped and counted. No query is allocated: names are encoded into a
 //! per-lookup buffer once per candidate, messages are built in one reused buffer, and
-//! latencies go into hdrhistograms (microseconds).
+//! latencies go into hdrhistograms (microseconds). A captured client's lookups always leave
+//! from the same socket; to a loopback target each socket binds its own source address
+//! (127.0.0.2, 127.0.0.3, ...), so the target sees several clients as it would from a node.
 //!
 //! Pacing: lookups start at the captured pace (`--speed` scales it), or queries go out at
 //! `--rate` per second (a token bucket), or as fast as the in-flight bound allows. At most
