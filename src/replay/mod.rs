@@ -307,6 +307,9 @@ pub struct Replay {
     pub shortcut_zones: Vec<String>,
     /// Lookups per demand.
     weight: Vec<u64>,
+    /// Computed once: the captured setting's modelled end per demand, the FQDN targets.
+    baseline: std::cell::OnceCell<Vec<(End, bool)>>,
+    fqdn: std::cell::OnceCell<Vec<bool>>,
 }
 
 /// Per-setting figures (DESIGN §5 JSON, plus fields).
@@ -479,6 +482,8 @@ impl Replay {
             events,
             shortcut_zones: Vec::new(),
             weight,
+            baseline: Default::default(),
+            fqdn: Default::default(),
         }
     }
 
@@ -589,12 +594,12 @@ impl Replay {
     pub fn evaluate(&self, setting: &Setting) -> SettingReport {
         let policy = self.policy(setting);
         let captured_setting = self.captured.setting();
-        let fqdn = self.fqdn_targets();
+        let fqdn = self.fqdn.get_or_init(|| self.fqdn_targets());
         let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
         let mut inferred: hashbrown::HashSet<(String, u16)> = hashbrown::HashSet::new();
         let mut per_demand = Vec::with_capacity(self.demands.len());
         for (id, d) in self.demands.iter().enumerate() {
-            let asked = self.asked(setting, d, &fqdn, id);
+            let asked = self.asked(setting, d, fqdn, id);
             // The nxdomain shortcut answers only names that do not exist: the client's walk
             // is the captured one; only the upstream share changes.
             let same_plan = matches!(setting.shortcut, ShortcutMode::Off | ShortcutMode::Nxdomain)
@@ -642,12 +647,12 @@ impl Replay {
                 local: [false; 6],
             });
         }
-        let baseline = if *setting == captured_setting {
-            None
-        } else {
-            Some(self.evaluate_outcomes(&captured_setting))
-        };
-        let mut r = self.tally(setting, &per_demand, false, baseline.as_deref());
+        let baseline = (*setting != captured_setting).then(|| {
+            self.baseline
+                .get_or_init(|| self.evaluate_outcomes(&captured_setting))
+                .as_slice()
+        });
+        let mut r = self.tally(setting, &per_demand, false, baseline);
         r.unknown_answers = unknown.len() as u64;
         let mut names: Vec<(String, u64)> = unknown.into_iter().collect();
         names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -700,12 +705,12 @@ impl Replay {
         opts: &live::LiveOptions,
     ) -> std::io::Result<SettingReport> {
         let policy = self.policy(setting);
-        let fqdn = self.fqdn_targets();
+        let fqdn = self.fqdn.get_or_init(|| self.fqdn_targets());
         let asked: Vec<String> = self
             .demands
             .iter()
             .enumerate()
-            .map(|(id, d)| self.asked(setting, d, &fqdn, id))
+            .map(|(id, d)| self.asked(setting, d, fqdn, id))
             .collect();
         let resolvers: Vec<ResolverSettings> = self
             .demands
