@@ -1039,17 +1039,20 @@ fn captured_end(
 
 /// Pick the setting with the least upstream load (then the fewest queries, then the highest
 /// ndots: the smallest change) among those without changed resolutions, nor possible ones,
-/// unless `allow_changes`. The captured setting is always eligible: it changes nothing.
+/// unless `allow_changes`, and with the captured stub. The captured setting is always
+/// eligible: it changes nothing.
 pub fn recommend(
     captured: &SettingReport,
     settings: &[SettingReport],
     allow_changes: bool,
 ) -> Recommendation {
+    // The stub is the image's libc, not a setting: other stubs are compared, not recommended.
+    let same_stub = |s: &&SettingReport| s.stub == captured.stub;
     let eligible = |s: &&SettingReport| {
         allow_changes || (s.changed_resolutions == 0 && s.possible_changes == 0)
     };
     let best = std::iter::once(captured)
-        .chain(settings.iter().filter(eligible))
+        .chain(settings.iter().filter(same_stub).filter(eligible))
         .min_by(|a, b| {
             a.upstream_queries
                 .cmp(&b.upstream_queries)
@@ -1065,6 +1068,7 @@ pub fn recommend(
     };
     let excluded: Vec<&str> = settings
         .iter()
+        .filter(same_stub)
         .filter(|s| !eligible(s))
         .map(|s| s.label.as_str())
         .collect();
@@ -1298,5 +1302,19 @@ mod tests {
             ..changed
         };
         assert_eq!(recommend(&base, &[possible], false).ndots, 5);
+        // Another stub is compared, never recommended (it is the image's libc).
+        let musl = SettingReport {
+            label: "ndots:1 musl".into(),
+            stub: "musl".into(),
+            ndots: 1,
+            upstream_queries: 5,
+            ..SettingReport::default()
+        };
+        let glibc = |s: SettingReport| SettingReport {
+            stub: "glibc".into(),
+            ..s
+        };
+        let base = glibc(base);
+        assert_eq!(recommend(&base, &[musl], false).label, "ndots:5 glibc");
     }
 }
