@@ -150,6 +150,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let live = live_options(&args, &settings).map_err(CliError::usage)?;
 
     let mut stderr = std::io::stderr().lock();
+    // The shared wording names analyze's flag; here the captured list is --captured-search.
+    let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut collector = Collector::new(&cluster, &tracker);
