@@ -13,6 +13,7 @@ pub mod event;
 pub mod metrics;
 pub mod proxy;
 pub mod render;
+pub mod replay;
 pub mod search;
 pub mod upstream;
 pub mod wire;

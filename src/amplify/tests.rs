@@ -796,3 +796,53 @@ fn the_since_start_report_is_exact_while_closed_buckets_are_shrunk() {
     assert_eq!(windowed.lookups, 900);
     assert_eq!(windowed.queries, 900);
 }
+
+#[test]
+fn a_lookup_tells_its_nxdomain_count_and_the_candidate_it_ended_at() {
+    let mut t = tracker(100);
+    let events: Vec<QueryEvent> = GITHUB_WALK
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let last = i == GITHUB_WALK.len() - 1;
+            ev(
+                i as u64,
+                "10.0.0.5",
+                n,
+                QTYPE_A,
+                if last { OK } else { NX },
+                last as u16,
+            )
+        })
+        .chain([
+            ev(
+                100,
+                "10.0.0.6",
+                "web.prod.default.svc.cluster.local.",
+                QTYPE_A,
+                NX,
+                0,
+            ),
+            ev(
+                101,
+                "10.0.0.6",
+                "web.prod.svc.cluster.local.",
+                QTYPE_A,
+                OK,
+                1,
+            ),
+        ])
+        .collect();
+    let mut lookups = run(&mut t, &events);
+    lookups.sort_by_key(|l| l.client);
+    assert_eq!(
+        (lookups[0].nxdomain, lookups[0].last_search_index),
+        (4, None)
+    );
+    // `web.prod` + the shape's second entry (svc.cluster.local).
+    assert_eq!(lookups[1].base, "web.prod.");
+    assert_eq!(
+        (lookups[1].nxdomain, lookups[1].last_search_index),
+        (1, Some(1))
+    );
+}

@@ -172,6 +172,12 @@ pub struct Lookup {
     pub upstream_wasted: u32,
     /// Queries answered by the proxy's shortcut (`AnswerSource::Shortcut`).
     pub shortcut_answers: u32,
+    /// Queries of the walk answered NXDOMAIN.
+    pub nxdomain: u32,
+    /// The search-shape index of the last candidate tried ([`crate::search::SearchShape`]),
+    /// `None` when it was the absolute name: with `namespace` and `base` it gives the name the
+    /// lookup ended at (replay compares it across settings).
+    pub last_search_index: Option<u8>,
 }
 
 const NIL: u32 = u32::MAX;
@@ -214,6 +220,7 @@ struct Walk {
     upstream: u32,
     upstream_on_last: u32,
     shortcut: u32,
+    nxdomain: u32,
     suffix_queries: [u32; 6],
     last_rcode: Option<u16>,
     last_answers: Option<u16>,
@@ -444,6 +451,7 @@ impl WalkTracker {
                     upstream: 0,
                     upstream_on_last: 0,
                     shortcut: 0,
+                    nxdomain: 0,
                     suffix_queries: [0; 6],
                     last_rcode: None,
                     last_answers: None,
@@ -489,6 +497,7 @@ impl WalkTracker {
             w.queries += 1;
             w.upstream += upstream as u32;
             w.shortcut += (ev.source == Some(AnswerSource::Shortcut)) as u32;
+            w.nxdomain += (ev.rcode == Some(3)) as u32;
             w.suffix_queries[reading.slot as usize] += 1;
             w.last_rcode = ev.rcode;
             w.last_answers = ev.answers;
@@ -730,6 +739,8 @@ impl WalkTracker {
             upstream_queries: w.upstream,
             upstream_wasted: w.upstream - w.upstream_on_last,
             shortcut_answers: w.shortcut,
+            nxdomain: w.nxdomain,
+            last_search_index: (w.last_pos != ABS).then_some(w.last_pos),
         });
     }
 }

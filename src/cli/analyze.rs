@@ -60,7 +60,17 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         .trim()
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let (cluster, said) = search_shape(&args, &domain).map_err(CliError::usage)?;
+    let (cluster, said) = search_shape(
+        &ShapeSource {
+            search: args.search.as_deref(),
+            resolv_conf: args.resolv_conf.as_deref(),
+            first_capture: args.captures.first().map(PathBuf::as_path),
+            input_format: args.input_format,
+            port: args.port,
+        },
+        &domain,
+    )
+    .map_err(CliError::usage)?;
     let idle = crate::config::parse_duration(&args.idle).map_err(CliError::usage)?;
     let tracker = TrackerConfig {
         idle,
@@ -145,14 +155,26 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where the search list shape comes from: `--search`, `--resolv-conf`, or the capture.
+pub(crate) struct ShapeSource<'a> {
+    pub search: Option<&'a str>,
+    pub resolv_conf: Option<&'a std::path::Path>,
+    pub first_capture: Option<&'a std::path::Path>,
+    pub input_format: Option<capture::Format>,
+    pub port: u16,
+}
+
 /// The search list shape for decomposition, and how it was chosen (said on stderr).
-fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConfig, String)> {
-    let (list, origin): (Vec<String>, String) = if let Some(s) = &args.search {
+pub(crate) fn search_shape(
+    args: &ShapeSource<'_>,
+    domain: &str,
+) -> anyhow::Result<(ClusterConfig, String)> {
+    let (list, origin): (Vec<String>, String) = if let Some(s) = args.search {
         (
             s.split_whitespace().map(str::to_string).collect(),
             "from --search".into(),
         )
-    } else if let Some(p) = &args.resolv_conf {
+    } else if let Some(p) = args.resolv_conf {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let settings =
@@ -164,7 +186,7 @@ fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConf
             format!("svc.{domain}"),
             domain.to_string(),
         ];
-        let node = match args.captures.first() {
+        let node = match args.first_capture {
             Some(p) if p.as_os_str() != "-" => infer_node_domains(p, args, domain),
             _ => Vec::new(),
         };
@@ -191,10 +213,20 @@ fn search_shape(args: &AnalyzeArgs, domain: &str) -> anyhow::Result<(ClusterConf
             said,
         ));
     };
+    shape_from_list(&list, domain, &origin)
+}
+
+/// A resolv.conf-style search list as a shape: `<ns>.svc.<domain>` (or `*.svc.<domain>`)
+/// stands for every namespace; the cluster's own entries, then the node's.
+pub(crate) fn shape_from_list(
+    list: &[String],
+    domain: &str,
+    origin: &str,
+) -> anyhow::Result<(ClusterConfig, String)> {
     let ns_suffix = format!(".svc.{domain}");
     let mut search = Vec::new();
     let mut node_search = Vec::new();
-    for entry in &list {
+    for entry in list {
         let e = entry.trim_end_matches('.').to_ascii_lowercase();
         if e.is_empty() {
             continue;
@@ -233,7 +265,7 @@ const INFER_EVENTS: usize = 200_000;
 /// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
 /// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
 /// frequent first, at most three.
-fn infer_node_domains(path: &std::path::Path, args: &AnalyzeArgs, domain: &str) -> Vec<String> {
+fn infer_node_domains(path: &std::path::Path, args: &ShapeSource<'_>, domain: &str) -> Vec<String> {
     use std::collections::{HashMap, HashSet};
     let opts = Options {
         format: args.input_format,

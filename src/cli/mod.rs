@@ -9,6 +9,7 @@ pub mod capture;
 pub mod demo;
 pub mod generate;
 pub mod proxy;
+pub mod replay;
 pub mod report;
 pub mod simulate;
 
@@ -47,6 +48,9 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Capture tools: write a synthetic capture, dump any capture's events.
     Capture(capture::CaptureArgs),
+    /// What-if: replay captured lookups under other ndots/search/stub/shortcut settings,
+    /// offline or live against --target; list changed resolutions and recommend a setting.
+    Replay(replay::ReplayArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     Completions(generate::CompletionsArgs),
     /// Write man pages generated from these command definitions.
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
         Command::Docs(args) => generate::docs(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
 

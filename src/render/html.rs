@@ -7,7 +7,7 @@ use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snip
 use super::percent;
 use crate::amplify::Report;
 
-const CSS: &str =
+pub(super) const CSS: &str =
     "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse}td,th{padding:.2em .7em;text-align:right}\
@@ -16,7 +16,7 @@ td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f6f
 pre{background:#f3f3f3;padding:.7em;border-radius:4px}svg text{font:12px sans-serif}";
 
 /// Escape text for HTML element content and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -32,7 +32,7 @@ fn esc(s: &str) -> String {
 }
 
 /// A horizontal bar chart: one row per `(label, value)`.
-fn bars(rows: &[(String, u64)], color: &str) -> String {
+pub(super) fn bars(rows: &[(String, u64)], color: &str) -> String {
     let peak = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1);
     let (row_h, label_w, bar_w) = (22, 240, 420);
     let h = row_h * rows.len().max(1) + 4;

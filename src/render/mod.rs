@@ -4,6 +4,7 @@
 
 pub mod advice;
 mod html;
+pub mod replay;
 pub(crate) mod text;
 
 pub use html::html;

@@ -19,4 +19,4 @@ pub use decompose::{Decomposition, SearchShape, SuffixKind};
 pub use resolv_conf::{Environment, ResolverSettings};
 pub use schema::SchemaName;
 pub use shortcut::{Expansion, Reason, ShortcutPolicy};
-pub use stub::{Answer, Family, Query, Stub, Walk, QTYPE_A, QTYPE_AAAA};
+pub use stub::{Answer, Family, Query, Stub, Walk, WalkTally, Walker, QTYPE_A, QTYPE_AAAA};

@@ -389,7 +389,8 @@ impl Stub {
         }
     }
 
-    /// Run one lookup of `name` for `family`, asking `oracle` how each query is answered.
+    /// Run one lookup of `name` for `family`, asking `oracle` how each query is answered: a
+    /// thin loop over [`Walker`], which live replay drives asynchronously.
     pub fn walk(
         self,
         name: &str,
@@ -397,65 +398,181 @@ impl Stub {
         settings: &ResolverSettings,
         mut oracle: impl FnMut(&str, u16) -> Answer,
     ) -> Walk {
-        let plan = self.candidate_plan(name, settings);
-        let qtypes = self.qtypes(family, settings);
-        let sequential =
-            self == Stub::Glibc && (settings.single_request || settings.single_request_reopen);
-        let mut walk = Walk::default();
-        let mut stopped = false;
+        let mut w = Walker::new(self, name, family, settings);
         let mut answers = Vec::with_capacity(2);
-        for (candidate, role) in plan {
-            // After a stop, glibc still sends the as-is name if it is still due; nothing else.
-            if stopped && !(self == Stub::Glibc && role == Role::AsIsLast) {
-                continue;
-            }
-            let Some(qname) = candidate else {
-                match self {
-                    // glibc: res_mkquery fails -> NO_RECOVERY -> the search stops.
-                    Stub::Glibc if role == Role::Search => {
-                        stopped = true;
-                        continue;
-                    }
-                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns: the walk ends.
-                    Stub::MuslPre124 => return walk,
-                    // musl 1.2.4+ returns 0 and moves on; Go and c-ares fail this name and
-                    // move on.
-                    _ => continue,
-                }
-            };
-            if qtypes.is_empty() {
-                break;
-            }
+        while let Some((qname, qtypes)) = w.next_queries() {
             answers.clear();
-            for &t in qtypes {
-                // glibc single-request(-reopen): the AAAA query waits for the A reply
-                // (res_send.c send_dg), so an A timeout means AAAA is never sent.
-                if sequential && answers.first() == Some(&Answer::Timeout) {
-                    break;
-                }
-                let a = oracle(&qname, t);
-                answers.push(a);
-                walk.queries.push(Query {
-                    qname: qname.clone(),
+            answers.extend(qtypes.iter().map(|&t| oracle(qname, t)));
+            w.answer(&answers);
+        }
+        w.finish()
+    }
+}
+
+/// One lookup as a state machine: [`Walker::next_queries`] says what the stub sends now (one
+/// candidate, its query types sent at once), [`Walker::answer`] takes their answers and moves
+/// on. The sync [`Stub::walk`] and live replay (many lookups in flight, answers arriving from
+/// the network) share it, so both follow exactly the same rules.
+#[derive(Clone, Debug)]
+pub struct Walker {
+    stub: Stub,
+    plan: Vec<(Option<String>, Role)>,
+    /// The current candidate in `plan`; `plan.len()` when done.
+    pos: usize,
+    qtypes: &'static [u16],
+    /// glibc single-request(-reopen): AAAA only after the A reply (res_send.c send_dg).
+    sequential: bool,
+    stopped: bool,
+    /// Answers of the current candidate so far, in `qtypes` order.
+    answers: Vec<Answer>,
+    walk: Walk,
+    record: bool,
+    tally: WalkTally,
+}
+
+/// What a walk sent, counted as it goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkTally {
+    pub queries: u32,
+    pub nxdomain: u32,
+    /// The answer to the last query.
+    pub last: Option<Answer>,
+    /// Both query types of an A/AAAA pair went out.
+    pub both_types: bool,
+}
+
+impl Walker {
+    pub fn new(stub: Stub, name: &str, family: Family, settings: &ResolverSettings) -> Walker {
+        let mut w = Walker {
+            stub,
+            plan: stub.candidate_plan(name, settings),
+            pos: 0,
+            qtypes: stub.qtypes(family, settings),
+            sequential: stub == Stub::Glibc
+                && (settings.single_request || settings.single_request_reopen),
+            stopped: false,
+            answers: Vec::with_capacity(2),
+            walk: Walk::default(),
+            record: true,
+            tally: WalkTally::default(),
+        };
+        w.settle();
+        w
+    }
+
+    /// The candidate to send now and the query types to send for it at once; `None` when the
+    /// lookup is over.
+    pub fn next_queries(&self) -> Option<(&str, &'static [u16])> {
+        let name = self.plan.get(self.pos)?.0.as_deref()?;
+        let rest = &self.qtypes[self.answers.len()..];
+        let now = if self.sequential { &rest[..1] } else { rest };
+        Some((name, now))
+    }
+
+    /// The answers to the queries [`Walker::next_queries`] gave, in its order (fewer is fine:
+    /// the rest stay outstanding).
+    pub fn answer(&mut self, answers: &[Answer]) {
+        let Some((Some(_), role)) = self.plan.get(self.pos) else {
+            return;
+        };
+        let role = *role;
+        for &a in answers {
+            let Some(&t) = self.qtypes.get(self.answers.len()) else {
+                break;
+            };
+            self.answers.push(a);
+            self.tally.queries += 1;
+            self.tally.nxdomain += (a == Answer::NxDomain) as u32;
+            self.tally.last = Some(a);
+            if t != self.qtypes[0] {
+                self.tally.both_types = true;
+            }
+            if self.record {
+                let qname = self.plan[self.pos].0.clone().unwrap_or_default();
+                self.walk.queries.push(Query {
+                    qname,
                     qtype: t,
                     answer: a,
                 });
             }
-            match self.step(&answers, role, &qname) {
-                Step::Success => {
-                    walk.result = Some(qname);
-                    return walk;
+        }
+        // glibc single-request(-reopen): an A timeout means AAAA is never sent.
+        let a_timed_out = self.sequential && self.answers.first() == Some(&Answer::Timeout);
+        if self.answers.len() < self.qtypes.len() && !a_timed_out {
+            return;
+        }
+        let qname = self.plan[self.pos].0.as_deref().unwrap_or_default();
+        match self.stub.step(&self.answers, role, qname) {
+            Step::Success => {
+                self.walk.result = self.plan[self.pos].0.clone();
+                self.pos = self.plan.len();
+                return;
+            }
+            Step::Next => {}
+            Step::Stop => {
+                if self.stub == Stub::Glibc && role == Role::AsIsLast {
+                    self.pos = self.plan.len();
+                    return;
                 }
-                Step::Next => {}
-                Step::Stop => {
-                    if self == Stub::Glibc && role == Role::AsIsLast {
-                        return walk;
-                    }
-                    stopped = true;
-                }
+                self.stopped = true;
             }
         }
-        walk
+        self.answers.clear();
+        self.pos += 1;
+        self.settle();
+    }
+
+    /// Do not keep each query in [`Walk::queries`] (live replay, where only the counts
+    /// matter: no allocation per query).
+    pub fn without_query_log(mut self) -> Walker {
+        self.record = false;
+        self
+    }
+
+    /// Counts of the queries answered so far.
+    pub fn tally(&self) -> WalkTally {
+        self.tally
+    }
+
+    /// Whether the lookup is over.
+    pub fn is_done(&self) -> bool {
+        self.pos >= self.plan.len()
+    }
+
+    /// The queries sent and how the lookup ended.
+    pub fn finish(self) -> Walk {
+        self.walk
+    }
+
+    /// Move `pos` to the next candidate the stub actually sends (or past the end).
+    fn settle(&mut self) {
+        while let Some((candidate, role)) = self.plan.get(self.pos) {
+            // After a stop, glibc still sends the as-is name if it is still due; nothing else.
+            if self.stopped && !(self.stub == Stub::Glibc && *role == Role::AsIsLast) {
+                self.pos += 1;
+                continue;
+            }
+            if candidate.is_none() {
+                match self.stub {
+                    // glibc: res_mkquery fails -> NO_RECOVERY -> the search stops.
+                    Stub::Glibc if *role == Role::Search => self.stopped = true,
+                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns: the walk ends.
+                    Stub::MuslPre124 => {
+                        self.pos = self.plan.len();
+                        return;
+                    }
+                    // musl 1.2.4+ returns 0 and moves on; Go and c-ares fail this name and
+                    // move on.
+                    _ => {}
+                }
+                self.pos += 1;
+                continue;
+            }
+            if self.qtypes.is_empty() {
+                self.pos = self.plan.len();
+            }
+            return;
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use ndots::wire;
 #[derive(Clone, Debug)]
 pub enum Rec {
     A(Ipv4Addr, u32),
+    Aaaa(std::net::Ipv6Addr, u32),
     /// A TXT record of this many bytes, to force truncation over UDP.
     BigTxt(usize, u32),
 }
@@ -205,6 +206,13 @@ fn answer(
                 out.extend_from_slice(&1u16.to_be_bytes());
                 out.extend_from_slice(&ttl.to_be_bytes());
                 out.extend_from_slice(&4u16.to_be_bytes());
+                out.extend_from_slice(&ip.octets());
+            }
+            Rec::Aaaa(ip, ttl) => {
+                out.extend_from_slice(&wire::TYPE_AAAA.to_be_bytes());
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&ttl.to_be_bytes());
+                out.extend_from_slice(&16u16.to_be_bytes());
                 out.extend_from_slice(&ip.octets());
             }
             Rec::BigTxt(n, ttl) => {

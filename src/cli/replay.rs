@@ -1,0 +1,384 @@
+//! `ndots replay CAPTURE...`: re-expand the captured lookups under other settings, offline or
+//! live against `--target`, and recommend one (DESIGN §5; the model is `crate::replay`).
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+
+use super::analyze::{search_shape, shape_from_list, ShapeSource};
+use super::{CliError, Format};
+use crate::capture::{self, Options};
+use crate::config::{ShortcutMode, TrackerConfig};
+use crate::render;
+use crate::replay::live::{LiveOptions, Pace};
+use crate::replay::{self, Captured, Collector, ReplayReport, Setting};
+use crate::search::Stub;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  ndots replay coredns.log\n  \
+    ndots replay coredns.log --ndots 1,2,3,5 --stub glibc,musl --shortcut off,nxdomain --fqdn\n  \
+    ndots replay node.pcap --target 10.96.0.10:53 --speed 4 --format html -o replay.html")]
+pub struct ReplayArgs {
+    /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files.
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// Read every capture as this format instead of detecting it.
+    #[arg(long, value_enum)]
+    pub input_format: Option<capture::Format>,
+    /// Stop at the first unreadable record (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+    /// The search list the captured pods had (as in resolv.conf; `<ns>.svc.<domain>` stands
+    /// for every namespace). Default: the Kubernetes pod list plus node domains inferred from
+    /// the capture, as `ndots analyze` does.
+    #[arg(long, conflicts_with = "resolv_conf")]
+    pub captured_search: Option<String>,
+    /// Take the captured search list from a pod's resolv.conf.
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+    /// The ndots the captured pods ran with.
+    #[arg(long, default_value_t = 5)]
+    pub captured_ndots: u32,
+    /// The stub resolver the captured pods ran.
+    #[arg(long, default_value = "glibc")]
+    pub captured_stub: String,
+    /// ndots values to compare, comma-separated.
+    #[arg(long, default_value = "1,2,3,4,5")]
+    pub ndots: String,
+    /// A search list to compare (repeatable); default: the captured one.
+    #[arg(long)]
+    pub search: Vec<String>,
+    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares); default:
+    /// the captured stub.
+    #[arg(long)]
+    pub stub: Option<String>,
+    /// Proxy shortcut modes to compare, comma-separated: off, nxdomain, autopath.
+    #[arg(long, default_value = "off")]
+    pub shortcut: String,
+    /// A zone whose names' expansions the shortcut rules out (repeatable), as
+    /// `shortcut.zones` in the proxy's config.
+    #[arg(long, value_name = "ZONE")]
+    pub shortcut_zone: Vec<String>,
+    /// Also compare the FQDN rewrite: external names asked with a trailing dot.
+    #[arg(long)]
+    pub fqdn: bool,
+    /// Let the recommendation pick a setting under which some lookups resolve differently.
+    #[arg(long)]
+    pub allow_changes: bool,
+    /// Send the walks to this DNS server (UDP) and measure, instead of predicting offline.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// Live: replay this many times faster than captured.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Live: send at this many queries per second instead of the captured pace (`max`: as
+    /// fast as the in-flight bound allows).
+    #[arg(long, value_name = "QPS|max")]
+    pub rate: Option<String>,
+    /// Live: queries outstanding at most.
+    #[arg(long, default_value_t = 1000)]
+    pub max_inflight: usize,
+    /// Live: a query unanswered this long is a timeout.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
+    /// Live: UDP sockets to send from.
+    #[arg(long, default_value_t = 4)]
+    pub sockets: usize,
+    /// Repeat the captured lookups this many times (live load generation).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// The cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// A walk with no new query for this long ends.
+    #[arg(long, default_value = "2s")]
+    pub idle: String,
+    /// DNS server port in pcap captures.
+    #[arg(long, default_value_t = 53)]
+    pub port: u16,
+    /// Output format: text (default; a table for a terminal), json (DESIGN §5) or html (one
+    /// self-contained file with charts).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write the comparison here instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Result<Vec<T>> {
+    let v = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| parse(x).ok_or_else(|| anyhow!("{what}: {x:?} is not valid")))
+        .collect::<anyhow::Result<Vec<T>>>()?;
+    if v.is_empty() {
+        return Err(anyhow!("{what}: empty list"));
+    }
+    Ok(v)
+}
+
+pub fn run(args: ReplayArgs) -> Result<(), CliError> {
+    let domain = args
+        .cluster_domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let (cluster, said) = search_shape(
+        &ShapeSource {
+            search: args.captured_search.as_deref(),
+            resolv_conf: args.resolv_conf.as_deref(),
+            first_capture: args.captures.first().map(PathBuf::as_path),
+            input_format: args.input_format,
+            port: args.port,
+        },
+        &domain,
+    )
+    .map_err(CliError::usage)?;
+    let idle = crate::config::parse_duration(&args.idle).map_err(CliError::usage)?;
+    let tracker = TrackerConfig {
+        idle,
+        max_open_walks: 200_000,
+    };
+    let captured_stub: Stub = args
+        .captured_stub
+        .parse()
+        .map_err(|e: String| CliError::usage(anyhow!(e)))?;
+    let captured = Captured {
+        cluster: cluster.clone(),
+        ndots: args.captured_ndots,
+        stub: captured_stub,
+    };
+    let settings = settings(&args, &captured, &domain).map_err(CliError::usage)?;
+    let live = live_options(&args, &settings).map_err(CliError::usage)?;
+
+    let mut stderr = std::io::stderr().lock();
+    // The shared wording names analyze's flag; here the captured list is --captured-search.
+    let said = said.replace("--search", "--captured-search");
+    let _ = writeln!(stderr, "captured search list: {said}");
+    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let mut collector = Collector::new(&cluster, &tracker);
+    let mut total_unreadable = 0u64;
+    for path in &args.captures {
+        let opts = Options {
+            format: args.input_format,
+            strict: args.strict,
+            port: args.port,
+            ..Options::default()
+        };
+        let mut cap = capture::open_with(path, &opts).map_err(|e| CliError::usage(anyhow!(e)))?;
+        let mut n = 0u64;
+        for item in cap.by_ref() {
+            match item {
+                Ok(ev) => {
+                    collector.observe(&ev);
+                    n += 1;
+                    if progress && n % 500_000 == 0 {
+                        let _ = write!(stderr, "\r{}: {n} events", path.display());
+                    }
+                }
+                Err(u) if args.strict => {
+                    return Err(CliError::runtime(anyhow!(
+                        "{}: {u} (--strict)",
+                        path.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let s = cap.stats();
+        if progress {
+            let _ = write!(stderr, "\r");
+        }
+        let _ = writeln!(
+            stderr,
+            "{}: {} events ({}), {} unreadable",
+            path.display(),
+            s.events,
+            cap.format().as_str(),
+            s.unreadable
+        );
+        for u in &s.first_unreadable {
+            let _ = writeln!(stderr, "  unreadable: {u}");
+        }
+        total_unreadable += s.unreadable;
+    }
+    let mut rp = collector.finish(&captured, &tracker);
+    rp.shortcut_zones = args
+        .shortcut_zone
+        .iter()
+        .map(|z| z.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    if args.repeat > 1 {
+        rp.repeat(args.repeat);
+    }
+    let source = args
+        .captures
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let evaluate = |s: &Setting| -> Result<replay::SettingReport, CliError> {
+        match &live {
+            None => Ok(rp.evaluate(s)),
+            Some(opts) => {
+                if progress {
+                    let _ = writeln!(std::io::stderr(), "live: {}", s.label(&cluster));
+                }
+                rp.evaluate_live(s, opts)
+                    .with_context(|| format!("live replay to {}", opts.target))
+                    .map_err(CliError::runtime)
+            }
+        }
+    };
+    let captured_setting = captured.setting();
+    let captured_report = evaluate(&captured_setting)?;
+    let mut reports = Vec::with_capacity(settings.len());
+    for s in &settings {
+        if *s == captured_setting {
+            reports.push(captured_report.clone());
+        } else {
+            reports.push(evaluate(s)?);
+        }
+    }
+    let recommendation = replay::recommend(&captured_report, &reports, args.allow_changes);
+    let report = ReplayReport {
+        source,
+        mode: if live.is_some() { "live" } else { "offline" }.into(),
+        lookups: captured_report.lookups,
+        application_lookups: rp.lookups.len() as u64,
+        events: rp.events,
+        captured: captured_report,
+        settings: reports,
+        recommendation,
+    };
+    let out = match args.format.unwrap_or(Format::Text) {
+        Format::Text => render::replay::text(&report),
+        Format::Json => render::replay::json(&report),
+        Format::Html => render::replay::html(&report),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, out)
+            .with_context(|| format!("writing {}", p.display()))
+            .map_err(CliError::runtime)?,
+        None => {
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        }
+    }
+    if total_unreadable > 0 {
+        let _ = writeln!(
+            stderr,
+            "{total_unreadable} unreadable records skipped (--strict makes the first one fatal)"
+        );
+    }
+    Ok(())
+}
+
+/// Every combination asked: search lists x ndots x stubs x shortcut modes, then the FQDN
+/// rewrite per stub and shortcut mode.
+fn settings(args: &ReplayArgs, captured: &Captured, domain: &str) -> anyhow::Result<Vec<Setting>> {
+    let ndots = list(&args.ndots, "--ndots", |x| x.parse::<u32>().ok())?;
+    let stubs = match &args.stub {
+        Some(s) => list(s, "--stub", |x| x.parse::<Stub>().ok())?,
+        None => vec![captured.stub],
+    };
+    let shortcuts = list(&args.shortcut, "--shortcut", |x| match x {
+        "off" => Some(ShortcutMode::Off),
+        "nxdomain" => Some(ShortcutMode::Nxdomain),
+        "autopath" => Some(ShortcutMode::Autopath),
+        _ => None,
+    })?;
+    let searches = if args.search.is_empty() {
+        vec![captured.cluster.clone()]
+    } else {
+        args.search
+            .iter()
+            .map(|s| {
+                let words: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+                shape_from_list(&words, domain, "--search").map(|(c, _)| c)
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut out = Vec::new();
+    for cluster in &searches {
+        for &n in &ndots {
+            for &stub in &stubs {
+                for &shortcut in &shortcuts {
+                    out.push(Setting {
+                        ndots: n,
+                        cluster: cluster.clone(),
+                        stub,
+                        shortcut,
+                        fqdn: false,
+                    });
+                }
+            }
+        }
+    }
+    if args.fqdn {
+        for &stub in &stubs {
+            for &shortcut in &shortcuts {
+                out.push(Setting {
+                    ndots: captured.ndots,
+                    cluster: captured.cluster.clone(),
+                    stub,
+                    shortcut,
+                    fqdn: true,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn live_options(args: &ReplayArgs, settings: &[Setting]) -> anyhow::Result<Option<LiveOptions>> {
+    let Some(target) = &args.target else {
+        if args.rate.is_some() {
+            return Err(anyhow!("--rate needs --target"));
+        }
+        return Ok(None);
+    };
+    if settings
+        .iter()
+        .any(|s| s.shortcut == ShortcutMode::Autopath)
+    {
+        return Err(anyhow!(
+            "--shortcut autopath is modelled offline only; to measure it live, run \
+             `ndots proxy --shortcut-mode autopath` and give it as --target with --shortcut off"
+        ));
+    }
+    let target: SocketAddr = target
+        .to_socket_addrs()
+        .with_context(|| format!("--target {target:?}: expected HOST:PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("--target {target:?}: no address"))?;
+    if !args.speed.is_finite() || args.speed <= 0.0 {
+        return Err(anyhow!("--speed must be above 0"));
+    }
+    let pace = match args.rate.as_deref() {
+        None => Pace::Captured { speed: args.speed },
+        Some("max") => Pace::Max,
+        Some(r) => {
+            let qps: f64 = r
+                .parse()
+                .map_err(|_| anyhow!("--rate {r:?}: expected queries per second or `max`"))?;
+            if !qps.is_finite() || qps <= 0.0 {
+                return Err(anyhow!("--rate must be above 0"));
+            }
+            Pace::Rate(qps)
+        }
+    };
+    if args.max_inflight == 0 || args.max_inflight > 60_000 {
+        return Err(anyhow!("--max-inflight must be between 1 and 60000"));
+    }
+    Ok(Some(LiveOptions {
+        target,
+        pace,
+        max_inflight: args.max_inflight,
+        timeout: crate::config::parse_duration(&args.timeout)?,
+        sockets: args.sockets.clamp(1, 64),
+    }))
+}
