@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod netlink;
+pub mod node_local;
 pub mod proxy;
 pub mod render;
 pub mod search;

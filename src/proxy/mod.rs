@@ -67,6 +67,10 @@ impl AdminSource for Admin {
 
 /// Bind every listener and start serving on `rt`.
 pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Running> {
+    // The node-local addresses must exist before their listeners can bind.
+    if let Some(nl) = &config.node_local {
+        crate::node_local::ensure(nl)?;
+    }
     let metrics = m::install();
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
@@ -206,8 +210,11 @@ impl Running {
         if config.listen != old.config.listen
             || config.admin != old.config.admin
             || config.server.workers != old.config.server.workers
+            || config.node_local != old.config.node_local
         {
-            tracing::warn!("listen, admin and server.workers changes take effect on restart only");
+            tracing::warn!(
+                "listen, admin, server.workers and node_local changes take effect on restart only"
+            );
         }
         let cache = if config.cache == old.config.cache {
             old.cache.clone()
