@@ -29,8 +29,25 @@ install_deps() {
   if [ $rc_existed = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# PyPI tools pinned in scripts/deps/pip.txt (NAME==VERSION), installed when missing or another
+# version is there.
+install_pip_deps() {
+  local want=() spec have
+  for spec in $(sed 's/#.*//' scripts/deps/pip.txt 2>/dev/null); do
+    have=$(python3 -m pip show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p' || true)
+    [ "$have" = "${spec#*==}" ] || want+=("$spec")
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  echo "test.sh: pip installing ${want[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${want[@]}" ||
+    echo "test.sh: pip install failed (tests that need these tools skip, or fail under CI=true)" >&2
+}
+
 install_deps
+install_pip_deps
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --release --bin ndots
+# The release build is the image's: fully static (scripts/build-static.sh, separate target
+# dir). tests/image.rs runs that binary from an empty root directory.
+scripts/build-static.sh >/dev/null
 cargo test --locked --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/ndots-test.log"

@@ -116,9 +116,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
 
     let admin_addr = match config.admin {
         Some(addr) => {
-            let std_listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}"))?;
-            std_listener.set_nonblocking(true)?;
+            // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
+            // the same host port while the old one drains.
+            let std_listener =
+                tcp::bind(addr).map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}"))?;
             let bound = std_listener.local_addr()?;
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
