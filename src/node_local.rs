@@ -18,13 +18,7 @@ use crate::netlink::{errno_text, Message, Socket, NLM_F_APPEND, NLM_F_CREATE, NL
 
 /// Create the link and addresses and, if configured, load the NOTRACK table.
 pub fn ensure(cfg: &NodeLocalConfig) -> anyhow::Result<()> {
-    let mut route = Socket::open(libc::NETLINK_ROUTE).context("opening an rtnetlink socket")?;
-    let created = create_link(&mut route, &cfg.interface, cfg.kind.as_str())?;
-    let index = link_index(&cfg.interface)?;
-    set_up(&mut route, index, &cfg.interface)?;
-    for addr in &cfg.addresses {
-        add_address(&mut route, index, *addr, &cfg.interface)?;
-    }
+    let (created, added) = link_and_addresses(cfg)?;
     if cfg.notrack {
         let mut nf =
             Socket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
@@ -33,11 +27,44 @@ pub fn ensure(cfg: &NodeLocalConfig) -> anyhow::Result<()> {
     tracing::info!(
         interface = %cfg.interface,
         created,
+        added,
         addresses = ?cfg.addresses,
         notrack = cfg.notrack,
         "node-local address in place (never removed on exit)"
     );
     Ok(())
+}
+
+/// Put back the link, its up state and the addresses if something else removed them (another
+/// node-local cache tearing its setup down on exit, an administrator); the listeners stay
+/// bound to the addresses and receive again as soon as they are back. Returns whether anything
+/// was missing.
+pub fn restore(cfg: &NodeLocalConfig) -> anyhow::Result<bool> {
+    let (created, added) = link_and_addresses(cfg)?;
+    if created || added > 0 {
+        tracing::warn!(
+            interface = %cfg.interface,
+            link_created = created,
+            addresses_added = added,
+            "node-local link or address had been removed; restored"
+        );
+    }
+    Ok(created || added > 0)
+}
+
+/// (link created, addresses added)
+fn link_and_addresses(cfg: &NodeLocalConfig) -> anyhow::Result<(bool, usize)> {
+    let mut route = Socket::open(libc::NETLINK_ROUTE).context("opening an rtnetlink socket")?;
+    let created = create_link(&mut route, &cfg.interface, cfg.kind.as_str())?;
+    let index = link_index(&cfg.interface)?;
+    set_up(&mut route, index, &cfg.interface)?;
+    let mut added = 0;
+    for addr in &cfg.addresses {
+        if add_address(&mut route, index, *addr, &cfg.interface)? {
+            added += 1;
+        }
+    }
+    Ok((created, added))
 }
 
 // rtnetlink (linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h).
@@ -101,8 +128,8 @@ fn set_up(sock: &mut Socket, index: i32, name: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bringing link {name} up: {}", errno_text(e)))
 }
 
-/// `ip addr add ADDR/32 dev NAME` (/128 for IPv6); an address already there is fine.
-fn add_address(sock: &mut Socket, index: i32, addr: IpAddr, name: &str) -> anyhow::Result<()> {
+/// `ip addr add ADDR/32 dev NAME` (/128 for IPv6); an address already there is fine (false).
+fn add_address(sock: &mut Socket, index: i32, addr: IpAddr, name: &str) -> anyhow::Result<bool> {
     let (family, prefix, bytes, flags) = match addr {
         IpAddr::V4(a) => (libc::AF_INET, 32u8, a.octets().to_vec(), 0),
         IpAddr::V6(a) => (libc::AF_INET6, 128u8, a.octets().to_vec(), IFA_F_NODAD),
@@ -116,7 +143,8 @@ fn add_address(sock: &mut Socket, index: i32, addr: IpAddr, name: &str) -> anyho
     let mut m = Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &fixed);
     m.attr(IFA_LOCAL, &bytes).attr(IFA_ADDRESS, &bytes);
     match one(sock, m, "adding an address")? {
-        Ok(()) | Err(libc::EEXIST) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(libc::EEXIST) => Ok(false),
         Err(e) => bail!("adding {addr} to {name}: {}", errno_text(e)),
     }
 }

@@ -1,7 +1,8 @@
 //! The node-local address (issue 7; issue 8 item 5), in a private network namespace: the proxy
 //! creates the link, its addresses and the NOTRACK table itself; it answers on the addresses;
 //! a clean restart and a crash-restart loop (kill -9, five times) keep the addresses, and an
-//! `ip monitor` running through all of it never sees one deleted.
+//! `ip monitor` running through all of it never sees one deleted. Last, a link deleted under a
+//! running proxy (another cache's teardown) is put back and the proxy answers on it again.
 
 mod common;
 
@@ -77,13 +78,37 @@ fn notrack_rules() -> usize {
         .count()
 }
 
-fn start_proxy(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .args(["proxy", "--config"])
-        .arg(config)
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// A proxy process, killed if the test fails while it runs.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proxy {
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+
+    fn sigkill(&mut self) {
+        self.0.kill().unwrap(); // SIGKILL: no chance to clean anything up
+        self.0.wait().unwrap();
+    }
+}
+
+fn start_proxy(config: &Path, log: &Path) -> Proxy {
+    Proxy(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--config"])
+            .arg(config)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// `dummy` as NodeLocal DNSCache uses, where the kernel has it; a port-less bridge otherwise
@@ -212,8 +237,7 @@ fn node_local_address_survives_restarts_and_crash_loops() {
     );
 
     // A clean stop (SIGTERM, as in a rolling update) leaves everything in place.
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    assert!(proxy.wait().unwrap().success(), "clean exit on SIGTERM");
+    assert!(proxy.sigterm().success(), "clean exit on SIGTERM");
     assert_addresses_present("after SIGTERM");
     assert_eq!(notrack_rules(), 12, "the table stays after exit");
 
@@ -229,14 +253,12 @@ fn node_local_address_survives_restarts_and_crash_loops() {
         );
         assert_addresses_present(&format!("round {round}, running"));
         assert_eq!(notrack_rules(), 12, "round {round}: one copy of the rules");
-        proxy.kill().unwrap(); // SIGKILL: no chance to clean anything up
-        proxy.wait().unwrap();
+        proxy.sigkill();
         assert_addresses_present(&format!("round {round}, right after kill -9"));
     }
     proxy = start_proxy(&config, &log);
     assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"), "after the loop");
-    proxy.kill().unwrap();
-    proxy.wait().unwrap();
+    proxy.sigkill();
 
     // The monitor saw the addresses appear (it was listening) and never saw one go.
     let events = monitor.text();
@@ -254,4 +276,33 @@ fn node_local_address_survives_restarts_and_crash_loops() {
         "a node-local address disappeared: {deleted:?}"
     );
     assert!(up.count(NAME, 1) >= 1, "answers came from the upstream");
+
+    // Something else tears the link down (NodeLocal DNSCache does on exit, e.g. while being
+    // replaced by ndots): the running proxy puts it back, and its listeners, still bound to
+    // the addresses, answer again.
+    proxy = start_proxy(&config, &log);
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"));
+    run("ip", &["link", "del", LINK]);
+    let back = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("ip")
+            .args(["-o", "addr", "show", "dev", LINK])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{V4}/32")))
+            .unwrap_or(false)
+    });
+    assert!(
+        back,
+        "the proxy restores a removed link; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_addresses_present("after the link was deleted under the running proxy");
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"), "answers again");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("restored"),
+        "the restoration is logged"
+    );
+    assert!(proxy.sigterm().success());
 }

@@ -134,6 +134,9 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         None => None,
     };
 
+    if let Some(nl) = config.node_local.clone() {
+        rt.spawn(keep_node_local(nl, stopped_rx.clone()));
+    }
     // Readiness needs an upstream that answered; probe each zone until one does.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
     // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
@@ -161,6 +164,28 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         metrics,
         tracker,
     })
+}
+
+/// How often the node-local link and addresses are checked and put back if removed.
+const NODE_LOCAL_CHECK: Duration = Duration::from_secs(2);
+
+async fn keep_node_local(
+    cfg: crate::config::NodeLocalConfig,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(NODE_LOCAL_CHECK) => {}
+            _ = stopped.changed() => return,
+        }
+        let c = cfg.clone();
+        match tokio::task::spawn_blocking(move || crate::node_local::restore(&c)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("node-local check: {e:#}"),
+            Err(e) => tracing::error!("node-local check: {e}"),
+        }
+    }
 }
 
 async fn probe_upstreams(
