@@ -417,3 +417,29 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     out
 }
+
+/// A bad `node_local` value is a configuration error like any other: exit 2, key and line named.
+#[test]
+fn node_local_bad_address_exits_2_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\nnode_local:\n  enabled: true\n  \
+         addresses: [\"169.254.20.10\", \"169.254.20.1O\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["proxy", "--check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node_local.addresses")
+            && err.contains("169.254.20.1O")
+            && err.contains("line 4"),
+        "{err}"
+    );
+}
