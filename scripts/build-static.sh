@@ -12,7 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR="${NDOTS_STATIC_TARGET_DIR:-$PWD/target/static}"
-RUSTFLAGS="-C target-feature=+crt-static" \
+# getrandom's default Linux backend finds glibc's getrandom() with dlsym, which a static binary
+# does not have, and falls back to /dev/urandom: absent from an empty root (tests/image.rs found
+# it). The linux_getrandom backend calls getrandom(2) through libc directly.
+RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
   cargo build --locked --release --bin ndots --target "$target" >&2
 bin="$CARGO_TARGET_DIR/$target/release/ndots"
 # Refuse to hand out anything that still wants a dynamic loader.
