@@ -443,3 +443,58 @@ fn node_local_bad_address_exits_2_naming_key_and_line() {
         "{err}"
     );
 }
+
+/// The DaemonSet's surge: a second proxy with the same DNS and admin ports starts while the
+/// first still runs (SO_REUSEPORT on every listener), and serves both after the first drains.
+#[test]
+fn surge_pod_binds_the_same_dns_and_admin_ports() {
+    if !require("dig") {
+        return;
+    }
+    let up = common::upstream::Upstream::start();
+    up.add(
+        "surge.example.",
+        1,
+        common::upstream::Rec::A(std::net::Ipv4Addr::new(192, 0, 2, 7), 60),
+    );
+    let dns = common::tools::free_port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--listen", &format!("127.0.0.1:{dns}")])
+            .args(["--upstream", &up.addr.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let healthy = || {
+        (0..100).any(|_| {
+            let ok = common::tools::http_get(admin, "/healthz").is_some_and(|(c, _)| c == 200);
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    let mut old = start();
+    assert!(healthy(), "the first proxy serves its admin port");
+    let mut new = start();
+    unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+    assert!(old.wait().unwrap().success());
+    // Only the surge proxy can answer now; had it failed to bind the shared ports, it would
+    // have exited.
+    assert!(healthy(), "the surge proxy answers on the admin port alone");
+    assert!(new.try_wait().unwrap().is_none(), "the surge proxy runs");
+    let out = Command::new("dig")
+        .args(["+short", "+tries=3", "+time=1", "@127.0.0.1", "-p"])
+        .arg(dns.to_string())
+        .args(["surge.example.", "A"])
+        .output()
+        .unwrap();
+    let _ = new.kill();
+    let _ = new.wait();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.7");
+}
