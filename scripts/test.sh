@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 install_deps() {
   local want=() p
-  for p in $(cat scripts/deps/*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \n' '\n' | sort -u); do
+  # Every list but pip.txt (PyPI, install_pip_deps below) names Debian packages.
+  for p in $(ls scripts/deps/*.txt | grep -v '/pip\.txt$' | xargs cat | sed 's/#.*//' | tr -s ' \n' '\n' | sort -u); do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want+=("$p")
   done
   [ ${#want[@]} -eq 0 ] && return 0

@@ -5,8 +5,10 @@
 //!
 //! Everything here is idempotent (an existing link or address is fine) and nothing is ever
 //! removed: when the proxy exits, restarts or is replaced in a rolling update, the address
-//! stays, and a pod's query waits in the kernel for the next proxy instead of meeting a
-//! missing address (NodeLocal DNSCache's outage on update came from tearing it down).
+//! stays. With a surge pod already bound (SO_REUSEPORT) its queries simply go to the new
+//! process; between a crash and the restart they are refused at once (an error, not a timeout)
+//! instead of being routed off the node towards an address that no longer exists locally
+//! (NodeLocal DNSCache's outage on update came from tearing the address down).
 
 use std::ffi::CString;
 use std::net::IpAddr;
