@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 install_deps() {
   local want=() p
-  for p in $(cat scripts/deps/*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \n' '\n' | sort -u); do
+  # Every list but pip.txt (PyPI, install_pip_deps below) names Debian packages.
+  for p in $(ls scripts/deps/*.txt | grep -v '/pip\.txt$' | xargs cat | sed 's/#.*//' | tr -s ' \n' '\n' | sort -u); do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want+=("$p")
   done
   [ ${#want[@]} -eq 0 ] && return 0
@@ -29,6 +30,20 @@ install_deps() {
   if [ $rc_existed = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# PyPI tools pinned in scripts/deps/pip.txt (NAME==VERSION), installed when missing or another
+# version is there.
+install_pip_deps() {
+  local want=() spec have
+  for spec in $(sed 's/#.*//' scripts/deps/pip.txt 2>/dev/null); do
+    have=$(python3 -m pip show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p' || true)
+    [ "$have" = "${spec#*==}" ] || want+=("$spec")
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  echo "test.sh: pip installing ${want[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${want[@]}" ||
+    echo "test.sh: pip install failed (tests that need these tools skip, or fail under CI=true)" >&2
+}
+
 # cargo-fuzz, for scripts/fuzz.sh (the nightly toolchain comes with the machine).
 install_cargo_fuzz() {
   command -v cargo-fuzz >/dev/null 2>&1 && return 0
@@ -37,10 +52,13 @@ install_cargo_fuzz() {
 }
 
 install_deps
+install_pip_deps
 install_cargo_fuzz
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --release --bin ndots
+# The release build is the image's: fully static (scripts/build-static.sh, separate target
+# dir). tests/image.rs runs that binary from an empty root directory.
+scripts/build-static.sh >/dev/null
 cargo test --locked --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/ndots-test.log"
 # Every fuzz target for a bounded time (more locally: FUZZ_SECONDS=600 scripts/fuzz.sh).
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh

@@ -50,6 +50,67 @@ pub struct FileConfig {
     /// `192.168.0.0/16`, `100.64.0.0/10`, `169.254.0.0/16`, `::1/128`, `fc00::/7`,
     /// `fe80::/10`).
     pub allow: Option<Vec<Network>>,
+    /// The node-local address (deploy/README.md): a link with fixed addresses the proxy
+    /// creates itself and never removes, as NodeLocal DNSCache does. Default: off.
+    pub node_local: Option<NodeLocalSection>,
+}
+
+/// The node-local address: a link the proxy creates and addresses it puts there, as NodeLocal
+/// DNSCache does, so pods reach the proxy on a fixed address (issue 7).
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLocalSection {
+    /// Create the link and addresses, and listen on them. Default false.
+    pub enabled: Option<bool>,
+    /// The link's name, at most 15 characters. Default `nodelocaldns` (NodeLocal DNSCache's).
+    pub interface: Option<String>,
+    /// `dummy` (default, as NodeLocal DNSCache) or `bridge` (a bridge without ports, for
+    /// kernels built without the dummy driver).
+    pub kind: Option<LinkKind>,
+    /// Addresses put on the link and listened on. Default `["169.254.20.10"]`; add the
+    /// kube-dns ClusterIP to answer pods that still use it (then the upstream must be another
+    /// Service IP).
+    pub addresses: Option<Vec<Ip>>,
+    /// The DNS port on those addresses. Default 53.
+    pub port: Option<u16>,
+    /// Load the nftables table `inet ndots` (raw hook): DNS to and from the addresses bypasses
+    /// conntrack. Replaced atomically at each start, never removed. Default false.
+    pub notrack: Option<bool>,
+}
+
+/// The link type created for the node-local addresses.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// What NodeLocal DNSCache creates (needs the kernel's `dummy` driver, CONFIG_DUMMY).
+    #[default]
+    Dummy,
+    /// A bridge without ports: holds local addresses just as well, on kernels without `dummy`.
+    Bridge,
+}
+
+impl LinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Dummy => "dummy",
+            LinkKind::Bridge => "bridge",
+        }
+    }
+}
+
+/// An IP address, checked while parsing so the error carries the YAML line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ip(pub IpAddr);
+
+impl<'de> Deserialize<'de> for Ip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.trim().parse::<IpAddr>().map(Ip).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid IP address {s:?}: expected e.g. 169.254.20.10 or fd00::10"
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
@@ -315,6 +376,22 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+/// The node-local setup after validation (present only when `node_local.enabled`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLocalConfig {
+    /// Link name, at most 15 bytes (IFNAMSIZ - 1).
+    pub interface: String,
+    pub kind: LinkKind,
+    pub addresses: Vec<IpAddr>,
+    /// The DNS port on those addresses (added to `listen`, and matched by the NOTRACK rules).
+    pub port: u16,
+    pub notrack: bool,
+}
+
+/// NodeLocal DNSCache's address and link name, so ndots is a drop-in replacement.
+pub const NODE_LOCAL_ADDRESS: &str = "169.254.20.10";
+pub const NODE_LOCAL_INTERFACE: &str = "nodelocaldns";
+
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -327,6 +404,7 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub server: ServerConfig,
     pub allow: Vec<Network>,
+    pub node_local: Option<NodeLocalConfig>,
 }
 
 /// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
@@ -424,6 +502,7 @@ macro_rules! string_schema {
 string_schema!(Addr, "Addr", "IP:PORT");
 string_schema!(HumanDuration, "Duration", "duration: 500ms, 2s, 5m, 1h");
 string_schema!(Network, "Network", "CIDR");
+string_schema!(Ip, "Ip", "IP address");
 
 /// Flags that override the file (DESIGN §3: flags override the file).
 #[derive(Debug, Default, Clone)]
@@ -483,13 +562,25 @@ impl Config {
     }
 
     pub fn from_file_config(f: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
-        let listen = if !o.listen.is_empty() {
+        let node_local = node_local_config(f.node_local.unwrap_or_default())?;
+        let mut listen: Vec<SocketAddr> = if !o.listen.is_empty() {
             o.listen.clone()
         } else {
-            f.listen
-                .map(|v| v.into_iter().map(|a| a.0).collect())
-                .unwrap_or_else(|| vec!["127.0.0.1:1053".parse().unwrap()])
+            match (f.listen, &node_local) {
+                (Some(v), _) => v.into_iter().map(|a| a.0).collect(),
+                // Node-local alone: serve only on its addresses.
+                (None, Some(_)) => Vec::new(),
+                (None, None) => vec!["127.0.0.1:1053".parse().unwrap()],
+            }
         };
+        if let Some(nl) = &node_local {
+            for ip in &nl.addresses {
+                let addr = SocketAddr::new(*ip, nl.port);
+                if !listen.contains(&addr) {
+                    listen.push(addr);
+                }
+            }
+        }
         if listen.is_empty() {
             bail!("listen: at least one address is needed");
         }
@@ -635,6 +726,7 @@ impl Config {
 
         Ok(Config {
             allow,
+            node_local,
             listen,
             admin,
             cluster: ClusterConfig {
@@ -649,6 +741,53 @@ impl Config {
             server,
         })
     }
+}
+
+/// Check the `node_local` section; `None` when it is off.
+fn node_local_config(s: NodeLocalSection) -> anyhow::Result<Option<NodeLocalConfig>> {
+    if !s.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let interface = s
+        .interface
+        .unwrap_or_else(|| NODE_LOCAL_INTERFACE.to_string());
+    // The kernel's rules for a link name (dev_valid_name): 1..=15 bytes, no '/', ':' or space.
+    if interface.is_empty()
+        || interface.len() > 15
+        || interface == "."
+        || interface == ".."
+        || interface
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+    {
+        bail!(
+            "node_local.interface: {interface:?} is not a valid link name \
+             (1 to 15 characters, no '/', ':' or spaces)"
+        );
+    }
+    let addresses: Vec<IpAddr> = match s.addresses {
+        Some(v) => v.into_iter().map(|a| a.0).collect(),
+        None => vec![NODE_LOCAL_ADDRESS.parse().expect("static")],
+    };
+    if addresses.is_empty() {
+        bail!("node_local.addresses: at least one address is needed when node_local is enabled");
+    }
+    for a in &addresses {
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            bail!("node_local.addresses: {a} cannot be put on a link (unspecified, multicast or loopback)");
+        }
+    }
+    let port = s.port.unwrap_or(53);
+    if port == 0 {
+        bail!("node_local.port: 0 is not a port a pod can be pointed at");
+    }
+    Ok(Some(NodeLocalConfig {
+        interface,
+        kind: s.kind.unwrap_or_default(),
+        addresses,
+        port,
+        notrack: s.notrack.unwrap_or(false),
+    }))
 }
 
 /// Half the cores, at least one: the tracker thread and the async runtime need the rest, and
@@ -796,6 +935,70 @@ mod tests {
         assert_eq!(c.upstreams.len(), 2);
         assert_eq!(c.upstreams[0].zone, "cluster.local.");
         assert_eq!(c.upstreams[0].servers.len(), 2);
+    }
+
+    #[test]
+    fn node_local_adds_its_addresses_to_listen() {
+        let up = "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\n";
+        let f = FileConfig::parse(&format!("{up}node_local: {{enabled: true}}\n")).unwrap();
+        let c = Config::from_file_config(f, &Overrides::default()).unwrap();
+        let nl = c.node_local.as_ref().unwrap();
+        assert_eq!(nl.interface, "nodelocaldns");
+        assert_eq!(nl.kind, LinkKind::Dummy);
+        assert!(!nl.notrack);
+        assert_eq!(c.listen, vec!["169.254.20.10:53".parse().unwrap()]);
+
+        let text = format!(
+            "{up}listen: [\"127.0.0.1:1053\", \"10.96.0.10:53\"]\nnode_local:\n  enabled: true\n  \
+             addresses: [\"169.254.20.10\", \"10.96.0.10\"]\n  notrack: true\n"
+        );
+        let c = Config::from_file_config(FileConfig::parse(&text).unwrap(), &Overrides::default())
+            .unwrap();
+        let listen: Vec<SocketAddr> = ["127.0.0.1:1053", "10.96.0.10:53", "169.254.20.10:53"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(
+            c.listen, listen,
+            "no duplicate for an address already listed"
+        );
+
+        let off = FileConfig::parse(&format!("{up}node_local: {{enabled: false}}\n")).unwrap();
+        let c = Config::from_file_config(off, &Overrides::default()).unwrap();
+        assert!(c.node_local.is_none());
+        assert_eq!(c.listen, vec!["127.0.0.1:1053".parse().unwrap()]);
+    }
+
+    #[test]
+    fn node_local_bad_values_are_named() {
+        let err = FileConfig::parse(
+            "node_local:\n  enabled: true\n  addresses: [\"169.254.20.10\", \"169.254.20.300\"]\n",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("invalid IP address"), "{msg}");
+        assert!(msg.contains("169.254.20.300"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+
+        let err = FileConfig::parse("node_local:\n  enabled: true\n  kind: vxlan\n").unwrap_err();
+        assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+
+        let up = "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\n";
+        for (section, key) in [
+            (
+                "{enabled: true, interface: \"a-name-that-is-too-long\"}",
+                "node_local.interface",
+            ),
+            ("{enabled: true, addresses: []}", "node_local.addresses"),
+            (
+                "{enabled: true, addresses: [\"0.0.0.0\"]}",
+                "node_local.addresses",
+            ),
+        ] {
+            let f = FileConfig::parse(&format!("{up}node_local: {section}\n")).unwrap();
+            let e = Config::from_file_config(f, &Overrides::default()).unwrap_err();
+            assert!(format!("{e}").contains(key), "{section}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod demo;
 pub mod docs;
 pub mod event;
 pub mod metrics;
+pub mod netlink;
+pub mod node_local;
 pub mod proxy;
 pub mod render;
 pub mod replay;

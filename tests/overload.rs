@@ -101,19 +101,26 @@ impl Drop for CpuLimit {
 /// The proxy's CPU limit in this test: half a core.
 const PROXY_MILLICORES: u64 = 500;
 
-/// `NDOTS_BIN`, else the release build when it is at least as new as this test's debug build
-/// (scripts/test.sh builds it just before the tests), else the debug build.
+/// `NDOTS_BIN`, else the newest release build at least as new as this test's debug build
+/// (scripts/test.sh builds the static one, `target/static/...`, just before the tests), else
+/// the debug build.
 fn proxy_binary() -> String {
     if let Ok(bin) = std::env::var("NDOTS_BIN") {
         return bin;
     }
     let debug = env!("CARGO_BIN_EXE_ndots");
-    let release = debug.replace("/debug/", "/release/");
     let modified = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (modified(&release), modified(debug)) {
-        (Some(r), Some(d)) if r >= d => release,
-        _ => debug.into(),
-    }
+    let debug_built = modified(debug);
+    [
+        debug.replace("/debug/", "/static/x86_64-unknown-linux-gnu/release/"),
+        debug.replace("/debug/", "/release/"),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((modified(&p)?, p)))
+    .filter(|(m, _)| debug_built.is_none_or(|d| *m >= d))
+    .max()
+    .map(|(_, p)| p)
+    .unwrap_or_else(|| debug.into())
 }
 
 fn start_proxy(port: u16, upstream: SocketAddr) -> Proxy {

@@ -71,6 +71,10 @@ impl AdminSource for Admin {
 
 /// Bind every listener and start serving on `rt`.
 pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Running> {
+    // The node-local addresses must exist before their listeners can bind.
+    if let Some(nl) = &config.node_local {
+        crate::node_local::ensure(nl)?;
+    }
     let metrics = m::install();
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
@@ -122,9 +126,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
 
     let admin_addr = match config.admin {
         Some(addr) => {
-            let std_listener = std::net::TcpListener::bind(addr)
+            // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
+            // the same host port while the old one drains.
+            let std_listener = tcp::bind(addr)
                 .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}{}", bind_hint(&e)))?;
-            std_listener.set_nonblocking(true)?;
             let bound = std_listener.local_addr()?;
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
@@ -140,6 +145,9 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         None => None,
     };
 
+    if let Some(nl) = config.node_local.clone() {
+        rt.spawn(keep_node_local(nl, stopped_rx.clone()));
+    }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
     // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
@@ -191,6 +199,28 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 /// How often servers that never answered or are failing get a health probe.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the node-local link and addresses are checked and put back if removed.
+const NODE_LOCAL_CHECK: Duration = Duration::from_secs(2);
+
+async fn keep_node_local(
+    cfg: crate::config::NodeLocalConfig,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(NODE_LOCAL_CHECK) => {}
+            _ = stopped.changed() => return,
+        }
+        let c = cfg.clone();
+        match tokio::task::spawn_blocking(move || crate::node_local::restore(&c)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("node-local check: {e:#}"),
+            Err(e) => tracing::error!("node-local check: {e}"),
+        }
+    }
+}
+
 async fn probe_upstreams(
     engine: Arc<ArcSwap<Engine>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -231,8 +261,11 @@ impl Running {
         if config.listen != old.config.listen
             || config.admin != old.config.admin
             || config.server.workers != old.config.server.workers
+            || config.node_local != old.config.node_local
         {
-            tracing::warn!("listen, admin and server.workers changes take effect on restart only");
+            tracing::warn!(
+                "listen, admin, server.workers and node_local changes take effect on restart only"
+            );
         }
         let cache = if config.cache == old.config.cache {
             old.cache.clone()

@@ -1,0 +1,500 @@
+//! Deployment artefacts (issue 7): the kustomize overlays render offline and every object
+//! validates against the Kubernetes schemas (kubernetes-validate, bundled schemas, no network);
+//! the rendered objects keep the properties the node-local and sidecar setups rely on; the
+//! configurations they ship pass `ndots proxy --check-config`; the Dockerfile passes hadolint
+//! with no rule ignored; the dashboard queries only metrics the proxy exports.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::tools::require;
+
+/// The Kubernetes versions the manifests are checked against: the oldest we support (native
+/// sidecars are on by default from 1.29, GA in 1.33) and the newest the validator knows.
+const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.37.0"];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn render(overlay: &str) -> String {
+    let (ok, text) = output(
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(root().join("deploy").join(overlay)),
+    );
+    assert!(ok, "kubectl kustomize deploy/{overlay}:\n{text}");
+    text
+}
+
+/// The rendered stream's objects (kustomize separates them with `---` lines).
+fn objects(stream: &str) -> Vec<Value> {
+    stream
+        .split("\n---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| yaml_serde::from_str(d).unwrap_or_else(|e| panic!("{e}:\n{d}")))
+        .collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+fn validate(file: &Path, version: &str) -> (bool, String) {
+    output(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", version])
+            .arg(file),
+    )
+}
+
+/// `ndots proxy --check-config` on a ConfigMap's file.
+fn check_config(objs: &[Value], file: &str, dir: &Path) {
+    let text = find(objs, "ConfigMap")["data"][file]
+        .as_str()
+        .unwrap_or_else(|| panic!("the ConfigMap has no {file}"));
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    let (ok, out) = output(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--check-config"])
+            .arg(&path),
+    );
+    assert!(
+        ok,
+        "the shipped {file} is not a valid configuration:\n{out}"
+    );
+}
+
+#[test]
+fn overlays_render_offline_and_validate_against_the_schemas() {
+    if !require("kubectl") || !require("kubernetes-validate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for overlay in ["node-local", "sidecar"] {
+        let file = dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&file, render(overlay)).unwrap();
+        for version in KUBERNETES_VERSIONS {
+            let (ok, out) = validate(&file, version);
+            assert!(ok, "deploy/{overlay} against Kubernetes {version}:\n{out}");
+            // Every object was checked, none skipped for want of a schema.
+            let passed = out.matches(" passed for resource ").count();
+            assert_eq!(
+                passed,
+                objects(&std::fs::read_to_string(&file).unwrap()).len(),
+                "{out}"
+            );
+        }
+    }
+    // The validator really validates, offline: a misspelt field and a wrong type fail.
+    let bad = dir.path().join("bad.yaml");
+    let daemonset = render("node-local").replace("hostNetwork: true", "hostNetwrk: true");
+    std::fs::write(&bad, &daemonset).unwrap();
+    let (ok, out) = validate(&bad, KUBERNETES_VERSIONS[0]);
+    assert!(!ok, "a misspelt field must fail strict validation:\n{out}");
+    std::fs::write(
+        &bad,
+        render("node-local").replace("maxSurge: 1", "maxSurge: [1]"),
+    )
+    .unwrap();
+    let (ok, out) = validate(&bad, KUBERNETES_VERSIONS[0]);
+    assert!(!ok, "a list where a number belongs must fail:\n{out}");
+}
+
+#[test]
+fn node_local_daemonset_keeps_its_contract() {
+    if !require("kubectl") {
+        return;
+    }
+    let objs = objects(&render("node-local"));
+    let ds = find(&objs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "Default");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert!(
+        pod["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none()),
+        "tolerates every taint"
+    );
+    let rolling = &ds["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxSurge"], 1);
+    assert_eq!(rolling["maxUnavailable"], 0);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+
+    let c = &pod["containers"][0];
+    // On the host network a declared port would become a hostPort and block the surge pod.
+    assert!(c.get("ports").is_none(), "no container ports: {c}");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let added: BTreeSet<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_BIND_SERVICE"]));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path);
+        assert_eq!(c[probe]["httpGet"]["port"], 9255);
+    }
+    for r in ["requests", "limits"] {
+        assert!(c["resources"][r]["memory"].is_string(), "{r}.memory");
+        assert!(c["resources"][r]["cpu"].is_string(), "{r}.cpu");
+    }
+
+    // The volume names the generated (hashed) ConfigMap, whose config is valid and sets up
+    // the node-local address.
+    let cm = find(&objs, "ConfigMap");
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    let conf = cm["data"]["ndots.yaml"].as_str().unwrap();
+    assert!(conf.contains("169.254.20.10") && conf.contains("enabled: true"));
+    let dir = tempfile::tempdir().unwrap();
+    check_config(&objs, "ndots.yaml", dir.path());
+
+    // The headless metrics Service selects the DaemonSet's pods.
+    let svc = find(&objs, "Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "Service selector {k}");
+    }
+}
+
+#[test]
+fn sidecar_keeps_the_pods_search_list_and_needs_no_capability() {
+    if !require("kubectl") {
+        return;
+    }
+    let objs = objects(&render("sidecar"));
+    let pod = &find(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["dnsPolicy"], "None");
+    assert_eq!(
+        pod["dnsConfig"]["nameservers"],
+        serde_json::json!(["127.0.0.1"])
+    );
+    let searches: Vec<&str> = pod["dnsConfig"]["searches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        searches,
+        [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local"
+        ],
+        "the search list a pod in `default` has"
+    );
+    let proxy = pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ndots")
+        .expect("the ndots sidecar");
+    assert_eq!(proxy["restartPolicy"], "Always", "a native sidecar");
+    assert_eq!(
+        proxy["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert!(proxy["securityContext"]["capabilities"]
+        .get("add")
+        .is_none());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let conf = find(&objs, "ConfigMap")["data"]["ndots.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(conf.contains("127.0.0.1:53"), "{conf}");
+    let dir = tempfile::tempdir().unwrap();
+    check_config(&objs, "ndots.yaml", dir.path());
+}
+
+/// ServiceMonitor and PodMonitor are CRDs (monitoring.coreos.com) that kubernetes-validate has
+/// no schema for; instead check that they find what they should scrape.
+#[test]
+fn monitors_select_the_proxies_they_scrape() {
+    if !require("kubectl") {
+        return;
+    }
+    let mon = objects(&render("monitoring"));
+    let node = objects(&render("node-local"));
+    let side = objects(&render("sidecar"));
+
+    let sm = find(&mon, "ServiceMonitor");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    let svc = find(&node, "Service");
+    assert_eq!(sm["metadata"]["namespace"], svc["metadata"]["namespace"]);
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selects by {k}"
+        );
+    }
+    let port = &sm["spec"]["endpoints"][0]["port"];
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| &p["name"] == port),
+        "the Service has the port the ServiceMonitor names"
+    );
+
+    let pm = find(&mon, "PodMonitor");
+    let dep = find(&side, "Deployment");
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "PodMonitor selects pods by {k}");
+    }
+    let port = &pm["spec"]["podMetricsEndpoints"][0]["port"];
+    let containers = dep["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap();
+    assert!(
+        containers.iter().any(|c| c["ports"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| &p["name"] == port))),
+        "a container has the port the PodMonitor names"
+    );
+}
+
+#[test]
+fn dockerfile_passes_hadolint_and_builds_with_the_static_script() {
+    if !require("hadolint") {
+        return;
+    }
+    let dockerfile = root().join("Dockerfile");
+    // `style` is the lowest threshold: every finding fails. No rule is ignored (no pragma, no
+    // config file).
+    let (ok, out) = output(
+        Command::new("hadolint")
+            .args(["--failure-threshold", "style", "--disable-ignore-pragma"])
+            .arg(&dockerfile),
+    );
+    assert!(ok, "hadolint:\n{out}");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
+    assert_eq!(
+        stages[1], "FROM scratch",
+        "the final image has nothing but ndots"
+    );
+    assert!(
+        text.contains("scripts/build-static.sh"),
+        "the builder runs the tested script"
+    );
+    let user = text
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("a USER");
+    assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
+    assert!(text.contains("COPY configs/image.yaml /etc/ndots/ndots.yaml"));
+    // The configuration the image carries is valid.
+    let (ok, out) = output(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--check-config"])
+            .arg(root().join("configs/image.yaml")),
+    );
+    assert!(ok, "configs/image.yaml:\n{out}");
+}
+
+/// Every metric the dashboard queries is one the proxy exports (`metrics::ALL`), and the
+/// panels the issue asks for are there.
+#[test]
+fn dashboard_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string(root().join("deploy/dashboards/ndots.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dash, &mut exprs);
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+
+    let exported: BTreeSet<&str> = ndots::metrics::ALL.iter().map(|m| m.name).collect();
+    let mut used = BTreeSet::new();
+    for e in &exprs {
+        for name in metric_names(e) {
+            // A histogram is queried through its _bucket, _sum and _count series.
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| {
+                    ndots::metrics::ALL
+                        .iter()
+                        .any(|m| m.name == *b && m.kind == "histogram")
+                })
+                .unwrap_or(&name)
+                .to_string();
+            assert!(
+                exported.contains(base.as_str()),
+                "the dashboard queries {name}, which the proxy does not export: {e}"
+            );
+            used.insert(base);
+        }
+    }
+    for needed in [
+        "ndots_dns_responses_total",
+        "ndots_cache_hits_total",
+        "ndots_cache_misses_total",
+        "ndots_upstream_request_duration_seconds",
+        "ndots_lookup_queries",
+        "ndots_wasted_queries_total",
+        "ndots_shortcut_answers_total",
+    ] {
+        assert!(used.contains(needed), "no panel over {needed}");
+    }
+    let titles: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    assert!(titles.contains(&"Top namespaces"), "{titles:?}");
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The `ndots_...` identifiers in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("ndots_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        let preceded = start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        if !preceded {
+            out.push(expr[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+/// A bad `node_local` value is a configuration error like any other: exit 2, key and line named.
+#[test]
+fn node_local_bad_address_exits_2_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\nnode_local:\n  enabled: true\n  \
+         addresses: [\"169.254.20.10\", \"169.254.20.1O\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["proxy", "--check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node_local.addresses")
+            && err.contains("169.254.20.1O")
+            && err.contains("line 4"),
+        "{err}"
+    );
+}
+
+/// The DaemonSet's surge: a second proxy with the same DNS and admin ports starts while the
+/// first still runs (SO_REUSEPORT on every listener), and serves both after the first drains.
+#[test]
+fn surge_pod_binds_the_same_dns_and_admin_ports() {
+    if !require("dig") {
+        return;
+    }
+    let up = common::upstream::Upstream::start();
+    up.add(
+        "surge.example.",
+        1,
+        common::upstream::Rec::A(std::net::Ipv4Addr::new(192, 0, 2, 7), 60),
+    );
+    let dns = common::tools::free_port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--listen", &format!("127.0.0.1:{dns}")])
+            .args(["--upstream", &up.addr.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let healthy = || {
+        (0..100).any(|_| {
+            let ok = common::tools::http_get(admin, "/healthz").is_some_and(|(c, _)| c == 200);
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    let mut old = start();
+    assert!(healthy(), "the first proxy serves its admin port");
+    let mut new = start();
+    unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+    assert!(old.wait().unwrap().success());
+    // Only the surge proxy can answer now; had it failed to bind the shared ports, it would
+    // have exited.
+    assert!(healthy(), "the surge proxy answers on the admin port alone");
+    assert!(new.try_wait().unwrap().is_none(), "the surge proxy runs");
+    let out = Command::new("dig")
+        .args(["+short", "+tries=3", "+time=1", "@127.0.0.1", "-p"])
+        .arg(dns.to_string())
+        .args(["surge.example.", "A"])
+        .output()
+        .unwrap();
+    let _ = new.kill();
+    let _ = new.wait();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.7");
+}

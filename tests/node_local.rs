@@ -1,0 +1,308 @@
+//! The node-local address (issue 7; issue 8 item 5), in a private network namespace: the proxy
+//! creates the link, its addresses and the NOTRACK table itself; it answers on the addresses;
+//! a clean restart and a crash-restart loop (kill -9, five times) keep the addresses, and an
+//! `ip monitor` running through all of it never sees one deleted. Last, a link deleted under a
+//! running proxy (another cache's teardown) is put back and the proxy answers on it again.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::netns;
+use common::upstream::{Rec, Upstream};
+
+const V4: &str = "169.254.20.10";
+const V6: &str = "fd00::10";
+const LINK: &str = "nodelocaldns";
+const NAME: &str = "kube-dns.kube-system.svc.cluster.local.";
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The A record for NAME as `dig` gets it from `server`, or None.
+fn dig(server: &str) -> Option<String> {
+    let out = Command::new("dig")
+        .args([
+            "+short",
+            "+tries=1",
+            "+time=1",
+            &format!("@{server}"),
+            NAME,
+            "A",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty() && !text.starts_with(";;")).then_some(text)
+}
+
+/// Poll (bounded) until the proxy answers on `server`.
+fn answers(server: &str) -> Option<String> {
+    (0..100).find_map(|_| {
+        dig(server).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    })
+}
+
+fn addresses_on_link() -> String {
+    run("ip", &["-o", "addr", "show", "dev", LINK])
+}
+
+fn assert_addresses_present(when: &str) {
+    let a = addresses_on_link();
+    assert!(
+        a.contains(&format!("{V4}/32")) && a.contains(&format!("{V6}/128")),
+        "{when}: the node-local addresses must be on {LINK}:\n{a}"
+    );
+}
+
+fn notrack_rules() -> usize {
+    run("nft", &["list", "table", "inet", "ndots"])
+        .lines()
+        .filter(|l| l.contains("notrack"))
+        .count()
+}
+
+/// A proxy process, killed if the test fails while it runs.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proxy {
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+
+    fn sigkill(&mut self) {
+        self.0.kill().unwrap(); // SIGKILL: no chance to clean anything up
+        self.0.wait().unwrap();
+    }
+}
+
+fn start_proxy(config: &Path, log: &Path) -> Proxy {
+    Proxy(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--config"])
+            .arg(config)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `dummy` as NodeLocal DNSCache uses, where the kernel has it; a port-less bridge otherwise
+/// (some VM kernels are built without CONFIG_DUMMY).
+fn link_kind() -> &'static str {
+    let probe = Command::new("ip")
+        .args(["link", "add", "ndotsprobe", "type", "dummy"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if probe {
+        run("ip", &["link", "del", "ndotsprobe"]);
+        "dummy"
+    } else {
+        eprintln!("this kernel has no dummy links: testing node_local.kind: bridge");
+        "bridge"
+    }
+}
+
+struct Monitor {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Monitor {
+    /// `ip monitor address`, known to be listening before this returns: it must report a probe
+    /// address added on lo.
+    fn start(dir: &Path) -> Monitor {
+        let out = dir.join("monitor.txt");
+        let child = Command::new("ip")
+            .args(["monitor", "address"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .spawn()
+            .unwrap();
+        let m = Monitor { child, out };
+        let mut seen = false;
+        for i in 0..50 {
+            let probe = format!("192.0.2.{}/32", 100 + i);
+            run("ip", &["addr", "add", &probe, "dev", "lo"]);
+            std::thread::sleep(Duration::from_millis(100));
+            if m.text().contains(&probe) {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "ip monitor never reported the probe address");
+        m
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn node_local_address_survives_restarts_and_crash_loops() {
+    let Some(ns) = netns::enter("node_local_address_survives_restarts_and_crash_loops") else {
+        return;
+    };
+    for tool in ["dig", "nft", "ip"] {
+        if netns::which(tool).is_none() {
+            netns::skip_or_fail(&format!(
+                "{tool} is not installed (scripts/deps/deploy.txt)"
+            ));
+            return;
+        }
+    }
+    let up = Upstream::start();
+    up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
+    let dir = ns.scratch();
+    let config = dir.join("node-local.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"127.0.0.1:0\"\n\
+             server: {{workers: 1, shutdown_grace: 1s}}\n\
+             node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
+             notrack: true\n",
+            up.addr,
+            link_kind()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("proxy.log");
+    let monitor = Monitor::start(dir);
+    assert!(
+        Command::new("ip")
+            .args(["link", "show", LINK])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap(),
+        "no {LINK} link before the proxy runs"
+    );
+
+    // First start: the proxy creates the link, the addresses and the table, and answers.
+    let mut proxy = start_proxy(&config, &log);
+    let first = answers(V4);
+    assert_eq!(
+        first.as_deref(),
+        Some("10.96.0.10"),
+        "the proxy answers on {V4}; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(answers(V6).as_deref(), Some("10.96.0.10"));
+    assert_addresses_present("after the first start");
+    assert!(
+        run("ip", &["-o", "link", "show", LINK]).contains("UP"),
+        "the link is up"
+    );
+    // Per address: UDP and TCP, to the address in prerouting and output, from it in output.
+    assert_eq!(notrack_rules(), 2 * 2 * 3, "the NOTRACK table");
+    let ruleset = run("nft", &["list", "ruleset"]);
+    assert!(
+        ruleset.contains(&format!("ip daddr {V4} udp dport 53 notrack"))
+            && ruleset.contains(&format!("ip6 saddr {V6} tcp sport 53 notrack")),
+        "{ruleset}"
+    );
+
+    // A clean stop (SIGTERM, as in a rolling update) leaves everything in place.
+    assert!(proxy.sigterm().success(), "clean exit on SIGTERM");
+    assert_addresses_present("after SIGTERM");
+    assert_eq!(notrack_rules(), 12, "the table stays after exit");
+
+    // A crash-restart loop: each restart finds the link and addresses, answers again, and
+    // replaces the table instead of adding a second copy of its rules.
+    for round in 1..=5 {
+        proxy = start_proxy(&config, &log);
+        assert_eq!(
+            answers(V4).as_deref(),
+            Some("10.96.0.10"),
+            "round {round}: the restarted proxy answers on {V4}; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert_addresses_present(&format!("round {round}, running"));
+        assert_eq!(notrack_rules(), 12, "round {round}: one copy of the rules");
+        proxy.sigkill();
+        assert_addresses_present(&format!("round {round}, right after kill -9"));
+    }
+    proxy = start_proxy(&config, &log);
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"), "after the loop");
+    proxy.sigkill();
+
+    // The monitor saw the addresses appear (it was listening) and never saw one go.
+    let events = monitor.text();
+    drop(monitor);
+    assert!(
+        events.contains(&format!("{V4}/32")),
+        "the monitor saw {V4} added:\n{events}"
+    );
+    let deleted: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("Deleted") && (l.contains(V4) || l.contains(V6)))
+        .collect();
+    assert!(
+        deleted.is_empty(),
+        "a node-local address disappeared: {deleted:?}"
+    );
+    assert!(up.count(NAME, 1) >= 1, "answers came from the upstream");
+
+    // Something else tears the link down (NodeLocal DNSCache does on exit, e.g. while being
+    // replaced by ndots): the running proxy puts it back, and its listeners, still bound to
+    // the addresses, answer again.
+    proxy = start_proxy(&config, &log);
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"));
+    run("ip", &["link", "del", LINK]);
+    let back = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("ip")
+            .args(["-o", "addr", "show", "dev", LINK])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{V4}/32")))
+            .unwrap_or(false)
+    });
+    assert!(
+        back,
+        "the proxy restores a removed link; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_addresses_present("after the link was deleted under the running proxy");
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"), "answers again");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("restored"),
+        "the restoration is logged"
+    );
+    assert!(proxy.sigterm().success());
+}
