@@ -101,26 +101,49 @@ impl Drop for CpuLimit {
 /// The proxy's CPU limit in this test: half a core.
 const PROXY_MILLICORES: u64 = 500;
 
-/// `NDOTS_BIN`, else the newest release build at least as new as this test's debug build
-/// (scripts/test.sh builds the static one, `target/static/...`, just before the tests), else
-/// the debug build.
+/// `NDOTS_BIN`, else a release build made after the last change under `src/` (scripts/test.sh
+/// builds the static one, `target/static/...`, just before the tests), else the debug build.
 fn proxy_binary() -> String {
     if let Ok(bin) = std::env::var("NDOTS_BIN") {
         return bin;
     }
     let debug = env!("CARGO_BIN_EXE_ndots");
-    let modified = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let debug_built = modified(debug);
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut newest_source = None;
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                newest_source = newest_source.max(modified(&p));
+            }
+        }
+    }
     [
         debug.replace("/debug/", "/static/x86_64-unknown-linux-gnu/release/"),
         debug.replace("/debug/", "/release/"),
     ]
     .into_iter()
-    .filter_map(|p| Some((modified(&p)?, p)))
-    .filter(|(m, _)| debug_built.is_none_or(|d| *m >= d))
-    .max()
-    .map(|(_, p)| p)
+    .find(|p| modified(std::path::Path::new(p)).is_some_and(|m| Some(m) >= newest_source))
     .unwrap_or_else(|| debug.into())
+}
+
+/// Queries waiting in the kernel for the proxy's UDP sockets on 127.0.0.1:`port` (the
+/// `rx_queue` column of /proc/net/udp, in bytes).
+fn queued_bytes(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()))
+                .then(|| u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok())?
+        })
+        .sum()
 }
 
 fn start_proxy(port: u16, upstream: SocketAddr) -> Proxy {
@@ -236,13 +259,24 @@ fn twice_capacity_for_60s_keeps_answering_bounded_and_recovers_at_once() {
     let drops = metric(proxy.admin, "ndots_udp_receive_drops_total") - drops_before;
     let tracker_dropped = metric(proxy.admin, "ndots_tracker_dropped_events_total");
     let peak_kib = peak.load(Ordering::Relaxed);
+    // The load is over once the queries already queued at the socket are answered.
+    let stopped = Instant::now();
+    while queued_bytes(port) > 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "the socket queue did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let drained_in = stopped.elapsed();
     let after = perf(&["-l", "3", "-Q", "1000"]);
     let sent_rate = sent as f64 / OVERLOAD_FOR.as_secs_f64();
     eprintln!(
         "overload for {OVERLOAD_FOR:?}: offered {offered:.0}/s, sent {sent_rate:.0}/s, \
          answered {answered:.0}/s ({:.2} of capacity)\n\
          kernel drops counted {drops}, tracker events dropped {tracker_dropped}\n\
-         peak RSS {peak_kib} KiB\nlight load after {after:?}",
+         peak RSS {peak_kib} KiB\nqueue drained {drained_in:?} after the load\n\
+         light load after {after:?}",
         answered / capacity.qps
     );
     assert!(
