@@ -77,55 +77,20 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         max_open_walks: 200_000,
     };
     let mut analyzer = Analyzer::new(&cluster, &tracker);
-    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "search list: {said}");
 
-    let mut total_unreadable = 0u64;
-    for path in &args.captures {
-        let opts = Options {
+    let total_unreadable = read_captures(
+        &args.captures,
+        &Options {
             format: args.input_format,
             strict: args.strict,
             port: args.port,
             ..Options::default()
-        };
-        let mut cap = capture::open_with(path, &opts).map_err(|e| CliError::usage(anyhow!(e)))?;
-        let mut n = 0u64;
-        for item in cap.by_ref() {
-            match item {
-                Ok(ev) => {
-                    analyzer.observe(&ev);
-                    n += 1;
-                    if progress && n % 500_000 == 0 {
-                        let _ = write!(stderr, "\r{}: {n} events", path.display());
-                    }
-                }
-                Err(u) if args.strict => {
-                    return Err(CliError::runtime(anyhow!(
-                        "{}: {u} (--strict)",
-                        path.display()
-                    )));
-                }
-                Err(_) => {}
-            }
-        }
-        let s = cap.stats();
-        if progress {
-            let _ = write!(stderr, "\r");
-        }
-        let _ = writeln!(
-            stderr,
-            "{}: {} events ({}), {} unreadable",
-            path.display(),
-            s.events,
-            cap.format().as_str(),
-            s.unreadable
-        );
-        for u in &s.first_unreadable {
-            let _ = writeln!(stderr, "  unreadable: {u}");
-        }
-        total_unreadable += s.unreadable;
-    }
+        },
+        &mut stderr,
+        |ev| analyzer.observe(ev),
+    )?;
     let source = args
         .captures
         .iter()
@@ -299,4 +264,56 @@ fn infer_node_domains(path: &std::path::Path, args: &ShapeSource<'_>, domain: &s
     let mut found: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| *n >= 3).collect();
     found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     found.into_iter().take(3).map(|(s, _)| s).collect()
+}
+
+/// Stream every capture's events into `observe`, with progress and per-file counts on
+/// `stderr`; returns how many records were unreadable (skipped), or the first one under
+/// `--strict`. Shared by `analyze` and `replay`.
+pub(super) fn read_captures(
+    captures: &[PathBuf],
+    opts: &Options,
+    stderr: &mut impl Write,
+    mut observe: impl FnMut(&crate::event::QueryEvent),
+) -> Result<u64, CliError> {
+    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let mut total_unreadable = 0u64;
+    for path in captures {
+        let mut cap = capture::open_with(path, opts).map_err(|e| CliError::usage(anyhow!(e)))?;
+        let mut n = 0u64;
+        for item in cap.by_ref() {
+            match item {
+                Ok(ev) => {
+                    observe(&ev);
+                    n += 1;
+                    if progress && n % 500_000 == 0 {
+                        let _ = write!(stderr, "\r{}: {n} events", path.display());
+                    }
+                }
+                Err(u) if opts.strict => {
+                    return Err(CliError::runtime(anyhow!(
+                        "{}: {u} (--strict)",
+                        path.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let s = cap.stats();
+        if progress {
+            let _ = write!(stderr, "\r");
+        }
+        let _ = writeln!(
+            stderr,
+            "{}: {} events ({}), {} unreadable",
+            path.display(),
+            s.events,
+            cap.format().as_str(),
+            s.unreadable
+        );
+        for u in &s.first_unreadable {
+            let _ = writeln!(stderr, "  unreadable: {u}");
+        }
+        total_unreadable += s.unreadable;
+    }
+    Ok(total_unreadable)
 }

@@ -160,51 +160,17 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let _ = writeln!(stderr, "captured search list: {said}");
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut collector = Collector::new(&cluster, &tracker);
-    let mut total_unreadable = 0u64;
-    for path in &args.captures {
-        let opts = Options {
+    let total_unreadable = super::analyze::read_captures(
+        &args.captures,
+        &Options {
             format: args.input_format,
             strict: args.strict,
             port: args.port,
             ..Options::default()
-        };
-        let mut cap = capture::open_with(path, &opts).map_err(|e| CliError::usage(anyhow!(e)))?;
-        let mut n = 0u64;
-        for item in cap.by_ref() {
-            match item {
-                Ok(ev) => {
-                    collector.observe(&ev);
-                    n += 1;
-                    if progress && n % 500_000 == 0 {
-                        let _ = write!(stderr, "\r{}: {n} events", path.display());
-                    }
-                }
-                Err(u) if args.strict => {
-                    return Err(CliError::runtime(anyhow!(
-                        "{}: {u} (--strict)",
-                        path.display()
-                    )));
-                }
-                Err(_) => {}
-            }
-        }
-        let s = cap.stats();
-        if progress {
-            let _ = write!(stderr, "\r");
-        }
-        let _ = writeln!(
-            stderr,
-            "{}: {} events ({}), {} unreadable",
-            path.display(),
-            s.events,
-            cap.format().as_str(),
-            s.unreadable
-        );
-        for u in &s.first_unreadable {
-            let _ = writeln!(stderr, "  unreadable: {u}");
-        }
-        total_unreadable += s.unreadable;
-    }
+        },
+        &mut stderr,
+        |ev| collector.observe(ev),
+    )?;
     let mut rp = collector.finish(&captured, &tracker);
     rp.shortcut_zones = args
         .shortcut_zone
