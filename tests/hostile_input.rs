@@ -1,6 +1,7 @@
 //! Hostile input (issue 8): mutation fuzzing of the wire parser, the cache-hit patcher and the
 //! request path, deterministic and bounded so it runs in CI; then a real stream of malformed
-//! packets against a running proxy. Nothing may panic, and the proxy keeps answering.
+//! packets against a running proxy, and hostile TCP messages (zero-length, 65,535 bytes, a
+//! length with nothing after it) and odd queries (opcodes, classes, AXFR) over TCP. Nothing may panic, and the proxy keeps answering.
 //!
 //! `NDOTS_FUZZ_ITERS` raises the iteration count for longer local runs.
 
@@ -230,5 +231,115 @@ fn a_stream_of_malformed_packets_leaves_the_proxy_answering() {
         .unwrap_or(0.0);
     eprintln!("{sent} mutated packets sent; ndots_malformed_queries_total = {malformed}");
     assert!(malformed > 1000.0);
+    proxy.shutdown(Duration::from_millis(200));
+}
+
+/// Over TCP (RFC 7766): a zero-length message, a 65,535-byte one of garbage, a length prefix
+/// with nothing after it, and queries with other opcodes and unknown classes. Each gets an
+/// answer or a closed connection, never a hang, and the proxy answers the next good query.
+#[test]
+fn hostile_tcp_messages_and_odd_queries_leave_the_proxy_answering() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let up = Upstream::start();
+    up.add(
+        "web.prod.svc.cluster.local.",
+        1,
+        Rec::A(Ipv4Addr::new(10, 0, 0, 7), 300),
+    );
+    let file =
+        FileConfig::parse("listen: [\"127.0.0.1:0\"]\nserver: {workers: 1, tcp_idle_timeout: 2s}")
+            .unwrap();
+    let o = Overrides {
+        upstreams: vec![(".".into(), up.addr)],
+        ..Default::default()
+    };
+    let mut cfg = Config::from_file_config(file, &o).unwrap();
+    cfg.admin = None;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    let addr = proxy.dns_addrs[0];
+
+    // One framed exchange on a fresh connection: the answer, or None when the proxy closed.
+    let exchange = |payload: &[u8], length: u16| -> Option<Vec<u8>> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut framed = length.to_be_bytes().to_vec();
+        framed.extend_from_slice(payload);
+        let _ = s.write_all(&framed);
+        let mut len = [0u8; 2];
+        match s.read_exact(&mut len) {
+            Ok(()) => {
+                let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+                s.read_exact(&mut msg).ok()?;
+                Some(msg)
+            }
+            Err(e) => {
+                assert!(
+                    e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut,
+                    "the proxy neither answered nor closed within 5 s"
+                );
+                None
+            }
+        }
+    };
+    let mut good = Vec::new();
+    wire::build_query(7, "web.prod.svc.cluster.local.", 1, false, &mut good).unwrap();
+    let good_answer = |why: &str| {
+        let a = exchange(&good, good.len() as u16).unwrap_or_else(|| panic!("after {why}"));
+        let info = wire::parse_response(&a).unwrap();
+        assert_eq!((info.header.id, info.header.ancount), (7, 1), "after {why}");
+    };
+
+    // Zero-length message; the largest message, all garbage; a length with no bytes after it
+    // (the idle timeout closes it).
+    assert!(
+        exchange(&[], 0).is_none(),
+        "a zero-length message is not a query"
+    );
+    good_answer("a zero-length message");
+    assert!(exchange(&vec![0xff; 65_535], 65_535).is_none());
+    good_answer("a 65,535-byte message");
+    assert!(exchange(&[], 512).is_none());
+    good_answer("a length prefix with no message");
+
+    // Other opcodes (RFC 1035 §4.1.1: NOTIMP), an unknown class and a zone transfer: each gets
+    // an answer with the client's ID.
+    let mut odd = Vec::new();
+    for (opcode, qclass, qtype, rcode) in [
+        (4u8, 1u16, 6u16, wire::RCODE_NOTIMP), // NOTIFY
+        (5, 1, 6, wire::RCODE_NOTIMP),         // UPDATE
+        (15, 1, 1, wire::RCODE_NOTIMP),        // unassigned
+        (0, 1, wire::TYPE_AXFR, wire::RCODE_REFUSED),
+    ] {
+        let mut q = Vec::new();
+        wire::build_query(0x4242, "example.org.", qtype, false, &mut q).unwrap();
+        q[2] = (q[2] & 0x87) | (opcode << 3);
+        let end = q.len();
+        q[end - 2..].copy_from_slice(&qclass.to_be_bytes());
+        odd.push((q, rcode));
+    }
+    for (q, rcode) in &odd {
+        let a = exchange(q, q.len() as u16).expect("an answer");
+        let h = wire::Header::parse(&a).unwrap();
+        assert!(h.is_response());
+        assert_eq!((h.id, h.rcode()), (0x4242, *rcode), "{q:?}");
+    }
+    // An unknown class (254 is QCLASS NONE, 0xfe00 unassigned) still gets an answer.
+    for qclass in [254u16, 0xfe00] {
+        let mut q = Vec::new();
+        wire::build_query(0x4343, "example.org.", 1, false, &mut q).unwrap();
+        let end = q.len();
+        q[end - 2..].copy_from_slice(&qclass.to_be_bytes());
+        let a = exchange(&q, q.len() as u16).expect("an answer");
+        assert_eq!(wire::Header::parse(&a).unwrap().id, 0x4343);
+    }
+    good_answer("odd opcodes and classes");
     proxy.shutdown(Duration::from_millis(200));
 }
