@@ -1,7 +1,8 @@
 //! Hostile input (issue 8): mutation fuzzing of the wire parser, the cache-hit patcher and the
 //! request path, deterministic and bounded so it runs in CI; then a real stream of malformed
 //! packets against a running proxy, and hostile TCP messages (zero-length, 65,535 bytes, a
-//! length with nothing after it) and odd queries (opcodes, classes, AXFR) over TCP. Nothing may panic, and the proxy keeps answering.
+//! length with nothing after it) and odd queries (opcodes, classes, AXFR) over TCP. Nothing may
+//! panic, and the proxy keeps answering.
 //!
 //! `NDOTS_FUZZ_ITERS` raises the iteration count for longer local runs.
 
