@@ -311,12 +311,16 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Checked all the way: a mangled date (year 66666, found by `cargo fuzz`) is no timestamp, not
+/// an overflow.
 fn to_ts(days: i64, h: u32, mi: u32, s: u32, micros: u64, offset_secs: i64) -> Option<Timestamp> {
-    let secs = days * 86_400 + (h * 3600 + mi * 60 + s) as i64 - offset_secs;
-    if secs < 0 {
-        return None;
-    }
-    Some(Timestamp(secs as u64 * 1_000_000 + micros))
+    let time_of_day = i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(time_of_day)?
+        .checked_sub(offset_secs)?;
+    let secs = u64::try_from(secs).ok()?;
+    Some(Timestamp(secs.checked_mul(1_000_000)?.checked_add(micros)?))
 }
 
 /// RFC 3339: `2019-01-24T16:18:08.501Z`, `2024-03-12T10:15:17.735020027Z`, `...+01:00`.
@@ -411,7 +415,13 @@ pub fn parse_clf_time(s: &str) -> Option<Timestamp> {
         mi.parse().ok()?,
         se.parse().ok()?,
     );
-    if !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 || zone.len() != 5 {
+    if !(1..=31).contains(&d)
+        || !(1..=9999).contains(&y)
+        || h > 23
+        || mi > 59
+        || se > 60
+        || zone.len() != 5
+    {
         return None;
     }
     let zh: i64 = zone[1..3].parse().ok()?;
@@ -579,5 +589,21 @@ mod tests {
             (e.qtype, e.rcode, e.client, e.client_port)
         );
         assert_eq!(back.latency, e.latency);
+    }
+}
+
+/// Found by `cargo fuzz` (capture_text): a mangled common-log date overflowed the timestamp
+/// arithmetic.
+#[cfg(test)]
+mod regression {
+    use super::*;
+
+    #[test]
+    fn absurd_dates_are_no_timestamp_not_an_overflow() {
+        assert!(parse_clf_time("11/Jan/66666666666:19:57:57 +0000").is_none());
+        assert!(parse_clf_time("11/Jan/9223372036854775807:19:57:57 +0000").is_none());
+        assert!(parse_clf_time("11/Jan/2019:19:57:57 +0000").is_some());
+        assert!(to_ts(i64::MAX / 2, 23, 59, 59, 999_999, 0).is_none());
+        assert!(to_ts(0, 0, 0, 0, 0, 1).is_none(), "before the epoch");
     }
 }
