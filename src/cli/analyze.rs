@@ -55,12 +55,12 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
-    let domain = args
-        .cluster_domain
-        .trim()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let (cluster, said) = search_shape(
+    let CaptureSetup {
+        cluster,
+        said,
+        tracker,
+        ..
+    } = capture_setup(
         &ShapeSource {
             search: args.search.as_deref(),
             resolv_conf: args.resolv_conf.as_deref(),
@@ -68,14 +68,9 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             input_format: args.input_format,
             port: args.port,
         },
-        &domain,
-    )
-    .map_err(CliError::usage)?;
-    let idle = crate::config::parse_duration(&args.idle).map_err(CliError::usage)?;
-    let tracker = TrackerConfig {
-        idle,
-        max_open_walks: 200_000,
-    };
+        &args.cluster_domain,
+        &args.idle,
+    )?;
     let mut analyzer = Analyzer::new(&cluster, &tracker);
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "search list: {said}");
@@ -127,6 +122,37 @@ pub(crate) struct ShapeSource<'a> {
     pub first_capture: Option<&'a std::path::Path>,
     pub input_format: Option<capture::Format>,
     pub port: u16,
+}
+
+/// What `analyze` and `replay` read captures with: the cluster domain, the pods' search list
+/// (and how it was chosen, said on stderr) and the tracker's settings.
+pub(super) struct CaptureSetup {
+    pub domain: String,
+    pub cluster: ClusterConfig,
+    pub said: String,
+    pub tracker: TrackerConfig,
+}
+
+pub(super) fn capture_setup(
+    source: &ShapeSource<'_>,
+    cluster_domain: &str,
+    idle: &str,
+) -> Result<CaptureSetup, CliError> {
+    let domain = cluster_domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let (cluster, said) = search_shape(source, &domain).map_err(CliError::usage)?;
+    let idle = crate::config::parse_duration(idle).map_err(CliError::usage)?;
+    Ok(CaptureSetup {
+        domain,
+        cluster,
+        said,
+        tracker: TrackerConfig {
+            idle,
+            max_open_walks: 200_000,
+        },
+    })
 }
 
 /// The search list shape for decomposition, and how it was chosen (said on stderr).

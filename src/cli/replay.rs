@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 
-use super::analyze::{search_shape, shape_from_list, ShapeSource};
+use super::analyze::{capture_setup, shape_from_list, CaptureSetup, ShapeSource};
 use super::{CliError, Format};
 use crate::capture::{self, Options};
-use crate::config::{ShortcutMode, TrackerConfig};
+use crate::config::ShortcutMode;
 use crate::render;
 use crate::replay::live::{LiveOptions, Pace};
 use crate::replay::{self, Captured, Collector, ReplayReport, Setting};
@@ -121,12 +121,12 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Re
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), CliError> {
-    let domain = args
-        .cluster_domain
-        .trim()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let (cluster, said) = search_shape(
+    let CaptureSetup {
+        domain,
+        cluster,
+        said,
+        tracker,
+    } = capture_setup(
         &ShapeSource {
             search: args.captured_search.as_deref(),
             resolv_conf: args.resolv_conf.as_deref(),
@@ -134,14 +134,9 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             input_format: args.input_format,
             port: args.port,
         },
-        &domain,
-    )
-    .map_err(CliError::usage)?;
-    let idle = crate::config::parse_duration(&args.idle).map_err(CliError::usage)?;
-    let tracker = TrackerConfig {
-        idle,
-        max_open_walks: 200_000,
-    };
+        &args.cluster_domain,
+        &args.idle,
+    )?;
     let captured_stub: Stub = args
         .captured_stub
         .parse()
