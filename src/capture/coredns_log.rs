@@ -375,9 +375,12 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     }
     let offset = match &s[pos..] {
         "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let hh: i64 = o[1..3].parse().ok()?;
-            let mm: i64 = o[4..6].parse().ok()?;
+        o if o.len() == 6
+            && (o.starts_with('+') || o.starts_with('-'))
+            && o.get(3..4) == Some(":") =>
+        {
+            let hh: i64 = o.get(1..3)?.parse().ok()?;
+            let mm: i64 = o.get(4..6)?.parse().ok()?;
             let v = hh * 3600 + mm * 60;
             if o.starts_with('-') {
                 -v
@@ -424,9 +427,11 @@ pub fn parse_clf_time(s: &str) -> Option<Timestamp> {
     {
         return None;
     }
-    let zh: i64 = zone[1..3].parse().ok()?;
-    let zm: i64 = zone[3..5].parse().ok()?;
-    let off = match &zone[..1] {
+    // `get`, not indexing: a mangled zone may put a multi-byte character across the cut
+    // (found by `cargo fuzz`).
+    let zh: i64 = zone.get(1..3)?.parse().ok()?;
+    let zm: i64 = zone.get(3..5)?.parse().ok()?;
+    let off = match zone.get(..1)? {
         "+" => zh * 3600 + zm * 60,
         "-" => -(zh * 3600 + zm * 60),
         _ => return None,
@@ -605,5 +610,6 @@ mod regression {
         assert!(parse_clf_time("11/Jan/2019:19:57:57 +0000").is_some());
         assert!(to_ts(i64::MAX / 2, 23, 59, 59, 999_999, 0).is_none());
         assert!(to_ts(0, 0, 0, 0, 0, 1).is_none(), "before the epoch");
+        assert!(parse_clf_time("11/Jan/2019:19:57:57 +\u{fffd}0").is_none());
     }
 }
