@@ -214,7 +214,8 @@ impl Engine {
         };
         if let Some(rcode) = refuse {
             wire::minimal_response(packet, &view, rcode, false, out);
-            self.count_response(zone, rcode as u16, AnswerSource::Local);
+            let sent = Sent::of(&view, proto, now, packet, out, client);
+            self.count_response(zone, rcode as u16, AnswerSource::Local, sent);
             if allowed {
                 self.emit(
                     packet,
@@ -232,7 +233,8 @@ impl Engine {
             // RFC 8482 §4.2: answer ANY minimally, with a synthesized HINFO, instead of
             // fetching everything for a query type that is mostly used for amplification.
             wire::rfc8482_hinfo(packet, &view, out);
-            self.count_response(zone, 0, AnswerSource::Local);
+            let sent = Sent::of(&view, proto, now, packet, out, client);
+            self.count_response(zone, 0, AnswerSource::Local, sent);
             self.emit(packet, &view, client, now, 0, 1, AnswerSource::Local);
             return Fast::Answered;
         }
@@ -247,7 +249,8 @@ impl Engine {
                 answers,
             } => {
                 self.count_cache_hit(kind);
-                self.count_response(zone, rcode, AnswerSource::Cache);
+                let sent = Sent::of(&view, proto, now, packet, out, client);
+                self.count_response(zone, rcode, AnswerSource::Cache, sent);
                 self.emit(
                     packet,
                     &view,
@@ -271,7 +274,8 @@ impl Engine {
                         Verdict::Nxdomain(reason) => {
                             self.count_shortcut(sc.mode, reason);
                             let nx = wire::RCODE_NXDOMAIN as u16;
-                            self.count_response(zone, nx, AnswerSource::Shortcut);
+                            let sent = Sent::of(&view, proto, now, packet, out, client);
+                            self.count_response(zone, nx, AnswerSource::Shortcut, sent);
                             self.emit(packet, &view, client, now, nx, 0, AnswerSource::Shortcut);
                             return Fast::Answered;
                         }
@@ -380,10 +384,10 @@ impl Engine {
                     // candidate) can then never reach the tracker ahead of this one.
                     let (q, v) = (&w.query, &w.view);
                     self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
+                    let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
+                    self.count_response(zone, a.rcode, source, sent);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
-                    self.count_response(zone, a.rcode, source);
-                    self.observe_duration(zone, w.started);
                 }
                 None => self.fail(&w, zone, &mut out),
             }
@@ -453,7 +457,8 @@ impl Engine {
                 metrics::counter!(m::CACHE_SERVED_STALE)
             })
             .increment(1);
-            self.count_response(zone, rcode, AnswerSource::Stale);
+            let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
+            self.count_response(zone, rcode, AnswerSource::Stale, sent);
             self.emit(
                 &w.query,
                 &w.view,
@@ -466,7 +471,8 @@ impl Engine {
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
-            self.count_response(zone, servfail, AnswerSource::Upstream);
+            let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
+            self.count_response(zone, servfail, AnswerSource::Upstream, sent);
             let (q, v) = (&w.query, &w.view);
             self.emit(
                 q,
@@ -480,7 +486,6 @@ impl Engine {
         }
         self.flush_events();
         w.reply.send(std::mem::take(out));
-        self.observe_duration(zone, w.started);
     }
 
     /// Hand the tracker one answered query. Off the packet path as far as it can be: a name
@@ -530,6 +535,9 @@ impl Engine {
     /// batch and before sending its answers, so a client's next query can never reach the
     /// tracker ahead of the answer that prompted it.
     pub fn flush_events(&self) {
+        if self.config.log.queries {
+            crate::querylog::flush();
+        }
         let Some(t) = &self.tracker else { return };
         let batch = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
@@ -571,6 +579,17 @@ impl Engine {
                 "type" => crate::event::qtype_name(qtype as u16).into_owned())
         })
         .increment(1);
+        if m::coredns_names() {
+            m::cached_counter(key ^ CORE, || {
+                metrics::counter!(m::COREDNS_REQUESTS,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "proto" => proto.as_str(),
+                    "family" => if family == 1 { "1" } else { "2" },
+                    "type" => crate::event::qtype_name(qtype as u16).into_owned())
+            })
+            .increment(1);
+        }
     }
 
     /// The `zone` label: the upstream zone the name routes to, like the server block a query
@@ -580,17 +599,17 @@ impl Engine {
             .unwrap_or_else(|| ".".into())
     }
 
-    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource) {
+    /// Count one answer sent: the response by rcode and source, and its duration (every answer,
+    /// whatever its source, so the histogram's count equals the responses); with
+    /// `metrics.coredns_names` also CoreDNS's responses, duration and sizes.
+    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource, sent: Sent) {
+        let elapsed = sent.started.elapsed();
+        if self.config.log.queries {
+            sent.log(rcode, elapsed);
+        }
         let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let key = m::label_key(
-            2,
-            &[
-                self as *const Engine as u64,
-                zkey,
-                rcode as u64,
-                source as u64,
-            ],
-        );
+        let engine = self as *const Engine as u64;
+        let key = m::label_key(2, &[engine, zkey, rcode as u64, source as u64]);
         m::cached_counter(key, || {
             metrics::counter!(m::DNS_RESPONSES,
                 "server" => self.server_label.to_string(),
@@ -599,15 +618,61 @@ impl Engine {
                 "source" => source.as_str())
         })
         .increment(1);
-    }
-
-    fn observe_duration(&self, zone: Option<usize>, started: Instant) {
-        let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let key = m::label_key(3, &[self as *const Engine as u64, zkey]);
-        m::cached_histogram(key, || {
-            metrics::histogram!(m::DNS_REQUEST_DURATION, "server" => self.server_label.to_string(), "zone" => self.zone_label(zone))
+        let qtype = sent.view.question.qtype;
+        let elapsed = elapsed.as_secs_f64();
+        m::record_cached(
+            m::label_key(3, &[engine, zkey, source as u64, qtype as u64]),
+            || {
+                metrics::histogram!(m::DNS_REQUEST_DURATION,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "source" => source.as_str(),
+                    "type" => crate::event::qtype_name(qtype).into_owned())
+            },
+            elapsed,
+        );
+        if !m::coredns_names() {
+            return;
+        }
+        m::cached_counter(key ^ CORE, || {
+            metrics::counter!(m::COREDNS_RESPONSES,
+                "server" => self.server_label.to_string(),
+                "zone" => self.zone_label(zone),
+                "rcode" => crate::event::rcode_name(rcode).into_owned(),
+                "plugin" => m::plugin_of(source.as_str()))
         })
-        .record(started.elapsed().as_secs_f64());
+        .increment(1);
+        m::record_cached(
+            m::label_key(60, &[engine, zkey, qtype as u64]),
+            || {
+                metrics::histogram!(m::COREDNS_REQUEST_DURATION,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "type" => crate::event::qtype_name(qtype).into_owned())
+            },
+            elapsed,
+        );
+        let proto = sent.proto;
+        m::record_cached(
+            m::label_key(61, &[engine, zkey, proto as u64]),
+            || {
+                metrics::histogram!(m::COREDNS_REQUEST_SIZE,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "proto" => proto.as_str())
+            },
+            sent.query.len() as f64,
+        );
+        m::record_cached(
+            m::label_key(62, &[engine, zkey, proto as u64]),
+            || {
+                metrics::histogram!(m::COREDNS_RESPONSE_SIZE,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "proto" => proto.as_str())
+            },
+            sent.len as f64,
+        );
     }
 
     fn count_shortcut(&self, mode: ShortcutMode, reason: Reason) {
@@ -623,10 +688,24 @@ impl Engine {
             || metrics::counter!(m::CACHE_HITS, "type" => kind.as_label()),
         )
         .increment(1);
+        if m::coredns_names() {
+            m::cached_counter(
+                m::label_key(63, &[self as *const Engine as u64, kind as u64]),
+                || metrics::counter!(m::COREDNS_CACHE_HITS, "server" => self.server_label.to_string(), "type" => kind.as_label()),
+            )
+            .increment(1);
+        }
     }
 
     fn count_cache_miss(&self) {
         m::cached_counter(m::label_key(5, &[]), || metrics::counter!(m::CACHE_MISSES)).increment(1);
+        if m::coredns_names() {
+            m::cached_counter(
+                m::label_key(64, &[self as *const Engine as u64]),
+                || metrics::counter!(m::COREDNS_CACHE_MISSES, "server" => self.server_label.to_string()),
+            )
+            .increment(1);
+        }
     }
 
     fn count_malformed(&self) {
@@ -634,6 +713,66 @@ impl Engine {
             metrics::counter!(m::MALFORMED_QUERIES)
         })
         .increment(1);
+    }
+}
+
+/// Flips a `ndots_` series' memo key into its CoreDNS twin's.
+const CORE: u64 = 0x5a5a_0000_0000_0001;
+
+/// One answer sent, as the metrics and the query log see it.
+#[derive(Clone, Copy)]
+struct Sent<'a> {
+    query: &'a [u8],
+    view: &'a QueryView,
+    client: SocketAddr,
+    proto: Proto,
+    started: Instant,
+    /// The answer's header flags and size.
+    flags: u16,
+    len: usize,
+}
+
+impl<'a> Sent<'a> {
+    fn of(
+        view: &'a QueryView,
+        proto: Proto,
+        started: Instant,
+        query: &'a [u8],
+        answer: &[u8],
+        client: SocketAddr,
+    ) -> Sent<'a> {
+        Sent {
+            query,
+            view,
+            client,
+            proto,
+            started,
+            flags: answer
+                .get(2..4)
+                .map_or(0, |f| u16::from_be_bytes([f[0], f[1]])),
+            len: answer.len(),
+        }
+    }
+
+    /// `log.queries`: the CoreDNS `log` line for this answer.
+    fn log(&self, rcode: u16, elapsed: std::time::Duration) {
+        let name = wire::question_name_to_string(self.query, &self.view.question);
+        crate::querylog::push(&crate::querylog::Entry {
+            client: self.client,
+            id: self.view.header.id,
+            qtype: self.view.question.qtype,
+            qclass: self.view.question.qclass,
+            name: &name,
+            proto: self.proto.as_str(),
+            size: self.query.len(),
+            dnssec_ok: self.view.dnssec_ok(),
+            bufsize: max_response(self.proto, self.view),
+            rcode,
+            flags: self.flags,
+            answer_size: self.len,
+            duration: elapsed,
+            at: Timestamp::now(),
+        });
     }
 }
 
