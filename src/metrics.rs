@@ -113,7 +113,7 @@ const QTYPE: (&str, &str) = ("type", "query type: `A`, `AAAA`, ...");
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
 const SOURCE: (&str, &str) = (
     "source",
-    "`cache`, `upstream`, `shortcut`, `stale` or `local` (refusals, FORMERR, ANY)",
+    "`cache`, `upstream`, `shortcut`, `stale` or `local` (REFUSED, NOTIMP, BADVERS made by the proxy)",
 );
 const PROTO: (&str, &str) = ("proto", "`udp` or `tcp`");
 const RCODE: (&str, &str) = (

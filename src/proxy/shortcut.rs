@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use crate::cache::{Answer, Key, Lookup, OwnedKey};
+use crate::cache::{Answer, Key, Lookup, OwnedKey, Served};
 use crate::config::{ShortcutConfig, ShortcutMode};
 use crate::search::decompose::SuffixKind;
 use crate::search::shortcut::{Reason, ShortcutPolicy};
@@ -87,37 +87,66 @@ impl Shortcut {
         &self.policy
     }
 
+    /// The verdict for a query that missed the cache; a synthesized NXDOMAIN is written to
+    /// `out`.
     pub fn decide(&self, packet: &[u8], view: &QueryView, out: &mut Vec<u8>) -> Verdict {
         let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
             return Verdict::Plan(Plan::Forward);
         };
-        let Some(exp) = self.policy.decide(&name, view.question.qtype) else {
-            return Verdict::Plan(match self.mode {
-                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(&name),
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Verdict::Plan(plan),
+            Judgement::Nxdomain { reason, soa_zone } => {
+                nxdomain_with_soa(packet, view, soa_zone, self.negative_ttl, out);
+                Verdict::Nxdomain(reason)
+            }
+        }
+    }
+
+    /// The plan a miss for this query would follow, or `None` when the nxdomain shortcut would
+    /// answer it. A prefetch refreshes an entry with the plan that filled it.
+    pub fn plan(&self, packet: &[u8], view: &QueryView) -> Option<Plan> {
+        let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
+            return Some(Plan::Forward);
+        };
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Some(plan),
+            Judgement::Nxdomain { .. } => None,
+        }
+    }
+
+    fn judge<'a>(&'a self, name: &'a str, qtype: u16) -> Judgement<'a> {
+        let Some(exp) = self.policy.decide(name, qtype) else {
+            return Judgement::Plan(match self.mode {
+                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(name),
                 _ => Plan::Forward,
             });
         };
         match self.mode {
-            ShortcutMode::Off => Verdict::Plan(Plan::Forward),
-            ShortcutMode::Shadow => Verdict::Plan(Plan::Shadow(exp.reason)),
-            ShortcutMode::Autopath => Verdict::Plan(Plan::Autopath {
+            ShortcutMode::Off => Judgement::Plan(Plan::Forward),
+            ShortcutMode::Shadow => Judgement::Plan(Plan::Shadow(exp.reason)),
+            ShortcutMode::Autopath => Judgement::Plan(Plan::Autopath {
                 candidates: self.policy.autopath_candidates(&exp),
                 reason: exp.reason,
             }),
-            ShortcutMode::Nxdomain => {
+            ShortcutMode::Nxdomain => Judgement::Nxdomain {
+                reason: exp.reason,
                 // The SOA's owner is the zone the suffix belongs to: the cluster domain for the
                 // Kubernetes suffixes, the node domain itself otherwise.
-                let zone = match exp.kind {
+                soa_zone: match exp.kind {
                     SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => {
                         self.cluster_domain.as_str()
                     }
                     SuffixKind::Node | SuffixKind::Other => exp.suffix,
-                };
-                nxdomain_with_soa(packet, view, zone, self.negative_ttl, out);
-                Verdict::Nxdomain(exp.reason)
-            }
+                },
+            },
         }
     }
+}
+
+/// `decide` without the answer bytes.
+enum Judgement<'a> {
+    Plan(Plan),
+    Nxdomain { reason: Reason, soa_zone: &'a str },
 }
 
 impl Shortcut {
@@ -211,7 +240,13 @@ impl Engine {
                 }
             }
             let qtype = view.question.qtype;
-            match self.resolve_cached(candidate, qtype, &mut rendered).await? {
+            // The stubs look at the rcode alone: a candidate whose CNAME chain ends in NXDOMAIN
+            // is one they walk past, and so does autopath.
+            match self
+                .resolve_cached(candidate, qtype, &mut rendered)
+                .await?
+                .0
+            {
                 wire::RCODE_NXDOMAIN => continue,
                 wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
                 _ => return None,
@@ -237,10 +272,13 @@ impl Engine {
             .then(|| self.synthesized_nxdomain(query, view))
     }
 
-    /// Whether one of `names` is NXDOMAIN (asked for type A, through the cache).
+    /// Whether one of `names` does not exist (asked for type A, through the cache). Only an
+    /// NXDOMAIN with an empty answer section speaks for the name asked: after a CNAME (an
+    /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
     async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
         for n in names {
-            if self.resolve_cached(n, wire::TYPE_A, rendered).await? == wire::RCODE_NXDOMAIN {
+            let (rcode, answers) = self.resolve_cached(n, wire::TYPE_A, rendered).await?;
+            if rcode == wire::RCODE_NXDOMAIN && answers == 0 {
                 return Some(true);
             }
         }
@@ -255,8 +293,14 @@ impl Engine {
     }
 
     /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
-    /// the answer is left in `rendered`, its rcode returned. `None` when upstream failed.
-    async fn resolve_cached(&self, name: &str, qtype: u16, rendered: &mut Vec<u8>) -> Option<u8> {
+    /// the answer is left in `rendered`, its rcode and answer count returned. `None` when
+    /// upstream failed.
+    async fn resolve_cached(
+        &self,
+        name: &str,
+        qtype: u16,
+        rendered: &mut Vec<u8>,
+    ) -> Option<(u8, u16)> {
         let mut cq = Vec::with_capacity(name.len() + 32);
         wire::build_query(0, name, qtype, true, &mut cq).ok()?;
         let cv = wire::parse_query(&cq).ok()?;
@@ -283,9 +327,10 @@ impl Engine {
                     answer?
                 }
             };
-            answer.render(&cq, &cv, 0, false, max, rendered);
+            answer.render(&cq, &cv, Served::Cached(0), max, rendered);
         }
-        Some(wire::parse_response(rendered).ok()?.rcode as u8)
+        let info = wire::parse_response(rendered).ok()?;
+        Some((info.rcode as u8, info.header.ancount))
     }
 }
 
