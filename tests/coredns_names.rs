@@ -10,6 +10,9 @@
 //! - povilasv/coredns-mixin `alerts/coredns.libsonnet` and `alerts/forward.libsonnet`, with the
 //!   default `corednsSelector` `job="kube-dns"`.
 //!
+//! The same Prometheus then evaluates every query of ndots' own dashboard
+//! (deploy/dashboards/ndots.json): each is valid and returns a series.
+//!
 //! Not reproducible by design, and left out: `coredns_panic_count_total` and `go_goroutines`
 //! (Go runtime), `coredns_nodecache_setup_errors_total` (NodeLocal DNSCache's iptables setup);
 //! the dashboard's `$instance` variable queries `coredns_dns_request_count_total`, CoreDNS's
@@ -417,4 +420,45 @@ fn nodelocaldns_dashboard_and_coredns_mixin_alerts_read_the_proxy() {
             &format!("sum(rate(coredns_forward_healthcheck_broken_total{{{MIXIN}}}[5m])) > 0")
         ) > 0.0
     );
+
+    // --- ndots' own dashboard: every query is valid PromQL and returns a series (every metric
+    // exists from the start, so even the panels of events that never happened show 0).
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dashboards/ndots.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dash, &mut exprs);
+    assert!(exprs.len() > 20, "{exprs:?}");
+    for e in exprs {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "5m")
+            .replace("$cluster", ".*")
+            .replace("$job", ".*")
+            .replace("$node", ".*")
+            .replace("$instance", ".*");
+        assert!(
+            !query(prom, &q).is_empty(),
+            "no series for the panel query {e}"
+        );
+    }
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }
