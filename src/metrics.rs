@@ -10,7 +10,7 @@
 
 use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
@@ -185,8 +185,13 @@ pub const COREDNS: &[MetricInfo] = &[
 /// DESIGN §4: request duration buckets, 0.00025 s doubling to 8 s: sixteen buckets ending at
 /// 8.192 s, the same as CoreDNS's `ExponentialBuckets(0.00025, 2, 16)` so dashboards port.
 pub fn duration_buckets() -> Vec<f64> {
-    (0..16).map(|i| 0.00025 * f64::from(1u32 << i)).collect()
+    DURATION_BUCKETS.to_vec()
 }
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+    2.048, 4.096, 8.192,
+];
 
 /// CoreDNS's request and response size buckets (plugin/metrics/vars).
 pub const SIZE_BUCKETS: &[f64] = &[
@@ -279,8 +284,9 @@ pub fn preregister(k: &Known<'_>) {
                 }
             }
             if coredns {
-                let _ = metrics::histogram!(COREDNS_REQUEST_SIZE, "server" => s(), "zone" => z(), "proto" => proto);
-                let _ = metrics::histogram!(COREDNS_RESPONSE_SIZE, "server" => s(), "zone" => z(), "proto" => proto);
+                let labels = [("server", s()), ("zone", z()), ("proto", proto.to_string())];
+                fixed_histogram(COREDNS_REQUEST_SIZE, &labels);
+                fixed_histogram(COREDNS_RESPONSE_SIZE, &labels);
             }
         }
         for (rcode, source) in [
@@ -300,10 +306,21 @@ pub fn preregister(k: &Known<'_>) {
             }
         }
         for source in ["cache", "upstream"] {
-            let _ = metrics::histogram!(DNS_REQUEST_DURATION, "server" => s(), "zone" => z(), "source" => source, "type" => "A");
+            fixed_histogram(
+                DNS_REQUEST_DURATION,
+                &[
+                    ("server", s()),
+                    ("zone", z()),
+                    ("source", source.into()),
+                    ("type", "A".into()),
+                ],
+            );
         }
         if coredns {
-            let _ = metrics::histogram!(COREDNS_REQUEST_DURATION, "server" => s(), "zone" => z(), "type" => "A");
+            fixed_histogram(
+                COREDNS_REQUEST_DURATION,
+                &[("server", s()), ("zone", z()), ("type", "A".into())],
+            );
         }
     }
     for kind in ["success", "denial"] {
@@ -388,9 +405,9 @@ pub fn plugin_of(source: &str) -> &'static str {
 }
 
 /// The `process_*` series, from /proc/self (Linux), in the text exposition format: appended to
-/// each scrape by the admin listener. Written here rather than through the recorder because
+/// each scrape (`render_extra`). Written here rather than through the recorder because
 /// its counters are integers and CPU seconds are not. A field that cannot be read is left out.
-pub fn render_process(out: &mut String) {
+fn render_process(out: &mut String) {
     use std::fmt::Write;
     let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         t if t > 0 => t as f64,
@@ -446,6 +463,124 @@ pub fn render_process(out: &mut String) {
     }
 }
 
+/// A histogram with fixed buckets and atomic counts, for the series every answer records
+/// (request duration, CoreDNS's duration and sizes): recording is two atomic adds, with no
+/// allocation on the cache-hit path and nothing buffered between scrapes (the exporter's
+/// histograms keep each sample until the next drain). Rendered by `render_extra`.
+pub struct FixedHistogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative), the last for values above every bound (`+Inf`).
+    counts: Box<[AtomicU64]>,
+    /// The sum in units of `1 / scale` (nanoseconds for seconds, bytes for bytes).
+    sum: AtomicU64,
+    scale: f64,
+}
+
+impl FixedHistogram {
+    fn new(bounds: &'static [f64], scale: f64) -> FixedHistogram {
+        FixedHistogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, value: f64) {
+        let i = self.bounds.partition_point(|b| *b < value);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum
+            .fetch_add((value * self.scale) as u64, Ordering::Relaxed);
+    }
+}
+
+struct FixedSeries {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    hist: std::sync::Arc<FixedHistogram>,
+}
+
+static FIXED: parking_lot::Mutex<Vec<FixedSeries>> = parking_lot::Mutex::new(Vec::new());
+
+/// The fixed histogram for `name` and `labels` (in their order), created at 0 if new.
+pub fn fixed_histogram(
+    name: &'static str,
+    labels: &[(&'static str, String)],
+) -> std::sync::Arc<FixedHistogram> {
+    let mut all = FIXED.lock();
+    if let Some(s) = all.iter().find(|s| s.name == name && s.labels == labels) {
+        return s.hist.clone();
+    }
+    let (bounds, scale): (&'static [f64], f64) = if name.ends_with("_seconds") {
+        (DURATION_BUCKETS, 1e9)
+    } else {
+        (SIZE_BUCKETS, 1.0)
+    };
+    let hist = std::sync::Arc::new(FixedHistogram::new(bounds, scale));
+    all.push(FixedSeries {
+        name,
+        labels: labels.to_vec(),
+        hist: hist.clone(),
+    });
+    hist
+}
+
+/// Record `value` in the fixed histogram memoised per thread under `key`.
+#[inline]
+pub fn record_fixed(key: u64, make: impl FnOnce() -> std::sync::Arc<FixedHistogram>, value: f64) {
+    FIXED_MEMO.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
+}
+
+/// The series the recorder does not hold, appended to a scrape: the fixed histograms and
+/// `process_*`.
+pub fn render_extra(out: &mut String) {
+    use std::fmt::Write;
+    {
+        let all = FIXED.lock();
+        for info in ALL.iter().chain(COREDNS) {
+            let mut series = all.iter().filter(|s| s.name == info.name).peekable();
+            if series.peek().is_none() {
+                continue;
+            }
+            let name = info.name;
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", info.help);
+            for s in series {
+                let mut labels = String::new();
+                for (k, v) in &s.labels {
+                    let v = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    let _ = write!(labels, "{k}=\"{v}\",");
+                }
+                let h = &s.hist;
+                let mut cumulative = 0u64;
+                for (i, c) in h.counts.iter().enumerate() {
+                    cumulative += c.load(Ordering::Relaxed);
+                    match h.bounds.get(i) {
+                        Some(b) => {
+                            let _ =
+                                writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
+                        }
+                        None => {
+                            let _ =
+                                writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+                        }
+                    }
+                }
+                let labels = labels.trim_end_matches(',');
+                let sum = h.sum.load(Ordering::Relaxed) as f64 / h.scale;
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}"
+                );
+            }
+        }
+    }
+    render_process(out);
+}
+
 /// Boot time in seconds since the epoch (`btime` in /proc/stat).
 fn boot_time() -> Option<f64> {
     static BOOT: OnceLock<Option<f64>> = OnceLock::new();
@@ -461,6 +596,8 @@ fn boot_time() -> Option<f64> {
 }
 
 thread_local! {
+    static FIXED_MEMO: RefCell<HashMap<u64, std::sync::Arc<FixedHistogram>>> =
+        RefCell::new(HashMap::new());
     static COUNTERS: RefCell<HashMap<u64, Counter>> = RefCell::new(HashMap::new());
     static HISTOGRAMS: RefCell<HashMap<u64, Histogram>> = RefCell::new(HashMap::new());
 }
@@ -522,6 +659,36 @@ pub fn label_key(tag: u8, parts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_histogram_counts_at_or_below_each_bound_and_renders_cumulatively() {
+        let labels = [("server", "dns://x\"y".to_string())];
+        let h = fixed_histogram(COREDNS_RESPONSE_SIZE, &labels);
+        for v in [0.0, 100.0, 101.0, 64e3, 70e3] {
+            h.record(v);
+        }
+        let mut out = String::new();
+        render_extra(&mut out);
+        let line = |le: &str| {
+            let want = format!(
+                "coredns_dns_response_size_bytes_bucket{{server=\"dns://x\\\"y\",le=\"{le}\"}} "
+            );
+            out.lines()
+                .find_map(|l| l.strip_prefix(want.as_str()))
+                .unwrap_or_else(|| panic!("no {want} in\n{out}"))
+                .to_string()
+        };
+        assert_eq!(line("0"), "1");
+        assert_eq!(line("100"), "2", "le is inclusive");
+        assert_eq!(line("200"), "3");
+        assert_eq!(line("64000"), "4");
+        assert_eq!(line("+Inf"), "5");
+        assert!(out.contains("coredns_dns_response_size_bytes_count{server=\"dns://x\\\"y\"} 5\n"));
+        assert!(
+            out.contains("coredns_dns_response_size_bytes_sum{server=\"dns://x\\\"y\"} 134201\n")
+        );
+        assert!(out.contains("# TYPE coredns_dns_response_size_bytes histogram\n"));
+    }
 
     #[test]
     fn buckets_double_from_quarter_ms_to_8s() {

@@ -650,14 +650,19 @@ impl Engine {
         .increment(1);
         let qtype = sent.view.question.qtype;
         let elapsed = elapsed.as_secs_f64();
-        m::record_cached(
+        let type_label = || crate::event::qtype_name(qtype).into_owned();
+        m::record_fixed(
             m::label_key(3, &[engine, zkey, source as u64, qtype as u64]),
             || {
-                metrics::histogram!(m::DNS_REQUEST_DURATION,
-                    "server" => self.server_label.to_string(),
-                    "zone" => self.zone_label(zone),
-                    "source" => source.as_str(),
-                    "type" => crate::event::qtype_name(qtype).into_owned())
+                m::fixed_histogram(
+                    m::DNS_REQUEST_DURATION,
+                    &[
+                        ("server", self.server_label.to_string()),
+                        ("zone", self.zone_label(zone)),
+                        ("source", source.as_str().into()),
+                        ("type", type_label()),
+                    ],
+                )
             },
             elapsed,
         );
@@ -672,35 +677,36 @@ impl Engine {
                 "plugin" => m::plugin_of(source.as_str()))
         })
         .increment(1);
-        m::record_cached(
+        m::record_fixed(
             m::label_key(60, &[engine, zkey, qtype as u64]),
             || {
-                metrics::histogram!(m::COREDNS_REQUEST_DURATION,
-                    "server" => self.server_label.to_string(),
-                    "zone" => self.zone_label(zone),
-                    "type" => crate::event::qtype_name(qtype).into_owned())
+                m::fixed_histogram(
+                    m::COREDNS_REQUEST_DURATION,
+                    &[
+                        ("server", self.server_label.to_string()),
+                        ("zone", self.zone_label(zone)),
+                        ("type", type_label()),
+                    ],
+                )
             },
             elapsed,
         );
         let proto = sent.proto;
-        m::record_cached(
+        let sizes = || {
+            [
+                ("server", self.server_label.to_string()),
+                ("zone", self.zone_label(zone)),
+                ("proto", proto.as_str().to_string()),
+            ]
+        };
+        m::record_fixed(
             m::label_key(61, &[engine, zkey, proto as u64]),
-            || {
-                metrics::histogram!(m::COREDNS_REQUEST_SIZE,
-                    "server" => self.server_label.to_string(),
-                    "zone" => self.zone_label(zone),
-                    "proto" => proto.as_str())
-            },
+            || m::fixed_histogram(m::COREDNS_REQUEST_SIZE, &sizes()),
             sent.query.len() as f64,
         );
-        m::record_cached(
+        m::record_fixed(
             m::label_key(62, &[engine, zkey, proto as u64]),
-            || {
-                metrics::histogram!(m::COREDNS_RESPONSE_SIZE,
-                    "server" => self.server_label.to_string(),
-                    "zone" => self.zone_label(zone),
-                    "proto" => proto.as_str())
-            },
+            || m::fixed_histogram(m::COREDNS_RESPONSE_SIZE, &sizes()),
             sent.len as f64,
         );
     }

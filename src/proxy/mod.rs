@@ -67,7 +67,7 @@ impl AdminSource for Admin {
         metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
         let mut text = self.metrics.render();
-        m::render_process(&mut text);
+        m::render_extra(&mut text);
         text
     }
     fn ready(&self) -> Result<(), String> {
@@ -278,7 +278,7 @@ impl Running {
 
     pub fn metrics_text(&self) -> String {
         let mut text = self.metrics.render();
-        m::render_process(&mut text);
+        m::render_extra(&mut text);
         text
     }
 
