@@ -109,7 +109,10 @@ const CACHE_TYPE: (&str, &str) = (
     "type",
     "`success` (positive answers) or `denial` (NXDOMAIN, NODATA)",
 );
-const QTYPE: (&str, &str) = ("type", "query type: `A`, `AAAA`, ...");
+const QTYPE: (&str, &str) = (
+    "type",
+    "query type: `A`, `AAAA`, ... (the types CoreDNS monitors; any other is `other`)",
+);
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
 const SOURCE: (&str, &str) = (
     "source",
@@ -393,6 +396,35 @@ pub fn preregister(k: &Known<'_>) {
     for limit in ["max_inflight", "max_tcp_connections"] {
         metrics::counter!(OVERLOAD_DROPS, "limit" => limit).increment(0);
     }
+}
+
+/// The `type` label and the code memo keys use for it: CoreDNS's monitored query types by name
+/// (plugin/metrics/vars), every other type `other` (code 0), so a client sending arbitrary
+/// types cannot create series without bound.
+pub fn type_label(qtype: u16) -> (u64, &'static str) {
+    let name = match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        43 => "DS",
+        46 => "RRSIG",
+        47 => "NSEC",
+        48 => "DNSKEY",
+        50 => "NSEC3",
+        64 => "SVCB",
+        65 => "HTTPS",
+        251 => "IXFR",
+        252 => "AXFR",
+        255 => "ANY",
+        _ => return (0, "other"),
+    };
+    (u64::from(qtype), name)
 }
 
 /// CoreDNS's `plugin` label for an answer's source (`AnswerSource::as_str`).

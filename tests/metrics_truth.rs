@@ -450,3 +450,53 @@ fn query_log_analyzed_equals_the_proxys_own_report() {
     }
     assert_eq!(report["lookups"].as_u64(), Some(want_lookups));
 }
+
+/// The bug: the `type` label was the query type's mnemonic or `TYPEn`, so a client sending
+/// arbitrary types created a series per type (and per source and zone on the duration
+/// histogram): unbounded memory in the proxy and in Prometheus.
+#[test]
+fn type_label_grew_a_series_per_query_type_sent() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\nmetrics: {{coredns_names: true}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let c = client();
+    for qtype in 1000..1100u16 {
+        ask(p.dns, &c, "web.example.", qtype);
+    }
+    assert_eq!(ask(p.dns, &c, "web.example.", 16), 3);
+    let text = p.metrics();
+    assert!(
+        !text.contains("TYPE10"),
+        "a series per unknown type:\n{text}"
+    );
+    assert_eq!(
+        sum(&text, "ndots_dns_requests_total", &["type=\"other\""]),
+        100.0
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "ndots_dns_request_duration_seconds_count",
+            &["type=\"other\""]
+        ),
+        100.0
+    );
+    assert_eq!(
+        sum(&text, "coredns_dns_requests_total", &["type=\"other\""]),
+        100.0
+    );
+    // Monitored types keep their names.
+    assert_eq!(
+        sum(&text, "ndots_dns_requests_total", &["type=\"TXT\""]),
+        1.0
+    );
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("ndots_dns_request_duration_seconds_count"))
+        .count();
+    assert!(series < 20, "{series} duration series");
+}

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::report::{Report, Windowed};
 use super::walk::{Lookup, SuffixSlot, WalkTracker};
 use crate::config::{ClusterConfig, TrackerConfig};
-use crate::event::{qtype_name, QueryEvent, Timestamp};
+use crate::event::{QueryEvent, Timestamp};
 use crate::metrics as m;
 use crate::search::SearchShape;
 
@@ -240,8 +240,8 @@ impl Tracker {
 /// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
 /// label set, not per lookup).
 fn record_metrics(l: &Lookup) {
-    let t = l.qtype as u64;
-    let type_label = || qtype_name(l.qtype).into_owned();
+    let (t, name) = m::type_label(l.qtype);
+    let type_label = || name;
     m::cached_histogram(
         m::label_key(20, &[t]),
         || metrics::histogram!(m::LOOKUP_QUERIES, "type" => type_label()),

@@ -588,7 +588,7 @@ impl Engine {
     ) {
         // CoreDNS's family label: 1 for IPv4 clients, 2 for IPv6.
         let family = if client.is_ipv4() { 1u64 } else { 2 };
-        let qtype = view.question.qtype as u64;
+        let (qtype, type_name) = m::type_label(view.question.qtype);
         let zkey = zone.map_or(0, |z| z as u64 + 1);
         let key = m::label_key(
             1,
@@ -606,7 +606,7 @@ impl Engine {
                 "zone" => self.zone_label(zone),
                 "proto" => proto.as_str(),
                 "family" => if family == 1 { "1" } else { "2" },
-                "type" => crate::event::qtype_name(qtype as u16).into_owned())
+                "type" => type_name)
         })
         .increment(1);
         if m::coredns_names() {
@@ -616,7 +616,7 @@ impl Engine {
                     "zone" => self.zone_label(zone),
                     "proto" => proto.as_str(),
                     "family" => if family == 1 { "1" } else { "2" },
-                    "type" => crate::event::qtype_name(qtype as u16).into_owned())
+                    "type" => type_name)
             })
             .increment(1);
         }
@@ -648,11 +648,11 @@ impl Engine {
                 "source" => source.as_str())
         })
         .increment(1);
-        let qtype = sent.view.question.qtype;
+        let (qtype, type_name) = m::type_label(sent.view.question.qtype);
         let elapsed = elapsed.as_secs_f64();
-        let type_label = || crate::event::qtype_name(qtype).into_owned();
+        let type_label = || type_name.to_string();
         m::record_fixed(
-            m::label_key(3, &[engine, zkey, source as u64, qtype as u64]),
+            m::label_key(3, &[engine, zkey, source as u64, qtype]),
             || {
                 m::fixed_histogram(
                     m::DNS_REQUEST_DURATION,
@@ -678,7 +678,7 @@ impl Engine {
         })
         .increment(1);
         m::record_fixed(
-            m::label_key(60, &[engine, zkey, qtype as u64]),
+            m::label_key(60, &[engine, zkey, qtype]),
             || {
                 m::fixed_histogram(
                     m::COREDNS_REQUEST_DURATION,
