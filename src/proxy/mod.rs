@@ -188,7 +188,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         listen = %listen.join(" "),
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         upstreams = %upstreams.join(" "),
-        shortcut = config.shortcut.mode.as_str(),
+        shortcut = %config.shortcut.mode.as_str(),
         "ndots proxy serving"
     );
     Ok(Running {
