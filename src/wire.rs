@@ -504,6 +504,25 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     })
 }
 
+/// How many records of `rtype` the answer section of `buf` (a response that parsed) holds:
+/// a CNAME chain that ends in NODATA has answers, but none of the asked type.
+pub fn answers_of_type(buf: &[u8], rtype: u16) -> Result<u16, WireError> {
+    let header = Header::parse(buf)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..header.qdcount {
+        pos = skip_name(buf, pos)?.0 + 4;
+    }
+    let mut n = 0;
+    for _ in 0..header.ancount {
+        let rr = read_rr(buf, pos)?;
+        if rr.rtype == rtype {
+            n += 1;
+        }
+        pos = rr.end;
+    }
+    Ok(n)
+}
+
 /// Whether OPT RDATA (a sequence of {code, length, data}, RFC 6891 §6.1.2) holds an ECS option
 /// whose SCOPE PREFIX-LENGTH (RFC 7871 §6, the fourth byte) is not zero.
 fn ecs_scope_nonzero(mut rdata: &[u8]) -> bool {

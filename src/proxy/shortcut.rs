@@ -221,15 +221,33 @@ pub fn nxdomain_with_soa(query: &[u8], view: &QueryView, zone: &str, ttl: u32, o
 
 impl Engine {
     /// Autopath: resolve `candidates` (through the cache) until one exists, and build
-    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved
-    /// (the query is then forwarded as it is, and the client walks on its own).
+    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved:
+    /// the caller answers SERVFAIL (or stale), never the upstream's NXDOMAIN for `Q`.
+    ///
+    /// The stubs decide per pair (resolvers.md §1, §2), so for A and AAAA a candidate is judged
+    /// on both types at once (through the cache and coalesced, so the two queries of a client's
+    /// pair share the lookups). That makes the two answers for `Q` agree whatever fails:
+    /// - a type failed: SERVFAIL for both;
+    /// - data for either type: `Q CNAME target` + this type's records (data or NODATA), which
+    ///   glibc and musl both take as the answer;
+    /// - NXDOMAIN and no data: the stubs walk past it, and so does autopath;
+    /// - NODATA for both: glibc walks on past such a name while musl stops, and a CNAME to it
+    ///   would stop glibc too (it counts the CNAME as an answer). So `Q` gets NXDOMAIN, which is
+    ///   true of the expansion, and each stub meets the candidate itself as it would without us.
     pub(crate) async fn autopath(
         &self,
         query: &[u8],
         view: &QueryView,
         candidates: &[String],
     ) -> Option<Vec<u8>> {
+        let qtype = view.question.qtype;
+        let pair = match qtype {
+            wire::TYPE_A => Some(wire::TYPE_AAAA),
+            wire::TYPE_AAAA => Some(wire::TYPE_A),
+            _ => None,
+        };
         let mut rendered = Vec::with_capacity(512);
+        let mut other = Vec::with_capacity(512);
         for candidate in candidates {
             // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
             if let Some(sc) = &self.shortcut {
@@ -239,20 +257,30 @@ impl Engine {
                     }
                 }
             }
-            let qtype = view.question.qtype;
-            // The stubs look at the rcode alone: a candidate whose CNAME chain ends in NXDOMAIN
-            // is one they walk past, and so does autopath.
-            match self
-                .resolve_cached(candidate, qtype, &mut rendered)
-                .await?
-                .0
-            {
-                wire::RCODE_NXDOMAIN => continue,
-                wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
-                _ => return None,
+            let (this, that) = match pair {
+                Some(t) => {
+                    let (a, b) = tokio::join!(
+                        self.resolve_cached(candidate, qtype, &mut rendered),
+                        self.resolve_cached(candidate, t, &mut other)
+                    );
+                    (a?, Some(b?))
+                }
+                None => (
+                    self.resolve_cached(candidate, qtype, &mut rendered).await?,
+                    None,
+                ),
+            };
+            let both = std::iter::once(&this).chain(that.as_ref());
+            if both.clone().any(|r| r.data) {
+                return cname_answer(query, candidate, &rendered);
             }
-        }
-        if candidates.is_empty() {
+            if both.clone().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
+                continue;
+            }
+            if both.clone().all(|r| r.rcode == wire::RCODE_NOERROR) {
+                return Some(self.synthesized_nxdomain(query, view));
+            }
+            // SERVFAIL, REFUSED and the like from upstream.
             return None;
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
@@ -277,8 +305,8 @@ impl Engine {
     /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
     async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
         for n in names {
-            let (rcode, answers) = self.resolve_cached(n, wire::TYPE_A, rendered).await?;
-            if rcode == wire::RCODE_NXDOMAIN && answers == 0 {
+            let r = self.resolve_cached(n, wire::TYPE_A, rendered).await?;
+            if r.rcode == wire::RCODE_NXDOMAIN && r.answers == 0 {
                 return Some(true);
             }
         }
@@ -293,14 +321,13 @@ impl Engine {
     }
 
     /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
-    /// the answer is left in `rendered`, its rcode and answer count returned. `None` when
-    /// upstream failed.
+    /// the answer is left in `rendered`. `None` when upstream failed.
     async fn resolve_cached(
         &self,
         name: &str,
         qtype: u16,
         rendered: &mut Vec<u8>,
-    ) -> Option<(u8, u16)> {
+    ) -> Option<Resolved> {
         let mut cq = Vec::with_capacity(name.len() + 32);
         wire::build_query(0, name, qtype, true, &mut cq).ok()?;
         let cv = wire::parse_query(&cq).ok()?;
@@ -330,8 +357,20 @@ impl Engine {
             answer.render(&cq, &cv, Served::Cached(0), max, rendered);
         }
         let info = wire::parse_response(rendered).ok()?;
-        Some((info.rcode as u8, info.header.ancount))
+        Some(Resolved {
+            rcode: info.rcode as u8,
+            answers: info.header.ancount,
+            data: wire::answers_of_type(rendered, qtype).ok()? > 0,
+        })
     }
+}
+
+/// What one of the proxy's own lookups found.
+struct Resolved {
+    rcode: u8,
+    answers: u16,
+    /// The answer holds records of the asked type (not only a CNAME chain).
+    data: bool,
 }
 
 /// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).
