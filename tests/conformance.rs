@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{CNAME, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use ndots::config::{Config, FileConfig, Overrides};
 
 // ---------------------------------------------------------------------------------------------
 // nsd with a signed zone
@@ -543,49 +542,10 @@ fn cases() -> Vec<Case> {
     v
 }
 
-struct Proxy {
-    _rt: tokio::runtime::Runtime,
-    running: Option<ndots::proxy::Running>,
-    addr: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(p) = self.running.take() {
-            p.shutdown(Duration::from_millis(100));
-        }
-    }
-}
+type Proxy = common::proxy::TestProxy;
 
 fn proxy(yaml_extra: &str, upstream: SocketAddr) -> Proxy {
-    // A port nobody holds, not port 0: with SO_REUSEPORT the kernel may hand port 0 a port
-    // another test's proxy still holds, and the two would share its queries.
-    let port = common::tools::free_port();
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:{port}\"]\nserver: {{workers: 1}}\n{yaml_extra}"
-    ))
-    .unwrap();
-    let overrides = Overrides {
-        upstreams: vec![(".".into(), upstream)],
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
-    cfg.admin = None;
-    for z in cfg.upstreams.iter_mut() {
-        z.timeout = Duration::from_millis(1000);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let addr = running.dns_addrs[0];
-    Proxy {
-        _rt: rt,
-        running: Some(running),
-        addr,
-    }
+    Proxy::start(yaml_extra, &[(".", upstream)])
 }
 
 /// Every case through the proxy, against nsd: from upstream, from cache, and after expiry.
