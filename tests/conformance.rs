@@ -487,21 +487,45 @@ fn compare(
         let e = auth_ttl.entry(rr_key(r)).or_insert(u32::MAX);
         *e = (*e).min(r.ttl);
     }
+    // And not far below them: every record lives as long as the cache entry (the smallest TTL
+    // of the answer, or the negative TTL), capped, counted down by its age, and no less.
+    let negative_ttl = d.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(r.ttl.min(s.minimum)),
+        _ => None,
+    });
+    let entry = d
+        .answers
+        .iter()
+        .map(|r| r.ttl)
+        .chain(negative_ttl)
+        .min()
+        .unwrap_or(u32::MAX);
+    let cap = entry.min(if negative_ttl.is_some() {
+        aged.negative_max_ttl
+    } else {
+        aged.max_ttl
+    });
     for r in p.answers.iter().chain(&p.authorities).chain(&p.additionals) {
         if let Some(&t) = auth_ttl.get(&rr_key(r)) {
             check(
                 r.ttl <= t,
                 format!("TTL {} above nsd's {t} for {:?}", r.ttl, rr_key(r)),
             );
+            let floor = t.min(cap).saturating_sub(aged.seconds);
+            check(
+                r.ttl >= floor,
+                format!(
+                    "TTL {} below {floor} (nsd {t}, aged up to {} s) for {:?}",
+                    r.ttl,
+                    aged.seconds,
+                    rr_key(r)
+                ),
+            );
         }
     }
     // RFC 2308 §5: a negative answer (SOA in the authority), CNAMEs included, is held no longer
     // than min(SOA TTL, MINIMUM).
-    let soa = d.authorities.iter().find_map(|r| match &r.data {
-        RData::SOA(s) => Some(r.ttl.min(s.minimum)),
-        _ => None,
-    });
-    if let (Some(neg), Phase::Cache) = (soa, phase) {
+    if let (Some(neg), Phase::Cache) = (negative_ttl, phase) {
         for r in p.answers.iter().chain(&p.authorities) {
             check(
                 r.ttl <= neg,
