@@ -58,6 +58,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
     let CaptureSetup {
         cluster,
         said,
+        search_from,
         tracker,
         ..
     } = capture_setup(
@@ -92,7 +93,8 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let report = analyzer.finish(&source);
+    let mut report = analyzer.finish(&source);
+    report.set_search(&cluster, search_from);
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::text(&report),
         Format::Json => render::json(&report),
@@ -130,6 +132,8 @@ pub(super) struct CaptureSetup {
     pub domain: String,
     pub cluster: ClusterConfig,
     pub said: String,
+    /// How the search list was chosen (the report's `search_from`).
+    pub search_from: &'static str,
     pub tracker: TrackerConfig,
 }
 
@@ -144,10 +148,19 @@ pub(super) fn capture_setup(
         .to_ascii_lowercase();
     let (cluster, said) = search_shape(source, &domain).map_err(CliError::usage)?;
     let idle = crate::config::parse_duration(idle).map_err(CliError::usage)?;
+    use crate::amplify::advice::{SEARCH_ASSUMED, SEARCH_GIVEN, SEARCH_INFERRED};
+    let search_from = if source.search.is_some() || source.resolv_conf.is_some() {
+        SEARCH_GIVEN
+    } else if !cluster.node_search.is_empty() {
+        SEARCH_INFERRED
+    } else {
+        SEARCH_ASSUMED
+    };
     Ok(CaptureSetup {
         domain,
         cluster,
         said,
+        search_from,
         tracker: TrackerConfig {
             idle,
             max_open_walks: 200_000,

@@ -126,6 +126,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         cluster,
         said,
         tracker,
+        ..
     } = capture_setup(
         &ShapeSource {
             search: args.captured_search.as_deref(),
