@@ -159,6 +159,15 @@ fn a_capture_that_is_not_kubernetes_traffic_gets_no_ndots_advice() {
         !advice.iter().any(|a| a["kind"] == "ndots"),
         "ndots advice for a non-Kubernetes capture: {advice:#?}"
     );
+    // The search domain is read off the walks that begin with the name as written
+    // (`upload.wikimedia.org.` NODATA, then `upload.wikimedia.org.ncsa.uiuc.edu.`).
+    assert_eq!(
+        report["search"][3], "ncsa.uiuc.edu",
+        "{:#}",
+        report["search"]
+    );
+    assert_eq!(report["search_from"], "inferred");
+    assert!(report["lookups"].as_u64() < report["queries"].as_u64());
     let html = ndots()
         .arg("analyze")
         .arg(&path)
