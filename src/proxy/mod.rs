@@ -89,6 +89,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
     let tracker = Tracker::start(&config.cluster, &config.tracker);
+    tracker.set_configured_zones(&config.shortcut.zones);
     let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
         config.clone(),
         cache,
