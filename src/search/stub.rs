@@ -39,6 +39,10 @@ pub enum Stub {
     Go,
     /// c-ares 1.34 `ares_getaddrinfo` (src/lib/ares_search.c, ares_addrinfo*.c).
     CAres,
+    /// c-ares before 1.34 as Debian 12 ships it (1.18.1; ares_getaddrinfo.c next_dns_lookup,
+    /// host_callback): SERVFAIL and REFUSED always stop, a candidate it cannot encode ends the
+    /// lookup, and resolv.conf is read differently (see `resolv_conf`).
+    CAres118,
 }
 
 impl Stub {
@@ -49,6 +53,7 @@ impl Stub {
             Stub::MuslPre124 => "musl-1.2.3",
             Stub::Go => "go",
             Stub::CAres => "c-ares",
+            Stub::CAres118 => "c-ares-1.18",
         }
     }
 }
@@ -57,6 +62,11 @@ impl Stub {
     /// Either musl model.
     pub fn is_musl(self) -> bool {
         matches!(self, Stub::Musl | Stub::MuslPre124)
+    }
+
+    /// Either c-ares model.
+    pub fn is_cares(self) -> bool {
+        matches!(self, Stub::CAres | Stub::CAres118)
     }
 }
 
@@ -75,8 +85,9 @@ impl FromStr for Stub {
             "musl-1.2.3" | "musl-1.2.2" | "musl-1.2.1" | "musl-1.2.0" => Ok(Stub::MuslPre124),
             "go" => Ok(Stub::Go),
             "c-ares" | "cares" | "ares" => Ok(Stub::CAres),
+            "c-ares-1.18" => Ok(Stub::CAres118),
             _ => Err(format!(
-                "unknown stub {s:?}: expected glibc, musl, go or c-ares"
+                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, c-ares or c-ares-1.18"
             )),
         }
     }
@@ -267,14 +278,19 @@ impl Stub {
                 }
                 out.push((enc(as_is), Role::AsIsLast));
             }
-            Stub::Go | Stub::CAres => {
+            Stub::Go | Stub::CAres | Stub::CAres118 => {
                 // dnsclient_unix.go nameList / ares_search.c ares_search_name_list.
                 let onion = |n: &str| n.trim_end_matches('.').ends_with(".onion") || n == "onion.";
                 if self == Stub::Go && (lower.len() > 254 || (lower.len() == 254 && !rooted)) {
                     return out;
                 }
-                if self == Stub::CAres && (bare == "localhost" || bare.ends_with(".localhost")) {
+                if self.is_cares() && (bare == "localhost" || bare.ends_with(".localhost")) {
                     return out; // ares_is_localhost (RFC 6761): never sent to DNS.
+                }
+                if self.is_cares() && onion(&as_is) {
+                    // ares_getaddrinfo: a .onion name fails with ENOTFOUND before any search
+                    // (RFC 7686).
+                    return out;
                 }
                 if rooted {
                     if !onion(&as_is) {
@@ -288,6 +304,12 @@ impl Stub {
                 }
                 for d in &s.search {
                     if self == Stub::Go && d.is_empty() {
+                        continue;
+                    }
+                    // c-ares before 1.34 appends a root entry as "name.." (ares__cat_domain),
+                    // which ares_create_query refuses (ARES_EBADNAME; verified with 1.18.1).
+                    if self == Stub::CAres118 && d.is_empty() {
+                        out.push((None, Role::Search));
                         continue;
                     }
                     let c = with(d);
@@ -318,7 +340,9 @@ impl Stub {
 
     /// What the stub does after a candidate got `answers` (one per qtype, in send order).
     fn step(self, answers: &[Answer], role: Role, candidate: &str) -> Step {
-        if answers.contains(&Answer::Address) && matches!(self, Stub::Go | Stub::CAres) {
+        if answers.contains(&Answer::Address)
+            && matches!(self, Stub::Go | Stub::CAres | Stub::CAres118)
+        {
             // Go: len(addrs) > 0 breaks the loop; c-ares: either family's addresses succeed.
             return Step::Success;
         }
@@ -372,14 +396,22 @@ impl Stub {
             }
             // goLookupIPCNAME: every error moves on to the next name.
             Stub::Go => Step::Next,
-            Stub::CAres => {
-                // host_callback: without addresses the query that finished last decides; we
-                // take the last one sent. search_callback: ENOTFOUND/ENODATA continue,
-                // ESERVFAIL/EREFUSED only after a single-label candidate (1.34.0, #852).
-                match answers.last() {
+            Stub::CAres | Stub::CAres118 => {
+                // host_callback: without addresses the query that finished last decides. A
+                // query without a reply finishes last (at its timeout); replies come back in
+                // the order sent (verified with 1.18.1: A timeout + AAAA NXDOMAIN stops).
+                let last = if answers.contains(&Answer::Timeout) {
+                    Some(&Answer::Timeout)
+                } else {
+                    answers.last()
+                };
+                // search_callback: ENOTFOUND/ENODATA continue; ESERVFAIL/EREFUSED only after a
+                // single-label candidate (1.34.0, #852); before 1.34 they always stop.
+                match last {
                     None | Some(Answer::NxDomain) | Some(Answer::NoData) => Step::Next,
                     Some(Answer::ServFail) | Some(Answer::Refused)
-                        if !candidate.trim_end_matches('.').contains('.') =>
+                        if self == Stub::CAres
+                            && !candidate.trim_end_matches('.').contains('.') =>
                     {
                         Step::Next
                     }
@@ -556,8 +588,10 @@ impl Walker {
                 match self.stub {
                     // glibc: res_mkquery fails -> NO_RECOVERY -> the search stops.
                     Stub::Glibc if *role == Role::Search => self.stopped = true,
-                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns: the walk ends.
-                    Stub::MuslPre124 => {
+                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns; c-ares before 1.34
+                    // gets ARES_EBADNAME from ares_query and host_callback ends the lookup
+                    // (verified with 1.18.1): the walk ends.
+                    Stub::MuslPre124 | Stub::CAres118 => {
                         self.pos = self.plan.len();
                         return;
                     }
@@ -928,6 +962,83 @@ mod tests {
         );
         assert_eq!(names(&w), ["foo.a.b."]);
         assert_eq!(w.result, None);
+    }
+
+    #[test]
+    fn cares_a_timeout_finishes_last_and_decides() {
+        // Found with c-ares 1.18.1: A timeout + AAAA NXDOMAIN ends the lookup, because the
+        // query without a reply is the one that finishes last.
+        let q = "foo.default.svc.cluster.local.";
+        for stub in [Stub::CAres, Stub::CAres118] {
+            let s = settings(stub, 5, K8S);
+            let w = stub.walk(
+                "foo",
+                Family::Unspec,
+                &s,
+                oracle(&[(q, Some(QTYPE_A), Answer::Timeout)]),
+            );
+            assert_eq!(names(&w), [q], "{stub}");
+            // A SERVFAIL + AAAA NXDOMAIN: the AAAA reply comes last, the search goes on.
+            let w = stub.walk(
+                "foo",
+                Family::Unspec,
+                &s,
+                oracle(&[(q, Some(QTYPE_A), Answer::ServFail)]),
+            );
+            assert_eq!(names(&w).len(), 5, "{stub}");
+        }
+    }
+
+    #[test]
+    fn cares_118_servfail_on_a_single_label_stops() {
+        // 1.34 goes on after SERVFAIL/REFUSED for a single-label candidate (#852); 1.18 stops.
+        let t = [("foo.", None, Answer::ServFail)];
+        let w = Stub::CAres.walk(
+            "foo",
+            Family::Inet,
+            &settings(Stub::CAres, 0, "a.b"),
+            oracle(&t),
+        );
+        assert_eq!(names(&w), ["foo.", "foo.a.b."]);
+        let w = Stub::CAres118.walk(
+            "foo",
+            Family::Inet,
+            &settings(Stub::CAres118, 0, "a.b"),
+            oracle(&t),
+        );
+        assert_eq!(names(&w), ["foo."]);
+    }
+
+    #[test]
+    fn cares_118_unencodable_candidate_ends_the_lookup() {
+        // Verified with 1.18.1: "name.." for a root entry and a candidate over 255 bytes get
+        // ARES_EBADNAME, and nothing more is sent.
+        let w = Stub::CAres118.walk(
+            "web",
+            Family::Inet,
+            &settings(Stub::CAres118, 5, "a.example ."),
+            oracle(&[]),
+        );
+        assert_eq!(names(&w), ["web.a.example."]);
+        let long = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+        let w = Stub::CAres118.walk(
+            &long,
+            Family::Inet,
+            &settings(Stub::CAres118, 5, &format!("{} x.example", "d".repeat(63))),
+            oracle(&[]),
+        );
+        assert!(w.queries.is_empty());
+    }
+
+    #[test]
+    fn cares_onion_names_are_never_searched() {
+        for stub in [Stub::CAres, Stub::CAres118] {
+            assert!(stub
+                .candidates("x.onion", &settings(stub, 5, K8S))
+                .is_empty());
+        }
+        assert_eq!("c-ares-1.18".parse::<Stub>(), Ok(Stub::CAres118));
+        assert_eq!(Stub::CAres118.to_string(), "c-ares-1.18");
     }
 
     #[test]
