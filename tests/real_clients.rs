@@ -439,6 +439,9 @@ impl Client {
 
 #[test]
 fn real_clients_walk_like_the_models() {
+    if std::env::var(netns::CHILD_ENV).is_err() {
+        clients::fetch_hickory_client();
+    }
     let Some(ns) = netns::enter("real_clients_walk_like_the_models") else {
         return;
     };
@@ -471,6 +474,14 @@ fn real_clients_walk_like_the_models() {
         clients.push(Client {
             label: "c-ares",
             model: clients::cares_model(&version),
+            bin: Some(bin),
+        });
+    }
+    if let Some((bin, version)) = clients::build_hickory_client() {
+        println!("hickory client: hickory-resolver {version}");
+        clients.push(Client {
+            label: "hickory",
+            model: "hickory".into(),
             bin: Some(bin),
         });
     }
@@ -511,7 +522,7 @@ fn real_clients_walk_like_the_models() {
             let ok = want == got && want_result == got_result;
             let retries = got_raw.len() - got.iter().map(|(_, t)| t.len()).sum::<usize>();
             println!(
-                "{} {stub:<6} {:<36} {} queries, {} retries, resolved {:?}",
+                "{} {stub:<7} {:<36} {} queries, {} retries, resolved {:?}",
                 if ok { "ok      " } else { "MISMATCH" },
                 c.id,
                 want_queries.len(),

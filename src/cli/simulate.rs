@@ -25,8 +25,8 @@ pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go, c-ares (1.34)
-    /// or c-ares-1.18 (before 1.34).
+    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go, c-ares (1.34),
+    /// c-ares-1.18 (before 1.34) or hickory (hickory-resolver 0.26).
     #[arg(long, default_value = "glibc")]
     pub stub: String,
     /// ndots option (default: the file's, else 5 as Kubernetes writes).

@@ -48,7 +48,7 @@ impl ResolverSettings {
     /// The settings with no resolv.conf at all: ndots 1, no search list.
     pub fn defaults(stub: Stub) -> Self {
         let (timeout_secs, attempts) = match stub {
-            Stub::Glibc | Stub::Go => (5, 2),
+            Stub::Glibc | Stub::Go | Stub::Hickory => (5, 2),
             Stub::Musl | Stub::MuslPre124 => (5, 2),
             Stub::CAres => (2, 3),
             // ares_private.h before 1.2x: DEFAULT_TIMEOUT 5000 ms, DEFAULT_TRIES 4.
@@ -74,6 +74,9 @@ impl ResolverSettings {
     /// Read a resolv.conf the way `stub` does. Unknown keywords and options are ignored, as
     /// every implementation does.
     pub fn from_resolv_conf(text: &str, stub: Stub, env: &Environment<'_>) -> Self {
+        if stub == Stub::Hickory {
+            return Self::hickory(text, env);
+        }
         let mut s = ResolverSettings::defaults(stub);
         let mut search: Option<Vec<String>> = None;
         // glibc: LOCALDOMAIN replaces both `search` and `domain` (res_init.c: `haveenv`).
@@ -103,7 +106,7 @@ impl ResolverSettings {
                 let list: Vec<String> = v.split_whitespace().map(norm).collect();
                 (!list.is_empty()).then_some(list)
             }),
-            Stub::Musl | Stub::MuslPre124 | Stub::Go => None,
+            Stub::Musl | Stub::MuslPre124 | Stub::Go | Stub::Hickory => None,
         };
 
         // c-ares 1.18 set_options: an option already set keeps its value, and RES_OPTIONS
@@ -192,6 +195,69 @@ impl ResolverSettings {
                 _ => Vec::new(),
             },
         };
+        s
+    }
+
+    /// hickory-resolver 0.26 reads resolv.conf with the resolv-conf crate (0.7) and keeps only
+    /// nameservers, the search list, ndots, timeout, attempts and edns0 (system_conf/unix.rs);
+    /// no environment variable. Its `domain` (the `domain` line, else the host name's domain)
+    /// is tried before the search list, so it comes first here; the stub model drops it when
+    /// the list has it too.
+    fn hickory(text: &str, env: &Environment<'_>) -> Self {
+        let mut s = ResolverSettings::defaults(Stub::Hickory);
+        let mut domain: Option<String> = None;
+        let mut search: Vec<String> = Vec::new();
+        for line in text.split('\n') {
+            // Everything after ';' or '#' is a comment; the keyword is the first word.
+            let text = line.split([';', '#']).next().unwrap_or("");
+            let mut words = text.split_whitespace();
+            match words.next() {
+                Some("nameserver") if s.nameservers.len() < 3 => {
+                    let w = words.next().unwrap_or("");
+                    if let Ok(ip) = w.split('%').next().unwrap_or("").parse::<IpAddr>() {
+                        s.nameservers.push(ip);
+                    }
+                }
+                // `domain` keeps its first word; it and `search` replace each other.
+                Some("domain") => {
+                    if let Some(d) = words.next() {
+                        domain = Some(norm(d));
+                        search = vec![norm(d)];
+                    }
+                }
+                // Words with a comma are dropped (resolv-conf #58), `--` too (system_conf).
+                Some("search") => {
+                    search = words
+                        .filter(|w| !w.contains(',') && *w != "--")
+                        .map(norm)
+                        .collect();
+                }
+                Some("options") => {
+                    for word in words {
+                        // u32::from_str: no cap; a negative or bad value is ignored.
+                        let num = |v: &str| v.parse::<u32>().ok();
+                        match word.split_once(':') {
+                            Some(("ndots", v)) => s.ndots = num(v).unwrap_or(s.ndots),
+                            Some(("timeout", v)) => {
+                                s.timeout_secs = num(v).unwrap_or(s.timeout_secs)
+                            }
+                            Some(("attempts", v)) => s.attempts = num(v).unwrap_or(s.attempts),
+                            _ if word == "edns0" => s.edns0 = true,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // get_system_domain: the `domain` line, else what follows the host name's first dot.
+        let domain = domain.or_else(|| {
+            env.hostname
+                .and_then(|h| h.split_once('.'))
+                .map(|(_, d)| norm(d))
+                .filter(|d| !d.is_empty())
+        });
+        s.search = domain.into_iter().chain(search).collect();
         s
     }
 
@@ -300,7 +366,7 @@ impl ResolverSettings {
     /// Apply a `--ndots` override with the stub's cap.
     pub fn set_ndots(&mut self, ndots: u32, stub: Stub) {
         self.ndots = match stub {
-            Stub::CAres | Stub::CAres118 => ndots,
+            Stub::CAres | Stub::CAres118 | Stub::Hickory => ndots,
             _ => ndots.min(MAX_NDOTS),
         };
     }
@@ -398,6 +464,31 @@ mod tests {
             parse("search a.example\ndomain c.example d\n", Stub::CAres118).search,
             ["c.example"]
         );
+    }
+
+    #[test]
+    fn hickory_reads_resolv_conf_like_the_resolv_conf_crate() {
+        // Indented keywords and comments after the value count; commas and `--` are dropped.
+        let s = parse(
+            "  search a.example b,c -- d.example ; comment\noptions ndots:20 ndots:-1 timeout:3\n",
+            Stub::Hickory,
+        );
+        assert_eq!(s.search, ["a.example", "d.example"]);
+        assert_eq!((s.ndots, s.timeout_secs), (20, 3));
+        // `domain` keeps its first word, replaces `search`, and is the system domain.
+        let s = parse(
+            "search a.example\ndomain c.example d.example\n",
+            Stub::Hickory,
+        );
+        assert_eq!(s.search, ["c.example", "c.example"]);
+        // No environment variables are read.
+        let env = Environment {
+            localdomain: Some("x.example"),
+            res_options: Some("ndots:1"),
+            hostname: None,
+        };
+        let h = ResolverSettings::from_resolv_conf(POD, Stub::Hickory, &env);
+        assert_eq!((h.ndots, h.search.len()), (5, 3));
     }
 
     #[test]

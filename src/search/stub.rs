@@ -5,8 +5,9 @@
 //! model serves `ndots simulate` (answers from flags), replay (answers from a capture) and the
 //! real-client test (answers from the scripted server's table).
 //!
-//! `tests/real_clients.rs` checks the glibc and musl models against the real resolvers. It
-//! settled these points that resolvers.md did not (glibc 2.36, musl 1.2.3):
+//! `tests/real_clients.rs` checks the models against the real resolvers (glibc 2.36, musl
+//! 1.2.3, Go 1.19.8 with CGO_ENABLED=0, c-ares 1.18.1, hickory-resolver 0.26.3). It settled
+//! these points that resolvers.md did not:
 //! - glibc, A/AAAA pair: no A reply ends the search like a timeout, even when AAAA answered
 //!   with addresses (send_dg retries in single-request mode, where AAAA waits for A). When
 //!   both queries fail, the A reply's rcode decides: SERVFAIL goes on, REFUSED stops. One
@@ -15,11 +16,21 @@
 //! - musl sends names with '_' (only the length is checked before the search).
 //! - musl before 1.2.4 ends the walk at a candidate it cannot encode (a `.` search entry);
 //!   1.2.4 and later move on ([`Stub::MuslPre124`] vs [`Stub::Musl`]).
+//! - c-ares: without addresses the query that finished last decides, and a query without a
+//!   reply finishes last (A timeout + AAAA NXDOMAIN stops the search).
+//! - c-ares 1.18 differs enough from 1.34 to be its own model ([`Stub::CAres118`]): SERVFAIL
+//!   and REFUSED always stop, an unencodable candidate ends the lookup, and its resolv.conf
+//!   reading differs (resolv_conf.rs).
+//! - hickory-resolver goes on after every failure, like Go, but tries the system domain (the
+//!   `domain` line, else the host name's domain) before the search list.
+//! - Go 1.19 (the version checked) never searches a `.onion` name and refuses a rooted name of
+//!   254 characters; Go 1.20+ (modelled) skips only `.onion` candidates and checks unrooted
+//!   names. No case of the table tells them apart.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::name::encodable;
+use super::name::{encodable, in_zone};
 use super::resolv_conf::ResolverSettings;
 
 pub const QTYPE_A: u16 = 1;
@@ -43,6 +54,9 @@ pub enum Stub {
     /// host_callback): SERVFAIL and REFUSED always stop, a candidate it cannot encode ends the
     /// lookup, and resolv.conf is read differently (see `resolv_conf`).
     CAres118,
+    /// hickory-resolver 0.26 `Resolver::lookup_ip` (src/resolver.rs build_names,
+    /// src/lookup_ip.rs), the resolver of Rust services, configured from /etc/resolv.conf.
+    Hickory,
 }
 
 impl Stub {
@@ -54,6 +68,7 @@ impl Stub {
             Stub::Go => "go",
             Stub::CAres => "c-ares",
             Stub::CAres118 => "c-ares-1.18",
+            Stub::Hickory => "hickory",
         }
     }
 }
@@ -86,8 +101,9 @@ impl FromStr for Stub {
             "go" => Ok(Stub::Go),
             "c-ares" | "cares" | "ares" => Ok(Stub::CAres),
             "c-ares-1.18" => Ok(Stub::CAres118),
+            "hickory" | "hickory-resolver" => Ok(Stub::Hickory),
             _ => Err(format!(
-                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, c-ares or c-ares-1.18"
+                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, c-ares, c-ares-1.18 or hickory"
             )),
         }
     }
@@ -221,6 +237,59 @@ impl Stub {
         let enc = |n: String| encodable(&n).then_some(n);
         let mut out = Vec::new();
         match self {
+            Stub::Hickory => {
+                // Name::from_utf8: a name that does not parse fails before any query.
+                if !encodable(&as_is) {
+                    return out;
+                }
+                // CachingClient (RFC 6761, RFC 7686): localhost names are answered with the
+                // loopback address, *.invalid and *.onion get NXDOMAIN, all without a query.
+                let special = |n: &str| {
+                    let n = n.trim_end_matches('.');
+                    ["localhost", "invalid", "onion"]
+                        .iter()
+                        .any(|z| in_zone(n, z))
+                };
+                if in_zone(bare, "localhost") {
+                    return out;
+                }
+                // build_names: an FQDN, or a v3 onion address (a 56-character label under
+                // onion.), is the only name.
+                let labels: Vec<&str> = bare.split('.').collect();
+                let onion_v3 = labels.len() >= 2
+                    && labels[labels.len() - 1] == "onion"
+                    && labels[labels.len() - 2].len() == 56;
+                if rooted || onion_v3 {
+                    if !special(&as_is) {
+                        out.push((Some(as_is), Role::AsIsFirst));
+                    }
+                    return out;
+                }
+                // `num_labels > ndots`: the same as dots >= ndots.
+                let raw_first = dots >= s.ndots;
+                if raw_first {
+                    out.push((Some(as_is.clone()), Role::AsIsFirst));
+                }
+                // The list is built as a stack (reversed) and a candidate already on it is not
+                // pushed again: a repeated search entry keeps its last place, and the system
+                // domain (first in `s.search`, see resolv_conf) counts only if the list lacks it.
+                let mut stack: Vec<String> = vec![as_is.clone()];
+                for d in s.search.iter().rev() {
+                    let c = with(d);
+                    if !stack.contains(&c) {
+                        stack.push(c);
+                    }
+                }
+                for c in stack.into_iter().skip(1).rev() {
+                    if !special(&c) {
+                        // append_domain fails on a name over 255 bytes: skipped.
+                        out.push((enc(c), Role::Search));
+                    }
+                }
+                if !raw_first && !special(&as_is) {
+                    out.push((Some(as_is), Role::AsIsLast));
+                }
+            }
             Stub::Glibc => {
                 // dns-host.c check_name / res_hnok: a name with other bytes than letters,
                 // digits, '-', '_' (or a label starting with '-') is not looked up.
@@ -341,7 +410,10 @@ impl Stub {
     /// What the stub does after a candidate got `answers` (one per qtype, in send order).
     fn step(self, answers: &[Answer], role: Role, candidate: &str) -> Step {
         if answers.contains(&Answer::Address)
-            && matches!(self, Stub::Go | Stub::CAres | Stub::CAres118)
+            && matches!(
+                self,
+                Stub::Go | Stub::CAres | Stub::CAres118 | Stub::Hickory
+            )
         {
             // Go: len(addrs) > 0 breaks the loop; c-ares: either family's addresses succeed.
             return Step::Success;
@@ -394,8 +466,9 @@ impl Stub {
                     Step::Stop
                 }
             }
-            // goLookupIPCNAME: every error moves on to the next name.
-            Stub::Go => Step::Next,
+            // goLookupIPCNAME: every error moves on to the next name. hickory LookupIpFuture:
+            // an error or an empty answer retries with the next name.
+            Stub::Go | Stub::Hickory => Step::Next,
             Stub::CAres | Stub::CAres118 => {
                 // host_callback: without addresses the query that finished last decides. A
                 // query without a reply finishes last (at its timeout); replies come back in
@@ -1039,6 +1112,57 @@ mod tests {
         }
         assert_eq!("c-ares-1.18".parse::<Stub>(), Ok(Stub::CAres118));
         assert_eq!(Stub::CAres118.to_string(), "c-ares-1.18");
+    }
+
+    #[test]
+    fn hickory_tries_the_system_domain_first_and_every_failure_goes_on() {
+        let s = ResolverSettings::from_resolv_conf(
+            "search a.example b.example a.example\noptions ndots:2\n",
+            Stub::Hickory,
+            &Environment {
+                hostname: Some("node1.corp.example"),
+                ..Default::default()
+            },
+        );
+        // build_names: domain, then the list with a repeat at its last place, then as-is.
+        assert_eq!(
+            Stub::Hickory.candidates("web", &s),
+            [
+                "web.corp.example.",
+                "web.b.example.",
+                "web.a.example.",
+                "web."
+            ]
+        );
+        assert_eq!(Stub::Hickory.candidates("x.y.z", &s)[0], "x.y.z.");
+        // Like Go: SERVFAIL, REFUSED and timeouts move on.
+        for a in [Answer::ServFail, Answer::Refused, Answer::Timeout] {
+            let w = Stub::Hickory.walk(
+                "web",
+                Family::Unspec,
+                &s,
+                oracle(&[
+                    ("web.corp.example.", None, a),
+                    ("web.", None, Answer::Address),
+                ]),
+            );
+            assert_eq!(names(&w).len(), 4, "{a:?}");
+            assert_eq!(w.result.as_deref(), Some("web."));
+        }
+    }
+
+    #[test]
+    fn hickory_special_use_names_are_never_sent() {
+        let s = settings(Stub::Hickory, 5, "invalid svc.cluster.local");
+        assert_eq!(
+            Stub::Hickory.candidates("web", &s),
+            ["web.svc.cluster.local.", "web."]
+        );
+        assert!(Stub::Hickory.candidates("x.localhost", &s).is_empty());
+        assert!(Stub::Hickory.candidates("x.onion.", &s).is_empty());
+        let v3 = format!("{}.onion", "a".repeat(56));
+        assert!(Stub::Hickory.candidates(&v3, &s).is_empty());
+        assert_eq!("hickory".parse::<Stub>(), Ok(Stub::Hickory));
     }
 
     #[test]

@@ -204,6 +204,66 @@ pub fn build_cares_client(dir: &Path) -> Option<(PathBuf, String)> {
     }
 }
 
+/// The hickory client's crate (`tests/clients/hickory_lookup`, its own Cargo.lock) and target
+/// directory (kept under the test target dir, so it is built once).
+fn hickory_paths() -> (PathBuf, PathBuf) {
+    (
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/hickory_lookup/Cargo.toml"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("hickory-client"),
+    )
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Download the hickory client's crates (`cargo fetch --locked`), outside the namespace: the
+/// namespace has no route to a registry. Failures show up in [`build_hickory_client`].
+pub fn fetch_hickory_client() {
+    let (manifest, _) = hickory_paths();
+    let _ = cargo()
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(&manifest)
+        .status();
+}
+
+/// Build `tests/clients/hickory_lookup` (hickory-resolver pinned in its Cargo.toml, tokio,
+/// no default features) offline. Returns the binary and the hickory-resolver version from its
+/// lock file. Skips loudly, or fails under `CI=true`, when it cannot be built.
+pub fn build_hickory_client() -> Option<(PathBuf, String)> {
+    let (manifest, target) = hickory_paths();
+    let status = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let lock = std::fs::read_to_string(manifest.with_file_name("Cargo.lock")).unwrap();
+            let version = lock
+                .split("[[package]]")
+                .find(|p| p.contains("name = \"hickory-resolver\""))
+                .and_then(|p| p.split("version = \"").nth(1))
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("?")
+                .to_string();
+            Some((target.join("debug/hickory_lookup"), version))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot build the hickory client ({other:?}): cargo fetch needs the crates registry once"
+            ));
+            None
+        }
+    }
+}
+
 /// The stub model for a c-ares version: `c-ares-1.18` before 1.34 (Debian 12's 1.18.1), else
 /// `c-ares`. `NDOTS_CARES_STUB` overrides.
 pub fn cares_model(version: &str) -> String {
