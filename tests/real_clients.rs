@@ -1,19 +1,24 @@
 //! Real clients agree with the search-path model (issue 3, "Proof it must have").
 //!
-//! For every case below, four real resolvers look a name up in a private network + mount
+//! For every case below, six real resolvers look a name up in a private network + mount
 //! namespace whose /etc/resolv.conf points at a scripted server on 127.0.0.1:53:
 //! - glibc: `getent ahosts` for AF_UNSPEC, `getent ahostsv4` for AF_INET;
 //! - musl: `tests/clients/musl_lookup.c`, built here with `musl-gcc -static`;
 //! - Go's pure resolver: `tests/clients/go_lookup.go` (`net.DefaultResolver.LookupIP`), built
 //!   here with the system `go` and `CGO_ENABLED=0`;
-//! - c-ares: `tests/clients/cares_lookup.c` (`ares_getaddrinfo`), linked to the system libcares.
+//! - c-ares: `tests/clients/cares_lookup.c` (`ares_getaddrinfo`), linked to the system libcares
+//!   (Debian 12: 1.18.1), and `tests/clients/pycares_lookup.py`, the same call through pycares
+//!   (scripts/deps/pip.txt), whose wheel carries c-ares 1.34;
+//! - hickory-resolver: `tests/clients/hickory_lookup` (`lookup_ip`), a small crate with its own
+//!   lock file, fetched before entering the namespace and built offline inside it.
 //!
 //! The server answers each name as the case says and records the queries. The recorded walk
 //! must equal what `ndots simulate --stub MODEL --resolv-conf ... --format json` predicts, and
 //! the name the client resolved (its canonical name) must equal the model's result. The model
 //! follows the installed version: `musl-1.2.3` before musl 1.2.4, `c-ares-1.18` before c-ares
 //! 1.34 (`NDOTS_MUSL_STUB`, `NDOTS_CARES_STUB` override). Verified so far: Debian 12's glibc
-//! 2.36, musl 1.2.3, Go 1.19.8 and c-ares 1.18.1.
+//! 2.36, musl 1.2.3, Go 1.19.8 and c-ares 1.18.1; c-ares 1.34.9 (pycares 5.2.1);
+//! hickory-resolver 0.26.3.
 //!
 //! Comparison: retries (the same qname and type sent again: glibc's switch to single-request
 //! after a timeout, musl's resends on SERVFAIL) are dropped, keeping first occurrences; the
@@ -23,8 +28,9 @@
 //!
 //! Checking a new libc version (or another distribution's): run this test where that libc is
 //! the system one (glibc: `getent` of the image; musl: point `MUSL_GCC` at that musl's
-//! `musl-gcc` wrapper; Go: `GO`; c-ares: `CC` with that libcares installed), as root, e.g. in
-//! a container (`NDOTS_REAL_CLIENTS=go,c-ares` and `NDOTS_REAL_CASES=id,id` narrow the run):
+//! `musl-gcc` wrapper; Go: `GO`; c-ares: `CC` with that libcares installed, or another
+//! pycares; hickory: the version in its Cargo.toml), as root, e.g. in a container
+//! (`NDOTS_REAL_CLIENTS=go,c-ares` and `NDOTS_REAL_CASES=id,id` narrow the run):
 //!
 //! ```text
 //! CI=true cargo test --test real_clients -- --nocapture
@@ -473,6 +479,14 @@ fn real_clients_walk_like_the_models() {
         println!("c-ares client: libcares {version}");
         clients.push(Client {
             label: "c-ares",
+            model: clients::cares_model(&version),
+            bin: Some(bin),
+        });
+    }
+    if let Some((bin, version)) = clients::pycares_client(ns.scratch()) {
+        println!("pycares client: c-ares {version}");
+        clients.push(Client {
+            label: "pycares",
             model: clients::cares_model(&version),
             bin: Some(bin),
         });

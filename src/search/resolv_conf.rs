@@ -95,11 +95,14 @@ impl ResolverSettings {
                     list
                 }
             }),
-            // ares_sysconfig.c: LOCALDOMAIN keeps its first word.
-            Stub::CAres => env
-                .localdomain
-                .and_then(|v| v.split_whitespace().next())
-                .map(|w| vec![norm(w)]),
+            // ares_sysconfig.c: LOCALDOMAIN keeps its first word; an empty one empties the
+            // list (verified with 1.34.9: only "name." is sent).
+            Stub::CAres => env.localdomain.map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .map(|w| vec![norm(w)])
+                    .unwrap_or_default()
+            }),
             // 1.18 ares_init.c init_by_environment: set_search keeps every word (verified);
             // an empty value sets nothing.
             Stub::CAres118 => env.localdomain.and_then(|v| {
@@ -607,6 +610,15 @@ mod tests {
         assert_eq!(m.search.len(), 3);
         let c = ResolverSettings::from_resolv_conf(POD, Stub::CAres, &env);
         assert_eq!(c.search, ["x.example"]);
+        let c = ResolverSettings::from_resolv_conf(
+            POD,
+            Stub::CAres,
+            &Environment {
+                localdomain: Some(""),
+                ..Default::default()
+            },
+        );
+        assert!(c.search.is_empty());
         let empty = Environment {
             localdomain: Some(""),
             ..Default::default()

@@ -18,8 +18,10 @@
 //!   1.2.4 and later move on ([`Stub::MuslPre124`] vs [`Stub::Musl`]).
 //! - c-ares: without addresses the query that finished last decides, and a query without a
 //!   reply finishes last (A timeout + AAAA NXDOMAIN stops the search).
+//! - c-ares (1.18.1 and 1.34.9) ends the lookup at a candidate it cannot encode, and 1.34
+//!   takes `LOCALDOMAIN=""` as an empty search list.
 //! - c-ares 1.18 differs enough from 1.34 to be its own model ([`Stub::CAres118`]): SERVFAIL
-//!   and REFUSED always stop, an unencodable candidate ends the lookup, and its resolv.conf
+//!   and REFUSED always stop, a root search entry ends the lookup, and its resolv.conf
 //!   reading differs (resolv_conf.rs).
 //! - hickory-resolver goes on after every failure, like Go, but tries the system domain (the
 //!   `domain` line, else the host name's domain) before the search list.
@@ -661,14 +663,14 @@ impl Walker {
                 match self.stub {
                     // glibc: res_mkquery fails -> NO_RECOVERY -> the search stops.
                     Stub::Glibc if *role == Role::Search => self.stopped = true,
-                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns; c-ares before 1.34
-                    // gets ARES_EBADNAME from ares_query and host_callback ends the lookup
-                    // (verified with 1.18.1): the walk ends.
-                    Stub::MuslPre124 | Stub::CAres118 => {
+                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns; c-ares gets
+                    // ARES_EBADNAME for the query and ends the lookup (verified with 1.18.1
+                    // and 1.34.9): the walk ends.
+                    Stub::MuslPre124 | Stub::CAres | Stub::CAres118 => {
                         self.pos = self.plan.len();
                         return;
                     }
-                    // musl 1.2.4+ returns 0 and moves on; Go and c-ares fail this name and
+                    // musl 1.2.4+ returns 0 and moves on; Go and hickory fail this name and
                     // move on.
                     _ => {}
                 }
@@ -1085,7 +1087,7 @@ mod tests {
     #[test]
     fn cares_118_unencodable_candidate_ends_the_lookup() {
         // Verified with 1.18.1: "name.." for a root entry and a candidate over 255 bytes get
-        // ARES_EBADNAME, and nothing more is sent.
+        // ARES_EBADNAME, and nothing more is sent (1.34.9 too for the long candidate).
         let w = Stub::CAres118.walk(
             "web",
             Family::Inet,
@@ -1098,6 +1100,13 @@ mod tests {
             &long,
             Family::Inet,
             &settings(Stub::CAres118, 5, &format!("{} x.example", "d".repeat(63))),
+            oracle(&[]),
+        );
+        assert!(w.queries.is_empty());
+        let w = Stub::CAres.walk(
+            &long,
+            Family::Inet,
+            &settings(Stub::CAres, 5, &format!("{} x.example", "d".repeat(63))),
             oracle(&[]),
         );
         assert!(w.queries.is_empty());

@@ -1,8 +1,9 @@
 //! Real resolver clients for tests inside a [`super::netns::Netns`]: glibc through `getent`,
 //! musl through the static `tests/clients/musl_lookup.c`, Go's pure resolver through
-//! `tests/clients/go_lookup.go` (CGO_ENABLED=0) and c-ares through `tests/clients/cares_lookup.c`
-//! (linked to the system libcares). Each lookup returns the canonical name the client resolved
-//! (absolute, lowercase), or `None` when the lookup failed.
+//! `tests/clients/go_lookup.go` (CGO_ENABLED=0), c-ares through `tests/clients/cares_lookup.c`
+//! (linked to the system libcares) and `tests/clients/pycares_lookup.py`, hickory-resolver
+//! through `tests/clients/hickory_lookup`. Each lookup returns the canonical name the client
+//! resolved (absolute, lowercase), or `None` when the lookup failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -198,6 +199,34 @@ pub fn build_cares_client(dir: &Path) -> Option<(PathBuf, String)> {
         other => {
             netns::skip_or_fail(&format!(
                 "cannot build the c-ares client with {cc} -lcares ({other:?}): install libc-ares-dev (scripts/deps/search.txt)"
+            ));
+            None
+        }
+    }
+}
+
+/// `tests/clients/pycares_lookup.py` behind a small executable wrapper in `dir` (pycares, from
+/// scripts/deps/pip.txt, carries its own c-ares). Returns the wrapper and the c-ares version.
+/// Skips loudly, or fails under `CI=true`, when pycares is not installed.
+pub fn pycares_client(dir: &Path) -> Option<(PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pycares_lookup.py");
+    let bin = dir.join("pycares_lookup");
+    std::fs::write(
+        &bin,
+        format!("#!/bin/sh\nexec python3 {} \"$@\"\n", src.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin).arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Some((bin, version))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot run the pycares client ({other:?}): pip install pycares (scripts/deps/pip.txt)"
             ));
             None
         }
