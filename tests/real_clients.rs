@@ -289,6 +289,19 @@ fn cases() -> Vec<Case> {
         // A root search entry: glibc sends "web." in its place, musl skips "web.." and ends
         // with "web.".
         case("root-in-search-list", "web", Inet, "search a.example .\noptions ndots:5\n".into(), &[]),
+        // KEP-4427: `dnsConfig.searches: ["."]` merged ahead of the cluster's list.
+        case("kep-4427-root-first", "web", Unspec, format!("search . {K8S}\noptions ndots:5\n"), &[(
+            "web.svc.cluster.local",
+            Address,
+        )]),
+        case("kep-4427-root-first-external", "api.github.com", Inet, format!("search . {K8S}\noptions ndots:5\n"), &[(
+            "api.github.com",
+            Address,
+        )]),
+        // No search list at all (dnsPolicy: None without searches); the host name has no
+        // domain in the namespace.
+        case("no-search-list", "web", Unspec, "options ndots:5\n".into(), &[]),
+        case("no-search-list-dotted", "web.prod", Inet, "options ndots:1\n".into(), &[]),
         // Underscores: glibc looks the name up, musl refuses it without a query.
         case("underscore-name", "_http._tcp.web", Inet, pod(5, ""), &[]),
         // Options that do not change the walk are parsed and ignored.
