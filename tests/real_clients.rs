@@ -289,7 +289,17 @@ fn cases() -> Vec<Case> {
         // A root search entry: glibc sends "web." in its place, musl skips "web.." and ends
         // with "web.".
         case("root-in-search-list", "web", Inet, "search a.example .\noptions ndots:5\n".into(), &[]),
-        // KEP-4427: `dnsConfig.searches: ["."]` merged ahead of the cluster's list.
+        // KEP-4427 lets `dnsConfig.searches` hold ".". kubelet appends dnsConfig.searches to
+        // the cluster's list (ClusterFirst), or writes them alone (dnsPolicy: None), which can
+        // put the root first.
+        case("kep-4427-root-appended", "web", Unspec, format!("search {K8S} .\noptions ndots:5\n"), &[(
+            "web.cluster.local",
+            Address,
+        )]),
+        case("kep-4427-root-only", "api.github.com", Unspec, "search .\noptions ndots:5\n".into(), &[(
+            "api.github.com",
+            Address,
+        )]),
         case("kep-4427-root-first", "web", Unspec, format!("search . {K8S}\noptions ndots:5\n"), &[(
             "web.svc.cluster.local",
             Address,
