@@ -584,3 +584,58 @@ fn real_clients_walk_like_the_models() {
         assert_eq!(n, cases.len(), "{}: {n} cases", client.label);
     }
 }
+
+/// `ndots simulate --pod-dns-config` walks as the resolv.conf kubelet writes for the manifest:
+/// KEP-4427's `searches: ["."]` with `dnsPolicy: None` leaves the root as the only suffix, so
+/// musl before 1.2.4 sends nothing for a name it searches (as its real client did above, case
+/// kep-4427-root-only) and glibc sends the name once; appended to ClusterFirst it comes after
+/// the cluster's list.
+#[test]
+fn pod_dns_config_walks_like_the_resolv_conf_kubelet_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let simulate = |manifest: &str, stub: &str, name: &str| -> Vec<String> {
+        let path = dir.path().join("pod.yaml");
+        std::fs::write(&path, manifest).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args([
+                "simulate", "--format", "json", "--family", "inet", "--stub", stub,
+            ])
+            .arg("--pod-dns-config")
+            .arg(&path)
+            .args(["--namespace", "shop", "--", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["qname"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let none = "kind: Pod\nspec:\n  dnsPolicy: None\n  dnsConfig:\n    nameservers: [10.96.0.10]\n    searches: [\".\"]\n";
+    // No options: ndots is the resolvers' default 1, so only a dotless name is searched.
+    assert!(simulate(none, "musl-1.2.3", "web").is_empty());
+    assert_eq!(simulate(none, "glibc", "web"), ["web."]);
+    assert_eq!(
+        simulate(none, "musl-1.2.3", "api.github.com"),
+        ["api.github.com."]
+    );
+    let appended = "kind: Pod\nmetadata: {namespace: web}\nspec:\n  dnsConfig:\n    searches: [\".\"]\n    options: [{name: ndots, value: \"2\"}]\n";
+    assert_eq!(
+        simulate(appended, "glibc", "api"),
+        [
+            "api.web.svc.cluster.local.",
+            "api.svc.cluster.local.",
+            "api.cluster.local.",
+            "api."
+        ]
+    );
+    // ndots:2 from dnsConfig: a name with two dots goes as-is first.
+    assert_eq!(simulate(appended, "musl", "a.b.c"), ["a.b.c."]);
+}
