@@ -1,28 +1,43 @@
 //! Real clients agree with the search-path model (issue 3, "Proof it must have").
 //!
-//! For every case below, the real glibc resolver (`getent ahosts` for AF_UNSPEC, `getent
-//! ahostsv4` for AF_INET) and the real musl resolver (`tests/clients/musl_lookup.c`, built here
-//! with `musl-gcc -static`) look a name up in a private network + mount namespace whose
-//! /etc/resolv.conf points at a scripted server on 127.0.0.1:53. The server answers each name
-//! as the case says and records the queries. The recorded walk must equal what
-//! `ndots simulate --stub glibc|musl --resolv-conf ... --format json` predicts, and the name
-//! the client resolved (its canonical name) must equal the model's result.
+//! For every case below, six real resolvers look a name up in a private network + mount
+//! namespace whose /etc/resolv.conf points at a scripted server on 127.0.0.1:53:
+//! - glibc: `getent ahosts` for AF_UNSPEC, `getent ahostsv4` for AF_INET;
+//! - musl: `tests/clients/musl_lookup.c`, built here with `musl-gcc -static`;
+//! - Go's pure resolver: `tests/clients/go_lookup.go` (`net.DefaultResolver.LookupIP`), built
+//!   here with the system `go` and `CGO_ENABLED=0`;
+//! - c-ares: `tests/clients/cares_lookup.c` (`ares_getaddrinfo`), linked to the system libcares
+//!   (Debian 12: 1.18.1), and `tests/clients/pycares_lookup.py`, the same call through pycares
+//!   (scripts/deps/pip.txt), whose wheel carries c-ares 1.34;
+//! - hickory-resolver: `tests/clients/hickory_lookup` (`lookup_ip`), a small crate with its own
+//!   lock file, fetched before entering the namespace and built offline inside it.
+//!
+//! The server answers each name as the case says and records the queries. The recorded walk
+//! must equal what `ndots simulate --stub MODEL --resolv-conf ... --format json` predicts, and
+//! the name the client resolved (its canonical name) must equal the model's result. The model
+//! follows the installed version: `musl-1.2.3` before musl 1.2.4, `c-ares-1.18` before c-ares
+//! 1.34 (`NDOTS_MUSL_STUB`, `NDOTS_CARES_STUB` override). Verified so far: Debian 12's glibc
+//! 2.36, musl 1.2.3, Go 1.19.8 and c-ares 1.18.1; c-ares 1.34.9 (pycares 5.2.1);
+//! hickory-resolver 0.26.3.
 //!
 //! Comparison: retries (the same qname and type sent again: glibc's switch to single-request
 //! after a timeout, musl's resends on SERVFAIL) are dropped, keeping first occurrences; the
 //! A and AAAA queries of one candidate are compared as a set, since both go out at once.
-//! Every case uses `options timeout:1 attempts:1` so a "no reply" case costs about a second.
+//! Every case uses `options timeout:1 attempts:1 retrans:1000 retry:1` (the last two are
+//! c-ares 1.18's names for the first two) so a "no reply" case costs about a second.
 //!
 //! Checking a new libc version (or another distribution's): run this test where that libc is
 //! the system one (glibc: `getent` of the image; musl: point `MUSL_GCC` at that musl's
-//! `musl-gcc` wrapper), as root, e.g. in a container:
+//! `musl-gcc` wrapper; Go: `GO`; c-ares: `CC` with that libcares installed, or another
+//! pycares; hickory: the version in its Cargo.toml), as root, e.g. in a container
+//! (`NDOTS_REAL_CLIENTS=go,c-ares` and `NDOTS_REAL_CASES=id,id` narrow the run):
 //!
 //! ```text
 //! CI=true cargo test --test real_clients -- --nocapture
 //! ```
 //!
 //! Each case prints `ok` or `MISMATCH` with the model's and the client's walks side by side.
-//! A mismatch is a behaviour change: read the libc's source for it, update
+//! A mismatch is a behaviour change: read the resolver's source for it, update
 //! `../shared/resolvers.md` and the stub model in `src/search/stub.rs` (with a case here that
 //! pins it), and keep the old behaviour selectable if both versions are in use. Without root
 //! the test is skipped with a message, and fails instead under `CI=true`.
@@ -213,6 +228,14 @@ fn cases() -> Vec<Case> {
             "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.default.svc.cluster.local",
             Address,
         )]),
+        // ndots 3 and 4 at and below the threshold.
+        case("ndots-3-name-with-3-dots", "a.b.c.d", Inet, pod(3, ""), &[("a.b.c.d.cluster.local", Address)]),
+        case("ndots-4-name-with-3-dots", "w.x.y.z", Unspec, pod(4, ""), &[("w.x.y.z.svc.cluster.local", Address)]),
+        // REFUSED on the first as-is try of a name with enough dots.
+        case("refused-as-is-first", "a.b", Unspec, pod(1, ""), &[
+            ("a.b", Refused),
+            ("a.b.svc.cluster.local", Address),
+        ]),
         // ndots:0: musl never searches, glibc tries as-is first and then searches.
         case("ndots-zero", "web", Inet, pod(0, ""), &[("web.svc.cluster.local", Address)]),
         // glibc no-tld-query: no final as-is query for a dotless name; musl ignores it.
@@ -266,6 +289,29 @@ fn cases() -> Vec<Case> {
         // A root search entry: glibc sends "web." in its place, musl skips "web.." and ends
         // with "web.".
         case("root-in-search-list", "web", Inet, "search a.example .\noptions ndots:5\n".into(), &[]),
+        // KEP-4427 lets `dnsConfig.searches` hold ".". kubelet appends dnsConfig.searches to
+        // the cluster's list (ClusterFirst), or writes them alone (dnsPolicy: None), which can
+        // put the root first.
+        case("kep-4427-root-appended", "web", Unspec, format!("search {K8S} .\noptions ndots:5\n"), &[(
+            "web.cluster.local",
+            Address,
+        )]),
+        case("kep-4427-root-only", "api.github.com", Unspec, "search .\noptions ndots:5\n".into(), &[(
+            "api.github.com",
+            Address,
+        )]),
+        case("kep-4427-root-first", "web", Unspec, format!("search . {K8S}\noptions ndots:5\n"), &[(
+            "web.svc.cluster.local",
+            Address,
+        )]),
+        case("kep-4427-root-first-external", "api.github.com", Inet, format!("search . {K8S}\noptions ndots:5\n"), &[(
+            "api.github.com",
+            Address,
+        )]),
+        // No search list at all (dnsPolicy: None without searches); the host name has no
+        // domain in the namespace.
+        case("no-search-list", "web", Unspec, "options ndots:5\n".into(), &[]),
+        case("no-search-list-dotted", "web.prod", Inet, "options ndots:1\n".into(), &[]),
         // Underscores: glibc looks the name up, musl refuses it without a query.
         case("underscore-name", "_http._tcp.web", Inet, pod(5, ""), &[]),
         // Options that do not change the walk are parsed and ignored.
@@ -396,40 +442,105 @@ fn model(stub: &str, c: &Case, conf_path: &Path) -> (Vec<(String, u16)>, Option<
     (queries, resolved)
 }
 
-/// Look the name up with the real client; returns the canonical name it resolved, absolute.
-fn real(stub: &str, c: &Case, musl_client: &Path) -> Option<String> {
-    let env = ClientEnv {
-        localdomain: c.localdomain,
-        res_options: c.res_options,
-    };
-    match stub {
-        "glibc" => clients::glibc_lookup(&c.name, c.family, env),
-        _ => clients::musl_lookup(musl_client, &c.name, c.family, env),
+/// A real client, and the model it is checked against.
+struct Client {
+    /// `glibc`, `musl`, `go`, `c-ares`: the column in the output.
+    label: &'static str,
+    /// The `--stub` of the model (`musl-1.2.3`, `c-ares-1.18`, ... by the installed version).
+    model: String,
+    /// The client built by the test; `None` for glibc (`getent`).
+    bin: Option<std::path::PathBuf>,
+}
+
+impl Client {
+    /// Look the name up; returns the canonical name it resolved, absolute.
+    fn lookup(&self, c: &Case) -> Option<String> {
+        let env = ClientEnv {
+            localdomain: c.localdomain,
+            res_options: c.res_options,
+        };
+        match &self.bin {
+            None => clients::glibc_lookup(&c.name, c.family, env),
+            Some(bin) => clients::built_client_lookup(bin, &c.name, c.family, env),
+        }
     }
 }
 
 #[test]
-fn glibc_and_musl_walks_match_the_model() {
-    let Some(ns) = netns::enter("glibc_and_musl_walks_match_the_model") else {
+fn real_clients_walk_like_the_models() {
+    if std::env::var(netns::CHILD_ENV).is_err() {
+        clients::fetch_hickory_client();
+    }
+    let Some(ns) = netns::enter("real_clients_walk_like_the_models") else {
         return;
     };
     let server = ScriptedDns::start("127.0.0.1:53".parse().unwrap())
         .expect("binding 127.0.0.1:53 in the namespace");
-    let musl_client = clients::build_musl_client(ns.scratch());
     let conf_path = ns.scratch().join("case-resolv.conf");
 
-    let musl = clients::musl_model();
-    println!("models: glibc, {musl} (for the musl client)");
-    let mut stubs = vec!["glibc"];
-    if musl_client.is_some() {
-        stubs.push("musl");
+    let mut clients = vec![Client {
+        label: "glibc",
+        model: "glibc".into(),
+        bin: None,
+    }];
+    if let Some(bin) = clients::build_musl_client(ns.scratch()) {
+        clients.push(Client {
+            label: "musl",
+            model: clients::musl_model(),
+            bin: Some(bin),
+        });
     }
-    let cases = cases();
+    if let Some((bin, version)) = clients::build_go_client(ns.scratch()) {
+        println!("Go client: {version}, CGO_ENABLED=0");
+        clients.push(Client {
+            label: "go",
+            model: "go".into(),
+            bin: Some(bin),
+        });
+    }
+    if let Some((bin, version)) = clients::build_cares_client(ns.scratch()) {
+        println!("c-ares client: libcares {version}");
+        clients.push(Client {
+            label: "c-ares",
+            model: clients::cares_model(&version),
+            bin: Some(bin),
+        });
+    }
+    if let Some((bin, version)) = clients::pycares_client(ns.scratch()) {
+        println!("pycares client: c-ares {version}");
+        clients.push(Client {
+            label: "pycares",
+            model: clients::cares_model(&version),
+            bin: Some(bin),
+        });
+    }
+    if let Some((bin, version)) = clients::build_hickory_client() {
+        println!("hickory client: hickory-resolver {version}");
+        clients.push(Client {
+            label: "hickory",
+            model: "hickory".into(),
+            bin: Some(bin),
+        });
+    }
+    // NDOTS_REAL_CLIENTS=go,c-ares runs only those (while checking a new version).
+    if let Ok(only) = std::env::var("NDOTS_REAL_CLIENTS") {
+        clients.retain(|c| only.split(',').any(|o| o == c.label));
+    }
+    let models: Vec<String> = clients
+        .iter()
+        .map(|c| format!("{}: {}", c.label, c.model))
+        .collect();
+    println!("models: {}", models.join(", "));
+    let mut cases = cases();
+    // NDOTS_REAL_CASES=id,id runs only those cases (while chasing a mismatch).
+    if let Ok(only) = std::env::var("NDOTS_REAL_CASES") {
+        cases.retain(|c| only.split(',').any(|o| o == c.id));
+    }
     let mut matched = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
     for c in &cases {
         let conf = format!(
-            "nameserver 127.0.0.1\n{}options timeout:1 attempts:1\n",
+            "nameserver 127.0.0.1\n{}options timeout:1 attempts:1 retrans:1000 retry:1\n",
             c.conf
         );
         std::fs::write(&conf_path, &conf).unwrap();
@@ -438,17 +549,17 @@ fn glibc_and_musl_walks_match_the_model() {
             let (n, t) = spec_key(spec);
             (n, t, *a)
         }));
-        for stub in &stubs {
-            let model_stub = if *stub == "musl" { musl.as_str() } else { stub };
-            let (want_queries, want_result) = model(model_stub, c, &conf_path);
+        for client in &clients {
+            let stub = client.label;
+            let (want_queries, want_result) = model(&client.model, c, &conf_path);
             server.take_log();
-            let got_result = real(stub, c, musl_client.as_deref().unwrap_or(Path::new("")));
+            let got_result = client.lookup(c);
             let got_raw = server.take_log();
             let (want, got) = (grouped(&want_queries), grouped(&got_raw));
             let ok = want == got && want_result == got_result;
             let retries = got_raw.len() - got.iter().map(|(_, t)| t.len()).sum::<usize>();
             println!(
-                "{} {stub:<5} {:<36} {} queries, {} retries, resolved {:?}",
+                "{} {stub:<7} {:<36} {} queries, {} retries, resolved {:?}",
                 if ok { "ok      " } else { "MISMATCH" },
                 c.id,
                 want_queries.len(),
@@ -463,12 +574,68 @@ fn glibc_and_musl_walks_match_the_model() {
             }
         }
     }
-    println!("matched per libc: {matched:?} of {} cases", cases.len());
+    println!("matched per client: {matched:?} of {} cases", cases.len());
     assert!(
         failures.is_empty(),
         "walks differ from the model: {failures:?}"
     );
-    for stub in &stubs {
-        assert!(matched[stub] >= 25, "{stub}: only {} cases", matched[stub]);
+    for client in &clients {
+        let n = matched.get(client.label).copied().unwrap_or(0);
+        assert_eq!(n, cases.len(), "{}: {n} cases", client.label);
     }
+}
+
+/// `ndots simulate --pod-dns-config` walks as the resolv.conf kubelet writes for the manifest:
+/// KEP-4427's `searches: ["."]` with `dnsPolicy: None` leaves the root as the only suffix, so
+/// musl before 1.2.4 sends nothing for a name it searches (as its real client did above, case
+/// kep-4427-root-only) and glibc sends the name once; appended to ClusterFirst it comes after
+/// the cluster's list.
+#[test]
+fn pod_dns_config_walks_like_the_resolv_conf_kubelet_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let simulate = |manifest: &str, stub: &str, name: &str| -> Vec<String> {
+        let path = dir.path().join("pod.yaml");
+        std::fs::write(&path, manifest).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args([
+                "simulate", "--format", "json", "--family", "inet", "--stub", stub,
+            ])
+            .arg("--pod-dns-config")
+            .arg(&path)
+            .args(["--namespace", "shop", "--", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["qname"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let none = "kind: Pod\nspec:\n  dnsPolicy: None\n  dnsConfig:\n    nameservers: [10.96.0.10]\n    searches: [\".\"]\n";
+    // No options: ndots is the resolvers' default 1, so only a dotless name is searched.
+    assert!(simulate(none, "musl-1.2.3", "web").is_empty());
+    assert_eq!(simulate(none, "glibc", "web"), ["web."]);
+    assert_eq!(
+        simulate(none, "musl-1.2.3", "api.github.com"),
+        ["api.github.com."]
+    );
+    let appended = "kind: Pod\nmetadata: {namespace: web}\nspec:\n  dnsConfig:\n    searches: [\".\"]\n    options: [{name: ndots, value: \"2\"}]\n";
+    assert_eq!(
+        simulate(appended, "glibc", "api"),
+        [
+            "api.web.svc.cluster.local.",
+            "api.svc.cluster.local.",
+            "api.cluster.local.",
+            "api."
+        ]
+    );
+    // ndots:2 from dnsConfig: a name with two dots goes as-is first.
+    assert_eq!(simulate(appended, "musl", "a.b.c"), ["a.b.c."]);
 }

@@ -50,8 +50,8 @@ pub struct ReplayArgs {
     /// A search list to compare (repeatable); default: the captured one.
     #[arg(long)]
     pub search: Vec<String>,
-    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares); default:
-    /// the captured stub.
+    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares,
+    /// c-ares-1.18, hickory); default: the captured stub.
     #[arg(long)]
     pub stub: Option<String>,
     /// Proxy shortcut modes to compare, comma-separated: off, nxdomain, autopath.

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context};
 use super::{CliError, Format};
 use crate::event::{qtype_from_name, qtype_name};
 use crate::search::name::absolute;
+use crate::search::pod_dns::PodDns;
 use crate::search::{Answer, Environment, Family, ResolverSettings, Stub, Walk};
 
 /// The pod resolv.conf Kubernetes writes for `dnsPolicy: ClusterFirst` in namespace `default`,
@@ -19,13 +20,15 @@ pub const DEFAULT_NDOTS: u32 = 5;
 #[command(
     after_help = "Examples:\n  ndots simulate api.github.com --exists api.github.com\n  \
                   ndots simulate web.prod --stub musl --exists web.prod.svc.cluster.local/A\n  \
-                  ndots simulate api.github.com --ndots 2 --search \"shop.svc.cluster.local svc.cluster.local cluster.local\" --format json"
+                  ndots simulate api.github.com --ndots 2 --search \"shop.svc.cluster.local svc.cluster.local cluster.local\" --format json\n  \
+                  ndots simulate web --stub musl-1.2.3 --pod-dns-config pod.yaml"
 )]
 pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go or c-ares.
+    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go, c-ares (1.34),
+    /// c-ares-1.18 (before 1.34) or hickory (hickory-resolver 0.26).
     #[arg(long, default_value = "glibc")]
     pub stub: String,
     /// ndots option (default: the file's, else 5 as Kubernetes writes).
@@ -36,8 +39,20 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub search: Option<String>,
     /// Read ndots, search and options from a resolv.conf file (as the chosen stub reads it).
+    /// With --pod-dns-config: the node's file (dnsPolicy Default, the node's search domains).
     #[arg(long)]
     pub resolv_conf: Option<std::path::PathBuf>,
+    /// A pod manifest (or a workload with spec.template, or just dnsPolicy/dnsConfig): simulate
+    /// with the resolv.conf kubelet writes for its dnsPolicy and dnsConfig (custom ndots,
+    /// searches such as KEP-4427's ".", options).
+    #[arg(long, value_name = "FILE")]
+    pub pod_dns_config: Option<std::path::PathBuf>,
+    /// The pod's namespace for --pod-dns-config when the manifest has none.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The cluster domain for --pod-dns-config.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// A name (or NAME/TYPE) that has addresses. Every name not listed is NXDOMAIN.
     #[arg(long, value_name = "NAME[/TYPE]")]
     pub exists: Vec<String>,
@@ -124,14 +139,27 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         )));
     }
 
-    let mut settings = match &args.resolv_conf {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(CliError::usage)
+    };
+    let mut settings = match (&args.pod_dns_config, &args.resolv_conf) {
+        (Some(pod), node) => {
+            let manifest = PodDns::from_yaml(&read(pod)?)
+                .with_context(|| format!("reading {}", pod.display()))
                 .map_err(CliError::usage)?;
+            let node = match node {
+                Some(path) => read(path)?,
+                None => String::new(),
+            };
+            let text = manifest.resolv_conf(&args.namespace, &args.cluster_domain, &node);
             ResolverSettings::from_resolv_conf(&text, stub, &Environment::default())
         }
-        None => {
+        (None, Some(path)) => {
+            ResolverSettings::from_resolv_conf(&read(path)?, stub, &Environment::default())
+        }
+        (None, None) => {
             let mut s = ResolverSettings::defaults(stub);
             s.set_ndots(DEFAULT_NDOTS, stub);
             s.set_search(DEFAULT_SEARCH);

@@ -5,11 +5,13 @@
 //! into [`ResolverSettings`]; `stub` expands a name into the walk a stub sends under those
 //! settings; `decompose` reads a query name back into base + search suffix; `schema` says which
 //! names can exist under the cluster domain; `shortcut` combines the last two into the proxy's
-//! decision. Rules come from `../shared/resolvers.md` (read from the libc sources and checked
+//! decision. `pod_dns` writes the resolv.conf kubelet would for a pod's dnsPolicy and dnsConfig.
+//! Rules come from `../shared/resolvers.md` (read from the libc sources and checked
 //! against real clients by `tests/real_clients.rs`).
 
 pub mod decompose;
 pub mod name;
+pub mod pod_dns;
 pub mod resolv_conf;
 pub mod schema;
 pub mod shortcut;

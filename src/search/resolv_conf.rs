@@ -48,9 +48,11 @@ impl ResolverSettings {
     /// The settings with no resolv.conf at all: ndots 1, no search list.
     pub fn defaults(stub: Stub) -> Self {
         let (timeout_secs, attempts) = match stub {
-            Stub::Glibc | Stub::Go => (5, 2),
+            Stub::Glibc | Stub::Go | Stub::Hickory => (5, 2),
             Stub::Musl | Stub::MuslPre124 => (5, 2),
             Stub::CAres => (2, 3),
+            // ares_private.h before 1.2x: DEFAULT_TIMEOUT 5000 ms, DEFAULT_TRIES 4.
+            Stub::CAres118 => (5, 4),
         };
         ResolverSettings {
             ndots: 1,
@@ -72,6 +74,9 @@ impl ResolverSettings {
     /// Read a resolv.conf the way `stub` does. Unknown keywords and options are ignored, as
     /// every implementation does.
     pub fn from_resolv_conf(text: &str, stub: Stub, env: &Environment<'_>) -> Self {
+        if stub == Stub::Hickory {
+            return Self::hickory(text, env);
+        }
         let mut s = ResolverSettings::defaults(stub);
         let mut search: Option<Vec<String>> = None;
         // glibc: LOCALDOMAIN replaces both `search` and `domain` (res_init.c: `haveenv`).
@@ -90,14 +95,29 @@ impl ResolverSettings {
                     list
                 }
             }),
-            // ares_sysconfig.c: LOCALDOMAIN keeps its first word.
-            Stub::CAres => env
-                .localdomain
-                .and_then(|v| v.split_whitespace().next())
-                .map(|w| vec![norm(w)]),
-            Stub::Musl | Stub::MuslPre124 | Stub::Go => None,
+            // ares_sysconfig.c: LOCALDOMAIN keeps its first word; an empty one empties the
+            // list (verified with 1.34.9: only "name." is sent).
+            Stub::CAres => env.localdomain.map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .map(|w| vec![norm(w)])
+                    .unwrap_or_default()
+            }),
+            // 1.18 ares_init.c init_by_environment: set_search keeps every word (verified);
+            // an empty value sets nothing.
+            Stub::CAres118 => env.localdomain.and_then(|v| {
+                let list: Vec<String> = v.split_whitespace().map(norm).collect();
+                (!list.is_empty()).then_some(list)
+            }),
+            Stub::Musl | Stub::MuslPre124 | Stub::Go | Stub::Hickory => None,
         };
 
+        // c-ares 1.18 set_options: an option already set keeps its value, and RES_OPTIONS
+        // (init_by_environment) is read before the file, so the first value wins.
+        let mut cares118_options = String::new();
+        if let (Some(opts), Stub::CAres118) = (env.res_options, stub) {
+            cares118_options.push_str(opts);
+        }
         let mut raw_lines = text.split_inclusive('\n').peekable();
         while let Some(raw) = raw_lines.next() {
             // musl resolvconf.c: `char line[256]` read with fgets; a line that does not fit
@@ -130,7 +150,8 @@ impl ResolverSettings {
                         // musl resolvconf.c copies the rest of a `domain` line like `search`.
                         (Stub::Musl | Stub::MuslPre124, _) => rest.split_whitespace().collect(),
                         // glibc res_init.c: `domain` keeps its first word; Go: f[1];
-                        // c-ares: `domain` only if no search (handled below).
+                        // c-ares: `domain` only if no search (handled below); before 1.34
+                        // (config_domain) the last `domain` or `search` line wins.
                         (_, "domain") => rest.split_whitespace().take(1).collect(),
                         _ => rest.split_whitespace().collect(),
                     };
@@ -151,9 +172,16 @@ impl ResolverSettings {
                     }
                     search = Some(list);
                 }
+                "options" if stub == Stub::CAres118 => {
+                    cares118_options.push(' ');
+                    cares118_options.push_str(rest);
+                }
                 "options" => s.apply_options(rest, stub),
                 _ => {}
             }
+        }
+        if stub == Stub::CAres118 {
+            s.apply_cares118_options(&cares118_options);
         }
         if let Some(list) = env_search {
             search = Some(list);
@@ -171,6 +199,91 @@ impl ResolverSettings {
             },
         };
         s
+    }
+
+    /// hickory-resolver 0.26 reads resolv.conf with the resolv-conf crate (0.7) and keeps only
+    /// nameservers, the search list, ndots, timeout, attempts and edns0 (system_conf/unix.rs);
+    /// no environment variable. Its `domain` (the `domain` line, else the host name's domain)
+    /// is tried before the search list, so it comes first here; the stub model drops it when
+    /// the list has it too.
+    fn hickory(text: &str, env: &Environment<'_>) -> Self {
+        let mut s = ResolverSettings::defaults(Stub::Hickory);
+        let mut domain: Option<String> = None;
+        let mut search: Vec<String> = Vec::new();
+        for line in text.split('\n') {
+            // Everything after ';' or '#' is a comment; the keyword is the first word.
+            let text = line.split([';', '#']).next().unwrap_or("");
+            let mut words = text.split_whitespace();
+            match words.next() {
+                Some("nameserver") if s.nameservers.len() < 3 => {
+                    let w = words.next().unwrap_or("");
+                    if let Ok(ip) = w.split('%').next().unwrap_or("").parse::<IpAddr>() {
+                        s.nameservers.push(ip);
+                    }
+                }
+                // `domain` keeps its first word; it and `search` replace each other.
+                Some("domain") => {
+                    if let Some(d) = words.next() {
+                        domain = Some(norm(d));
+                        search = vec![norm(d)];
+                    }
+                }
+                // Words with a comma are dropped (resolv-conf #58), `--` too (system_conf).
+                Some("search") => {
+                    search = words
+                        .filter(|w| !w.contains(',') && *w != "--")
+                        .map(norm)
+                        .collect();
+                }
+                Some("options") => {
+                    for word in words {
+                        // u32::from_str: no cap; a negative or bad value is ignored.
+                        let num = |v: &str| v.parse::<u32>().ok();
+                        match word.split_once(':') {
+                            Some(("ndots", v)) => s.ndots = num(v).unwrap_or(s.ndots),
+                            Some(("timeout", v)) => {
+                                s.timeout_secs = num(v).unwrap_or(s.timeout_secs)
+                            }
+                            Some(("attempts", v)) => s.attempts = num(v).unwrap_or(s.attempts),
+                            _ if word == "edns0" => s.edns0 = true,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // get_system_domain: the `domain` line, else what follows the host name's first dot.
+        let domain = domain.or_else(|| {
+            env.hostname
+                .and_then(|h| h.split_once('.'))
+                .map(|(_, d)| norm(d))
+                .filter(|d| !d.is_empty())
+        });
+        s.search = domain.into_iter().chain(search).collect();
+        s
+    }
+
+    /// c-ares 1.18 set_options: only `ndots:`, `retrans:` (milliseconds), `retry:` and `rotate`
+    /// (glibc's `timeout:` and `attempts:` came in later versions; verified: ignored), and the
+    /// first value of each wins.
+    fn apply_cares118_options(&mut self, words: &str) {
+        let (mut ndots, mut timeout, mut tries) = (None, None, None);
+        for word in words.split_whitespace() {
+            if let Some(v) = word.strip_prefix("ndots:") {
+                // strtol; a negative value leaves the option unset (the -1 sentinel).
+                ndots = ndots.or((atoi(v) >= 0).then(|| atoi(v).min(u32::MAX as i64) as u32));
+            } else if let Some(v) = word.strip_prefix("retrans:") {
+                timeout = timeout.or(Some((atoi(v).max(0) as u32).div_ceil(1000)));
+            } else if let Some(v) = word.strip_prefix("retry:") {
+                tries = tries.or(Some(atoi(v).max(0) as u32));
+            } else if word.starts_with("rotate") {
+                self.rotate = true;
+            }
+        }
+        self.ndots = ndots.unwrap_or(self.ndots);
+        self.timeout_secs = timeout.unwrap_or(self.timeout_secs);
+        self.attempts = tries.unwrap_or(self.attempts);
     }
 
     /// Parse the words of an `options` line (or `RES_OPTIONS`) for `stub`.
@@ -214,19 +327,19 @@ impl ResolverSettings {
                     // c-ares: no cap.
                     _ => atoi(v).clamp(0, u32::MAX as i64) as u32,
                 };
-            } else if let Some(v) = word
-                .strip_prefix("timeout:")
-                .or_else(|| word.strip_prefix("retrans:"))
-            {
+            } else if let Some(v) = word.strip_prefix("timeout:") {
                 let i = atoi(v).max(0) as u32;
                 self.timeout_secs = match stub {
                     Stub::Glibc => i.min(30), // RES_MAXRETRANS
                     _ => i,
                 };
-            } else if let Some(v) = word
-                .strip_prefix("attempts:")
-                .or_else(|| word.strip_prefix("retry:"))
-            {
+            } else if let (Some(v), Stub::CAres) = (word.strip_prefix("retrans:"), stub) {
+                // c-ares' BSD name for the timeout, in milliseconds.
+                self.timeout_secs = (atoi(v).max(0) as u32).div_ceil(1000);
+            } else if let Some(v) = word.strip_prefix("attempts:").or_else(|| {
+                // c-ares' BSD name for attempts.
+                word.strip_prefix("retry:").filter(|_| stub == Stub::CAres)
+            }) {
                 let i = atoi(v).max(0) as u32;
                 self.attempts = match stub {
                     Stub::Glibc => i.min(5), // RES_MAXRETRY
@@ -256,7 +369,7 @@ impl ResolverSettings {
     /// Apply a `--ndots` override with the stub's cap.
     pub fn set_ndots(&mut self, ndots: u32, stub: Stub) {
         self.ndots = match stub {
-            Stub::CAres => ndots,
+            Stub::CAres | Stub::CAres118 | Stub::Hickory => ndots,
             _ => ndots.min(MAX_NDOTS),
         };
     }
@@ -344,11 +457,74 @@ mod tests {
         assert_eq!(parse(t, Stub::Glibc).search, ["c.example"]);
         let t = "domain c.example\nsearch a.example b.example\n";
         assert_eq!(parse(t, Stub::Glibc).search, ["a.example", "b.example"]);
-        // c-ares: domain applies only when no search was set.
+        // c-ares: domain applies only when no search was set; before 1.34 the last line wins
+        // (verified with 1.18.1).
         assert_eq!(
             parse("search a.example\ndomain c.example\n", Stub::CAres).search,
             ["a.example"]
         );
+        assert_eq!(
+            parse("search a.example\ndomain c.example d\n", Stub::CAres118).search,
+            ["c.example"]
+        );
+    }
+
+    #[test]
+    fn hickory_reads_resolv_conf_like_the_resolv_conf_crate() {
+        // Indented keywords and comments after the value count; commas and `--` are dropped.
+        let s = parse(
+            "  search a.example b,c -- d.example ; comment\noptions ndots:20 ndots:-1 timeout:3\n",
+            Stub::Hickory,
+        );
+        assert_eq!(s.search, ["a.example", "d.example"]);
+        assert_eq!((s.ndots, s.timeout_secs), (20, 3));
+        // `domain` keeps its first word, replaces `search`, and is the system domain.
+        let s = parse(
+            "search a.example\ndomain c.example d.example\n",
+            Stub::Hickory,
+        );
+        assert_eq!(s.search, ["c.example", "c.example"]);
+        // No environment variables are read.
+        let env = Environment {
+            localdomain: Some("x.example"),
+            res_options: Some("ndots:1"),
+            hostname: None,
+        };
+        let h = ResolverSettings::from_resolv_conf(POD, Stub::Hickory, &env);
+        assert_eq!((h.ndots, h.search.len()), (5, 3));
+    }
+
+    #[test]
+    fn cares_118_options_first_value_wins_and_env_first() {
+        // Verified with 1.18.1: `options ndots:3 ndots:1` searches "a.b" with ndots 3.
+        let s = parse("options ndots:3 ndots:1\noptions ndots:2\n", Stub::CAres118);
+        assert_eq!(s.ndots, 3);
+        // glibc's timeout:/attempts: are not read; retrans: is milliseconds.
+        let s = parse(
+            "options timeout:1 attempts:1\noptions retrans:1500 retry:2\n",
+            Stub::CAres118,
+        );
+        assert_eq!((s.timeout_secs, s.attempts), (2, 2));
+        let s = parse("options timeout:1 attempts:1\n", Stub::CAres118);
+        assert_eq!((s.timeout_secs, s.attempts), (5, 4));
+        let env = Environment {
+            localdomain: Some("x.example y.example"),
+            res_options: Some("ndots:1"),
+            hostname: None,
+        };
+        let c = ResolverSettings::from_resolv_conf(POD, Stub::CAres118, &env);
+        assert_eq!(c.ndots, 1);
+        assert_eq!(c.search, ["x.example", "y.example"]);
+        // An empty LOCALDOMAIN sets nothing: the file's list stays.
+        let empty = Environment {
+            localdomain: Some(""),
+            ..Default::default()
+        };
+        let c = ResolverSettings::from_resolv_conf(POD, Stub::CAres118, &empty);
+        assert_eq!(c.search.len(), 3);
+        // retrans:/retry: are c-ares names; glibc ignores them.
+        let g = parse("options retrans:9000 retry:1\n", Stub::Glibc);
+        assert_eq!((g.timeout_secs, g.attempts), (5, 2));
     }
 
     #[test]
@@ -434,6 +610,15 @@ mod tests {
         assert_eq!(m.search.len(), 3);
         let c = ResolverSettings::from_resolv_conf(POD, Stub::CAres, &env);
         assert_eq!(c.search, ["x.example"]);
+        let c = ResolverSettings::from_resolv_conf(
+            POD,
+            Stub::CAres,
+            &Environment {
+                localdomain: Some(""),
+                ..Default::default()
+            },
+        );
+        assert!(c.search.is_empty());
         let empty = Environment {
             localdomain: Some(""),
             ..Default::default()

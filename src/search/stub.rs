@@ -5,8 +5,9 @@
 //! model serves `ndots simulate` (answers from flags), replay (answers from a capture) and the
 //! real-client test (answers from the scripted server's table).
 //!
-//! `tests/real_clients.rs` checks the glibc and musl models against the real resolvers. It
-//! settled these points that resolvers.md did not (glibc 2.36, musl 1.2.3):
+//! `tests/real_clients.rs` checks the models against the real resolvers (glibc 2.36, musl
+//! 1.2.3, Go 1.19.8 with CGO_ENABLED=0, c-ares 1.18.1, hickory-resolver 0.26.3). It settled
+//! these points that resolvers.md did not:
 //! - glibc, A/AAAA pair: no A reply ends the search like a timeout, even when AAAA answered
 //!   with addresses (send_dg retries in single-request mode, where AAAA waits for A). When
 //!   both queries fail, the A reply's rcode decides: SERVFAIL goes on, REFUSED stops. One
@@ -15,11 +16,23 @@
 //! - musl sends names with '_' (only the length is checked before the search).
 //! - musl before 1.2.4 ends the walk at a candidate it cannot encode (a `.` search entry);
 //!   1.2.4 and later move on ([`Stub::MuslPre124`] vs [`Stub::Musl`]).
+//! - c-ares: without addresses the query that finished last decides, and a query without a
+//!   reply finishes last (A timeout + AAAA NXDOMAIN stops the search).
+//! - c-ares (1.18.1 and 1.34.9) ends the lookup at a candidate it cannot encode, and 1.34
+//!   takes `LOCALDOMAIN=""` as an empty search list.
+//! - c-ares 1.18 differs enough from 1.34 to be its own model ([`Stub::CAres118`]): SERVFAIL
+//!   and REFUSED always stop, a root search entry ends the lookup, and its resolv.conf
+//!   reading differs (resolv_conf.rs).
+//! - hickory-resolver goes on after every failure, like Go, but tries the system domain (the
+//!   `domain` line, else the host name's domain) before the search list.
+//! - Go 1.19 (the version checked) never searches a `.onion` name and refuses a rooted name of
+//!   254 characters; Go 1.20+ (modelled) skips only `.onion` candidates and checks unrooted
+//!   names. No case of the table tells them apart.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::name::encodable;
+use super::name::{encodable, in_zone};
 use super::resolv_conf::ResolverSettings;
 
 pub const QTYPE_A: u16 = 1;
@@ -39,6 +52,13 @@ pub enum Stub {
     Go,
     /// c-ares 1.34 `ares_getaddrinfo` (src/lib/ares_search.c, ares_addrinfo*.c).
     CAres,
+    /// c-ares before 1.34 as Debian 12 ships it (1.18.1; ares_getaddrinfo.c next_dns_lookup,
+    /// host_callback): SERVFAIL and REFUSED always stop, a candidate it cannot encode ends the
+    /// lookup, and resolv.conf is read differently (see `resolv_conf`).
+    CAres118,
+    /// hickory-resolver 0.26 `Resolver::lookup_ip` (src/resolver.rs build_names,
+    /// src/lookup_ip.rs), the resolver of Rust services, configured from /etc/resolv.conf.
+    Hickory,
 }
 
 impl Stub {
@@ -49,6 +69,8 @@ impl Stub {
             Stub::MuslPre124 => "musl-1.2.3",
             Stub::Go => "go",
             Stub::CAres => "c-ares",
+            Stub::CAres118 => "c-ares-1.18",
+            Stub::Hickory => "hickory",
         }
     }
 }
@@ -57,6 +79,11 @@ impl Stub {
     /// Either musl model.
     pub fn is_musl(self) -> bool {
         matches!(self, Stub::Musl | Stub::MuslPre124)
+    }
+
+    /// Either c-ares model.
+    pub fn is_cares(self) -> bool {
+        matches!(self, Stub::CAres | Stub::CAres118)
     }
 }
 
@@ -75,8 +102,10 @@ impl FromStr for Stub {
             "musl-1.2.3" | "musl-1.2.2" | "musl-1.2.1" | "musl-1.2.0" => Ok(Stub::MuslPre124),
             "go" => Ok(Stub::Go),
             "c-ares" | "cares" | "ares" => Ok(Stub::CAres),
+            "c-ares-1.18" => Ok(Stub::CAres118),
+            "hickory" | "hickory-resolver" => Ok(Stub::Hickory),
             _ => Err(format!(
-                "unknown stub {s:?}: expected glibc, musl, go or c-ares"
+                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, c-ares, c-ares-1.18 or hickory"
             )),
         }
     }
@@ -210,6 +239,59 @@ impl Stub {
         let enc = |n: String| encodable(&n).then_some(n);
         let mut out = Vec::new();
         match self {
+            Stub::Hickory => {
+                // Name::from_utf8: a name that does not parse fails before any query.
+                if !encodable(&as_is) {
+                    return out;
+                }
+                // CachingClient (RFC 6761, RFC 7686): localhost names are answered with the
+                // loopback address, *.invalid and *.onion get NXDOMAIN, all without a query.
+                let special = |n: &str| {
+                    let n = n.trim_end_matches('.');
+                    ["localhost", "invalid", "onion"]
+                        .iter()
+                        .any(|z| in_zone(n, z))
+                };
+                if in_zone(bare, "localhost") {
+                    return out;
+                }
+                // build_names: an FQDN, or a v3 onion address (a 56-character label under
+                // onion.), is the only name.
+                let labels: Vec<&str> = bare.split('.').collect();
+                let onion_v3 = labels.len() >= 2
+                    && labels[labels.len() - 1] == "onion"
+                    && labels[labels.len() - 2].len() == 56;
+                if rooted || onion_v3 {
+                    if !special(&as_is) {
+                        out.push((Some(as_is), Role::AsIsFirst));
+                    }
+                    return out;
+                }
+                // `num_labels > ndots`: the same as dots >= ndots.
+                let raw_first = dots >= s.ndots;
+                if raw_first {
+                    out.push((Some(as_is.clone()), Role::AsIsFirst));
+                }
+                // The list is built as a stack (reversed) and a candidate already on it is not
+                // pushed again: a repeated search entry keeps its last place, and the system
+                // domain (first in `s.search`, see resolv_conf) counts only if the list lacks it.
+                let mut stack: Vec<String> = vec![as_is.clone()];
+                for d in s.search.iter().rev() {
+                    let c = with(d);
+                    if !stack.contains(&c) {
+                        stack.push(c);
+                    }
+                }
+                for c in stack.into_iter().skip(1).rev() {
+                    if !special(&c) {
+                        // append_domain fails on a name over 255 bytes: skipped.
+                        out.push((enc(c), Role::Search));
+                    }
+                }
+                if !raw_first && !special(&as_is) {
+                    out.push((Some(as_is), Role::AsIsLast));
+                }
+            }
             Stub::Glibc => {
                 // dns-host.c check_name / res_hnok: a name with other bytes than letters,
                 // digits, '-', '_' (or a label starting with '-') is not looked up.
@@ -267,14 +349,19 @@ impl Stub {
                 }
                 out.push((enc(as_is), Role::AsIsLast));
             }
-            Stub::Go | Stub::CAres => {
+            Stub::Go | Stub::CAres | Stub::CAres118 => {
                 // dnsclient_unix.go nameList / ares_search.c ares_search_name_list.
                 let onion = |n: &str| n.trim_end_matches('.').ends_with(".onion") || n == "onion.";
                 if self == Stub::Go && (lower.len() > 254 || (lower.len() == 254 && !rooted)) {
                     return out;
                 }
-                if self == Stub::CAres && (bare == "localhost" || bare.ends_with(".localhost")) {
+                if self.is_cares() && (bare == "localhost" || bare.ends_with(".localhost")) {
                     return out; // ares_is_localhost (RFC 6761): never sent to DNS.
+                }
+                if self.is_cares() && onion(&as_is) {
+                    // ares_getaddrinfo: a .onion name fails with ENOTFOUND before any search
+                    // (RFC 7686).
+                    return out;
                 }
                 if rooted {
                     if !onion(&as_is) {
@@ -288,6 +375,12 @@ impl Stub {
                 }
                 for d in &s.search {
                     if self == Stub::Go && d.is_empty() {
+                        continue;
+                    }
+                    // c-ares before 1.34 appends a root entry as "name.." (ares__cat_domain),
+                    // which ares_create_query refuses (ARES_EBADNAME; verified with 1.18.1).
+                    if self == Stub::CAres118 && d.is_empty() {
+                        out.push((None, Role::Search));
                         continue;
                     }
                     let c = with(d);
@@ -318,7 +411,12 @@ impl Stub {
 
     /// What the stub does after a candidate got `answers` (one per qtype, in send order).
     fn step(self, answers: &[Answer], role: Role, candidate: &str) -> Step {
-        if answers.contains(&Answer::Address) && matches!(self, Stub::Go | Stub::CAres) {
+        if answers.contains(&Answer::Address)
+            && matches!(
+                self,
+                Stub::Go | Stub::CAres | Stub::CAres118 | Stub::Hickory
+            )
+        {
             // Go: len(addrs) > 0 breaks the loop; c-ares: either family's addresses succeed.
             return Step::Success;
         }
@@ -370,16 +468,25 @@ impl Stub {
                     Step::Stop
                 }
             }
-            // goLookupIPCNAME: every error moves on to the next name.
-            Stub::Go => Step::Next,
-            Stub::CAres => {
-                // host_callback: without addresses the query that finished last decides; we
-                // take the last one sent. search_callback: ENOTFOUND/ENODATA continue,
-                // ESERVFAIL/EREFUSED only after a single-label candidate (1.34.0, #852).
-                match answers.last() {
+            // goLookupIPCNAME: every error moves on to the next name. hickory LookupIpFuture:
+            // an error or an empty answer retries with the next name.
+            Stub::Go | Stub::Hickory => Step::Next,
+            Stub::CAres | Stub::CAres118 => {
+                // host_callback: without addresses the query that finished last decides. A
+                // query without a reply finishes last (at its timeout); replies come back in
+                // the order sent (verified with 1.18.1: A timeout + AAAA NXDOMAIN stops).
+                let last = if answers.contains(&Answer::Timeout) {
+                    Some(&Answer::Timeout)
+                } else {
+                    answers.last()
+                };
+                // search_callback: ENOTFOUND/ENODATA continue; ESERVFAIL/EREFUSED only after a
+                // single-label candidate (1.34.0, #852); before 1.34 they always stop.
+                match last {
                     None | Some(Answer::NxDomain) | Some(Answer::NoData) => Step::Next,
                     Some(Answer::ServFail) | Some(Answer::Refused)
-                        if !candidate.trim_end_matches('.').contains('.') =>
+                        if self == Stub::CAres
+                            && !candidate.trim_end_matches('.').contains('.') =>
                     {
                         Step::Next
                     }
@@ -556,12 +663,14 @@ impl Walker {
                 match self.stub {
                     // glibc: res_mkquery fails -> NO_RECOVERY -> the search stops.
                     Stub::Glibc if *role == Role::Search => self.stopped = true,
-                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns: the walk ends.
-                    Stub::MuslPre124 => {
+                    // musl < 1.2.4 returns EAI_NONAME from name_from_dns; c-ares gets
+                    // ARES_EBADNAME for the query and ends the lookup (verified with 1.18.1
+                    // and 1.34.9): the walk ends.
+                    Stub::MuslPre124 | Stub::CAres | Stub::CAres118 => {
                         self.pos = self.plan.len();
                         return;
                     }
-                    // musl 1.2.4+ returns 0 and moves on; Go and c-ares fail this name and
+                    // musl 1.2.4+ returns 0 and moves on; Go and hickory fail this name and
                     // move on.
                     _ => {}
                 }
@@ -928,6 +1037,141 @@ mod tests {
         );
         assert_eq!(names(&w), ["foo.a.b."]);
         assert_eq!(w.result, None);
+    }
+
+    #[test]
+    fn cares_a_timeout_finishes_last_and_decides() {
+        // Found with c-ares 1.18.1: A timeout + AAAA NXDOMAIN ends the lookup, because the
+        // query without a reply is the one that finishes last.
+        let q = "foo.default.svc.cluster.local.";
+        for stub in [Stub::CAres, Stub::CAres118] {
+            let s = settings(stub, 5, K8S);
+            let w = stub.walk(
+                "foo",
+                Family::Unspec,
+                &s,
+                oracle(&[(q, Some(QTYPE_A), Answer::Timeout)]),
+            );
+            assert_eq!(names(&w), [q], "{stub}");
+            // A SERVFAIL + AAAA NXDOMAIN: the AAAA reply comes last, the search goes on.
+            let w = stub.walk(
+                "foo",
+                Family::Unspec,
+                &s,
+                oracle(&[(q, Some(QTYPE_A), Answer::ServFail)]),
+            );
+            assert_eq!(names(&w).len(), 5, "{stub}");
+        }
+    }
+
+    #[test]
+    fn cares_118_servfail_on_a_single_label_stops() {
+        // 1.34 goes on after SERVFAIL/REFUSED for a single-label candidate (#852); 1.18 stops.
+        let t = [("foo.", None, Answer::ServFail)];
+        let w = Stub::CAres.walk(
+            "foo",
+            Family::Inet,
+            &settings(Stub::CAres, 0, "a.b"),
+            oracle(&t),
+        );
+        assert_eq!(names(&w), ["foo.", "foo.a.b."]);
+        let w = Stub::CAres118.walk(
+            "foo",
+            Family::Inet,
+            &settings(Stub::CAres118, 0, "a.b"),
+            oracle(&t),
+        );
+        assert_eq!(names(&w), ["foo."]);
+    }
+
+    #[test]
+    fn cares_118_unencodable_candidate_ends_the_lookup() {
+        // Verified with 1.18.1: "name.." for a root entry and a candidate over 255 bytes get
+        // ARES_EBADNAME, and nothing more is sent (1.34.9 too for the long candidate).
+        let w = Stub::CAres118.walk(
+            "web",
+            Family::Inet,
+            &settings(Stub::CAres118, 5, "a.example ."),
+            oracle(&[]),
+        );
+        assert_eq!(names(&w), ["web.a.example."]);
+        let long = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+        let w = Stub::CAres118.walk(
+            &long,
+            Family::Inet,
+            &settings(Stub::CAres118, 5, &format!("{} x.example", "d".repeat(63))),
+            oracle(&[]),
+        );
+        assert!(w.queries.is_empty());
+        let w = Stub::CAres.walk(
+            &long,
+            Family::Inet,
+            &settings(Stub::CAres, 5, &format!("{} x.example", "d".repeat(63))),
+            oracle(&[]),
+        );
+        assert!(w.queries.is_empty());
+    }
+
+    #[test]
+    fn cares_onion_names_are_never_searched() {
+        for stub in [Stub::CAres, Stub::CAres118] {
+            assert!(stub
+                .candidates("x.onion", &settings(stub, 5, K8S))
+                .is_empty());
+        }
+        assert_eq!("c-ares-1.18".parse::<Stub>(), Ok(Stub::CAres118));
+        assert_eq!(Stub::CAres118.to_string(), "c-ares-1.18");
+    }
+
+    #[test]
+    fn hickory_tries_the_system_domain_first_and_every_failure_goes_on() {
+        let s = ResolverSettings::from_resolv_conf(
+            "search a.example b.example a.example\noptions ndots:2\n",
+            Stub::Hickory,
+            &Environment {
+                hostname: Some("node1.corp.example"),
+                ..Default::default()
+            },
+        );
+        // build_names: domain, then the list with a repeat at its last place, then as-is.
+        assert_eq!(
+            Stub::Hickory.candidates("web", &s),
+            [
+                "web.corp.example.",
+                "web.b.example.",
+                "web.a.example.",
+                "web."
+            ]
+        );
+        assert_eq!(Stub::Hickory.candidates("x.y.z", &s)[0], "x.y.z.");
+        // Like Go: SERVFAIL, REFUSED and timeouts move on.
+        for a in [Answer::ServFail, Answer::Refused, Answer::Timeout] {
+            let w = Stub::Hickory.walk(
+                "web",
+                Family::Unspec,
+                &s,
+                oracle(&[
+                    ("web.corp.example.", None, a),
+                    ("web.", None, Answer::Address),
+                ]),
+            );
+            assert_eq!(names(&w).len(), 4, "{a:?}");
+            assert_eq!(w.result.as_deref(), Some("web."));
+        }
+    }
+
+    #[test]
+    fn hickory_special_use_names_are_never_sent() {
+        let s = settings(Stub::Hickory, 5, "invalid svc.cluster.local");
+        assert_eq!(
+            Stub::Hickory.candidates("web", &s),
+            ["web.svc.cluster.local.", "web."]
+        );
+        assert!(Stub::Hickory.candidates("x.localhost", &s).is_empty());
+        assert!(Stub::Hickory.candidates("x.onion.", &s).is_empty());
+        let v3 = format!("{}.onion", "a".repeat(56));
+        assert!(Stub::Hickory.candidates(&v3, &s).is_empty());
+        assert_eq!("hickory".parse::<Stub>(), Ok(Stub::Hickory));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Real resolver clients for tests inside a [`super::netns::Netns`]: glibc through `getent`,
-//! musl through the static `tests/clients/musl_lookup.c`. Each lookup returns the canonical
-//! name the client resolved (absolute, lowercase), or `None` when getaddrinfo failed.
+//! musl through the static `tests/clients/musl_lookup.c`, Go's pure resolver through
+//! `tests/clients/go_lookup.go` (CGO_ENABLED=0), c-ares through `tests/clients/cares_lookup.c`
+//! (linked to the system libcares) and `tests/clients/pycares_lookup.py`, hickory-resolver
+//! through `tests/clients/hickory_lookup`. Each lookup returns the canonical name the client
+//! resolved (absolute, lowercase), or `None` when the lookup failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,8 +90,8 @@ pub fn glibc_lookup(name: &str, family: Family, env: ClientEnv<'_>) -> Option<St
     })
 }
 
-/// musl getaddrinfo through the client built by [`build_musl_client`].
-pub fn musl_lookup(
+/// A client built by the test (musl, Go, c-ares): `CLIENT NAME FAMILY` prints `canon NAME`.
+pub fn built_client_lookup(
     client: &Path,
     name: &str,
     family: Family,
@@ -104,6 +107,16 @@ pub fn musl_lookup(
                 .unwrap_or(""),
         )
     })
+}
+
+/// musl getaddrinfo through the client built by [`build_musl_client`].
+pub fn musl_lookup(
+    client: &Path,
+    name: &str,
+    family: Family,
+    env: ClientEnv<'_>,
+) -> Option<String> {
+    built_client_lookup(client, name, family, env)
 }
 
 /// Build `tests/clients/musl_lookup.c` with `musl-gcc -static` (or `$MUSL_GCC`) into `dir`.
@@ -125,6 +138,176 @@ pub fn build_musl_client(dir: &Path) -> Option<PathBuf> {
             ));
             None
         }
+    }
+}
+
+/// Build `tests/clients/go_lookup.go` with the system `go` (Debian's golang-go, or `$GO`) and
+/// `CGO_ENABLED=0`, so it runs Go's pure resolver. Returns the binary and `go version`'s
+/// version word. Skips loudly, or fails under `CI=true`, when the toolchain is missing.
+pub fn build_go_client(dir: &Path) -> Option<(PathBuf, String)> {
+    let go = std::env::var("GO").unwrap_or_else(|_| "go".into());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/go_lookup.go");
+    let bin = dir.join("go_lookup");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache");
+    let status = Command::new(&go)
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", &cache)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let v = Command::new(&go).arg("version").output().ok();
+            let version = v
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .and_then(|s| s.split_whitespace().nth(2).map(str::to_string))
+                .unwrap_or_else(|| "go?".into());
+            Some((bin, version))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot build the Go client with {go} ({other:?}): install golang-go (scripts/deps/search.txt)"
+            ));
+            None
+        }
+    }
+}
+
+/// Build `tests/clients/cares_lookup.c` against the system c-ares (`cc ... -lcares`, Debian's
+/// libc-ares-dev). Returns the binary and the library's version (`ares_version`). Skips
+/// loudly, or fails under `CI=true`, when the compiler or the library is missing.
+pub fn build_cares_client(dir: &Path) -> Option<(PathBuf, String)> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/cares_lookup.c");
+    let bin = dir.join("cares_lookup");
+    let status = Command::new(&cc)
+        .args(["-O1", "-Wno-deprecated-declarations", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .arg("-lcares")
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let (_, out) = run_client(Command::new(&bin).arg("--version"));
+            Some((bin, out.trim().to_string()))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot build the c-ares client with {cc} -lcares ({other:?}): install libc-ares-dev (scripts/deps/search.txt)"
+            ));
+            None
+        }
+    }
+}
+
+/// `tests/clients/pycares_lookup.py` behind a small executable wrapper in `dir` (pycares, from
+/// scripts/deps/pip.txt, carries its own c-ares). Returns the wrapper and the c-ares version.
+/// Skips loudly, or fails under `CI=true`, when pycares is not installed.
+pub fn pycares_client(dir: &Path) -> Option<(PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pycares_lookup.py");
+    let bin = dir.join("pycares_lookup");
+    std::fs::write(
+        &bin,
+        format!("#!/bin/sh\nexec python3 {} \"$@\"\n", src.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin).arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Some((bin, version))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot run the pycares client ({other:?}): pip install pycares (scripts/deps/pip.txt)"
+            ));
+            None
+        }
+    }
+}
+
+/// The hickory client's crate (`tests/clients/hickory_lookup`, its own Cargo.lock) and target
+/// directory (kept under the test target dir, so it is built once).
+fn hickory_paths() -> (PathBuf, PathBuf) {
+    (
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/hickory_lookup/Cargo.toml"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("hickory-client"),
+    )
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Download the hickory client's crates (`cargo fetch --locked`), outside the namespace: the
+/// namespace has no route to a registry. Failures show up in [`build_hickory_client`].
+pub fn fetch_hickory_client() {
+    let (manifest, _) = hickory_paths();
+    let _ = cargo()
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(&manifest)
+        .status();
+}
+
+/// Build `tests/clients/hickory_lookup` (hickory-resolver pinned in its Cargo.toml, tokio,
+/// no default features) offline. Returns the binary and the hickory-resolver version from its
+/// lock file. Skips loudly, or fails under `CI=true`, when it cannot be built.
+pub fn build_hickory_client() -> Option<(PathBuf, String)> {
+    let (manifest, target) = hickory_paths();
+    let status = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let lock = std::fs::read_to_string(manifest.with_file_name("Cargo.lock")).unwrap();
+            let version = lock
+                .split("[[package]]")
+                .find(|p| p.contains("name = \"hickory-resolver\""))
+                .and_then(|p| p.split("version = \"").nth(1))
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("?")
+                .to_string();
+            Some((target.join("debug/hickory_lookup"), version))
+        }
+        other => {
+            netns::skip_or_fail(&format!(
+                "cannot build the hickory client ({other:?}): cargo fetch needs the crates registry once"
+            ));
+            None
+        }
+    }
+}
+
+/// The stub model for a c-ares version: `c-ares-1.18` before 1.34 (Debian 12's 1.18.1), else
+/// `c-ares`. `NDOTS_CARES_STUB` overrides.
+pub fn cares_model(version: &str) -> String {
+    if let Ok(s) = std::env::var("NDOTS_CARES_STUB") {
+        return s;
+    }
+    let nums: Vec<u32> = version
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    if nums.len() == 2 && (nums[0], nums[1]) < (1, 34) {
+        "c-ares-1.18".into()
+    } else {
+        "c-ares".into()
     }
 }
 

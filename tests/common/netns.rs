@@ -4,7 +4,7 @@
 //!
 //! Pattern: the test calls [`enter`] first. Outside the namespace it re-executes its own test
 //! binary for just that test (`--exact NAME --nocapture --test-threads=1`) under
-//! `unshare --net --mount` with `NDOTS_NETNS_CHILD=NAME`, waits, and returns `None`: the
+//! `unshare --net --mount --uts` with `NDOTS_NETNS_CHILD=NAME`, waits, and returns `None`: the
 //! parent's work is done. Inside, it brings `lo` up, adds an interface with an IPv4 and an
 //! IPv6 address (getaddrinfo's AI_ADDRCONFIG only asks for a family that has a non-loopback
 //! address), makes mounts private, bind-mounts its own `/etc/resolv.conf`, `/etc/hosts` and
@@ -57,7 +57,7 @@ pub fn enter(test: &str) -> Option<Netns> {
     }
     let exe = std::env::current_exe().expect("current_exe");
     let status = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
+        .args(["--net", "--mount", "--uts", "--"])
         .arg(&exe)
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, test)
@@ -100,6 +100,14 @@ fn bind_over(src: &Path, target: &str) -> Result<(), String> {
 impl Netns {
     fn setup() -> Result<Netns, String> {
         run("mount", &["--make-rprivate", "/"])?;
+        // A host name without a domain: resolvers that derive a search domain from it
+        // (hickory-resolver always, glibc and Go without a search list) then see none, whatever
+        // the machine is called.
+        let host = b"ndots-test";
+        // SAFETY: the pointer and length describe `host`; the UTS namespace is our own.
+        if unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) } != 0 {
+            return Err(format!("sethostname: {}", std::io::Error::last_os_error()));
+        }
         run("ip", &["link", "set", "lo", "up"])?;
         // A dummy interface if the kernel has the module, else a veth pair, else lo itself.
         let dev = if run("ip", &["link", "add", "ndots0", "type", "dummy"]).is_ok() {
