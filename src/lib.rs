@@ -6,6 +6,7 @@ pub mod amplify;
 pub mod cache;
 pub mod capture;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod demo;
 pub mod docs;

@@ -41,6 +41,12 @@ pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
 pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
 
+/// `ndots collect` (DESIGN §9 "dnstap"): the Frame Streams receiver.
+pub const COLLECT_CONNECTIONS: &str = "ndots_collect_connections";
+pub const COLLECT_SESSIONS: &str = "ndots_collect_sessions_total";
+pub const COLLECT_FRAMES: &str = "ndots_collect_frames_total";
+pub const COLLECT_MALFORMED: &str = "ndots_collect_malformed_frames_total";
+
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
 
@@ -110,6 +116,10 @@ pub const ALL: &[MetricInfo] = &[
     metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
     metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(COLLECT_CONNECTIONS, "gauge", &[], "ndots collect: dnstap sender connections open (set at each scrape)."),
+    metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
+    metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
+    metric(COLLECT_MALFORMED, "counter", &[], "ndots collect: data frames that were not a readable dnstap message, counted and skipped (set at each scrape)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];
 

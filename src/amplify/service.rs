@@ -208,6 +208,30 @@ impl Tracker {
         }
     }
 
+    /// Hand several events over, waiting while the queue is full: back-pressure for a caller
+    /// that may block (`ndots collect` stops reading its senders), never the packet path.
+    /// Returns false when the tracker thread is gone.
+    pub fn record_batch_wait(&self, events: Vec<QueryEvent>) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        let n = events.len();
+        loop {
+            let before = self.inner.queued.fetch_add(n, Ordering::Relaxed);
+            // A batch larger than the whole queue goes in once the queue is empty.
+            if before == 0 || before + n <= QUEUE_CAPACITY {
+                break;
+            }
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if self.inner.tx.send(Msg::Batch(events)).is_err() {
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

@@ -353,7 +353,7 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("NDOTS_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
