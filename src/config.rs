@@ -53,6 +53,31 @@ pub struct FileConfig {
     /// The node-local address (deploy/README.md): a link with fixed addresses the proxy
     /// creates itself and never removes, as NodeLocal DNSCache does. Default: off.
     pub node_local: Option<NodeLocalSection>,
+    /// The proxy's own traffic as dnstap (Frame Streams), for DNS-collector, Loki or
+    /// `ndots collect`. Default: off. Needs a restart to change.
+    pub dnstap: Option<DnstapSection>,
+}
+
+/// `dnstap`: where the proxy writes its traffic as dnstap, and which messages.
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnstapSection {
+    /// `unix:PATH` or `tcp:HOST:PORT` (bidirectional Frame Streams, reconnecting every second),
+    /// or `file:PATH` (truncated at start). Messages that cannot be written at once are dropped
+    /// and counted in `ndots_dnstap_messages_total{result="dropped"}`: answers never wait.
+    pub output: String,
+    /// `client` (CLIENT_QUERY/CLIENT_RESPONSE: the pods' queries and the answers they got)
+    /// and/or `forwarder` (FORWARDER_QUERY/FORWARDER_RESPONSE: the proxy's queries to its
+    /// upstreams). Default `[client]`.
+    pub messages: Option<Vec<DnstapMessage>>,
+}
+
+/// A kind of dnstap message the proxy writes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnstapMessage {
+    Client,
+    Forwarder,
 }
 
 /// The node-local address: a link the proxy creates and addresses it puts there, as NodeLocal
@@ -413,6 +438,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub allow: Vec<Network>,
     pub node_local: Option<NodeLocalConfig>,
+    pub dnstap: Option<crate::tap::TapConfig>,
 }
 
 /// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
@@ -739,9 +765,26 @@ impl Config {
                 .collect(),
         };
 
+        let dnstap = match f.dnstap {
+            None => None,
+            Some(d) => {
+                let output = d.output.parse().context("dnstap.output")?;
+                let messages = d.messages.unwrap_or_else(|| vec![DnstapMessage::Client]);
+                if messages.is_empty() {
+                    bail!("dnstap.messages: name client, forwarder or both (or drop the section)");
+                }
+                Some(crate::tap::TapConfig {
+                    output,
+                    client: messages.contains(&DnstapMessage::Client),
+                    forwarder: messages.contains(&DnstapMessage::Forwarder),
+                })
+            }
+        };
+
         Ok(Config {
             allow,
             node_local,
+            dnstap,
             listen,
             admin,
             cluster: ClusterConfig {

@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod render;
 pub mod replay;
 pub mod search;
+pub mod tap;
 pub mod upstream;
 pub mod wire;

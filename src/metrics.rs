@@ -47,6 +47,9 @@ pub const COLLECT_SESSIONS: &str = "ndots_collect_sessions_total";
 pub const COLLECT_FRAMES: &str = "ndots_collect_frames_total";
 pub const COLLECT_MALFORMED: &str = "ndots_collect_malformed_frames_total";
 
+/// The proxy's dnstap output (`dnstap.output`).
+pub const DNSTAP_MESSAGES: &str = "ndots_dnstap_messages_total";
+
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
 
@@ -120,6 +123,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
     metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
     metric(COLLECT_MALFORMED, "counter", &[], "ndots collect: data frames that were not a readable dnstap message, counted and skipped (set at each scrape)."),
+    metric(DNSTAP_MESSAGES, "counter", &[("result", "`written`, or `dropped` (the queue was full or no receiver was connected; answers never wait for dnstap)")], "dnstap messages of the proxy's own traffic (dnstap.output), by result."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];
 

@@ -83,6 +83,8 @@ pub struct Engine {
     pub(crate) internal_flights: Flights,
     /// Amplification tracking; every answered query becomes a `QueryEvent` (DESIGN §4).
     tracker: Option<Tracker>,
+    /// The proxy's traffic as dnstap (`dnstap.output`); set by `proxy::start`.
+    pub tap: Option<crate::tap::Tap>,
 }
 
 struct Waiter {
@@ -161,6 +163,7 @@ impl Engine {
             shortcut,
             internal_flights: Flights::default(),
             tracker,
+            tap: None,
         })
     }
 
@@ -222,7 +225,16 @@ impl Engine {
             wire::minimal_response_ext(packet, &view, rcode, false, out);
             self.count_response(zone, rcode, AnswerSource::Local);
             if allowed {
-                self.emit(packet, &view, client, now, rcode, 0, AnswerSource::Local);
+                self.emit(
+                    packet,
+                    &view,
+                    client,
+                    now,
+                    rcode,
+                    0,
+                    AnswerSource::Local,
+                    out,
+                );
             }
             return Fast::Answered;
         }
@@ -249,6 +261,7 @@ impl Engine {
                     rcode,
                     answers,
                     AnswerSource::Cache,
+                    out,
                 );
                 if prefetch {
                     match self.prefetch_plan(packet, &view) {
@@ -268,7 +281,8 @@ impl Engine {
                             self.count_shortcut(sc.mode, reason);
                             let nx = wire::RCODE_NXDOMAIN as u16;
                             self.count_response(zone, nx, AnswerSource::Shortcut);
-                            self.emit(packet, &view, client, now, nx, 0, AnswerSource::Shortcut);
+                            let sc = AnswerSource::Shortcut;
+                            self.emit(packet, &view, client, now, nx, 0, sc, out);
                             return Fast::Answered;
                         }
                     },
@@ -384,7 +398,7 @@ impl Engine {
                     // The event goes before the answer: the client's next query (the walk's next
                     // candidate) can then never reach the tracker ahead of this one.
                     let (q, v) = (&w.query, &w.view);
-                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
+                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source, &out);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                     self.count_response(zone, a.rcode, source);
@@ -462,7 +476,11 @@ impl Engine {
         query: &[u8],
         view: &QueryView,
     ) -> Option<crate::upstream::Reply> {
+        let sent = Instant::now();
         let reply = self.router.exchange(zone, query).await.ok()?;
+        if let Some(tap) = &self.tap {
+            tap.forwarder(reply.from, query, &reply.bytes, sent.elapsed());
+        }
         if reply.info.rcode == wire::RCODE_FORMERR as u16
             && reply.info.edns.is_none()
             && view.edns.is_some()
@@ -493,6 +511,7 @@ impl Engine {
                 rcode,
                 1,
                 AnswerSource::Stale,
+                out,
             );
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
@@ -507,6 +526,7 @@ impl Engine {
                 servfail,
                 0,
                 AnswerSource::Upstream,
+                out,
             );
         }
         self.flush_events();
@@ -514,8 +534,8 @@ impl Engine {
         self.observe_duration(zone, w.started);
     }
 
-    /// Hand the tracker one answered query. Off the packet path as far as it can be: a name
-    /// string and a non-blocking channel send.
+    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
+    /// it can be: a name string and non-blocking channel sends.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
@@ -526,7 +546,11 @@ impl Engine {
         rcode: u16,
         answers: u16,
         source: AnswerSource,
+        response: &[u8],
     ) {
+        if let Some(tap) = &self.tap {
+            tap.client(client, packet, response, started.elapsed());
+        }
         if self.tracker.is_none() {
             return;
         }

@@ -38,6 +38,8 @@ pub struct Running {
     pending: Arc<AtomicUsize>,
     metrics: PrometheusHandle,
     tracker: Tracker,
+    /// Kept across reloads (`dnstap` needs a restart to change).
+    tap: Option<crate::tap::Tap>,
 }
 
 struct Admin {
@@ -79,12 +81,21 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
     let tracker = Tracker::start(&config.cluster, &config.tracker);
-    let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
+    let tap = match &config.dnstap {
+        Some(d) => Some(
+            crate::tap::Tap::start(d)
+                .map_err(|e| anyhow::anyhow!("dnstap.output {:?}: {e}", d.output))?,
+        ),
+        None => None,
+    };
+    let mut first = Engine::new(
         config.clone(),
         cache,
         pending.clone(),
         Some(tracker.clone()),
-    )?));
+    )?;
+    first.tap = tap.clone();
+    let engine = Arc::new(ArcSwap::from_pointee(first));
     let stop = Arc::new(AtomicBool::new(false));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
 
@@ -174,6 +185,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         pending,
         metrics,
         tracker,
+        tap,
     })
 }
 
@@ -244,6 +256,11 @@ impl Running {
         self.engine.load_full()
     }
 
+    /// The dnstap writer, when `dnstap` is configured.
+    pub fn tap(&self) -> Option<&crate::tap::Tap> {
+        self.tap.as_ref()
+    }
+
     /// The amplification tracker this proxy feeds.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
@@ -272,12 +289,13 @@ impl Running {
         } else {
             Arc::new(Cache::new(config.cache.clone()))
         };
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             config,
             cache,
             self.pending.clone(),
             Some(self.tracker.clone()),
         )?;
+        engine.tap = self.tap.clone();
         self.engine.store(Arc::new(engine));
         Ok(())
     }
@@ -292,6 +310,10 @@ impl Running {
         let deadline = Instant::now() + grace;
         while self.pending.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // The dnstap stream ends whole (STOP; FINISH from a socket receiver).
+        if let Some(tap) = &self.tap {
+            tap.close();
         }
     }
 }
