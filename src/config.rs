@@ -252,6 +252,10 @@ pub struct TrackerSection {
     /// Walks tracked at once; the least recent is evicted beyond this (counted in
     /// `ndots_tracker_evictions_total`). Default `200000`.
     pub max_open_walks: Option<usize>,
+    /// Namespaces with their own `ndots_namespace_*_total{namespace}` series: the first this
+    /// many seen keep theirs, later ones count as `namespace="other"`, so a cluster with
+    /// thousands of namespaces cannot blow up the series count. Default `50`.
+    pub namespace_series: Option<usize>,
 }
 
 /// Knobs of the serving side that DESIGN §3 leaves open.
@@ -398,7 +402,12 @@ pub struct ShortcutConfig {
 pub struct TrackerConfig {
     pub idle: Duration,
     pub max_open_walks: usize,
+    /// Bound on namespaces with their own `ndots_namespace_*` series (the rest: `other`).
+    pub namespace_series: usize,
 }
+
+/// Default `tracker.namespace_series`.
+pub const DEFAULT_NAMESPACE_SERIES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -740,6 +749,7 @@ impl Config {
         let tracker = TrackerConfig {
             idle: ts.idle.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
             max_open_walks: ts.max_open_walks.unwrap_or(200_000),
+            namespace_series: ts.namespace_series.unwrap_or(DEFAULT_NAMESPACE_SERIES),
         };
 
         let sv = f.server.unwrap_or_default();

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod event;
+pub mod fleet;
 pub mod metrics;
 pub mod netlink;
 pub mod node_local;

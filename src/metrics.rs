@@ -47,6 +47,14 @@ pub const COLLECT_SESSIONS: &str = "ndots_collect_sessions_total";
 pub const COLLECT_FRAMES: &str = "ndots_collect_frames_total";
 pub const COLLECT_MALFORMED: &str = "ndots_collect_malformed_frames_total";
 
+/// Fleet figures (`ndots report --prometheus`): what the report has and the DESIGN §4 series
+/// do not carry.
+pub const SEARCH_QUERIES: &str = "ndots_search_queries_total";
+pub const WASTED_QUERIES_BY_TYPE: &str = "ndots_wasted_queries_by_type_total";
+pub const NAMESPACE_LOOKUPS: &str = "ndots_namespace_lookups_total";
+pub const NAMESPACE_QUERIES: &str = "ndots_namespace_queries_total";
+pub const NAMESPACE_WASTED: &str = "ndots_namespace_wasted_queries_total";
+
 /// The proxy's dnstap output (`dnstap.output`).
 pub const DNSTAP_MESSAGES: &str = "ndots_dnstap_messages_total";
 
@@ -89,6 +97,7 @@ const CACHE_TYPE: (&str, &str) = (
     "`success` (positive answers) or `denial` (NXDOMAIN, NODATA)",
 );
 const QTYPE: (&str, &str) = ("type", "query type: `A`, `AAAA`, ...");
+const NAMESPACE: (&str, &str) = ("namespace", "the namespace from the `<ns>.svc` search suffix; the first `tracker.namespace_series` (default 50) seen have their own, later ones `other`, unknown ones `unknown`");
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
 
 /// Every metric this crate exports, with its type, labels and help text.
@@ -123,6 +132,11 @@ pub const ALL: &[MetricInfo] = &[
     metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
     metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
     metric(COLLECT_MALFORMED, "counter", &[], "ndots collect: data frames that were not a readable dnstap message, counted and skipped (set at each scrape)."),
+    metric(SEARCH_QUERIES, "counter", &[("suffix", "the search suffix the query carried: `namespace`, `svc`, `cluster`, `node`, `other`, `absolute`")], "Queries of ended lookups by the search suffix they carried (the report's by_suffix)."),
+    metric(WASTED_QUERIES_BY_TYPE, "counter", &[QTYPE], "Wasted queries of ended lookups, by query type (the report's by_type wasted_queries)."),
+    metric(NAMESPACE_LOOKUPS, "counter", &[NAMESPACE], "Lookups ended, by the client's namespace (bounded: tracker.namespace_series)."),
+    metric(NAMESPACE_QUERIES, "counter", &[NAMESPACE], "Queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
+    metric(NAMESPACE_WASTED, "counter", &[NAMESPACE], "Wasted queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
     metric(DNSTAP_MESSAGES, "counter", &[("result", "`written`, or `dropped` (the queue was full or no receiver was connected; answers never wait for dnstap)")], "dnstap messages of the proxy's own traffic (dnstap.output), by result."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];

@@ -126,6 +126,7 @@ fn collect_handshake_many_senders_and_malformed_frames_skipped() {
         &TrackerConfig {
             idle: Duration::from_secs(2),
             max_open_walks: 100_000,
+            namespace_series: ndots::config::DEFAULT_NAMESPACE_SERIES,
         },
         "collect-test",
     );

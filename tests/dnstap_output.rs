@@ -190,6 +190,7 @@ fn dnstap_socket_output_reaches_collect() {
         &ndots::config::TrackerConfig {
             idle: Duration::from_secs(2),
             max_open_walks: 1000,
+            namespace_series: ndots::config::DEFAULT_NAMESPACE_SERIES,
         },
         "collect",
     );

@@ -82,6 +82,18 @@ pub struct Report {
     pub first_seen: Option<f64>,
     #[serde(default)]
     pub last_seen: Option<f64>,
+    /// By the clients' namespace, most wasted first: the fleet report from Prometheus
+    /// (`ndots_namespace_*` series; `other` holds namespaces beyond tracker.namespace_series).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceFigures>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NamespaceFigures {
+    pub namespace: String,
+    pub lookups: u64,
+    pub queries: u64,
+    pub wasted_queries: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -548,6 +560,7 @@ impl Aggregate {
             top_complete,
             first_seen: self.first.map(Timestamp::as_secs_f64),
             last_seen: self.last.map(Timestamp::as_secs_f64),
+            namespaces: Vec::new(),
         }
     }
 
