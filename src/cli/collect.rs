@@ -61,8 +61,11 @@ pub fn run(args: CollectArgs) -> Result<(), CliError> {
         .map(|s| parse_socket_addr(s, None))
         .transpose()
         .map_err(CliError::usage)?;
+    // Upstreams do not apply to collect; naming one keeps the file's (or the host's
+    // resolv.conf, absent from the image) from being required.
     let overrides = Overrides {
         admin,
+        upstreams: vec![(".".into(), std::net::SocketAddr::from(([127, 0, 0, 1], 53)))],
         ..Overrides::default()
     };
     let cfg = Config::load(args.config.as_deref(), &overrides).map_err(CliError::usage)?;
