@@ -173,9 +173,20 @@ fn dnstap_file_is_read_by_dnstap_ldns_and_analyze_equals_the_proxys_report() {
 }
 
 #[test]
-fn dnstap_socket_output_reaches_collect() {
+fn dnstap_unix_socket_output_reaches_collect() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("collect.sock");
+    socket_output_reaches_collect(ndots::collect::Listen::Unix(sock));
+}
+
+#[test]
+fn dnstap_tcp_output_reaches_collect() {
+    socket_output_reaches_collect(ndots::collect::Listen::Tcp("127.0.0.1:0".parse().unwrap()));
+}
+
+/// The proxy's socket output into collect's receiver: the handshake from both ends, every
+/// message of the traffic, STOP/FINISH at shutdown, the same figures on both sides.
+fn socket_output_reaches_collect(listen: ndots::collect::Listen) {
     let cluster = ndots::config::ClusterConfig {
         domain: "cluster.local".into(),
         search: vec![
@@ -194,19 +205,12 @@ fn dnstap_socket_output_reaches_collect() {
         },
         "collect",
     );
-    let c = ndots::collect::start(
-        &ndots::collect::Listen::Unix(sock.clone()),
-        tracker.clone(),
-        ndots::capture::Options::default(),
-    )
-    .unwrap();
+    let c = ndots::collect::start(&listen, tracker.clone(), ndots::capture::Options::default())
+        .unwrap();
     let up = upstream();
     let rt = runtime();
-    let p = proxy(
-        &up,
-        &rt,
-        &format!("dnstap: {{output: \"unix:{}\"}}\n", sock.display()),
-    );
+    // collect's `Listen` prints as the proxy's `dnstap.output` is written (the bound port).
+    let p = proxy(&up, &rt, &format!("dnstap: {{output: \"{}\"}}\n", c.local));
     // The writer connects at its first record; wait for the session before counting.
     let deadline = Instant::now() + Duration::from_secs(10);
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
