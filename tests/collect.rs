@@ -462,3 +462,98 @@ fn unbound_conf(dir: &Path, sock: &Path) -> std::path::PathBuf {
     std::fs::write(&p, conf).unwrap();
     p
 }
+
+/// Hostile senders: valid streams with bytes flipped, cut or spliced, and random bytes. Each
+/// session ends (a panicking session thread would never count itself closed), and a good
+/// sender is still served afterwards.
+#[test]
+fn collect_survives_mutated_and_random_streams() {
+    ndots::metrics::install();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fuzz.sock");
+    let tracker = Tracker::start_named(
+        &cluster(),
+        &TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 10_000,
+            namespace_series: ndots::config::DEFAULT_NAMESPACE_SERIES,
+        },
+        "fuzz",
+    );
+    let c = collect::start(
+        &Listen::Unix(sock.clone()),
+        tracker.clone(),
+        ndots::capture::Options::default(),
+    )
+    .unwrap();
+    let mut valid = control_frame(CONTROL_START, Some(CONTENT_TYPE));
+    let mut t = now_us();
+    for w in 0..20u16 {
+        for f in walk_frames([10, 9, 0, 1], w * 4, &format!("f{w}.example.com"), &mut t) {
+            valid.extend(data_frame(&f));
+        }
+    }
+    valid.extend(control_frame(CONTROL_STOP, None));
+    // xorshift64*: deterministic, so a failure replays.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    const RUNS: u64 = 300;
+    for run in 0..RUNS {
+        let input: Vec<u8> = match run % 3 {
+            0 => {
+                let mut v = valid.clone();
+                for _ in 0..1 + rnd() % 8 {
+                    let i = (rnd() as usize) % v.len();
+                    v[i] ^= 1 << (rnd() % 8);
+                }
+                v
+            }
+            1 => {
+                let cut = (rnd() as usize) % valid.len();
+                let from = (rnd() as usize) % valid.len();
+                let mut v = valid[..cut].to_vec();
+                v.extend_from_slice(&valid[from..]);
+                v
+            }
+            _ => (0..rnd() % 4096).map(|_| rnd() as u8).collect(),
+        };
+        let mut conn = UnixStream::connect(&sock).unwrap();
+        // The receiver may close early: a failed write is fine.
+        let _ = conn.write_all(&input);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ended = || {
+        c.counters.sessions_ok.load(Relaxed)
+            + c.counters.sessions_closed.load(Relaxed)
+            + c.counters.sessions_error.load(Relaxed)
+    };
+    while ended() < RUNS || c.counters.open.load(Relaxed) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "sessions did not all end (a panic?): {:?}",
+            c.counters
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(c.counters.malformed.load(Relaxed) > 0, "{:?}", c.counters);
+    // Still serving: one good unidirectional stream, counted.
+    let before = c.counters.sessions_ok.load(Relaxed);
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    conn.write_all(&valid).unwrap();
+    drop(conn);
+    while c.counters.sessions_ok.load(Relaxed) == before {
+        assert!(Instant::now() < deadline, "the good sender was not served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
