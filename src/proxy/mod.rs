@@ -279,9 +279,11 @@ impl Running {
             || config.admin != old.config.admin
             || config.server.workers != old.config.server.workers
             || config.node_local != old.config.node_local
+            || config.dnstap != old.config.dnstap
         {
             tracing::warn!(
-                "listen, admin, server.workers and node_local changes take effect on restart only"
+                "listen, admin, server.workers, node_local and dnstap changes take effect on \
+                 restart only"
             );
         }
         let cache = if config.cache == old.config.cache {
