@@ -26,6 +26,7 @@ fn cfg() -> TrackerConfig {
     TrackerConfig {
         idle: Duration::from_secs(2),
         max_open_walks: 200_000,
+        namespace_series: ndots::config::DEFAULT_NAMESPACE_SERIES,
     }
 }
 

@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub metrics: Option<MetricsSection>,
     /// The proxy's log on stderr and its query log on stdout.
     pub log: Option<LogSection>,
+    /// The proxy's own traffic as dnstap (Frame Streams), for DNS-collector, Loki or
+    /// `ndots collect`. Default: off. Needs a restart to change.
+    pub dnstap: Option<DnstapSection>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
@@ -99,6 +102,28 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub queries: bool,
+}
+
+/// `dnstap`: where the proxy writes its traffic as dnstap, and which messages.
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnstapSection {
+    /// `unix:PATH` or `tcp:HOST:PORT` (bidirectional Frame Streams, reconnecting every second),
+    /// or `file:PATH` (truncated at start). Messages that cannot be written at once are dropped
+    /// and counted in `ndots_dnstap_messages_total{result="dropped"}`: answers never wait.
+    pub output: String,
+    /// `client` (CLIENT_QUERY/CLIENT_RESPONSE: the pods' queries and the answers they got)
+    /// and/or `forwarder` (FORWARDER_QUERY/FORWARDER_RESPONSE: the proxy's queries to its
+    /// upstreams). Default `[client]`.
+    pub messages: Option<Vec<DnstapMessage>>,
+}
+
+/// A kind of dnstap message the proxy writes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnstapMessage {
+    Client,
+    Forwarder,
 }
 
 /// The node-local address: a link the proxy creates and addresses it puts there, as NodeLocal
@@ -273,6 +298,10 @@ pub struct TrackerSection {
     /// Walks tracked at once; the least recent is evicted beyond this (counted in
     /// `ndots_tracker_evictions_total`). Default `200000`.
     pub max_open_walks: Option<usize>,
+    /// Namespaces with their own `ndots_namespace_*_total{namespace}` series: the first this
+    /// many seen keep theirs, later ones count as `namespace="other"`, so a cluster with
+    /// thousands of namespaces cannot blow up the series count. Default `50`.
+    pub namespace_series: Option<usize>,
 }
 
 /// Knobs of the serving side that DESIGN §3 leaves open.
@@ -419,7 +448,12 @@ pub struct ShortcutConfig {
 pub struct TrackerConfig {
     pub idle: Duration,
     pub max_open_walks: usize,
+    /// Bound on namespaces with their own `ndots_namespace_*` series (the rest: `other`).
+    pub namespace_series: usize,
 }
+
+/// Default `tracker.namespace_series`.
+pub const DEFAULT_NAMESPACE_SERIES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -462,6 +496,7 @@ pub struct Config {
     /// `metrics.coredns_names`.
     pub coredns_names: bool,
     pub log: LogConfig,
+    pub dnstap: Option<crate::tap::TapConfig>,
 }
 
 /// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
@@ -765,6 +800,7 @@ impl Config {
         let tracker = TrackerConfig {
             idle: ts.idle.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
             max_open_walks: ts.max_open_walks.unwrap_or(200_000),
+            namespace_series: ts.namespace_series.unwrap_or(DEFAULT_NAMESPACE_SERIES),
         };
 
         let sv = f.server.unwrap_or_default();
@@ -795,12 +831,28 @@ impl Config {
             format: o.log_format.or(ls.format).unwrap_or_default(),
             queries: ls.queries.unwrap_or(false),
         };
+        let dnstap = match f.dnstap {
+            None => None,
+            Some(d) => {
+                let output = d.output.parse().context("dnstap.output")?;
+                let messages = d.messages.unwrap_or_else(|| vec![DnstapMessage::Client]);
+                if messages.is_empty() {
+                    bail!("dnstap.messages: name client, forwarder or both (or drop the section)");
+                }
+                Some(crate::tap::TapConfig {
+                    output,
+                    client: messages.contains(&DnstapMessage::Client),
+                    forwarder: messages.contains(&DnstapMessage::Forwarder),
+                })
+            }
+        };
 
         Ok(Config {
             coredns_names: f.metrics.and_then(|m| m.coredns_names).unwrap_or(false),
             log,
             allow,
             node_local,
+            dnstap,
             listen,
             admin,
             cluster: ClusterConfig {

@@ -45,6 +45,23 @@ pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
 pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
 
+/// `ndots collect` (DESIGN §9 "dnstap"): the Frame Streams receiver.
+pub const COLLECT_CONNECTIONS: &str = "ndots_collect_connections";
+pub const COLLECT_SESSIONS: &str = "ndots_collect_sessions_total";
+pub const COLLECT_FRAMES: &str = "ndots_collect_frames_total";
+pub const COLLECT_MALFORMED: &str = "ndots_collect_malformed_frames_total";
+
+/// Fleet figures (`ndots report --prometheus`): what the report has and the DESIGN §4 series
+/// do not carry.
+pub const SEARCH_QUERIES: &str = "ndots_search_queries_total";
+pub const WASTED_QUERIES_BY_TYPE: &str = "ndots_wasted_queries_by_type_total";
+pub const NAMESPACE_LOOKUPS: &str = "ndots_namespace_lookups_total";
+pub const NAMESPACE_QUERIES: &str = "ndots_namespace_queries_total";
+pub const NAMESPACE_WASTED: &str = "ndots_namespace_wasted_queries_total";
+
+/// The proxy's dnstap output (`dnstap.output`).
+pub const DNSTAP_MESSAGES: &str = "ndots_dnstap_messages_total";
+
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
 
@@ -113,6 +130,7 @@ const QTYPE: (&str, &str) = (
     "type",
     "query type: `A`, `AAAA`, ... (the types CoreDNS monitors; any other is `other`)",
 );
+const NAMESPACE: (&str, &str) = ("namespace", "the namespace from the `<ns>.svc` search suffix; the first `tracker.namespace_series` (default 50) seen have their own, later ones `other`, unknown ones `unknown`");
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
 const SOURCE: (&str, &str) = (
     "source",
@@ -152,6 +170,16 @@ pub const ALL: &[MetricInfo] = &[
     metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
     metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(COLLECT_CONNECTIONS, "gauge", &[], "ndots collect: dnstap sender connections open (set at each scrape)."),
+    metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
+    metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
+    metric(COLLECT_MALFORMED, "counter", &[], "ndots collect: data frames that were not a readable dnstap message, counted and skipped (set at each scrape)."),
+    metric(SEARCH_QUERIES, "counter", &[("suffix", "the search suffix the query carried: `namespace`, `svc`, `cluster`, `node`, `other`, `absolute`")], "Queries of ended lookups by the search suffix they carried (the report's by_suffix)."),
+    metric(WASTED_QUERIES_BY_TYPE, "counter", &[QTYPE], "Wasted queries of ended lookups, by query type (the report's by_type wasted_queries)."),
+    metric(NAMESPACE_LOOKUPS, "counter", &[NAMESPACE], "Lookups ended, by the client's namespace (bounded: tracker.namespace_series)."),
+    metric(NAMESPACE_QUERIES, "counter", &[NAMESPACE], "Queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
+    metric(NAMESPACE_WASTED, "counter", &[NAMESPACE], "Wasted queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
+    metric(DNSTAP_MESSAGES, "counter", &[("result", "`written`, or `dropped` (the queue was full or no receiver was connected; answers never wait for dnstap)")], "dnstap messages of the proxy's own traffic (dnstap.output), by result."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
     metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
     metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),

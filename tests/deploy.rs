@@ -91,7 +91,7 @@ fn overlays_render_offline_and_validate_against_the_schemas() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for overlay in ["node-local", "sidecar"] {
+    for overlay in ["node-local", "sidecar", "collect"] {
         let file = dir.path().join(format!("{overlay}.yaml"));
         std::fs::write(&file, render(overlay)).unwrap();
         for version in KUBERNETES_VERSIONS {
@@ -641,4 +641,83 @@ fn surge_pod_binds_the_same_dns_and_admin_ports() {
     let _ = new.kill();
     let _ = new.wait();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "192.0.2.7");
+}
+
+/// deploy/collect: CoreDNS's `dnstap tcp://ndots-collect.kube-system:6000 full` reaches the
+/// container's `collect --listen tcp:0.0.0.0:6000`, and the shipped configuration starts it.
+#[test]
+fn collect_overlay_receives_where_the_corefile_sends() {
+    if !require("kubectl") {
+        return;
+    }
+    let objs = objects(&render("collect"));
+    let svc = find(&objs, "Service");
+    assert_eq!(svc["metadata"]["name"], "ndots-collect");
+    assert_eq!(svc["metadata"]["namespace"], "kube-system");
+    let port = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "dnstap")
+        .expect("a dnstap port");
+    assert_eq!(port["port"], 6000);
+    let deploy = find(&objs, "Deployment");
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&args[..3], ["collect", "--listen", "tcp:0.0.0.0:6000"]);
+    let cport = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port["targetPort"])
+        .expect("the Service's targetPort names a container port");
+    assert_eq!(cport["containerPort"], 6000);
+    assert!(
+        deploy["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            == svc["spec"]["selector"]["app.kubernetes.io/name"]
+    );
+    // The shipped ndots.yaml starts a collector (no upstreams needed, none in the file).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ndots.yaml");
+    std::fs::write(
+        &file,
+        find(&objs, "ConfigMap")["data"]["ndots.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["collect", "--listen", "tcp:127.0.0.1:0", "--config"])
+        .arg(&file)
+        .args(["--admin", &admin.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut ready = None;
+    while std::time::Instant::now() < deadline {
+        if let Some(r) = common::tools::http_get(admin, "/readyz") {
+            ready = Some(r.0);
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("collect with the shipped ndots.yaml exited: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        ready,
+        Some(200),
+        "collect with the shipped ndots.yaml is ready"
+    );
 }

@@ -68,6 +68,7 @@ fn analyze(events: &[QueryEvent], source: &str) -> Report {
         &TrackerConfig {
             idle: Duration::from_secs(2),
             max_open_walks: 10_000,
+            namespace_series: ndots::config::DEFAULT_NAMESPACE_SERIES,
         },
     );
     for e in events {

@@ -103,6 +103,10 @@ pub struct Report {
     /// What to change, computed by the stub model ([`super::advice`]).
     #[serde(default)]
     pub advice: Vec<super::advice::AdviceItem>,
+    /// By the clients' namespace, most wasted first: the fleet report from Prometheus
+    /// (`ndots_namespace_*` series; `other` holds namespaces beyond tracker.namespace_series).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceFigures>,
 }
 
 impl Report {
@@ -123,6 +127,14 @@ impl Report {
     pub fn advise(&mut self) {
         self.advice = super::advice::compute(self);
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NamespaceFigures {
+    pub namespace: String,
+    pub lookups: u64,
+    pub queries: u64,
+    pub wasted_queries: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -596,6 +608,7 @@ impl Aggregate {
             stubs: Vec::new(),
             configured_zones: Vec::new(),
             advice: Vec::new(),
+            namespaces: Vec::new(),
         }
     }
 

@@ -74,6 +74,7 @@ impl Tracker {
         let queued = Arc::new(AtomicUsize::new(0));
         let thread_queued = queued.clone();
         let mut walks = WalkTracker::new(SearchShape::new(cluster), cfg);
+        let mut namespaces = NamespaceLabels::new(cfg.namespace_series);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("ndots-tracker".into())
@@ -141,7 +142,7 @@ impl Tracker {
                     let lookups: Vec<Lookup> = walks.drain().collect();
                     if !lookups.is_empty() {
                         for l in &lookups {
-                            record_metrics(l);
+                            record_metrics(l, &mut namespaces);
                         }
                         let mut s = thread_shared.lock();
                         for l in &lookups {
@@ -214,6 +215,30 @@ impl Tracker {
         }
     }
 
+    /// Hand several events over, waiting while the queue is full: back-pressure for a caller
+    /// that may block (`ndots collect` stops reading its senders), never the packet path.
+    /// Returns false when the tracker thread is gone.
+    pub fn record_batch_wait(&self, events: Vec<QueryEvent>) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        let n = events.len();
+        loop {
+            let before = self.inner.queued.fetch_add(n, Ordering::Relaxed);
+            // A batch larger than the whole queue goes in once the queue is empty.
+            if before == 0 || before + n <= QUEUE_CAPACITY {
+                break;
+            }
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if self.inner.tx.send(Msg::Batch(events)).is_err() {
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
@@ -253,7 +278,7 @@ impl Tracker {
 
 /// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
 /// label set, not per lookup).
-fn record_metrics(l: &Lookup) {
+fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
     let (t, name) = m::type_label(l.qtype);
     let type_label = || name;
     m::cached_histogram(
@@ -282,6 +307,80 @@ fn record_metrics(l: &Lookup) {
             )
             .increment(u64::from(n));
         }
+        let n = l.suffix_queries[s as usize];
+        if n > 0 {
+            m::cached_counter(
+                m::label_key(24, &[s as u64]),
+                || metrics::counter!(m::SEARCH_QUERIES, "suffix" => s.as_str()),
+            )
+            .increment(u64::from(n));
+        }
+    }
+    if l.wasted > 0 {
+        m::cached_counter(
+            m::label_key(25, &[t]),
+            || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_label()),
+        )
+        .increment(u64::from(l.wasted));
+    }
+    let (i, ns) = namespaces.label(l.namespace.as_deref());
+    let ns = || ns.to_string();
+    let key = |tag| m::label_key(tag, &[i as u64]);
+    m::cached_counter(
+        key(26),
+        || metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns()),
+    )
+    .increment(1);
+    m::cached_counter(
+        key(27),
+        || metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns()),
+    )
+    .increment(u64::from(l.queries));
+    if l.wasted > 0 {
+        m::cached_counter(
+            key(28),
+            || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns()),
+        )
+        .increment(u64::from(l.wasted));
+    }
+}
+
+/// The `namespace` label values: the first `cap` namespaces seen keep their own (a counter
+/// cannot move to another label later without breaking its rate), the rest are `other`, and
+/// lookups whose namespace is not known (no `<ns>.svc` suffix seen) are `unknown`.
+struct NamespaceLabels {
+    cap: usize,
+    seen: std::collections::HashMap<String, usize>,
+    names: Vec<String>,
+}
+
+impl NamespaceLabels {
+    const OTHER: usize = usize::MAX;
+    const UNKNOWN: usize = usize::MAX - 1;
+
+    fn new(cap: usize) -> Self {
+        NamespaceLabels {
+            cap,
+            seen: Default::default(),
+            names: Vec::new(),
+        }
+    }
+
+    /// A small id (for the memoised handle) and the label value.
+    fn label(&mut self, ns: Option<&str>) -> (usize, &str) {
+        let Some(ns) = ns else {
+            return (Self::UNKNOWN, "unknown");
+        };
+        if let Some(&i) = self.seen.get(ns) {
+            return (i, &self.names[i]);
+        }
+        if self.names.len() >= self.cap {
+            return (Self::OTHER, "other");
+        }
+        let i = self.names.len();
+        self.seen.insert(ns.to_string(), i);
+        self.names.push(ns.to_string());
+        (i, &self.names[i])
     }
 }
 
@@ -324,6 +423,7 @@ mod tests {
             &TrackerConfig {
                 idle: Duration::from_secs(2),
                 max_open_walks: 100,
+                namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
             },
             "m",
         );

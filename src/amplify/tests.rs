@@ -27,6 +27,7 @@ fn cfg(idle_ms: u64, max_open: usize) -> TrackerConfig {
     TrackerConfig {
         idle: Duration::from_millis(idle_ms),
         max_open_walks: max_open,
+        namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
     }
 }
 

@@ -37,17 +37,17 @@ pub mod pb {
 /// The content type a dnstap Frame Streams file announces.
 pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
 /// fstrm's limit for control frames.
-const MAX_CONTROL: usize = 512;
+pub(crate) const MAX_CONTROL: usize = 512;
 /// A data frame holds one Dnstap message: two DNS messages (≤ 64 KiB each) plus addresses.
-const MAX_DATA: usize = 1 << 20;
+pub(crate) const MAX_DATA: usize = 1 << 20;
 /// A raw (unframed) message file is read whole, up to this.
 const MAX_RAW: usize = 16 << 20;
 
-const CONTROL_ACCEPT: u32 = 1;
-const CONTROL_START: u32 = 2;
-const CONTROL_STOP: u32 = 3;
-const CONTROL_READY: u32 = 4;
-const CONTROL_FINISH: u32 = 5;
+pub const CONTROL_ACCEPT: u32 = 1;
+pub const CONTROL_START: u32 = 2;
+pub const CONTROL_STOP: u32 = 3;
+pub const CONTROL_READY: u32 = 4;
+pub const CONTROL_FINISH: u32 = 5;
 
 pub struct DnstapReader<R> {
     input: R,
@@ -56,12 +56,8 @@ pub struct DnstapReader<R> {
     ended: bool,
     offset: u64,
     frame_no: u64,
-    which: DnstapMessages,
-    pairer: Pairer,
+    decoder: Decoder,
     out: Out,
-    queries: u64,
-    responses: u64,
-    skipped: u64,
 }
 
 impl<R: BufRead + Send> DnstapReader<R> {
@@ -73,12 +69,8 @@ impl<R: BufRead + Send> DnstapReader<R> {
             ended: false,
             offset: 0,
             frame_no: 0,
-            which: opts.dnstap_messages,
-            pairer: Pairer::new(opts.answer_wait, opts.max_pending),
+            decoder: Decoder::new(opts),
             out: VecDeque::new(),
-            queries: 0,
-            responses: 0,
-            skipped: 0,
         }
     }
 
@@ -178,45 +170,9 @@ impl<R: BufRead + Send> DnstapReader<R> {
             Ok(b) => b,
             Err(e) => return self.stop(pos, e),
         };
-        let ctype = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        if !matches!(
-            ctype,
-            CONTROL_ACCEPT | CONTROL_START | CONTROL_STOP | CONTROL_READY | CONTROL_FINISH
-        ) {
-            return self.stop(pos, format!("unknown control frame type {ctype}"));
-        }
-        // Fields: type, length, value. START carries at most one content type; READY/ACCEPT may
-        // list several. Any of them must be dnstap's for the data frames to be dnstap.
-        let mut p = 4;
-        let mut types = Vec::new();
-        while p + 8 <= body.len() {
-            let ft = u32::from_be_bytes([body[p], body[p + 1], body[p + 2], body[p + 3]]);
-            let fl =
-                u32::from_be_bytes([body[p + 4], body[p + 5], body[p + 6], body[p + 7]]) as usize;
-            p += 8;
-            if fl > body.len() - p {
-                return self.stop(pos, "control field runs past its frame".into());
-            }
-            if ft == 1 {
-                types.push(body[p..p + fl].to_vec());
-            }
-            p += fl;
-        }
-        if p != body.len() {
-            return self.stop(pos, "control frame has trailing bytes".into());
-        }
-        if ctype == CONTROL_START && !types.is_empty() && !types.iter().any(|t| t == CONTENT_TYPE) {
-            let t = String::from_utf8_lossy(&types[0]).into_owned();
-            return self.stop(
-                pos,
-                format!(
-                    "content type {t:?} is not {:?}",
-                    String::from_utf8_lossy(CONTENT_TYPE)
-                ),
-            );
-        }
-        if ctype == CONTROL_STOP || ctype == CONTROL_FINISH {
-            // The stream may go on with a new START (writers reopening); keep reading.
+        // After STOP or FINISH the stream may go on with a new START (writers reopening).
+        if let Err(e) = parse_control(&body) {
+            self.stop(pos, e);
         }
     }
 
@@ -240,28 +196,68 @@ impl<R: BufRead + Send> DnstapReader<R> {
     }
 
     fn dnstap(&mut self, data: &[u8], pos: Position) {
+        self.decoder.frame(data, pos, &mut self.out);
+    }
+}
+
+/// Dnstap protobuf messages to events: selection (`Options::dnstap_messages`), query/response
+/// pairing and the counts. Shared by the file reader and the live receiver (`crate::collect`),
+/// which has one per sender connection.
+pub(crate) struct Decoder {
+    which: DnstapMessages,
+    pairer: Pairer,
+    pub queries: u64,
+    pub responses: u64,
+    pub skipped: u64,
+}
+
+impl Decoder {
+    pub fn new(opts: &Options) -> Self {
+        Decoder {
+            which: opts.dnstap_messages,
+            pairer: Pairer::new(opts.answer_wait, opts.max_pending),
+            queries: 0,
+            responses: 0,
+            skipped: 0,
+        }
+    }
+
+    /// End of input: queries still waiting become unanswered events.
+    pub fn finish(&mut self, out: &mut Out) {
+        self.pairer.finish(out);
+    }
+
+    pub fn counters(&self, s: &mut Stats) {
+        s.queries += self.queries;
+        s.responses += self.responses;
+        s.unanswered += self.pairer.unanswered;
+        s.unmatched_responses += self.pairer.unmatched;
+        s.evicted += self.pairer.evicted;
+        s.skipped += self.skipped;
+    }
+
+    /// One data frame: a Dnstap protobuf. Events and unreadable frames go to `out`.
+    pub fn frame(&mut self, data: &[u8], pos: Position, out: &mut Out) {
         let d = match pb::Dnstap::decode(data) {
             Ok(d) => d,
             Err(e) => {
-                return self
-                    .out
-                    .push_back(Err(Unreadable::new(pos, format!("dnstap protobuf: {e}"))))
+                return out.push_back(Err(Unreadable::new(pos, format!("dnstap protobuf: {e}"))))
             }
         };
         if d.r#type != pb::dnstap::Type::Message as i32 {
-            return self.out.push_back(Err(Unreadable::new(
+            return out.push_back(Err(Unreadable::new(
                 pos,
                 format!("dnstap type {} is not MESSAGE", d.r#type),
             )));
         }
         let Some(m) = d.message else {
-            return self.out.push_back(Err(Unreadable::new(
+            return out.push_back(Err(Unreadable::new(
                 pos,
                 "dnstap MESSAGE without a message",
             )));
         };
         let Ok(mtype) = pb::message::Type::try_from(m.r#type) else {
-            return self.out.push_back(Err(Unreadable::new(
+            return out.push_back(Err(Unreadable::new(
                 pos,
                 format!("unknown dnstap message type {}", m.r#type),
             )));
@@ -311,20 +307,73 @@ impl<R: BufRead + Send> DnstapReader<R> {
             (&m.response_message, rtime.or(qtime))
         };
         let Some(msg) = msg else {
-            return self.out.push_back(Err(Unreadable::new(
+            return out.push_back(Err(Unreadable::new(
                 pos,
                 "dnstap message carries no DNS message",
             )));
         };
         let Some(t) = t else {
-            return self
-                .out
-                .push_back(Err(Unreadable::new(pos, "dnstap message carries no time")));
+            return out.push_back(Err(Unreadable::new(pos, "dnstap message carries no time")));
         };
         let hint = if is_query { None } else { qtime };
-        self.pairer
-            .message(t, client, client, msg, hint, pos, &mut self.out);
+        self.pairer.message(t, client, client, msg, hint, pos, out);
     }
+}
+
+/// A control frame's type and its CONTENT_TYPE fields, checked: a known type, fields inside the
+/// frame, no trailing bytes, and a START that names a content type names dnstap's.
+pub(crate) fn parse_control(body: &[u8]) -> Result<(u32, Vec<Vec<u8>>), String> {
+    if body.len() < 4 {
+        return Err(format!("control frame length {} is not valid", body.len()));
+    }
+    let ctype = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    if !matches!(
+        ctype,
+        CONTROL_ACCEPT | CONTROL_START | CONTROL_STOP | CONTROL_READY | CONTROL_FINISH
+    ) {
+        return Err(format!("unknown control frame type {ctype}"));
+    }
+    // Fields: type, length, value. START carries at most one content type; READY/ACCEPT may
+    // list several. Any of them must be dnstap's for the data frames to be dnstap.
+    let mut p = 4;
+    let mut types = Vec::new();
+    while p + 8 <= body.len() {
+        let ft = u32::from_be_bytes([body[p], body[p + 1], body[p + 2], body[p + 3]]);
+        let fl = u32::from_be_bytes([body[p + 4], body[p + 5], body[p + 6], body[p + 7]]) as usize;
+        p += 8;
+        if fl > body.len() - p {
+            return Err("control field runs past its frame".into());
+        }
+        if ft == 1 {
+            types.push(body[p..p + fl].to_vec());
+        }
+        p += fl;
+    }
+    if p != body.len() {
+        return Err("control frame has trailing bytes".into());
+    }
+    if ctype == CONTROL_START && !types.is_empty() && !types.iter().any(|t| t == CONTENT_TYPE) {
+        let t = String::from_utf8_lossy(&types[0]).into_owned();
+        return Err(format!(
+            "content type {t:?} is not {:?}",
+            String::from_utf8_lossy(CONTENT_TYPE)
+        ));
+    }
+    Ok((ctype, types))
+}
+
+/// A whole control frame (escape, length, type, optional CONTENT_TYPE field), as fstrm writes it.
+pub fn control_frame(ctype: u32, content_type: Option<&[u8]>) -> Vec<u8> {
+    let mut body = ctype.to_be_bytes().to_vec();
+    if let Some(t) = content_type {
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&(t.len() as u32).to_be_bytes());
+        body.extend_from_slice(t);
+    }
+    let mut v = 0u32.to_be_bytes().to_vec();
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(&body);
+    v
 }
 
 impl<R: BufRead + Send> Reader for DnstapReader<R> {
@@ -334,7 +383,7 @@ impl<R: BufRead + Send> Reader for DnstapReader<R> {
                 return Some(x);
             }
             if self.ended {
-                self.pairer.finish(&mut self.out);
+                self.decoder.finish(&mut self.out);
                 return self.out.pop_front();
             }
             self.step();
@@ -342,12 +391,7 @@ impl<R: BufRead + Send> Reader for DnstapReader<R> {
     }
 
     fn counters(&self, s: &mut Stats) {
-        s.queries += self.queries;
-        s.responses += self.responses;
-        s.unanswered += self.pairer.unanswered;
-        s.unmatched_responses += self.pairer.unmatched;
-        s.evicted += self.pairer.evicted;
-        s.skipped += self.skipped;
+        self.decoder.counters(s);
     }
 }
 
@@ -465,16 +509,7 @@ mod tests {
     }
 
     fn control(ctype: u32, content_type: Option<&[u8]>) -> Vec<u8> {
-        let mut body = ctype.to_be_bytes().to_vec();
-        if let Some(t) = content_type {
-            body.extend_from_slice(&1u32.to_be_bytes());
-            body.extend_from_slice(&(t.len() as u32).to_be_bytes());
-            body.extend_from_slice(t);
-        }
-        let mut v = 0u32.to_be_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        v.extend_from_slice(&body);
-        v
+        control_frame(ctype, content_type)
     }
 
     /// A bidirectional Frame Streams session saved whole: READY and ACCEPT (each with content

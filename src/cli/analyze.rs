@@ -164,6 +164,7 @@ pub(super) fn capture_setup(
         tracker: TrackerConfig {
             idle,
             max_open_walks: 200_000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
         },
     })
 }

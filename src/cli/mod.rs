@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod capture;
+pub mod collect;
 pub mod demo;
 pub mod generate;
 pub mod proxy;
@@ -46,6 +47,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Rebuild lookups from captured queries and print the amplification report.
     Analyze(analyze::AnalyzeArgs),
+    /// Receive dnstap from DNS servers (Frame Streams over unix or TCP) and track amplification.
+    Collect(collect::CollectArgs),
     /// Capture tools: write a synthetic capture, dump any capture's events.
     Capture(capture::CaptureArgs),
     /// What-if: replay captured lookups under other ndots/search/stub/shortcut settings,
@@ -101,6 +104,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Collect(args) => collect::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(args),

@@ -20,7 +20,9 @@ const MAX_BODY: usize = 64 << 20;
 #[command(
     after_help = "Examples:\n  ndots report --from http://127.0.0.1:9255\n  \
                   ndots report --from http://10.0.0.5:9255 --from http://10.0.0.6:9255 --window 1h\n  \
-                  ndots report --from http://127.0.0.1:9255 --format html -o report.html"
+                  ndots report --from http://127.0.0.1:9255 --format html -o report.html
+  \
+                  ndots report --prometheus http://prometheus:9090 --selector 'job=\"ndots\"' --window 1h"
 )]
 pub struct ReportArgs {
     /// A proxy's admin address, e.g. http://10.0.0.5:9255 (repeatable: the reports are merged).
@@ -29,6 +31,13 @@ pub struct ReportArgs {
     /// A saved report JSON (repeatable: merged with each other and with --from).
     #[arg(long, value_name = "FILE")]
     pub input: Vec<PathBuf>,
+    /// Build the fleet report from the proxies' and collectors' metrics in this Prometheus
+    /// (http://HOST:PORT): summed over every matching instance, with per-namespace figures.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["from", "input"])]
+    pub prometheus: Option<String>,
+    /// With --prometheus: a label matcher list for the series, e.g. `job="ndots"`.
+    #[arg(long, value_name = "SELECTOR", requires = "prometheus")]
+    pub selector: Option<String>,
     /// Report over the last WINDOW (e.g. 5m, 1h) instead of since the proxy started.
     #[arg(long, value_name = "WINDOW")]
     pub window: Option<String>,
@@ -42,10 +51,14 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<(), CliError> {
+    if let Some(url) = &args.prometheus {
+        let report = fleet(url, &args)?;
+        return write_out(&args, &report);
+    }
     if args.from.is_empty() && args.input.is_empty() {
         return Err(CliError::usage(anyhow!(
-            "nothing to report: give --from http://HOST:PORT (a proxy's admin address) or \
-             --input FILE (a saved report)"
+            "nothing to report: give --from http://HOST:PORT (a proxy's admin address), \
+             --input FILE (a saved report) or --prometheus http://HOST:PORT"
         )));
     }
     let window = match &args.window {
@@ -105,6 +118,59 @@ pub fn run(args: ReportArgs) -> Result<(), CliError> {
     } else {
         Report::merge(&reports)
     };
+    write_out(&args, &report)
+}
+
+/// `--prometheus`: one instant query per figure (crate::fleet).
+fn fleet(url: &str, args: &ReportArgs) -> Result<Report, CliError> {
+    let t = parse_url(url).map_err(CliError::usage)?;
+    let window = match &args.window {
+        Some(w) => {
+            let d = crate::config::parse_duration(w).map_err(CliError::usage)?;
+            if d.is_zero() {
+                return Err(CliError::usage(anyhow!("--window must be longer than 0")));
+            }
+            // PromQL durations: whole seconds are always valid.
+            Some((format!("{}s", d.as_secs().max(1)), d.as_secs_f64()))
+        }
+        None => None,
+    };
+    let base = if t.path == "/report" {
+        ""
+    } else {
+        t.path.trim_end_matches('/')
+    };
+    let mut query = |q: &str| -> anyhow::Result<Vec<crate::fleet::Sample>> {
+        let path = format!("{base}/api/v1/query?query={}", percent_encode(q));
+        let body = http_get(&t.host, t.port, &path)
+            .with_context(|| format!("asking Prometheus at {url}"))?;
+        crate::fleet::parse_vector(&body)
+    };
+    let window_ref = window.as_ref().map(|(w, s)| (w.as_str(), *s));
+    crate::fleet::report(
+        &mut query,
+        args.selector.as_deref(),
+        window_ref,
+        &format!("prometheus {url}"),
+    )
+    .map_err(CliError::runtime)
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn write_out(args: &ReportArgs, report: &Report) -> Result<(), CliError> {
+    let report = report.clone();
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::text(&report),
         Format::Json => render::json(&report),

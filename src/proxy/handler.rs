@@ -83,6 +83,8 @@ pub struct Engine {
     pub(crate) internal_flights: Flights,
     /// Amplification tracking; every answered query becomes a `QueryEvent` (DESIGN §4).
     tracker: Option<Tracker>,
+    /// The proxy's traffic as dnstap (`dnstap.output`); set by `proxy::start`.
+    pub tap: Option<crate::tap::Tap>,
 }
 
 struct Waiter {
@@ -161,6 +163,7 @@ impl Engine {
             shortcut,
             internal_flights: Flights::default(),
             tracker,
+            tap: None,
         })
     }
 
@@ -223,7 +226,16 @@ impl Engine {
             let sent = Sent::of(&view, proto, now, packet, out, client);
             self.count_response(zone, rcode, AnswerSource::Local, sent);
             if allowed {
-                self.emit(packet, &view, client, now, rcode, 0, AnswerSource::Local);
+                self.emit(
+                    packet,
+                    &view,
+                    client,
+                    now,
+                    rcode,
+                    0,
+                    AnswerSource::Local,
+                    out,
+                );
             }
             return Fast::Answered;
         }
@@ -251,6 +263,7 @@ impl Engine {
                     rcode,
                     answers,
                     AnswerSource::Cache,
+                    out,
                 );
                 if prefetch {
                     match self.prefetch_plan(packet, &view) {
@@ -271,7 +284,8 @@ impl Engine {
                             let nx = wire::RCODE_NXDOMAIN as u16;
                             let sent = Sent::of(&view, proto, now, packet, out, client);
                             self.count_response(zone, nx, AnswerSource::Shortcut, sent);
-                            self.emit(packet, &view, client, now, nx, 0, AnswerSource::Shortcut);
+                            let source = AnswerSource::Shortcut;
+                            self.emit(packet, &view, client, now, nx, 0, source, out);
                             return Fast::Answered;
                         }
                     },
@@ -398,7 +412,7 @@ impl Engine {
                     // The event goes before the answer: the client's next query (the walk's next
                     // candidate) can then never reach the tracker ahead of this one.
                     let (q, v) = (&w.query, &w.view);
-                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
+                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source, &out);
                     let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
                     self.count_response(zone, a.rcode, source, sent);
                     self.flush_events();
@@ -482,7 +496,11 @@ impl Engine {
         query: &[u8],
         view: &QueryView,
     ) -> Option<crate::upstream::Reply> {
+        let sent = Instant::now();
         let reply = self.router.exchange(zone, query).await.ok()?;
+        if let Some(tap) = &self.tap {
+            tap.forwarder(reply.from, query, &reply.bytes, sent.elapsed());
+        }
         if reply.info.rcode == wire::RCODE_FORMERR as u16
             && reply.info.edns.is_none()
             && view.edns.is_some()
@@ -514,6 +532,7 @@ impl Engine {
                 rcode,
                 1,
                 AnswerSource::Stale,
+                out,
             );
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
@@ -529,14 +548,15 @@ impl Engine {
                 servfail,
                 0,
                 AnswerSource::Upstream,
+                out,
             );
         }
         self.flush_events();
         w.reply.send(std::mem::take(out));
     }
 
-    /// Hand the tracker one answered query. Off the packet path as far as it can be: a name
-    /// string and a non-blocking channel send.
+    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
+    /// it can be: a name string and non-blocking channel sends.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
@@ -547,7 +567,11 @@ impl Engine {
         rcode: u16,
         answers: u16,
         source: AnswerSource,
+        response: &[u8],
     ) {
+        if let Some(tap) = &self.tap {
+            tap.client(client, packet, response, started.elapsed());
+        }
         if self.tracker.is_none() {
             return;
         }

@@ -38,6 +38,8 @@ pub struct Running {
     pending: Arc<AtomicUsize>,
     metrics: PrometheusHandle,
     tracker: Tracker,
+    /// Kept across reloads (`dnstap` needs a restart to change).
+    tap: Option<crate::tap::Tap>,
 }
 
 struct Admin {
@@ -90,12 +92,21 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let cache = Arc::new(Cache::new(config.cache.clone()));
     let tracker = Tracker::start(&config.cluster, &config.tracker);
     tracker.set_configured_zones(&config.shortcut.zones);
-    let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
+    let tap = match &config.dnstap {
+        Some(d) => Some(
+            crate::tap::Tap::start(d)
+                .map_err(|e| anyhow::anyhow!("dnstap.output {:?}: {e}", d.output))?,
+        ),
+        None => None,
+    };
+    let mut first = Engine::new(
         config.clone(),
         cache,
         pending.clone(),
         Some(tracker.clone()),
-    )?));
+    )?;
+    first.tap = tap.clone();
+    let engine = Arc::new(ArcSwap::from_pointee(first));
     preregister(&engine.load());
     let stop = Arc::new(AtomicBool::new(false));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
@@ -202,6 +213,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         pending,
         metrics,
         tracker,
+        tap,
     })
 }
 
@@ -272,6 +284,11 @@ impl Running {
         self.engine.load_full()
     }
 
+    /// The dnstap writer, when `dnstap` is configured.
+    pub fn tap(&self) -> Option<&crate::tap::Tap> {
+        self.tap.as_ref()
+    }
+
     /// The amplification tracker this proxy feeds.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
@@ -294,9 +311,11 @@ impl Running {
             || config.admin != old.config.admin
             || config.server.workers != old.config.server.workers
             || config.node_local != old.config.node_local
+            || config.dnstap != old.config.dnstap
         {
             tracing::warn!(
-                "listen, admin, server.workers and node_local changes take effect on restart only"
+                "listen, admin, server.workers, node_local and dnstap changes take effect on \
+                 restart only"
             );
         }
         let cache = if config.cache == old.config.cache
@@ -307,12 +326,13 @@ impl Running {
         } else {
             Arc::new(Cache::new(config.cache.clone()))
         };
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             config,
             cache,
             self.pending.clone(),
             Some(self.tracker.clone()),
         )?;
+        engine.tap = self.tap.clone();
         m::set_coredns_names(engine.config.coredns_names);
         preregister(&engine);
         self.engine.store(Arc::new(engine));
@@ -329,6 +349,10 @@ impl Running {
         let deadline = Instant::now() + grace;
         while self.pending.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // The dnstap stream ends whole (STOP; FINISH from a socket receiver).
+        if let Some(tap) = &self.tap {
+            tap.close();
         }
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn sample_report() -> Report {
         &TrackerConfig {
             idle: std::time::Duration::from_secs(2),
             max_open_walks: 1000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
         },
     );
     let mut t = 1_700_000_000_000_000u64;

@@ -1170,6 +1170,7 @@ mod tests {
         TrackerConfig {
             idle: Duration::from_secs(2),
             max_open_walks: 1000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
         }
     }
 
