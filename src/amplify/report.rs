@@ -74,6 +74,10 @@ pub struct Report {
     /// Events the live tracker could not take because its queue was full (since start).
     #[serde(default)]
     pub dropped_events: u64,
+    /// Events of walks the live tracker left out whole because it was behind (since start):
+    /// those walks are missing from every figure, the others are counted whole.
+    #[serde(default)]
+    pub shed_events: u64,
     /// True when the top lists hold every name and client seen, so merging them is exact.
     #[serde(default)]
     pub top_complete: bool,
@@ -545,6 +549,7 @@ impl Aggregate {
                 histogram_us: pairs(&self.dur_us),
             }),
             dropped_events: 0,
+            shed_events: 0,
             top_complete,
             first_seen: self.first.map(Timestamp::as_secs_f64),
             last_seen: self.last.map(Timestamp::as_secs_f64),
@@ -645,11 +650,13 @@ impl Report {
         let mut agg = Aggregate::new(TOTAL_TOP_CAP);
         let mut window: f64 = 0.0;
         let mut dropped = 0;
+        let mut shed = 0;
         let mut complete = true;
         for r in reports {
             agg.merge(&Aggregate::from_report(r));
             window = window.max(r.window_seconds);
             dropped += r.dropped_events;
+            shed += r.shed_events;
             complete &= r.top_complete;
         }
         let source = reports
@@ -659,6 +666,7 @@ impl Report {
             .join(" + ");
         let mut out = agg.to_report(&source, window);
         out.dropped_events = dropped;
+        out.shed_events = shed;
         out.top_complete &= complete;
         out
     }

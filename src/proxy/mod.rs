@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::{self, AdminSource};
 use crate::amplify::Tracker;
+use crate::budget::MemoryBudget;
 use crate::cache::Cache;
 use crate::cli::CliError;
 use crate::config::{Config, Overrides};
@@ -59,6 +60,8 @@ impl AdminSource for Admin {
         }
         metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
+        metrics::counter!(m::TRACKER_SHED_EVENTS).absolute(self.tracker.shed());
+        self.engine.load().cache.budget().export_metrics();
         self.metrics.render()
     }
     fn ready(&self) -> Result<(), String> {
@@ -77,8 +80,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     let metrics = m::install();
     let pending = Arc::new(AtomicUsize::new(0));
-    let cache = Arc::new(Cache::new(config.cache.clone()));
-    let tracker = Tracker::start(&config.cluster, &config.tracker);
+    // One budget for the process (DESIGN §9 "Faults"): kept across reloads, with the tracker.
+    let budget = Arc::new(MemoryBudget::new(config.server.memory_limit));
+    let cache = Arc::new(Cache::with_budget(config.cache.clone(), budget.clone()));
+    let tracker = Tracker::start_with_budget(&config.cluster, &config.tracker, budget.clone());
     let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
         config.clone(),
         cache,
@@ -270,7 +275,10 @@ impl Running {
         let cache = if config.cache == old.config.cache {
             old.cache.clone()
         } else {
-            Arc::new(Cache::new(config.cache.clone()))
+            Arc::new(Cache::with_budget(
+                config.cache.clone(),
+                old.cache.budget().clone(),
+            ))
         };
         let engine = Engine::new(
             config,
