@@ -315,6 +315,8 @@ pub struct WalkTracker {
     /// many walks one client has open (a dead upstream leaves every walk open).
     by_key: HashMap<WalkKey, u32>,
     next_seq: u64,
+    /// Open walks looked at to place queries (the cost that must not grow with open walks).
+    probes: u64,
     /// Open walks are charged to its `tracker_walks` part; when it is full the oldest walk is
     /// evicted whole (`Outcome::Evicted`), as at `max_open_walks`.
     budget: Option<Arc<MemoryBudget>>,
@@ -360,6 +362,7 @@ impl WalkTracker {
             open: 0,
             by_key: HashMap::new(),
             next_seq: 0,
+            probes: 0,
             budget: None,
             clients: HashMap::new(),
             // Namespaces are remembered for as many clients as walks may be open (at least
@@ -379,6 +382,12 @@ impl WalkTracker {
     /// Walks open now.
     pub fn open_walks(&self) -> usize {
         self.open
+    }
+
+    /// Open walks looked at so far to place queries: per event, a small constant however
+    /// many walks are open (a test pins it).
+    pub fn probes(&self) -> u64 {
+        self.probes
     }
 
     /// Walks evicted so far to stay within `max_open_walks`.
@@ -449,6 +458,7 @@ impl WalkTracker {
             );
             let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
             while cur != NIL {
+                self.probes += 1;
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
                 if found.is_some_and(|(_, _, seq)| seq > w.seq) {
                     break; // the chain runs newest first: nothing newer further down
