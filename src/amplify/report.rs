@@ -279,8 +279,18 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
             });
             v.truncate(self.cap);
             self.map.extend(v);
+            // `drain` keeps the table's allocation: a closed 10 s bucket would hold a table
+            // sized for `TOTAL_TOP_CAP` names for the ring's hour (~700 KiB a bucket, 250 MiB
+            // over 360 buckets, found by the issue 14 soak). Give it back.
+            self.map.shrink_to_fit();
             self.pruned = true;
         }
+    }
+
+    /// Slots allocated in the table (tests: what a kept bucket holds on to).
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.map.capacity()
     }
 
     fn absorb(&mut self, other: &TopMap<K, V>) {
@@ -775,6 +785,63 @@ impl Windowed {
                 }
                 agg.to_report(source, w.as_secs_f64().min(since_start))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amplify::walk::Outcome;
+
+    fn lookup(base: String, end_us: u64) -> Lookup {
+        Lookup {
+            client: "10.1.2.3".parse().unwrap(),
+            namespace: None,
+            base,
+            qtype: 1,
+            queries: 4,
+            wasted: 3,
+            retries: 0,
+            outcome: Outcome::ServFail,
+            start: Timestamp(end_us),
+            end: Timestamp(end_us),
+            duration: None,
+            suffix_queries: [1, 1, 1, 0, 0, 1],
+            suffix_wasted: [1, 1, 1, 0, 0, 0],
+            resolved_by: None,
+            upstream_queries: 1,
+            upstream_wasted: 0,
+            shortcut_answers: 3,
+            nxdomain: 3,
+            last_search_index: None,
+        }
+    }
+
+    /// Issue 14 soak: a closed bucket keeps `BUCKET_TOP_CAP` names and no more memory than
+    /// that needs, or the hour's ring of buckets grows the proxy by hundreds of MiB.
+    #[test]
+    fn closed_buckets_give_back_the_memory_of_the_names_they_drop() {
+        let t0 = 1_700_000_000_000_000u64;
+        let mut w = Windowed::new(Timestamp(t0));
+        let buckets = 5u64;
+        for b in 0..buckets {
+            for i in 0..TOTAL_TOP_CAP as u64 * 2 {
+                let end = t0 + b * Windowed::BUCKET.as_micros() as u64 + i;
+                w.add(&lookup(
+                    format!("tenant-{b}-{i}.s3.eu-west-1.amazonaws.com."),
+                    end,
+                ));
+            }
+        }
+        assert_eq!(w.ring.len(), buckets as usize);
+        for (_, closed) in w.ring.iter().take(buckets as usize - 1) {
+            assert!(closed.names.map.len() <= BUCKET_TOP_CAP);
+            assert!(
+                closed.names.allocated() <= 2 * BUCKET_TOP_CAP,
+                "a closed bucket holds a table for {} names",
+                closed.names.allocated()
+            );
         }
     }
 }

@@ -301,6 +301,12 @@ impl Tracker {
         }
     }
 
+    /// Set the shed level as the thread would when behind (tests).
+    #[cfg(test)]
+    fn force_shed_level(&self, level: u32) {
+        self.inner.shed_level.store(level, Ordering::Relaxed);
+    }
+
     /// Events of walks left out whole because the tracker was behind.
     pub fn shed(&self) -> u64 {
         self.inner.shed.load(Ordering::Relaxed)
@@ -460,5 +466,67 @@ mod tests {
         );
         assert!(text.contains("ndots_lookup_duration_seconds_bucket{type=\"TXT\""));
         assert!(text.contains("ndots_wasted_queries_total{suffix=\"cluster\"}"));
+    }
+
+    /// Shedding leaves out whole walks: every candidate of a walk shares its key, so each
+    /// walk is counted with all its queries or not at all, and the report says how many
+    /// events were left out.
+    #[test]
+    fn a_busy_tracker_sheds_whole_walks_and_says_so() {
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        };
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 100_000,
+        };
+        let tr = Tracker::start_named(&cluster, &cfg, "shed");
+        tr.force_shed_level(SHED_SCALE / 2);
+        let walks = 2000u64;
+        let t0 = Timestamp::now().0;
+        let mut events = Vec::new();
+        for i in 0..walks {
+            let base = format!("tenant-{i}.s3.eu-west-1.amazonaws.com");
+            let cands = [
+                format!("{base}.default.svc.cluster.local."),
+                format!("{base}.svc.cluster.local."),
+                format!("{base}.cluster.local."),
+                format!("{base}."),
+            ];
+            for (k, q) in cands.iter().enumerate() {
+                events.push(QueryEvent {
+                    time: Timestamp(t0 + i * 10 + k as u64),
+                    client: "10.7.7.8".parse().unwrap(),
+                    client_port: None,
+                    qname: q.clone(),
+                    qtype: 1,
+                    rcode: Some(if k == 3 { 2 } else { 3 }),
+                    answers: Some(0),
+                    latency: Some(Duration::from_micros(100)),
+                    source: Some(AnswerSource::Upstream),
+                });
+            }
+        }
+        // One hand-over: the level the thread set applies to the whole batch.
+        tr.record_batch(events);
+        tr.sync(true);
+        let r = tr.report(None);
+        let shed = tr.shed();
+        assert_eq!(r.shed_events, shed);
+        assert_eq!(shed % 4, 0, "whole walks of 4 queries are shed: {shed}");
+        let kept = walks - shed / 4;
+        assert!(
+            (walks / 4..walks * 3 / 4).contains(&kept),
+            "about half the walks kept at half the scale: {kept} of {walks}"
+        );
+        assert_eq!(r.lookups, kept, "every kept walk is one lookup");
+        assert_eq!(r.queries, kept * 4, "with all its queries");
+        assert_eq!(r.dropped_events, 0);
     }
 }
