@@ -1,5 +1,7 @@
 //! Tracker costs per event: walk grouping alone (`observe`), grouping plus aggregation (what
 //! the tracker thread does), and `Tracker::record` (what the packet path pays).
+//! `tracker_dead_upstream`: the cost per event with 1,000 to 100,000 walks of one client open
+//! (issue 14: it must not grow with them).
 //! Run: `cargo bench --bench tracker`. Figures go to benches/README.md.
 
 use std::time::Duration;
@@ -127,5 +129,59 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(tracker, benches);
+/// A dead upstream (issue 14): one client (dnsperf, or a node's busiest pod) with `open` walks
+/// left open, every query answered SERVFAIL after a timeout. The first candidate of each
+/// walk, then the second: the second pass is what is measured.
+fn dead_upstream(open: u64) -> (Vec<QueryEvent>, Vec<QueryEvent>) {
+    let t0 = 1_700_000_000_000_000u64;
+    let client = std::net::IpAddr::from([10, 9, 9, 9]);
+    let pass = |suffix: &str, t: u64| -> Vec<QueryEvent> {
+        (0..open)
+            .map(|i| QueryEvent {
+                time: Timestamp(t + i),
+                client,
+                client_port: Some(40000),
+                qname: format!("tenant-{i}.s3.eu-west-1.amazonaws.com.{suffix}"),
+                qtype: 1,
+                rcode: Some(2),
+                answers: Some(0),
+                latency: Some(Duration::from_secs(2)),
+                source: Some(AnswerSource::Upstream),
+            })
+            .collect()
+    };
+    (
+        pass("default.svc.cluster.local.", t0),
+        pass("svc.cluster.local.", t0 + open),
+    )
+}
+
+fn dead_upstream_benches(c: &mut Criterion) {
+    let shape = SearchShape::new(&cluster());
+    let mut g = c.benchmark_group("tracker_dead_upstream");
+    g.sample_size(10);
+    for open in [1_000u64, 10_000, 100_000] {
+        let (first, second) = dead_upstream(open);
+        g.throughput(Throughput::Elements(open));
+        g.bench_function(format!("observe_with_{open}_open"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut t = WalkTracker::new(shape.clone(), &cfg());
+                    first.iter().for_each(|e| t.observe(e));
+                    t
+                },
+                |t| {
+                    for e in &second {
+                        t.observe(e);
+                        t.drain().for_each(drop);
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(tracker, benches, dead_upstream_benches);
 criterion_main!(tracker);

@@ -14,6 +14,7 @@ use std::time::Instant;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
+use crate::budget::{MemoryBudget, Part};
 use crate::config::CacheConfig;
 use crate::wire::{self, QueryView, ResponseInfo, HEADER_LEN};
 
@@ -327,6 +328,14 @@ struct Shard {
     slots: Vec<Slot>,
     hand: usize,
     capacity: usize,
+    /// [`entry_bytes`] of the entries held, within `Cache::shard_bytes`.
+    bytes: usize,
+}
+
+/// What an entry holds, for the memory budget: the wire bytes, the `Answer` behind its `Arc`
+/// (counts included), the slot and the table's index.
+fn entry_bytes(a: &Answer) -> usize {
+    a.len() + std::mem::size_of::<Answer>() + 16 + std::mem::size_of::<Slot>() + 8
 }
 
 /// What a lookup found.
@@ -348,6 +357,10 @@ pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     cfg: CacheConfig,
     epoch: Instant,
+    /// `server.memory_limit`: the cache holds at most its `cache` share, in bytes, besides
+    /// `cache.capacity` entries; each shard a 1/SHARDS of it.
+    budget: std::sync::Arc<MemoryBudget>,
+    shard_bytes: usize,
 }
 
 /// Counts for the `ndots_cache_*` gauges.
@@ -363,7 +376,14 @@ pub struct Inserted {
 }
 
 impl Cache {
+    /// A cache bounded by entries only (tests, benches).
     pub fn new(cfg: CacheConfig) -> Cache {
+        Cache::with_budget(cfg, std::sync::Arc::new(MemoryBudget::unbounded()))
+    }
+
+    /// A cache bounded by entries and by its share of `budget` in bytes.
+    pub fn with_budget(cfg: CacheConfig, budget: std::sync::Arc<MemoryBudget>) -> Cache {
+        let shard_bytes = budget.share(Part::Cache) / SHARDS;
         let per_shard = cfg.capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
@@ -372,6 +392,7 @@ impl Cache {
                     slots: Vec::new(),
                     hand: 0,
                     capacity: per_shard,
+                    bytes: 0,
                 })
             })
             .collect();
@@ -379,7 +400,14 @@ impl Cache {
             shards,
             cfg,
             epoch: Instant::now(),
+            budget,
+            shard_bytes,
         }
+    }
+
+    /// The memory budget this cache is charged to (the proxy's, shared with the other parts).
+    pub fn budget(&self) -> &std::sync::Arc<MemoryBudget> {
+        &self.budget
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -475,9 +503,16 @@ impl Cache {
         Some((answer.rcode, answer.answers))
     }
 
-    /// Store a cacheable answer under the key of the query it answers.
+    /// Store a cacheable answer under the key of the query it answers. Older entries are
+    /// evicted (CLOCK) to stay within `cache.capacity` entries and the shard's bytes.
     pub fn insert(&self, key: &Key, answer: std::sync::Arc<Answer>, now: Instant) -> Inserted {
         if answer.kind == AnswerKind::Uncacheable || self.cfg.capacity == 0 {
+            return Inserted { evicted: None };
+        }
+        let need = entry_bytes(&answer);
+        if need > self.shard_bytes {
+            // Larger than the shard's share of the budget: not stored, counted.
+            self.budget.refuse(Part::Cache);
             return Inserted { evicted: None };
         }
         let hash = key.hash();
@@ -489,10 +524,15 @@ impl Cache {
             s.hash == hash && s.flags == key.flags && s.answer.matches(key)
         }) {
             let s = &mut slots[idx as usize];
+            let old = entry_bytes(&s.answer);
             s.answer = answer;
             s.stored = now;
             s.prefetching = false;
-            return Inserted { evicted: None };
+            shard.bytes = shard.bytes - old + need;
+            self.budget.release(Part::Cache, old);
+            self.budget.charge(Part::Cache, need);
+            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
+            return Inserted { evicted };
         }
         let new = Slot {
             hash,
@@ -503,6 +543,8 @@ impl Cache {
             hits: 0,
             prefetching: false,
         };
+        shard.bytes += need;
+        self.budget.charge(Part::Cache, need);
         if shard.slots.len() < shard.capacity {
             let idx = shard.slots.len() as u32;
             shard.slots.push(new);
@@ -510,32 +552,78 @@ impl Cache {
             shard
                 .table
                 .insert_unique(hash, idx, |&i| slots[i as usize].hash);
-            return Inserted { evicted: None };
+            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
+            return Inserted { evicted };
         }
-        // CLOCK: skip recently referenced entries once, evict the first that is not.
-        let victim = loop {
+        let victim = Self::clock_victim(shard, None);
+        let old_hash = shard.slots[victim].hash;
+        let old_kind = shard.slots[victim].answer.kind;
+        let old_bytes = entry_bytes(&shard.slots[victim].answer);
+        if let Ok(e) = shard.table.find_entry(old_hash, |&i| i as usize == victim) {
+            e.remove();
+        }
+        shard.slots[victim] = new;
+        shard.bytes -= old_bytes;
+        self.budget.release(Part::Cache, old_bytes);
+        let slots = &shard.slots;
+        shard
+            .table
+            .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
+        let more = self.shrink_to_fit(shard, Some(victim));
+        Inserted {
+            evicted: Some(more.unwrap_or(old_kind)),
+        }
+    }
+
+    /// CLOCK: skip recently referenced entries once, evict the first that is not (never
+    /// `keep`, the entry just stored).
+    fn clock_victim(shard: &mut Shard, keep: Option<usize>) -> usize {
+        loop {
             let i = shard.hand;
             shard.hand = (shard.hand + 1) % shard.slots.len();
+            if Some(i) == keep {
+                continue;
+            }
             let s = &mut shard.slots[i];
             if s.referenced {
                 s.referenced = false;
             } else {
                 break i;
             }
-        };
-        let old_hash = shard.slots[victim].hash;
-        let old_kind = shard.slots[victim].answer.kind;
-        if let Ok(e) = shard.table.find_entry(old_hash, |&i| i as usize == victim) {
-            e.remove();
         }
-        shard.slots[victim] = new;
-        let slots = &shard.slots;
-        shard
-            .table
-            .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
-        Inserted {
-            evicted: Some(old_kind),
+    }
+
+    /// Evict entries (CLOCK) until the shard is within its bytes again; `keep` is the entry
+    /// just stored. Returns the kind of the last entry evicted.
+    fn shrink_to_fit(&self, shard: &mut Shard, mut keep: Option<usize>) -> Option<AnswerKind> {
+        let mut evicted = None;
+        while shard.bytes > self.shard_bytes && shard.slots.len() > 1 {
+            let victim = Self::clock_victim(shard, keep);
+            let v_hash = shard.slots[victim].hash;
+            if let Ok(e) = shard.table.find_entry(v_hash, |&i| i as usize == victim) {
+                e.remove();
+            }
+            let last = shard.slots.len() - 1;
+            if victim != last {
+                // The last slot moves into the victim's place: re-point its index.
+                let m_hash = shard.slots[last].hash;
+                if let Ok(e) = shard.table.find_entry(m_hash, |&i| i as usize == last) {
+                    *e.into_mut() = victim as u32;
+                }
+                if keep == Some(last) {
+                    keep = Some(victim);
+                }
+            }
+            let gone = shard.slots.swap_remove(victim);
+            let b = entry_bytes(&gone.answer);
+            shard.bytes -= b;
+            self.budget.release(Part::Cache, b);
+            evicted = Some(gone.answer.kind);
+            if shard.hand >= shard.slots.len() {
+                shard.hand = 0;
+            }
         }
+        evicted
     }
 
     /// Mark a prefetch as finished without a new answer, so a later hit may try again.
@@ -568,6 +656,15 @@ impl Cache {
     /// Seconds since the cache was made; used by tests.
     pub fn uptime(&self) -> u64 {
         self.epoch.elapsed().as_secs()
+    }
+}
+
+impl Drop for Cache {
+    /// A cache replaced on reload gives its bytes back to the budget it shares.
+    fn drop(&mut self) {
+        for s in self.shards.iter() {
+            self.budget.release(Part::Cache, s.lock().bytes);
+        }
     }
 }
 
@@ -751,6 +848,54 @@ mod tests {
         let n = cache.counts().success;
         assert!(n <= SHARDS * 2, "{n}");
         assert_eq!(evicted + n, SHARDS * 20);
+    }
+
+    /// `server.memory_limit`: the cache stays within its share in bytes, whatever
+    /// `cache.capacity` allows, evicting to make room; every entry left still answers.
+    #[test]
+    fn the_cache_stays_within_its_byte_share_of_the_memory_budget() {
+        let budget = Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT));
+        let share = budget.share(Part::Cache);
+        let mut c = cfg();
+        c.capacity = 1_000_000;
+        let cache = Cache::with_budget(c, budget.clone());
+        let now = Instant::now();
+        let mut evicted = 0;
+        let total = 100_000;
+        for i in 0..total {
+            let q = query(1, &format!("tenant-{i}.s3.eu-west-1.amazonaws.com."), false);
+            let resp = a_response(&q, 300, false);
+            let info = parse_response(&resp).unwrap();
+            let v = parse_query(&q).unwrap();
+            let r = cache.insert(
+                &Key::of_query(&q, &v),
+                Arc::new(Answer::from_response(&resp, &info, cache.config())),
+                now,
+            );
+            evicted += r.evicted.is_some() as usize;
+            assert!(budget.used(Part::Cache) <= share, "over the share at {i}");
+        }
+        let n = cache.counts().success;
+        assert!(n < total && n > 1000, "{n} entries kept");
+        assert!(evicted > 0);
+        // The most recent insert of a shard is never the one evicted: it answers.
+        let q = query(
+            9,
+            &format!("tenant-{}.s3.eu-west-1.amazonaws.com.", total - 1),
+            false,
+        );
+        let v = parse_query(&q).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(
+            cache.lookup(&q, &v, now, 512, &mut out),
+            Lookup::Hit { .. }
+        ));
+        drop(cache);
+        assert_eq!(
+            budget.used(Part::Cache),
+            0,
+            "a dropped cache gives its bytes back"
+        );
     }
 
     #[test]

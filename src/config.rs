@@ -321,6 +321,61 @@ pub struct ServerSection {
     /// On SIGTERM, how long in-flight queries may finish before the process exits. Default
     /// `5s`.
     pub shutdown_grace: Option<HumanDuration>,
+    /// One byte budget for what grows with traffic: the cache, queries waiting on upstreams,
+    /// client TCP connections, the tracker's queue and its open walks (each gets a share; see
+    /// docs/reference/metrics.md `ndots_memory_*`). What does not fit is refused and counted
+    /// (SERVFAIL or a stale answer; tracker: whole walks shed), never grown. `64MiB`, `1GiB`,
+    /// or bytes. Default: 3/4 of the cgroup's memory limit (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`) if there is one, else `256MiB`. Needs a restart to change.
+    pub memory_limit: Option<ByteSize>,
+}
+
+/// `64MiB`, `512KiB`, `1GiB`, `100MB`, or a bare number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => parse_bytes(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `64MiB`, `512KiB`, `1GiB`, `100MB`, `1.5GiB` or a bare number of bytes.
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid size {s:?}: expected e.g. 64MiB, 1GiB"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" | "Ki" => 1024.0,
+        "MiB" | "Mi" => 1024.0 * 1024.0,
+        "GiB" | "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "KB" | "K" | "k" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        u => anyhow::bail!("invalid size {s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, KB, MB, GB)"),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        anyhow::bail!("invalid size {s:?}");
+    }
+    Ok(bytes as u64)
 }
 
 /// A socket address written `IP:PORT` (`[v6]:PORT`), checked while parsing so the error carries
@@ -462,6 +517,8 @@ pub struct ServerConfig {
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
     pub shutdown_grace: Duration,
+    /// `server.memory_limit` in bytes, the default already resolved.
+    pub memory_limit: u64,
 }
 
 /// The node-local setup after validation (present only when `node_local.enabled`).
@@ -593,6 +650,7 @@ macro_rules! string_schema {
 }
 string_schema!(Addr, "Addr", "IP:PORT");
 string_schema!(HumanDuration, "Duration", "duration: 500ms, 2s, 5m, 1h");
+string_schema!(ByteSize, "ByteSize", "size: 64MiB, 1GiB, or bytes");
 string_schema!(Network, "Network", "CIDR");
 string_schema!(Ip, "Ip", "IP address");
 
@@ -816,7 +874,18 @@ impl Config {
                 .shutdown_grace
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(5)),
+            memory_limit: sv
+                .memory_limit
+                .map(|b| b.0)
+                .unwrap_or_else(crate::budget::default_limit),
         };
+        if server.memory_limit < crate::budget::MIN_LIMIT {
+            anyhow::bail!(
+                "server.memory_limit {} is below the minimum of {} bytes (16MiB)",
+                server.memory_limit,
+                crate::budget::MIN_LIMIT
+            );
+        }
 
         let allow = match f.allow {
             Some(v) => v,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod amplify;
+pub mod budget;
 pub mod cache;
 pub mod capture;
 pub mod cli;

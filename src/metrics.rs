@@ -61,6 +61,13 @@ pub const NAMESPACE_WASTED: &str = "ndots_namespace_wasted_queries_total";
 
 /// The proxy's dnstap output (`dnstap.output`).
 pub const DNSTAP_MESSAGES: &str = "ndots_dnstap_messages_total";
+/// DESIGN §9 "Faults": the memory budget (`server.memory_limit`, `crate::budget`).
+pub const MEMORY_LIMIT: &str = "ndots_memory_limit_bytes";
+pub const MEMORY_SHARE: &str = "ndots_memory_share_bytes";
+pub const MEMORY_USED: &str = "ndots_memory_used_bytes";
+pub const MEMORY_REFUSALS: &str = "ndots_memory_refusals_total";
+/// Events of walks the tracker shed whole because it could not keep up (issue 14).
+pub const TRACKER_SHED_EVENTS: &str = "ndots_tracker_shed_events_total";
 
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
@@ -141,6 +148,10 @@ const RCODE: (&str, &str) = (
     "rcode",
     "response code: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...",
 );
+const MEMORY_PART: (&str, &str) = (
+    "part",
+    "`cache`, `waiting` (queries waiting on upstreams), `tcp` (client connections), `tracker_queue`, `tracker_walks`",
+);
 
 /// Every metric this crate exports, with its type, labels and help text.
 pub const ALL: &[MetricInfo] = &[
@@ -169,7 +180,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(CONFIG_RELOADS, "counter", &[("result", "`success` or `failure` (the old configuration keeps serving)")], "Configuration reloads (SIGHUP or a changed file), by result."),
     metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
-    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight`, `max_tcp_connections` or `memory_limit` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
     metric(COLLECT_CONNECTIONS, "gauge", &[], "ndots collect: dnstap sender connections open (set at each scrape)."),
     metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
     metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
@@ -180,6 +191,11 @@ pub const ALL: &[MetricInfo] = &[
     metric(NAMESPACE_QUERIES, "counter", &[NAMESPACE], "Queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
     metric(NAMESPACE_WASTED, "counter", &[NAMESPACE], "Wasted queries of ended lookups, by the client's namespace (bounded: tracker.namespace_series)."),
     metric(DNSTAP_MESSAGES, "counter", &[("result", "`written`, or `dropped` (the queue was full or no receiver was connected; answers never wait for dnstap)")], "dnstap messages of the proxy's own traffic (dnstap.output), by result."),
+    metric(MEMORY_LIMIT, "gauge", &[], "server.memory_limit in bytes: the budget shared by the parts below (set at each scrape)."),
+    metric(MEMORY_SHARE, "gauge", &[MEMORY_PART], "The bytes each part may hold: its share of server.memory_limit (set at each scrape)."),
+    metric(MEMORY_USED, "gauge", &[MEMORY_PART], "Bytes charged to each part of the memory budget now (estimates of what it holds, set at each scrape)."),
+    metric(MEMORY_REFUSALS, "counter", &[("reason", "the part that was full: `cache` (answer not stored), `waiting` (query answered stale or SERVFAIL at once), `tcp` (connection closed), `tracker_queue` (events dropped), `tracker_walks` (oldest walk evicted)")], "Things refused because their part of the memory budget was full, by part (set at each scrape)."),
+    metric(TRACKER_SHED_EVENTS, "counter", &[], "Query events of walks the tracker left out whole because it was behind: those walks are missing from the amplification figures, the others are counted whole (also `shed_events` in /report; set at each scrape)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
     metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
     metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),

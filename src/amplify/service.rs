@@ -3,8 +3,16 @@
 //!
 //! The packet path only does a `try_send` on a bounded channel: when the tracker thread falls
 //! behind, events are dropped and counted (`dropped_events` in the report), never waited for.
+//!
+//! Before that happens the tracker sheds whole walks: while its queue is more than a quarter
+//! full it raises a shed level, and the packet path leaves out every event whose walk key
+//! (client, type, first label: the same for every candidate of one walk) falls under it, so
+//! the walks it keeps are counted whole and the ones it leaves out are counted as shed
+//! (`shed_events` in the report, `ndots_tracker_shed_events_total`), never half of each. The
+//! queue is also charged to the memory budget in bytes (`tracker_queue`), the open walks too
+//! (`tracker_walks`, see [`WalkTracker`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +20,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::report::{Report, Windowed};
-use super::walk::{Lookup, SuffixSlot, WalkTracker};
+use super::walk::{walk_sample_key, Lookup, SuffixSlot, WalkTracker};
+use crate::budget::{MemoryBudget, Part};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
 use crate::metrics as m;
@@ -24,6 +33,22 @@ use crate::search::SearchShape;
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// How often the thread closes idle walks when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
+/// The shed level is out of this: at `SHED_SCALE` every walk is shed.
+const SHED_SCALE: u32 = 1024;
+/// A queue fuller than this raises the shed level; emptier than `SHED_LOWER_BELOW` lowers it.
+const SHED_RAISE_ABOVE: usize = QUEUE_CAPACITY / 4;
+const SHED_LOWER_BELOW: usize = QUEUE_CAPACITY / 32;
+
+/// The bytes an event holds while queued (charged to the `tracker_queue` budget).
+fn event_bytes(e: &QueryEvent) -> usize {
+    std::mem::size_of::<QueryEvent>() + e.qname.capacity()
+}
+
+fn batch_bytes(evs: &Vec<QueryEvent>) -> usize {
+    std::mem::size_of::<Vec<QueryEvent>>()
+        + (evs.capacity() - evs.len()) * std::mem::size_of::<QueryEvent>()
+        + evs.iter().map(event_bytes).sum::<usize>()
+}
 
 enum Msg {
     Event(QueryEvent),
@@ -44,6 +69,10 @@ struct Inner {
     dropped: AtomicU64,
     /// Events sent and not yet taken by the thread.
     queued: Arc<AtomicUsize>,
+    /// Walk keys below this (out of `SHED_SCALE`) are left out; set by the thread.
+    shed_level: Arc<AtomicU32>,
+    shed: AtomicU64,
+    budget: Arc<MemoryBudget>,
     source: String,
     /// The pods' search list from the config (the report's context for its advice).
     cluster: ClusterConfig,
@@ -65,15 +94,38 @@ impl Tracker {
         Self::start_named(cluster, cfg, &hostname())
     }
 
+    /// Like [`Tracker::start`], its queue and open walks charged to `budget` (the proxy's).
+    pub fn start_with_budget(
+        cluster: &ClusterConfig,
+        cfg: &TrackerConfig,
+        budget: Arc<MemoryBudget>,
+    ) -> Tracker {
+        Self::start_budgeted(cluster, cfg, &hostname(), budget)
+    }
+
     /// Like [`Tracker::start`] with an explicit `source` for the report.
     pub fn start_named(cluster: &ClusterConfig, cfg: &TrackerConfig, source: &str) -> Tracker {
+        Self::start_budgeted(cluster, cfg, source, Arc::new(MemoryBudget::unbounded()))
+    }
+
+    /// Like [`Tracker::start_named`], its queue and open walks charged to `budget`.
+    pub fn start_budgeted(
+        cluster: &ClusterConfig,
+        cfg: &TrackerConfig,
+        source: &str,
+        budget: Arc<MemoryBudget>,
+    ) -> Tracker {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_CAPACITY);
         let shared = Arc::new(Mutex::new(Shared {
             windowed: Windowed::new(Timestamp::now()),
         }));
         let queued = Arc::new(AtomicUsize::new(0));
         let thread_queued = queued.clone();
-        let mut walks = WalkTracker::new(SearchShape::new(cluster), cfg);
+        let shed_level = Arc::new(AtomicU32::new(0));
+        let thread_shed = shed_level.clone();
+        let thread_budget = budget.clone();
+        let mut walks =
+            WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
         let mut namespaces = NamespaceLabels::new(cfg.namespace_series);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -91,6 +143,7 @@ impl Tracker {
                     let mut handle = |msg: Msg, walks: &mut WalkTracker| match msg {
                         Msg::Event(ev) => {
                             thread_queued.fetch_sub(1, Ordering::Relaxed);
+                            thread_budget.release(Part::TrackerQueue, event_bytes(&ev));
                             if ev.time >= clock.0 {
                                 clock = (ev.time, Instant::now());
                             }
@@ -98,6 +151,7 @@ impl Tracker {
                         }
                         Msg::Batch(evs) => {
                             thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
+                            thread_budget.release(Part::TrackerQueue, batch_bytes(&evs));
                             for ev in &evs {
                                 if ev.time >= clock.0 {
                                     clock = (ev.time, Instant::now());
@@ -128,6 +182,14 @@ impl Tracker {
                             walks.finish();
                             disconnected = true;
                         }
+                    }
+                    // Behind: shed more walks; caught up: take them back, slowly.
+                    let backlog = thread_queued.load(Ordering::Relaxed);
+                    let level = thread_shed.load(Ordering::Relaxed);
+                    if backlog > SHED_RAISE_ABOVE && level < SHED_SCALE {
+                        thread_shed.store((level + 64).min(SHED_SCALE), Ordering::Relaxed);
+                    } else if backlog < SHED_LOWER_BELOW && level > 0 {
+                        thread_shed.store(level - 1, Ordering::Relaxed);
                     }
                     if Instant::now() >= next_tick {
                         let now = Timestamp(clock.0 .0 + clock.1.elapsed().as_micros() as u64);
@@ -164,6 +226,9 @@ impl Tracker {
                 shared,
                 dropped: AtomicU64::new(0),
                 queued,
+                shed_level,
+                shed: AtomicU64::new(0),
+                budget,
                 source: source.to_string(),
                 cluster: cluster.clone(),
                 configured_zones: Mutex::new(Vec::new()),
@@ -175,43 +240,71 @@ impl Tracker {
     /// queue is full.
     #[inline]
     pub fn record(&self, event: QueryEvent) {
-        if !self.reserve(1) {
+        let level = self.inner.shed_level.load(Ordering::Relaxed);
+        if level > 0 && self.shed_key(&event) < level {
+            self.inner.shed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let bytes = event_bytes(&event);
+        if !self.reserve(1, bytes) {
             return;
         }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.inner.tx.try_send(Msg::Event(event))
         {
-            self.unreserve(1);
+            self.unreserve(1, bytes);
         }
     }
 
-    /// Room for `n` more events in the queue; counts them dropped when there is none.
+    /// Where an event's walk falls on the shed scale: the same for every event of one walk.
     #[inline]
-    fn reserve(&self, n: usize) -> bool {
+    fn shed_key(&self, e: &QueryEvent) -> u32 {
+        (walk_sample_key(e.client, e.qtype, &e.qname) % u64::from(SHED_SCALE)) as u32
+    }
+
+    /// Room for `n` more events (`bytes` in all) in the queue; counts them dropped when there
+    /// is none.
+    #[inline]
+    fn reserve(&self, n: usize, bytes: usize) -> bool {
         let before = self.inner.queued.fetch_add(n, Ordering::Relaxed);
         if before + n > QUEUE_CAPACITY {
-            self.unreserve(n);
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            self.inner.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return false;
+        }
+        if !self.inner.budget.try_charge(Part::TrackerQueue, bytes) {
+            self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            self.inner.dropped.fetch_add(n as u64, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    fn unreserve(&self, n: usize) {
+    fn unreserve(&self, n: usize, bytes: usize) {
         self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+        self.inner.budget.release(Part::TrackerQueue, bytes);
         self.inner.dropped.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Hand several events over at once (in order), without blocking.
-    pub fn record_batch(&self, events: Vec<QueryEvent>) {
+    pub fn record_batch(&self, mut events: Vec<QueryEvent>) {
+        let level = self.inner.shed_level.load(Ordering::Relaxed);
+        if level > 0 {
+            let before = events.len();
+            events.retain(|e| self.shed_key(e) >= level);
+            let shed = before - events.len();
+            self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
+        }
         if events.is_empty() {
             return;
         }
         let n = events.len();
-        if !self.reserve(n) {
+        let bytes = batch_bytes(&events);
+        if !self.reserve(n, bytes) {
             return;
         }
         if self.inner.tx.try_send(Msg::Batch(events)).is_err() {
-            self.unreserve(n);
+            self.unreserve(n, bytes);
         }
     }
 
@@ -239,6 +332,17 @@ impl Tracker {
         true
     }
 
+    /// Set the shed level as the thread would when behind (tests).
+    #[cfg(test)]
+    fn force_shed_level(&self, level: u32) {
+        self.inner.shed_level.store(level, Ordering::Relaxed);
+    }
+
+    /// Events of walks left out whole because the tracker was behind.
+    pub fn shed(&self) -> u64 {
+        self.inner.shed.load(Ordering::Relaxed)
+    }
+
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
@@ -262,6 +366,7 @@ impl Tracker {
         r.dropped_events = self.dropped();
         r.configured_zones = self.inner.configured_zones.lock().clone();
         r.set_search(&self.inner.cluster, super::advice::SEARCH_CONFIG);
+        r.shed_events = self.shed();
         r
     }
 
@@ -475,5 +580,68 @@ mod tests {
         );
         assert!(text.contains("ndots_lookup_duration_seconds_bucket{type=\"TXT\""));
         assert!(text.contains("ndots_wasted_queries_total{suffix=\"cluster\"}"));
+    }
+
+    /// Shedding leaves out whole walks: every candidate of a walk shares its key, so each
+    /// walk is counted with all its queries or not at all, and the report says how many
+    /// events were left out.
+    #[test]
+    fn a_busy_tracker_sheds_whole_walks_and_says_so() {
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        };
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 100_000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        let tr = Tracker::start_named(&cluster, &cfg, "shed");
+        tr.force_shed_level(SHED_SCALE / 2);
+        let walks = 2000u64;
+        let t0 = Timestamp::now().0;
+        let mut events = Vec::new();
+        for i in 0..walks {
+            let base = format!("tenant-{i}.s3.eu-west-1.amazonaws.com");
+            let cands = [
+                format!("{base}.default.svc.cluster.local."),
+                format!("{base}.svc.cluster.local."),
+                format!("{base}.cluster.local."),
+                format!("{base}."),
+            ];
+            for (k, q) in cands.iter().enumerate() {
+                events.push(QueryEvent {
+                    time: Timestamp(t0 + i * 10 + k as u64),
+                    client: "10.7.7.8".parse().unwrap(),
+                    client_port: None,
+                    qname: q.clone(),
+                    qtype: 1,
+                    rcode: Some(if k == 3 { 2 } else { 3 }),
+                    answers: Some(0),
+                    latency: Some(Duration::from_micros(100)),
+                    source: Some(AnswerSource::Upstream),
+                });
+            }
+        }
+        // One hand-over: the level the thread set applies to the whole batch.
+        tr.record_batch(events);
+        tr.sync(true);
+        let r = tr.report(None);
+        let shed = tr.shed();
+        assert_eq!(r.shed_events, shed);
+        assert_eq!(shed % 4, 0, "whole walks of 4 queries are shed: {shed}");
+        let kept = walks - shed / 4;
+        assert!(
+            (walks / 4..walks * 3 / 4).contains(&kept),
+            "about half the walks kept at half the scale: {kept} of {walks}"
+        );
+        assert_eq!(r.lookups, kept, "every kept walk is one lookup");
+        assert_eq!(r.queries, kept * 4, "with all its queries");
+        assert_eq!(r.dropped_events, 0);
     }
 }

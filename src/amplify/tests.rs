@@ -902,3 +902,81 @@ fn concurrent_walks_of_one_name_from_one_client_are_kept_apart() {
     assert_eq!(q, [5, 5], "{lookups:#?}");
     assert!(lookups.iter().all(|l| l.outcome == Outcome::Resolved));
 }
+
+/// Issue 14: with a dead upstream every walk stays open, and one client (a node's busiest pod,
+/// or dnsperf) can have 100,000 of them. Placing a query must look at the walks of its own
+/// few bases only, not at every walk the client has open: the cost per event stays flat.
+#[test]
+fn open_walks_of_one_client_do_not_make_each_event_dearer() {
+    let mut t = tracker(200_000);
+    let walks = 100_000u64;
+    let mut ms = 0;
+    // Every walk starts (its first candidate SERVFAILs) and none ends.
+    for i in 0..walks {
+        ms += 1;
+        let q = format!("tenant-{i}.s3.eu-west-1.amazonaws.com.default.svc.cluster.local.");
+        // Events 1 µs apart: all within the idle window.
+        let mut e = ev(0, "10.0.0.1", &q, QTYPE_A, Some(2), 0);
+        e.time = Timestamp(e.time.0 + ms);
+        t.observe(&e);
+    }
+    assert_eq!(t.open_walks(), walks as usize);
+    let probes_before = t.probes();
+    // Each continues with its second candidate: one lookup per event.
+    for i in 0..walks {
+        ms += 1;
+        let q = format!("tenant-{i}.s3.eu-west-1.amazonaws.com.svc.cluster.local.");
+        let mut e = ev(0, "10.0.0.1", &q, QTYPE_A, Some(2), 0);
+        e.time = Timestamp(e.time.0 + ms);
+        t.observe(&e);
+    }
+    assert_eq!(
+        t.open_walks(),
+        walks as usize,
+        "every query continued its walk"
+    );
+    let per_event = (t.probes() - probes_before) as f64 / walks as f64;
+    assert!(
+        per_event <= 2.0,
+        "{per_event} open walks looked at per event with {walks} open"
+    );
+    t.finish();
+    let lookups: Vec<Lookup> = t.drain().collect();
+    assert_eq!(lookups.len(), walks as usize);
+    assert!(lookups.iter().all(|l| l.queries == 2 && l.wasted == 1));
+}
+
+/// The live tracker's memory budget: open walks beyond the `tracker_walks` share evict the
+/// oldest walk whole (reported as evicted with all its queries), never a part of one.
+#[test]
+fn walks_beyond_their_budget_share_are_evicted_whole() {
+    use crate::budget::{MemoryBudget, Part};
+    let budget = std::sync::Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT));
+    let mut t = tracker(1_000_000).with_budget(budget.clone());
+    let share = budget.share(Part::TrackerWalks);
+    let walks = 50_000u64;
+    for i in 0..walks {
+        for (k, suffix) in ["default.svc.cluster.local.", "svc.cluster.local."]
+            .iter()
+            .enumerate()
+        {
+            let q = format!("tenant-{i}.s3.eu-west-1.amazonaws.com.{suffix}");
+            let mut e = ev(0, "10.0.0.1", &q, QTYPE_A, Some(2), 0);
+            e.time = Timestamp(e.time.0 + i * 2 + k as u64);
+            t.observe(&e);
+        }
+        assert!(budget.used(Part::TrackerWalks) <= share);
+    }
+    assert!(t.evictions() > 0 && (t.open_walks() as u64) < walks);
+    let evicted: Vec<Lookup> = t.drain().collect();
+    assert_eq!(evicted.len() as u64, t.evictions());
+    assert!(evicted
+        .iter()
+        .all(|l| l.outcome == Outcome::Evicted && l.queries == 2));
+    t.finish();
+    assert_eq!(
+        budget.used(Part::TrackerWalks),
+        0,
+        "closed walks give their bytes back"
+    );
+}

@@ -38,10 +38,12 @@
 //! an LRU list, so idle expiry and eviction pop from its head in O(1).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
 
+use crate::budget::{MemoryBudget, Part};
 use crate::config::TrackerConfig;
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
 use crate::search::name::is_rfc1123_label;
@@ -181,6 +183,49 @@ pub struct Lookup {
 }
 
 const NIL: u32 = u32::MAX;
+/// Bases one name is looked up under: itself and one per search entry it ends with.
+const MAX_BASES: usize = 16;
+
+/// The bytes an open walk holds, for the memory budget: its slot, its base, a namespace
+/// string (at most a 63-byte label, usually shorter), its entry in the key map. Allocator
+/// rounding included roughly.
+fn walk_bytes(base_len: usize) -> usize {
+    std::mem::size_of::<Slot>()
+        + base_len.next_multiple_of(16)
+        + 32
+        + std::mem::size_of::<(WalkKey, u32)>()
+        + 8
+}
+
+/// A hash of (client, qtype, first label): every candidate of one walk has the same, since
+/// each is the walk's base plus a suffix. The live tracker sheds walks by it.
+pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
+    let label = qname.split('.').next().unwrap_or("");
+    let mut h = base_hash(label.as_bytes());
+    let ip = match client {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    h ^= (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17) ^ (u64::from(qtype) << 48);
+    // A final mix (splitmix64) so the low bits, which pick the shed range, are uniform.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// (client, qtype, base hash): the key of a chain of open walks.
+type WalkKey = (IpAddr, u16, u64);
+
+/// FNV-1a over the ASCII-lowercased bytes: the base's identity whatever the query's case
+/// (0x20 randomisation), without allocating.
+fn base_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
 /// A walk this long is closed: no stub sends more than a few dozen queries for one lookup,
 /// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
 /// (and within the histogram's exact range).
@@ -203,6 +248,10 @@ struct Walk {
     client: IpAddr,
     qtype: u16,
     base: Box<str>,
+    /// [`base_hash`] of `base`: with client and type, the key of the walk's chain.
+    base_hash: u64,
+    /// Order of creation: when walks of two bases both accept a query, the newer one wins.
+    seq: u64,
     namespace: Option<Box<str>>,
     /// The walk began with a namespace reading and nothing has continued it yet.
     ns_unconfirmed: bool,
@@ -263,7 +312,16 @@ pub struct WalkTracker {
     lru_head: u32,
     lru_tail: u32,
     open: usize,
-    by_key: HashMap<(IpAddr, u16), u32>,
+    /// Open walks chained by (client, qtype, hash of the base): a query looks only at walks
+    /// of the few bases it can be a candidate of, so the cost per event stays flat however
+    /// many walks one client has open (a dead upstream leaves every walk open).
+    by_key: HashMap<WalkKey, u32>,
+    next_seq: u64,
+    /// Open walks looked at to place queries (the cost that must not grow with open walks).
+    probes: u64,
+    /// Open walks are charged to its `tracker_walks` part; when it is full the oldest walk is
+    /// evicted whole (`Outcome::Evicted`), as at `max_open_walks`.
+    budget: Option<Arc<MemoryBudget>>,
     /// The last name that answered with addresses per (client, A or AAAA): its port and
     /// time. The other type's NODATA for the same name and port ends that walk too.
     resolved: HashMap<(IpAddr, u16), Resolved>,
@@ -309,6 +367,9 @@ impl WalkTracker {
             open: 0,
             by_key: HashMap::new(),
             resolved: HashMap::new(),
+            next_seq: 0,
+            probes: 0,
+            budget: None,
             clients: HashMap::new(),
             // Namespaces are remembered for as many clients as walks may be open (at least
             // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
@@ -318,9 +379,21 @@ impl WalkTracker {
         }
     }
 
+    /// Charge open walks to `budget` (the live tracker; offline readers have none).
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Walks open now.
     pub fn open_walks(&self) -> usize {
         self.open
+    }
+
+    /// Open walks looked at so far to place queries: per event, a small constant however
+    /// many walks are open (a test pins it).
+    pub fn probes(&self) -> u64 {
+        self.probes
     }
 
     /// Walks evicted so far to stay within `max_open_walks`.
@@ -380,17 +453,30 @@ impl WalkTracker {
 
         // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
         //    base cannot both accept the same candidate, so the first match is the one.
-        let key = (ev.client, ev.qtype);
-        let mut found: Option<(u32, Reading)> = None;
-        let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
-        while cur != NIL {
-            let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-            if let Some(r) = self.continuation(name, w, confirmed_ns) {
-                found = Some((cur, r));
-                break;
+        let mut found: Option<(u32, Reading, u64)> = None;
+        let mut bases = [0u16; MAX_BASES];
+        let nbases = self.candidate_bases(name, &mut bases);
+        for &base_len in &bases[..nbases] {
+            let key = (
+                ev.client,
+                ev.qtype,
+                base_hash(&name.as_bytes()[..base_len as usize]),
+            );
+            let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
+            while cur != NIL {
+                self.probes += 1;
+                let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+                if found.is_some_and(|(_, _, seq)| seq > w.seq) {
+                    break; // the chain runs newest first: nothing newer further down
+                }
+                if let Some(r) = self.continuation(name, w, confirmed_ns) {
+                    found = Some((cur, r, w.seq));
+                    break;
+                }
+                cur = self.slots[cur as usize].key_next;
             }
-            cur = self.slots[cur as usize].key_next;
         }
+        let found = found.map(|(i, r, _)| (i, r));
 
         let (idx, reading) = match found {
             Some(f) => f,
@@ -422,6 +508,8 @@ impl WalkTracker {
                 // this is a second lookup of the same name at the same time (two threads of
                 // one pod); the two walks interleave and are kept apart.
                 let base = &name[..r.base_len as usize];
+                let hash = base_hash(base.as_bytes());
+                let key = (ev.client, ev.qtype, hash);
                 let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
                 while cur != NIL {
                     let next = self.slots[cur as usize].key_next;
@@ -437,16 +525,32 @@ impl WalkTracker {
                     self.evictions += 1;
                     self.close(self.lru_head, Some(Outcome::Evicted));
                 }
+                if let Some(b) = self.budget.clone() {
+                    // The memory budget: make room by closing the oldest walks whole.
+                    let need = walk_bytes(r.base_len as usize);
+                    while !b.try_charge(Part::TrackerWalks, need) {
+                        if self.lru_head == NIL {
+                            // A share smaller than one walk: over by one walk at most.
+                            b.charge(Part::TrackerWalks, need);
+                            break;
+                        }
+                        self.evictions += 1;
+                        self.close(self.lru_head, Some(Outcome::Evicted));
+                    }
+                }
                 let ns = ns_of(&r).map(|s| s.to_ascii_lowercase().into_boxed_str());
                 if let Some(ns) = &ns {
                     self.learn_namespace(ev.client, ns, false);
                 }
+                self.next_seq += 1;
                 let walk = Walk {
                     client: ev.client,
                     qtype: ev.qtype,
                     base: name[..r.base_len as usize]
                         .to_ascii_lowercase()
                         .into_boxed_str(),
+                    base_hash: hash,
+                    seq: self.next_seq,
                     ns_unconfirmed: ns.is_some(),
                     namespace: ns,
                     start: ev.time,
@@ -577,27 +681,38 @@ impl WalkTracker {
             (ev.client, ev.qtype),
             (name.to_ascii_lowercase().into(), ev.client_port, ev.time),
         );
-        let mut cur = self.by_key.get(&(ev.client, other)).copied().unwrap_or(NIL);
-        while cur != NIL {
-            let next = self.slots[cur as usize].key_next;
-            let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-            let last_name_matches = match w.last_pos {
-                ABS => w.base.eq_ignore_ascii_case(name),
-                _ => self
-                    .shape
-                    .position(name, &w.base)
-                    .is_some_and(|p| p == w.last_pos as usize),
-            };
-            let same_port =
-                w.last_port.is_none() || ev.client_port.is_none() || w.last_port == ev.client_port;
-            if last_name_matches
-                && same_port
-                && w.last_rcode == Some(0)
-                && w.last_answers == Some(0)
-            {
-                self.close(cur, None);
+        // The other type's walks that `name` can be a candidate of: one chain per base.
+        let mut bases = [0u16; MAX_BASES];
+        let nbases = self.candidate_bases(name, &mut bases);
+        for &base_len in &bases[..nbases] {
+            let hash = base_hash(&name.as_bytes()[..base_len as usize]);
+            let mut cur = self
+                .by_key
+                .get(&(ev.client, other, hash))
+                .copied()
+                .unwrap_or(NIL);
+            while cur != NIL {
+                let next = self.slots[cur as usize].key_next;
+                let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+                let last_name_matches = match w.last_pos {
+                    ABS => w.base.eq_ignore_ascii_case(name),
+                    _ => self
+                        .shape
+                        .position(name, &w.base)
+                        .is_some_and(|p| p == w.last_pos as usize),
+                };
+                let same_port = w.last_port.is_none()
+                    || ev.client_port.is_none()
+                    || w.last_port == ev.client_port;
+                if last_name_matches
+                    && same_port
+                    && w.last_rcode == Some(0)
+                    && w.last_answers == Some(0)
+                {
+                    self.close(cur, None);
+                }
+                cur = next;
             }
-            cur = next;
         }
     }
 
@@ -659,6 +774,41 @@ impl WalkTracker {
         None
     }
 
+    /// The lengths of the bases `name` can be a candidate of: the name itself (the absolute
+    /// candidate) and the name less each suffix of the shape it ends with (for a `*` entry,
+    /// less one more label, the namespace). At most [`MAX_BASES`].
+    fn candidate_bases(&self, name: &str, out: &mut [u16; MAX_BASES]) -> usize {
+        let nb = name.as_bytes();
+        out[0] = nb.len().min(u16::MAX as usize) as u16;
+        let mut n = 1;
+        for p in &self.patterns {
+            if n == MAX_BASES {
+                break;
+            }
+            let t = p.tail.len();
+            // `<base>.<tail>`: the tail after a label boundary, with something before it.
+            if nb.len() < t + 2
+                || nb[nb.len() - t - 1] != b'.'
+                || !nb[nb.len() - t..].eq_ignore_ascii_case(p.tail.as_bytes())
+            {
+                continue;
+            }
+            let mut end = nb.len() - t - 1;
+            if p.wildcard {
+                // `<base>.<namespace>.<tail>`: drop the namespace label too.
+                match nb[..end].iter().rposition(|&b| b == b'.') {
+                    Some(dot) if dot > 0 => end = dot,
+                    _ => continue,
+                }
+            }
+            if end > 0 && end <= u16::MAX as usize && !out[..n].contains(&(end as u16)) {
+                out[n] = end as u16;
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn learn_namespace(&mut self, client: IpAddr, ns: &str, confirmed: bool) {
         if let Some(c) = self.clients.get_mut(&client) {
             if confirmed || !c.confirmed {
@@ -686,7 +836,7 @@ impl WalkTracker {
     }
 
     fn insert(&mut self, walk: Walk) -> u32 {
-        let key = (walk.client, walk.qtype);
+        let key = (walk.client, walk.qtype, walk.base_hash);
         let head = self.by_key.get(&key).copied().unwrap_or(NIL);
         let slot = Slot {
             walk: Some(walk),
@@ -752,9 +902,9 @@ impl WalkTracker {
             .walk
             .take()
             .expect("closing an open walk");
-        let key = (w.client, w.qtype);
+        let key = (w.client, w.qtype, w.base_hash);
         let next = self.slots[i as usize].key_next;
-        // Unlink from the key chain (short: the walks one client has open for one type).
+        // Unlink from the key chain (short: the walks one client has open for one base).
         let head = self.by_key.get(&key).copied().unwrap_or(NIL);
         if head == i {
             if next == NIL {
@@ -775,6 +925,9 @@ impl WalkTracker {
         }
         self.free.push(i);
         self.open -= 1;
+        if let Some(b) = &self.budget {
+            b.release(Part::TrackerWalks, walk_bytes(w.base.len()));
+        }
 
         let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::amplify::Tracker;
+use crate::budget::{OwnedCharge, Part};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey, Served};
 use crate::config::{Config, ShortcutMode};
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
@@ -169,6 +170,46 @@ impl Engine {
 
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// A query that needs step 5, admitted within the memory budget's `waiting` share: the
+    /// task to spawn, holding its charge until it ends. Refused, it is answered now (stale or
+    /// SERVFAIL) and `None` returned: under a dead upstream the queue of waiting queries
+    /// cannot grow past the budget, however fast queries come.
+    pub fn admit(
+        self: &Arc<Self>,
+        job: Job,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let bytes = WAITING_OVERHEAD + job.query.len();
+        match OwnedCharge::try_new(self.cache.budget(), Part::Waiting, bytes) {
+            Some(charge) => {
+                let e = self.clone();
+                Some(async move {
+                    e.resolve(job).await;
+                    drop(charge);
+                })
+            }
+            None => {
+                metrics::counter!(m::OVERLOAD_DROPS, "limit" => "memory_limit").increment(1);
+                match job.reply {
+                    Some(reply) => {
+                        let w = Waiter {
+                            query: job.query,
+                            view: job.view,
+                            reply,
+                            started: job.started,
+                            proto: job.proto,
+                            client: job.client,
+                        };
+                        self.fail(&w, job.zone, &mut Vec::new());
+                    }
+                    None => self
+                        .cache
+                        .prefetch_failed(&Key::of_query(&job.query, &job.view)),
+                }
+                None
+            }
+        }
     }
 
     /// Steps 1–4 of the request path. `out` receives an answer when one is ready now.
@@ -852,6 +893,11 @@ impl<'a> Sent<'a> {
         });
     }
 }
+
+/// Bytes a query waiting on upstreams holds besides its own: the spawned task with its
+/// `resolve` future (a test checks it fits), the upstream's pending entry and timer, the
+/// answer being built. Charged to the memory budget's `waiting` share.
+pub const WAITING_OVERHEAD: usize = 4096;
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
 const EVENT_BATCH: usize = 64;

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::{self, AdminSource};
 use crate::amplify::Tracker;
+use crate::budget::MemoryBudget;
 use crate::cache::Cache;
 use crate::cli::CliError;
 use crate::config::{Config, Overrides};
@@ -68,6 +69,8 @@ impl AdminSource for Admin {
         }
         metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
+        metrics::counter!(m::TRACKER_SHED_EVENTS).absolute(self.tracker.shed());
+        self.engine.load().cache.budget().export_metrics();
         let mut text = self.metrics.render();
         m::render_extra(&mut text);
         text
@@ -89,8 +92,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let metrics = m::install();
     m::set_coredns_names(config.coredns_names);
     let pending = Arc::new(AtomicUsize::new(0));
-    let cache = Arc::new(Cache::new(config.cache.clone()));
-    let tracker = Tracker::start(&config.cluster, &config.tracker);
+    // One budget for the process (DESIGN §9 "Faults"): kept across reloads, with the tracker.
+    let budget = Arc::new(MemoryBudget::new(config.server.memory_limit));
+    let cache = Arc::new(Cache::with_budget(config.cache.clone(), budget.clone()));
+    let tracker = Tracker::start_with_budget(&config.cluster, &config.tracker, budget.clone());
     tracker.set_configured_zones(&config.shortcut.zones);
     let tap = match &config.dnstap {
         Some(d) => Some(
@@ -324,7 +329,10 @@ impl Running {
         {
             old.cache.clone()
         } else {
-            Arc::new(Cache::new(config.cache.clone()))
+            Arc::new(Cache::with_budget(
+                config.cache.clone(),
+                old.cache.budget().clone(),
+            ))
         };
         let mut engine = Engine::new(
             config,

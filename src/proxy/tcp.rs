@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
+use crate::budget::{OwnedCharge, Part};
 use crate::metrics as m;
 
 /// Bind a TCP listener with SO_REUSEPORT.
@@ -34,6 +35,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     s.set_nonblocking(true)?;
     Ok(s.into())
 }
+
+/// What a client connection holds, for the memory budget: its tasks, the read and frame
+/// buffers, and a full answer channel of typical answers (64 of ~512 bytes).
+pub const TCP_CONNECTION_BYTES: usize = 48 * 1024;
 
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -63,10 +68,20 @@ pub async fn serve(
             metrics::counter!(m::OVERLOAD_DROPS, "limit" => "max_tcp_connections").increment(1);
             continue; // dropping the stream closes it
         };
+        // The connection's buffers, within the memory budget's `tcp` share.
+        let Some(charge) = OwnedCharge::try_new(
+            engine.load().cache.budget(),
+            Part::Tcp,
+            TCP_CONNECTION_BYTES,
+        ) else {
+            metrics::counter!(m::OVERLOAD_DROPS, "limit" => "memory_limit").increment(1);
+            continue;
+        };
         let engine = engine.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _charge = charge;
             connection(stream, peer, engine, stop).await;
         });
     }
@@ -123,7 +138,7 @@ async fn connection(
             }
             Fast::Drop => {}
             Fast::Resolve { view, zone, plan } => {
-                tokio::spawn(e.resolve(Job {
+                if let Some(task) = e.admit(Job {
                     query: msg.clone(),
                     view,
                     zone,
@@ -132,13 +147,15 @@ async fn connection(
                     proto: Proto::Tcp,
                     client: peer,
                     started: now,
-                }));
+                }) {
+                    tokio::spawn(task);
+                }
             }
             Fast::Prefetch { view, zone, plan } => {
                 if tx.send(std::mem::take(&mut out)).await.is_err() {
                     break;
                 }
-                tokio::spawn(e.resolve(Job {
+                if let Some(task) = e.admit(Job {
                     query: msg.clone(),
                     view,
                     zone,
@@ -147,7 +164,9 @@ async fn connection(
                     proto: Proto::Tcp,
                     client: peer,
                     started: now,
-                }));
+                }) {
+                    tokio::spawn(task);
+                }
             }
         }
     }

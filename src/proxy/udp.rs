@@ -189,8 +189,8 @@ pub fn run_worker(
                 out_count += 1;
             }
             if let Some((view, zone, plan, reply)) = work {
-                let e = engine_now.clone();
-                let task = e.resolve(Job {
+                // Admitted within the memory budget, or answered now (stale or SERVFAIL).
+                let Some(task) = engine_now.admit(Job {
                     query: packet.to_vec(),
                     view,
                     zone,
@@ -199,7 +199,9 @@ pub fn run_worker(
                     proto: Proto::Udp,
                     client: client_sa,
                     started: now,
-                });
+                }) else {
+                    continue;
+                };
                 match drain {
                     Drain::Serving => {
                         rt.spawn(task);

@@ -65,6 +65,13 @@ pub fn text(r: &Report) -> String {
             r.dropped_events
         );
     }
+    if r.shed_events > 0 {
+        let _ = writeln!(
+            o,
+            "note: a busy tracker left out whole walks ({} events); the figures cover the rest",
+            r.shed_events
+        );
+    }
 
     let _ = writeln!(o, "\nadvice");
     write_advice(&mut o, r);

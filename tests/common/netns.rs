@@ -59,7 +59,14 @@ pub fn enter(test: &str) -> Option<Netns> {
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--uts", "--"])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        // `--include-ignored`: an ignored test (a bench) that was asked for runs inside too.
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, test)
         .status()
         .expect("running unshare");
