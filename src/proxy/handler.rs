@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::amplify::Tracker;
@@ -50,7 +49,7 @@ impl Proto {
 #[derive(Clone)]
 pub enum ReplyTo {
     Udp(Arc<std::net::UdpSocket>, SocketAddr),
-    Tcp(mpsc::Sender<Vec<u8>>),
+    Tcp(Arc<super::tcp::TcpOut>),
 }
 
 impl ReplyTo {
@@ -59,9 +58,8 @@ impl ReplyTo {
             ReplyTo::Udp(sock, to) => {
                 let _ = sock.send_to(&bytes, to);
             }
-            ReplyTo::Tcp(tx) => {
-                let _ = tx.try_send(bytes);
-            }
+            // Queued, never dropped: the connection applies back-pressure (proxy::tcp).
+            ReplyTo::Tcp(out) => out.push_owed(bytes),
         }
     }
 }

@@ -1,0 +1,283 @@
+//! Request-path faults (issue 14, part A): upstream TCP connections that stall, client TCP
+//! connections that pipeline or read slowly, serve-stale on SERVFAIL and on the client
+//! response timer, forwarding loops, a second process on the same ports, the admin server's
+//! limits. Real sockets throughout; the upstreams are scripted here so each fault is exact.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ndots::config::{Config, FileConfig, Overrides};
+use ndots::wire;
+
+const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// An A answer to `query` with `ip`, using `id` and the query's question.
+fn answer(query: &[u8], id: u16, ip: Ipv4Addr) -> Vec<u8> {
+    let q = wire::parse_query(query).unwrap();
+    let mut out = Vec::new();
+    wire::minimal_response(query, &q, 0, false, &mut out);
+    wire::set_id(&mut out, id);
+    let opt = out.split_off(q.question.end());
+    out[6..8].copy_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&opt);
+    out
+}
+
+fn config(yaml: &str) -> Config {
+    let server = if yaml.contains("server:") {
+        ""
+    } else {
+        "server: {workers: 1}\n"
+    };
+    let file = FileConfig::parse(&format!("listen: [\"127.0.0.1:0\"]\n{server}{yaml}")).unwrap();
+    let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
+    if !yaml.contains("admin:") {
+        cfg.admin = None;
+    }
+    cfg
+}
+
+fn start(yaml: &str) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
+    let cfg = config(yaml);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    (rt, p)
+}
+
+fn ask(addr: SocketAddr, name: &str) -> (wire::ResponseInfo, Vec<u8>, Duration) {
+    let mut q = Vec::new();
+    wire::build_query(77, name, 1, false, &mut q).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    c.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = c.recv(&mut buf).expect("an answer");
+    (
+        wire::parse_response(&buf[..n]).unwrap(),
+        buf[..n].to_vec(),
+        t.elapsed(),
+    )
+}
+
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Issue 14: a stuck upstream TCP connection was never replaced. An upstream that accepts a
+/// connection, answers its first query and then reads and discards everything (a CoreDNS pod
+/// that vanished without a RST, behind a Service IP that now leads to a live pod): the query
+/// that times out closes the connection, and the next query opens a fresh one and is
+/// answered. Before the fix every later query to the zone rode the dead connection and failed.
+#[test]
+fn stuck_upstream_tcp_connection_was_never_replaced() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let (accepted, closed) = (accepted.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                let closed = closed.clone();
+                std::thread::spawn(move || {
+                    let mut first = true;
+                    loop {
+                        let mut len = [0u8; 2];
+                        if s.read_exact(&mut len).is_err() {
+                            break;
+                        }
+                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                        if s.read_exact(&mut q).is_err() {
+                            break;
+                        }
+                        if std::mem::take(&mut first) {
+                            let id = u16::from_be_bytes([q[0], q[1]]);
+                            let a = answer(&q, id, REAL);
+                            let mut framed = (a.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&a);
+                            let _ = s.write_all(&framed);
+                        }
+                    }
+                    // The proxy closed its end.
+                    closed.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+    }
+    let timeout = Duration::from_millis(800);
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: {}ms}}]",
+        timeout.as_millis()
+    ));
+    let dns = p.dns_addrs[0];
+    let (r, bytes, _) = ask(dns, "first.example.org.");
+    assert_eq!(r.header.ancount, 1);
+    assert!(bytes.ends_with(&REAL.octets()));
+    for round in 0..3 {
+        // This one rides the connection that has gone quiet: it times out...
+        let t = Instant::now();
+        let (r, _, _) = ask(dns, &format!("stuck{round}.example.org."));
+        assert_eq!(r.rcode, wire::RCODE_SERVFAIL as u16, "round {round}");
+        // ...and the next one is answered on a fresh connection.
+        let (r, bytes, _) = ask(dns, &format!("fresh{round}.example.org."));
+        let recovered = t.elapsed();
+        assert_eq!(
+            (r.rcode, r.header.ancount),
+            (0, 1),
+            "round {round}: the zone recovers on a new connection"
+        );
+        assert!(bytes.ends_with(&REAL.octets()));
+        assert!(
+            recovered < 2 * timeout,
+            "round {round}: recovered after {recovered:?}, more than two timeouts"
+        );
+    }
+    // Four for the queries (one more per stall), plus the start-up health probe's own.
+    let got = accepted.load(Ordering::Relaxed);
+    assert!(
+        (4..=5).contains(&got),
+        "one new connection per stall: {got}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::Relaxed) < got - 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        got - 1,
+        "each timed-out connection is closed, not left open; only the last one stays"
+    );
+    let m = p.metrics_text();
+    assert_eq!(
+        metric_sum(&m, "ndots_upstream_tcp_replaced_total{"),
+        3.0,
+        "{m}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
+
+/// Read one framed answer; `None` on timeout or close.
+fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut m).ok()?;
+    Some(m)
+}
+
+fn framed_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::new();
+    wire::build_query(id, name, wire::TYPE_A, false, &mut q).unwrap();
+    let mut f = (q.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(&q);
+    f
+}
+
+/// Issue 14: 150 pipelined identical queries on one TCP connection got 64 answers. The
+/// coalesced answers arrive in one burst, and `ReplyTo::Tcp` used `try_send` into a 64-slot
+/// channel, dropping the rest silently. Now each of the 150 gets its answer.
+#[test]
+fn pipelined_tcp_answers_beyond_64_were_dropped() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let up = Upstream::start();
+    up.add("burst.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    // Slow enough that all 150 wait on one upstream exchange and are answered at once.
+    up.delay_ms.store(300, Ordering::Relaxed);
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        up.addr
+    ));
+    let mut s = TcpStream::connect(p.dns_addrs[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let all: Vec<u8> = (0..150u16)
+        .flat_map(|id| framed_query(id, "burst.test."))
+        .collect();
+    s.write_all(&all).unwrap();
+    let mut seen = [false; 150];
+    for _ in 0..150 {
+        let m = read_framed(&mut s).expect("an answer for every pipelined query");
+        let info = wire::parse_response(&m).unwrap();
+        assert_eq!((info.rcode, info.header.ancount), (0, 1));
+        let id = info.header.id as usize;
+        assert!(!seen[id], "answered twice: {id}");
+        seen[id] = true;
+    }
+    assert!(seen.iter().all(|x| *x));
+    assert!(
+        up.count("burst.test.", wire::TYPE_A) <= 2,
+        "coalesced upstream"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
+
+/// A client that pipelines 20,000 queries and does not read for a second: the proxy stops
+/// reading its queries when its answer queue for the connection is full (back-pressure,
+/// bounded bytes per connection) instead of buffering without bound or dropping answers; once
+/// the client reads, every query is answered and the connection was never cut.
+#[test]
+fn a_slow_tcp_reader_gets_back_pressure_and_every_answer() {
+    use common::upstream::{Rec, Upstream};
+
+    let up = Upstream::start();
+    up.add("hot.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        up.addr
+    ));
+    assert_eq!(ask(p.dns_addrs[0], "hot.test.").0.header.ancount, 1);
+    // A small receive buffer so the proxy's answers back up quickly.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&p.dns_addrs[0].into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    const N: u16 = 20_000;
+    const MISSES: u16 = 300;
+    let mut w = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        // Mostly cache hits, answered on the reader's path, and some misses in between.
+        for id in 0..N {
+            let name = if id % (N / MISSES) == 0 {
+                format!("miss{id}.test.")
+            } else {
+                "hot.test.".to_string()
+            };
+            w.write_all(&framed_query(id, &name)).unwrap();
+        }
+    });
+    // The kernel's socket buffers absorb part of this; the proxy's own queue for the
+    // connection stays under its byte bound because it stops reading queries meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answered = 0u32;
+    while answered < N as u32 {
+        let m = read_framed(&mut s).unwrap_or_else(|| panic!("answer {answered} of {N} missing"));
+        wire::parse_response(&m).unwrap();
+        answered += 1;
+    }
+    sender.join().unwrap();
+    let m = p.metrics_text();
+    assert_eq!(
+        metric_sum(&m, "ndots_overload_drops_total{limit=\"tcp_client_buffer\""),
+        0.0,
+        "{m}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
