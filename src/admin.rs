@@ -1,14 +1,15 @@
 //! Admin HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/report`.
 //!
 //! A deliberately small HTTP/1.1 responder (GET only, one request per connection, bounded
-//! request size and time): probes and a Prometheus scrape are all it serves, and it keeps the
-//! binary free of a web framework.
+//! request size, read and write time, and connections at once; accept errors back off): probes
+//! and a Prometheus scrape are all it serves, and it keeps the binary free of a web framework.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// What the admin listener serves; implemented by the proxy.
 pub trait AdminSource: Send + Sync + 'static {
@@ -19,15 +20,43 @@ pub trait AdminSource: Send + Sync + 'static {
 }
 
 const MAX_REQUEST: usize = 8192;
+/// Time a client has to send its request, and separately to take the response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; beyond this a new one is closed at once (counted). Probes and
+/// scrapes need a handful; the cap keeps a flood of idle connections from costing memory and
+/// tasks, and the request timeout frees held slots within 5 s.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Back-off after a failed accept (EMFILE, ENFILE, ENOBUFS): doubling from MIN to MAX, so a
+/// process out of file descriptors does not spin a core retrying.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(e) => {
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!("admin listener: accept failed, backing off: {e}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(crate::metrics::OVERLOAD_DROPS, "limit" => "admin_connections")
+                .increment(1);
+            continue; // dropping the stream closes it
         };
         let source = source.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = Vec::with_capacity(1024);
             let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
                 let mut chunk = [0u8; 1024];
@@ -52,11 +81,15 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(head.as_bytes()).await;
-            if method != "HEAD" {
-                let _ = stream.write_all(body.as_bytes()).await;
-            }
-            let _ = stream.shutdown().await;
+            // A client that does not read its response loses its connection, not our task.
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                stream.write_all(head.as_bytes()).await?;
+                if method != "HEAD" {
+                    stream.write_all(body.as_bytes()).await?;
+                }
+                stream.shutdown().await
+            })
+            .await;
         });
     }
 }

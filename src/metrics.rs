@@ -111,7 +111,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(CONFIG_RELOADS, "counter", &[("result", "`success` or `failure` (the old configuration keeps serving)")], "Configuration reloads (SIGHUP or a changed file), by result."),
     metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
-    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section); `tcp_client_buffer` (a TCP client's unread answers passed 256 KiB: connection closed); `admin_connections` (64 admin connections at once)")], "Queries answered SERVFAIL or connections refused or closed because a limit was reached, by limit."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];
 

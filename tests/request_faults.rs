@@ -281,3 +281,53 @@ fn a_slow_tcp_reader_gets_back_pressure_and_every_answer() {
     );
     p.shutdown(Duration::from_millis(100));
 }
+
+/// Issue 14: the admin server had no connection cap and no write timeout. 64 idle
+/// connections fill it: the next is closed at once and counted, while those idle ones are
+/// closed by the request timeout, after which probes answer again.
+#[test]
+fn admin_connections_are_capped_and_idle_ones_time_out() {
+    use common::upstream::Upstream;
+
+    let up = Upstream::start();
+    let (_rt, p) = start(&format!(
+        "admin: \"127.0.0.1:0\"\nupstreams: [{{zone: \".\", servers: [\"{}\"]}}]\n",
+        up.addr
+    ));
+    let admin = p.admin_addr.unwrap();
+    assert_eq!(common::tools::http_get(admin, "/healthz").unwrap().0, 200);
+    let mut idle: Vec<TcpStream> = (0..ndots::admin::MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(admin).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        common::tools::http_get(admin, "/healthz"),
+        None,
+        "over the cap: closed without an answer"
+    );
+    let m = p.metrics_text();
+    assert!(
+        metric_sum(&m, "ndots_overload_drops_total{limit=\"admin_connections\"") >= 1.0,
+        "{m}"
+    );
+    // The server closes a connection that sends nothing within its request timeout (5 s).
+    let t = Instant::now();
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle[0].read(&mut buf).unwrap_or(0),
+        0,
+        "closed by the server"
+    );
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "idle admin connection lived {took:?}"
+    );
+    idle.clear();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(common::tools::http_get(admin, "/healthz").unwrap().0, 200);
+    p.shutdown(Duration::from_millis(100));
+}
