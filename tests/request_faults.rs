@@ -331,3 +331,147 @@ fn admin_connections_are_capped_and_idle_ones_time_out() {
     assert_eq!(common::tools::http_get(admin, "/healthz").unwrap().0, 200);
     p.shutdown(Duration::from_millis(100));
 }
+
+/// What the scripted upstream does with each query.
+const ANSWER: u8 = 0;
+const SERVFAIL: u8 = 1;
+const REFUSED: u8 = 2;
+/// Answer after 2.5 s (with `NEW`), longer than the client response timer.
+const SLOW: u8 = 3;
+const NEW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+
+/// A UDP upstream whose behaviour the test switches: answers (TTL 1, `REAL`), SERVFAIL,
+/// REFUSED, or slow answers with `NEW`.
+fn switchable_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU8>) {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    let s = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    let addr = s.local_addr().unwrap();
+    let mode = Arc::new(AtomicU8::new(ANSWER));
+    let m = mode.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let q = buf[..n].to_vec();
+            let Ok(v) = wire::parse_query(&q) else {
+                continue;
+            };
+            let mut a = answer(&q, v.header.id, REAL);
+            // TTL 1 s: the answer expires fast and the test needs no long sleeps.
+            a[v.question.end() + 9] = 1;
+            match m.load(Ordering::Relaxed) {
+                ANSWER => {
+                    let _ = s.send_to(&a, from);
+                }
+                rcode @ (SERVFAIL | REFUSED) => {
+                    let mut r = Vec::new();
+                    let code = if rcode == SERVFAIL {
+                        wire::RCODE_SERVFAIL
+                    } else {
+                        wire::RCODE_REFUSED
+                    };
+                    wire::minimal_response(&q, &v, code, false, &mut r);
+                    let _ = s.send_to(&r, from);
+                }
+                _ => {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(2500));
+                        let a = answer(&q, v.header.id, NEW);
+                        let _ = s.send_to(&a, from);
+                    });
+                }
+            }
+        }
+    });
+    (addr, mode)
+}
+
+/// Issue 14: no stale answer was served when the upstream answered SERVFAIL (only when it did
+/// not answer), and CoreDNS answers SERVFAIL when its own upstreams fail. Now an expired
+/// cached answer goes to the client on SERVFAIL and on REFUSED (RFC 8767), counted by reason;
+/// a name with nothing cached still gets the upstream's SERVFAIL.
+#[test]
+fn no_stale_answer_when_the_upstream_said_servfail() {
+    use std::sync::atomic::Ordering;
+
+    let (up, mode) = switchable_upstream();
+    let (_rt, p) = start(&format!(
+        "cache: {{prefetch: false}}\nupstreams: [{{zone: \".\", servers: [\"{up}\"], timeout: 1s}}]\n"
+    ));
+    let dns = p.dns_addrs[0];
+    let (r, bytes, _) = ask(dns, "svc.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1));
+    assert!(bytes.ends_with(&REAL.octets()));
+    std::thread::sleep(Duration::from_millis(2100)); // expired now
+    for (m, reason) in [(SERVFAIL, "servfail"), (REFUSED, "refused")] {
+        mode.store(m, Ordering::Relaxed);
+        let (r, bytes, _) = ask(dns, "svc.example.org.");
+        assert_eq!(
+            (r.rcode, r.header.ancount),
+            (0, 1),
+            "stale answer on {reason}"
+        );
+        assert!(bytes.ends_with(&REAL.octets()));
+        let m = p.metrics_text();
+        assert_eq!(
+            metric_sum(
+                &m,
+                &format!("ndots_cache_served_stale_total{{reason=\"{reason}\"")
+            ),
+            1.0,
+            "{m}"
+        );
+    }
+    mode.store(SERVFAIL, Ordering::Relaxed);
+    let (r, _, _) = ask(dns, "never-cached.example.org.");
+    assert_eq!(
+        r.rcode,
+        wire::RCODE_SERVFAIL as u16,
+        "nothing stale: relayed"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
+
+/// RFC 8767 §5 client response timer (`cache.stale_after`, 1.8 s): an upstream that takes
+/// 2.5 s. The client gets the stale answer at 1.8 s; the upstream query goes on, and its
+/// answer refreshes the cache for the next client.
+#[test]
+fn a_slow_upstream_gets_the_stale_answer_out_at_the_client_timer_and_refreshes() {
+    use std::sync::atomic::Ordering;
+
+    let (up, mode) = switchable_upstream();
+    let (_rt, p) = start(&format!(
+        "cache: {{prefetch: false}}\nupstreams: [{{zone: \".\", servers: [\"{up}\"], timeout: 4s}}]\n"
+    ));
+    let dns = p.dns_addrs[0];
+    assert_eq!(ask(dns, "slow.example.org.").0.header.ancount, 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    mode.store(SLOW, Ordering::Relaxed);
+    let (r, bytes, took) = ask(dns, "slow.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1));
+    assert!(bytes.ends_with(&REAL.octets()), "the stale answer");
+    assert!(
+        took >= Duration::from_millis(1700) && took < Duration::from_millis(2400),
+        "stale at the 1.8 s client timer, not after the upstream's 2.5 s: {took:?}"
+    );
+    let m = p.metrics_text();
+    assert_eq!(
+        metric_sum(&m, "ndots_cache_served_stale_total{reason=\"client_timer\""),
+        1.0,
+        "{m}"
+    );
+    // The upstream answer lands at 2.5 s and refreshes the entry.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (r, bytes, took) = ask(dns, "slow.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1));
+    assert!(
+        bytes.ends_with(&NEW.octets()),
+        "refreshed by the upstream query that went on"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "from the cache: {took:?}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}

@@ -315,6 +315,7 @@ impl Engine {
                     },
                     zone,
                     &mut Vec::new(),
+                    StaleReason::Overload,
                 ),
                 None => self.cache.prefetch_failed(&key),
             }
@@ -341,7 +342,40 @@ impl Engine {
             inflight.insert(owned.clone(), Vec::new());
         }
 
-        let (result, source) = self.answer_for(&query, &view, zone, &plan).await;
+        let prefetch = reply.is_none();
+        let mut leader = reply.map(|r| Waiter {
+            query: query.clone(),
+            view,
+            reply: r,
+            started,
+            proto,
+            client,
+        });
+        let (result, source) = {
+            let upstream = self.answer_for(&query, &view, zone, &plan);
+            self.with_client_timer(upstream, &query, &view, &owned, &mut leader, zone)
+                .await
+        };
+        // RFC 8767: SERVFAIL and REFUSED from every upstream count as failures when a stale
+        // answer exists (CoreDNS says SERVFAIL when its own upstreams fail); with nothing
+        // stale the upstream's answer is relayed as it is.
+        let mut reason = StaleReason::NoAnswer;
+        let result = match result {
+            Some((_, info))
+                if source == AnswerSource::Upstream
+                    && (info.rcode == wire::RCODE_SERVFAIL as u16
+                        || info.rcode == wire::RCODE_REFUSED as u16)
+                    && self.has_stale(&query, &view) =>
+            {
+                reason = if info.rcode == wire::RCODE_SERVFAIL as u16 {
+                    StaleReason::Servfail
+                } else {
+                    StaleReason::Refused
+                };
+                None
+            }
+            r => r,
+        };
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
             if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
@@ -349,19 +383,12 @@ impl Engine {
             }
             a
         });
-        if answer.is_none() && reply.is_none() {
+        if answer.is_none() && prefetch {
             self.cache.prefetch_failed(&key);
         }
         let waiters = self.inflight.lock().remove(&owned).unwrap_or_default();
         let mut out = Vec::with_capacity(512);
-        let leader = reply.map(|r| Waiter {
-            query,
-            view,
-            reply: r,
-            started,
-            proto,
-            client,
-        });
+        // This job and its coalesced waiters (the leader counts as the job, answered or not).
         let n = waiters.len() + 1;
         for w in leader.into_iter().chain(waiters) {
             match &answer {
@@ -383,7 +410,7 @@ impl Engine {
                     self.count_response(zone, a.rcode, source);
                     self.observe_duration(zone, w.started);
                 }
-                None => self.fail(&w, zone, &mut out),
+                None => self.fail(&w, zone, &mut out, reason),
             }
         }
         self.pending.fetch_sub(n, Ordering::Relaxed);
@@ -440,16 +467,87 @@ impl Engine {
         (result.map(|r| (r.bytes, r.info)), AnswerSource::Upstream)
     }
 
+    /// Whether the cache holds an expired answer for this query still within `serve_stale`.
+    fn has_stale(&self, query: &[u8], view: &QueryView) -> bool {
+        let mut scratch = Vec::new();
+        self.cache
+            .serve_stale(query, view, Instant::now(), u16::MAX as usize, &mut scratch)
+            .is_some()
+    }
+
+    /// Await the upstream while running the client response timer (RFC 8767 §5,
+    /// `cache.stale_after`): each client of this flight (the leader, whose `reply` is taken,
+    /// and coalesced waiters) still unanswered that long after its query arrived gets the stale
+    /// answer, if the cache has one. The upstream query goes on and refreshes the cache.
+    async fn with_client_timer<F>(
+        &self,
+        upstream: F,
+        query: &[u8],
+        view: &QueryView,
+        key: &OwnedKey,
+        leader: &mut Option<Waiter>,
+        zone: Option<usize>,
+    ) -> F::Output
+    where
+        F: std::future::Future,
+    {
+        let timer = self.config.cache.stale_after;
+        tokio::pin!(upstream);
+        if timer.is_zero() || !self.has_stale(query, view) {
+            return upstream.await;
+        }
+        let started = |w: &Waiter| w.started;
+        loop {
+            // The earliest client still waiting; with none, check again a timer from now for
+            // clients that join the flight meanwhile.
+            let mut earliest = leader.as_ref().map(started);
+            if let Some(ws) = self.inflight.lock().get(key) {
+                earliest = ws.iter().map(started).chain(earliest).min();
+            }
+            let at = earliest.unwrap_or_else(Instant::now) + timer;
+            tokio::select! {
+                out = &mut upstream => return out,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            if !self.has_stale(query, view) {
+                return upstream.await;
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            if let Some(ws) = self.inflight.lock().get_mut(key) {
+                let mut i = 0;
+                while i < ws.len() {
+                    if ws[i].started + timer <= now {
+                        due.push(ws.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            // Coalesced waiters leave the flight's count now; the leader is the job itself and
+            // is counted out when the upstream query ends.
+            self.pending.fetch_sub(due.len(), Ordering::Relaxed);
+            if leader.as_ref().is_some_and(|l| l.started + timer <= now) {
+                due.extend(leader.take());
+            }
+            let mut out = Vec::with_capacity(512);
+            for w in &due {
+                self.fail(w, zone, &mut out, StaleReason::ClientTimer);
+            }
+        }
+    }
+
     /// Upstreams failed: a stale answer if the cache has one (RFC 8767), else SERVFAIL.
-    fn fail(&self, w: &Waiter, zone: Option<usize>, out: &mut Vec<u8>) {
+    fn fail(&self, w: &Waiter, zone: Option<usize>, out: &mut Vec<u8>, reason: StaleReason) {
         let max_len = max_response(w.proto, &w.view);
         if let Some((rcode, _)) =
             self.cache
                 .serve_stale(&w.query, &w.view, Instant::now(), max_len, out)
         {
-            m::cached_counter(m::label_key(8, &[]), || {
-                metrics::counter!(m::CACHE_SERVED_STALE)
-            })
+            m::cached_counter(
+                m::label_key(8, &[reason as u64]),
+                || metrics::counter!(m::CACHE_SERVED_STALE, "reason" => reason.as_str()),
+            )
             .increment(1);
             self.count_response(zone, rcode, AnswerSource::Stale);
             self.emit(
@@ -632,6 +730,42 @@ impl Engine {
             metrics::counter!(m::MALFORMED_QUERIES)
         })
         .increment(1);
+    }
+}
+
+/// Why a stale answer (RFC 8767) was served: the `reason` label of
+/// `ndots_cache_served_stale_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleReason {
+    /// No usable reply from any upstream (timeouts, connection errors).
+    NoAnswer,
+    /// Every upstream answered SERVFAIL.
+    Servfail,
+    /// Every upstream answered REFUSED.
+    Refused,
+    /// The client response timer (`cache.stale_after`) ran out first.
+    ClientTimer,
+    /// `server.max_inflight` was reached.
+    Overload,
+}
+
+impl StaleReason {
+    pub const ALL: [StaleReason; 5] = [
+        StaleReason::NoAnswer,
+        StaleReason::Servfail,
+        StaleReason::Refused,
+        StaleReason::ClientTimer,
+        StaleReason::Overload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::NoAnswer => "no_answer",
+            StaleReason::Servfail => "servfail",
+            StaleReason::Refused => "refused",
+            StaleReason::ClientTimer => "client_timer",
+            StaleReason::Overload => "overload",
+        }
     }
 }
 
