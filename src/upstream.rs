@@ -96,6 +96,12 @@ pub struct Zone {
     timeout: Duration,
 }
 
+impl Zone {
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+}
+
 impl Router {
     pub fn new(zones: &[UpstreamZone]) -> anyhow::Result<Router> {
         let mut out = Vec::new();
@@ -195,6 +201,21 @@ impl Router {
             }
         }
         fallback.ok_or(last_err)
+    }
+
+    /// Send `query` to one server of a zone, without failover and without touching its
+    /// health (the forwarding-loop probe). Returns the server's address; the reply, if any, is
+    /// not needed.
+    pub async fn exchange_with(&self, zone: usize, server: usize, query: &[u8]) -> SocketAddr {
+        let z = &self.zones[zone];
+        let s = &z.servers[server];
+        if let Ok(q) = wire::parse_question(query) {
+            let _ = match z.protocol {
+                Protocol::Tcp => s.probe_tcp(query, &q, z.timeout).await,
+                Protocol::Udp => s.exchange_udp(query, &q, z.timeout).await,
+            };
+        }
+        s.addr
     }
 
     /// `/readyz`: ready once some upstream has answered, and while every zone has at least one

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::loops::LoopGuard;
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::amplify::Tracker;
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
@@ -81,6 +82,8 @@ pub struct Engine {
     pub(crate) internal_flights: Flights,
     /// Amplification tracking; every answered query becomes a `QueryEvent` (DESIGN §4).
     tracker: Option<Tracker>,
+    /// Forwarding-loop probes out now (shared by the process's engines).
+    loops: Arc<LoopGuard>,
 }
 
 struct Waiter {
@@ -157,7 +160,14 @@ impl Engine {
             shortcut,
             internal_flights: Flights::default(),
             tracker,
+            loops: Arc::default(),
         })
+    }
+
+    /// Share the process's forwarding-loop guard (proxy::loops) with this engine.
+    pub fn with_loop_guard(mut self, loops: Arc<LoopGuard>) -> Engine {
+        self.loops = loops;
+        self
     }
 
     pub fn pending(&self) -> usize {
@@ -188,6 +198,12 @@ impl Engine {
                 };
             }
         };
+        // Our own forwarding-loop probe come back (proxy::loops): answered at once, so it
+        // goes round only once.
+        if self.loops.watching() && self.loops.came_back(view.question.name_bytes(packet)) {
+            wire::minimal_response(packet, &view, wire::RCODE_SERVFAIL, false, out);
+            return Fast::Answered;
+        }
         let zone = self.router.route(view.question.name_bytes(packet));
         self.count_request(&view, zone, proto, client);
         // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers

@@ -5,6 +5,7 @@
 //! on SIGTERM/SIGINT.
 
 pub mod handler;
+pub mod loops;
 pub mod shortcut;
 pub mod tcp;
 pub mod udp;
@@ -38,10 +39,13 @@ pub struct Running {
     pending: Arc<AtomicUsize>,
     metrics: PrometheusHandle,
     tracker: Tracker,
+    loops: Arc<loops::LoopGuard>,
+    rt: tokio::runtime::Handle,
 }
 
 struct Admin {
     engine: Arc<ArcSwap<Engine>>,
+    loops: Arc<loops::LoopGuard>,
     metrics: PrometheusHandle,
     tracker: Tracker,
     /// The UDP listeners, by inode, for the kernel's drop counter.
@@ -62,6 +66,7 @@ impl AdminSource for Admin {
         self.metrics.render()
     }
     fn ready(&self) -> Result<(), String> {
+        self.loops.readiness()?;
         self.engine.load().router.readiness()
     }
     fn report(&self, window: Option<Duration>) -> Option<String> {
@@ -79,12 +84,16 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
     let tracker = Tracker::start(&config.cluster, &config.tracker);
-    let engine = Arc::new(ArcSwap::from_pointee(Engine::new(
-        config.clone(),
-        cache,
-        pending.clone(),
-        Some(tracker.clone()),
-    )?));
+    let loop_guard = Arc::new(loops::LoopGuard::default());
+    let engine = Arc::new(ArcSwap::from_pointee(
+        Engine::new(
+            config.clone(),
+            cache,
+            pending.clone(),
+            Some(tracker.clone()),
+        )?
+        .with_loop_guard(loop_guard.clone()),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
 
@@ -133,6 +142,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
             let bound = std_listener.local_addr()?;
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
+                loops: loop_guard.clone(),
                 metrics: metrics.clone(),
                 tracker: tracker.clone(),
                 udp_inodes: udp_inodes.clone(),
@@ -150,6 +160,12 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
+    // Listeners are up: a probe that loops back reaches them.
+    rt.spawn(watch_loops(
+        engine.clone(),
+        loop_guard.clone(),
+        stopped_rx.clone(),
+    ));
     // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
     {
         let metrics = metrics.clone();
@@ -174,6 +190,8 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         pending,
         metrics,
         tracker,
+        loops: loop_guard,
+        rt: rt.clone(),
     })
 }
 
@@ -217,6 +235,30 @@ async fn keep_node_local(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("node-local check: {e:#}"),
             Err(e) => tracing::error!("node-local check: {e}"),
+        }
+    }
+}
+
+/// Check for a forwarding loop at start, then again every `loops::RECHECK` while one stands
+/// (reloads check on their own, `Running::reload`).
+async fn watch_loops(
+    engine: Arc<ArcSwap<Engine>>,
+    guard: Arc<loops::LoopGuard>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = guard.check(engine.load_full()) => {}
+            _ = stopped.changed() => return,
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(loops::RECHECK) => {}
+                _ = stopped.changed() => return,
+            }
+            if guard.looping() {
+                break;
+            }
         }
     }
 }
@@ -272,13 +314,19 @@ impl Running {
         } else {
             Arc::new(Cache::new(config.cache.clone()))
         };
-        let engine = Engine::new(
-            config,
-            cache,
-            self.pending.clone(),
-            Some(self.tracker.clone()),
-        )?;
-        self.engine.store(Arc::new(engine));
+        let engine = Arc::new(
+            Engine::new(
+                config,
+                cache,
+                self.pending.clone(),
+                Some(self.tracker.clone()),
+            )?
+            .with_loop_guard(self.loops.clone()),
+        );
+        self.engine.store(engine.clone());
+        // A new upstream may loop where the old one did not (or the reverse).
+        let guard = self.loops.clone();
+        self.rt.spawn(async move { guard.check(engine).await });
         Ok(())
     }
 
