@@ -17,6 +17,16 @@ pub trait AdminSource: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
     /// The amplification report as JSON, over `window` when given.
     fn report(&self, window: Option<Duration>) -> Option<String>;
+    /// This process's instance id, sent with every response as `X-Ndots-Instance` (so a
+    /// client of a shared admin port can tell which process answered).
+    fn instance(&self) -> &str {
+        ""
+    }
+    /// A newer process on the same admin address asks this one to hand over and drain
+    /// (`POST /handover`, proxy::peers). `Err` says why not.
+    fn handover(&self, _from: &str) -> Result<(), String> {
+        Err("hand-over is not supported here".into())
+    }
 }
 
 const MAX_REQUEST: usize = 8192;
@@ -31,14 +41,24 @@ pub const MAX_CONNECTIONS: usize = 64;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
+/// Serve until `stopped` changes; then the listener closes (it leaves the SO_REUSEPORT
+/// group, so a process sharing the address gets every new connection).
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn AdminSource>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                stream
+                (stream, peer)
             }
             Err(e) => {
                 if backoff == ACCEPT_BACKOFF_MIN {
@@ -76,10 +96,29 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
             let text = String::from_utf8_lossy(&buf);
             let mut parts = text.lines().next().unwrap_or("").split_whitespace();
             let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = route(method, target, &*source);
+            let (status, ctype, body) = if method == "POST" && target == "/handover" {
+                // Only a process on this host may ask: the peer is loopback or our own address.
+                let local = stream.local_addr().ok().map(|a| a.ip());
+                if peer.ip().is_loopback() || Some(peer.ip()) == local {
+                    let from = header_value(&text, "x-ndots-instance").unwrap_or_default();
+                    match source.handover(&from) {
+                        Ok(()) => ("200 OK", "text/plain", "draining\n".to_string()),
+                        Err(why) => ("409 Conflict", "text/plain", format!("{why}\n")),
+                    }
+                } else {
+                    (
+                        "403 Forbidden",
+                        "text/plain",
+                        "hand-over only from this host\n".into(),
+                    )
+                }
+            } else {
+                route(method, target, &*source)
+            };
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Ndots-Instance: {}\r\nConnection: close\r\n\r\n",
+                body.len(),
+                source.instance()
             );
             // A client that does not read its response loses its connection, not our task.
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -92,6 +131,19 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
             .await;
         });
     }
+}
+
+/// A request header's value (name compared case-insensitively).
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
 }
 
 fn route(

@@ -555,3 +555,150 @@ fn a_proxy_forwarding_to_itself_was_accepted() {
     assert!(after.contains("ndots_forwarding_loop 0"), "{after}");
     assert_eq!(answer.header.ancount, 1);
 }
+
+/// GET `path` on `addr`: (status, the `X-Ndots-Instance` header).
+fn get_instance(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let instance = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Ndots-Instance: "))?
+        .trim()
+        .to_string();
+    Some((status, instance))
+}
+
+/// Issue 14: a second proxy on the same DNS and admin ports started silently (SO_REUSEPORT),
+/// and the kubelet's probes and Prometheus scrapes alternated between the two. Now both log
+/// it and count it (`ndots_foreign_listeners`), and the newcomer, once ready, announces itself
+/// (`POST /handover`): the previous process drains and closes its listeners, so probes,
+/// scrapes and queries reach the new process only; the old one waits for its SIGTERM.
+#[test]
+fn a_second_proxy_on_the_same_ports_started_silently() {
+    use common::upstream::{Rec, Upstream};
+    use std::process::{Command, Stdio};
+
+    let up = Upstream::start();
+    up.add("real.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    let (port, admin_port) = (common::tools::free_port(), common::tools::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &up.addr.to_string(),
+                "--admin",
+                &format!("127.0.0.1:{admin_port}"),
+            ])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    };
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut old = spawn("old.log");
+    wait_ready(admin, 200, "ready", Duration::from_secs(10));
+    let (_, old_id) = get_instance(admin, "/readyz").unwrap();
+    let mut new = spawn("new.log");
+    // Hand-over: soon every probe is answered by the new process, ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut streak = 0;
+    while streak < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "probes still reach the old process; logs:\n{}\n{}",
+            std::fs::read_to_string(dir.path().join("old.log")).unwrap(),
+            std::fs::read_to_string(dir.path().join("new.log")).unwrap()
+        );
+        match get_instance(admin, "/readyz") {
+            Some((200, id)) if id != old_id => streak += 1,
+            _ => {
+                streak = 0;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    for i in 0..20 {
+        let (r, _, _) = ask(dns, "real.test.");
+        assert_eq!(r.header.ancount, 1, "query {i} after the hand-over");
+    }
+    assert!(
+        old.try_wait().unwrap().is_none(),
+        "the old process waits for its SIGTERM"
+    );
+    unsafe { libc::kill(old.id() as i32, libc::SIGTERM) };
+    assert!(old.wait().unwrap().success());
+    let _ = new.kill();
+    let _ = new.wait();
+    let (old_log, new_log) = (
+        std::fs::read_to_string(dir.path().join("old.log")).unwrap(),
+        std::fs::read_to_string(dir.path().join("new.log")).unwrap(),
+    );
+    assert!(old_log.contains("handing over, draining"), "{old_log}");
+    assert!(
+        new_log.contains("another process is listening on this address too")
+            && new_log.contains("announced to the previous process"),
+        "{new_log}"
+    );
+}
+
+/// Two proxies on one DNS address with admin addresses of their own (no hand-over possible):
+/// each sees the other's sockets and says so in `ndots_foreign_listeners` and its log.
+#[test]
+fn two_proxies_sharing_a_dns_port_see_each_other() {
+    use common::upstream::Upstream;
+    use std::process::{Child, Command, Stdio};
+
+    let up = Upstream::start();
+    let port = common::tools::free_port();
+    let admins = [common::tools::free_port(), common::tools::free_port()];
+    let spawn = |admin: u16| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &up.addr.to_string(),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut procs: Vec<Child> = admins.iter().map(|a| spawn(*a)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let label = format!("ndots_foreign_listeners{{listener=\"dns udp 127.0.0.1:{port}\"}}");
+    let tcp_label = format!("ndots_foreign_listeners{{listener=\"dns tcp 127.0.0.1:{port}\"}}");
+    for a in admins {
+        let addr: SocketAddr = format!("127.0.0.1:{a}").parse().unwrap();
+        loop {
+            let m = common::tools::http_get(addr, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            if metric_sum(&m, &label) >= 1.0 && metric_sum(&m, &tcp_label) == 1.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{label} not set: {m}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for p in procs.iter_mut() {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
