@@ -115,7 +115,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
     metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section); `tcp_client_buffer` (a TCP client's unread answers passed 256 KiB: connection closed); `admin_connections` (64 admin connections at once)")], "Queries answered SERVFAIL or connections refused or closed because a limit was reached, by limit."),
     metric(FORWARDING_LOOP, "gauge", &[], "1 while a forwarding loop stands: a probe query sent upstream came back to this proxy (checked at start, on reload, and every 30 s while looping); /readyz is 503 meanwhile."),
-    metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 2 s)."),
+    metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 5 s)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
 ];
 

@@ -365,8 +365,13 @@ async fn watch_peers(
                 }
             }
         }
+        let next = if announce_to.is_some() {
+            peers::ANNOUNCE_POLL
+        } else {
+            peers::CHECK
+        };
         tokio::select! {
-            _ = tokio::time::sleep(peers::CHECK) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = stopped.changed() => return,
         }
     }

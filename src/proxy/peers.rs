@@ -3,7 +3,7 @@
 //! the same ports: queries, kubelet probes and Prometheus scrapes are then split between the
 //! two. This module sees it and says so, and runs the explicit hand-over.
 //!
-//! Detection: every `CHECK` the kernel's socket tables (`/proc/net/{udp,udp6,tcp,tcp6}`, this
+//! Detection: every `CHECK` (5 s) the kernel's socket tables (`/proc/net/{udp,udp6,tcp,tcp6}`, this
 //! network namespace, so a hostNetwork pod sees the other pod's sockets) are read for sockets
 //! bound to one of our listen addresses that are not ours (by inode). The count goes to
 //! `ndots_foreign_listeners{listener}`; a change is logged.
@@ -23,8 +23,10 @@ use std::time::Duration;
 
 use crate::metrics as m;
 
-/// How often the socket tables are read.
-pub const CHECK: Duration = Duration::from_secs(2);
+/// How often the socket tables are read (on a busy node /proc/net/tcp is long: not too often).
+pub const CHECK: Duration = Duration::from_secs(5);
+/// How often a newcomer looks again while it waits to be ready to announce itself.
+pub const ANNOUNCE_POLL: Duration = Duration::from_millis(500);
 
 /// One of our listening sockets groups: an address, its transport, and our sockets' inodes.
 #[derive(Clone, Debug)]
