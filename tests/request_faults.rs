@@ -702,3 +702,64 @@ fn two_proxies_sharing_a_dns_port_see_each_other() {
         let _ = p.wait();
     }
 }
+
+/// Bounded pipelining towards a TCP upstream: 300 queries at once to a server that holds every
+/// reply. At most 4 connections carry them, at most 64 in flight on each; the rest wait for a
+/// slot, and every client gets its SERVFAIL when its timeout runs out.
+#[test]
+fn upstream_tcp_pipelining_is_bounded_per_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns: Arc<Mutex<Vec<Arc<AtomicUsize>>>> = Arc::default();
+    {
+        let conns = conns.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let n = Arc::new(AtomicUsize::new(0));
+                conns.lock().unwrap().push(n.clone());
+                std::thread::spawn(move || loop {
+                    let mut len = [0u8; 2];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut q).is_err() {
+                        return;
+                    }
+                    n.fetch_add(1, Ordering::Relaxed); // read, never answered
+                });
+            }
+        });
+    }
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 1500ms}}]"
+    ));
+    std::thread::sleep(Duration::from_millis(300)); // the start-up probes come and go
+    let before = conns.lock().unwrap().len();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..300u16 {
+        let mut q = Vec::new();
+        wire::build_query(i, &format!("held{i}.example.org."), 1, false, &mut q).unwrap();
+        c.send_to(&q, p.dns_addrs[0]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let per_conn: Vec<usize> = conns.lock().unwrap()[before..]
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect();
+    eprintln!("queries per upstream connection while held: {per_conn:?}");
+    assert!(per_conn.len() <= 4, "at most 4 connections: {per_conn:?}");
+    assert!(per_conn.iter().all(|n| *n <= 64), "{per_conn:?}");
+    assert_eq!(per_conn.iter().sum::<usize>(), 256, "every slot in use");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    for _ in 0..300 {
+        let n = c.recv(&mut buf).expect("every query is answered");
+        let info = wire::parse_response(&buf[..n]).unwrap();
+        assert_eq!(info.rcode, wire::RCODE_SERVFAIL as u16);
+    }
+    p.shutdown(Duration::from_millis(100));
+}

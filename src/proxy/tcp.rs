@@ -263,3 +263,41 @@ async fn connection(
     out.wake_writer.notify_one();
     let _ = writer.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_pauses_over_the_soft_bound_and_the_hard_cap_closes() {
+        let out = TcpOut::new();
+        assert!(!out.must_pause());
+        // Answers the reader queued itself (cache hits): past 32 KiB it stops reading.
+        while out.bytes.load(Ordering::Relaxed) <= QUEUE_SOFT_BYTES {
+            out.push(vec![0u8; 1000]);
+        }
+        assert!(out.must_pause());
+        assert!(!out.closed.load(Ordering::Relaxed), "paused, not closed");
+        // Answers owed by resolver tasks still land while paused...
+        out.outstanding.fetch_add(1, Ordering::Relaxed);
+        out.push_owed(vec![0u8; 1000]);
+        assert_eq!(out.queue.lock().len(), QUEUE_SOFT_BYTES / 1002 + 2);
+        // ...until the hard cap: then the connection closes rather than drop one silently.
+        while !out.closed.load(Ordering::Relaxed) {
+            out.push(vec![0u8; 60_000]);
+        }
+        assert!(out.bytes.load(Ordering::Relaxed) <= QUEUE_HARD_BYTES);
+    }
+
+    #[test]
+    fn the_reader_pauses_with_too_many_answers_owed() {
+        let out = TcpOut::new();
+        out.outstanding
+            .store(MAX_OUTSTANDING - 1, Ordering::Relaxed);
+        assert!(!out.must_pause());
+        out.outstanding.fetch_add(1, Ordering::Relaxed);
+        assert!(out.must_pause());
+        out.push_owed(vec![1, 2, 3]);
+        assert!(!out.must_pause());
+    }
+}
