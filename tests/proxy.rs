@@ -12,46 +12,10 @@ use common::upstream::{Rec, Upstream};
 use ndots::config::{Config, FileConfig, Overrides};
 use ndots::wire::{self, build_query, parse_response, ResponseInfo};
 
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    proxy: Option<ndots::proxy::Running>,
-    addr: SocketAddr,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(p) = self.proxy.take() {
-            p.shutdown(Duration::from_millis(100));
-        }
-    }
-}
+type Harness = common::proxy::TestProxy;
 
 fn start_proxy(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> Harness {
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 2}}\n{yaml_extra}"
-    ))
-    .unwrap();
-    let overrides = Overrides {
-        upstreams: upstreams.iter().map(|(z, a)| (z.to_string(), *a)).collect(),
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
-    cfg.admin = None;
-    for z in cfg.upstreams.iter_mut() {
-        z.timeout = Duration::from_millis(1000);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let addr = proxy.dns_addrs[0];
-    Harness {
-        rt,
-        proxy: Some(proxy),
-        addr,
-    }
+    Harness::start(yaml_extra, upstreams)
 }
 
 fn ask_udp(
@@ -383,17 +347,7 @@ fn force_tcp_upstream() {
     .unwrap();
     let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
     cfg.admin = None;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let h = Harness {
-        addr: proxy.dns_addrs[0],
-        rt,
-        proxy: Some(proxy),
-    };
+    let h = Harness::with_config(cfg);
     let (_, a) = ask_udp(h.addr, 1, "web.prod.svc.cluster.local.", 1, false);
     assert_eq!(a.header.ancount, 1);
     let seen = up.seen.lock().unwrap().clone();
@@ -668,24 +622,14 @@ fn clients_outside_allow_are_refused_and_counted() {
     );
 }
 
+/// ANY was answered locally with HINFO, even for names that do not exist (RFC 8482 §4.2 says
+/// NXDOMAIN) and CNAME owners (the CNAME). It is forwarded now; the upstream applies RFC 8482.
 #[test]
-fn any_gets_the_rfc8482_minimal_answer() {
+fn any_for_a_missing_name_is_nxdomain_not_hinfo() {
     let up = upstream_with_web();
     let h = start_proxy("", &[(".", up.addr)]);
-    let (bytes, r) = ask_udp(
-        h.addr,
-        1,
-        "web.prod.svc.cluster.local.",
-        wire::TYPE_ANY,
-        true,
-    );
-    assert_eq!(r.rcode, 0);
-    assert_eq!(r.header.ancount, 1);
-    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
-    assert_eq!(u16::from(m.answers[0].record_type()), 13, "HINFO");
-    assert_eq!(
-        up.total_of_type(wire::TYPE_ANY),
-        0,
-        "ANY never goes upstream"
-    );
+    let (_, r) = ask_udp(h.addr, 1, "missing.example.org.", wire::TYPE_ANY, true);
+    assert_eq!(r.rcode, wire::RCODE_NXDOMAIN as u16);
+    assert_eq!(r.header.ancount, 0);
+    assert_eq!(up.total_of_type(wire::TYPE_ANY), 1, "ANY goes upstream");
 }

@@ -24,10 +24,10 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use crate::cache::{Answer, Key, Lookup, OwnedKey};
+use crate::cache::{Answer, Key, Lookup, OwnedKey, Served};
 use crate::config::{ShortcutConfig, ShortcutMode};
 use crate::search::decompose::SuffixKind;
-use crate::search::shortcut::{Reason, ShortcutPolicy};
+use crate::search::shortcut::{Expansion, Reason, ShortcutPolicy};
 use crate::wire::{self, QueryView};
 
 use super::handler::Engine;
@@ -42,6 +42,8 @@ pub enum Plan {
     Autopath {
         candidates: Vec<String>,
         reason: Reason,
+        /// The zone whose SOA a synthesized NXDOMAIN carries (as in nxdomain mode).
+        soa_zone: String,
     },
     /// RFC 8020: if any of these ancestors is NXDOMAIN the query is too; else forward.
     Ancestors(Vec<String>),
@@ -87,37 +89,71 @@ impl Shortcut {
         &self.policy
     }
 
+    /// The verdict for a query that missed the cache; a synthesized NXDOMAIN is written to
+    /// `out`.
     pub fn decide(&self, packet: &[u8], view: &QueryView, out: &mut Vec<u8>) -> Verdict {
         let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
             return Verdict::Plan(Plan::Forward);
         };
-        let Some(exp) = self.policy.decide(&name, view.question.qtype) else {
-            return Verdict::Plan(match self.mode {
-                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(&name),
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Verdict::Plan(plan),
+            Judgement::Nxdomain { reason, soa_zone } => {
+                nxdomain_with_soa(packet, view, soa_zone, self.negative_ttl, out);
+                Verdict::Nxdomain(reason)
+            }
+        }
+    }
+
+    /// The plan a miss for this query would follow, or `None` when the nxdomain shortcut would
+    /// answer it. A prefetch refreshes an entry with the plan that filled it.
+    pub fn plan(&self, packet: &[u8], view: &QueryView) -> Option<Plan> {
+        let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
+            return Some(Plan::Forward);
+        };
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Some(plan),
+            Judgement::Nxdomain { .. } => None,
+        }
+    }
+
+    fn judge<'a>(&'a self, name: &'a str, qtype: u16) -> Judgement<'a> {
+        let Some(exp) = self.policy.decide(name, qtype) else {
+            return Judgement::Plan(match self.mode {
+                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(name),
                 _ => Plan::Forward,
             });
         };
         match self.mode {
-            ShortcutMode::Off => Verdict::Plan(Plan::Forward),
-            ShortcutMode::Shadow => Verdict::Plan(Plan::Shadow(exp.reason)),
-            ShortcutMode::Autopath => Verdict::Plan(Plan::Autopath {
+            ShortcutMode::Off => Judgement::Plan(Plan::Forward),
+            ShortcutMode::Shadow => Judgement::Plan(Plan::Shadow(exp.reason)),
+            ShortcutMode::Autopath => Judgement::Plan(Plan::Autopath {
                 candidates: self.policy.autopath_candidates(&exp),
                 reason: exp.reason,
+                soa_zone: self.soa_zone(&exp).to_string(),
             }),
-            ShortcutMode::Nxdomain => {
-                // The SOA's owner is the zone the suffix belongs to: the cluster domain for the
-                // Kubernetes suffixes, the node domain itself otherwise.
-                let zone = match exp.kind {
-                    SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => {
-                        self.cluster_domain.as_str()
-                    }
-                    SuffixKind::Node | SuffixKind::Other => exp.suffix,
-                };
-                nxdomain_with_soa(packet, view, zone, self.negative_ttl, out);
-                Verdict::Nxdomain(exp.reason)
-            }
+            ShortcutMode::Nxdomain => Judgement::Nxdomain {
+                reason: exp.reason,
+                soa_zone: self.soa_zone(&exp),
+            },
         }
     }
+}
+
+impl Shortcut {
+    /// The SOA's owner for a synthesized NXDOMAIN: the zone the suffix belongs to, the cluster
+    /// domain for the Kubernetes suffixes and the node domain itself otherwise.
+    fn soa_zone<'a>(&'a self, exp: &Expansion<'a>) -> &'a str {
+        match exp.kind {
+            SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => &self.cluster_domain,
+            SuffixKind::Node | SuffixKind::Other => exp.suffix,
+        }
+    }
+}
+
+/// `decide` without the answer bytes.
+enum Judgement<'a> {
+    Plan(Plan),
+    Nxdomain { reason: Reason, soa_zone: &'a str },
 }
 
 impl Shortcut {
@@ -129,6 +165,9 @@ impl Shortcut {
         let Some(prefix) = bare.strip_suffix(self.svc_suffix.as_str()) else {
             return Plan::Forward;
         };
+        if self.policy.is_exempt(bare) {
+            return Plan::Forward;
+        }
         let in_zone = self.policy.shape().decompose(bare).any(|d| {
             self.zones
                 .iter()
@@ -192,36 +231,76 @@ pub fn nxdomain_with_soa(query: &[u8], view: &QueryView, zone: &str, ttl: u32, o
 
 impl Engine {
     /// Autopath: resolve `candidates` (through the cache) until one exists, and build
-    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved
-    /// (the query is then forwarded as it is, and the client walks on its own).
+    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved:
+    /// the caller answers SERVFAIL (or stale), never the upstream's NXDOMAIN for `Q`.
+    ///
+    /// The stubs decide per pair (resolvers.md §1, §2), so a candidate is judged on its A and
+    /// AAAA answers together, whatever type `Q` asks (through the cache and coalesced, so the
+    /// two queries of a client's pair share the lookups). That makes every answer for `Q` agree
+    /// on its existence whatever fails:
+    /// - a lookup failed, or upstream answered an error for either type: SERVFAIL;
+    /// - data for either type: `Q CNAME target` + the asked type's records (data or NODATA),
+    ///   which glibc and musl both take as the answer;
+    /// - NXDOMAIN and no data: the stubs walk past it, and so does autopath;
+    /// - NODATA for both: glibc walks on past such a name while musl stops, and a CNAME to it
+    ///   would stop glibc too (it counts the CNAME as an answer). So `Q` gets NXDOMAIN, which is
+    ///   true of the expansion, and each stub meets the candidate itself as it would without us.
     pub(crate) async fn autopath(
         &self,
         query: &[u8],
         view: &QueryView,
         candidates: &[String],
+        soa_zone: &str,
+        refresh: bool,
     ) -> Option<Vec<u8>> {
-        let mut rendered = Vec::with_capacity(512);
+        let qtype = view.question.qtype;
+        let (mut a, mut aaaa, mut asked) = (Vec::new(), Vec::new(), Vec::new());
         for candidate in candidates {
             // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
             if let Some(sc) = &self.shortcut {
                 if let Plan::Ancestors(ancestors) = sc.ancestor_plan(candidate) {
-                    if self.any_nxdomain(&ancestors, &mut rendered).await? {
+                    if self.any_nxdomain(&ancestors, &mut asked).await? {
                         continue;
                     }
                 }
             }
-            let qtype = view.question.qtype;
-            match self.resolve_cached(candidate, qtype, &mut rendered).await? {
-                wire::RCODE_NXDOMAIN => continue,
-                wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
-                _ => return None,
+            let (ra, raaaa) = tokio::join!(
+                self.resolve_cached(candidate, wire::TYPE_A, &mut a, refresh),
+                self.resolve_cached(candidate, wire::TYPE_AAAA, &mut aaaa, refresh)
+            );
+            let pair = [ra?, raaaa?];
+            // An upstream error for either type: SERVFAIL for Q, never a CNAME to a name that
+            // failed.
+            if pair
+                .iter()
+                .any(|r| r.rcode != wire::RCODE_NOERROR && r.rcode != wire::RCODE_NXDOMAIN)
+            {
+                return None;
             }
-        }
-        if candidates.is_empty() {
-            return None;
+            if pair.iter().any(|r| r.data) {
+                let rendered = match qtype {
+                    wire::TYPE_A => &a,
+                    wire::TYPE_AAAA => &aaaa,
+                    _ => {
+                        let r = self
+                            .resolve_cached(candidate, qtype, &mut asked, refresh)
+                            .await?;
+                        if r.rcode != wire::RCODE_NOERROR {
+                            return None;
+                        }
+                        &asked
+                    }
+                };
+                return cname_answer(query, candidate, rendered);
+            }
+            if pair.iter().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
+                continue;
+            }
+            // NODATA for both: NXDOMAIN for the expansion, the candidate left to the client.
+            return Some(self.synthesized_nxdomain(query, view, soa_zone));
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
-        Some(self.synthesized_nxdomain(query, view))
+        Some(self.synthesized_nxdomain(query, view, soa_zone))
     }
 
     /// RFC 8020: NXDOMAIN for the query when one of `ancestors` is NXDOMAIN; `None` to forward.
@@ -232,37 +311,55 @@ impl Engine {
         ancestors: &[String],
     ) -> Option<Vec<u8>> {
         let mut rendered = Vec::with_capacity(512);
+        let zone = self.config.cluster.domain.as_str();
         self.any_nxdomain(ancestors, &mut rendered)
             .await?
-            .then(|| self.synthesized_nxdomain(query, view))
+            .then(|| self.synthesized_nxdomain(query, view, zone))
     }
 
-    /// Whether one of `names` is NXDOMAIN (asked for type A, through the cache).
+    /// Whether one of `names` does not exist (asked for type A, through the cache). Only an
+    /// NXDOMAIN with an empty answer section speaks for the name asked: after a CNAME (an
+    /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
     async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
         for n in names {
-            if self.resolve_cached(n, wire::TYPE_A, rendered).await? == wire::RCODE_NXDOMAIN {
+            let r = self
+                .resolve_cached(n, wire::TYPE_A, rendered, false)
+                .await?;
+            if r.rcode == wire::RCODE_NXDOMAIN && r.answers == 0 {
                 return Some(true);
             }
         }
         Some(false)
     }
 
-    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView) -> Vec<u8> {
+    /// NXDOMAIN for the query with `zone`'s SOA (the zone of the search suffix it ends in).
+    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView, zone: &str) -> Vec<u8> {
         let mut out = Vec::new();
         let ttl = self.config.cache.negative_max_ttl;
-        nxdomain_with_soa(query, view, &self.config.cluster.domain, ttl, &mut out);
+        nxdomain_with_soa(query, view, zone, ttl, &mut out);
         out
     }
 
     /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
-    /// the answer is left in `rendered`, its rcode returned. `None` when upstream failed.
-    async fn resolve_cached(&self, name: &str, qtype: u16, rendered: &mut Vec<u8>) -> Option<u8> {
+    /// the answer is left in `rendered`. `None` when upstream failed. `refresh` skips the cache
+    /// (a prefetch refreshes what it is built from, not only itself).
+    async fn resolve_cached(
+        &self,
+        name: &str,
+        qtype: u16,
+        rendered: &mut Vec<u8>,
+        refresh: bool,
+    ) -> Option<Resolved> {
         let mut cq = Vec::with_capacity(name.len() + 32);
         wire::build_query(0, name, qtype, true, &mut cq).ok()?;
         let cv = wire::parse_query(&cq).ok()?;
         let max = u16::MAX as usize;
-        let hit = self.cache.lookup(&cq, &cv, Instant::now(), max, rendered);
-        if !matches!(hit, Lookup::Hit { .. }) {
+        let hit = !refresh
+            && matches!(
+                self.cache.lookup(&cq, &cv, Instant::now(), max, rendered),
+                Lookup::Hit { .. }
+            );
+        if !hit {
             let key = Key::of_query(&cq, &cv);
             // Coalesced like client queries: the A and AAAA walks of one lookup ask for the
             // same candidate at the same moment.
@@ -271,7 +368,7 @@ impl Engine {
                 Flight::Leader(owned) => {
                     let answer = async {
                         let zone = self.router.route(cv.question.name_bytes(&cq))?;
-                        let reply = self.router.exchange(zone, &cq).await.ok()?;
+                        let reply = self.forward(zone, &cq, &cv).await?;
                         let cfg = self.cache.config();
                         let answer =
                             Arc::new(Answer::from_response(&reply.bytes, &reply.info, cfg));
@@ -283,10 +380,23 @@ impl Engine {
                     answer?
                 }
             };
-            answer.render(&cq, &cv, 0, false, max, rendered);
+            answer.render(&cq, &cv, Served::Cached(0), max, rendered);
         }
-        Some(wire::parse_response(rendered).ok()?.rcode as u8)
+        let info = wire::parse_response(rendered).ok()?;
+        Some(Resolved {
+            rcode: info.rcode as u8,
+            answers: info.header.ancount,
+            data: wire::answers_of_type(rendered, qtype).ok()? > 0,
+        })
     }
+}
+
+/// What one of the proxy's own lookups found.
+struct Resolved {
+    rcode: u8,
+    answers: u16,
+    /// The answer holds records of the asked type (not only a CNAME chain).
+    data: bool,
 }
 
 /// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).
@@ -348,6 +458,8 @@ fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Ve
     let cname = Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target_name)));
     t.metadata.id = q.metadata.id;
     t.metadata.recursion_desired = q.metadata.recursion_desired;
+    // RFC 4035 §3.2.2: CD is copied from the query.
+    t.metadata.checking_disabled = q.metadata.checking_disabled;
     t.metadata.authoritative = false;
     t.queries = q.queries.clone();
     t.answers.insert(0, cname);

@@ -18,7 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
-use super::shortcut::Plan;
 use crate::metrics as m;
 
 /// Bind a TCP listener with SO_REUSEPORT.
@@ -243,13 +242,13 @@ async fn connection(
                     started: now,
                 }));
             }
-            Fast::Prefetch { view, zone } => {
+            Fast::Prefetch { view, zone, plan } => {
                 out.push(std::mem::take(&mut answer));
                 tokio::spawn(e.resolve(Job {
                     query: msg.clone(),
                     view,
                     zone,
-                    plan: Plan::Forward,
+                    plan,
                     reply: None,
                     proto: Proto::Tcp,
                     client: peer,
