@@ -53,6 +53,52 @@ pub struct FileConfig {
     /// The node-local address (deploy/README.md): a link with fixed addresses the proxy
     /// creates itself and never removes, as NodeLocal DNSCache does. Default: off.
     pub node_local: Option<NodeLocalSection>,
+    /// What `/metrics` exports besides the `ndots_` series (docs/reference/metrics.md).
+    pub metrics: Option<MetricsSection>,
+    /// The proxy's log on stderr and its query log on stdout.
+    pub log: Option<LogSection>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Also export CoreDNS's metric names and labels for the same figures
+    /// (`coredns_dns_requests_total`, `coredns_cache_hits_total`, `coredns_forward_*`, ...), so
+    /// NodeLocal DNSCache dashboards and the coredns-mixin alerts work unchanged. Default
+    /// `false`.
+    pub coredns_names: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (one line per event, colours only when stderr is a terminal) or `json` (one JSON
+    /// object per line: `timestamp`, `level`, `target`, `message` and the event's fields).
+    /// `--log-format` overrides it; `NDOTS_LOG` sets the level (`info` by default, e.g.
+    /// `NDOTS_LOG=debug` or `NDOTS_LOG=ndots=debug,warn`). Default `text`.
+    pub format: Option<LogFormat>,
+    /// Write one line per answered query to stdout in CoreDNS's `log` plugin format (with an
+    /// RFC 3339 timestamp first), which `ndots analyze` and CoreDNS log tools read. Default
+    /// `false`.
+    pub queries: Option<bool>,
+}
+
+/// How the proxy writes its log.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, clap::ValueEnum, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (Loki, Elasticsearch).
+    Json,
+}
+
+/// The validated `log` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub queries: bool,
 }
 
 /// The node-local address: a link the proxy creates and addresses it puts there, as NodeLocal
@@ -420,6 +466,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub allow: Vec<Network>,
     pub node_local: Option<NodeLocalConfig>,
+    /// `metrics.coredns_names`.
+    pub coredns_names: bool,
+    pub log: LogConfig,
 }
 
 /// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
@@ -528,6 +577,8 @@ pub struct Overrides {
     pub admin: Option<SocketAddr>,
     pub shortcut_mode: Option<ShortcutMode>,
     pub shortcut_zones: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl FileConfig {
@@ -750,7 +801,15 @@ impl Config {
                 .collect(),
         };
 
+        let ls = f.log.unwrap_or_default();
+        let log = LogConfig {
+            format: o.log_format.or(ls.format).unwrap_or_default(),
+            queries: ls.queries.unwrap_or(false),
+        };
+
         Ok(Config {
+            coredns_names: f.metrics.and_then(|m| m.coredns_names).unwrap_or(false),
+            log,
             allow,
             node_local,
             listen,

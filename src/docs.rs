@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::config::FileConfig;
-use crate::metrics::ALL;
+use crate::metrics::{ALL, COREDNS};
 
 /// Where the generated pages live, relative to the repository root.
 pub const REFERENCE_DIR: &str = "docs/reference";
@@ -53,13 +53,36 @@ pub fn metrics_page() -> String {
     let mut o = String::from(HEADER);
     o.push_str(
         "# Metrics\n\nServed in the Prometheus text format on the admin port (`/metrics`, default \
-         `127.0.0.1:9255`). Request, response and cache series mirror CoreDNS's names and labels \
-         (prefix `ndots_` instead of `coredns_`), so NodeLocal DNSCache dashboards port by \
-         renaming. Duration histograms use the buckets 0.00025 s doubling to 8.192 s; \
-         `ndots_lookup_queries` uses 1, 2, 3, 4, 5, 6, 8, 10, 12, 16.\n\n\
-         | metric | type | labels | meaning |\n|---|---|---|---|\n",
+         `127.0.0.1:9255`). Every series below exists from the start, counters at 0 for the \
+         label values known then (zones, upstream servers, outcomes, reasons), so `rate()` sees \
+         the first event and a \"must stay 0\" check has a series to read. \
+         `ndots_dns_request_duration_seconds` counts every answer (its `_count` equals the \
+         responses sent), labelled by `source`. Duration histograms use the buckets 0.00025 s \
+         doubling to 8.192 s (CoreDNS's); `ndots_lookup_queries` uses 1, 2, 3, 4, 5, 6, 8, 10, \
+         12, 16.\n\n",
     );
-    for m in ALL {
+    table(&mut o, ALL);
+    o.push_str(
+        "\n## CoreDNS names (`metrics.coredns_names: true`)\n\nThe same figures under CoreDNS's \
+         names and labels (plugins `metrics`, `cache`, `forward`), so NodeLocal DNSCache \
+         dashboards and the coredns-mixin alerts work unchanged; `tests/coredns_names.rs` \
+         evaluates their queries in Prometheus against a running proxy. CoreDNS's Go runtime \
+         series (`go_*`) and `coredns_panics_total` have no counterpart.\n\n",
+    );
+    table(&mut o, COREDNS);
+    o.push_str("\n## Labels\n");
+    for m in ALL.iter().chain(COREDNS).filter(|m| !m.labels.is_empty()) {
+        let _ = writeln!(o, "\n`{}`\n", m.name);
+        for (l, meaning) in m.labels {
+            let _ = writeln!(o, "- `{l}`: {meaning}");
+        }
+    }
+    o
+}
+
+fn table(o: &mut String, list: &[crate::metrics::MetricInfo]) {
+    o.push_str("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for m in list {
         let labels = if m.labels.is_empty() {
             "-".to_string()
         } else {
@@ -78,14 +101,6 @@ pub fn metrics_page() -> String {
             cell(m.help)
         );
     }
-    o.push_str("\n## Labels\n");
-    for m in ALL.iter().filter(|m| !m.labels.is_empty()) {
-        let _ = writeln!(o, "\n`{}`\n", m.name);
-        for (l, meaning) in m.labels {
-            let _ = writeln!(o, "- `{l}`: {meaning}");
-        }
-    }
-    o
 }
 
 /// One key of the configuration file, flattened from the schema.

@@ -1,12 +1,16 @@
-//! Metric names, buckets and the recorder (DESIGN §4). Names are constants here and nowhere
-//! else; histogram buckets are set in `install`. Request/response/cache series mirror CoreDNS's
-//! names and labels so NodeLocal DNSCache dashboards port directly.
+//! Metric names, buckets and the recorder (DESIGN §4, §9). Names are constants here and nowhere
+//! else; histogram buckets are set in `install`. Every series in `ALL` exists from the start
+//! (`preregister`: counters at 0 for their known label values), so `rate()` sees the first
+//! increment and "must stay 0" can be checked. With `metrics.coredns_names` the same figures
+//! are also exported under CoreDNS's names and labels (`COREDNS`), for NodeLocal DNSCache
+//! dashboards and the coredns-mixin alerts as they are.
 //!
 //! The hot path resolves a labelled handle once per thread and label set (`cached_counter`),
 //! so a query costs an atomic add, not a registry lookup.
 
 use hashbrown::HashMap;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
@@ -47,6 +51,32 @@ pub const FOREIGN_LISTENERS: &str = "ndots_foreign_listeners";
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
 
+// The process, under the names every Prometheus client library uses (read from /proc at each
+// scrape).
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+pub const PROCESS_THREADS: &str = "process_threads";
+
+// CoreDNS's names (plugin/metrics, plugin/cache, plugin/forward), exported only with
+// `metrics.coredns_names: true`.
+pub const COREDNS_REQUESTS: &str = "coredns_dns_requests_total";
+pub const COREDNS_RESPONSES: &str = "coredns_dns_responses_total";
+pub const COREDNS_REQUEST_DURATION: &str = "coredns_dns_request_duration_seconds";
+pub const COREDNS_REQUEST_SIZE: &str = "coredns_dns_request_size_bytes";
+pub const COREDNS_RESPONSE_SIZE: &str = "coredns_dns_response_size_bytes";
+pub const COREDNS_CACHE_ENTRIES: &str = "coredns_cache_entries";
+pub const COREDNS_CACHE_HITS: &str = "coredns_cache_hits_total";
+pub const COREDNS_CACHE_MISSES: &str = "coredns_cache_misses_total";
+pub const COREDNS_FORWARD_REQUESTS: &str = "coredns_forward_requests_total";
+pub const COREDNS_FORWARD_RESPONSES: &str = "coredns_forward_responses_total";
+pub const COREDNS_FORWARD_DURATION: &str = "coredns_forward_request_duration_seconds";
+pub const COREDNS_FORWARD_HEALTHCHECK_FAILURES: &str = "coredns_forward_healthcheck_failures_total";
+pub const COREDNS_FORWARD_HEALTHCHECK_BROKEN: &str = "coredns_forward_healthcheck_broken_total";
+
 /// What a metric measures, for the exposition's HELP line and the generated reference
 /// (docs/reference/metrics.md, checked against this list by `tests/docs.rs`).
 #[derive(Clone, Copy, Debug)]
@@ -82,14 +112,26 @@ const CACHE_TYPE: (&str, &str) = (
     "type",
     "`success` (positive answers) or `denial` (NXDOMAIN, NODATA)",
 );
-const QTYPE: (&str, &str) = ("type", "query type: `A`, `AAAA`, ...");
+const QTYPE: (&str, &str) = (
+    "type",
+    "query type: `A`, `AAAA`, ... (the types CoreDNS monitors; any other is `other`)",
+);
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
+const SOURCE: (&str, &str) = (
+    "source",
+    "`cache`, `upstream`, `shortcut`, `stale` or `local` (REFUSED, NOTIMP, BADVERS made by the proxy)",
+);
+const PROTO: (&str, &str) = ("proto", "`udp` or `tcp`");
+const RCODE: (&str, &str) = (
+    "rcode",
+    "response code: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...",
+);
 
 /// Every metric this crate exports, with its type, labels and help text.
 pub const ALL: &[MetricInfo] = &[
     metric(DNS_REQUESTS, "counter", &[SERVER, ZONE, ("proto", "`udp` or `tcp`"), ("family", "`1` (IPv4) or `2` (IPv6) client"), QTYPE], "DNS queries received, by listener, upstream zone, transport, address family and query type."),
-    metric(DNS_RESPONSES, "counter", &[SERVER, ZONE, ("rcode", "response code: `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ..."), ("source", "`cache`, `upstream`, `shortcut`, `stale` or `local` (refusals, FORMERR)")], "DNS responses sent, by listener, zone, response code and source."),
-    metric(DNS_REQUEST_DURATION, "histogram", &[SERVER, ZONE], "Time from receiving a query to sending its answer (buckets 0.00025 s doubling to 8.192 s)."),
+    metric(DNS_RESPONSES, "counter", &[SERVER, ZONE, RCODE, SOURCE], "DNS responses sent, by listener, zone, response code and source."),
+    metric(DNS_REQUEST_DURATION, "histogram", &[SERVER, ZONE, SOURCE, QTYPE], "Time from receiving a query to sending its answer, for every answer whatever its source (buckets 0.00025 s doubling to 8.192 s): its count equals the responses sent."),
     metric(CACHE_ENTRIES, "gauge", &[CACHE_TYPE], "Entries in the cache, by type (set at each scrape)."),
     metric(CACHE_HITS, "counter", &[CACHE_TYPE], "Cache hits, by type."),
     metric(CACHE_MISSES, "counter", &[], "Cache misses."),
@@ -117,13 +159,53 @@ pub const ALL: &[MetricInfo] = &[
     metric(FORWARDING_LOOP, "gauge", &[], "1 while a forwarding loop stands: a probe query sent upstream came back to this proxy (checked at start, on reload, and every 30 s while looping); /readyz is 503 meanwhile."),
     metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 5 s)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
+    metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
+    metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),
+    metric(PROCESS_VIRTUAL_MEMORY, "gauge", &[], "Virtual memory of the process, in bytes."),
+    metric(PROCESS_OPEN_FDS, "gauge", &[], "Open file descriptors."),
+    metric(PROCESS_MAX_FDS, "gauge", &[], "The open file descriptor limit (RLIMIT_NOFILE)."),
+    metric(PROCESS_START_TIME, "gauge", &[], "When the process started, in seconds since the Unix epoch."),
+    metric(PROCESS_THREADS, "gauge", &[], "Threads of the process."),
+];
+
+const PLUGIN: (&str, &str) = (
+    "plugin",
+    "who wrote the answer: `cache` (cache hits and stale answers), `forward` (upstream answers and SERVFAIL when upstreams fail), `ndots` (shortcut and local answers)",
+);
+
+/// CoreDNS's metrics for the same figures, exported only with `metrics.coredns_names: true`
+/// (DESIGN §9), so NodeLocal DNSCache dashboards and the coredns-mixin alerts work unchanged.
+pub const COREDNS: &[MetricInfo] = &[
+    metric(COREDNS_REQUESTS, "counter", &[SERVER, ZONE, PROTO, ("family", "`1` (IPv4) or `2` (IPv6) client"), QTYPE], "`ndots_dns_requests_total` under CoreDNS's name."),
+    metric(COREDNS_RESPONSES, "counter", &[SERVER, ZONE, RCODE, PLUGIN], "`ndots_dns_responses_total` with CoreDNS's `plugin` label instead of `source`."),
+    metric(COREDNS_REQUEST_DURATION, "histogram", &[SERVER, ZONE, QTYPE], "`ndots_dns_request_duration_seconds` without `source` (CoreDNS's buckets, the same)."),
+    metric(COREDNS_REQUEST_SIZE, "histogram", &[SERVER, ZONE, PROTO], "Size of each answered query in bytes (buckets 0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000, as CoreDNS)."),
+    metric(COREDNS_RESPONSE_SIZE, "histogram", &[SERVER, ZONE, PROTO], "Size of each answer sent in bytes (the same buckets)."),
+    metric(COREDNS_CACHE_ENTRIES, "gauge", &[SERVER, CACHE_TYPE], "`ndots_cache_entries` with the `server` label."),
+    metric(COREDNS_CACHE_HITS, "counter", &[SERVER, CACHE_TYPE], "`ndots_cache_hits_total` with the `server` label."),
+    metric(COREDNS_CACHE_MISSES, "counter", &[SERVER], "`ndots_cache_misses_total` with the `server` label."),
+    metric(COREDNS_FORWARD_REQUESTS, "counter", &[TO], "Queries sent upstream, by server (`ndots_upstream_requests_total` without `proto`)."),
+    metric(COREDNS_FORWARD_RESPONSES, "counter", &[TO, RCODE], "Upstream replies, by server and response code."),
+    metric(COREDNS_FORWARD_DURATION, "histogram", &[TO, RCODE], "`ndots_upstream_request_duration_seconds` under the name the coredns-mixin and NodeLocal DNSCache dashboards query."),
+    metric(COREDNS_FORWARD_HEALTHCHECK_FAILURES, "counter", &[TO], "Health probes (SOA queries to failing servers) that failed, by server."),
+    metric(COREDNS_FORWARD_HEALTHCHECK_BROKEN, "counter", &[], "Queries that found every server of their zone failing."),
 ];
 
 /// DESIGN §4: request duration buckets, 0.00025 s doubling to 8 s: sixteen buckets ending at
 /// 8.192 s, the same as CoreDNS's `ExponentialBuckets(0.00025, 2, 16)` so dashboards port.
 pub fn duration_buckets() -> Vec<f64> {
-    (0..16).map(|i| 0.00025 * f64::from(1u32 << i)).collect()
+    DURATION_BUCKETS.to_vec()
 }
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+    2.048, 4.096, 8.192,
+];
+
+/// CoreDNS's request and response size buckets (plugin/metrics/vars).
+pub const SIZE_BUCKETS: &[f64] = &[
+    0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3,
+];
 
 /// DESIGN §4: queries-per-lookup buckets.
 pub const LOOKUP_QUERY_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0];
@@ -145,12 +227,15 @@ pub fn install() -> PrometheusHandle {
                         LOOKUP_QUERY_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("size_bytes".into()), SIZE_BUCKETS)
+                })
                 .expect("static bucket lists are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may exist in tests that embed the proxy twice; the first wins.
             let _ = metrics::set_global_recorder(recorder);
-            for m in ALL {
+            for m in ALL.iter().chain(COREDNS) {
                 match m.kind {
                     "gauge" => metrics::describe_gauge!(m.name, m.help),
                     "histogram" => metrics::describe_histogram!(m.name, m.help),
@@ -163,7 +248,406 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// `metrics.coredns_names`: also count under CoreDNS's names. Process-wide (one recorder per
+/// process), set at start and on reload.
+static COREDNS_NAMES: AtomicBool = AtomicBool::new(false);
+
+pub fn set_coredns_names(on: bool) {
+    COREDNS_NAMES.store(on, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn coredns_names() -> bool {
+    COREDNS_NAMES.load(Ordering::Relaxed)
+}
+
+/// What the proxy knows at start about the label values its series will carry.
+pub struct Known<'a> {
+    /// The `server` label, `dns://IP:PORT`.
+    pub server: &'a str,
+    /// Upstream zone labels (`cluster.local.`, `.`).
+    pub zones: &'a [&'a str],
+    /// Upstream servers (`IP:PORT`) with whether their zone speaks TCP only.
+    pub upstreams: &'a [(&'a str, bool)],
+    /// Whether a listener is IPv6 (clients of family 2 possible).
+    pub ipv6: bool,
+}
+
+/// Create every series of `ALL` (and of `COREDNS` when on) for its known label values, at 0, so
+/// a scrape before the first event already has them (DESIGN §9). Label names and order are the
+/// ones the counting sites use: a series is its name and label list.
+pub fn preregister(k: &Known<'_>) {
+    use crate::amplify::{Outcome, SuffixSlot};
+    let families: &[&str] = if k.ipv6 { &["1", "2"] } else { &["1"] };
+    let coredns = coredns_names();
+    for &zone in k.zones {
+        let z = || zone.to_string();
+        let s = || k.server.to_string();
+        for proto in ["udp", "tcp"] {
+            for &family in families {
+                for qtype in ["A", "AAAA"] {
+                    metrics::counter!(DNS_REQUESTS, "server" => s(), "zone" => z(), "proto" => proto, "family" => family, "type" => qtype).increment(0);
+                    if coredns {
+                        metrics::counter!(COREDNS_REQUESTS, "server" => s(), "zone" => z(), "proto" => proto, "family" => family, "type" => qtype).increment(0);
+                    }
+                }
+            }
+            if coredns {
+                let labels = [("server", s()), ("zone", z()), ("proto", proto.to_string())];
+                fixed_histogram(COREDNS_REQUEST_SIZE, &labels);
+                fixed_histogram(COREDNS_RESPONSE_SIZE, &labels);
+            }
+        }
+        for (rcode, source) in [
+            ("NOERROR", "cache"),
+            ("NXDOMAIN", "cache"),
+            ("NOERROR", "upstream"),
+            ("NXDOMAIN", "upstream"),
+            ("SERVFAIL", "upstream"),
+            ("NOERROR", "stale"),
+            ("NXDOMAIN", "shortcut"),
+            ("REFUSED", "local"),
+        ] {
+            metrics::counter!(DNS_RESPONSES, "server" => s(), "zone" => z(), "rcode" => rcode, "source" => source).increment(0);
+            if coredns {
+                let plugin = plugin_of(source);
+                metrics::counter!(COREDNS_RESPONSES, "server" => s(), "zone" => z(), "rcode" => rcode, "plugin" => plugin).increment(0);
+            }
+        }
+        for source in ["cache", "upstream"] {
+            fixed_histogram(
+                DNS_REQUEST_DURATION,
+                &[
+                    ("server", s()),
+                    ("zone", z()),
+                    ("source", source.into()),
+                    ("type", "A".into()),
+                ],
+            );
+        }
+        if coredns {
+            fixed_histogram(
+                COREDNS_REQUEST_DURATION,
+                &[("server", s()), ("zone", z()), ("type", "A".into())],
+            );
+        }
+    }
+    for kind in ["success", "denial"] {
+        metrics::counter!(CACHE_HITS, "type" => kind).increment(0);
+        metrics::counter!(CACHE_EVICTIONS, "type" => kind).increment(0);
+        metrics::gauge!(CACHE_ENTRIES, "type" => kind).increment(0.0);
+        if coredns {
+            metrics::counter!(COREDNS_CACHE_HITS, "server" => k.server.to_string(), "type" => kind)
+                .increment(0);
+            metrics::gauge!(COREDNS_CACHE_ENTRIES, "server" => k.server.to_string(), "type" => kind).increment(0.0);
+        }
+    }
+    metrics::counter!(CACHE_MISSES).increment(0);
+    if coredns {
+        metrics::counter!(COREDNS_CACHE_MISSES, "server" => k.server.to_string()).increment(0);
+        metrics::counter!(COREDNS_FORWARD_HEALTHCHECK_BROKEN).increment(0);
+    }
+    for reason in crate::proxy::handler::StaleReason::ALL {
+        metrics::counter!(CACHE_SERVED_STALE, "reason" => reason.as_str()).increment(0);
+    }
+    metrics::gauge!(FORWARDING_LOOP).set(0.0);
+    for name in [
+        CACHE_PREFETCH,
+        SHADOW_DISAGREEMENTS,
+        TRACKER_EVICTIONS,
+        TRACKER_DROPPED_EVENTS,
+        MALFORMED_QUERIES,
+        UDP_RECEIVE_DROPS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for &(to, tcp_only) in k.upstreams {
+        let t = || to.to_string();
+        let protos: &[&str] = if tcp_only { &["tcp"] } else { &["udp", "tcp"] };
+        for &proto in protos {
+            metrics::counter!(UPSTREAM_REQUESTS, "to" => t(), "proto" => proto).increment(0);
+        }
+        let _ = metrics::histogram!(UPSTREAM_REQUEST_DURATION, "to" => t(), "rcode" => "NOERROR");
+        for reason in ["timeout", "io", "malformed", "closed"] {
+            metrics::counter!(UPSTREAM_FAILURES, "to" => t(), "reason" => reason).increment(0);
+        }
+        if tcp_only {
+            metrics::counter!(UPSTREAM_FAILURES, "to" => t(), "reason" => "backoff").increment(0);
+        }
+        metrics::counter!(UPSTREAM_TCP_REPLACED, "to" => t()).increment(0);
+        metrics::gauge!(UPSTREAM_HEALTHY, "to" => t()).increment(0.0);
+        if coredns {
+            metrics::counter!(COREDNS_FORWARD_REQUESTS, "to" => t()).increment(0);
+            for rcode in ["NOERROR", "NXDOMAIN", "SERVFAIL"] {
+                metrics::counter!(COREDNS_FORWARD_RESPONSES, "to" => t(), "rcode" => rcode)
+                    .increment(0);
+            }
+            let _ =
+                metrics::histogram!(COREDNS_FORWARD_DURATION, "to" => t(), "rcode" => "NOERROR");
+            metrics::counter!(COREDNS_FORWARD_HEALTHCHECK_FAILURES, "to" => t()).increment(0);
+        }
+    }
+    for qtype in ["A", "AAAA"] {
+        let _ = metrics::histogram!(LOOKUP_QUERIES, "type" => qtype);
+        let _ = metrics::histogram!(LOOKUP_DURATION, "type" => qtype);
+        for o in Outcome::ALL {
+            metrics::counter!(LOOKUPS, "type" => qtype, "outcome" => o.as_str()).increment(0);
+        }
+    }
+    for s in SuffixSlot::ALL {
+        metrics::counter!(WASTED_QUERIES, "suffix" => s.as_str()).increment(0);
+    }
+    for mode in ["nxdomain", "autopath"] {
+        for reason in ["zone", "schema"] {
+            metrics::counter!(SHORTCUT_ANSWERS, "mode" => mode, "reason" => reason).increment(0);
+        }
+    }
+    for result in ["success", "failure"] {
+        metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
+    metrics::counter!(REFUSED_QUERIES, "reason" => "client").increment(0);
+    for limit in [
+        "max_inflight",
+        "max_tcp_connections",
+        "tcp_client_buffer",
+        "admin_connections",
+    ] {
+        metrics::counter!(OVERLOAD_DROPS, "limit" => limit).increment(0);
+    }
+}
+
+/// The `type` label and the code memo keys use for it: CoreDNS's monitored query types by name
+/// (plugin/metrics/vars), every other type `other` (code 0), so a client sending arbitrary
+/// types cannot create series without bound.
+pub fn type_label(qtype: u16) -> (u64, &'static str) {
+    let name = match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        43 => "DS",
+        46 => "RRSIG",
+        47 => "NSEC",
+        48 => "DNSKEY",
+        50 => "NSEC3",
+        64 => "SVCB",
+        65 => "HTTPS",
+        251 => "IXFR",
+        252 => "AXFR",
+        255 => "ANY",
+        _ => return (0, "other"),
+    };
+    (u64::from(qtype), name)
+}
+
+/// CoreDNS's `plugin` label for an answer's source (`AnswerSource::as_str`).
+pub fn plugin_of(source: &str) -> &'static str {
+    match source {
+        "cache" | "stale" => "cache",
+        "upstream" => "forward",
+        _ => "ndots",
+    }
+}
+
+/// The `process_*` series, from /proc/self (Linux), in the text exposition format: appended to
+/// each scrape (`render_extra`). Written here rather than through the recorder because
+/// its counters are integers and CPU seconds are not. A field that cannot be read is left out.
+fn render_process(out: &mut String) {
+    use std::fmt::Write;
+    let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as f64,
+        _ => 4096.0,
+    };
+    let mut values: Vec<(&str, f64)> = Vec::new();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses and may hold spaces: index 0
+        // is field 3 (state) of proc(5).
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_ascii_whitespace().collect())
+            .unwrap_or_default();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(u), Some(s)) = (num(11), num(12)) {
+            values.push((PROCESS_CPU, (u + s) / ticks));
+        }
+        if let Some(r) = num(21) {
+            values.push((PROCESS_RESIDENT_MEMORY, r * page));
+        }
+        if let Some(v) = num(20) {
+            values.push((PROCESS_VIRTUAL_MEMORY, v));
+        }
+        if let Some(t) = num(17) {
+            values.push((PROCESS_THREADS, t));
+        }
+        if let (Some(start), Some(boot)) = (num(19), boot_time()) {
+            values.push((PROCESS_START_TIME, boot + start / ticks));
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        values.push((PROCESS_OPEN_FDS, dir.count() as f64));
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        values.push((PROCESS_MAX_FDS, lim.rlim_cur as f64));
+    }
+    for (name, v) in values {
+        if let Some(m) = ALL.iter().find(|m| m.name == name) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {}\n{name} {v}",
+                m.help, m.kind
+            );
+        }
+    }
+}
+
+/// A histogram with fixed buckets and atomic counts, for the series every answer records
+/// (request duration, CoreDNS's duration and sizes): recording is two atomic adds, with no
+/// allocation on the cache-hit path and nothing buffered between scrapes (the exporter's
+/// histograms keep each sample until the next drain). Rendered by `render_extra`.
+pub struct FixedHistogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative), the last for values above every bound (`+Inf`).
+    counts: Box<[AtomicU64]>,
+    /// The sum in units of `1 / scale` (nanoseconds for seconds, bytes for bytes).
+    sum: AtomicU64,
+    scale: f64,
+}
+
+impl FixedHistogram {
+    fn new(bounds: &'static [f64], scale: f64) -> FixedHistogram {
+        FixedHistogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, value: f64) {
+        let i = self.bounds.partition_point(|b| *b < value);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum
+            .fetch_add((value * self.scale) as u64, Ordering::Relaxed);
+    }
+}
+
+struct FixedSeries {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    hist: std::sync::Arc<FixedHistogram>,
+}
+
+static FIXED: parking_lot::Mutex<Vec<FixedSeries>> = parking_lot::Mutex::new(Vec::new());
+
+/// The fixed histogram for `name` and `labels` (in their order), created at 0 if new.
+pub fn fixed_histogram(
+    name: &'static str,
+    labels: &[(&'static str, String)],
+) -> std::sync::Arc<FixedHistogram> {
+    let mut all = FIXED.lock();
+    if let Some(s) = all.iter().find(|s| s.name == name && s.labels == labels) {
+        return s.hist.clone();
+    }
+    let (bounds, scale): (&'static [f64], f64) = if name.ends_with("_seconds") {
+        (DURATION_BUCKETS, 1e9)
+    } else {
+        (SIZE_BUCKETS, 1.0)
+    };
+    let hist = std::sync::Arc::new(FixedHistogram::new(bounds, scale));
+    all.push(FixedSeries {
+        name,
+        labels: labels.to_vec(),
+        hist: hist.clone(),
+    });
+    hist
+}
+
+/// Record `value` in the fixed histogram memoised per thread under `key`.
+#[inline]
+pub fn record_fixed(key: u64, make: impl FnOnce() -> std::sync::Arc<FixedHistogram>, value: f64) {
+    FIXED_MEMO.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
+}
+
+/// The series the recorder does not hold, appended to a scrape: the fixed histograms and
+/// `process_*`.
+pub fn render_extra(out: &mut String) {
+    use std::fmt::Write;
+    {
+        let all = FIXED.lock();
+        for info in ALL.iter().chain(COREDNS) {
+            let mut series = all.iter().filter(|s| s.name == info.name).peekable();
+            if series.peek().is_none() {
+                continue;
+            }
+            let name = info.name;
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", info.help);
+            for s in series {
+                let mut labels = String::new();
+                for (k, v) in &s.labels {
+                    let v = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    let _ = write!(labels, "{k}=\"{v}\",");
+                }
+                let h = &s.hist;
+                let mut cumulative = 0u64;
+                for (i, c) in h.counts.iter().enumerate() {
+                    cumulative += c.load(Ordering::Relaxed);
+                    match h.bounds.get(i) {
+                        Some(b) => {
+                            let _ =
+                                writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
+                        }
+                        None => {
+                            let _ =
+                                writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+                        }
+                    }
+                }
+                let labels = labels.trim_end_matches(',');
+                let sum = h.sum.load(Ordering::Relaxed) as f64 / h.scale;
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}"
+                );
+            }
+        }
+    }
+    render_process(out);
+}
+
+/// Boot time in seconds since the epoch (`btime` in /proc/stat).
+fn boot_time() -> Option<f64> {
+    static BOOT: OnceLock<Option<f64>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 thread_local! {
+    static FIXED_MEMO: RefCell<HashMap<u64, std::sync::Arc<FixedHistogram>>> =
+        RefCell::new(HashMap::new());
     static COUNTERS: RefCell<HashMap<u64, Counter>> = RefCell::new(HashMap::new());
     static HISTOGRAMS: RefCell<HashMap<u64, Histogram>> = RefCell::new(HashMap::new());
 }
@@ -197,6 +681,12 @@ impl<F: FnOnce() -> Counter> CounterRef<F> {
     }
 }
 
+/// Record `value` in the histogram memoised per thread under `key`, without cloning the handle.
+#[inline]
+pub fn record_cached(key: u64, make: impl FnOnce() -> Histogram, value: f64) {
+    HISTOGRAMS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
+}
+
 /// A histogram handle memoised per thread under `key`.
 #[inline]
 pub fn cached_histogram(key: u64, make: impl FnOnce() -> Histogram) -> Histogram {
@@ -219,6 +709,36 @@ pub fn label_key(tag: u8, parts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_histogram_counts_at_or_below_each_bound_and_renders_cumulatively() {
+        let labels = [("server", "dns://x\"y".to_string())];
+        let h = fixed_histogram(COREDNS_RESPONSE_SIZE, &labels);
+        for v in [0.0, 100.0, 101.0, 64e3, 70e3] {
+            h.record(v);
+        }
+        let mut out = String::new();
+        render_extra(&mut out);
+        let line = |le: &str| {
+            let want = format!(
+                "coredns_dns_response_size_bytes_bucket{{server=\"dns://x\\\"y\",le=\"{le}\"}} "
+            );
+            out.lines()
+                .find_map(|l| l.strip_prefix(want.as_str()))
+                .unwrap_or_else(|| panic!("no {want} in\n{out}"))
+                .to_string()
+        };
+        assert_eq!(line("0"), "1");
+        assert_eq!(line("100"), "2", "le is inclusive");
+        assert_eq!(line("200"), "3");
+        assert_eq!(line("64000"), "4");
+        assert_eq!(line("+Inf"), "5");
+        assert!(out.contains("coredns_dns_response_size_bytes_count{server=\"dns://x\\\"y\"} 5\n"));
+        assert!(
+            out.contains("coredns_dns_response_size_bytes_sum{server=\"dns://x\\\"y\"} 134201\n")
+        );
+        assert!(out.contains("# TYPE coredns_dns_response_size_bytes histogram\n"));
+    }
 
     #[test]
     fn buckets_double_from_quarter_ms_to_8s() {

@@ -163,6 +163,10 @@ impl Router {
         let z = &self.zones[zone];
         let q = wire::parse_question(query)
             .map_err(|e| UpstreamError::Malformed(z.servers[0].addr, e))?;
+        if m::coredns_names() && z.servers.iter().all(|s| s.is_down()) {
+            // CoreDNS `forward`: every upstream failing, one is tried anyway.
+            metrics::counter!(m::COREDNS_FORWARD_HEALTHCHECK_BROKEN).increment(1);
+        }
         let mut order: Vec<&Arc<Server>> = z.servers.iter().collect();
         // Stable sort: healthy servers first, each group in configured order.
         order.sort_by_key(|s| !s.is_healthy());
@@ -278,7 +282,13 @@ impl Router {
                         {
                             server.note_success()
                         }
-                        _ => server.note_failure(),
+                        _ => {
+                            server.note_failure();
+                            if m::coredns_names() {
+                                metrics::counter!(m::COREDNS_FORWARD_HEALTHCHECK_FAILURES, "to" => server.label.clone())
+                                    .increment(1);
+                            }
+                        }
                     }
                 });
             }
@@ -366,13 +376,34 @@ impl Server {
             metrics::counter!(m::UPSTREAM_REQUESTS, "to" => self.label.clone(), "proto" => proto)
         })
         .increment(1);
+        if m::coredns_names() {
+            m::cached_counter(
+                m::label_key(65, &[self.id()]),
+                || metrics::counter!(m::COREDNS_FORWARD_REQUESTS, "to" => self.label.clone()),
+            )
+            .increment(1);
+        }
     }
 
     fn observe(&self, started: Instant, rcode: u16) {
-        m::cached_histogram(m::label_key(42, &[self.id(), rcode as u64]), || {
-            metrics::histogram!(m::UPSTREAM_REQUEST_DURATION, "to" => self.label.clone(), "rcode" => crate::event::rcode_name(rcode).into_owned())
-        })
-        .record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        let rcode_label = || crate::event::rcode_name(rcode).into_owned();
+        m::record_cached(
+            m::label_key(42, &[self.id(), rcode as u64]),
+            || metrics::histogram!(m::UPSTREAM_REQUEST_DURATION, "to" => self.label.clone(), "rcode" => rcode_label()),
+            elapsed,
+        );
+        if m::coredns_names() {
+            m::record_cached(
+                m::label_key(66, &[self.id(), rcode as u64]),
+                || metrics::histogram!(m::COREDNS_FORWARD_DURATION, "to" => self.label.clone(), "rcode" => rcode_label()),
+                elapsed,
+            );
+            m::cached_counter(m::label_key(67, &[self.id(), rcode as u64]), || {
+                metrics::counter!(m::COREDNS_FORWARD_RESPONSES, "to" => self.label.clone(), "rcode" => rcode_label())
+            })
+            .increment(1);
+        }
     }
 
     async fn udp_conn(&self) -> Result<Arc<UdpConn>, UpstreamError> {

@@ -291,6 +291,118 @@ fn monitors_select_the_proxies_they_scrape() {
     );
 }
 
+/// The PrometheusRule's alerts pass `promtool check rules`, and each one is shown firing (and
+/// quiet on healthy input) by `promtool test rules` with deploy/monitoring/alerts.test.yaml.
+#[test]
+fn alert_rules_pass_promtool_test_rules() {
+    if !require("kubectl") || !require("promtool") {
+        return;
+    }
+    let mon = objects(&render("monitoring"));
+    let rule = find(&mon, "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        yaml_serde::to_string(&rule["spec"]).unwrap(),
+    )
+    .unwrap();
+    let tests = std::fs::read_to_string(root().join("deploy/monitoring/alerts.test.yaml")).unwrap();
+    std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
+    let (ok, out) = output(
+        Command::new("promtool")
+            .args(["check", "rules", "rules.yaml"])
+            .current_dir(dir.path()),
+    );
+    assert!(ok, "promtool check rules:\n{out}");
+    let (ok, out) = output(
+        Command::new("promtool")
+            .args(["test", "rules", "alerts.test.yaml"])
+            .current_dir(dir.path()),
+    );
+    assert!(ok, "promtool test rules:\n{out}");
+
+    // Every alert has a test, and every series an alert reads is one the proxy exports (or
+    // Prometheus's own / kube-state-metrics').
+    let test_doc: Value = yaml_serde::from_str(&tests).unwrap();
+    let tested: BTreeSet<&str> = test_doc["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().unwrap())
+        .filter(|a| !a["exp_alerts"].as_array().unwrap().is_empty())
+        .map(|a| a["alertname"].as_str().unwrap())
+        .collect();
+    let mut alerts = Vec::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let name = r["alert"].as_str().unwrap();
+            assert!(
+                tested.contains(name),
+                "{name} is never shown firing in alerts.test.yaml"
+            );
+            let expr = r["expr"].as_str().unwrap();
+            for m in metric_names(expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| m.strip_suffix(s))
+                    .unwrap_or(&m);
+                assert!(
+                    ndots::metrics::ALL.iter().any(|i| i.name == base),
+                    "{name} reads {m}, which the proxy does not export"
+                );
+            }
+            alerts.push(name);
+        }
+    }
+    for needed in [
+        "NdotsUpstreamUnhealthy",
+        "NdotsServfailRatioHigh",
+        "NdotsServingStale",
+        "NdotsOverloadDrops",
+        "NdotsUdpReceiveDrops",
+        "NdotsMemoryNearLimit",
+        "NdotsAmplificationHigh",
+    ] {
+        assert!(alerts.contains(&needed), "no {needed} in {alerts:?}");
+    }
+}
+
+/// kube-prometheus-stack selects monitors and rules by a label (`release`): the kustomization
+/// sets it in one place, on every object; the dashboard ships as a ConfigMap the Grafana
+/// sidecar picks up, holding deploy/dashboards/ndots.json as it is.
+#[test]
+fn monitoring_labels_come_from_the_kustomization_and_the_dashboard_ships_for_the_sidecar() {
+    if !require("kubectl") {
+        return;
+    }
+    let kust: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(root().join("deploy/monitoring/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let pairs = kust["labels"][0]["pairs"]
+        .as_object()
+        .expect("labels[0].pairs");
+    assert!(pairs.contains_key("release"), "{pairs:?}");
+    let mon = objects(&render("monitoring"));
+    for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+        let labels = &find(&mon, kind)["metadata"]["labels"];
+        for (k, v) in pairs {
+            assert_eq!(&labels[k], v, "{kind} label {k}");
+        }
+    }
+    // The selectors are not touched by the label (includeSelectors: false).
+    let sm = find(&mon, "ServiceMonitor");
+    assert!(sm["spec"]["selector"]["matchLabels"]
+        .get("release")
+        .is_none());
+
+    let cm = find(&mon, "ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let file = std::fs::read_to_string(root().join("deploy/dashboards/ndots.json")).unwrap();
+    assert_eq!(cm["data"]["ndots.json"].as_str(), Some(file.as_str()));
+}
+
 #[test]
 fn dockerfile_passes_hadolint_and_builds_with_the_static_script() {
     if !require("hadolint") {
@@ -374,6 +486,17 @@ fn dashboard_queries_only_exported_metrics() {
     ] {
         assert!(used.contains(needed), "no panel over {needed}");
     }
+    // Lookup latency, upstream health and drops have their panels.
+    for needed in [
+        "ndots_lookup_duration_seconds",
+        "ndots_dns_request_duration_seconds",
+        "ndots_upstream_healthy",
+        "ndots_udp_receive_drops_total",
+        "ndots_tracker_dropped_events_total",
+        "ndots_overload_drops_total",
+    ] {
+        assert!(used.contains(needed), "no panel over {needed}");
+    }
     let titles: Vec<&str> = dash["panels"]
         .as_array()
         .unwrap()
@@ -381,6 +504,27 @@ fn dashboard_queries_only_exported_metrics() {
         .filter_map(|p| p["title"].as_str())
         .collect();
     assert!(titles.contains(&"Top namespaces"), "{titles:?}");
+    // cluster, job and node variables, and every query filtered by them.
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for v in ["datasource", "cluster", "job", "node", "instance"] {
+        assert!(vars.contains(&v), "no ${v} variable: {vars:?}");
+    }
+    for e in exprs
+        .iter()
+        .filter(|e| e.contains("ndots_") && !e.starts_with("label_values"))
+    {
+        for v in ["cluster", "job", "node", "instance"] {
+            assert!(
+                e.contains(&format!("{v}=~\"${v}\"")),
+                "a query not filtered by ${v}: {e}"
+            );
+        }
+    }
 }
 
 fn collect_exprs(v: &Value, out: &mut Vec<String>) {

@@ -50,11 +50,17 @@ fn every_metric_constant_is_listed_with_its_metadata() {
     let src = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
     let consts: BTreeSet<String> = src
         .lines()
-        .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"ndots_"))
+        .filter(|l| {
+            l.starts_with("pub const ")
+                && (l.contains(": &str = \"ndots_")
+                    || l.contains(": &str = \"process_")
+                    || l.contains(": &str = \"coredns_"))
+        })
         .filter_map(|l| l.split('"').nth(1).map(str::to_string))
         .collect();
     let listed: BTreeSet<String> = ndots::metrics::ALL
         .iter()
+        .chain(ndots::metrics::COREDNS)
         .map(|m| m.name.to_string())
         .collect();
     assert!(consts.len() >= 20, "parsed the constants: {consts:?}");
@@ -65,7 +71,7 @@ fn every_metric_constant_is_listed_with_its_metadata() {
          round); add it there with its type, labels and help, then run `{}`",
         docs::REGENERATE
     );
-    for m in ndots::metrics::ALL {
+    for m in ndots::metrics::ALL.iter().chain(ndots::metrics::COREDNS) {
         assert!(
             matches!(m.kind, "counter" | "gauge" | "histogram"),
             "{}",

@@ -115,7 +115,7 @@ fn ndots_1_changing_a_resolution_is_flagged_and_the_recommendation_avoids_it() {
     assert_eq!(
         one["changes"][0],
         serde_json::json!({"name": "web.prod", "before": "web.prod.svc.cluster.local.",
-                           "after": "web.prod.", "lookups": 1}),
+                           "after": "web.prod.", "lookups": 1, "clients": ["10.0.0.5"]}),
     );
     assert_eq!(one["unknown_answers"], 0);
     // ndots:2 keeps web.prod on the search list and sends api.github.com as-is first.
@@ -140,7 +140,7 @@ fn ndots_1_changing_a_resolution_is_flagged_and_the_recommendation_avoids_it() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("web.prod: web.prod.svc.cluster.local. -> web.prod."),
+        text.contains("web.prod asked by 10.0.0.5: web.prod.svc.cluster.local. -> web.prod."),
         "{text}"
     );
     let out = ndots()
@@ -406,19 +406,15 @@ impl Drop for Killed {
     }
 }
 
-#[test]
-fn offline_predictions_equal_live_replay_against_unbound() {
-    if !require("unbound") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// unbound serving [`ZONE`] on a free loopback port, answering when this returns.
+fn start_unbound(dir: &Path) -> (Killed, SocketAddr) {
     let port = free_port();
     let mut conf = format!(
         "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  chroot: \"\"\n  \
          username: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  \
          logfile: \"\"\n  do-ip6: no\n  module-config: \"iterator\"\n  so-rcvbuf: 1m\n  \
          local-zone: \".\" static\n",
-        d = dir.path().display()
+        d = dir.display()
     );
     for (name, a, aaaa) in ZONE {
         if let Some(ip) = a {
@@ -429,7 +425,7 @@ fn offline_predictions_equal_live_replay_against_unbound() {
         }
     }
     conf.push_str("remote-control:\n  control-enable: no\n");
-    let conf_path = dir.path().join("unbound.conf");
+    let conf_path = dir.join("unbound.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let child = Command::new("unbound")
         .args(["-d", "-c"])
@@ -438,7 +434,7 @@ fn offline_predictions_equal_live_replay_against_unbound() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("unbound starts");
-    let _guard = Killed(child);
+    let guard = Killed(child);
     let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // Ready when it answers.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -456,6 +452,87 @@ fn offline_predictions_equal_live_replay_against_unbound() {
         }
         assert!(Instant::now() < deadline, "unbound did not answer");
     }
+    (guard, target)
+}
+
+#[test]
+fn offline_predictions_equal_live_replay_against_unbound() {
+    if !require("unbound") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, target) = start_unbound(dir.path());
     let (_cdir, capture) = write_capture();
     assert_live_equals_offline(&capture, target);
+}
+
+/// CoreDNS >= 1.6.3 logs carry no timestamps (the README's own example): the "captured pace"
+/// was every lookup at once, ~1000 timeouts per setting and the captured setting "changing"
+/// its own lookups. Now a safe rate is used and said; against unbound nothing times out and
+/// nothing changes.
+#[test]
+fn live_replay_of_a_log_without_timestamps_keeps_a_safe_pace_against_unbound() {
+    if !require("unbound") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, target) = start_unbound(dir.path());
+    // The zone capture as CoreDNS log lines without any time, 100 pods over.
+    let mut log = String::new();
+    let mut id = 0u32;
+    for pod in 0..100 {
+        for line in zone_capture().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["client"] != "10.0.0.5" && v["client"] != "10.0.9.1" {
+                continue; // one round of pod lookups plus the node's absolute names
+            }
+            let client = if v["client"] == "10.0.9.1" {
+                format!("10.1.{pod}.1")
+            } else {
+                format!("10.2.{pod}.5")
+            };
+            id += 1;
+            let _ = writeln!(
+                log,
+                "[INFO] {client}:{} - {} \"{} IN {} udp 58 false 512\" {} qr,aa,rd 151 0.000123s",
+                30000 + id % 20000,
+                id % 65536,
+                v["qtype"].as_str().unwrap(),
+                v["qname"].as_str().unwrap(),
+                v["rcode"].as_str().unwrap(),
+            );
+        }
+    }
+    let path = dir.path().join("coredns.log");
+    std::fs::write(&path, &log).unwrap();
+    let p = path.to_str().unwrap();
+    let t = target.to_string();
+    let out = ndots()
+        .args([
+            "replay", p, "--ndots", "2,5", "--target", &t, "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("live pace: 1000 queries/s: the capture has no timestamps"),
+        "{stderr}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["pace"].as_str().unwrap().contains("no timestamps"));
+    assert!(
+        r["captured"]["queries"].as_u64().unwrap() > 1000,
+        "{:#}",
+        r["captured"]
+    );
+    for s in std::iter::once(&r["captured"]).chain(r["settings"].as_array().unwrap()) {
+        assert_eq!(s["timeouts"], 0, "{}: {s:#}", s["label"]);
+        assert_eq!(
+            s["changed_resolutions"], 0,
+            "{}: {:#}",
+            s["label"], s["changes"]
+        );
+        assert_eq!(s["live"]["answered"], s["live"]["sent"], "{}", s["label"]);
+    }
 }

@@ -6,6 +6,7 @@
 //! The same `WalkTracker` runs live and offline, with event time as its clock, so a capture of
 //! some traffic and the proxy that served it give the same report.
 
+pub mod advice;
 pub mod report;
 pub mod service;
 pub mod walk;
@@ -22,6 +23,7 @@ use crate::search::SearchShape;
 pub struct Analyzer {
     walks: WalkTracker,
     agg: Aggregate,
+    cluster: ClusterConfig,
 }
 
 impl Analyzer {
@@ -29,6 +31,7 @@ impl Analyzer {
         Analyzer {
             walks: WalkTracker::new(SearchShape::new(cluster), cfg),
             agg: Aggregate::new(report::TOTAL_TOP_CAP),
+            cluster: cluster.clone(),
         }
     }
 
@@ -45,12 +48,15 @@ impl Analyzer {
     }
 
     /// Close the walks still open and report; `window_seconds` is the span of the events.
+    /// The search list counts as assumed: [`Report::set_search`] says otherwise.
     pub fn finish(mut self, source: &str) -> Report {
         self.walks.finish();
         for l in self.walks.drain() {
             self.agg.add(&l);
         }
-        self.agg.to_report(source, self.agg.span_seconds())
+        let mut r = self.agg.to_report(source, self.agg.span_seconds());
+        r.set_search(&self.cluster, advice::SEARCH_ASSUMED);
+        r
     }
 }
 

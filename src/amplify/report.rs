@@ -82,6 +82,47 @@ pub struct Report {
     pub first_seen: Option<f64>,
     #[serde(default)]
     pub last_seen: Option<f64>,
+    /// The pods' search list the walks were read with (`*.svc.<domain>` stands for the
+    /// namespace), and where it came from (`search_from`: `assumed`, `inferred`, `given`,
+    /// `config`).
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_domain: Option<String>,
+    /// The clients' ndots as assumed (5, the Kubernetes default, unless a resolv.conf said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndots: Option<u32>,
+    /// The clients' stub resolvers when known (`glibc`, `musl`, ...); empty: unknown.
+    #[serde(default)]
+    pub stubs: Vec<String>,
+    /// The proxy's `shortcut.zones` (never advised again).
+    #[serde(default)]
+    pub configured_zones: Vec<String>,
+    /// What to change, computed by the stub model ([`super::advice`]).
+    #[serde(default)]
+    pub advice: Vec<super::advice::AdviceItem>,
+}
+
+impl Report {
+    /// Set the search list the report was read with, and recompute the advice.
+    pub fn set_search(&mut self, cluster: &crate::config::ClusterConfig, from: &str) {
+        self.search = cluster
+            .search
+            .iter()
+            .chain(&cluster.node_search)
+            .cloned()
+            .collect();
+        self.cluster_domain = Some(cluster.domain.clone());
+        self.search_from = Some(from.to_string());
+        self.advise();
+    }
+
+    /// Recompute `advice` from the figures and the context fields.
+    pub fn advise(&mut self) {
+        self.advice = super::advice::compute(self);
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -548,6 +589,13 @@ impl Aggregate {
             top_complete,
             first_seen: self.first.map(Timestamp::as_secs_f64),
             last_seen: self.last.map(Timestamp::as_secs_f64),
+            search: Vec::new(),
+            search_from: None,
+            cluster_domain: None,
+            ndots: None,
+            stubs: Vec::new(),
+            configured_zones: Vec::new(),
+            advice: Vec::new(),
         }
     }
 
@@ -660,6 +708,26 @@ impl Report {
         let mut out = agg.to_report(&source, window);
         out.dropped_events = dropped;
         out.top_complete &= complete;
+        // The context of the first report that has one; stubs and zones of all.
+        if let Some(first) = reports.iter().find(|r| !r.search.is_empty()) {
+            out.search.clone_from(&first.search);
+            out.search_from.clone_from(&first.search_from);
+            out.cluster_domain.clone_from(&first.cluster_domain);
+            out.ndots = first.ndots;
+        }
+        for r in reports {
+            for s in &r.stubs {
+                if !out.stubs.contains(s) {
+                    out.stubs.push(s.clone());
+                }
+            }
+            for z in &r.configured_zones {
+                if !out.configured_zones.contains(z) {
+                    out.configured_zones.push(z.clone());
+                }
+            }
+        }
+        out.advise();
         out
     }
 }

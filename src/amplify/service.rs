@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::report::{Report, Windowed};
 use super::walk::{Lookup, SuffixSlot, WalkTracker};
 use crate::config::{ClusterConfig, TrackerConfig};
-use crate::event::{qtype_name, QueryEvent, Timestamp};
+use crate::event::{QueryEvent, Timestamp};
 use crate::metrics as m;
 use crate::search::SearchShape;
 
@@ -45,6 +45,10 @@ struct Inner {
     /// Events sent and not yet taken by the thread.
     queued: Arc<AtomicUsize>,
     source: String,
+    /// The pods' search list from the config (the report's context for its advice).
+    cluster: ClusterConfig,
+    /// The proxy's `shortcut.zones` (set by the proxy; never advised again).
+    configured_zones: Mutex<Vec<String>>,
 }
 
 /// Handle to the tracker thread; cheap to clone. The thread ends when the last handle is
@@ -160,6 +164,8 @@ impl Tracker {
                 dropped: AtomicU64::new(0),
                 queued,
                 source: source.to_string(),
+                cluster: cluster.clone(),
+                configured_zones: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -227,8 +233,16 @@ impl Tracker {
         let s = self.inner.shared.lock();
         let now = Timestamp::now().max(s.windowed.latest());
         let mut r = s.windowed.report(window, now, &self.inner.source);
+        drop(s);
         r.dropped_events = self.dropped();
+        r.configured_zones = self.inner.configured_zones.lock().clone();
+        r.set_search(&self.inner.cluster, super::advice::SEARCH_CONFIG);
         r
+    }
+
+    /// The proxy's `shortcut.zones`, which the report's advice leaves out.
+    pub fn set_configured_zones(&self, zones: &[String]) {
+        *self.inner.configured_zones.lock() = zones.to_vec();
     }
 
     /// [`Tracker::report`] as the DESIGN §4 JSON (what `/report` serves).
@@ -240,8 +254,8 @@ impl Tracker {
 /// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
 /// label set, not per lookup).
 fn record_metrics(l: &Lookup) {
-    let t = l.qtype as u64;
-    let type_label = || qtype_name(l.qtype).into_owned();
+    let (t, name) = m::type_label(l.qtype);
+    let type_label = || name;
     m::cached_histogram(
         m::label_key(20, &[t]),
         || metrics::histogram!(m::LOOKUP_QUERIES, "type" => type_label()),

@@ -271,8 +271,9 @@ fn the_same_name_again_after_nodata_is_a_new_lookup_not_a_retry() {
     ] {
         t.observe(&e);
     }
-    // The first AAAA walk was closed when the second began, not left for the idle window.
-    assert_eq!(t.open_walks(), 1);
+    // Each AAAA walk closed with its A answer (same client and port), not left for the idle
+    // window.
+    assert_eq!(t.open_walks(), 0);
     t.finish();
     let lookups: Vec<Lookup> = t.drain().collect();
     assert_eq!(lookups.len(), 4);
@@ -845,4 +846,58 @@ fn a_lookup_tells_its_nxdomain_count_and_the_candidate_it_ended_at() {
         (lookups[1].nxdomain, lookups[1].last_search_index),
         (1, Some(1))
     );
+}
+
+/// Replay's false NODATA->NXDOMAIN changes on the synthetic capture: an absolute-first lookup
+/// (`svc.ns.svc.cluster.local.` asked with a trailing dot) answered A with an address and AAAA
+/// NODATA left its AAAA walk open for the search list, and the client's next lookup of the
+/// same name joined it.
+#[test]
+fn aaaa_nodata_ends_its_walk_when_a_of_the_same_port_resolved() {
+    let mut t = tracker(100);
+    let name = "api.default.svc.cluster.local.";
+    let mut events = vec![
+        ev(0, "10.0.0.5", name, QTYPE_A, OK, 1),
+        ev(0, "10.0.0.5", name, QTYPE_AAAA, OK, 0),
+    ];
+    // 200 ms later, a new lookup of the name written without the dot: the full walk.
+    for (i, s) in [
+        "default.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let q = format!("{name}{s}");
+        events.push(ev(200 + i as u64, "10.0.0.5", &q, QTYPE_A, NX, 0));
+        events.push(ev(200 + i as u64, "10.0.0.5", &q, QTYPE_AAAA, NX, 0));
+    }
+    events.push(ev(204, "10.0.0.5", name, QTYPE_A, OK, 1));
+    events.push(ev(204, "10.0.0.5", name, QTYPE_AAAA, OK, 0));
+    let lookups = run(&mut t, &events);
+    let aaaa: Vec<u32> = lookups
+        .iter()
+        .filter(|l| l.qtype == QTYPE_AAAA)
+        .map(|l| l.queries)
+        .collect();
+    assert_eq!(aaaa, [1, 4], "{lookups:#?}");
+}
+
+/// Two threads of one pod looking up the same name at once: their candidates interleave, and
+/// each walk is still whole (the earlier one is not closed by the second's first candidate).
+#[test]
+fn concurrent_walks_of_one_name_from_one_client_are_kept_apart() {
+    let mut t = tracker(100);
+    let mut events = Vec::new();
+    for (i, q) in GITHUB_WALK.iter().enumerate() {
+        let last = i == GITHUB_WALK.len() - 1;
+        let (rc, n) = if last { (OK, 1) } else { (NX, 0) };
+        events.push(ev(2 * i as u64, "10.0.0.5", q, QTYPE_A, rc, n));
+        events.push(ev(2 * i as u64 + 1, "10.0.0.5", q, QTYPE_A, rc, n));
+    }
+    let lookups = run(&mut t, &events);
+    let q: Vec<u32> = lookups.iter().map(|l| l.queries).collect();
+    assert_eq!(q, [5, 5], "{lookups:#?}");
+    assert!(lookups.iter().all(|l| l.outcome == Outcome::Resolved));
 }

@@ -225,6 +225,8 @@ struct Walk {
     last_rcode: Option<u16>,
     last_answers: Option<u16>,
     any_answer: bool,
+    /// Source port of the last query, when the capture has it.
+    last_port: Option<u16>,
 }
 
 /// One entry of the search shape: `tail` is the whole suffix, or what follows the namespace
@@ -262,6 +264,9 @@ pub struct WalkTracker {
     lru_tail: u32,
     open: usize,
     by_key: HashMap<(IpAddr, u16), u32>,
+    /// The last name that answered with addresses per (client, A or AAAA): its port and
+    /// time. The other type's NODATA for the same name and port ends that walk too.
+    resolved: HashMap<(IpAddr, u16), Resolved>,
     clients: HashMap<IpAddr, ClientInfo>,
     max_clients: usize,
     evictions: u64,
@@ -303,6 +308,7 @@ impl WalkTracker {
             lru_tail: NIL,
             open: 0,
             by_key: HashMap::new(),
+            resolved: HashMap::new(),
             clients: HashMap::new(),
             // Namespaces are remembered for as many clients as walks may be open (at least
             // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
@@ -411,13 +417,18 @@ impl WalkTracker {
                     .find(|r| plausible(r))
                     .unwrap_or(abs);
                 // A stub that starts over with the same base has finished its earlier walk
-                // (e.g. glibc stops the AAAA walk on NODATA once A answered): close it now.
+                // (e.g. musl stops on NODATA): close it now. Not one whose last answer was
+                // NXDOMAIN: every stub moves on after that, so the walk is still going and
+                // this is a second lookup of the same name at the same time (two threads of
+                // one pod); the two walks interleave and are kept apart.
                 let base = &name[..r.base_len as usize];
                 let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
                 while cur != NIL {
                     let next = self.slots[cur as usize].key_next;
                     let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-                    if w.base.as_bytes().eq_ignore_ascii_case(base.as_bytes()) {
+                    if w.base.as_bytes().eq_ignore_ascii_case(base.as_bytes())
+                        && w.last_rcode != Some(3)
+                    {
                         self.close(cur, None);
                     }
                     cur = next;
@@ -456,6 +467,7 @@ impl WalkTracker {
                     last_rcode: None,
                     last_answers: None,
                     any_answer: false,
+                    last_port: None,
                 };
                 (self.insert(walk), r)
             }
@@ -501,6 +513,7 @@ impl WalkTracker {
             w.suffix_queries[reading.slot as usize] += 1;
             w.last_rcode = ev.rcode;
             w.last_answers = ev.answers;
+            w.last_port = ev.client_port;
             let mut activity = ev.time;
             if ev.rcode.is_some() {
                 let at = Timestamp(ev.time.0 + ev.latency.map_or(0, |l| l.as_micros() as u64));
@@ -516,6 +529,10 @@ impl WalkTracker {
                 || (reading.pos == ABS && w.max_search.is_some())
                 || w.queries >= MAX_WALK_QUERIES
         };
+        let ends = ends || self.pair_resolved(ev, name);
+        if ev.rcode == Some(0) && ev.answers != Some(0) {
+            self.pair_answered(ev, name);
+        }
         if let Some(ns) = confirm {
             self.learn_namespace(ev.client, &ns, true);
         }
@@ -523,6 +540,64 @@ impl WalkTracker {
             self.close(idx, None);
         } else {
             self.touch(idx);
+        }
+    }
+
+    /// NODATA for `name` while the other address type of the same name, from the same client
+    /// and port (the two queries of one `getaddrinfo` go out together), had addresses: every
+    /// stub ends the lookup there, so this walk ends too. Without it a walk whose absolute name
+    /// came first stays open for the search list and swallows the client's next lookup of the
+    /// same name (false changes in replay).
+    fn pair_resolved(&self, ev: &QueryEvent, name: &str) -> bool {
+        if ev.rcode != Some(0) || ev.answers != Some(0) {
+            return false;
+        }
+        let Some(other) = sibling(ev.qtype) else {
+            return false;
+        };
+        self.resolved
+            .get(&(ev.client, other))
+            .is_some_and(|(n, port, at)| {
+                n.eq_ignore_ascii_case(name)
+                    && (port.is_none() || ev.client_port.is_none() || *port == ev.client_port)
+                    && ev.time.0.abs_diff(at.0) <= self.idle_us
+            })
+    }
+
+    /// `name` had addresses for `ev.qtype`: remember it for the other type's NODATA, and end
+    /// an open walk of the other type whose last candidate was this name with NODATA.
+    fn pair_answered(&mut self, ev: &QueryEvent, name: &str) {
+        let Some(other) = sibling(ev.qtype) else {
+            return;
+        };
+        if self.resolved.len() >= self.max_clients * 2 {
+            self.resolved.clear(); // a hint only: bounded without an LRU of its own
+        }
+        self.resolved.insert(
+            (ev.client, ev.qtype),
+            (name.to_ascii_lowercase().into(), ev.client_port, ev.time),
+        );
+        let mut cur = self.by_key.get(&(ev.client, other)).copied().unwrap_or(NIL);
+        while cur != NIL {
+            let next = self.slots[cur as usize].key_next;
+            let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+            let last_name_matches = match w.last_pos {
+                ABS => w.base.eq_ignore_ascii_case(name),
+                _ => self
+                    .shape
+                    .position(name, &w.base)
+                    .is_some_and(|p| p == w.last_pos as usize),
+            };
+            let same_port =
+                w.last_port.is_none() || ev.client_port.is_none() || w.last_port == ev.client_port;
+            if last_name_matches
+                && same_port
+                && w.last_rcode == Some(0)
+                && w.last_answers == Some(0)
+            {
+                self.close(cur, None);
+            }
+            cur = next;
         }
     }
 
@@ -742,6 +817,18 @@ impl WalkTracker {
             nxdomain: w.nxdomain,
             last_search_index: (w.last_pos != ABS).then_some(w.last_pos),
         });
+    }
+}
+
+/// A name that answered with addresses: (name, client port, time).
+type Resolved = (Box<str>, Option<u16>, Timestamp);
+
+/// The other address type of a `getaddrinfo(AF_UNSPEC)` pair.
+fn sibling(qtype: u16) -> Option<u16> {
+    match qtype {
+        1 => Some(28),
+        28 => Some(1),
+        _ => None,
     }
 }
 

@@ -41,6 +41,7 @@ const PROTO_IPV6: u8 = 41;
 
 const TEREDO_PORT: u16 = 3544;
 const VXLAN_PORT: u16 = 4789;
+const DNS_PORT: u16 = 53;
 
 /// Tunnels inside tunnels: enough for any real capture, and a crafted packet cannot recurse
 /// without end.
@@ -447,13 +448,16 @@ impl Decoder {
                         return;
                     }
                 }
+                // VXLAN only when it parses as such: a DNS message to or from port 4789 (a
+                // client that drew it as its source port) is DNS, not a tunnel.
                 if (dport == VXLAN_PORT || sport == VXLAN_PORT)
-                    && payload.len() >= 8
-                    && payload[0] & 0x08 != 0
+                    && sport != DNS_PORT
+                    && dport != DNS_PORT
                 {
-                    // RFC 7348 §5: 8-byte header with the I flag, then an Ethernet frame.
-                    self.ethernet(&payload[8..], ts, depth + 1, sink);
-                    return;
+                    if let Some(inner) = vxlan_inner(payload) {
+                        self.ethernet(inner, ts, depth + 1, sink);
+                        return;
+                    }
                 }
                 sink(Segment {
                     src,
@@ -535,6 +539,21 @@ impl Decoder {
 }
 
 /// Teredo (RFC 4380 §5.1.1): optional authentication and origin indication headers, then IPv6.
+/// The Ethernet frame inside a VXLAN packet (RFC 7348 §5): flags exactly the I bit, the
+/// reserved bytes zero, and an inner frame that carries IP (or a VLAN tag).
+fn vxlan_inner(p: &[u8]) -> Option<&[u8]> {
+    if p.len() < 8 + 14 || p[0] != 0x08 || p[1..4] != [0, 0, 0] || p[7] != 0 {
+        return None;
+    }
+    let inner = &p[8..];
+    let ethertype = u16::from_be_bytes([inner[12], inner[13]]);
+    matches!(
+        ethertype,
+        ETH_IPV4 | ETH_IPV6 | ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD
+    )
+    .then_some(inner)
+}
+
 fn teredo_inner(mut p: &[u8]) -> Option<&[u8]> {
     for _ in 0..2 {
         if p.len() >= 2 && p[0] == 0 && p[1] == 1 {
@@ -597,6 +616,40 @@ mod tests {
         u.extend_from_slice(&[0, 0]);
         u.extend_from_slice(payload);
         u
+    }
+
+    #[test]
+    fn vxlan_is_decoded_only_when_it_parses_as_vxlan() {
+        let mut inner = vec![0u8; 12];
+        inner.extend_from_slice(&[0x08, 0x00]);
+        inner.extend_from_slice(&ipv4_udp(&udp(1000, 53, b"hello"), 1, 0));
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        vx.extend_from_slice(&inner);
+        let got = collect(
+            &mut Decoder::new(),
+            LINKTYPE_RAW,
+            &ipv4_udp(&udp(50000, VXLAN_PORT, &vx), 1, 0),
+        );
+        assert_eq!(got, vec![(1000, 53, b"hello".to_vec())]);
+        // A DNS message to or from a client that drew port 4789, even one that starts like a
+        // VXLAN header, is DNS.
+        for (sport, dport) in [(VXLAN_PORT, 53), (53, VXLAN_PORT)] {
+            let got = collect(
+                &mut Decoder::new(),
+                LINKTYPE_RAW,
+                &ipv4_udp(&udp(sport, dport, &vx), 1, 0),
+            );
+            assert_eq!(got, vec![(sport, dport, vx.clone())]);
+        }
+        // Port 4789 on both sides but reserved bits set: not VXLAN, kept as UDP.
+        let mut bad = vx.clone();
+        bad[1] = 1;
+        let got = collect(
+            &mut Decoder::new(),
+            LINKTYPE_RAW,
+            &ipv4_udp(&udp(VXLAN_PORT, VXLAN_PORT, &bad), 1, 0),
+        );
+        assert_eq!(got.len(), 1);
     }
 
     #[test]

@@ -599,3 +599,123 @@ mod tests {
         assert_eq!(c.filter(|r| r.is_ok()).count(), 2);
     }
 }
+
+/// Events put back into query-time order before they reach the walk tracker. Readers that pair
+/// queries with responses (pcap, dnstap) emit a query when its response arrives, so a query
+/// answered fast overtakes one sent just before it; two lookups of one name from one client
+/// then swap candidates and their walks mix (false changes in replay). Events are held until
+/// `window` of event time has passed after them, at most `max_held` at once (then the oldest
+/// goes out early): bounded memory, exact order for any answer faster than `window`.
+pub struct Reorder {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Held>>,
+    window_us: u64,
+    max_held: usize,
+    latest: u64,
+    seq: u64,
+}
+
+struct Held {
+    time: u64,
+    seq: u64,
+    ev: QueryEvent,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(o.time, o.seq))
+    }
+}
+
+impl Reorder {
+    /// Answers come within a second or are timeouts; a million events is ~150 MB at most.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const MAX_HELD: usize = 1 << 20;
+
+    pub fn new(window: std::time::Duration, max_held: usize) -> Reorder {
+        Reorder {
+            heap: std::collections::BinaryHeap::new(),
+            window_us: window.as_micros() as u64,
+            max_held: max_held.max(1),
+            latest: 0,
+            seq: 0,
+        }
+    }
+
+    /// Take `ev`; hand every event that is now in order to `out`.
+    pub fn push(&mut self, ev: QueryEvent, mut out: impl FnMut(&QueryEvent)) {
+        self.latest = self.latest.max(ev.time.0);
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse(Held {
+            time: ev.time.0,
+            seq: self.seq,
+            ev,
+        }));
+        while let Some(std::cmp::Reverse(h)) = self.heap.peek() {
+            if self.heap.len() <= self.max_held && h.time + self.window_us > self.latest {
+                break;
+            }
+            let std::cmp::Reverse(h) = self.heap.pop().expect("peeked");
+            out(&h.ev);
+        }
+    }
+
+    /// Hand every event held to `out`, in order.
+    pub fn finish(&mut self, mut out: impl FnMut(&QueryEvent)) {
+        while let Some(std::cmp::Reverse(h)) = self.heap.pop() {
+            out(&h.ev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod reorder_tests {
+    use super::*;
+    use crate::event::Timestamp;
+
+    fn ev(us: u64) -> QueryEvent {
+        QueryEvent {
+            time: Timestamp(us),
+            client: "10.0.0.1".parse().unwrap(),
+            client_port: None,
+            qname: format!("n{us}."),
+            qtype: 1,
+            rcode: None,
+            answers: None,
+            latency: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_query_answered_fast_no_longer_overtakes_the_one_sent_before_it() {
+        let mut r = Reorder::new(std::time::Duration::from_millis(10), 100);
+        let mut out = Vec::new();
+        for t in [1_000, 3_000, 2_000, 20_000, 15_000, 40_000] {
+            r.push(ev(t), |e| out.push(e.time.0));
+        }
+        r.finish(|e| out.push(e.time.0));
+        assert_eq!(out, [1_000, 2_000, 3_000, 15_000, 20_000, 40_000]);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_max_held() {
+        let mut r = Reorder::new(std::time::Duration::from_secs(100), 3);
+        let mut out = Vec::new();
+        for t in 0..10 {
+            r.push(ev(t), |e| out.push(e.time.0));
+            assert!(r.heap.len() <= 3);
+        }
+        assert_eq!(out.len(), 7);
+    }
+}

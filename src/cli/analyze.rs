@@ -58,6 +58,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
     let CaptureSetup {
         cluster,
         said,
+        search_from,
         tracker,
         ..
     } = capture_setup(
@@ -92,7 +93,8 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let report = analyzer.finish(&source);
+    let mut report = analyzer.finish(&source);
+    report.set_search(&cluster, search_from);
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::text(&report),
         Format::Json => render::json(&report),
@@ -130,6 +132,8 @@ pub(super) struct CaptureSetup {
     pub domain: String,
     pub cluster: ClusterConfig,
     pub said: String,
+    /// How the search list was chosen (the report's `search_from`).
+    pub search_from: &'static str,
     pub tracker: TrackerConfig,
 }
 
@@ -144,10 +148,19 @@ pub(super) fn capture_setup(
         .to_ascii_lowercase();
     let (cluster, said) = search_shape(source, &domain).map_err(CliError::usage)?;
     let idle = crate::config::parse_duration(idle).map_err(CliError::usage)?;
+    use crate::amplify::advice::{SEARCH_ASSUMED, SEARCH_GIVEN, SEARCH_INFERRED};
+    let search_from = if source.search.is_some() || source.resolv_conf.is_some() {
+        SEARCH_GIVEN
+    } else if !cluster.node_search.is_empty() {
+        SEARCH_INFERRED
+    } else {
+        SEARCH_ASSUMED
+    };
     Ok(CaptureSetup {
         domain,
         cluster,
         said,
+        search_from,
         tracker: TrackerConfig {
             idle,
             max_open_walks: 200_000,
@@ -255,7 +268,9 @@ const INFER_EVENTS: usize = 200_000;
 /// The node's own search domains, read off the walks in the first capture: a suffix `S` (not
 /// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
 /// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
-/// frequent first, at most three.
+/// frequent first, at most three. A walk that *begins* with the name as written (ndots or more
+/// dots) is a stronger signature: `B.` failed (NXDOMAIN or NODATA) and `B.S` of the same type
+/// followed within a second; one such walk is enough (zeek-wikipedia's `ncsa.uiuc.edu`).
 fn infer_node_domains(path: &std::path::Path, args: &ShapeSource<'_>, domain: &str) -> Vec<String> {
     use std::collections::{HashMap, HashSet};
     let opts = Options {
@@ -266,11 +281,37 @@ fn infer_node_domains(path: &std::path::Path, args: &ShapeSource<'_>, domain: &s
     let Ok(cap) = capture::open_with(path, &opts) else {
         return Vec::new();
     };
+    let cluster = format!(".{domain}.");
     let mut names: HashMap<std::net::IpAddr, HashSet<String>> = HashMap::new();
+    // Per (client, type): the last absolute name that failed, and when.
+    let mut failed: HashMap<(std::net::IpAddr, u16), (String, u64)> = HashMap::new();
+    let mut strong: HashMap<String, usize> = HashMap::new();
     for ev in cap.take(INFER_EVENTS).flatten() {
+        let key = (ev.client, ev.qtype);
+        if let Some((b, at)) = failed.get(&key) {
+            let suffix = ev
+                .qname
+                .strip_prefix(b.as_str())
+                .map(|s| s.trim_end_matches('.'));
+            if let Some(suffix) = suffix {
+                if suffix.contains('.')
+                    && ev.time.0.saturating_sub(*at) <= 1_000_000
+                    && !ev.qname.ends_with(&cluster)
+                {
+                    *strong.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+        if ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0)) {
+            failed.insert(key, (ev.qname.clone(), ev.time.0));
+        } else {
+            failed.remove(&key);
+        }
+        if failed.len() > INFER_EVENTS {
+            failed.clear();
+        }
         names.entry(ev.client).or_default().insert(ev.qname);
     }
-    let cluster = format!(".{domain}.");
     let mut counts: HashMap<String, usize> = HashMap::new();
     for set in names.values() {
         for name in set.iter().filter(|n| !n.ends_with(&cluster)) {
@@ -287,7 +328,10 @@ fn infer_node_domains(path: &std::path::Path, args: &ShapeSource<'_>, domain: &s
             }
         }
     }
-    let mut found: Vec<(String, usize)> = counts.into_iter().filter(|(_, n)| *n >= 3).collect();
+    let mut found: Vec<(String, usize)> = counts
+        .into_iter()
+        .filter(|(s, n)| *n >= 3 || strong.contains_key(s))
+        .collect();
     found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     found.into_iter().take(3).map(|(s, _)| s).collect()
 }
@@ -303,13 +347,15 @@ pub(super) fn read_captures(
 ) -> Result<u64, CliError> {
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut total_unreadable = 0u64;
+    // Query-time order across all the captures (they are one stream of traffic).
+    let mut reorder = capture::Reorder::new(capture::Reorder::WINDOW, capture::Reorder::MAX_HELD);
     for path in captures {
         let mut cap = capture::open_with(path, opts).map_err(|e| CliError::usage(anyhow!(e)))?;
         let mut n = 0u64;
         for item in cap.by_ref() {
             match item {
                 Ok(ev) => {
-                    observe(&ev);
+                    reorder.push(ev, &mut observe);
                     n += 1;
                     if progress && n % 500_000 == 0 {
                         let _ = write!(stderr, "\r{}: {n} events", path.display());
@@ -341,5 +387,6 @@ pub(super) fn read_captures(
         }
         total_unreadable += s.unreadable;
     }
+    reorder.finish(&mut observe);
     Ok(total_unreadable)
 }

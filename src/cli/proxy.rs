@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::config::{parse_socket_addr, Config, Overrides, ShortcutMode};
+use crate::config::{parse_socket_addr, Config, LogFormat, Overrides, ShortcutMode};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -32,6 +32,10 @@ pub struct ProxyArgs {
     /// Zone whose names are never meant under a search suffix (repeatable; adds to the file's).
     #[arg(long, value_name = "ZONE")]
     pub shortcut_zone: Vec<String>,
+    /// Log format on stderr (replaces the file's `log.format`); the level comes from the
+    /// NDOTS_LOG environment variable (default `info`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 impl ProxyArgs {
@@ -60,6 +64,7 @@ impl ProxyArgs {
             admin,
             shortcut_mode: self.shortcut_mode,
             shortcut_zones: self.shortcut_zone.clone(),
+            log_format: self.log_format,
         })
     }
 }

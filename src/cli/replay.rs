@@ -126,6 +126,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         cluster,
         said,
         tracker,
+        ..
     } = capture_setup(
         &ShapeSource {
             search: args.captured_search.as_deref(),
@@ -167,6 +168,28 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         |ev| collector.observe(ev),
     )?;
     let mut rp = collector.finish(&captured, &tracker);
+    // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
+    // instead, said here and in the output.
+    let mut live = live;
+    let mut pace_said = None;
+    if let Some(opts) = live.as_mut() {
+        pace_said = Some(match opts.pace {
+            Pace::Captured { .. } if !rp.has_timestamps() => {
+                opts.pace = Pace::Rate(SAFE_RATE);
+                format!(
+                    "{SAFE_RATE} queries/s: the capture has no timestamps, so its pace is \
+                     unknown (--rate sets another)"
+                )
+            }
+            Pace::Captured { speed: 1.0 } => "the captured pace".to_string(),
+            Pace::Captured { speed } => format!("the captured pace x{speed}"),
+            Pace::Rate(q) => format!("{q} queries/s (--rate)"),
+            Pace::Max => "as fast as --max-inflight allows (--rate max)".to_string(),
+        });
+        if let Some(p) = &pace_said {
+            let _ = writeln!(stderr, "live pace: {p}");
+        }
+    }
     rp.shortcut_zones = args
         .shortcut_zone
         .iter()
@@ -215,6 +238,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         captured: captured_report,
         settings: reports,
         recommendation,
+        pace: pace_said,
     };
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::replay::text(&report),
@@ -294,6 +318,10 @@ fn settings(args: &ReplayArgs, captured: &Captured, domain: &str) -> anyhow::Res
     }
     Ok(out)
 }
+
+/// Live pace when the capture has no timestamps and no `--rate` is given: a rate any DNS
+/// server takes without dropping (the captured "pace" would be every lookup at once).
+const SAFE_RATE: f64 = 1000.0;
 
 fn live_options(args: &ReplayArgs, settings: &[Setting]) -> anyhow::Result<Option<LiveOptions>> {
     let Some(target) = &args.target else {

@@ -267,6 +267,14 @@ fn run_mode(
     proxy.tracker().sync(true);
     let mut report = proxy.tracker().report(None);
     report.source = format!("ndots demo, shortcut {}", mode.as_str());
+    // The demo knows its pods' libc: the advice is computed per stub seen.
+    for p in pods {
+        let s = p.stub.as_str().to_string();
+        if !report.stubs.contains(&s) {
+            report.stubs.push(s);
+        }
+    }
+    report.advise();
     let upstream_queries = upstream.address_queries();
     proxy.shutdown(Duration::from_millis(100));
 

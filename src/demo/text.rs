@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use super::DemoResult;
-use crate::render::advice::advise;
 use crate::render::text::{write_advice, write_histogram, write_top_names};
 
 pub fn text(d: &DemoResult) -> String {
@@ -109,7 +108,7 @@ pub fn text(d: &DemoResult) -> String {
         o,
         "\nadvice (what `ndots report` says about the shortcut-off traffic)"
     );
-    write_advice(&mut o, &off.report, &advise(&off.report));
+    write_advice(&mut o, &off.report);
     let _ = writeln!(
         o,
         "\n(the proxy here has shortcut.zones {:?}; seed {}; {:.1} s)",

@@ -234,7 +234,8 @@ impl Engine {
         };
         if let Some(rcode) = refuse {
             wire::minimal_response_ext(packet, &view, rcode, false, out);
-            self.count_response(zone, rcode, AnswerSource::Local);
+            let sent = Sent::of(&view, proto, now, packet, out, client);
+            self.count_response(zone, rcode, AnswerSource::Local, sent);
             if allowed {
                 self.emit(packet, &view, client, now, rcode, 0, AnswerSource::Local);
             }
@@ -254,7 +255,8 @@ impl Engine {
                 answers,
             } => {
                 self.count_cache_hit(kind);
-                self.count_response(zone, rcode, AnswerSource::Cache);
+                let sent = Sent::of(&view, proto, now, packet, out, client);
+                self.count_response(zone, rcode, AnswerSource::Cache, sent);
                 self.emit(
                     packet,
                     &view,
@@ -281,7 +283,8 @@ impl Engine {
                         Verdict::Nxdomain(reason) => {
                             self.count_shortcut(sc.mode, reason);
                             let nx = wire::RCODE_NXDOMAIN as u16;
-                            self.count_response(zone, nx, AnswerSource::Shortcut);
+                            let sent = Sent::of(&view, proto, now, packet, out, client);
+                            self.count_response(zone, nx, AnswerSource::Shortcut, sent);
                             self.emit(packet, &view, client, now, nx, 0, AnswerSource::Shortcut);
                             return Fast::Answered;
                         }
@@ -438,10 +441,10 @@ impl Engine {
                     // candidate) can then never reach the tracker ahead of this one.
                     let (q, v) = (&w.query, &w.view);
                     self.emit(q, v, w.client, w.started, a.rcode, a.answers, source);
+                    let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
+                    self.count_response(zone, a.rcode, source, sent);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
-                    self.count_response(zone, a.rcode, source);
-                    self.observe_duration(zone, w.started);
                 }
                 None => self.fail(&w, zone, &mut out, reason),
             }
@@ -621,7 +624,8 @@ impl Engine {
                 || metrics::counter!(m::CACHE_SERVED_STALE, "reason" => reason.as_str()),
             )
             .increment(1);
-            self.count_response(zone, rcode, AnswerSource::Stale);
+            let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
+            self.count_response(zone, rcode, AnswerSource::Stale, sent);
             self.emit(
                 &w.query,
                 &w.view,
@@ -634,7 +638,8 @@ impl Engine {
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
-            self.count_response(zone, servfail, AnswerSource::Upstream);
+            let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
+            self.count_response(zone, servfail, AnswerSource::Upstream, sent);
             let (q, v) = (&w.query, &w.view);
             self.emit(
                 q,
@@ -648,7 +653,6 @@ impl Engine {
         }
         self.flush_events();
         w.reply.send(std::mem::take(out));
-        self.observe_duration(zone, w.started);
     }
 
     /// Hand the tracker one answered query. Off the packet path as far as it can be: a name
@@ -698,6 +702,9 @@ impl Engine {
     /// batch and before sending its answers, so a client's next query can never reach the
     /// tracker ahead of the answer that prompted it.
     pub fn flush_events(&self) {
+        if self.config.log.queries {
+            crate::querylog::flush();
+        }
         let Some(t) = &self.tracker else { return };
         let batch = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
@@ -718,7 +725,7 @@ impl Engine {
     ) {
         // CoreDNS's family label: 1 for IPv4 clients, 2 for IPv6.
         let family = if client.is_ipv4() { 1u64 } else { 2 };
-        let qtype = view.question.qtype as u64;
+        let (qtype, type_name) = m::type_label(view.question.qtype);
         let zkey = zone.map_or(0, |z| z as u64 + 1);
         let key = m::label_key(
             1,
@@ -736,9 +743,20 @@ impl Engine {
                 "zone" => self.zone_label(zone),
                 "proto" => proto.as_str(),
                 "family" => if family == 1 { "1" } else { "2" },
-                "type" => crate::event::qtype_name(qtype as u16).into_owned())
+                "type" => type_name)
         })
         .increment(1);
+        if m::coredns_names() {
+            m::cached_counter(key ^ CORE, || {
+                metrics::counter!(m::COREDNS_REQUESTS,
+                    "server" => self.server_label.to_string(),
+                    "zone" => self.zone_label(zone),
+                    "proto" => proto.as_str(),
+                    "family" => if family == 1 { "1" } else { "2" },
+                    "type" => type_name)
+            })
+            .increment(1);
+        }
     }
 
     /// The `zone` label: the upstream zone the name routes to, like the server block a query
@@ -748,17 +766,17 @@ impl Engine {
             .unwrap_or_else(|| ".".into())
     }
 
-    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource) {
+    /// Count one answer sent: the response by rcode and source, and its duration (every answer,
+    /// whatever its source, so the histogram's count equals the responses); with
+    /// `metrics.coredns_names` also CoreDNS's responses, duration and sizes.
+    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource, sent: Sent) {
+        let elapsed = sent.started.elapsed();
+        if self.config.log.queries {
+            sent.log(rcode, elapsed);
+        }
         let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let key = m::label_key(
-            2,
-            &[
-                self as *const Engine as u64,
-                zkey,
-                rcode as u64,
-                source as u64,
-            ],
-        );
+        let engine = self as *const Engine as u64;
+        let key = m::label_key(2, &[engine, zkey, rcode as u64, source as u64]);
         m::cached_counter(key, || {
             metrics::counter!(m::DNS_RESPONSES,
                 "server" => self.server_label.to_string(),
@@ -767,15 +785,67 @@ impl Engine {
                 "source" => source.as_str())
         })
         .increment(1);
-    }
-
-    fn observe_duration(&self, zone: Option<usize>, started: Instant) {
-        let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let key = m::label_key(3, &[self as *const Engine as u64, zkey]);
-        m::cached_histogram(key, || {
-            metrics::histogram!(m::DNS_REQUEST_DURATION, "server" => self.server_label.to_string(), "zone" => self.zone_label(zone))
+        let (qtype, type_name) = m::type_label(sent.view.question.qtype);
+        let elapsed = elapsed.as_secs_f64();
+        let type_label = || type_name.to_string();
+        m::record_fixed(
+            m::label_key(3, &[engine, zkey, source as u64, qtype]),
+            || {
+                m::fixed_histogram(
+                    m::DNS_REQUEST_DURATION,
+                    &[
+                        ("server", self.server_label.to_string()),
+                        ("zone", self.zone_label(zone)),
+                        ("source", source.as_str().into()),
+                        ("type", type_label()),
+                    ],
+                )
+            },
+            elapsed,
+        );
+        if !m::coredns_names() {
+            return;
+        }
+        m::cached_counter(key ^ CORE, || {
+            metrics::counter!(m::COREDNS_RESPONSES,
+                "server" => self.server_label.to_string(),
+                "zone" => self.zone_label(zone),
+                "rcode" => crate::event::rcode_name(rcode).into_owned(),
+                "plugin" => m::plugin_of(source.as_str()))
         })
-        .record(started.elapsed().as_secs_f64());
+        .increment(1);
+        m::record_fixed(
+            m::label_key(60, &[engine, zkey, qtype]),
+            || {
+                m::fixed_histogram(
+                    m::COREDNS_REQUEST_DURATION,
+                    &[
+                        ("server", self.server_label.to_string()),
+                        ("zone", self.zone_label(zone)),
+                        ("type", type_label()),
+                    ],
+                )
+            },
+            elapsed,
+        );
+        let proto = sent.proto;
+        let sizes = || {
+            [
+                ("server", self.server_label.to_string()),
+                ("zone", self.zone_label(zone)),
+                ("proto", proto.as_str().to_string()),
+            ]
+        };
+        m::record_fixed(
+            m::label_key(61, &[engine, zkey, proto as u64]),
+            || m::fixed_histogram(m::COREDNS_REQUEST_SIZE, &sizes()),
+            sent.query.len() as f64,
+        );
+        m::record_fixed(
+            m::label_key(62, &[engine, zkey, proto as u64]),
+            || m::fixed_histogram(m::COREDNS_RESPONSE_SIZE, &sizes()),
+            sent.len as f64,
+        );
     }
 
     fn count_shortcut(&self, mode: ShortcutMode, reason: Reason) {
@@ -791,10 +861,24 @@ impl Engine {
             || metrics::counter!(m::CACHE_HITS, "type" => kind.as_label()),
         )
         .increment(1);
+        if m::coredns_names() {
+            m::cached_counter(
+                m::label_key(63, &[self as *const Engine as u64, kind as u64]),
+                || metrics::counter!(m::COREDNS_CACHE_HITS, "server" => self.server_label.to_string(), "type" => kind.as_label()),
+            )
+            .increment(1);
+        }
     }
 
     fn count_cache_miss(&self) {
         m::cached_counter(m::label_key(5, &[]), || metrics::counter!(m::CACHE_MISSES)).increment(1);
+        if m::coredns_names() {
+            m::cached_counter(
+                m::label_key(64, &[self as *const Engine as u64]),
+                || metrics::counter!(m::COREDNS_CACHE_MISSES, "server" => self.server_label.to_string()),
+            )
+            .increment(1);
+        }
     }
 
     fn count_malformed(&self) {
@@ -838,6 +922,66 @@ impl StaleReason {
             StaleReason::ClientTimer => "client_timer",
             StaleReason::Overload => "overload",
         }
+    }
+}
+
+/// Flips a `ndots_` series' memo key into its CoreDNS twin's.
+const CORE: u64 = 0x5a5a_0000_0000_0001;
+
+/// One answer sent, as the metrics and the query log see it.
+#[derive(Clone, Copy)]
+struct Sent<'a> {
+    query: &'a [u8],
+    view: &'a QueryView,
+    client: SocketAddr,
+    proto: Proto,
+    started: Instant,
+    /// The answer's header flags and size.
+    flags: u16,
+    len: usize,
+}
+
+impl<'a> Sent<'a> {
+    fn of(
+        view: &'a QueryView,
+        proto: Proto,
+        started: Instant,
+        query: &'a [u8],
+        answer: &[u8],
+        client: SocketAddr,
+    ) -> Sent<'a> {
+        Sent {
+            query,
+            view,
+            client,
+            proto,
+            started,
+            flags: answer
+                .get(2..4)
+                .map_or(0, |f| u16::from_be_bytes([f[0], f[1]])),
+            len: answer.len(),
+        }
+    }
+
+    /// `log.queries`: the CoreDNS `log` line for this answer.
+    fn log(&self, rcode: u16, elapsed: std::time::Duration) {
+        let name = wire::question_name_to_string(self.query, &self.view.question);
+        crate::querylog::push(&crate::querylog::Entry {
+            client: self.client,
+            id: self.view.header.id,
+            qtype: self.view.question.qtype,
+            qclass: self.view.question.qclass,
+            name: &name,
+            proto: self.proto.as_str(),
+            size: self.query.len(),
+            dnssec_ok: self.view.dnssec_ok(),
+            bufsize: max_response(self.proto, self.view),
+            rcode,
+            flags: self.flags,
+            answer_size: self.len,
+            duration: elapsed,
+            at: Timestamp::now(),
+        });
     }
 }
 

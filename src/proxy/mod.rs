@@ -67,13 +67,22 @@ impl AdminSource for Admin {
         let counts = self.engine.load().cache.counts();
         metrics::gauge!(m::CACHE_ENTRIES, "type" => "success").set(counts.success as f64);
         metrics::gauge!(m::CACHE_ENTRIES, "type" => "denial").set(counts.denial as f64);
+        if m::coredns_names() {
+            let server = self.engine.load().server_label.to_string();
+            metrics::gauge!(m::COREDNS_CACHE_ENTRIES, "server" => server.clone(), "type" => "success")
+                .set(counts.success as f64);
+            metrics::gauge!(m::COREDNS_CACHE_ENTRIES, "server" => server, "type" => "denial")
+                .set(counts.denial as f64);
+        }
         for (server, healthy) in self.engine.load().router.servers() {
             metrics::gauge!(m::UPSTREAM_HEALTHY, "to" => server.to_owned())
                 .set(healthy as u8 as f64);
         }
         metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
-        self.metrics.render()
+        let mut text = self.metrics.render();
+        m::render_extra(&mut text);
+        text
     }
     fn ready(&self) -> Result<(), String> {
         if self.handing_over.load(Ordering::Relaxed) {
@@ -116,9 +125,11 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         crate::node_local::ensure(nl)?;
     }
     let metrics = m::install();
+    m::set_coredns_names(config.coredns_names);
     let pending = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(Cache::new(config.cache.clone()));
     let tracker = Tracker::start(&config.cluster, &config.tracker);
+    tracker.set_configured_zones(&config.shortcut.zones);
     let loop_guard = Arc::new(loops::LoopGuard::default());
     let engine = Arc::new(ArcSwap::from_pointee(
         Engine::new(
@@ -129,6 +140,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         )?
         .with_loop_guard(loop_guard.clone()),
     ));
+    preregister(&engine.load());
     let stop = Arc::new(AtomicBool::new(false));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
 
@@ -224,6 +236,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
+    // At 0 from the start, like every series (peers::check sets the counts).
+    for l in &listeners {
+        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0);
+    }
     rt.spawn(watch_peers(
         listeners,
         admin_addr.filter(|_| newcomer),
@@ -251,7 +267,23 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
             }
         });
     }
-    tracing::info!(listen = ?dns_addrs, admin = ?admin_addr, upstream_zones = config.upstreams.len(), "ndots proxy serving");
+    let listen: Vec<String> = dns_addrs.iter().map(|a| a.to_string()).collect();
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|z| {
+            let servers: Vec<String> = z.servers.iter().map(|s| s.to_string()).collect();
+            format!("{}={}", z.zone, servers.join(","))
+        })
+        .collect();
+    tracing::info!(
+        version = crate::cli::VERSION,
+        listen = %listen.join(" "),
+        admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
+        upstreams = %upstreams.join(" "),
+        shortcut = %config.shortcut.mode.as_str(),
+        "ndots proxy serving"
+    );
     Ok(Running {
         engine,
         stop,
@@ -430,7 +462,9 @@ impl Running {
     }
 
     pub fn metrics_text(&self) -> String {
-        self.metrics.render()
+        let mut text = self.metrics.render();
+        m::render_extra(&mut text);
+        text
     }
 
     /// Apply a new configuration. Listener addresses, the admin address and worker count need a
@@ -466,6 +500,8 @@ impl Running {
             )?
             .with_loop_guard(self.loops.clone()),
         );
+        m::set_coredns_names(engine.config.coredns_names);
+        preregister(&engine);
         self.engine.store(engine.clone());
         // A new upstream may loop where the old one did not (or the reverse).
         let guard = self.loops.clone();
@@ -489,7 +525,7 @@ impl Running {
 
 /// `ndots proxy`: serve until SIGTERM/SIGINT; reload on SIGHUP or when the file changes.
 pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Result<(), CliError> {
-    init_logging();
+    crate::logging::init(config.log.format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.workers)
         .thread_name("ndots-rt")
@@ -564,11 +600,24 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("NDOTS_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Every series at 0 for the label values this engine knows (DESIGN §9).
+fn preregister(engine: &Engine) {
+    let zones: Vec<&str> = engine.router.zones().iter().map(|z| &*z.label).collect();
+    let tcp_only: Vec<(String, bool)> = engine
+        .config
+        .upstreams
+        .iter()
+        .flat_map(|z| {
+            z.servers
+                .iter()
+                .map(move |s| (s.to_string(), z.protocol == crate::config::Protocol::Tcp))
+        })
+        .collect();
+    let upstreams: Vec<(&str, bool)> = tcp_only.iter().map(|(s, t)| (s.as_str(), *t)).collect();
+    m::preregister(&m::Known {
+        server: &engine.server_label,
+        zones: &zones,
+        upstreams: &upstreams,
+        ipv6: engine.config.listen.iter().any(|a| a.is_ipv6()),
+    });
 }

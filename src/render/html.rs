@@ -3,7 +3,10 @@
 
 use std::fmt::Write;
 
-use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snippet};
+use super::advice::{
+    display_name, dns_config_snippet, ndots_headline, ndots_limit, shortcut_snippet,
+    upstream_wasted_share, AdviceItem,
+};
 use super::percent;
 use crate::amplify::Report;
 
@@ -13,7 +16,9 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse}td,th{padding:.2em .7em;text-align:right}\
 td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f6f6f6}\
 .kpi{display:inline-block;margin:0 1.5em .8em 0}.kpi b{display:block;font-size:1.6em}\
-pre{background:#f3f3f3;padding:.7em;border-radius:4px}svg text{font:12px sans-serif}";
+pre{background:#f3f3f3;padding:.7em;border-radius:4px;overflow-x:auto;white-space:pre-wrap;\
+word-break:break-all}code{background:#f3f3f3;padding:0 .2em;overflow-wrap:anywhere}\
+.advice{border-left:4px solid #4a7bd0;padding-left:1em}svg text{font:12px sans-serif}";
 
 /// Escape text for HTML element content and attribute values.
 pub(super) fn esc(s: &str) -> String {
@@ -63,15 +68,14 @@ pub(super) fn bars(rows: &[(String, u64)], color: &str) -> String {
 
 pub fn html(r: &Report) -> String {
     let a = &r.amplification;
-    let adv = advise(r);
     let mut o = String::new();
     let _ = write!(
         o,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>ndots amplification report: {src}</title><style>{CSS}</style></head><body>\
-         <h1>ndots amplification report</h1><p>{src}, window {w:.0} s</p>",
+         <h1>ndots amplification report</h1><p>{src}, {w}</p>",
         src = esc(&r.source),
-        w = r.window_seconds
+        w = esc(&super::text::window_text(r.window_seconds))
     );
     for (label, value) in [
         ("queries", r.queries.to_string()),
@@ -91,7 +95,7 @@ pub fn html(r: &Report) -> String {
         ),
         (
             "upstream load wasted",
-            format!("{:.1}%", adv.upstream_wasted_share * 100.0),
+            format!("{:.1}%", upstream_wasted_share(r) * 100.0),
         ),
         ("shortcut answers", r.shortcut_answers.to_string()),
     ] {
@@ -102,6 +106,8 @@ pub fn html(r: &Report) -> String {
             esc(label)
         );
     }
+
+    write_advice(&mut o, r);
 
     let _ = write!(o, "<h2>Queries per lookup</h2>");
     let rows: Vec<(String, u64)> = a
@@ -145,7 +151,12 @@ pub fn html(r: &Report) -> String {
         .top_names
         .iter()
         .take(15)
-        .map(|n| (n.name.clone(), n.wasted_queries))
+        .map(|n| {
+            (
+                display_name(&n.name, n.resolved_by.as_deref()),
+                n.wasted_queries,
+            )
+        })
         .collect();
     o.push_str(&bars(&rows, "#c04848"));
     let _ = write!(
@@ -156,7 +167,7 @@ pub fn html(r: &Report) -> String {
         let _ = write!(
             o,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&n.name),
+            esc(&display_name(&n.name, n.resolved_by.as_deref())),
             n.lookups,
             n.queries,
             n.wasted_queries
@@ -178,36 +189,86 @@ pub fn html(r: &Report) -> String {
     }
     o.push_str("</table>");
 
-    let _ = write!(o, "<h2>Advice</h2>");
-    if r.wasted_queries == 0 {
-        o.push_str("<p>Nothing is wasted: no change needed.</p>");
-    }
-    if !adv.fqdn.is_empty() {
-        o.push_str("<p>Write these names as FQDNs (with a trailing dot):</p><ul>");
-        for (n, w) in &adv.fqdn {
-            let _ = write!(o, "<li><code>{}</code>: {w} wasted</li>", esc(n));
-        }
-        o.push_str("</ul>");
-    }
-    if let Some(n) = adv.ndots {
-        let who: Vec<String> = adv.workloads.iter().take(3).map(|w| esc(&w.0)).collect();
-        let _ = write!(
-            o,
-            "<p>Lower ndots to {n} for the worst workloads ({}):</p><pre>{}</pre><p>{}.</p>",
-            who.join(", "),
-            esc(&dns_config_snippet(n)),
-            esc(&ndots_consequence(n))
-        );
-    }
-    if !adv.zones.is_empty() {
-        let _ = write!(
-            o,
-            "<p>Add these zones to the proxy's shortcut:</p><pre>{}</pre>",
-            esc(&shortcut_snippet(&adv.zones))
-        );
-    }
     o.push_str("</body></html>\n");
     o
+}
+
+/// Escape `s` and turn `code` spans into `<code>` elements.
+fn prose(s: &str) -> String {
+    let mut o = String::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(o, "<code>{}</code>", esc(part));
+        } else {
+            o.push_str(&esc(part));
+        }
+    }
+    o
+}
+
+/// The advice section, from the report's computed `advice`: right after the headline figures.
+fn write_advice(o: &mut String, r: &Report) {
+    let _ = write!(o, "<h2 id=\"advice\">Advice</h2><div class=\"advice\">");
+    if r.wasted_queries == 0 {
+        o.push_str("<p>Nothing is wasted: no change needed.</p>");
+    } else if r.advice.is_empty() {
+        o.push_str("<p>None computed: no name resolved through the search list or as written.</p>");
+    }
+    for item in &r.advice {
+        match item {
+            AdviceItem::Fqdn { names } => {
+                o.push_str("<p>Write these names as FQDNs (with a trailing dot) in the workloads' config; each lookup then costs one query per type:</p><ul>");
+                for n in names {
+                    let _ = write!(
+                        o,
+                        "<li><code>{}</code>: {} wasted</li>",
+                        esc(&n.name),
+                        n.wasted_queries
+                    );
+                }
+                o.push_str("</ul>");
+            }
+            AdviceItem::Ndots(a) => {
+                let _ = write!(
+                    o,
+                    "<p>{}</p><table class=\"claims\"><tr><th>name</th><th>resolves at</th>\
+                     <th>queries now</th><th>after</th><th>lookups</th></tr>",
+                    prose(&ndots_headline(a))
+                );
+                for n in &a.names {
+                    let _ = write!(
+                        o,
+                        "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td>\
+                         <td>{}</td><td>{}</td></tr>",
+                        esc(&n.name),
+                        esc(&n.resolves_at),
+                        n.queries_now,
+                        n.queries_after,
+                        n.lookups
+                    );
+                }
+                let _ = write!(
+                    o,
+                    "</table><p>In the pod spec:</p><pre>{}</pre>",
+                    esc(&dns_config_snippet(a.ndots))
+                );
+                if let Some(l) = ndots_limit(a) {
+                    let _ = write!(o, "<p>{}</p>", prose(&l));
+                }
+                for c in &a.caveats {
+                    let _ = write!(o, "<p class=\"caveat\">Caveat: {}.</p>", prose(c));
+                }
+            }
+            AdviceItem::ShortcutZones { zones } => {
+                let _ = write!(
+                    o,
+                    "<p>Add these zones to the proxy's shortcut so their expansions are answered locally (no pod change needed):</p><pre>{}</pre>",
+                    esc(&shortcut_snippet(zones))
+                );
+            }
+        }
+    }
+    o.push_str("</div>");
 }
 
 #[cfg(test)]
@@ -226,5 +287,9 @@ mod tests {
         assert!(!h.contains("src=") && !h.contains("<link") && !h.contains("<script"));
         assert_eq!(h.matches("<svg").count(), 3);
         assert!(h.contains("api.github.com."));
+        // Advice before the tables; backticks become code.
+        assert!(h.find("id=\"advice\"").unwrap() < h.find("<h2>Top clients").unwrap());
+        assert!(!h.contains('`'), "backticks left in the HTML");
+        assert!(!h.contains("((unknown))"));
     }
 }

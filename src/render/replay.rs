@@ -23,6 +23,9 @@ pub fn text(r: &ReplayReport) -> String {
         "ndots replay ({}): {} lookups from {} events in {}",
         r.mode, r.lookups, r.events, r.source
     );
+    if let Some(p) = &r.pace {
+        let _ = writeln!(o, "sent at {p}");
+    }
     let _ = writeln!(o);
     let live = r.mode == "live";
     let w = rows(r)
@@ -71,15 +74,25 @@ pub fn text(r: &ReplayReport) -> String {
         for c in &s.changes {
             let _ = writeln!(
                 o,
-                "changed under {}: {}: {} -> {} ({} lookups)",
-                s.label, c.name, c.before, c.after, c.lookups
+                "changed under {}: {} asked by {}: {} -> {} ({} lookups)",
+                s.label,
+                c.name,
+                c.clients.join(", "),
+                c.before,
+                c.after,
+                c.lookups
             );
         }
         for c in s.possible_change_list.iter().take(5) {
             let _ = writeln!(
                 o,
-                "possibly changed under {}: {}: {} -> {} if the unknown answers are NXDOMAIN",
-                s.label, c.name, c.before, c.after
+                "possibly changed under {}: {} asked by {}: {} -> {} if the unknown answers \
+                 are NXDOMAIN",
+                s.label,
+                c.name,
+                c.clients.join(", "),
+                c.before,
+                c.after
             );
         }
     }
@@ -150,6 +163,9 @@ pub fn html(r: &ReplayReport) -> String {
         l = r.lookups,
         e = r.events
     );
+    if let Some(p) = &r.pace {
+        let _ = write!(o, "<p>Sent at {}.</p>", esc(p));
+    }
     let rec = &r.recommendation;
     let _ = write!(
         o,
@@ -254,14 +270,17 @@ pub fn html(r: &ReplayReport) -> String {
     if !changes.is_empty() {
         o.push_str(
             "<h2>Lookups that would resolve differently</h2><table><tr><th>setting</th>\
-             <th>name</th><th>before</th><th>after</th><th>lookups</th><th>certain</th></tr>",
+             <th>name asked</th><th>clients</th><th>before</th><th>after</th><th>lookups</th>\
+             <th>certain</th></tr>",
         );
         for (s, c, certain) in changes {
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
                 esc(&s.label),
                 esc(&c.name),
+                esc(&c.clients.join(", ")),
                 esc(&c.before),
                 esc(&c.after),
                 c.lookups,

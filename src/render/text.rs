@@ -2,7 +2,10 @@
 
 use std::fmt::Write;
 
-use super::advice::{advise, dns_config_snippet, ndots_consequence, shortcut_snippet, Advice};
+use super::advice::{
+    display_name, dns_config_snippet, ndots_headline, ndots_limit, shortcut_snippet,
+    upstream_wasted_share, AdviceItem,
+};
 use super::percent;
 use crate::amplify::Report;
 
@@ -11,7 +14,6 @@ const BAR: usize = 40;
 pub fn text(r: &Report) -> String {
     let mut o = String::new();
     let a = &r.amplification;
-    let adv = advise(r);
     let _ = writeln!(
         o,
         "ndots amplification report: {} ({})",
@@ -43,7 +45,7 @@ pub fn text(r: &Report) -> String {
             "upstream load: {} of {} upstream queries are wasted ({:.1}%)",
             r.upstream_wasted_queries,
             r.upstream_queries,
-            adv.upstream_wasted_share * 100.0
+            upstream_wasted_share(r) * 100.0
         );
     }
     if r.shortcut_answers > 0 {
@@ -63,6 +65,9 @@ pub fn text(r: &Report) -> String {
             r.dropped_events
         );
     }
+
+    let _ = writeln!(o, "\nadvice");
+    write_advice(&mut o, r);
 
     let _ = writeln!(o, "\nqueries per lookup");
     write_histogram(&mut o, &a.histogram);
@@ -115,8 +120,6 @@ pub fn text(r: &Report) -> String {
         );
     }
 
-    let _ = writeln!(o, "\nadvice");
-    write_advice(&mut o, r, &adv);
     o
 }
 
@@ -140,72 +143,79 @@ pub(crate) fn write_top_names(o: &mut String, r: &Report, limit: usize) {
         let _ = writeln!(
             o,
             "  {:<40} {:>8} {:>8} {:>8}",
-            n.name, n.lookups, n.queries, n.wasted_queries
+            display_name(&n.name, n.resolved_by.as_deref()),
+            n.lookups,
+            n.queries,
+            n.wasted_queries
         );
     }
 }
 
-/// The advice list: FQDNs, a lower ndots for the worst workloads, shortcut zones.
-pub(crate) fn write_advice(o: &mut String, r: &Report, adv: &Advice) {
+/// The advice list, as the report's `advice` computed it: FQDNs, ndots per stub, shortcut
+/// zones.
+pub(crate) fn write_advice(o: &mut String, r: &Report) {
     if r.wasted_queries == 0 {
         let _ = writeln!(o, "  Nothing is wasted: no change needed.");
         return;
     }
-    if !adv.fqdn.is_empty() {
-        wrap(
+    if r.advice.is_empty() {
+        let _ = writeln!(
             o,
-            "- ",
-            "Write these names as FQDNs (with a trailing dot) in the workloads' config; each \
-             lookup then costs one query per type:",
+            "  None computed: no name resolved through the search list or as written."
         );
-        for (n, w) in &adv.fqdn {
-            let _ = writeln!(o, "    {n:<40} {w} wasted");
-        }
     }
-    if let Some(n) = adv.ndots {
-        let who: Vec<String> = adv
-            .workloads
-            .iter()
-            .take(3)
-            .map(|(ns, w, q)| format!("{ns} ({w} of {q} queries wasted)"))
-            .collect();
-        let who = if who.is_empty() {
-            "-".into()
-        } else {
-            who.join(", ")
-        };
-        wrap(
-            o,
-            "- ",
-            &format!("Lower ndots to {n} for the worst workloads: {who}, in their pod spec:"),
-        );
-        let _ = writeln!(o);
-        for line in dns_config_snippet(n).lines() {
-            let _ = writeln!(o, "    {line}");
-        }
-        let _ = writeln!(o);
-        wrap(o, "  ", &format!("Consequence: {}.", ndots_consequence(n)));
-        if !adv.longest_cluster_names.is_empty() {
-            wrap(
-                o,
-                "  ",
-                &format!(
-                    "({n} keeps the in-cluster names seen, e.g. {}, on the search list.)",
-                    adv.longest_cluster_names.join(", ")
-                ),
-            );
-        }
-    }
-    if !adv.zones.is_empty() {
-        wrap(
-            o,
-            "- ",
-            "Add these zones to the proxy's shortcut so their expansions are answered locally \
-             (no pod change needed):",
-        );
-        let _ = writeln!(o);
-        for line in shortcut_snippet(&adv.zones).lines() {
-            let _ = writeln!(o, "    {line}");
+    for item in &r.advice {
+        match item {
+            AdviceItem::Fqdn { names } => {
+                wrap(
+                    o,
+                    "- ",
+                    "Write these names as FQDNs (with a trailing dot) in the workloads' config; \
+                     each lookup then costs one query per type:",
+                );
+                for n in names {
+                    let _ = writeln!(o, "    {:<40} {} wasted", n.name, n.wasted_queries);
+                }
+            }
+            AdviceItem::Ndots(a) => {
+                wrap(o, "- ", &ndots_headline(a));
+                let _ = writeln!(
+                    o,
+                    "    {:<34} {:>5} {:>6} {:>8}",
+                    "name (resolves at)", "now", "after", "lookups"
+                );
+                for n in &a.names {
+                    let _ = writeln!(
+                        o,
+                        "    {:<34} {:>5} {:>6} {:>8}",
+                        n.name, n.queries_now, n.queries_after, n.lookups
+                    );
+                    if n.resolves_at.trim_end_matches('.') != n.name {
+                        let _ = writeln!(o, "      at {}", n.resolves_at);
+                    }
+                }
+                let _ = writeln!(o, "  In the pod spec:");
+                for line in dns_config_snippet(a.ndots).lines() {
+                    let _ = writeln!(o, "    {line}");
+                }
+                if let Some(l) = ndots_limit(a) {
+                    wrap(o, "  ", &l);
+                }
+                for c in &a.caveats {
+                    wrap(o, "  ", &format!("Caveat: {c}."));
+                }
+            }
+            AdviceItem::ShortcutZones { zones } => {
+                wrap(
+                    o,
+                    "- ",
+                    "Add these zones to the proxy's shortcut so their expansions are answered \
+                     locally (no pod change needed):",
+                );
+                for line in shortcut_snippet(zones).lines() {
+                    let _ = writeln!(o, "    {line}");
+                }
+            }
         }
     }
 }
@@ -234,9 +244,9 @@ fn wrap(o: &mut String, lead: &str, text: &str) {
     o.push('\n');
 }
 
-fn window_text(secs: f64) -> String {
-    if secs <= 0.0 {
-        "no time span".into()
+pub(super) fn window_text(secs: f64) -> String {
+    let span = if secs <= 0.0 {
+        return "no time span (no timestamps, or one instant)".into();
     } else if secs < 10.0 {
         format!("{secs:.2} s")
     } else if secs < 120.0 {
@@ -245,7 +255,8 @@ fn window_text(secs: f64) -> String {
         format!("{:.1} min", secs / 60.0)
     } else {
         format!("{:.1} h", secs / 3600.0)
-    }
+    };
+    format!("window {span}")
 }
 
 #[cfg(test)]
@@ -262,8 +273,12 @@ mod tests {
         let bars = t.lines().filter(|l| l.contains(" | #")).count();
         assert_eq!(bars, r.amplification.histogram.len());
         assert!(t.contains("api.github.com."));
-        // The in-cluster name with most dots is `web.prod` (one): ndots 2 keeps it searched.
+        // The in-cluster name with most dots is `web.prod` (one): musl needs ndots 2 for it.
         assert!(t.contains("value: \"2\""), "{t}");
-        assert!(t.contains("zones: [\"github.com\"]"), "{t}");
+        assert!(t.contains("- \"github.com\""), "{t}");
+        // Advice comes before the tables.
+        assert!(t.find("advice").unwrap() < t.find("top clients").unwrap());
+        // Relative names print without a trailing dot.
+        assert!(t.contains("  web.prod "), "{t}");
     }
 }

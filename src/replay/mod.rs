@@ -330,6 +330,9 @@ pub struct SettingReport {
     pub unknown_answers: u64,
     pub changes: Vec<Change>,
     pub latency_ms: Option<Latency>,
+    /// Live: queries the target left unanswered (DESIGN §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<u64>,
     /// Distinct `(name, type)` whose answer was inferred (RFC 8020, Kubernetes schema).
     pub inferred_answers: u64,
     /// Lookups whose result would differ if every unknown answer were NXDOMAIN: uncertain.
@@ -350,11 +353,17 @@ pub struct SettingReport {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Change {
+    /// The name the application asked (as written: no trailing dot unless it had one).
     pub name: String,
     pub before: String,
     pub after: String,
     pub lookups: u64,
+    /// Clients whose lookups changed (the first few), to find them in `capture dump`.
+    pub clients: Vec<String>,
 }
+
+/// Clients listed per change.
+const CHANGE_CLIENTS: usize = 3;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
@@ -392,6 +401,9 @@ pub struct ReplayReport {
     pub captured: SettingReport,
     pub settings: Vec<SettingReport>,
     pub recommendation: Recommendation,
+    /// Live: the pace the walks were sent at, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pace: Option<String>,
 }
 
 /// A demand walked under one setting.
@@ -485,6 +497,14 @@ impl Replay {
             baseline: Default::default(),
             fqdn: Default::default(),
         }
+    }
+
+    /// Whether the capture has real timestamps. Readers give lines without a time times that
+    /// count up from 0 (CoreDNS >= 1.6.3 without kubectl's prefix, dnsperf files), so a capture
+    /// whose lookups start before 2000 has none, and its "captured pace" means nothing.
+    pub fn has_timestamps(&self) -> bool {
+        const Y2000_US: u64 = 946_684_800_000_000;
+        self.lookups.first().is_some_and(|l| l.start.0 >= Y2000_US)
     }
 
     /// Repeat the captured lookups `n` times in all, each copy after the last (live load
@@ -760,6 +780,7 @@ impl Replay {
             lookup_p50: figures.lookup_ms.p50,
             lookup_p99: figures.lookup_ms.p99,
         });
+        r.timeouts = Some(figures.timeouts);
         r.live = Some(figures);
         Ok(r)
     }
@@ -784,8 +805,11 @@ impl Replay {
             ..SettingReport::default()
         };
         let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut changes: HashMap<(u32, End, End), u64> = HashMap::new();
-        let mut possible: HashMap<(u32, End, End), u64> = HashMap::new();
+        // Keyed by the name asked, not the demand: two demands of one name (another
+        // namespace, a pair and a single type) are one line.
+        type Changes<'a> = HashMap<(&'a str, End, End), (u64, Vec<IpAddr>)>;
+        let mut changes: Changes = HashMap::new();
+        let mut possible: Changes = HashMap::new();
         for (i, l) in self.lookups.iter().enumerate() {
             let o = &outcomes[if per_lookup { i } else { l.demand as usize }];
             let (q, nx, up, types) = if o.as_captured {
@@ -830,11 +854,19 @@ impl Replay {
                 r.uncertain_lookups += 1;
             }
             if before != o.end {
-                let key = (l.demand, before, o.end.clone());
-                if o.uncertain {
-                    *possible.entry(key).or_default() += 1;
+                let key = (
+                    &*self.demands[l.demand as usize].name,
+                    before,
+                    o.end.clone(),
+                );
+                let e = if o.uncertain {
+                    possible.entry(key).or_default()
                 } else {
-                    *changes.entry(key).or_default() += 1;
+                    changes.entry(key).or_default()
+                };
+                e.0 += 1;
+                if e.1.len() < CHANGE_CLIENTS && !e.1.contains(&l.client) {
+                    e.1.push(l.client);
                 }
             }
         }
@@ -844,15 +876,16 @@ impl Replay {
             r.queries as f64 / r.lookups as f64
         };
         r.histogram = hist.into_iter().map(|(k, v)| [k, v]).collect();
-        let list = |m: HashMap<(u32, End, End), u64>| -> (u64, Vec<Change>) {
-            let total = m.values().sum();
+        let list = |m: Changes| -> (u64, Vec<Change>) {
+            let total = m.values().map(|v| v.0).sum();
             let mut v: Vec<Change> = m
                 .into_iter()
-                .map(|((d, b, a), n)| Change {
-                    name: self.demands[d as usize].name.to_string(),
+                .map(|((name, b, a), (n, clients))| Change {
+                    name: name.to_string(),
                     before: b.describe(),
                     after: a.describe(),
                     lookups: n,
+                    clients: clients.iter().map(IpAddr::to_string).collect(),
                 })
                 .collect();
             v.sort_by(|a, b| b.lookups.cmp(&a.lookups).then_with(|| a.name.cmp(&b.name)));

@@ -1,0 +1,502 @@
+//! Metrics and logs that say what happened (issue 15, DESIGN §9 "Metrics", "Logs"), against the
+//! proxy binary with real sockets:
+//! - every series in `metrics::ALL` (and `metrics::COREDNS` when on) is on `/metrics` before
+//!   the first query, and `promtool check metrics` accepts the exposition;
+//! - `ndots_dns_request_duration_seconds` counts every answer: its count per `source` equals
+//!   the responses per source (cache, upstream, shortcut, stale, local), and the sum equals the
+//!   requests;
+//! - logs: JSON lines parse, no ESC byte when stderr is a pipe, the start line has no `Some(`;
+//! - the query log (`log.queries`) analyzed by `ndots analyze` gives the proxy's own `/report`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tools::{free_port, http_get, require};
+use common::upstream::{Rec, Upstream};
+use ndots::wire;
+
+/// The proxy binary, killed on drop.
+struct Proxy {
+    child: Child,
+    dns: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Start with `config` (YAML, without listen/admin) and wait until it is ready (or, when
+    /// the upstream cannot answer yet, until /healthz answers).
+    fn start(dir: &Path, config: &str, extra: &[&str], stdout: Stdio) -> Proxy {
+        let (dns, admin) = (free_port(), free_port());
+        let dns: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        let path = dir.join("ndots.yaml");
+        std::fs::write(
+            &path,
+            format!("listen: [\"{dns}\"]\nadmin: \"{admin}\"\nserver: {{workers: 1}}\n{config}"),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .arg("proxy")
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let p = Proxy { child, dns, admin };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "the proxy never served /healthz");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").expect("/metrics").1
+    }
+
+    /// SIGTERM, wait, and return what it wrote to stderr.
+    fn stop(mut self) -> Vec<u8> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let mut err = Vec::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_end(&mut err);
+        }
+        err
+    }
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Ask over UDP; the answer's rcode.
+fn ask(to: SocketAddr, from: &UdpSocket, name: &str, qtype: u16) -> u16 {
+    let mut q = Vec::new();
+    wire::build_query(rand_id(), name, qtype, false, &mut q).unwrap();
+    from.send_to(&q, to).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = from.recv(&mut buf).expect("an answer");
+    wire::parse_response(&buf[..n]).unwrap().rcode
+}
+
+fn rand_id() -> u16 {
+    (Instant::now().elapsed().subsec_nanos() ^ std::process::id()) as u16
+}
+
+/// Sum of the samples of `name` whose labels include every `key="value"` in `with`.
+fn sum(text: &str, name: &str, with: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels: Vec<&str> = labels.split(',').collect();
+            (n == name && with.iter().all(|w| labels.contains(w)))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Does the exposition hold a sample of `name` (a histogram through its `_count`)?
+fn has_series(text: &str, name: &str, kind: &str) -> bool {
+    let sample = if kind == "histogram" {
+        format!("{name}_count")
+    } else {
+        name.to_string()
+    };
+    text.lines().any(|l| {
+        l.strip_prefix(sample.as_str())
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
+}
+
+fn promtool_check(text: &str) {
+    if !require("promtool") {
+        return;
+    }
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    // promtool lints counters without `_total` and the like as warnings on stdout; the exit
+    // status is what fails on a malformed exposition.
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_series_in_metrics_all_is_exported_before_the_first_query() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\nmetrics: {{coredns_names: true}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let text = p.metrics();
+    let mut missing = Vec::new();
+    for m in ndots::metrics::ALL.iter().chain(ndots::metrics::COREDNS) {
+        if !has_series(&text, m.name, m.kind) {
+            missing.push(m.name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not exported before the first query: {missing:?}\n{text}"
+    );
+    // Counters with known label values are there at 0: the shadow-mode check has its series
+    // and the SERVFAIL ratio its numerator.
+    assert!(
+        text.contains("\nndots_shadow_disagreements_total 0\n"),
+        "{text}"
+    );
+    let servfail = format!(
+        "ndots_dns_responses_total{{server=\"dns://{}\",zone=\".\",rcode=\"SERVFAIL\",source=\"upstream\"}} 0",
+        p.dns
+    );
+    assert!(text.contains(&servfail), "{servfail} missing:\n{text}");
+    assert!(
+        text.contains("ndots_overload_drops_total{limit=\"max_inflight\"} 0"),
+        "{text}"
+    );
+    let upstream_failures = format!(
+        "ndots_upstream_failures_total{{to=\"{}\",reason=\"timeout\"}} 0",
+        up.addr
+    );
+    assert!(text.contains(&upstream_failures), "{text}");
+    // process_* from /proc: a resident set above 1 MiB, some CPU time, open descriptors.
+    assert!(
+        sum(&text, "process_resident_memory_bytes", &[]) > 1e6,
+        "{text}"
+    );
+    assert!(sum(&text, "process_open_fds", &[]) >= 3.0, "{text}");
+    assert!(
+        sum(&text, "process_start_time_seconds", &[]) > 1.6e9,
+        "{text}"
+    );
+    promtool_check(&text);
+}
+
+/// The bug: only answers that waited on an upstream were timed (138,494 of 348,448 requests in
+/// one dnsperf run), so the latency panel showed miss latency only.
+#[test]
+fn request_duration_counted_only_upstream_answers() {
+    let up = Upstream::start();
+    up.add(
+        "web.default.svc.cluster.local.",
+        1,
+        Rec::A(Ipv4Addr::new(10, 96, 0, 7), 60),
+    );
+    up.add("short.example.", 1, Rec::A(Ipv4Addr::new(192, 0, 2, 9), 1));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 300ms}}]\n\
+         shortcut: {{mode: nxdomain, zones: [github.com]}}\n\
+         cache: {{serve_stale: 3600, prefetch: false}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let c = client();
+    let name = "web.default.svc.cluster.local.";
+    // upstream: 2 (the first ask, and one for a short-TTL name); cache: 3.
+    assert_eq!(ask(p.dns, &c, name, 1), 0);
+    for _ in 0..3 {
+        assert_eq!(ask(p.dns, &c, name, 1), 0);
+    }
+    assert_eq!(ask(p.dns, &c, "short.example.", 1), 0);
+    // shortcut: 2 expansions of a github.com name.
+    assert_eq!(
+        ask(p.dns, &c, "api.github.com.default.svc.cluster.local.", 1),
+        3
+    );
+    assert_eq!(ask(p.dns, &c, "api.github.com.svc.cluster.local.", 1), 3);
+    // local: zone transfers (AXFR, IXFR) are refused.
+    assert_eq!(ask(p.dns, &c, "web.default.svc.cluster.local.", 252), 5);
+    assert_eq!(ask(p.dns, &c, "web.default.svc.cluster.local.", 251), 5);
+    // stale: the short-TTL answer expires and the upstream stops answering.
+    std::thread::sleep(Duration::from_millis(1100));
+    up.silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(ask(p.dns, &c, "short.example.", 1), 0);
+
+    let text = p.metrics();
+    let dur = "ndots_dns_request_duration_seconds_count";
+    for (source, want) in [
+        ("upstream", 2.0),
+        ("cache", 3.0),
+        ("shortcut", 2.0),
+        ("local", 2.0),
+        ("stale", 1.0),
+    ] {
+        let s = format!("source=\"{source}\"");
+        let responses = sum(&text, "ndots_dns_responses_total", &[&s]);
+        assert_eq!(responses, want, "responses from {source}:\n{text}");
+        assert_eq!(
+            sum(&text, dur, &[&s]),
+            responses,
+            "answers from {source} timed:\n{text}"
+        );
+    }
+    assert_eq!(
+        sum(&text, dur, &[]),
+        sum(&text, "ndots_dns_requests_total", &[]),
+        "every request answered and timed:\n{text}"
+    );
+    // The `type` label: the three cache hits were for A.
+    assert_eq!(sum(&text, dur, &["source=\"cache\"", "type=\"A\""]), 3.0);
+}
+
+#[test]
+fn logs_are_plain_text_on_a_pipe_and_json_lines_parse() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\n", up.addr);
+
+    // Text on a pipe: no ANSI escapes, and a start line without Rust's `Some(...)`.
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let admin = p.admin;
+    let err = p.stop();
+    let text = String::from_utf8_lossy(&err);
+    assert!(!err.contains(&0x1b), "an ESC byte on a pipe:\n{text:?}");
+    let start = text
+        .lines()
+        .find(|l| l.contains("ndots proxy serving"))
+        .unwrap_or_else(|| panic!("no start line:\n{text}"));
+    assert!(!start.contains("Some("), "{start}");
+    assert!(start.contains(&format!("admin={admin}")), "{start}");
+
+    // JSON: every line an object with timestamp, level, target and message.
+    let p = Proxy::start(
+        dir.path(),
+        &config,
+        &["--log-format", "json"],
+        Stdio::null(),
+    );
+    let admin = p.admin;
+    let err = p.stop();
+    let text = String::from_utf8_lossy(&err);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "start and drain lines:\n{text}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(v[key].is_string(), "{key} in {line}");
+        }
+    }
+    let start: serde_json::Value = serde_json::from_str(
+        lines
+            .iter()
+            .find(|l| l.contains("ndots proxy serving"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(start["level"], "info");
+    assert_eq!(start["admin"], admin.to_string());
+    assert!(
+        ndots::capture::coredns_log::parse_rfc3339(start["timestamp"].as_str().unwrap()).is_some()
+    );
+
+    // The config key does the same as the flag.
+    let p = Proxy::start(
+        dir.path(),
+        &format!("{config}log: {{format: json}}\n"),
+        &[],
+        Stdio::null(),
+    );
+    let err = p.stop();
+    let first = String::from_utf8_lossy(&err);
+    let first = first.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "{first}"
+    );
+}
+
+/// The walk glibc sends for `base` under ndots:5 in namespace `default` (type A), until an
+/// answer with records.
+fn walk(to: SocketAddr, from: &UdpSocket, base: &str) {
+    for suffix in [
+        "default.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+        "",
+    ] {
+        let name = if suffix.is_empty() {
+            format!("{base}.")
+        } else {
+            format!("{base}.{suffix}")
+        };
+        if ask(to, from, &name, 1) == 0 {
+            return;
+        }
+    }
+}
+
+#[test]
+fn query_log_analyzed_equals_the_proxys_own_report() {
+    let up = Upstream::start();
+    for name in ["api.github.com.", "example.org."] {
+        up.add(name, 1, Rec::A(Ipv4Addr::new(192, 0, 2, 1), 60));
+    }
+    up.add(
+        "web.default.svc.cluster.local.",
+        1,
+        Rec::A(Ipv4Addr::new(10, 96, 0, 1), 60),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("queries.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\nshortcut: {{mode: off}}\n\
+         log: {{queries: true}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::from(log));
+    let clients: Vec<UdpSocket> = (0..3).map(|_| client()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        walk(p.dns, c, "api.github.com");
+        walk(p.dns, c, "web");
+        walk(p.dns, c, "example.org");
+        if i == 0 {
+            walk(p.dns, c, "nothing.example");
+        }
+    }
+    let want_lookups = 10;
+    // Walks end on their answer or after `tracker.idle` (2 s) without a query.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let (_, body) = http_get(p.admin, "/report").unwrap();
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if r["lookups"].as_u64() >= Some(want_lookups) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never reached 10 lookups: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = p.stop();
+    let lines = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        lines.lines().count() as u64,
+        report["queries"].as_u64().unwrap(),
+        "one log line per answered query:\n{lines}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["analyze", "--format", "json"])
+        .arg(&log_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let analyzed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // What the log carries: every query with client, name, type, rcode and timing. (Not which
+    // answers came from cache: a log line is an upstream-or-cache answer alike, so the
+    // upstream-load figures are not compared.)
+    for key in [
+        "queries",
+        "lookups",
+        "amplification",
+        "wasted_queries",
+        "by_type",
+        "by_suffix",
+        "wasted_by_suffix",
+        "outcomes",
+        "retries",
+    ] {
+        assert_eq!(
+            analyzed[key], report[key],
+            "{key}: analyze of the query log vs /report\nlog:\n{lines}"
+        );
+    }
+    assert_eq!(report["lookups"].as_u64(), Some(want_lookups));
+}
+
+/// The bug: the `type` label was the query type's mnemonic or `TYPEn`, so a client sending
+/// arbitrary types created a series per type (and per source and zone on the duration
+/// histogram): unbounded memory in the proxy and in Prometheus.
+#[test]
+fn type_label_grew_a_series_per_query_type_sent() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\nmetrics: {{coredns_names: true}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let c = client();
+    for qtype in 1000..1100u16 {
+        ask(p.dns, &c, "web.example.", qtype);
+    }
+    assert_eq!(ask(p.dns, &c, "web.example.", 16), 3);
+    let text = p.metrics();
+    assert!(
+        !text.contains("TYPE10"),
+        "a series per unknown type:\n{text}"
+    );
+    assert_eq!(
+        sum(&text, "ndots_dns_requests_total", &["type=\"other\""]),
+        100.0
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "ndots_dns_request_duration_seconds_count",
+            &["type=\"other\""]
+        ),
+        100.0
+    );
+    assert_eq!(
+        sum(&text, "coredns_dns_requests_total", &["type=\"other\""]),
+        100.0
+    );
+    // Monitored types keep their names.
+    assert_eq!(
+        sum(&text, "ndots_dns_requests_total", &["type=\"TXT\""]),
+        1.0
+    );
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("ndots_dns_request_duration_seconds_count"))
+        .count();
+    assert!(series < 20, "{series} duration series");
+}
