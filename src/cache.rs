@@ -683,6 +683,7 @@ mod tests {
             negative_max_ttl: 30,
             serve_stale: 60,
             prefetch: true,
+            stale_after: Duration::from_millis(1800),
         }
     }
 

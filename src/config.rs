@@ -241,6 +241,11 @@ pub struct CacheSection {
     pub serve_stale: Option<u32>,
     /// Refresh popular entries shortly before they expire. Default `true`.
     pub prefetch: Option<bool>,
+    /// The client response timer (RFC 8767 §5): a client whose query has waited this long on
+    /// the upstreams gets the stale answer, if the cache has one, while the upstream query
+    /// goes on and refreshes the cache. `0s` turns the timer off (stale only on failure).
+    /// Default `1.8s`.
+    pub stale_after: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
@@ -478,6 +483,8 @@ pub struct CacheConfig {
     /// Seconds past expiry an entry may be served when upstreams fail (RFC 8767); 0 = never.
     pub serve_stale: u32,
     pub prefetch: bool,
+    /// RFC 8767 §5 client response timer; zero = off.
+    pub stale_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -822,6 +829,10 @@ impl Config {
             negative_max_ttl: cs.negative_max_ttl.unwrap_or(30),
             serve_stale: cs.serve_stale.unwrap_or(3600),
             prefetch: cs.prefetch.unwrap_or(true),
+            stale_after: cs
+                .stale_after
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_millis(1800)),
         };
         if cache.min_ttl > cache.max_ttl {
             bail!(

@@ -29,6 +29,7 @@ pub const UPSTREAM_REQUESTS: &str = "ndots_upstream_requests_total";
 pub const UPSTREAM_REQUEST_DURATION: &str = "ndots_upstream_request_duration_seconds";
 pub const UPSTREAM_FAILURES: &str = "ndots_upstream_failures_total";
 pub const UPSTREAM_HEALTHY: &str = "ndots_upstream_healthy";
+pub const UPSTREAM_TCP_REPLACED: &str = "ndots_upstream_tcp_replaced_total";
 pub const LOOKUP_QUERIES: &str = "ndots_lookup_queries";
 pub const LOOKUP_DURATION: &str = "ndots_lookup_duration_seconds";
 pub const LOOKUPS: &str = "ndots_lookups_total";
@@ -44,6 +45,8 @@ pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 /// limit (DESIGN §3 "bounded memory under any load").
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
 pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
+pub const FORWARDING_LOOP: &str = "ndots_forwarding_loop";
+pub const FOREIGN_LISTENERS: &str = "ndots_foreign_listeners";
 
 /// `ndots collect` (DESIGN §9 "dnstap"): the Frame Streams receiver.
 pub const COLLECT_CONNECTIONS: &str = "ndots_collect_connections";
@@ -162,11 +165,12 @@ pub const ALL: &[MetricInfo] = &[
     metric(CACHE_HITS, "counter", &[CACHE_TYPE], "Cache hits, by type."),
     metric(CACHE_MISSES, "counter", &[], "Cache misses."),
     metric(CACHE_EVICTIONS, "counter", &[CACHE_TYPE], "Entries evicted to stay within cache.capacity, by type."),
-    metric(CACHE_SERVED_STALE, "counter", &[], "Expired answers served because upstreams failed (RFC 8767, cache.serve_stale)."),
+    metric(CACHE_SERVED_STALE, "counter", &[("reason", "`no_answer` (timeouts, connection errors), `servfail` or `refused` (every upstream said so), `client_timer` (no upstream answer within cache.stale_after), `overload` (server.max_inflight)")], "Expired answers served instead of waiting or failing (RFC 8767, cache.serve_stale), by reason."),
     metric(CACHE_PREFETCH, "counter", &[], "Popular entries refreshed before expiry (cache.prefetch)."),
     metric(UPSTREAM_REQUESTS, "counter", &[TO, ("proto", "`udp` or `tcp`")], "Queries sent to upstream servers, by server and transport."),
     metric(UPSTREAM_REQUEST_DURATION, "histogram", &[TO, ("rcode", "the upstream's response code")], "Upstream round-trip time, by server and response code."),
-    metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed`, `all_failed`; replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`")], "Upstream attempts that failed, by server and reason."),
+    metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed`, `backoff` (TCP reconnect backing off after failed connects), `all_failed`; replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`")], "Upstream attempts that failed, by server and reason."),
+    metric(UPSTREAM_TCP_REPLACED, "counter", &[TO], "Upstream TCP connections closed because a reply on them timed out; the next query opens a fresh one."),
     metric(UPSTREAM_HEALTHY, "gauge", &[TO], "1 while the server answers, 0 after 3 failures in a row until it answers a query or a health probe again (set at each scrape)."),
     metric(LOOKUP_QUERIES, "histogram", &[QTYPE], "Queries per lookup (search-path walk), by query type (buckets 1,2,3,4,5,6,8,10,12,16)."),
     metric(LOOKUP_DURATION, "histogram", &[QTYPE], "Time from the first query of a walk to its final answer, by query type."),
@@ -180,7 +184,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(CONFIG_RELOADS, "counter", &[("result", "`success` or `failure` (the old configuration keeps serving)")], "Configuration reloads (SIGHUP or a changed file), by result."),
     metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
-    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight`, `max_tcp_connections` or `memory_limit` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
+    metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight`, `max_tcp_connections` or `memory_limit` (server section); `tcp_client_buffer` (a TCP client's unread answers passed 256 KiB: connection closed); `admin_connections` (64 admin connections at once)")], "Queries answered SERVFAIL or connections refused or closed because a limit was reached, by limit."),
     metric(COLLECT_CONNECTIONS, "gauge", &[], "ndots collect: dnstap sender connections open (set at each scrape)."),
     metric(COLLECT_SESSIONS, "counter", &[("result", "`ok` (STOP received), `closed` (closed without STOP), `error` (framing or handshake error), `refused` (over the connection limit)")], "ndots collect: Frame Streams sessions ended, by how (set at each scrape)."),
     metric(COLLECT_FRAMES, "counter", &[], "ndots collect: dnstap data frames received (set at each scrape)."),
@@ -196,6 +200,8 @@ pub const ALL: &[MetricInfo] = &[
     metric(MEMORY_USED, "gauge", &[MEMORY_PART], "Bytes charged to each part of the memory budget now (estimates of what it holds, set at each scrape)."),
     metric(MEMORY_REFUSALS, "counter", &[("reason", "the part that was full: `cache` (answer not stored), `waiting` (query answered stale or SERVFAIL at once), `tcp` (connection closed), `tracker_queue` (events dropped), `tracker_walks` (oldest walk evicted)")], "Things refused because their part of the memory budget was full, by part (set at each scrape)."),
     metric(TRACKER_SHED_EVENTS, "counter", &[], "Query events of walks the tracker left out whole because it was behind: those walks are missing from the amplification figures, the others are counted whole (also `shed_events` in /report; set at each scrape)."),
+    metric(FORWARDING_LOOP, "gauge", &[], "1 while a forwarding loop stands: a probe query sent upstream came back to this proxy (checked at start, on reload, and every 30 s while looping); /readyz is 503 meanwhile."),
+    metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 5 s)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
     metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
     metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),
@@ -385,8 +391,11 @@ pub fn preregister(k: &Known<'_>) {
         metrics::counter!(COREDNS_CACHE_MISSES, "server" => k.server.to_string()).increment(0);
         metrics::counter!(COREDNS_FORWARD_HEALTHCHECK_BROKEN).increment(0);
     }
+    for reason in crate::proxy::handler::StaleReason::ALL {
+        metrics::counter!(CACHE_SERVED_STALE, "reason" => reason.as_str()).increment(0);
+    }
+    metrics::gauge!(FORWARDING_LOOP).set(0.0);
     for name in [
-        CACHE_SERVED_STALE,
         CACHE_PREFETCH,
         SHADOW_DISAGREEMENTS,
         TRACKER_EVICTIONS,
@@ -406,6 +415,10 @@ pub fn preregister(k: &Known<'_>) {
         for reason in ["timeout", "io", "malformed", "closed"] {
             metrics::counter!(UPSTREAM_FAILURES, "to" => t(), "reason" => reason).increment(0);
         }
+        if tcp_only {
+            metrics::counter!(UPSTREAM_FAILURES, "to" => t(), "reason" => "backoff").increment(0);
+        }
+        metrics::counter!(UPSTREAM_TCP_REPLACED, "to" => t()).increment(0);
         metrics::gauge!(UPSTREAM_HEALTHY, "to" => t()).increment(0.0);
         if coredns {
             metrics::counter!(COREDNS_FORWARD_REQUESTS, "to" => t()).increment(0);
@@ -437,7 +450,12 @@ pub fn preregister(k: &Known<'_>) {
         metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);
     }
     metrics::counter!(REFUSED_QUERIES, "reason" => "client").increment(0);
-    for limit in ["max_inflight", "max_tcp_connections"] {
+    for limit in [
+        "max_inflight",
+        "max_tcp_connections",
+        "tcp_client_buffer",
+        "admin_connections",
+    ] {
         metrics::counter!(OVERLOAD_DROPS, "limit" => limit).increment(0);
     }
 }

@@ -3,7 +3,10 @@
 //! A query goes to the zone with the longest matching suffix; within a zone, servers are tried
 //! in order, healthy ones first, each attempt bounded by the zone's timeout. Sockets are pooled
 //! and long-lived: a few connected UDP sockets per server (the kernel then drops datagrams from
-//! any other source address) and one pipelined TCP connection (RFC 7766 §6.2.1.1). Every query
+//! any other source address) and a few pipelined TCP connections (RFC 7766 §6.2.1.1), each
+//! with a bounded number of queries in flight. A TCP connection whose reply times out is
+//! closed and replaced; failed connects back off exponentially; health probes use a connection
+//! of their own. Every query
 //! gets a fresh random ID, and a reply is accepted only when its ID *and* question match what
 //! was sent (RFC 5452 §9.1); anything else is counted and ignored.
 
@@ -30,6 +33,15 @@ const UDP_SOCKETS_PER_SERVER: usize = 4;
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long an unhealthy server stays at the back of the line before it is trusted again.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(5);
+/// TCP connections kept open per server; queries are spread over them.
+const TCP_CONNS_PER_SERVER: usize = 4;
+/// Queries in flight on one TCP connection (RFC 7766 §6.2.1.1 pipelining), bounded so a
+/// connection that stalls holds at most this many queries hostage.
+const TCP_PIPELINE: usize = 64;
+/// Backoff between failed TCP connects to one server: doubles from MIN up to MAX, and ends at
+/// the first connect (or health probe) that succeeds.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Largest DNS message (RFC 1035 §4.2.2 two-byte length).
 const MAX_MESSAGE: usize = 65535;
 
@@ -43,6 +55,8 @@ pub enum UpstreamError {
     Malformed(SocketAddr, WireError),
     #[error("upstream {0} closed the connection")]
     Closed(SocketAddr),
+    #[error("upstream {0}: TCP reconnect backing off after failed connects")]
+    Backoff(SocketAddr),
     #[error("no upstream answered")]
     AllFailed,
 }
@@ -54,6 +68,7 @@ impl UpstreamError {
             UpstreamError::Io(..) => "io",
             UpstreamError::Malformed(..) => "malformed",
             UpstreamError::Closed(_) => "closed",
+            UpstreamError::Backoff(_) => "backoff",
             UpstreamError::AllFailed => "all_failed",
         }
     }
@@ -79,6 +94,12 @@ pub struct Zone {
     servers: Vec<Arc<Server>>,
     protocol: Protocol,
     timeout: Duration,
+}
+
+impl Zone {
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
 }
 
 impl Router {
@@ -186,6 +207,21 @@ impl Router {
         fallback.ok_or(last_err)
     }
 
+    /// Send `query` to one server of a zone, without failover and without touching its
+    /// health (the forwarding-loop probe). Returns the server's address; the reply, if any, is
+    /// not needed.
+    pub async fn exchange_with(&self, zone: usize, server: usize, query: &[u8]) -> SocketAddr {
+        let z = &self.zones[zone];
+        let s = &z.servers[server];
+        if let Ok(q) = wire::parse_question(query) {
+            let _ = match z.protocol {
+                Protocol::Tcp => s.probe_tcp(query, &q, z.timeout).await,
+                Protocol::Udp => s.exchange_udp(query, &q, z.timeout).await,
+            };
+        }
+        s.addr
+    }
+
     /// `/readyz`: ready once some upstream has answered, and while every zone has at least one
     /// server that is not failing. A node whose cluster DNS is unreachable should say so, even
     /// though cached names keep answering (serve-stale).
@@ -236,7 +272,7 @@ impl Router {
                     (server.clone(), query.clone(), z.protocol, z.timeout);
                 probes.spawn(async move {
                     let result = match protocol {
-                        Protocol::Tcp => server.exchange_tcp(&query, &q, timeout).await,
+                        Protocol::Tcp => server.probe_tcp(&query, &q, timeout).await,
                         Protocol::Udp => server.exchange_udp(&query, &q, timeout).await,
                     };
                     match result {
@@ -281,7 +317,13 @@ pub struct Server {
     label: String,
     udp: Mutex<Vec<Arc<UdpConn>>>,
     next_udp: AtomicUsize,
-    tcp: tokio::sync::Mutex<Option<Arc<TcpConn>>>,
+    /// Pooled TCP connections, at most `TCP_CONNS_PER_SERVER`.
+    tcp: tokio::sync::Mutex<Vec<Arc<TcpConn>>>,
+    /// Query slots over all of this server's TCP connections.
+    tcp_slots: tokio::sync::Semaphore,
+    /// Failed TCP connects in a row, and when the next connect may be tried (backoff).
+    connect_failures: AtomicU32,
+    next_connect_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     last_failure_ms: AtomicU64,
     ever_answered: std::sync::atomic::AtomicBool,
@@ -294,7 +336,10 @@ impl Server {
             label: addr.to_string(),
             udp: Mutex::new(Vec::new()),
             next_udp: AtomicUsize::new(0),
-            tcp: tokio::sync::Mutex::new(None),
+            tcp: tokio::sync::Mutex::new(Vec::new()),
+            tcp_slots: tokio::sync::Semaphore::new(TCP_CONNS_PER_SERVER * TCP_PIPELINE),
+            connect_failures: AtomicU32::new(0),
+            next_connect_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_failure_ms: AtomicU64::new(0),
             ever_answered: false.into(),
@@ -406,6 +451,10 @@ impl Server {
         self.finish(bytes, started)
     }
 
+    /// One query over TCP. A connection whose reply does not come within the timeout is closed
+    /// and taken out of the pool, so the next query opens a fresh one: a server that vanished
+    /// without a RST (a deleted pod) costs one timeout, not every query until the kernel gives
+    /// up on the socket.
     async fn exchange_tcp(
         &self,
         query: &[u8],
@@ -414,52 +463,70 @@ impl Server {
     ) -> Result<Reply, UpstreamError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
+        // Bounded pipelining: at most TCP_CONNS_PER_SERVER x TCP_PIPELINE queries in flight to
+        // one server; beyond that a query waits for a slot until its deadline.
+        let _slot = tokio::time::timeout_at(deadline, self.tcp_slots.acquire())
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.addr))?
+            .map_err(|_| UpstreamError::Closed(self.addr))?;
         // One retry on a fresh connection: a pooled connection may have been closed by the
         // server while idle (RFC 7766 §6.2.3) and we only learn it when writing.
         for attempt in 0..2 {
-            let conn = self.tcp_conn(deadline).await?;
+            let lease = self.tcp_conn(deadline).await?;
             self.count_request("tcp");
-            let (id, rx) = conn.dispatch.register(query, q);
-            let mut msg = Vec::with_capacity(query.len() + 2);
-            msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
-            msg.extend_from_slice(query);
-            wire::set_id(&mut msg[2..], id);
-            let write = async {
-                let mut w = conn.writer.lock().await;
-                w.write_all(&msg).await
-            };
-            if let Err(e) = tokio::time::timeout_at(deadline, write)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "write timed out",
-                    ))
-                })
-            {
-                conn.dispatch.cancel(id);
-                self.drop_tcp(&conn).await;
-                if attempt == 0 {
-                    continue;
+            match lease.conn.exchange(query, q, deadline).await {
+                Ok(bytes) => return self.finish(bytes, started),
+                Err(TcpFail::Timeout) => {
+                    self.drop_tcp(&lease.conn).await;
+                    m::cached_counter(
+                        m::label_key(44, &[self.id()]),
+                        || metrics::counter!(m::UPSTREAM_TCP_REPLACED, "to" => self.label.clone()),
+                    )
+                    .increment(1);
+                    return Err(UpstreamError::Timeout(self.addr));
                 }
-                return Err(UpstreamError::Io(self.addr, e));
-            }
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(bytes)) => return self.finish(bytes, started),
-                Ok(Err(_)) => {
-                    self.drop_tcp(&conn).await;
+                Err(fail) => {
+                    self.drop_tcp(&lease.conn).await;
                     if attempt == 0 && tokio::time::Instant::now() < deadline {
                         continue;
                     }
-                    return Err(UpstreamError::Closed(self.addr));
-                }
-                Err(_) => {
-                    conn.dispatch.cancel(id);
-                    return Err(UpstreamError::Timeout(self.addr));
+                    return Err(match fail {
+                        TcpFail::Write(e) => UpstreamError::Io(self.addr, e),
+                        _ => UpstreamError::Closed(self.addr),
+                    });
                 }
             }
         }
         Err(UpstreamError::Closed(self.addr))
+    }
+
+    /// A health probe over TCP, always on a connection of its own: a probe sent down the
+    /// pooled connection that stalled would only stall with it. An answered probe ends any
+    /// reconnect backoff; its connection is then closed (dropped here).
+    async fn probe_tcp(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.addr))?
+            .map_err(|e| UpstreamError::Io(self.addr, e))?;
+        let _ = stream.set_nodelay(true);
+        let conn = TcpConn::start(stream, self.addr);
+        self.count_request("tcp");
+        let bytes = match conn.exchange(query, q, deadline).await {
+            Ok(b) => b,
+            Err(TcpFail::Timeout) => return Err(UpstreamError::Timeout(self.addr)),
+            Err(TcpFail::Write(e)) => return Err(UpstreamError::Io(self.addr, e)),
+            Err(TcpFail::Closed) => return Err(UpstreamError::Closed(self.addr)),
+        };
+        self.connect_failures.store(0, Ordering::Relaxed);
+        self.next_connect_ms.store(0, Ordering::Relaxed);
+        self.finish(bytes, started)
     }
 
     fn finish(&self, bytes: Vec<u8>, started: Instant) -> Result<Reply, UpstreamError> {
@@ -474,33 +541,87 @@ impl Server {
         })
     }
 
-    async fn tcp_conn(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Arc<TcpConn>, UpstreamError> {
-        let mut slot = self.tcp.lock().await;
-        if let Some(c) = slot.as_ref() {
-            if !c.dead.load(Ordering::Relaxed) {
-                return Ok(c.clone());
+    /// A connection with room for one more query: the first pooled one below
+    /// `TCP_PIPELINE` (fill one connection before opening the next, RFC 7766 §6.2.1), else a
+    /// new one while the pool has room. A new connection after failed connects waits out an
+    /// exponential backoff; meanwhile the query fails at once and goes to the next server.
+    async fn tcp_conn(&self, deadline: tokio::time::Instant) -> Result<TcpLease, UpstreamError> {
+        let mut pool = self.tcp.lock().await;
+        pool.retain(|c| !c.dead.load(Ordering::Relaxed));
+        let room = pool
+            .iter()
+            .find(|c| c.inflight.load(Ordering::Relaxed) < TCP_PIPELINE)
+            .cloned();
+        let conn = match room {
+            Some(c) => c,
+            None if pool.len() >= TCP_CONNS_PER_SERVER => pool
+                .iter()
+                .min_by_key(|c| c.inflight.load(Ordering::Relaxed))
+                .cloned()
+                .expect("a full pool is not empty"),
+            None => {
+                if clock_ms() < self.next_connect_ms.load(Ordering::Relaxed) {
+                    return Err(UpstreamError::Backoff(self.addr));
+                }
+                let connected =
+                    match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(UpstreamError::Io(self.addr, e)),
+                        Err(_) => Err(UpstreamError::Timeout(self.addr)),
+                    };
+                let stream = match connected {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let n = self
+                            .connect_failures
+                            .fetch_add(1, Ordering::Relaxed)
+                            .min(16);
+                        let wait = (RECONNECT_MIN.as_millis() as u64)
+                            .saturating_mul(1 << n)
+                            .min(RECONNECT_MAX.as_millis() as u64);
+                        self.next_connect_ms
+                            .store(clock_ms() + wait, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                };
+                self.connect_failures.store(0, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                let conn = TcpConn::start(stream, self.addr);
+                pool.push(conn.clone());
+                conn
             }
-        }
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| UpstreamError::Timeout(self.addr))?
-            .map_err(|e| UpstreamError::Io(self.addr, e))?;
-        let _ = stream.set_nodelay(true);
-        let conn = TcpConn::start(stream, self.addr);
-        *slot = Some(conn.clone());
-        Ok(conn)
+        };
+        // Counted under the pool lock, so two queries never both take a connection's last slot.
+        conn.inflight.fetch_add(1, Ordering::Relaxed);
+        Ok(TcpLease { conn })
     }
 
+    /// Take a failed connection out of the pool. Queries already waiting on it keep it alive
+    /// until they finish; then it closes.
     async fn drop_tcp(&self, conn: &Arc<TcpConn>) {
         conn.dead.store(true, Ordering::Relaxed);
-        let mut slot = self.tcp.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *slot = None;
-        }
+        let mut pool = self.tcp.lock().await;
+        pool.retain(|c| !Arc::ptr_eq(c, conn));
     }
+}
+
+/// One query's hold on a pooled connection, counted in its `inflight`.
+struct TcpLease {
+    conn: Arc<TcpConn>,
+}
+
+impl Drop for TcpLease {
+    fn drop(&mut self) {
+        self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How one query on a TCP connection failed.
+enum TcpFail {
+    Write(std::io::Error),
+    /// The connection closed before the reply came.
+    Closed,
+    Timeout,
 }
 
 /// Queries waiting for replies on one socket or connection, by ID.
@@ -641,6 +762,8 @@ struct TcpConn {
     writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     dispatch: Arc<Dispatch>,
     dead: Arc<std::sync::atomic::AtomicBool>,
+    /// Queries holding a lease on this connection (bounded by `TCP_PIPELINE`).
+    inflight: AtomicUsize,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -680,8 +803,47 @@ impl TcpConn {
             writer: tokio::sync::Mutex::new(wr),
             dispatch,
             dead,
+            inflight: AtomicUsize::new(0),
             reader,
         })
+    }
+
+    /// Send one query (with a fresh ID, RFC 7766 §8 framing) and wait for its reply until
+    /// `deadline`.
+    async fn exchange(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, TcpFail> {
+        let (id, rx) = self.dispatch.register(query, q);
+        let mut msg = Vec::with_capacity(query.len() + 2);
+        msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        msg.extend_from_slice(query);
+        wire::set_id(&mut msg[2..], id);
+        let write = async {
+            let mut w = self.writer.lock().await;
+            w.write_all(&msg).await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.dispatch.cancel(id);
+                return Err(TcpFail::Write(e));
+            }
+            Err(_) => {
+                self.dispatch.cancel(id);
+                return Err(TcpFail::Timeout);
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(_)) => Err(TcpFail::Closed),
+            Err(_) => {
+                self.dispatch.cancel(id);
+                Err(TcpFail::Timeout)
+            }
+        }
     }
 }
 

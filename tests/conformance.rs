@@ -732,8 +732,9 @@ impl Scripted {
                 let Ok(q) = Message::from_vec(&buf[..n]) else {
                     continue;
                 };
-                if q.queries.first().map(|q| q.query_type()) == Some(RecordType::SOA) {
-                    // The proxy's readiness probe.
+                let qtype = q.queries.first().map(|q| q.query_type());
+                if qtype == Some(RecordType::SOA) || qtype == Some(RecordType::HINFO) {
+                    // The proxy's readiness probe (SOA) and forwarding-loop probe (HINFO).
                     let mut r = reply(&q, ResponseCode::NoError);
                     r.metadata.authoritative = true;
                     let _ = sock.send_to(&r.to_vec().unwrap(), from);

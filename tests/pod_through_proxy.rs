@@ -29,7 +29,8 @@ fn lookup_queries(up: &Upstream) -> usize {
         .lock()
         .unwrap()
         .iter()
-        .filter(|s| s.qtype != ndots::wire::TYPE_SOA)
+        // Not the proxy's own: SOA health probes, the HINFO forwarding-loop probe.
+        .filter(|s| s.qtype != ndots::wire::TYPE_SOA && s.qtype != 13)
         .count()
 }
 

@@ -81,6 +81,8 @@ pub fn run(args: CollectArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(CliError::runtime)?;
+    // The admin server runs as long as this command; the sender lives to its end.
+    let (admin_stop, _) = tokio::sync::watch::channel(false);
     let admin_addr = match cfg.admin {
         Some(addr) => {
             let std_listener = crate::proxy::tcp::bind(addr)
@@ -93,7 +95,7 @@ pub fn run(args: CollectArgs) -> Result<(), CliError> {
             });
             let _guard = rt.enter();
             let l = tokio::net::TcpListener::from_std(std_listener).map_err(CliError::runtime)?;
-            rt.spawn(admin::serve(l, source));
+            rt.spawn(admin::serve(l, source, admin_stop.subscribe()));
             Some(bound)
         }
         None => None,

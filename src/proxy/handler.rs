@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
+use super::loops::LoopGuard;
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::amplify::Tracker;
 use crate::budget::{OwnedCharge, Part};
@@ -51,7 +51,7 @@ impl Proto {
 #[derive(Clone)]
 pub enum ReplyTo {
     Udp(Arc<std::net::UdpSocket>, SocketAddr),
-    Tcp(mpsc::Sender<Vec<u8>>),
+    Tcp(Arc<super::tcp::TcpOut>),
 }
 
 impl ReplyTo {
@@ -60,9 +60,8 @@ impl ReplyTo {
             ReplyTo::Udp(sock, to) => {
                 let _ = sock.send_to(&bytes, to);
             }
-            ReplyTo::Tcp(tx) => {
-                let _ = tx.try_send(bytes);
-            }
+            // Queued, never dropped: the connection applies back-pressure (proxy::tcp).
+            ReplyTo::Tcp(out) => out.push_owed(bytes),
         }
     }
 }
@@ -86,6 +85,8 @@ pub struct Engine {
     tracker: Option<Tracker>,
     /// The proxy's traffic as dnstap (`dnstap.output`); set by `proxy::start`.
     pub tap: Option<crate::tap::Tap>,
+    /// Forwarding-loop probes out now (shared by the process's engines).
+    loops: Arc<LoopGuard>,
 }
 
 struct Waiter {
@@ -165,7 +166,14 @@ impl Engine {
             internal_flights: Flights::default(),
             tracker,
             tap: None,
+            loops: Arc::default(),
         })
+    }
+
+    /// Share the process's forwarding-loop guard (proxy::loops) with this engine.
+    pub fn with_loop_guard(mut self, loops: Arc<LoopGuard>) -> Engine {
+        self.loops = loops;
+        self
     }
 
     pub fn pending(&self) -> usize {
@@ -201,7 +209,7 @@ impl Engine {
                             proto: job.proto,
                             client: job.client,
                         };
-                        self.fail(&w, job.zone, &mut Vec::new());
+                        self.fail(&w, job.zone, &mut Vec::new(), StaleReason::Overload);
                     }
                     None => self
                         .cache
@@ -236,6 +244,12 @@ impl Engine {
                 };
             }
         };
+        // Our own forwarding-loop probe come back (proxy::loops): answered at once, so it
+        // goes round only once.
+        if self.loops.watching() && self.loops.came_back(view.question.name_bytes(packet)) {
+            wire::minimal_response(packet, &view, wire::RCODE_SERVFAIL, false, out);
+            return Fast::Answered;
+        }
         let zone = self.router.route(view.question.name_bytes(packet));
         self.count_request(&view, zone, proto, client);
         // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers
@@ -381,6 +395,7 @@ impl Engine {
                     },
                     zone,
                     &mut Vec::new(),
+                    StaleReason::Overload,
                 ),
                 None => self.cache.prefetch_failed(&key),
             }
@@ -410,9 +425,43 @@ impl Engine {
             inflight.insert(owned.clone(), Vec::new());
         }
 
+        let prefetch = reply.is_none();
+        let mut leader = reply.map(|r| Waiter {
+            query: query.clone(),
+            view,
+            reply: r,
+            started,
+            proto,
+            client,
+        });
         // A prefetch (no client waiting) refreshes what an autopath answer is built from too.
-        let refresh = reply.is_none();
-        let (result, source) = self.answer_for(&query, &view, zone, &plan, refresh).await;
+        let (result, source) = {
+            let upstream = self.answer_for(&query, &view, zone, &plan, prefetch);
+            // A tailored (ECS) query has no flight of its own for followers to join.
+            let flight = (!tailored).then_some(&owned);
+            self.with_client_timer(upstream, &query, &view, flight, &mut leader, zone)
+                .await
+        };
+        // RFC 8767: SERVFAIL and REFUSED from every upstream count as failures when a stale
+        // answer exists (CoreDNS says SERVFAIL when its own upstreams fail); with nothing
+        // stale the upstream's answer is relayed as it is.
+        let mut reason = StaleReason::NoAnswer;
+        let result = match result {
+            Some((_, info))
+                if source == AnswerSource::Upstream
+                    && (info.rcode == wire::RCODE_SERVFAIL as u16
+                        || info.rcode == wire::RCODE_REFUSED as u16)
+                    && self.has_stale(&query, &view) =>
+            {
+                reason = if info.rcode == wire::RCODE_SERVFAIL as u16 {
+                    StaleReason::Servfail
+                } else {
+                    StaleReason::Refused
+                };
+                None
+            }
+            r => r,
+        };
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
             if !tailored {
@@ -422,7 +471,7 @@ impl Engine {
             }
             a
         });
-        if answer.is_none() && reply.is_none() {
+        if answer.is_none() && prefetch {
             self.cache.prefetch_failed(&key);
         }
         let waiters = if tailored {
@@ -431,14 +480,7 @@ impl Engine {
             self.inflight.lock().remove(&owned).unwrap_or_default()
         };
         let mut out = Vec::with_capacity(512);
-        let leader = reply.map(|r| Waiter {
-            query,
-            view,
-            reply: r,
-            started,
-            proto,
-            client,
-        });
+        // This job and its coalesced waiters (the leader counts as the job, answered or not).
         let n = waiters.len() + 1;
         for w in leader.into_iter().chain(waiters) {
             match &answer {
@@ -459,7 +501,7 @@ impl Engine {
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                 }
-                None => self.fail(&w, zone, &mut out),
+                None => self.fail(&w, zone, &mut out, reason),
             }
         }
         self.pending.fetch_sub(n, Ordering::Relaxed);
@@ -529,6 +571,83 @@ impl Engine {
         (result.map(|r| (r.bytes, r.info)), AnswerSource::Upstream)
     }
 
+    /// Whether the cache holds an expired answer for this query still within `serve_stale`.
+    fn has_stale(&self, query: &[u8], view: &QueryView) -> bool {
+        let mut scratch = Vec::new();
+        self.cache
+            .serve_stale(query, view, Instant::now(), u16::MAX as usize, &mut scratch)
+            .is_some()
+    }
+
+    /// Await the upstream while running the client response timer (RFC 8767 §5,
+    /// `cache.stale_after`): each client of this flight (the leader, whose `reply` is taken,
+    /// and coalesced waiters) still unanswered that long after its query arrived gets the stale
+    /// answer, if the cache has one. The upstream query goes on and refreshes the cache.
+    async fn with_client_timer<F>(
+        &self,
+        upstream: F,
+        query: &[u8],
+        view: &QueryView,
+        key: Option<&OwnedKey>,
+        leader: &mut Option<Waiter>,
+        zone: Option<usize>,
+    ) -> F::Output
+    where
+        F: std::future::Future,
+    {
+        let timer = self.config.cache.stale_after;
+        tokio::pin!(upstream);
+        if timer.is_zero() || !self.has_stale(query, view) {
+            return upstream.await;
+        }
+        let started = |w: &Waiter| w.started;
+        loop {
+            // The earliest client still waiting; with none, check again a timer from now for
+            // clients that join the flight meanwhile.
+            let mut earliest = leader.as_ref().map(started);
+            if let Some(ws) = key.and_then(|k| {
+                self.inflight
+                    .lock()
+                    .get(k)
+                    .map(|ws| ws.iter().map(started).min())
+            }) {
+                earliest = ws.into_iter().chain(earliest).min();
+            }
+            let at = earliest.unwrap_or_else(Instant::now) + timer;
+            tokio::select! {
+                out = &mut upstream => return out,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            if !self.has_stale(query, view) {
+                return upstream.await;
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            let mut inflight = self.inflight.lock();
+            if let Some(ws) = key.and_then(|k| inflight.get_mut(k)) {
+                let mut i = 0;
+                while i < ws.len() {
+                    if ws[i].started + timer <= now {
+                        due.push(ws.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            drop(inflight);
+            // Coalesced waiters leave the flight's count now; the leader is the job itself and
+            // is counted out when the upstream query ends.
+            self.pending.fetch_sub(due.len(), Ordering::Relaxed);
+            if leader.as_ref().is_some_and(|l| l.started + timer <= now) {
+                due.extend(leader.take());
+            }
+            let mut out = Vec::with_capacity(512);
+            for w in &due {
+                self.fail(w, zone, &mut out, StaleReason::ClientTimer);
+            }
+        }
+    }
+
     /// The client's query to the zone's upstreams. An upstream that answers FORMERR without an
     /// OPT does not speak EDNS: the query is asked again without its OPT (RFC 6891 §7).
     pub(super) async fn forward(
@@ -553,15 +672,16 @@ impl Engine {
     }
 
     /// Upstreams failed: a stale answer if the cache has one (RFC 8767), else SERVFAIL.
-    fn fail(&self, w: &Waiter, zone: Option<usize>, out: &mut Vec<u8>) {
+    fn fail(&self, w: &Waiter, zone: Option<usize>, out: &mut Vec<u8>, reason: StaleReason) {
         let max_len = max_response(w.proto, &w.view);
         if let Some((rcode, _)) =
             self.cache
                 .serve_stale(&w.query, &w.view, Instant::now(), max_len, out)
         {
-            m::cached_counter(m::label_key(8, &[]), || {
-                metrics::counter!(m::CACHE_SERVED_STALE)
-            })
+            m::cached_counter(
+                m::label_key(8, &[reason as u64]),
+                || metrics::counter!(m::CACHE_SERVED_STALE, "reason" => reason.as_str()),
+            )
             .increment(1);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
             self.count_response(zone, rcode, AnswerSource::Stale, sent);
@@ -831,6 +951,42 @@ impl Engine {
             metrics::counter!(m::MALFORMED_QUERIES)
         })
         .increment(1);
+    }
+}
+
+/// Why a stale answer (RFC 8767) was served: the `reason` label of
+/// `ndots_cache_served_stale_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleReason {
+    /// No usable reply from any upstream (timeouts, connection errors).
+    NoAnswer,
+    /// Every upstream answered SERVFAIL.
+    Servfail,
+    /// Every upstream answered REFUSED.
+    Refused,
+    /// The client response timer (`cache.stale_after`) ran out first.
+    ClientTimer,
+    /// `server.max_inflight` was reached.
+    Overload,
+}
+
+impl StaleReason {
+    pub const ALL: [StaleReason; 5] = [
+        StaleReason::NoAnswer,
+        StaleReason::Servfail,
+        StaleReason::Refused,
+        StaleReason::ClientTimer,
+        StaleReason::Overload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::NoAnswer => "no_answer",
+            StaleReason::Servfail => "servfail",
+            StaleReason::Refused => "refused",
+            StaleReason::ClientTimer => "client_timer",
+            StaleReason::Overload => "overload",
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! on SIGTERM/SIGINT.
 
 pub mod handler;
+pub mod loops;
+pub mod peers;
 pub mod shortcut;
 pub mod tcp;
 pub mod udp;
@@ -41,10 +43,22 @@ pub struct Running {
     tracker: Tracker,
     /// Kept across reloads (`dnstap` needs a restart to change).
     tap: Option<crate::tap::Tap>,
+    loops: Arc<loops::LoopGuard>,
+    rt: tokio::runtime::Handle,
+    /// Woken when a newer process on our admin address asks us to hand over (proxy::peers).
+    handover: Arc<tokio::sync::Notify>,
+    /// This process's id in hand-overs and `X-Ndots-Instance`.
+    pub instance: String,
 }
 
 struct Admin {
     engine: Arc<ArcSwap<Engine>>,
+    loops: Arc<loops::LoopGuard>,
+    instance: String,
+    /// Found another process on the admin address at start: it announces, never yields.
+    newcomer: bool,
+    handing_over: AtomicBool,
+    handover: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
     tracker: Tracker,
     /// The UDP listeners, by inode, for the kernel's drop counter.
@@ -76,10 +90,36 @@ impl AdminSource for Admin {
         text
     }
     fn ready(&self) -> Result<(), String> {
+        if self.handing_over.load(Ordering::Relaxed) {
+            return Err("handed over to a newer process on this address; draining".into());
+        }
+        self.loops.readiness()?;
         self.engine.load().router.readiness()
     }
     fn report(&self, window: Option<Duration>) -> Option<String> {
         Some(self.tracker.report_json(window))
+    }
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+    fn handover(&self, from: &str) -> Result<(), String> {
+        if from.is_empty() || from == self.instance {
+            return Err("no other instance named".into());
+        }
+        if self.newcomer {
+            return Err(format!(
+                "instance {} is itself taking over this address; it does not hand over",
+                self.instance
+            ));
+        }
+        if !self.handing_over.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                newer = from,
+                "a newer process on this address announced itself: handing over, draining"
+            );
+            self.handover.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -104,12 +144,14 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         ),
         None => None,
     };
+    let loop_guard = Arc::new(loops::LoopGuard::default());
     let mut first = Engine::new(
         config.clone(),
         cache,
         pending.clone(),
         Some(tracker.clone()),
-    )?;
+    )?
+    .with_loop_guard(loop_guard.clone());
     first.tap = tap.clone();
     let engine = Arc::new(ArcSwap::from_pointee(first));
     preregister(&engine.load());
@@ -119,6 +161,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let mut dns_addrs = Vec::new();
     let mut workers = Vec::new();
     let mut udp_inodes = Vec::new();
+    let mut listeners = Vec::new();
     for &addr in &config.listen {
         // The first UDP socket fixes the port when 0 was asked; the rest join its group.
         let first = udp::bind(addr)
@@ -134,7 +177,20 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         let tcp = tcp::bind(bound)
             .map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}{}", bind_hint(&e)))?;
         dns_addrs.push(bound);
-        udp_inodes.extend(sockets.iter().filter_map(udp::inode));
+        let inodes: Vec<u64> = sockets.iter().filter_map(udp::inode).collect();
+        udp_inodes.extend(&inodes);
+        listeners.push(peers::Listener {
+            label: format!("dns udp {bound}"),
+            addr: bound,
+            tcp: false,
+            ours: inodes,
+        });
+        listeners.push(peers::Listener {
+            label: format!("dns tcp {bound}"),
+            addr: bound,
+            tcp: true,
+            ours: peers::inode(&tcp).into_iter().collect(),
+        });
         for (i, s) in sockets.into_iter().enumerate() {
             let (s, e, h, st) = (Arc::new(s), engine.clone(), rt.clone(), stop.clone());
             workers.push(
@@ -152,6 +208,9 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         ));
     }
 
+    let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let handover = Arc::new(tokio::sync::Notify::new());
+    let mut newcomer = false;
     let admin_addr = match config.admin {
         Some(addr) => {
             // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
@@ -159,15 +218,28 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
             let std_listener = tcp::bind(addr)
                 .map_err(|e| anyhow::anyhow!("binding admin {addr}: {e}{}", bind_hint(&e)))?;
             let bound = std_listener.local_addr()?;
+            let admin_listener = peers::Listener {
+                label: format!("admin {bound}"),
+                addr: bound,
+                tcp: true,
+                ours: peers::inode(&std_listener).into_iter().collect(),
+            };
+            newcomer = admin_listener.foreign() > 0;
+            listeners.push(admin_listener);
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
+                loops: loop_guard.clone(),
+                instance: instance.clone(),
+                newcomer,
+                handing_over: AtomicBool::new(false),
+                handover: handover.clone(),
                 metrics: metrics.clone(),
                 tracker: tracker.clone(),
                 udp_inodes: udp_inodes.clone(),
             });
             let _guard = rt.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)?;
-            rt.spawn(admin::serve(listener, source));
+            rt.spawn(admin::serve(listener, source, stopped_rx.clone()));
             Some(bound)
         }
         None => None,
@@ -178,6 +250,24 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
+    // At 0 from the start, like every series (peers::check sets the counts).
+    for l in &listeners {
+        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0);
+    }
+    rt.spawn(watch_peers(
+        listeners,
+        admin_addr.filter(|_| newcomer),
+        instance.clone(),
+        engine.clone(),
+        loop_guard.clone(),
+        stopped_rx.clone(),
+    ));
+    // Listeners are up: a probe that loops back reaches them.
+    rt.spawn(watch_loops(
+        engine.clone(),
+        loop_guard.clone(),
+        stopped_rx.clone(),
+    ));
     // Histograms buffer samples until drained; drain them so memory stays flat between scrapes.
     {
         let metrics = metrics.clone();
@@ -219,6 +309,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         metrics,
         tracker,
         tap,
+        loops: loop_guard,
+        rt: rt.clone(),
+        handover,
+        instance,
     })
 }
 
@@ -262,6 +356,94 @@ async fn keep_node_local(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("node-local check: {e:#}"),
             Err(e) => tracing::error!("node-local check: {e}"),
+        }
+    }
+}
+
+/// Read the socket tables every `peers::CHECK` (gauge and log); a newcomer (`announce_to`
+/// is its shared admin address) announces itself once ready, until a previous process
+/// answers.
+async fn watch_peers(
+    listeners: Vec<peers::Listener>,
+    mut announce_to: Option<SocketAddr>,
+    instance: String,
+    engine: Arc<ArcSwap<Engine>>,
+    loops: Arc<loops::LoopGuard>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = Vec::new();
+    loop {
+        let l = listeners.clone();
+        let mut seen = std::mem::take(&mut last);
+        let admin_foreign = match tokio::task::spawn_blocking(move || {
+            let n = peers::check(&l, &mut seen);
+            (n, seen)
+        })
+        .await
+        {
+            Ok((n, seen)) => {
+                last = seen;
+                n
+            }
+            Err(_) => 0,
+        };
+        if let Some(admin) = announce_to {
+            let ready = loops.readiness().is_ok() && engine.load().router.readiness().is_ok();
+            if admin_foreign == 0 {
+                announce_to = None; // the other process is gone already
+            } else if ready {
+                match peers::announce(admin, &instance).await {
+                    Some((200, other)) => {
+                        tracing::info!(
+                            previous = other,
+                            "announced to the previous process on this address: it drains"
+                        );
+                        announce_to = None;
+                    }
+                    Some((status, other)) => {
+                        tracing::warn!(
+                            other,
+                            status,
+                            "the other process on this address declined to hand over"
+                        );
+                        announce_to = None;
+                    }
+                    None => {}
+                }
+            }
+        }
+        let next = if announce_to.is_some() {
+            peers::ANNOUNCE_POLL
+        } else {
+            peers::CHECK
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Check for a forwarding loop at start, then again every `loops::RECHECK` while one stands
+/// (reloads check on their own, `Running::reload`).
+async fn watch_loops(
+    engine: Arc<ArcSwap<Engine>>,
+    guard: Arc<loops::LoopGuard>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = guard.check(engine.load_full()) => {}
+            _ = stopped.changed() => return,
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(loops::RECHECK) => {}
+                _ = stopped.changed() => return,
+            }
+            if guard.looping() {
+                break;
+            }
         }
     }
 }
@@ -339,11 +521,16 @@ impl Running {
             cache,
             self.pending.clone(),
             Some(self.tracker.clone()),
-        )?;
+        )?
+        .with_loop_guard(self.loops.clone());
         engine.tap = self.tap.clone();
+        let engine = Arc::new(engine);
         m::set_coredns_names(engine.config.coredns_names);
         preregister(&engine);
-        self.engine.store(Arc::new(engine));
+        self.engine.store(engine.clone());
+        // A new upstream may loop where the old one did not (or the reverse).
+        let guard = self.loops.clone();
+        self.rt.spawn(async move { guard.check(engine).await });
         Ok(())
     }
 
@@ -376,11 +563,16 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         .map_err(CliError::runtime)?;
     let grace = config.server.shutdown_grace;
     let running = start(config, rt.handle()).map_err(CliError::runtime)?;
+    let mut handed_over = false;
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
+        let int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
+        Ok::<_, CliError>((term, int))
+    })?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
-        let mut term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
         let mut seen_mtime = path.as_deref().and_then(mtime);
         let mut poll = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -394,6 +586,10 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = running.handover.notified() => {
+                    handed_over = true;
+                    break;
+                }
             };
             match Config::load(path.as_deref(), &overrides).and_then(|c| running.reload(c)) {
                 Ok(()) => {
@@ -414,6 +610,17 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
     tracing::info!("draining");
     // Shutdown blocks while in-flight queries finish on the runtime's threads.
     running.shutdown(grace);
+    if handed_over {
+        // Exiting now would have the kubelet restart us, and the restarted process would take
+        // the address back: stay idle, listeners closed, until our own SIGTERM.
+        tracing::info!("handed over and drained; waiting for SIGTERM");
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+    }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }

@@ -1,17 +1,21 @@
 //! TCP listeners (RFC 7766): two-byte length framing, pipelined queries answered as they
 //! complete (out of order is allowed, §6.2.1.1), idle connections closed (§6.2.3), and a
-//! bound on connections so a flood of idle clients cannot exhaust the process.
+//! bound on connections so a flood of idle clients cannot exhaust the process. Every query
+//! read is answered: a client that reads slowly gets back-pressure (we stop reading its
+//! queries), bounded in bytes per connection (`TcpOut`), never a dropped answer.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
 use crate::budget::{OwnedCharge, Part};
@@ -87,6 +91,109 @@ pub async fn serve(
     }
 }
 
+/// Bytes of answers queued for one connection above which the reader stops taking queries
+/// until the client has read some (back-pressure: a slow reader slows itself, nobody else).
+const QUEUE_SOFT_BYTES: usize = 32 * 1024;
+/// Queries of one connection waiting on upstreams at once; the reader pauses beyond this.
+const MAX_OUTSTANDING: usize = 100;
+/// Hard cap on queued answer bytes per connection. Only answers already in flight when the
+/// reader paused can push past the soft bound; if they push past this one the connection is
+/// closed (counted), so the client sees a close and retries rather than a missing answer.
+const QUEUE_HARD_BYTES: usize = 256 * 1024;
+
+/// The answers waiting to be written to one client connection, in bytes and in count.
+///
+/// Resolver tasks finish in any order (RFC 7766 §6.2.1.1) and push here; one writer task
+/// drains it. Nothing is ever dropped while the connection is open: the reader stops reading
+/// queries while the queue is over `QUEUE_SOFT_BYTES` or `MAX_OUTSTANDING` answers are owed.
+pub struct TcpOut {
+    queue: parking_lot::Mutex<VecDeque<Vec<u8>>>,
+    /// Framed bytes in `queue`.
+    bytes: AtomicUsize,
+    /// Answers owed: queries handed to resolver tasks and not pushed yet.
+    outstanding: AtomicUsize,
+    /// Set when the connection is going away (write error, hard cap, client gone).
+    closed: AtomicBool,
+    /// The reader is done; the writer ends once nothing is owed.
+    reader_done: AtomicBool,
+    wake_writer: Notify,
+    wake_reader: Notify,
+}
+
+impl TcpOut {
+    fn new() -> TcpOut {
+        TcpOut {
+            queue: parking_lot::Mutex::new(VecDeque::new()),
+            bytes: AtomicUsize::new(0),
+            outstanding: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            reader_done: AtomicBool::new(false),
+            wake_writer: Notify::new(),
+            wake_reader: Notify::new(),
+        }
+    }
+
+    /// Queue an answer owed by a resolver task.
+    pub fn push_owed(&self, msg: Vec<u8>) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.push(msg);
+    }
+
+    fn push(&self, msg: Vec<u8>) {
+        if !self.closed.load(Ordering::Acquire) {
+            let framed = msg.len() + 2;
+            if self.bytes.fetch_add(framed, Ordering::AcqRel) + framed > QUEUE_HARD_BYTES {
+                self.bytes.fetch_sub(framed, Ordering::AcqRel);
+                self.closed.store(true, Ordering::Release);
+                metrics::counter!(m::OVERLOAD_DROPS, "limit" => "tcp_client_buffer").increment(1);
+                tracing::debug!("closing a TCP client connection over its answer buffer");
+            } else {
+                self.queue.lock().push_back(msg);
+            }
+        }
+        self.wake_writer.notify_one();
+    }
+
+    fn must_pause(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > QUEUE_SOFT_BYTES
+            || self.outstanding.load(Ordering::Acquire) >= MAX_OUTSTANDING
+    }
+}
+
+async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duration) {
+    let mut framed = Vec::with_capacity(1024);
+    loop {
+        let next = out.queue.lock().pop_front();
+        let Some(msg) = next else {
+            if out.closed.load(Ordering::Acquire)
+                || (out.reader_done.load(Ordering::Acquire)
+                    && out.outstanding.load(Ordering::Acquire) == 0)
+            {
+                break;
+            }
+            out.wake_writer.notified().await;
+            continue;
+        };
+        framed.clear();
+        framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&msg);
+        // A client that stops reading for as long as an idle connection may live is gone.
+        let ok = matches!(
+            tokio::time::timeout(write_timeout, wr.write_all(&framed)).await,
+            Ok(Ok(()))
+        );
+        out.bytes.fetch_sub(msg.len() + 2, Ordering::AcqRel);
+        out.wake_reader.notify_one();
+        if !ok {
+            break;
+        }
+    }
+    out.closed.store(true, Ordering::Release);
+    out.queue.lock().clear();
+    out.wake_reader.notify_one();
+    let _ = wr.shutdown().await;
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -94,26 +201,30 @@ async fn connection(
     stop: Arc<AtomicBool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     let idle = engine.load().config.server.tcp_idle_timeout;
-    // Replies from the resolver tasks and from this reader go through one writer.
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        let mut framed = Vec::with_capacity(1024);
-        while let Some(msg) = rx.recv().await {
-            framed.clear();
-            framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&msg);
-            if wr.write_all(&framed).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    // Answers from this reader (cache hits) and from resolver tasks go through one writer.
+    let out = Arc::new(TcpOut::new());
+    let writer = tokio::spawn(writer(out.clone(), wr, idle.max(Duration::from_secs(1))));
     let mut len = [0u8; 2];
     let mut msg = Vec::with_capacity(512);
-    let mut out = Vec::with_capacity(512);
-    while !stop.load(Ordering::Relaxed) {
+    let mut answer = Vec::with_capacity(512);
+    'conn: while !stop.load(Ordering::Relaxed) {
+        // Back-pressure: read no further query while this client owes us reading.
+        while out.must_pause() {
+            if out.closed.load(Ordering::Acquire) {
+                break 'conn;
+            }
+            if tokio::time::timeout(idle, out.wake_reader.notified())
+                .await
+                .is_err()
+            {
+                break 'conn;
+            }
+        }
+        if out.closed.load(Ordering::Acquire) {
+            break;
+        }
         match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
             Ok(Ok(_)) => {}
             _ => break, // idle, closed, or reset
@@ -128,22 +239,19 @@ async fn connection(
         }
         let e = engine.load_full();
         let now = Instant::now();
-        let fast = e.handle_fast(&msg, Proto::Tcp, peer, now, &mut out);
+        let fast = e.handle_fast(&msg, Proto::Tcp, peer, now, &mut answer);
         e.flush_events();
         match fast {
-            Fast::Answered => {
-                if tx.send(std::mem::take(&mut out)).await.is_err() {
-                    break;
-                }
-            }
+            Fast::Answered => out.push(std::mem::take(&mut answer)),
             Fast::Drop => {}
             Fast::Resolve { view, zone, plan } => {
+                out.outstanding.fetch_add(1, Ordering::AcqRel);
                 if let Some(task) = e.admit(Job {
                     query: msg.clone(),
                     view,
                     zone,
                     plan,
-                    reply: Some(ReplyTo::Tcp(tx.clone())),
+                    reply: Some(ReplyTo::Tcp(out.clone())),
                     proto: Proto::Tcp,
                     client: peer,
                     started: now,
@@ -152,9 +260,7 @@ async fn connection(
                 }
             }
             Fast::Prefetch { view, zone, plan } => {
-                if tx.send(std::mem::take(&mut out)).await.is_err() {
-                    break;
-                }
+                out.push(std::mem::take(&mut answer));
                 if let Some(task) = e.admit(Job {
                     query: msg.clone(),
                     view,
@@ -170,6 +276,46 @@ async fn connection(
             }
         }
     }
-    drop(tx);
+    // Answers still owed are written before the connection closes.
+    out.reader_done.store(true, Ordering::Release);
+    out.wake_writer.notify_one();
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_pauses_over_the_soft_bound_and_the_hard_cap_closes() {
+        let out = TcpOut::new();
+        assert!(!out.must_pause());
+        // Answers the reader queued itself (cache hits): past 32 KiB it stops reading.
+        while out.bytes.load(Ordering::Relaxed) <= QUEUE_SOFT_BYTES {
+            out.push(vec![0u8; 1000]);
+        }
+        assert!(out.must_pause());
+        assert!(!out.closed.load(Ordering::Relaxed), "paused, not closed");
+        // Answers owed by resolver tasks still land while paused...
+        out.outstanding.fetch_add(1, Ordering::Relaxed);
+        out.push_owed(vec![0u8; 1000]);
+        assert_eq!(out.queue.lock().len(), QUEUE_SOFT_BYTES / 1002 + 2);
+        // ...until the hard cap: then the connection closes rather than drop one silently.
+        while !out.closed.load(Ordering::Relaxed) {
+            out.push(vec![0u8; 60_000]);
+        }
+        assert!(out.bytes.load(Ordering::Relaxed) <= QUEUE_HARD_BYTES);
+    }
+
+    #[test]
+    fn the_reader_pauses_with_too_many_answers_owed() {
+        let out = TcpOut::new();
+        out.outstanding
+            .store(MAX_OUTSTANDING - 1, Ordering::Relaxed);
+        assert!(!out.must_pause());
+        out.outstanding.fetch_add(1, Ordering::Relaxed);
+        assert!(out.must_pause());
+        out.push_owed(vec![1, 2, 3]);
+        assert!(!out.must_pause());
+    }
 }
