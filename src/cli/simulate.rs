@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{anyhow, Context};
 
-use super::{CliError, Format};
+use super::{CliError, TextOrJson};
 use crate::event::{qtype_from_name, qtype_name};
 use crate::search::name::absolute;
 use crate::search::{Answer, Environment, Family, ResolverSettings, Stub, Walk};
@@ -58,7 +58,7 @@ pub struct SimulateArgs {
     pub family: String,
     /// Output: text (one query per line, default) or json.
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub format: Option<TextOrJson>,
 }
 
 /// Which answer each `(name, type)` gets; `None` type = every type.
@@ -117,12 +117,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         .family
         .parse()
         .map_err(|e: String| CliError::usage(anyhow!(e)))?;
-    let format = args.format.unwrap_or(Format::Text);
-    if format == Format::Html {
-        return Err(CliError::usage(anyhow!(
-            "simulate prints text or json, not html"
-        )));
-    }
+    let format = args.format.unwrap_or(TextOrJson::Text);
 
     let mut settings = match &args.resolv_conf {
         Some(path) => {
@@ -170,7 +165,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     for name in &args.names {
         let walk = stub.walk(name, family, &settings, |q, t| table.answer(q, t));
         let text = match format {
-            Format::Json => json_line(stub, name, &settings, &walk),
+            TextOrJson::Json => json_line(stub, name, &settings, &walk),
             _ => text_block(stub, name, &settings, &walk),
         };
         out.write_all(text.as_bytes())
@@ -308,7 +303,6 @@ mod tests {
         for args in [
             &["--stub", "bind", "x"][..],
             &["--family", "inet4", "x"],
-            &["--format", "html", "x"],
             &["--exists", "x/NOPE", "x"],
             &["--exists", "x", "--refused", "x", "x"],
             &["--resolv-conf", "/nonexistent/resolv.conf", "x"],

@@ -179,7 +179,7 @@ pub fn html(r: &ReplayReport) -> String {
     );
     let _ = write!(
         o,
-        "<h2>Settings</h2><table><tr><th>setting</th><th>queries</th><th>per lookup</th>\
+        "<h2>Settings</h2><table class=\"settings\"><tr><th>setting</th><th>queries</th><th>per lookup</th>\
          <th>NXDOMAIN</th><th>upstream</th><th>changed</th><th>possibly changed</th>\
          <th>unknown answers</th><th>inferred answers</th><th>p50 ms</th><th>p99 ms</th></tr>"
     );
