@@ -503,6 +503,11 @@ fn live_replay_of_a_log_without_timestamps_keeps_a_safe_pace_against_unbound() {
             );
         }
     }
+    // One lookup the captured server answered NXDOMAIN and unbound answers: the target
+    // differs from the capture, which is said as such and is no setting's change.
+    log.push_str(
+        "[INFO] 10.9.9.9:40000 - 1 \"A IN web.prod. udp 58 false 512\" NXDOMAIN qr,aa,rd 151 0.000123s\n",
+    );
     let path = dir.path().join("coredns.log");
     std::fs::write(&path, &log).unwrap();
     let p = path.to_str().unwrap();
@@ -525,6 +530,15 @@ fn live_replay_of_a_log_without_timestamps_keeps_a_safe_pace_against_unbound() {
         r["captured"]["queries"].as_u64().unwrap() > 1000,
         "{:#}",
         r["captured"]
+    );
+    assert_eq!(
+        r["captured"]["target_differences"], 1,
+        "{:#}",
+        r["captured"]
+    );
+    assert_eq!(
+        r["captured"]["target_difference_list"][0]["name"],
+        "web.prod."
     );
     for s in std::iter::once(&r["captured"]).chain(r["settings"].as_array().unwrap()) {
         assert_eq!(s["timeouts"], 0, "{}: {s:#}", s["label"]);

@@ -357,3 +357,41 @@ fn a_real_glibc_walk_gives_the_design_figures() {
     assert_eq!(r.by_type["AAAA"].lookups, 2);
     assert_eq!(r.top_clients[0].namespace.as_deref(), Some("default"));
 }
+
+/// `ndots report --from URL --from URL` (the same proxy twice) doubled every count.
+#[test]
+fn the_same_source_given_twice_counts_once() {
+    let (ea, _) = two_nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let pa = dir.path().join("a.json");
+    std::fs::write(&pa, serde_json::to_string(&analyze(&ea, "node-a")).unwrap()).unwrap();
+    let p = pa.to_str().unwrap();
+    let once = ndots(&["--input", p, "--format", "json"]);
+    let twice = ndots(&["--input", p, "--input", p, "--format", "json"]);
+    assert!(twice.status.success());
+    let (once, twice): (Report, Report) = (
+        serde_json::from_slice(&once.stdout).unwrap(),
+        serde_json::from_slice(&twice.stdout).unwrap(),
+    );
+    assert_eq!(twice.queries, once.queries);
+    assert_eq!(twice.lookups, once.lookups);
+    // A URL given twice (one with a trailing slash) is fetched once.
+    let body = serde_json::to_string(&analyze(&ea, "node-a")).unwrap();
+    let (url, seen) = serve(body, 1);
+    let out = ndots(&[
+        "--from",
+        &url,
+        "--from",
+        &format!("{url}/"),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.queries, once.queries);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

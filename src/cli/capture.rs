@@ -101,7 +101,8 @@ fn run_synth(a: SynthArgs) -> Result<(), CliError> {
     let s = synth::write(&cfg, BufWriter::with_capacity(1 << 20, out))
         .map_err(|e| CliError::runtime(anyhow::Error::from(e)))?;
     eprintln!(
-        "ndots: wrote {} queries in {} lookups ({} NXDOMAIN)",
+        "ndots: wrote {} queries in {} getaddrinfo calls ({} NXDOMAIN; each call asks A and \
+         AAAA, so `ndots analyze` counts two lookups per call)",
         s.queries, s.lookups, s.nxdomain
     );
     Ok(())

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use super::{CliError, Format};
+use super::{CliError, TextOrJson};
 use crate::config::{parse_duration, ShortcutMode};
 use crate::demo::{self, DemoSettings};
 
@@ -36,16 +36,11 @@ pub struct DemoArgs {
     pub modes: Vec<ShortcutMode>,
     /// Output: text for a person, json for scripts.
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub format: Option<TextOrJson>,
 }
 
 pub fn run(args: DemoArgs) -> Result<(), CliError> {
-    let format = args.format.unwrap_or(Format::Text);
-    if format == Format::Html {
-        return Err(CliError::usage(anyhow!(
-            "demo prints text or json, not html (try --format json)"
-        )));
-    }
+    let format = args.format.unwrap_or(TextOrJson::Text);
     let delay: Duration = parse_duration(&args.upstream_delay).map_err(CliError::usage)?;
     let settings = DemoSettings {
         seed: args.seed,
@@ -61,7 +56,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     }
     let result = demo::run(&settings).map_err(CliError::runtime)?;
     match format {
-        Format::Json => println!(
+        TextOrJson::Json => println!(
             "{}",
             serde_json::to_string_pretty(&result).expect("the demo result serializes")
         ),

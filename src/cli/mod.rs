@@ -121,3 +121,11 @@ pub enum Format {
     Json,
     Html,
 }
+
+/// Output format of the commands that have no HTML form (`demo`, `simulate`): clap offers
+/// only what they print.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}

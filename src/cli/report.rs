@@ -76,14 +76,27 @@ pub fn run(args: ReportArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let targets = args
-        .from
+    // The same proxy named twice would count twice: each source once.
+    let mut from: Vec<String> = Vec::new();
+    for u in &args.from {
+        let u = u.trim_end_matches('/').to_string();
+        if !from.contains(&u) {
+            from.push(u);
+        }
+    }
+    let mut inputs: Vec<&PathBuf> = Vec::new();
+    for p in &args.input {
+        if !inputs.iter().any(|q| q == &p) {
+            inputs.push(p);
+        }
+    }
+    let targets = from
         .iter()
         .map(|u| parse_url(u).map_err(CliError::usage))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut reports = Vec::new();
-    for path in &args.input {
+    for path in inputs {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))
             .map_err(CliError::runtime)?;
@@ -98,7 +111,7 @@ pub fn run(args: ReportArgs) -> Result<(), CliError> {
             .map_err(CliError::runtime)?;
         reports.push(r);
     }
-    for (url, t) in args.from.iter().zip(&targets) {
+    for (url, t) in from.iter().zip(&targets) {
         let mut path = t.path.clone();
         if let Some(w) = &window {
             path.push_str(if path.contains('?') { "&" } else { "?" });

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{anyhow, Context};
 
-use super::{CliError, Format};
+use super::{CliError, TextOrJson};
 use crate::event::{qtype_from_name, qtype_name};
 use crate::search::name::absolute;
 use crate::search::pod_dns::PodDns;
@@ -73,7 +73,7 @@ pub struct SimulateArgs {
     pub family: String,
     /// Output: text (one query per line, default) or json.
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub format: Option<TextOrJson>,
 }
 
 /// Which answer each `(name, type)` gets; `None` type = every type.
@@ -132,12 +132,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         .family
         .parse()
         .map_err(|e: String| CliError::usage(anyhow!(e)))?;
-    let format = args.format.unwrap_or(Format::Text);
-    if format == Format::Html {
-        return Err(CliError::usage(anyhow!(
-            "simulate prints text or json, not html"
-        )));
-    }
+    let format = args.format.unwrap_or(TextOrJson::Text);
 
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path)
@@ -198,7 +193,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     for name in &args.names {
         let walk = stub.walk(name, family, &settings, |q, t| table.answer(q, t));
         let text = match format {
-            Format::Json => json_line(stub, name, &settings, &walk),
+            TextOrJson::Json => json_line(stub, name, &settings, &walk),
             _ => text_block(stub, name, &settings, &walk),
         };
         out.write_all(text.as_bytes())
@@ -336,7 +331,6 @@ mod tests {
         for args in [
             &["--stub", "bind", "x"][..],
             &["--family", "inet4", "x"],
-            &["--format", "html", "x"],
             &["--exists", "x/NOPE", "x"],
             &["--exists", "x", "--refused", "x", "x"],
             &["--resolv-conf", "/nonexistent/resolv.conf", "x"],

@@ -18,7 +18,8 @@ td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f6f
 .kpi{display:inline-block;margin:0 1.5em .8em 0}.kpi b{display:block;font-size:1.6em}\
 pre{background:#f3f3f3;padding:.7em;border-radius:4px;overflow-x:auto;white-space:pre-wrap;\
 word-break:break-all}code{background:#f3f3f3;padding:0 .2em;overflow-wrap:anywhere}\
-.advice{border-left:4px solid #4a7bd0;padding-left:1em}svg text{font:12px sans-serif}";
+.advice{border-left:4px solid #4a7bd0;padding-left:1em}.claims td:nth-child(2){text-align:left}\
+.settings{font-size:.85em}.settings td,.settings th{padding:.2em .35em}svg text{font:12px sans-serif}";
 
 /// Escape text for HTML element content and attribute values.
 pub(super) fn esc(s: &str) -> String {

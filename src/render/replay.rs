@@ -70,6 +70,26 @@ pub fn text(r: &ReplayReport) -> String {
         let _ = writeln!(o);
     }
     let _ = writeln!(o);
+    if r.captured.target_differences > 0 {
+        let _ = writeln!(
+            o,
+            "the target answers {} lookups differently from the capture (the settings are \
+             compared with the target), e.g.:",
+            r.captured.target_differences
+        );
+        for c in r.captured.target_difference_list.iter().take(5) {
+            let _ = writeln!(
+                o,
+                "  {} asked by {}: captured {}, target {} ({} lookups)",
+                c.name,
+                c.clients.join(", "),
+                c.before,
+                c.after,
+                c.lookups
+            );
+        }
+        let _ = writeln!(o);
+    }
     for s in &r.settings {
         for c in &s.changes {
             let _ = writeln!(
@@ -179,7 +199,7 @@ pub fn html(r: &ReplayReport) -> String {
     );
     let _ = write!(
         o,
-        "<h2>Settings</h2><table><tr><th>setting</th><th>queries</th><th>per lookup</th>\
+        "<h2>Settings</h2><table class=\"settings\"><tr><th>setting</th><th>queries</th><th>per lookup</th>\
          <th>NXDOMAIN</th><th>upstream</th><th>changed</th><th>possibly changed</th>\
          <th>unknown answers</th><th>inferred answers</th><th>p50 ms</th><th>p99 ms</th></tr>"
     );

@@ -186,15 +186,22 @@ pub(crate) fn write_advice(o: &mut String, r: &Report) {
             }
             AdviceItem::Ndots(a) => {
                 wrap(o, "- ", &ndots_headline(a));
+                let w = a
+                    .names
+                    .iter()
+                    .map(|n| n.name.len())
+                    .max()
+                    .unwrap_or(0)
+                    .clamp(18, 48);
                 let _ = writeln!(
                     o,
-                    "    {:<34} {:>5} {:>6} {:>8}",
+                    "    {:<w$} {:>5} {:>6} {:>8}",
                     "name (resolves at)", "now", "after", "lookups"
                 );
                 for n in &a.names {
                     let _ = writeln!(
                         o,
-                        "    {:<34} {:>5} {:>6} {:>8}",
+                        "    {:<w$} {:>5} {:>6} {:>8}",
                         n.name, n.queries_now, n.queries_after, n.lookups
                     );
                     if n.resolves_at.trim_end_matches('.') != n.name {

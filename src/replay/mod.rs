@@ -309,6 +309,10 @@ pub struct Replay {
     weight: Vec<u64>,
     /// Computed once: the captured setting's modelled end per demand, the FQDN targets.
     baseline: std::cell::OnceCell<Vec<(End, bool)>>,
+    /// Live: how each lookup ended at the target under the captured setting. The other
+    /// settings are compared with it, not with the capture, so a target that answers
+    /// differently from the captured server does not show as changes.
+    live_baseline: std::cell::OnceCell<Vec<End>>,
     fqdn: std::cell::OnceCell<Vec<bool>>,
 }
 
@@ -339,6 +343,12 @@ pub struct SettingReport {
     pub possible_changes: u64,
     /// Lookups whose walk needed an unknown answer, or whose captured end is unknown.
     pub uncertain_lookups: u64,
+    /// Live, captured setting: lookups the target ended elsewhere than the capture shows (the
+    /// target is not the captured server); the other settings are compared with the target.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub target_differences: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_difference_list: Vec<Change>,
     /// The candidate names whose answers the capture does not hold (`--target` settles them).
     pub unknown_names: Vec<String>,
     pub possible_change_list: Vec<Change>,
@@ -495,6 +505,7 @@ impl Replay {
             shortcut_zones: Vec::new(),
             weight,
             baseline: Default::default(),
+            live_baseline: Default::default(),
             fqdn: Default::default(),
         }
     }
@@ -771,7 +782,17 @@ impl Replay {
                 local: [false; 6],
             })
             .collect();
+        let captured = *setting == self.captured.setting();
+        if captured {
+            let _ = self
+                .live_baseline
+                .set(outcomes.iter().map(|o| o.end.clone()).collect());
+        }
         let mut r = self.tally(setting, &outcomes, true, None);
+        if captured {
+            r.target_differences = std::mem::take(&mut r.changed_resolutions);
+            r.target_difference_list = std::mem::take(&mut r.changes);
+        }
         r.latency_ms = Some(Latency {
             p50: figures.query_ms.p50,
             p90: figures.query_ms.p90,
@@ -838,7 +859,12 @@ impl Replay {
             if o.as_captured {
                 continue;
             }
+            let live_base = self
+                .live_baseline
+                .get()
+                .filter(|_| per_lookup && *setting != self.captured.setting());
             let before = match (&l.end, baseline) {
+                _ if live_base.is_some() => live_base.map(|b| b[i].clone()),
                 (Some(e), _) => Some(e.clone()),
                 (None, Some(b)) if !b[l.demand as usize].1 => Some(b[l.demand as usize].0.clone()),
                 (None, None) if *setting == self.captured.setting() => {
@@ -896,6 +922,10 @@ impl Replay {
         (r.possible_changes, r.possible_change_list) = list(possible);
         r
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the proxy in front answers for `qname`/`qtype` in `mode`; `upstream` is told every
@@ -1120,12 +1150,12 @@ pub fn recommend(
             excluded.join(", ")
         ));
     }
-    if captured.changed_resolutions > 0 {
+    if captured.changed_resolutions > 0 || captured.target_differences > 0 {
         why.push_str(&format!(
-            "; even the captured setting ends {} lookups elsewhere than the capture shows: the \
-             target does not answer as the captured server did, so read each setting against \
-             the captured row",
-            captured.changed_resolutions
+            "; the target ends {} lookups of the captured setting elsewhere than the capture \
+             shows: it does not answer as the captured server did, so each setting is compared \
+             with the target's own answers",
+            captured.changed_resolutions + captured.target_differences
         ));
     }
     if best.unknown_answers > 0 {
