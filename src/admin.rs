@@ -4,11 +4,14 @@
 //! request size and time): probes and a Prometheus scrape are all it serves, and it keeps the
 //! binary free of a web framework.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::config::AdminReport;
 
 /// What the admin listener serves; implemented by the proxy.
 pub trait AdminSource: Send + Sync + 'static {
@@ -16,6 +19,10 @@ pub trait AdminSource: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
     /// The amplification report as JSON, over `window` when given.
     fn report(&self, window: Option<Duration>) -> Option<String>;
+    /// Who may read `/report` (`admin_report`); read per request, so a reload applies.
+    fn report_access(&self) -> AdminReport {
+        AdminReport::Local
+    }
 }
 
 const MAX_REQUEST: usize = 8192;
@@ -23,7 +30,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, peer)) = listener.accept().await else {
             continue;
         };
         let source = source.clone();
@@ -47,7 +54,7 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
             let text = String::from_utf8_lossy(&buf);
             let mut parts = text.lines().next().unwrap_or("").split_whitespace();
             let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = route(method, target, &*source);
+            let (status, ctype, body) = route(method, target, peer.ip(), &*source);
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -64,6 +71,7 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
 fn route(
     method: &str,
     target: &str,
+    peer: IpAddr,
     source: &dyn AdminSource,
 ) -> (&'static str, &'static str, String) {
     if method != "GET" && method != "HEAD" {
@@ -81,6 +89,19 @@ fn route(
                 format!("not ready: {why}\n"),
             ),
         },
+        // Client addresses and the names they look up: not for every pod on the node network.
+        "/report" if source.report_access() == AdminReport::Off => (
+            "404 Not Found",
+            "text/plain",
+            "/report is off (admin_report: off)\n".into(),
+        ),
+        "/report" if source.report_access() == AdminReport::Local && !is_loopback(peer) => (
+            "403 Forbidden",
+            "text/plain",
+            "/report is served to loopback clients only (admin_report: local); use \
+             `kubectl port-forward` or set admin_report: public\n"
+                .into(),
+        ),
         "/report" => {
             let window = query
                 .split('&')
@@ -97,6 +118,16 @@ fn route(
             "text/plain",
             "not found: try /metrics, /report, /healthz, /readyz\n".into(),
         ),
+    }
+}
+
+/// Loopback, also as an IPv4-mapped address on a dual-stack socket.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        IpAddr::V4(v4) => v4.is_loopback(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod event;
+pub mod firewall;
 pub mod metrics;
 pub mod netlink;
 pub mod node_local;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::config::{parse_socket_addr, Config, Overrides, ShortcutMode};
+use crate::config::{parse_socket_addr, Config, Overrides, Profile, ShortcutMode};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -32,6 +32,9 @@ pub struct ProxyArgs {
     /// Zone whose names are never meant under a search suffix (repeatable; adds to the file's).
     #[arg(long, value_name = "ZONE")]
     pub shortcut_zone: Vec<String>,
+    /// The nodes' platform: its node domains and zones (replaces the file's `cluster.profile`).
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub cluster_profile: Option<Profile>,
 }
 
 impl ProxyArgs {
@@ -60,6 +63,7 @@ impl ProxyArgs {
             admin,
             shortcut_mode: self.shortcut_mode,
             shortcut_zones: self.shortcut_zone.clone(),
+            profile: self.cluster_profile,
         })
     }
 }

@@ -67,6 +67,9 @@ impl AdminSource for Admin {
     fn report(&self, window: Option<Duration>) -> Option<String> {
         Some(self.tracker.report_json(window))
     }
+    fn report_access(&self) -> crate::config::AdminReport {
+        self.engine.load().config.admin_report
+    }
 }
 
 /// Bind every listener and start serving on `rt`.
