@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use super::CliError;
 use crate::config::{Config, FileConfig, NodeLocalSection, Overrides};
 
+/// The configuration the node-local DaemonSet runs with: what a teardown without `--config`
+/// removes.
+const SHIPPED: &str = include_str!("../../deploy/node-local/ndots.yaml");
+
 #[derive(clap::Args, Debug)]
 pub struct NodeLocalArgs {
     #[command(subcommand)]
@@ -23,8 +27,8 @@ pub enum NodeLocalCommand {
     )]
     Teardown {
         /// The proxy's configuration: its `node_local` section names the link, the addresses
-        /// and the ports. Without it, NodeLocal DNSCache's defaults (nodelocaldns,
-        /// 169.254.20.10, port 53).
+        /// and the ports. Without it, the configuration deploy/node-local ships (nodelocaldns,
+        /// 169.254.20.10 and fd00::a9fe:140a, DNS port 53, admin port 9255).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -46,7 +50,7 @@ fn teardown(path: Option<PathBuf>) -> Result<(), CliError> {
             FileConfig::parse(&text)
                 .map_err(|e| CliError::usage(e.context(format!("in {}", p.display()))))?
         }
-        None => FileConfig::default(),
+        None => FileConfig::parse(SHIPPED).map_err(CliError::runtime)?,
     };
     let mut section = file.node_local.take().unwrap_or_default();
     if section.enabled != Some(true) {
