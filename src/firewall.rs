@@ -629,24 +629,31 @@ fn legacy_sync(want: &[Rule], v6: bool, remove: bool) -> anyhow::Result<usize> {
         .filter(|r| is_family(r.addr, v6))
         .map(|r| (r, l.entry_bytes(r)))
         .collect();
-    let _lock = XtablesLock::take();
+    // iptables uses a raw socket, which needs CAP_NET_RAW; the x_tables socket options are
+    // reached from any IP socket (ip_setsockopt hands unknown options to nf_setsockopt) and
+    // need only CAP_NET_ADMIN, which the DaemonSet grants. So a UDP socket.
     // SAFETY: plain socket(2); checked before it is owned.
     let fd = unsafe {
         libc::socket(
             if v6 { libc::AF_INET6 } else { libc::AF_INET },
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
         )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("{}: opening a raw socket", l.what()));
+            .with_context(|| format!("{}: opening a socket", l.what()));
     }
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Reading needs no lock: the usual case (every rule in place) never takes iptables' lock.
+    if legacy_try(&fd, &l, &want, remove, true)? == 0 {
+        return Ok(0);
+    }
+    let _lock = XtablesLock::take();
     // A replace built on a table someone else changed meanwhile fails with EAGAIN: read again.
     for _ in 0..5 {
-        match legacy_try(&fd, &l, &want, remove) {
+        match legacy_try(&fd, &l, &want, remove, false) {
             Err(e)
                 if e.downcast_ref::<std::io::Error>()
                     .and_then(|e| e.raw_os_error())
@@ -657,11 +664,13 @@ fn legacy_sync(want: &[Rule], v6: bool, remove: bool) -> anyhow::Result<usize> {
     bail!("{}: the table kept changing under us (EAGAIN)", l.what())
 }
 
+/// One read-and-replace of the table; with `check_only`, just 1 when a change is needed.
 fn legacy_try(
     fd: &OwnedFd,
     l: &Layout,
     want: &[(&Rule, Vec<u8>)],
     remove: bool,
+    check_only: bool,
 ) -> anyhow::Result<usize> {
     let mut info = [0u8; 84];
     info[..32].copy_from_slice(&table_name());
@@ -717,6 +726,9 @@ fn legacy_try(
     }
     if !remove && want.iter().all(|(r, w)| count(w, r.chain) == 1) && present == want.len() {
         return Ok(0);
+    }
+    if check_only {
+        return Ok(1);
     }
     let mut inserts: [Vec<&[u8]>; 5] = Default::default();
     if !remove {

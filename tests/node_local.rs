@@ -404,6 +404,7 @@ fn hardened_node(test: &str, backend: &str) {
         return;
     };
     let tools = [
+        "setpriv".to_string(),
         "dig".to_string(),
         "nft".into(),
         "ip".into(),
@@ -442,6 +443,25 @@ fn hardened_node(test: &str, backend: &str) {
         .unwrap();
     };
 
+    // The proxy runs with the DaemonSet's capabilities only (NET_ADMIN, NET_BIND_SERVICE):
+    // nothing here may need more, CAP_NET_RAW included.
+    let start_proxy = |config: &Path, log: &Path| {
+        Proxy(
+            Command::new("setpriv")
+                .args([
+                    "--bounding-set",
+                    "-all,+net_admin,+net_bind_service",
+                    "--",
+                    env!("CARGO_BIN_EXE_ndots"),
+                    "proxy",
+                    "--config",
+                ])
+                .arg(config)
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
     // Without the firewall rules the hardened node drops DNS to the node-local addresses:
     // the control that shows the rules below are what makes it answer.
     write_config(Some(false));
