@@ -680,3 +680,83 @@ fn cloud_overlays_set_their_profile() {
         check_config_with(&objs, "ndots.yaml", dir.path(), &[&flag]);
     }
 }
+
+/// The variable is read again at each reload: a reload that names an unset variable is
+/// rejected (counted, logged with the variable's name) and the running configuration keeps
+/// serving; one whose variables are set applies.
+#[test]
+fn reload_naming_an_unset_variable_is_rejected_and_the_old_config_serves() {
+    let up = common::upstream::Upstream::start();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ndots.yaml");
+    let log = dir.path().join("proxy.log");
+    let write = |var: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: [\"127.0.0.1:0\"]\nadmin: \"{admin}\"\n\
+                 upstreams: [{{zone: ., servers: [\"${{{var}}}\"]}}]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("NDOTS_TEST_UPSTREAM");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .env("NDOTS_TEST_UPSTREAM", up.addr.to_string())
+        .env_remove("NDOTS_TEST_UNSET_UPSTREAM")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reloads = |result: &str| -> f64 {
+        common::tools::http_get(admin, "/metrics")
+            .map(|(_, m)| {
+                m.lines()
+                    .filter(|l| {
+                        l.starts_with(&format!(
+                            "ndots_config_reloads_total{{result=\"{result}\"}}"
+                        ))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    let until = |f: &dyn Fn() -> bool| {
+        (0..100).any(|_| {
+            let ok = f();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        })
+    };
+    // Ready: the expanded upstream answered its probe.
+    assert!(
+        until(&|| common::tools::http_get(admin, "/readyz").is_some_and(|(c, _)| c == 200)),
+        "the proxy started with the expanded upstream; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    write("NDOTS_TEST_UNSET_UPSTREAM");
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
+    assert!(
+        until(&|| reloads("failure") >= 1.0),
+        "the reload is refused"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("NDOTS_TEST_UNSET_UPSTREAM"), "{text}");
+    assert_eq!(
+        common::tools::http_get(admin, "/readyz").map(|(c, _)| c),
+        Some(200),
+        "the old configuration keeps serving"
+    );
+    write("NDOTS_TEST_UPSTREAM");
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
+    assert!(until(&|| reloads("success") >= 1.0), "set again: applied");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
