@@ -6,7 +6,8 @@
 //!
 //! Issue 17, once per iptables backend (legacy, nft): on a node whose INPUT policy is DROP (v4
 //! and v6, replies to the node's own connections accepted), the proxy without its firewall
-//! rules is unreachable (the control), with them answers on 169.254.20.10 and fd00::10; after
+//! rules is unreachable (the control), with them answers on 169.254.20.10 and fd00::10, to a
+//! client on the node and to a pod in a namespace of its own behind a veth; after
 //! `nft flush ruleset` and after a rule deleted by hand the reconciler puts the NOTRACK table
 //! and the rules back, once; `ndots node-local teardown` leaves no link, address, table or rule
 //! of ours and every rule of the node's.
@@ -345,6 +346,13 @@ fn harden(backend: &str, upstream_port: u16) {
             ],
         );
     }
+    // Neighbour discovery: without it no IPv6 packet reaches a neighbour at all, and every
+    // real IPv6 ruleset admits it (RFC 4890 §4.4.1).
+    ipt(
+        backend,
+        true,
+        &["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"],
+    );
     let port = upstream_port.to_string();
     for proto in ["udp", "tcp"] {
         ipt(
@@ -399,6 +407,78 @@ fn wait_serving(log: &Path) {
     );
 }
 
+/// A pod as a CNI plugin sets one up: a network namespace of its own behind a veth pair,
+/// default routes through the node (documentation addresses, inside the test's namespace).
+fn make_pod() {
+    // `ip netns` names live in /run/netns: a tmpfs of this mount namespace keeps the name
+    // private to the test (tests run in parallel).
+    std::fs::create_dir_all("/run/netns").unwrap();
+    run("mount", &["-t", "tmpfs", "ndots-test", "/run/netns"]);
+    run("ip", &["netns", "add", "pod"]);
+    run(
+        "ip",
+        &[
+            "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", "pod",
+        ],
+    );
+    run("ip", &["addr", "add", "198.51.100.1/24", "dev", "vpod"]);
+    run(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "vpod",
+            "nodad",
+        ],
+    );
+    run("ip", &["link", "set", "vpod", "up"]);
+    let in_pod = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", "pod", "ip"];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    in_pod(&["link", "set", "lo", "up"]);
+    in_pod(&["addr", "add", "198.51.100.2/24", "dev", "eth0"]);
+    in_pod(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    in_pod(&["link", "set", "eth0", "up"]);
+    in_pod(&["route", "add", "default", "via", "198.51.100.1"]);
+    in_pod(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+}
+
+/// `dig` from the pod's namespace: its packets reach the node through the veth, as a pod's do.
+fn pod_dig(server: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", "pod", "dig", "+short", "+tries=1", "+time=1",
+        ])
+        .arg(format!("@{server}"))
+        .args([NAME, "A"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty() && !text.starts_with(";;")).then_some(text)
+}
+
+fn pod_answers(server: &str) -> Option<String> {
+    (0..30).find_map(|_| {
+        pod_dig(server).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    })
+}
+
 fn hardened_node(test: &str, backend: &str) {
     let Some(ns) = netns::enter(test) else {
         return;
@@ -422,6 +502,7 @@ fn hardened_node(test: &str, backend: &str) {
     let up = Upstream::start();
     up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
     harden(backend, up.addr.port());
+    make_pod();
     let dir = ns.scratch();
     let config = dir.join("node-local.yaml");
     let log = dir.join("proxy.log");
@@ -434,6 +515,8 @@ fn hardened_node(test: &str, backend: &str) {
             format!(
                 "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"127.0.0.1:0\"\n\
                  server: {{workers: 1, shutdown_grace: 1s}}\n\
+                 allow: [127.0.0.0/8, 169.254.0.0/16, 192.0.2.0/24, 198.51.100.0/24, \
+                 \"::1/128\", \"fd00::/8\", \"2001:db8::/32\"]\n\
                  node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
                  notrack: true\n{fw}",
                 up.addr,
@@ -469,6 +552,8 @@ fn hardened_node(test: &str, backend: &str) {
     wait_serving(&log);
     assert_eq!(dig(V4), None, "the hardened node must drop DNS to {V4}");
     assert_eq!(dig(V6), None, "the hardened node must drop DNS to {V6}");
+    assert_eq!(pod_dig(V4), None, "and a pod's DNS to {V4}");
+    assert_eq!(pod_dig(V6), None, "and a pod's DNS to {V6}");
     assert_eq!(rules_for(backend, false, V4), 0);
     assert!(proxy.sigterm().success());
 
@@ -482,6 +567,17 @@ fn hardened_node(test: &str, backend: &str) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert_eq!(answers(V6).as_deref(), Some("10.96.0.10"), "and on {V6}");
+    // To a pod too: the query arrives on the veth (INPUT), the answer leaves by it (OUTPUT).
+    assert_eq!(
+        pod_answers(V4).as_deref(),
+        Some("10.96.0.10"),
+        "a pod, {V4}"
+    );
+    assert_eq!(
+        pod_answers(V6).as_deref(),
+        Some("10.96.0.10"),
+        "a pod, {V6}"
+    );
     // INPUT and OUTPUT, to and from the address, UDP and TCP: 8 per family, once each.
     assert_eq!(
         rules_for(backend, false, V4),
@@ -547,6 +643,8 @@ fn hardened_node(test: &str, backend: &str) {
     assert_eq!(rules_for(backend, true, V6), 8);
     assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"));
     assert_eq!(answers(V6).as_deref(), Some("10.96.0.10"));
+    assert_eq!(pod_answers(V4).as_deref(), Some("10.96.0.10"));
+    assert_eq!(pod_answers(V6).as_deref(), Some("10.96.0.10"));
     assert!(proxy.sigterm().success());
     // Exit removes nothing.
     assert_eq!(rules_for(backend, false, V4), 8);
