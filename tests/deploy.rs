@@ -760,3 +760,67 @@ fn reload_naming_an_unset_variable_is_rejected_and_the_old_config_serves() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+/// `--cluster-profile aws` on a node whose resolv.conf says `search
+/// us-west-2.compute.internal corp.example.com` (in a private mount namespace): the node
+/// domain becomes a search domain of the model and `amazonaws.com` a shortcut zone, so
+/// `sts.amazonaws.com.us-west-2.compute.internal` is answered NXDOMAIN on the node and never
+/// reaches the upstream (the cloud resolver); under `--cluster-profile kind` it does.
+#[test]
+fn aws_profile_answers_node_domain_expansions_on_the_node() {
+    let Some(ns) = common::netns::enter("aws_profile_answers_node_domain_expansions_on_the_node")
+    else {
+        return;
+    };
+    if !require("dig") {
+        return;
+    }
+    ns.set_resolv_conf(
+        "nameserver 127.0.0.1\nsearch us-west-2.compute.internal corp.example.com\n",
+    );
+    let up = common::upstream::Upstream::start();
+    const EXPANSION: &str = "sts.amazonaws.com.us-west-2.compute.internal.";
+    let ask = |profile: &str| -> String {
+        let port = common::tools::free_port();
+        let mut proxy = Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &up.addr.to_string()])
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{}", common::tools::free_port()),
+            ])
+            .arg(format!("--cluster-profile={profile}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let answer = (0..50).find_map(|_| {
+            let out = Command::new("dig")
+                .args(["+tries=1", "+time=1", "@127.0.0.1", "-p", &port.to_string()])
+                .args([EXPANSION, "A"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("status:") {
+                Some(text)
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                None
+            }
+        });
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        answer.expect("the proxy answered")
+    };
+    let aws = ask("aws");
+    assert!(aws.contains("status: NXDOMAIN"), "{aws}");
+    assert_eq!(
+        up.count(EXPANSION, 1),
+        0,
+        "the aws profile answers the node-domain expansion on the node"
+    );
+    ask("kind");
+    assert!(
+        up.count(EXPANSION, 1) >= 1,
+        "without the platform's node domain and zones it goes upstream"
+    );
+}
