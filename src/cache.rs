@@ -105,8 +105,25 @@ pub struct Answer {
     ttl: u32,
     /// The record type label for metrics: success, denial, or (uncached) other.
     pub kind: AnswerKind,
+    /// RCODE with the upstream's OPT extension (RFC 6891 §6.1.3): it survives the OPT's
+    /// removal and goes back into each client's OPT.
     pub rcode: u16,
     pub answers: u16,
+    /// The upstream set AA. Stored bytes have AA clear: an answer from cache is not
+    /// authoritative (as CoreDNS's cache clears it); only the relay of a fresh upstream reply
+    /// keeps it.
+    authoritative: bool,
+}
+
+/// How an answer reaches the client, which decides its TTLs and AA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The upstream's reply, relayed as it came (AA kept, TTLs as stored).
+    Fresh,
+    /// From cache, stored this many seconds ago (AA clear, TTLs less the age).
+    Cached(u32),
+    /// Expired, within the serve-stale window (RFC 8767: TTL `STALE_TTL`).
+    Stale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,30 +169,42 @@ impl Answer {
             None => bytes.extend_from_slice(resp),
         }
         // Whatever the upstream sent, what we store reads as a response (QR), recursion
-        // available (RA): the proxy is the client's recursive server.
-        bytes[2] |= 0x80;
+        // available (RA): the proxy is the client's recursive server. AA is kept aside.
+        let authoritative = info.header.flags & wire::FLAG_AA != 0;
+        bytes[2] = (bytes[2] | 0x80) & !((wire::FLAG_AA >> 8) as u8);
         bytes[3] |= 0x80;
         let rcode = info.rcode;
-        let (kind, ttl) = if info.header.tc() || info.header.opcode() != 0 || rcode > 15 {
-            (AnswerKind::Uncacheable, 0)
-        } else if rcode == wire::RCODE_NOERROR as u16 && info.header.ancount > 0 {
-            let t = info
-                .min_answer_ttl
-                .unwrap_or(0)
-                .clamp(cfg.min_ttl, cfg.max_ttl);
-            (AnswerKind::Success, t)
-        } else if rcode == wire::RCODE_NXDOMAIN as u16 || rcode == wire::RCODE_NOERROR as u16 {
-            match info.negative_ttl {
-                // RFC 2308 §5: without an SOA a negative answer is not cached.
-                Some(t) => (
-                    AnswerKind::Denial,
-                    t.min(cfg.negative_max_ttl).max(cfg.min_ttl),
-                ),
-                None => (AnswerKind::Uncacheable, 0),
-            }
-        } else {
-            (AnswerKind::Uncacheable, 0)
-        };
+        let (kind, ttl) =
+            if info.header.tc() || info.header.opcode() != 0 || rcode > 15 || info.ecs_scoped {
+                // An ECS-scoped answer was tailored to one client's network (RFC 7871 §7.3): it is
+                // relayed to that client and shared with no one.
+                (AnswerKind::Uncacheable, 0)
+            } else if rcode == wire::RCODE_NOERROR as u16 && info.header.ancount > 0 {
+                let positive = info
+                    .min_answer_ttl
+                    .unwrap_or(0)
+                    .clamp(cfg.min_ttl, cfg.max_ttl);
+                match info.negative_ttl {
+                    // Answers plus an SOA in the authority: a CNAME chain that ends in NODATA. The
+                    // negative TTL bounds the whole answer (RFC 2308 §5), not the CNAME's TTL.
+                    Some(neg) => (
+                        AnswerKind::Denial,
+                        positive.min(neg.min(cfg.negative_max_ttl).max(cfg.min_ttl)),
+                    ),
+                    None => (AnswerKind::Success, positive),
+                }
+            } else if rcode == wire::RCODE_NXDOMAIN as u16 || rcode == wire::RCODE_NOERROR as u16 {
+                match info.negative_ttl {
+                    // RFC 2308 §5: without an SOA a negative answer is not cached.
+                    Some(t) => (
+                        AnswerKind::Denial,
+                        t.min(cfg.negative_max_ttl).max(cfg.min_ttl),
+                    ),
+                    None => (AnswerKind::Uncacheable, 0),
+                }
+            } else {
+                (AnswerKind::Uncacheable, 0)
+            };
         let (kind, ttl) = if ttl == 0 {
             (AnswerKind::Uncacheable, 0)
         } else {
@@ -185,6 +214,10 @@ impl Answer {
             // Every record's TTL is capped to the entry's lifetime so no client is told to keep
             // a record longer than we do; records below min_ttl are raised.
             wire::rewrite_ttls(&mut bytes, &offsets, |t| t.clamp(cfg.min_ttl.min(ttl), ttl));
+        } else {
+            // Relayed once as it came, except a TTL with its top bit set, which goes out as the
+            // zero it means (RFC 2181 §8).
+            wire::rewrite_ttls(&mut bytes, &offsets, |t| t);
         }
         Answer {
             bytes: bytes.into_boxed_slice(),
@@ -193,6 +226,7 @@ impl Answer {
             kind,
             rcode,
             answers: info.header.ancount,
+            authoritative,
         }
     }
 
@@ -208,15 +242,14 @@ impl Answer {
         self.bytes.is_empty()
     }
 
-    /// Write this answer for one client into `out`: its ID, its question bytes, TTLs less
-    /// `age` seconds (or `STALE_TTL` when serving stale), its EDNS, and TC when the result does
-    /// not fit `max_len` (RFC 1035 §4.2.1, RFC 6891 §7).
+    /// Write this answer for one client into `out`: its ID, its question bytes, TTLs and AA as
+    /// `served` says, its EDNS (with the extended RCODE), and TC when the result does not fit
+    /// `max_len` (RFC 1035 §4.2.1, RFC 6891 §7).
     pub fn render(
         &self,
         query: &[u8],
         q: &QueryView,
-        age: u32,
-        stale: bool,
+        served: Served,
         max_len: usize,
         out: &mut Vec<u8>,
     ) {
@@ -235,18 +268,21 @@ impl Answer {
         // RD is echoed from the query (RFC 1035 §4.1.1).
         out[2] = (out[2] & !0x01) | (query[2] & 0x01);
         out[HEADER_LEN..qend].copy_from_slice(&query[HEADER_LEN..qend]);
-        if stale {
-            wire::rewrite_ttls(out, &self.ttl_offsets, |_| STALE_TTL);
-        } else if age > 0 {
-            wire::rewrite_ttls(out, &self.ttl_offsets, |t| t.saturating_sub(age));
+        match served {
+            Served::Fresh if self.authoritative => out[2] |= (wire::FLAG_AA >> 8) as u8,
+            Served::Fresh | Served::Cached(0) => {}
+            Served::Cached(age) => {
+                wire::rewrite_ttls(out, &self.ttl_offsets, |t| t.saturating_sub(age))
+            }
+            Served::Stale => wire::rewrite_ttls(out, &self.ttl_offsets, |_| STALE_TTL),
         }
         if let Some(e) = q.edns {
-            wire::push_opt(out, e.dnssec_ok());
+            wire::push_opt_with_rcode(out, e.dnssec_ok(), self.rcode);
             let ar = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
             out[10..12].copy_from_slice(&ar.to_be_bytes());
         }
         if out.len() > max_len {
-            wire::minimal_response(query, q, (self.rcode & 0xf) as u8, true, out);
+            wire::minimal_response_ext(query, q, self.rcode, true, out);
             // Keep AA/AD of the real answer off: a truncated reply carries no data.
         }
     }
@@ -385,7 +421,7 @@ impl Cache {
         // Rendered under the shard lock: copying ~100 bytes costs less than the two shared
         // reference-count updates an `Arc` clone would add on a hot entry.
         let answer = &slot.answer;
-        answer.render(query, q, age as u32, false, max_len, out);
+        answer.render(query, q, Served::Cached(age as u32), max_len, out);
         Lookup::Hit {
             kind: answer.kind,
             prefetch,
@@ -419,7 +455,7 @@ impl Cache {
             }
             slot.answer.clone()
         };
-        answer.render(query, q, 0, true, max_len, out);
+        answer.render(query, q, Served::Stale, max_len, out);
         Some((answer.rcode, answer.answers))
     }
 
@@ -710,7 +746,7 @@ mod tests {
         let ans = Answer::from_response(&resp, &info, cache.config());
         let v = parse_query(&q).unwrap();
         let mut out = Vec::new();
-        ans.render(&q, &v, 0, false, 30, &mut out);
+        ans.render(&q, &v, Served::Cached(0), 30, &mut out);
         let h = wire::Header::parse(&out).unwrap();
         assert!(h.tc());
         assert_eq!(h.ancount, 0);

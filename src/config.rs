@@ -285,9 +285,15 @@ pub struct ShortcutSection {
     /// `api.github.com.default.svc.cluster.local` is answered locally. Default `[]`.
     pub zones: Option<Vec<String>>,
     /// Answer locally the expansions under the cluster domain that the Kubernetes DNS schema
-    /// cannot produce. Turn off when stub domains or rewrites serve other names under the
-    /// cluster domain. Default `true`.
+    /// cannot produce. Default `true`. Names CoreDNS serves beyond the Kubernetes DNS
+    /// specification (its `hosts`, `template`, `file` or `rewrite` records under the cluster
+    /// domain) go in `exempt`.
     pub kubernetes_schema: Option<bool>,
+    /// Names or zones the shortcut never answers for, e.g. operators' own records under the
+    /// cluster domain (`registry.cluster.local`, `db.corp.cluster.local`): a query for one of
+    /// them, or for a name under one, is always forwarded. `ns.dns.<cluster domain>` (the
+    /// name server in the zone's SOA) is always exempt. Default `[]`.
+    pub exempt: Option<Vec<String>>,
 }
 
 /// What the proxy does with a search-path expansion nobody meant (DESIGN §3).
@@ -462,6 +468,8 @@ pub struct ShortcutConfig {
     /// Lowercase, no trailing dot.
     pub zones: Vec<String>,
     pub kubernetes_schema: bool,
+    /// Names (and everything under them) never shortcut. Lowercase, no trailing dot.
+    pub exempt: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -819,10 +827,17 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         zones.retain(|z| seen.insert(z.clone()));
+        let exempt = ss
+            .exempt
+            .unwrap_or_default()
+            .iter()
+            .map(|z| normalise_domain("shortcut.exempt", z))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let shortcut = ShortcutConfig {
             mode: o.shortcut_mode.or(ss.mode).unwrap_or_default(),
             zones,
             kubernetes_schema: ss.kubernetes_schema.unwrap_or(true),
+            exempt,
         };
 
         let ts = f.tracker.unwrap_or_default();

@@ -36,6 +36,10 @@ pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const RCODE_NOTIMP: u8 = 4;
 pub const RCODE_REFUSED: u8 = 5;
+/// RFC 6891 §6.1.3: extended RCODE 16, the query's EDNS version is not implemented.
+pub const RCODE_BADVERS: u16 = 16;
+/// RFC 7871: the EDNS Client Subnet option code.
+pub const EDNS_OPTION_ECS: u16 = 8;
 
 // Header flag bits (RFC 1035 §4.1.1, RFC 4035 §3.2 for AD/CD).
 pub const FLAG_QR: u16 = 0x8000;
@@ -425,6 +429,9 @@ pub struct ResponseInfo {
     pub min_answer_ttl: Option<u32>,
     /// RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM) of the authority SOA.
     pub negative_ttl: Option<u32>,
+    /// The OPT carries an EDNS Client Subnet option with a non-zero scope: the answer was
+    /// tailored to one client's network (RFC 7871 §7.3) and must not be shared.
+    pub ecs_scoped: bool,
 }
 
 impl ResponseInfo {
@@ -452,6 +459,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     let mut min_answer_ttl: Option<u32> = None;
     let mut negative_ttl = None;
     let mut edns = None;
+    let mut ecs_scoped = false;
     let an = header.ancount as usize;
     let ns = header.nscount as usize;
     let total = an + ns + header.arcount as usize;
@@ -462,8 +470,9 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
                 return Err(WireError::SeveralOpt);
             }
             edns = Some(rr.as_edns(buf, pos));
+            ecs_scoped = ecs_scope_nonzero(&buf[rr.rdata_at..rr.end]);
         } else {
-            let ttl = be32(buf, rr.ttl_at) & 0x7fff_ffff; // RFC 2181 §8: top bit set means 0
+            let ttl = read_ttl(buf, rr.ttl_at);
             if rr.ttl_at <= u16::MAX as usize {
                 ttl_offsets.push(rr.ttl_at as u16);
             }
@@ -476,7 +485,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
                 if p + 20 > rr.end {
                     return Err(WireError::Truncated);
                 }
-                let minimum = be32(buf, p + 16);
+                let minimum = read_ttl(buf, p + 16);
                 negative_ttl = Some(ttl.min(minimum));
             }
         }
@@ -491,7 +500,55 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
         ttl_offsets,
         min_answer_ttl,
         negative_ttl,
+        ecs_scoped,
     })
+}
+
+/// How many records of `rtype` the answer section of `buf` (a response that parsed) holds:
+/// a CNAME chain that ends in NODATA has answers, but none of the asked type.
+pub fn answers_of_type(buf: &[u8], rtype: u16) -> Result<u16, WireError> {
+    let header = Header::parse(buf)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..header.qdcount {
+        pos = skip_name(buf, pos)?.0 + 4;
+    }
+    let mut n = 0;
+    for _ in 0..header.ancount {
+        let rr = read_rr(buf, pos)?;
+        if rr.rtype == rtype {
+            n += 1;
+        }
+        pos = rr.end;
+    }
+    Ok(n)
+}
+
+/// Whether OPT RDATA (a sequence of {code, length, data}, RFC 6891 §6.1.2) holds an ECS option
+/// whose SCOPE PREFIX-LENGTH (RFC 7871 §6, the fourth byte) is not zero.
+fn ecs_scope_nonzero(mut rdata: &[u8]) -> bool {
+    while rdata.len() >= 4 {
+        let code = be16(rdata, 0);
+        let len = be16(rdata, 2) as usize;
+        let Some(data) = rdata.get(4..4 + len) else {
+            return false;
+        };
+        if code == EDNS_OPTION_ECS && data.len() >= 4 && data[3] != 0 {
+            return true;
+        }
+        rdata = &rdata[4 + len..];
+    }
+    false
+}
+
+/// A TTL field: RFC 2181 §8, a value with the most significant bit set is read as zero.
+#[inline]
+fn read_ttl(buf: &[u8], at: usize) -> u32 {
+    let t = be32(buf, at);
+    if t & 0x8000_0000 != 0 {
+        0
+    } else {
+        t
+    }
 }
 
 /// Set the ID of a message in place.
@@ -505,7 +562,7 @@ pub fn set_id(buf: &mut [u8], id: u16) {
 pub fn rewrite_ttls(buf: &mut [u8], offsets: &[u16], mut f: impl FnMut(u32) -> u32) {
     for &o in offsets {
         let o = o as usize;
-        let old = be32(buf, o) & 0x7fff_ffff;
+        let old = read_ttl(buf, o);
         buf[o..o + 4].copy_from_slice(&f(old).to_be_bytes());
     }
 }
@@ -520,10 +577,16 @@ pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
 /// the form of FORMERR, SERVFAIL, REFUSED, NOTIMP, and of a truncated (TC) reply
 /// (RFC 1035 §4.1.1, RFC 6891 §7 for FORMERR to EDNS queries).
 pub fn minimal_response(query: &[u8], q: &QueryView, rcode: u8, tc: bool, out: &mut Vec<u8>) {
+    minimal_response_ext(query, q, rcode as u16, tc, out)
+}
+
+/// `minimal_response` with an extended `rcode` (above 15, e.g. BADVERS): its upper eight bits
+/// go into the OPT (RFC 6891 §6.1.3), which a query without EDNS cannot receive.
+pub fn minimal_response_ext(query: &[u8], q: &QueryView, rcode: u16, tc: bool, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&query[..q.question.end()]);
     let mut flags =
-        (q.header.flags & (FLAG_RD | FLAG_CD | 0x7800)) | FLAG_QR | FLAG_RA | rcode as u16;
+        (q.header.flags & (FLAG_RD | FLAG_CD | 0x7800)) | FLAG_QR | FLAG_RA | (rcode & 0xf);
     if tc {
         flags |= FLAG_TC;
     }
@@ -531,7 +594,7 @@ pub fn minimal_response(query: &[u8], q: &QueryView, rcode: u8, tc: bool, out: &
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..12].fill(0);
     if let Some(e) = q.edns {
-        push_opt(out, e.dnssec_ok());
+        push_opt_with_rcode(out, e.dnssec_ok(), rcode);
         out[10..12].copy_from_slice(&1u16.to_be_bytes());
     }
 }
@@ -550,33 +613,32 @@ pub fn formerr_header_only(query: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The RFC 8482 §4.2 answer to ANY: one HINFO record, CPU "RFC8482", OS "", with the query's
-/// name, TTL 3600.
-pub fn rfc8482_hinfo(query: &[u8], q: &QueryView, out: &mut Vec<u8>) {
-    minimal_response(query, q, RCODE_NOERROR, false, out);
-    let opt = if q.edns.is_some() {
-        out.split_off(q.question.end())
-    } else {
-        Vec::new()
+/// The query without its OPT record (for an upstream that answers EDNS with FORMERR,
+/// RFC 6891 §7). The OPT is the last record we read, so everything after it is kept as is.
+pub fn without_opt(query: &[u8], q: &QueryView) -> Vec<u8> {
+    let Some(e) = q.edns else {
+        return query.to_vec();
     };
-    out.extend_from_slice(&[0xc0, HEADER_LEN as u8]);
-    out.extend_from_slice(&13u16.to_be_bytes()); // HINFO
-    out.extend_from_slice(&q.question.qclass.to_be_bytes());
-    out.extend_from_slice(&3600u32.to_be_bytes());
-    out.extend_from_slice(&9u16.to_be_bytes());
-    out.push(7);
-    out.extend_from_slice(b"RFC8482");
-    out.push(0);
-    out[6..8].copy_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&opt);
+    let mut out = Vec::with_capacity(query.len());
+    out.extend_from_slice(&query[..e.start]);
+    out.extend_from_slice(&query[e.start + e.len..]);
+    let ar = q.header.arcount.saturating_sub(1);
+    out[10..12].copy_from_slice(&ar.to_be_bytes());
+    out
 }
 
 /// Append our OPT pseudo-RR: root owner, our UDP size, no options (RFC 6891 §6.1.2).
 pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
+    push_opt_with_rcode(out, dnssec_ok, 0);
+}
+
+/// Our OPT carrying the upper eight bits of an extended `rcode` (RFC 6891 §6.1.3); version 0,
+/// the only one we implement.
+pub fn push_opt_with_rcode(out: &mut Vec<u8>, dnssec_ok: bool, rcode: u16) {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
-    out.extend_from_slice(&[0, 0]); // extended rcode, version 0
+    out.extend_from_slice(&[(rcode >> 4) as u8, 0]); // extended rcode, version 0
     out.extend_from_slice(&(if dnssec_ok { EDNS_FLAG_DO } else { 0 }).to_be_bytes());
     out.extend_from_slice(&[0, 0]); // rdlen
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Rec, Upstream};
-use ndots::cache::{Answer, Cache, Key};
+use ndots::cache::{Answer, Cache, Key, Served};
 use ndots::config::{Config, FileConfig, Overrides};
 use ndots::proxy::handler::{Engine, Fast, Proto};
 use ndots::wire;
@@ -148,8 +148,11 @@ fn mutated_messages_never_panic_the_parser_patcher_or_request_path() {
             a.render(
                 q,
                 &v,
-                rng.below(100) as u32,
-                i % 2 == 0,
+                match i % 3 {
+                    0 => Served::Stale,
+                    1 => Served::Fresh,
+                    _ => Served::Cached(rng.below(100) as u32),
+                },
                 512 + rng.below(2000),
                 &mut out,
             );

@@ -20,16 +20,7 @@ use ndots::config::{Config, FileConfig, Overrides};
 const POD_RESOLV_CONF: &str = "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5 timeout:1 attempts:1\n";
 
 fn proxy(mode: &str, up: &Upstream, rt: &tokio::runtime::Runtime) -> ndots::proxy::Running {
-    let yaml = format!(
-        "listen: [\"127.0.0.1:53\"]\nserver: {{workers: 1}}\ncluster: {{node_search: [ec2.internal]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
-    );
-    let overrides = Overrides {
-        upstreams: vec![(".".into(), up.addr)],
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(FileConfig::parse(&yaml).unwrap(), &overrides).unwrap();
-    cfg.admin = None;
-    ndots::proxy::start(cfg, rt.handle()).expect("binding 127.0.0.1:53 in the namespace")
+    proxy_with_timeout(mode, up, rt, ndots::config::DEFAULT_UPSTREAM_TIMEOUT)
 }
 
 /// Queries the upstream got for lookups (the readiness probe's SOA queries left out).
@@ -209,4 +200,193 @@ fn report_has_exact_figures_for_a_known_glibc_lookup() {
         }
         p.shutdown(Duration::from_millis(200));
     }
+}
+
+/// The autopath split (coredns#3765, #7120, found on be98eac): when one autopath candidate
+/// failed for A only, the proxy forwarded the expansion and cached the upstream's NXDOMAIN for
+/// `Q A` while `Q AAAA` was `CNAME X` + NODATA; glibc took the pair for an answer, stopped its
+/// walk and returned EAI_NONAME for a name that exists.
+///
+/// X is `api.github.com.svc.cluster.local` (pod `api` of Service `github` in namespace `com`,
+/// which the schema allows and whose ancestors exist), the first candidate after `Q`. In each
+/// scenario X answers differently: its A never answered and AAAA NODATA (the split); NODATA for
+/// both (glibc walks past, musl stops: autopath must not stop glibc with a CNAME); an address
+/// for A only (A and AAAA answered differently). Every client's result must equal the
+/// shortcut-off result, glibc and musl, on a cold cache and again on a warm one.
+#[test]
+fn autopath_candidate_failing_for_one_type_never_splits_a_and_aaaa() {
+    let Some(ns) = netns::enter("autopath_candidate_failing_for_one_type_never_splits_a_and_aaaa")
+    else {
+        return;
+    };
+    ns.set_resolv_conf(
+        "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5 timeout:3 attempts:1\n",
+    );
+    let musl = build_musl_client(ns.scratch());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let x = "api.github.com.svc.cluster.local.";
+    type Setup<'a> = &'a dyn Fn(&Upstream);
+    let scenarios: [(&str, Setup); 3] = [
+        ("A unanswered, AAAA NODATA", &|up| {
+            up.add(x, 16, Rec::BigTxt(8, 60));
+            up.silent_for.lock().unwrap().push((x.into(), 1));
+        }),
+        ("NODATA for both", &|up| up.add(x, 16, Rec::BigTxt(8, 60))),
+        ("A only", &|up| {
+            up.add(x, 1, Rec::A(Ipv4Addr::new(10, 1, 2, 3), 60))
+        }),
+    ];
+    let mut clients = vec!["glibc"];
+    if musl.is_some() {
+        clients.push("musl");
+    }
+    for (scenario, setup) in scenarios {
+        let up = Upstream::start();
+        up.add(
+            "api.github.com.",
+            1,
+            Rec::A(Ipv4Addr::new(140, 82, 112, 6), 60),
+        );
+        setup(&up);
+        let lookup = |client: &str| match client {
+            "glibc" => glibc_addresses("api.github.com"),
+            _ => musl_addresses(musl.as_ref().unwrap(), "api.github.com"),
+        };
+        for client in &clients {
+            let mut results = Vec::new();
+            for mode in ["off", "autopath"] {
+                let p = proxy_with_timeout(mode, &up, &rt, Duration::from_millis(300));
+                // Cold cache, then warm: the second lookup meets what the first one cached.
+                let cold = lookup(client);
+                let warm = lookup(client);
+                println!("{scenario}: {client} {mode}: cold {cold:?} warm {warm:?}");
+                results.push((mode, cold, warm));
+                p.shutdown(Duration::from_millis(200));
+            }
+            let (_, off_cold, off_warm) = &results[0];
+            if *client == "glibc" {
+                // glibc finds an address in every scenario (the split turned the first into
+                // EAI_NONAME).
+                assert!(
+                    off_cold.is_some(),
+                    "{scenario}: glibc resolves, shortcut off"
+                );
+            }
+            for (mode, cold, warm) in &results[1..] {
+                assert_eq!(
+                    cold, off_cold,
+                    "{scenario}: {client} {mode} cold: result changed"
+                );
+                assert_eq!(
+                    warm, off_warm,
+                    "{scenario}: {client} {mode} warm: result changed"
+                );
+            }
+        }
+    }
+}
+
+/// A prefetch of an autopath answer was a plain forward of the expansion: the upstream's
+/// NXDOMAIN replaced the synthesized CNAME, and `Q A` turned NXDOMAIN while `Q AAAA` (not
+/// prefetched) still held the CNAME. glibc through the proxy across the refresh must keep
+/// resolving, and the refreshed entry must still be the CNAME.
+#[test]
+fn autopath_prefetch_keeps_the_synthesized_cname() {
+    let Some(ns) = netns::enter("autopath_prefetch_keeps_the_synthesized_cname") else {
+        return;
+    };
+    ns.set_resolv_conf(POD_RESOLV_CONF);
+    let up = Upstream::start();
+    // Ten seconds is the shortest TTL the cache prefetches (the last tenth of it).
+    up.add(
+        "api.github.com.",
+        1,
+        Rec::A(Ipv4Addr::new(140, 82, 112, 6), 10),
+    );
+    up.add(
+        "api.github.com.",
+        28,
+        Rec::Aaaa("2001:db8::6".parse().unwrap(), 10),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = proxy("autopath", &up, &rt);
+    let start = std::time::Instant::now();
+    let want = glibc_addresses("api.github.com");
+    assert!(want.is_some());
+    // Hits enough to be popular, then one inside the last second of the TTL (prefetch).
+    for _ in 0..2 {
+        assert_eq!(glibc_addresses("api.github.com"), want);
+    }
+    std::thread::sleep(Duration::from_millis(9_200).saturating_sub(start.elapsed()));
+    up.clear();
+    assert_eq!(glibc_addresses("api.github.com"), want, "at the prefetch");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        up.count("api.github.com.default.svc.cluster.local.", 1),
+        0,
+        "the prefetch followed autopath and never forwarded the expansion: {:?}",
+        up.seen.lock().unwrap()
+    );
+    // The old entry has expired; what answers now is the prefetched one.
+    let (_, info) = ask(
+        p.dns_addrs[0],
+        "api.github.com.default.svc.cluster.local.",
+        1,
+    );
+    assert_eq!(
+        info.0, 0,
+        "the expansion still answers with the CNAME, not NXDOMAIN"
+    );
+    assert!(info.1 >= 2, "CNAME and the target's A");
+    assert_eq!(
+        glibc_addresses("api.github.com"),
+        want,
+        "after the prefetch"
+    );
+    p.shutdown(Duration::from_millis(200));
+}
+
+/// One UDP query to the proxy: the raw answer and (rcode, ancount).
+fn ask(addr: std::net::SocketAddr, name: &str, qtype: u16) -> (Vec<u8>, (u16, u16)) {
+    let mut q = Vec::new();
+    ndots::wire::build_query(0x4242, name, qtype, false, &mut q).unwrap();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("an answer");
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).expect("a readable answer");
+    (
+        buf[..n].to_vec(),
+        (u16::from(m.metadata.response_code), m.answers.len() as u16),
+    )
+}
+
+fn proxy_with_timeout(
+    mode: &str,
+    up: &Upstream,
+    rt: &tokio::runtime::Runtime,
+    timeout: Duration,
+) -> ndots::proxy::Running {
+    let yaml = format!(
+        "listen: [\"127.0.0.1:53\"]\nserver: {{workers: 1}}\ncluster: {{node_search: [ec2.internal]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
+    );
+    let overrides = Overrides {
+        upstreams: vec![(".".into(), up.addr)],
+        ..Default::default()
+    };
+    let mut cfg = Config::from_file_config(FileConfig::parse(&yaml).unwrap(), &overrides).unwrap();
+    cfg.admin = None;
+    for z in cfg.upstreams.iter_mut() {
+        z.timeout = timeout;
+    }
+    ndots::proxy::start(cfg, rt.handle()).expect("binding 127.0.0.1:53 in the namespace")
 }

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-use ndots::cache::Answer;
+use ndots::cache::{Answer, Served};
 use ndots::config::{CacheConfig, Config, FileConfig, Overrides};
 use ndots::wire;
 
@@ -41,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let q = wire::parse_query(&query).unwrap();
     let max_len = 512 + *size as usize * 16;
     let mut out = Vec::new();
-    answer.render(&query, &q, *age as u32 * 1000, pick & 0x80 != 0, max_len, &mut out);
+    let served = match pick & 0xc0 {
+        0x80 => Served::Stale,
+        0x40 => Served::Fresh,
+        _ => Served::Cached(*age as u32 * 1000),
+    };
+    answer.render(&query, &q, served, max_len, &mut out);
     let h = wire::Header::parse(&out).expect("a rendered answer has a header");
     assert!(h.is_response());
     assert!(out.len() <= max_len, "{} bytes for a {max_len}-byte client", out.len());

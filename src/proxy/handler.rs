@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
 use crate::amplify::Tracker;
-use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey};
+use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey, Served};
 use crate::config::{Config, ShortcutMode};
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
 use crate::metrics as m;
@@ -121,10 +121,12 @@ pub enum Fast {
         plan: Plan,
     },
     /// `out` holds a cached answer to send, and the entry should be refreshed: call `resolve`
-    /// without a reply target.
+    /// without a reply target, with `plan`: the same plan as the query that filled the entry
+    /// (an autopath answer is refreshed by autopath, never by a plain forward).
     Prefetch {
         view: QueryView,
         zone: Option<usize>,
+        plan: Plan,
     },
 }
 
@@ -204,38 +206,29 @@ impl Engine {
                 || metrics::counter!(m::REFUSED_QUERIES, "reason" => "client"),
             )
             .increment(1);
-            Some(wire::RCODE_REFUSED)
+            Some(wire::RCODE_REFUSED as u16)
         } else if view.header.opcode() != 0 {
-            Some(wire::RCODE_NOTIMP)
+            Some(wire::RCODE_NOTIMP as u16)
         } else if qtype == wire::TYPE_AXFR || qtype == wire::TYPE_IXFR {
-            Some(wire::RCODE_REFUSED)
+            Some(wire::RCODE_REFUSED as u16)
+        } else if view.edns.is_some_and(|e| e.version > 0) {
+            // RFC 6891 §6.1.3: we implement EDNS version 0 only; the answer says so with our
+            // version (0) in the OPT.
+            Some(wire::RCODE_BADVERS)
         } else {
             None
         };
         if let Some(rcode) = refuse {
-            wire::minimal_response(packet, &view, rcode, false, out);
-            self.count_response(zone, rcode as u16, AnswerSource::Local);
+            wire::minimal_response_ext(packet, &view, rcode, false, out);
+            self.count_response(zone, rcode, AnswerSource::Local);
             if allowed {
-                self.emit(
-                    packet,
-                    &view,
-                    client,
-                    now,
-                    rcode as u16,
-                    0,
-                    AnswerSource::Local,
-                );
+                self.emit(packet, &view, client, now, rcode, 0, AnswerSource::Local);
             }
             return Fast::Answered;
         }
-        if qtype == wire::TYPE_ANY {
-            // RFC 8482 §4.2: answer ANY minimally, with a synthesized HINFO, instead of
-            // fetching everything for a query type that is mostly used for amplification.
-            wire::rfc8482_hinfo(packet, &view, out);
-            self.count_response(zone, 0, AnswerSource::Local);
-            self.emit(packet, &view, client, now, 0, 1, AnswerSource::Local);
-            return Fast::Answered;
-        }
+        // ANY is forwarded like every other type: the upstream applies RFC 8482 itself (a
+        // CNAME owner gets its CNAME, a missing name NXDOMAIN), and an answer larger than the
+        // client's UDP size goes out truncated, so ANY amplifies no more than any query.
         match self
             .cache
             .lookup(packet, &view, now, max_response(proto, &view), out)
@@ -258,7 +251,10 @@ impl Engine {
                     AnswerSource::Cache,
                 );
                 if prefetch {
-                    return Fast::Prefetch { view, zone };
+                    match self.prefetch_plan(packet, &view) {
+                        Some(plan) => return Fast::Prefetch { view, zone, plan },
+                        None => self.cache.prefetch_failed(&Key::of_query(packet, &view)),
+                    }
                 }
                 Fast::Answered
             }
@@ -279,6 +275,16 @@ impl Engine {
                 };
                 Fast::Resolve { view, zone, plan }
             }
+        }
+    }
+
+    /// The plan a refresh of a cached entry follows: the one a miss would take now. `None` when
+    /// a miss would be answered by the nxdomain shortcut (nothing to refresh: the entry expires
+    /// and the shortcut answers).
+    fn prefetch_plan(&self, packet: &[u8], view: &QueryView) -> Option<Plan> {
+        match &self.shortcut {
+            None => Some(Plan::Forward),
+            Some(sc) => sc.plan(packet, view),
         }
     }
 
@@ -371,8 +377,7 @@ impl Engine {
                     a.render(
                         &w.query,
                         &w.view,
-                        0,
-                        false,
+                        Served::Fresh,
                         max_response(w.proto, &w.view),
                         &mut out,
                     );
@@ -391,8 +396,8 @@ impl Engine {
         self.pending.fetch_sub(n, Ordering::Relaxed);
     }
 
-    /// The answer to relay: autopath's when the plan says so and it worked, else upstream's
-    /// (in shadow mode compared with what the shortcut would have said).
+    /// The answer to relay: autopath's when the plan says so, else upstream's (in shadow mode
+    /// compared with what the shortcut would have said). `None`: no answer (stale or SERVFAIL).
     async fn answer_for(
         &self,
         query: &[u8],
@@ -401,10 +406,17 @@ impl Engine {
         plan: &Plan,
     ) -> (Option<(Vec<u8>, wire::ResponseInfo)>, AnswerSource) {
         let local = match plan {
-            Plan::Autopath { candidates, reason } => self
-                .autopath(query, view, candidates)
-                .await
-                .map(|b| (b, *reason)),
+            Plan::Autopath { candidates, reason } => {
+                // When autopath cannot decide (a candidate failed), the query is not forwarded:
+                // the upstream's NXDOMAIN for this expansion, cached beside the other type's
+                // synthesized CNAME, would split A and AAAA (coredns#3765), and glibc then
+                // stops its walk with EAI_NONAME. A failure is an honest SERVFAIL (or stale),
+                // on which glibc walks on and musl reports EAI_AGAIN, as without autopath.
+                let Some(bytes) = self.autopath(query, view, candidates).await else {
+                    return (None, AnswerSource::Shortcut);
+                };
+                Some((bytes, *reason))
+            }
             Plan::Ancestors(ancestors) => self
                 .ancestors_nxdomain(query, view, ancestors)
                 .await
@@ -420,7 +432,7 @@ impl Engine {
             }
         }
         let result = match zone {
-            Some(z) => self.router.exchange(z, query).await.ok(),
+            Some(z) => self.forward(z, query, view).await,
             None => None,
         };
         if let (Plan::Shadow(_), Some(r)) = (plan, &result) {
@@ -440,6 +452,25 @@ impl Engine {
             }
         }
         (result.map(|r| (r.bytes, r.info)), AnswerSource::Upstream)
+    }
+
+    /// The client's query to the zone's upstreams. An upstream that answers FORMERR without an
+    /// OPT does not speak EDNS: the query is asked again without its OPT (RFC 6891 §7).
+    async fn forward(
+        &self,
+        zone: usize,
+        query: &[u8],
+        view: &QueryView,
+    ) -> Option<crate::upstream::Reply> {
+        let reply = self.router.exchange(zone, query).await.ok()?;
+        if reply.info.rcode == wire::RCODE_FORMERR as u16
+            && reply.info.edns.is_none()
+            && view.edns.is_some()
+        {
+            let plain = wire::without_opt(query, view);
+            return self.router.exchange(zone, &plain).await.ok();
+        }
+        Some(reply)
     }
 
     /// Upstreams failed: a stale answer if the cache has one (RFC 8767), else SERVFAIL.

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use crate::cache::{Answer, Key, Lookup, OwnedKey};
+use crate::cache::{Answer, Key, Lookup, OwnedKey, Served};
 use crate::config::{ShortcutConfig, ShortcutMode};
 use crate::search::decompose::SuffixKind;
 use crate::search::shortcut::{Reason, ShortcutPolicy};
@@ -87,37 +87,66 @@ impl Shortcut {
         &self.policy
     }
 
+    /// The verdict for a query that missed the cache; a synthesized NXDOMAIN is written to
+    /// `out`.
     pub fn decide(&self, packet: &[u8], view: &QueryView, out: &mut Vec<u8>) -> Verdict {
         let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
             return Verdict::Plan(Plan::Forward);
         };
-        let Some(exp) = self.policy.decide(&name, view.question.qtype) else {
-            return Verdict::Plan(match self.mode {
-                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(&name),
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Verdict::Plan(plan),
+            Judgement::Nxdomain { reason, soa_zone } => {
+                nxdomain_with_soa(packet, view, soa_zone, self.negative_ttl, out);
+                Verdict::Nxdomain(reason)
+            }
+        }
+    }
+
+    /// The plan a miss for this query would follow, or `None` when the nxdomain shortcut would
+    /// answer it. A prefetch refreshes an entry with the plan that filled it.
+    pub fn plan(&self, packet: &[u8], view: &QueryView) -> Option<Plan> {
+        let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
+            return Some(Plan::Forward);
+        };
+        match self.judge(&name, view.question.qtype) {
+            Judgement::Plan(plan) => Some(plan),
+            Judgement::Nxdomain { .. } => None,
+        }
+    }
+
+    fn judge<'a>(&'a self, name: &'a str, qtype: u16) -> Judgement<'a> {
+        let Some(exp) = self.policy.decide(name, qtype) else {
+            return Judgement::Plan(match self.mode {
+                ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(name),
                 _ => Plan::Forward,
             });
         };
         match self.mode {
-            ShortcutMode::Off => Verdict::Plan(Plan::Forward),
-            ShortcutMode::Shadow => Verdict::Plan(Plan::Shadow(exp.reason)),
-            ShortcutMode::Autopath => Verdict::Plan(Plan::Autopath {
+            ShortcutMode::Off => Judgement::Plan(Plan::Forward),
+            ShortcutMode::Shadow => Judgement::Plan(Plan::Shadow(exp.reason)),
+            ShortcutMode::Autopath => Judgement::Plan(Plan::Autopath {
                 candidates: self.policy.autopath_candidates(&exp),
                 reason: exp.reason,
             }),
-            ShortcutMode::Nxdomain => {
+            ShortcutMode::Nxdomain => Judgement::Nxdomain {
+                reason: exp.reason,
                 // The SOA's owner is the zone the suffix belongs to: the cluster domain for the
                 // Kubernetes suffixes, the node domain itself otherwise.
-                let zone = match exp.kind {
+                soa_zone: match exp.kind {
                     SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => {
                         self.cluster_domain.as_str()
                     }
                     SuffixKind::Node | SuffixKind::Other => exp.suffix,
-                };
-                nxdomain_with_soa(packet, view, zone, self.negative_ttl, out);
-                Verdict::Nxdomain(exp.reason)
-            }
+                },
+            },
         }
     }
+}
+
+/// `decide` without the answer bytes.
+enum Judgement<'a> {
+    Plan(Plan),
+    Nxdomain { reason: Reason, soa_zone: &'a str },
 }
 
 impl Shortcut {
@@ -192,15 +221,33 @@ pub fn nxdomain_with_soa(query: &[u8], view: &QueryView, zone: &str, ttl: u32, o
 
 impl Engine {
     /// Autopath: resolve `candidates` (through the cache) until one exists, and build
-    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved
-    /// (the query is then forwarded as it is, and the client walks on its own).
+    /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved:
+    /// the caller answers SERVFAIL (or stale), never the upstream's NXDOMAIN for `Q`.
+    ///
+    /// The stubs decide per pair (resolvers.md §1, §2), so for A and AAAA a candidate is judged
+    /// on both types at once (through the cache and coalesced, so the two queries of a client's
+    /// pair share the lookups). That makes the two answers for `Q` agree whatever fails:
+    /// - a type failed: SERVFAIL for both;
+    /// - data for either type: `Q CNAME target` + this type's records (data or NODATA), which
+    ///   glibc and musl both take as the answer;
+    /// - NXDOMAIN and no data: the stubs walk past it, and so does autopath;
+    /// - NODATA for both: glibc walks on past such a name while musl stops, and a CNAME to it
+    ///   would stop glibc too (it counts the CNAME as an answer). So `Q` gets NXDOMAIN, which is
+    ///   true of the expansion, and each stub meets the candidate itself as it would without us.
     pub(crate) async fn autopath(
         &self,
         query: &[u8],
         view: &QueryView,
         candidates: &[String],
     ) -> Option<Vec<u8>> {
+        let qtype = view.question.qtype;
+        let pair = match qtype {
+            wire::TYPE_A => Some(wire::TYPE_AAAA),
+            wire::TYPE_AAAA => Some(wire::TYPE_A),
+            _ => None,
+        };
         let mut rendered = Vec::with_capacity(512);
+        let mut other = Vec::with_capacity(512);
         for candidate in candidates {
             // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
             if let Some(sc) = &self.shortcut {
@@ -210,14 +257,30 @@ impl Engine {
                     }
                 }
             }
-            let qtype = view.question.qtype;
-            match self.resolve_cached(candidate, qtype, &mut rendered).await? {
-                wire::RCODE_NXDOMAIN => continue,
-                wire::RCODE_NOERROR => return cname_answer(query, candidate, &rendered),
-                _ => return None,
+            let (this, that) = match pair {
+                Some(t) => {
+                    let (a, b) = tokio::join!(
+                        self.resolve_cached(candidate, qtype, &mut rendered),
+                        self.resolve_cached(candidate, t, &mut other)
+                    );
+                    (a?, Some(b?))
+                }
+                None => (
+                    self.resolve_cached(candidate, qtype, &mut rendered).await?,
+                    None,
+                ),
+            };
+            let both = std::iter::once(&this).chain(that.as_ref());
+            if both.clone().any(|r| r.data) {
+                return cname_answer(query, candidate, &rendered);
             }
-        }
-        if candidates.is_empty() {
+            if both.clone().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
+                continue;
+            }
+            if both.clone().all(|r| r.rcode == wire::RCODE_NOERROR) {
+                return Some(self.synthesized_nxdomain(query, view));
+            }
+            // SERVFAIL, REFUSED and the like from upstream.
             return None;
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
@@ -237,10 +300,13 @@ impl Engine {
             .then(|| self.synthesized_nxdomain(query, view))
     }
 
-    /// Whether one of `names` is NXDOMAIN (asked for type A, through the cache).
+    /// Whether one of `names` does not exist (asked for type A, through the cache). Only an
+    /// NXDOMAIN with an empty answer section speaks for the name asked: after a CNAME (an
+    /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
     async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
         for n in names {
-            if self.resolve_cached(n, wire::TYPE_A, rendered).await? == wire::RCODE_NXDOMAIN {
+            let r = self.resolve_cached(n, wire::TYPE_A, rendered).await?;
+            if r.rcode == wire::RCODE_NXDOMAIN && r.answers == 0 {
                 return Some(true);
             }
         }
@@ -255,8 +321,13 @@ impl Engine {
     }
 
     /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
-    /// the answer is left in `rendered`, its rcode returned. `None` when upstream failed.
-    async fn resolve_cached(&self, name: &str, qtype: u16, rendered: &mut Vec<u8>) -> Option<u8> {
+    /// the answer is left in `rendered`. `None` when upstream failed.
+    async fn resolve_cached(
+        &self,
+        name: &str,
+        qtype: u16,
+        rendered: &mut Vec<u8>,
+    ) -> Option<Resolved> {
         let mut cq = Vec::with_capacity(name.len() + 32);
         wire::build_query(0, name, qtype, true, &mut cq).ok()?;
         let cv = wire::parse_query(&cq).ok()?;
@@ -283,10 +354,23 @@ impl Engine {
                     answer?
                 }
             };
-            answer.render(&cq, &cv, 0, false, max, rendered);
+            answer.render(&cq, &cv, Served::Cached(0), max, rendered);
         }
-        Some(wire::parse_response(rendered).ok()?.rcode as u8)
+        let info = wire::parse_response(rendered).ok()?;
+        Some(Resolved {
+            rcode: info.rcode as u8,
+            answers: info.header.ancount,
+            data: wire::answers_of_type(rendered, qtype).ok()? > 0,
+        })
     }
+}
+
+/// What one of the proxy's own lookups found.
+struct Resolved {
+    rcode: u8,
+    answers: u16,
+    /// The answer holds records of the asked type (not only a CNAME chain).
+    data: bool,
 }
 
 /// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).

@@ -14,7 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
-use super::shortcut::Plan;
 use crate::metrics as m;
 
 /// Bind a TCP listener with SO_REUSEPORT.
@@ -135,7 +134,7 @@ async fn connection(
                     started: now,
                 }));
             }
-            Fast::Prefetch { view, zone } => {
+            Fast::Prefetch { view, zone, plan } => {
                 if tx.send(std::mem::take(&mut out)).await.is_err() {
                     break;
                 }
@@ -143,7 +142,7 @@ async fn connection(
                     query: msg.clone(),
                     view,
                     zone,
-                    plan: Plan::Forward,
+                    plan,
                     reply: None,
                     proto: Proto::Tcp,
                     client: peer,

@@ -17,7 +17,6 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::handler::{Engine, Fast, Job, Proto, ReplyTo};
-use super::shortcut::Plan;
 
 const BATCH: usize = 32;
 /// Larger than any sane query; a datagram that fills it is cut and read as malformed.
@@ -183,9 +182,7 @@ pub fn run_worker(
                         let reply = ReplyTo::Udp(socket.clone(), client_sa);
                         (false, Some((view, zone, plan, Some(reply))))
                     }
-                    Fast::Prefetch { view, zone } => {
-                        (true, Some((view, zone, Plan::Forward, None)))
-                    }
+                    Fast::Prefetch { view, zone, plan } => (true, Some((view, zone, plan, None))),
                 };
             if answered {
                 out_to.push(SockAddr::from(client_sa));

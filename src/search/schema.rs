@@ -37,6 +37,10 @@ pub enum SchemaName {
     PodNode,
     /// `<a-b-c-d>.<ns>.pod.<zone>`: pod A/AAAA records (dashed IPv4 or IPv6).
     Pod,
+    /// `dns.<zone>` and `ns.dns.<zone>`: not in the specification, but CoreDNS's kubernetes
+    /// plugin serves `ns.dns.<zone>` (the MNAME of the zone's SOA, with the DNS Service's
+    /// address) and `dns.<zone>` as its empty non-terminal.
+    NameServer,
 }
 
 /// Classify `name` (absolute or not, any case) under cluster domain `domain` (no trailing dot).
@@ -63,6 +67,15 @@ pub fn classify(name: &str, domain: &str) -> Option<SchemaName> {
     let too_deep = |n: usize| l[n..].iter().any(Option::is_some);
     if top.eq_ignore_ascii_case("dns-version") {
         return (l[0].is_none()).then_some(SchemaName::DnsVersion);
+    }
+    if top.eq_ignore_ascii_case("dns") {
+        return match l[0] {
+            None => Some(SchemaName::NameServer),
+            Some(ns) if ns.eq_ignore_ascii_case("ns") && !too_deep(1) => {
+                Some(SchemaName::NameServer)
+            }
+            Some(_) => None,
+        };
     }
     if top.eq_ignore_ascii_case("svc") {
         let Some(ns) = l[0] else {
@@ -168,6 +181,10 @@ mod tests {
             ("10-0-0-5.prod.pod.cluster.local.", SchemaName::Pod),
             ("fd00-10-244--5.prod.pod.cluster.local.", SchemaName::Pod),
             ("WEB.Prod.SVC.cluster.local", SchemaName::Service),
+            // Not in the spec, served by CoreDNS: the SOA's MNAME (the schema shortcut answered
+            // NXDOMAIN for it).
+            ("ns.dns.cluster.local.", SchemaName::NameServer),
+            ("dns.cluster.local.", SchemaName::NameServer),
         ];
         for (n, want) in cases {
             assert_eq!(classify(n, D), Some(want), "{n}");
@@ -190,6 +207,8 @@ mod tests {
             "web.pr_od.svc.cluster.local.",
             "_http.web.prod.svc.cluster.local.",
             "x.dns-version.cluster.local.",
+            "x.ns.dns.cluster.local.",
+            "web.dns.cluster.local.",
         ] {
             let bare = n.trim_end_matches('.');
             if in_zone(bare, D) {

@@ -5,6 +5,7 @@
 //! 1. Only names under one of the search suffixes (a [`Decomposition`] exists).
 //! 2. Never a name the Kubernetes schema allows (under the cluster domain), whatever the zones
 //!    say: namespaces named `com` or `io` make `web.com.svc.cluster.local` a real Service.
+//!    Never a name under `shortcut.exempt` (operators' own records CoreDNS serves).
 //! 3. Zone: the base lies in a configured zone (`api.github.com` in `github.com`).
 //! 4. Schema (`kubernetes_schema: true`): under the cluster domain, the name cannot exist.
 
@@ -63,6 +64,8 @@ pub struct ShortcutPolicy {
     /// Lowercase, no trailing dot.
     zones: Vec<String>,
     kubernetes_schema: bool,
+    /// Lowercase, no trailing dot: never shortcut, nor anything under them.
+    exempt: Vec<String>,
 }
 
 impl ShortcutPolicy {
@@ -72,6 +75,21 @@ impl ShortcutPolicy {
             &shortcut.zones,
             shortcut.kubernetes_schema,
         )
+        .with_exempt(&shortcut.exempt)
+    }
+
+    /// Names (and the names under them) the shortcut leaves alone.
+    pub fn with_exempt<S: AsRef<str>>(mut self, exempt: &[S]) -> Self {
+        self.exempt = exempt
+            .iter()
+            .map(|z| z.as_ref().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Whether `name` (no trailing dot) is exempt.
+    pub fn is_exempt(&self, name: &str) -> bool {
+        self.exempt.iter().any(|z| in_zone(name, z))
     }
 
     pub fn from_parts<S: AsRef<str>>(
@@ -87,6 +105,7 @@ impl ShortcutPolicy {
             shape,
             zones,
             kubernetes_schema,
+            exempt: Vec::new(),
         }
     }
 
@@ -104,6 +123,9 @@ impl ShortcutPolicy {
         let domain = self.shape.domain();
         let under_cluster = in_zone(name, domain);
         if under_cluster && schema::classify(name, domain).is_some() {
+            return None;
+        }
+        if self.is_exempt(name) {
             return None;
         }
         if !self.zones.is_empty() {
@@ -312,6 +334,7 @@ mod tests {
             mode: crate::config::ShortcutMode::Nxdomain,
             zones: vec!["amazonaws.com".into()],
             kubernetes_schema: true,
+            exempt: vec!["registry.cluster.local".into()],
         };
         let p = ShortcutPolicy::new(&c, &s);
         assert_eq!(
@@ -324,5 +347,39 @@ mod tests {
                 .map(|e| e.reason),
             Some(Reason::Zone)
         );
+    }
+
+    /// Operators' own records under the cluster domain (CoreDNS `hosts`, `file`, `template`)
+    /// were answered NXDOMAIN by the schema shortcut.
+    #[test]
+    fn exempt_names_and_zones_are_never_shortcut() {
+        let c = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec![
+                "*.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            node_search: vec![],
+        };
+        let s = ShortcutConfig {
+            mode: crate::config::ShortcutMode::Nxdomain,
+            zones: vec![],
+            kubernetes_schema: true,
+            exempt: vec!["registry.cluster.local".into(), "corp.cluster.local".into()],
+        };
+        let p = ShortcutPolicy::new(&c, &s);
+        for exempt in [
+            "registry.cluster.local.",
+            "REGISTRY.cluster.local.",
+            "db.corp.cluster.local.",
+        ] {
+            assert_eq!(p.decide(exempt, 1), None, "{exempt}");
+        }
+        // Still shortcut: names beside the exempt ones.
+        assert!(p.decide("registry2.cluster.local.", 1).is_some());
+        assert!(p
+            .decide("www.example.org.default.svc.cluster.local.", 1)
+            .is_some());
     }
 }

@@ -40,6 +40,8 @@ pub struct Upstream {
     pub delay_ms: Arc<AtomicUsize>,
     /// Answer only every other UDP query (a lossy path): the rest are seen but get nothing.
     pub drop_every_other: Arc<AtomicBool>,
+    /// (name, type) pairs that are seen but never answered: a failure for one type only.
+    pub silent_for: Arc<Mutex<Vec<(String, u16)>>>,
 }
 
 impl Upstream {
@@ -61,6 +63,7 @@ impl Upstream {
             soa_ttl: 60,
             delay_ms: Arc::default(),
             drop_every_other: Arc::default(),
+            silent_for: Arc::default(),
         };
         let (records, seen, silent, delay) = (
             up.records.clone(),
@@ -68,6 +71,7 @@ impl Upstream {
             up.silent.clone(),
             up.delay_ms.clone(),
         );
+        let silent_for = up.silent_for.clone();
         let soa_ttl = up.soa_ttl;
         let lossy = up.drop_every_other.clone();
         std::thread::spawn(move || {
@@ -84,6 +88,9 @@ impl Upstream {
                 received += 1;
                 let resp = answer(&buf[..n], &records, &seen, &silent, soa_ttl, false);
                 if lossy.load(Ordering::Relaxed) && received % 2 == 0 {
+                    continue;
+                }
+                if is_muted(&buf[..n], &silent_for.lock().unwrap()) {
                     continue;
                 }
                 if let Some(resp) = resp {
@@ -155,6 +162,19 @@ impl Upstream {
     pub fn clear(&self) {
         self.seen.lock().unwrap().clear();
     }
+}
+
+/// Whether the query's (name, type) is one `silent_for` lists.
+fn is_muted(msg: &[u8], muted: &[(String, u16)]) -> bool {
+    let Ok(q) = wire::parse_query(msg) else {
+        return false;
+    };
+    let Ok(name) = wire::name_to_string(msg, q.question.name_start) else {
+        return false;
+    };
+    muted
+        .iter()
+        .any(|(n, t)| n.eq_ignore_ascii_case(&name) && *t == q.question.qtype)
 }
 
 fn answer(

@@ -1,0 +1,1017 @@
+//! Request-path conformance (issue 13): every answer through the proxy equals the upstream's.
+//!
+//! The oracle is independent of ndots' own wire code: a real authoritative server (nsd) serves a
+//! zone signed with `ldns-signzone`, queries are built and answers read with hickory-proto, and
+//! each query goes to nsd directly and through the proxy, first from upstream, then from cache,
+//! then (through a proxy whose TTL cap is one second) after expiry. Field by field: rcode
+//! (extended), QR/AA/TC/RD/RA/AD/CD, the question bytes (0x20 case), answer, authority and
+//! additional RRsets, TTLs never above the authoritative ones (and bounded by the SOA in
+//! negative answers, RFC 2308 §5), the OPT (present when asked, version 0, DO, extended rcode).
+//!
+//! What nsd cannot produce (BADVERS from upstream, FORMERR to EDNS, top-bit TTLs, ECS-scoped
+//! answers, garbage) comes from a scripted upstream that builds its answers with hickory-proto.
+//! The rules the proxy applies on top of the upstream's answer, and why:
+//! - RA is set (the proxy is the client's recursive server); AA is kept on the relay of a fresh
+//!   upstream answer and cleared on answers from cache, as CoreDNS's cache does;
+//! - our OPT replaces the upstream's (our UDP size; no options), with the upstream's extended
+//!   rcode and version 0;
+//! - TTLs are capped by `cache.max_ttl` and, for negative answers, by the SOA's minimum.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{CNAME, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use ndots::config::{Config, FileConfig, Overrides};
+
+// ---------------------------------------------------------------------------------------------
+// nsd with a signed zone
+
+const ZONE: &str = "example.test";
+
+/// The zone: every shape the proxy must relay unchanged. SOA TTL 3600, MINIMUM 60, so a
+/// negative answer lives 60 s while the CNAMEs above it have 3600.
+fn zone_text() -> String {
+    let big = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"{}\"", format!("{i:02}").repeat(100)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "$ORIGIN {ZONE}.
+$TTL 300
+@        3600 IN SOA ns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 60
+@             IN NS  ns
+ns            IN A   192.0.2.53
+www           IN A   192.0.2.1
+www           IN A   192.0.2.2
+www           IN AAAA 2001:db8::1
+www           IN MX  10 mail
+mail          IN A   192.0.2.25
+alias    3600 IN CNAME www
+chain1   3600 IN CNAME chain2
+chain2   3600 IN CNAME www
+out      3600 IN CNAME target.other.test.
+dangling 3600 IN CNAME missing
+*.wild        IN A   192.0.2.7
+ttl0        0 IN A   192.0.2.9
+txt           IN TXT \"hello\"
+big600        IN TXT {}
+big2000       IN TXT {}
+_http._tcp    IN SRV 0 5 80 www
+a.ent         IN A   192.0.2.10
+",
+        big(3),
+        big(10)
+    )
+}
+
+const OTHER_ZONE: &str = "$ORIGIN other.test.
+$TTL 300
+@      IN SOA ns.other.test. hostmaster.other.test. 1 7200 1800 86400 120
+@      IN NS  ns
+ns     IN A   198.51.100.53
+target IN A   198.51.100.1
+";
+
+struct Nsd {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(dir: &Path, cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Nsd {
+    /// nsd on 127.0.0.1 with `example.test` signed (NSEC, ECDSA P-256) and `other.test` plain.
+    fn start() -> Option<Nsd> {
+        if !common::tools::require("nsd") || !common::tools::require("ldns-signzone") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("example.test.zone"), zone_text()).unwrap();
+        std::fs::write(d.join("other.test.zone"), OTHER_ZONE).unwrap();
+        let ksk = run(d, "ldns-keygen", &["-a", "ECDSAP256SHA256", "-k", ZONE]);
+        let zsk = run(d, "ldns-keygen", &["-a", "ECDSAP256SHA256", ZONE]);
+        run(
+            d,
+            "ldns-signzone",
+            &["-o", ZONE, "example.test.zone", &zsk, &ksk],
+        );
+        let port = common::tools::free_port();
+        let p = |f: &str| d.join(f).display().to_string();
+        let conf = format!(
+            "server:
+    ip-address: 127.0.0.1
+    port: {port}
+    server-count: 1
+    username: \"\"
+    chroot: \"\"
+    zonesdir: \"{dir}\"
+    zonelistfile: \"{zl}\"
+    database: \"\"
+    xfrdfile: \"{xfrd}\"
+    xfrdir: \"{dir}\"
+    pidfile: \"{pid}\"
+    logfile: \"{log}\"
+    do-ip6: no
+    rrl-ratelimit: 0
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: \"{ZONE}\"
+    zonefile: \"example.test.zone.signed\"
+zone:
+    name: \"other.test\"
+    zonefile: \"other.test.zone\"
+",
+            dir = d.display(),
+            zl = p("zone.list"),
+            xfrd = p("xfrd.state"),
+            pid = p("nsd.pid"),
+            log = p("nsd.log"),
+        );
+        std::fs::write(d.join("nsd.conf"), conf).unwrap();
+        let child = Command::new("nsd")
+            .args(["-d", "-c", &p("nsd.conf")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsd starts");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let nsd = Nsd {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let probe = Case::new("www", RecordType::A).build(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while udp(addr, &probe, Duration::from_millis(200)).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "nsd did not answer: {}",
+                std::fs::read_to_string(nsd._dir.path().join("nsd.log")).unwrap_or_default()
+            );
+        }
+        Some(nsd)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries, built with hickory-proto
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// Relative to the zone unless it ends with a dot; written as sent (0x20 case kept).
+    name: String,
+    qtype: RecordType,
+    /// EDNS with this UDP size, or none.
+    edns: Option<u16>,
+    dnssec_ok: bool,
+    version: u8,
+    cd: bool,
+    rd: bool,
+    tcp: bool,
+}
+
+impl Case {
+    fn new(name: &str, qtype: RecordType) -> Case {
+        Case {
+            name: name.into(),
+            qtype,
+            edns: Some(1232),
+            dnssec_ok: false,
+            version: 0,
+            cd: false,
+            rd: true,
+            tcp: false,
+        }
+    }
+    fn plain(mut self) -> Case {
+        self.edns = None;
+        self
+    }
+    fn dnssec(mut self) -> Case {
+        self.dnssec_ok = true;
+        self
+    }
+    fn cd(mut self) -> Case {
+        self.cd = true;
+        self
+    }
+    fn no_rd(mut self) -> Case {
+        self.rd = false;
+        self
+    }
+    fn tcp(mut self) -> Case {
+        self.tcp = true;
+        self
+    }
+    fn udp_size(mut self, size: u16) -> Case {
+        self.edns = Some(size);
+        self
+    }
+    fn version(mut self, v: u8) -> Case {
+        self.version = v;
+        self
+    }
+
+    fn fqdn(&self) -> String {
+        if self.name.ends_with('.') {
+            self.name.clone()
+        } else if self.name.is_empty() {
+            format!("{ZONE}.")
+        } else {
+            format!("{}.{ZONE}.", self.name)
+        }
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} {:?}{}{}{}{}{}{}",
+            self.fqdn(),
+            self.qtype,
+            match self.edns {
+                Some(s) => format!(" edns{s}"),
+                None => " no-edns".into(),
+            },
+            if self.dnssec_ok { " DO" } else { "" },
+            if self.version > 0 { " v1" } else { "" },
+            if self.cd { " CD" } else { "" },
+            if self.rd { "" } else { " RD=0" },
+            if self.tcp { " tcp" } else { "" }
+        )
+    }
+
+    fn build(&self, id: u16) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = self.rd;
+        m.metadata.checking_disabled = self.cd;
+        let name = Name::from_ascii(self.fqdn()).unwrap();
+        m.add_query(Query::query(name, self.qtype));
+        if let Some(size) = self.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            e.set_dnssec_ok(self.dnssec_ok);
+            e.set_version(self.version);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+}
+
+fn udp(addr: SocketAddr, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.send_to(q, addr).unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = s.recv(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn tcp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(q);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn ask(addr: SocketAddr, case: &Case, id: u16) -> Option<Vec<u8>> {
+    let q = case.build(id);
+    if case.tcp {
+        tcp(addr, &q)
+    } else {
+        udp(addr, &q, Duration::from_secs(3))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field-by-field comparison
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The proxy relayed a fresh upstream answer.
+    Upstream,
+    /// The proxy answered from its cache.
+    Cache,
+}
+
+/// A record for set comparison: owner (lowercase), type, class, RDATA (decoded, so name
+/// compression does not matter).
+type RrKey = (String, RecordType, DNSClass, String);
+
+fn rr_key(r: &Record) -> RrKey {
+    (
+        r.name.to_ascii().to_ascii_lowercase(),
+        r.record_type(),
+        r.dns_class,
+        format!("{:?}", r.data),
+    )
+}
+
+fn section(records: &[Record]) -> Vec<RrKey> {
+    let mut v: Vec<RrKey> = records.iter().map(rr_key).collect();
+    v.sort();
+    v
+}
+
+/// The question section as sent: 12 bytes of header, then name, type and class.
+fn question_bytes(msg: &[u8]) -> &[u8] {
+    let mut i = 12;
+    while i < msg.len() && msg[i] != 0 {
+        i += 1 + msg[i] as usize;
+    }
+    &msg[12..(i + 5).min(msg.len())]
+}
+
+/// Every way `proxied` differs from what it must be, given the query and nsd's answer.
+fn compare(case: &Case, query: &[u8], direct: &[u8], proxied: &[u8], phase: Phase) -> Vec<String> {
+    let mut bad = Vec::new();
+    let d = Message::from_vec(direct).expect("nsd's answer parses");
+    let p = match Message::from_vec(proxied) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("the proxy's answer does not parse: {e}")],
+    };
+    let q = Message::from_vec(query).unwrap();
+    let (dh, ph) = (&d.metadata, &p.metadata);
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            bad.push(what);
+        }
+    };
+    check(
+        ph.id == q.metadata.id,
+        format!("id {} != {}", ph.id, q.metadata.id),
+    );
+    check(ph.message_type == MessageType::Response, "QR clear".into());
+    check(ph.op_code == dh.op_code, format!("opcode {:?}", ph.op_code));
+    check(
+        ph.response_code == dh.response_code,
+        format!("rcode {:?}, nsd {:?}", ph.response_code, dh.response_code),
+    );
+    check(
+        ph.truncation == dh.truncation,
+        format!("TC {}, nsd {}", ph.truncation, dh.truncation),
+    );
+    check(
+        ph.recursion_desired == case.rd,
+        format!("RD {} not echoed", ph.recursion_desired),
+    );
+    check(ph.recursion_available, "RA clear".into());
+    check(
+        ph.checking_disabled == dh.checking_disabled,
+        format!(
+            "CD {}, nsd {} (query {})",
+            ph.checking_disabled, dh.checking_disabled, case.cd
+        ),
+    );
+    check(
+        ph.authentic_data == dh.authentic_data,
+        format!("AD {}, nsd {}", ph.authentic_data, dh.authentic_data),
+    );
+    let data_rcode = matches!(
+        dh.response_code,
+        ResponseCode::NoError | ResponseCode::NXDomain
+    );
+    match phase {
+        Phase::Upstream if data_rcode && !dh.truncation => check(
+            ph.authoritative == dh.authoritative,
+            format!(
+                "AA {} on the relay, nsd {}",
+                ph.authoritative, dh.authoritative
+            ),
+        ),
+        Phase::Cache => check(!ph.authoritative, "AA set on an answer from cache".into()),
+        _ => {}
+    }
+    check(
+        question_bytes(proxied) == question_bytes(query),
+        "question bytes (0x20 case) not the client's".into(),
+    );
+    // OPT: present exactly when the query had one; our version is 0; DO echoed; the extended
+    // rcode travels in it (hickory merged it into response_code above).
+    match (&q.edns, &p.edns) {
+        (Some(qe), Some(pe)) => {
+            check(pe.version() == 0, format!("OPT version {}", pe.version()));
+            check(
+                pe.flags().dnssec_ok == qe.flags().dnssec_ok,
+                format!("DO {} in the answer's OPT", pe.flags().dnssec_ok),
+            );
+        }
+        (None, None) => {}
+        (Some(_), None) => check(false, "no OPT in the answer to an EDNS query".into()),
+        (None, Some(_)) => check(false, "an OPT in the answer to a query without one".into()),
+    }
+    if dh.truncation || ph.truncation {
+        // A truncated answer carries what fits; the client asks again over TCP.
+        return bad;
+    }
+    for (what, ds, ps) in [
+        ("answer", &d.answers, &p.answers),
+        ("authority", &d.authorities, &p.authorities),
+        ("additional", &d.additionals, &p.additionals),
+    ] {
+        let (dk, pk) = (section(ds), section(ps));
+        check(
+            dk == pk,
+            format!("{what} section differs:\n  nsd   {dk:?}\n  proxy {pk:?}"),
+        );
+    }
+    // TTLs: never above the authoritative ones.
+    let mut auth_ttl: HashMap<RrKey, u32> = HashMap::new();
+    for r in d.answers.iter().chain(&d.authorities).chain(&d.additionals) {
+        let e = auth_ttl.entry(rr_key(r)).or_insert(u32::MAX);
+        *e = (*e).min(r.ttl);
+    }
+    for r in p.answers.iter().chain(&p.authorities).chain(&p.additionals) {
+        if let Some(&t) = auth_ttl.get(&rr_key(r)) {
+            check(
+                r.ttl <= t,
+                format!("TTL {} above nsd's {t} for {:?}", r.ttl, rr_key(r)),
+            );
+        }
+    }
+    // RFC 2308 §5: a negative answer (SOA in the authority), CNAMEs included, is held no longer
+    // than min(SOA TTL, MINIMUM).
+    let soa = d.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(r.ttl.min(s.minimum)),
+        _ => None,
+    });
+    if let (Some(neg), Phase::Cache) = (soa, phase) {
+        for r in p.answers.iter().chain(&p.authorities) {
+            check(
+                r.ttl <= neg,
+                format!(
+                    "negative answer from cache: TTL {} above the SOA's {neg} for {:?}",
+                    r.ttl,
+                    rr_key(r)
+                ),
+            );
+        }
+    }
+    bad
+}
+
+/// The case table: every shape of the zone, over the flags and transports that change answers.
+fn cases() -> Vec<Case> {
+    use RecordType::*;
+    let mut v = Vec::new();
+    let shapes: &[(&str, RecordType)] = &[
+        ("www", A),
+        ("www", AAAA),
+        ("www", MX),
+        ("www", TXT),   // NODATA beside data
+        ("missing", A), // NXDOMAIN
+        ("alias", A),   // in-zone CNAME
+        ("alias", AAAA),
+        ("alias", TXT),   // CNAME, then NODATA: SOA minimum below the CNAME's TTL
+        ("chain1", A),    // two CNAMEs
+        ("out", A),       // CNAME out of zone
+        ("dangling", A),  // CNAME to a name that does not exist
+        ("x.wild", A),    // wildcard
+        ("x.wild", AAAA), // wildcard NODATA
+        ("ttl0", A),      // TTL 0
+        ("txt", TXT),
+        ("_http._tcp", SRV),
+        ("ent", A), // empty non-terminal
+        ("", SOA),
+        ("", NS),
+        ("", DNSKEY),
+        ("www", ANY),     // ANY for data
+        ("alias", ANY),   // ANY for a CNAME owner (RFC 8482 §4.2: the CNAME)
+        ("missing", ANY), // ANY for a name that does not exist
+        ("big600", TXT),  // above 512
+        ("big2000", TXT), // above 1232
+    ];
+    for &(name, t) in shapes {
+        v.push(Case::new(name, t));
+        v.push(Case::new(name, t).plain());
+        v.push(Case::new(name, t).dnssec());
+    }
+    v.extend([
+        Case::new("WwW", RecordType::A), // 0x20 mixed case
+        Case::new("AlIaS", RecordType::TXT).dnssec(),
+        Case::new("www", RecordType::A).dnssec().cd(), // CD set
+        Case::new("missing", RecordType::A).dnssec().cd(),
+        Case::new("www", RecordType::A).no_rd(),
+        Case::new("www", RecordType::A).version(1), // BADVERS
+        Case::new("missing", RecordType::A).version(1),
+        Case::new("big2000", RecordType::TXT).tcp(), // TC, then TCP
+        Case::new("big2000", RecordType::TXT).dnssec().tcp(),
+        Case::new("big600", RecordType::TXT).udp_size(4096),
+        Case::new("www", RecordType::AAAA).tcp(),
+        Case::new("missing", RecordType::A).tcp(),
+    ]);
+    v
+}
+
+struct Proxy {
+    _rt: tokio::runtime::Runtime,
+    running: Option<ndots::proxy::Running>,
+    addr: SocketAddr,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(p) = self.running.take() {
+            p.shutdown(Duration::from_millis(100));
+        }
+    }
+}
+
+fn proxy(yaml_extra: &str, upstream: SocketAddr) -> Proxy {
+    // A port nobody holds, not port 0: with SO_REUSEPORT the kernel may hand port 0 a port
+    // another test's proxy still holds, and the two would share its queries.
+    let port = common::tools::free_port();
+    let file = FileConfig::parse(&format!(
+        "listen: [\"127.0.0.1:{port}\"]\nserver: {{workers: 1}}\n{yaml_extra}"
+    ))
+    .unwrap();
+    let overrides = Overrides {
+        upstreams: vec![(".".into(), upstream)],
+        ..Default::default()
+    };
+    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
+    cfg.admin = None;
+    for z in cfg.upstreams.iter_mut() {
+        z.timeout = Duration::from_millis(1000);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let running = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    let addr = running.dns_addrs[0];
+    Proxy {
+        _rt: rt,
+        running: Some(running),
+        addr,
+    }
+}
+
+/// Every case through the proxy, against nsd: from upstream, from cache, and after expiry.
+#[test]
+fn every_answer_through_the_proxy_equals_nsds() {
+    let Some(nsd) = Nsd::start() else { return };
+    let cases = cases();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    // The shortcut is off: nothing under example.test is a search expansion anyway, and this
+    // suite is about relaying.
+    let warm = proxy("shortcut: {mode: off}\n", nsd.addr);
+    let expiring = proxy(
+        "shortcut: {mode: off}\ncache: {max_ttl: 1, negative_max_ttl: 1, serve_stale: 0, prefetch: false}\n",
+        nsd.addr,
+    );
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    let mut id = 100u16;
+    let mut next_id = || {
+        id = id.wrapping_add(7);
+        id
+    };
+    // Which answers come from cache follows from the cache key (name, type, DO, CD): the first
+    // case of a key in a round goes upstream, later ones hit. TTL 0 is never cached, and a
+    // version we do not implement is answered before the cache.
+    let mut round = |target: SocketAddr, first: Phase, tag: &str, failures: &mut Vec<String>| {
+        let mut keys = std::collections::HashSet::new();
+        for case in &cases {
+            let key = (
+                case.fqdn().to_ascii_lowercase(),
+                case.qtype,
+                case.dnssec_ok,
+                case.cd,
+            );
+            let phase = if case.name == "ttl0" || case.version > 0 {
+                Phase::Upstream
+            } else if keys.insert(key) {
+                first
+            } else {
+                Phase::Cache
+            };
+            let qid = next_id();
+            let query = case.build(qid);
+            let direct =
+                ask(nsd.addr, case, qid).unwrap_or_else(|| panic!("nsd: {}", case.label()));
+            let Some(proxied) = ask(target, case, qid) else {
+                failures.push(format!("{tag} {}: no answer", case.label()));
+                continue;
+            };
+            compared += 1;
+            for f in compare(case, &query, &direct, &proxied, phase) {
+                failures.push(format!("{tag} {}: {f}", case.label()));
+            }
+        }
+    };
+    round(warm.addr, Phase::Upstream, "from upstream", &mut failures);
+    round(warm.addr, Phase::Cache, "from cache", &mut failures);
+    round(
+        expiring.addr,
+        Phase::Upstream,
+        "first (1 s cap)",
+        &mut failures,
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    round(
+        expiring.addr,
+        Phase::Upstream,
+        "after expiry",
+        &mut failures,
+    );
+    println!(
+        "{compared} answers compared with nsd's, {} cases",
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted upstream for what nsd cannot produce
+
+type Script = Box<dyn Fn(&Message) -> Option<Vec<u8>> + Send + Sync>;
+
+/// A UDP upstream that answers each query with what `script` builds (or nothing), and counts
+/// the queries it got.
+struct Scripted {
+    addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+    queries: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Scripted {
+    fn start(script: Script) -> Scripted {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let queries: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (s, qs) = (seen.clone(), queries.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                if q.queries.first().map(|q| q.query_type()) == Some(RecordType::SOA) {
+                    // The proxy's readiness probe.
+                    let mut r = reply(&q, ResponseCode::NoError);
+                    r.metadata.authoritative = true;
+                    let _ = sock.send_to(&r.to_vec().unwrap(), from);
+                    continue;
+                }
+                s.fetch_add(1, Ordering::SeqCst);
+                qs.lock().unwrap().push(buf[..n].to_vec());
+                if let Some(bytes) = script(&q) {
+                    let _ = sock.send_to(&bytes, from);
+                }
+            }
+        });
+        Scripted {
+            addr,
+            seen,
+            queries,
+        }
+    }
+    fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+/// A response to `q` with its question and ID, RA set.
+fn reply(q: &Message, rcode: ResponseCode) -> Message {
+    let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.recursion_available = true;
+    r.metadata.response_code = rcode;
+    r.add_queries(q.queries.clone());
+    r
+}
+
+fn qname(q: &Message) -> Name {
+    q.queries[0].name().clone()
+}
+
+fn a_record(name: Name, ttl: u32) -> Record {
+    Record::from_rdata(name, ttl, RData::A("192.0.2.1".parse().unwrap()))
+}
+
+fn soa_record(zone: &str, ttl: u32, minimum: u32) -> Record {
+    let z = Name::from_ascii(zone).unwrap();
+    let soa = SOA::new(
+        Name::from_ascii(format!("ns.{zone}")).unwrap(),
+        Name::from_ascii(format!("hostmaster.{zone}")).unwrap(),
+        1,
+        7200,
+        1800,
+        86400,
+        minimum,
+    );
+    Record::from_rdata(z, ttl, RData::SOA(soa))
+}
+
+fn with_edns(mut r: Message, q: &Message) -> Message {
+    if q.edns.is_some() {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        r.set_edns(e);
+    }
+    r
+}
+
+/// One query through a fresh proxy in front of `script`; the parsed answer.
+fn through(proxy_yaml: &str, up: &Scripted, case: &Case) -> Message {
+    let p = proxy(proxy_yaml, up.addr);
+    let bytes = ask(p.addr, case, 4242).expect("an answer");
+    Message::from_vec(&bytes).expect("a readable answer")
+}
+
+/// BADVERS was lost twice: a version-1 query got NOERROR with data (from cache or forwarded),
+/// and an upstream's BADVERS reached the client as NOERROR because the client's OPT was rebuilt
+/// with extended-rcode 0 (RFC 6891 §6.1.3).
+#[test]
+fn badvers_reaches_the_client_with_its_extended_rcode() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::BADVERS);
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        r.set_edns(e);
+        Some(r.to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    // The upstream's BADVERS, relayed.
+    let m = Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A), 1).unwrap()).unwrap();
+    // 16 is BADVERS in an OPT (hickory names it BADSIG, its TSIG meaning).
+    assert_eq!(u16::from(m.metadata.response_code), 16);
+    assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
+    // Our own, for a version we do not implement: never forwarded.
+    let before = up.seen();
+    let m =
+        Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A).version(1), 2).unwrap())
+            .unwrap();
+    assert_eq!(u16::from(m.metadata.response_code), 16);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
+    assert_eq!(up.seen(), before, "a version-1 query is answered locally");
+}
+
+/// An upstream that does not speak EDNS answers FORMERR without an OPT (RFC 6891 §7): the
+/// proxy asks again without its OPT, and the client (which sent EDNS) gets the data with our OPT.
+#[test]
+fn formerr_to_edns_is_retried_without_the_opt() {
+    let up = Scripted::start(Box::new(|q| {
+        let r = if q.edns.is_some() {
+            reply(q, ResponseCode::FormErr)
+        } else {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.add_answer(a_record(qname(q), 300));
+            r
+        };
+        Some(r.to_vec().unwrap())
+    }));
+    let m = through(
+        "shortcut: {mode: off}\n",
+        &up,
+        &Case::new("www", RecordType::A),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert!(m.edns.is_some(), "the client's EDNS is answered with ours");
+    let qs = up.queries.lock().unwrap();
+    assert_eq!(qs.len(), 2);
+    assert!(Message::from_vec(&qs[1]).unwrap().edns.is_none());
+}
+
+/// A TTL with its top bit set was masked to 31 bits (0x80000010 -> 16) instead of read as zero
+/// (RFC 2181 §8): it is relayed as 0 and not cached.
+#[test]
+fn ttl_with_the_top_bit_set_is_zero() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 0x8000_0010));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    for id in [1, 2] {
+        let m =
+            Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A), id).unwrap()).unwrap();
+        assert_eq!(m.answers[0].ttl, 0, "relayed as zero");
+    }
+    assert_eq!(up.seen(), 2, "a zero TTL is not cached");
+}
+
+/// A CNAME followed by NODATA was cached for the CNAME's TTL (3600 s) instead of the SOA's
+/// negative TTL (RFC 2308 §5).
+#[test]
+fn cname_then_nodata_is_cached_for_the_negative_ttl() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        let target = Name::from_ascii("target.example.test.").unwrap();
+        r.add_answer(Record::from_rdata(
+            qname(q),
+            3600,
+            RData::CNAME(CNAME(target)),
+        ));
+        r.add_authority(soa_record("example.test.", 3600, 5));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let case = Case::new("alias", RecordType::TXT);
+    let _ = ask(p.addr, &case, 1).unwrap();
+    let m = Message::from_vec(&ask(p.addr, &case, 2).unwrap()).unwrap();
+    assert_eq!(up.seen(), 1, "the second answer came from cache");
+    for r in m.answers.iter().chain(&m.authorities) {
+        assert!(r.ttl <= 5, "TTL {} above the SOA minimum: {r:?}", r.ttl);
+    }
+}
+
+/// AA was kept on cached answers; the fresh relay keeps the upstream's AA, the cache clears it
+/// (DESIGN §9, as CoreDNS's cache does).
+#[test]
+fn aa_is_cleared_on_answers_from_cache() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.metadata.authoritative = true;
+        r.add_answer(a_record(qname(q), 300));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let case = Case::new("www", RecordType::A);
+    let fresh = Message::from_vec(&ask(p.addr, &case, 1).unwrap()).unwrap();
+    let cached = Message::from_vec(&ask(p.addr, &case, 2).unwrap()).unwrap();
+    assert!(fresh.metadata.authoritative);
+    assert!(!cached.metadata.authoritative);
+    assert_eq!(up.seen(), 1);
+}
+
+/// An answer tailored with EDNS Client Subnet (scope > 0) was cached and served to every
+/// client: it is relayed to the one that asked, never shared (RFC 7871 §7.3).
+#[test]
+fn ecs_scoped_answers_are_not_shared() {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 300));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        let subnet = ClientSubnet::new("198.51.100.0".parse().unwrap(), 24, 24);
+        e.options_mut().insert(EdnsOption::Subnet(subnet));
+        r.set_edns(e);
+        Some(r.to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let case = Case::new("www", RecordType::A);
+    for id in [1, 2] {
+        let m = Message::from_vec(&ask(p.addr, &case, id).unwrap()).unwrap();
+        assert_eq!(m.answers.len(), 1);
+    }
+    assert_eq!(up.seen(), 2, "each client's query went upstream");
+}
+
+/// REFUSED, SERVFAIL and garbage from the upstream: relayed as REFUSED and SERVFAIL, garbage
+/// as SERVFAIL; none of it cached.
+#[test]
+fn upstream_errors_and_garbage_are_relayed_or_servfail() {
+    for (what, rcode, want) in [
+        (
+            "refused",
+            Some(ResponseCode::Refused),
+            ResponseCode::Refused,
+        ),
+        (
+            "servfail",
+            Some(ResponseCode::ServFail),
+            ResponseCode::ServFail,
+        ),
+        ("garbage", None, ResponseCode::ServFail),
+    ] {
+        let up = Scripted::start(Box::new(move |q| match rcode {
+            Some(rc) => Some(with_edns(reply(q, rc), q).to_vec().unwrap()),
+            // The right ID, then nonsense: a header that claims records it does not have.
+            None => {
+                let mut b = q.metadata.id.to_be_bytes().to_vec();
+                b.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 9, 0, 0, 0, 0, 0xff, 0xff]);
+                Some(b)
+            }
+        }));
+        let p = proxy("shortcut: {mode: off}\n", up.addr);
+        let case = Case::new("www", RecordType::A);
+        for id in [1, 2] {
+            let m = Message::from_vec(&ask(p.addr, &case, id).unwrap()).unwrap();
+            assert_eq!(m.metadata.response_code, want, "{what}");
+            assert!(m.answers.is_empty(), "{what}");
+        }
+        assert!(up.seen() >= 2, "{what}: not cached");
+    }
+}
+
+/// The RFC 8020 ancestor check trusted an NXDOMAIN at the end of a CNAME chain: an ExternalName
+/// Service `github.com.svc.cluster.local` (namespace `com`) whose target does not exist made the
+/// proxy answer NXDOMAIN for `api.github.com.svc.cluster.local`, a name the upstream serves.
+#[test]
+fn nxdomain_after_a_cname_does_not_rule_out_the_ancestor() {
+    let up = Scripted::start(Box::new(|q| {
+        let name = qname(q).to_ascii().to_ascii_lowercase();
+        let r = match name.as_str() {
+            "github.com.svc.cluster.local." => {
+                let mut r = reply(q, ResponseCode::NXDomain);
+                let gone = Name::from_ascii("gone.example.org.").unwrap();
+                r.add_answer(Record::from_rdata(qname(q), 30, RData::CNAME(CNAME(gone))));
+                r.add_authority(soa_record("example.org.", 30, 30));
+                r
+            }
+            "api.github.com.svc.cluster.local." => {
+                let mut r = reply(q, ResponseCode::NoError);
+                r.add_answer(a_record(qname(q), 30));
+                r
+            }
+            _ => {
+                // Everything else exists without data (the namespace `com` among it).
+                let mut r = reply(q, ResponseCode::NoError);
+                r.add_authority(soa_record("cluster.local.", 30, 30));
+                r
+            }
+        };
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let m = through(
+        "shortcut: {mode: nxdomain, zones: [github.com]}\n",
+        &up,
+        &Case::new("api.github.com.svc.cluster.local.", RecordType::A),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+}
+
+/// The schema shortcut answered NXDOMAIN for names CoreDNS serves beyond the Kubernetes DNS
+/// specification: `ns.dns.cluster.local` (its SOA's MNAME) and operators' own records, which
+/// `shortcut.exempt` now names.
+#[test]
+fn schema_shortcut_forwards_ns_dns_and_exempt_names() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 30));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let exempt = "shortcut: {mode: nxdomain, exempt: [registry.cluster.local]}\n";
+    for (name, yaml, answered) in [
+        ("ns.dns.cluster.local.", exempt, true),
+        ("registry.cluster.local.", exempt, true),
+        ("v2.registry.cluster.local.", exempt, true),
+        // Without the exemption the schema rules it out: the switch does something.
+        (
+            "registry.cluster.local.",
+            "shortcut: {mode: nxdomain}\n",
+            false,
+        ),
+    ] {
+        let m = through(yaml, &up, &Case::new(name, RecordType::A));
+        let want = if answered {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        assert_eq!(m.metadata.response_code, want, "{name} with {yaml}");
+    }
+}
