@@ -43,6 +43,9 @@ pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
 
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
+/// Not in the DESIGN list: node-local setup something else removed and the proxy put back
+/// (issue 17): a firewall daemon or another cache fighting over the node shows here.
+pub const NODE_LOCAL_RESTORES: &str = "ndots_node_local_restores_total";
 
 /// What a metric measures, for the exposition's HELP line and the generated reference
 /// (docs/reference/metrics.md, checked against this list by `tests/docs.rs`).
@@ -111,6 +114,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
     metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight` or `max_tcp_connections` (server section)")], "Queries answered SERVFAIL or connections refused because a limit was reached, by limit."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
+    metric(NODE_LOCAL_RESTORES, "counter", &[("what", "`link`, `address`, `notrack` (the NOTRACK table) or `firewall` (the ACCEPT rules)")], "Node-local setup found removed and put back by the 2 s check, by what (node_local)."),
 ];
 
 /// DESIGN §4: request duration buckets, 0.00025 s doubling to 8 s: sixteen buckets ending at

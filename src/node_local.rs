@@ -65,6 +65,16 @@ pub fn restore(cfg: &NodeLocalConfig) -> anyhow::Result<bool> {
         0
     };
     let missing = created || added > 0 || notrack || accepts > 0;
+    for (what, n) in [
+        ("link", created as u64),
+        ("address", added as u64),
+        ("notrack", notrack as u64),
+        ("firewall", accepts as u64),
+    ] {
+        if n > 0 {
+            metrics::counter!(crate::metrics::NODE_LOCAL_RESTORES, "what" => what).increment(n);
+        }
+    }
     if missing {
         tracing::warn!(
             interface = %cfg.interface,

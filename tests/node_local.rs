@@ -196,10 +196,13 @@ fn node_local_address_survives_restarts_and_crash_loops() {
     up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
     let dir = ns.scratch();
     let config = dir.join("node-local.yaml");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
     std::fs::write(
         &config,
         format!(
-            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"127.0.0.1:0\"\n\
+            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"{admin}\"\n\
              server: {{workers: 1, shutdown_grace: 1s}}\n\
              node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
              notrack: true\n",
@@ -312,6 +315,21 @@ fn node_local_address_survives_restarts_and_crash_loops() {
             .contains("restored"),
         "the restoration is logged"
     );
+    // And counted: the link and both its addresses.
+    let metrics = common::tools::http_get(admin, "/metrics").unwrap().1;
+    let count = |what: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "ndots_node_local_restores_total{{what=\"{what}\"}}"
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("link"), 1.0, "{metrics}");
+    assert_eq!(count("address"), 2.0, "{metrics}");
     assert!(proxy.sigterm().success());
 }
 
