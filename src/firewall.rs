@@ -451,22 +451,18 @@ impl Layout {
     fn entry_bytes(&self, r: &Rule) -> Vec<u8> {
         let size = self.entry + MATCH_SIZE + TARGET_SIZE;
         let mut e = vec![0u8; size];
-        let (src, dst, mask_len) = (
-            0usize,
-            if self.v6 { 16 } else { 4 },
-            if self.v6 { 16 } else { 4 },
-        );
-        let (smsk, dmsk) = (2 * mask_len, 3 * mask_len);
+        // ipt_ip / ip6t_ip6 open with src, dst, smsk, dmsk, each one address long.
+        let n = if self.v6 { 16 } else { 4 };
         let addr = match r.addr {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
         let (at, mask_at) = match r.side {
-            Side::From => (src, smsk),
-            Side::To => (dst, dmsk),
+            Side::From => (0, 2 * n),
+            Side::To => (n, 3 * n),
         };
-        e[at..at + mask_len].copy_from_slice(&addr);
-        e[mask_at..mask_at + mask_len].fill(0xff);
+        e[at..at + n].copy_from_slice(&addr);
+        e[mask_at..mask_at + n].fill(0xff);
         if self.v6 {
             e[128..130].copy_from_slice(&(r.proto as u16).to_ne_bytes());
             e[131] = IP6T_F_PROTO;
@@ -598,16 +594,25 @@ impl XtablesLock {
     }
 }
 
-/// The entries of a table blob: (offset, length), walked by next_offset and bounds-checked.
+/// The entries of a table blob: (offset, length), walked by next_offset. Each entry's target
+/// lies within it, so later reads of targets stay in bounds.
 fn walk(blob: &[u8], l: &Layout) -> anyhow::Result<Vec<(usize, usize)>> {
+    let u16_at = |i: usize| {
+        blob.get(i..i + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
+    };
     let mut out = Vec::new();
     let mut at = 0;
     while at < blob.len() {
-        let next = blob
-            .get(at + l.target_offset_at + 2..at + l.target_offset_at + 4)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
-            .unwrap_or(0);
-        if next < l.entry || at + next > blob.len() {
+        let next = u16_at(at + l.target_offset_at + 2).unwrap_or(0);
+        let target = u16_at(at + l.target_offset_at).unwrap_or(0);
+        let target_size = u16_at(at + target).unwrap_or(0);
+        if next < l.entry
+            || at + next > blob.len()
+            || target < l.entry
+            || target_size < 32
+            || target + target_size > next
+        {
             bail!("{}: malformed entry at offset {at}", l.what());
         }
         out.push((at, next));
