@@ -113,6 +113,9 @@ pub struct Answer {
     /// authoritative (as CoreDNS's cache clears it); only the relay of a fresh upstream reply
     /// keeps it.
     authoritative: bool,
+    /// Where the additional section starts in `bytes` (OPT removed): what may be left out for
+    /// a client whose buffer the whole answer does not fit (RFC 2181 §9).
+    additional_at: u16,
 }
 
 /// How an answer reaches the client, which decides its TTLs and AA.
@@ -227,6 +230,7 @@ impl Answer {
             rcode,
             answers: info.header.ancount,
             authoritative,
+            additional_at: info.additional_start.min(u16::MAX as usize) as u16,
         }
     }
 
@@ -275,6 +279,18 @@ impl Answer {
                 wire::rewrite_ttls(out, &self.ttl_offsets, |t| t.saturating_sub(age))
             }
             Served::Stale => wire::rewrite_ttls(out, &self.ttl_offsets, |_| STALE_TTL),
+        }
+        // RFC 6840 §5.8: AD only to a client that asked with AD or DO (the key holds DO, not AD).
+        if query[3] & (wire::FLAG_AD as u8) == 0 && !q.dnssec_ok() {
+            out[3] &= !(wire::FLAG_AD as u8);
+        }
+        let opt_len = if q.edns.is_some() { 11 } else { 0 };
+        let additional_at = self.additional_at as usize;
+        if out.len() + opt_len > max_len && additional_at < out.len() {
+            // RFC 2181 §9: what does not fit of the additional section is left out; TC only
+            // when the answer or authority sections do not fit.
+            out.truncate(additional_at);
+            out[10..12].fill(0);
         }
         if let Some(e) = q.edns {
             wire::push_opt_with_rcode(out, e.dnssec_ok(), self.rcode);

@@ -429,6 +429,8 @@ pub struct ResponseInfo {
     pub min_answer_ttl: Option<u32>,
     /// RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM) of the authority SOA.
     pub negative_ttl: Option<u32>,
+    /// Offset of the additional section (the message's end when it is empty).
+    pub additional_start: usize,
     /// The OPT carries an EDNS Client Subnet option with a non-zero scope: the answer was
     /// tailored to one client's network (RFC 7871 §7.3) and must not be shared.
     pub ecs_scoped: bool,
@@ -463,7 +465,11 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     let an = header.ancount as usize;
     let ns = header.nscount as usize;
     let total = an + ns + header.arcount as usize;
+    let mut additional_start = None;
     for i in 0..total {
+        if i == an + ns {
+            additional_start = Some(pos);
+        }
         let rr = read_rr(buf, pos)?;
         if rr.rtype == TYPE_OPT && i >= an + ns {
             if edns.is_some() {
@@ -500,6 +506,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
         ttl_offsets,
         min_answer_ttl,
         negative_ttl,
+        additional_start: additional_start.unwrap_or(pos),
         ecs_scoped,
     })
 }
@@ -521,6 +528,27 @@ pub fn answers_of_type(buf: &[u8], rtype: u16) -> Result<u16, WireError> {
         pos = rr.end;
     }
     Ok(n)
+}
+
+/// Whether the message's OPT (from `parse_query` or `parse_response`) carries an EDNS Client
+/// Subnet option (RFC 7871): an answer to it may be tailored to that client's network.
+pub fn has_ecs_option(buf: &[u8], edns: Option<Edns>) -> bool {
+    let Some(e) = edns else { return false };
+    let Ok(rr) = read_rr(buf, e.start) else {
+        return false;
+    };
+    let mut rdata = &buf[rr.rdata_at..rr.end];
+    while rdata.len() >= 4 {
+        let (code, len) = (be16(rdata, 0), be16(rdata, 2) as usize);
+        if code == EDNS_OPTION_ECS {
+            return true;
+        }
+        let Some(rest) = rdata.get(4 + len..) else {
+            return false;
+        };
+        rdata = rest;
+    }
+    false
 }
 
 /// Whether OPT RDATA (a sequence of {code, length, data}, RFC 6891 §6.1.2) holds an ECS option

@@ -69,9 +69,19 @@ big600        IN TXT {}
 big2000       IN TXT {}
 _http._tcp    IN SRV 0 5 80 www
 a.ent         IN A   192.0.2.10
+{}
 ",
         big(3),
-        big(10)
+        big(10),
+        // Ten mail exchangers with addresses: 858 bytes with the additional section, which a
+        // 512-byte client gets without (RFC 2181 §9), not truncated.
+        (1..=10)
+            .map(|i| format!(
+                "mx IN MX {i} m{i}\nm{i} IN A 192.0.2.{}\nm{i} IN AAAA 2001:db8::{i}",
+                100 + i
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     )
 }
 
@@ -363,7 +373,23 @@ fn question_bytes(msg: &[u8]) -> &[u8] {
 }
 
 /// Every way `proxied` differs from what it must be, given the query and nsd's answer.
-fn compare(case: &Case, query: &[u8], direct: &[u8], proxied: &[u8], phase: Phase) -> Vec<String> {
+/// How far below the authoritative TTL a cached one may be: the cache's caps and the seconds the
+/// entry may have aged.
+#[derive(Clone, Copy)]
+struct Aged {
+    max_ttl: u32,
+    negative_max_ttl: u32,
+    seconds: u32,
+}
+
+fn compare(
+    case: &Case,
+    query: &[u8],
+    direct: &[u8],
+    proxied: &[u8],
+    phase: Phase,
+    aged: Aged,
+) -> Vec<String> {
     let mut bad = Vec::new();
     let d = Message::from_vec(direct).expect("nsd's answer parses");
     let p = match Message::from_vec(proxied) {
@@ -461,21 +487,45 @@ fn compare(case: &Case, query: &[u8], direct: &[u8], proxied: &[u8], phase: Phas
         let e = auth_ttl.entry(rr_key(r)).or_insert(u32::MAX);
         *e = (*e).min(r.ttl);
     }
+    // And not far below them: every record lives as long as the cache entry (the smallest TTL
+    // of the answer, or the negative TTL), capped, counted down by its age, and no less.
+    let negative_ttl = d.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(r.ttl.min(s.minimum)),
+        _ => None,
+    });
+    let entry = d
+        .answers
+        .iter()
+        .map(|r| r.ttl)
+        .chain(negative_ttl)
+        .min()
+        .unwrap_or(u32::MAX);
+    let cap = entry.min(if negative_ttl.is_some() {
+        aged.negative_max_ttl
+    } else {
+        aged.max_ttl
+    });
     for r in p.answers.iter().chain(&p.authorities).chain(&p.additionals) {
         if let Some(&t) = auth_ttl.get(&rr_key(r)) {
             check(
                 r.ttl <= t,
                 format!("TTL {} above nsd's {t} for {:?}", r.ttl, rr_key(r)),
             );
+            let floor = t.min(cap).saturating_sub(aged.seconds);
+            check(
+                r.ttl >= floor,
+                format!(
+                    "TTL {} below {floor} (nsd {t}, aged up to {} s) for {:?}",
+                    r.ttl,
+                    aged.seconds,
+                    rr_key(r)
+                ),
+            );
         }
     }
     // RFC 2308 §5: a negative answer (SOA in the authority), CNAMEs included, is held no longer
     // than min(SOA TTL, MINIMUM).
-    let soa = d.authorities.iter().find_map(|r| match &r.data {
-        RData::SOA(s) => Some(r.ttl.min(s.minimum)),
-        _ => None,
-    });
-    if let (Some(neg), Phase::Cache) = (soa, phase) {
+    if let (Some(neg), Phase::Cache) = (negative_ttl, phase) {
         for r in p.answers.iter().chain(&p.authorities) {
             check(
                 r.ttl <= neg,
@@ -543,49 +593,10 @@ fn cases() -> Vec<Case> {
     v
 }
 
-struct Proxy {
-    _rt: tokio::runtime::Runtime,
-    running: Option<ndots::proxy::Running>,
-    addr: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(p) = self.running.take() {
-            p.shutdown(Duration::from_millis(100));
-        }
-    }
-}
+type Proxy = common::proxy::TestProxy;
 
 fn proxy(yaml_extra: &str, upstream: SocketAddr) -> Proxy {
-    // A port nobody holds, not port 0: with SO_REUSEPORT the kernel may hand port 0 a port
-    // another test's proxy still holds, and the two would share its queries.
-    let port = common::tools::free_port();
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:{port}\"]\nserver: {{workers: 1}}\n{yaml_extra}"
-    ))
-    .unwrap();
-    let overrides = Overrides {
-        upstreams: vec![(".".into(), upstream)],
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
-    cfg.admin = None;
-    for z in cfg.upstreams.iter_mut() {
-        z.timeout = Duration::from_millis(1000);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let addr = running.dns_addrs[0];
-    Proxy {
-        _rt: rt,
-        running: Some(running),
-        addr,
-    }
+    Proxy::start(yaml_extra, &[(".", upstream)])
 }
 
 /// Every case through the proxy, against nsd: from upstream, from cache, and after expiry.
@@ -611,7 +622,12 @@ fn every_answer_through_the_proxy_equals_nsds() {
     // Which answers come from cache follows from the cache key (name, type, DO, CD): the first
     // case of a key in a round goes upstream, later ones hit. TTL 0 is never cached, and a
     // version we do not implement is answered before the cache.
-    let mut round = |target: SocketAddr, first: Phase, tag: &str, failures: &mut Vec<String>| {
+    let started = Instant::now();
+    let mut round = |target: SocketAddr,
+                     first: Phase,
+                     (max_ttl, negative_max_ttl): (u32, u32),
+                     tag: &str,
+                     failures: &mut Vec<String>| {
         let mut keys = std::collections::HashSet::new();
         for case in &cases {
             let key = (
@@ -636,24 +652,46 @@ fn every_answer_through_the_proxy_equals_nsds() {
                 continue;
             };
             compared += 1;
-            for f in compare(case, &query, &direct, &proxied, phase) {
+            let aged = Aged {
+                max_ttl,
+                negative_max_ttl,
+                seconds: started.elapsed().as_secs() as u32 + 1,
+            };
+            for f in compare(case, &query, &direct, &proxied, phase, aged) {
                 failures.push(format!("{tag} {}: {f}", case.label()));
             }
         }
     };
-    round(warm.addr, Phase::Upstream, "from upstream", &mut failures);
-    round(warm.addr, Phase::Cache, "from cache", &mut failures);
+    let (defaults, one_second) = ((3600, 30), (1, 1));
+    round(
+        warm.addr,
+        Phase::Upstream,
+        defaults,
+        "from upstream",
+        &mut failures,
+    );
+    round(
+        warm.addr,
+        Phase::Cache,
+        defaults,
+        "from cache",
+        &mut failures,
+    );
+    let tag = "first (1 s cap)";
     round(
         expiring.addr,
         Phase::Upstream,
-        "first (1 s cap)",
+        one_second,
+        tag,
         &mut failures,
     );
     std::thread::sleep(Duration::from_millis(2100));
+    let tag = "after expiry";
     round(
         expiring.addr,
         Phase::Upstream,
-        "after expiry",
+        one_second,
+        tag,
         &mut failures,
     );
     println!(
@@ -1014,4 +1052,178 @@ fn schema_shortcut_forwards_ns_dns_and_exempt_names() {
         };
         assert_eq!(m.metadata.response_code, want, "{name} with {yaml}");
     }
+}
+
+/// The answers an autopath test upstream gives: `com.svc.cluster.local` does not exist (so the
+/// only candidate for `api.github.com.default.svc.cluster.local` is `api.github.com.`), and
+/// `api.github.com.` answers per type as `by_type` says (`None`: NODATA with an SOA).
+fn autopath_upstream(by_type: fn(RecordType, &Message) -> Option<Message>) -> Scripted {
+    Scripted::start(Box::new(move |q| {
+        let name = qname(q).to_ascii().to_ascii_lowercase();
+        let t = q.queries[0].query_type();
+        let r = if name == "api.github.com." {
+            by_type(t, q).unwrap_or_else(|| {
+                let mut r = reply(q, ResponseCode::NoError);
+                r.add_authority(soa_record("github.com.", 60, 60));
+                r
+            })
+        } else {
+            let mut r = reply(q, ResponseCode::NXDomain);
+            r.add_authority(soa_record("cluster.local.", 60, 60));
+            r
+        };
+        Some(with_edns(r, q).to_vec().unwrap())
+    }))
+}
+
+const AUTOPATH: &str = "shortcut: {mode: autopath, zones: [github.com]}\n";
+const EXPANSION: &str = "api.github.com.default.svc.cluster.local.";
+
+/// Autopath answered a type other than A and AAAA (TXT, MX, HTTPS) with NXDOMAIN when the
+/// candidate had no record of it, while A got `CNAME`: one name, two existences (RFC 8020 lets a
+/// cache deny every type after an NXDOMAIN). Every type now follows the A/AAAA judgement.
+#[test]
+fn autopath_answers_every_type_of_one_name_alike() {
+    let up = autopath_upstream(|t, q| match t {
+        RecordType::A => {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.add_answer(a_record(qname(q), 60));
+            Some(r)
+        }
+        _ => None,
+    });
+    let p = proxy(AUTOPATH, up.addr);
+    for t in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::HTTPS,
+    ] {
+        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 7).unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t:?}");
+        assert_eq!(
+            m.answers.first().map(|r| r.record_type()),
+            Some(RecordType::CNAME),
+            "{t:?}: {m:?}"
+        );
+    }
+}
+
+/// When the candidate's A was an upstream SERVFAIL and its AAAA had data, `Q A` was SERVFAIL
+/// carrying `Q CNAME candidate`. An error for either type is a plain SERVFAIL for every type.
+#[test]
+fn autopath_upstream_error_is_servfail_without_a_cname() {
+    let up = autopath_upstream(|t, q| match t {
+        RecordType::A => Some(reply(q, ResponseCode::ServFail)),
+        RecordType::AAAA => {
+            let mut r = reply(q, ResponseCode::NoError);
+            let ip = "2001:db8::1".parse().unwrap();
+            r.add_answer(Record::from_rdata(qname(q), 60, RData::AAAA(ip)));
+            Some(r)
+        }
+        _ => None,
+    });
+    let p = proxy(AUTOPATH, up.addr);
+    for t in [RecordType::A, RecordType::AAAA] {
+        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 7).unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{t:?}");
+        assert!(m.answers.is_empty(), "{t:?}: {m:?}");
+    }
+}
+
+/// A reload that switched the shortcut kept the cache: `Q A` cached as the upstream's NXDOMAIN
+/// under mode off sat beside `Q AAAA` = autopath's CNAME, and glibc failed the lookup.
+#[test]
+fn reload_to_another_shortcut_starts_a_new_cache() {
+    let up = autopath_upstream(|t, q| match t {
+        RecordType::A => {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.add_answer(a_record(qname(q), 60));
+            Some(r)
+        }
+        _ => None,
+    });
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let a = Case::new(EXPANSION, RecordType::A);
+    let m = Message::from_vec(&ask(p.addr, &a, 1).unwrap()).unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "forwarded"
+    );
+    let file = FileConfig::parse(&format!(
+        "listen: [\"{}\"]\nserver: {{workers: 2}}\n{AUTOPATH}",
+        p.addr
+    ))
+    .unwrap();
+    let overrides = Overrides {
+        upstreams: vec![(".".into(), up.addr)],
+        ..Default::default()
+    };
+    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
+    cfg.admin = None;
+    p.proxy.as_ref().unwrap().reload(cfg).unwrap();
+    for t in [RecordType::A, RecordType::AAAA] {
+        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 2).unwrap()).unwrap();
+        assert_eq!(
+            m.answers.first().map(|r| r.record_type()),
+            Some(RecordType::CNAME),
+            "{t:?} after the reload: {m:?}"
+        );
+    }
+}
+
+/// Concurrent queries for one name from clients of different subnets were coalesced into one
+/// upstream exchange, and its ECS-tailored answer went to both (RFC 7871 §7.3).
+#[test]
+fn ecs_queries_of_different_clients_are_not_joined() {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+    // The answer is the client's own subnet address, after a pause that lets queries meet.
+    let up = Scripted::start(Box::new(|q| {
+        std::thread::sleep(Duration::from_millis(300));
+        let subnet = match q.edns.as_ref()?.option(EdnsCode::Subnet)? {
+            EdnsOption::Subnet(s) => s.addr(),
+            _ => return None,
+        };
+        let mut r = reply(q, ResponseCode::NoError);
+        let std::net::IpAddr::V4(v4) = subnet else {
+            return None;
+        };
+        r.add_answer(Record::from_rdata(qname(q), 60, RData::A(v4.into())));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(subnet, 24, 24)));
+        r.set_edns(e);
+        Some(r.to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let addr = p.addr;
+    let threads: Vec<_> = ["198.51.100.0", "203.0.113.0"]
+        .into_iter()
+        .map(|subnet| {
+            std::thread::spawn(move || {
+                let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+                m.metadata.recursion_desired = true;
+                m.add_query(Query::query(
+                    Name::from_ascii("www.example.test.").unwrap(),
+                    RecordType::A,
+                ));
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                let cs = ClientSubnet::new(subnet.parse().unwrap(), 24, 0);
+                e.options_mut().insert(EdnsOption::Subnet(cs));
+                m.set_edns(e);
+                let bytes = udp(addr, &m.to_vec().unwrap(), Duration::from_secs(3)).unwrap();
+                let a = Message::from_vec(&bytes).unwrap();
+                (subnet, format!("{:?}", a.answers[0].data))
+            })
+        })
+        .collect();
+    for t in threads {
+        let (subnet, got) = t.join().unwrap();
+        assert!(got.contains(subnet), "{subnet} got {got}");
+    }
+    assert_eq!(up.seen(), 2);
 }

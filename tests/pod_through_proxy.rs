@@ -211,7 +211,8 @@ fn report_has_exact_figures_for_a_known_glibc_lookup() {
 /// which the schema allows and whose ancestors exist), the first candidate after `Q`. In each
 /// scenario X answers differently: its A never answered and AAAA NODATA (the split); NODATA for
 /// both (glibc walks past, musl stops: autopath must not stop glibc with a CNAME); an address
-/// for A only (A and AAAA answered differently). Every client's result must equal the
+/// for A only (A and AAAA answered differently; a guard, be98eac passed it). Every client's
+/// result must equal the
 /// shortcut-off result, glibc and musl, on a cold cache and again on a warm one.
 #[test]
 fn autopath_candidate_failing_for_one_type_never_splits_a_and_aaaa() {
@@ -333,6 +334,11 @@ fn autopath_prefetch_keeps_the_synthesized_cname() {
         up.count("api.github.com.default.svc.cluster.local.", 1),
         0,
         "the prefetch followed autopath and never forwarded the expansion: {:?}",
+        up.seen.lock().unwrap()
+    );
+    assert!(
+        up.count("api.github.com.", 1) >= 1,
+        "the prefetch refreshed the candidate too (it re-read its old entry): {:?}",
         up.seen.lock().unwrap()
     );
     // The old entry has expired; what answers now is the prefetched one.

@@ -12,46 +12,10 @@ use common::upstream::{Rec, Upstream};
 use ndots::config::{Config, FileConfig, Overrides};
 use ndots::wire::{self, build_query, parse_response, ResponseInfo};
 
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    proxy: Option<ndots::proxy::Running>,
-    addr: SocketAddr,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(p) = self.proxy.take() {
-            p.shutdown(Duration::from_millis(100));
-        }
-    }
-}
+type Harness = common::proxy::TestProxy;
 
 fn start_proxy(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> Harness {
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 2}}\n{yaml_extra}"
-    ))
-    .unwrap();
-    let overrides = Overrides {
-        upstreams: upstreams.iter().map(|(z, a)| (z.to_string(), *a)).collect(),
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
-    cfg.admin = None;
-    for z in cfg.upstreams.iter_mut() {
-        z.timeout = Duration::from_millis(1000);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let addr = proxy.dns_addrs[0];
-    Harness {
-        rt,
-        proxy: Some(proxy),
-        addr,
-    }
+    Harness::start(yaml_extra, upstreams)
 }
 
 fn ask_udp(
@@ -383,17 +347,7 @@ fn force_tcp_upstream() {
     .unwrap();
     let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
     cfg.admin = None;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let proxy = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    let h = Harness {
-        addr: proxy.dns_addrs[0],
-        rt,
-        proxy: Some(proxy),
-    };
+    let h = Harness::with_config(cfg);
     let (_, a) = ask_udp(h.addr, 1, "web.prod.svc.cluster.local.", 1, false);
     assert_eq!(a.header.ancount, 1);
     let seen = up.seen.lock().unwrap().clone();

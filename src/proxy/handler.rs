@@ -328,7 +328,10 @@ impl Engine {
             }
             return;
         }
-        {
+        // A query with an EDNS Client Subnet option may get an answer tailored to its network
+        // (RFC 7871 §7.3): it is neither joined to another client's query nor cached.
+        let tailored = wire::has_ecs_option(&query, view.edns);
+        if !tailored {
             let mut inflight = self.inflight.lock();
             if let Some(waiters) = inflight.get_mut(&owned) {
                 match reply {
@@ -349,18 +352,26 @@ impl Engine {
             inflight.insert(owned.clone(), Vec::new());
         }
 
-        let (result, source) = self.answer_for(&query, &view, zone, &plan).await;
+        // A prefetch (no client waiting) refreshes what an autopath answer is built from too.
+        let refresh = reply.is_none();
+        let (result, source) = self.answer_for(&query, &view, zone, &plan, refresh).await;
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
-            if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
-                metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
+            if !tailored {
+                if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
+                    metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
+                }
             }
             a
         });
         if answer.is_none() && reply.is_none() {
             self.cache.prefetch_failed(&key);
         }
-        let waiters = self.inflight.lock().remove(&owned).unwrap_or_default();
+        let waiters = if tailored {
+            Vec::new()
+        } else {
+            self.inflight.lock().remove(&owned).unwrap_or_default()
+        };
         let mut out = Vec::with_capacity(512);
         let leader = reply.map(|r| Waiter {
             query,
@@ -404,15 +415,21 @@ impl Engine {
         view: &QueryView,
         zone: Option<usize>,
         plan: &Plan,
+        refresh: bool,
     ) -> (Option<(Vec<u8>, wire::ResponseInfo)>, AnswerSource) {
         let local = match plan {
-            Plan::Autopath { candidates, reason } => {
+            Plan::Autopath {
+                candidates,
+                reason,
+                soa_zone,
+            } => {
                 // When autopath cannot decide (a candidate failed), the query is not forwarded:
                 // the upstream's NXDOMAIN for this expansion, cached beside the other type's
                 // synthesized CNAME, would split A and AAAA (coredns#3765), and glibc then
                 // stops its walk with EAI_NONAME. A failure is an honest SERVFAIL (or stale),
                 // on which glibc walks on and musl reports EAI_AGAIN, as without autopath.
-                let Some(bytes) = self.autopath(query, view, candidates).await else {
+                let autopath = self.autopath(query, view, candidates, soa_zone, refresh);
+                let Some(bytes) = autopath.await else {
                     return (None, AnswerSource::Shortcut);
                 };
                 Some((bytes, *reason))
@@ -456,7 +473,7 @@ impl Engine {
 
     /// The client's query to the zone's upstreams. An upstream that answers FORMERR without an
     /// OPT does not speak EDNS: the query is asked again without its OPT (RFC 6891 §7).
-    async fn forward(
+    pub(super) async fn forward(
         &self,
         zone: usize,
         query: &[u8],

@@ -258,7 +258,9 @@ impl Running {
 
     /// Apply a new configuration. Listener addresses, the admin address and worker count need a
     /// restart; everything else takes effect for the next query. The cache is kept unless its
-    /// settings changed.
+    /// settings, the shortcut or the cluster's search shape changed: an entry the old shortcut
+    /// filled (an autopath CNAME, a forwarded NXDOMAIN) beside one the new shortcut fills would
+    /// give A and AAAA of one name different answers.
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
         let old = self.engine.load_full();
         if config.listen != old.config.listen
@@ -270,7 +272,10 @@ impl Running {
                 "listen, admin, server.workers and node_local changes take effect on restart only"
             );
         }
-        let cache = if config.cache == old.config.cache {
+        let cache = if config.cache == old.config.cache
+            && config.shortcut == old.config.shortcut
+            && config.cluster == old.config.cluster
+        {
             old.cache.clone()
         } else {
             Arc::new(Cache::new(config.cache.clone()))

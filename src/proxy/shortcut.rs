@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::cache::{Answer, Key, Lookup, OwnedKey, Served};
 use crate::config::{ShortcutConfig, ShortcutMode};
 use crate::search::decompose::SuffixKind;
-use crate::search::shortcut::{Reason, ShortcutPolicy};
+use crate::search::shortcut::{Expansion, Reason, ShortcutPolicy};
 use crate::wire::{self, QueryView};
 
 use super::handler::Engine;
@@ -42,6 +42,8 @@ pub enum Plan {
     Autopath {
         candidates: Vec<String>,
         reason: Reason,
+        /// The zone whose SOA a synthesized NXDOMAIN carries (as in nxdomain mode).
+        soa_zone: String,
     },
     /// RFC 8020: if any of these ancestors is NXDOMAIN the query is too; else forward.
     Ancestors(Vec<String>),
@@ -127,18 +129,23 @@ impl Shortcut {
             ShortcutMode::Autopath => Judgement::Plan(Plan::Autopath {
                 candidates: self.policy.autopath_candidates(&exp),
                 reason: exp.reason,
+                soa_zone: self.soa_zone(&exp).to_string(),
             }),
             ShortcutMode::Nxdomain => Judgement::Nxdomain {
                 reason: exp.reason,
-                // The SOA's owner is the zone the suffix belongs to: the cluster domain for the
-                // Kubernetes suffixes, the node domain itself otherwise.
-                soa_zone: match exp.kind {
-                    SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => {
-                        self.cluster_domain.as_str()
-                    }
-                    SuffixKind::Node | SuffixKind::Other => exp.suffix,
-                },
+                soa_zone: self.soa_zone(&exp),
             },
+        }
+    }
+}
+
+impl Shortcut {
+    /// The SOA's owner for a synthesized NXDOMAIN: the zone the suffix belongs to, the cluster
+    /// domain for the Kubernetes suffixes and the node domain itself otherwise.
+    fn soa_zone<'a>(&'a self, exp: &Expansion<'a>) -> &'a str {
+        match exp.kind {
+            SuffixKind::Namespace | SuffixKind::Svc | SuffixKind::Cluster => &self.cluster_domain,
+            SuffixKind::Node | SuffixKind::Other => exp.suffix,
         }
     }
 }
@@ -158,6 +165,9 @@ impl Shortcut {
         let Some(prefix) = bare.strip_suffix(self.svc_suffix.as_str()) else {
             return Plan::Forward;
         };
+        if self.policy.is_exempt(bare) {
+            return Plan::Forward;
+        }
         let in_zone = self.policy.shape().decompose(bare).any(|d| {
             self.zones
                 .iter()
@@ -224,12 +234,13 @@ impl Engine {
     /// `Q CNAME target` + the target's answer. `None` when a candidate could not be resolved:
     /// the caller answers SERVFAIL (or stale), never the upstream's NXDOMAIN for `Q`.
     ///
-    /// The stubs decide per pair (resolvers.md §1, §2), so for A and AAAA a candidate is judged
-    /// on both types at once (through the cache and coalesced, so the two queries of a client's
-    /// pair share the lookups). That makes the two answers for `Q` agree whatever fails:
-    /// - a type failed: SERVFAIL for both;
-    /// - data for either type: `Q CNAME target` + this type's records (data or NODATA), which
-    ///   glibc and musl both take as the answer;
+    /// The stubs decide per pair (resolvers.md §1, §2), so a candidate is judged on its A and
+    /// AAAA answers together, whatever type `Q` asks (through the cache and coalesced, so the
+    /// two queries of a client's pair share the lookups). That makes every answer for `Q` agree
+    /// on its existence whatever fails:
+    /// - a lookup failed, or upstream answered an error for either type: SERVFAIL;
+    /// - data for either type: `Q CNAME target` + the asked type's records (data or NODATA),
+    ///   which glibc and musl both take as the answer;
     /// - NXDOMAIN and no data: the stubs walk past it, and so does autopath;
     /// - NODATA for both: glibc walks on past such a name while musl stops, and a CNAME to it
     ///   would stop glibc too (it counts the CNAME as an answer). So `Q` gets NXDOMAIN, which is
@@ -239,52 +250,57 @@ impl Engine {
         query: &[u8],
         view: &QueryView,
         candidates: &[String],
+        soa_zone: &str,
+        refresh: bool,
     ) -> Option<Vec<u8>> {
         let qtype = view.question.qtype;
-        let pair = match qtype {
-            wire::TYPE_A => Some(wire::TYPE_AAAA),
-            wire::TYPE_AAAA => Some(wire::TYPE_A),
-            _ => None,
-        };
-        let mut rendered = Vec::with_capacity(512);
-        let mut other = Vec::with_capacity(512);
+        let (mut a, mut aaaa, mut asked) = (Vec::new(), Vec::new(), Vec::new());
         for candidate in candidates {
             // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
             if let Some(sc) = &self.shortcut {
                 if let Plan::Ancestors(ancestors) = sc.ancestor_plan(candidate) {
-                    if self.any_nxdomain(&ancestors, &mut rendered).await? {
+                    if self.any_nxdomain(&ancestors, &mut asked).await? {
                         continue;
                     }
                 }
             }
-            let (this, that) = match pair {
-                Some(t) => {
-                    let (a, b) = tokio::join!(
-                        self.resolve_cached(candidate, qtype, &mut rendered),
-                        self.resolve_cached(candidate, t, &mut other)
-                    );
-                    (a?, Some(b?))
-                }
-                None => (
-                    self.resolve_cached(candidate, qtype, &mut rendered).await?,
-                    None,
-                ),
-            };
-            let both = std::iter::once(&this).chain(that.as_ref());
-            if both.clone().any(|r| r.data) {
-                return cname_answer(query, candidate, &rendered);
+            let (ra, raaaa) = tokio::join!(
+                self.resolve_cached(candidate, wire::TYPE_A, &mut a, refresh),
+                self.resolve_cached(candidate, wire::TYPE_AAAA, &mut aaaa, refresh)
+            );
+            let pair = [ra?, raaaa?];
+            // An upstream error for either type: SERVFAIL for Q, never a CNAME to a name that
+            // failed.
+            if pair
+                .iter()
+                .any(|r| r.rcode != wire::RCODE_NOERROR && r.rcode != wire::RCODE_NXDOMAIN)
+            {
+                return None;
             }
-            if both.clone().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
+            if pair.iter().any(|r| r.data) {
+                let rendered = match qtype {
+                    wire::TYPE_A => &a,
+                    wire::TYPE_AAAA => &aaaa,
+                    _ => {
+                        let r = self
+                            .resolve_cached(candidate, qtype, &mut asked, refresh)
+                            .await?;
+                        if r.rcode != wire::RCODE_NOERROR {
+                            return None;
+                        }
+                        &asked
+                    }
+                };
+                return cname_answer(query, candidate, rendered);
+            }
+            if pair.iter().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
                 continue;
             }
-            if both.clone().all(|r| r.rcode == wire::RCODE_NOERROR) {
-                return Some(self.synthesized_nxdomain(query, view));
-            }
-            // SERVFAIL, REFUSED and the like from upstream.
-            return None;
+            // NODATA for both: NXDOMAIN for the expansion, the candidate left to the client.
+            return Some(self.synthesized_nxdomain(query, view, soa_zone));
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
-        Some(self.synthesized_nxdomain(query, view))
+        Some(self.synthesized_nxdomain(query, view, soa_zone))
     }
 
     /// RFC 8020: NXDOMAIN for the query when one of `ancestors` is NXDOMAIN; `None` to forward.
@@ -295,9 +311,10 @@ impl Engine {
         ancestors: &[String],
     ) -> Option<Vec<u8>> {
         let mut rendered = Vec::with_capacity(512);
+        let zone = self.config.cluster.domain.as_str();
         self.any_nxdomain(ancestors, &mut rendered)
             .await?
-            .then(|| self.synthesized_nxdomain(query, view))
+            .then(|| self.synthesized_nxdomain(query, view, zone))
     }
 
     /// Whether one of `names` does not exist (asked for type A, through the cache). Only an
@@ -305,7 +322,9 @@ impl Engine {
     /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
     async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
         for n in names {
-            let r = self.resolve_cached(n, wire::TYPE_A, rendered).await?;
+            let r = self
+                .resolve_cached(n, wire::TYPE_A, rendered, false)
+                .await?;
             if r.rcode == wire::RCODE_NXDOMAIN && r.answers == 0 {
                 return Some(true);
             }
@@ -313,27 +332,34 @@ impl Engine {
         Some(false)
     }
 
-    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView) -> Vec<u8> {
+    /// NXDOMAIN for the query with `zone`'s SOA (the zone of the search suffix it ends in).
+    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView, zone: &str) -> Vec<u8> {
         let mut out = Vec::new();
         let ttl = self.config.cache.negative_max_ttl;
-        nxdomain_with_soa(query, view, &self.config.cluster.domain, ttl, &mut out);
+        nxdomain_with_soa(query, view, zone, ttl, &mut out);
         out
     }
 
     /// Look `name`/`qtype` up through the cache (and upstream on a miss, caching the answer);
-    /// the answer is left in `rendered`. `None` when upstream failed.
+    /// the answer is left in `rendered`. `None` when upstream failed. `refresh` skips the cache
+    /// (a prefetch refreshes what it is built from, not only itself).
     async fn resolve_cached(
         &self,
         name: &str,
         qtype: u16,
         rendered: &mut Vec<u8>,
+        refresh: bool,
     ) -> Option<Resolved> {
         let mut cq = Vec::with_capacity(name.len() + 32);
         wire::build_query(0, name, qtype, true, &mut cq).ok()?;
         let cv = wire::parse_query(&cq).ok()?;
         let max = u16::MAX as usize;
-        let hit = self.cache.lookup(&cq, &cv, Instant::now(), max, rendered);
-        if !matches!(hit, Lookup::Hit { .. }) {
+        let hit = !refresh
+            && matches!(
+                self.cache.lookup(&cq, &cv, Instant::now(), max, rendered),
+                Lookup::Hit { .. }
+            );
+        if !hit {
             let key = Key::of_query(&cq, &cv);
             // Coalesced like client queries: the A and AAAA walks of one lookup ask for the
             // same candidate at the same moment.
@@ -342,7 +368,7 @@ impl Engine {
                 Flight::Leader(owned) => {
                     let answer = async {
                         let zone = self.router.route(cv.question.name_bytes(&cq))?;
-                        let reply = self.router.exchange(zone, &cq).await.ok()?;
+                        let reply = self.forward(zone, &cq, &cv).await?;
                         let cfg = self.cache.config();
                         let answer =
                             Arc::new(Answer::from_response(&reply.bytes, &reply.info, cfg));
@@ -432,6 +458,8 @@ fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Ve
     let cname = Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target_name)));
     t.metadata.id = q.metadata.id;
     t.metadata.recursion_desired = q.metadata.recursion_desired;
+    // RFC 4035 §3.2.2: CD is copied from the query.
+    t.metadata.checking_disabled = q.metadata.checking_disabled;
     t.metadata.authoritative = false;
     t.queries = q.queries.clone();
     t.answers.insert(0, cname);

@@ -319,8 +319,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn from_config() {
+    /// The policy `ShortcutPolicy::new` builds from a default cluster and these keys.
+    fn policy_from_config(zones: &[&str], exempt: &[&str]) -> ShortcutPolicy {
         let c = ClusterConfig {
             domain: "cluster.local".into(),
             search: vec![
@@ -332,11 +332,16 @@ mod tests {
         };
         let s = ShortcutConfig {
             mode: crate::config::ShortcutMode::Nxdomain,
-            zones: vec!["amazonaws.com".into()],
+            zones: zones.iter().map(|z| z.to_string()).collect(),
             kubernetes_schema: true,
-            exempt: vec!["registry.cluster.local".into()],
+            exempt: exempt.iter().map(|z| z.to_string()).collect(),
         };
-        let p = ShortcutPolicy::new(&c, &s);
+        ShortcutPolicy::new(&c, &s)
+    }
+
+    #[test]
+    fn from_config() {
+        let p = policy_from_config(&["amazonaws.com"], &["registry.cluster.local"]);
         assert_eq!(
             p.decide("s3.amazonaws.com.svc.cluster.local.", 1)
                 .map(|e| e.reason),
@@ -353,22 +358,7 @@ mod tests {
     /// were answered NXDOMAIN by the schema shortcut.
     #[test]
     fn exempt_names_and_zones_are_never_shortcut() {
-        let c = ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec![
-                "*.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            node_search: vec![],
-        };
-        let s = ShortcutConfig {
-            mode: crate::config::ShortcutMode::Nxdomain,
-            zones: vec![],
-            kubernetes_schema: true,
-            exempt: vec!["registry.cluster.local".into(), "corp.cluster.local".into()],
-        };
-        let p = ShortcutPolicy::new(&c, &s);
+        let p = policy_from_config(&[], &["registry.cluster.local", "corp.cluster.local"]);
         for exempt in [
             "registry.cluster.local.",
             "REGISTRY.cluster.local.",

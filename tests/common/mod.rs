@@ -6,6 +6,7 @@
 
 pub mod clients;
 pub mod netns;
+pub mod proxy;
 pub mod scripted_dns;
 pub mod tools;
 pub mod upstream;
