@@ -10,7 +10,7 @@ set -euo pipefail
 QUERIES="${QUERIES:-30000}"
 RATE="${RATE:-1500}"
 dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
 cat >"$dir/zone" <<ZONE
 \$ORIGIN bench.test.
 \$TTL 3600

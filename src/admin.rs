@@ -4,12 +4,15 @@
 //! request size, read and write time, and connections at once; accept errors back off): probes
 //! and a Prometheus scrape are all it serves, and it keeps the binary free of a web framework.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::config::AdminReport;
 
 /// What the admin listener serves; implemented by the proxy.
 pub trait AdminSource: Send + Sync + 'static {
@@ -26,6 +29,11 @@ pub trait AdminSource: Send + Sync + 'static {
     /// (`POST /handover`, proxy::peers). `Err` says why not.
     fn handover(&self, _from: &str) -> Result<(), String> {
         Err("hand-over is not supported here".into())
+    }
+
+    /// Who may read `/report` (`admin_report`); read per request, so a reload applies.
+    fn report_access(&self) -> AdminReport {
+        AdminReport::Local
     }
 }
 
@@ -113,7 +121,7 @@ pub async fn serve(
                     )
                 }
             } else {
-                route(method, target, &*source)
+                route(method, target, peer.ip(), &*source)
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Ndots-Instance: {}\r\nConnection: close\r\n\r\n",
@@ -149,6 +157,7 @@ fn header_value(head: &str, name: &str) -> Option<String> {
 fn route(
     method: &str,
     target: &str,
+    peer: IpAddr,
     source: &dyn AdminSource,
 ) -> (&'static str, &'static str, String) {
     if method != "GET" && method != "HEAD" {
@@ -166,6 +175,19 @@ fn route(
                 format!("not ready: {why}\n"),
             ),
         },
+        // Client addresses and the names they look up: not for every pod on the node network.
+        "/report" if source.report_access() == AdminReport::Off => (
+            "404 Not Found",
+            "text/plain",
+            "/report is off (admin_report: off)\n".into(),
+        ),
+        "/report" if source.report_access() == AdminReport::Local && !is_loopback(peer) => (
+            "403 Forbidden",
+            "text/plain",
+            "/report is served to loopback clients only (admin_report: local); use \
+             `kubectl port-forward` or set admin_report: public\n"
+                .into(),
+        ),
         "/report" => {
             let window = query
                 .split('&')
@@ -182,6 +204,16 @@ fn route(
             "text/plain",
             "not found: try /metrics, /report, /healthz, /readyz\n".into(),
         ),
+    }
+}
+
+/// Loopback, also as an IPv4-mapped address on a dual-stack socket.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        IpAddr::V4(v4) => v4.is_loopback(),
     }
 }
 

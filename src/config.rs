@@ -31,6 +31,10 @@ pub struct FileConfig {
     /// Admin HTTP listener: `/metrics`, `/report`, `/healthz`, `/readyz`. Default
     /// `127.0.0.1:9255`. Needs a restart to change.
     pub admin: Option<Addr>,
+    /// Who may read `/report` (client addresses and the names they look up): `local`
+    /// (default: loopback clients only; others get 403), `public` (anyone who reaches the admin
+    /// port), `off` (404 for everyone). `/metrics`, `/healthz` and `/readyz` are not affected.
+    pub admin_report: Option<AdminReport>,
     /// The shape of the pods' search list, used to recognise expansions.
     pub cluster: Option<ClusterSection>,
     /// Where queries go, by zone, longest suffix first. Default: zone `.` to the nameservers of
@@ -147,6 +151,26 @@ pub struct NodeLocalSection {
     /// Load the nftables table `inet ndots` (raw hook): DNS to and from the addresses bypasses
     /// conntrack. Replaced atomically at each start, never removed. Default false.
     pub notrack: Option<bool>,
+    /// ACCEPT rules for the DNS port (and the admin port, when the admin listener covers the
+    /// addresses) to and from the addresses, at the head of the host's filter `INPUT` and
+    /// `OUTPUT` chains: iptables-legacy's and iptables-nft's, IPv4 and IPv6, whichever exist.
+    /// Needed on nodes whose INPUT policy is DROP. Checked every 2 s and put back; removed only
+    /// by `ndots node-local teardown`. Default true.
+    pub firewall: Option<bool>,
+}
+
+/// Who may read `/report` on the admin listener (DESIGN §9 "Admin").
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminReport {
+    /// Loopback clients only (`kubectl port-forward`, `ndots report` on the node); 403 for the
+    /// rest.
+    #[default]
+    Local,
+    /// Every client that reaches the admin port.
+    Public,
+    /// Nobody: 404.
+    Off,
 }
 
 /// The link type created for the node-local addresses.
@@ -193,8 +217,87 @@ pub struct ClusterSection {
     /// `["*.svc.<domain>", "svc.<domain>", "<domain>"]`.
     pub search: Option<Vec<String>>,
     /// The node's own search domains, which kubelet appends to every pod's list (e.g.
-    /// `ec2.internal`). Default `[]`.
+    /// `ec2.internal`). Default `[]`, or the platform's from `profile`.
     pub node_search: Option<Vec<String>>,
+    /// The platform the nodes run on: `aws`, `gcp`, `azure` or `kind` (deploy/README.md, "Per
+    /// cloud"). Sets `node_search` to the platform's node domains found in the search line of
+    /// `/etc/resolv.conf` (the node's, under `dnsPolicy: Default`) unless `node_search` is
+    /// given, and adds the platform's zones to `shortcut.zones`. Default: none.
+    pub profile: Option<Profile>,
+}
+
+/// A cloud preset for `cluster.profile` (sources in deploy/README.md, "Per cloud").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// EKS / EC2: node domains `ec2.internal` (us-east-1) and `<region>.compute.internal`.
+    Aws,
+    /// GKE / Compute Engine: node domains under `.internal` (`<zone>.c.<project>.internal`,
+    /// `c.<project>.internal`, `google.internal`).
+    Gcp,
+    /// AKS / Azure VMs: `<id>.<x>.internal.cloudapp.net` and `reddog.microsoft.com`.
+    Azure,
+    /// kind: no node domain (the host's search domains are not the cluster's platform).
+    Kind,
+}
+
+impl Profile {
+    /// Suffixes of the platform's node domains: a search domain of the node's resolv.conf
+    /// equal to or under one of these is a node domain.
+    fn node_domains(self) -> &'static [&'static str] {
+        match self {
+            Profile::Aws => &["ec2.internal", "compute.internal"],
+            Profile::Gcp => &["internal"],
+            Profile::Azure => &["internal.cloudapp.net", "reddog.microsoft.com"],
+            Profile::Kind => &[],
+        }
+    }
+
+    /// Zones nobody means relative to a search domain on that platform: the node domains
+    /// themselves (a node's name expanded under the cluster domain) and the platform's API
+    /// domains that pods call all day (STS, ECR, S3; Google APIs and registries; Azure
+    /// management, storage and registries).
+    pub fn zones(self) -> &'static [&'static str] {
+        match self {
+            Profile::Aws => &["ec2.internal", "compute.internal", "amazonaws.com"],
+            Profile::Gcp => &["internal", "googleapis.com", "gcr.io", "pkg.dev"],
+            Profile::Azure => &[
+                "internal.cloudapp.net",
+                "reddog.microsoft.com",
+                "azure.com",
+                "windows.net",
+                "azurecr.io",
+            ],
+            Profile::Kind => &[],
+        }
+    }
+
+    /// The node's search domains (from its resolv.conf) that are this platform's node domains.
+    pub fn node_search(self, resolv_search: &[String]) -> Vec<String> {
+        resolv_search
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| {
+                self.node_domains()
+                    .iter()
+                    .any(|s| d == s || d.ends_with(&format!(".{s}")))
+            })
+            .collect()
+    }
+}
+
+/// The search domains of a resolv.conf as glibc reads them: the last `search` or `domain`
+/// line wins.
+pub fn search_from_resolv_conf(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split_whitespace();
+        match w.next() {
+            Some("search") | Some("domain") => out = w.map(str::to_string).collect(),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize, Clone, JsonSchema)]
@@ -538,6 +641,11 @@ pub struct NodeLocalConfig {
     /// The DNS port on those addresses (added to `listen`, and matched by the NOTRACK rules).
     pub port: u16,
     pub notrack: bool,
+    /// ACCEPT rules in the host's filter INPUT/OUTPUT chains (`node_local.firewall`).
+    pub firewall: bool,
+    /// The admin port, when the admin listener serves on the node-local addresses too (the
+    /// liveness probe goes through them): the firewall admits it beside the DNS port.
+    pub admin_port: Option<u16>,
 }
 
 /// NodeLocal DNSCache's address and link name, so ndots is a drop-in replacement.
@@ -561,6 +669,7 @@ pub struct Config {
     pub coredns_names: bool,
     pub log: LogConfig,
     pub dnstap: Option<crate::tap::TapConfig>,
+    pub admin_report: AdminReport,
 }
 
 /// Default `allow`: loopback, link-local (NodeLocal's address), and the private ranges pod and
@@ -672,6 +781,8 @@ pub struct Overrides {
     pub shortcut_zones: Vec<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--cluster-profile`: replaces the file's `cluster.profile`.
+    pub profile: Option<Profile>,
 }
 
 impl FileConfig {
@@ -721,7 +832,7 @@ impl Config {
     }
 
     pub fn from_file_config(f: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
-        let node_local = node_local_config(f.node_local.unwrap_or_default())?;
+        let mut node_local = node_local_config(f.node_local.unwrap_or_default())?;
         let mut listen: Vec<SocketAddr> = if !o.listen.is_empty() {
             o.listen.clone()
         } else {
@@ -744,6 +855,11 @@ impl Config {
             bail!("listen: at least one address is needed");
         }
         let admin = o.admin.or(f.admin.map(|a| a.0));
+        if let (Some(nl), Some(a)) = (node_local.as_mut(), admin) {
+            if a.ip().is_unspecified() || nl.addresses.contains(&a.ip()) {
+                nl.admin_port = Some(a.port());
+            }
+        }
 
         let c = f.cluster.unwrap_or_default();
         let domain = normalise_domain(
@@ -761,12 +877,19 @@ impl Config {
                 domain.clone(),
             ],
         };
-        let node_search = c
-            .node_search
-            .unwrap_or_default()
-            .iter()
-            .map(|s| normalise_domain("cluster.node_search", s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let profile = o.profile.or(c.profile);
+        let node_search = match (c.node_search, profile) {
+            (Some(v), _) => v,
+            // The node's own domains, as kubelet appends them to every pod's search list: under
+            // `dnsPolicy: Default` this file is the node's.
+            (None, Some(p)) => p.node_search(&search_from_resolv_conf(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            )),
+            (None, None) => Vec::new(),
+        }
+        .iter()
+        .map(|s| normalise_domain("cluster.node_search", s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
         let upstreams = if !o.upstreams.is_empty() {
             let mut zones: Vec<UpstreamZone> = Vec::new();
@@ -798,8 +921,10 @@ impl Config {
                     absolute_zone(&u.zone).with_context(|| format!("upstreams[{i}].zone"))?;
                 let mut servers = Vec::new();
                 for s in &u.servers {
+                    let s = expand_env(s, |k| std::env::var(k).ok())
+                        .with_context(|| format!("upstreams[{i}].servers"))?;
                     servers.extend(
-                        resolve_server(s).with_context(|| format!("upstreams[{i}].servers"))?,
+                        resolve_server(&s).with_context(|| format!("upstreams[{i}].servers"))?,
                     );
                 }
                 if servers.is_empty() {
@@ -843,15 +968,20 @@ impl Config {
         }
 
         let ss = f.shortcut.unwrap_or_default();
-        let mut zones = ss
-            .zones
-            .unwrap_or_default()
-            .iter()
-            .map(|z| normalise_domain("shortcut.zones", z))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // The profile's zones first, then the file's and the flags' (duplicates once).
+        let mut zones: Vec<String> = Vec::new();
+        let profile_zones = profile.map(|p| p.zones()).unwrap_or_default();
+        for z in profile_zones.iter().map(|z| z.to_string()) {
+            zones.push(z);
+        }
+        for z in &ss.zones.unwrap_or_default() {
+            zones.push(normalise_domain("shortcut.zones", z)?);
+        }
         for z in &o.shortcut_zones {
             zones.push(normalise_domain("--shortcut-zone", z)?);
         }
+        let mut seen = std::collections::HashSet::new();
+        zones.retain(|z| seen.insert(z.clone()));
         let exempt = ss
             .exempt
             .unwrap_or_default()
@@ -933,6 +1063,7 @@ impl Config {
             allow,
             node_local,
             dnstap,
+            admin_report: f.admin_report.unwrap_or_default(),
             listen,
             admin,
             cluster: ClusterConfig {
@@ -993,6 +1124,8 @@ fn node_local_config(s: NodeLocalSection) -> anyhow::Result<Option<NodeLocalConf
         addresses,
         port,
         notrack: s.notrack.unwrap_or(false),
+        firewall: s.firewall.unwrap_or(true),
+        admin_port: None,
     }))
 }
 
@@ -1016,6 +1149,39 @@ fn absolute_zone(z: &str) -> anyhow::Result<String> {
         return Ok(".".into());
     }
     Ok(format!("{}.", normalise_domain("zone", z)?))
+}
+
+/// Replace each `${NAME}` in `s` with `lookup(NAME)` (DESIGN §9: manifests name the cluster DNS
+/// Service by the variables Kubernetes sets, `KUBE_DNS_UPSTREAM_SERVICE_HOST`). An unset or
+/// empty variable is an error that names it: an upstream must never silently become "".
+pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("{s:?}: `${{` without a closing `}}`");
+        };
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            bail!("{s:?}: {name:?} is not an environment variable name");
+        }
+        match lookup(name) {
+            Some(v) if !v.trim().is_empty() => out.push_str(v.trim()),
+            Some(_) => bail!("environment variable {name} (in {s:?}) is empty"),
+            None => bail!(
+                "environment variable {name} (in {s:?}) is not set; for a Service's ClusterIP \
+                 Kubernetes sets <NAME>_SERVICE_HOST in pods of its namespace created after it"
+            ),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A server entry: `IP[:PORT]`, or a path to a resolv.conf whose nameservers are used.
@@ -1205,6 +1371,134 @@ mod tests {
             let e = Config::from_file_config(f, &Overrides::default()).unwrap_err();
             assert!(format!("{e}").contains(key), "{section}: {e}");
         }
+    }
+
+    #[test]
+    fn env_variables_in_upstreams_are_expanded_and_unset_ones_named() {
+        let env = |k: &str| match k {
+            "KUBE_DNS_UPSTREAM_SERVICE_HOST" => Some("10.100.0.10".to_string()),
+            "V6" => Some("fd00:10:96::a".to_string()),
+            "EMPTY" => Some(" ".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_env("${KUBE_DNS_UPSTREAM_SERVICE_HOST}", env).unwrap(),
+            "10.100.0.10"
+        );
+        assert_eq!(
+            expand_env("[${V6}]:5353", env).unwrap(),
+            "[fd00:10:96::a]:5353"
+        );
+        assert_eq!(expand_env("127.0.0.1:53", env).unwrap(), "127.0.0.1:53");
+        assert_eq!(
+            expand_env("$HOME", env).unwrap(),
+            "$HOME",
+            "only ${{...}} is expanded"
+        );
+        let e = expand_env("${KUBE_DNS_SERVICE_HOST}:53", env).unwrap_err();
+        assert!(
+            format!("{e}").contains("KUBE_DNS_SERVICE_HOST") && format!("{e}").contains("not set"),
+            "{e}"
+        );
+        assert!(format!("{}", expand_env("${EMPTY}", env).unwrap_err()).contains("EMPTY"));
+        for bad in ["${", "${A", "${}", "${1A}", "${A-B}"] {
+            assert!(expand_env(bad, env).is_err(), "{bad}");
+        }
+        // Through the whole configuration: the error names the key and the variable.
+        let f = FileConfig::parse(
+            "upstreams: [{zone: ., servers: [\"${NDOTS_TEST_SURELY_UNSET_VARIABLE}\"]}]",
+        )
+        .unwrap();
+        let e = Config::from_file_config(f, &Overrides::default()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("upstreams[0].servers")
+                && msg.contains("NDOTS_TEST_SURELY_UNSET_VARIABLE"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn profiles_pick_the_platforms_node_domains_and_add_zones() {
+        let search = search_from_resolv_conf(
+            "domain x\nsearch us-west-2.compute.internal corp.example.com\nnameserver 1.1.1.1\n",
+        );
+        assert_eq!(search, ["us-west-2.compute.internal", "corp.example.com"]);
+        assert_eq!(
+            Profile::Aws.node_search(&search),
+            ["us-west-2.compute.internal"]
+        );
+        let gce: Vec<String> = "us-central1-a.c.proj.internal c.proj.internal google.internal"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(Profile::Gcp.node_search(&gce).len(), 3);
+        assert!(Profile::Azure.node_search(&gce).is_empty());
+        let aks = vec!["abc.bx.internal.cloudapp.net".to_string()];
+        assert_eq!(Profile::Azure.node_search(&aks), aks);
+        assert!(Profile::Kind.node_search(&search).is_empty());
+        // Not a suffix on a label boundary.
+        assert!(Profile::Aws
+            .node_search(&["notec2.internal".into()])
+            .is_empty());
+
+        // The profile's zones come first, the file's follow, each once; an explicit
+        // node_search wins over the profile's.
+        let text = "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\n\
+                    cluster: {profile: aws, node_search: [ec2.internal]}\n\
+                    shortcut: {zones: [github.com, amazonaws.com]}\n";
+        let c = Config::from_file_config(FileConfig::parse(text).unwrap(), &Overrides::default())
+            .unwrap();
+        assert_eq!(c.cluster.node_search, ["ec2.internal"]);
+        assert_eq!(
+            c.shortcut.zones,
+            [
+                "ec2.internal",
+                "compute.internal",
+                "amazonaws.com",
+                "github.com"
+            ]
+        );
+        // The flag replaces the file's profile.
+        let o = Overrides {
+            profile: Some(Profile::Kind),
+            ..Default::default()
+        };
+        let c = Config::from_file_config(FileConfig::parse(text).unwrap(), &o).unwrap();
+        assert_eq!(c.shortcut.zones, ["github.com", "amazonaws.com"]);
+        assert!(FileConfig::parse("cluster: {profile: openstack}").is_err());
+    }
+
+    #[test]
+    fn admin_report_defaults_to_local_and_the_firewall_admits_the_admin_port() {
+        let up = "upstreams: [{zone: ., servers: [\"127.0.0.1\"]}]\n";
+        let c = Config::from_file_config(FileConfig::parse(up).unwrap(), &Overrides::default())
+            .unwrap();
+        assert_eq!(c.admin_report, AdminReport::Local);
+        let f = FileConfig::parse(&format!(
+            "{up}admin_report: public\nadmin: \"0.0.0.0:9255\"\nnode_local: {{enabled: true}}\n"
+        ))
+        .unwrap();
+        let c = Config::from_file_config(f, &Overrides::default()).unwrap();
+        assert_eq!(c.admin_report, AdminReport::Public);
+        let nl = c.node_local.unwrap();
+        assert!(nl.firewall, "on by default with node_local");
+        assert_eq!(
+            nl.admin_port,
+            Some(9255),
+            "0.0.0.0 covers the node-local address"
+        );
+        let f = FileConfig::parse(&format!(
+            "{up}admin: \"127.0.0.1:9255\"\nnode_local: {{enabled: true, firewall: false}}\n"
+        ))
+        .unwrap();
+        let nl = Config::from_file_config(f, &Overrides::default())
+            .unwrap()
+            .node_local
+            .unwrap();
+        assert!(!nl.firewall);
+        assert_eq!(nl.admin_port, None, "loopback admin: nothing to admit");
+        assert!(FileConfig::parse("admin_report: everyone").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod event;
+pub mod firewall;
 pub mod fleet;
 pub mod logging;
 pub mod metrics;

@@ -74,6 +74,9 @@ pub const TRACKER_SHED_EVENTS: &str = "ndots_tracker_shed_events_total";
 
 /// Not in the DESIGN list: queries refused by policy (clients outside `allow`).
 pub const REFUSED_QUERIES: &str = "ndots_refused_queries_total";
+/// Not in the DESIGN list: node-local setup something else removed and the proxy put back
+/// (issue 17): a firewall daemon or another cache fighting over the node shows here.
+pub const NODE_LOCAL_RESTORES: &str = "ndots_node_local_restores_total";
 
 // The process, under the names every Prometheus client library uses (read from /proc at each
 // scrape).
@@ -203,6 +206,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(FORWARDING_LOOP, "gauge", &[], "1 while a forwarding loop stands: a probe query sent upstream came back to this proxy (checked at start, on reload, and every 30 s while looping); /readyz is 503 meanwhile."),
     metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 5 s)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
+    metric(NODE_LOCAL_RESTORES, "counter", &[("what", "`link`, `address`, `notrack` (the NOTRACK table) or `firewall` (the ACCEPT rules)")], "Node-local setup found removed and put back by the 2 s check, by what (node_local)."),
     metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
     metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),
     metric(PROCESS_VIRTUAL_MEMORY, "gauge", &[], "Virtual memory of the process, in bytes."),

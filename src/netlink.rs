@@ -22,7 +22,10 @@ pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
+/// NLM_F_ROOT | NLM_F_MATCH: every object (filtered by the request's attributes).
+pub const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 const HEADER_LEN: usize = 16;
 
@@ -50,6 +53,13 @@ impl Message {
             buf,
             open: Vec::new(),
         }
+    }
+
+    /// A dump request: the kernel answers with a series of messages and NLMSG_DONE, no ACK.
+    pub fn dump(kind: u16, fixed: &[u8]) -> Message {
+        let mut m = Message::new(kind, 0, fixed);
+        m.buf[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        m
     }
 
     /// A batch delimiter (nfnetlink): no ACK is asked for it.
@@ -213,6 +223,86 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Send one dump request and collect the payload (after the 16-byte header) of every
+    /// message of the answer until NLMSG_DONE. `Err(errno)` when the kernel refused the dump
+    /// (ENOENT: the table or chain asked for does not exist).
+    pub fn dump(&mut self, request: Message) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let datagram = request.finish(seq);
+        // SAFETY: as in `send`.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the buffer and address are valid for the given lengths.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                datagram.as_ptr() as *const libc::c_void,
+                datagram.len(),
+                0,
+                &kernel as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut data = &buf[..n as usize];
+            while data.len() >= HEADER_LEN {
+                let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
+                if len < HEADER_LEN || len > data.len() {
+                    break;
+                }
+                let kind = u16::from_ne_bytes([data[4], data[5]]);
+                let this_seq = u32::from_ne_bytes(data[8..12].try_into().unwrap());
+                if this_seq == seq {
+                    match kind {
+                        NLMSG_DONE => return Ok(Ok(out)),
+                        NLMSG_ERROR if len >= HEADER_LEN + 4 => {
+                            let e = i32::from_ne_bytes(data[16..20].try_into().unwrap());
+                            return Ok(if e == 0 { Ok(out) } else { Err(-e) });
+                        }
+                        _ => out.push(data[HEADER_LEN..len].to_vec()),
+                    }
+                }
+                data = &data[align4(len).min(data.len())..];
+            }
+        }
+    }
+}
+
+/// The attributes of a message payload or of a nested attribute's value: `(type without the
+/// flag bits, value)`. A truncated attribute ends the walk.
+pub fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & !(NLA_F_NESTED | 0x4000);
+        if len < 4 || len > data.len() {
+            break;
+        }
+        out.push((kind, &data[4..len]));
+        data = &data[align4(len).min(data.len())..];
+    }
+    out
+}
+
 /// The `(seq, error)` of every NLMSG_ERROR in a datagram from the kernel; other messages are
 /// skipped. A truncated message ends the walk.
 fn acks(mut data: &[u8]) -> Vec<(u32, i32)> {
@@ -278,5 +368,20 @@ mod tests {
         }
         d.extend_from_slice(&[1, 2, 3]); // a truncated tail is ignored
         assert_eq!(acks(&d), vec![(5, 0), (6, -17)]);
+    }
+
+    #[test]
+    fn attributes_are_walked_and_truncation_stops_the_walk() {
+        let mut m = Message::new(16, 0, &[]);
+        m.attr_str(3, "filter").nest(4).attr_be32(1, 7).end_nest();
+        let bytes = m.finish(1);
+        let a = attrs(&bytes[HEADER_LEN..]);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0], (3, &b"filter\0"[..]));
+        assert_eq!(a[1].0, 4, "the nested flag is masked off");
+        assert_eq!(attrs(a[1].1), vec![(1, &7u32.to_be_bytes()[..])]);
+        // A length past the end, or below the header, stops without panicking.
+        assert!(attrs(&[200, 0, 1, 0, 1, 2]).is_empty());
+        assert!(attrs(&[2, 0, 1, 0]).is_empty());
     }
 }

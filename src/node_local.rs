@@ -18,7 +18,8 @@ use anyhow::{bail, Context};
 use crate::config::NodeLocalConfig;
 use crate::netlink::{errno_text, Message, Socket, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 
-/// Create the link and addresses and, if configured, load the NOTRACK table.
+/// Create the link and addresses and, if configured, load the NOTRACK table and the firewall
+/// rules.
 pub fn ensure(cfg: &NodeLocalConfig) -> anyhow::Result<()> {
     let (created, added) = link_and_addresses(cfg)?;
     if cfg.notrack {
@@ -26,32 +27,134 @@ pub fn ensure(cfg: &NodeLocalConfig) -> anyhow::Result<()> {
             Socket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
         load_notrack_table(&mut nf, &cfg.addresses, cfg.port)?;
     }
+    let accepts = if cfg.firewall {
+        crate::firewall::ensure(cfg)?
+    } else {
+        0
+    };
     tracing::info!(
         interface = %cfg.interface,
         created,
         added,
         addresses = ?cfg.addresses,
         notrack = cfg.notrack,
+        firewall_rules_loaded = accepts,
         "node-local address in place (never removed on exit)"
     );
     Ok(())
 }
 
-/// Put back the link, its up state and the addresses if something else removed them (another
-/// node-local cache tearing its setup down on exit, an administrator); the listeners stay
-/// bound to the addresses and receive again as soon as they are back. Returns whether anything
-/// was missing.
+/// Put back the link, its up state, the addresses, the NOTRACK table and the firewall rules if
+/// something else removed them (another node-local cache tearing its setup down on exit, an
+/// administrator, `nft flush ruleset`, a firewall reload); the listeners stay bound to the
+/// addresses and receive again as soon as they are back. Returns whether anything was missing.
 pub fn restore(cfg: &NodeLocalConfig) -> anyhow::Result<bool> {
     let (created, added) = link_and_addresses(cfg)?;
-    if created || added > 0 {
+    let mut notrack = false;
+    if cfg.notrack {
+        let mut nf =
+            Socket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
+        if notrack_rule_count(&mut nf)? != 6 * cfg.addresses.len() {
+            load_notrack_table(&mut nf, &cfg.addresses, cfg.port)?;
+            notrack = true;
+        }
+    }
+    let accepts = if cfg.firewall {
+        crate::firewall::ensure(cfg)?
+    } else {
+        0
+    };
+    let missing = created || added > 0 || notrack || accepts > 0;
+    for (what, n) in [
+        ("link", created as u64),
+        ("address", added as u64),
+        ("notrack", notrack as u64),
+        ("firewall", accepts as u64),
+    ] {
+        if n > 0 {
+            metrics::counter!(crate::metrics::NODE_LOCAL_RESTORES, "what" => what).increment(n);
+        }
+    }
+    if missing {
         tracing::warn!(
             interface = %cfg.interface,
             link_created = created,
             addresses_added = added,
-            "node-local link or address had been removed; restored"
+            notrack_table_reloaded = notrack,
+            firewall_rules_reloaded = accepts,
+            "node-local setup had been removed in part; restored"
         );
     }
-    Ok(created || added > 0)
+    Ok(missing)
+}
+
+/// What `ndots node-local teardown` removed.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    pub link: bool,
+    pub notrack_table: bool,
+    pub firewall_rules: usize,
+}
+
+/// `ndots node-local teardown`: remove the link (its addresses go with it), the NOTRACK table
+/// and our firewall rules; what is already gone is fine. Stop the proxy first, or its
+/// reconciler puts everything back within 2 s.
+pub fn teardown(cfg: &NodeLocalConfig) -> anyhow::Result<Teardown> {
+    let firewall_rules = crate::firewall::remove(cfg)?;
+    let mut nf = Socket::open(libc::NETLINK_NETFILTER).context("opening an nfnetlink socket")?;
+    let mut batch = vec![Message::batch_marker(
+        NFNL_MSG_BATCH_BEGIN,
+        &nfgenmsg(libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES),
+    )];
+    let mut del = nft(NFT_MSG_DELTABLE, 0);
+    del.attr_str(NFTA_TABLE_NAME, NOTRACK_TABLE);
+    batch.push(del);
+    batch.push(Message::batch_marker(
+        NFNL_MSG_BATCH_END,
+        &nfgenmsg(libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES),
+    ));
+    let notrack_table = match nf
+        .send(batch)
+        .context("netlink, deleting the NOTRACK table")?
+        .pop()
+    {
+        Some(Ok(())) | None => true,
+        Some(Err(libc::ENOENT)) => false,
+        Some(Err(e)) => bail!(
+            "deleting nftables table inet {NOTRACK_TABLE}: {}",
+            errno_text(e)
+        ),
+    };
+    let mut route = Socket::open(libc::NETLINK_ROUTE).context("opening an rtnetlink socket")?;
+    let mut m = Message::new(RTM_DELLINK, 0, &ifinfomsg(0, 0, 0));
+    m.attr_str(IFLA_IFNAME, &cfg.interface);
+    let link = match one(&mut route, m, "deleting the link")? {
+        Ok(()) => true,
+        Err(libc::ENODEV) => false,
+        Err(e) => bail!("deleting link {}: {}", cfg.interface, errno_text(e)),
+    };
+    Ok(Teardown {
+        link,
+        notrack_table,
+        firewall_rules,
+    })
+}
+
+/// The rules in the NOTRACK table now (0 when it is gone: `nft flush ruleset`).
+fn notrack_rule_count(sock: &mut Socket) -> anyhow::Result<usize> {
+    let mut m = Message::dump(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+        &nfgenmsg(NFPROTO_INET, 0),
+    );
+    m.attr_str(NFTA_RULE_TABLE, NOTRACK_TABLE);
+    match sock.dump(m).context("netlink, listing the NOTRACK rules")? {
+        Ok(rules) => Ok(rules.len()),
+        Err(libc::ENOENT) => Ok(0),
+        Err(e) => bail!(
+            "listing nftables table inet {NOTRACK_TABLE}: {}",
+            errno_text(e)
+        ),
+    }
 }
 
 /// (link created, addresses added)
@@ -71,6 +174,7 @@ fn link_and_addresses(cfg: &NodeLocalConfig) -> anyhow::Result<(bool, usize)> {
 
 // rtnetlink (linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h).
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
@@ -168,6 +272,7 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
@@ -220,8 +325,8 @@ fn nft(kind: u16, flags: u16) -> Message {
 }
 
 /// Which side of the packet a rule matches the node-local address on.
-#[derive(Clone, Copy)]
-enum Side {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
     /// Query to the address: destination address and port.
     To,
     /// Answer from the address: source address and port.
@@ -334,7 +439,7 @@ fn notrack_rule(chain: &str, addr: IpAddr, proto: u8, port: u16, side: Side) -> 
     m
 }
 
-fn meta(m: &mut Message, key: u32) {
+pub(crate) fn meta(m: &mut Message, key: u32) {
     m.nest(NFTA_LIST_ELEM)
         .attr_str(NFTA_EXPR_NAME, "meta")
         .nest(NFTA_EXPR_DATA)
@@ -344,7 +449,7 @@ fn meta(m: &mut Message, key: u32) {
         .end_nest();
 }
 
-fn payload(m: &mut Message, base: u32, offset: u32, len: u32) {
+pub(crate) fn payload(m: &mut Message, base: u32, offset: u32, len: u32) {
     m.nest(NFTA_LIST_ELEM)
         .attr_str(NFTA_EXPR_NAME, "payload")
         .nest(NFTA_EXPR_DATA)
@@ -356,7 +461,7 @@ fn payload(m: &mut Message, base: u32, offset: u32, len: u32) {
         .end_nest();
 }
 
-fn cmp_eq(m: &mut Message, value: &[u8]) {
+pub(crate) fn cmp_eq(m: &mut Message, value: &[u8]) {
     m.nest(NFTA_LIST_ELEM)
         .attr_str(NFTA_EXPR_NAME, "cmp")
         .nest(NFTA_EXPR_DATA)

@@ -67,8 +67,36 @@ fn validate(file: &Path, version: &str) -> (bool, String) {
     )
 }
 
-/// `ndots proxy --check-config` on a ConfigMap's file.
+fn find_named<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// The overlays a user applies: each renders and validates on its own.
+const OVERLAYS: &[&str] = &[
+    "node-local",
+    "sidecar",
+    "clouds/aws",
+    "clouds/gcp",
+    "clouds/azure",
+    "clouds/kind",
+    "collect",
+];
+
+/// What Kubernetes would put in the pods' environment for the Services and ConfigMaps the
+/// configurations name (a documentation address, never a real cluster's).
+const POD_ENV: &[(&str, &str)] = &[
+    ("KUBE_DNS_UPSTREAM_SERVICE_HOST", "192.0.2.53"),
+    ("CLUSTER_DNS", "192.0.2.53"),
+];
+
+/// `ndots proxy --check-config` on a ConfigMap's file, with the pod's environment.
 fn check_config(objs: &[Value], file: &str, dir: &Path) {
+    check_config_with(objs, file, dir, &[]);
+}
+
+fn check_config_with(objs: &[Value], file: &str, dir: &Path, flags: &[&str]) {
     let text = find(objs, "ConfigMap")["data"][file]
         .as_str()
         .unwrap_or_else(|| panic!("the ConfigMap has no {file}"));
@@ -77,7 +105,9 @@ fn check_config(objs: &[Value], file: &str, dir: &Path) {
     let (ok, out) = output(
         Command::new(env!("CARGO_BIN_EXE_ndots"))
             .args(["proxy", "--check-config"])
-            .arg(&path),
+            .arg(&path)
+            .args(flags)
+            .envs(POD_ENV.iter().copied()),
     );
     assert!(
         ok,
@@ -91,8 +121,10 @@ fn overlays_render_offline_and_validate_against_the_schemas() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for overlay in ["node-local", "sidecar", "collect"] {
-        let file = dir.path().join(format!("{overlay}.yaml"));
+    for overlay in OVERLAYS {
+        let file = dir
+            .path()
+            .join(format!("{}.yaml", overlay.replace('/', "-")));
         std::fs::write(&file, render(overlay)).unwrap();
         for version in KUBERNETES_VERSIONS {
             let (ok, out) = validate(&file, version);
@@ -148,6 +180,9 @@ fn node_local_daemonset_keeps_its_contract() {
         "RuntimeDefault"
     );
 
+    // With tolerate-all, a Windows node would get a pod that can never start.
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+
     let c = &pod["containers"][0];
     // On the host network a declared port would become a hostPort and block the surge pod.
     assert!(c.get("ports").is_none(), "no container ports: {c}");
@@ -166,10 +201,20 @@ fn node_local_daemonset_keeps_its_contract() {
         assert_eq!(c[probe]["httpGet"]["path"], path);
         assert_eq!(c[probe]["httpGet"]["port"], 9255);
     }
-    for r in ["requests", "limits"] {
-        assert!(c["resources"][r]["memory"].is_string(), "{r}.memory");
-        assert!(c["resources"][r]["cpu"].is_string(), "{r}.cpu");
-    }
+    // Liveness goes through the node-local address: it fails when the address is gone.
+    assert_eq!(c["livenessProbe"]["httpGet"]["host"], "169.254.20.10");
+    // Requests only for CPU (CFS throttling hurts DNS p99); memory stays bounded.
+    assert!(
+        c["resources"]["requests"]["cpu"].is_string(),
+        "requests.cpu"
+    );
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    assert!(
+        c["resources"]["limits"].get("cpu").is_none(),
+        "no CPU limit: {}",
+        c["resources"]
+    );
 
     // The volume names the generated (hashed) ConfigMap, whose config is valid and sets up
     // the node-local address.
@@ -180,11 +225,14 @@ fn node_local_daemonset_keeps_its_contract() {
     );
     let conf = cm["data"]["ndots.yaml"].as_str().unwrap();
     assert!(conf.contains("169.254.20.10") && conf.contains("enabled: true"));
+    // Dual-stack: an IPv6 node-local address beside the IPv4 one, and the firewall on.
+    assert!(conf.contains("\"fd00::a9fe:140a\""), "{conf}");
+    assert!(conf.contains("firewall: true"), "{conf}");
     let dir = tempfile::tempdir().unwrap();
     check_config(&objs, "ndots.yaml", dir.path());
 
     // The headless metrics Service selects the DaemonSet's pods.
-    let svc = find(&objs, "Service");
+    let svc = find_named(&objs, "Service", "ndots-metrics");
     assert_eq!(svc["spec"]["clusterIP"], "None");
     let labels = &ds["spec"]["template"]["metadata"]["labels"];
     for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
@@ -255,7 +303,16 @@ fn monitors_select_the_proxies_they_scrape() {
 
     let sm = find(&mon, "ServiceMonitor");
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
-    let svc = find(&node, "Service");
+    // The labels Prometheus picks monitors by are set in the kustomization, on the monitors'
+    // metadata, and never leak into what they select.
+    assert_eq!(
+        sm["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "ndots"
+    );
+    assert!(sm["spec"]["selector"]["matchLabels"]
+        .get("app.kubernetes.io/part-of")
+        .is_none());
+    let svc = find_named(&node, "Service", "ndots-metrics");
     assert_eq!(sm["metadata"]["namespace"], svc["metadata"]["namespace"]);
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(
@@ -719,5 +776,275 @@ fn collect_overlay_receives_where_the_corefile_sends() {
         ready,
         Some(200),
         "collect with the shipped ndots.yaml is ready"
+    );
+}
+
+/// Every dotted-quad IPv4 literal in a text.
+fn ipv4_literals(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        let word = word.trim_matches('.');
+        if word.split('.').count() == 4 && word.parse::<std::net::Ipv4Addr>().is_ok() {
+            out.push(word.to_string());
+        }
+    }
+    out
+}
+
+/// Issue 17: no overlay writes a cluster DNS address (10.96.0.10 on kubeadm, 10.100.0.10 or
+/// 172.20.0.10 on EKS, ...): the node-local proxy finds the `kube-dns-upstream` Service through
+/// the variable Kubernetes sets, the sidecar through a ConfigMap the operator fills.
+#[test]
+fn no_overlay_names_a_cluster_dns_address() {
+    if !require("kubectl") {
+        return;
+    }
+    // Addresses that are not a cluster's: the node-local address, loopback, any.
+    let fixed = ["169.254.20.10", "127.0.0.1", "0.0.0.0"];
+    for overlay in OVERLAYS {
+        let text = render(overlay);
+        let literals: Vec<String> = ipv4_literals(&text)
+            .into_iter()
+            .filter(|a| !fixed.contains(&a.as_str()))
+            .collect();
+        assert!(
+            literals.is_empty(),
+            "deploy/{overlay} writes addresses {literals:?}"
+        );
+    }
+    // The check itself finds one.
+    assert_eq!(
+        ipv4_literals("servers: [\"10.96.0.10:53\"]"),
+        ["10.96.0.10"]
+    );
+
+    let objs = objects(&render("node-local"));
+    let up = find_named(&objs, "Service", "kube-dns-upstream");
+    assert_eq!(
+        up["spec"]["selector"],
+        serde_json::json!({"k8s-app": "kube-dns"}),
+        "selects the cluster DNS pods and nothing of ours"
+    );
+    assert_eq!(up["metadata"]["namespace"], "kube-system");
+    let ports: BTreeSet<(i64, &str)> = up["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["port"].as_i64().unwrap(), p["protocol"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ports, BTreeSet::from([(53, "TCP"), (53, "UDP")]));
+    // The variable Kubernetes derives from that name is the one the configuration names.
+    let var = format!(
+        "{}_SERVICE_HOST",
+        up["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_uppercase()
+            .replace('-', "_")
+    );
+    let conf = find(&objs, "ConfigMap")["data"]["ndots.yaml"]
+        .as_str()
+        .unwrap();
+    assert_eq!(conf.matches(&format!("${{{var}}}")).count(), 3, "{conf}");
+    let pod = &find(&objs, "DaemonSet")["spec"]["template"]["spec"];
+    assert_ne!(pod["enableServiceLinks"], false);
+}
+
+/// `${VAR}` unset is a configuration error naming the variable (exit 2), as the proxy in a
+/// pod started before its Service would report it.
+#[test]
+fn unset_upstream_variable_is_a_config_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("node-local.yaml");
+    std::fs::copy(root().join("deploy/node-local/ndots.yaml"), &conf).unwrap();
+    let run = |env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
+        cmd.args(["proxy", "--check-config"])
+            .arg(&conf)
+            .env_remove("KUBE_DNS_UPSTREAM_SERVICE_HOST");
+        if let Some(v) = env {
+            cmd.env("KUBE_DNS_UPSTREAM_SERVICE_HOST", v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KUBE_DNS_UPSTREAM_SERVICE_HOST") && err.contains("not set"),
+        "{err}"
+    );
+    assert!(err.contains("upstreams[0].servers"), "{err}");
+    let out = run(Some(""));
+    assert_eq!(out.status.code(), Some(2), "empty is no better than unset");
+    let out = run(Some("fd00:10:96::a"));
+    assert!(
+        out.status.success(),
+        "an IPv6 ClusterIP works: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each cloud overlay is the node-local one plus its profile, and the profile is one the
+/// proxy accepts with the shipped configuration.
+#[test]
+fn cloud_overlays_set_their_profile() {
+    if !require("kubectl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for cloud in ["aws", "gcp", "azure", "kind"] {
+        let objs = objects(&render(&format!("clouds/{cloud}")));
+        let args = &find(&objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"];
+        let flag = format!("--cluster-profile={cloud}");
+        assert_eq!(
+            args.as_array().unwrap().last().unwrap(),
+            &Value::from(flag.clone())
+        );
+        check_config_with(&objs, "ndots.yaml", dir.path(), &[&flag]);
+    }
+}
+
+/// The variable is read again at each reload: a reload that names an unset variable is
+/// rejected (counted, logged with the variable's name) and the running configuration keeps
+/// serving; one whose variables are set applies.
+#[test]
+fn reload_naming_an_unset_variable_is_rejected_and_the_old_config_serves() {
+    let up = common::upstream::Upstream::start();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ndots.yaml");
+    let log = dir.path().join("proxy.log");
+    let write = |var: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: [\"127.0.0.1:0\"]\nadmin: \"{admin}\"\n\
+                 upstreams: [{{zone: ., servers: [\"${{{var}}}\"]}}]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("NDOTS_TEST_UPSTREAM");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .env("NDOTS_TEST_UPSTREAM", up.addr.to_string())
+        .env_remove("NDOTS_TEST_UNSET_UPSTREAM")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reloads = |result: &str| -> f64 {
+        common::tools::http_get(admin, "/metrics")
+            .map(|(_, m)| {
+                m.lines()
+                    .filter(|l| {
+                        l.starts_with(&format!(
+                            "ndots_config_reloads_total{{result=\"{result}\"}}"
+                        ))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    let until = |f: &dyn Fn() -> bool| {
+        (0..100).any(|_| {
+            let ok = f();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        })
+    };
+    // Ready: the expanded upstream answered its probe.
+    assert!(
+        until(&|| common::tools::http_get(admin, "/readyz").is_some_and(|(c, _)| c == 200)),
+        "the proxy started with the expanded upstream; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    write("NDOTS_TEST_UNSET_UPSTREAM");
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
+    assert!(
+        until(&|| reloads("failure") >= 1.0),
+        "the reload is refused"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("NDOTS_TEST_UNSET_UPSTREAM"), "{text}");
+    assert_eq!(
+        common::tools::http_get(admin, "/readyz").map(|(c, _)| c),
+        Some(200),
+        "the old configuration keeps serving"
+    );
+    write("NDOTS_TEST_UPSTREAM");
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
+    assert!(until(&|| reloads("success") >= 1.0), "set again: applied");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
+
+/// `--cluster-profile aws` on a node whose resolv.conf says `search
+/// us-west-2.compute.internal corp.example.com` (in a private mount namespace): the node
+/// domain becomes a search domain of the model and `amazonaws.com` a shortcut zone, so
+/// `sts.amazonaws.com.us-west-2.compute.internal` is answered NXDOMAIN on the node and never
+/// reaches the upstream (the cloud resolver); under `--cluster-profile kind` it does.
+#[test]
+fn aws_profile_answers_node_domain_expansions_on_the_node() {
+    let Some(ns) = common::netns::enter("aws_profile_answers_node_domain_expansions_on_the_node")
+    else {
+        return;
+    };
+    if !require("dig") {
+        return;
+    }
+    ns.set_resolv_conf(
+        "nameserver 127.0.0.1\nsearch us-west-2.compute.internal corp.example.com\n",
+    );
+    let up = common::upstream::Upstream::start();
+    const EXPANSION: &str = "sts.amazonaws.com.us-west-2.compute.internal.";
+    let ask = |profile: &str| -> String {
+        let port = common::tools::free_port();
+        let mut proxy = Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &up.addr.to_string()])
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{}", common::tools::free_port()),
+            ])
+            .arg(format!("--cluster-profile={profile}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let answer = (0..50).find_map(|_| {
+            let out = Command::new("dig")
+                .args(["+tries=1", "+time=1", "@127.0.0.1", "-p", &port.to_string()])
+                .args([EXPANSION, "A"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("status:") {
+                Some(text)
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                None
+            }
+        });
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        answer.expect("the proxy answered")
+    };
+    let aws = ask("aws");
+    assert!(aws.contains("status: NXDOMAIN"), "{aws}");
+    assert_eq!(
+        up.count(EXPANSION, 1),
+        0,
+        "the aws profile answers the node-domain expansion on the node"
+    );
+    ask("kind");
+    assert!(
+        up.count(EXPANSION, 1) >= 1,
+        "without the platform's node domain and zones it goes upstream"
     );
 }

@@ -3,6 +3,14 @@
 //! a clean restart and a crash-restart loop (kill -9, five times) keep the addresses, and an
 //! `ip monitor` running through all of it never sees one deleted. Last, a link deleted under a
 //! running proxy (another cache's teardown) is put back and the proxy answers on it again.
+//!
+//! Issue 17, once per iptables backend (legacy, nft): on a node whose INPUT policy is DROP (v4
+//! and v6, replies to the node's own connections accepted), the proxy without its firewall
+//! rules is unreachable (the control), with them answers on 169.254.20.10 and fd00::10, to a
+//! client on the node and to a pod in a namespace of its own behind a veth; after
+//! `nft flush ruleset` and after a rule deleted by hand the reconciler puts the NOTRACK table
+//! and the rules back, once; `ndots node-local teardown` leaves no link, address, table or rule
+//! of ours and every rule of the node's.
 
 mod common;
 
@@ -188,10 +196,13 @@ fn node_local_address_survives_restarts_and_crash_loops() {
     up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
     let dir = ns.scratch();
     let config = dir.join("node-local.yaml");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
     std::fs::write(
         &config,
         format!(
-            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"127.0.0.1:0\"\n\
+            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"{admin}\"\n\
              server: {{workers: 1, shutdown_grace: 1s}}\n\
              node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
              notrack: true\n",
@@ -304,5 +315,452 @@ fn node_local_address_survives_restarts_and_crash_loops() {
             .contains("restored"),
         "the restoration is logged"
     );
+    // And counted: the link and both its addresses.
+    let metrics = common::tools::http_get(admin, "/metrics").unwrap().1;
+    let count = |what: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "ndots_node_local_restores_total{{what=\"{what}\"}}"
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("link"), 1.0, "{metrics}");
+    assert_eq!(count("address"), 2.0, "{metrics}");
     assert!(proxy.sigterm().success());
+}
+
+// ---- Issue 17: hardened nodes (INPUT policy DROP), reconciliation, teardown.
+
+/// `iptables-legacy` / `ip6tables-nft` ...: the backend's command for a family.
+fn ipt(backend: &str, v6: bool, args: &[&str]) -> String {
+    let cmd = format!("{}-{backend}", if v6 { "ip6tables" } else { "iptables" });
+    run(&cmd, args)
+}
+
+/// What a security team does to a node: INPUT policy DROP (v4 and v6) with only replies to
+/// the node's own connections accepted, plus the one service it offers (here the stand-in for
+/// the cluster DNS, which on a real node is elsewhere and answers as ESTABLISHED).
+fn harden(backend: &str, upstream_port: u16) {
+    for v6 in [false, true] {
+        ipt(backend, v6, &["-P", "INPUT", "DROP"]);
+        // Makes the OUTPUT chain exist under iptables-nft too (it creates chains on first use).
+        ipt(backend, v6, &["-P", "OUTPUT", "ACCEPT"]);
+        ipt(
+            backend,
+            v6,
+            &[
+                "-A",
+                "INPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+    }
+    // Neighbour discovery: without it no IPv6 packet reaches a neighbour at all, and every
+    // real IPv6 ruleset admits it (RFC 4890 §4.4.1).
+    ipt(
+        backend,
+        true,
+        &["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"],
+    );
+    let port = upstream_port.to_string();
+    for proto in ["udp", "tcp"] {
+        ipt(
+            backend,
+            false,
+            &["-A", "INPUT", "-p", proto, "--dport", &port, "-j", "ACCEPT"],
+        );
+    }
+}
+
+/// Lines of `-S` output that mention the address: our rules in that backend and family.
+fn rules_for(backend: &str, v6: bool, addr: &str) -> usize {
+    ipt(backend, v6, &["-S"])
+        .lines()
+        .filter(|l| l.contains(addr))
+        .count()
+}
+
+/// The NOTRACK rules, 0 while the table is missing.
+fn notrack_rules_now() -> usize {
+    Command::new("nft")
+        .args(["list", "table", "inet", "ndots"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("notrack"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Poll (bounded: 15 s, the reconciler runs every 2 s) until `f` holds.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    (0..150).any(|_| {
+        let ok = f();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    })
+}
+
+/// Wait until the proxy logged that it serves (it cannot be asked: the node drops the query).
+fn wait_serving(log: &Path) {
+    assert!(
+        eventually(|| std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("ndots proxy serving")),
+        "the proxy never started serving; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A pod as a CNI plugin sets one up: a network namespace of its own behind a veth pair,
+/// default routes through the node (documentation addresses, inside the test's namespace).
+fn make_pod() {
+    // `ip netns` names live in /run/netns: a tmpfs of this mount namespace keeps the name
+    // private to the test (tests run in parallel).
+    std::fs::create_dir_all("/run/netns").unwrap();
+    run("mount", &["-t", "tmpfs", "ndots-test", "/run/netns"]);
+    run("ip", &["netns", "add", "pod"]);
+    run(
+        "ip",
+        &[
+            "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", "pod",
+        ],
+    );
+    run("ip", &["addr", "add", "198.51.100.1/24", "dev", "vpod"]);
+    run(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "vpod",
+            "nodad",
+        ],
+    );
+    run("ip", &["link", "set", "vpod", "up"]);
+    let in_pod = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", "pod", "ip"];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    in_pod(&["link", "set", "lo", "up"]);
+    in_pod(&["addr", "add", "198.51.100.2/24", "dev", "eth0"]);
+    in_pod(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    in_pod(&["link", "set", "eth0", "up"]);
+    in_pod(&["route", "add", "default", "via", "198.51.100.1"]);
+    in_pod(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+}
+
+/// `dig` from the pod's namespace: its packets reach the node through the veth, as a pod's do.
+fn pod_dig(server: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", "pod", "dig", "+short", "+tries=1", "+time=1",
+        ])
+        .arg(format!("@{server}"))
+        .args([NAME, "A"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty() && !text.starts_with(";;")).then_some(text)
+}
+
+fn pod_answers(server: &str) -> Option<String> {
+    (0..30).find_map(|_| {
+        pod_dig(server).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    })
+}
+
+fn hardened_node(test: &str, backend: &str) {
+    let Some(ns) = netns::enter(test) else {
+        return;
+    };
+    let tools = [
+        "setpriv".to_string(),
+        "dig".to_string(),
+        "nft".into(),
+        "ip".into(),
+        format!("iptables-{backend}"),
+        format!("ip6tables-{backend}"),
+    ];
+    for tool in &tools {
+        if netns::which(tool).is_none() {
+            netns::skip_or_fail(&format!(
+                "{tool} is not installed (scripts/deps/deploy.txt)"
+            ));
+            return;
+        }
+    }
+    let up = Upstream::start();
+    up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
+    harden(backend, up.addr.port());
+    make_pod();
+    let dir = ns.scratch();
+    let config = dir.join("node-local.yaml");
+    let log = dir.join("proxy.log");
+    let write_config = |firewall: Option<bool>| {
+        let fw = firewall
+            .map(|f| format!("  firewall: {f}\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"127.0.0.1:0\"\n\
+                 server: {{workers: 1, shutdown_grace: 1s}}\n\
+                 allow: [127.0.0.0/8, 169.254.0.0/16, 192.0.2.0/24, 198.51.100.0/24, \
+                 \"::1/128\", \"fd00::/8\", \"2001:db8::/32\"]\n\
+                 node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
+                 notrack: true\n{fw}",
+                up.addr,
+                link_kind()
+            ),
+        )
+        .unwrap();
+    };
+
+    // The proxy runs with the DaemonSet's capabilities only (NET_ADMIN, NET_BIND_SERVICE):
+    // nothing here may need more, CAP_NET_RAW included.
+    let start_proxy = |config: &Path, log: &Path| {
+        Proxy(
+            Command::new("setpriv")
+                .args([
+                    "--bounding-set",
+                    "-all,+net_admin,+net_bind_service",
+                    "--",
+                    env!("CARGO_BIN_EXE_ndots"),
+                    "proxy",
+                    "--config",
+                ])
+                .arg(config)
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // Without the firewall rules the hardened node drops DNS to the node-local addresses:
+    // the control that shows the rules below are what makes it answer.
+    write_config(Some(false));
+    let mut proxy = start_proxy(&config, &log);
+    wait_serving(&log);
+    assert_eq!(dig(V4), None, "the hardened node must drop DNS to {V4}");
+    assert_eq!(dig(V6), None, "the hardened node must drop DNS to {V6}");
+    assert_eq!(pod_dig(V4), None, "and a pod's DNS to {V4}");
+    assert_eq!(pod_dig(V6), None, "and a pod's DNS to {V6}");
+    assert_eq!(rules_for(backend, false, V4), 0);
+    assert!(proxy.sigterm().success());
+
+    // With them (the default), it answers on both addresses.
+    write_config(None);
+    proxy = start_proxy(&config, &log);
+    assert_eq!(
+        answers(V4).as_deref(),
+        Some("10.96.0.10"),
+        "{backend}: the proxy answers on {V4} behind INPUT DROP; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(answers(V6).as_deref(), Some("10.96.0.10"), "and on {V6}");
+    // To a pod too: the query arrives on the veth (INPUT), the answer leaves by it (OUTPUT).
+    assert_eq!(
+        pod_answers(V4).as_deref(),
+        Some("10.96.0.10"),
+        "a pod, {V4}"
+    );
+    assert_eq!(
+        pod_answers(V6).as_deref(),
+        Some("10.96.0.10"),
+        "a pod, {V6}"
+    );
+    // INPUT and OUTPUT, to and from the address, UDP and TCP: 8 per family, once each.
+    assert_eq!(
+        rules_for(backend, false, V4),
+        8,
+        "{}",
+        ipt(backend, false, &["-S"])
+    );
+    assert_eq!(
+        rules_for(backend, true, V6),
+        8,
+        "{}",
+        ipt(backend, true, &["-S"])
+    );
+    assert!(ipt(backend, false, &["-S", "INPUT"]).lines().any(|l| l
+        .starts_with(&format!("-A INPUT -d {V4}/32 -p udp -m udp --dport 53"))
+        && l.ends_with("-j ACCEPT")));
+
+    // Something flushes nftables (a firewall reload, an administrator): the reconciler puts
+    // the NOTRACK table back and, where the flush took the iptables-nft tables with it and the
+    // hardening is loaded again, our ACCEPT rules.
+    run("nft", &["flush", "ruleset"]);
+    if backend == "nft" {
+        // Checked before the hardening is back: until the chains exist again, the
+        // reconciler has nowhere to put the rules.
+        assert_eq!(
+            rules_for(backend, false, V4),
+            0,
+            "the flush took our rules too"
+        );
+        harden(backend, up.addr.port());
+    }
+    assert!(
+        eventually(|| notrack_rules_now() == 12),
+        "the NOTRACK table is restored after nft flush ruleset; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        eventually(|| rules_for(backend, false, V4) == 8 && rules_for(backend, true, V6) == 8),
+        "{backend}: the ACCEPT rules are restored:\n{}",
+        ipt(backend, false, &["-S"])
+    );
+    // One rule deleted by hand comes back, and only that much: no duplicates.
+    let one = ipt(backend, false, &["-S", "INPUT"])
+        .lines()
+        .find(|l| l.contains(V4) && l.contains("--dport 53") && l.contains("udp"))
+        .expect("our UDP rule")
+        .to_string();
+    let mut del: Vec<&str> = one.split_whitespace().collect();
+    del[0] = "-D";
+    // `-S` quotes the comment; as separate arguments the quotes must go.
+    let del: Vec<String> = del
+        .iter()
+        .map(|a| a.trim_matches('"').to_string())
+        .collect();
+    let del = rejoin_comment(&del);
+    let del: Vec<&str> = del.iter().map(String::as_str).collect();
+    // (`-D` exits non-zero unless it deleted the rule; checking the count here would race the
+    // reconciler.)
+    ipt(backend, false, &del);
+    assert!(
+        eventually(|| rules_for(backend, false, V4) == 8),
+        "a deleted rule is put back"
+    );
+    std::thread::sleep(Duration::from_secs(3)); // another reconciler round changes nothing
+    assert_eq!(rules_for(backend, false, V4), 8);
+    assert_eq!(rules_for(backend, true, V6), 8);
+    assert_eq!(answers(V4).as_deref(), Some("10.96.0.10"));
+    assert_eq!(answers(V6).as_deref(), Some("10.96.0.10"));
+    assert_eq!(pod_answers(V4).as_deref(), Some("10.96.0.10"));
+    assert_eq!(pod_answers(V6).as_deref(), Some("10.96.0.10"));
+    assert!(proxy.sigterm().success());
+    // Exit removes nothing.
+    assert_eq!(rules_for(backend, false, V4), 8);
+    assert_addresses_present("after SIGTERM on a hardened node");
+
+    // Teardown removes the link, its addresses, the table and our rules, and nothing else.
+    let teardown = |config: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndots"));
+        cmd.args(["node-local", "teardown"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.output().unwrap()
+    };
+    let out = teardown(Some(&config));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("link nodelocaldns: removed"), "{said}");
+    assert!(
+        Command::new("ip")
+            .args(["link", "show", LINK])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap(),
+        "no {LINK} link after teardown"
+    );
+    let addrs = run("ip", &["-o", "addr"]);
+    assert!(!addrs.contains(V4) && !addrs.contains(V6), "{addrs}");
+    assert!(
+        !Command::new("nft")
+            .args(["list", "table", "inet", "ndots"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+        "no NOTRACK table after teardown"
+    );
+    for v6 in [false, true] {
+        let rules = ipt(backend, v6, &["-S"]);
+        assert!(!rules.contains(V4) && !rules.contains(V6), "{rules}");
+        // The node's own rules are untouched.
+        assert!(rules.contains("-P INPUT DROP"), "{rules}");
+        assert!(rules.contains("ESTABLISHED"), "{rules}");
+    }
+    assert!(!run("nft", &["list", "ruleset"]).contains("ndots"));
+    // A second teardown (with the shipped configuration: no --config) finds nothing and says
+    // so.
+    let out = teardown(None);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("not there") && said.contains("firewall rules removed: 0"),
+        "{said}"
+    );
+}
+
+/// `-m comment --comment "a b c"` split on spaces back into one argument.
+fn rejoin_comment(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--comment" {
+            let mut words = Vec::new();
+            i += 1;
+            while i < args.len() && !args[i].starts_with('-') {
+                words.push(args[i].clone());
+                i += 1;
+            }
+            out.push("--comment".to_string());
+            out.push(words.join(" "));
+        } else {
+            out.push(args[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn hardened_node_iptables_legacy_answers_restores_and_tears_down() {
+    hardened_node(
+        "hardened_node_iptables_legacy_answers_restores_and_tears_down",
+        "legacy",
+    );
+}
+
+#[test]
+fn hardened_node_iptables_nft_answers_restores_and_tears_down() {
+    hardened_node(
+        "hardened_node_iptables_nft_answers_restores_and_tears_down",
+        "nft",
+    );
 }

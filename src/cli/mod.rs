@@ -9,6 +9,7 @@ pub mod capture;
 pub mod collect;
 pub mod demo;
 pub mod generate;
+pub mod node_local;
 pub mod proxy;
 pub mod replay;
 pub mod report;
@@ -54,6 +55,9 @@ pub enum Command {
     /// What-if: replay captured lookups under other ndots/search/stub/shortcut settings,
     /// offline or live against --target; list changed resolutions and recommend a setting.
     Replay(replay::ReplayArgs),
+    /// Node-local setup: `teardown` removes the link, addresses, NOTRACK table and firewall
+    /// rules the proxy leaves in place.
+    NodeLocal(node_local::NodeLocalArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     Completions(generate::CompletionsArgs),
     /// Write man pages generated from these command definitions.
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Man(args) => generate::man(args),
         Command::Docs(args) => generate::docs(args),
         Command::Replay(args) => replay::run(args),
+        Command::NodeLocal(args) => node_local::run(args),
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::config::{parse_socket_addr, Config, LogFormat, Overrides, ShortcutMode};
+use crate::config::{parse_socket_addr, Config, LogFormat, Overrides, Profile, ShortcutMode};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -36,6 +36,9 @@ pub struct ProxyArgs {
     /// NDOTS_LOG environment variable (default `info`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The nodes' platform: its node domains and zones (replaces the file's `cluster.profile`).
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub cluster_profile: Option<Profile>,
 }
 
 impl ProxyArgs {
@@ -65,6 +68,7 @@ impl ProxyArgs {
             shortcut_mode: self.shortcut_mode,
             shortcut_zones: self.shortcut_zone.clone(),
             log_format: self.log_format,
+            profile: self.cluster_profile,
         })
     }
 }

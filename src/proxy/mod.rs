@@ -121,6 +121,10 @@ impl AdminSource for Admin {
         }
         Ok(())
     }
+
+    fn report_access(&self) -> crate::config::AdminReport {
+        self.engine.load().config.admin_report
+    }
 }
 
 /// Bind every listener and start serving on `rt`.
