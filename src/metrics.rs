@@ -459,10 +459,37 @@ pub fn preregister(k: &Known<'_>) {
         "max_tcp_connections",
         "tcp_client_buffer",
         "admin_connections",
+        "memory_limit",
     ] {
         metrics::counter!(OVERLOAD_DROPS, "limit" => limit).increment(0);
     }
+    for s in SuffixSlot::ALL {
+        metrics::counter!(SEARCH_QUERIES, "suffix" => s.as_str()).increment(0);
+    }
+    for qtype in ["A", "AAAA"] {
+        metrics::counter!(WASTED_QUERIES_BY_TYPE, "type" => qtype).increment(0);
+    }
+    // Namespaces are learnt from traffic; the two catch-all values are known from the start.
+    for ns in ["other", "unknown"] {
+        for name in [NAMESPACE_LOOKUPS, NAMESPACE_QUERIES, NAMESPACE_WASTED] {
+            metrics::counter!(name, "namespace" => ns).increment(0);
+        }
+    }
+    for result in ["written", "dropped"] {
+        metrics::counter!(DNSTAP_MESSAGES, "result" => result).increment(0);
+    }
+    for what in ["link", "address", "notrack", "firewall"] {
+        metrics::counter!(NODE_LOCAL_RESTORES, "what" => what).increment(0);
+    }
 }
+
+/// Series only `ndots collect` exports (its receiver's); the proxy has no receiver.
+pub const COLLECT_ONLY: &[&str] = &[
+    COLLECT_CONNECTIONS,
+    COLLECT_SESSIONS,
+    COLLECT_FRAMES,
+    COLLECT_MALFORMED,
+];
 
 /// The `type` label and the code memo keys use for it: CoreDNS's monitored query types by name
 /// (plugin/metrics/vars), every other type `other` (code 0), so a client sending arbitrary
