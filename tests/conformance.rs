@@ -324,6 +324,12 @@ fn tcp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// `ask`, and the answer parsed (with hickory-proto); panics when there is none.
+fn ask_msg(addr: SocketAddr, case: &Case, id: u16) -> Message {
+    let bytes = ask(addr, case, id).expect("an answer");
+    Message::from_vec(&bytes).expect("a readable answer")
+}
+
 fn ask(addr: SocketAddr, case: &Case, id: u16) -> Option<Vec<u8>> {
     let q = case.build(id);
     if case.tcp {
@@ -820,15 +826,13 @@ fn badvers_reaches_the_client_with_its_extended_rcode() {
     }));
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     // The upstream's BADVERS, relayed.
-    let m = Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A), 1).unwrap()).unwrap();
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 1);
     // 16 is BADVERS in an OPT (hickory names it BADSIG, its TSIG meaning).
     assert_eq!(u16::from(m.metadata.response_code), 16);
     assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
     // Our own, for a version we do not implement: never forwarded.
     let before = up.seen();
-    let m =
-        Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A).version(1), 2).unwrap())
-            .unwrap();
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A).version(1), 2);
     assert_eq!(u16::from(m.metadata.response_code), 16);
     assert!(m.answers.is_empty());
     assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
@@ -873,8 +877,7 @@ fn ttl_with_the_top_bit_set_is_zero() {
     }));
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     for id in [1, 2] {
-        let m =
-            Message::from_vec(&ask(p.addr, &Case::new("www", RecordType::A), id).unwrap()).unwrap();
+        let m = ask_msg(p.addr, &Case::new("www", RecordType::A), id);
         assert_eq!(m.answers[0].ttl, 0, "relayed as zero");
     }
     assert_eq!(up.seen(), 2, "a zero TTL is not cached");
@@ -898,7 +901,7 @@ fn cname_then_nodata_is_cached_for_the_negative_ttl() {
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let case = Case::new("alias", RecordType::TXT);
     let _ = ask(p.addr, &case, 1).unwrap();
-    let m = Message::from_vec(&ask(p.addr, &case, 2).unwrap()).unwrap();
+    let m = ask_msg(p.addr, &case, 2);
     assert_eq!(up.seen(), 1, "the second answer came from cache");
     for r in m.answers.iter().chain(&m.authorities) {
         assert!(r.ttl <= 5, "TTL {} above the SOA minimum: {r:?}", r.ttl);
@@ -917,8 +920,8 @@ fn aa_is_cleared_on_answers_from_cache() {
     }));
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let case = Case::new("www", RecordType::A);
-    let fresh = Message::from_vec(&ask(p.addr, &case, 1).unwrap()).unwrap();
-    let cached = Message::from_vec(&ask(p.addr, &case, 2).unwrap()).unwrap();
+    let fresh = ask_msg(p.addr, &case, 1);
+    let cached = ask_msg(p.addr, &case, 2);
     assert!(fresh.metadata.authoritative);
     assert!(!cached.metadata.authoritative);
     assert_eq!(up.seen(), 1);
@@ -942,7 +945,7 @@ fn ecs_scoped_answers_are_not_shared() {
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let case = Case::new("www", RecordType::A);
     for id in [1, 2] {
-        let m = Message::from_vec(&ask(p.addr, &case, id).unwrap()).unwrap();
+        let m = ask_msg(p.addr, &case, id);
         assert_eq!(m.answers.len(), 1);
     }
     assert_eq!(up.seen(), 2, "each client's query went upstream");
@@ -977,7 +980,7 @@ fn upstream_errors_and_garbage_are_relayed_or_servfail() {
         let p = proxy("shortcut: {mode: off}\n", up.addr);
         let case = Case::new("www", RecordType::A);
         for id in [1, 2] {
-            let m = Message::from_vec(&ask(p.addr, &case, id).unwrap()).unwrap();
+            let m = ask_msg(p.addr, &case, id);
             assert_eq!(m.metadata.response_code, want, "{what}");
             assert!(m.answers.is_empty(), "{what}");
         }
@@ -1101,7 +1104,7 @@ fn autopath_answers_every_type_of_one_name_alike() {
         RecordType::TXT,
         RecordType::HTTPS,
     ] {
-        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 7).unwrap()).unwrap();
+        let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 7);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t:?}");
         assert_eq!(
             m.answers.first().map(|r| r.record_type()),
@@ -1127,7 +1130,7 @@ fn autopath_upstream_error_is_servfail_without_a_cname() {
     });
     let p = proxy(AUTOPATH, up.addr);
     for t in [RecordType::A, RecordType::AAAA] {
-        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 7).unwrap()).unwrap();
+        let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 7);
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{t:?}");
         assert!(m.answers.is_empty(), "{t:?}: {m:?}");
     }
@@ -1147,7 +1150,7 @@ fn reload_to_another_shortcut_starts_a_new_cache() {
     });
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let a = Case::new(EXPANSION, RecordType::A);
-    let m = Message::from_vec(&ask(p.addr, &a, 1).unwrap()).unwrap();
+    let m = ask_msg(p.addr, &a, 1);
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::NXDomain,
@@ -1166,7 +1169,7 @@ fn reload_to_another_shortcut_starts_a_new_cache() {
     cfg.admin = None;
     p.proxy.as_ref().unwrap().reload(cfg).unwrap();
     for t in [RecordType::A, RecordType::AAAA] {
-        let m = Message::from_vec(&ask(p.addr, &Case::new(EXPANSION, t), 2).unwrap()).unwrap();
+        let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 2);
         assert_eq!(
             m.answers.first().map(|r| r.record_type()),
             Some(RecordType::CNAME),
