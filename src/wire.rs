@@ -598,7 +598,9 @@ pub fn rewrite_ttls(buf: &mut [u8], offsets: &[u16], mut f: impl FnMut(u32) -> u
 /// Same name, compared the DNS way: ASCII case-insensitive (RFC 4343).
 #[inline]
 pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+    // Stubs ask in one case, so the same bytes (one memcmp) are the usual match; 0x20-style
+    // mixed case (RFC 4343: case-insensitive) takes the byte-wise comparison.
+    a == b || (a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y)))
 }
 
 /// Build an answer with only header, the question and (when the query had EDNS) our OPT:
@@ -817,24 +819,28 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
         if len == 0 {
             break;
         }
-        let plain = |c: u8| matches!(c.to_ascii_lowercase(), b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/');
-        if label.iter().all(|&c| plain(c)) {
-            // The usual label: copied whole, then lowercased.
-            let at = out.len();
-            out.extend_from_slice(label);
-            out[at..].make_ascii_lowercase();
-        } else {
+        // The usual label: every byte plain, copied through the table (lowercased) in one
+        // pass; the rare one with bytes to escape takes the slow path from the start.
+        let at = out.len();
+        let mut plain = true;
+        out.extend(label.iter().map(|&c| {
+            let p = PLAIN_LOWER[c as usize];
+            plain &= p != 0;
+            p
+        }));
+        if !plain {
+            out.truncate(at);
             for &c in label {
                 let c = c.to_ascii_lowercase();
-                match c {
-                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
-                    b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
-                    _ => out.extend_from_slice(&[
+                match PLAIN_LOWER[c as usize] {
+                    0 if c == b'.' || c == b'\\' => out.extend_from_slice(&[b'\\', c]),
+                    0 => out.extend_from_slice(&[
                         b'\\',
                         b'0' + c / 100,
                         b'0' + (c / 10) % 10,
                         b'0' + c % 10,
                     ]),
+                    p => out.push(p),
                 }
             }
         }
@@ -847,6 +853,23 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
     // Every byte pushed above is ASCII.
     String::from_utf8(out).unwrap_or_default()
 }
+
+/// For each octet: its lowercase form when it prints as itself in a name (letters, digits,
+/// `-`, `_`, `*`, `/`), else 0 (escaped: `\.`, `\\`, `\DDD`).
+static PLAIN_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => b,
+            b'A'..=b'Z' => b + 32,
+            _ => 0,
+        };
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod capture_additions_tests {

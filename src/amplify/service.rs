@@ -152,10 +152,13 @@ impl Tracker {
                         Msg::Batch(evs) => {
                             thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch_bytes(&evs));
-                            for ev in &evs {
-                                if ev.time >= clock.0 {
-                                    clock = (ev.time, Instant::now());
+                            // One clock reading per batch: its events were answered together.
+                            if let Some(last) = evs.iter().map(|e| e.time).max() {
+                                if last >= clock.0 {
+                                    clock = (last, Instant::now());
                                 }
+                            }
+                            for ev in &evs {
                                 walks.observe(ev);
                             }
                         }
@@ -386,17 +389,17 @@ impl Tracker {
 fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
     let (t, name) = m::type_label(l.qtype);
     let type_label = || name;
-    m::cached_histogram(
+    m::record_fixed(
         m::label_key(20, &[t]),
-        || metrics::histogram!(m::LOOKUP_QUERIES, "type" => type_label()),
-    )
-    .record(f64::from(l.queries));
+        || m::fixed_histogram(m::LOOKUP_QUERIES, &[("type", name.to_string())]),
+        f64::from(l.queries),
+    );
     if let Some(d) = l.duration {
-        m::cached_histogram(
+        m::record_fixed(
             m::label_key(21, &[t]),
-            || metrics::histogram!(m::LOOKUP_DURATION, "type" => type_label()),
-        )
-        .record(d.as_secs_f64());
+            || m::fixed_histogram(m::LOOKUP_DURATION, &[("type", name.to_string())]),
+            d.as_secs_f64(),
+        );
     }
     m::cached_counter(
         m::label_key(22, &[t, l.outcome as u64]),
@@ -554,7 +557,8 @@ mod tests {
             });
         }
         tr.sync(false);
-        let text = handle.render();
+        let mut text = handle.render();
+        m::render_extra(&mut text);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -279,19 +279,9 @@ impl Engine {
         if let Some(rcode) = refuse {
             wire::minimal_response_ext(packet, &view, rcode, false, out);
             let sent = Sent::of(&view, proto, now, packet, out, client);
-            self.count_response(zone, rcode, AnswerSource::Local, sent);
-            if allowed {
-                self.emit(
-                    packet,
-                    &view,
-                    client,
-                    now,
-                    rcode,
-                    0,
-                    AnswerSource::Local,
-                    out,
-                );
-            }
+            // A refused client's queries are not its lookups to track.
+            let track = if allowed { Track::Yes } else { Track::No };
+            self.answered(zone, rcode, 0, AnswerSource::Local, &sent, track);
             return Fast::Answered;
         }
         // ANY is forwarded like every other type: the upstream applies RFC 8482 itself (a
@@ -309,17 +299,7 @@ impl Engine {
             } => {
                 self.count_cache_hit(kind);
                 let sent = Sent::of(&view, proto, now, packet, out, client);
-                self.count_response(zone, rcode, AnswerSource::Cache, sent);
-                self.emit(
-                    packet,
-                    &view,
-                    client,
-                    now,
-                    rcode,
-                    answers,
-                    AnswerSource::Cache,
-                    out,
-                );
+                self.answered(zone, rcode, answers, AnswerSource::Cache, &sent, Track::Yes);
                 if prefetch {
                     match self.prefetch_plan(packet, &view) {
                         Some(plan) => return Fast::Prefetch { view, zone, plan },
@@ -338,9 +318,8 @@ impl Engine {
                             self.count_shortcut(sc.mode, reason);
                             let nx = wire::RCODE_NXDOMAIN as u16;
                             let sent = Sent::of(&view, proto, now, packet, out, client);
-                            self.count_response(zone, nx, AnswerSource::Shortcut, sent);
                             let source = AnswerSource::Shortcut;
-                            self.emit(packet, &view, client, now, nx, 0, source, out);
+                            self.answered(zone, nx, 0, source, &sent, Track::Yes);
                             return Fast::Answered;
                         }
                     },
@@ -494,10 +473,8 @@ impl Engine {
                     );
                     // The event goes before the answer: the client's next query (the walk's next
                     // candidate) can then never reach the tracker ahead of this one.
-                    let (q, v) = (&w.query, &w.view);
-                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source, &out);
                     let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
-                    self.count_response(zone, a.rcode, source, sent);
+                    self.answered(zone, a.rcode, a.answers, source, &sent, Track::Yes);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                 }
@@ -684,70 +661,51 @@ impl Engine {
             )
             .increment(1);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
-            self.count_response(zone, rcode, AnswerSource::Stale, sent);
-            self.emit(
-                &w.query,
-                &w.view,
-                w.client,
-                w.started,
-                rcode,
-                1,
-                AnswerSource::Stale,
-                out,
-            );
+            self.answered(zone, rcode, 1, AnswerSource::Stale, &sent, Track::Yes);
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
-            self.count_response(zone, servfail, AnswerSource::Upstream, sent);
-            let (q, v) = (&w.query, &w.view);
-            self.emit(
-                q,
-                v,
-                w.client,
-                w.started,
-                servfail,
-                0,
-                AnswerSource::Upstream,
-                out,
-            );
+            let source = AnswerSource::Upstream;
+            self.answered(zone, servfail, 0, source, &sent, Track::Yes);
         }
         self.flush_events();
         w.reply.send(std::mem::take(out));
     }
 
-    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
-    /// it can be: a name string and non-blocking channel sends.
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
+    /// One answer sent: counted (`count_response`) and, unless `track` says no, handed to the
+    /// tracker and dnstap (`emit`), with one clock read for both.
+    fn answered(
         &self,
-        packet: &[u8],
-        view: &QueryView,
-        client: SocketAddr,
-        started: Instant,
+        zone: Option<usize>,
         rcode: u16,
         answers: u16,
         source: AnswerSource,
-        response: &[u8],
+        sent: &Sent,
+        track: Track,
     ) {
+        let latency = sent.started.elapsed();
+        self.count_response(zone, rcode, source, sent, latency);
+        if let Track::Yes = track {
+            self.emit(sent, rcode, answers, source, latency);
+        }
+    }
+
+    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
+    /// it can be: a name string and non-blocking channel sends.
+    fn emit(&self, sent: &Sent, rcode: u16, answers: u16, source: AnswerSource, latency: Duration) {
         if let Some(tap) = &self.tap {
-            tap.client(client, packet, response, started.elapsed());
+            tap.client(sent.client, sent.query, sent.answer, latency);
         }
         if self.tracker.is_none() {
             return;
         }
-        let qname = wire::question_name_to_string(packet, &view.question);
-        let latency = started.elapsed();
         let event = QueryEvent {
-            time: Timestamp(
-                Timestamp::now()
-                    .0
-                    .saturating_sub(latency.as_micros() as u64),
-            ),
-            client: client.ip(),
-            client_port: Some(client.port()),
-            qname,
-            qtype: view.question.qtype,
+            time: wall_time(sent.started),
+            client: sent.client.ip(),
+            client_port: Some(sent.client.port()),
+            qname: wire::question_name_to_string(sent.query, &sent.view.question),
+            qtype: sent.view.question.qtype,
             rcode: Some(rcode),
             answers: Some(answers),
             latency: Some(latency),
@@ -834,8 +792,14 @@ impl Engine {
     /// Count one answer sent: the response by rcode and source, and its duration (every answer,
     /// whatever its source, so the histogram's count equals the responses); with
     /// `metrics.coredns_names` also CoreDNS's responses, duration and sizes.
-    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource, sent: Sent) {
-        let elapsed = sent.started.elapsed();
+    fn count_response(
+        &self,
+        zone: Option<usize>,
+        rcode: u16,
+        source: AnswerSource,
+        sent: &Sent,
+        elapsed: Duration,
+    ) {
         if self.config.log.queries {
             sent.log(rcode, elapsed);
         }
@@ -1001,6 +965,7 @@ struct Sent<'a> {
     client: SocketAddr,
     proto: Proto,
     started: Instant,
+    answer: &'a [u8],
     /// The answer's header flags and size.
     flags: u16,
     len: usize,
@@ -1012,11 +977,12 @@ impl<'a> Sent<'a> {
         proto: Proto,
         started: Instant,
         query: &'a [u8],
-        answer: &[u8],
+        answer: &'a [u8],
         client: SocketAddr,
     ) -> Sent<'a> {
         Sent {
             query,
+            answer,
             view,
             client,
             proto,
@@ -1056,6 +1022,44 @@ impl<'a> Sent<'a> {
 /// for its largest path (autopath's two joined candidate lookups, the client timer): 9.4 KB
 /// measured after issues 13 and 14 met, so a 256 MiB budget holds ~5,000 waiting queries.
 pub const WAITING_OVERHEAD: usize = 10 * 1024;
+
+/// Whether an answer goes to the tracker and dnstap (`Engine::answered`).
+enum Track {
+    Yes,
+    No,
+}
+
+/// The wall-clock time of `at`, from a per-thread pair of clock readings taken at most a
+/// second apart: an event's time without a `clock_gettime(CLOCK_REALTIME)` per answer. A
+/// wall-clock step shows in event times within a second.
+fn wall_time(at: Instant) -> Timestamp {
+    thread_local! {
+        static BASE: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
+    }
+    BASE.with(|base| {
+        let (mono, wall) = match base.get() {
+            Some((mono, wall))
+                if at >= mono && at.duration_since(mono) < Duration::from_secs(1) =>
+            {
+                (mono, wall)
+            }
+            _ => {
+                let now = Instant::now();
+                let pair = (now, Timestamp::now());
+                base.set(Some(pair));
+                pair
+            }
+        };
+        if at >= mono {
+            Timestamp(wall.0 + at.duration_since(mono).as_micros() as u64)
+        } else {
+            Timestamp(
+                wall.0
+                    .saturating_sub(mono.duration_since(at).as_micros() as u64),
+            )
+        }
+    })
+}
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
 const EVENT_BATCH: usize = 64;
