@@ -70,6 +70,29 @@ pub fn text(r: &ReplayReport) -> String {
         let _ = writeln!(o);
     }
     let _ = writeln!(o);
+    if !r.captured.workloads.is_empty() {
+        // --pod-dns-config: what each workload walks with under each row, and its share.
+        let _ = writeln!(
+            o,
+            "per workload (its own pod DNS config; --pod-dns-config):\n{:<w$} {:<20} {:>5} {:>8} {:>9} {:>7}",
+            "setting", "workload", "ndots", "queries", "upstream", "changed"
+        );
+        for (_, s) in rows(r) {
+            for f in &s.workloads {
+                let _ = writeln!(
+                    o,
+                    "{:<w$} {:<20} {:>5} {:>8} {:>9} {:>7}",
+                    s.label,
+                    f.workload,
+                    f.ndots,
+                    f.queries,
+                    f.upstream_queries,
+                    f.changed_resolutions
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
     if r.captured.target_differences > 0 {
         let _ = writeln!(
             o,
