@@ -58,7 +58,7 @@ pub struct ReplayArgs {
     /// A search list to compare (repeatable); default: the captured one.
     #[arg(long)]
     pub search: Vec<String>,
-    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares,
+    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, go-1.19, c-ares,
     /// c-ares-1.18, hickory); default: the captured stub.
     #[arg(long)]
     pub stub: Option<String>,

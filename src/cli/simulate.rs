@@ -29,8 +29,9 @@ pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go, c-ares (1.34),
-    /// c-ares-1.18 (before 1.34) or hickory (hickory-resolver 0.26). Default: the --workload's
+    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go (1.20+),
+    /// go-1.19 (before 1.20), c-ares (1.34), c-ares-1.18 (before 1.34) or hickory
+    /// (hickory-resolver 0.26). Default: the --workload's
     /// stub, else glibc.
     #[arg(long)]
     pub stub: Option<String>,
@@ -378,6 +379,29 @@ mod tests {
             let e = run_with(args).unwrap_err();
             assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
         }
+    }
+
+    #[test]
+    fn a_workloads_file_needs_a_workload_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = dir.path().join("two.yaml");
+        std::fs::write(
+            &two,
+            "workloads: [{name: a, dnsPolicy: None}, {name: b, stub: musl}]\n",
+        )
+        .unwrap();
+        let pod = dir.path().join("pod.yaml");
+        std::fs::write(&pod, "dnsPolicy: None\n").unwrap();
+        let (two, pod) = (two.to_str().unwrap(), pod.to_str().unwrap());
+        for args in [
+            &["--pod-dns-config", two, "x"][..],
+            &["--pod-dns-config", two, "--workload", "c", "x"],
+            &["--pod-dns-config", pod, "--workload", "a", "x"],
+        ] {
+            let e = run_with(args).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
+        }
+        run_with(&["--pod-dns-config", two, "--workload", "b", "x"]).unwrap();
     }
 
     #[test]
