@@ -277,15 +277,20 @@ impl Captured {
         self.workloads.as_ref()?.find(client).map(|i| i as u32)
     }
 
-    /// The ndots `client` ran with in the capture.
-    fn ndots_of(&self, workload: Option<u32>) -> u32 {
-        let d = Demand {
-            name: "x".into(),
-            namespace: None,
-            qtype: 0,
-            workload,
-        };
-        self.stub_config(&self.setting(), &d).1.ndots
+    /// The ndots each workload's clients ran with in the capture (file order).
+    fn workload_ndots(&self) -> Vec<u32> {
+        let n = self.workloads.as_ref().map_or(0, |w| w.list.len());
+        (0..n as u32)
+            .map(|i| {
+                let d = Demand {
+                    name: "x".into(),
+                    namespace: None,
+                    qtype: 0,
+                    workload: Some(i),
+                };
+                self.stub_config(&self.setting(), &d).1.ndots
+            })
+            .collect()
     }
 }
 
@@ -515,6 +520,7 @@ impl Replay {
             (a.client, &a.base, a.start.0, a.qtype).cmp(&(b.client, &b.base, b.start.0, b.qtype))
         });
         let window = tracker.idle.as_micros() as u64;
+        let workload_ndots = captured.workload_ndots();
         let mut index: HashMap<Demand, u32> = HashMap::new();
         let mut demands = Vec::new();
         let mut weight = Vec::new();
@@ -537,8 +543,9 @@ impl Replay {
             };
             i += pair.len();
             let workload = captured.workload_of(pair[0].client);
+            let ndots = workload.map_or(captured.ndots, |w| workload_ndots[w as usize]);
             let demand = Demand {
-                name: app_name(&pair[0], captured.ndots_of(workload)).into(),
+                name: app_name(&pair[0], ndots).into(),
                 namespace: pair
                     .iter()
                     .find_map(|l| l.namespace.as_deref().map(Into::into)),
