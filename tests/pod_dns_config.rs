@@ -207,6 +207,28 @@ fn each_workload_is_replayed_and_advised_with_its_own_dns_config_as_simulate_wal
         assert_eq!(rest, expected(None, Some(n)), "ndots:{n}");
     }
 
+    // The text and HTML forms carry the same per-workload rows.
+    for format in ["text", "html"] {
+        let out = ndots()
+            .args([
+                "replay",
+                cap,
+                "--pod-dns-config",
+                wl,
+                "--ndots",
+                "2",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let body = String::from_utf8(out.stdout).unwrap();
+        for w in ["shop/web", "batch/job"] {
+            assert!(body.contains(w), "{format}: {w} missing");
+        }
+    }
+
     // The advice: one item per workload from its own ndots, the cluster-wide one from the
     // clients no workload lists; every claim is simulate's walk.
     let a = run_json(&["analyze", cap, "--pod-dns-config", wl, "--format", "json"]);
