@@ -7,17 +7,20 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 
 use super::{CliError, Format};
+use crate::amplify::by_workload::ByWorkload;
 use crate::amplify::Analyzer;
 use crate::capture::{self, Options};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::render;
 use crate::search::resolv_conf::{Environment, ResolverSettings};
+use crate::search::workloads::Workloads;
 use crate::search::Stub;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots analyze coredns.log\n  \
     kubectl logs -n kube-system -l k8s-app=kube-dns --timestamps | ndots analyze -\n  \
-    ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html")]
+    ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html\n  \
+    ndots analyze coredns.log --pod-dns-config workloads.yaml --format json")]
 pub struct AnalyzeArgs {
     /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
     /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
@@ -36,6 +39,11 @@ pub struct AnalyzeArgs {
     /// Take the search list from a pod's resolv.conf.
     #[arg(long, value_name = "FILE")]
     pub resolv_conf: Option<PathBuf>,
+    /// Workloads with their own pod DNS config (docs/pod-dns-config.md): each is advised from
+    /// its own clients' lookups with its own ndots and search list, and the cluster-wide
+    /// ndots advice covers only the clients no workload lists.
+    #[arg(long, value_name = "FILE")]
+    pub pod_dns_config: Option<PathBuf>,
     /// The cluster DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -73,6 +81,15 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         &args.idle,
     )?;
     let mut analyzer = Analyzer::new(&cluster, &tracker);
+    let mut by_workload = match &args.pod_dns_config {
+        Some(p) => Some(ByWorkload::new(
+            Workloads::read(p).map_err(CliError::usage)?,
+            &p.display().to_string(),
+            &cluster,
+            &tracker,
+        )),
+        None => None,
+    };
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "search list: {said}");
 
@@ -85,7 +102,12 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             ..Options::default()
         },
         &mut stderr,
-        |ev| analyzer.observe(ev),
+        |ev| {
+            analyzer.observe(ev);
+            if let Some(b) = by_workload.as_mut() {
+                b.observe(ev);
+            }
+        },
     )?;
     let source = args
         .captures
@@ -95,6 +117,9 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         .join(", ");
     let mut report = analyzer.finish(&source);
     report.set_search(&cluster, search_from);
+    if let Some(b) = by_workload {
+        report.advice = b.advice(&report, search_from);
+    }
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::text(&report),
         Format::Json => render::json(&report),

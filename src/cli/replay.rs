@@ -14,11 +14,13 @@ use crate::config::ShortcutMode;
 use crate::render;
 use crate::replay::live::{LiveOptions, Pace};
 use crate::replay::{self, Captured, Collector, ReplayReport, Setting};
+use crate::search::workloads::Workloads;
 use crate::search::Stub;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots replay coredns.log\n  \
     ndots replay coredns.log --ndots 1,2,3,5 --stub glibc,musl --shortcut off,nxdomain --fqdn\n  \
+    ndots replay coredns.log --pod-dns-config workloads.yaml --ndots 1,2,3\n  \
     ndots replay node.pcap --target 10.96.0.10:53 --speed 4 --format html -o replay.html")]
 pub struct ReplayArgs {
     /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files.
@@ -44,13 +46,19 @@ pub struct ReplayArgs {
     /// The stub resolver the captured pods ran.
     #[arg(long, default_value = "glibc")]
     pub captured_stub: String,
+    /// Workloads with their own pod DNS config (docs/pod-dns-config.md): a YAML or JSON file
+    /// `workloads: [{name, clients: [CIDR...], namespace?, stub?, dnsPolicy?, dnsConfig?}]`.
+    /// Their clients are replayed with that resolv.conf; a setting's ndots applies to them
+    /// only when their pod does not set its own.
+    #[arg(long, value_name = "FILE")]
+    pub pod_dns_config: Option<PathBuf>,
     /// ndots values to compare, comma-separated.
     #[arg(long, default_value = "1,2,3,4,5")]
     pub ndots: String,
     /// A search list to compare (repeatable); default: the captured one.
     #[arg(long)]
     pub search: Vec<String>,
-    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares,
+    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, go-1.19, c-ares,
     /// c-ares-1.18, hickory); default: the captured stub.
     #[arg(long)]
     pub stub: Option<String>,
@@ -146,6 +154,12 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         cluster: cluster.clone(),
         ndots: args.captured_ndots,
         stub: captured_stub,
+        workloads: match &args.pod_dns_config {
+            Some(p) => Some(std::sync::Arc::new(
+                Workloads::read(p).map_err(CliError::usage)?,
+            )),
+            None => None,
+        },
     };
     let settings = settings(&args, &captured, &domain).map_err(CliError::usage)?;
     let live = live_options(&args, &settings).map_err(CliError::usage)?;

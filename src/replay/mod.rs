@@ -49,6 +49,14 @@
 //!   `autopath` is offline only (measure it with the proxy in autopath mode as the target).
 //! - **Memory**: one answer per distinct `(qname, qtype)` and one small record per lookup;
 //!   each setting walks each distinct demand once.
+//! - **Per-workload pod DNS config** (`--pod-dns-config`, [`crate::search::workloads`]): a
+//!   client a workload lists is replayed with the resolv.conf its pod spec gives it, as its
+//!   stub reads it, in the captured setting and in every other: a setting's ndots replaces
+//!   kubelet's `ndots:5` only for pods whose ndots is not their own (no ndots in their
+//!   dnsConfig, a ClusterFirst policy), a workload's `stub` replaces the setting's, and its
+//!   search list is its own (`--search` settings speak for the other clients). The one place
+//!   this is chosen is [`Captured::stub_config`]. Each setting's figures are also given per
+//!   workload (`workloads`).
 //! - **FQDN rewrite** (`--fqdn`): the names whose lookups ended at the absolute name (the
 //!   external names) are written with a trailing dot, under the captured ndots; every other
 //!   name is left as it is. That is the change a team makes in application config.
@@ -64,6 +72,7 @@ use crate::amplify::{Lookup, Outcome, WalkTracker};
 use crate::config::{ClusterConfig, ShortcutMode, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
 use crate::search::shortcut::ShortcutPolicy;
+use crate::search::workloads::Workloads;
 use crate::search::{
     schema, Answer, Family, ResolverSettings, SearchShape, Stub, Walker, QTYPE_A, QTYPE_AAAA,
 };
@@ -226,6 +235,8 @@ pub struct Captured {
     pub cluster: ClusterConfig,
     pub ndots: u32,
     pub stub: Stub,
+    /// `--pod-dns-config`: clients with their own pod DNS config.
+    pub workloads: Option<std::sync::Arc<Workloads>>,
 }
 
 impl Captured {
@@ -238,6 +249,49 @@ impl Captured {
             fqdn: false,
         }
     }
+
+    /// The stub and resolver settings `setting` gives demand `d`: its workload's own pod DNS
+    /// config when it has one (see the module docs), else the setting's cluster-wide one.
+    pub fn stub_config(&self, setting: &Setting, d: &Demand) -> (Stub, ResolverSettings) {
+        let w = d
+            .workload
+            .and_then(|i| self.workloads.as_ref()?.list.get(i as usize));
+        let Some(w) = w else {
+            let mut s = ResolverSettings::defaults(setting.stub);
+            s.set_ndots(setting.ndots, setting.stub);
+            s.search = SearchShape::new(&setting.cluster).search_list(d.namespace.as_deref());
+            return (setting.stub, s);
+        };
+        let stub = w.stub_or(setting.stub);
+        let rs = w.settings(
+            stub,
+            d.namespace.as_deref(),
+            &self.cluster,
+            Some(setting.ndots),
+        );
+        (stub, rs)
+    }
+
+    /// The workload that lists `client`, if any.
+    fn workload_of(&self, client: IpAddr) -> Option<u32> {
+        self.workloads.as_ref()?.find(client).map(|i| i as u32)
+    }
+
+    /// The ndots each workload's clients ran with in the capture (file order).
+    fn workload_ndots(&self) -> Vec<u32> {
+        let n = self.workloads.as_ref().map_or(0, |w| w.list.len());
+        (0..n as u32)
+            .map(|i| {
+                let d = Demand {
+                    name: "x".into(),
+                    namespace: None,
+                    qtype: 0,
+                    workload: Some(i),
+                };
+                self.stub_config(&self.setting(), &d).1.ndots
+            })
+            .collect()
+    }
 }
 
 /// What the application asked once: replayed identically for every lookup that shares it.
@@ -248,6 +302,8 @@ pub struct Demand {
     pub namespace: Option<Box<str>>,
     /// `QTYPE_A`/`QTYPE_AAAA` alone, `0` for an A+AAAA pair, or another query type.
     pub qtype: u16,
+    /// The `--pod-dns-config` workload of the client (index in its list).
+    pub workload: Option<u32>,
 }
 
 impl Demand {
@@ -359,6 +415,25 @@ pub struct SettingReport {
     /// Live only: per-query measurements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<live::LiveFigures>,
+    /// `--pod-dns-config`: the same figures for each workload's clients, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadFigures>,
+}
+
+/// One workload's share of a setting's figures, and what it ran with under that setting.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkloadFigures {
+    pub workload: String,
+    pub stub: String,
+    /// The ndots its clients walk with under this setting (its own when its pod sets one).
+    pub ndots: u32,
+    /// Its search list (the first namespace seen of its clients), `.` for a root entry.
+    pub search: Vec<String>,
+    pub lookups: u64,
+    pub queries: u64,
+    pub nxdomain: u64,
+    pub upstream_queries: u64,
+    pub changed_resolutions: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -445,6 +520,7 @@ impl Replay {
             (a.client, &a.base, a.start.0, a.qtype).cmp(&(b.client, &b.base, b.start.0, b.qtype))
         });
         let window = tracker.idle.as_micros() as u64;
+        let workload_ndots = captured.workload_ndots();
         let mut index: HashMap<Demand, u32> = HashMap::new();
         let mut demands = Vec::new();
         let mut weight = Vec::new();
@@ -466,12 +542,15 @@ impl Replay {
                 None => &raw[i..i + 1],
             };
             i += pair.len();
+            let workload = captured.workload_of(pair[0].client);
+            let ndots = workload.map_or(captured.ndots, |w| workload_ndots[w as usize]);
             let demand = Demand {
-                name: app_name(&pair[0], captured).into(),
+                name: app_name(&pair[0], ndots).into(),
                 namespace: pair
                     .iter()
                     .find_map(|l| l.namespace.as_deref().map(Into::into)),
                 qtype: if pair.len() == 2 { 0 } else { pair[0].qtype },
+                workload,
             };
             let id = *index.entry(demand.clone()).or_insert_with(|| {
                 demands.push(demand);
@@ -537,14 +616,6 @@ impl Replay {
         }
     }
 
-    /// The resolver settings of `setting` for a pod in `namespace`.
-    fn resolver(setting: &Setting, namespace: Option<&str>) -> ResolverSettings {
-        let mut s = ResolverSettings::defaults(setting.stub);
-        s.set_ndots(setting.ndots, setting.stub);
-        s.search = SearchShape::new(&setting.cluster).search_list(namespace);
-        s
-    }
-
     /// The name `setting` asks for `d`, and its resolver settings.
     fn asked(&self, setting: &Setting, d: &Demand, fqdn_names: &[bool], id: usize) -> String {
         if setting.fqdn && fqdn_names[id] && !d.name.ends_with('.') {
@@ -579,8 +650,8 @@ impl Replay {
         mut answer: impl FnMut(&str, u16) -> Answer,
     ) -> (crate::search::Walk, u32, End) {
         let (family, qtype) = d.family();
-        let rs = Self::resolver(setting, d.namespace.as_deref());
-        let mut walker = Walker::new(setting.stub, asked, family, &rs);
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        let mut walker = Walker::new(stub, asked, family, &rs);
         // The proxy's cache holds an answer longer than a walk lasts: within one lookup each
         // name and type goes upstream once.
         let mut sent: Vec<(String, u16)> = Vec::new();
@@ -634,7 +705,6 @@ impl Replay {
             // The nxdomain shortcut answers only names that do not exist: the client's walk
             // is the captured one; only the upstream share changes.
             let same_plan = matches!(setting.shortcut, ShortcutMode::Off | ShortcutMode::Nxdomain)
-                && setting.stub == self.captured.stub
                 && self.candidates(setting, d, &asked)
                     == self.candidates(&captured_setting, d, &d.name);
             if same_plan {
@@ -714,9 +784,10 @@ impl Replay {
             .collect()
     }
 
-    fn candidates(&self, setting: &Setting, d: &Demand, asked: &str) -> Vec<String> {
-        let rs = Self::resolver(setting, d.namespace.as_deref());
-        setting.stub.candidates(asked, &rs)
+    /// The stub and the names it would try for `d` under `setting`.
+    fn candidates(&self, setting: &Setting, d: &Demand, asked: &str) -> (Stub, Vec<String>) {
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        (stub, stub.candidates(asked, &rs))
     }
 
     fn policy(&self, setting: &Setting) -> ShortcutPolicy {
@@ -743,10 +814,10 @@ impl Replay {
             .enumerate()
             .map(|(id, d)| self.asked(setting, d, fqdn, id))
             .collect();
-        let resolvers: Vec<ResolverSettings> = self
+        let resolvers: Vec<(Stub, ResolverSettings)> = self
             .demands
             .iter()
-            .map(|d| Self::resolver(setting, d.namespace.as_deref()))
+            .map(|d| self.captured.stub_config(setting, d))
             .collect();
         let first = self.lookups.first().map(|l| l.start.0).unwrap_or(0);
         let jobs: Vec<live::Job<'_>> = self
@@ -758,11 +829,11 @@ impl Replay {
                 live::Job {
                     offset_us: l.start.0.saturating_sub(first),
                     name: &asked[l.demand as usize],
-                    stub: setting.stub,
+                    stub: resolvers[l.demand as usize].0,
                     family,
                     qtype,
                     client: client_number(l.client),
-                    settings: &resolvers[l.demand as usize],
+                    settings: &resolvers[l.demand as usize].1,
                 }
             })
             .collect();
@@ -826,6 +897,10 @@ impl Replay {
             ..SettingReport::default()
         };
         let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut per_workload: Vec<Option<WorkloadFigures>> = match &self.captured.workloads {
+            Some(w) => vec![None; w.list.len()],
+            None => Vec::new(),
+        };
         // Keyed by the name asked, not the demand: two demands of one name (another
         // namespace, a pair and a single type) are one line.
         type Changes<'a> = HashMap<(&'a str, End, End), (u64, Vec<IpAddr>)>;
@@ -847,6 +922,17 @@ impl Replay {
             r.queries += q as u64;
             r.nxdomain += nx as u64;
             r.upstream_queries += up as u64;
+            let d = &self.demands[l.demand as usize];
+            let wf = d
+                .workload
+                .and_then(|w| per_workload.get_mut(w as usize))
+                .map(|slot| slot.get_or_insert_with(|| self.workload_figures(setting, d)));
+            if let Some(wf) = wf {
+                wf.lookups += types as u64;
+                wf.queries += q as u64;
+                wf.nxdomain += nx as u64;
+                wf.upstream_queries += up as u64;
+            }
             // Per type, as the tracker counts: a pair's queries split evenly (A and AAAA go
             // out together, so they differ by at most one).
             let types = types.max(1) as u64;
@@ -880,6 +966,12 @@ impl Replay {
                 r.uncertain_lookups += 1;
             }
             if before != o.end {
+                let wf = self.demands[l.demand as usize]
+                    .workload
+                    .and_then(|w| per_workload.get_mut(w as usize)?.as_mut());
+                if let (Some(wf), false) = (wf, o.uncertain) {
+                    wf.changed_resolutions += 1;
+                }
                 let key = (
                     &*self.demands[l.demand as usize].name,
                     before,
@@ -902,6 +994,7 @@ impl Replay {
             r.queries as f64 / r.lookups as f64
         };
         r.histogram = hist.into_iter().map(|(k, v)| [k, v]).collect();
+        r.workloads = per_workload.into_iter().flatten().collect();
         let list = |m: Changes| -> (u64, Vec<Change>) {
             let total = m.values().map(|v| v.0).sum();
             let mut v: Vec<Change> = m
@@ -921,6 +1014,38 @@ impl Replay {
         (r.changed_resolutions, r.changes) = list(changes);
         (r.possible_changes, r.possible_change_list) = list(possible);
         r
+    }
+}
+
+impl Replay {
+    /// A workload's empty figures under `setting`, named from its first demand `d`.
+    fn workload_figures(&self, setting: &Setting, d: &Demand) -> WorkloadFigures {
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        let name = d
+            .workload
+            .and_then(|w| {
+                Some(
+                    self.captured
+                        .workloads
+                        .as_ref()?
+                        .list
+                        .get(w as usize)?
+                        .name
+                        .clone(),
+                )
+            })
+            .unwrap_or_default();
+        WorkloadFigures {
+            workload: name,
+            stub: stub.as_str().into(),
+            ndots: rs.ndots,
+            search: rs
+                .search
+                .iter()
+                .map(|e| if e.is_empty() { ".".into() } else { e.clone() })
+                .collect(),
+            ..WorkloadFigures::default()
+        }
     }
 }
 
@@ -1049,12 +1174,12 @@ fn end_of(result: Option<&str>, last: Option<Answer>) -> End {
 }
 
 /// The name the application asked (see the module docs).
-fn app_name(l: &Lookup, captured: &Captured) -> String {
+fn app_name(l: &Lookup, captured_ndots: u32) -> String {
     let bare = l.base.trim_end_matches('.');
     let only_absolute =
         l.suffix_queries[crate::amplify::SuffixSlot::Absolute as usize] == l.queries;
     let dots = bare.matches('.').count() as u32;
-    if only_absolute && dots < captured.ndots {
+    if only_absolute && dots < captured_ndots {
         format!("{bare}.")
     } else {
         bare.to_string()
@@ -1088,14 +1213,12 @@ fn captured_end(
     // which stops there); on an earlier one the capture is cut short, and the end is unknown.
     let l = pair.iter().find(|l| l.qtype == QTYPE_A).unwrap_or(&pair[0]);
     let setting = captured.setting();
-    let plan = setting.stub.candidates(
-        &demand.name,
-        &Replay::resolver(&setting, demand.namespace.as_deref()),
-    );
+    let (stub, rs) = captured.stub_config(&setting, demand);
+    let plan = stub.candidates(&demand.name, &rs);
     let on_last = last_name(l).is_some_and(|n| plan.last() == Some(&n));
     match l.outcome {
         Outcome::NxDomain if on_last => Some(End::Failed("NXDOMAIN")),
-        Outcome::NoData if on_last || captured.stub.is_musl() => Some(End::Failed("NODATA")),
+        Outcome::NoData if on_last || stub.is_musl() => Some(End::Failed("NODATA")),
         _ => None,
     }
 }
@@ -1209,6 +1332,7 @@ mod tests {
             cluster: cluster(),
             ndots: 5,
             stub: Stub::Glibc,
+            workloads: None,
         }
     }
 
