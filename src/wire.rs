@@ -810,7 +810,15 @@ mod tests {
 /// or pushing `char`s. Capture readers format one name per query, millions per second.
 pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
     let name = buf.get(q.name_start..q.name_end).unwrap_or(&[]);
-    let mut out = Vec::with_capacity(name.len() + 8);
+    name_text_into(name, String::with_capacity(name.len() + 8))
+}
+
+/// `question_name_to_string` of a question's name bytes (uncompressed wire form, as
+/// `Question::name_bytes` gives them), written into `into` after clearing it, so a caller
+/// formatting many names reuses one allocation.
+pub fn name_text_into(name: &[u8], into: String) -> String {
+    let mut out = into.into_bytes();
+    out.clear();
     let mut pos = 0;
     while let Some(&len) = name.get(pos) {
         let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else {

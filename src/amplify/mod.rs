@@ -13,7 +13,7 @@ pub mod service;
 pub mod walk;
 
 pub use report::{Aggregate, Report, Windowed};
-pub use service::Tracker;
+pub use service::{Tracker, WireBatch};
 pub use walk::{Lookup, Outcome, SuffixSlot, WalkTracker};
 
 use crate::config::{ClusterConfig, TrackerConfig};

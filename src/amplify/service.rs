@@ -50,8 +50,76 @@ fn batch_bytes(evs: &Vec<QueryEvent>) -> usize {
         + evs.iter().map(event_bytes).sum::<usize>()
 }
 
+/// Answered queries as a listener hands them over: each event's name still in wire form, in
+/// one buffer for the batch. The text form (`QueryEvent::qname`) is made on the tracker thread
+/// into one reused `String`, so the packet path neither formats nor allocates a name, and no
+/// allocation crosses threads per event.
+pub struct WireBatch {
+    /// The events, their `qname` left empty, with the range of their name in `names`.
+    events: Vec<(QueryEvent, std::ops::Range<u32>)>,
+    names: Vec<u8>,
+}
+
+impl WireBatch {
+    pub fn with_capacity(events: usize) -> WireBatch {
+        WireBatch {
+            events: Vec::with_capacity(events),
+            names: Vec::with_capacity(events * 32),
+        }
+    }
+
+    /// Add `event` (its `qname` is ignored) asking for `name`, a question name in wire form.
+    #[inline]
+    pub fn push(&mut self, event: QueryEvent, name: &[u8]) {
+        let start = self.names.len() as u32;
+        self.names.extend_from_slice(name);
+        self.events.push((event, start..self.names.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The bytes the batch holds while queued (the `tracker_queue` budget).
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<WireBatch>()
+            + self.events.capacity() * std::mem::size_of::<(QueryEvent, std::ops::Range<u32>)>()
+            + self.names.capacity()
+    }
+
+    /// Each event with its name as text, in order; `scratch` is the reused name buffer.
+    fn for_each(self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
+        for (mut ev, range) in self.events {
+            let name = self.names.get(range.start as usize..range.end as usize);
+            ev.qname = crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(scratch));
+            f(&ev);
+            *scratch = std::mem::take(&mut ev.qname);
+        }
+    }
+
+    /// Leave out the events for which `keep` (given the event with its text name) is false.
+    fn retain(&mut self, mut keep: impl FnMut(&QueryEvent) -> bool) {
+        let names = &self.names;
+        let mut scratch = String::new();
+        self.events.retain_mut(|(ev, range)| {
+            let name = names.get(range.start as usize..range.end as usize);
+            ev.qname =
+                crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(&mut scratch));
+            let k = keep(ev);
+            scratch = std::mem::take(&mut ev.qname);
+            k
+        });
+    }
+}
+
 enum Msg {
     Event(QueryEvent),
+    /// A listener's receive batch with names in wire form (`WireBatch`).
+    Wire(WireBatch),
     /// Several events at once: the proxy's listeners hand over a receive batch's events with
     /// one channel operation (and at most one wake-up of this thread).
     Batch(Vec<QueryEvent>),
@@ -136,6 +204,7 @@ impl Tracker {
                 let mut clock = (Timestamp(0), Instant::now());
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
+                let mut name_buf = String::new();
                 loop {
                     let msg = rx.recv_timeout(next_tick.saturating_duration_since(Instant::now()));
                     let mut syncs = Vec::new();
@@ -161,6 +230,16 @@ impl Tracker {
                             for ev in &evs {
                                 walks.observe(ev);
                             }
+                        }
+                        Msg::Wire(batch) => {
+                            thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                            thread_budget.release(Part::TrackerQueue, batch.bytes());
+                            if let Some(last) = batch.events.iter().map(|(e, _)| e.time).max() {
+                                if last >= clock.0 {
+                                    clock = (last, Instant::now());
+                                }
+                            }
+                            batch.for_each(&mut name_buf, |ev| walks.observe(ev));
                         }
                         Msg::Sync(close, reply) => {
                             if close {
@@ -307,6 +386,28 @@ impl Tracker {
             return;
         }
         if self.inner.tx.try_send(Msg::Batch(events)).is_err() {
+            self.unreserve(n, bytes);
+        }
+    }
+
+    /// `record_batch` for a listener's `WireBatch`.
+    pub fn record_wire_batch(&self, mut batch: WireBatch) {
+        let level = self.inner.shed_level.load(Ordering::Relaxed);
+        if level > 0 {
+            let before = batch.len();
+            batch.retain(|e| self.shed_key(e) >= level);
+            let shed = before - batch.len();
+            self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        let bytes = batch.bytes();
+        if !self.reserve(n, bytes) {
+            return;
+        }
+        if self.inner.tx.try_send(Msg::Wire(batch)).is_err() {
             self.unreserve(n, bytes);
         }
     }
@@ -511,6 +612,51 @@ fn hostname() -> String {
 mod tests {
     use super::*;
     use crate::event::AnswerSource;
+
+    /// A listener's wire-form batch reaches the walks with the same text names a capture
+    /// reader makes (`question_name_to_string`: lowercase, escapes), in order, the reused name
+    /// buffer never leaking one name into the next.
+    #[test]
+    fn wire_batch_names_equal_the_text_a_capture_reader_makes() {
+        let names: [&[u8]; 4] = [
+            b"\x03WwW\x07Example\x03com\x00",
+            b"\x01a\x00",
+            b"\x04a.b\xff\x03svc\x00",
+            b"\x00",
+        ];
+        let mut batch = WireBatch::with_capacity(2);
+        for (i, n) in names.iter().enumerate() {
+            let ev = QueryEvent {
+                time: Timestamp(i as u64),
+                client: "10.0.0.1".parse().unwrap(),
+                client_port: Some(1),
+                qname: String::new(),
+                qtype: 1,
+                rcode: Some(0),
+                answers: Some(1),
+                latency: None,
+                source: Some(AnswerSource::Cache),
+            };
+            batch.push(ev, n);
+        }
+        let mut seen = Vec::new();
+        let mut scratch = String::new();
+        batch.for_each(&mut scratch, |e| seen.push((e.time.0, e.qname.clone())));
+        let want: Vec<(u64, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut m = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                m.extend_from_slice(n);
+                m.extend_from_slice(&[0, 1, 0, 1]);
+                let q = crate::wire::parse_question(&m).unwrap();
+                (i as u64, crate::wire::question_name_to_string(&m, &q))
+            })
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(seen[0].1, "www.example.com.");
+        assert_eq!(seen[3].1, ".");
+    }
 
     /// The metrics land in the Prometheus exposition with DESIGN's names and buckets. TXT
     /// lookups keep this test's series apart from other tests sharing the global recorder.

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::loops::LoopGuard;
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
-use crate::amplify::Tracker;
+use crate::amplify::{Tracker, WireBatch};
 use crate::budget::{OwnedCharge, Part};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey, Served};
 use crate::config::{Config, ShortcutMode};
@@ -692,7 +692,7 @@ impl Engine {
     }
 
     /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
-    /// it can be: a name string and non-blocking channel sends.
+    /// it can be: the wire name copied into this thread's batch, non-blocking channel sends.
     fn emit(&self, sent: &Sent, rcode: u16, answers: u16, source: AnswerSource, latency: Duration) {
         if let Some(tap) = &self.tap {
             tap.client(sent.client, sent.query, sent.answer, latency);
@@ -704,7 +704,8 @@ impl Engine {
             time: wall_time(sent.started),
             client: sent.client.ip(),
             client_port: Some(sent.client.port()),
-            qname: wire::question_name_to_string(sent.query, &sent.view.question),
+            // Made from the wire name on the tracker thread (`WireBatch`).
+            qname: String::new(),
             qtype: sent.view.question.qtype,
             rcode: Some(rcode),
             answers: Some(answers),
@@ -713,7 +714,7 @@ impl Engine {
         };
         let full = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
-            p.push(event);
+            p.push(event, sent.view.question.name_bytes(sent.query));
             p.len() >= EVENT_BATCH
         });
         if full {
@@ -732,11 +733,16 @@ impl Engine {
         let batch = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
             if p.is_empty() {
-                return Vec::new();
+                return None;
             }
-            std::mem::replace(&mut *p, Vec::with_capacity(EVENT_BATCH))
+            Some(std::mem::replace(
+                &mut *p,
+                WireBatch::with_capacity(EVENT_BATCH),
+            ))
         });
-        t.record_batch(batch);
+        if let Some(batch) = batch {
+            t.record_wire_batch(batch);
+        }
     }
 
     fn count_request(
@@ -1065,8 +1071,8 @@ fn wall_time(at: Instant) -> Timestamp {
 const EVENT_BATCH: usize = 64;
 
 thread_local! {
-    static PENDING_EVENTS: std::cell::RefCell<Vec<QueryEvent>> =
-        std::cell::RefCell::new(Vec::with_capacity(EVENT_BATCH));
+    static PENDING_EVENTS: std::cell::RefCell<WireBatch> =
+        std::cell::RefCell::new(WireBatch::with_capacity(EVENT_BATCH));
 }
 
 /// The largest answer this client takes: its EDNS size over UDP, 64 KiB over TCP.
