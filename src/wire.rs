@@ -830,12 +830,13 @@ pub fn name_text_into(name: &[u8], into: String) -> String {
         // The usual label: every byte plain, copied through the table (lowercased) in one
         // pass; the rare one with bytes to escape takes the slow path from the start.
         let at = out.len();
+        out.extend_from_slice(label);
         let mut plain = true;
-        out.extend(label.iter().map(|&c| {
-            let p = PLAIN_LOWER[c as usize];
+        for c in &mut out[at..] {
+            let p = PLAIN_LOWER[*c as usize];
             plain &= p != 0;
-            p
-        }));
+            *c = p;
+        }
         if !plain {
             out.truncate(at);
             for &c in label {

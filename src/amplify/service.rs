@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::report::{Report, Windowed};
-use super::walk::{walk_sample_key, Lookup, SuffixSlot, WalkTracker};
+use super::walk::{walk_sample_key, Lookup, Outcome, SuffixSlot, WalkTracker};
 use crate::budget::{MemoryBudget, Part};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
@@ -194,7 +194,7 @@ impl Tracker {
         let thread_budget = budget.clone();
         let mut walks =
             WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
-        let mut namespaces = NamespaceLabels::new(cfg.namespace_series);
+        let mut lookup_metrics = LookupMetrics::new(cfg.namespace_series);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("ndots-tracker".into())
@@ -286,7 +286,7 @@ impl Tracker {
                     let lookups: Vec<Lookup> = walks.drain().collect();
                     if !lookups.is_empty() {
                         for l in &lookups {
-                            record_metrics(l, &mut namespaces);
+                            lookup_metrics.record(l);
                         }
                         let mut s = thread_shared.lock();
                         for l in &lookups {
@@ -485,72 +485,89 @@ impl Tracker {
     }
 }
 
-/// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
-/// label set, not per lookup).
-fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
-    let (t, name) = m::type_label(l.qtype);
-    let type_label = || name;
-    m::record_fixed(
-        m::label_key(20, &[t]),
-        || m::fixed_histogram(m::LOOKUP_QUERIES, &[("type", name.to_string())]),
-        f64::from(l.queries),
-    );
-    if let Some(d) = l.duration {
-        m::record_fixed(
-            m::label_key(21, &[t]),
-            || m::fixed_histogram(m::LOOKUP_DURATION, &[("type", name.to_string())]),
-            d.as_secs_f64(),
-        );
-    }
-    m::cached_counter(
-        m::label_key(22, &[t, l.outcome as u64]),
-        || metrics::counter!(m::LOOKUPS, "type" => type_label(), "outcome" => l.outcome.as_str()),
-    )
-    .increment(1);
-    for s in SuffixSlot::ALL {
-        let n = l.suffix_wasted[s as usize];
-        if n > 0 {
-            m::cached_counter(
-                m::label_key(23, &[s as u64]),
-                || metrics::counter!(m::WASTED_QUERIES, "suffix" => s.as_str()),
-            )
-            .increment(u64::from(n));
-        }
-        let n = l.suffix_queries[s as usize];
-        if n > 0 {
-            m::cached_counter(
-                m::label_key(24, &[s as u64]),
-                || metrics::counter!(m::SEARCH_QUERIES, "suffix" => s.as_str()),
-            )
-            .increment(u64::from(n));
+/// The Prometheus series closed lookups move, with their handles held by the tracker thread:
+/// one map lookup per lookup (by type, outcome and namespace) instead of one per series, and
+/// the per-suffix counters in arrays. A handle is made when its series first moves, as the
+/// counting sites did before.
+struct LookupMetrics {
+    namespaces: NamespaceLabels,
+    series: hashbrown::HashMap<(u64, Outcome, usize), LookupSeries>,
+    suffix_wasted: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
+    suffix_queries: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
+}
+
+/// The handles of one (type, outcome, namespace).
+struct LookupSeries {
+    queries: Arc<m::FixedHistogram>,
+    duration: Arc<m::FixedHistogram>,
+    lookups: metrics::Counter,
+    wasted_by_type: Option<metrics::Counter>,
+    ns_lookups: metrics::Counter,
+    ns_queries: metrics::Counter,
+    ns_wasted: Option<metrics::Counter>,
+}
+
+impl LookupMetrics {
+    fn new(namespace_series: usize) -> Self {
+        LookupMetrics {
+            namespaces: NamespaceLabels::new(namespace_series),
+            series: Default::default(),
+            suffix_wasted: Default::default(),
+            suffix_queries: Default::default(),
         }
     }
-    if l.wasted > 0 {
-        m::cached_counter(
-            m::label_key(25, &[t]),
-            || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_label()),
-        )
-        .increment(u64::from(l.wasted));
-    }
-    let (i, ns) = namespaces.label(l.namespace.as_deref());
-    let ns = || ns.to_string();
-    let key = |tag| m::label_key(tag, &[i as u64]);
-    m::cached_counter(
-        key(26),
-        || metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns()),
-    )
-    .increment(1);
-    m::cached_counter(
-        key(27),
-        || metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns()),
-    )
-    .increment(u64::from(l.queries));
-    if l.wasted > 0 {
-        m::cached_counter(
-            key(28),
-            || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns()),
-        )
-        .increment(u64::from(l.wasted));
+
+    fn record(&mut self, l: &Lookup) {
+        let (t, type_name) = m::type_label(l.qtype);
+        let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
+        let s = self.series.entry((t, l.outcome, ns_id)).or_insert_with(|| {
+            let ty = || vec![("type", type_name.to_string())];
+            LookupSeries {
+                queries: m::fixed_histogram(m::LOOKUP_QUERIES, &ty()),
+                duration: m::fixed_histogram(m::LOOKUP_DURATION, &ty()),
+                lookups: metrics::counter!(m::LOOKUPS, "type" => type_name, "outcome" => l.outcome.as_str()),
+                wasted_by_type: None,
+                ns_lookups: metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns.to_string()),
+                ns_queries: metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns.to_string()),
+                ns_wasted: None,
+            }
+        });
+        s.queries.record(f64::from(l.queries));
+        if let Some(d) = l.duration {
+            s.duration.record(d.as_secs_f64());
+        }
+        s.lookups.increment(1);
+        s.ns_lookups.increment(1);
+        s.ns_queries.increment(u64::from(l.queries));
+        if l.wasted > 0 {
+            s.wasted_by_type
+                .get_or_insert_with(
+                    || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_name),
+                )
+                .increment(u64::from(l.wasted));
+            s.ns_wasted
+                .get_or_insert_with(
+                    || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns.to_string()),
+                )
+                .increment(u64::from(l.wasted));
+        }
+        for slot in SuffixSlot::ALL {
+            let i = slot as usize;
+            if l.suffix_wasted[i] > 0 {
+                self.suffix_wasted[i]
+                    .get_or_insert_with(
+                        || metrics::counter!(m::WASTED_QUERIES, "suffix" => slot.as_str()),
+                    )
+                    .increment(u64::from(l.suffix_wasted[i]));
+            }
+            if l.suffix_queries[i] > 0 {
+                self.suffix_queries[i]
+                    .get_or_insert_with(
+                        || metrics::counter!(m::SEARCH_QUERIES, "suffix" => slot.as_str()),
+                    )
+                    .increment(u64::from(l.suffix_queries[i]));
+            }
+        }
     }
 }
 
@@ -559,7 +576,7 @@ fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
 /// lookups whose namespace is not known (no `<ns>.svc` suffix seen) are `unknown`.
 struct NamespaceLabels {
     cap: usize,
-    seen: std::collections::HashMap<String, usize>,
+    seen: hashbrown::HashMap<String, usize>,
     names: Vec<String>,
 }
 

@@ -251,7 +251,6 @@ impl Engine {
             return Fast::Answered;
         }
         let zone = self.router.route(view.question.name_bytes(packet));
-        self.count_request(&view, zone, proto, client);
         // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers
         // are not a forwarder's business.
         let qtype = view.question.qtype;
@@ -277,6 +276,7 @@ impl Engine {
             None
         };
         if let Some(rcode) = refuse {
+            self.count_request(&view, zone, proto, client);
             wire::minimal_response_ext(packet, &view, rcode, false, out);
             let sent = Sent::of(&view, proto, now, packet, out, client);
             // A refused client's queries are not its lookups to track.
@@ -297,9 +297,16 @@ impl Engine {
                 rcode,
                 answers,
             } => {
-                self.count_cache_hit(kind);
                 let sent = Sent::of(&view, proto, now, packet, out, client);
-                self.answered(zone, rcode, answers, AnswerSource::Cache, &sent, Track::Yes);
+                let latency = sent.started.elapsed();
+                if m::coredns_names() || self.config.log.queries {
+                    self.count_request(&view, zone, proto, client);
+                    self.count_cache_hit(kind);
+                    self.count_response(zone, rcode, AnswerSource::Cache, &sent, latency);
+                } else {
+                    self.count_hit(&sent, zone, rcode, kind, latency);
+                }
+                self.emit(&sent, rcode, answers, AnswerSource::Cache, latency);
                 if prefetch {
                     match self.prefetch_plan(packet, &view) {
                         Some(plan) => return Fast::Prefetch { view, zone, plan },
@@ -309,6 +316,7 @@ impl Engine {
                 Fast::Answered
             }
             Lookup::Stale | Lookup::Miss => {
+                self.count_request(&view, zone, proto, client);
                 self.count_cache_miss();
                 let plan = match &self.shortcut {
                     None => Plan::Forward,
@@ -767,12 +775,7 @@ impl Engine {
             ],
         );
         m::cached_counter(key, || {
-            metrics::counter!(m::DNS_REQUESTS,
-                "server" => self.server_label.to_string(),
-                "zone" => self.zone_label(zone),
-                "proto" => proto.as_str(),
-                "family" => if family == 1 { "1" } else { "2" },
-                "type" => type_name)
+            self.requests_counter(zone, proto, family, type_name)
         })
         .increment(1);
         if m::coredns_names() {
@@ -812,30 +815,13 @@ impl Engine {
         let zkey = zone.map_or(0, |z| z as u64 + 1);
         let engine = self as *const Engine as u64;
         let key = m::label_key(2, &[engine, zkey, rcode as u64, source as u64]);
-        m::cached_counter(key, || {
-            metrics::counter!(m::DNS_RESPONSES,
-                "server" => self.server_label.to_string(),
-                "zone" => self.zone_label(zone),
-                "rcode" => crate::event::rcode_name(rcode).into_owned(),
-                "source" => source.as_str())
-        })
-        .increment(1);
+        m::cached_counter(key, || self.responses_counter(zone, rcode, source)).increment(1);
         let (qtype, type_name) = m::type_label(sent.view.question.qtype);
         let elapsed = elapsed.as_secs_f64();
         let type_label = || type_name.to_string();
         m::record_fixed(
             m::label_key(3, &[engine, zkey, source as u64, qtype]),
-            || {
-                m::fixed_histogram(
-                    m::DNS_REQUEST_DURATION,
-                    &[
-                        ("server", self.server_label.to_string()),
-                        ("zone", self.zone_label(zone)),
-                        ("source", source.as_str().into()),
-                        ("type", type_label()),
-                    ],
-                )
-            },
+            || self.duration_histogram(zone, source, type_name),
             elapsed,
         );
         if !m::coredns_names() {
@@ -890,11 +876,104 @@ impl Engine {
         .increment(1);
     }
 
-    fn count_cache_hit(&self, kind: AnswerKind) {
-        m::cached_counter(
-            m::label_key(4, &[kind as u64]),
-            || metrics::counter!(m::CACHE_HITS, "type" => kind.as_label()),
+    /// A cache hit's series (request, hit, response, duration) with one memo lookup: the
+    /// same series `count_request`, `count_cache_hit` and `count_response` move, for the
+    /// path most answers take (without CoreDNS's names or the query log).
+    fn count_hit(
+        &self,
+        sent: &Sent,
+        zone: Option<usize>,
+        rcode: u16,
+        kind: AnswerKind,
+        latency: Duration,
+    ) {
+        let family = if sent.client.is_ipv4() { 1u64 } else { 2 };
+        let (qtype, type_name) = m::type_label(sent.view.question.qtype);
+        let zkey = zone.map_or(0, |z| z as u64 + 1);
+        let engine = self as *const Engine as u64;
+        let key = m::label_key(
+            70,
+            &[
+                engine,
+                zkey,
+                sent.proto as u64,
+                family,
+                qtype,
+                rcode as u64,
+                kind as u64,
+            ],
+        );
+        HIT_SERIES.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let s = memo.entry(key).or_insert_with(|| {
+                let source = AnswerSource::Cache;
+                HitSeries {
+                    requests: self.requests_counter(zone, sent.proto, family, type_name),
+                    hits: Self::cache_hits_counter(kind),
+                    responses: self.responses_counter(zone, rcode, source),
+                    duration: self.duration_histogram(zone, source, type_name),
+                }
+            });
+            s.requests.increment(1);
+            s.hits.increment(1);
+            s.responses.increment(1);
+            s.duration.record(latency.as_secs_f64());
+        });
+    }
+
+    fn requests_counter(
+        &self,
+        zone: Option<usize>,
+        proto: Proto,
+        family: u64,
+        type_name: &'static str,
+    ) -> metrics::Counter {
+        metrics::counter!(m::DNS_REQUESTS,
+            "server" => self.server_label.to_string(),
+            "zone" => self.zone_label(zone),
+            "proto" => proto.as_str(),
+            "family" => if family == 1 { "1" } else { "2" },
+            "type" => type_name)
+    }
+
+    fn responses_counter(
+        &self,
+        zone: Option<usize>,
+        rcode: u16,
+        source: AnswerSource,
+    ) -> metrics::Counter {
+        metrics::counter!(m::DNS_RESPONSES,
+            "server" => self.server_label.to_string(),
+            "zone" => self.zone_label(zone),
+            "rcode" => crate::event::rcode_name(rcode).into_owned(),
+            "source" => source.as_str())
+    }
+
+    fn duration_histogram(
+        &self,
+        zone: Option<usize>,
+        source: AnswerSource,
+        type_name: &'static str,
+    ) -> Arc<m::FixedHistogram> {
+        m::fixed_histogram(
+            m::DNS_REQUEST_DURATION,
+            &[
+                ("server", self.server_label.to_string()),
+                ("zone", self.zone_label(zone)),
+                ("source", source.as_str().into()),
+                ("type", type_name.to_string()),
+            ],
         )
+    }
+
+    fn cache_hits_counter(kind: AnswerKind) -> metrics::Counter {
+        metrics::counter!(m::CACHE_HITS, "type" => kind.as_label())
+    }
+
+    fn count_cache_hit(&self, kind: AnswerKind) {
+        m::cached_counter(m::label_key(4, &[kind as u64]), || {
+            Self::cache_hits_counter(kind)
+        })
         .increment(1);
         if m::coredns_names() {
             m::cached_counter(
@@ -1065,6 +1144,19 @@ fn wall_time(at: Instant) -> Timestamp {
             )
         }
     })
+}
+
+/// The series one kind of cache hit moves (`Engine::count_hit`).
+struct HitSeries {
+    requests: metrics::Counter,
+    hits: metrics::Counter,
+    responses: metrics::Counter,
+    duration: Arc<m::FixedHistogram>,
+}
+
+thread_local! {
+    static HIT_SERIES: std::cell::RefCell<hashbrown::HashMap<u64, HitSeries>> =
+        std::cell::RefCell::new(hashbrown::HashMap::new());
 }
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
