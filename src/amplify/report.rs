@@ -308,17 +308,22 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
     }
 
     fn prune(&mut self) {
-        let mut v: Vec<(K, V)> = self.map.drain().collect();
         // Only which half survives matters, not its order: a selection is linear where a sort
-        // is not, and this runs every `cap / 2` new keys on the tracker thread.
+        // is not, and this runs every `cap / 2` new keys on the tracker thread. The entries
+        // stay where they are: the selection runs over references, and the table keeps the
+        // ones ranked before the first one dropped (a total order: keys break ties).
         let keep = self.cap / 2;
-        if keep < v.len() {
-            v.select_nth_unstable_by(keep, |a, b| {
-                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
-            });
-            v.truncate(keep);
+        if keep < self.map.len() {
+            let mut v: Vec<((u64, u64), &K)> =
+                self.map.iter().map(|(k, v)| (v.weight(), k)).collect();
+            let rank = |a: &((u64, u64), &K), b: &((u64, u64), &K)| {
+                b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+            };
+            let (_, first_dropped, _) = v.select_nth_unstable_by(keep, rank);
+            let (w, k) = (first_dropped.0, first_dropped.1.clone());
+            self.map
+                .retain(|key, val| rank(&(val.weight(), key), &(w, &k)).is_lt());
         }
-        self.map.extend(v);
         self.pruned = true;
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 
-use super::analyze::{capture_setup, shape_from_list, CaptureSetup, ShapeSource};
+use super::analyze::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
 use super::{CliError, Format};
 use crate::capture::{self, Options};
 use crate::config::ShortcutMode;
@@ -129,6 +129,15 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Re
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), CliError> {
+    let mut events = Events::new(
+        &args.captures,
+        Options {
+            format: args.input_format,
+            strict: args.strict,
+            port: args.port,
+            ..Options::default()
+        },
+    );
     let CaptureSetup {
         domain,
         cluster,
@@ -140,9 +149,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             search: args.captured_search.as_deref(),
             resolv_conf: args.resolv_conf.as_deref(),
             first_capture: args.captures.first().map(PathBuf::as_path),
-            input_format: args.input_format,
-            port: args.port,
         },
+        &mut events,
         &args.cluster_domain,
         &args.idle,
     )?;
@@ -170,17 +178,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let _ = writeln!(stderr, "captured search list: {said}");
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut collector = Collector::new(&cluster, &tracker);
-    let total_unreadable = super::analyze::read_captures(
-        &args.captures,
-        &Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
-        },
-        &mut stderr,
-        |ev| collector.observe(ev),
-    )?;
+    let total_unreadable = events.run(&mut stderr, |ev| collector.observe(ev))?;
     let mut rp = collector.finish(&captured, &tracker);
     // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
     // instead, said here and in the output.
