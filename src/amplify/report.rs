@@ -432,7 +432,7 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, l: &Lookup) {
-        self.add_keyed(l, &client_key(l.client));
+        self.add_keyed(l, client_key(l.client).as_str());
     }
 
     /// `add` with the client's key already formatted (`Windowed` adds each lookup twice).
@@ -690,33 +690,67 @@ impl Aggregate {
     }
 }
 
-fn client_key(ip: IpAddr) -> String {
+fn client_key(ip: IpAddr) -> ClientKey {
     // An IPv4 client seen over an IPv6 socket is the same pod.
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => ipv4_key(v4),
-            None => v6.to_string(),
+            None => {
+                use std::io::Write;
+                let mut k = ClientKey {
+                    buf: [0; 45],
+                    len: 0,
+                };
+                let mut w = &mut k.buf[..];
+                // 45 bytes hold the longest IPv6 text form (RFC 4291 §2.2, with an IPv4 tail).
+                let _ = write!(w, "{v6}");
+                k.len = (45 - w.len()) as u8;
+                k
+            }
         },
         IpAddr::V4(v4) => ipv4_key(v4),
     }
 }
 
-/// Dotted quad without the formatting machinery: this runs for every lookup.
-fn ipv4_key(ip: std::net::Ipv4Addr) -> String {
-    let mut s = String::with_capacity(15);
+/// A client's address as the report prints it, formatted on the stack: this runs for every
+/// lookup, and the top-client table copies it only for a client it has not seen.
+struct ClientKey {
+    buf: [u8; 45],
+    len: u8,
+}
+
+impl ClientKey {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons are written.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// Dotted quad without the formatting machinery.
+fn ipv4_key(ip: std::net::Ipv4Addr) -> ClientKey {
+    let mut k = ClientKey {
+        buf: [0; 45],
+        len: 0,
+    };
+    let mut n = 0;
     for (i, o) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            k.buf[n] = b'.';
+            n += 1;
         }
         if o >= 100 {
-            s.push((b'0' + o / 100) as char);
+            k.buf[n] = b'0' + o / 100;
+            n += 1;
         }
         if o >= 10 {
-            s.push((b'0' + o / 10 % 10) as char);
+            k.buf[n] = b'0' + o / 10 % 10;
+            n += 1;
         }
-        s.push((b'0' + o % 10) as char);
+        k.buf[n] = b'0' + o % 10;
+        n += 1;
     }
-    s
+    k.len = n as u8;
+    k
 }
 
 impl Report {
@@ -879,6 +913,24 @@ impl Windowed {
 mod tests {
     use super::*;
     use crate::amplify::walk::Outcome;
+
+    /// The stack-formatted client key prints what `Display` prints (IPv4-mapped as IPv4).
+    #[test]
+    fn client_key_prints_the_address_as_display_does() {
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fd00::a9fe:140a",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(client_key(ip).as_str(), ip.to_string());
+        }
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_key(mapped).as_str(), "10.1.2.3");
+    }
 
     fn lookup(base: String, end_us: u64) -> Lookup {
         Lookup {

@@ -205,6 +205,7 @@ impl Tracker {
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
                 let mut name_buf = String::new();
+                let mut lookups: Vec<Lookup> = Vec::new();
                 loop {
                     let msg = rx.recv_timeout(next_tick.saturating_duration_since(Instant::now()));
                     let mut syncs = Vec::new();
@@ -283,7 +284,8 @@ impl Tracker {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    let lookups: Vec<Lookup> = walks.drain().collect();
+                    lookups.clear();
+                    lookups.extend(walks.drain());
                     if !lookups.is_empty() {
                         for l in &lookups {
                             lookup_metrics.record(l);
