@@ -1122,27 +1122,23 @@ fn wall_time(at: Instant) -> Timestamp {
         static BASE: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
     }
     BASE.with(|base| {
-        let (mono, wall) = match base.get() {
-            Some((mono, wall))
-                if at >= mono && at.duration_since(mono) < Duration::from_secs(1) =>
-            {
-                (mono, wall)
-            }
-            _ => {
-                let now = Instant::now();
-                let pair = (now, Timestamp::now());
-                base.set(Some(pair));
-                pair
+        // `at` on either side of the readings (a batch's start time is read before them).
+        let offset = |(mono, wall): (Instant, Timestamp)| match at.checked_duration_since(mono) {
+            Some(d) => (d, Timestamp(wall.0 + d.as_micros() as u64)),
+            None => {
+                let d = mono.duration_since(at);
+                (d, Timestamp(wall.0.saturating_sub(d.as_micros() as u64)))
             }
         };
-        if at >= mono {
-            Timestamp(wall.0 + at.duration_since(mono).as_micros() as u64)
-        } else {
-            Timestamp(
-                wall.0
-                    .saturating_sub(mono.duration_since(at).as_micros() as u64),
-            )
+        if let Some(pair) = base.get() {
+            let (distance, t) = offset(pair);
+            if distance < Duration::from_secs(1) {
+                return t;
+            }
         }
+        let pair = (Instant::now(), Timestamp::now());
+        base.set(Some(pair));
+        offset(pair).1
     })
 }
 
@@ -1172,5 +1168,27 @@ fn max_response(proto: Proto, view: &QueryView) -> usize {
     match proto {
         Proto::Udp => view.max_udp_response(),
         Proto::Tcp => u16::MAX as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer's event time is the wall time of its start, whether the start is before the
+    /// thread's clock readings (a batch read earlier), after them, or far from them.
+    #[test]
+    fn wall_time_is_the_wall_time_of_the_instant() {
+        let close = |a: Timestamp, b: Timestamp| a.0.abs_diff(b.0) < 200_000;
+        let now = Instant::now();
+        let wall = Timestamp::now();
+        assert!(close(wall_time(now), wall));
+        // Read before the per-thread base was taken, then after it, then 5 s back.
+        assert!(close(wall_time(now), wall));
+        let later = Instant::now();
+        assert!(close(wall_time(later), Timestamp::now()));
+        let earlier = now - Duration::from_secs(5);
+        let want = Timestamp(wall.0 - 5_000_000);
+        assert!(close(wall_time(earlier), want));
     }
 }

@@ -179,7 +179,7 @@ impl SearchShape {
         Decompositions {
             shape: self,
             name,
-            boundary: name.find('.'),
+            boundary: next_dot(name.as_bytes()),
             pattern: 0,
         }
     }
@@ -201,7 +201,7 @@ impl SearchShape {
                 return None;
             }
             let label = &suffix[..cut];
-            (!label.contains('.') && is_rfc1123_label(label)).then_some(Some(label))
+            (next_dot(label.as_bytes()).is_none() && is_rfc1123_label(label)).then_some(Some(label))
         } else {
             suffix.eq_ignore_ascii_case(&p.tail).then_some(None)
         }
@@ -215,6 +215,13 @@ pub struct Decompositions<'s, 'n> {
     /// Byte index of the '.' before the suffix being tried.
     boundary: Option<usize>,
     pattern: usize,
+}
+
+/// The first `.` in a name: a plain loop, since names are short and `str::find`'s searcher
+/// costs more to set up than the scan (this runs for every query the tracker sees).
+#[inline]
+fn next_dot(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'.')
 }
 
 impl<'n> Iterator for Decompositions<'_, 'n> {
@@ -244,7 +251,7 @@ impl<'n> Iterator for Decompositions<'_, 'n> {
                 }
             }
             self.pattern = 0;
-            self.boundary = suffix.find('.').map(|i| dot + 1 + i);
+            self.boundary = next_dot(suffix.as_bytes()).map(|i| dot + 1 + i);
         }
         None
     }
