@@ -633,3 +633,63 @@ fn any_for_a_missing_name_is_nxdomain_not_hinfo() {
     assert_eq!(r.header.ancount, 0);
     assert_eq!(up.total_of_type(wire::TYPE_ANY), 1, "ANY goes upstream");
 }
+
+/// The TCP reader takes every query a client has sent with one read and cuts the stream into
+/// messages itself (issue 20): a stream split anywhere, the length prefix included, and hits
+/// and misses in one read, each get their answer with their ID.
+#[test]
+fn tcp_queries_split_anywhere_in_the_stream_are_each_answered() {
+    let up = upstream_with_web();
+    up.add(
+        "other.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(10, 0, 0, 8), 300),
+    );
+    let h = start_proxy("", &[(".", up.addr)]);
+    ask_tcp(h.addr, 1, "web.prod.svc.cluster.local.", wire::TYPE_A); // cached from now on
+    let mut stream = Vec::new();
+    const N: u16 = 60;
+    for id in 0..N {
+        // every fifth a miss (coalesced upstream), the rest cache hits
+        let name = if id % 5 == 0 {
+            "other.test."
+        } else {
+            "web.prod.svc.cluster.local."
+        };
+        let mut q = Vec::new();
+        build_query(id, name, wire::TYPE_A, false, &mut q).unwrap();
+        stream.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        stream.extend_from_slice(&q);
+    }
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The first half in pieces of 1 to 7 bytes, each its own segment; the rest at once.
+    let (pieces, rest) = stream.split_at(stream.len() / 2);
+    let mut at = 0;
+    for size in (1..=7).cycle() {
+        if at >= pieces.len() {
+            break;
+        }
+        let end = (at + size).min(pieces.len());
+        s.write_all(&pieces[at..end]).unwrap();
+        at = end;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.write_all(rest).unwrap();
+    let mut seen = vec![false; N as usize];
+    for _ in 0..N {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).expect("an answer for every query");
+        let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut m).unwrap();
+        let info = parse_response(&m).unwrap();
+        assert_eq!((info.rcode, info.header.ancount), (0, 1));
+        let id = info.header.id as usize;
+        assert!(
+            !std::mem::replace(&mut seen[id], true),
+            "answered twice: {id}"
+        );
+    }
+    assert!(seen.iter().all(|x| *x));
+}

@@ -55,8 +55,10 @@ struct Admin {
     engine: Arc<ArcSwap<Engine>>,
     loops: Arc<loops::LoopGuard>,
     instance: String,
-    /// Found another process on the admin address at start: it announces, never yields.
-    newcomer: bool,
+    /// Found another process on the admin address at start: it announces, and does not yield
+    /// until the previous process took its announcement or is gone (`watch_peers` clears
+    /// it); from then on it is the incumbent, and hands over to the next update's newcomer.
+    newcomer: Arc<AtomicBool>,
     handing_over: AtomicBool,
     handover: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
@@ -106,7 +108,7 @@ impl AdminSource for Admin {
         if from.is_empty() || from == self.instance {
             return Err("no other instance named".into());
         }
-        if self.newcomer {
+        if self.newcomer.load(Ordering::Acquire) {
             return Err(format!(
                 "instance {} is itself taking over this address; it does not hand over",
                 self.instance
@@ -214,7 +216,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
 
     let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let handover = Arc::new(tokio::sync::Notify::new());
-    let mut newcomer = false;
+    let newcomer = Arc::new(AtomicBool::new(false));
     let admin_addr = match config.admin {
         Some(addr) => {
             // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
@@ -228,13 +230,13 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
                 tcp: true,
                 ours: peers::inode(&std_listener).into_iter().collect(),
             };
-            newcomer = admin_listener.foreign() > 0;
+            newcomer.store(admin_listener.foreign() > 0, Ordering::Release);
             listeners.push(admin_listener);
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
                 loops: loop_guard.clone(),
                 instance: instance.clone(),
-                newcomer,
+                newcomer: newcomer.clone(),
                 handing_over: AtomicBool::new(false),
                 handover: handover.clone(),
                 metrics: metrics.clone(),
@@ -260,7 +262,8 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     rt.spawn(watch_peers(
         listeners,
-        admin_addr.filter(|_| newcomer),
+        admin_addr.filter(|_| newcomer.load(Ordering::Acquire)),
+        newcomer,
         instance.clone(),
         engine.clone(),
         loop_guard.clone(),
@@ -366,10 +369,12 @@ async fn keep_node_local(
 
 /// Read the socket tables every `peers::CHECK` (gauge and log); a newcomer (`announce_to`
 /// is its shared admin address) announces itself once ready, until a previous process
-/// answers.
+/// answers; then (or once no other process is left) it is the incumbent: `newcomer` is
+/// cleared so it hands over to the next update in turn.
 async fn watch_peers(
     listeners: Vec<peers::Listener>,
     mut announce_to: Option<SocketAddr>,
+    newcomer: Arc<AtomicBool>,
     instance: String,
     engine: Arc<ArcSwap<Engine>>,
     loops: Arc<loops::LoopGuard>,
@@ -395,6 +400,7 @@ async fn watch_peers(
             let ready = loops.readiness().is_ok() && engine.load().router.readiness().is_ok();
             if admin_foreign == 0 {
                 announce_to = None; // the other process is gone already
+                newcomer.store(false, Ordering::Release);
             } else if ready {
                 match peers::announce(admin, &instance).await {
                     Some((200, other)) => {
@@ -403,6 +409,7 @@ async fn watch_peers(
                             "announced to the previous process on this address: it drains"
                         );
                         announce_to = None;
+                        newcomer.store(false, Ordering::Release);
                     }
                     Some((status, other)) => {
                         tracing::warn!(

@@ -17,6 +17,8 @@
 //! SO_REUSEPORT group once their queues are read, its admin listener closes, so probes and
 //! scrapes reach only the new process. It then waits for its own SIGTERM (exiting would make
 //! the kubelet restart it, and the restarted one would take over back).
+//! Once its announcement was taken (or the previous process is gone) the newcomer is the
+//! incumbent: the next update's newcomer finds it ready to hand over in turn.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

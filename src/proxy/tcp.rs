@@ -4,7 +4,6 @@
 //! read is answered: a client that reads slowly gets back-pressure (we stop reading its
 //! queries), bounded in bytes per connection (`TcpOut`), never a dropped answer.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,6 +99,9 @@ const MAX_OUTSTANDING: usize = 100;
 /// reader paused can push past the soft bound; if they push past this one the connection is
 /// closed (counted), so the client sees a close and retries rather than a missing answer.
 const QUEUE_HARD_BYTES: usize = 256 * 1024;
+/// The reader's buffer: one `read` takes every query a pipelining client has sent so far
+/// (it grows to hold one message of up to 64 KiB when a client sends one).
+const READ_BUF: usize = 16 * 1024;
 
 /// The answers waiting to be written to one client connection, in bytes and in count.
 ///
@@ -107,8 +109,11 @@ const QUEUE_HARD_BYTES: usize = 256 * 1024;
 /// drains it. Nothing is ever dropped while the connection is open: the reader stops reading
 /// queries while the queue is over `QUEUE_SOFT_BYTES` or `MAX_OUTSTANDING` answers are owed.
 pub struct TcpOut {
-    queue: parking_lot::Mutex<VecDeque<Vec<u8>>>,
-    /// Framed bytes in `queue`.
+    /// Answers already framed (two-byte length, RFC 1035 §4.2.2), back to back: the writer
+    /// takes them all with one swap and writes them with one `write`, and neither side
+    /// allocates per answer.
+    queue: parking_lot::Mutex<Vec<u8>>,
+    /// Framed bytes queued or being written.
     bytes: AtomicUsize,
     /// Answers owed: queries handed to resolver tasks and not pushed yet.
     outstanding: AtomicUsize,
@@ -123,7 +128,7 @@ pub struct TcpOut {
 impl TcpOut {
     fn new() -> TcpOut {
         TcpOut {
-            queue: parking_lot::Mutex::new(VecDeque::new()),
+            queue: parking_lot::Mutex::new(Vec::new()),
             bytes: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -136,53 +141,65 @@ impl TcpOut {
     /// Queue an answer owed by a resolver task.
     pub fn push_owed(&self, msg: Vec<u8>) {
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        self.push(msg);
+        let mut framed = Vec::with_capacity(msg.len() + 2);
+        frame(&mut framed, &msg);
+        self.push_framed(&framed);
     }
 
-    fn push(&self, msg: Vec<u8>) {
+    /// Queue answers already framed (one or more).
+    fn push_framed(&self, framed: &[u8]) {
+        if framed.is_empty() {
+            return;
+        }
         if !self.closed.load(Ordering::Acquire) {
-            let framed = msg.len() + 2;
-            if self.bytes.fetch_add(framed, Ordering::AcqRel) + framed > QUEUE_HARD_BYTES {
-                self.bytes.fetch_sub(framed, Ordering::AcqRel);
+            let n = framed.len();
+            if self.bytes.fetch_add(n, Ordering::AcqRel) + n > QUEUE_HARD_BYTES {
+                self.bytes.fetch_sub(n, Ordering::AcqRel);
                 self.closed.store(true, Ordering::Release);
                 metrics::counter!(m::OVERLOAD_DROPS, "limit" => "tcp_client_buffer").increment(1);
                 tracing::debug!("closing a TCP client connection over its answer buffer");
             } else {
-                self.queue.lock().push_back(msg);
+                self.queue.lock().extend_from_slice(framed);
             }
         }
         self.wake_writer.notify_one();
     }
 
-    fn must_pause(&self) -> bool {
-        self.bytes.load(Ordering::Acquire) > QUEUE_SOFT_BYTES
+    /// Should the reader stop taking queries, counting `batch` bytes it has not queued yet?
+    fn must_pause(&self, batch: usize) -> bool {
+        self.bytes.load(Ordering::Acquire) + batch > QUEUE_SOFT_BYTES
             || self.outstanding.load(Ordering::Acquire) >= MAX_OUTSTANDING
     }
 }
 
+/// Append `msg` with its two-byte length (RFC 1035 §4.2.2).
+fn frame(to: &mut Vec<u8>, msg: &[u8]) {
+    to.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    to.extend_from_slice(msg);
+}
+
 async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duration) {
-    let mut framed = Vec::with_capacity(1024);
+    let mut pending = Vec::with_capacity(4096);
     loop {
-        let next = out.queue.lock().pop_front();
-        let Some(msg) = next else {
+        std::mem::swap(&mut *out.queue.lock(), &mut pending);
+        if pending.is_empty() {
             if out.closed.load(Ordering::Acquire)
                 || (out.reader_done.load(Ordering::Acquire)
-                    && out.outstanding.load(Ordering::Acquire) == 0)
+                    && out.outstanding.load(Ordering::Acquire) == 0
+                    && out.queue.lock().is_empty())
             {
                 break;
             }
             out.wake_writer.notified().await;
             continue;
-        };
-        framed.clear();
-        framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&msg);
+        }
         // A client that stops reading for as long as an idle connection may live is gone.
         let ok = matches!(
-            tokio::time::timeout(write_timeout, wr.write_all(&framed)).await,
+            tokio::time::timeout(write_timeout, wr.write_all(&pending)).await,
             Ok(Ok(()))
         );
-        out.bytes.fetch_sub(msg.len() + 2, Ordering::AcqRel);
+        out.bytes.fetch_sub(pending.len(), Ordering::AcqRel);
+        pending.clear();
         out.wake_reader.notify_one();
         if !ok {
             break;
@@ -192,6 +209,13 @@ async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duratio
     out.queue.lock().clear();
     out.wake_reader.notify_one();
     let _ = wr.shutdown().await;
+}
+
+/// The next complete message in `buf` (two-byte length first): its range, or `None` when
+/// more bytes are needed.
+fn next_frame(buf: &[u8]) -> Option<std::ops::Range<usize>> {
+    let len = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    (buf.len() >= 2 + len).then_some(2..2 + len)
 }
 
 async fn connection(
@@ -206,12 +230,64 @@ async fn connection(
     // Answers from this reader (cache hits) and from resolver tasks go through one writer.
     let out = Arc::new(TcpOut::new());
     let writer = tokio::spawn(writer(out.clone(), wr, idle.max(Duration::from_secs(1))));
-    let mut len = [0u8; 2];
-    let mut msg = Vec::with_capacity(512);
+    // Queries read and not handled yet are buf[start..end].
+    let mut buf = vec![0u8; READ_BUF];
+    let (mut start, mut end) = (0usize, 0usize);
     let mut answer = Vec::with_capacity(512);
+    // This read's cache hits, framed: queued with one push after the tracker has their events.
+    let mut batch = Vec::with_capacity(4096);
     'conn: while !stop.load(Ordering::Relaxed) {
-        // Back-pressure: read no further query while this client owes us reading.
-        while out.must_pause() {
+        let e = engine.load_full();
+        while let Some(range) = next_frame(&buf[start..end]) {
+            // Back-pressure: read no further query while this client owes us reading.
+            if out.must_pause(batch.len()) {
+                break;
+            }
+            let msg = &buf[start + range.start..start + range.end];
+            start += range.end;
+            let now = Instant::now();
+            answer.clear();
+            match e.handle_fast(msg, Proto::Tcp, peer, now, &mut answer) {
+                Fast::Answered => frame(&mut batch, &answer),
+                Fast::Drop => {}
+                Fast::Resolve { view, zone, plan } => {
+                    out.outstanding.fetch_add(1, Ordering::AcqRel);
+                    if let Some(task) = e.admit(Job {
+                        query: msg.to_vec(),
+                        view,
+                        zone,
+                        plan,
+                        reply: Some(ReplyTo::Tcp(out.clone())),
+                        proto: Proto::Tcp,
+                        client: peer,
+                        started: now,
+                    }) {
+                        tokio::spawn(task);
+                    }
+                }
+                Fast::Prefetch { view, zone, plan } => {
+                    frame(&mut batch, &answer);
+                    if let Some(task) = e.admit(Job {
+                        query: msg.to_vec(),
+                        view,
+                        zone,
+                        plan,
+                        reply: None,
+                        proto: Proto::Tcp,
+                        client: peer,
+                        started: now,
+                    }) {
+                        tokio::spawn(task);
+                    }
+                }
+            }
+        }
+        // The tracker gets the events before the client gets the answers (ARCHITECTURE).
+        e.flush_events();
+        drop(e);
+        out.push_framed(&batch);
+        batch.clear();
+        while out.must_pause(0) {
             if out.closed.load(Ordering::Acquire) {
                 break 'conn;
             }
@@ -225,55 +301,28 @@ async fn connection(
         if out.closed.load(Ordering::Acquire) {
             break;
         }
-        match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
+        if next_frame(&buf[start..end]).is_some() {
+            continue; // paused with complete queries left: handle them before reading more
+        }
+        // Room for the rest of a partial message: move it to the front, grow for a long one.
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        if end >= 2 {
+            let need = 2 + u16::from_be_bytes([buf[0], buf[1]]) as usize;
+            if need > buf.len() {
+                buf.resize(need, 0);
+            }
+        }
+        // Idle between queries; a client that sent part of one is held to the same bound.
+        let wait = if end == 0 {
+            idle
+        } else {
+            idle.max(Duration::from_secs(1))
+        };
+        match tokio::time::timeout(wait, rd.read(&mut buf[end..])).await {
+            Ok(Ok(n)) if n > 0 => end += n,
             _ => break, // idle, closed, or reset
-        }
-        let n = u16::from_be_bytes(len) as usize;
-        msg.resize(n, 0);
-        // A client that sends a length and then stalls is held to the same idle bound.
-        match tokio::time::timeout(idle.max(Duration::from_secs(1)), rd.read_exact(&mut msg)).await
-        {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        let e = engine.load_full();
-        let now = Instant::now();
-        let fast = e.handle_fast(&msg, Proto::Tcp, peer, now, &mut answer);
-        e.flush_events();
-        match fast {
-            Fast::Answered => out.push(std::mem::take(&mut answer)),
-            Fast::Drop => {}
-            Fast::Resolve { view, zone, plan } => {
-                out.outstanding.fetch_add(1, Ordering::AcqRel);
-                if let Some(task) = e.admit(Job {
-                    query: msg.clone(),
-                    view,
-                    zone,
-                    plan,
-                    reply: Some(ReplyTo::Tcp(out.clone())),
-                    proto: Proto::Tcp,
-                    client: peer,
-                    started: now,
-                }) {
-                    tokio::spawn(task);
-                }
-            }
-            Fast::Prefetch { view, zone, plan } => {
-                out.push(std::mem::take(&mut answer));
-                if let Some(task) = e.admit(Job {
-                    query: msg.clone(),
-                    view,
-                    zone,
-                    plan,
-                    reply: None,
-                    proto: Proto::Tcp,
-                    client: peer,
-                    started: now,
-                }) {
-                    tokio::spawn(task);
-                }
-            }
         }
     }
     // Answers still owed are written before the connection closes.
@@ -286,23 +335,33 @@ async fn connection(
 mod tests {
     use super::*;
 
+    fn push(out: &TcpOut, msg: &[u8]) {
+        let mut framed = Vec::new();
+        frame(&mut framed, msg);
+        out.push_framed(&framed);
+    }
+
     #[test]
     fn the_reader_pauses_over_the_soft_bound_and_the_hard_cap_closes() {
         let out = TcpOut::new();
-        assert!(!out.must_pause());
+        assert!(!out.must_pause(0));
+        // A batch of hits not queued yet counts: the reader stops before it overshoots.
+        assert!(out.must_pause(QUEUE_SOFT_BYTES + 1));
         // Answers the reader queued itself (cache hits): past 32 KiB it stops reading.
         while out.bytes.load(Ordering::Relaxed) <= QUEUE_SOFT_BYTES {
-            out.push(vec![0u8; 1000]);
+            push(&out, &[0u8; 1000]);
         }
-        assert!(out.must_pause());
+        assert!(out.must_pause(0));
         assert!(!out.closed.load(Ordering::Relaxed), "paused, not closed");
         // Answers owed by resolver tasks still land while paused...
         out.outstanding.fetch_add(1, Ordering::Relaxed);
         out.push_owed(vec![0u8; 1000]);
-        assert_eq!(out.queue.lock().len(), QUEUE_SOFT_BYTES / 1002 + 2);
+        let queued = (QUEUE_SOFT_BYTES / 1002 + 2) * 1002;
+        assert_eq!(out.queue.lock().len(), queued);
+        assert_eq!(out.bytes.load(Ordering::Relaxed), queued);
         // ...until the hard cap: then the connection closes rather than drop one silently.
         while !out.closed.load(Ordering::Relaxed) {
-            out.push(vec![0u8; 60_000]);
+            push(&out, &[0u8; 60_000]);
         }
         assert!(out.bytes.load(Ordering::Relaxed) <= QUEUE_HARD_BYTES);
     }
@@ -312,10 +371,21 @@ mod tests {
         let out = TcpOut::new();
         out.outstanding
             .store(MAX_OUTSTANDING - 1, Ordering::Relaxed);
-        assert!(!out.must_pause());
+        assert!(!out.must_pause(0));
         out.outstanding.fetch_add(1, Ordering::Relaxed);
-        assert!(out.must_pause());
+        assert!(out.must_pause(0));
         out.push_owed(vec![1, 2, 3]);
-        assert!(!out.must_pause());
+        assert!(!out.must_pause(0));
+        // Framed with its length, RFC 1035 §4.2.2.
+        assert_eq!(&out.queue.lock()[..], &[0, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn frames_are_cut_from_the_stream_whole() {
+        assert_eq!(next_frame(&[]), None);
+        assert_eq!(next_frame(&[0]), None);
+        assert_eq!(next_frame(&[0, 3, 1, 2]), None);
+        assert_eq!(next_frame(&[0, 3, 1, 2, 3, 0, 1]), Some(2..5));
+        assert_eq!(next_frame(&[0, 0]), Some(2..2));
     }
 }
