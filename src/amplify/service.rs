@@ -13,7 +13,7 @@
 //! (`tracker_walks`, see [`WalkTracker`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,11 @@ use crate::search::SearchShape;
 /// channel messages (a message may carry a receive batch of 32), so the queue's memory is
 /// bounded at about this many events (~100 bytes each) whatever the batching.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// While events keep coming, the thread polls its queue this often instead of blocking
+/// (see the loop); events wait at most this long, and senders never wake the thread.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// Empty polls in a row after which the thread blocks again until the next event.
+const POLLS_BEFORE_BLOCKING: u32 = 20;
 /// How often the thread closes idle walks when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
 /// The shed level is out of this: at `SHED_SCALE` every walk is shed.
@@ -206,8 +211,34 @@ impl Tracker {
                 let mut next_tick = Instant::now() + TICK;
                 let mut name_buf = String::new();
                 let mut lookups: Vec<Lookup> = Vec::new();
+                let mut empty_polls = 0u32;
                 loop {
-                    let msg = rx.recv_timeout(next_tick.saturating_duration_since(Instant::now()));
+                    let until_tick = next_tick.saturating_duration_since(Instant::now());
+                    let msg = if empty_polls < POLLS_BEFORE_BLOCKING {
+                        // Busy: poll. A receiver blocked in `recv` turns every listener's
+                        // send into a futex wake-up, a syscall and a context switch per
+                        // receive batch (one packet each at moderate rates), paid on the packet
+                        // path; a polling one costs the senders an atomic load.
+                        match rx.try_recv() {
+                            Ok(m) => {
+                                empty_polls = 0;
+                                Ok(m)
+                            }
+                            Err(TryRecvError::Empty) => {
+                                empty_polls += 1;
+                                std::thread::sleep(POLL_INTERVAL.min(until_tick));
+                                Err(RecvTimeoutError::Timeout)
+                            }
+                            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                        }
+                    } else {
+                        // Idle: block, so an idle proxy does not wake up every millisecond.
+                        let m = rx.recv_timeout(until_tick);
+                        if m.is_ok() {
+                            empty_polls = 0;
+                        }
+                        m
+                    };
                     let mut syncs = Vec::new();
                     let mut disconnected = false;
                     let mut handle = |msg: Msg, walks: &mut WalkTracker| match msg {
