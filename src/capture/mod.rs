@@ -33,6 +33,7 @@ pub mod jsonl;
 mod link;
 mod pair;
 pub mod pcap;
+pub mod session;
 pub mod synth;
 mod tcp;
 

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 
-use super::analyze::{capture_setup, shape_from_list, CaptureSetup, ShapeSource};
+use super::analyze::session_error;
 use super::{CliError, Format};
+use crate::capture::session::{
+    capture_setup, read_captures, shape_from_list, CaptureSetup, ShapeSource,
+};
 use crate::capture::{self, Options};
 use crate::config::ShortcutMode;
 use crate::render;
@@ -137,7 +140,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         },
         &args.cluster_domain,
         &args.idle,
-    )?;
+    )
+    .map_err(session_error)?;
     let captured_stub: Stub = args
         .captured_stub
         .parse()
@@ -156,7 +160,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let _ = writeln!(stderr, "captured search list: {said}");
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut collector = Collector::new(&cluster, &tracker);
-    let total_unreadable = super::analyze::read_captures(
+    let total_unreadable = read_captures(
         &args.captures,
         &Options {
             format: args.input_format,
@@ -166,7 +170,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         },
         &mut stderr,
         |ev| collector.observe(ev),
-    )?;
+    )
+    .map_err(session_error)?;
     let mut rp = collector.finish(&captured, &tracker);
     // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
     // instead, said here and in the output.

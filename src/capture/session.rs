@@ -1,0 +1,306 @@
+//! A capture session, as `ndots analyze` and `ndots replay` read one: the cluster domain, the
+//! pods' search list (given, from a resolv.conf, or the Kubernetes default plus node domains
+//! inferred from the capture), the walk tracker's settings, and every capture streamed in
+//! query-time order through one [`Reorder`](super::Reorder). The CLI words the errors.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+
+use super::{OpenError, Options};
+use crate::config::{ClusterConfig, TrackerConfig};
+use crate::search::resolv_conf::{Environment, ResolverSettings};
+use crate::search::Stub;
+
+/// Why a session could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The search list, resolv.conf or idle time given is wrong (a usage error).
+    #[error(transparent)]
+    Setup(anyhow::Error),
+    /// A capture could not be opened (missing, unknown format).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Under `strict`, the first unreadable record.
+    #[error("{path}: {error} (--strict)")]
+    Strict {
+        path: String,
+        error: super::Unreadable,
+    },
+}
+
+/// Where the search list shape comes from: `--search`, `--resolv-conf`, or the capture.
+pub struct ShapeSource<'a> {
+    pub search: Option<&'a str>,
+    pub resolv_conf: Option<&'a std::path::Path>,
+    pub first_capture: Option<&'a std::path::Path>,
+    pub input_format: Option<super::Format>,
+    pub port: u16,
+}
+
+/// What `analyze` and `replay` read captures with: the cluster domain, the pods' search list
+/// (and how it was chosen, said on stderr) and the tracker's settings.
+pub struct CaptureSetup {
+    pub domain: String,
+    pub cluster: ClusterConfig,
+    pub said: String,
+    /// How the search list was chosen (the report's `search_from`).
+    pub search_from: &'static str,
+    pub tracker: TrackerConfig,
+}
+
+pub fn capture_setup(
+    source: &ShapeSource<'_>,
+    cluster_domain: &str,
+    idle: &str,
+) -> Result<CaptureSetup, SessionError> {
+    let domain = cluster_domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let (cluster, said) = search_shape(source, &domain).map_err(SessionError::Setup)?;
+    let idle = crate::config::parse_duration(idle).map_err(SessionError::Setup)?;
+    use crate::amplify::advice::{SEARCH_ASSUMED, SEARCH_GIVEN, SEARCH_INFERRED};
+    let search_from = if source.search.is_some() || source.resolv_conf.is_some() {
+        SEARCH_GIVEN
+    } else if !cluster.node_search.is_empty() {
+        SEARCH_INFERRED
+    } else {
+        SEARCH_ASSUMED
+    };
+    Ok(CaptureSetup {
+        domain,
+        cluster,
+        said,
+        search_from,
+        tracker: TrackerConfig {
+            idle,
+            max_open_walks: 200_000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        },
+    })
+}
+
+/// The search list shape for decomposition, and how it was chosen (said on stderr).
+pub fn search_shape(
+    args: &ShapeSource<'_>,
+    domain: &str,
+) -> anyhow::Result<(ClusterConfig, String)> {
+    let (list, origin): (Vec<String>, String) = if let Some(s) = args.search {
+        (
+            s.split_whitespace().map(str::to_string).collect(),
+            "from --search".into(),
+        )
+    } else if let Some(p) = args.resolv_conf {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let settings =
+            ResolverSettings::from_resolv_conf(&text, Stub::Glibc, &Environment::default());
+        (settings.search, format!("from {}", p.display()))
+    } else {
+        let shape = vec![
+            format!("*.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.to_string(),
+        ];
+        let node = match args.first_capture {
+            Some(p) if p.as_os_str() != "-" => infer_node_domains(p, args, domain),
+            _ => Vec::new(),
+        };
+        let said = if node.is_empty() {
+            format!(
+                "{} (the Kubernetes pod default, assumed; no node domains found in the capture: \
+                 pass --search or --resolv-conf to give them)",
+                shape.join(" ")
+            )
+        } else {
+            format!(
+                "{} {} (the Kubernetes pod default, assumed, plus node domains inferred from \
+                 the capture's search walks; --search or --resolv-conf overrides)",
+                shape.join(" "),
+                node.join(" ")
+            )
+        };
+        return Ok((
+            ClusterConfig {
+                domain: domain.into(),
+                search: shape,
+                node_search: node,
+            },
+            said,
+        ));
+    };
+    shape_from_list(&list, domain, &origin)
+}
+
+/// A resolv.conf-style search list as a shape: `<ns>.svc.<domain>` (or `*.svc.<domain>`)
+/// stands for every namespace; the cluster's own entries, then the node's.
+pub fn shape_from_list(
+    list: &[String],
+    domain: &str,
+    origin: &str,
+) -> anyhow::Result<(ClusterConfig, String)> {
+    let ns_suffix = format!(".svc.{domain}");
+    let mut search = Vec::new();
+    let mut node_search = Vec::new();
+    for entry in list {
+        let e = entry.trim_end_matches('.').to_ascii_lowercase();
+        if e.is_empty() {
+            continue;
+        }
+        // `<ns>.svc.<domain>` is one pod's namespace; a capture holds many.
+        if let Some(ns) = e.strip_suffix(ns_suffix.as_str()) {
+            if !ns.contains('.') {
+                search.push(format!("*{ns_suffix}"));
+                continue;
+            }
+        }
+        if e == format!("svc.{domain}") || e == domain {
+            search.push(e);
+        } else {
+            node_search.push(e);
+        }
+    }
+    if search.is_empty() && node_search.is_empty() {
+        return Err(anyhow!("the search list {origin} is empty"));
+    }
+    let said = format!("{} {} ({origin})", search.join(" "), node_search.join(" "));
+    Ok((
+        ClusterConfig {
+            domain: domain.into(),
+            search,
+            node_search,
+        },
+        said.replace("  ", " "),
+    ))
+}
+
+/// Events read to infer the node's search domains.
+const INFER_EVENTS: usize = 200_000;
+
+/// The node's own search domains, read off the walks in the first capture: a suffix `S` (not
+/// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
+/// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
+/// frequent first, at most three. A walk that *begins* with the name as written (ndots or more
+/// dots) is a stronger signature: `B.` failed (NXDOMAIN or NODATA) and `B.S` of the same type
+/// followed within a second; one such walk is enough (zeek-wikipedia's `ncsa.uiuc.edu`).
+fn infer_node_domains(path: &Path, args: &ShapeSource<'_>, domain: &str) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let opts = Options {
+        format: args.input_format,
+        port: args.port,
+        ..Options::default()
+    };
+    let Ok(cap) = super::open_with(path, &opts) else {
+        return Vec::new();
+    };
+    let cluster = format!(".{domain}.");
+    let mut names: HashMap<std::net::IpAddr, HashSet<String>> = HashMap::new();
+    // Per (client, type): the last absolute name that failed, and when.
+    let mut failed: HashMap<(std::net::IpAddr, u16), (String, u64)> = HashMap::new();
+    let mut strong: HashMap<String, usize> = HashMap::new();
+    for ev in cap.take(INFER_EVENTS).flatten() {
+        let key = (ev.client, ev.qtype);
+        if let Some((b, at)) = failed.get(&key) {
+            let suffix = ev
+                .qname
+                .strip_prefix(b.as_str())
+                .map(|s| s.trim_end_matches('.'));
+            if let Some(suffix) = suffix {
+                if suffix.contains('.')
+                    && ev.time.0.saturating_sub(*at) <= 1_000_000
+                    && !ev.qname.ends_with(&cluster)
+                {
+                    *strong.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+        if ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0)) {
+            failed.insert(key, (ev.qname.clone(), ev.time.0));
+        } else {
+            failed.remove(&key);
+        }
+        if failed.len() > INFER_EVENTS {
+            failed.clear();
+        }
+        names.entry(ev.client).or_default().insert(ev.qname);
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for set in names.values() {
+        for name in set.iter().filter(|n| !n.ends_with(&cluster)) {
+            // Every split of `name` into `base.suffix` on a label boundary, the suffix having
+            // at least two labels (a search domain, not a TLD).
+            for (i, _) in name.match_indices('.') {
+                let (base, suffix) = (&name[..i], name[i + 1..].trim_end_matches('.'));
+                if !suffix.contains('.') {
+                    continue;
+                }
+                if set.contains(&format!("{base}.")) {
+                    *counts.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut found: Vec<(String, usize)> = counts
+        .into_iter()
+        .filter(|(s, n)| *n >= 3 || strong.contains_key(s))
+        .collect();
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    found.into_iter().take(3).map(|(s, _)| s).collect()
+}
+
+/// Stream every capture's events into `observe`, with progress and per-file counts on
+/// `stderr`; returns how many records were unreadable (skipped), or the first one under
+/// `--strict`. Shared by `analyze` and `replay`.
+pub fn read_captures(
+    captures: &[PathBuf],
+    opts: &Options,
+    stderr: &mut impl Write,
+    mut observe: impl FnMut(&crate::event::QueryEvent),
+) -> Result<u64, SessionError> {
+    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let mut total_unreadable = 0u64;
+    // Query-time order across all the captures (they are one stream of traffic).
+    let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
+    for path in captures {
+        let mut cap = super::open_with(path, opts)?;
+        let mut n = 0u64;
+        for item in cap.by_ref() {
+            match item {
+                Ok(ev) => {
+                    reorder.push(ev, &mut observe);
+                    n += 1;
+                    if progress && n % 500_000 == 0 {
+                        let _ = write!(stderr, "\r{}: {n} events", path.display());
+                    }
+                }
+                Err(u) if opts.strict => {
+                    return Err(SessionError::Strict {
+                        path: path.display().to_string(),
+                        error: u,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        let s = cap.stats();
+        if progress {
+            let _ = write!(stderr, "\r");
+        }
+        let _ = writeln!(
+            stderr,
+            "{}: {} events ({}), {} unreadable",
+            path.display(),
+            s.events,
+            cap.format().as_str(),
+            s.unreadable
+        );
+        for u in &s.first_unreadable {
+            let _ = writeln!(stderr, "  unreadable: {u}");
+        }
+        total_unreadable += s.unreadable;
+    }
+    reorder.finish(&mut observe);
+    Ok(total_unreadable)
+}
