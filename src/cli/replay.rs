@@ -159,7 +159,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
     let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-    let mut collector = Collector::new(&cluster, &tracker);
+    let mut collector = Collector::new(&captured, &tracker, live.is_some());
     let total_unreadable = read_captures(
         &args.captures,
         &Options {
@@ -172,7 +172,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         |ev| collector.observe(ev),
     )
     .map_err(session_error)?;
-    let mut rp = collector.finish(&captured, &tracker);
+    let mut rp = collector.finish();
     // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
     // instead, said here and in the output.
     let mut live = live;
@@ -238,7 +238,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         source,
         mode: if live.is_some() { "live" } else { "offline" }.into(),
         lookups: captured_report.lookups,
-        application_lookups: rp.lookups.len() as u64,
+        application_lookups: rp.application_lookups(),
         events: rp.events,
         captured: captured_report,
         settings: reports,

@@ -1,29 +1,68 @@
 //! Collection: capture events through the walk tracker into lookups, the answer table, and
-//! the lookups reduced to demands (A+AAAA pairs joined, the name the application asked).
+//! each lookup reduced to its demand as it closes (A+AAAA pairs joined, the name the
+//! application asked), alike lookups counted together: memory bounded by the capture's
+//! working set (clients, names), not its length.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
-use super::{AnswerTable, Captured, CapturedLookup, Demand, End, Replay};
+use super::report::CHANGE_CLIENTS;
+use super::{AnswerTable, Captured, CapturedLookup, Demand, End, LookupKey, Replay, TimedLookup};
 use crate::amplify::{Lookup, Outcome, WalkTracker};
-use crate::config::{ClusterConfig, TrackerConfig};
-use crate::event::QueryEvent;
+use crate::config::TrackerConfig;
+use crate::event::{QueryEvent, Timestamp};
 use crate::search::{SearchShape, QTYPE_A, QTYPE_AAAA};
 
-/// Reads a capture's events: rebuilds lookups with the walk tracker and keeps the answers.
+/// Lookups closed waiting for their A/AAAA partner at most, before they count alone (a
+/// bound whatever the capture's rate; the walk tracker holds 200,000 open walks).
+const MAX_PENDING: usize = 200_000;
+
+/// Reads a capture's events: rebuilds lookups with the walk tracker, keeps the answers, and
+/// reduces each lookup to its demand as it closes. What it keeps grows with the capture's
+/// variety (clients, names, distinct figures), not with its length.
 pub struct Collector {
     walks: WalkTracker,
-    lookups: Vec<Lookup>,
+    shape: SearchShape,
+    captured: Captured,
     answers: AnswerTable,
     events: u64,
+    /// The pairing window (the tracker's idle time), microseconds.
+    window: u64,
+    /// Closed A and AAAA lookups waiting for their partner, by client and base.
+    pending: HashMap<(IpAddr, Box<str>), Vec<Lookup>>,
+    pending_len: usize,
+    /// Capture time of the last sweep of `pending`.
+    swept: u64,
+    index: HashMap<Demand, u32>,
+    demands: Vec<Demand>,
+    weight: Vec<u64>,
+    groups: HashMap<LookupKey, u32>,
+    lookups: Vec<CapturedLookup>,
+    /// Live replay needs every lookup's time; offline does not keep it.
+    timeline: Option<Vec<TimedLookup>>,
+    first_start: Option<Timestamp>,
 }
 
 impl Collector {
-    pub fn new(cluster: &ClusterConfig, tracker: &TrackerConfig) -> Self {
+    /// `timeline`: keep each lookup's time and client (live replay), 32 bytes a lookup.
+    pub fn new(captured: &Captured, tracker: &TrackerConfig, timeline: bool) -> Self {
         Collector {
-            walks: WalkTracker::new(SearchShape::new(cluster), tracker),
-            lookups: Vec::new(),
-            answers: AnswerTable::new(&cluster.domain),
+            walks: WalkTracker::new(SearchShape::new(&captured.cluster), tracker),
+            shape: SearchShape::new(&captured.cluster),
+            captured: captured.clone(),
+            answers: AnswerTable::new(&captured.cluster.domain),
             events: 0,
+            window: tracker.idle.as_micros() as u64,
+            pending: HashMap::new(),
+            pending_len: 0,
+            swept: 0,
+            index: HashMap::new(),
+            demands: Vec::new(),
+            weight: Vec::new(),
+            groups: HashMap::new(),
+            lookups: Vec::new(),
+            timeline: timeline.then(Vec::new),
+            first_start: None,
         }
     }
 
@@ -31,93 +70,176 @@ impl Collector {
         self.events += 1;
         self.answers.record(ev);
         self.walks.observe(ev);
-        self.lookups.extend(self.walks.drain());
-    }
-
-    /// Close the open walks and reduce the lookups to demands.
-    pub fn finish(mut self, captured: &Captured, tracker: &TrackerConfig) -> Replay {
-        self.walks.finish();
-        self.lookups.extend(self.walks.drain());
-        Replay::new(self.lookups, self.answers, captured, tracker, self.events)
-    }
-}
-
-impl Replay {
-    fn new(
-        mut raw: Vec<Lookup>,
-        answers: AnswerTable,
-        captured: &Captured,
-        tracker: &TrackerConfig,
-        events: u64,
-    ) -> Replay {
-        let shape = SearchShape::new(&captured.cluster);
-        // Pair A and AAAA lookups of one base from one client that start together.
-        raw.sort_by(|a, b| {
-            (a.client, &a.base, a.start.0, a.qtype).cmp(&(b.client, &b.base, b.start.0, b.qtype))
-        });
-        let window = tracker.idle.as_micros() as u64;
-        let mut index: HashMap<Demand, u32> = HashMap::new();
-        let mut demands = Vec::new();
-        let mut weight = Vec::new();
-        let mut lookups = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            let l = &raw[i];
-            let partner = raw.get(i + 1).filter(|m| {
-                m.client == l.client
-                    && m.base == l.base
-                    && m.start.0.saturating_sub(l.start.0) <= window
-                    && matches!(
-                        (l.qtype, m.qtype),
-                        (QTYPE_A, QTYPE_AAAA) | (QTYPE_AAAA, QTYPE_A)
-                    )
-            });
-            let pair: &[Lookup] = match partner {
-                Some(_) => &raw[i..i + 2],
-                None => &raw[i..i + 1],
-            };
-            i += pair.len();
-            let demand = Demand {
-                name: app_name(&pair[0], captured).into(),
-                namespace: pair
-                    .iter()
-                    .find_map(|l| l.namespace.as_deref().map(Into::into)),
-                qtype: if pair.len() == 2 { 0 } else { pair[0].qtype },
-            };
-            let id = *index.entry(demand.clone()).or_insert_with(|| {
-                demands.push(demand);
-                weight.push(0);
-                (demands.len() - 1) as u32
-            });
-            weight[id as usize] += 1;
-            lookups.push(CapturedLookup {
-                demand: id,
-                client: pair[0].client,
-                start: pair.iter().map(|l| l.start).min().unwrap_or_default(),
-                queries: pair.iter().map(|l| l.queries).sum(),
-                types: pair.len() as u8,
-                nxdomain: pair.iter().map(|l| l.nxdomain).sum(),
-                end: captured_end(pair, &shape, captured, &demands[id as usize]),
-                suffix_queries: pair.iter().fold([0; 6], |mut acc, l| {
-                    for (a, q) in acc.iter_mut().zip(l.suffix_queries) {
-                        *a += q;
+        self.take_closed();
+        // A lookup's partner starts within the window and closes an idle time after its
+        // last query: past that, a lookup waiting alone is one.
+        let now = ev.time.0;
+        if now.saturating_sub(self.swept) > self.window || self.pending_len > MAX_PENDING {
+            self.swept = now;
+            let horizon = 2 * self.window;
+            let full = self.pending_len > MAX_PENDING;
+            let mut alone = Vec::new();
+            self.pending.retain(|_, v| {
+                v.retain(|l| {
+                    let keep = !full && now.saturating_sub(l.end.0.max(l.start.0)) <= horizon;
+                    if !keep {
+                        alone.push(l.clone());
                     }
-                    acc
-                }),
+                    keep
+                });
+                !v.is_empty()
             });
+            self.pending_len -= alone.len();
+            // The order lookups are reduced in changes nothing reported.
+            for l in alone {
+                self.reduce(std::slice::from_ref(&l));
+            }
         }
-        lookups.sort_by_key(|l| l.start);
+    }
+
+    /// Close the open walks and reduce what is left.
+    pub fn finish(mut self) -> Replay {
+        self.walks.finish();
+        self.take_closed();
+        let mut rest: Vec<Lookup> = self.pending.drain().flat_map(|(_, v)| v).collect();
+        rest.sort_by_key(|l| (l.start.0, l.qtype));
+        for l in rest {
+            self.reduce(std::slice::from_ref(&l));
+        }
+        let mut timeline = self.timeline.unwrap_or_default();
+        timeline.sort_by_key(|t| t.start);
         Replay {
-            demands,
-            lookups,
-            answers,
-            captured: captured.clone(),
-            events,
+            demands: self.demands,
+            lookups: self.lookups,
+            timeline,
+            first_start: self.first_start,
+            answers: self.answers,
+            captured: self.captured,
+            events: self.events,
             shortcut_zones: Vec::new(),
-            weight,
+            weight: self.weight,
             baseline: Default::default(),
             live_baseline: Default::default(),
             fqdn: Default::default(),
+        }
+    }
+
+    /// Pair each closed A or AAAA lookup with its partner (same client and base, the other
+    /// type, starting within the window: one `getaddrinfo(AF_UNSPEC)`), or hold it until the
+    /// partner can no longer come; reduce the rest at once.
+    fn take_closed(&mut self) {
+        let closed: Vec<Lookup> = self.walks.drain().collect();
+        for l in closed {
+            if !matches!(l.qtype, QTYPE_A | QTYPE_AAAA) {
+                self.reduce(std::slice::from_ref(&l));
+                continue;
+            }
+            let key = (l.client, Box::<str>::from(l.base.as_str()));
+            let window = self.window;
+            let partner = self.pending.get_mut(&key).and_then(|v| {
+                let i = v
+                    .iter()
+                    .position(|m| m.qtype != l.qtype && m.start.0.abs_diff(l.start.0) <= window)?;
+                Some(v.remove(i))
+            });
+            match partner {
+                Some(m) => {
+                    self.pending_len -= 1;
+                    if self.pending.get(&key).is_some_and(Vec::is_empty) {
+                        self.pending.remove(&key);
+                    }
+                    // The earlier first, as the captured order reads.
+                    let pair = if (m.start.0, m.qtype) <= (l.start.0, l.qtype) {
+                        [m, l]
+                    } else {
+                        [l, m]
+                    };
+                    self.reduce(&pair);
+                }
+                None => {
+                    self.pending.entry(key).or_default().push(l);
+                    self.pending_len += 1;
+                }
+            }
+        }
+    }
+
+    /// One lookup (or A+AAAA pair) into its demand and its group of alike lookups.
+    fn reduce(&mut self, pair: &[Lookup]) {
+        let captured = &self.captured;
+        let demand = Demand {
+            name: app_name(&pair[0], captured).into(),
+            namespace: pair
+                .iter()
+                .find_map(|l| l.namespace.as_deref().map(Into::into)),
+            qtype: if pair.len() == 2 { 0 } else { pair[0].qtype },
+        };
+        let id = match self.index.get(&demand) {
+            Some(&id) => id,
+            None => {
+                self.demands.push(demand.clone());
+                self.weight.push(0);
+                let id = (self.demands.len() - 1) as u32;
+                self.index.insert(demand, id);
+                id
+            }
+        };
+        self.weight[id as usize] += 1;
+        let start = pair.iter().map(|l| l.start).min().unwrap_or_default();
+        if self.first_start.is_none_or(|t| start < t) {
+            self.first_start = Some(start);
+        }
+        let key = LookupKey {
+            demand: id,
+            queries: pair.iter().map(|l| l.queries).sum(),
+            types: pair.len() as u8,
+            nxdomain: pair.iter().map(|l| l.nxdomain).sum(),
+            end: captured_end(pair, &self.shape, captured, &self.demands[id as usize]),
+            suffix_queries: pair.iter().fold([0; 6], |mut acc, l| {
+                for (a, q) in acc.iter_mut().zip(l.suffix_queries) {
+                    *a += q;
+                }
+                acc
+            }),
+        };
+        let group = match self.groups.get(&key) {
+            Some(&g) => g,
+            None => {
+                self.lookups.push(CapturedLookup {
+                    demand: key.demand,
+                    queries: key.queries,
+                    types: key.types,
+                    nxdomain: key.nxdomain,
+                    end: key.end.clone(),
+                    suffix_queries: key.suffix_queries,
+                    count: 0,
+                    clients: Vec::new(),
+                });
+                let g = (self.lookups.len() - 1) as u32;
+                self.groups.insert(key, g);
+                g
+            }
+        };
+        let client = pair[0].client;
+        let l = &mut self.lookups[group as usize];
+        l.count += 1;
+        add_client(&mut l.clients, client);
+        if let Some(t) = self.timeline.as_mut() {
+            t.push(TimedLookup {
+                start,
+                client,
+                group,
+            });
+        }
+    }
+}
+
+/// Keep the [`CHANGE_CLIENTS`] lowest distinct addresses, sorted.
+pub(super) fn add_client(clients: &mut Vec<IpAddr>, ip: IpAddr) {
+    if let Err(i) = clients.binary_search(&ip) {
+        if i < CHANGE_CLIENTS {
+            clients.insert(i, ip);
+            clients.truncate(CHANGE_CLIENTS);
         }
     }
 }
@@ -171,5 +293,87 @@ fn captured_end(
         Outcome::NxDomain if on_last => Some(End::Failed("NXDOMAIN")),
         Outcome::NoData if on_last || captured.stub.is_musl() => Some(End::Failed("NODATA")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::synth::{self, SynthConfig};
+    use crate::config::ClusterConfig;
+    use crate::search::Stub;
+    use std::time::Duration;
+
+    /// The synthetic capture's events, `copies` times in a row (each copy after the last,
+    /// with a gap longer than the idle time).
+    fn collect(events: &[QueryEvent], copies: u64) -> (Replay, usize) {
+        let captured = Captured {
+            cluster: ClusterConfig {
+                domain: "cluster.local".into(),
+                search: vec![
+                    "*.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                    "cluster.local".into(),
+                ],
+                node_search: vec![],
+            },
+            ndots: 5,
+            stub: Stub::Glibc,
+        };
+        let tracker = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 200_000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        let span = events.last().unwrap().time.0 - events[0].time.0 + 60_000_000;
+        let mut c = Collector::new(&captured, &tracker, false);
+        let mut most_pending = 0;
+        for k in 0..copies {
+            for ev in events {
+                let mut ev = ev.clone();
+                ev.time.0 += k * span;
+                c.observe(&ev);
+                most_pending = most_pending.max(c.pending_len);
+            }
+        }
+        (c.finish(), most_pending)
+    }
+
+    #[test]
+    fn replay_memory_is_bounded_the_same_capture_repeated_keeps_the_same_structures() {
+        let mut pcap = Vec::new();
+        let cfg = SynthConfig {
+            queries: 5_000,
+            ..SynthConfig::default()
+        };
+        synth::write(&cfg, &mut pcap).unwrap();
+        let cap = crate::capture::from_reader(
+            Box::new(std::io::Cursor::new(pcap)),
+            &crate::capture::Options::default(),
+        )
+        .unwrap();
+        let events: Vec<QueryEvent> = cap.flatten().collect();
+        assert_eq!(events.len(), 5_000);
+        // The first copy teaches the tracker the clients' namespaces; from the second on,
+        // every copy reads the same.
+        let (two, pending_two) = collect(&events, 2);
+        let (five, pending_five) = collect(&events, 5);
+        assert!(
+            two.application_lookups() > 1000,
+            "{}",
+            two.application_lookups()
+        );
+        assert_eq!(
+            five.application_lookups() - two.application_lookups(),
+            3 * (two.application_lookups() - collect(&events, 1).0.application_lookups()),
+            "every copy adds the same lookups"
+        );
+        // What is kept does not grow with the copies: demands, groups of alike lookups,
+        // answers, lookups waiting for their pair, and no timeline offline.
+        assert_eq!(five.demands.len(), two.demands.len());
+        assert_eq!(five.lookups.len(), two.lookups.len());
+        assert_eq!(five.answers.len(), two.answers.len());
+        assert_eq!(pending_five, pending_two);
+        assert!(five.timeline.is_empty());
     }
 }

@@ -576,21 +576,27 @@ impl Replay {
             .iter()
             .map(|d| Self::resolver(setting, d.namespace.as_deref()))
             .collect();
-        let first = self.lookups.first().map(|l| l.start.0).unwrap_or(0);
+        if self.timeline.is_empty() && !self.lookups.is_empty() {
+            return Err(std::io::Error::other(
+                "live replay needs the lookups' times: collect with the timeline",
+            ));
+        }
+        let first = self.timeline.first().map(|l| l.start.0).unwrap_or(0);
         let jobs: Vec<Job<'_>> = self
-            .lookups
+            .timeline
             .iter()
-            .map(|l| {
-                let d = &self.demands[l.demand as usize];
+            .map(|t| {
+                let demand = self.lookups[t.group as usize].demand as usize;
+                let d = &self.demands[demand];
                 let (family, qtype) = d.family();
                 Job {
-                    offset_us: l.start.0.saturating_sub(first),
-                    name: &asked[l.demand as usize],
+                    offset_us: t.start.0.saturating_sub(first),
+                    name: &asked[demand],
                     stub: setting.stub,
                     family,
                     qtype,
-                    client: client_number(l.client),
-                    settings: &resolvers[l.demand as usize],
+                    client: client_number(t.client),
+                    settings: &resolvers[demand],
                 }
             })
             .collect();

@@ -48,8 +48,11 @@
 //!   nothing is unknown; `before` stays what the capture shows. The `nxdomain` shortcut is
 //!   applied in front of the target (ruled-out names are answered NXDOMAIN, not sent);
 //!   `autopath` is offline only (measure it with the proxy in autopath mode as the target).
-//! - **Memory**: one answer per distinct `(qname, qtype)` and one small record per lookup;
-//!   each setting walks each distinct demand once.
+//! - **Memory** follows the capture's working set, not its length: one answer per distinct
+//!   `(qname, qtype)`, one record per demand, and lookups reduced as they close into groups
+//!   of alike ones (same demand, figures and end) with a count and a few clients. Only live
+//!   replay keeps each lookup's time and client (32 bytes a lookup), to send it on time.
+//!   Each setting walks each distinct demand once.
 //! - **FQDN rewrite** (`--fqdn`): the names whose lookups ended at the absolute name (the
 //!   external names) are written with a trailing dot, under the captured ndots; every other
 //!   name is left as it is. That is the change a team makes in application config.
@@ -179,12 +182,12 @@ impl End {
     }
 }
 
-/// One captured lookup (an A+AAAA pair counts as one).
+/// Captured lookups alike (an A+AAAA pair counts as one): the same demand, figures and end,
+/// counted rather than kept one by one, so memory follows the capture's variety, not its
+/// length.
 #[derive(Clone, Debug)]
 pub struct CapturedLookup {
     pub demand: u32,
-    pub client: IpAddr,
-    pub start: Timestamp,
     pub queries: u32,
     /// Per-type lookups in it (2 for an A+AAAA pair): DESIGN §1 counts lookups per type.
     pub types: u8,
@@ -194,12 +197,43 @@ pub struct CapturedLookup {
     /// Queries by the suffix they carried ([`crate::amplify::SuffixSlot`] order): what the
     /// `nxdomain` shortcut would have answered of the captured walk.
     pub suffix_queries: [u32; 6],
+    /// How many captured lookups these figures stand for.
+    pub count: u64,
+    /// A few of their clients (the lowest addresses, so the choice does not depend on the
+    /// order lookups closed in), to find them in `capture dump`.
+    pub clients: Vec<IpAddr>,
+}
+
+/// The figures that make captured lookups alike (a [`CapturedLookup`] without its count).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LookupKey {
+    demand: u32,
+    queries: u32,
+    types: u8,
+    nxdomain: u32,
+    end: Option<End>,
+    suffix_queries: [u32; 6],
+}
+
+/// One captured lookup in time (live replay sends each at its captured time): 32 bytes a
+/// lookup, kept only for `--target`.
+#[derive(Clone, Copy, Debug)]
+pub struct TimedLookup {
+    pub start: Timestamp,
+    pub client: IpAddr,
+    /// Index into [`Replay::lookups`].
+    pub group: u32,
 }
 
 /// Lookups reduced to demands, ready to replay under any setting.
 pub struct Replay {
     pub demands: Vec<Demand>,
+    /// The captured lookups, alike ones counted together.
     pub lookups: Vec<CapturedLookup>,
+    /// Live only (else empty): every lookup with its time and client, by start time.
+    pub timeline: Vec<TimedLookup>,
+    /// The earliest lookup's start.
+    pub first_start: Option<Timestamp>,
     pub answers: AnswerTable,
     pub captured: Captured,
     pub events: u64,
@@ -223,25 +257,34 @@ impl Replay {
     /// whose lookups start before 2000 has none, and its "captured pace" means nothing.
     pub fn has_timestamps(&self) -> bool {
         const Y2000_US: u64 = 946_684_800_000_000;
-        self.lookups.first().is_some_and(|l| l.start.0 >= Y2000_US)
+        self.first_start.is_some_and(|t| t.0 >= Y2000_US)
+    }
+
+    /// Lookups the applications made (an A+AAAA pair counts once).
+    pub fn application_lookups(&self) -> u64 {
+        self.lookups.iter().map(|l| l.count).sum()
     }
 
     /// Repeat the captured lookups `n` times in all, each copy after the last (live load
     /// generation from a small capture).
     pub fn repeat(&mut self, n: u32) {
-        let (Some(first), Some(last)) = (self.lookups.first(), self.lookups.last()) else {
+        let n = n.max(1) as u64;
+        for l in &mut self.lookups {
+            l.count *= n;
+        }
+        for w in &mut self.weight {
+            *w *= n;
+        }
+        let (Some(first), Some(last)) = (self.timeline.first(), self.timeline.last()) else {
             return;
         };
         let period = last.start.0 - first.start.0 + 1_000_000;
-        let one = self.lookups.clone();
-        for k in 1..n as u64 {
-            self.lookups.extend(one.iter().map(|l| CapturedLookup {
+        let one = self.timeline.clone();
+        for k in 1..n {
+            self.timeline.extend(one.iter().map(|l| TimedLookup {
                 start: Timestamp(l.start.0 + k * period),
-                ..l.clone()
+                ..*l
             }));
-        }
-        for w in &mut self.weight {
-            *w *= n as u64;
         }
     }
 
@@ -311,8 +354,8 @@ fn end_of(result: Option<&str>, last: Option<Answer>) -> End {
 mod tests {
     use super::*;
     use crate::config::TrackerConfig;
-    use crate::event::QueryEvent;
     use crate::event::AnswerSource;
+    use crate::event::QueryEvent;
     use std::time::Duration;
 
     fn cluster() -> ClusterConfig {
@@ -345,7 +388,7 @@ mod tests {
 
     /// Events `(client, qname, qtype, rcode, answers)`, 1 ms apart.
     fn replay(events: &[(&str, &str, u16, u16, u16)]) -> Replay {
-        let mut c = Collector::new(&cluster(), &tracker());
+        let mut c = Collector::new(&captured(), &tracker(), false);
         for (i, (client, name, qtype, rcode, answers)) in events.iter().enumerate() {
             c.observe(&QueryEvent {
                 time: Timestamp(1_700_000_000_000_000 + i as u64 * 1000),
@@ -359,7 +402,7 @@ mod tests {
                 source: Some(AnswerSource::Captured),
             });
         }
-        c.finish(&captured(), &tracker())
+        c.finish()
     }
 
     fn setting(ndots: u32, shortcut: ShortcutMode) -> Setting {
@@ -450,7 +493,7 @@ mod tests {
         // The capture ends after the first candidate: NXDOMAIN there is not how the lookup
         // ended, so nothing can be called a certain change.
         let r = replay(&[("10.0.0.5", "web.default.svc.cluster.local.", 1, 3, 0)]);
-        assert_eq!(r.lookups[0].end, None);
+        assert_eq!((r.lookups.len(), r.lookups[0].end.as_ref()), (1, None));
         // musl's walk is modelled (another stub): it needs answers the capture lacks.
         let musl = r.evaluate(&Setting {
             stub: Stub::Musl,

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{live, End, Recommendation, Replay, Setting, LIST_CAP};
+use super::collect::add_client;
+use super::{live, CapturedLookup, End, Recommendation, Replay, Setting, LIST_CAP};
 
 /// Per-setting figures (DESIGN §5 JSON, plus fields).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -65,7 +66,7 @@ pub struct Change {
 }
 
 /// Clients listed per change.
-const CHANGE_CLIENTS: usize = 3;
+pub(super) const CHANGE_CLIENTS: usize = 3;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
@@ -152,10 +153,29 @@ impl Replay {
         type Changes<'a> = HashMap<(&'a str, End, End), (u64, Vec<IpAddr>)>;
         let mut changes: Changes = HashMap::new();
         let mut possible: Changes = HashMap::new();
-        for (i, l) in self.lookups.iter().enumerate() {
-            let o = &outcomes[if per_lookup { i } else { l.demand as usize }];
+        // Offline: each group of alike lookups once, weighted by its count. Live: each lookup
+        // in time, with its own outcome at the target.
+        let rows: Box<dyn Iterator<Item = (usize, &CapturedLookup, u64, &[IpAddr])>> = if per_lookup
+        {
+            Box::new(self.timeline.iter().enumerate().map(|(i, t)| {
+                (
+                    i,
+                    &self.lookups[t.group as usize],
+                    1,
+                    std::slice::from_ref(&t.client),
+                )
+            }))
+        } else {
+            Box::new(
+                self.lookups
+                    .iter()
+                    .map(|l| (l.demand as usize, l, l.count, l.clients.as_slice())),
+            )
+        };
+        for (i, l, n, clients) in rows {
+            let o = &outcomes[i];
             let (q, nx, up, types) = if o.as_captured {
-                r.as_captured_lookups += l.types as u64;
+                r.as_captured_lookups += l.types as u64 * n;
                 let up: u32 = (0..6)
                     .filter(|&i| !o.local[i])
                     .map(|i| l.suffix_queries[i])
@@ -164,10 +184,10 @@ impl Replay {
             } else {
                 (o.queries, o.nxdomain, o.upstream, o.types)
             };
-            r.lookups += types as u64;
-            r.queries += q as u64;
-            r.nxdomain += nx as u64;
-            r.upstream_queries += up as u64;
+            r.lookups += types as u64 * n;
+            r.queries += q as u64 * n;
+            r.nxdomain += nx as u64 * n;
+            r.upstream_queries += up as u64 * n;
             // Per type, as the tracker counts: a pair's queries split evenly (A and AAAA go
             // out together, so they differ by at most one).
             let types = types.max(1) as u64;
@@ -175,7 +195,7 @@ impl Replay {
             for k in 0..types {
                 *hist
                     .entry(q / types + u64::from(k < q % types))
-                    .or_default() += 1;
+                    .or_default() += n;
             }
             if o.as_captured {
                 continue;
@@ -194,11 +214,11 @@ impl Replay {
                 _ => None,
             };
             let Some(before) = before else {
-                r.uncertain_lookups += 1;
+                r.uncertain_lookups += n;
                 continue;
             };
             if o.uncertain {
-                r.uncertain_lookups += 1;
+                r.uncertain_lookups += n;
             }
             if before != o.end {
                 let key = (
@@ -211,9 +231,9 @@ impl Replay {
                 } else {
                     changes.entry(key).or_default()
                 };
-                e.0 += 1;
-                if e.1.len() < CHANGE_CLIENTS && !e.1.contains(&l.client) {
-                    e.1.push(l.client);
+                e.0 += n;
+                for &c in clients {
+                    add_client(&mut e.1, c);
                 }
             }
         }
