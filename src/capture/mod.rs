@@ -297,7 +297,7 @@ pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Captur
 
 const PEEK: usize = 4096;
 
-fn from_reader_named(
+pub(crate) fn from_reader_named(
     input: Box<dyn Read + Send>,
     opts: &Options,
     name: &str,

@@ -3,8 +3,10 @@
 //! inferred from the capture), the walk tracker's settings, and every capture streamed in
 //! query-time order through one [`Reorder`](super::Reorder). The CLI words the errors.
 
-use std::io::{IsTerminal, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 
@@ -250,6 +252,70 @@ fn infer_node_domains(path: &Path, args: &ShapeSource<'_>, domain: &str) -> Vec<
     found.into_iter().take(3).map(|(s, _)| s).collect()
 }
 
+/// What reading shows while it goes: a progress bar on a terminal (the CLI's), nothing
+/// otherwise ([`NoProgress`]).
+pub trait Progress {
+    /// A capture begins; its size in bytes when known (a file, not standard input).
+    fn begin(&mut self, path: &Path, bytes: Option<u64>);
+    /// Bytes of it read so far (compressed, as stored), and events.
+    fn update(&mut self, bytes: u64, events: u64);
+    /// The capture is read; its summary line follows.
+    fn end(&mut self);
+}
+
+/// No progress shown.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&mut self, _: &Path, _: Option<u64>) {}
+    fn update(&mut self, _: u64, _: u64) {}
+    fn end(&mut self) {}
+}
+
+/// Events between progress updates (an atomic load and a call: nothing next to a read).
+const UPDATE_EVERY: u64 = 4096;
+
+/// A reader that counts the bytes taken from it, for the progress.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Open `path` (`-`: standard input) with its size and a counter of the bytes read.
+fn open_counted(
+    path: &Path,
+    opts: &Options,
+) -> Result<(super::Capture, Option<u64>, Arc<AtomicU64>), OpenError> {
+    let read = Arc::new(AtomicU64::new(0));
+    let name = path.display().to_string();
+    if name == "-" {
+        return Ok((super::open_with(path, opts)?, None, read));
+    }
+    let file = std::fs::File::open(path).map_err(|error| OpenError::Io {
+        path: name.clone(),
+        error,
+    })?;
+    let size = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let input = Counted {
+        inner: file,
+        read: read.clone(),
+    };
+    let cap = super::from_reader_named(Box::new(input), opts, &name)?;
+    Ok((cap, size, read))
+}
+
 /// Stream every capture's events into `observe`, with progress and per-file counts on
 /// `stderr`; returns how many records were unreadable (skipped), or the first one under
 /// `--strict`. Shared by `analyze` and `replay`.
@@ -257,25 +323,27 @@ pub fn read_captures(
     captures: &[PathBuf],
     opts: &Options,
     stderr: &mut impl Write,
+    progress: &mut dyn Progress,
     mut observe: impl FnMut(&crate::event::QueryEvent),
 ) -> Result<u64, SessionError> {
-    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut total_unreadable = 0u64;
     // Query-time order across all the captures (they are one stream of traffic).
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     for path in captures {
-        let mut cap = super::open_with(path, opts)?;
+        let (mut cap, size, read) = open_counted(path, opts)?;
+        progress.begin(path, size);
         let mut n = 0u64;
         for item in cap.by_ref() {
             match item {
                 Ok(ev) => {
                     reorder.push(ev, &mut observe);
                     n += 1;
-                    if progress && n % 500_000 == 0 {
-                        let _ = write!(stderr, "\r{}: {n} events", path.display());
+                    if n % UPDATE_EVERY == 0 {
+                        progress.update(read.load(Ordering::Relaxed), n);
                     }
                 }
                 Err(u) if opts.strict => {
+                    progress.end();
                     return Err(SessionError::Strict {
                         path: path.display().to_string(),
                         error: u,
@@ -285,9 +353,7 @@ pub fn read_captures(
             }
         }
         let s = cap.stats();
-        if progress {
-            let _ = write!(stderr, "\r");
-        }
+        progress.end();
         let _ = writeln!(
             stderr,
             "{}: {} events ({}), {} unreadable",

@@ -86,6 +86,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             ..Options::default()
         },
         &mut stderr,
+        &mut super::progress::ReadBar::new(),
         |ev| analyzer.observe(ev),
     )
     .map_err(session_error)?;

@@ -1,7 +1,7 @@
 //! `ndots replay CAPTURE...`: re-expand the captured lookups under other settings, offline or
 //! live against `--target`, and recommend one (DESIGN §5; the model is `crate::replay`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
@@ -158,7 +158,6 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     // The shared wording names analyze's flag; here the captured list is --captured-search.
     let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
-    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let mut collector = Collector::new(&captured, &tracker, live.is_some());
     let total_unreadable = read_captures(
         &args.captures,
@@ -169,6 +168,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             ..Options::default()
         },
         &mut stderr,
+        &mut super::progress::ReadBar::new(),
         |ev| collector.observe(ev),
     )
     .map_err(session_error)?;
@@ -210,29 +210,31 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         .collect::<Vec<_>>()
         .join(", ");
 
+    let bar = super::progress::steps(settings.len() as u64 + 1, "settings");
     let evaluate = |s: &Setting| -> Result<replay::SettingReport, CliError> {
-        match &live {
+        bar.set_message(s.label(&cluster));
+        let r = match &live {
             None => Ok(rp.evaluate(s)),
-            Some(opts) => {
-                if progress {
-                    let _ = writeln!(std::io::stderr(), "live: {}", s.label(&cluster));
-                }
-                rp.evaluate_live(s, opts)
-                    .with_context(|| format!("live replay to {}", opts.target))
-                    .map_err(CliError::runtime)
-            }
-        }
+            Some(opts) => rp
+                .evaluate_live(s, opts)
+                .with_context(|| format!("live replay to {}", opts.target))
+                .map_err(CliError::runtime),
+        };
+        bar.inc(1);
+        r
     };
     let captured_setting = captured.setting();
     let captured_report = evaluate(&captured_setting)?;
     let mut reports = Vec::with_capacity(settings.len());
     for s in &settings {
         if *s == captured_setting {
+            bar.inc(1);
             reports.push(captured_report.clone());
         } else {
             reports.push(evaluate(s)?);
         }
     }
+    bar.finish_and_clear();
     let recommendation = replay::recommend(&captured_report, &reports, args.allow_changes);
     let report = ReplayReport {
         source,
