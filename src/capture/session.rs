@@ -186,7 +186,10 @@ const INFER_EVENTS: usize = 200_000;
 /// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
 /// frequent first, at most three. A walk that *begins* with the name as written (ndots or more
 /// dots) is a stronger signature: `B.` failed (NXDOMAIN or NODATA) and `B.S` of the same type
-/// followed within a second; one such walk is enough (zeek-wikipedia's `ncsa.uiuc.edu`).
+/// followed within a second; one such walk is enough (zeek-wikipedia's `ncsa.uiuc.edu`). So
+/// is the converse, a walk that begins with the expansion: `B.S` failed and `B.` followed
+/// (zeek-erspan's `sp.local`), and an NXDOMAIN for a dotted name under a cloud platform's
+/// node domain (08-coredns-4066's `example.com.ec2.internal`, see [`cloud_node_domain`]).
 fn infer_node_domains(path: &Path, args: &ShapeSource<'_>, domain: &str) -> Vec<String> {
     use std::collections::{HashMap, HashSet};
     let opts = Options {
@@ -205,20 +208,36 @@ fn infer_node_domains(path: &Path, args: &ShapeSource<'_>, domain: &str) -> Vec<
     for ev in cap.take(INFER_EVENTS).flatten() {
         let key = (ev.client, ev.qtype);
         if let Some((b, at)) = failed.get(&key) {
+            let soon = ev.time.0.saturating_sub(*at) <= 1_000_000;
+            // The name as written failed, then `B.S`.
             let suffix = ev
                 .qname
                 .strip_prefix(b.as_str())
                 .map(|s| s.trim_end_matches('.'));
             if let Some(suffix) = suffix {
-                if suffix.contains('.')
-                    && ev.time.0.saturating_sub(*at) <= 1_000_000
-                    && !ev.qname.ends_with(&cluster)
-                {
+                if suffix.contains('.') && soon && !ev.qname.ends_with(&cluster) {
+                    *strong.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+            // `B.S` failed, then the name as written `B.` (a walk that begins with the
+            // expansion: fewer dots than ndots; zeek-erspan's `sp.local`).
+            let suffix = b
+                .strip_prefix(ev.qname.as_str())
+                .filter(|_| ev.qname.len() > 1)
+                .map(|s| s.trim_end_matches('.'));
+            if let Some(suffix) = suffix {
+                if suffix.contains('.') && soon && !b.ends_with(&cluster) {
                     *strong.entry(suffix.to_string()).or_default() += 1;
                 }
             }
         }
-        if ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0)) {
+        let failure = ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0));
+        if ev.rcode == Some(3) && !ev.qname.ends_with(&cluster) {
+            if let Some(suffix) = cloud_node_domain(&ev.qname) {
+                *strong.entry(suffix.to_string()).or_default() += 1;
+            }
+        }
+        if failure {
             failed.insert(key, (ev.qname.clone(), ev.time.0));
         } else {
             failed.remove(&key);
@@ -243,6 +262,10 @@ fn infer_node_domains(path: &Path, args: &ShapeSource<'_>, domain: &str) -> Vec<
                 }
             }
         }
+    }
+    // A strong signature stands on its own (the base need not have been asked absolute).
+    for (s, n) in &strong {
+        counts.entry(s.clone()).or_insert(*n);
     }
     let mut found: Vec<(String, usize)> = counts
         .into_iter()
@@ -369,4 +392,74 @@ pub fn read_captures(
     }
     reorder.finish(&mut observe);
     Ok(total_unreadable)
+}
+
+/// The cloud node domain (`cluster.profile`'s platforms) that `qname` ends with, when what
+/// comes before it has two labels or more: `example.com.ec2.internal.` is `example.com`
+/// searched under the node domain, while `ip-10-0-0-1.ec2.internal.` is a host. The forms
+/// are exact: `ec2.internal`, `<region>.compute.internal`, `google.internal`,
+/// `c.<project>.internal`, `reddog.microsoft.com`, `<id>.<x>.internal.cloudapp.net`.
+fn cloud_node_domain(qname: &str) -> Option<&str> {
+    let name = qname.trim_end_matches('.');
+    let labels: Vec<&str> = name.split('.').collect();
+    let n = labels.len();
+    let tail = |k: usize| labels[n - k..].join(".");
+    // How many trailing labels make the node domain.
+    let k = if n >= 2 && (tail(2) == "ec2.internal" || tail(2) == "google.internal") {
+        2
+    } else if n >= 3
+        && (tail(2) == "compute.internal"
+            || tail(3) == "reddog.microsoft.com"
+            || (labels[n - 1] == "internal" && labels[n - 3] == "c"))
+    {
+        3
+    } else if n >= 5 && tail(3) == "internal.cloudapp.net" {
+        5
+    } else {
+        return None;
+    };
+    // A zonal `<zone>.c.<project>.internal` reads as `c.<project>.internal` (in every GCE
+    // node's search list) with the zone in the base.
+    let base_labels = n - k;
+    if base_labels < 2 {
+        return None;
+    }
+    let start = labels[..n - k].iter().map(|l| l.len() + 1).sum::<usize>();
+    Some(&name[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cloud_node_domain;
+
+    #[test]
+    fn a_dotted_name_under_a_cloud_node_domain_is_a_search_expansion_a_host_is_not() {
+        let cases = [
+            ("example.com.ec2.internal.", Some("ec2.internal")),
+            ("ip-10-0-0-1.ec2.internal.", None),
+            (
+                "api.github.com.us-west-2.compute.internal.",
+                Some("us-west-2.compute.internal"),
+            ),
+            (
+                "storage.googleapis.com.c.my-proj.internal.",
+                Some("c.my-proj.internal"),
+            ),
+            ("example.com.google.internal.", Some("google.internal")),
+            (
+                "example.com.reddog.microsoft.com.",
+                Some("reddog.microsoft.com"),
+            ),
+            (
+                "a.b.x1.y2.internal.cloudapp.net.",
+                Some("x1.y2.internal.cloudapp.net"),
+            ),
+            ("example.com.", None),
+            ("internal.", None),
+            (".", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(cloud_node_domain(name), want, "{name}");
+        }
+    }
 }
