@@ -61,7 +61,8 @@ pub struct Change {
     pub before: String,
     pub after: String,
     pub lookups: u64,
-    /// Clients whose lookups changed (a few: the lowest addresses, whatever order lookups closed in), to find them in `capture dump`.
+    /// Clients whose lookups changed (a few: the lowest addresses, whatever order lookups
+    /// closed in), to find them in `capture dump`.
     pub clients: Vec<String>,
 }
 
