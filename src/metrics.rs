@@ -436,8 +436,8 @@ pub fn preregister(k: &Known<'_>) {
         }
     }
     for qtype in ["A", "AAAA"] {
-        let _ = metrics::histogram!(LOOKUP_QUERIES, "type" => qtype);
-        let _ = metrics::histogram!(LOOKUP_DURATION, "type" => qtype);
+        let _ = fixed_histogram(LOOKUP_QUERIES, &[("type", qtype.to_string())]);
+        let _ = fixed_histogram(LOOKUP_DURATION, &[("type", qtype.to_string())]);
         for o in Outcome::ALL {
             metrics::counter!(LOOKUPS, "type" => qtype, "outcome" => o.as_str()).increment(0);
         }
@@ -588,8 +588,9 @@ fn render_process(out: &mut String) {
     }
 }
 
-/// A histogram with fixed buckets and atomic counts, for the series every answer records
-/// (request duration, CoreDNS's duration and sizes): recording is two atomic adds, with no
+/// A histogram with fixed buckets and atomic counts, for the series every answer or lookup
+/// records (request duration, CoreDNS's duration and sizes, queries and duration per lookup):
+/// recording is two atomic adds, with no
 /// allocation on the cache-hit path and nothing buffered between scrapes (the exporter's
 /// histograms keep each sample until the next drain). Rendered by `render_extra`.
 pub struct FixedHistogram {
@@ -637,7 +638,9 @@ pub fn fixed_histogram(
     if let Some(s) = all.iter().find(|s| s.name == name && s.labels == labels) {
         return s.hist.clone();
     }
-    let (bounds, scale): (&'static [f64], f64) = if name.ends_with("_seconds") {
+    let (bounds, scale): (&'static [f64], f64) = if name == LOOKUP_QUERIES {
+        (LOOKUP_QUERY_BUCKETS, 1.0)
+    } else if name.ends_with("_seconds") {
         (DURATION_BUCKETS, 1e9)
     } else {
         (SIZE_BUCKETS, 1.0)

@@ -598,7 +598,9 @@ pub fn rewrite_ttls(buf: &mut [u8], offsets: &[u16], mut f: impl FnMut(u32) -> u
 /// Same name, compared the DNS way: ASCII case-insensitive (RFC 4343).
 #[inline]
 pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+    // Stubs ask in one case, so the same bytes (one memcmp) are the usual match; 0x20-style
+    // mixed case (RFC 4343: case-insensitive) takes the byte-wise comparison.
+    a == b || (a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y)))
 }
 
 /// Build an answer with only header, the question and (when the query had EDNS) our OPT:
@@ -808,7 +810,15 @@ mod tests {
 /// or pushing `char`s. Capture readers format one name per query, millions per second.
 pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
     let name = buf.get(q.name_start..q.name_end).unwrap_or(&[]);
-    let mut out = Vec::with_capacity(name.len() + 8);
+    name_text_into(name, String::with_capacity(name.len() + 8))
+}
+
+/// `question_name_to_string` of a question's name bytes (uncompressed wire form, as
+/// `Question::name_bytes` gives them), written into `into` after clearing it, so a caller
+/// formatting many names reuses one allocation.
+pub fn name_text_into(name: &[u8], into: String) -> String {
+    let mut out = into.into_bytes();
+    out.clear();
     let mut pos = 0;
     while let Some(&len) = name.get(pos) {
         let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else {
@@ -817,24 +827,29 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
         if len == 0 {
             break;
         }
-        let plain = |c: u8| matches!(c.to_ascii_lowercase(), b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/');
-        if label.iter().all(|&c| plain(c)) {
-            // The usual label: copied whole, then lowercased.
-            let at = out.len();
-            out.extend_from_slice(label);
-            out[at..].make_ascii_lowercase();
-        } else {
+        // The usual label: every byte plain, copied through the table (lowercased) in one
+        // pass; the rare one with bytes to escape takes the slow path from the start.
+        let at = out.len();
+        out.extend_from_slice(label);
+        let mut plain = true;
+        for c in &mut out[at..] {
+            let p = PLAIN_LOWER[*c as usize];
+            plain &= p != 0;
+            *c = p;
+        }
+        if !plain {
+            out.truncate(at);
             for &c in label {
                 let c = c.to_ascii_lowercase();
-                match c {
-                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => out.push(c),
-                    b'.' | b'\\' => out.extend_from_slice(&[b'\\', c]),
-                    _ => out.extend_from_slice(&[
+                match PLAIN_LOWER[c as usize] {
+                    0 if c == b'.' || c == b'\\' => out.extend_from_slice(&[b'\\', c]),
+                    0 => out.extend_from_slice(&[
                         b'\\',
                         b'0' + c / 100,
                         b'0' + (c / 10) % 10,
                         b'0' + c % 10,
                     ]),
+                    p => out.push(p),
                 }
             }
         }
@@ -848,6 +863,23 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// For each octet: its lowercase form when it prints as itself in a name (letters, digits,
+/// `-`, `_`, `*`, `/`), else 0 (escaped: `\.`, `\\`, `\DDD`).
+static PLAIN_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/' => b,
+            b'A'..=b'Z' => b + 32,
+            _ => 0,
+        };
+        c += 1;
+    }
+    t
+};
+
 #[cfg(test)]
 mod capture_additions_tests {
     use super::*;
@@ -856,6 +888,12 @@ mod capture_additions_tests {
     fn question_name_to_string_matches_name_to_string() {
         let mut names: Vec<Vec<u8>> = vec![vec![0], vec![3, b'W', b'w', b'W', 0]];
         names.push(vec![4, b'a', b'.', b'\\', 0xff, 2, 0, b'Z', 0]);
+        names.push(vec![3, b'a', b'-', b'_', 1, b'*', 3, b'x', b'/', b'9', 0]);
+        names.push(vec![1, b' ', 0]);
+        // The label runs past the name into the type: no question.
+        names.push(vec![5, b'a', b'b', 0]);
+        // Every byte value once, in a label of its own.
+        names.extend((0..=255u8).map(|b| vec![2, b'x', b, 0]));
         names.push(
             (0..4)
                 .flat_map(|i| std::iter::once(63u8).chain((0..63).map(move |j| (i * 63 + j) as u8)))

@@ -329,3 +329,64 @@ fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
     assert_eq!(live["by_suffix"], offline["by_suffix"]);
     assert_eq!(live["by_type"], offline["by_type"]);
 }
+
+/// The reports of generated captures (pods walking, with their node domain inferred; every
+/// query from its own client, enough clients to prune the top list; CoreDNS log lines) are
+/// the bytes the analyzer wrote before it read captures on a thread of its own and got
+/// cheaper per event (issue 20): `tests/golden/` holds that build's `--format json` output.
+#[test]
+fn reports_of_generated_captures_are_byte_identical_to_the_golden_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "walks.pcap",
+            &["--pods", "3000", "--rate", "20000"],
+            include_str!("golden/walks.pcap.json"),
+        ),
+        (
+            "distinct.pcap",
+            &["--shape", "distinct-clients", "--rate", "20000"],
+            include_str!("golden/distinct.pcap.json"),
+        ),
+        (
+            "walks.log",
+            &["--format", "coredns-log"],
+            include_str!("golden/walks.log.json"),
+        ),
+    ];
+    for (name, synth, golden) in cases {
+        let st = ndots()
+            .args([
+                "capture",
+                "synth",
+                "--queries",
+                "20000",
+                "--seed",
+                "3",
+                "-o",
+                name,
+            ])
+            .args(synth)
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = ndots()
+            .args(["analyze", name, "--format", "json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}");
+        let got = String::from_utf8(out.stdout).unwrap();
+        if let Some((i, (g, w))) = got
+            .lines()
+            .zip(golden.lines())
+            .enumerate()
+            .find(|(_, (g, w))| g != w)
+        {
+            panic!("{name}: line {} is {g:?}, was {w:?}", i + 1);
+        }
+        assert_eq!(got, golden, "{name}");
+    }
+}

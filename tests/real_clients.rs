@@ -15,8 +15,9 @@
 //! The server answers each name as the case says and records the queries. The recorded walk
 //! must equal what `ndots simulate --stub MODEL --resolv-conf ... --format json` predicts, and
 //! the name the client resolved (its canonical name) must equal the model's result. The model
-//! follows the installed version: `musl-1.2.3` before musl 1.2.4, `c-ares-1.18` before c-ares
-//! 1.34 (`NDOTS_MUSL_STUB`, `NDOTS_CARES_STUB` override). Verified so far: Debian 12's glibc
+//! follows the installed version: `musl-1.2.3` before musl 1.2.4, `go-1.19` before Go 1.20,
+//! `c-ares-1.18` before c-ares 1.34 (`NDOTS_MUSL_STUB`, `NDOTS_GO_STUB`, `NDOTS_CARES_STUB`
+//! override). Verified so far: Debian 12's glibc
 //! 2.36, musl 1.2.3, Go 1.19.8 and c-ares 1.18.1; c-ares 1.34.9 (pycares 5.2.1);
 //! hickory-resolver 0.26.3.
 //!
@@ -253,6 +254,14 @@ fn cases() -> Vec<Case> {
         // A candidate longer than 255 wire bytes: glibc stops the search (then as-is), musl
         // skips it.
         case("candidate-too-long", &long_name, Inet, format!("search {long_domain} x.example\noptions ndots:5\n"), &[]),
+        // RFC 7686 .onion: Go 1.20+ skips only the candidates under onion. (here the name as
+        // written), Go 1.19 sends nothing at all (nameList: avoidDNS of the whole name).
+        case("onion-name", "x.onion", Inet, pod(5, ""), &[]),
+        // A rooted name of 254 characters (253 and the dot, the longest there is): Go 1.19's
+        // nameList refuses it (`l == 254 && rooted`), Go 1.20+ sends it.
+        case("rooted-name-of-254-characters", &format!("{long_name}.{}.", "d".repeat(61)), Inet, pod(5, ""), &[]),
+        // Without the dot, 254 characters is one too many (isDomainName): no query from Go.
+        case("unrooted-name-of-254-characters", &format!("{long_name}.{}", "d".repeat(62)), Inet, pod(5, ""), &[]),
         // domain/search: the last one wins; trailing dots; comments.
         case(
             "domain-after-search-wins",
@@ -494,7 +503,7 @@ fn real_clients_walk_like_the_models() {
         println!("Go client: {version}, CGO_ENABLED=0");
         clients.push(Client {
             label: "go",
-            model: "go".into(),
+            model: clients::go_model(&version),
             bin: Some(bin),
         });
     }

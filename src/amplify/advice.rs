@@ -61,6 +61,11 @@ pub struct NdotsAdvice {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Scope {
     pub namespace: Option<String>,
+    /// A `--pod-dns-config` workload advised with its own pod DNS config (its ndots, search
+    /// list, stub); absent for the cluster-wide item, which then covers only the clients no
+    /// workload lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// One name's walk now and after the change (A+AAAA, `getaddrinfo` with `AF_UNSPEC`).
@@ -214,8 +219,20 @@ pub fn walk_count(
     resolves_at: &str,
 ) -> (u32, Option<String>) {
     let mut s = ResolverSettings::defaults(stub);
-    s.set_ndots(ndots, stub);
     s.search = search.to_vec();
+    walk_with(stub, &s, ndots, name, resolves_at)
+}
+
+/// [`walk_count`] with all of a resolv.conf's settings (`base`), at `ndots`.
+pub fn walk_with(
+    stub: Stub,
+    base: &ResolverSettings,
+    ndots: u32,
+    name: &str,
+    resolves_at: &str,
+) -> (u32, Option<String>) {
+    let mut s = base.clone();
+    s.set_ndots(ndots, stub);
     let w = stub.walk(name, Family::Unspec, &s, |q, _| {
         if q == resolves_at {
             Answer::Address
@@ -234,19 +251,127 @@ fn ndots_advice(r: &Report) -> Vec<NdotsAdvice> {
     if current <= 1 {
         return Vec::new();
     }
-    // The busiest namespace stands for the pods (the walk's length does not depend on which).
+    let ns = busiest_namespace(r).unwrap_or_else(|| "default".into());
+    let search = shape.search_list(Some(&ns));
+    let base = |stub: Stub| {
+        let mut s = ResolverSettings::defaults(stub);
+        s.set_ndots(current, stub);
+        s.search = search.clone();
+        s
+    };
+    let stubs = report_stubs(r);
+    advise(
+        r,
+        &shape,
+        &ns,
+        &stubs,
+        base,
+        &Scope {
+            namespace: None,
+            workload: None,
+        },
+        None,
+    )
+}
+
+/// The ndots advice for one `--pod-dns-config` workload, from the report of its clients alone
+/// (`r`, read with the cluster's search list `cluster`): walked with the resolv.conf its pod
+/// spec gives it, from its own ndots (DESIGN §9: every claim is the model's walk, and
+/// `ndots simulate --pod-dns-config FILE --workload NAME --ndots N` prints it).
+pub fn workload_ndots_advice(
+    r: &Report,
+    w: &crate::search::workloads::Workload,
+    cluster: &crate::config::ClusterConfig,
+    file: &str,
+) -> Vec<NdotsAdvice> {
+    if r.wasted_queries == 0 {
+        return Vec::new();
+    }
+    let Some(shape) = shape(r) else {
+        return Vec::new();
+    };
+    let ns = w
+        .pod
+        .namespace
+        .clone()
+        .or_else(|| busiest_namespace(r))
+        .unwrap_or_else(|| "default".into());
+    let stubs = match w.stub {
+        Some(s) => vec![s],
+        None => report_stubs(r),
+    };
+    let base = |stub: Stub| w.settings(stub, Some(&ns), cluster, None);
+    let check = format!(
+        "every figure is the {{stub}} model's walk with this workload's pod DNS config: check          with `ndots simulate NAME --pod-dns-config {file} --workload {} --stub {{stub}}{}          --ndots {{ndots}} --exists RESOLVES_AT`{}",
+        w.name,
+        if w.pod.namespace.is_none() {
+            format!(" --namespace {ns}")
+        } else {
+            String::new()
+        },
+        if cluster.node_search.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (and --resolv-conf with the node's `search {}`)",
+                cluster.node_search.join(" ")
+            )
+        }
+    );
+    advise(
+        r,
+        &shape,
+        &ns,
+        &stubs,
+        base,
+        &Scope {
+            namespace: w.pod.namespace.clone(),
+            workload: Some(w.name.clone()),
+        },
+        Some(&check),
+    )
+}
+
+/// The stubs to advise for: the report's, else glibc and musl (the libc is not known).
+fn report_stubs(r: &Report) -> Vec<Stub> {
+    if r.stubs.is_empty() {
+        vec![Stub::Glibc, Stub::Musl]
+    } else {
+        let mut v: Vec<Stub> = r.stubs.iter().filter_map(|s| s.parse().ok()).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// The namespace with the most lookups among the top clients.
+fn busiest_namespace(r: &Report) -> Option<String> {
     let mut ns_lookups: BTreeMap<&str, u64> = BTreeMap::new();
     for c in &r.top_clients {
         if let Some(ns) = c.namespace.as_deref() {
             *ns_lookups.entry(ns).or_default() += c.lookups;
         }
     }
-    let ns = ns_lookups
+    ns_lookups
         .iter()
         .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
         .map(|(n, _)| n.to_string())
-        .unwrap_or_else(|| "default".into());
-    let search = shape.search_list(Some(&ns));
+}
+
+/// The ndots items for `stubs`: the top resolved names of `r` walked from `base(stub)` (the
+/// clients' resolver settings now, their ndots the current one) at every lower ndots.
+/// `check`: a caveat that says how to check the figures (`{stub}`, `{ndots}` filled in).
+#[allow(clippy::too_many_arguments)]
+fn advise(
+    r: &Report,
+    shape: &SearchShape,
+    ns: &str,
+    stubs: &[Stub],
+    base: impl Fn(Stub) -> ResolverSettings,
+    scope: &Scope,
+    check: Option<&str>,
+) -> Vec<NdotsAdvice> {
+    // `ns` (the busiest namespace) stands for the pods: the walk's length does not depend on
+    // which.
     let suffix_of = |slot: &str| -> Option<String> {
         use crate::search::SuffixKind;
         let kind = match slot {
@@ -258,7 +383,7 @@ fn ndots_advice(r: &Report) -> Vec<NdotsAdvice> {
         };
         (0..shape.len())
             .find(|&i| shape.kind(i) == kind)
-            .and_then(|i| shape.suffix(i, Some(&ns)))
+            .and_then(|i| shape.suffix(i, Some(ns)))
     };
     let mut seen: Vec<Seen> = Vec::new();
     for n in &r.top_names {
@@ -310,22 +435,25 @@ fn ndots_advice(r: &Report) -> Vec<NdotsAdvice> {
     });
     workloads.truncate(5);
 
-    let stubs: Vec<Stub> = if r.stubs.is_empty() {
-        vec![Stub::Glibc, Stub::Musl]
-    } else {
-        let mut v: Vec<Stub> = r.stubs.iter().filter_map(|s| s.parse().ok()).collect();
-        v.dedup();
-        v
-    };
     let libc_unknown = r.stubs.is_empty();
     let musl_present = stubs.iter().any(|s| s.is_musl());
     let mut out = Vec::new();
-    for stub in stubs {
+    for &stub in stubs {
+        let base = base(stub);
+        let current = base.ndots;
+        if current <= 1 {
+            continue;
+        }
+        let search: Vec<String> = base
+            .search
+            .iter()
+            .map(|e| if e.is_empty() { ".".into() } else { e.clone() })
+            .collect();
         // Per ndots: (queries, result) of every name.
         let walks: Vec<Vec<(u32, Option<String>)>> = (1..=current)
             .map(|n| {
                 seen.iter()
-                    .map(|s| walk_count(stub, n, &search, &s.name, &s.resolves_at))
+                    .map(|s| walk_with(stub, &base, n, &s.name, &s.resolves_at))
                     .collect()
             })
             .collect();
@@ -413,8 +541,14 @@ fn ndots_advice(r: &Report) -> Vec<NdotsAdvice> {
                 ));
             }
         }
+        if let Some(c) = check {
+            caveats.push(
+                c.replace("{stub}", stub.as_str())
+                    .replace("{ndots}", &best.to_string()),
+            );
+        }
         out.push(NdotsAdvice {
-            scope: Scope { namespace: None },
+            scope: scope.clone(),
             ndots: best,
             current_ndots: current,
             stub: stub.as_str().to_string(),

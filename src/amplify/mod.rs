@@ -7,12 +7,13 @@
 //! some traffic and the proxy that served it give the same report.
 
 pub mod advice;
+pub mod by_workload;
 pub mod report;
 pub mod service;
 pub mod walk;
 
 pub use report::{Aggregate, Report, Windowed};
-pub use service::Tracker;
+pub use service::{Tracker, WireBatch};
 pub use walk::{Lookup, Outcome, SuffixSlot, WalkTracker};
 
 use crate::config::{ClusterConfig, TrackerConfig};

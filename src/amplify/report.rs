@@ -308,17 +308,22 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
     }
 
     fn prune(&mut self) {
-        let mut v: Vec<(K, V)> = self.map.drain().collect();
         // Only which half survives matters, not its order: a selection is linear where a sort
-        // is not, and this runs every `cap / 2` new keys on the tracker thread.
+        // is not, and this runs every `cap / 2` new keys on the tracker thread. The entries
+        // stay where they are: the selection runs over references, and the table keeps the
+        // ones ranked before the first one dropped (a total order: keys break ties).
         let keep = self.cap / 2;
-        if keep < v.len() {
-            v.select_nth_unstable_by(keep, |a, b| {
-                b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0))
-            });
-            v.truncate(keep);
+        if keep < self.map.len() {
+            let mut v: Vec<((u64, u64), &K)> =
+                self.map.iter().map(|(k, v)| (v.weight(), k)).collect();
+            let rank = |a: &((u64, u64), &K), b: &((u64, u64), &K)| {
+                b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+            };
+            let (_, first_dropped, _) = v.select_nth_unstable_by(keep, rank);
+            let (w, k) = (first_dropped.0, first_dropped.1.clone());
+            self.map
+                .retain(|key, val| rank(&(val.weight(), key), &(w, &k)).is_lt());
         }
-        self.map.extend(v);
         self.pruned = true;
     }
 
@@ -427,7 +432,7 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, l: &Lookup) {
-        self.add_keyed(l, &client_key(l.client));
+        self.add_keyed(l, client_key(l.client).as_str());
     }
 
     /// `add` with the client's key already formatted (`Windowed` adds each lookup twice).
@@ -685,33 +690,67 @@ impl Aggregate {
     }
 }
 
-fn client_key(ip: IpAddr) -> String {
+fn client_key(ip: IpAddr) -> ClientKey {
     // An IPv4 client seen over an IPv6 socket is the same pod.
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => ipv4_key(v4),
-            None => v6.to_string(),
+            None => {
+                use std::io::Write;
+                let mut k = ClientKey {
+                    buf: [0; 45],
+                    len: 0,
+                };
+                let mut w = &mut k.buf[..];
+                // 45 bytes hold the longest IPv6 text form (RFC 4291 §2.2, with an IPv4 tail).
+                let _ = write!(w, "{v6}");
+                k.len = (45 - w.len()) as u8;
+                k
+            }
         },
         IpAddr::V4(v4) => ipv4_key(v4),
     }
 }
 
-/// Dotted quad without the formatting machinery: this runs for every lookup.
-fn ipv4_key(ip: std::net::Ipv4Addr) -> String {
-    let mut s = String::with_capacity(15);
+/// A client's address as the report prints it, formatted on the stack: this runs for every
+/// lookup, and the top-client table copies it only for a client it has not seen.
+struct ClientKey {
+    buf: [u8; 45],
+    len: u8,
+}
+
+impl ClientKey {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons are written.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// Dotted quad without the formatting machinery.
+fn ipv4_key(ip: std::net::Ipv4Addr) -> ClientKey {
+    let mut k = ClientKey {
+        buf: [0; 45],
+        len: 0,
+    };
+    let mut n = 0;
     for (i, o) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            k.buf[n] = b'.';
+            n += 1;
         }
         if o >= 100 {
-            s.push((b'0' + o / 100) as char);
+            k.buf[n] = b'0' + o / 100;
+            n += 1;
         }
         if o >= 10 {
-            s.push((b'0' + o / 10 % 10) as char);
+            k.buf[n] = b'0' + o / 10 % 10;
+            n += 1;
         }
-        s.push((b'0' + o % 10) as char);
+        k.buf[n] = b'0' + o % 10;
+        n += 1;
     }
-    s
+    k.len = n as u8;
+    k
 }
 
 impl Report {
@@ -874,6 +913,24 @@ impl Windowed {
 mod tests {
     use super::*;
     use crate::amplify::walk::Outcome;
+
+    /// The stack-formatted client key prints what `Display` prints (IPv4-mapped as IPv4).
+    #[test]
+    fn client_key_prints_the_address_as_display_does() {
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fd00::a9fe:140a",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(client_key(ip).as_str(), ip.to_string());
+        }
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_key(mapped).as_str(), "10.1.2.3");
+    }
 
     fn lookup(base: String, end_us: u64) -> Lookup {
         Lookup {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::report::{Report, Windowed};
-use super::walk::{walk_sample_key, Lookup, SuffixSlot, WalkTracker};
+use super::walk::{walk_sample_key, Lookup, Outcome, SuffixSlot, WalkTracker};
 use crate::budget::{MemoryBudget, Part};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
@@ -50,8 +50,76 @@ fn batch_bytes(evs: &Vec<QueryEvent>) -> usize {
         + evs.iter().map(event_bytes).sum::<usize>()
 }
 
+/// Answered queries as a listener hands them over: each event's name still in wire form, in
+/// one buffer for the batch. The text form (`QueryEvent::qname`) is made on the tracker thread
+/// into one reused `String`, so the packet path neither formats nor allocates a name, and no
+/// allocation crosses threads per event.
+pub struct WireBatch {
+    /// The events, their `qname` left empty, with the range of their name in `names`.
+    events: Vec<(QueryEvent, std::ops::Range<u32>)>,
+    names: Vec<u8>,
+}
+
+impl WireBatch {
+    pub fn with_capacity(events: usize) -> WireBatch {
+        WireBatch {
+            events: Vec::with_capacity(events),
+            names: Vec::with_capacity(events * 32),
+        }
+    }
+
+    /// Add `event` (its `qname` is ignored) asking for `name`, a question name in wire form.
+    #[inline]
+    pub fn push(&mut self, event: QueryEvent, name: &[u8]) {
+        let start = self.names.len() as u32;
+        self.names.extend_from_slice(name);
+        self.events.push((event, start..self.names.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The bytes the batch holds while queued (the `tracker_queue` budget).
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<WireBatch>()
+            + self.events.capacity() * std::mem::size_of::<(QueryEvent, std::ops::Range<u32>)>()
+            + self.names.capacity()
+    }
+
+    /// Each event with its name as text, in order; `scratch` is the reused name buffer.
+    fn for_each(self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
+        for (mut ev, range) in self.events {
+            let name = self.names.get(range.start as usize..range.end as usize);
+            ev.qname = crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(scratch));
+            f(&ev);
+            *scratch = std::mem::take(&mut ev.qname);
+        }
+    }
+
+    /// Leave out the events for which `keep` (given the event with its text name) is false.
+    fn retain(&mut self, mut keep: impl FnMut(&QueryEvent) -> bool) {
+        let names = &self.names;
+        let mut scratch = String::new();
+        self.events.retain_mut(|(ev, range)| {
+            let name = names.get(range.start as usize..range.end as usize);
+            ev.qname =
+                crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(&mut scratch));
+            let k = keep(ev);
+            scratch = std::mem::take(&mut ev.qname);
+            k
+        });
+    }
+}
+
 enum Msg {
     Event(QueryEvent),
+    /// A listener's receive batch with names in wire form (`WireBatch`).
+    Wire(WireBatch),
     /// Several events at once: the proxy's listeners hand over a receive batch's events with
     /// one channel operation (and at most one wake-up of this thread).
     Batch(Vec<QueryEvent>),
@@ -126,7 +194,7 @@ impl Tracker {
         let thread_budget = budget.clone();
         let mut walks =
             WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
-        let mut namespaces = NamespaceLabels::new(cfg.namespace_series);
+        let mut lookup_metrics = LookupMetrics::new(cfg.namespace_series);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("ndots-tracker".into())
@@ -136,6 +204,8 @@ impl Tracker {
                 let mut clock = (Timestamp(0), Instant::now());
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
+                let mut name_buf = String::new();
+                let mut lookups: Vec<Lookup> = Vec::new();
                 loop {
                     let msg = rx.recv_timeout(next_tick.saturating_duration_since(Instant::now()));
                     let mut syncs = Vec::new();
@@ -152,12 +222,25 @@ impl Tracker {
                         Msg::Batch(evs) => {
                             thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch_bytes(&evs));
-                            for ev in &evs {
-                                if ev.time >= clock.0 {
-                                    clock = (ev.time, Instant::now());
+                            // One clock reading per batch: its events were answered together.
+                            if let Some(last) = evs.iter().map(|e| e.time).max() {
+                                if last >= clock.0 {
+                                    clock = (last, Instant::now());
                                 }
+                            }
+                            for ev in &evs {
                                 walks.observe(ev);
                             }
+                        }
+                        Msg::Wire(batch) => {
+                            thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                            thread_budget.release(Part::TrackerQueue, batch.bytes());
+                            if let Some(last) = batch.events.iter().map(|(e, _)| e.time).max() {
+                                if last >= clock.0 {
+                                    clock = (last, Instant::now());
+                                }
+                            }
+                            batch.for_each(&mut name_buf, |ev| walks.observe(ev));
                         }
                         Msg::Sync(close, reply) => {
                             if close {
@@ -201,10 +284,11 @@ impl Tracker {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    let lookups: Vec<Lookup> = walks.drain().collect();
+                    lookups.clear();
+                    lookups.extend(walks.drain());
                     if !lookups.is_empty() {
                         for l in &lookups {
-                            record_metrics(l, &mut namespaces);
+                            lookup_metrics.record(l);
                         }
                         let mut s = thread_shared.lock();
                         for l in &lookups {
@@ -308,6 +392,28 @@ impl Tracker {
         }
     }
 
+    /// `record_batch` for a listener's `WireBatch`.
+    pub fn record_wire_batch(&self, mut batch: WireBatch) {
+        let level = self.inner.shed_level.load(Ordering::Relaxed);
+        if level > 0 {
+            let before = batch.len();
+            batch.retain(|e| self.shed_key(e) >= level);
+            let shed = before - batch.len();
+            self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        let bytes = batch.bytes();
+        if !self.reserve(n, bytes) {
+            return;
+        }
+        if self.inner.tx.try_send(Msg::Wire(batch)).is_err() {
+            self.unreserve(n, bytes);
+        }
+    }
+
     /// Hand several events over, waiting while the queue is full: back-pressure for a caller
     /// that may block (`ndots collect` stops reading its senders), never the packet path.
     /// Returns false when the tracker thread is gone.
@@ -381,72 +487,89 @@ impl Tracker {
     }
 }
 
-/// Per-lookup metrics, with handles memoised on the tracker thread (one registry lookup per
-/// label set, not per lookup).
-fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
-    let (t, name) = m::type_label(l.qtype);
-    let type_label = || name;
-    m::cached_histogram(
-        m::label_key(20, &[t]),
-        || metrics::histogram!(m::LOOKUP_QUERIES, "type" => type_label()),
-    )
-    .record(f64::from(l.queries));
-    if let Some(d) = l.duration {
-        m::cached_histogram(
-            m::label_key(21, &[t]),
-            || metrics::histogram!(m::LOOKUP_DURATION, "type" => type_label()),
-        )
-        .record(d.as_secs_f64());
-    }
-    m::cached_counter(
-        m::label_key(22, &[t, l.outcome as u64]),
-        || metrics::counter!(m::LOOKUPS, "type" => type_label(), "outcome" => l.outcome.as_str()),
-    )
-    .increment(1);
-    for s in SuffixSlot::ALL {
-        let n = l.suffix_wasted[s as usize];
-        if n > 0 {
-            m::cached_counter(
-                m::label_key(23, &[s as u64]),
-                || metrics::counter!(m::WASTED_QUERIES, "suffix" => s.as_str()),
-            )
-            .increment(u64::from(n));
-        }
-        let n = l.suffix_queries[s as usize];
-        if n > 0 {
-            m::cached_counter(
-                m::label_key(24, &[s as u64]),
-                || metrics::counter!(m::SEARCH_QUERIES, "suffix" => s.as_str()),
-            )
-            .increment(u64::from(n));
+/// The Prometheus series closed lookups move, with their handles held by the tracker thread:
+/// one map lookup per lookup (by type, outcome and namespace) instead of one per series, and
+/// the per-suffix counters in arrays. A handle is made when its series first moves, as the
+/// counting sites did before.
+struct LookupMetrics {
+    namespaces: NamespaceLabels,
+    series: hashbrown::HashMap<(u64, Outcome, usize), LookupSeries>,
+    suffix_wasted: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
+    suffix_queries: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
+}
+
+/// The handles of one (type, outcome, namespace).
+struct LookupSeries {
+    queries: Arc<m::FixedHistogram>,
+    duration: Arc<m::FixedHistogram>,
+    lookups: metrics::Counter,
+    wasted_by_type: Option<metrics::Counter>,
+    ns_lookups: metrics::Counter,
+    ns_queries: metrics::Counter,
+    ns_wasted: Option<metrics::Counter>,
+}
+
+impl LookupMetrics {
+    fn new(namespace_series: usize) -> Self {
+        LookupMetrics {
+            namespaces: NamespaceLabels::new(namespace_series),
+            series: Default::default(),
+            suffix_wasted: Default::default(),
+            suffix_queries: Default::default(),
         }
     }
-    if l.wasted > 0 {
-        m::cached_counter(
-            m::label_key(25, &[t]),
-            || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_label()),
-        )
-        .increment(u64::from(l.wasted));
-    }
-    let (i, ns) = namespaces.label(l.namespace.as_deref());
-    let ns = || ns.to_string();
-    let key = |tag| m::label_key(tag, &[i as u64]);
-    m::cached_counter(
-        key(26),
-        || metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns()),
-    )
-    .increment(1);
-    m::cached_counter(
-        key(27),
-        || metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns()),
-    )
-    .increment(u64::from(l.queries));
-    if l.wasted > 0 {
-        m::cached_counter(
-            key(28),
-            || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns()),
-        )
-        .increment(u64::from(l.wasted));
+
+    fn record(&mut self, l: &Lookup) {
+        let (t, type_name) = m::type_label(l.qtype);
+        let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
+        let s = self.series.entry((t, l.outcome, ns_id)).or_insert_with(|| {
+            let ty = || vec![("type", type_name.to_string())];
+            LookupSeries {
+                queries: m::fixed_histogram(m::LOOKUP_QUERIES, &ty()),
+                duration: m::fixed_histogram(m::LOOKUP_DURATION, &ty()),
+                lookups: metrics::counter!(m::LOOKUPS, "type" => type_name, "outcome" => l.outcome.as_str()),
+                wasted_by_type: None,
+                ns_lookups: metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns.to_string()),
+                ns_queries: metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns.to_string()),
+                ns_wasted: None,
+            }
+        });
+        s.queries.record(f64::from(l.queries));
+        if let Some(d) = l.duration {
+            s.duration.record(d.as_secs_f64());
+        }
+        s.lookups.increment(1);
+        s.ns_lookups.increment(1);
+        s.ns_queries.increment(u64::from(l.queries));
+        if l.wasted > 0 {
+            s.wasted_by_type
+                .get_or_insert_with(
+                    || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_name),
+                )
+                .increment(u64::from(l.wasted));
+            s.ns_wasted
+                .get_or_insert_with(
+                    || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns.to_string()),
+                )
+                .increment(u64::from(l.wasted));
+        }
+        for slot in SuffixSlot::ALL {
+            let i = slot as usize;
+            if l.suffix_wasted[i] > 0 {
+                self.suffix_wasted[i]
+                    .get_or_insert_with(
+                        || metrics::counter!(m::WASTED_QUERIES, "suffix" => slot.as_str()),
+                    )
+                    .increment(u64::from(l.suffix_wasted[i]));
+            }
+            if l.suffix_queries[i] > 0 {
+                self.suffix_queries[i]
+                    .get_or_insert_with(
+                        || metrics::counter!(m::SEARCH_QUERIES, "suffix" => slot.as_str()),
+                    )
+                    .increment(u64::from(l.suffix_queries[i]));
+            }
+        }
     }
 }
 
@@ -455,7 +578,7 @@ fn record_metrics(l: &Lookup, namespaces: &mut NamespaceLabels) {
 /// lookups whose namespace is not known (no `<ns>.svc` suffix seen) are `unknown`.
 struct NamespaceLabels {
     cap: usize,
-    seen: std::collections::HashMap<String, usize>,
+    seen: hashbrown::HashMap<String, usize>,
     names: Vec<String>,
 }
 
@@ -509,6 +632,51 @@ mod tests {
     use super::*;
     use crate::event::AnswerSource;
 
+    /// A listener's wire-form batch reaches the walks with the same text names a capture
+    /// reader makes (`question_name_to_string`: lowercase, escapes), in order, the reused name
+    /// buffer never leaking one name into the next.
+    #[test]
+    fn wire_batch_names_equal_the_text_a_capture_reader_makes() {
+        let names: [&[u8]; 4] = [
+            b"\x03WwW\x07Example\x03com\x00",
+            b"\x01a\x00",
+            b"\x04a.b\xff\x03svc\x00",
+            b"\x00",
+        ];
+        let mut batch = WireBatch::with_capacity(2);
+        for (i, n) in names.iter().enumerate() {
+            let ev = QueryEvent {
+                time: Timestamp(i as u64),
+                client: "10.0.0.1".parse().unwrap(),
+                client_port: Some(1),
+                qname: String::new(),
+                qtype: 1,
+                rcode: Some(0),
+                answers: Some(1),
+                latency: None,
+                source: Some(AnswerSource::Cache),
+            };
+            batch.push(ev, n);
+        }
+        let mut seen = Vec::new();
+        let mut scratch = String::new();
+        batch.for_each(&mut scratch, |e| seen.push((e.time.0, e.qname.clone())));
+        let want: Vec<(u64, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut m = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                m.extend_from_slice(n);
+                m.extend_from_slice(&[0, 1, 0, 1]);
+                let q = crate::wire::parse_question(&m).unwrap();
+                (i as u64, crate::wire::question_name_to_string(&m, &q))
+            })
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(seen[0].1, "www.example.com.");
+        assert_eq!(seen[3].1, ".");
+    }
+
     /// The metrics land in the Prometheus exposition with DESIGN's names and buckets. TXT
     /// lookups keep this test's series apart from other tests sharing the global recorder.
     #[test]
@@ -554,7 +722,8 @@ mod tests {
             });
         }
         tr.sync(false);
-        let text = handle.render();
+        let mut text = handle.render();
+        m::render_extra(&mut text);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))

@@ -247,7 +247,9 @@ struct Reading {
 struct Walk {
     client: IpAddr,
     qtype: u16,
-    base: Box<str>,
+    /// The base, lowercase, with its trailing dot: the `Lookup::base` it becomes, moved there
+    /// at close without a copy. [`Walk::base`] is the base without the dot.
+    base_dotted: String,
     /// [`base_hash`] of `base`: with client and type, the key of the walk's chain.
     base_hash: u64,
     /// Order of creation: when walks of two bases both accept a query, the newer one wins.
@@ -514,7 +516,7 @@ impl WalkTracker {
                 while cur != NIL {
                     let next = self.slots[cur as usize].key_next;
                     let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-                    if w.base.as_bytes().eq_ignore_ascii_case(base.as_bytes())
+                    if w.base().as_bytes().eq_ignore_ascii_case(base.as_bytes())
                         && w.last_rcode != Some(3)
                     {
                         self.close(cur, None);
@@ -546,9 +548,14 @@ impl WalkTracker {
                 let walk = Walk {
                     client: ev.client,
                     qtype: ev.qtype,
-                    base: name[..r.base_len as usize]
-                        .to_ascii_lowercase()
-                        .into_boxed_str(),
+                    base_dotted: {
+                        let base = &name[..r.base_len as usize];
+                        let mut b = String::with_capacity(base.len() + 1);
+                        b.push_str(base);
+                        b.make_ascii_lowercase();
+                        b.push('.');
+                        b
+                    },
                     base_hash: hash,
                     seq: self.next_seq,
                     ns_unconfirmed: ns.is_some(),
@@ -695,10 +702,10 @@ impl WalkTracker {
                 let next = self.slots[cur as usize].key_next;
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
                 let last_name_matches = match w.last_pos {
-                    ABS => w.base.eq_ignore_ascii_case(name),
+                    ABS => w.base().eq_ignore_ascii_case(name),
                     _ => self
                         .shape
-                        .position(name, &w.base)
+                        .position(name, w.base())
                         .is_some_and(|p| p == w.last_pos as usize),
                 };
                 let same_port = w.last_port.is_none()
@@ -721,9 +728,9 @@ impl WalkTracker {
     /// a continuation can be: cheaper than decomposing the whole name, and the common case
     /// (most queries continue a walk).
     fn continuation(&self, name: &str, w: &Walk, confirmed_ns: Option<&str>) -> Option<Reading> {
-        let b = w.base.len();
+        let b = w.base().len();
         let nb = name.as_bytes();
-        if nb.len() < b || !nb[..b].eq_ignore_ascii_case(w.base.as_bytes()) {
+        if nb.len() < b || !nb[..b].eq_ignore_ascii_case(w.base().as_bytes()) {
             return None;
         }
         if nb.len() == b {
@@ -926,7 +933,7 @@ impl WalkTracker {
         self.free.push(i);
         self.open -= 1;
         if let Some(b) = &self.budget {
-            b.release(Part::TrackerWalks, walk_bytes(w.base.len()));
+            b.release(Part::TrackerWalks, walk_bytes(w.base().len()));
         }
 
         let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
@@ -943,16 +950,12 @@ impl WalkTracker {
         suffix_wasted[w.last_slot as usize] -= w.on_last;
         let namespace = w
             .namespace
-            .as_deref()
-            .map(str::to_string)
+            .map(String::from)
             .or_else(|| self.clients.get(&w.client).map(|c| c.namespace.to_string()));
-        let mut base = String::with_capacity(w.base.len() + 1);
-        base.push_str(&w.base);
-        base.push('.');
         self.closed.push(Lookup {
             client: w.client,
             namespace,
-            base,
+            base: w.base_dotted,
             qtype: w.qtype,
             queries: w.queries,
             wasted: w.queries - w.on_last,
@@ -986,6 +989,11 @@ fn sibling(qtype: u16) -> Option<u16> {
 }
 
 impl Walk {
+    /// The base without its trailing dot.
+    fn base(&self) -> &str {
+        &self.base_dotted[..self.base_dotted.len() - 1]
+    }
+
     /// Can a candidate at `pos` belong to this walk: the same candidate again (a retry), a
     /// search domain further down than any sent, or the absolute name not yet sent?
     fn accepts(&self, pos: u8) -> bool {

@@ -608,34 +608,15 @@ mod tests {
 /// `window` of event time has passed after them, at most `max_held` at once (then the oldest
 /// goes out early): bounded memory, exact order for any answer faster than `window`.
 pub struct Reorder {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<Held>>,
+    /// Held events' (time, sequence, slot): small entries, so sifting moves 24 bytes rather
+    /// than whole events (the heap holds a window's worth of traffic, tens of thousands).
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, u32)>>,
+    slots: Vec<Option<QueryEvent>>,
+    free: Vec<u32>,
     window_us: u64,
     max_held: usize,
     latest: u64,
     seq: u64,
-}
-
-struct Held {
-    time: u64,
-    seq: u64,
-    ev: QueryEvent,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(o.time, o.seq))
-    }
 }
 
 impl Reorder {
@@ -646,6 +627,8 @@ impl Reorder {
     pub fn new(window: std::time::Duration, max_held: usize) -> Reorder {
         Reorder {
             heap: std::collections::BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             window_us: window.as_micros() as u64,
             max_held: max_held.max(1),
             latest: 0,
@@ -657,24 +640,41 @@ impl Reorder {
     pub fn push(&mut self, ev: QueryEvent, mut out: impl FnMut(&QueryEvent)) {
         self.latest = self.latest.max(ev.time.0);
         self.seq += 1;
-        self.heap.push(std::cmp::Reverse(Held {
-            time: ev.time.0,
-            seq: self.seq,
-            ev,
-        }));
-        while let Some(std::cmp::Reverse(h)) = self.heap.peek() {
-            if self.heap.len() <= self.max_held && h.time + self.window_us > self.latest {
+        let time = ev.time.0;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slots.push(Some(ev));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.heap.push(std::cmp::Reverse((time, self.seq, slot)));
+        while let Some(&std::cmp::Reverse((t, _, _))) = self.heap.peek() {
+            if self.heap.len() <= self.max_held && t + self.window_us > self.latest {
                 break;
             }
-            let std::cmp::Reverse(h) = self.heap.pop().expect("peeked");
-            out(&h.ev);
+            self.pop(&mut out);
         }
+    }
+
+    /// Hand the earliest event held to `out`.
+    fn pop(&mut self, out: &mut impl FnMut(&QueryEvent)) {
+        let Some(std::cmp::Reverse((_, _, slot))) = self.heap.pop() else {
+            return;
+        };
+        if let Some(ev) = self.slots[slot as usize].take() {
+            out(&ev);
+        }
+        self.free.push(slot);
     }
 
     /// Hand every event held to `out`, in order.
     pub fn finish(&mut self, mut out: impl FnMut(&QueryEvent)) {
-        while let Some(std::cmp::Reverse(h)) = self.heap.pop() {
-            out(&h.ev);
+        while !self.heap.is_empty() {
+            self.pop(&mut out);
         }
     }
 }

@@ -16,6 +16,11 @@
 //!
 //! Memory is constant: walks start in time order and packets are written through a small
 //! reordering heap bounded by the number of walks in flight.
+//!
+//! Two shapes (`Shape`): `Walks` is the above, from `pods` pods (192 by default; a few thousand
+//! make the walk tracker hold that many clients' walks); `DistinctClients` asks each query from
+//! its own client address and port (10.0.0.1 upwards) and never more than one candidate of a
+//! walk, so nothing joins: the worst case for the per-client bookkeeping of `ndots analyze`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -35,9 +40,20 @@ pub enum SynthFormat {
     CorednsLog,
 }
 
+/// Who asks: pods walking their search lists, or a new client for every query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Walks { pods: u64 },
+    DistinctClients,
+}
+
+/// Pods in the default population (8 namespaces of 24).
+pub const DEFAULT_PODS: u64 = 8 * 24;
+
 #[derive(Clone, Debug)]
 pub struct SynthConfig {
     pub format: SynthFormat,
+    pub shape: Shape,
     /// Queries to write (the last walk is cut to fit).
     pub queries: u64,
     pub seed: u64,
@@ -51,6 +67,7 @@ impl Default for SynthConfig {
     fn default() -> Self {
         SynthConfig {
             format: SynthFormat::Pcap,
+            shape: Shape::Walks { pods: DEFAULT_PODS },
             queries: 10_000,
             seed: 1,
             lookups_per_sec: 2_000,
@@ -114,7 +131,6 @@ const NODE_DOMAIN: &str = "ec2.internal";
 const CLUSTER: &str = "cluster.local";
 const NDOTS: usize = 5;
 const SERVER: ([u8; 4], u16) = ([10, 96, 0, 10], 53);
-const PODS_PER_NS: u64 = 24;
 
 struct Pod {
     ip: [u8; 4],
@@ -122,18 +138,23 @@ struct Pod {
     musl: bool,
 }
 
-fn population(rng: &mut Rng) -> Vec<Pod> {
-    let mut pods = Vec::new();
+/// `pods` pods spread over the namespaces, each namespace's in its own range of 10.244/16
+/// (a /24 each while they fit, as with the default 24 per namespace).
+fn population(rng: &mut Rng, pods: u64) -> Vec<Pod> {
+    let per_ns = pods.div_ceil(NAMESPACES.len() as u64).clamp(1, 8_000);
+    let stride = (per_ns + 2).div_ceil(256) * 256;
+    let mut out = Vec::new();
     for ns in 0..NAMESPACES.len() {
-        for i in 0..PODS_PER_NS {
-            pods.push(Pod {
-                ip: [10, 244, ns as u8, 2 + i as u8],
+        for i in 0..per_ns {
+            let host = (10u32 << 24 | 244 << 16) + ns as u32 * stride as u32 + 2 + i as u32;
+            out.push(Pod {
+                ip: host.to_be_bytes(),
                 ns,
                 musl: rng.chance(30),
             });
         }
     }
-    pods
+    out
 }
 
 /// Does `name` (absolute, no trailing dot) exist, and how many A / AAAA records does it have?
@@ -291,7 +312,16 @@ fn response(query: &[u8], rcode: u8, an: u16, out: &mut Vec<u8>) {
 /// Write a synthetic capture of `cfg.queries` queries to `out`.
 pub fn write<W: Write>(cfg: &SynthConfig, out: W) -> io::Result<SynthSummary> {
     let mut rng = Rng(cfg.seed ^ 0x6e64_6f74_7320_6361);
-    let pods = population(&mut rng);
+    let pods = population(
+        &mut rng,
+        match cfg.shape {
+            Shape::Walks { pods } => pods,
+            Shape::DistinctClients => DEFAULT_PODS,
+        },
+    );
+    let distinct = cfg.shape == Shape::DistinctClients;
+    // DistinctClients: the next client address (10.0.0.1 upwards, then wrapping in 10/8).
+    let mut next_client = 1u32;
     let mut sink = match cfg.format {
         SynthFormat::Pcap => Sink::Pcap(PcapWriter::new(out)?),
         SynthFormat::CorednsLog => Sink::Log(out),
@@ -316,17 +346,37 @@ pub fn write<W: Write>(cfg: &SynthConfig, out: W) -> io::Result<SynthSummary> {
         summary.lookups += 1;
         let mut t = now;
         let mut port = 32_768 + rng.below(28_000) as u16;
-        for cand in candidates(&name, ns) {
+        let mut cands = candidates(&name, ns);
+        if distinct {
+            // One candidate of the walk, asked for one type, by a client never seen again.
+            let pick = rng.below(cands.len() as u64) as usize;
+            cands = vec![cands.swap_remove(pick)];
+        }
+        for cand in cands {
             if summary.queries >= cfg.queries {
                 break;
             }
             if !pod.musl {
                 port = 32_768 + rng.below(28_000) as u16;
             }
+            let ip = if distinct {
+                let ip = (10u32 << 24) | (next_client & 0x00ff_ffff);
+                next_client = next_client.wrapping_add(1).max(1);
+                ip.to_be_bytes()
+            } else {
+                pod.ip
+            };
+            let types: &[u16] = if !distinct {
+                &[wire::TYPE_A, wire::TYPE_AAAA]
+            } else if rng.chance(50) {
+                &[wire::TYPE_A]
+            } else {
+                &[wire::TYPE_AAAA]
+            };
             let exists = answers(&cand);
             let external = EXTERNAL.contains(&cand.as_str());
             let mut done_at = t;
-            for (k, qtype) in [wire::TYPE_A, wire::TYPE_AAAA].into_iter().enumerate() {
+            for (k, &qtype) in types.iter().enumerate() {
                 if summary.queries >= cfg.queries {
                     break;
                 }
@@ -350,7 +400,7 @@ pub fn write<W: Write>(cfg: &SynthConfig, out: W) -> io::Result<SynthSummary> {
                 if rcode == wire::RCODE_NXDOMAIN {
                     summary.nxdomain += 1;
                 }
-                let client = (pod.ip, port);
+                let client = (ip, port);
                 match cfg.format {
                     SynthFormat::Pcap => {
                         wire::build_query(id, &cand, qtype, false, &mut qbuf)
@@ -381,7 +431,7 @@ pub fn write<W: Write>(cfg: &SynthConfig, out: W) -> io::Result<SynthSummary> {
                     SynthFormat::CorednsLog => {
                         let e = QueryEvent {
                             time: Timestamp(qt),
-                            client: IpAddr::V4(Ipv4Addr::from(pod.ip)),
+                            client: IpAddr::V4(Ipv4Addr::from(ip)),
                             client_port: Some(port),
                             qname: format!("{cand}."),
                             qtype,
@@ -461,6 +511,40 @@ mod tests {
         let mut c = Vec::new();
         write(&SynthConfig { seed: 10, ..cfg }, &mut c).unwrap();
         assert_ne!(a, c);
+    }
+
+    /// `--shape distinct-clients`: every query from a client address never seen before, each
+    /// answered; `--pods` spreads a bigger population, and the default one is as it was.
+    #[test]
+    fn distinct_clients_and_bigger_populations() {
+        let cfg = SynthConfig {
+            queries: 2_000,
+            shape: Shape::DistinctClients,
+            ..SynthConfig::default()
+        };
+        let mut bytes = Vec::new();
+        assert_eq!(write(&cfg, &mut bytes).unwrap().queries, 2_000);
+        let opts = crate::capture::Options::default();
+        let evs: Vec<QueryEvent> =
+            crate::capture::from_reader(Box::new(std::io::Cursor::new(bytes)), &opts)
+                .unwrap()
+                .flatten()
+                .collect();
+        assert_eq!(evs.len(), 2_000);
+        let clients: std::collections::HashSet<IpAddr> = evs.iter().map(|e| e.client).collect();
+        assert_eq!(clients.len(), 2_000);
+        assert!(evs.iter().all(|e| e.rcode.is_some()));
+
+        let mut rng = Rng(1);
+        let pods = population(&mut rng, DEFAULT_PODS);
+        assert_eq!(pods.len(), 192);
+        assert_eq!(
+            (pods[0].ip, pods[24].ip),
+            ([10, 244, 0, 2], [10, 244, 1, 2])
+        );
+        let pods = population(&mut rng, 3_000);
+        let ips: std::collections::HashSet<[u8; 4]> = pods.iter().map(|p| p.ip).collect();
+        assert_eq!((pods.len(), ips.len()), (3_000, 3_000));
     }
 
     #[test]

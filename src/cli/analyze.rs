@@ -7,17 +7,18 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::{CliError, Format};
+use crate::amplify::by_workload::ByWorkload;
 use crate::amplify::Analyzer;
-use crate::capture::session::{
-    capture_setup, read_captures, CaptureSetup, SessionError, ShapeSource,
-};
+use crate::capture::session::{capture_setup, CaptureSetup, Events, SessionError, ShapeSource};
 use crate::capture::{self, Options};
 use crate::render;
+use crate::search::workloads::Workloads;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots analyze coredns.log\n  \
     kubectl logs -n kube-system -l k8s-app=kube-dns --timestamps | ndots analyze -\n  \
-    ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html")]
+    ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html\n  \
+    ndots analyze coredns.log --pod-dns-config workloads.yaml --format json")]
 pub struct AnalyzeArgs {
     /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
     /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
@@ -36,6 +37,11 @@ pub struct AnalyzeArgs {
     /// Take the search list from a pod's resolv.conf.
     #[arg(long, value_name = "FILE")]
     pub resolv_conf: Option<PathBuf>,
+    /// Workloads with their own pod DNS config (docs/pod-dns-config.md): each is advised from
+    /// its own clients' lookups with its own ndots and search list, and the cluster-wide
+    /// ndots advice covers only the clients no workload lists.
+    #[arg(long, value_name = "FILE")]
+    pub pod_dns_config: Option<PathBuf>,
     /// The cluster DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -55,6 +61,17 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
+    // One read of the captures, on a thread of its own: the search list inference takes the
+    // first events from it, and the walk tracker gets them all (this thread).
+    let mut events = Events::new(
+        &args.captures,
+        Options {
+            format: args.input_format,
+            strict: args.strict,
+            port: args.port,
+            ..Options::default()
+        },
+    );
     let CaptureSetup {
         cluster,
         said,
@@ -66,30 +83,33 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             search: args.search.as_deref(),
             resolv_conf: args.resolv_conf.as_deref(),
             first_capture: args.captures.first().map(PathBuf::as_path),
-            input_format: args.input_format,
-            port: args.port,
         },
+        &mut events,
         &args.cluster_domain,
         &args.idle,
     )
     .map_err(session_error)?;
     let mut analyzer = Analyzer::new(&cluster, &tracker);
+    let mut by_workload = match &args.pod_dns_config {
+        Some(p) => Some(ByWorkload::new(
+            Workloads::read(p).map_err(CliError::usage)?,
+            &p.display().to_string(),
+            &cluster,
+            &tracker,
+        )),
+        None => None,
+    };
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "search list: {said}");
 
-    let total_unreadable = read_captures(
-        &args.captures,
-        &Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
-        },
-        &mut stderr,
-        &mut super::progress::ReadBar::new(),
-        |ev| analyzer.observe(ev),
-    )
-    .map_err(session_error)?;
+    let total_unreadable = events
+        .run(&mut stderr, &mut super::progress::ReadBar::new(), |ev| {
+            analyzer.observe(ev);
+            if let Some(b) = by_workload.as_mut() {
+                b.observe(ev);
+            }
+        })
+        .map_err(session_error)?;
     let source = args
         .captures
         .iter()
@@ -98,6 +118,9 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         .join(", ");
     let mut report = analyzer.finish(&source);
     report.set_search(&cluster, search_from);
+    if let Some(b) = by_workload {
+        report.advice = b.advice(&report, search_from);
+    }
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::text(&report),
         Format::Json => render::json(&report),
@@ -121,10 +144,10 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
 }
 
 /// A session's error as the CLI's: what the user gave is wrong (exit 2), or reading failed
-/// under `--strict` (exit 1).
+/// under `--strict` or the reader thread failed (exit 1).
 pub(super) fn session_error(e: SessionError) -> CliError {
     match e {
         SessionError::Setup(_) | SessionError::Open(_) => CliError::usage(e),
-        SessionError::Strict { .. } => CliError::runtime(e),
+        SessionError::Strict { .. } | SessionError::Reader(_) => CliError::runtime(e),
     }
 }

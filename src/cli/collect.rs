@@ -43,7 +43,10 @@ impl AdminSource for Admin {
     fn metrics(&self) -> String {
         self.counters.export();
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
-        self.metrics.render()
+        // The lookup histograms are fixed histograms, outside the recorder.
+        let mut text = self.metrics.render();
+        m::render_extra(&mut text);
+        text
     }
     fn ready(&self) -> Result<(), String> {
         Ok(())

@@ -9,19 +9,19 @@ use anyhow::{anyhow, Context};
 
 use super::analyze::session_error;
 use super::{CliError, Format};
-use crate::capture::session::{
-    capture_setup, read_captures, shape_from_list, CaptureSetup, ShapeSource,
-};
+use crate::capture::session::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
 use crate::capture::{self, Options};
 use crate::config::ShortcutMode;
 use crate::render;
 use crate::replay::live::{LiveOptions, Pace};
 use crate::replay::{self, Captured, Collector, ReplayReport, Setting};
+use crate::search::workloads::Workloads;
 use crate::search::Stub;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots replay coredns.log\n  \
     ndots replay coredns.log --ndots 1,2,3,5 --stub glibc,musl --shortcut off,nxdomain --fqdn\n  \
+    ndots replay coredns.log --pod-dns-config workloads.yaml --ndots 1,2,3\n  \
     ndots replay node.pcap --target 10.96.0.10:53 --speed 4 --format html -o replay.html")]
 pub struct ReplayArgs {
     /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files.
@@ -47,13 +47,19 @@ pub struct ReplayArgs {
     /// The stub resolver the captured pods ran.
     #[arg(long, default_value = "glibc")]
     pub captured_stub: String,
+    /// Workloads with their own pod DNS config (docs/pod-dns-config.md): a YAML or JSON file
+    /// `workloads: [{name, clients: [CIDR...], namespace?, stub?, dnsPolicy?, dnsConfig?}]`.
+    /// Their clients are replayed with that resolv.conf; a setting's ndots applies to them
+    /// only when their pod does not set its own.
+    #[arg(long, value_name = "FILE")]
+    pub pod_dns_config: Option<PathBuf>,
     /// ndots values to compare, comma-separated.
     #[arg(long, default_value = "1,2,3,4,5")]
     pub ndots: String,
     /// A search list to compare (repeatable); default: the captured one.
     #[arg(long)]
     pub search: Vec<String>,
-    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, c-ares,
+    /// Stub models to compare, comma-separated (glibc, musl, musl-1.2.3, go, go-1.19, c-ares,
     /// c-ares-1.18, hickory); default: the captured stub.
     #[arg(long)]
     pub stub: Option<String>,
@@ -124,6 +130,15 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Re
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), CliError> {
+    let mut events = Events::new(
+        &args.captures,
+        Options {
+            format: args.input_format,
+            strict: args.strict,
+            port: args.port,
+            ..Options::default()
+        },
+    );
     let CaptureSetup {
         domain,
         cluster,
@@ -135,9 +150,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             search: args.captured_search.as_deref(),
             resolv_conf: args.resolv_conf.as_deref(),
             first_capture: args.captures.first().map(PathBuf::as_path),
-            input_format: args.input_format,
-            port: args.port,
         },
+        &mut events,
         &args.cluster_domain,
         &args.idle,
     )
@@ -150,6 +164,12 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         cluster: cluster.clone(),
         ndots: args.captured_ndots,
         stub: captured_stub,
+        workloads: match &args.pod_dns_config {
+            Some(p) => Some(std::sync::Arc::new(
+                Workloads::read(p).map_err(CliError::usage)?,
+            )),
+            None => None,
+        },
     };
     let settings = settings(&args, &captured, &domain).map_err(CliError::usage)?;
     let live = live_options(&args, &settings).map_err(CliError::usage)?;
@@ -159,19 +179,11 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
     let mut collector = Collector::new(&captured, &tracker, live.is_some());
-    let total_unreadable = read_captures(
-        &args.captures,
-        &Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
-        },
-        &mut stderr,
-        &mut super::progress::ReadBar::new(),
-        |ev| collector.observe(ev),
-    )
-    .map_err(session_error)?;
+    let total_unreadable = events
+        .run(&mut stderr, &mut super::progress::ReadBar::new(), |ev| {
+            collector.observe(ev)
+        })
+        .map_err(session_error)?;
     let mut rp = collector.finish();
     // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
     // instead, said here and in the output.

@@ -9,6 +9,7 @@ use super::{CliError, TextOrJson};
 use crate::event::{qtype_from_name, qtype_name};
 use crate::search::name::absolute;
 use crate::search::pod_dns::PodDns;
+use crate::search::workloads::Workloads;
 use crate::search::{Answer, Environment, Family, ResolverSettings, Stub, Walk};
 
 /// The pod resolv.conf Kubernetes writes for `dnsPolicy: ClusterFirst` in namespace `default`,
@@ -21,16 +22,19 @@ pub const DEFAULT_NDOTS: u32 = 5;
     after_help = "Examples:\n  ndots simulate api.github.com --exists api.github.com\n  \
                   ndots simulate web.prod --stub musl --exists web.prod.svc.cluster.local/A\n  \
                   ndots simulate api.github.com --ndots 2 --search \"shop.svc.cluster.local svc.cluster.local cluster.local\" --format json\n  \
-                  ndots simulate web --stub musl-1.2.3 --pod-dns-config pod.yaml"
+                  ndots simulate web --stub musl-1.2.3 --pod-dns-config pod.yaml\n  \
+                  ndots simulate api.github.com --pod-dns-config workloads.yaml --workload shop/web"
 )]
 pub struct SimulateArgs {
     /// Names to look up, as an application would pass them to getaddrinfo.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go, c-ares (1.34),
-    /// c-ares-1.18 (before 1.34) or hickory (hickory-resolver 0.26).
-    #[arg(long, default_value = "glibc")]
-    pub stub: String,
+    /// Stub resolver model: glibc, musl (1.2.4+), musl-1.2.3 (before 1.2.4), go (1.20+),
+    /// go-1.19 (before 1.20), c-ares (1.34), c-ares-1.18 (before 1.34) or hickory
+    /// (hickory-resolver 0.26). Default: the --workload's
+    /// stub, else glibc.
+    #[arg(long)]
+    pub stub: Option<String>,
     /// ndots option (default: the file's, else 5 as Kubernetes writes).
     #[arg(long)]
     pub ndots: Option<u8>,
@@ -45,8 +49,13 @@ pub struct SimulateArgs {
     /// A pod manifest (or a workload with spec.template, or just dnsPolicy/dnsConfig): simulate
     /// with the resolv.conf kubelet writes for its dnsPolicy and dnsConfig (custom ndots,
     /// searches such as KEP-4427's ".", options).
+    /// Also a workloads file as `ndots replay` and `ndots analyze` take it
+    /// (docs/pod-dns-config.md), with --workload.
     #[arg(long, value_name = "FILE")]
     pub pod_dns_config: Option<std::path::PathBuf>,
+    /// The workload of a --pod-dns-config workloads file to simulate (its `name`).
+    #[arg(long, value_name = "NAME", requires = "pod_dns_config")]
+    pub workload: Option<String>,
     /// The pod's namespace for --pod-dns-config when the manifest has none.
     #[arg(long, default_value = "default")]
     pub namespace: String,
@@ -124,26 +133,57 @@ impl AnswerTable {
 }
 
 pub fn run(args: SimulateArgs) -> Result<(), CliError> {
-    let stub: Stub = args
-        .stub
-        .parse()
-        .map_err(|e: String| CliError::usage(anyhow!(e)))?;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(CliError::usage)
+    };
+    // The pod spec: one manifest, or a workload of a workloads file.
+    let manifest = match &args.pod_dns_config {
+        None => None,
+        Some(pod) => {
+            let text = read(pod)?;
+            let in_file =
+                |e: anyhow::Error| CliError::usage(e.context(format!("reading {}", pod.display())));
+            if Workloads::is_workloads_file(&text) {
+                let all = Workloads::from_yaml(&text).map_err(in_file)?;
+                let w = match &args.workload {
+                    Some(name) => all.by_name(name).cloned().ok_or_else(|| {
+                        CliError::usage(anyhow!("--workload {name:?}: not in {}", pod.display()))
+                    })?,
+                    None if all.list.len() == 1 => all.list[0].clone(),
+                    None => {
+                        return Err(CliError::usage(anyhow!(
+                            "{} lists {} workloads: choose one with --workload",
+                            pod.display(),
+                            all.list.len()
+                        )))
+                    }
+                };
+                Some((w.pod, w.stub))
+            } else if args.workload.is_some() {
+                return Err(CliError::usage(anyhow!(
+                    "--workload: {} is one pod manifest, not a workloads file",
+                    pod.display()
+                )));
+            } else {
+                Some((PodDns::from_yaml(&text).map_err(in_file)?, None))
+            }
+        }
+    };
+    let stub: Stub = match (&args.stub, manifest.as_ref().and_then(|m| m.1)) {
+        (Some(s), _) => s.parse().map_err(|e: String| CliError::usage(anyhow!(e)))?,
+        (None, Some(own)) => own,
+        (None, None) => Stub::Glibc,
+    };
     let family: Family = args
         .family
         .parse()
         .map_err(|e: String| CliError::usage(anyhow!(e)))?;
     let format = args.format.unwrap_or(TextOrJson::Text);
 
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))
-            .map_err(CliError::usage)
-    };
-    let mut settings = match (&args.pod_dns_config, &args.resolv_conf) {
-        (Some(pod), node) => {
-            let manifest = PodDns::from_yaml(&read(pod)?)
-                .with_context(|| format!("reading {}", pod.display()))
-                .map_err(CliError::usage)?;
+    let mut settings = match (&manifest, &args.resolv_conf) {
+        (Some((manifest, _)), node) => {
             let node = match node {
                 Some(path) => read(path)?,
                 None => String::new(),
@@ -339,6 +379,29 @@ mod tests {
             let e = run_with(args).unwrap_err();
             assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
         }
+    }
+
+    #[test]
+    fn a_workloads_file_needs_a_workload_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = dir.path().join("two.yaml");
+        std::fs::write(
+            &two,
+            "workloads: [{name: a, dnsPolicy: None}, {name: b, stub: musl}]\n",
+        )
+        .unwrap();
+        let pod = dir.path().join("pod.yaml");
+        std::fs::write(&pod, "dnsPolicy: None\n").unwrap();
+        let (two, pod) = (two.to_str().unwrap(), pod.to_str().unwrap());
+        for args in [
+            &["--pod-dns-config", two, "x"][..],
+            &["--pod-dns-config", two, "--workload", "c", "x"],
+            &["--pod-dns-config", pod, "--workload", "a", "x"],
+        ] {
+            let e = run_with(args).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}: {:#}", e.error);
+        }
+        run_with(&["--pod-dns-config", two, "--workload", "b", "x"]).unwrap();
     }
 
     #[test]

@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::loops::LoopGuard;
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
-use crate::amplify::Tracker;
+use crate::amplify::{Tracker, WireBatch};
 use crate::budget::{OwnedCharge, Part};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey, Served};
 use crate::config::{Config, ShortcutMode};
@@ -251,7 +251,6 @@ impl Engine {
             return Fast::Answered;
         }
         let zone = self.router.route(view.question.name_bytes(packet));
-        self.count_request(&view, zone, proto, client);
         // RFC 1035 §4.1.1: only standard queries are served; others get NOTIMP. Zone transfers
         // are not a forwarder's business.
         let qtype = view.question.qtype;
@@ -277,21 +276,12 @@ impl Engine {
             None
         };
         if let Some(rcode) = refuse {
+            self.count_request(&view, zone, proto, client);
             wire::minimal_response_ext(packet, &view, rcode, false, out);
             let sent = Sent::of(&view, proto, now, packet, out, client);
-            self.count_response(zone, rcode, AnswerSource::Local, sent);
-            if allowed {
-                self.emit(
-                    packet,
-                    &view,
-                    client,
-                    now,
-                    rcode,
-                    0,
-                    AnswerSource::Local,
-                    out,
-                );
-            }
+            // A refused client's queries are not its lookups to track.
+            let track = if allowed { Track::Yes } else { Track::No };
+            self.answered(zone, rcode, 0, AnswerSource::Local, &sent, track);
             return Fast::Answered;
         }
         // ANY is forwarded like every other type: the upstream applies RFC 8482 itself (a
@@ -307,19 +297,16 @@ impl Engine {
                 rcode,
                 answers,
             } => {
-                self.count_cache_hit(kind);
                 let sent = Sent::of(&view, proto, now, packet, out, client);
-                self.count_response(zone, rcode, AnswerSource::Cache, sent);
-                self.emit(
-                    packet,
-                    &view,
-                    client,
-                    now,
-                    rcode,
-                    answers,
-                    AnswerSource::Cache,
-                    out,
-                );
+                let latency = sent.started.elapsed();
+                if m::coredns_names() || self.config.log.queries {
+                    self.count_request(&view, zone, proto, client);
+                    self.count_cache_hit(kind);
+                    self.count_response(zone, rcode, AnswerSource::Cache, &sent, latency);
+                } else {
+                    self.count_hit(&sent, zone, rcode, kind, latency);
+                }
+                self.emit(&sent, rcode, answers, AnswerSource::Cache, latency);
                 if prefetch {
                     match self.prefetch_plan(packet, &view) {
                         Some(plan) => return Fast::Prefetch { view, zone, plan },
@@ -329,6 +316,7 @@ impl Engine {
                 Fast::Answered
             }
             Lookup::Stale | Lookup::Miss => {
+                self.count_request(&view, zone, proto, client);
                 self.count_cache_miss();
                 let plan = match &self.shortcut {
                     None => Plan::Forward,
@@ -338,9 +326,8 @@ impl Engine {
                             self.count_shortcut(sc.mode, reason);
                             let nx = wire::RCODE_NXDOMAIN as u16;
                             let sent = Sent::of(&view, proto, now, packet, out, client);
-                            self.count_response(zone, nx, AnswerSource::Shortcut, sent);
                             let source = AnswerSource::Shortcut;
-                            self.emit(packet, &view, client, now, nx, 0, source, out);
+                            self.answered(zone, nx, 0, source, &sent, Track::Yes);
                             return Fast::Answered;
                         }
                     },
@@ -494,10 +481,8 @@ impl Engine {
                     );
                     // The event goes before the answer: the client's next query (the walk's next
                     // candidate) can then never reach the tracker ahead of this one.
-                    let (q, v) = (&w.query, &w.view);
-                    self.emit(q, v, w.client, w.started, a.rcode, a.answers, source, &out);
                     let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
-                    self.count_response(zone, a.rcode, source, sent);
+                    self.answered(zone, a.rcode, a.answers, source, &sent, Track::Yes);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                 }
@@ -684,70 +669,52 @@ impl Engine {
             )
             .increment(1);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
-            self.count_response(zone, rcode, AnswerSource::Stale, sent);
-            self.emit(
-                &w.query,
-                &w.view,
-                w.client,
-                w.started,
-                rcode,
-                1,
-                AnswerSource::Stale,
-                out,
-            );
+            self.answered(zone, rcode, 1, AnswerSource::Stale, &sent, Track::Yes);
         } else {
             let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
-            self.count_response(zone, servfail, AnswerSource::Upstream, sent);
-            let (q, v) = (&w.query, &w.view);
-            self.emit(
-                q,
-                v,
-                w.client,
-                w.started,
-                servfail,
-                0,
-                AnswerSource::Upstream,
-                out,
-            );
+            let source = AnswerSource::Upstream;
+            self.answered(zone, servfail, 0, source, &sent, Track::Yes);
         }
         self.flush_events();
         w.reply.send(std::mem::take(out));
     }
 
-    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
-    /// it can be: a name string and non-blocking channel sends.
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
+    /// One answer sent: counted (`count_response`) and, unless `track` says no, handed to the
+    /// tracker and dnstap (`emit`), with one clock read for both.
+    fn answered(
         &self,
-        packet: &[u8],
-        view: &QueryView,
-        client: SocketAddr,
-        started: Instant,
+        zone: Option<usize>,
         rcode: u16,
         answers: u16,
         source: AnswerSource,
-        response: &[u8],
+        sent: &Sent,
+        track: Track,
     ) {
+        let latency = sent.started.elapsed();
+        self.count_response(zone, rcode, source, sent, latency);
+        if let Track::Yes = track {
+            self.emit(sent, rcode, answers, source, latency);
+        }
+    }
+
+    /// Hand the tracker (and dnstap, when on) one answered query. Off the packet path as far as
+    /// it can be: the wire name copied into this thread's batch, non-blocking channel sends.
+    fn emit(&self, sent: &Sent, rcode: u16, answers: u16, source: AnswerSource, latency: Duration) {
         if let Some(tap) = &self.tap {
-            tap.client(client, packet, response, started.elapsed());
+            tap.client(sent.client, sent.query, sent.answer, latency);
         }
         if self.tracker.is_none() {
             return;
         }
-        let qname = wire::question_name_to_string(packet, &view.question);
-        let latency = started.elapsed();
         let event = QueryEvent {
-            time: Timestamp(
-                Timestamp::now()
-                    .0
-                    .saturating_sub(latency.as_micros() as u64),
-            ),
-            client: client.ip(),
-            client_port: Some(client.port()),
-            qname,
-            qtype: view.question.qtype,
+            time: wall_time(sent.started),
+            client: sent.client.ip(),
+            client_port: Some(sent.client.port()),
+            // Made from the wire name on the tracker thread (`WireBatch`).
+            qname: String::new(),
+            qtype: sent.view.question.qtype,
             rcode: Some(rcode),
             answers: Some(answers),
             latency: Some(latency),
@@ -755,7 +722,7 @@ impl Engine {
         };
         let full = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
-            p.push(event);
+            p.push(event, sent.view.question.name_bytes(sent.query));
             p.len() >= EVENT_BATCH
         });
         if full {
@@ -774,11 +741,16 @@ impl Engine {
         let batch = PENDING_EVENTS.with(|p| {
             let mut p = p.borrow_mut();
             if p.is_empty() {
-                return Vec::new();
+                return None;
             }
-            std::mem::replace(&mut *p, Vec::with_capacity(EVENT_BATCH))
+            Some(std::mem::replace(
+                &mut *p,
+                WireBatch::with_capacity(EVENT_BATCH),
+            ))
         });
-        t.record_batch(batch);
+        if let Some(batch) = batch {
+            t.record_wire_batch(batch);
+        }
     }
 
     fn count_request(
@@ -803,12 +775,7 @@ impl Engine {
             ],
         );
         m::cached_counter(key, || {
-            metrics::counter!(m::DNS_REQUESTS,
-                "server" => self.server_label.to_string(),
-                "zone" => self.zone_label(zone),
-                "proto" => proto.as_str(),
-                "family" => if family == 1 { "1" } else { "2" },
-                "type" => type_name)
+            self.requests_counter(zone, proto, family, type_name)
         })
         .increment(1);
         if m::coredns_names() {
@@ -834,38 +801,27 @@ impl Engine {
     /// Count one answer sent: the response by rcode and source, and its duration (every answer,
     /// whatever its source, so the histogram's count equals the responses); with
     /// `metrics.coredns_names` also CoreDNS's responses, duration and sizes.
-    fn count_response(&self, zone: Option<usize>, rcode: u16, source: AnswerSource, sent: Sent) {
-        let elapsed = sent.started.elapsed();
+    fn count_response(
+        &self,
+        zone: Option<usize>,
+        rcode: u16,
+        source: AnswerSource,
+        sent: &Sent,
+        elapsed: Duration,
+    ) {
         if self.config.log.queries {
             sent.log(rcode, elapsed);
         }
         let zkey = zone.map_or(0, |z| z as u64 + 1);
         let engine = self as *const Engine as u64;
         let key = m::label_key(2, &[engine, zkey, rcode as u64, source as u64]);
-        m::cached_counter(key, || {
-            metrics::counter!(m::DNS_RESPONSES,
-                "server" => self.server_label.to_string(),
-                "zone" => self.zone_label(zone),
-                "rcode" => crate::event::rcode_name(rcode).into_owned(),
-                "source" => source.as_str())
-        })
-        .increment(1);
+        m::cached_counter(key, || self.responses_counter(zone, rcode, source)).increment(1);
         let (qtype, type_name) = m::type_label(sent.view.question.qtype);
         let elapsed = elapsed.as_secs_f64();
         let type_label = || type_name.to_string();
         m::record_fixed(
             m::label_key(3, &[engine, zkey, source as u64, qtype]),
-            || {
-                m::fixed_histogram(
-                    m::DNS_REQUEST_DURATION,
-                    &[
-                        ("server", self.server_label.to_string()),
-                        ("zone", self.zone_label(zone)),
-                        ("source", source.as_str().into()),
-                        ("type", type_label()),
-                    ],
-                )
-            },
+            || self.duration_histogram(zone, source, type_name),
             elapsed,
         );
         if !m::coredns_names() {
@@ -920,11 +876,104 @@ impl Engine {
         .increment(1);
     }
 
-    fn count_cache_hit(&self, kind: AnswerKind) {
-        m::cached_counter(
-            m::label_key(4, &[kind as u64]),
-            || metrics::counter!(m::CACHE_HITS, "type" => kind.as_label()),
+    /// A cache hit's series (request, hit, response, duration) with one memo lookup: the
+    /// same series `count_request`, `count_cache_hit` and `count_response` move, for the
+    /// path most answers take (without CoreDNS's names or the query log).
+    fn count_hit(
+        &self,
+        sent: &Sent,
+        zone: Option<usize>,
+        rcode: u16,
+        kind: AnswerKind,
+        latency: Duration,
+    ) {
+        let family = if sent.client.is_ipv4() { 1u64 } else { 2 };
+        let (qtype, type_name) = m::type_label(sent.view.question.qtype);
+        let zkey = zone.map_or(0, |z| z as u64 + 1);
+        let engine = self as *const Engine as u64;
+        let key = m::label_key(
+            70,
+            &[
+                engine,
+                zkey,
+                sent.proto as u64,
+                family,
+                qtype,
+                rcode as u64,
+                kind as u64,
+            ],
+        );
+        HIT_SERIES.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let s = memo.entry(key).or_insert_with(|| {
+                let source = AnswerSource::Cache;
+                HitSeries {
+                    requests: self.requests_counter(zone, sent.proto, family, type_name),
+                    hits: Self::cache_hits_counter(kind),
+                    responses: self.responses_counter(zone, rcode, source),
+                    duration: self.duration_histogram(zone, source, type_name),
+                }
+            });
+            s.requests.increment(1);
+            s.hits.increment(1);
+            s.responses.increment(1);
+            s.duration.record(latency.as_secs_f64());
+        });
+    }
+
+    fn requests_counter(
+        &self,
+        zone: Option<usize>,
+        proto: Proto,
+        family: u64,
+        type_name: &'static str,
+    ) -> metrics::Counter {
+        metrics::counter!(m::DNS_REQUESTS,
+            "server" => self.server_label.to_string(),
+            "zone" => self.zone_label(zone),
+            "proto" => proto.as_str(),
+            "family" => if family == 1 { "1" } else { "2" },
+            "type" => type_name)
+    }
+
+    fn responses_counter(
+        &self,
+        zone: Option<usize>,
+        rcode: u16,
+        source: AnswerSource,
+    ) -> metrics::Counter {
+        metrics::counter!(m::DNS_RESPONSES,
+            "server" => self.server_label.to_string(),
+            "zone" => self.zone_label(zone),
+            "rcode" => crate::event::rcode_name(rcode).into_owned(),
+            "source" => source.as_str())
+    }
+
+    fn duration_histogram(
+        &self,
+        zone: Option<usize>,
+        source: AnswerSource,
+        type_name: &'static str,
+    ) -> Arc<m::FixedHistogram> {
+        m::fixed_histogram(
+            m::DNS_REQUEST_DURATION,
+            &[
+                ("server", self.server_label.to_string()),
+                ("zone", self.zone_label(zone)),
+                ("source", source.as_str().into()),
+                ("type", type_name.to_string()),
+            ],
         )
+    }
+
+    fn cache_hits_counter(kind: AnswerKind) -> metrics::Counter {
+        metrics::counter!(m::CACHE_HITS, "type" => kind.as_label())
+    }
+
+    fn count_cache_hit(&self, kind: AnswerKind) {
+        m::cached_counter(m::label_key(4, &[kind as u64]), || {
+            Self::cache_hits_counter(kind)
+        })
         .increment(1);
         if m::coredns_names() {
             m::cached_counter(
@@ -1001,6 +1050,7 @@ struct Sent<'a> {
     client: SocketAddr,
     proto: Proto,
     started: Instant,
+    answer: &'a [u8],
     /// The answer's header flags and size.
     flags: u16,
     len: usize,
@@ -1012,11 +1062,12 @@ impl<'a> Sent<'a> {
         proto: Proto,
         started: Instant,
         query: &'a [u8],
-        answer: &[u8],
+        answer: &'a [u8],
         client: SocketAddr,
     ) -> Sent<'a> {
         Sent {
             query,
+            answer,
             view,
             client,
             proto,
@@ -1057,12 +1108,63 @@ impl<'a> Sent<'a> {
 /// measured after issues 13 and 14 met, so a 256 MiB budget holds ~5,000 waiting queries.
 pub const WAITING_OVERHEAD: usize = 10 * 1024;
 
+/// Whether an answer goes to the tracker and dnstap (`Engine::answered`).
+enum Track {
+    Yes,
+    No,
+}
+
+/// The wall-clock time of `at`, from a per-thread pair of clock readings taken at most a
+/// second apart: an event's time without a `clock_gettime(CLOCK_REALTIME)` per answer. A
+/// wall-clock step shows in event times within a second.
+fn wall_time(at: Instant) -> Timestamp {
+    thread_local! {
+        static BASE: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
+    }
+    BASE.with(|base| {
+        let (mono, wall) = match base.get() {
+            Some((mono, wall))
+                if at >= mono && at.duration_since(mono) < Duration::from_secs(1) =>
+            {
+                (mono, wall)
+            }
+            _ => {
+                let now = Instant::now();
+                let pair = (now, Timestamp::now());
+                base.set(Some(pair));
+                pair
+            }
+        };
+        if at >= mono {
+            Timestamp(wall.0 + at.duration_since(mono).as_micros() as u64)
+        } else {
+            Timestamp(
+                wall.0
+                    .saturating_sub(mono.duration_since(at).as_micros() as u64),
+            )
+        }
+    })
+}
+
+/// The series one kind of cache hit moves (`Engine::count_hit`).
+struct HitSeries {
+    requests: metrics::Counter,
+    hits: metrics::Counter,
+    responses: metrics::Counter,
+    duration: Arc<m::FixedHistogram>,
+}
+
+thread_local! {
+    static HIT_SERIES: std::cell::RefCell<hashbrown::HashMap<u64, HitSeries>> =
+        std::cell::RefCell::new(hashbrown::HashMap::new());
+}
+
 /// Events a listener thread buffers before handing them to the tracker in one batch.
 const EVENT_BATCH: usize = 64;
 
 thread_local! {
-    static PENDING_EVENTS: std::cell::RefCell<Vec<QueryEvent>> =
-        std::cell::RefCell::new(Vec::with_capacity(EVENT_BATCH));
+    static PENDING_EVENTS: std::cell::RefCell<WireBatch> =
+        std::cell::RefCell::new(WireBatch::with_capacity(EVENT_BATCH));
 }
 
 /// The largest answer this client takes: its EDNS size over UDP, 64 KiB over TCP.

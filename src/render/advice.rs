@@ -46,10 +46,11 @@ pub fn ndots_headline(a: &NdotsAdvice) -> String {
             )
         })
         .collect();
-    let scope = match &a.scope.namespace {
-        Some(ns) => format!("namespace {ns}"),
-        None if who.is_empty() => "the pods".to_string(),
-        None => format!("the worst workloads first: {}", who.join(", ")),
+    let scope = match (&a.scope.workload, &a.scope.namespace) {
+        (Some(w), _) => format!("workload {w}, with its own pod DNS config"),
+        (None, Some(ns)) => format!("namespace {ns}"),
+        (None, None) if who.is_empty() => "the pods".to_string(),
+        (None, None) => format!("the worst workloads first: {}", who.join(", ")),
     };
     format!(
         "ndots:{} instead of {} for {} pods ({scope}). Queries per getaddrinfo call (A and \

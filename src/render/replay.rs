@@ -70,6 +70,29 @@ pub fn text(r: &ReplayReport) -> String {
         let _ = writeln!(o);
     }
     let _ = writeln!(o);
+    if !r.captured.workloads.is_empty() {
+        // --pod-dns-config: what each workload walks with under each row, and its share.
+        let _ = writeln!(
+            o,
+            "per workload (its own pod DNS config; --pod-dns-config):\n{:<w$} {:<20} {:>5} {:>8} {:>9} {:>7}",
+            "setting", "workload", "ndots", "queries", "upstream", "changed"
+        );
+        for (_, s) in rows(r) {
+            for f in &s.workloads {
+                let _ = writeln!(
+                    o,
+                    "{:<w$} {:<20} {:>5} {:>8} {:>9} {:>7}",
+                    s.label,
+                    f.workload,
+                    f.ndots,
+                    f.queries,
+                    f.upstream_queries,
+                    f.changed_resolutions
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
     if r.captured.target_differences > 0 {
         let _ = writeln!(
             o,
@@ -225,6 +248,33 @@ pub fn html(r: &ReplayReport) -> String {
         );
     }
     o.push_str("</table>");
+    if !r.captured.workloads.is_empty() {
+        // --pod-dns-config: each workload's share and the ndots it walks with per row.
+        o.push_str(
+            "<h2>Per workload (its own pod DNS config)</h2><table><tr><th>setting</th>\
+             <th>workload</th><th>stub</th><th>ndots</th><th>search</th><th>lookups</th>\
+             <th>queries</th><th>upstream</th><th>changed</th></tr>",
+        );
+        for (_, s) in rows(r) {
+            for f in &s.workloads {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                     <td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&s.label),
+                    esc(&f.workload),
+                    esc(&f.stub),
+                    f.ndots,
+                    esc(&f.search.join(" ")),
+                    f.lookups,
+                    f.queries,
+                    f.upstream_queries,
+                    f.changed_resolutions
+                );
+            }
+        }
+        o.push_str("</table>");
+    }
 
     o.push_str("<h2>Queries per lookup, by setting</h2>");
     let qpl: Vec<(String, f64)> = rows(r)

@@ -41,6 +41,11 @@ pub struct Collector {
     /// Live replay needs every lookup's time; offline does not keep it.
     timeline: Option<Vec<TimedLookup>>,
     first_start: Option<Timestamp>,
+    /// The ndots each `--pod-dns-config` workload's clients ran with (file order), computed
+    /// once.
+    workload_ndots: Vec<u32>,
+    /// Per workload: its earliest lookup's start and demand.
+    workload_first: Vec<Option<(Timestamp, u32)>>,
 }
 
 impl Collector {
@@ -63,6 +68,8 @@ impl Collector {
             lookups: Vec::new(),
             timeline: timeline.then(Vec::new),
             first_start: None,
+            workload_ndots: captured.workload_ndots(),
+            workload_first: vec![None; captured.workloads.as_ref().map_or(0, |w| w.list.len())],
         }
     }
 
@@ -118,6 +125,11 @@ impl Collector {
             events: self.events,
             shortcut_zones: Vec::new(),
             weight: self.weight,
+            workload_first: self
+                .workload_first
+                .into_iter()
+                .map(|f| f.map(|(_, d)| d))
+                .collect(),
             baseline: Default::default(),
             live_baseline: Default::default(),
             fqdn: Default::default(),
@@ -167,12 +179,15 @@ impl Collector {
     /// One lookup (or A+AAAA pair) into its demand and its group of alike lookups.
     fn reduce(&mut self, pair: &[Lookup]) {
         let captured = &self.captured;
+        let workload = captured.workload_of(pair[0].client);
+        let ndots = workload.map_or(captured.ndots, |w| self.workload_ndots[w as usize]);
         let demand = Demand {
-            name: app_name(&pair[0], captured).into(),
+            name: app_name(&pair[0], ndots).into(),
             namespace: pair
                 .iter()
                 .find_map(|l| l.namespace.as_deref().map(Into::into)),
             qtype: if pair.len() == 2 { 0 } else { pair[0].qtype },
+            workload,
         };
         let id = match self.index.get(&demand) {
             Some(&id) => id,
@@ -188,6 +203,11 @@ impl Collector {
         let start = pair.iter().map(|l| l.start).min().unwrap_or_default();
         if self.first_start.is_none_or(|t| start < t) {
             self.first_start = Some(start);
+        }
+        if let Some(first) = workload.and_then(|w| self.workload_first.get_mut(w as usize)) {
+            if first.is_none_or(|(t, d)| (start, id) < (t, d)) {
+                *first = Some((start, id));
+            }
         }
         let key = LookupKey {
             demand: id,
@@ -245,12 +265,12 @@ pub(super) fn add_client(clients: &mut Vec<IpAddr>, ip: IpAddr) {
 }
 
 /// The name the application asked (see the module docs).
-fn app_name(l: &Lookup, captured: &Captured) -> String {
+fn app_name(l: &Lookup, captured_ndots: u32) -> String {
     let bare = l.base.trim_end_matches('.');
     let only_absolute =
         l.suffix_queries[crate::amplify::SuffixSlot::Absolute as usize] == l.queries;
     let dots = bare.matches('.').count() as u32;
-    if only_absolute && dots < captured.ndots {
+    if only_absolute && dots < captured_ndots {
         format!("{bare}.")
     } else {
         bare.to_string()
@@ -284,14 +304,12 @@ fn captured_end(
     // which stops there); on an earlier one the capture is cut short, and the end is unknown.
     let l = pair.iter().find(|l| l.qtype == QTYPE_A).unwrap_or(&pair[0]);
     let setting = captured.setting();
-    let plan = setting.stub.candidates(
-        &demand.name,
-        &Replay::resolver(&setting, demand.namespace.as_deref()),
-    );
+    let (stub, rs) = captured.stub_config(&setting, demand);
+    let plan = stub.candidates(&demand.name, &rs);
     let on_last = last_name(l).is_some_and(|n| plan.last() == Some(&n));
     match l.outcome {
         Outcome::NxDomain if on_last => Some(End::Failed("NXDOMAIN")),
-        Outcome::NoData if on_last || captured.stub.is_musl() => Some(End::Failed("NODATA")),
+        Outcome::NoData if on_last || stub.is_musl() => Some(End::Failed("NODATA")),
         _ => None,
     }
 }
@@ -319,6 +337,7 @@ mod tests {
             },
             ndots: 5,
             stub: Stub::Glibc,
+            workloads: None,
         };
         let tracker = TrackerConfig {
             idle: Duration::from_secs(2),

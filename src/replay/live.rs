@@ -571,10 +571,10 @@ impl Replay {
             .enumerate()
             .map(|(id, d)| self.asked(setting, d, fqdn, id))
             .collect();
-        let resolvers: Vec<ResolverSettings> = self
+        let resolvers: Vec<(Stub, ResolverSettings)> = self
             .demands
             .iter()
-            .map(|d| Self::resolver(setting, d.namespace.as_deref()))
+            .map(|d| self.captured.stub_config(setting, d))
             .collect();
         if self.timeline.is_empty() && !self.lookups.is_empty() {
             return Err(std::io::Error::other(
@@ -592,11 +592,11 @@ impl Replay {
                 Job {
                     offset_us: t.start.0.saturating_sub(first),
                     name: &asked[demand],
-                    stub: setting.stub,
+                    stub: resolvers[demand].0,
                     family,
                     qtype,
                     client: client_number(t.client),
-                    settings: &resolvers[demand],
+                    settings: &resolvers[demand].1,
                 }
             })
             .collect();

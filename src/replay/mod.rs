@@ -53,6 +53,14 @@
 //!   of alike ones (same demand, figures and end) with a count and a few clients. Only live
 //!   replay keeps each lookup's time and client (32 bytes a lookup), to send it on time.
 //!   Each setting walks each distinct demand once.
+//! - **Per-workload pod DNS config** (`--pod-dns-config`, [`crate::search::workloads`]): a
+//!   client a workload lists is replayed with the resolv.conf its pod spec gives it, as its
+//!   stub reads it, in the captured setting and in every other: a setting's ndots replaces
+//!   kubelet's `ndots:5` only for pods whose ndots is not their own (no ndots in their
+//!   dnsConfig, a ClusterFirst policy), a workload's `stub` replaces the setting's, and its
+//!   search list is its own (`--search` settings speak for the other clients). The one place
+//!   this is chosen is [`Captured::stub_config`]. Each setting's figures are also given per
+//!   workload (`workloads`).
 //! - **FQDN rewrite** (`--fqdn`): the names whose lookups ended at the absolute name (the
 //!   external names) are written with a trailing dot, under the captured ndots; every other
 //!   name is left as it is. That is the change a team makes in application config.
@@ -67,13 +75,14 @@ mod report;
 pub use answers::{AnswerTable, Knowledge};
 pub use collect::Collector;
 pub use recommend::{recommend, Recommendation};
-pub use report::{Change, Latency, ReplayReport, SettingReport};
+pub use report::{Change, Latency, ReplayReport, SettingReport, WorkloadFigures};
 
 use std::net::IpAddr;
 
 use crate::config::{ClusterConfig, ShortcutMode};
 use crate::event::Timestamp;
 use crate::search::shortcut::ShortcutPolicy;
+use crate::search::workloads::Workloads;
 use crate::search::{Answer, Family, ResolverSettings, SearchShape, Stub, QTYPE_AAAA};
 
 /// Names listed per setting in `changes` and `unknown_names` at most.
@@ -130,6 +139,8 @@ pub struct Captured {
     pub cluster: ClusterConfig,
     pub ndots: u32,
     pub stub: Stub,
+    /// `--pod-dns-config`: clients with their own pod DNS config.
+    pub workloads: Option<std::sync::Arc<Workloads>>,
 }
 
 impl Captured {
@@ -142,6 +153,49 @@ impl Captured {
             fqdn: false,
         }
     }
+
+    /// The stub and resolver settings `setting` gives demand `d`: its workload's own pod DNS
+    /// config when it has one (see the module docs), else the setting's cluster-wide one.
+    pub fn stub_config(&self, setting: &Setting, d: &Demand) -> (Stub, ResolverSettings) {
+        let w = d
+            .workload
+            .and_then(|i| self.workloads.as_ref()?.list.get(i as usize));
+        let Some(w) = w else {
+            let mut s = ResolverSettings::defaults(setting.stub);
+            s.set_ndots(setting.ndots, setting.stub);
+            s.search = SearchShape::new(&setting.cluster).search_list(d.namespace.as_deref());
+            return (setting.stub, s);
+        };
+        let stub = w.stub_or(setting.stub);
+        let rs = w.settings(
+            stub,
+            d.namespace.as_deref(),
+            &self.cluster,
+            Some(setting.ndots),
+        );
+        (stub, rs)
+    }
+
+    /// The workload that lists `client`, if any.
+    fn workload_of(&self, client: IpAddr) -> Option<u32> {
+        self.workloads.as_ref()?.find(client).map(|i| i as u32)
+    }
+
+    /// The ndots each workload's clients ran with in the capture (file order).
+    fn workload_ndots(&self) -> Vec<u32> {
+        let n = self.workloads.as_ref().map_or(0, |w| w.list.len());
+        (0..n as u32)
+            .map(|i| {
+                let d = Demand {
+                    name: "x".into(),
+                    namespace: None,
+                    qtype: 0,
+                    workload: Some(i),
+                };
+                self.stub_config(&self.setting(), &d).1.ndots
+            })
+            .collect()
+    }
 }
 
 /// What the application asked once: replayed identically for every lookup that shares it.
@@ -152,6 +206,8 @@ pub struct Demand {
     pub namespace: Option<Box<str>>,
     /// `QTYPE_A`/`QTYPE_AAAA` alone, `0` for an A+AAAA pair, or another query type.
     pub qtype: u16,
+    /// The `--pod-dns-config` workload of the client (index in its list).
+    pub workload: Option<u32>,
 }
 
 impl Demand {
@@ -242,6 +298,9 @@ pub struct Replay {
     pub shortcut_zones: Vec<String>,
     /// Lookups per demand.
     weight: Vec<u64>,
+    /// Per `--pod-dns-config` workload (file order): the demand of its earliest lookup, whose
+    /// namespace gives the search list its figures show.
+    workload_first: Vec<Option<u32>>,
     /// Computed once: the captured setting's modelled end per demand, the FQDN targets.
     baseline: std::cell::OnceCell<Vec<(End, bool)>>,
     /// Live: how each lookup ended at the target under the captured setting. The other
@@ -288,14 +347,6 @@ impl Replay {
         }
     }
 
-    /// The resolver settings of `setting` for a pod in `namespace`.
-    fn resolver(setting: &Setting, namespace: Option<&str>) -> ResolverSettings {
-        let mut s = ResolverSettings::defaults(setting.stub);
-        s.set_ndots(setting.ndots, setting.stub);
-        s.search = SearchShape::new(&setting.cluster).search_list(namespace);
-        s
-    }
-
     /// The name `setting` asks for `d`, and its resolver settings.
     fn asked(&self, setting: &Setting, d: &Demand, fqdn_names: &[bool], id: usize) -> String {
         if setting.fqdn && fqdn_names[id] && !d.name.ends_with('.') {
@@ -320,9 +371,10 @@ impl Replay {
         ext
     }
 
-    fn candidates(&self, setting: &Setting, d: &Demand, asked: &str) -> Vec<String> {
-        let rs = Self::resolver(setting, d.namespace.as_deref());
-        setting.stub.candidates(asked, &rs)
+    /// The stub and the names it would try for `d` under `setting`.
+    fn candidates(&self, setting: &Setting, d: &Demand, asked: &str) -> (Stub, Vec<String>) {
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        (stub, stub.candidates(asked, &rs))
     }
 
     fn policy(&self, setting: &Setting) -> ShortcutPolicy {
@@ -383,6 +435,7 @@ mod tests {
             cluster: cluster(),
             ndots: 5,
             stub: Stub::Glibc,
+            workloads: None,
         }
     }
 

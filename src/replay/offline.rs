@@ -20,8 +20,8 @@ impl Replay {
         mut answer: impl FnMut(&str, u16) -> Answer,
     ) -> (crate::search::Walk, u32, End) {
         let (family, qtype) = d.family();
-        let rs = Self::resolver(setting, d.namespace.as_deref());
-        let mut walker = Walker::new(setting.stub, asked, family, &rs);
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        let mut walker = Walker::new(stub, asked, family, &rs);
         // The proxy's cache holds an answer longer than a walk lasts: within one lookup each
         // name and type goes upstream once.
         let mut sent: Vec<(String, u16)> = Vec::new();
@@ -75,7 +75,6 @@ impl Replay {
             // The nxdomain shortcut answers only names that do not exist: the client's walk
             // is the captured one; only the upstream share changes.
             let same_plan = matches!(setting.shortcut, ShortcutMode::Off | ShortcutMode::Nxdomain)
-                && setting.stub == self.captured.stub
                 && self.candidates(setting, d, &asked)
                     == self.candidates(&captured_setting, d, &d.name);
             if same_plan {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::collect::add_client;
-use super::{live, CapturedLookup, End, Recommendation, Replay, Setting, LIST_CAP};
+use super::{live, CapturedLookup, Demand, End, Recommendation, Replay, Setting, LIST_CAP};
 
 /// Per-setting figures (DESIGN §5 JSON, plus fields).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -52,6 +52,25 @@ pub struct SettingReport {
     /// Live only: per-query measurements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<live::LiveFigures>,
+    /// `--pod-dns-config`: the same figures for each workload's clients, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadFigures>,
+}
+
+/// One workload's share of a setting's figures, and what it ran with under that setting.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkloadFigures {
+    pub workload: String,
+    pub stub: String,
+    /// The ndots its clients walk with under this setting (its own when its pod sets one).
+    pub ndots: u32,
+    /// Its search list (the first namespace seen of its clients), `.` for a root entry.
+    pub search: Vec<String>,
+    pub lookups: u64,
+    pub queries: u64,
+    pub nxdomain: u64,
+    pub upstream_queries: u64,
+    pub changed_resolutions: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -149,6 +168,10 @@ impl Replay {
             ..SettingReport::default()
         };
         let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut per_workload: Vec<Option<WorkloadFigures>> = match &self.captured.workloads {
+            Some(w) => vec![None; w.list.len()],
+            None => Vec::new(),
+        };
         // Keyed by the name asked, not the demand: two demands of one name (another
         // namespace, a pair and a single type) are one line.
         type Changes<'a> = HashMap<(&'a str, End, End), (u64, Vec<IpAddr>)>;
@@ -189,6 +212,17 @@ impl Replay {
             r.queries += q as u64 * n;
             r.nxdomain += nx as u64 * n;
             r.upstream_queries += up as u64 * n;
+            let d = &self.demands[l.demand as usize];
+            let wf = d
+                .workload
+                .and_then(|w| per_workload.get_mut(w as usize))
+                .map(|slot| slot.get_or_insert_with(|| self.workload_figures(setting, d)));
+            if let Some(wf) = wf {
+                wf.lookups += types as u64 * n;
+                wf.queries += q as u64 * n;
+                wf.nxdomain += nx as u64 * n;
+                wf.upstream_queries += up as u64 * n;
+            }
             // Per type, as the tracker counts: a pair's queries split evenly (A and AAAA go
             // out together, so they differ by at most one).
             let types = types.max(1) as u64;
@@ -222,6 +256,12 @@ impl Replay {
                 r.uncertain_lookups += n;
             }
             if before != o.end {
+                let wf = self.demands[l.demand as usize]
+                    .workload
+                    .and_then(|w| per_workload.get_mut(w as usize)?.as_mut());
+                if let (Some(wf), false) = (wf, o.uncertain) {
+                    wf.changed_resolutions += n;
+                }
                 let key = (
                     &*self.demands[l.demand as usize].name,
                     before,
@@ -244,6 +284,7 @@ impl Replay {
             r.queries as f64 / r.lookups as f64
         };
         r.histogram = hist.into_iter().map(|(k, v)| [k, v]).collect();
+        r.workloads = per_workload.into_iter().flatten().collect();
         let list = |m: Changes| -> (u64, Vec<Change>) {
             let total = m.values().map(|v| v.0).sum();
             let mut v: Vec<Change> = m
@@ -263,6 +304,41 @@ impl Replay {
         (r.changed_resolutions, r.changes) = list(changes);
         (r.possible_changes, r.possible_change_list) = list(possible);
         r
+    }
+
+    /// A workload's empty figures under `setting`, named from the demand of its earliest
+    /// lookup (`d`, one of its demands, when that is not known).
+    fn workload_figures(&self, setting: &Setting, d: &Demand) -> WorkloadFigures {
+        let d = d
+            .workload
+            .and_then(|w| *self.workload_first.get(w as usize)?)
+            .map_or(d, |id| &self.demands[id as usize]);
+        let (stub, rs) = self.captured.stub_config(setting, d);
+        let name = d
+            .workload
+            .and_then(|w| {
+                Some(
+                    self.captured
+                        .workloads
+                        .as_ref()?
+                        .list
+                        .get(w as usize)?
+                        .name
+                        .clone(),
+                )
+            })
+            .unwrap_or_default();
+        WorkloadFigures {
+            workload: name,
+            stub: stub.as_str().into(),
+            ndots: rs.ndots,
+            search: rs
+                .search
+                .iter()
+                .map(|e| if e.is_empty() { ".".into() } else { e.clone() })
+                .collect(),
+            ..WorkloadFigures::default()
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! settings; `decompose` reads a query name back into base + search suffix; `schema` says which
 //! names can exist under the cluster domain; `shortcut` combines the last two into the proxy's
 //! decision. `pod_dns` writes the resolv.conf kubelet would for a pod's dnsPolicy and dnsConfig.
+//! `workloads` maps client addresses to their pod DNS config (`--pod-dns-config`).
 //! Rules come from `../shared/resolvers.md` (read from the libc sources and checked
 //! against real clients by `tests/real_clients.rs`).
 
@@ -16,6 +17,7 @@ pub mod resolv_conf;
 pub mod schema;
 pub mod shortcut;
 pub mod stub;
+pub mod workloads;
 
 pub use decompose::{Decomposition, SearchShape, SuffixKind};
 pub use resolv_conf::{Environment, ResolverSettings};

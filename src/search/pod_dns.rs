@@ -12,7 +12,7 @@ use serde::Deserialize;
 /// them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Doc {
+pub(crate) struct Doc {
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
@@ -67,12 +67,16 @@ impl PodDns {
     /// Read a manifest (Pod, a workload with `spec.template`, or a bare fragment).
     pub fn from_yaml(text: &str) -> anyhow::Result<PodDns> {
         let doc: Doc = yaml_serde::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::from_doc(&doc)
+    }
+
+    pub(crate) fn from_doc(doc: &Doc) -> anyhow::Result<PodDns> {
         let mut out = PodDns {
             policy: "ClusterFirst".into(),
             ..PodDns::default()
         };
         // Walk down metadata/spec/template, the innermost value winning.
-        let mut level = Some(&doc);
+        let mut level = Some(doc);
         while let Some(d) = level {
             if let Some(ns) = d.metadata.as_ref().and_then(|m| m.namespace.clone()) {
                 out.namespace = Some(ns);
@@ -96,6 +100,27 @@ impl PodDns {
         }
     }
 
+    /// Whether kubelet writes the cluster's search list and its fixed `ndots:5` (before the
+    /// dnsConfig options). A ClusterFirst pod on the host network falls back to Default
+    /// (dns.go).
+    pub fn cluster_first(&self) -> bool {
+        match self.policy.as_str() {
+            "ClusterFirst" => !self.host_network,
+            "ClusterFirstWithHostNet" => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the pod's ndots is its own rather than kubelet's cluster-wide `ndots:5`: its
+    /// dnsConfig sets one, or its policy does not write the cluster's options at all.
+    pub fn own_ndots(&self) -> bool {
+        !self.cluster_first()
+            || self
+                .config
+                .as_ref()
+                .is_some_and(|c| c.options.iter().any(|o| o.name == "ndots"))
+    }
+
     /// The resolv.conf kubelet writes: `namespace` (when the manifest has none) and
     /// `cluster_domain` for the cluster search list, `node` for the node's own file
     /// (`dnsPolicy: Default`, and the node's search domains after the cluster's).
@@ -115,12 +140,7 @@ impl PodDns {
             .filter_map(|l| l.strip_prefix("options"))
             .flat_map(|rest| rest.split_whitespace().map(str::to_string))
             .collect();
-        // A ClusterFirst pod on the host network falls back to Default (dns.go).
-        let cluster_first = match self.policy.as_str() {
-            "ClusterFirst" => !self.host_network,
-            "ClusterFirstWithHostNet" => true,
-            _ => false,
-        };
+        let cluster_first = self.cluster_first();
         let (mut searches, mut options): (Vec<String>, Vec<String>) = if cluster_first {
             let d = cluster_domain.trim_end_matches('.');
             let mut s = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.to_string()];

@@ -48,7 +48,7 @@ impl ResolverSettings {
     /// The settings with no resolv.conf at all: ndots 1, no search list.
     pub fn defaults(stub: Stub) -> Self {
         let (timeout_secs, attempts) = match stub {
-            Stub::Glibc | Stub::Go | Stub::Hickory => (5, 2),
+            Stub::Glibc | Stub::Go | Stub::Go119 | Stub::Hickory => (5, 2),
             Stub::Musl | Stub::MuslPre124 => (5, 2),
             Stub::CAres => (2, 3),
             // ares_private.h before 1.2x: DEFAULT_TIMEOUT 5000 ms, DEFAULT_TRIES 4.
@@ -109,7 +109,7 @@ impl ResolverSettings {
                 let list: Vec<String> = v.split_whitespace().map(norm).collect();
                 (!list.is_empty()).then_some(list)
             }),
-            Stub::Musl | Stub::MuslPre124 | Stub::Go | Stub::Hickory => None,
+            Stub::Musl | Stub::MuslPre124 | Stub::Go | Stub::Go119 | Stub::Hickory => None,
         };
 
         // c-ares 1.18 set_options: an option already set keeps its value, and RES_OPTIONS
@@ -159,7 +159,7 @@ impl ResolverSettings {
                         continue;
                     }
                     let mut list: Vec<String> = words.iter().map(|w| norm(w)).collect();
-                    if stub == Stub::Go {
+                    if stub.is_go() {
                         // dnsconfig_unix.go: a search entry of "." is skipped.
                         list.retain(|d| !d.is_empty());
                     }
@@ -194,7 +194,9 @@ impl ResolverSettings {
             Some(l) => l,
             None => match (stub, env.hostname.and_then(|h| h.split_once('.'))) {
                 // glibc res_init.c domain_from_hostname, Go dnsDefaultSearch.
-                (Stub::Glibc | Stub::Go, Some((_, d))) if !d.is_empty() => vec![norm(d)],
+                (Stub::Glibc | Stub::Go | Stub::Go119, Some((_, d))) if !d.is_empty() => {
+                    vec![norm(d)]
+                }
                 _ => Vec::new(),
             },
         };
@@ -323,7 +325,7 @@ impl ResolverSettings {
                         }
                     }
                     // dnsconfig_unix.go: dtoi clamped to 0..=15.
-                    Stub::Go => atoi(v).clamp(0, MAX_NDOTS as i64) as u32,
+                    Stub::Go | Stub::Go119 => atoi(v).clamp(0, MAX_NDOTS as i64) as u32,
                     // c-ares: no cap.
                     _ => atoi(v).clamp(0, u32::MAX as i64) as u32,
                 };
@@ -346,7 +348,10 @@ impl ResolverSettings {
                     _ => i,
                 };
             } else {
-                let known_to = |stubs: &[Stub]| stubs.contains(&stub);
+                // Go 1.19 reads resolv.conf as Go does.
+                let known_to = |stubs: &[Stub]| {
+                    stubs.contains(&stub) || (stub == Stub::Go119 && stubs.contains(&Stub::Go))
+                };
                 match word {
                     "rotate" => self.rotate = true,
                     "single-request" if known_to(&[Stub::Glibc, Stub::Go]) => {

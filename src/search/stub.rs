@@ -25,9 +25,9 @@
 //!   reading differs (resolv_conf.rs).
 //! - hickory-resolver goes on after every failure, like Go, but tries the system domain (the
 //!   `domain` line, else the host name's domain) before the search list.
-//! - Go 1.19 (the version checked) never searches a `.onion` name and refuses a rooted name of
-//!   254 characters; Go 1.20+ (modelled) skips only `.onion` candidates and checks unrooted
-//!   names. No case of the table tells them apart.
+//! - Go 1.19 (Debian 12's 1.19.8) never searches a `.onion` name and refuses a rooted name of
+//!   254 characters; Go 1.20+ skips only `.onion` candidates and sends that rooted name
+//!   (cases onion-name and rooted-name-of-254-characters): [`Stub::Go119`] vs [`Stub::Go`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,8 +48,13 @@ pub enum Stub {
     /// musl before 1.2.4 (Debian 12's 1.2.3, Alpine up to 3.17): a candidate that res_mkquery
     /// cannot encode ends the walk with EAI_NONAME instead of moving on (commit 1e7fb12f).
     MuslPre124,
-    /// Go's pure resolver (src/net/dnsclient_unix.go).
+    /// Go 1.20+'s pure resolver (src/net/dnsclient_unix.go).
     Go,
+    /// Go 1.19's pure resolver (Debian 12's golang-go 1.19.8): dnsConfig.nameList returns no
+    /// name at all for a name under `.onion` (avoidDNS of the whole name) or a rooted name of
+    /// 254 characters (`l == 254 && rooted`); 1.20 and later check
+    /// each candidate instead.
+    Go119,
     /// c-ares 1.34 `ares_getaddrinfo` (src/lib/ares_search.c, ares_addrinfo*.c).
     CAres,
     /// c-ares before 1.34 as Debian 12 ships it (1.18.1; ares_getaddrinfo.c next_dns_lookup,
@@ -68,6 +73,7 @@ impl Stub {
             Stub::Musl => "musl",
             Stub::MuslPre124 => "musl-1.2.3",
             Stub::Go => "go",
+            Stub::Go119 => "go-1.19",
             Stub::CAres => "c-ares",
             Stub::CAres118 => "c-ares-1.18",
             Stub::Hickory => "hickory",
@@ -79,6 +85,11 @@ impl Stub {
     /// Either musl model.
     pub fn is_musl(self) -> bool {
         matches!(self, Stub::Musl | Stub::MuslPre124)
+    }
+
+    /// Either Go model.
+    pub fn is_go(self) -> bool {
+        matches!(self, Stub::Go | Stub::Go119)
     }
 
     /// Either c-ares model.
@@ -101,11 +112,12 @@ impl FromStr for Stub {
             "musl" => Ok(Stub::Musl),
             "musl-1.2.3" | "musl-1.2.2" | "musl-1.2.1" | "musl-1.2.0" => Ok(Stub::MuslPre124),
             "go" => Ok(Stub::Go),
+            "go-1.19" | "go1.19" => Ok(Stub::Go119),
             "c-ares" | "cares" | "ares" => Ok(Stub::CAres),
             "c-ares-1.18" => Ok(Stub::CAres118),
             "hickory" | "hickory-resolver" => Ok(Stub::Hickory),
             _ => Err(format!(
-                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, c-ares, c-ares-1.18 or hickory"
+                "unknown stub {s:?}: expected glibc, musl, musl-1.2.3, go, go-1.19, c-ares, c-ares-1.18 or hickory"
             )),
         }
     }
@@ -349,10 +361,17 @@ impl Stub {
                 }
                 out.push((enc(as_is), Role::AsIsLast));
             }
-            Stub::Go | Stub::CAres | Stub::CAres118 => {
+            Stub::Go | Stub::Go119 | Stub::CAres | Stub::CAres118 => {
                 // dnsclient_unix.go nameList / ares_search.c ares_search_name_list.
                 let onion = |n: &str| n.trim_end_matches('.').ends_with(".onion") || n == "onion.";
-                if self == Stub::Go && (lower.len() > 254 || (lower.len() == 254 && !rooted)) {
+                // isDomainName (goLookupIPCNAMEOrder): over 254, or 254 without the root dot.
+                if self.is_go() && (lower.len() > 254 || (lower.len() == 254 && !rooted)) {
+                    return out;
+                }
+                // Go 1.19 nameList: `avoidDNS(name)` and `l == 254 && rooted` return nil.
+                if self == Stub::Go119
+                    && (lower.len() == 254 || lower.trim_end_matches('.').ends_with(".onion"))
+                {
                     return out;
                 }
                 if self.is_cares() && (bare == "localhost" || bare.ends_with(".localhost")) {
@@ -374,7 +393,7 @@ impl Stub {
                     out.push((enc(as_is.clone()), Role::AsIsFirst));
                 }
                 for d in &s.search {
-                    if self == Stub::Go && d.is_empty() {
+                    if self.is_go() && d.is_empty() {
                         continue;
                     }
                     // c-ares before 1.34 appends a root entry as "name.." (ares__cat_domain),
@@ -384,7 +403,7 @@ impl Stub {
                         continue;
                     }
                     let c = with(d);
-                    if onion(&c) || (self == Stub::Go && c.len() > 254) {
+                    if onion(&c) || (self.is_go() && c.len() > 254) {
                         continue;
                     }
                     out.push((enc(c), Role::Search));
@@ -414,7 +433,7 @@ impl Stub {
         if answers.contains(&Answer::Address)
             && matches!(
                 self,
-                Stub::Go | Stub::CAres | Stub::CAres118 | Stub::Hickory
+                Stub::Go | Stub::Go119 | Stub::CAres | Stub::CAres118 | Stub::Hickory
             )
         {
             // Go: len(addrs) > 0 breaks the loop; c-ares: either family's addresses succeed.
@@ -470,7 +489,7 @@ impl Stub {
             }
             // goLookupIPCNAME: every error moves on to the next name. hickory LookupIpFuture:
             // an error or an empty answer retries with the next name.
-            Stub::Go | Stub::Hickory => Step::Next,
+            Stub::Go | Stub::Go119 | Stub::Hickory => Step::Next,
             Stub::CAres | Stub::CAres118 => {
                 // host_callback: without addresses the query that finished last decides. A
                 // query without a reply finishes last (at its timeout); replies come back in
@@ -946,6 +965,30 @@ mod tests {
         assert!(Stub::CAres
             .candidates("localhost", &settings(Stub::CAres, 5, K8S))
             .is_empty());
+    }
+
+    #[test]
+    fn go_1_19_sends_nothing_for_onion_names_and_rooted_names_of_254_characters() {
+        // Go 1.19.8 (tests/real_clients.rs: onion-name, rooted-name-of-254-characters):
+        // nameList returns nil for both; later Go checks each candidate.
+        let s = settings(Stub::Go119, 5, K8S);
+        assert!(Stub::Go119.candidates("x.onion", &s).is_empty());
+        assert!(Stub::Go119.candidates("x.ONION.", &s).is_empty());
+        let l63 = "a".repeat(63);
+        let rooted = format!("{l63}.{l63}.{l63}.{}.", "d".repeat(61));
+        assert_eq!(rooted.len(), 254);
+        assert!(Stub::Go119.candidates(&rooted, &s).is_empty());
+        assert_eq!(Stub::Go.candidates(&rooted, &s), vec![rooted.clone()]);
+        // Everything else walks as the later Go does.
+        for name in ["web", "api.github.com", "a.b.c.d.e", "web."] {
+            assert_eq!(
+                Stub::Go119.candidates(name, &s),
+                Stub::Go.candidates(name, &settings(Stub::Go, 5, K8S)),
+                "{name}"
+            );
+        }
+        assert_eq!("go-1.19".parse::<Stub>(), Ok(Stub::Go119));
+        assert_eq!(Stub::Go119.as_str(), "go-1.19");
     }
 
     #[test]

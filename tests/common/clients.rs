@@ -293,6 +293,28 @@ pub fn build_hickory_client() -> Option<(PathBuf, String)> {
     }
 }
 
+/// The stub model for a Go version (`go1.19.8`, or `go version`'s whole line): `go-1.19` for
+/// Go 1.19 and before (Debian 12's 1.19.8), else `go`. `NDOTS_GO_STUB` overrides.
+pub fn go_model(version: &str) -> String {
+    if let Ok(s) = std::env::var("NDOTS_GO_STUB") {
+        return s;
+    }
+    let nums: Vec<u32> = version
+        .split("go")
+        .filter_map(|w| w.split_whitespace().next())
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or("")
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    if nums.len() == 2 && (nums[0], nums[1]) < (1, 20) {
+        "go-1.19".into()
+    } else {
+        "go".into()
+    }
+}
+
 /// The stub model for a c-ares version: `c-ares-1.18` before 1.34 (Debian 12's 1.18.1), else
 /// `c-ares`. `NDOTS_CARES_STUB` overrides.
 pub fn cares_model(version: &str) -> String {
