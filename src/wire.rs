@@ -890,6 +890,12 @@ mod capture_additions_tests {
     fn question_name_to_string_matches_name_to_string() {
         let mut names: Vec<Vec<u8>> = vec![vec![0], vec![3, b'W', b'w', b'W', 0]];
         names.push(vec![4, b'a', b'.', b'\\', 0xff, 2, 0, b'Z', 0]);
+        names.push(vec![3, b'a', b'-', b'_', 1, b'*', 3, b'x', b'/', b'9', 0]);
+        names.push(vec![1, b' ', 0]);
+        // The label runs past the name into the type: no question.
+        names.push(vec![5, b'a', b'b', 0]);
+        // Every byte value once, in a label of its own.
+        names.extend((0..=255u8).map(|b| vec![2, b'x', b, 0]));
         names.push(
             (0..4)
                 .flat_map(|i| std::iter::once(63u8).chain((0..63).map(move |j| (i * 63 + j) as u8)))

@@ -33,6 +33,7 @@ pub mod jsonl;
 mod link;
 mod pair;
 pub mod pcap;
+pub mod session;
 pub mod synth;
 mod tcp;
 
@@ -296,7 +297,7 @@ pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Captur
 
 const PEEK: usize = 4096;
 
-fn from_reader_named(
+pub(crate) fn from_reader_named(
     input: Box<dyn Read + Send>,
     opts: &Options,
     name: &str,

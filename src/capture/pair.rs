@@ -35,50 +35,6 @@ impl Hasher for IdentityHasher {
     }
 }
 
-/// Bytes of a label that stand for themselves in presentation format, lowercased (RFC 4343);
-/// 0 for those `wire::question_name_to_string` escapes.
-const PLAIN: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        let l = (c as u8).to_ascii_lowercase();
-        if matches!(l, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' | b'/') {
-            t[c] = l;
-        }
-        c += 1;
-    }
-    t
-};
-
-/// The question name as `QueryEvent::qname`, the same string `wire::question_name_to_string`
-/// makes: the usual name (letters, digits, `-`, `_`) in one pass through a table, anything
-/// that needs escapes or is cut short by `wire`'s function itself. Every event pays for this.
-fn qname_string(msg: &[u8], q: &wire::Question) -> String {
-    let name = msg.get(q.name_start..q.name_end).unwrap_or(&[]);
-    // The presentation form of a wire name without escapes is one byte shorter.
-    let mut out = Vec::with_capacity(name.len());
-    let mut pos = 0;
-    while let Some(&len) = name.get(pos) {
-        if len == 0 {
-            break;
-        }
-        let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else {
-            return wire::question_name_to_string(msg, q);
-        };
-        let at = out.len();
-        out.extend(label.iter().map(|&c| PLAIN[c as usize]));
-        if out[at..].contains(&0) {
-            return wire::question_name_to_string(msg, q);
-        }
-        out.push(b'.');
-        pos += 1 + len as usize;
-    }
-    if out.is_empty() {
-        out.push(b'.');
-    }
-    String::from_utf8(out).unwrap_or_else(|_| wire::question_name_to_string(msg, q))
-}
-
 struct Pending {
     time: Timestamp,
     client: IpAddr,
@@ -200,7 +156,7 @@ impl Pairer {
                 return;
             }
         };
-        let qname = qname_string(msg, &q);
+        let qname = wire::question_name_to_string(msg, &q);
         let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
         self.seq += 1;
         let p = Pending {
@@ -275,7 +231,7 @@ impl Pairer {
             }));
             return;
         }
-        let qname = qname_string(msg, &q);
+        let qname = wire::question_name_to_string(msg, &q);
         self.unmatched += 1;
         let (t, latency) = match query_time {
             Some(qt) if qt <= time => (qt, Some(time.since(qt))),
@@ -383,37 +339,6 @@ mod tests {
         v
     }
     const C: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7)), 40000);
-
-    /// The table-driven name is `wire::question_name_to_string`'s, whatever the label bytes
-    /// (escapes, dots and backslashes inside labels, the root, a name cut short).
-    #[test]
-    fn qname_string_is_the_wire_functions() {
-        let header = [0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        let names: Vec<Vec<u8>> = vec![
-            vec![0],
-            vec![3, b'W', b'w', b'W', 0],
-            vec![4, b'a', b'.', b'\\', 0xff, 2, 0, b'Z', 0],
-            vec![3, b'a', b'-', b'_', 1, b'*', 3, b'x', b'/', b'9', 0],
-            vec![1, b' ', 0],
-            vec![5, b'a', b'b', 0],
-        ];
-        let mut all: Vec<Vec<u8>> = names;
-        // Every byte value once, in a label of its own.
-        all.extend((0..=255u8).map(|b| vec![2, b'x', b, 0]));
-        for n in all {
-            let mut m = header.to_vec();
-            m.extend_from_slice(&n);
-            m.extend_from_slice(&[0, 1, 0, 1]);
-            let Ok(q) = wire::parse_question(&m) else {
-                continue;
-            };
-            assert_eq!(
-                qname_string(&m, &q),
-                wire::question_name_to_string(&m, &q),
-                "{n:?}"
-            );
-        }
-    }
     const S: (IpAddr, u16) = (IpAddr::V4(std::net::Ipv4Addr::new(10, 96, 0, 10)), 53);
 
     #[test]

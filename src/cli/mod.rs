@@ -10,6 +10,7 @@ pub mod collect;
 pub mod demo;
 pub mod generate;
 pub mod node_local;
+mod progress;
 pub mod proxy;
 pub mod replay;
 pub mod report;

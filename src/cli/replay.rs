@@ -1,14 +1,15 @@
 //! `ndots replay CAPTURE...`: re-expand the captured lookups under other settings, offline or
 //! live against `--target`, and recommend one (DESIGN §5; the model is `crate::replay`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 
-use super::analyze::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
+use super::analyze::session_error;
 use super::{CliError, Format};
+use crate::capture::session::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
 use crate::capture::{self, Options};
 use crate::config::ShortcutMode;
 use crate::render;
@@ -153,7 +154,8 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         &mut events,
         &args.cluster_domain,
         &args.idle,
-    )?;
+    )
+    .map_err(session_error)?;
     let captured_stub: Stub = args
         .captured_stub
         .parse()
@@ -176,10 +178,13 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     // The shared wording names analyze's flag; here the captured list is --captured-search.
     let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
-    let progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-    let mut collector = Collector::new(&cluster, &tracker);
-    let total_unreadable = events.run(&mut stderr, |ev| collector.observe(ev))?;
-    let mut rp = collector.finish(&captured, &tracker);
+    let mut collector = Collector::new(&captured, &tracker, live.is_some());
+    let total_unreadable = events
+        .run(&mut stderr, &mut super::progress::ReadBar::new(), |ev| {
+            collector.observe(ev)
+        })
+        .map_err(session_error)?;
+    let mut rp = collector.finish();
     // Without timestamps the captured pace is every lookup at once (a flood): a safe rate
     // instead, said here and in the output.
     let mut live = live;
@@ -217,35 +222,37 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         .collect::<Vec<_>>()
         .join(", ");
 
+    let bar = super::progress::steps(settings.len() as u64 + 1, "settings");
     let evaluate = |s: &Setting| -> Result<replay::SettingReport, CliError> {
-        match &live {
+        bar.set_message(s.label(&cluster));
+        let r = match &live {
             None => Ok(rp.evaluate(s)),
-            Some(opts) => {
-                if progress {
-                    let _ = writeln!(std::io::stderr(), "live: {}", s.label(&cluster));
-                }
-                rp.evaluate_live(s, opts)
-                    .with_context(|| format!("live replay to {}", opts.target))
-                    .map_err(CliError::runtime)
-            }
-        }
+            Some(opts) => rp
+                .evaluate_live(s, opts)
+                .with_context(|| format!("live replay to {}", opts.target))
+                .map_err(CliError::runtime),
+        };
+        bar.inc(1);
+        r
     };
     let captured_setting = captured.setting();
     let captured_report = evaluate(&captured_setting)?;
     let mut reports = Vec::with_capacity(settings.len());
     for s in &settings {
         if *s == captured_setting {
+            bar.inc(1);
             reports.push(captured_report.clone());
         } else {
             reports.push(evaluate(s)?);
         }
     }
+    bar.finish_and_clear();
     let recommendation = replay::recommend(&captured_report, &reports, args.allow_changes);
     let report = ReplayReport {
         source,
         mode: if live.is_some() { "live" } else { "offline" }.into(),
         lookups: captured_report.lookups,
-        application_lookups: rp.lookups.len() as u64,
+        application_lookups: rp.application_lookups(),
         events: rp.events,
         captured: captured_report,
         settings: reports,

@@ -547,3 +547,106 @@ pub fn run(
         .collect();
     Ok((results, fig))
 }
+
+use std::net::IpAddr;
+
+use super::report::Outcome1;
+use super::{end_of, Latency, Replay, Setting, SettingReport};
+use crate::config::ShortcutMode;
+
+impl Replay {
+    /// Evaluate one setting live: every walk sent to `opts.target`, answers from it. The
+    /// shortcut `nxdomain` is applied here (what a proxy in front would answer locally);
+    /// `autopath` needs the proxy itself as the target.
+    pub fn evaluate_live(
+        &self,
+        setting: &Setting,
+        opts: &LiveOptions,
+    ) -> std::io::Result<SettingReport> {
+        let policy = self.policy(setting);
+        let fqdn = self.fqdn.get_or_init(|| self.fqdn_targets());
+        let asked: Vec<String> = self
+            .demands
+            .iter()
+            .enumerate()
+            .map(|(id, d)| self.asked(setting, d, fqdn, id))
+            .collect();
+        let resolvers: Vec<(Stub, ResolverSettings)> = self
+            .demands
+            .iter()
+            .map(|d| self.captured.stub_config(setting, d))
+            .collect();
+        if self.timeline.is_empty() && !self.lookups.is_empty() {
+            return Err(std::io::Error::other(
+                "live replay needs the lookups' times: collect with the timeline",
+            ));
+        }
+        let first = self.timeline.first().map(|l| l.start.0).unwrap_or(0);
+        let jobs: Vec<Job<'_>> = self
+            .timeline
+            .iter()
+            .map(|t| {
+                let demand = self.lookups[t.group as usize].demand as usize;
+                let d = &self.demands[demand];
+                let (family, qtype) = d.family();
+                Job {
+                    offset_us: t.start.0.saturating_sub(first),
+                    name: &asked[demand],
+                    stub: resolvers[demand].0,
+                    family,
+                    qtype,
+                    client: client_number(t.client),
+                    settings: &resolvers[demand].1,
+                }
+            })
+            .collect();
+        let nx = setting.shortcut == ShortcutMode::Nxdomain;
+        let (results, figures) = run(&jobs, opts, |q, t| nx && policy.decide(q, t).is_some())?;
+        let outcomes: Vec<Outcome1> = results
+            .iter()
+            .map(|r| Outcome1 {
+                queries: r.tally.queries,
+                types: 1 + r.tally.both_types as u8,
+                nxdomain: r.tally.nxdomain,
+                upstream: r.tally.queries - r.local,
+                end: end_of(r.result.as_deref(), r.tally.last),
+                uncertain: false,
+                as_captured: false,
+                local: [false; 6],
+            })
+            .collect();
+        let captured = *setting == self.captured.setting();
+        if captured {
+            let _ = self
+                .live_baseline
+                .set(outcomes.iter().map(|o| o.end.clone()).collect());
+        }
+        let mut r = self.tally(setting, &outcomes, true, None);
+        if captured {
+            r.target_differences = std::mem::take(&mut r.changed_resolutions);
+            r.target_difference_list = std::mem::take(&mut r.changes);
+        }
+        r.latency_ms = Some(Latency {
+            p50: figures.query_ms.p50,
+            p90: figures.query_ms.p90,
+            p99: figures.query_ms.p99,
+            max: figures.query_ms.max,
+            lookup_p50: figures.lookup_ms.p50,
+            lookup_p99: figures.lookup_ms.p99,
+        });
+        r.timeouts = Some(figures.timeouts);
+        r.live = Some(figures);
+        Ok(r)
+    }
+}
+
+/// A captured client address as a number that spreads clients over sockets.
+fn client_number(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+        }
+    }
+}

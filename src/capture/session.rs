@@ -1,0 +1,749 @@
+//! A capture session, as `ndots analyze` and `ndots replay` read one: the cluster domain, the
+//! pods' search list (given, from a resolv.conf, or the Kubernetes default plus node domains
+//! inferred from the capture), the walk tracker's settings, and every capture streamed in
+//! query-time order through one [`Reorder`](super::Reorder): [`Events`] reads and decodes on a
+//! thread of its own, the caller's thread orders and tracks, and the head of the first capture
+//! is read once for both the inference and the walks. The CLI words the errors.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+
+use super::{OpenError, Options};
+use crate::config::{ClusterConfig, TrackerConfig};
+use crate::event::QueryEvent;
+use crate::search::resolv_conf::{Environment, ResolverSettings};
+use crate::search::Stub;
+
+/// Why a session could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The search list, resolv.conf or idle time given is wrong (a usage error).
+    #[error(transparent)]
+    Setup(anyhow::Error),
+    /// A capture could not be opened (missing, unknown format).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Under `strict`, the first unreadable record.
+    #[error("{path}: {error} (--strict)")]
+    Strict {
+        path: String,
+        error: super::Unreadable,
+    },
+    /// The reader thread could not start or stopped without a result.
+    #[error("{0}")]
+    Reader(String),
+}
+
+/// Where the search list shape comes from: `--search`, `--resolv-conf`, or the capture.
+pub struct ShapeSource<'a> {
+    pub search: Option<&'a str>,
+    pub resolv_conf: Option<&'a std::path::Path>,
+    pub first_capture: Option<&'a std::path::Path>,
+}
+
+/// What `analyze` and `replay` read captures with: the cluster domain, the pods' search list
+/// (and how it was chosen, said on stderr) and the tracker's settings.
+pub struct CaptureSetup {
+    pub domain: String,
+    pub cluster: ClusterConfig,
+    pub said: String,
+    /// How the search list was chosen (the report's `search_from`).
+    pub search_from: &'static str,
+    pub tracker: TrackerConfig,
+}
+
+/// The session's setup; an inferred search list reads the head of the first capture from
+/// `events` (once: [`Events::run`] hands the same events on).
+pub fn capture_setup(
+    source: &ShapeSource<'_>,
+    events: &mut Events,
+    cluster_domain: &str,
+    idle: &str,
+) -> Result<CaptureSetup, SessionError> {
+    let domain = cluster_domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let (cluster, said) = search_shape(source, &domain, &mut |domain| {
+        infer_node_domains(events.head(), domain)
+    })
+    .map_err(SessionError::Setup)?;
+    let idle = crate::config::parse_duration(idle).map_err(SessionError::Setup)?;
+    use crate::amplify::advice::{SEARCH_ASSUMED, SEARCH_GIVEN, SEARCH_INFERRED};
+    let search_from = if source.search.is_some() || source.resolv_conf.is_some() {
+        SEARCH_GIVEN
+    } else if !cluster.node_search.is_empty() {
+        SEARCH_INFERRED
+    } else {
+        SEARCH_ASSUMED
+    };
+    Ok(CaptureSetup {
+        domain,
+        cluster,
+        said,
+        search_from,
+        tracker: TrackerConfig {
+            idle,
+            max_open_walks: 200_000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        },
+    })
+}
+
+/// The search list shape for decomposition, and how it was chosen (said on stderr).
+/// `infer` reads the node's domains off the first capture's events (called only when needed).
+pub fn search_shape(
+    args: &ShapeSource<'_>,
+    domain: &str,
+    infer: &mut dyn FnMut(&str) -> Vec<String>,
+) -> anyhow::Result<(ClusterConfig, String)> {
+    let (list, origin): (Vec<String>, String) = if let Some(s) = args.search {
+        (
+            s.split_whitespace().map(str::to_string).collect(),
+            "from --search".into(),
+        )
+    } else if let Some(p) = args.resolv_conf {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let settings =
+            ResolverSettings::from_resolv_conf(&text, Stub::Glibc, &Environment::default());
+        (settings.search, format!("from {}", p.display()))
+    } else {
+        let shape = vec![
+            format!("*.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.to_string(),
+        ];
+        let node = match args.first_capture {
+            Some(p) if p.as_os_str() != "-" => infer(domain),
+            _ => Vec::new(),
+        };
+        let said = if node.is_empty() {
+            format!(
+                "{} (the Kubernetes pod default, assumed; no node domains found in the capture: \
+                 pass --search or --resolv-conf to give them)",
+                shape.join(" ")
+            )
+        } else {
+            format!(
+                "{} {} (the Kubernetes pod default, assumed, plus node domains inferred from \
+                 the capture's search walks; --search or --resolv-conf overrides)",
+                shape.join(" "),
+                node.join(" ")
+            )
+        };
+        return Ok((
+            ClusterConfig {
+                domain: domain.into(),
+                search: shape,
+                node_search: node,
+            },
+            said,
+        ));
+    };
+    shape_from_list(&list, domain, &origin)
+}
+
+/// A resolv.conf-style search list as a shape: `<ns>.svc.<domain>` (or `*.svc.<domain>`)
+/// stands for every namespace; the cluster's own entries, then the node's.
+pub fn shape_from_list(
+    list: &[String],
+    domain: &str,
+    origin: &str,
+) -> anyhow::Result<(ClusterConfig, String)> {
+    let ns_suffix = format!(".svc.{domain}");
+    let mut search = Vec::new();
+    let mut node_search = Vec::new();
+    for entry in list {
+        let e = entry.trim_end_matches('.').to_ascii_lowercase();
+        if e.is_empty() {
+            continue;
+        }
+        // `<ns>.svc.<domain>` is one pod's namespace; a capture holds many.
+        if let Some(ns) = e.strip_suffix(ns_suffix.as_str()) {
+            if !ns.contains('.') {
+                search.push(format!("*{ns_suffix}"));
+                continue;
+            }
+        }
+        if e == format!("svc.{domain}") || e == domain {
+            search.push(e);
+        } else {
+            node_search.push(e);
+        }
+    }
+    if search.is_empty() && node_search.is_empty() {
+        return Err(anyhow!("the search list {origin} is empty"));
+    }
+    let said = format!("{} {} ({origin})", search.join(" "), node_search.join(" "));
+    Ok((
+        ClusterConfig {
+            domain: domain.into(),
+            search,
+            node_search,
+        },
+        said.replace("  ", " "),
+    ))
+}
+
+/// Records (events and unreadable ones) of the first capture read to infer the node's search
+/// domains.
+const INFER_EVENTS: usize = 200_000;
+
+/// The node's own search domains, read off the walks in the first capture: a suffix `S` (not
+/// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
+/// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
+/// frequent first, at most three. A walk that *begins* with the name as written (ndots or more
+/// dots) is a stronger signature: `B.` failed (NXDOMAIN or NODATA) and `B.S` of the same type
+/// followed within a second; one such walk is enough (zeek-wikipedia's `ncsa.uiuc.edu`). So
+/// is the converse, a walk that begins with the expansion: `B.S` failed and `B.` followed
+/// (zeek-erspan's `sp.local`), and an NXDOMAIN for a dotted name under a cloud platform's
+/// node domain (08-coredns-4066's `example.com.ec2.internal`, see [`cloud_node_domain`]).
+/// `head` is the first capture's first events, in the order read (before `Reorder`).
+fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
+    // hashbrown's default hasher (foldhash): the keys are the capture's, nothing to defend.
+    use hashbrown::{HashMap, HashSet};
+    let cluster = format!(".{domain}.");
+    let mut names: HashMap<std::net::IpAddr, HashSet<&str>> = HashMap::new();
+    // Per (client, type): the last absolute name that failed, and when.
+    let mut failed: HashMap<(std::net::IpAddr, u16), (&str, u64)> = HashMap::new();
+    let mut strong: HashMap<String, usize> = HashMap::new();
+    for ev in head {
+        let key = (ev.client, ev.qtype);
+        if let Some(&(b, at)) = failed.get(&key) {
+            let soon = ev.time.0.saturating_sub(at) <= 1_000_000;
+            // The name as written failed, then `B.S`.
+            let suffix = ev.qname.strip_prefix(b).map(|s| s.trim_end_matches('.'));
+            if let Some(suffix) = suffix {
+                if suffix.contains('.') && soon && !ev.qname.ends_with(&cluster) {
+                    *strong.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+            // `B.S` failed, then the name as written `B.` (a walk that begins with the
+            // expansion: fewer dots than ndots; zeek-erspan's `sp.local`).
+            let suffix = b
+                .strip_prefix(ev.qname.as_str())
+                .filter(|_| ev.qname.len() > 1)
+                .map(|s| s.trim_end_matches('.'));
+            if let Some(suffix) = suffix {
+                if suffix.contains('.') && soon && !b.ends_with(&cluster) {
+                    *strong.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let failure = ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0));
+        if ev.rcode == Some(3) && !ev.qname.ends_with(&cluster) {
+            if let Some(suffix) = cloud_node_domain(&ev.qname) {
+                *strong.entry(suffix.to_string()).or_default() += 1;
+            }
+        }
+        if failure {
+            failed.insert(key, (ev.qname.as_str(), ev.time.0));
+        } else {
+            failed.remove(&key);
+        }
+        if failed.len() > INFER_EVENTS {
+            failed.clear();
+        }
+        names
+            .entry(ev.client)
+            .or_default()
+            .insert(ev.qname.as_str());
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut absolute = String::new();
+    for set in names.values() {
+        for name in set.iter().filter(|n| !n.ends_with(&cluster)) {
+            // Every split of `name` into `base.suffix` on a label boundary, the suffix having
+            // at least two labels (a search domain, not a TLD).
+            for (i, _) in name.match_indices('.') {
+                let (base, suffix) = (&name[..i], name[i + 1..].trim_end_matches('.'));
+                if !suffix.contains('.') {
+                    continue;
+                }
+                absolute.clear();
+                absolute.push_str(base);
+                absolute.push('.');
+                if set.contains(absolute.as_str()) {
+                    *counts.entry(suffix.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    // A strong signature stands on its own (the base need not have been asked absolute).
+    for (s, n) in &strong {
+        counts.entry(s.clone()).or_insert(*n);
+    }
+    let mut found: Vec<(String, usize)> = counts
+        .into_iter()
+        .filter(|(s, n)| *n >= 3 || strong.contains_key(s))
+        .collect();
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    found.into_iter().take(3).map(|(s, _)| s).collect()
+}
+
+/// What reading shows while it goes: a progress bar on a terminal (the CLI's), nothing
+/// otherwise ([`NoProgress`]).
+pub trait Progress {
+    /// A capture begins; its size in bytes when known (a file, not standard input).
+    fn begin(&mut self, path: &Path, bytes: Option<u64>);
+    /// Bytes of it read so far (compressed, as stored), and events.
+    fn update(&mut self, bytes: u64, events: u64);
+    /// The capture is read; its summary line follows.
+    fn end(&mut self);
+}
+
+/// No progress shown.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&mut self, _: &Path, _: Option<u64>) {}
+    fn update(&mut self, _: u64, _: u64) {}
+    fn end(&mut self) {}
+}
+
+/// Events between progress updates (an atomic load and a call: nothing next to a read).
+const UPDATE_EVERY: u64 = 4096;
+
+/// A reader that counts the bytes taken from it, for the progress.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Open `path` (`-`: standard input) with its size and a counter of the bytes read.
+fn open_counted(
+    path: &Path,
+    opts: &Options,
+) -> Result<(super::Capture, Option<u64>, Arc<AtomicU64>), OpenError> {
+    let read = Arc::new(AtomicU64::new(0));
+    let name = path.display().to_string();
+    if name == "-" {
+        return Ok((super::open_with(path, opts)?, None, read));
+    }
+    let file = std::fs::File::open(path).map_err(|error| OpenError::Io {
+        path: name.clone(),
+        error,
+    })?;
+    let size = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let input = Counted {
+        inner: file,
+        read: read.clone(),
+    };
+    let cap = super::from_reader_named(Box::new(input), opts, &name)?;
+    Ok((cap, size, read))
+}
+
+/// Events in flight between the reader thread and the tracker: batches of this many...
+const BATCH: usize = 1024;
+/// ...and at most this many batches queued (with one being filled and one being tracked, about
+/// 10k events: a few MB whatever the capture's size).
+const QUEUED_BATCHES: usize = 8;
+
+/// What the reader thread tells the caller's thread, in order.
+enum Msg {
+    Events(Vec<QueryEvent>),
+    /// The first capture's first `INFER_EVENTS` records (or all of it) have been sent.
+    HeadEnd,
+    /// A capture begins ([`Progress::begin`]).
+    Begin(PathBuf, Option<u64>),
+    /// Bytes and events read so far ([`Progress::update`]).
+    Update(u64, u64),
+    /// The capture is read ([`Progress::end`]); its summary follows as `Text`.
+    End,
+    /// Per-file counts for stderr.
+    Text(String),
+    /// The end: records unreadable in all, or the error that stopped the reading.
+    Done(Result<u64, SessionError>),
+}
+
+/// The captures' events, read and decoded on a thread of their own (started at the first use)
+/// while the caller's thread puts them in query-time order and tracks walks: on two cores
+/// the two halves run at once. The head of the first capture is read once, for the search
+/// list inference ([`capture_setup`]) and for the walks. Shared by `analyze` and `replay`.
+pub struct Events {
+    captures: Vec<PathBuf>,
+    opts: Options,
+    rx: Option<std::sync::mpsc::Receiver<Msg>>,
+    /// Emptied batches go back to the reader to be filled again.
+    recycle: Option<std::sync::mpsc::Sender<Vec<QueryEvent>>>,
+    /// Events taken by [`Events::head`], handed to `observe` first.
+    head: Vec<QueryEvent>,
+    /// Messages received while taking the head (progress, counts, the end), replayed by
+    /// `run`.
+    held: Vec<Msg>,
+    /// Records of the first capture in the head: `INFER_EVENTS` (tests take fewer).
+    head_records: usize,
+}
+
+impl Events {
+    pub fn new(captures: &[PathBuf], opts: Options) -> Events {
+        Events {
+            captures: captures.to_vec(),
+            opts,
+            rx: None,
+            recycle: None,
+            head: Vec::new(),
+            held: Vec::new(),
+            head_records: INFER_EVENTS,
+        }
+    }
+
+    fn start(&mut self) {
+        if self.rx.is_some() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
+        let (recycle, reuse) = std::sync::mpsc::channel();
+        let captures = self.captures.clone();
+        let opts = self.opts.clone();
+        let head_records = self.head_records;
+        let spawned = std::thread::Builder::new()
+            .name("capture-reader".into())
+            .spawn(move || {
+                let end = read_all(&captures, &opts, head_records, &tx, &reuse);
+                let _ = tx.send(Msg::Done(end));
+            });
+        if let Err(e) = spawned {
+            let (tx, rx2) = std::sync::mpsc::sync_channel(1);
+            let _ = tx.send(Msg::Done(Err(SessionError::Reader(format!(
+                "starting the capture reader: {e}"
+            )))));
+            self.rx = Some(rx2);
+            return;
+        }
+        self.rx = Some(rx);
+        self.recycle = Some(recycle);
+    }
+
+    /// The events of the first capture's first `head_records` records (fewer when it is
+    /// shorter), in the order read; `run` hands them to `observe` like the rest. Only the
+    /// first call reads.
+    fn head(&mut self) -> &[QueryEvent] {
+        if self.rx.is_none() {
+            self.start();
+            let rx = self.rx.as_ref().expect("started");
+            loop {
+                match rx.recv() {
+                    Ok(Msg::Events(b)) => self.head.extend(b),
+                    Ok(Msg::HeadEnd) | Err(_) => break,
+                    Ok(m @ Msg::Done(_)) => {
+                        self.held.push(m);
+                        break;
+                    }
+                    Ok(m) => self.held.push(m),
+                }
+            }
+        }
+        &self.head
+    }
+
+    /// Every event into `observe` in query-time order (across all the captures: they are one
+    /// stream of traffic), with `progress` while reading and per-file counts on `stderr`;
+    /// returns how many records were unreadable (skipped), or the first one under `strict`.
+    pub fn run(
+        mut self,
+        stderr: &mut impl Write,
+        progress: &mut dyn Progress,
+        mut observe: impl FnMut(&QueryEvent),
+    ) -> Result<u64, SessionError> {
+        self.start();
+        let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
+        for ev in std::mem::take(&mut self.head) {
+            reorder.push(ev, &mut observe);
+        }
+        let held = std::mem::take(&mut self.held);
+        let rx = self.rx.take().expect("started");
+        let mut msgs = held
+            .into_iter()
+            .map(Ok)
+            .chain(std::iter::from_fn(|| Some(rx.recv())));
+        loop {
+            match msgs.next().expect("endless") {
+                Ok(Msg::Events(mut b)) => {
+                    for ev in b.drain(..) {
+                        reorder.push(ev, &mut observe);
+                    }
+                    if let Some(r) = &self.recycle {
+                        let _ = r.send(b);
+                    }
+                }
+                Ok(Msg::HeadEnd) => {}
+                Ok(Msg::Begin(path, bytes)) => progress.begin(&path, bytes),
+                Ok(Msg::Update(bytes, events)) => progress.update(bytes, events),
+                Ok(Msg::End) => progress.end(),
+                Ok(Msg::Text(t)) => {
+                    let _ = stderr.write_all(t.as_bytes());
+                }
+                Ok(Msg::Done(Ok(unreadable))) => {
+                    reorder.finish(&mut observe);
+                    return Ok(unreadable);
+                }
+                Ok(Msg::Done(Err(e))) => {
+                    progress.end();
+                    return Err(e);
+                }
+                Err(_) => {
+                    progress.end();
+                    return Err(SessionError::Reader(
+                        "the capture reader stopped without a result".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The reader thread: every capture's events to `tx` in batches, with progress and counts.
+/// An `Err` is a capture that cannot be opened or the first unreadable record under
+/// `strict`; a closed channel (the caller gave up) ends the reading quietly.
+fn read_all(
+    captures: &[PathBuf],
+    opts: &Options,
+    head_records: usize,
+    tx: &std::sync::mpsc::SyncSender<Msg>,
+    reuse: &std::sync::mpsc::Receiver<Vec<QueryEvent>>,
+) -> Result<u64, SessionError> {
+    let gone = |_| SessionError::Reader("the caller stopped reading".into());
+    let mut total_unreadable = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    // Records of the first capture until the head is complete.
+    let mut head_left = Some(head_records.max(1));
+    for path in captures {
+        let (mut cap, size, read) = open_counted(path, opts)?;
+        tx.send(Msg::Begin(path.clone(), size)).map_err(gone)?;
+        let mut n = 0u64;
+        for item in cap.by_ref() {
+            let unreadable = match item {
+                Ok(ev) => {
+                    batch.push(ev);
+                    n += 1;
+                    if n % UPDATE_EVERY == 0 {
+                        tx.send(Msg::Update(read.load(Ordering::Relaxed), n))
+                            .map_err(gone)?;
+                    }
+                    None
+                }
+                Err(u) => Some(u),
+            };
+            if let Some(left) = head_left.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    head_left = None;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    tx.send(Msg::Events(full)).map_err(gone)?;
+                    tx.send(Msg::HeadEnd).map_err(gone)?;
+                }
+            }
+            if let Some(error) = unreadable {
+                if opts.strict {
+                    return Err(SessionError::Strict {
+                        path: path.display().to_string(),
+                        error,
+                    });
+                }
+            }
+            if batch.len() >= BATCH {
+                let next = reuse
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                tx.send(Msg::Events(std::mem::replace(&mut batch, next)))
+                    .map_err(gone)?;
+            }
+        }
+        if !batch.is_empty() {
+            tx.send(Msg::Events(std::mem::take(&mut batch)))
+                .map_err(gone)?;
+        }
+        if head_left.take().is_some() {
+            tx.send(Msg::HeadEnd).map_err(gone)?;
+        }
+        let s = cap.stats();
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "{}: {} events ({}), {} unreadable",
+            path.display(),
+            s.events,
+            cap.format().as_str(),
+            s.unreadable
+        );
+        for u in &s.first_unreadable {
+            let _ = writeln!(text, "  unreadable: {u}");
+        }
+        tx.send(Msg::End).map_err(gone)?;
+        tx.send(Msg::Text(text)).map_err(gone)?;
+        total_unreadable += s.unreadable;
+    }
+    Ok(total_unreadable)
+}
+
+/// The cloud node domain (`cluster.profile`'s platforms) that `qname` ends with, when what
+/// comes before it has two labels or more: `example.com.ec2.internal.` is `example.com`
+/// searched under the node domain, while `ip-10-0-0-1.ec2.internal.` is a host. The forms
+/// are exact: `ec2.internal`, `<region>.compute.internal`, `google.internal`,
+/// `c.<project>.internal`, `reddog.microsoft.com`, `<id>.<x>.internal.cloudapp.net`.
+fn cloud_node_domain(qname: &str) -> Option<&str> {
+    let name = qname.trim_end_matches('.');
+    let labels: Vec<&str> = name.split('.').collect();
+    let n = labels.len();
+    let tail = |k: usize| labels[n - k..].join(".");
+    // How many trailing labels make the node domain.
+    let k = if n >= 2 && (tail(2) == "ec2.internal" || tail(2) == "google.internal") {
+        2
+    } else if n >= 3
+        && (tail(2) == "compute.internal"
+            || tail(3) == "reddog.microsoft.com"
+            || (labels[n - 1] == "internal" && labels[n - 3] == "c"))
+    {
+        3
+    } else if n >= 5 && tail(3) == "internal.cloudapp.net" {
+        5
+    } else {
+        return None;
+    };
+    // A zonal `<zone>.c.<project>.internal` reads as `c.<project>.internal` (in every GCE
+    // node's search list) with the zone in the base.
+    let base_labels = n - k;
+    if base_labels < 2 {
+        return None;
+    }
+    let start = labels[..n - k].iter().map(|l| l.len() + 1).sum::<usize>();
+    Some(&name[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::synth;
+
+    /// The reader thread hands over every event once, in the order one thread reading the
+    /// captures and putting them through `Reorder` gives, whether the head ends inside a
+    /// batch, at a batch boundary, or covers the whole first capture; with two captures.
+    /// Progress is told of each capture in order, and ends before its summary line.
+    #[test]
+    fn events_through_the_reader_thread_are_those_of_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, seed) in [5u64, 6].into_iter().enumerate() {
+            let p = dir.path().join(format!("c{i}.pcap"));
+            let cfg = synth::SynthConfig {
+                queries: 3_000,
+                seed,
+                ..synth::SynthConfig::default()
+            };
+            synth::write(&cfg, std::fs::File::create(&p).unwrap()).unwrap();
+            paths.push(p);
+        }
+        let opts = Options::default();
+        let mut want = Vec::new();
+        let mut reorder = super::super::Reorder::new(
+            super::super::Reorder::WINDOW,
+            super::super::Reorder::MAX_HELD,
+        );
+        for p in &paths {
+            for ev in super::super::open_with(p, &opts).unwrap().flatten() {
+                reorder.push(ev, |e| want.push(e.clone()));
+            }
+        }
+        reorder.finish(|e| want.push(e.clone()));
+        assert_eq!(want.len(), 6_000);
+
+        /// What progress was told, in order.
+        #[derive(Default)]
+        struct Told(Vec<String>);
+        impl Progress for Told {
+            fn begin(&mut self, path: &Path, bytes: Option<u64>) {
+                let name = path.file_name().unwrap().to_string_lossy();
+                self.0.push(format!("begin {name} {}", bytes.is_some()));
+            }
+            fn update(&mut self, bytes: u64, events: u64) {
+                assert!(bytes > 0 && events % UPDATE_EVERY == 0);
+            }
+            fn end(&mut self) {
+                self.0.push("end".into());
+            }
+        }
+        for head_records in [1, 7, BATCH, BATCH + 1, 3_000, 10_000] {
+            let mut events = Events::new(&paths, opts.clone());
+            events.head_records = head_records;
+            let head = events.head().to_vec();
+            assert_eq!(head.len(), head_records.min(3_000), "head {head_records}");
+            let mut got = Vec::new();
+            let mut text = Vec::new();
+            let mut told = Told::default();
+            let unreadable = events
+                .run(&mut text, &mut told, |e| got.push(e.clone()))
+                .unwrap();
+            assert_eq!(unreadable, 0);
+            assert!(got == want, "head {head_records}: events differ");
+            let text = String::from_utf8(text).unwrap();
+            assert_eq!(
+                text.matches("3000 events (pcap), 0 unreadable").count(),
+                2,
+                "{text}"
+            );
+            assert_eq!(
+                told.0,
+                ["begin c0.pcap true", "end", "begin c1.pcap true", "end"]
+            );
+        }
+        // Without a head, and a capture that cannot be opened is the open error it was.
+        let mut got = Vec::new();
+        Events::new(&paths, opts.clone())
+            .run(&mut Vec::new(), &mut NoProgress, |e| got.push(e.clone()))
+            .unwrap();
+        assert!(got == want);
+        let missing = vec![dir.path().join("missing.pcap")];
+        let err = Events::new(&missing, opts).run(&mut Vec::new(), &mut NoProgress, |_| {});
+        assert!(matches!(err, Err(SessionError::Open(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_dotted_name_under_a_cloud_node_domain_is_a_search_expansion_a_host_is_not() {
+        let cases = [
+            ("example.com.ec2.internal.", Some("ec2.internal")),
+            ("ip-10-0-0-1.ec2.internal.", None),
+            (
+                "api.github.com.us-west-2.compute.internal.",
+                Some("us-west-2.compute.internal"),
+            ),
+            (
+                "storage.googleapis.com.c.my-proj.internal.",
+                Some("c.my-proj.internal"),
+            ),
+            ("example.com.google.internal.", Some("google.internal")),
+            (
+                "example.com.reddog.microsoft.com.",
+                Some("reddog.microsoft.com"),
+            ),
+            (
+                "a.b.x1.y2.internal.cloudapp.net.",
+                Some("x1.y2.internal.cloudapp.net"),
+            ),
+            ("example.com.", None),
+            ("internal.", None),
+            (".", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(cloud_node_domain(name), want, "{name}");
+        }
+    }
+}
