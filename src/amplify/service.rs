@@ -204,7 +204,6 @@ impl Tracker {
         std::thread::Builder::new()
             .name("ndots-tracker".into())
             .spawn(move || {
-                lower_priority();
                 // Event time, advanced by wall time while no events come, so idle walks close
                 // on schedule whether events carry live or replayed timestamps.
                 let mut clock = (Timestamp(0), Instant::now());
@@ -602,20 +601,6 @@ impl LookupMetrics {
                     .increment(u64::from(l.suffix_queries[i]));
             }
         }
-    }
-}
-
-/// The tracker is bookkeeping beside the packet path: nice 10 lets the scheduler run a listener
-/// that has a query waiting before it (on a node, the proxy's threads share cores with each
-/// other and with the pods). Raising one's own nice value needs no privilege.
-fn lower_priority() {
-    // SAFETY: plain syscalls on this thread's own id.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) } != 0 {
-        tracing::debug!(
-            "tracker thread: setpriority failed: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
