@@ -270,12 +270,6 @@ pub fn install() -> PrometheusHandle {
                     &duration_buckets(),
                 )
                 .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(LOOKUP_QUERIES.into()),
-                        LOOKUP_QUERY_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("size_bytes".into()), SIZE_BUCKETS)
                 })
                 .expect("static bucket lists are non-empty")
@@ -763,12 +757,6 @@ impl<F: FnOnce() -> Counter> CounterRef<F> {
 #[inline]
 pub fn record_cached(key: u64, make: impl FnOnce() -> Histogram, value: f64) {
     HISTOGRAMS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
-}
-
-/// A histogram handle memoised per thread under `key`.
-#[inline]
-pub fn cached_histogram(key: u64, make: impl FnOnce() -> Histogram) -> Histogram {
-    HISTOGRAMS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).clone())
 }
 
 /// Cheap key for a label set made of small integers and a name tag.

@@ -245,20 +245,13 @@ impl Tracker {
                         Msg::Event(ev) => {
                             thread_queued.fetch_sub(1, Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, event_bytes(&ev));
-                            if ev.time >= clock.0 {
-                                clock = (ev.time, Instant::now());
-                            }
+                            advance(&mut clock, Some(ev.time));
                             walks.observe(&ev);
                         }
                         Msg::Batch(evs) => {
                             thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch_bytes(&evs));
-                            // One clock reading per batch: its events were answered together.
-                            if let Some(last) = evs.iter().map(|e| e.time).max() {
-                                if last >= clock.0 {
-                                    clock = (last, Instant::now());
-                                }
-                            }
+                            advance(&mut clock, evs.iter().map(|e| e.time).max());
                             for ev in &evs {
                                 walks.observe(ev);
                             }
@@ -266,11 +259,7 @@ impl Tracker {
                         Msg::Wire(batch) => {
                             thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch.bytes());
-                            if let Some(last) = batch.events.iter().map(|(e, _)| e.time).max() {
-                                if last >= clock.0 {
-                                    clock = (last, Instant::now());
-                                }
-                            }
+                            advance(&mut clock, batch.events.iter().map(|(e, _)| e.time).max());
                             batch.for_each(&mut name_buf, |ev| walks.observe(ev));
                         }
                         Msg::Sync(close, reply) => {
@@ -601,6 +590,14 @@ impl LookupMetrics {
                     .increment(u64::from(l.suffix_queries[i]));
             }
         }
+    }
+}
+
+/// Move the tracker's event clock to `latest` (a batch's newest event time) if that is later,
+/// with one wall-clock reading per batch: its events were answered together.
+fn advance(clock: &mut (Timestamp, Instant), latest: Option<Timestamp>) {
+    if let Some(t) = latest.filter(|t| *t >= clock.0) {
+        *clock = (t, Instant::now());
     }
 }
 
