@@ -177,13 +177,15 @@ fn truncated_upstream_answer_is_retried_over_tcp() {
         seen.iter().any(|s| s.tcp),
         "the proxy retried over TCP: {seen:?}"
     );
-    // The client retries over TCP and gets the whole answer, from the cache.
-    let before = up.total();
+    // The client retries over TCP and gets the whole answer, from the cache. Only TXT queries
+    // count: the proxy's own SOA health and HINFO loop probes may reach the upstream meanwhile
+    // (a CI run saw one land between the two reads).
+    let before = up.total_of_type(16);
     let (bytes, tcp) = ask_tcp(h.addr, 2, "big.test.", 16);
     assert!(!tcp.header.tc());
     assert_eq!(tcp.header.ancount, 1);
     assert!(bytes.len() > 3000);
-    assert_eq!(up.total(), before, "TCP answer came from cache");
+    assert_eq!(up.total_of_type(16), before, "TCP answer came from cache");
 }
 
 #[test]
