@@ -9,6 +9,8 @@
 # At a low RATE the receive batch size (and with it the per-batch costs: the tracker hand-over,
 # the syscalls) depends on how fast valgrind happens to run; a rate above what the proxy answers
 # under valgrind keeps every batch full, as at full load, and the counts repeatable.
+# KEEP=DIR keeps each run's callgrind output there (DIR/<binary name>.callgrind) for
+# `callgrind_annotate`.
 # Needs valgrind, nsd, dnsperf (scripts/test.sh installs the last two). Loopback only.
 set -euo pipefail
 QUERIES="${QUERIES:-30000}"
@@ -33,6 +35,7 @@ for bin in "$@"; do
   answered=$(dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n "$QUERIES" -Q "$RATE" 2>/dev/null |
     awk '/Queries completed/ {print $3}')
   kill -INT $vg; wait $vg || true
+  if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP/$(basename "$bin").callgrind"; fi
   total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
   echo "$bin: $total instructions, $answered answered, $((total / answered)) per answer"
 done

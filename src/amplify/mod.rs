@@ -14,7 +14,7 @@ pub mod walk;
 
 pub use report::{Aggregate, Report, Windowed};
 pub use service::{Tracker, WireBatch};
-pub use walk::{Lookup, Outcome, SuffixSlot, WalkTracker};
+pub use walk::{BaseName, Lookup, Outcome, SuffixSlot, WalkTracker};
 
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::QueryEvent;

@@ -24,7 +24,7 @@ use hashbrown::HashMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::walk::{Lookup, SuffixSlot};
+use super::walk::{BaseName, Lookup, Outcome, SuffixSlot};
 use crate::event::{qtype_name, Timestamp};
 
 /// Entries in each top list of a report.
@@ -157,6 +157,14 @@ pub struct TypeFigures {
     pub queries: u64,
     pub lookups: u64,
     pub wasted_queries: u64,
+}
+
+impl TypeFigures {
+    fn add(&mut self, o: &TypeFigures) {
+        self.queries += o.queries;
+        self.lookups += o.lookups;
+        self.wasted_queries += o.wasted_queries;
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -384,14 +392,18 @@ pub struct Aggregate {
     amp_max: u64,
     dur_us: Histogram<u64>,
     dur_max_us: u64,
-    by_type: BTreeMap<String, TypeFigures>,
+    /// Lookups add by type number and outcome, which costs an array index; the labels are
+    /// made when a report is. What came from a report (`from_report`) stays by label.
+    types: Vec<(u16, TypeFigures)>,
+    named_types: BTreeMap<String, TypeFigures>,
     suffix_queries: [u64; 6],
     suffix_wasted: [u64; 6],
-    outcomes: BTreeMap<String, u64>,
+    outcome_counts: [u64; Outcome::ALL.len()],
+    named_outcomes: BTreeMap<String, u64>,
     upstream_queries: u64,
     upstream_wasted: u64,
     shortcut_answers: u64,
-    names: TopMap<String, NameAcc>,
+    names: TopMap<BaseName, NameAcc>,
     clients: TopMap<String, ClientAcc>,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
@@ -409,10 +421,12 @@ impl Aggregate {
             amp_max: 0,
             dur_us: new_hist(),
             dur_max_us: 0,
-            by_type: BTreeMap::new(),
+            types: Vec::new(),
+            named_types: BTreeMap::new(),
             suffix_queries: [0; 6],
             suffix_wasted: [0; 6],
-            outcomes: BTreeMap::new(),
+            outcome_counts: [0; Outcome::ALL.len()],
+            named_outcomes: BTreeMap::new(),
             upstream_queries: 0,
             upstream_wasted: 0,
             shortcut_answers: 0,
@@ -450,11 +464,7 @@ impl Aggregate {
             self.dur_us.saturating_record(us);
             self.dur_max_us = self.dur_max_us.max(us);
         }
-        let tname = qtype_name(l.qtype);
-        let t = match self.by_type.get_mut(&*tname) {
-            Some(t) => t,
-            None => self.by_type.entry(tname.into_owned()).or_default(),
-        };
+        let t = self.type_figures(l.qtype);
         t.queries += q;
         t.lookups += 1;
         t.wasted_queries += w;
@@ -462,13 +472,7 @@ impl Aggregate {
             self.suffix_queries[i] += u64::from(l.suffix_queries[i]);
             self.suffix_wasted[i] += u64::from(l.suffix_wasted[i]);
         }
-        let o = l.outcome.as_str();
-        match self.outcomes.get_mut(o) {
-            Some(n) => *n += 1,
-            None => {
-                self.outcomes.insert(o.to_string(), 1);
-            }
-        }
+        self.outcome_counts[l.outcome as usize] += 1;
         self.upstream_queries += u64::from(l.upstream_queries);
         self.upstream_wasted += u64::from(l.upstream_wasted);
         self.shortcut_answers += u64::from(l.shortcut_answers);
@@ -491,6 +495,18 @@ impl Aggregate {
         self.last = Some(self.last.map_or(l.end, |e| e.max(l.end)));
     }
 
+    /// The figures of one query type (a handful of types, so a short list).
+    fn type_figures(&mut self, qtype: u16) -> &mut TypeFigures {
+        let i = match self.types.iter().position(|(t, _)| *t == qtype) {
+            Some(i) => i,
+            None => {
+                self.types.push((qtype, TypeFigures::default()));
+                self.types.len() - 1
+            }
+        };
+        &mut self.types[i].1
+    }
+
     /// Keep only the heaviest `cap` names and clients.
     fn shrink_tops(&mut self, cap: usize) {
         self.names.shrink(cap);
@@ -507,18 +523,21 @@ impl Aggregate {
         self.amp_max = self.amp_max.max(o.amp_max);
         let _ = self.dur_us.add(&o.dur_us);
         self.dur_max_us = self.dur_max_us.max(o.dur_max_us);
-        for (k, v) in &o.by_type {
-            let t = self.by_type.entry(k.clone()).or_default();
-            t.queries += v.queries;
-            t.lookups += v.lookups;
-            t.wasted_queries += v.wasted_queries;
+        for (qtype, v) in &o.types {
+            self.type_figures(*qtype).add(v);
+        }
+        for (k, v) in &o.named_types {
+            self.named_types.entry(k.clone()).or_default().add(v);
         }
         for i in 0..6 {
             self.suffix_queries[i] += o.suffix_queries[i];
             self.suffix_wasted[i] += o.suffix_wasted[i];
         }
-        for (k, v) in &o.outcomes {
-            *self.outcomes.entry(k.clone()).or_default() += v;
+        for (n, m) in self.outcome_counts.iter_mut().zip(o.outcome_counts) {
+            *n += m;
+        }
+        for (k, v) in &o.named_outcomes {
+            *self.named_outcomes.entry(k.clone()).or_default() += v;
         }
         self.upstream_queries += o.upstream_queries;
         self.upstream_wasted += o.upstream_wasted;
@@ -581,12 +600,18 @@ impl Aggregate {
                 histogram: pairs(&self.amp),
             },
             wasted_queries: self.wasted,
-            by_type: self.by_type.clone(),
+            by_type: {
+                let mut m = self.named_types.clone();
+                for (qtype, v) in &self.types {
+                    m.entry(qtype_name(*qtype).into_owned()).or_default().add(v);
+                }
+                m
+            },
             by_suffix: SuffixFigures::from_slots(&self.suffix_queries),
             top_names: names
                 .into_iter()
                 .map(|(k, v)| NameFigures {
-                    name: k.clone(),
+                    name: k.to_string(),
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
@@ -604,7 +629,15 @@ impl Aggregate {
                 })
                 .collect(),
             retries: self.retries,
-            outcomes: self.outcomes.clone(),
+            outcomes: {
+                let mut m = self.named_outcomes.clone();
+                for (o, n) in Outcome::ALL.iter().zip(self.outcome_counts) {
+                    if n > 0 {
+                        *m.entry(o.as_str().to_string()).or_default() += n;
+                    }
+                }
+                m
+            },
             wasted_by_suffix: SuffixFigures::from_slots(&self.suffix_wasted),
             upstream_queries: self.upstream_queries,
             upstream_wasted_queries: self.upstream_wasted,
@@ -653,15 +686,17 @@ impl Aggregate {
             }
             a.dur_max_us = (d.max * 1e3).round() as u64;
         }
-        a.by_type = r.by_type.clone();
+        a.named_types = r.by_type.clone();
         a.suffix_queries = r.by_suffix.to_slots();
         a.suffix_wasted = r.wasted_by_suffix.to_slots();
-        a.outcomes = r.outcomes.clone();
+        a.named_outcomes = r.outcomes.clone();
         a.upstream_queries = r.upstream_queries;
         a.upstream_wasted = r.upstream_wasted_queries;
         a.shortcut_answers = r.shortcut_answers;
         for n in &r.top_names {
-            let e = a.names.entry_ref(n.name.as_str(), || n.name.clone());
+            let e = a
+                .names
+                .entry_ref(n.name.as_str(), || BaseName::from(n.name.as_str()));
             e.lookups += n.lookups;
             e.queries += n.queries;
             e.wasted += n.wasted_queries;
@@ -939,7 +974,7 @@ mod tests {
         Lookup {
             client: "10.1.2.3".parse().unwrap(),
             namespace: None,
-            base,
+            base: base.as_str().into(),
             qtype: 1,
             queries: 4,
             wasted: 3,

@@ -210,7 +210,6 @@ impl Tracker {
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
                 let mut name_buf = String::new();
-                let mut lookups: Vec<Lookup> = Vec::new();
                 let mut empty_polls = 0u32;
                 loop {
                     let until_tick = next_tick.saturating_duration_since(Instant::now());
@@ -304,15 +303,14 @@ impl Tracker {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    lookups.clear();
-                    lookups.extend(walks.drain());
-                    if !lookups.is_empty() {
-                        for l in &lookups {
-                            lookup_metrics.record(l);
-                        }
+                    let closed = walks.drain();
+                    if closed.len() > 0 {
+                        // One pass, taking the lock once: a copy of every lookup into a
+                        // list of its own cost more than the report readers wait.
                         let mut s = thread_shared.lock();
-                        for l in &lookups {
-                            s.windowed.add(l);
+                        for l in closed {
+                            lookup_metrics.record(&l);
+                            s.windowed.add(&l);
                         }
                     }
                     for reply in syncs {

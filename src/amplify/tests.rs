@@ -375,6 +375,51 @@ fn open_walks_are_bounded_and_evictions_counted() {
     assert_eq!(evicted[0].client, ip("10.1.0.0"));
 }
 
+/// A query answered positively at once is a whole lookup: it never needs an open-walk slot, so
+/// a flood of cached answers cannot evict the walks still in progress (it did while every such
+/// query was stored and closed again).
+#[test]
+fn one_query_lookups_evicted_open_walks() {
+    let mut t = tracker(2);
+    for (i, c) in ["10.1.0.1", "10.1.0.2"].into_iter().enumerate() {
+        t.observe(&ev(
+            i as u64,
+            c,
+            "z.default.svc.cluster.local.",
+            QTYPE_A,
+            NX,
+            0,
+        ));
+    }
+    for i in 0..50 {
+        t.observe(&ev(10 + i, "10.1.0.3", "example.org.", QTYPE_A, OK, 1));
+    }
+    assert_eq!((t.open_walks(), t.evictions()), (2, 0));
+    let done: Vec<Lookup> = t.drain().collect();
+    assert_eq!(done.len(), 50);
+    assert!(done
+        .iter()
+        .all(|l| l.outcome == Outcome::Resolved && l.queries == 1));
+    // The walks in progress go on: their next candidate continues them.
+    t.observe(&ev(100, "10.1.0.1", "z.svc.cluster.local.", QTYPE_A, OK, 1));
+    let l: Vec<Lookup> = t.drain().collect();
+    assert_eq!((l.len(), l[0].queries, l[0].wasted), (1, 2, 1));
+}
+
+/// Lookups of one name share one copy of it, whatever case each query used.
+#[test]
+fn lookups_of_one_name_share_its_text() {
+    let mut t = tracker(100);
+    t.observe(&ev(0, "10.1.0.1", "Example.ORG.", QTYPE_A, OK, 1));
+    t.observe(&ev(1, "10.1.0.2", "example.org.", QTYPE_AAAA, OK, 1));
+    let l: Vec<Lookup> = t.drain().collect();
+    assert_eq!(
+        (l[0].base.as_str(), l[1].base.as_str()),
+        ("example.org.", "example.org.")
+    );
+    assert!(std::ptr::eq(l[0].base.as_str(), l[1].base.as_str()));
+}
+
 #[test]
 fn a_name_under_no_search_suffix_is_a_one_query_lookup() {
     let lookups = run(

@@ -150,7 +150,7 @@ pub struct Lookup {
     /// From the `<ns>.svc.<domain>` suffix the client used, in this walk or an earlier one.
     pub namespace: Option<String>,
     /// The name the application meant, lowercase, with a trailing dot.
-    pub base: String,
+    pub base: BaseName,
     pub qtype: u16,
     pub queries: u32,
     pub wasted: u32,
@@ -217,14 +217,40 @@ pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
 type WalkKey = (IpAddr, u16, u64);
 
 /// FNV-1a over the ASCII-lowercased bytes: the base's identity whatever the query's case
-/// (0x20 randomisation), without allocating.
+/// (0x20 randomisation), without allocating. Not keyed: it only picks a walk chain, whose
+/// walks are compared by name, or pairs a client's own A and AAAA answers.
 fn base_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv_extend(FNV_OFFSET, bytes)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// [`base_hash`] of `prefix + bytes` from the hash of `prefix`.
+#[inline]
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b.to_ascii_lowercase());
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// What [`WalkTracker::candidate_bases`] finds: `len[i]` bytes of the name, hashed `hash[i]`;
+/// entry 0 is the whole name.
+struct Bases {
+    len: [u16; MAX_BASES],
+    hash: [u64; MAX_BASES],
+    n: usize,
+}
+
+impl Bases {
+    fn hash_of(&self, name: &str, base_len: u16) -> u64 {
+        match self.len[..self.n].iter().position(|&l| l == base_len) {
+            Some(i) => self.hash[i],
+            // Every reading's base is one of them; hashed afresh should that ever change.
+            None => base_hash(&name.as_bytes()[..base_len as usize]),
+        }
+    }
 }
 /// A walk this long is closed: no stub sends more than a few dozen queries for one lookup,
 /// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
@@ -249,7 +275,7 @@ struct Walk {
     qtype: u16,
     /// The base, lowercase, with its trailing dot: the `Lookup::base` it becomes, moved there
     /// at close without a copy. [`Walk::base`] is the base without the dot.
-    base_dotted: String,
+    base_dotted: BaseName,
     /// [`base_hash`] of `base`: with client and type, the key of the walk's chain.
     base_hash: u64,
     /// Order of creation: when walks of two bases both accept a query, the newer one wins.
@@ -331,6 +357,7 @@ pub struct WalkTracker {
     max_clients: usize,
     evictions: u64,
     closed: Vec<Lookup>,
+    names: BaseNames,
 }
 
 impl WalkTracker {
@@ -378,6 +405,7 @@ impl WalkTracker {
             max_clients: max_open.max(1024),
             evictions: 0,
             closed: Vec::new(),
+            names: BaseNames::default(),
         }
     }
 
@@ -456,14 +484,9 @@ impl WalkTracker {
         // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
         //    base cannot both accept the same candidate, so the first match is the one.
         let mut found: Option<(u32, Reading, u64)> = None;
-        let mut bases = [0u16; MAX_BASES];
-        let nbases = self.candidate_bases(name, &mut bases);
-        for &base_len in &bases[..nbases] {
-            let key = (
-                ev.client,
-                ev.qtype,
-                base_hash(&name.as_bytes()[..base_len as usize]),
-            );
+        let bases = self.candidate_bases(name);
+        for &hash in &bases.hash[..bases.n] {
+            let key = (ev.client, ev.qtype, hash);
             let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
             while cur != NIL {
                 self.probes += 1;
@@ -480,8 +503,9 @@ impl WalkTracker {
         }
         let found = found.map(|(i, r, _)| (i, r));
 
-        let (idx, reading) = match found {
-            Some(f) => f,
+        let positive = ev.rcode == Some(0) && ev.answers != Some(0);
+        let (mut target, reading) = match found {
+            Some((i, r)) => (Target::Open(i), r),
             None => {
                 // 2. Start a walk with the most plausible reading, the longest suffix first.
                 let abs = Reading {
@@ -490,27 +514,33 @@ impl WalkTracker {
                     slot: SuffixSlot::Absolute,
                     ns_end: 0,
                 };
-                let r = self
-                    .shape
-                    .decompose(name)
-                    .map(|d| Reading {
-                        base_len: d.base.len() as u16,
-                        pos: d.index.min(ABS as usize - 1) as u8,
-                        slot: SuffixSlot::from_kind(d.kind),
-                        ns_end: d
-                            .namespace
-                            .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
-                            .unwrap_or(0),
-                    })
-                    .find(|r| plausible(r))
-                    .unwrap_or(abs);
+                // A name under no suffix of the shape (`candidate_bases` found only the name
+                // itself) has no other reading: no decomposition to try.
+                let r = if bases.n == 1 {
+                    abs
+                } else {
+                    self.shape
+                        .decompose(name)
+                        .map(|d| Reading {
+                            base_len: d.base.len() as u16,
+                            pos: d.index.min(ABS as usize - 1) as u8,
+                            slot: SuffixSlot::from_kind(d.kind),
+                            ns_end: d
+                                .namespace
+                                .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
+                                .unwrap_or(0),
+                        })
+                        .find(|r| plausible(r))
+                        .unwrap_or(abs)
+                };
+                debug_assert!(bases.n > 1 || self.shape.decompose(name).next().is_none());
                 // A stub that starts over with the same base has finished its earlier walk
                 // (e.g. musl stops on NODATA): close it now. Not one whose last answer was
                 // NXDOMAIN: every stub moves on after that, so the walk is still going and
                 // this is a second lookup of the same name at the same time (two threads of
                 // one pod); the two walks interleave and are kept apart.
                 let base = &name[..r.base_len as usize];
-                let hash = base_hash(base.as_bytes());
+                let hash = bases.hash_of(name, r.base_len);
                 let key = (ev.client, ev.qtype, hash);
                 let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
                 while cur != NIL {
@@ -523,22 +553,13 @@ impl WalkTracker {
                     }
                     cur = next;
                 }
-                if self.open >= self.max_open {
-                    self.evictions += 1;
-                    self.close(self.lru_head, Some(Outcome::Evicted));
-                }
-                if let Some(b) = self.budget.clone() {
-                    // The memory budget: make room by closing the oldest walks whole.
-                    let need = walk_bytes(r.base_len as usize);
-                    while !b.try_charge(Part::TrackerWalks, need) {
-                        if self.lru_head == NIL {
-                            // A share smaller than one walk: over by one walk at most.
-                            b.charge(Part::TrackerWalks, need);
-                            break;
-                        }
-                        self.evictions += 1;
-                        self.close(self.lru_head, Some(Outcome::Evicted));
-                    }
+                // A query that ends its walk at once (a positive answer; NODATA beside the
+                // other type's addresses) is most of a busy proxy's traffic, every cached
+                // answer of a name asked in full: its lookup is made without storing the walk,
+                // so it takes no slot, no chain entry and no share of the memory budget.
+                let at_once = positive || self.pair_resolved(ev, &bases);
+                if !at_once {
+                    self.make_room(r.base_len as usize);
                 }
                 let ns = ns_of(&r).map(|s| s.to_ascii_lowercase().into_boxed_str());
                 if let Some(ns) = &ns {
@@ -548,14 +569,7 @@ impl WalkTracker {
                 let walk = Walk {
                     client: ev.client,
                     qtype: ev.qtype,
-                    base_dotted: {
-                        let base = &name[..r.base_len as usize];
-                        let mut b = String::with_capacity(base.len() + 1);
-                        b.push_str(base);
-                        b.make_ascii_lowercase();
-                        b.push('.');
-                        b
-                    },
+                    base_dotted: self.names.intern(base, hash),
                     base_hash: hash,
                     seq: self.next_seq,
                     ns_unconfirmed: ns.is_some(),
@@ -580,7 +594,11 @@ impl WalkTracker {
                     any_answer: false,
                     last_port: None,
                 };
-                (self.insert(walk), r)
+                if at_once {
+                    (Target::Passing(walk), r)
+                } else {
+                    (Target::Open(self.insert(walk)), r)
+                }
             }
         };
 
@@ -591,7 +609,10 @@ impl WalkTracker {
         );
         let mut confirm: Option<Box<str>> = None;
         let ends = {
-            let w = self.slots[idx as usize].walk.as_mut().expect("slot");
+            let w = match &mut target {
+                Target::Open(i) => self.slots[*i as usize].walk.as_mut().expect("slot"),
+                Target::Passing(w) => w,
+            };
             let retry = w.queries > 0 && w.last_pos == reading.pos;
             if retry {
                 w.retries += 1;
@@ -633,24 +654,47 @@ impl WalkTracker {
                 activity = activity.max(at);
             }
             w.last_activity = w.last_activity.max(activity);
-            let positive = ev.rcode == Some(0) && ev.answers != Some(0);
             // The absolute name after search candidates is the stub's last try, answered or
             // not; sent first, only a positive answer ends the walk.
             positive
                 || (reading.pos == ABS && w.max_search.is_some())
                 || w.queries >= MAX_WALK_QUERIES
         };
-        let ends = ends || self.pair_resolved(ev, name);
-        if ev.rcode == Some(0) && ev.answers != Some(0) {
-            self.pair_answered(ev, name);
+        let ends = match target {
+            Target::Open(_) => ends || self.pair_resolved(ev, &bases),
+            Target::Passing(_) => true,
+        };
+        if positive {
+            self.pair_answered(ev, name, &bases);
         }
         if let Some(ns) = confirm {
             self.learn_namespace(ev.client, &ns, true);
         }
-        if ends {
-            self.close(idx, None);
-        } else {
-            self.touch(idx);
+        match target {
+            Target::Open(i) if ends => self.close(i, None),
+            Target::Open(i) => self.touch(i),
+            Target::Passing(w) => self.emit(w, None),
+        }
+    }
+
+    /// Room for one more open walk of a `base_len`-byte base: within `max_open_walks` and the
+    /// memory budget, by closing the oldest walks whole.
+    fn make_room(&mut self, base_len: usize) {
+        if self.open >= self.max_open {
+            self.evictions += 1;
+            self.close(self.lru_head, Some(Outcome::Evicted));
+        }
+        if let Some(b) = self.budget.clone() {
+            let need = walk_bytes(base_len);
+            while !b.try_charge(Part::TrackerWalks, need) {
+                if self.lru_head == NIL {
+                    // A share smaller than one walk: over by one walk at most.
+                    b.charge(Part::TrackerWalks, need);
+                    break;
+                }
+                self.evictions += 1;
+                self.close(self.lru_head, Some(Outcome::Evicted));
+            }
         }
     }
 
@@ -659,25 +703,24 @@ impl WalkTracker {
     /// stub ends the lookup there, so this walk ends too. Without it a walk whose absolute name
     /// came first stays open for the search list and swallows the client's next lookup of the
     /// same name (false changes in replay).
-    fn pair_resolved(&self, ev: &QueryEvent, name: &str) -> bool {
+    fn pair_resolved(&self, ev: &QueryEvent, bases: &Bases) -> bool {
         if ev.rcode != Some(0) || ev.answers != Some(0) {
             return false;
         }
         let Some(other) = sibling(ev.qtype) else {
             return false;
         };
-        self.resolved
-            .get(&(ev.client, other))
-            .is_some_and(|(n, port, at)| {
-                n.eq_ignore_ascii_case(name)
-                    && (port.is_none() || ev.client_port.is_none() || *port == ev.client_port)
-                    && ev.time.0.abs_diff(at.0) <= self.idle_us
-            })
+        self.resolved.get(&(ev.client, other)).is_some_and(|r| {
+            r.name_hash == bases.hash[0]
+                && r.name_len == bases.len[0]
+                && (r.port.is_none() || ev.client_port.is_none() || r.port == ev.client_port)
+                && ev.time.0.abs_diff(r.at.0) <= self.idle_us
+        })
     }
 
     /// `name` had addresses for `ev.qtype`: remember it for the other type's NODATA, and end
     /// an open walk of the other type whose last candidate was this name with NODATA.
-    fn pair_answered(&mut self, ev: &QueryEvent, name: &str) {
+    fn pair_answered(&mut self, ev: &QueryEvent, name: &str, bases: &Bases) {
         let Some(other) = sibling(ev.qtype) else {
             return;
         };
@@ -686,13 +729,15 @@ impl WalkTracker {
         }
         self.resolved.insert(
             (ev.client, ev.qtype),
-            (name.to_ascii_lowercase().into(), ev.client_port, ev.time),
+            Resolved {
+                name_hash: bases.hash[0],
+                name_len: bases.len[0],
+                port: ev.client_port,
+                at: ev.time,
+            },
         );
         // The other type's walks that `name` can be a candidate of: one chain per base.
-        let mut bases = [0u16; MAX_BASES];
-        let nbases = self.candidate_bases(name, &mut bases);
-        for &base_len in &bases[..nbases] {
-            let hash = base_hash(&name.as_bytes()[..base_len as usize]);
+        for &hash in &bases.hash[..bases.n] {
             let mut cur = self
                 .by_key
                 .get(&(ev.client, other, hash))
@@ -781,15 +826,20 @@ impl WalkTracker {
         None
     }
 
-    /// The lengths of the bases `name` can be a candidate of: the name itself (the absolute
-    /// candidate) and the name less each suffix of the shape it ends with (for a `*` entry,
-    /// less one more label, the namespace). At most [`MAX_BASES`].
-    fn candidate_bases(&self, name: &str, out: &mut [u16; MAX_BASES]) -> usize {
+    /// The bases `name` can be a candidate of: the name itself (the absolute candidate) and
+    /// the name less each suffix of the shape it ends with (for a `*` entry, less one more
+    /// label, the namespace). At most [`MAX_BASES`]. Each with its [`base_hash`], all from
+    /// one pass over the name: every base is a prefix of it, and FNV is a running hash.
+    fn candidate_bases(&self, name: &str) -> Bases {
         let nb = name.as_bytes();
-        out[0] = nb.len().min(u16::MAX as usize) as u16;
-        let mut n = 1;
+        let mut out = Bases {
+            len: [0; MAX_BASES],
+            hash: [0; MAX_BASES],
+            n: 1,
+        };
+        out.len[0] = nb.len().min(u16::MAX as usize) as u16;
         for p in &self.patterns {
-            if n == MAX_BASES {
+            if out.n == MAX_BASES {
                 break;
             }
             let t = p.tail.len();
@@ -808,12 +858,25 @@ impl WalkTracker {
                     _ => continue,
                 }
             }
-            if end > 0 && end <= u16::MAX as usize && !out[..n].contains(&(end as u16)) {
-                out[n] = end as u16;
-                n += 1;
+            if end > 0 && end <= u16::MAX as usize && !out.len[..out.n].contains(&(end as u16)) {
+                out.len[out.n] = end as u16;
+                out.n += 1;
             }
         }
-        n
+        // Hash the prefixes shortest first, each continuing the previous one's state.
+        let mut order = [0u8; MAX_BASES];
+        for (i, o) in order[..out.n].iter_mut().enumerate() {
+            *o = i as u8;
+        }
+        order[..out.n].sort_unstable_by_key(|&i| out.len[i as usize]);
+        let (mut h, mut at) = (FNV_OFFSET, 0usize);
+        for &i in &order[..out.n] {
+            let end = out.len[i as usize] as usize;
+            h = fnv_extend(h, &nb[at..end]);
+            at = end;
+            out.hash[i as usize] = h;
+        }
+        out
     }
 
     fn learn_namespace(&mut self, client: IpAddr, ns: &str, confirmed: bool) {
@@ -935,7 +998,11 @@ impl WalkTracker {
         if let Some(b) = &self.budget {
             b.release(Part::TrackerWalks, walk_bytes(w.base().len()));
         }
+        self.emit(w, forced);
+    }
 
+    /// Emit the lookup of a walk that has ended; `forced` overrides the outcome (eviction).
+    fn emit(&mut self, w: Walk, forced: Option<Outcome>) {
         let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,
             (Some(0), _) => Outcome::Resolved,
@@ -976,8 +1043,117 @@ impl WalkTracker {
     }
 }
 
-/// A name that answered with addresses: (name, client port, time).
-type Resolved = (Box<str>, Option<u16>, Timestamp);
+/// A lookup's base name: lowercase, with its trailing dot, shared. A busy client asks the same
+/// few names over and over, and each of its lookups, the walks behind them and the report's
+/// top-name table hold the one copy [`BaseNames`] made, not an allocation each.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BaseName(Arc<str>);
+
+impl BaseName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for BaseName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for BaseName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for BaseName {
+    fn from(s: &str) -> Self {
+        BaseName(s.into())
+    }
+}
+
+impl std::fmt::Debug for BaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for BaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for BaseName {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for BaseName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+/// The base names recently made, by [`base_hash`]: a walk of a name seen before shares its
+/// copy. Bounded: when full, the names nothing else holds any more are dropped, and if most
+/// are still held the table starts over (those names live on where they are held).
+#[derive(Default)]
+struct BaseNames {
+    by_hash: HashMap<u64, BaseName>,
+    /// Where a new name is lowercased before its one allocation.
+    scratch: String,
+}
+
+impl BaseNames {
+    const CAP: usize = 4096;
+
+    /// The shared copy of `base` (any case, without the dot), whose [`base_hash`] is `hash`.
+    fn intern(&mut self, base: &str, hash: u64) -> BaseName {
+        if let Some(n) = self.by_hash.get(&hash) {
+            let b = n.as_bytes();
+            if b.len() == base.len() + 1 && b[..base.len()].eq_ignore_ascii_case(base.as_bytes()) {
+                return n.clone();
+            }
+        }
+        self.scratch.clear();
+        self.scratch.push_str(base);
+        self.scratch.make_ascii_lowercase();
+        self.scratch.push('.');
+        let name = BaseName(self.scratch.as_str().into());
+        if self.by_hash.len() >= Self::CAP {
+            self.by_hash.retain(|_, n| Arc::strong_count(&n.0) > 1);
+            if self.by_hash.len() >= Self::CAP / 2 {
+                self.by_hash.clear();
+            }
+        }
+        // A hash shared with another name: the newer one takes the entry.
+        self.by_hash.insert(hash, name.clone());
+        name
+    }
+}
+
+/// A name that answered with addresses to a client. The name is kept as its [`base_hash`] and
+/// length, not its text: the hash pairs only one client's own A and AAAA queries, so a
+/// collision could only mislead that client's own figures.
+struct Resolved {
+    name_hash: u64,
+    name_len: u16,
+    port: Option<u16>,
+    at: Timestamp,
+}
+
+/// Where the query being accounted goes: an open walk, or one that ends with this very query
+/// and is never stored. On the stack for one query: boxing the walk would cost the allocation
+/// this saves.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Open(u32),
+    Passing(Walk),
+}
 
 /// The other address type of a `getaddrinfo(AF_UNSPEC)` pair.
 fn sibling(qtype: u16) -> Option<u16> {
