@@ -29,15 +29,7 @@ use ndots::config::{ClusterConfig, TrackerConfig};
 use ndots::search::Family;
 
 fn cluster() -> ClusterConfig {
-    ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        node_search: vec![],
-    }
+    ClusterConfig::kubernetes("cluster.local")
 }
 
 /// One dnstap MESSAGE frame body for a CLIENT_QUERY or CLIENT_RESPONSE.

@@ -187,15 +187,7 @@ fn dnstap_tcp_output_reaches_collect() {
 /// The proxy's socket output into collect's receiver: the handshake from both ends, every
 /// message of the traffic, STOP/FINISH at shutdown, the same figures on both sides.
 fn socket_output_reaches_collect(listen: ndots::collect::Listen) {
-    let cluster = ndots::config::ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        node_search: vec![],
-    };
+    let cluster = ndots::config::ClusterConfig::kubernetes("cluster.local");
     let tracker = ndots::amplify::Tracker::start_named(
         &cluster,
         &ndots::config::TrackerConfig {
