@@ -394,18 +394,8 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
         serde_json::from_str(&http_get(admin, "/report").unwrap().1).unwrap();
     drop(unbound);
     drop(collector);
-    let out = ndots()
-        .arg("analyze")
-        .arg(&pcap)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offline =
+        common::tools::run_json(ndots().arg("analyze").arg(&pcap).args(["--format", "json"]));
     eprintln!(
         "collect: lookups {} queries {} wasted {} histogram {}\nanalyze: lookups {} queries {} wasted {} histogram {}",
         live["lookups"], live["queries"], live["wasted_queries"], live["amplification"]["histogram"],

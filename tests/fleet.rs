@@ -154,17 +154,11 @@ fn prometheus_fleet_report_equals_the_sum_of_the_proxies_reports() {
 
     let url = format!("http://{prom}");
     let fleet = |extra: &[&str]| -> serde_json::Value {
-        let out = ndots()
-            .args(["report", "--prometheus", &url, "--format", "json"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        common::tools::run_json(
+            ndots()
+                .args(["report", "--prometheus", &url, "--format", "json"])
+                .args(extra),
+        )
     };
     // Wait for a scrape of both proxies after the traffic.
     let deadline = Instant::now() + Duration::from_secs(30);
