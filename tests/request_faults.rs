@@ -346,6 +346,65 @@ fn no_stale_answer_when_the_upstream_said_servfail() {
     p.shutdown(Duration::from_millis(100));
 }
 
+/// A query refused because the `waiting` share of `server.memory_limit` was full got its
+/// stale answer counted as `reason="overload"`, the label of `server.max_inflight`: the two
+/// limits looked alike on the stale series. Now it is `memory`.
+#[test]
+fn a_memory_refusal_was_counted_as_overload_in_the_stale_reason() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let up = Upstream::start();
+    up.add("svc.example.org.", wire::TYPE_A, Rec::A(REAL, 1));
+    // 16 MiB (the least accepted): a waiting share of ~3.2 MiB, some 320 waiting queries.
+    let (_rt, p) = start(&format!(
+        "server: {{workers: 1, memory_limit: 16MiB}}\ncache: {{prefetch: false}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 5s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    let (r, _, _) = ask(dns, "svc.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1));
+    std::thread::sleep(Duration::from_millis(2100)); // expired now
+    up.silent.store(true, Ordering::Relaxed);
+    // Distinct names that all wait on the silent upstream, until the share is full (a
+    // refusal counted): sent in rounds, so a full receive queue loses none that matter.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let memory_refusals = || {
+        metric_sum(
+            &p.metrics_text(),
+            "ndots_overload_drops_total{limit=\"memory_limit\"",
+        )
+    };
+    let mut sent = 0u16;
+    while memory_refusals() < 1.0 {
+        assert!(sent < 2000, "the waiting share never filled");
+        for i in sent..sent + 50 {
+            let mut q = Vec::new();
+            wire::build_query(i, &format!("wait{i}.example.org."), 1, false, &mut q).unwrap();
+            c.send_to(&q, dns).unwrap();
+        }
+        sent += 50;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (r, bytes, took) = ask(dns, "svc.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1), "the stale answer");
+    assert!(bytes.ends_with(&REAL.octets()));
+    assert!(took < Duration::from_secs(1), "refused at once: {took:?}");
+    let m = p.metrics_text();
+    assert_eq!(
+        metric_sum(&m, "ndots_cache_served_stale_total{reason=\"memory\""),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "ndots_cache_served_stale_total{reason=\"overload\""),
+        0.0,
+        "{m}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
+
 /// RFC 8767 §5 client response timer (`cache.stale_after`, 1.8 s): an upstream that takes
 /// 2.5 s. The client gets the stale answer at 1.8 s; the upstream query goes on, and its
 /// answer refreshes the cache for the next client.

@@ -209,7 +209,7 @@ impl Engine {
                             proto: job.proto,
                             client: job.client,
                         };
-                        self.fail(&w, job.zone, &mut Vec::new(), StaleReason::Overload);
+                        self.fail(&w, job.zone, &mut Vec::new(), StaleReason::Memory);
                     }
                     None => self
                         .cache
@@ -1017,15 +1017,18 @@ pub enum StaleReason {
     ClientTimer,
     /// `server.max_inflight` was reached.
     Overload,
+    /// The memory budget's `waiting` share (`server.memory_limit`) was full.
+    Memory,
 }
 
 impl StaleReason {
-    pub const ALL: [StaleReason; 5] = [
+    pub const ALL: [StaleReason; 6] = [
         StaleReason::NoAnswer,
         StaleReason::Servfail,
         StaleReason::Refused,
         StaleReason::ClientTimer,
         StaleReason::Overload,
+        StaleReason::Memory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -1035,6 +1038,7 @@ impl StaleReason {
             StaleReason::Refused => "refused",
             StaleReason::ClientTimer => "client_timer",
             StaleReason::Overload => "overload",
+            StaleReason::Memory => "memory",
         }
     }
 }
