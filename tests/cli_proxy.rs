@@ -4,10 +4,10 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{free_port, http_get};
+use common::tools::{free_port, http_get, metric_sum, Proc};
 use common::upstream::{Rec, Upstream};
 use ndots::wire::{build_query, parse_response};
 
@@ -24,21 +24,6 @@ fn ask(addr: SocketAddr, name: &str) -> Option<u16> {
     let mut buf = [0u8; 1500];
     let n = s.recv(&mut buf).ok()?;
     Some(parse_response(&buf[..n]).ok()?.header.ancount)
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -123,7 +108,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = http_get(admin_addr, "/metrics").unwrap().1;
-        if metric(&m, "ndots_config_reloads_total{result=\"failure\"}") >= 1.0 {
+        if metric_sum(&m, "ndots_config_reloads_total{result=\"failure\"}") >= 1.0 {
             break;
         }
         assert!(Instant::now() < deadline, "reload failure never counted");
@@ -138,7 +123,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     std::fs::write(&cfg, &good).unwrap();
     unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
+    while metric_sum(
         &http_get(admin_addr, "/metrics").unwrap().1,
         "ndots_config_reloads_total{result=\"success\"}",
     ) < 1.0

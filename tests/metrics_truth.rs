@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::{ask_rcode as ask, glibc_walk};
-use common::proxy::Proc;
+use common::tools::Proc;
 use common::tools::{free_port, http_get, promtool_check_metrics, wait_http};
 use common::upstream::{Rec, Upstream};
 use ndots::wire;

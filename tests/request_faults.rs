@@ -610,7 +610,8 @@ fn a_second_proxy_on_the_same_ports_started_silently() {
 /// each sees the other's sockets and says so in `ndots_foreign_listeners` and its log.
 #[test]
 fn two_proxies_sharing_a_dns_port_see_each_other() {
-    use common::proxy::{proxy_command, Proc};
+    use common::proxy::proxy_command;
+    use common::tools::Proc;
     use common::upstream::Upstream;
     use std::process::Stdio;
 

@@ -10,8 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::{ask_rcode as ask, glibc_walk as walk};
-use common::proxy::{proxy_command, Proc};
-use common::tools::{free_port, http_get, promtool_check_metrics, require, wait_http};
+use common::prometheus;
+use common::proxy::proxy_command;
+use common::tools::{free_port, http_get, promtool_check_metrics, require, wait_http, Proc};
 use common::upstream::{Rec, Upstream};
 use ndots::wire;
 
@@ -82,45 +83,11 @@ fn prometheus_scrapes_the_lookup_histogram_and_promtool_accepts_it() {
     promtool_check_metrics(&http_get(admin, "/metrics").unwrap().1);
 
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: ndots\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"),
-    )
-    .unwrap();
-    let prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _prom = Proc(prom);
-    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let query = |q: &str| -> Option<f64> {
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.replace(' ', "%20")
-                .replace('{', "%7B")
-                .replace('}', "%7D")
-                .replace('"', "%22")
-                .replace('=', "%3D")
-                .replace('+', "%2B")
-        );
-        let (status, body) = http_get(prom_addr, &path)?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
+    let (_prom, prom_addr) = prometheus::start(
+        dir.path(),
+        &format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: ndots\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"),
+    );
+    let query = |q: &str| -> Option<f64> { prometheus::query(prom_addr, q)?.first().map(|s| s.1) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let le4 = loop {
         if let Some(v) = query("sum(ndots_lookup_queries_bucket{type=\"A\",le=\"4\"})") {

@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::proxy::{proxy_command, Proc};
-use common::tools::{free_port, require, Dnsperf};
+use common::proxy::proxy_command;
+use common::tools::{free_port, require, Dnsperf, Proc};
 use common::upstream::{Rec, Upstream};
 
 /// dnsperf's rate for these tests (`NDOTS_UPDATE_QPS`).

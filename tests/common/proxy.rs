@@ -1,8 +1,8 @@
 //! The proxy under test: in process (`TestProxy` on a port of its own, dropped with the test;
-//! `start` for a config in YAML) or as the `ndots` binary (`proxy_command`, `Proc`).
+//! `start` for a config in YAML) or as the `ndots` binary (`proxy_command`).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use ndots::config::{Config, FileConfig, Overrides};
@@ -52,28 +52,6 @@ pub fn proxy_command(port: u16, upstream: SocketAddr, admin: &str) -> Command {
         admin,
     ]);
     c
-}
-
-/// A child process killed and reaped when the test ends, also when it fails.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    pub fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// SIGTERM, and whether it then exits cleanly.
-    pub fn terminate(&mut self) -> bool {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap().success()
-    }
 }
 
 pub struct TestProxy {
