@@ -157,3 +157,35 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The bug: `ndots proxy` registered its SIGTERM handler only after the admin listener was up,
+/// so a SIGTERM that came as soon as /healthz answered (a kubelet stopping a pod that just
+/// started; a test stopping the proxy it waited for) killed it with the default action: exit
+/// 143, no drain, and sometimes not even its start line logged. A narrow window, so the test
+/// tries it 30 times, each SIGTERM sent the moment /healthz first answers.
+#[test]
+fn sigterm_right_after_healthz_answered_killed_the_proxy_undrained() {
+    let up = Upstream::start();
+    for round in 0..30 {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = common::proxy::proxy_command(free_port(), up.addr, &admin.to_string())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut p = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "round {round}: no /healthz");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+        let status = p.0.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut log).unwrap();
+        assert!(
+            status.success(),
+            "round {round}: SIGTERM ended the proxy with {status:?}, not a drain:\n{log}"
+        );
+        assert!(log.contains("ndots proxy serving"), "round {round}:\n{log}");
+    }
+}

@@ -573,14 +573,16 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         .build()
         .map_err(CliError::runtime)?;
     let grace = config.server.shutdown_grace;
-    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
-    let mut handed_over = false;
+    // Before `start`: once /healthz answers, a SIGTERM must drain, not kill the process with
+    // the default action (it did when it came between the admin listener and these).
     let (mut term, mut int) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
         let int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
         Ok::<_, CliError>((term, int))
     })?;
+    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
+    let mut handed_over = false;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
