@@ -217,6 +217,12 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let handover = Arc::new(tokio::sync::Notify::new());
     let newcomer = Arc::new(AtomicBool::new(false));
+    // At 0 from the start, like every series (peers::check sets the counts): before the
+    // admin listener serves its first scrape.
+    let zero = |l: &peers::Listener| {
+        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0)
+    };
+    listeners.iter().for_each(zero);
     let admin_addr = match config.admin {
         Some(addr) => {
             // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
@@ -231,6 +237,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
                 ours: peers::inode(&std_listener).into_iter().collect(),
             };
             newcomer.store(admin_listener.foreign() > 0, Ordering::Release);
+            zero(&admin_listener);
             listeners.push(admin_listener);
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
@@ -256,10 +263,6 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
-    // At 0 from the start, like every series (peers::check sets the counts).
-    for l in &listeners {
-        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0);
-    }
     rt.spawn(watch_peers(
         listeners,
         admin_addr.filter(|_| newcomer.load(Ordering::Acquire)),
