@@ -99,15 +99,7 @@ fn main() {
     let messages = WALKS * 8;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("bench.sock");
-    let cluster = ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        node_search: vec![],
-    };
+    let cluster = ClusterConfig::kubernetes("cluster.local");
     let tracker = Tracker::start_named(
         &cluster,
         &TrackerConfig {

@@ -14,13 +14,8 @@ use ndots::search::SearchShape;
 
 fn cluster() -> ClusterConfig {
     ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
         node_search: vec!["ec2.internal".into()],
+        ..ClusterConfig::kubernetes("cluster.local")
     }
 }
 

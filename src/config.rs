@@ -599,6 +599,23 @@ pub struct ClusterConfig {
     pub node_search: Vec<String>,
 }
 
+impl ClusterConfig {
+    /// The search list kubelet writes for a pod in a cluster with this domain
+    /// (`<ns>.svc.<domain> svc.<domain> <domain>`, `cluster.search`'s default), and no node
+    /// domains.
+    pub fn kubernetes(domain: &str) -> ClusterConfig {
+        ClusterConfig {
+            domain: domain.into(),
+            search: vec![
+                format!("*.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.into(),
+            ],
+            node_search: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShortcutConfig {
     pub mode: ShortcutMode,
@@ -871,11 +888,7 @@ impl Config {
                 .iter()
                 .map(|s| normalise_domain("cluster.search", s))
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            None => vec![
-                format!("*.svc.{domain}"),
-                format!("svc.{domain}"),
-                domain.clone(),
-            ],
+            None => ClusterConfig::kubernetes(&domain).search,
         };
         let profile = o.profile.or(c.profile);
         let node_search = match (c.node_search, profile) {

@@ -168,7 +168,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(CACHE_HITS, "counter", &[CACHE_TYPE], "Cache hits, by type."),
     metric(CACHE_MISSES, "counter", &[], "Cache misses."),
     metric(CACHE_EVICTIONS, "counter", &[CACHE_TYPE], "Entries evicted to stay within cache.capacity, by type."),
-    metric(CACHE_SERVED_STALE, "counter", &[("reason", "`no_answer` (timeouts, connection errors), `servfail` or `refused` (every upstream said so), `client_timer` (no upstream answer within cache.stale_after), `overload` (server.max_inflight)")], "Expired answers served instead of waiting or failing (RFC 8767, cache.serve_stale), by reason."),
+    metric(CACHE_SERVED_STALE, "counter", &[("reason", "`no_answer` (timeouts, connection errors), `servfail` or `refused` (every upstream said so), `client_timer` (no upstream answer within cache.stale_after), `overload` (server.max_inflight), `memory` (the waiting share of server.memory_limit)")], "Expired answers served instead of waiting or failing (RFC 8767, cache.serve_stale), by reason."),
     metric(CACHE_PREFETCH, "counter", &[], "Popular entries refreshed before expiry (cache.prefetch)."),
     metric(UPSTREAM_REQUESTS, "counter", &[TO, ("proto", "`udp` or `tcp`")], "Queries sent to upstream servers, by server and transport."),
     metric(UPSTREAM_REQUEST_DURATION, "histogram", &[TO, ("rcode", "the upstream's response code")], "Upstream round-trip time, by server and response code."),

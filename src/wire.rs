@@ -531,41 +531,43 @@ pub fn answers_of_type(buf: &[u8], rtype: u16) -> Result<u16, WireError> {
 }
 
 /// Whether the message's OPT (from `parse_query` or `parse_response`) carries an EDNS Client
-/// Subnet option (RFC 7871): an answer to it may be tailored to that client's network.
+/// Subnet option (RFC 7871): an answer to it may be tailored to that client's network. An ECS
+/// option cut short by the end of the RDATA counts too: such a query is not shared.
 pub fn has_ecs_option(buf: &[u8], edns: Option<Edns>) -> bool {
     let Some(e) = edns else { return false };
     let Ok(rr) = read_rr(buf, e.start) else {
         return false;
     };
-    let mut rdata = &buf[rr.rdata_at..rr.end];
-    while rdata.len() >= 4 {
-        let (code, len) = (be16(rdata, 0), be16(rdata, 2) as usize);
-        if code == EDNS_OPTION_ECS {
-            return true;
-        }
-        let Some(rest) = rdata.get(4 + len..) else {
-            return false;
-        };
-        rdata = rest;
-    }
-    false
+    edns_options(&buf[rr.rdata_at..rr.end]).any(|(code, _)| code == EDNS_OPTION_ECS)
 }
 
-/// Whether OPT RDATA (a sequence of {code, length, data}, RFC 6891 §6.1.2) holds an ECS option
-/// whose SCOPE PREFIX-LENGTH (RFC 7871 §6, the fourth byte) is not zero.
-fn ecs_scope_nonzero(mut rdata: &[u8]) -> bool {
-    while rdata.len() >= 4 {
-        let code = be16(rdata, 0);
-        let len = be16(rdata, 2) as usize;
-        let Some(data) = rdata.get(4..4 + len) else {
-            return false;
-        };
-        if code == EDNS_OPTION_ECS && data.len() >= 4 && data[3] != 0 {
-            return true;
+/// Whether OPT RDATA holds a whole ECS option whose SCOPE PREFIX-LENGTH (RFC 7871 §6, the
+/// fourth byte) is not zero.
+fn ecs_scope_nonzero(rdata: &[u8]) -> bool {
+    edns_options(rdata).any(|(code, data)| {
+        code == EDNS_OPTION_ECS && data.is_some_and(|d| d.len() >= 4 && d[3] != 0)
+    })
+}
+
+/// The options of OPT RDATA, a sequence of {code, length, data} (RFC 6891 §6.1.2): each code
+/// with its data, `None` for an option whose length runs past the RDATA (the last one yielded).
+fn edns_options(mut rdata: &[u8]) -> impl Iterator<Item = (u16, Option<&[u8]>)> {
+    std::iter::from_fn(move || {
+        if rdata.len() < 4 {
+            return None;
         }
-        rdata = &rdata[4 + len..];
-    }
-    false
+        let (code, len) = (be16(rdata, 0), be16(rdata, 2) as usize);
+        match rdata.get(4..4 + len) {
+            Some(data) => {
+                rdata = &rdata[4 + len..];
+                Some((code, Some(data)))
+            }
+            None => {
+                rdata = &[];
+                Some((code, None))
+            }
+        }
+    })
 }
 
 /// A TTL field: RFC 2181 §8, a value with the most significant bit set is read as zero.
@@ -702,6 +704,45 @@ mod tests {
         let mut v = Vec::new();
         build_query(0x1234, name, qtype, edns, &mut v).unwrap();
         v
+    }
+
+    /// A query whose OPT RDATA is `options` (RFC 6891 §6.1.2), as raw bytes.
+    fn query_with_options(options: &[u8]) -> Vec<u8> {
+        let mut q = query("www.example.", TYPE_A, true);
+        // build_query's OPT is last and has no RDATA: its RDLENGTH is the final two bytes.
+        let n = q.len();
+        q[n - 2..].copy_from_slice(&(options.len() as u16).to_be_bytes());
+        q.extend_from_slice(options);
+        q
+    }
+
+    #[test]
+    fn ecs_options_are_found_after_others_and_when_cut_short() {
+        // A cookie (10), then ECS (8): family 1, source /24, scope /24, 198.51.100.
+        let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+        let ecs = [0, 8, 0, 7, 0, 1, 24, 24, 198, 51, 100];
+        let both = [&cookie[..], &ecs[..]].concat();
+        let has = |options: &[u8]| {
+            let q = query_with_options(options);
+            has_ecs_option(&q, parse_query(&q).unwrap().edns)
+        };
+        assert!(has(&both));
+        assert!(ecs_scope_nonzero(&both));
+        assert!(!has(&cookie));
+        assert!(!ecs_scope_nonzero(&cookie));
+        // Scope 0: the answer is for every network (RFC 7871 §7.2.1).
+        let scope0 = [0, 8, 0, 7, 0, 1, 24, 0, 198, 51, 100];
+        assert!(has(&scope0));
+        assert!(!ecs_scope_nonzero(&scope0));
+        // An ECS option whose length runs past the RDATA: the query is still kept apart, but
+        // no scope is read from it.
+        let cut = &both[..both.len() - 2];
+        assert!(has(cut));
+        assert!(!ecs_scope_nonzero(cut));
+        // A malformed option before ECS hides it from both.
+        let bad_first = [&[0, 10, 0, 200, 1][..], &ecs[..]].concat();
+        assert!(!ecs_scope_nonzero(&bad_first));
+        assert!(!has(&bad_first));
     }
 
     #[test]

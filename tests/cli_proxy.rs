@@ -4,10 +4,10 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{free_port, http_get};
+use common::tools::{free_port, http_get, metric_sum, Proc};
 use common::upstream::{Rec, Upstream};
 use ndots::wire::{build_query, parse_response};
 
@@ -24,21 +24,6 @@ fn ask(addr: SocketAddr, name: &str) -> Option<u16> {
     let mut buf = [0u8; 1500];
     let n = s.recv(&mut buf).ok()?;
     Some(parse_response(&buf[..n]).ok()?.header.ancount)
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -123,7 +108,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = http_get(admin_addr, "/metrics").unwrap().1;
-        if metric(&m, "ndots_config_reloads_total{result=\"failure\"}") >= 1.0 {
+        if metric_sum(&m, "ndots_config_reloads_total{result=\"failure\"}") >= 1.0 {
             break;
         }
         assert!(Instant::now() < deadline, "reload failure never counted");
@@ -138,7 +123,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     std::fs::write(&cfg, &good).unwrap();
     unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
+    while metric_sum(
         &http_get(admin_addr, "/metrics").unwrap().1,
         "ndots_config_reloads_total{result=\"success\"}",
     ) < 1.0
@@ -170,5 +155,37 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
         }
         assert!(Instant::now() < deadline, "SIGTERM did not stop the proxy");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The bug: `ndots proxy` registered its SIGTERM handler only after the admin listener was up,
+/// so a SIGTERM that came as soon as /healthz answered (a kubelet stopping a pod that just
+/// started; a test stopping the proxy it waited for) killed it with the default action: exit
+/// 143, no drain, and sometimes not even its start line logged. A narrow window, so the test
+/// tries it 30 times, each SIGTERM sent the moment /healthz first answers.
+#[test]
+fn sigterm_right_after_healthz_answered_killed_the_proxy_undrained() {
+    let up = Upstream::start();
+    for round in 0..30 {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = common::proxy::proxy_command(free_port(), up.addr, &admin.to_string())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut p = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "round {round}: no /healthz");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+        let status = p.0.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut log).unwrap();
+        assert!(
+            status.success(),
+            "round {round}: SIGTERM ended the proxy with {status:?}, not a drain:\n{log}"
+        );
+        assert!(log.contains("ndots proxy serving"), "round {round}:\n{log}");
     }
 }

@@ -11,14 +11,14 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
 
 use common::clients::{build_musl_client, glibc_lookup, musl_lookup, ClientEnv};
 use common::netns;
-use common::tools::{free_port, http_get, require};
+use common::tools::{free_port, http_get, require, Proc};
 use ndots::amplify::Tracker;
 use ndots::capture::dnstap::{
     control_frame, pb, CONTENT_TYPE, CONTROL_ACCEPT, CONTROL_FINISH, CONTROL_READY, CONTROL_START,
@@ -29,15 +29,7 @@ use ndots::config::{ClusterConfig, TrackerConfig};
 use ndots::search::Family;
 
 fn cluster() -> ClusterConfig {
-    ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        node_search: vec![],
-    }
+    ClusterConfig::kubernetes("cluster.local")
 }
 
 /// One dnstap MESSAGE frame body for a CLIENT_QUERY or CLIENT_RESPONSE.
@@ -240,14 +232,6 @@ fn collect_handshake_many_senders_and_malformed_frames_skipped() {
     assert_eq!(r.dropped_events, 0);
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn ndots() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ndots"))
 }
@@ -284,7 +268,7 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
     let dir = ns.scratch();
     let sock = dir.join("dnstap.sock");
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let collector = Killed(
+    let collector = Proc(
         ndots()
             .args(["collect", "--listen", &format!("unix:{}", sock.display())])
             .args(["--admin", &admin.to_string()])
@@ -300,7 +284,7 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
 
     // tshark first: its stdout is flushed per packet, so a canary shows it is capturing.
     let pcap = dir.join("unbound.pcap");
-    let mut tshark = Killed(
+    let mut tshark = Proc(
         Command::new("tshark")
             .args(["-i", "lo", "-f", "udp port 53 or udp port 9", "-w", "-"])
             .stdout(std::fs::File::create(&pcap).unwrap())
@@ -324,7 +308,7 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
     }
 
     let conf = unbound_conf(dir, &sock);
-    let unbound = Killed(
+    let unbound = Proc(
         Command::new("unbound")
             .args(["-d", "-c"])
             .arg(&conf)
@@ -402,18 +386,8 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
         serde_json::from_str(&http_get(admin, "/report").unwrap().1).unwrap();
     drop(unbound);
     drop(collector);
-    let out = ndots()
-        .arg("analyze")
-        .arg(&pcap)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offline =
+        common::tools::run_json(ndots().arg("analyze").arg(&pcap).args(["--format", "json"]));
     eprintln!(
         "collect: lookups {} queries {} wasted {} histogram {}\nanalyze: lookups {} queries {} wasted {} histogram {}",
         live["lookups"], live["queries"], live["wasted_queries"], live["amplification"]["histogram"],

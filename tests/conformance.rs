@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{CNAME, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use ndots::config::{Config, FileConfig, Overrides};
 
 // ---------------------------------------------------------------------------------------------
 // nsd with a signed zone
@@ -1080,6 +1079,15 @@ fn autopath_upstream(by_type: fn(RecordType, &Message) -> Option<Message>) -> Sc
     }))
 }
 
+/// `api.github.com.` has an A record and nothing else.
+fn a_only(t: RecordType, q: &Message) -> Option<Message> {
+    (t == RecordType::A).then(|| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 60));
+        r
+    })
+}
+
 const AUTOPATH: &str = "shortcut: {mode: autopath, zones: [github.com]}\n";
 const EXPANSION: &str = "api.github.com.default.svc.cluster.local.";
 
@@ -1088,14 +1096,7 @@ const EXPANSION: &str = "api.github.com.default.svc.cluster.local.";
 /// cache deny every type after an NXDOMAIN). Every type now follows the A/AAAA judgement.
 #[test]
 fn autopath_answers_every_type_of_one_name_alike() {
-    let up = autopath_upstream(|t, q| match t {
-        RecordType::A => {
-            let mut r = reply(q, ResponseCode::NoError);
-            r.add_answer(a_record(qname(q), 60));
-            Some(r)
-        }
-        _ => None,
-    });
+    let up = autopath_upstream(a_only);
     let p = proxy(AUTOPATH, up.addr);
     for t in [
         RecordType::A,
@@ -1140,14 +1141,7 @@ fn autopath_upstream_error_is_servfail_without_a_cname() {
 /// under mode off sat beside `Q AAAA` = autopath's CNAME, and glibc failed the lookup.
 #[test]
 fn reload_to_another_shortcut_starts_a_new_cache() {
-    let up = autopath_upstream(|t, q| match t {
-        RecordType::A => {
-            let mut r = reply(q, ResponseCode::NoError);
-            r.add_answer(a_record(qname(q), 60));
-            Some(r)
-        }
-        _ => None,
-    });
+    let up = autopath_upstream(a_only);
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let a = Case::new(EXPANSION, RecordType::A);
     let m = ask_msg(p.addr, &a, 1);
@@ -1156,17 +1150,7 @@ fn reload_to_another_shortcut_starts_a_new_cache() {
         ResponseCode::NXDomain,
         "forwarded"
     );
-    let file = FileConfig::parse(&format!(
-        "listen: [\"{}\"]\nserver: {{workers: 2}}\n{AUTOPATH}",
-        p.addr
-    ))
-    .unwrap();
-    let overrides = Overrides {
-        upstreams: vec![(".".into(), up.addr)],
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(file, &overrides).unwrap();
-    cfg.admin = None;
+    let cfg = Proxy::config(p.addr, AUTOPATH, &[(".", up.addr)]);
     p.proxy.as_ref().unwrap().reload(cfg).unwrap();
     for t in [RecordType::A, RecordType::AAAA] {
         let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 2);

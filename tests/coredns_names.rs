@@ -21,52 +21,22 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::prometheus;
 use common::scripted_dns::ScriptedDns;
-use common::tools::{free_port, http_get, require};
+use common::tools::{free_port, require, Proc};
 use common::upstream::{Rec, Upstream};
 use ndots::search::Answer;
 use ndots::wire;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const DASH: &str = r#"k8s_app="node-local-dns",name!="node-local-dns-metrics",pod=~".*""#;
 const MIXIN: &str = r#"job="kube-dns""#;
 
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The instant vector `expr` evaluates to: (labels, value) per series.
 fn query(prom: SocketAddr, expr: &str) -> Vec<(serde_json::Value, f64)> {
-    let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", encode(expr)))
-        .unwrap_or_else(|| panic!("prometheus did not answer {expr}"));
-    assert_eq!(status, 200, "{expr}: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["data"]["result"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{expr}: {body}"))
-        .iter()
-        .map(|s| {
-            let value = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-            (s["metric"].clone(), value)
-        })
-        .collect()
+    prometheus::query(prom, expr).unwrap_or_else(|| panic!("prometheus did not evaluate {expr}"))
 }
 
 /// The value of the single series `expr` returns.
@@ -87,12 +57,7 @@ fn by(prom: SocketAddr, expr: &str, label: &str) -> Vec<(String, f64)> {
 }
 
 fn ask(to: SocketAddr, from: &UdpSocket, name: &str) -> u16 {
-    let mut q = Vec::new();
-    wire::build_query(7, name, 1, false, &mut q).unwrap();
-    from.send_to(&q, to).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = from.recv(&mut buf).expect("an answer");
-    wire::parse_response(&buf[..n]).unwrap().rcode
+    common::dns::ask_rcode(to, from, name, wire::TYPE_A)
 }
 
 #[test]
@@ -118,10 +83,9 @@ fn nodelocaldns_dashboard_and_coredns_mixin_alerts_read_the_proxy() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (dns, admin, prom_port) = (free_port(), free_port(), free_port());
+    let (dns, admin) = (free_port(), free_port());
     let dns: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
     let cfg = dir.path().join("ndots.yaml");
     std::fs::write(
         &cfg,
@@ -144,49 +108,19 @@ fn nodelocaldns_dashboard_and_coredns_mixin_alerts_read_the_proxy() {
             .unwrap(),
     );
     // The labels a NodeLocal DNSCache pod's scrape carries in a kube-prometheus setup.
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
+    let (_prom, prom) = prometheus::start(
+        dir.path(),
+        &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  \
              - job_name: kube-dns\n    static_configs:\n      - targets: [\"{admin}\"]\n        \
              labels: {{k8s_app: node-local-dns, pod: node-local-dns-x7k2p}}\n"
         ),
-    )
-    .unwrap();
-    let _prom = Proc(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
     // Two scrapes before any query: the series exist at 0, so rate() sees every increment.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = http_get(
-            prom,
-            &format!(
-                "/api/v1/query?query={}",
-                encode("count_over_time(coredns_dns_requests_total[1m])")
-            ),
-        );
-        let scrapes = r
-            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
-            .and_then(|v| {
-                v["data"]["result"][0]["value"][1]
-                    .as_str()?
-                    .parse::<f64>()
-                    .ok()
-            });
+        let scrapes = prometheus::query(prom, "count_over_time(coredns_dns_requests_total[1m])")
+            .and_then(|r| r.first().map(|s| s.1));
         if scrapes.is_some_and(|n| n >= 2.0) {
             break;
         }

@@ -14,63 +14,24 @@ use std::time::{Duration, Instant};
 
 use common::tools::require;
 use common::upstream::{Rec, Upstream};
-use ndots::config::{Config, FileConfig, Overrides};
 
 fn proxy(up: &Upstream, rt: &tokio::runtime::Runtime, dnstap: &str) -> ndots::proxy::Running {
-    let yaml = format!(
-        "listen: [\"127.0.0.1:0\"]\nserver: {{workers: 1}}\nshortcut: {{mode: off}}\n{dnstap}"
-    );
-    let overrides = Overrides {
-        upstreams: vec![(".".into(), up.addr)],
-        ..Default::default()
-    };
-    let mut cfg = Config::from_file_config(FileConfig::parse(&yaml).unwrap(), &overrides).unwrap();
-    cfg.admin = None;
+    let cfg = common::proxy::config(&format!(
+        "shortcut: {{mode: off}}\nupstreams: [{{zone: \".\", servers: [\"{}\"]}}]\n{dnstap}",
+        up.addr
+    ));
     ndots::proxy::start(cfg, rt.handle()).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Full walks as glibc sends them (one candidate after the other, A then AAAA) from two
 /// clients; returns the number of lookups.
 fn walks(dns: SocketAddr) -> u64 {
     let mut lookups = 0;
-    for client in 0..2u16 {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        for (i, base) in ["api.example.com", "www.example.com", "web"]
-            .iter()
-            .enumerate()
-        {
+    for _client in 0..2 {
+        let s = common::dns::client(Duration::from_secs(2));
+        for base in ["api.example.com", "www.example.com", "web"] {
             for qtype in [1u16, 28] {
-                for suffix in [
-                    "default.svc.cluster.local.",
-                    "svc.cluster.local.",
-                    "cluster.local.",
-                    "",
-                ] {
-                    let name = if suffix.is_empty() {
-                        format!("{base}.")
-                    } else {
-                        format!("{base}.{suffix}")
-                    };
-                    let mut q = Vec::new();
-                    let id = client * 100 + i as u16;
-                    ndots::wire::build_query(id, &name, qtype, false, &mut q).unwrap();
-                    s.send_to(&q, dns).unwrap();
-                    let mut b = [0u8; 1500];
-                    let n = s.recv(&mut b).expect("answer");
-                    let r = ndots::wire::parse_response(&b[..n]).unwrap();
-                    if r.rcode == 0 {
-                        break;
-                    }
-                }
+                common::dns::glibc_walk(dns, &s, base, qtype);
                 lookups += 1;
             }
         }
@@ -101,7 +62,7 @@ fn dnstap_file_is_read_by_dnstap_ldns_and_analyze_equals_the_proxys_report() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.dnstap");
     let up = upstream();
-    let rt = runtime();
+    let rt = common::proxy::runtime();
     let p = proxy(
         &up,
         &rt,
@@ -143,18 +104,12 @@ fn dnstap_file_is_read_by_dnstap_ldns_and_analyze_equals_the_proxys_report() {
     assert_eq!(tap.written(), 2 * live.queries + count("FQ") + count("FR"));
 
     // ndots analyze reads the same file (client messages) to the same figures.
-    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .arg("analyze")
-        .arg(&file)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let offline = common::tools::run_json(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .arg("analyze")
+            .arg(&file)
+            .args(["--format", "json"]),
     );
-    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let live = serde_json::to_value(&live).unwrap();
     for f in [
         "lookups",
@@ -187,15 +142,7 @@ fn dnstap_tcp_output_reaches_collect() {
 /// The proxy's socket output into collect's receiver: the handshake from both ends, every
 /// message of the traffic, STOP/FINISH at shutdown, the same figures on both sides.
 fn socket_output_reaches_collect(listen: ndots::collect::Listen) {
-    let cluster = ndots::config::ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
-        node_search: vec![],
-    };
+    let cluster = ndots::config::ClusterConfig::kubernetes("cluster.local");
     let tracker = ndots::amplify::Tracker::start_named(
         &cluster,
         &ndots::config::TrackerConfig {
@@ -208,7 +155,7 @@ fn socket_output_reaches_collect(listen: ndots::collect::Listen) {
     let c = ndots::collect::start(&listen, tracker.clone(), ndots::capture::Options::default())
         .unwrap();
     let up = upstream();
-    let rt = runtime();
+    let rt = common::proxy::runtime();
     // collect's `Listen` prints as the proxy's `dnstap.output` is written (the bound port).
     let p = proxy(&up, &rt, &format!("dnstap: {{output: \"{}\"}}\n", c.local));
     // The writer connects at its first record; wait for the session before counting.
@@ -290,7 +237,7 @@ fn dead_dnstap_socket_never_slows_answers() {
         }
     });
     let up = upstream();
-    let rt = runtime();
+    let rt = common::proxy::runtime();
     const N: usize = 20_000;
     let mut rows = Vec::new();
     for (what, dnstap) in [

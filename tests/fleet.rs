@@ -5,19 +5,12 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{free_port, http_get, require};
+use common::prometheus;
+use common::tools::{free_port, http_get, require, Proc};
 use common::upstream::{Rec, Upstream};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ndots() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ndots"))
@@ -79,7 +72,7 @@ fn prometheus_fleet_report_equals_the_sum_of_the_proxies_reports() {
     let mut dns = Vec::new();
     for _ in 0..2 {
         let (port, admin) = (free_port(), free_port());
-        proxies.push(Killed(
+        proxies.push(Proc(
             ndots()
                 .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin", &format!("127.0.0.1:{admin}")])
@@ -100,40 +93,18 @@ fn prometheus_fleet_report_equals_the_sum_of_the_proxies_reports() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
     let targets = admins
         .iter()
         .map(|a| format!("\"{a}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let conf = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &conf,
-        format!(
+    let (_prom, prom) = prometheus::start(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: ndots\n    static_configs:\n      - targets: [{targets}]\n"
         ),
-    )
-    .unwrap();
-    let _prom = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(prom, "/-/ready").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
     walks(dns[0], "team-a", &["web", "api.example.com", "nothing"]);
     walks(
@@ -154,17 +125,11 @@ fn prometheus_fleet_report_equals_the_sum_of_the_proxies_reports() {
 
     let url = format!("http://{prom}");
     let fleet = |extra: &[&str]| -> serde_json::Value {
-        let out = ndots()
-            .args(["report", "--prometheus", &url, "--format", "json"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        common::tools::run_json(
+            ndots()
+                .args(["report", "--prometheus", &url, "--format", "json"])
+                .args(extra),
+        )
     };
     // Wait for a scrape of both proxies after the traffic.
     let deadline = Instant::now() + Duration::from_secs(30);

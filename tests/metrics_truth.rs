@@ -10,28 +10,23 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{free_port, http_get, require};
+use common::dns::{ask_rcode as ask, glibc_walk};
+use common::tools::Proc;
+use common::tools::{free_port, http_get, promtool_check_metrics, wait_http};
 use common::upstream::{Rec, Upstream};
 use ndots::wire;
 
 /// The proxy binary, killed on drop.
 struct Proxy {
-    child: Child,
+    child: Proc,
     dns: SocketAddr,
     admin: SocketAddr,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Proxy {
@@ -56,12 +51,12 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let p = Proxy { child, dns, admin };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "the proxy never served /healthz");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let p = Proxy {
+            child: Proc(child),
+            dns,
+            admin,
+        };
+        wait_http(admin, "/healthz", 200, "", Duration::from_secs(10));
         p
     }
 
@@ -71,10 +66,9 @@ impl Proxy {
 
     /// SIGTERM, wait, and return what it wrote to stderr.
     fn stop(mut self) -> Vec<u8> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        let _ = self.child.terminate();
         let mut err = Vec::new();
-        if let Some(mut e) = self.child.stderr.take() {
+        if let Some(mut e) = self.child.0.stderr.take() {
             let _ = e.read_to_end(&mut err);
         }
         err
@@ -82,23 +76,7 @@ impl Proxy {
 }
 
 fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Ask over UDP; the answer's rcode.
-fn ask(to: SocketAddr, from: &UdpSocket, name: &str, qtype: u16) -> u16 {
-    let mut q = Vec::new();
-    wire::build_query(rand_id(), name, qtype, false, &mut q).unwrap();
-    from.send_to(&q, to).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = from.recv(&mut buf).expect("an answer");
-    wire::parse_response(&buf[..n]).unwrap().rcode
-}
-
-fn rand_id() -> u16 {
-    (Instant::now().elapsed().subsec_nanos() ^ std::process::id()) as u16
+    common::dns::client(Duration::from_secs(5))
 }
 
 /// Sum of the samples of `name` whose labels include every `key="value"` in `with`.
@@ -129,34 +107,6 @@ fn has_series(text: &str, name: &str, kind: &str) -> bool {
         l.strip_prefix(sample.as_str())
             .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
     })
-}
-
-fn promtool_check(text: &str) {
-    if !require("promtool") {
-        return;
-    }
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    // promtool lints counters without `_total` and the like as warnings on stdout; the exit
-    // status is what fails on a malformed exposition.
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -212,7 +162,7 @@ fn every_series_in_metrics_all_is_exported_before_the_first_query() {
         sum(&text, "process_start_time_seconds", &[]) > 1.6e9,
         "{text}"
     );
-    promtool_check(&text);
+    promtool_check_metrics(&text);
 }
 
 /// The bug: only answers that waited on an upstream were timed (138,494 of 348,448 requests in
@@ -350,26 +300,6 @@ fn logs_are_plain_text_on_a_pipe_and_json_lines_parse() {
     );
 }
 
-/// The walk glibc sends for `base` under ndots:5 in namespace `default` (type A), until an
-/// answer with records.
-fn walk(to: SocketAddr, from: &UdpSocket, base: &str) {
-    for suffix in [
-        "default.svc.cluster.local.",
-        "svc.cluster.local.",
-        "cluster.local.",
-        "",
-    ] {
-        let name = if suffix.is_empty() {
-            format!("{base}.")
-        } else {
-            format!("{base}.{suffix}")
-        };
-        if ask(to, from, &name, 1) == 0 {
-            return;
-        }
-    }
-}
-
 #[test]
 fn query_log_analyzed_equals_the_proxys_own_report() {
     let up = Upstream::start();
@@ -392,11 +322,11 @@ fn query_log_analyzed_equals_the_proxys_own_report() {
     let p = Proxy::start(dir.path(), &config, &[], Stdio::from(log));
     let clients: Vec<UdpSocket> = (0..3).map(|_| client()).collect();
     for (i, c) in clients.iter().enumerate() {
-        walk(p.dns, c, "api.github.com");
-        walk(p.dns, c, "web");
-        walk(p.dns, c, "example.org");
+        glibc_walk(p.dns, c, "api.github.com", wire::TYPE_A);
+        glibc_walk(p.dns, c, "web", wire::TYPE_A);
+        glibc_walk(p.dns, c, "example.org", wire::TYPE_A);
         if i == 0 {
-            walk(p.dns, c, "nothing.example");
+            glibc_walk(p.dns, c, "nothing.example", wire::TYPE_A);
         }
     }
     let want_lookups = 10;
@@ -421,17 +351,11 @@ fn query_log_analyzed_equals_the_proxys_own_report() {
         report["queries"].as_u64().unwrap(),
         "one log line per answered query:\n{lines}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .args(["analyze", "--format", "json"])
-        .arg(&log_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let analyzed = common::tools::run_json(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["analyze", "--format", "json"])
+            .arg(&log_path),
     );
-    let analyzed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // What the log carries: every query with client, name, type, rcode and timing. (Not which
     // answers came from cache: a log line is an upstream-or-cache answer alike, so the
     // upstream-load figures are not compared.)

@@ -605,21 +605,15 @@ fn pod_dns_config_walks_like_the_resolv_conf_kubelet_writes() {
     let simulate = |manifest: &str, stub: &str, name: &str| -> Vec<String> {
         let path = dir.path().join("pod.yaml");
         std::fs::write(&path, manifest).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
-            .args([
-                "simulate", "--format", "json", "--family", "inet", "--stub", stub,
-            ])
-            .arg("--pod-dns-config")
-            .arg(&path)
-            .args(["--namespace", "shop", "--", name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let v = common::tools::run_json(
+            Command::new(env!("CARGO_BIN_EXE_ndots"))
+                .args([
+                    "simulate", "--format", "json", "--family", "inet", "--stub", stub,
+                ])
+                .arg("--pod-dns-config")
+                .arg(&path)
+                .args(["--namespace", "shop", "--", name]),
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["queries"]
             .as_array()
             .unwrap()

@@ -15,13 +15,8 @@ use ndots::event::{AnswerSource, QueryEvent, Timestamp};
 
 fn cluster() -> ClusterConfig {
     ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
         node_search: vec!["ec2.internal".into()],
+        ..ClusterConfig::kubernetes("cluster.local")
     }
 }
 

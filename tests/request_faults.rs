@@ -9,72 +9,12 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ndots::config::{Config, FileConfig, Overrides};
+use common::dns::{a_answer as answer, ask, framed, framed_query, read_framed};
+use common::proxy::start;
+use common::tools::metric_sum;
 use ndots::wire;
 
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-
-/// An A answer to `query` with `ip`, using `id` and the query's question.
-fn answer(query: &[u8], id: u16, ip: Ipv4Addr) -> Vec<u8> {
-    let q = wire::parse_query(query).unwrap();
-    let mut out = Vec::new();
-    wire::minimal_response(query, &q, 0, false, &mut out);
-    wire::set_id(&mut out, id);
-    let opt = out.split_off(q.question.end());
-    out[6..8].copy_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-    out.extend_from_slice(&ip.octets());
-    out.extend_from_slice(&opt);
-    out
-}
-
-fn config(yaml: &str) -> Config {
-    let server = if yaml.contains("server:") {
-        ""
-    } else {
-        "server: {workers: 1}\n"
-    };
-    let file = FileConfig::parse(&format!("listen: [\"127.0.0.1:0\"]\n{server}{yaml}")).unwrap();
-    let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
-    if !yaml.contains("admin:") {
-        cfg.admin = None;
-    }
-    cfg
-}
-
-fn start(yaml: &str) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
-    let cfg = config(yaml);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    (rt, p)
-}
-
-fn ask(addr: SocketAddr, name: &str) -> (wire::ResponseInfo, Vec<u8>, Duration) {
-    let mut q = Vec::new();
-    wire::build_query(77, name, 1, false, &mut q).unwrap();
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let t = Instant::now();
-    c.send_to(&q, addr).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = c.recv(&mut buf).expect("an answer");
-    (
-        wire::parse_response(&buf[..n]).unwrap(),
-        buf[..n].to_vec(),
-        t.elapsed(),
-    )
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Issue 14: a stuck upstream TCP connection was never replaced. An upstream that accepts a
 /// connection, answers its first query and then reads and discards everything (a CoreDNS pod
@@ -97,21 +37,10 @@ fn stuck_upstream_tcp_connection_was_never_replaced() {
                 let closed = closed.clone();
                 std::thread::spawn(move || {
                     let mut first = true;
-                    loop {
-                        let mut len = [0u8; 2];
-                        if s.read_exact(&mut len).is_err() {
-                            break;
-                        }
-                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                        if s.read_exact(&mut q).is_err() {
-                            break;
-                        }
+                    while let Some(q) = read_framed(&mut s) {
                         if std::mem::take(&mut first) {
                             let id = u16::from_be_bytes([q[0], q[1]]);
-                            let a = answer(&q, id, REAL);
-                            let mut framed = (a.len() as u16).to_be_bytes().to_vec();
-                            framed.extend_from_slice(&a);
-                            let _ = s.write_all(&framed);
+                            let _ = s.write_all(&framed(&answer(&q, id, REAL)));
                         }
                     }
                     // The proxy closed its end.
@@ -171,23 +100,6 @@ fn stuck_upstream_tcp_connection_was_never_replaced() {
         "{m}"
     );
     p.shutdown(Duration::from_millis(100));
-}
-
-/// Read one framed answer; `None` on timeout or close.
-fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).ok()?;
-    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut m).ok()?;
-    Some(m)
-}
-
-fn framed_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::new();
-    wire::build_query(id, name, wire::TYPE_A, false, &mut q).unwrap();
-    let mut f = (q.len() as u16).to_be_bytes().to_vec();
-    f.extend_from_slice(&q);
-    f
 }
 
 /// Issue 14: 150 pipelined identical queries on one TCP connection got 64 answers. The
@@ -434,6 +346,65 @@ fn no_stale_answer_when_the_upstream_said_servfail() {
     p.shutdown(Duration::from_millis(100));
 }
 
+/// A query refused because the `waiting` share of `server.memory_limit` was full got its
+/// stale answer counted as `reason="overload"`, the label of `server.max_inflight`: the two
+/// limits looked alike on the stale series. Now it is `memory`.
+#[test]
+fn a_memory_refusal_was_counted_as_overload_in_the_stale_reason() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let up = Upstream::start();
+    up.add("svc.example.org.", wire::TYPE_A, Rec::A(REAL, 1));
+    // 16 MiB (the least accepted): a waiting share of ~3.2 MiB, some 320 waiting queries.
+    let (_rt, p) = start(&format!(
+        "server: {{workers: 1, memory_limit: 16MiB}}\ncache: {{prefetch: false}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 5s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    let (r, _, _) = ask(dns, "svc.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1));
+    std::thread::sleep(Duration::from_millis(2100)); // expired now
+    up.silent.store(true, Ordering::Relaxed);
+    // Distinct names that all wait on the silent upstream, until the share is full (a
+    // refusal counted): sent in rounds, so a full receive queue loses none that matter.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let memory_refusals = || {
+        metric_sum(
+            &p.metrics_text(),
+            "ndots_overload_drops_total{limit=\"memory_limit\"",
+        )
+    };
+    let mut sent = 0u16;
+    while memory_refusals() < 1.0 {
+        assert!(sent < 2000, "the waiting share never filled");
+        for i in sent..sent + 50 {
+            let mut q = Vec::new();
+            wire::build_query(i, &format!("wait{i}.example.org."), 1, false, &mut q).unwrap();
+            c.send_to(&q, dns).unwrap();
+        }
+        sent += 50;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (r, bytes, took) = ask(dns, "svc.example.org.");
+    assert_eq!((r.rcode, r.header.ancount), (0, 1), "the stale answer");
+    assert!(bytes.ends_with(&REAL.octets()));
+    assert!(took < Duration::from_secs(1), "refused at once: {took:?}");
+    let m = p.metrics_text();
+    assert_eq!(
+        metric_sum(&m, "ndots_cache_served_stale_total{reason=\"memory\""),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "ndots_cache_served_stale_total{reason=\"overload\""),
+        0.0,
+        "{m}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
+
 /// RFC 8767 §5 client response timer (`cache.stale_after`, 1.8 s): an upstream that takes
 /// 2.5 s. The client gets the stale answer at 1.8 s; the upstream query goes on, and its
 /// answer refreshes the cache for the next client.
@@ -479,19 +450,7 @@ fn a_slow_upstream_gets_the_stale_answer_out_at_the_client_timer_and_refreshes()
 
 /// Poll `/readyz` until it gives `status` with a body containing `want`; the body.
 fn wait_ready(admin: SocketAddr, status: u16, want: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some((got, body)) = common::tools::http_get(admin, "/readyz") {
-            if got == status && body.contains(want) {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never gave {status} {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::tools::wait_http(admin, "/readyz", status, want, within)
 }
 
 /// Issue 14: a proxy forwarding to itself was accepted and SERVFAILed every query after 2 s.
@@ -584,8 +543,9 @@ fn get_instance(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 /// scrapes and queries reach the new process only; the old one waits for its SIGTERM.
 #[test]
 fn a_second_proxy_on_the_same_ports_started_silently() {
+    use common::proxy::proxy_command;
     use common::upstream::{Rec, Upstream};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let up = Upstream::start();
     up.add("real.test.", wire::TYPE_A, Rec::A(REAL, 300));
@@ -593,16 +553,7 @@ fn a_second_proxy_on_the_same_ports_started_silently() {
     let dir = tempfile::tempdir().unwrap();
     let spawn = |log: &str| {
         let log = std::fs::File::create(dir.path().join(log)).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_ndots"))
-            .args([
-                "proxy",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                &up.addr.to_string(),
-                "--admin",
-                &format!("127.0.0.1:{admin_port}"),
-            ])
+        proxy_command(port, up.addr, &format!("127.0.0.1:{admin_port}"))
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap()
@@ -659,28 +610,22 @@ fn a_second_proxy_on_the_same_ports_started_silently() {
 /// each sees the other's sockets and says so in `ndots_foreign_listeners` and its log.
 #[test]
 fn two_proxies_sharing_a_dns_port_see_each_other() {
+    use common::proxy::proxy_command;
+    use common::tools::Proc;
     use common::upstream::Upstream;
-    use std::process::{Child, Command, Stdio};
+    use std::process::Stdio;
 
     let up = Upstream::start();
     let port = common::tools::free_port();
     let admins = [common::tools::free_port(), common::tools::free_port()];
-    let spawn = |admin: u16| -> Child {
-        Command::new(env!("CARGO_BIN_EXE_ndots"))
-            .args([
-                "proxy",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                &up.addr.to_string(),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
+    let spawn = |admin: u16| {
+        let child = proxy_command(port, up.addr, &format!("127.0.0.1:{admin}"))
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Proc(child)
     };
-    let mut procs: Vec<Child> = admins.iter().map(|a| spawn(*a)).collect();
+    let procs: Vec<Proc> = admins.iter().map(|a| spawn(*a)).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let label = format!("ndots_foreign_listeners{{listener=\"dns udp 127.0.0.1:{port}\"}}");
     let tcp_label = format!("ndots_foreign_listeners{{listener=\"dns tcp 127.0.0.1:{port}\"}}");
@@ -697,10 +642,7 @@ fn two_proxies_sharing_a_dns_port_see_each_other() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    for p in procs.iter_mut() {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    drop(procs);
 }
 
 /// Bounded pipelining towards a TCP upstream: 300 queries at once to a server that holds every
@@ -720,16 +662,10 @@ fn upstream_tcp_pipelining_is_bounded_per_connection() {
             for mut s in l.incoming().flatten() {
                 let n = Arc::new(AtomicUsize::new(0));
                 conns.lock().unwrap().push(n.clone());
-                std::thread::spawn(move || loop {
-                    let mut len = [0u8; 2];
-                    if s.read_exact(&mut len).is_err() {
-                        return;
+                std::thread::spawn(move || {
+                    while read_framed(&mut s).is_some() {
+                        n.fetch_add(1, Ordering::Relaxed); // read, never answered
                     }
-                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                    if s.read_exact(&mut q).is_err() {
-                        return;
-                    }
-                    n.fetch_add(1, Ordering::Relaxed); // read, never answered
                 });
             }
         });

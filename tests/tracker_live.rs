@@ -5,82 +5,34 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{free_port, http_get, require};
+use common::dns::{ask_rcode as ask, glibc_walk as walk};
+use common::prometheus;
+use common::proxy::proxy_command;
+use common::tools::{free_port, http_get, promtool_check_metrics, require, wait_http, Proc};
 use common::upstream::{Rec, Upstream};
 use ndots::wire;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Start the proxy binary; returns it with its DNS and admin addresses once ready.
 fn start_proxy(up: &Upstream, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
     let (dns, admin) = (free_port(), free_port());
     let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .args([
-            "proxy",
-            "--listen",
-            &dns_addr.to_string(),
-            "--admin",
-            &admin_addr.to_string(),
-        ])
-        .args(["--upstream", &up.addr.to_string()])
+    let child = proxy_command(dns, up.addr, &admin_addr.to_string())
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(admin_addr, "/readyz").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "proxy never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_http(admin_addr, "/readyz", 200, "", Duration::from_secs(10));
     (p, dns_addr, admin_addr)
 }
 
-fn ask(addr: SocketAddr, from: &UdpSocket, name: &str, qtype: u16) -> u16 {
-    let mut q = Vec::new();
-    wire::build_query(1, name, qtype, false, &mut q).unwrap();
-    from.send_to(&q, addr).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = from.recv(&mut buf).expect("an answer");
-    wire::parse_response(&buf[..n]).unwrap().rcode
-}
-
-/// The walk glibc sends for `base` with the pod search list and ndots:5 (one query type).
-fn walk(addr: SocketAddr, from: &UdpSocket, base: &str, qtype: u16) {
-    for suffix in [
-        "default.svc.cluster.local.",
-        "svc.cluster.local.",
-        "cluster.local.",
-        "",
-    ] {
-        let name = if suffix.is_empty() {
-            format!("{base}.")
-        } else {
-            format!("{base}.{suffix}")
-        };
-        if ask(addr, from, &name, qtype) == 0 {
-            return;
-        }
-    }
-}
-
 fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s
+    common::dns::client(Duration::from_secs(3))
 }
 
 fn upstream() -> Upstream {
@@ -128,68 +80,14 @@ fn prometheus_scrapes_the_lookup_histogram_and_promtool_accepts_it() {
     walk(dns, &c, "web", 1);
     wait_for_lookups(admin, 3);
 
-    let metrics = http_get(admin, "/metrics").unwrap().1;
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_metrics(&http_get(admin, "/metrics").unwrap().1);
 
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: ndots\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"),
-    )
-    .unwrap();
-    let prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _prom = Proc(prom);
-    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let query = |q: &str| -> Option<f64> {
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.replace(' ', "%20")
-                .replace('{', "%7B")
-                .replace('}', "%7D")
-                .replace('"', "%22")
-                .replace('=', "%3D")
-                .replace('+', "%2B")
-        );
-        let (status, body) = http_get(prom_addr, &path)?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
+    let (_prom, prom_addr) = prometheus::start(
+        dir.path(),
+        &format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: ndots\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"),
+    );
+    let query = |q: &str| -> Option<f64> { prometheus::query(prom_addr, q)?.first().map(|s| s.1) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let le4 = loop {
         if let Some(v) = query("sum(ndots_lookup_queries_bucket{type=\"A\",le=\"4\"})") {
@@ -226,24 +124,15 @@ fn report_merges_two_proxies() {
     walk(dns_b, &c, "web", 1);
     let ra = wait_for_lookups(admin_a, 2);
     let rb = wait_for_lookups(admin_b, 2);
-    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .args([
-            "report",
-            "--format",
-            "json",
-            "--from",
-            &format!("http://{admin_a}"),
-            "--from",
-            &format!("http://{admin_b}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = common::tools::run_json(Command::new(env!("CARGO_BIN_EXE_ndots")).args([
+        "report",
+        "--format",
+        "json",
+        "--from",
+        &format!("http://{admin_a}"),
+        "--from",
+        &format!("http://{admin_b}"),
+    ]));
     for field in ["lookups", "queries", "wasted_queries"] {
         assert_eq!(
             m[field].as_u64(),
@@ -278,7 +167,7 @@ fn a_flood_of_distinct_names_keeps_memory_bounded() {
     // measures the proxy and its tracker, not the scripted upstream.
     let (p, dns, admin) = start_proxy(&up, &["--shortcut-mode", "nxdomain"]);
     let rss = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", p.0.id())).unwrap();
+        let s = std::fs::read_to_string(format!("/proc/{}/status", p.id())).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())

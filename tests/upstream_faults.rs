@@ -7,27 +7,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ndots::config::{Config, FileConfig, Overrides};
+use common::dns::{a_answer as answer, ask, framed, read_framed};
+use common::proxy::start;
+use common::tools::metric_sum;
 use ndots::wire;
 
 const REAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const FORGED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
-
-/// An A answer to `query` with `ip`, using `id` and the query's question.
-fn answer(query: &[u8], id: u16, ip: Ipv4Addr) -> Vec<u8> {
-    let q = wire::parse_query(query).unwrap();
-    let mut out = Vec::new();
-    wire::minimal_response(query, &q, 0, false, &mut out);
-    wire::set_id(&mut out, id);
-    let opt = out.split_off(q.question.end());
-    out[6..8].copy_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-    out.extend_from_slice(&ip.octets());
-    out.extend_from_slice(&opt);
-    out
-}
 
 /// A UDP upstream that sends every kind of wrong reply before the right one.
 fn hostile_udp_upstream() -> SocketAddr {
@@ -54,47 +42,6 @@ fn hostile_udp_upstream() -> SocketAddr {
         }
     });
     addr
-}
-
-fn start(yaml: &str) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
-    let server = if yaml.contains("server:") {
-        ""
-    } else {
-        "server: {workers: 1}\n"
-    };
-    let file = FileConfig::parse(&format!("listen: [\"127.0.0.1:0\"]\n{server}{yaml}")).unwrap();
-    let mut cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
-    cfg.admin = None;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
-    (rt, p)
-}
-
-fn ask(addr: SocketAddr, name: &str) -> (wire::ResponseInfo, Vec<u8>, Duration) {
-    let mut q = Vec::new();
-    wire::build_query(77, name, 1, false, &mut q).unwrap();
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let t = Instant::now();
-    c.send_to(&q, addr).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = c.recv(&mut buf).expect("an answer");
-    (
-        wire::parse_response(&buf[..n]).unwrap(),
-        buf[..n].to_vec(),
-        t.elapsed(),
-    )
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -164,21 +111,12 @@ fn a_tcp_upstream_closing_mid_message_fails_over_to_the_next_server() {
     let good_addr = good.local_addr().unwrap();
     std::thread::spawn(move || {
         for mut s in good.incoming().flatten() {
-            std::thread::spawn(move || loop {
-                let mut len = [0u8; 2];
-                if s.read_exact(&mut len).is_err() {
-                    return;
-                }
-                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                if s.read_exact(&mut q).is_err() {
-                    return;
-                }
-                let id = u16::from_be_bytes([q[0], q[1]]);
-                let a = answer(&q, id, REAL);
-                let mut framed = (a.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&a);
-                if s.write_all(&framed).is_err() {
-                    return;
+            std::thread::spawn(move || {
+                while let Some(q) = read_framed(&mut s) {
+                    let id = u16::from_be_bytes([q[0], q[1]]);
+                    if s.write_all(&framed(&answer(&q, id, REAL))).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -207,30 +145,14 @@ fn readyz_follows_upstream_health_and_recovers_by_probe() {
         wire::TYPE_A,
         Rec::A(Ipv4Addr::new(192, 0, 2, 7), 300),
     );
-    let file = FileConfig::parse(&format!(
-        "listen: [\"127.0.0.1:0\"]\nadmin: \"127.0.0.1:0\"\nserver: {{workers: 1}}\n\
+    let (_rt, p) = start(&format!(
+        "admin: \"127.0.0.1:0\"\n\
          upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 300ms}}]\n",
         up.addr
-    ))
-    .unwrap();
-    let cfg = Config::from_file_config(file, &Overrides::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let p = ndots::proxy::start(cfg, rt.handle()).unwrap();
+    ));
     let (dns, admin) = (p.dns_addrs[0], p.admin_addr.unwrap());
     let wait_for = |status: u16| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = common::tools::http_get(admin, "/readyz").unwrap();
-            if got.0 == status {
-                return got.1;
-            }
-            assert!(Instant::now() < deadline, "readyz stuck at {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::tools::wait_http(admin, "/readyz", status, "", Duration::from_secs(15))
     };
     // Ready without any client query: the start-up probe found the upstream.
     wait_for(200);

@@ -12,10 +12,11 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::tools::{free_port, require, Dnsperf};
+use common::proxy::proxy_command;
+use common::tools::{free_port, require, Dnsperf, Proc};
 use common::upstream::{Rec, Upstream};
 
 /// dnsperf's rate for these tests (`NDOTS_UPDATE_QPS`).
@@ -82,16 +83,7 @@ fn sigterm_during_load_loses_no_query() {
     let (up, queries) = upstream_and_queries(dir.path());
     let port = free_port();
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_ndots"))
-            .args([
-                "proxy",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                &up.addr.to_string(),
-                "--admin",
-                "127.0.0.1:0",
-            ])
+        proxy_command(port, up.addr, "127.0.0.1:0")
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
@@ -119,24 +111,6 @@ fn sigterm_during_load_loses_no_query() {
     assert_eq!(lost, 0, "queries lost during the update");
 }
 
-/// A proxy process killed when the test ends, also when it fails.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGTERM, and whether it then exits cleanly.
-    fn terminate(&mut self) -> bool {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap().success()
-    }
-}
-
 /// Issue 20: the rolling update as the kubelet runs it with `maxSurge: 1`, twice under load: a newcomer
 /// starts on the same DNS and admin ports, announces itself once ready, the previous process
 /// drains and waits, and only then gets its SIGTERM. dnsperf runs across both updates. The
@@ -152,16 +126,7 @@ fn a_newcomer_declined_the_next_updates_handover() {
     let (port, admin) = (free_port(), free_port());
     let spawn = |name: &str| {
         let log = std::fs::File::create(dir.path().join(name)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ndots"))
-            .args([
-                "proxy",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                &up.addr.to_string(),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
+        let child = proxy_command(port, up.addr, &format!("127.0.0.1:{admin}"))
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();

@@ -71,6 +71,9 @@ pub struct Engine {
     pub config: Config,
     pub cache: Arc<Cache>,
     pub router: Router,
+    /// Client queries coalesced by cache key: the leader resolves under its query's plan and
+    /// answers each waiter (rendered for it, stale or SERVFAIL on failure, the client timer
+    /// taking out those due). Apart from `internal_flights` on purpose: see there.
     inflight: Mutex<HashMap<OwnedKey, Vec<Waiter>>>,
     /// Queries waiting on upstreams, leaders and coalesced followers alike (shared across
     /// reloads so the bound holds for the process).
@@ -79,7 +82,12 @@ pub struct Engine {
     pub server_label: Arc<str>,
     /// `None` when `shortcut.mode` is `off`.
     pub shortcut: Option<Shortcut>,
-    /// In-flight lookups the proxy makes for itself (autopath, ancestor checks).
+    /// In-flight lookups the proxy makes for itself (autopath, ancestor checks). Not one map
+    /// with `inflight`: a client flight's answer follows its plan (autopath's CNAME, an RFC
+    /// 8020 NXDOMAIN) where these need the upstream's answer for exactly that name, and their
+    /// followers take a bare `Answer` where client waiters are rendered, timed and counted.
+    /// One map would join a client query with a candidate lookup of the same key, today two
+    /// exchanges, and could hand either the other's kind of answer.
     pub(crate) internal_flights: Flights,
     /// Amplification tracking; every answered query becomes a `QueryEvent` (DESIGN §4).
     tracker: Option<Tracker>,
@@ -209,7 +217,7 @@ impl Engine {
                             proto: job.proto,
                             client: job.client,
                         };
-                        self.fail(&w, job.zone, &mut Vec::new(), StaleReason::Overload);
+                        self.fail(&w, job.zone, &mut Vec::new(), StaleReason::Memory);
                     }
                     None => self
                         .cache
@@ -1017,15 +1025,18 @@ pub enum StaleReason {
     ClientTimer,
     /// `server.max_inflight` was reached.
     Overload,
+    /// The memory budget's `waiting` share (`server.memory_limit`) was full.
+    Memory,
 }
 
 impl StaleReason {
-    pub const ALL: [StaleReason; 5] = [
+    pub const ALL: [StaleReason; 6] = [
         StaleReason::NoAnswer,
         StaleReason::Servfail,
         StaleReason::Refused,
         StaleReason::ClientTimer,
         StaleReason::Overload,
+        StaleReason::Memory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -1035,6 +1046,7 @@ impl StaleReason {
             StaleReason::Refused => "refused",
             StaleReason::ClientTimer => "client_timer",
             StaleReason::Overload => "overload",
+            StaleReason::Memory => "memory",
         }
     }
 }

@@ -217,6 +217,12 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let handover = Arc::new(tokio::sync::Notify::new());
     let newcomer = Arc::new(AtomicBool::new(false));
+    // At 0 from the start, like every series (peers::check sets the counts): before the
+    // admin listener serves its first scrape.
+    let zero = |l: &peers::Listener| {
+        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0)
+    };
+    listeners.iter().for_each(zero);
     let admin_addr = match config.admin {
         Some(addr) => {
             // SO_REUSEPORT like the DNS listeners: during a DaemonSet surge the new pod binds
@@ -231,6 +237,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
                 ours: peers::inode(&std_listener).into_iter().collect(),
             };
             newcomer.store(admin_listener.foreign() > 0, Ordering::Release);
+            zero(&admin_listener);
             listeners.push(admin_listener);
             let source: Arc<dyn AdminSource> = Arc::new(Admin {
                 engine: engine.clone(),
@@ -256,10 +263,6 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     }
     // Readiness follows upstream health; failing servers are probed until they answer again.
     rt.spawn(probe_upstreams(engine.clone(), stopped_rx.clone()));
-    // At 0 from the start, like every series (peers::check sets the counts).
-    for l in &listeners {
-        metrics::gauge!(m::FOREIGN_LISTENERS, "listener" => l.label.clone()).set(0.0);
-    }
     rt.spawn(watch_peers(
         listeners,
         admin_addr.filter(|_| newcomer.load(Ordering::Acquire)),
@@ -573,14 +576,16 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         .build()
         .map_err(CliError::runtime)?;
     let grace = config.server.shutdown_grace;
-    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
-    let mut handed_over = false;
+    // Before `start`: once /healthz answers, a SIGTERM must drain, not kill the process with
+    // the default action (it did when it came between the admin listener and these).
     let (mut term, mut int) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
         let int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
         Ok::<_, CliError>((term, int))
     })?;
+    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
+    let mut handed_over = false;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;

@@ -35,13 +35,8 @@ pub(crate) fn sample_report() -> Report {
     use crate::config::{ClusterConfig, TrackerConfig};
     use crate::event::{AnswerSource, QueryEvent, Timestamp};
     let cluster = ClusterConfig {
-        domain: "cluster.local".into(),
-        search: vec![
-            "*.svc.cluster.local".into(),
-            "svc.cluster.local".into(),
-            "cluster.local".into(),
-        ],
         node_search: vec!["ec2.internal".into()],
+        ..ClusterConfig::kubernetes("cluster.local")
     };
     let mut a = Analyzer::new(
         &cluster,

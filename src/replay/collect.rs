@@ -326,15 +326,7 @@ mod tests {
     /// with a gap longer than the idle time).
     fn collect(events: &[QueryEvent], copies: u64) -> (Replay, usize) {
         let captured = Captured {
-            cluster: ClusterConfig {
-                domain: "cluster.local".into(),
-                search: vec![
-                    "*.svc.cluster.local".into(),
-                    "svc.cluster.local".into(),
-                    "cluster.local".into(),
-                ],
-                node_search: vec![],
-            },
+            cluster: ClusterConfig::kubernetes("cluster.local"),
             ndots: 5,
             stub: Stub::Glibc,
             workloads: None,

@@ -411,15 +411,7 @@ mod tests {
     use std::time::Duration;
 
     fn cluster() -> ClusterConfig {
-        ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec![
-                "*.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            node_search: vec![],
-        }
+        ClusterConfig::kubernetes("cluster.local")
     }
 
     fn tracker() -> TrackerConfig {

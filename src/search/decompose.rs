@@ -423,13 +423,8 @@ mod tests {
     #[test]
     fn from_cluster_config() {
         let c = ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec![
-                "*.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
             node_search: vec!["eu-west-1.compute.internal".into()],
+            ..ClusterConfig::kubernetes("cluster.local")
         };
         let s = SearchShape::new(&c);
         assert_eq!(s.len(), 4);

@@ -321,15 +321,7 @@ mod tests {
 
     /// The policy `ShortcutPolicy::new` builds from a default cluster and these keys.
     fn policy_from_config(zones: &[&str], exempt: &[&str]) -> ShortcutPolicy {
-        let c = ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec![
-                "*.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            node_search: vec![],
-        };
+        let c = ClusterConfig::kubernetes("cluster.local");
         let s = ShortcutConfig {
             mode: crate::config::ShortcutMode::Nxdomain,
             zones: zones.iter().map(|z| z.to_string()).collect(),

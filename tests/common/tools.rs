@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Whether `tool` is on PATH.
@@ -127,5 +127,102 @@ impl Dnsperf {
         };
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
+    }
+}
+
+/// The sum of the samples on lines of a Prometheus exposition that start with `prefix`
+/// (e.g. `ndots_overload_drops_total{limit="max_inflight"`).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET `path` until it answers `status` with a body containing `want`, for at most `within`;
+/// the body.
+pub fn wait_http(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    want: &str,
+    within: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got = http_get(addr, path);
+        if let Some((s, body)) = &got {
+            if *s == status && body.contains(want) {
+                return body.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} on {addr} never gave {status} {want:?} within {within:?}; last: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `promtool check metrics` accepts the exposition `text` (skipped loudly without promtool).
+pub fn promtool_check_metrics(text: &str) {
+    if !require("promtool") {
+        return;
+    }
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    // promtool lints counters without `_total` and the like as warnings on stdout; the exit
+    // status is what fails on a malformed exposition.
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `cmd` (an `ndots` subcommand with `--format json`) to its end; it must succeed, and its
+/// stdout is the JSON returned.
+pub fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A child process killed and reaped when the test ends, also when it fails.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, and whether it then exits cleanly.
+    pub fn terminate(&mut self) -> bool {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap().success()
     }
 }
