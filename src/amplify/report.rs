@@ -306,13 +306,14 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if !self.map.contains_key(k) {
-            if self.map.len() >= self.cap {
-                self.prune();
-            }
-            self.map.insert(make(), V::default());
+        // One probe of the table per call: the second only when it is full and the key new.
+        if self.map.len() >= self.cap && !self.map.contains_key(k) {
+            self.prune();
         }
-        self.map.get_mut(k).expect("just inserted")
+        match self.map.entry_ref(k) {
+            hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(e) => e.insert_with_key(make(), V::default()),
+        }
     }
 
     fn prune(&mut self) {
@@ -856,6 +857,8 @@ pub struct Windowed {
     total: Aggregate,
     started: Timestamp,
     latest: Timestamp,
+    /// The last client added and its key as the report prints it.
+    last_client: (Option<IpAddr>, ClientKey),
 }
 
 impl Windowed {
@@ -875,6 +878,13 @@ impl Windowed {
             total: Aggregate::new(TOTAL_TOP_CAP),
             started,
             latest: started,
+            last_client: (
+                None,
+                ClientKey {
+                    buf: [0; 45],
+                    len: 0,
+                },
+            ),
         }
     }
 
@@ -889,8 +899,12 @@ impl Windowed {
     }
 
     pub fn add(&mut self, l: &Lookup) {
-        let key = client_key(l.client);
-        let key = key.as_str();
+        // A client's lookups come in runs (a getaddrinfo is an A and an AAAA lookup): its
+        // address is formatted once per run.
+        if self.last_client.0 != Some(l.client) {
+            self.last_client = (Some(l.client), client_key(l.client));
+        }
+        let key = self.last_client.1.as_str();
         self.latest = self.latest.max(l.end);
         let b = l.end.0 / self.bucket_us;
         match self.ring.back().map(|(n, _)| *n) {
