@@ -96,14 +96,21 @@ impl WireBatch {
             + self.names.capacity()
     }
 
-    /// Each event with its name as text, in order; `scratch` is the reused name buffer.
-    fn for_each(self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
-        for (mut ev, range) in self.events {
+    /// Each event with its name as text, in order; `scratch` is the reused name buffer. Leaves
+    /// the batch empty, its memory kept for reuse.
+    fn for_each(&mut self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
+        for (mut ev, range) in self.events.drain(..) {
             let name = self.names.get(range.start as usize..range.end as usize);
             ev.qname = crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(scratch));
             f(&ev);
             *scratch = std::mem::take(&mut ev.qname);
         }
+        self.names.clear();
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.names.clear();
     }
 
     /// Leave out the events for which `keep` (given the event with its text name) is false.
@@ -138,6 +145,8 @@ struct Shared {
 
 struct Inner {
     tx: SyncSender<Msg>,
+    /// Emptied batches, back from the tracker thread for the listeners to fill again.
+    spare: Arc<Mutex<Vec<WireBatch>>>,
     shared: Arc<Mutex<Shared>>,
     dropped: AtomicU64,
     /// Events sent and not yet taken by the thread.
@@ -201,6 +210,8 @@ impl Tracker {
             WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
         let mut lookup_metrics = LookupMetrics::new(cfg.namespace_series);
         let thread_shared = shared.clone();
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let thread_spare = spare.clone();
         std::thread::Builder::new()
             .name("ndots-tracker".into())
             .spawn(move || {
@@ -256,11 +267,12 @@ impl Tracker {
                                 walks.observe(ev);
                             }
                         }
-                        Msg::Wire(batch) => {
+                        Msg::Wire(mut batch) => {
                             thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch.bytes());
                             advance(&mut clock, batch.events.iter().map(|(e, _)| e.time).max());
                             batch.for_each(&mut name_buf, |ev| walks.observe(ev));
+                            recycle(&thread_spare, batch);
                         }
                         Msg::Sync(close, reply) => {
                             if close {
@@ -326,6 +338,7 @@ impl Tracker {
         Tracker {
             inner: Arc::new(Inner {
                 tx,
+                spare,
                 shared,
                 dropped: AtomicU64::new(0),
                 queued,
@@ -421,16 +434,34 @@ impl Tracker {
             self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
         }
         if batch.is_empty() {
-            return;
+            return recycle(&self.inner.spare, batch);
         }
         let n = batch.len();
         let bytes = batch.bytes();
         if !self.reserve(n, bytes) {
-            return;
+            return recycle(&self.inner.spare, batch);
         }
-        if self.inner.tx.try_send(Msg::Wire(batch)).is_err() {
+        if let Err(e) = self.inner.tx.try_send(Msg::Wire(batch)) {
             self.unreserve(n, bytes);
+            if let TrySendError::Full(Msg::Wire(batch))
+            | TrySendError::Disconnected(Msg::Wire(batch)) = e
+            {
+                recycle(&self.inner.spare, batch);
+            }
         }
+    }
+
+    /// An empty batch for a listener to fill: one the tracker thread has emptied, else a new
+    /// one. Batches go round instead of being allocated on a listener and freed on the tracker
+    /// thread: glibc frees into the allocating thread's arena under its lock, and the two
+    /// threads contended for it (futex calls, and `madvise` as the arena's top shrank and
+    /// grew, in `strace -c -f` at 50k QPS).
+    pub fn spare_wire_batch(&self, events: usize) -> WireBatch {
+        self.inner
+            .spare
+            .lock()
+            .pop()
+            .unwrap_or_else(|| WireBatch::with_capacity(events))
     }
 
     /// Hand several events over, waiting while the queue is full: back-pressure for a caller
@@ -589,6 +620,18 @@ impl LookupMetrics {
                     .increment(u64::from(l.suffix_queries[i]));
             }
         }
+    }
+}
+
+/// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
+const SPARE_BATCHES: usize = 64;
+
+/// Empty `batch` and keep it for a listener, unless enough are kept.
+fn recycle(spare: &Mutex<Vec<WireBatch>>, mut batch: WireBatch) {
+    batch.clear();
+    let mut spare = spare.lock();
+    if spare.len() < SPARE_BATCHES {
+        spare.push(batch);
     }
 }
 

@@ -751,10 +751,7 @@ impl Engine {
             if p.is_empty() {
                 return None;
             }
-            Some(std::mem::replace(
-                &mut *p,
-                WireBatch::with_capacity(EVENT_BATCH),
-            ))
+            Some(std::mem::replace(&mut *p, t.spare_wire_batch(EVENT_BATCH)))
         });
         if let Some(batch) = batch {
             t.record_wire_batch(batch);
