@@ -9,8 +9,8 @@ use anyhow::Context;
 use super::{CliError, Format};
 use crate::amplify::by_workload::ByWorkload;
 use crate::amplify::Analyzer;
+use crate::capture;
 use crate::capture::session::{capture_setup, CaptureSetup, Events, SessionError, ShapeSource};
-use crate::capture::{self, Options};
 use crate::render;
 use crate::search::workloads::Workloads;
 
@@ -61,17 +61,9 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
-    // One read of the captures, on a thread of its own: the search list inference takes the
-    // first events from it, and the walk tracker gets them all (this thread).
-    let mut events = Events::new(
-        &args.captures,
-        Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
-        },
-    );
+    // One read of the captures, on a thread of its own (decoding, pairing, query-time order,
+    // the search list inference off the first events); the walk tracker gets them all here.
+    let mut events = Events::from_flags(&args.captures, args.input_format, args.strict, args.port);
     let CaptureSetup {
         cluster,
         said,

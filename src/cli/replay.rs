@@ -9,8 +9,8 @@ use anyhow::{anyhow, Context};
 
 use super::analyze::session_error;
 use super::{CliError, Format};
+use crate::capture;
 use crate::capture::session::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
-use crate::capture::{self, Options};
 use crate::config::ShortcutMode;
 use crate::render;
 use crate::replay::live::{LiveOptions, Pace};
@@ -130,15 +130,7 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Re
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), CliError> {
-    let mut events = Events::new(
-        &args.captures,
-        Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
-        },
-    );
+    let mut events = Events::from_flags(&args.captures, args.input_format, args.strict, args.port);
     let CaptureSetup {
         domain,
         cluster,
