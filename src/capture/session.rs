@@ -212,9 +212,9 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     // Every (client, name) asked: one set sized once, not a set per client (a capture of
     // distinct clients would make a small table for each).
     let mut names: HashSet<(std::net::IpAddr, &str)> = HashSet::with_capacity(head.len());
-    // Per (client, type): the last absolute name that failed, and when.
-    let mut failed: HashMap<(std::net::IpAddr, u16), (&str, u64)> =
-        HashMap::with_capacity(head.len().min(INFER_EVENTS));
+    // Per (client, type): the last absolute name that failed, and when (a few thousand entries
+    // for a node's pods: left to grow).
+    let mut failed: HashMap<(std::net::IpAddr, u16), (&str, u64)> = HashMap::new();
     let mut strong: HashMap<String, usize> = HashMap::new();
     for ev in head {
         let key = (ev.client, ev.qtype);
