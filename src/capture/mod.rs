@@ -667,13 +667,17 @@ impl Reorder {
         let (time, seq) = (ev.time.0, self.seq);
         // After every held event of the same time or earlier: arrival order among equals.
         let len = self.run.len();
+        // `run` is sorted: when the event `RUN_SEARCH` places from its end is later, this one
+        // is late without looking at those in between.
+        let far = len.saturating_sub(RUN_SEARCH);
+        let late = far > 0 && self.run[far - 1].time > time;
         let mut at = len;
-        while at > 0 && len - at < RUN_SEARCH && self.run[at - 1].time > time {
+        while !late && at > far && self.run[at - 1].time > time {
             at -= 1;
         }
-        if at == len {
+        if !late && at == len {
             self.run.push_back(Held { time, seq, ev });
-        } else if at == 0 || self.run[at - 1].time <= time {
+        } else if !late {
             self.run.insert(at, Held { time, seq, ev });
         } else {
             let slot = match self.free.pop() {
