@@ -89,22 +89,36 @@ impl Pairer {
 
     fn key(&self, client: IpAddr, port: u16, id: u16, qtype: u16, name: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
-        match client {
-            IpAddr::V4(a) => h.write(&a.octets()),
-            IpAddr::V6(a) => h.write(&a.octets()),
-        }
-        // Port, ID and type in one word, then the name lowercased (RFC 4343). Names are nearly
-        // always lowercase already: hash them in place, and copy only the ones that are not.
-        h.write_u64(((port as u64) << 32) | ((id as u64) << 16) | qtype as u64);
-        if name.iter().any(u8::is_ascii_uppercase) {
-            let mut lower = [0u8; wire::MAX_NAME_LEN + 1];
-            let n = name.len().min(lower.len());
-            for (d, s) in lower[..n].iter_mut().zip(name) {
-                *d = s.to_ascii_lowercase();
+        // The family, the name's length (so that the zero padding of its last word below
+        // cannot make two names one), port, ID and type in one word.
+        let family = match client {
+            IpAddr::V4(a) => {
+                h.write_u32(a.into());
+                4u64
             }
-            h.write(&lower[..n]);
-        } else {
-            h.write(name);
+            IpAddr::V6(a) => {
+                h.write_u128(a.into());
+                6
+            }
+        };
+        h.write_u64(
+            (family << 60)
+                | ((name.len() as u64 & 0xfff) << 48)
+                | ((port as u64) << 32)
+                | ((id as u64) << 16)
+                | qtype as u64,
+        );
+        // The name lowercased (RFC 4343) eight bytes at a time, as words.
+        let mut words = name.chunks_exact(8);
+        for w in words.by_ref() {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            h.write_u64(ascii_lower8(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            h.write_u64(ascii_lower8(u64::from_le_bytes(last)));
         }
         h.finish()
     }
@@ -197,7 +211,13 @@ impl Pairer {
         };
         // The RCODE with its EDNS extension needs the whole message read; a response whose
         // records do not parse (cut by a snap length, say) still has its header RCODE.
-        let rcode = wire::response_rcode(msg, &q).unwrap_or(header.rcode() as u16);
+        // Without additional records there is no OPT (RFC 6891 §6.1.1), so the header's RCODE
+        // is the whole of it and the records need not be walked.
+        let rcode = if header.arcount == 0 {
+            header.rcode() as u16
+        } else {
+            wire::response_rcode(msg, &q).unwrap_or(header.rcode() as u16)
+        };
         let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
         let answers = Some(header.ancount);
         // One probe: take the entry, and put it back in the (64-bit collision) case where it is
@@ -306,6 +326,20 @@ impl Pairer {
         let all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
         self.report(all, out, false);
     }
+}
+
+/// The eight bytes of `w` with ASCII `A`-`Z` lowercased and every other byte as it was (a
+/// word at a time: `to_ascii_lowercase` of each byte).
+fn ascii_lower8(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    // Each byte's low seven bits plus a constant sets its top bit (no carry out of the byte:
+    // 0x7f + 0x3f < 0x100) exactly when they are at least `A`, or above `Z`.
+    let low7 = w & !HIGH;
+    let from_a = low7 + ONES * (0x80 - b'A' as u64);
+    let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = from_a & !past_z & !w & HIGH;
+    w | (upper >> 2)
 }
 
 fn unanswered(p: Pending) -> QueryEvent {
@@ -441,6 +475,37 @@ mod tests {
         );
         assert_eq!(out.len(), 5);
         assert_eq!(p.pending.len(), 1);
+    }
+
+    #[test]
+    fn a_word_is_lowercased_as_each_of_its_bytes() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut bytes = [b'Q', b'a', 0x80, b'Z', b'@', b'[', 0xc1, b'A'];
+                bytes[at] = b;
+                let want = bytes.map(|c| c.to_ascii_lowercase());
+                let got = ascii_lower8(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(got, want, "byte {b:#x} at {at}");
+            }
+        }
+    }
+
+    /// Names of every length around the word size pair whatever their case, and a name is
+    /// not taken for a longer one that only adds zero bytes.
+    #[test]
+    fn names_of_any_length_pair_case_insensitively() {
+        let p = Pairer::new(Duration::from_secs(5), 100);
+        for n in 1..40 {
+            let name: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let upper = name.to_ascii_uppercase();
+            let k = |name: &[u8]| p.key(C.0, C.1, 7, 1, name);
+            assert_eq!(k(&name), k(&upper), "length {n}");
+            let mut longer = name.clone();
+            longer.push(0);
+            assert_ne!(k(&name), k(&longer), "length {n}");
+            let v6 = "::a00:7".parse().unwrap();
+            assert_ne!(k(&name), p.key(v6, C.1, 7, 1, &name), "length {n}");
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! A capture session, as `ndots analyze` and `ndots replay` read one: the cluster domain, the
 //! pods' search list (given, from a resolv.conf, or the Kubernetes default plus node domains
 //! inferred from the capture), the walk tracker's settings, and every capture streamed in
-//! query-time order through one [`Reorder`](super::Reorder): [`Events`] reads and decodes on a
-//! thread of its own, the caller's thread orders and tracks, and the head of the first capture
-//! is read once for both the inference and the walks. The CLI words the errors.
+//! query-time order through one [`Reorder`](super::Reorder): [`Events`] reads, decodes, pairs
+//! and orders on a thread of its own while the caller's thread tracks walks, and the head of the
+//! first capture is read once for both the inference and the walks. The CLI words the errors.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -69,7 +69,8 @@ pub fn capture_setup(
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let (cluster, said) = search_shape(source, &domain, &mut |domain| {
-        infer_node_domains(events.head(), domain)
+        let domain = domain.to_string();
+        events.infer(Box::new(move |head| infer_node_domains(head, &domain)))
     })
     .map_err(SessionError::Setup)?;
     let idle = crate::config::parse_duration(idle).map_err(SessionError::Setup)?;
@@ -208,8 +209,11 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     // hashbrown's default hasher (foldhash): the keys are the capture's, nothing to defend.
     use hashbrown::{HashMap, HashSet};
     let cluster = format!(".{domain}.");
-    let mut names: HashMap<std::net::IpAddr, HashSet<&str>> = HashMap::new();
-    // Per (client, type): the last absolute name that failed, and when.
+    // Every (client, name) asked: one set sized once, not a set per client (a capture of
+    // distinct clients would make a small table for each).
+    let mut names: HashSet<(std::net::IpAddr, &str)> = HashSet::with_capacity(head.len());
+    // Per (client, type): the last absolute name that failed, and when (a few thousand entries
+    // for a node's pods: left to grow).
     let mut failed: HashMap<(std::net::IpAddr, u16), (&str, u64)> = HashMap::new();
     let mut strong: HashMap<String, usize> = HashMap::new();
     for ev in head {
@@ -249,28 +253,19 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
         if failed.len() > INFER_EVENTS {
             failed.clear();
         }
-        names
-            .entry(ev.client)
-            .or_default()
-            .insert(ev.qname.as_str());
+        names.insert((ev.client, ev.qname.as_str()));
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut absolute = String::new();
-    for set in names.values() {
-        for name in set.iter().filter(|n| !n.ends_with(&cluster)) {
-            // Every split of `name` into `base.suffix` on a label boundary, the suffix having
-            // at least two labels (a search domain, not a TLD).
-            for (i, _) in name.match_indices('.') {
-                let (base, suffix) = (&name[..i], name[i + 1..].trim_end_matches('.'));
-                if !suffix.contains('.') {
-                    continue;
-                }
-                absolute.clear();
-                absolute.push_str(base);
-                absolute.push('.');
-                if set.contains(absolute.as_str()) {
-                    *counts.entry(suffix.to_string()).or_default() += 1;
-                }
+    for &(client, name) in names.iter().filter(|(_, n)| !n.ends_with(&cluster)) {
+        // Every split of `name` into `base.suffix` on a label boundary, the suffix having at
+        // least two labels (a search domain, not a TLD); `base.` asked by the same client.
+        for (i, _) in name.match_indices('.') {
+            let suffix = name[i + 1..].trim_end_matches('.');
+            if !suffix.contains('.') {
+                continue;
+            }
+            if names.contains(&(client, &name[..=i])) {
+                *counts.entry(suffix.to_string()).or_default() += 1;
             }
         }
     }
@@ -358,9 +353,10 @@ const QUEUED_BATCHES: usize = 8;
 
 /// What the reader thread tells the caller's thread, in order.
 enum Msg {
+    /// Events in query-time order.
     Events(Vec<QueryEvent>),
-    /// The first capture's first `INFER_EVENTS` records (or all of it) have been sent.
-    HeadEnd,
+    /// What [`Events::infer`]'s function found in the first capture's head.
+    Inferred(Vec<String>),
     /// A capture begins ([`Progress::begin`]).
     Begin(PathBuf, Option<u64>),
     /// Bytes and events read so far ([`Progress::update`]).
@@ -373,20 +369,22 @@ enum Msg {
     Done(Result<u64, SessionError>),
 }
 
-/// The captures' events, read and decoded on a thread of their own (started at the first use)
-/// while the caller's thread puts them in query-time order and tracks walks: on two cores
-/// the two halves run at once. The head of the first capture is read once, for the search
-/// list inference ([`capture_setup`]) and for the walks. Shared by `analyze` and `replay`.
+/// A function of the first capture's head (its first `INFER_EVENTS` records' events, in the
+/// order read), run on the reader thread: the search list inference.
+type Infer = Box<dyn FnOnce(&[QueryEvent]) -> Vec<String> + Send>;
+
+/// The captures' events, read, decoded, paired and put in query-time order on a thread of their
+/// own while the caller's thread tracks walks: on two cores the two halves run at once. The
+/// head of the first capture is read once, for the search list inference ([`capture_setup`],
+/// run on the reader thread) and for the walks. Shared by `analyze` and `replay`.
 pub struct Events {
     captures: Vec<PathBuf>,
     opts: Options,
     rx: Option<std::sync::mpsc::Receiver<Msg>>,
-    /// Emptied batches go back to the reader to be filled again.
+    /// Batches observed go back to the reader to be emptied and filled again.
     recycle: Option<std::sync::mpsc::Sender<Vec<QueryEvent>>>,
-    /// Events taken by [`Events::head`], handed to `observe` first.
-    head: Vec<QueryEvent>,
-    /// Messages received while taking the head (progress, counts, the end), replayed by
-    /// `run`.
+    /// Messages received while waiting for the inference (progress, counts, the end),
+    /// replayed by `run`.
     held: Vec<Msg>,
     /// Records of the first capture in the head: `INFER_EVENTS` (tests take fewer).
     head_records: usize,
@@ -399,13 +397,32 @@ impl Events {
             opts,
             rx: None,
             recycle: None,
-            head: Vec::new(),
             held: Vec::new(),
             head_records: INFER_EVENTS,
         }
     }
 
-    fn start(&mut self) {
+    /// The captures as `analyze` and `replay` name them: `--input-format`, `--strict` and
+    /// `--port`, the rest of the reader settings their defaults.
+    pub fn from_flags(
+        captures: &[PathBuf],
+        input_format: Option<super::Format>,
+        strict: bool,
+        port: u16,
+    ) -> Events {
+        Events::new(
+            captures,
+            Options {
+                format: input_format,
+                strict,
+                port,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Start the reader thread (once); `infer` runs on the first capture's head.
+    fn start(&mut self, infer: Option<Infer>) {
         if self.rx.is_some() {
             return;
         }
@@ -417,7 +434,13 @@ impl Events {
         let spawned = std::thread::Builder::new()
             .name("capture-reader".into())
             .spawn(move || {
-                let end = read_all(&captures, &opts, head_records, &tx, &reuse);
+                let mut out = Out {
+                    batch: Vec::with_capacity(BATCH),
+                    tx: &tx,
+                    reuse: &reuse,
+                    gone: false,
+                };
+                let end = read_all(&captures, &opts, head_records, infer, &mut out);
                 let _ = tx.send(Msg::Done(end));
             });
         if let Err(e) = spawned {
@@ -432,26 +455,26 @@ impl Events {
         self.recycle = Some(recycle);
     }
 
-    /// The events of the first capture's first `head_records` records (fewer when it is
-    /// shorter), in the order read; `run` hands them to `observe` like the rest. Only the
-    /// first call reads.
-    fn head(&mut self) -> &[QueryEvent] {
-        if self.rx.is_none() {
-            self.start();
-            let rx = self.rx.as_ref().expect("started");
-            loop {
-                match rx.recv() {
-                    Ok(Msg::Events(b)) => self.head.extend(b),
-                    Ok(Msg::HeadEnd) | Err(_) => break,
-                    Ok(m @ Msg::Done(_)) => {
-                        self.held.push(m);
-                        break;
-                    }
-                    Ok(m) => self.held.push(m),
+    /// `infer` of the first capture's first `head_records` records' events (fewer when it is
+    /// shorter), in the order read; `run` then hands the same events on like the rest. Only a
+    /// first call before `run` reads: later ones find nothing.
+    fn infer(&mut self, infer: Infer) -> Vec<String> {
+        if self.rx.is_some() {
+            return Vec::new();
+        }
+        self.start(Some(infer));
+        let rx = self.rx.as_ref().expect("started");
+        loop {
+            match rx.recv() {
+                Ok(Msg::Inferred(found)) => return found,
+                Ok(m @ Msg::Done(_)) => {
+                    self.held.push(m);
+                    return Vec::new();
                 }
+                Ok(m) => self.held.push(m),
+                Err(_) => return Vec::new(),
             }
         }
-        &self.head
     }
 
     /// Every event into `observe` in query-time order (across all the captures: they are one
@@ -463,11 +486,7 @@ impl Events {
         progress: &mut dyn Progress,
         mut observe: impl FnMut(&QueryEvent),
     ) -> Result<u64, SessionError> {
-        self.start();
-        let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
-        for ev in std::mem::take(&mut self.head) {
-            reorder.push(ev, &mut observe);
-        }
+        self.start(None);
         let held = std::mem::take(&mut self.held);
         let rx = self.rx.take().expect("started");
         let mut msgs = held
@@ -476,25 +495,24 @@ impl Events {
             .chain(std::iter::from_fn(|| Some(rx.recv())));
         loop {
             match msgs.next().expect("endless") {
-                Ok(Msg::Events(mut b)) => {
-                    for ev in b.drain(..) {
-                        reorder.push(ev, &mut observe);
+                Ok(Msg::Events(b)) => {
+                    for ev in &b {
+                        observe(ev);
                     }
+                    // Back with its events: the reader frees their names, on the thread
+                    // that allocated them (and will again).
                     if let Some(r) = &self.recycle {
                         let _ = r.send(b);
                     }
                 }
-                Ok(Msg::HeadEnd) => {}
+                Ok(Msg::Inferred(_)) => {}
                 Ok(Msg::Begin(path, bytes)) => progress.begin(&path, bytes),
                 Ok(Msg::Update(bytes, events)) => progress.update(bytes, events),
                 Ok(Msg::End) => progress.end(),
                 Ok(Msg::Text(t)) => {
                     let _ = stderr.write_all(t.as_bytes());
                 }
-                Ok(Msg::Done(Ok(unreadable))) => {
-                    reorder.finish(&mut observe);
-                    return Ok(unreadable);
-                }
+                Ok(Msg::Done(Ok(unreadable))) => return Ok(unreadable),
                 Ok(Msg::Done(Err(e))) => {
                     progress.end();
                     return Err(e);
@@ -510,45 +528,98 @@ impl Events {
     }
 }
 
-/// The reader thread: every capture's events to `tx` in batches, with progress and counts.
-/// An `Err` is a capture that cannot be opened or the first unreadable record under
-/// `strict`; a closed channel (the caller gave up) ends the reading quietly.
+/// The reader thread's side of the channel: ordered events gathered into batches.
+struct Out<'a> {
+    batch: Vec<QueryEvent>,
+    tx: &'a std::sync::mpsc::SyncSender<Msg>,
+    reuse: &'a std::sync::mpsc::Receiver<Vec<QueryEvent>>,
+    /// The caller stopped receiving.
+    gone: bool,
+}
+
+impl Out<'_> {
+    fn push(&mut self, ev: QueryEvent) {
+        if self.gone {
+            return;
+        }
+        self.batch.push(ev);
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() || self.gone {
+            return;
+        }
+        let next = match self.reuse.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(BATCH),
+        };
+        let full = std::mem::replace(&mut self.batch, next);
+        self.gone = self.tx.send(Msg::Events(full)).is_err();
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<(), SessionError> {
+        if !self.gone {
+            self.gone = self.tx.send(msg).is_err();
+        }
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), SessionError> {
+        if self.gone {
+            return Err(SessionError::Reader("the caller stopped reading".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The reader thread: every capture's events through one [`Reorder`](super::Reorder) to
+/// `out` in batches, with progress and counts; `infer` (when given) runs on the first
+/// capture's head first, which is then ordered like the rest. An `Err` is a capture that
+/// cannot be opened or the first unreadable record under `strict`; a closed channel (the
+/// caller gave up) ends the reading quietly.
 fn read_all(
     captures: &[PathBuf],
     opts: &Options,
     head_records: usize,
-    tx: &std::sync::mpsc::SyncSender<Msg>,
-    reuse: &std::sync::mpsc::Receiver<Vec<QueryEvent>>,
+    mut infer: Option<Infer>,
+    out: &mut Out<'_>,
 ) -> Result<u64, SessionError> {
-    let gone = |_| SessionError::Reader("the caller stopped reading".into());
+    let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     let mut total_unreadable = 0u64;
-    let mut batch = Vec::with_capacity(BATCH);
-    // Records of the first capture until the head is complete.
-    let mut head_left = Some(head_records.max(1));
+    // The first capture's events while the head is read (only when inferring).
+    let mut head = Vec::new();
+    let mut head_left = head_records.max(1);
     for path in captures {
         let (mut cap, size, read) = open_counted(path, opts)?;
-        tx.send(Msg::Begin(path.clone(), size)).map_err(gone)?;
+        out.send(Msg::Begin(path.clone(), size))?;
         let mut n = 0u64;
         for item in cap.by_ref() {
             let unreadable = match item {
                 Ok(ev) => {
-                    batch.push(ev);
                     n += 1;
                     if n % UPDATE_EVERY == 0 {
-                        tx.send(Msg::Update(read.load(Ordering::Relaxed), n))
-                            .map_err(gone)?;
+                        out.send(Msg::Update(read.load(Ordering::Relaxed), n))?;
+                    }
+                    if infer.is_some() {
+                        head.push(ev);
+                    } else {
+                        reorder.push(ev, |e| out.push(e));
+                        out.check()?;
                     }
                     None
                 }
                 Err(u) => Some(u),
             };
-            if let Some(left) = head_left.as_mut() {
-                *left -= 1;
-                if *left == 0 {
-                    head_left = None;
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    tx.send(Msg::Events(full)).map_err(gone)?;
-                    tx.send(Msg::HeadEnd).map_err(gone)?;
+            if infer.is_some() {
+                head_left -= 1;
+                if head_left == 0 {
+                    head_done(&mut infer, &mut head, &mut reorder, out)?;
                 }
             }
             if let Some(error) = unreadable {
@@ -559,21 +630,11 @@ fn read_all(
                     });
                 }
             }
-            if batch.len() >= BATCH {
-                let next = reuse
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-                tx.send(Msg::Events(std::mem::replace(&mut batch, next)))
-                    .map_err(gone)?;
-            }
         }
-        if !batch.is_empty() {
-            tx.send(Msg::Events(std::mem::take(&mut batch)))
-                .map_err(gone)?;
-        }
-        if head_left.take().is_some() {
-            tx.send(Msg::HeadEnd).map_err(gone)?;
-        }
+        // A first capture shorter than the head.
+        head_done(&mut infer, &mut head, &mut reorder, out)?;
+        // This capture's events so far go before its summary.
+        out.flush();
         let s = cap.stats();
         use std::fmt::Write as _;
         let mut text = String::new();
@@ -588,11 +649,32 @@ fn read_all(
         for u in &s.first_unreadable {
             let _ = writeln!(text, "  unreadable: {u}");
         }
-        tx.send(Msg::End).map_err(gone)?;
-        tx.send(Msg::Text(text)).map_err(gone)?;
+        out.send(Msg::End)?;
+        out.send(Msg::Text(text))?;
         total_unreadable += s.unreadable;
     }
+    reorder.finish(|e| out.push(e));
+    out.flush();
+    out.check()?;
     Ok(total_unreadable)
+}
+
+/// The head is read: `infer` from it (once), then order it like the rest.
+fn head_done(
+    infer: &mut Option<Infer>,
+    head: &mut Vec<QueryEvent>,
+    reorder: &mut super::Reorder,
+    out: &mut Out<'_>,
+) -> Result<(), SessionError> {
+    if let Some(f) = infer.take() {
+        let found = f(head);
+        out.send(Msg::Inferred(found))?;
+        for ev in std::mem::take(head) {
+            reorder.push(ev, |e| out.push(e));
+        }
+        out.check()?;
+    }
+    Ok(())
 }
 
 /// The cloud node domain (`cluster.profile`'s platforms) that `qname` ends with, when what
@@ -602,31 +684,33 @@ fn read_all(
 /// `c.<project>.internal`, `reddog.microsoft.com`, `<id>.<x>.internal.cloudapp.net`.
 fn cloud_node_domain(qname: &str) -> Option<&str> {
     let name = qname.trim_end_matches('.');
-    let labels: Vec<&str> = name.split('.').collect();
-    let n = labels.len();
-    let tail = |k: usize| labels[n - k..].join(".");
+    // The last five labels, the last first (no allocation: most NXDOMAIN names get here).
+    let mut last = [""; 5];
+    for (l, label) in last.iter_mut().zip(name.rsplit('.')) {
+        *l = label;
+    }
+    let n = name.bytes().filter(|&b| b == b'.').count() + 1;
     // How many trailing labels make the node domain.
-    let k = if n >= 2 && (tail(2) == "ec2.internal" || tail(2) == "google.internal") {
+    let k = if n >= 2 && (last[1] == "ec2" || last[1] == "google") && last[0] == "internal" {
         2
     } else if n >= 3
-        && (tail(2) == "compute.internal"
-            || tail(3) == "reddog.microsoft.com"
-            || (labels[n - 1] == "internal" && labels[n - 3] == "c"))
+        && ((last[1] == "compute" && last[0] == "internal")
+            || (last[2] == "reddog" && last[1] == "microsoft" && last[0] == "com")
+            || (last[0] == "internal" && last[2] == "c"))
     {
         3
-    } else if n >= 5 && tail(3) == "internal.cloudapp.net" {
+    } else if n >= 5 && last[2] == "internal" && last[1] == "cloudapp" && last[0] == "net" {
         5
     } else {
         return None;
     };
     // A zonal `<zone>.c.<project>.internal` reads as `c.<project>.internal` (in every GCE
     // node's search list) with the zone in the base.
-    let base_labels = n - k;
-    if base_labels < 2 {
+    if n - k < 2 {
         return None;
     }
-    let start = labels[..n - k].iter().map(|l| l.len() + 1).sum::<usize>();
-    Some(&name[start..])
+    let len = last[..k].iter().map(|l| l.len() + 1).sum::<usize>() - 1;
+    Some(&name[name.len() - len..])
 }
 
 #[cfg(test)]
@@ -636,7 +720,8 @@ mod tests {
 
     /// The reader thread hands over every event once, in the order one thread reading the
     /// captures and putting them through `Reorder` gives, whether the head ends inside a
-    /// batch, at a batch boundary, or covers the whole first capture; with two captures.
+    /// batch, at a batch boundary, or covers the whole first capture; with two captures. The
+    /// inference sees the first capture's first events in the order read (before `Reorder`).
     /// Progress is told of each capture in order, and ends before its summary line.
     #[test]
     fn events_through_the_reader_thread_are_those_of_one_thread() {
@@ -658,13 +743,21 @@ mod tests {
             super::super::Reorder::WINDOW,
             super::super::Reorder::MAX_HELD,
         );
+        let mut first = Vec::new();
         for p in &paths {
             for ev in super::super::open_with(p, &opts).unwrap().flatten() {
-                reorder.push(ev, |e| want.push(e.clone()));
+                if first.len() < 3_000 {
+                    first.push(ev.clone());
+                }
+                reorder.push(ev, |e| want.push(e));
             }
         }
-        reorder.finish(|e| want.push(e.clone()));
+        reorder.finish(|e| want.push(e));
         assert_eq!(want.len(), 6_000);
+        assert!(
+            first != want[..3_000],
+            "the capture is read out of query-time order"
+        );
 
         /// What progress was told, in order.
         #[derive(Default)]
@@ -684,8 +777,12 @@ mod tests {
         for head_records in [1, 7, BATCH, BATCH + 1, 3_000, 10_000] {
             let mut events = Events::new(&paths, opts.clone());
             events.head_records = head_records;
-            let head = events.head().to_vec();
-            assert_eq!(head.len(), head_records.min(3_000), "head {head_records}");
+            let n = head_records.min(3_000);
+            let expect = first[..n].to_vec();
+            let seen = events.infer(Box::new(move |head| {
+                vec![head.len().to_string(), (head == expect).to_string()]
+            }));
+            assert_eq!(seen, [n.to_string(), "true".into()], "head {head_records}");
             let mut got = Vec::new();
             let mut text = Vec::new();
             let mut told = Told::default();
@@ -738,6 +835,10 @@ mod tests {
                 "a.b.x1.y2.internal.cloudapp.net.",
                 Some("x1.y2.internal.cloudapp.net"),
             ),
+            ("a.b.zone.c.proj.internal.", Some("c.proj.internal")),
+            ("zone.c.proj.internal.", None),
+            ("b.internal.cloudapp.net.", None),
+            ("a..ec2.internal.", Some("ec2.internal")),
             ("example.com.", None),
             ("internal.", None),
             (".", None),

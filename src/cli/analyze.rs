@@ -2,15 +2,15 @@
 //! amplification report (DESIGN §5), the same report the proxy serves at `/report`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::{CliError, Format};
 use crate::amplify::by_workload::ByWorkload;
 use crate::amplify::Analyzer;
+use crate::capture;
 use crate::capture::session::{capture_setup, CaptureSetup, Events, SessionError, ShapeSource};
-use crate::capture::{self, Options};
 use crate::render;
 use crate::search::workloads::Workloads;
 
@@ -20,16 +20,8 @@ use crate::search::workloads::Workloads;
     ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html\n  \
     ndots analyze coredns.log --pod-dns-config workloads.yaml --format json")]
 pub struct AnalyzeArgs {
-    /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
-    /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
-    #[arg(required = true)]
-    pub captures: Vec<PathBuf>,
-    /// Read every capture as this format instead of detecting it.
-    #[arg(long, value_enum)]
-    pub input_format: Option<capture::Format>,
-    /// Stop at the first unreadable record (exit 1) instead of counting and skipping it.
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// The pods' search list, space-separated as in resolv.conf. An entry `<ns>.svc.<domain>`
     /// stands for every namespace.
     #[arg(long, conflicts_with = "resolv_conf")]
@@ -42,15 +34,6 @@ pub struct AnalyzeArgs {
     /// ndots advice covers only the clients no workload lists.
     #[arg(long, value_name = "FILE")]
     pub pod_dns_config: Option<PathBuf>,
-    /// The cluster DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// A walk with no new query for this long ends.
-    #[arg(long, default_value = "2s")]
-    pub idle: String,
-    /// DNS server port in pcap captures.
-    #[arg(long, default_value_t = 53)]
-    pub port: u16,
     /// Output format: text (default; for a person), json (the report object) or html (one
     /// self-contained file with charts).
     #[arg(long, value_enum)]
@@ -60,35 +43,79 @@ pub struct AnalyzeArgs {
     pub output: Option<PathBuf>,
 }
 
+/// What `analyze` and `replay` read captures with, alike.
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
+    /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// Read every capture as this format instead of detecting it.
+    #[arg(long, value_enum)]
+    pub input_format: Option<capture::Format>,
+    /// Stop at the first unreadable record (exit 1) instead of counting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// The cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// A walk with no new query for this long ends.
+    #[arg(long, default_value = "2s")]
+    pub idle: String,
+    /// DNS server port in pcap captures.
+    #[arg(long, default_value_t = 53)]
+    pub port: u16,
+}
+
+impl CaptureArgs {
+    /// The captures' events (read on a thread of their own: decoding, pairing, query-time
+    /// order, the search list inference off the first events) and the session's setup, with
+    /// the search list given (`search` or `resolv_conf`) or inferred.
+    pub(super) fn open(
+        &self,
+        search: Option<&str>,
+        resolv_conf: Option<&Path>,
+    ) -> Result<(Events, CaptureSetup), CliError> {
+        let mut events =
+            Events::from_flags(&self.captures, self.input_format, self.strict, self.port);
+        let setup = capture_setup(
+            &ShapeSource {
+                search,
+                resolv_conf,
+                first_capture: self.captures.first().map(PathBuf::as_path),
+            },
+            &mut events,
+            &self.cluster_domain,
+            &self.idle,
+        )
+        .map_err(session_error)?;
+        Ok((events, setup))
+    }
+
+    /// The captures named in the report.
+    pub(super) fn source(&self) -> String {
+        self.captures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
-    // One read of the captures, on a thread of its own: the search list inference takes the
-    // first events from it, and the walk tracker gets them all (this thread).
-    let mut events = Events::new(
-        &args.captures,
-        Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
+    // The walk tracker gets every event here, on this thread.
+    let (
+        events,
+        CaptureSetup {
+            cluster,
+            said,
+            search_from,
+            tracker,
+            ..
         },
-    );
-    let CaptureSetup {
-        cluster,
-        said,
-        search_from,
-        tracker,
-        ..
-    } = capture_setup(
-        &ShapeSource {
-            search: args.search.as_deref(),
-            resolv_conf: args.resolv_conf.as_deref(),
-            first_capture: args.captures.first().map(PathBuf::as_path),
-        },
-        &mut events,
-        &args.cluster_domain,
-        &args.idle,
-    )
-    .map_err(session_error)?;
+    ) = args
+        .capture
+        .open(args.search.as_deref(), args.resolv_conf.as_deref())?;
     let mut analyzer = Analyzer::new(&cluster, &tracker);
     let mut by_workload = match &args.pod_dns_config {
         Some(p) => Some(ByWorkload::new(
@@ -110,13 +137,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             }
         })
         .map_err(session_error)?;
-    let source = args
-        .captures
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut report = analyzer.finish(&source);
+    let mut report = analyzer.finish(&args.capture.source());
     report.set_search(&cluster, search_from);
     if let Some(b) = by_workload {
         report.advice = b.advice(&report, search_from);

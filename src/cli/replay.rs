@@ -7,10 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 
-use super::analyze::session_error;
+use super::analyze::{session_error, CaptureArgs};
 use super::{CliError, Format};
-use crate::capture::session::{capture_setup, shape_from_list, CaptureSetup, Events, ShapeSource};
-use crate::capture::{self, Options};
+use crate::capture::session::{shape_from_list, CaptureSetup};
 use crate::config::ShortcutMode;
 use crate::render;
 use crate::replay::live::{LiveOptions, Pace};
@@ -24,15 +23,8 @@ use crate::search::Stub;
     ndots replay coredns.log --pod-dns-config workloads.yaml --ndots 1,2,3\n  \
     ndots replay node.pcap --target 10.96.0.10:53 --speed 4 --format html -o replay.html")]
 pub struct ReplayArgs {
-    /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files.
-    #[arg(required = true)]
-    pub captures: Vec<PathBuf>,
-    /// Read every capture as this format instead of detecting it.
-    #[arg(long, value_enum)]
-    pub input_format: Option<capture::Format>,
-    /// Stop at the first unreadable record (exit 1).
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// The search list the captured pods had (as in resolv.conf; `<ns>.svc.<domain>` stands
     /// for every namespace). Default: the Kubernetes pod list plus node domains inferred from
     /// the capture, as `ndots analyze` does.
@@ -98,15 +90,6 @@ pub struct ReplayArgs {
     /// Repeat the captured lookups this many times (live load generation).
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
-    /// The cluster DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// A walk with no new query for this long ends.
-    #[arg(long, default_value = "2s")]
-    pub idle: String,
-    /// DNS server port in pcap captures.
-    #[arg(long, default_value_t = 53)]
-    pub port: u16,
     /// Output format: text (default; a table for a terminal), json (DESIGN §5) or html (one
     /// self-contained file with charts).
     #[arg(long, value_enum)]
@@ -130,32 +113,18 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Re
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), CliError> {
-    let mut events = Events::new(
-        &args.captures,
-        Options {
-            format: args.input_format,
-            strict: args.strict,
-            port: args.port,
-            ..Options::default()
+    let (
+        events,
+        CaptureSetup {
+            domain,
+            cluster,
+            said,
+            tracker,
+            ..
         },
-    );
-    let CaptureSetup {
-        domain,
-        cluster,
-        said,
-        tracker,
-        ..
-    } = capture_setup(
-        &ShapeSource {
-            search: args.captured_search.as_deref(),
-            resolv_conf: args.resolv_conf.as_deref(),
-            first_capture: args.captures.first().map(PathBuf::as_path),
-        },
-        &mut events,
-        &args.cluster_domain,
-        &args.idle,
-    )
-    .map_err(session_error)?;
+    ) = args
+        .capture
+        .open(args.captured_search.as_deref(), args.resolv_conf.as_deref())?;
     let captured_stub: Stub = args
         .captured_stub
         .parse()
@@ -215,12 +184,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     if args.repeat > 1 {
         rp.repeat(args.repeat);
     }
-    let source = args
-        .captures
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let source = args.capture.source();
 
     let bar = super::progress::steps(settings.len() as u64 + 1, "settings");
     let evaluate = |s: &Setting| -> Result<replay::SettingReport, CliError> {
