@@ -742,6 +742,7 @@ impl Engine {
     /// batch and before sending its answers, so a client's next query can never reach the
     /// tracker ahead of the answer that prompted it.
     pub fn flush_events(&self) {
+        Self::flush_hits();
         if self.config.log.queries {
             crate::querylog::flush();
         }
@@ -909,20 +910,43 @@ impl Engine {
             ],
         );
         HIT_SERIES.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            let s = memo.entry(key).or_insert_with(|| {
+            let memo = &mut *memo.borrow_mut();
+            let i = *memo.index.entry(key).or_insert_with(|| {
                 let source = AnswerSource::Cache;
-                HitSeries {
+                memo.series.push(HitSeries {
                     requests: self.requests_counter(zone, sent.proto, family, type_name),
                     hits: Self::cache_hits_counter(kind),
                     responses: self.responses_counter(zone, rcode, source),
                     duration: self.duration_histogram(zone, source, type_name),
-                }
+                    pending: 0,
+                });
+                memo.series.len() - 1
             });
-            s.requests.increment(1);
-            s.hits.increment(1);
-            s.responses.increment(1);
+            let s = &mut memo.series[i];
+            if s.pending == 0 {
+                memo.touched.push(i);
+            }
+            s.pending += 1;
             s.duration.record(latency.as_secs_f64());
+        });
+    }
+
+    /// Add this thread's cache hits since the last call to their counters: once a receive
+    /// batch, not three shared atomic updates an answer (each of them two, with the exporter's
+    /// recency tracking: 3% of the listener's CPU in `perf` at full load). `flush_events` calls
+    /// it, so the counts are in before the batch's answers are sent.
+    fn flush_hits() {
+        HIT_SERIES.with(|memo| {
+            let HitMemo {
+                series, touched, ..
+            } = &mut *memo.borrow_mut();
+            for i in touched.drain(..) {
+                let s = &mut series[i];
+                s.requests.increment(s.pending);
+                s.hits.increment(s.pending);
+                s.responses.increment(s.pending);
+                s.pending = 0;
+            }
         });
     }
 
@@ -1157,11 +1181,20 @@ struct HitSeries {
     hits: metrics::Counter,
     responses: metrics::Counter,
     duration: Arc<m::FixedHistogram>,
+    /// Hits counted here and not yet added to the three counters (`Engine::flush_hits`).
+    pending: u64,
+}
+
+/// A listener thread's cache-hit series, by label key, and the ones with pending counts.
+#[derive(Default)]
+struct HitMemo {
+    index: hashbrown::HashMap<u64, usize>,
+    series: Vec<HitSeries>,
+    touched: Vec<usize>,
 }
 
 thread_local! {
-    static HIT_SERIES: std::cell::RefCell<hashbrown::HashMap<u64, HitSeries>> =
-        std::cell::RefCell::new(hashbrown::HashMap::new());
+    static HIT_SERIES: std::cell::RefCell<HitMemo> = std::cell::RefCell::new(HitMemo::default());
 }
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
