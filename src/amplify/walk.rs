@@ -216,23 +216,70 @@ pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
 /// (client, qtype, base hash): the key of a chain of open walks.
 type WalkKey = (IpAddr, u16, u64);
 
-/// FNV-1a over the ASCII-lowercased bytes: the base's identity whatever the query's case
-/// (0x20 randomisation), without allocating. Not keyed: it only picks a walk chain, whose
-/// walks are compared by name, or pairs a client's own A and AAAA answers.
+/// A hash of the ASCII-lowercased bytes: the base's identity whatever the query's case (0x20
+/// randomisation), without allocating. Not keyed: it only picks a walk chain, whose walks are
+/// compared by name, or pairs a client's own A and AAAA answers.
 fn base_hash(bytes: &[u8]) -> u64 {
-    fnv_extend(FNV_OFFSET, bytes)
+    PrefixHash::new(bytes).at(bytes.len())
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// Hashes of prefixes of one name, eight bytes at a time: whole words are mixed into a running
+/// state, and a prefix's hash is that state finished with the prefix's last partial word and
+/// its length. The prefixes asked for must not get shorter from one call to the next.
+struct PrefixHash<'a> {
+    bytes: &'a [u8],
+    /// Bytes mixed in so far (a multiple of 8).
+    done: usize,
+    state: u64,
+}
 
-/// [`base_hash`] of `prefix + bytes` from the hash of `prefix`.
-#[inline]
-fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+impl<'a> PrefixHash<'a> {
+    const SEED: u64 = 0x243f_6a88_85a3_08d3;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn new(bytes: &'a [u8]) -> Self {
+        PrefixHash {
+            bytes,
+            done: 0,
+            state: Self::SEED,
+        }
     }
-    h
+
+    fn mix(h: u64, w: u64) -> u64 {
+        (h ^ w).wrapping_mul(Self::K).rotate_left(31)
+    }
+
+    /// The hash of `bytes[..len]`.
+    #[inline]
+    fn at(&mut self, len: usize) -> u64 {
+        debug_assert!(len >= self.done && len <= self.bytes.len());
+        while self.done + 8 <= len {
+            let w = u64::from_le_bytes(self.bytes[self.done..self.done + 8].try_into().unwrap());
+            self.state = Self::mix(self.state, lower_word(w));
+            self.done += 8;
+        }
+        let mut tail = [0u8; 8];
+        tail[..len - self.done].copy_from_slice(&self.bytes[self.done..len]);
+        let h = Self::mix(self.state, lower_word(u64::from_le_bytes(tail)));
+        // splitmix64's finish, with the length in: "ab" and "ab\0" differ.
+        let mut h = h ^ (len as u64).wrapping_mul(Self::K);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+/// ASCII-lowercase eight bytes at once: 0x20 added to each byte from `A` to `Z`.
+#[inline]
+fn lower_word(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let seven = w & LOW7;
+    // High bit of each byte: the low seven bits are >= 'A' (0x41), > 'Z' (0x5a).
+    let ge_a = seven + 0x3f3f_3f3f_3f3f_3f3f;
+    let gt_z = seven + 0x2525_2525_2525_2525;
+    let upper = ge_a & !gt_z & !w & HIGH;
+    w | (upper >> 2)
 }
 
 /// What [`WalkTracker::candidate_bases`] finds: `len[i]` bytes of the name, hashed `hash[i]`;
@@ -869,12 +916,9 @@ impl WalkTracker {
             *o = i as u8;
         }
         order[..out.n].sort_unstable_by_key(|&i| out.len[i as usize]);
-        let (mut h, mut at) = (FNV_OFFSET, 0usize);
+        let mut h = PrefixHash::new(&nb[..out.len[0] as usize]);
         for &i in &order[..out.n] {
-            let end = out.len[i as usize] as usize;
-            h = fnv_extend(h, &nb[at..end]);
-            at = end;
-            out.hash[i as usize] = h;
+            out.hash[i as usize] = h.at(out.len[i as usize] as usize);
         }
         out
     }
@@ -1185,5 +1229,41 @@ impl Walk {
         // An absolute name sent first may be followed by the search list; sent after search
         // candidates it ends the walk, so no open walk has that shape.
         self.max_search.is_none_or(|m| pos > m)
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    #[test]
+    fn lower_word_lowercases_exactly_ascii_capitals_in_every_byte() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut bytes = *b"xY0-Z.aQ";
+                bytes[pos] = b;
+                let mut want = bytes;
+                want.make_ascii_lowercase();
+                let got = lower_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(got, want, "byte {b:#04x} at {pos}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_hashes_equal_the_hash_of_each_prefix_whatever_the_case() {
+        let name = b"Api.GitHub.com.Default.svc.cluster.local";
+        let lower = name.to_ascii_lowercase();
+        let mut running = PrefixHash::new(name);
+        for len in 0..=name.len() {
+            let h = running.at(len);
+            assert_eq!(h, base_hash(&name[..len]), "prefix {len}");
+            assert_eq!(h, base_hash(&lower[..len]), "lowercase prefix {len}");
+        }
+        // Prefixes differ from each other, trailing NUL bytes included.
+        let all: std::collections::HashSet<u64> =
+            (0..=name.len()).map(|n| base_hash(&name[..n])).collect();
+        assert_eq!(all.len(), name.len() + 1);
+        assert_ne!(base_hash(b"ab"), base_hash(b"ab\0"));
     }
 }
