@@ -325,6 +325,7 @@ impl Tracker {
                             lookup_metrics.record(&l);
                             s.windowed.add(&l);
                         }
+                        lookup_metrics.flush();
                     }
                     for reply in syncs {
                         let _ = reply.send(());
@@ -541,11 +542,19 @@ impl Tracker {
 /// one map lookup per lookup (by type, outcome and namespace) instead of one per series, and
 /// the per-suffix counters in arrays. A handle is made when its series first moves, as the
 /// counting sites did before.
+/// Lookups add to plain sums here and the sums go to the shared counters once a round of the
+/// tracker loop (`flush`): a counter update is two atomic operations (the exporter's recency
+/// tracking), and a lookup touched seven counters.
 struct LookupMetrics {
     namespaces: NamespaceLabels,
-    series: hashbrown::HashMap<(u64, Outcome, usize), LookupSeries>,
+    index: hashbrown::HashMap<(u64, Outcome, usize), usize>,
+    series: Vec<LookupSeries>,
+    /// Series with sums not yet added.
+    touched: Vec<usize>,
     suffix_wasted: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
     suffix_queries: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
+    suffix_wasted_sum: [u64; SuffixSlot::ALL.len()],
+    suffix_queries_sum: [u64; SuffixSlot::ALL.len()],
 }
 
 /// The handles of one (type, outcome, namespace).
@@ -557,24 +566,35 @@ struct LookupSeries {
     ns_lookups: metrics::Counter,
     ns_queries: metrics::Counter,
     ns_wasted: Option<metrics::Counter>,
+    type_name: &'static str,
+    namespace: String,
+    /// Lookups, queries and wasted queries not yet added to the counters.
+    lookups_sum: u64,
+    queries_sum: u64,
+    wasted_sum: u64,
 }
 
 impl LookupMetrics {
     fn new(namespace_series: usize) -> Self {
         LookupMetrics {
             namespaces: NamespaceLabels::new(namespace_series),
-            series: Default::default(),
+            index: Default::default(),
+            series: Vec::new(),
+            touched: Vec::new(),
             suffix_wasted: Default::default(),
             suffix_queries: Default::default(),
+            suffix_wasted_sum: [0; SuffixSlot::ALL.len()],
+            suffix_queries_sum: [0; SuffixSlot::ALL.len()],
         }
     }
 
     fn record(&mut self, l: &Lookup) {
         let (t, type_name) = m::type_label(l.qtype);
         let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
-        let s = self.series.entry((t, l.outcome, ns_id)).or_insert_with(|| {
+        let series = &mut self.series;
+        let i = *self.index.entry((t, l.outcome, ns_id)).or_insert_with(|| {
             let ty = || vec![("type", type_name.to_string())];
-            LookupSeries {
+            series.push(LookupSeries {
                 queries: m::fixed_histogram(m::LOOKUP_QUERIES, &ty()),
                 duration: m::fixed_histogram(m::LOOKUP_DURATION, &ty()),
                 lookups: metrics::counter!(m::LOOKUPS, "type" => type_name, "outcome" => l.outcome.as_str()),
@@ -582,42 +602,70 @@ impl LookupMetrics {
                 ns_lookups: metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns.to_string()),
                 ns_queries: metrics::counter!(m::NAMESPACE_QUERIES, "namespace" => ns.to_string()),
                 ns_wasted: None,
-            }
+                type_name,
+                namespace: ns.to_string(),
+                lookups_sum: 0,
+                queries_sum: 0,
+                wasted_sum: 0,
+            });
+            series.len() - 1
         });
+        let s = &mut self.series[i];
         s.queries.record(f64::from(l.queries));
         if let Some(d) = l.duration {
             s.duration.record(d.as_secs_f64());
         }
-        s.lookups.increment(1);
-        s.ns_lookups.increment(1);
-        s.ns_queries.increment(u64::from(l.queries));
-        if l.wasted > 0 {
-            s.wasted_by_type
-                .get_or_insert_with(
-                    || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_name),
-                )
-                .increment(u64::from(l.wasted));
-            s.ns_wasted
-                .get_or_insert_with(
-                    || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns.to_string()),
-                )
-                .increment(u64::from(l.wasted));
+        if s.lookups_sum == 0 {
+            self.touched.push(i);
+        }
+        s.lookups_sum += 1;
+        s.queries_sum += u64::from(l.queries);
+        s.wasted_sum += u64::from(l.wasted);
+        for i in 0..SuffixSlot::ALL.len() {
+            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
+            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
+        }
+    }
+
+    /// Add the sums recorded since the last call to the counters.
+    fn flush(&mut self) {
+        for i in self.touched.drain(..) {
+            let s = &mut self.series[i];
+            s.lookups.increment(s.lookups_sum);
+            s.ns_lookups.increment(s.lookups_sum);
+            s.ns_queries.increment(s.queries_sum);
+            if s.wasted_sum > 0 {
+                let (type_name, ns) = (s.type_name, &s.namespace);
+                s.wasted_by_type
+                    .get_or_insert_with(
+                        || metrics::counter!(m::WASTED_QUERIES_BY_TYPE, "type" => type_name),
+                    )
+                    .increment(s.wasted_sum);
+                s.ns_wasted
+                    .get_or_insert_with(
+                        || metrics::counter!(m::NAMESPACE_WASTED, "namespace" => ns.clone()),
+                    )
+                    .increment(s.wasted_sum);
+            }
+            (s.lookups_sum, s.queries_sum, s.wasted_sum) = (0, 0, 0);
         }
         for slot in SuffixSlot::ALL {
             let i = slot as usize;
-            if l.suffix_wasted[i] > 0 {
+            let wasted = std::mem::take(&mut self.suffix_wasted_sum[i]);
+            if wasted > 0 {
                 self.suffix_wasted[i]
                     .get_or_insert_with(
                         || metrics::counter!(m::WASTED_QUERIES, "suffix" => slot.as_str()),
                     )
-                    .increment(u64::from(l.suffix_wasted[i]));
+                    .increment(wasted);
             }
-            if l.suffix_queries[i] > 0 {
+            let queries = std::mem::take(&mut self.suffix_queries_sum[i]);
+            if queries > 0 {
                 self.suffix_queries[i]
                     .get_or_insert_with(
                         || metrics::counter!(m::SEARCH_QUERIES, "suffix" => slot.as_str()),
                     )
-                    .increment(u64::from(l.suffix_queries[i]));
+                    .increment(queries);
             }
         }
     }
