@@ -674,8 +674,13 @@ impl LookupMetrics {
 /// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
 const SPARE_BATCHES: usize = 64;
 
-/// Empty `batch` and keep it for a listener, unless enough are kept.
+/// Empty `batch` and keep it for a listener, unless enough are kept or a run of long names
+/// grew its name buffer past twice the usual: the kept batches are outside the memory budget,
+/// bounded by this (64 batches of at most 64 events and 4 KiB of names).
 fn recycle(spare: &Mutex<Vec<WireBatch>>, mut batch: WireBatch) {
+    if batch.names.capacity() > batch.events.capacity().max(1) * 64 {
+        return;
+    }
     batch.clear();
     let mut spare = spare.lock();
     if spare.len() < SPARE_BATCHES {
