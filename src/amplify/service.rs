@@ -542,9 +542,10 @@ impl Tracker {
 /// one map lookup per lookup (by type, outcome and namespace) instead of one per series, and
 /// the per-suffix counters in arrays. A handle is made when its series first moves, as the
 /// counting sites did before.
-/// Lookups add to plain sums here and the sums go to the shared counters once a round of the
-/// tracker loop (`flush`): a counter update is two atomic operations (the exporter's recency
-/// tracking), and a lookup touched seven counters.
+///
+/// Counters are summed here and the sums added once a round of the tracker loop (`flush`): a
+/// counter update is two atomic operations (the exporter's recency tracking), and a lookup
+/// moves seven counters. Histograms are recorded per lookup.
 struct LookupMetrics {
     namespaces: NamespaceLabels,
     index: hashbrown::HashMap<(u64, Outcome, usize), usize>,
@@ -766,6 +767,55 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tracker thread's scheduling policy, from /proc (field 41 of a task's `stat`).
+    fn tracker_policies() -> Vec<u64> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != "ndots-tracker" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the `(comm)` field, fields start at 3 (state): policy is the 39th there.
+            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            if let Some(p) = rest.split_whitespace().nth(41 - 3) {
+                out.push(p.parse().unwrap());
+            }
+        }
+        out
+    }
+
+    /// `SCHED_BATCH` keeps the tracker's wake-ups from preempting a listener (latency at 10k
+    /// QPS, benches/README.md).
+    #[test]
+    fn the_tracker_thread_runs_under_sched_batch() {
+        let cluster = ClusterConfig::kubernetes("cluster.local");
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 100,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        let t = Tracker::start(&cluster, &cfg);
+        t.sync(false); // the thread is past its start
+                       // Other tests start trackers too: one just spawned may not have set its policy yet.
+        let mut policies = tracker_policies();
+        for _ in 0..200 {
+            if !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_BATCH as u64) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            policies = tracker_policies();
+        }
+        assert!(
+            !policies.is_empty(),
+            "no ndots-tracker thread in /proc/self/task"
+        );
+        assert!(
+            policies.iter().all(|&p| p == libc::SCHED_BATCH as u64),
+            "tracker threads' policies: {policies:?}"
+        );
+    }
     use crate::event::AnswerSource;
 
     /// A listener's wire-form batch reaches the walks with the same text names a capture
