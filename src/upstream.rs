@@ -84,6 +84,9 @@ pub struct Reply {
 /// The routing table: zones sorted longest first.
 pub struct Router {
     zones: Vec<Zone>,
+    /// The root zone is the only zone (a plain `--upstream`): every name routes to it, with
+    /// no suffix to compare on the cache-hit path.
+    root_only: bool,
 }
 
 pub struct Zone {
@@ -122,12 +125,19 @@ impl Router {
             });
         }
         out.sort_by_key(|z| std::cmp::Reverse(z.wire_name.len()));
-        Ok(Router { zones: out })
+        let root_only = matches!(&out[..], [z] if z.wire_name == [0]);
+        Ok(Router {
+            zones: out,
+            root_only,
+        })
     }
 
     /// The zone a query name (wire form, any case) routes to: the longest suffix on a label
     /// boundary. `None` when no zone covers it (no root zone configured).
     pub fn route(&self, qname: &[u8]) -> Option<usize> {
+        if self.root_only {
+            return Some(0); // every name ends in the root
+        }
         let mut off = 0;
         loop {
             let rest = &qname[off..];
