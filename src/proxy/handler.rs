@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ pub struct Engine {
     pub tap: Option<crate::tap::Tap>,
     /// Forwarding-loop probes out now (shared by the process's engines).
     loops: Arc<LoopGuard>,
+    /// This engine among the process's (a reload makes a new one): the listeners' hit
+    /// series are keyed by it, not by the engine's address, which a later engine may reuse.
+    id: u64,
 }
 
 struct Waiter {
@@ -175,6 +178,10 @@ impl Engine {
             tracker,
             tap: None,
             loops: Arc::default(),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         })
     }
 
@@ -895,33 +902,38 @@ impl Engine {
     ) {
         let family = if sent.client.is_ipv4() { 1u64 } else { 2 };
         let (qtype, type_name) = m::type_label(sent.view.question.qtype);
-        let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let engine = self as *const Engine as u64;
-        let key = m::label_key(
-            70,
-            &[
-                engine,
-                zkey,
-                sent.proto as u64,
-                family,
-                qtype,
-                rcode as u64,
-                kind as u64,
-            ],
-        );
+        let key = HitKey {
+            engine: self.id,
+            zone: zone.map_or(0, |z| z as u64 + 1),
+            labels: (sent.proto as u64)
+                | family << 8
+                | qtype << 16
+                | u64::from(rcode) << 32
+                | (kind as u64) << 48,
+        };
         HIT_SERIES.with(|memo| {
             let memo = &mut *memo.borrow_mut();
-            let i = *memo.index.entry(key).or_insert_with(|| {
-                let source = AnswerSource::Cache;
-                memo.series.push(HitSeries {
-                    requests: self.requests_counter(zone, sent.proto, family, type_name),
-                    hits: Self::cache_hits_counter(kind),
-                    responses: self.responses_counter(zone, rcode, source),
-                    duration: self.duration_histogram(zone, source, type_name),
-                    pending: 0,
-                });
-                memo.series.len() - 1
-            });
+            // A listener's answers come in runs of one series (one name asked over and
+            // over): the last key is checked before the map.
+            let i = match memo.last {
+                Some((k, i)) if k == key => i,
+                _ => {
+                    let series = &mut memo.series;
+                    let i = *memo.index.entry(key).or_insert_with(|| {
+                        let source = AnswerSource::Cache;
+                        series.push(HitSeries {
+                            requests: self.requests_counter(zone, sent.proto, family, type_name),
+                            hits: Self::cache_hits_counter(kind),
+                            responses: self.responses_counter(zone, rcode, source),
+                            duration: self.duration_histogram(zone, source, type_name),
+                            pending: 0,
+                        });
+                        series.len() - 1
+                    });
+                    memo.last = Some((key, i));
+                    i
+                }
+            };
             let s = &mut memo.series[i];
             if s.pending == 0 {
                 memo.touched.push(i);
@@ -1153,8 +1165,16 @@ enum Track {
 fn wall_time(at: Instant) -> Timestamp {
     thread_local! {
         static BASE: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
+        /// The last instant asked about and its answer: a receive batch's answers share
+        /// their start.
+        static LAST: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
     }
-    BASE.with(|base| {
+    if let Some((last, t)) = LAST.get() {
+        if last == at {
+            return t;
+        }
+    }
+    let t = BASE.with(|base| {
         // `at` on either side of the readings (a batch's start time is read before them).
         let offset = |(mono, wall): (Instant, Timestamp)| match at.checked_duration_since(mono) {
             Some(d) => (d, Timestamp(wall.0 + d.as_micros() as u64)),
@@ -1172,7 +1192,9 @@ fn wall_time(at: Instant) -> Timestamp {
         let pair = (Instant::now(), Timestamp::now());
         base.set(Some(pair));
         offset(pair).1
-    })
+    });
+    LAST.set(Some((at, t)));
+    t
 }
 
 /// The series one kind of cache hit moves (`Engine::count_hit`).
@@ -1188,9 +1210,21 @@ struct HitSeries {
 /// A listener thread's cache-hit series, by label key, and the ones with pending counts.
 #[derive(Default)]
 struct HitMemo {
-    index: hashbrown::HashMap<u64, usize>,
+    index: hashbrown::HashMap<HitKey, usize>,
     series: Vec<HitSeries>,
     touched: Vec<usize>,
+    /// The last key looked up and its series.
+    last: Option<(HitKey, usize)>,
+}
+
+/// A cache hit's label set: the engine, its zone (0 for none, else index + 1) and, packed,
+/// the protocol, address family, type label (`metrics::type_label`'s number), RCODE
+/// (extended: 12 bits) and answer kind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct HitKey {
+    engine: u64,
+    zone: u64,
+    labels: u64,
 }
 
 thread_local! {
