@@ -99,9 +99,20 @@ impl WireBatch {
     /// Each event with its name as text, in order; `scratch` is the reused name buffer. Leaves
     /// the batch empty, its memory kept for reuse.
     fn for_each(&mut self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
+        // The previous event's name, whose text `scratch` holds: a run of one name (a busy
+        // client asking the same name) is formatted once.
+        let mut previous: Option<&[u8]> = None;
         for (mut ev, range) in self.events.drain(..) {
-            let name = self.names.get(range.start as usize..range.end as usize);
-            ev.qname = crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(scratch));
+            let name = self
+                .names
+                .get(range.start as usize..range.end as usize)
+                .unwrap_or(&[]);
+            ev.qname = if previous == Some(name) {
+                std::mem::take(scratch)
+            } else {
+                crate::wire::name_text_into(name, std::mem::take(scratch))
+            };
+            previous = Some(name);
             f(&ev);
             *scratch = std::mem::take(&mut ev.qname);
         }
@@ -556,6 +567,9 @@ struct LookupMetrics {
     suffix_queries: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
     suffix_wasted_sum: [u64; SuffixSlot::ALL.len()],
     suffix_queries_sum: [u64; SuffixSlot::ALL.len()],
+    /// The last (type, outcome, namespace id) recorded and its series: lookups come in runs
+    /// of one series, checked before the map.
+    last: Option<(u64, Outcome, usize, usize)>,
 }
 
 /// The handles of one (type, outcome, namespace).
@@ -586,11 +600,46 @@ impl LookupMetrics {
             suffix_queries: Default::default(),
             suffix_wasted_sum: [0; SuffixSlot::ALL.len()],
             suffix_queries_sum: [0; SuffixSlot::ALL.len()],
+            last: None,
         }
     }
 
     fn record(&mut self, l: &Lookup) {
         let (t, type_name) = m::type_label(l.qtype);
+        let i = match self.last {
+            Some((lt, lo, ns_id, i))
+                if lt == t
+                    && lo == l.outcome
+                    && self.namespaces.is(ns_id, l.namespace.as_deref()) =>
+            {
+                i
+            }
+            _ => {
+                let (i, ns_id) = self.series_of(t, type_name, l);
+                self.last = Some((t, l.outcome, ns_id, i));
+                i
+            }
+        };
+        let s = &mut self.series[i];
+        s.queries.record(f64::from(l.queries));
+        if let Some(d) = l.duration {
+            s.duration.record(d.as_secs_f64());
+        }
+        if s.lookups_sum == 0 {
+            self.touched.push(i);
+        }
+        s.lookups_sum += 1;
+        s.queries_sum += u64::from(l.queries);
+        s.wasted_sum += u64::from(l.wasted);
+        for i in 0..SuffixSlot::ALL.len() {
+            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
+            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
+        }
+    }
+
+    /// The series of (type, outcome, namespace), made at its first lookup, and the
+    /// namespace's id.
+    fn series_of(&mut self, t: u64, type_name: &'static str, l: &Lookup) -> (usize, usize) {
         let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
         let series = &mut self.series;
         let i = *self.index.entry((t, l.outcome, ns_id)).or_insert_with(|| {
@@ -611,21 +660,7 @@ impl LookupMetrics {
             });
             series.len() - 1
         });
-        let s = &mut self.series[i];
-        s.queries.record(f64::from(l.queries));
-        if let Some(d) = l.duration {
-            s.duration.record(d.as_secs_f64());
-        }
-        if s.lookups_sum == 0 {
-            self.touched.push(i);
-        }
-        s.lookups_sum += 1;
-        s.queries_sum += u64::from(l.queries);
-        s.wasted_sum += u64::from(l.wasted);
-        for i in 0..SuffixSlot::ALL.len() {
-            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
-            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
-        }
+        (i, ns_id)
     }
 
     /// Add the sums recorded since the last call to the counters.
@@ -728,6 +763,15 @@ impl NamespaceLabels {
             cap,
             seen: Default::default(),
             names: Vec::new(),
+        }
+    }
+
+    /// Whether `ns` has the label of id `id` (never said of the shared `other`).
+    fn is(&self, id: usize, ns: Option<&str>) -> bool {
+        match (id, ns) {
+            (Self::UNKNOWN, None) => true,
+            (i, Some(ns)) => self.names.get(i).is_some_and(|n| n == ns),
+            _ => false,
         }
     }
 
