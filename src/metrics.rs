@@ -759,6 +759,65 @@ pub fn record_cached(key: u64, make: impl FnOnce() -> Histogram, value: f64) {
     HISTOGRAMS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
 }
 
+/// Series a hot path adds to many times between flushes, by label key: each series' handles
+/// are made at its first use, the caller sums into the series, and `flush` hands over once
+/// each series touched since the last flush to add its sums to the counters. A counter update
+/// is two atomic operations (the exporter's recency tracking): summing makes it one a flush,
+/// not one an answer or lookup. Runs of one series (one name asked over and over) find it
+/// without the map.
+pub struct SummedSeries<K, S> {
+    index: hashbrown::HashMap<K, usize>,
+    /// Each series and whether it was touched since the last flush.
+    series: Vec<(S, bool)>,
+    touched: Vec<usize>,
+    last: Option<(K, usize)>,
+}
+
+impl<K, S> Default for SummedSeries<K, S> {
+    fn default() -> Self {
+        SummedSeries {
+            index: hashbrown::HashMap::default(),
+            series: Vec::new(),
+            touched: Vec::new(),
+            last: None,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, S> SummedSeries<K, S> {
+    /// The series of `key` (made by `make` if new), marked for the next flush.
+    #[inline]
+    pub fn touch(&mut self, key: K, make: impl FnOnce() -> S) -> &mut S {
+        let i = match &self.last {
+            Some((k, i)) if *k == key => *i,
+            _ => {
+                let series = &mut self.series;
+                let i = *self.index.entry(key.clone()).or_insert_with(|| {
+                    series.push((make(), false));
+                    series.len() - 1
+                });
+                self.last = Some((key, i));
+                i
+            }
+        };
+        let (s, touched) = &mut self.series[i];
+        if !*touched {
+            *touched = true;
+            self.touched.push(i);
+        }
+        s
+    }
+
+    /// Each series touched since the last flush, once, to add its sums.
+    pub fn flush(&mut self, mut add: impl FnMut(&mut S)) {
+        for i in self.touched.drain(..) {
+            let (s, touched) = &mut self.series[i];
+            *touched = false;
+            add(s);
+        }
+    }
+}
+
 /// Cheap key for a label set made of small integers and a name tag.
 #[inline]
 pub fn label_key(tag: u8, parts: &[u64]) -> u64 {
@@ -775,6 +834,36 @@ pub fn label_key(tag: u8, parts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sums reach `flush` once per series touched since the last flush, whatever the order
+    /// of keys (the last-key shortcut must not hand back another key's series).
+    #[test]
+    fn summed_series_flush_each_touched_series_once_with_its_own_sums() {
+        let mut memo: SummedSeries<u32, (u32, u64)> = SummedSeries::default();
+        let mut made = 0;
+        for key in [7, 7, 3, 7, 3, 3, 9] {
+            let s = memo.touch(key, || {
+                made += 1;
+                (key, 0)
+            });
+            assert_eq!(s.0, key);
+            s.1 += 1;
+        }
+        assert_eq!(made, 3);
+        let mut flushed = Vec::new();
+        memo.flush(|s| {
+            flushed.push(*s);
+            s.1 = 0;
+        });
+        flushed.sort();
+        assert_eq!(flushed, [(3, 3), (7, 3), (9, 1)]);
+        let mut again = 0;
+        memo.flush(|_| again += 1);
+        assert_eq!(again, 0, "nothing touched since the last flush");
+        memo.touch(3, || unreachable!("made once")).1 += 5;
+        memo.flush(|s| flushed.push(*s));
+        assert_eq!(flushed.last(), Some(&(3, 5)));
+    }
 
     #[test]
     fn fixed_histogram_counts_at_or_below_each_bound_and_renders_cumulatively() {

@@ -559,17 +559,12 @@ impl Tracker {
 /// moves seven counters. Histograms are recorded per lookup.
 struct LookupMetrics {
     namespaces: NamespaceLabels,
-    index: hashbrown::HashMap<(u64, Outcome, usize), usize>,
-    series: Vec<LookupSeries>,
-    /// Series with sums not yet added.
-    touched: Vec<usize>,
+    /// By (type label number, outcome, namespace id).
+    series: m::SummedSeries<(u64, Outcome, usize), LookupSeries>,
     suffix_wasted: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
     suffix_queries: [Option<metrics::Counter>; SuffixSlot::ALL.len()],
     suffix_wasted_sum: [u64; SuffixSlot::ALL.len()],
     suffix_queries_sum: [u64; SuffixSlot::ALL.len()],
-    /// The last (type, outcome, namespace id) recorded and its series: lookups come in runs
-    /// of one series, checked before the map.
-    last: Option<(u64, Outcome, usize, usize)>,
 }
 
 /// The handles of one (type, outcome, namespace).
@@ -593,58 +588,20 @@ impl LookupMetrics {
     fn new(namespace_series: usize) -> Self {
         LookupMetrics {
             namespaces: NamespaceLabels::new(namespace_series),
-            index: Default::default(),
-            series: Vec::new(),
-            touched: Vec::new(),
+            series: m::SummedSeries::default(),
             suffix_wasted: Default::default(),
             suffix_queries: Default::default(),
             suffix_wasted_sum: [0; SuffixSlot::ALL.len()],
             suffix_queries_sum: [0; SuffixSlot::ALL.len()],
-            last: None,
         }
     }
 
     fn record(&mut self, l: &Lookup) {
         let (t, type_name) = m::type_label(l.qtype);
-        let i = match self.last {
-            Some((lt, lo, ns_id, i))
-                if lt == t
-                    && lo == l.outcome
-                    && self.namespaces.is(ns_id, l.namespace.as_deref()) =>
-            {
-                i
-            }
-            _ => {
-                let (i, ns_id) = self.series_of(t, type_name, l);
-                self.last = Some((t, l.outcome, ns_id, i));
-                i
-            }
-        };
-        let s = &mut self.series[i];
-        s.queries.record(f64::from(l.queries));
-        if let Some(d) = l.duration {
-            s.duration.record(d.as_secs_f64());
-        }
-        if s.lookups_sum == 0 {
-            self.touched.push(i);
-        }
-        s.lookups_sum += 1;
-        s.queries_sum += u64::from(l.queries);
-        s.wasted_sum += u64::from(l.wasted);
-        for i in 0..SuffixSlot::ALL.len() {
-            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
-            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
-        }
-    }
-
-    /// The series of (type, outcome, namespace), made at its first lookup, and the
-    /// namespace's id.
-    fn series_of(&mut self, t: u64, type_name: &'static str, l: &Lookup) -> (usize, usize) {
         let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
-        let series = &mut self.series;
-        let i = *self.index.entry((t, l.outcome, ns_id)).or_insert_with(|| {
+        let s = self.series.touch((t, l.outcome, ns_id), || {
             let ty = || vec![("type", type_name.to_string())];
-            series.push(LookupSeries {
+            LookupSeries {
                 queries: m::fixed_histogram(m::LOOKUP_QUERIES, &ty()),
                 duration: m::fixed_histogram(m::LOOKUP_DURATION, &ty()),
                 lookups: metrics::counter!(m::LOOKUPS, "type" => type_name, "outcome" => l.outcome.as_str()),
@@ -657,16 +614,24 @@ impl LookupMetrics {
                 lookups_sum: 0,
                 queries_sum: 0,
                 wasted_sum: 0,
-            });
-            series.len() - 1
+            }
         });
-        (i, ns_id)
+        s.queries.record(f64::from(l.queries));
+        if let Some(d) = l.duration {
+            s.duration.record(d.as_secs_f64());
+        }
+        s.lookups_sum += 1;
+        s.queries_sum += u64::from(l.queries);
+        s.wasted_sum += u64::from(l.wasted);
+        for i in 0..SuffixSlot::ALL.len() {
+            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
+            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
+        }
     }
 
     /// Add the sums recorded since the last call to the counters.
     fn flush(&mut self) {
-        for i in self.touched.drain(..) {
-            let s = &mut self.series[i];
+        self.series.flush(|s| {
             s.lookups.increment(s.lookups_sum);
             s.ns_lookups.increment(s.lookups_sum);
             s.ns_queries.increment(s.queries_sum);
@@ -684,7 +649,7 @@ impl LookupMetrics {
                     .increment(s.wasted_sum);
             }
             (s.lookups_sum, s.queries_sum, s.wasted_sum) = (0, 0, 0);
-        }
+        });
         for slot in SuffixSlot::ALL {
             let i = slot as usize;
             let wasted = std::mem::take(&mut self.suffix_wasted_sum[i]);
@@ -752,6 +717,8 @@ struct NamespaceLabels {
     cap: usize,
     seen: hashbrown::HashMap<String, usize>,
     names: Vec<String>,
+    /// The id last looked up by name.
+    last: usize,
 }
 
 impl NamespaceLabels {
@@ -763,15 +730,7 @@ impl NamespaceLabels {
             cap,
             seen: Default::default(),
             names: Vec::new(),
-        }
-    }
-
-    /// Whether `ns` has the label of id `id` (never said of the shared `other`).
-    fn is(&self, id: usize, ns: Option<&str>) -> bool {
-        match (id, ns) {
-            (Self::UNKNOWN, None) => true,
-            (i, Some(ns)) => self.names.get(i).is_some_and(|n| n == ns),
-            _ => false,
+            last: 0,
         }
     }
 
@@ -780,7 +739,12 @@ impl NamespaceLabels {
         let Some(ns) = ns else {
             return (Self::UNKNOWN, "unknown");
         };
+        // Lookups come in runs of one namespace: the last one is checked before the map.
+        if self.names.get(self.last).is_some_and(|n| n == ns) {
+            return (self.last, &self.names[self.last]);
+        }
         if let Some(&i) = self.seen.get(ns) {
+            self.last = i;
             return (i, &self.names[i]);
         }
         if self.names.len() >= self.cap {
@@ -789,6 +753,7 @@ impl NamespaceLabels {
         let i = self.names.len();
         self.seen.insert(ns.to_string(), i);
         self.names.push(ns.to_string());
+        self.last = i;
         (i, &self.names[i])
     }
 }

@@ -912,32 +912,14 @@ impl Engine {
                 | (kind as u64) << 48,
         };
         HIT_SERIES.with(|memo| {
-            let memo = &mut *memo.borrow_mut();
-            // A listener's answers come in runs of one series (one name asked over and
-            // over): the last key is checked before the map.
-            let i = match memo.last {
-                Some((k, i)) if k == key => i,
-                _ => {
-                    let series = &mut memo.series;
-                    let i = *memo.index.entry(key).or_insert_with(|| {
-                        let source = AnswerSource::Cache;
-                        series.push(HitSeries {
-                            requests: self.requests_counter(zone, sent.proto, family, type_name),
-                            hits: Self::cache_hits_counter(kind),
-                            responses: self.responses_counter(zone, rcode, source),
-                            duration: self.duration_histogram(zone, source, type_name),
-                            pending: 0,
-                        });
-                        series.len() - 1
-                    });
-                    memo.last = Some((key, i));
-                    i
-                }
-            };
-            let s = &mut memo.series[i];
-            if s.pending == 0 {
-                memo.touched.push(i);
-            }
+            let mut memo = memo.borrow_mut();
+            let s = memo.touch(key, || HitSeries {
+                requests: self.requests_counter(zone, sent.proto, family, type_name),
+                hits: Self::cache_hits_counter(kind),
+                responses: self.responses_counter(zone, rcode, AnswerSource::Cache),
+                duration: self.duration_histogram(zone, AnswerSource::Cache, type_name),
+                pending: 0,
+            });
             s.pending += 1;
             s.duration.record(latency.as_secs_f64());
         });
@@ -949,16 +931,12 @@ impl Engine {
     /// it, so the counts are in before the batch's answers are sent.
     fn flush_hits() {
         HIT_SERIES.with(|memo| {
-            let HitMemo {
-                series, touched, ..
-            } = &mut *memo.borrow_mut();
-            for i in touched.drain(..) {
-                let s = &mut series[i];
+            memo.borrow_mut().flush(|s| {
                 s.requests.increment(s.pending);
                 s.hits.increment(s.pending);
                 s.responses.increment(s.pending);
                 s.pending = 0;
-            }
+            })
         });
     }
 
@@ -1207,16 +1185,6 @@ struct HitSeries {
     pending: u64,
 }
 
-/// A listener thread's cache-hit series, by label key, and the ones with pending counts.
-#[derive(Default)]
-struct HitMemo {
-    index: hashbrown::HashMap<HitKey, usize>,
-    series: Vec<HitSeries>,
-    touched: Vec<usize>,
-    /// The last key looked up and its series.
-    last: Option<(HitKey, usize)>,
-}
-
 /// A cache hit's label set: the engine, its zone (0 for none, else index + 1) and, packed,
 /// the protocol, address family, type label (`metrics::type_label`'s number), RCODE
 /// (extended: 12 bits) and answer kind.
@@ -1228,7 +1196,9 @@ struct HitKey {
 }
 
 thread_local! {
-    static HIT_SERIES: std::cell::RefCell<HitMemo> = std::cell::RefCell::new(HitMemo::default());
+    /// A listener thread's cache-hit series.
+    static HIT_SERIES: std::cell::RefCell<m::SummedSeries<HitKey, HitSeries>> =
+        std::cell::RefCell::new(m::SummedSeries::default());
 }
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
