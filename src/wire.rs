@@ -860,6 +860,35 @@ pub fn question_name_to_string(buf: &[u8], q: &Question) -> String {
 pub fn name_text_into(name: &[u8], into: String) -> String {
     let mut out = into.into_bytes();
     out.clear();
+    // The whole labels: up to the root label, or to a label that runs past the bytes.
+    let mut end = 0;
+    while let Some(&len) = name.get(end) {
+        if len == 0 || end + 1 + len as usize > name.len() {
+            break;
+        }
+        end += 1 + len as usize;
+    }
+    if end > 0 {
+        // The usual name, every byte plain: its text is its bytes after the first length byte,
+        // lowercased through the table in one pass, each later length byte made a dot, and the
+        // final dot. A byte to escape (0 in the table) takes the label-wise path below.
+        out.extend_from_slice(&name[1..end]);
+        out.push(b'.');
+        for c in &mut out[..end - 1] {
+            *c = PLAIN_LOWER[*c as usize];
+        }
+        let mut dot = name[0] as usize;
+        while dot < end - 1 {
+            out[dot] = b'.';
+            dot += 1 + name[dot + 1] as usize;
+        }
+        // No byte to escape: no 0 in the table's output (a reduction the compiler vectorises).
+        if out.iter().fold(u8::MAX, |m, &c| m.min(c)) != 0 {
+            // SAFETY: table values, dots: ASCII (as below).
+            return unsafe { String::from_utf8_unchecked(out) };
+        }
+        out.clear();
+    }
     let mut pos = 0;
     while let Some(&len) = name.get(pos) {
         let Some(label) = name.get(pos + 1..pos + 1 + len as usize) else {
@@ -944,6 +973,21 @@ mod capture_additions_tests {
                 .take(255)
                 .collect(),
         );
+        // Cut short anywhere (the proxy hands over checked names; the function takes any).
+        let long = names.last().unwrap().clone();
+        for n in 0..long.len() {
+            let cut = &long[..n];
+            let text = name_text_into(cut, String::new());
+            let mut whole = cut.to_vec();
+            // The text of the labels that are whole: the same name ended there.
+            let mut end = 0;
+            while end < cut.len() && end + 1 + cut[end] as usize <= cut.len() && cut[end] != 0 {
+                end += 1 + cut[end] as usize;
+            }
+            whole.truncate(end);
+            whole.push(0);
+            assert_eq!(text, name_to_string(&whole, 0).unwrap(), "cut at {n}");
+        }
         for n in names {
             let mut m = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
             m.extend_from_slice(&n);
