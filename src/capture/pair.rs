@@ -352,19 +352,21 @@ thread_local! {
     static SPARE_NAMES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Spare names kept at most (the reader thread gets about a batch back for each it sends)...
-const SPARE_NAMES_MAX: usize = 8192;
+/// Spare names kept at most (about the events in flight between the threads: batches queued,
+/// a second of traffic held in `Reorder`)...
+const SPARE_NAMES_MAX: usize = 32_768;
 /// ...and a name grown past this (a long escaped one) is freed rather than kept.
 const SPARE_NAME_CAPACITY: usize = 128;
 
-/// A name's `String` for a question of `wire_len` bytes: a spare one, or a new one.
+/// A name's `String` for a question of `wire_len` bytes: a spare one, or a new one with room
+/// for most names (so that a spare one seldom grows for a longer name than its first).
 #[inline]
 fn spare_name(wire_len: usize) -> String {
     SPARE_NAMES
         .try_with(|s| s.borrow_mut().pop())
         .ok()
         .flatten()
-        .unwrap_or_else(|| String::with_capacity(wire_len + 8))
+        .unwrap_or_else(|| String::with_capacity((wire_len + 8).max(64)))
 }
 
 /// Empty `events`, keeping their names' allocations for the questions this thread reads next

@@ -477,6 +477,7 @@ impl Events {
                     batch: Vec::with_capacity(BATCH),
                     tx: &tx,
                     reuse: &reuse,
+                    spare: Vec::new(),
                     gone: false,
                 };
                 let end = read_all(&captures, &opts, head_records, infer, &mut out);
@@ -572,6 +573,8 @@ struct Out<'a> {
     batch: Vec<QueryEvent>,
     tx: &'a std::sync::mpsc::SyncSender<Msg>,
     reuse: &'a std::sync::mpsc::Receiver<Vec<QueryEvent>>,
+    /// Emptied batches for the next ones.
+    spare: Vec<Vec<QueryEvent>>,
     /// The caller stopped receiving.
     gone: bool,
 }
@@ -591,14 +594,18 @@ impl Out<'_> {
         if self.batch.is_empty() || self.gone {
             return;
         }
-        let next = match self.reuse.try_recv() {
-            Ok(mut b) => {
-                // Its events' names are the next ones the pairing writes into.
-                super::pair::recycle_names(&mut b);
-                b
+        // Every batch handed back since (the caller's thread may return several at once, or
+        // none yet): their events' names are the next ones the pairing writes into.
+        while let Ok(mut b) = self.reuse.try_recv() {
+            super::pair::recycle_names(&mut b);
+            if self.spare.len() < QUEUED_BATCHES {
+                self.spare.push(b);
             }
-            Err(_) => Vec::with_capacity(BATCH),
-        };
+        }
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
         let full = std::mem::replace(&mut self.batch, next);
         self.gone = self.tx.send(Msg::Events(full)).is_err();
     }
