@@ -210,7 +210,12 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     use hashbrown::{HashMap, HashTable};
     let cluster = format!(".{domain}.");
     // Every (client, name) asked: one table sized once, not a set per client (a capture of
-    // distinct clients would make a small table for each), by `name_hash`.
+    // distinct clients would make a small table for each), by `name_hash` from a seed drawn
+    // per process (as foldhash's): a capture made to collide cannot make the table quadratic.
+    let seed = {
+        use std::hash::BuildHasher;
+        hashbrown::DefaultHashBuilder::default().hash_one(0x6e64u16)
+    };
     let mut names: HashTable<(u64, std::net::IpAddr, &str)> = HashTable::with_capacity(head.len());
     // Per (client, type): the last absolute name that failed, and when (a few thousand entries
     // for a node's pods: left to grow).
@@ -255,7 +260,7 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
             failed.clear();
         }
         let name = ev.qname.as_str();
-        let h = name_hash(ev.client, name);
+        let h = name_hash(seed, ev.client, name);
         let same = |e: &(u64, std::net::IpAddr, &str)| e.1 == ev.client && e.2 == name;
         if names.find(h, same).is_none() {
             names.insert_unique(h, (h, ev.client, name), |e| e.0);
@@ -272,7 +277,8 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
         };
         for (i, _) in name[..last_dot].match_indices('.') {
             let base = &name[..=i];
-            let found = names.find(name_hash(client, base), |e| e.1 == client && e.2 == base);
+            let h = name_hash(seed, client, base);
+            let found = names.find(h, |e| e.1 == client && e.2 == base);
             if found.is_some() {
                 *counts.entry(&trimmed[i + 1..]).or_default() += 1;
             }
@@ -294,19 +300,19 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
         .collect()
 }
 
-/// The inference's hash of a (client, name): the name eight bytes at a time and the client,
-/// each word mixed in by a folded multiply (foldhash's step).
-fn name_hash(client: std::net::IpAddr, name: &str) -> u64 {
+/// The inference's hash of a (client, name) from `seed`: the client and the name eight bytes
+/// at a time, each word mixed in by a folded multiply (foldhash's step).
+fn name_hash(seed: u64, client: std::net::IpAddr, name: &str) -> u64 {
     let fold = |h: u64, w: u64| {
         let x = (h ^ w) as u128 * 0x2d35_8dcc_aa6c_78a5u128;
         (x as u64) ^ ((x >> 64) as u64)
     };
     let mut h = match client {
-        std::net::IpAddr::V4(a) => fold(name.len() as u64, u32::from(a) as u64),
+        std::net::IpAddr::V4(a) => fold(seed ^ name.len() as u64, u32::from(a) as u64),
         std::net::IpAddr::V6(a) => {
             let a = u128::from(a);
             fold(
-                fold(name.len() as u64 | 1 << 63, a as u64),
+                fold(seed ^ (name.len() as u64 | 1 << 63), a as u64),
                 (a >> 64) as u64,
             )
         }
