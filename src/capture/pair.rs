@@ -8,6 +8,7 @@
 //! Memory: at most `max_pending` queries wait; beyond that the oldest are reported unanswered
 //! and counted as evicted.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -170,8 +171,9 @@ impl Pairer {
                 return;
             }
         };
-        let qname = wire::question_name_to_string(msg, &q);
-        let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
+        let name = q.name_bytes(msg);
+        let qname = wire::name_text_into(name, spare_name(name.len()));
+        let key = self.key(client, port, header.id, q.qtype, name);
         self.seq += 1;
         let p = Pending {
             time,
@@ -251,7 +253,8 @@ impl Pairer {
             }));
             return;
         }
-        let qname = wire::question_name_to_string(msg, &q);
+        let name = q.name_bytes(msg);
+        let qname = wire::name_text_into(name, spare_name(name.len()));
         self.unmatched += 1;
         let (t, latency) = match query_time {
             Some(qt) if qt <= time => (qt, Some(time.since(qt))),
@@ -340,6 +343,44 @@ fn ascii_lower8(w: u64) -> u64 {
     let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
     let upper = from_a & !past_z & !w & HIGH;
     w | (upper >> 2)
+}
+
+thread_local! {
+    /// Names of events handed back to this thread ([`recycle_names`]), reused for the text of
+    /// the next questions read here: a capture reader makes one name per query, and the
+    /// allocation and its free cost more than the text.
+    static SPARE_NAMES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare names kept at most (about the events in flight between the threads: batches queued,
+/// a second of traffic held in `Reorder`)...
+const SPARE_NAMES_MAX: usize = 32_768;
+/// ...and a name grown past this (a long escaped one) is freed rather than kept.
+const SPARE_NAME_CAPACITY: usize = 128;
+
+/// A name's `String` for a question of `wire_len` bytes: a spare one, or a new one with room
+/// for most names (so that a spare one seldom grows for a longer name than its first).
+#[inline]
+fn spare_name(wire_len: usize) -> String {
+    SPARE_NAMES
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| String::with_capacity((wire_len + 8).max(64)))
+}
+
+/// Empty `events`, keeping their names' allocations for the questions this thread reads next
+/// (instead of freeing them: the caller's thread hands its batches back).
+pub(crate) fn recycle_names(events: &mut Vec<QueryEvent>) {
+    let _ = SPARE_NAMES.try_with(|s| {
+        let mut spare = s.borrow_mut();
+        for ev in events.drain(..) {
+            if spare.len() < SPARE_NAMES_MAX && ev.qname.capacity() <= SPARE_NAME_CAPACITY {
+                spare.push(ev.qname);
+            }
+        }
+    });
+    events.clear();
 }
 
 fn unanswered(p: Pending) -> QueryEvent {

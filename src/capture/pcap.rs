@@ -430,6 +430,18 @@ impl Dissect {
             skipped,
             ..
         } = self;
+        // Most frames are Ethernet/IPv4/UDP: no walk through the layers, no call per layer.
+        if let Some(seg) = super::link::udp4_fast(linktype, data) {
+            if seg.sport != port && seg.dport != port {
+                *skipped += 1;
+                pairer.expire(ts, out);
+                return;
+            }
+            let q = (seg.src, seg.sport);
+            let r = (seg.dst, seg.dport);
+            pairer.message(ts, q, r, seg.payload, None, pos, out);
+            return;
+        }
         let mut dns = false;
         let r = decoder.frame(linktype, data, ts, &mut |seg| {
             if seg.sport != port && seg.dport != port {

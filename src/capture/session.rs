@@ -207,15 +207,21 @@ const INFER_EVENTS: usize = 200_000;
 /// `head` is the first capture's first events, in the order read (before `Reorder`).
 fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     // hashbrown's default hasher (foldhash): the keys are the capture's, nothing to defend.
-    use hashbrown::{HashMap, HashSet};
+    use hashbrown::{HashMap, HashTable};
     let cluster = format!(".{domain}.");
-    // Every (client, name) asked: one set sized once, not a set per client (a capture of
-    // distinct clients would make a small table for each).
-    let mut names: HashSet<(std::net::IpAddr, &str)> = HashSet::with_capacity(head.len());
+    // Every (client, name) asked: one table sized once, not a set per client (a capture of
+    // distinct clients would make a small table for each), by `name_hash` from a seed drawn
+    // per process (as foldhash's): a capture made to collide cannot make the table quadratic.
+    let seed = {
+        use std::hash::BuildHasher;
+        hashbrown::DefaultHashBuilder::default().hash_one(0x6e64u16)
+    };
+    let mut names: HashTable<(u64, std::net::IpAddr, &str)> = HashTable::with_capacity(head.len());
     // Per (client, type): the last absolute name that failed, and when (a few thousand entries
     // for a node's pods: left to grow).
     let mut failed: HashMap<(std::net::IpAddr, u16), (&str, u64)> = HashMap::new();
-    let mut strong: HashMap<String, usize> = HashMap::new();
+    // Suffixes borrowed from the head's names, made `String`s only for the result.
+    let mut strong: HashMap<&str, usize> = HashMap::new();
     for ev in head {
         let key = (ev.client, ev.qtype);
         if let Some(&(b, at)) = failed.get(&key) {
@@ -224,7 +230,7 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
             let suffix = ev.qname.strip_prefix(b).map(|s| s.trim_end_matches('.'));
             if let Some(suffix) = suffix {
                 if suffix.contains('.') && soon && !ev.qname.ends_with(&cluster) {
-                    *strong.entry(suffix.to_string()).or_default() += 1;
+                    *strong.entry(suffix).or_default() += 1;
                 }
             }
             // `B.S` failed, then the name as written `B.` (a walk that begins with the
@@ -235,14 +241,14 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
                 .map(|s| s.trim_end_matches('.'));
             if let Some(suffix) = suffix {
                 if suffix.contains('.') && soon && !b.ends_with(&cluster) {
-                    *strong.entry(suffix.to_string()).or_default() += 1;
+                    *strong.entry(suffix).or_default() += 1;
                 }
             }
         }
         let failure = ev.rcode == Some(3) || (ev.rcode == Some(0) && ev.answers == Some(0));
         if ev.rcode == Some(3) && !ev.qname.ends_with(&cluster) {
             if let Some(suffix) = cloud_node_domain(&ev.qname) {
-                *strong.entry(suffix.to_string()).or_default() += 1;
+                *strong.entry(suffix).or_default() += 1;
             }
         }
         if failure {
@@ -253,32 +259,71 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
         if failed.len() > INFER_EVENTS {
             failed.clear();
         }
-        names.insert((ev.client, ev.qname.as_str()));
+        let name = ev.qname.as_str();
+        let h = name_hash(seed, ev.client, name);
+        let same = |e: &(u64, std::net::IpAddr, &str)| e.1 == ev.client && e.2 == name;
+        if names.find(h, same).is_none() {
+            names.insert_unique(h, (h, ev.client, name), |e| e.0);
+        }
     }
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for &(client, name) in names.iter().filter(|(_, n)| !n.ends_with(&cluster)) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for &(_, client, name) in names.iter().filter(|(_, _, n)| !n.ends_with(&cluster)) {
         // Every split of `name` into `base.suffix` on a label boundary, the suffix having at
-        // least two labels (a search domain, not a TLD); `base.` asked by the same client.
-        for (i, _) in name.match_indices('.') {
-            let suffix = name[i + 1..].trim_end_matches('.');
-            if !suffix.contains('.') {
-                continue;
-            }
-            if names.contains(&(client, &name[..=i])) {
-                *counts.entry(suffix.to_string()).or_default() += 1;
+        // least two labels (a search domain, not a TLD): the dots before the last one of the
+        // name without its trailing dots; `base.` asked by the same client.
+        let trimmed = name.trim_end_matches('.');
+        let Some(last_dot) = trimmed.rfind('.') else {
+            continue;
+        };
+        for (i, _) in name[..last_dot].match_indices('.') {
+            let base = &name[..=i];
+            let h = name_hash(seed, client, base);
+            let found = names.find(h, |e| e.1 == client && e.2 == base);
+            if found.is_some() {
+                *counts.entry(&trimmed[i + 1..]).or_default() += 1;
             }
         }
     }
     // A strong signature stands on its own (the base need not have been asked absolute).
-    for (s, n) in &strong {
-        counts.entry(s.clone()).or_insert(*n);
+    for (&s, &n) in &strong {
+        counts.entry(s).or_insert(n);
     }
-    let mut found: Vec<(String, usize)> = counts
+    let mut found: Vec<(&str, usize)> = counts
         .into_iter()
         .filter(|(s, n)| *n >= 3 || strong.contains_key(s))
         .collect();
-    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    found.into_iter().take(3).map(|(s, _)| s).collect()
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    found
+        .into_iter()
+        .take(3)
+        .map(|(s, _)| s.to_string())
+        .collect()
+}
+
+/// The inference's hash of a (client, name) from `seed`: the client and the name eight bytes
+/// at a time, each word mixed in by a folded multiply (foldhash's step).
+fn name_hash(seed: u64, client: std::net::IpAddr, name: &str) -> u64 {
+    let fold = |h: u64, w: u64| {
+        let x = (h ^ w) as u128 * 0x2d35_8dcc_aa6c_78a5u128;
+        (x as u64) ^ ((x >> 64) as u64)
+    };
+    let mut h = match client {
+        std::net::IpAddr::V4(a) => fold(seed ^ name.len() as u64, u32::from(a) as u64),
+        std::net::IpAddr::V6(a) => {
+            let a = u128::from(a);
+            fold(
+                fold(seed ^ (name.len() as u64 | 1 << 63), a as u64),
+                (a >> 64) as u64,
+            )
+        }
+    };
+    let mut words = name.as_bytes().chunks_exact(8);
+    for w in words.by_ref() {
+        h = fold(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    fold(h, u64::from_le_bytes(last))
 }
 
 /// What reading shows while it goes: a progress bar on a terminal (the CLI's), nothing
@@ -438,6 +483,7 @@ impl Events {
                     batch: Vec::with_capacity(BATCH),
                     tx: &tx,
                     reuse: &reuse,
+                    spare: Vec::new(),
                     gone: false,
                 };
                 let end = read_all(&captures, &opts, head_records, infer, &mut out);
@@ -499,8 +545,8 @@ impl Events {
                     for ev in &b {
                         observe(ev);
                     }
-                    // Back with its events: the reader frees their names, on the thread
-                    // that allocated them (and will again).
+                    // Back with its events: the reader reuses their names' allocations
+                    // (made and freed on its own thread).
                     if let Some(r) = &self.recycle {
                         let _ = r.send(b);
                     }
@@ -533,6 +579,8 @@ struct Out<'a> {
     batch: Vec<QueryEvent>,
     tx: &'a std::sync::mpsc::SyncSender<Msg>,
     reuse: &'a std::sync::mpsc::Receiver<Vec<QueryEvent>>,
+    /// Emptied batches for the next ones.
+    spare: Vec<Vec<QueryEvent>>,
     /// The caller stopped receiving.
     gone: bool,
 }
@@ -552,13 +600,18 @@ impl Out<'_> {
         if self.batch.is_empty() || self.gone {
             return;
         }
-        let next = match self.reuse.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
+        // Every batch handed back since (the caller's thread may return several at once, or
+        // none yet): their events' names are the next ones the pairing writes into.
+        while let Ok(mut b) = self.reuse.try_recv() {
+            super::pair::recycle_names(&mut b);
+            if self.spare.len() < QUEUED_BATCHES {
+                self.spare.push(b);
             }
-            Err(_) => Vec::with_capacity(BATCH),
-        };
+        }
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
         let full = std::mem::replace(&mut self.batch, next);
         self.gone = self.tx.send(Msg::Events(full)).is_err();
     }
@@ -684,10 +737,28 @@ fn head_done(
 /// `c.<project>.internal`, `reddog.microsoft.com`, `<id>.<x>.internal.cloudapp.net`.
 fn cloud_node_domain(qname: &str) -> Option<&str> {
     let name = qname.trim_end_matches('.');
-    // The last five labels, the last first (no allocation: most NXDOMAIN names get here).
+    // Every form ends so: most names are none of them, told without splitting.
+    if !(name.ends_with("internal")
+        || name.ends_with("microsoft.com")
+        || name.ends_with("cloudapp.net"))
+    {
+        return None;
+    }
+    // The last five labels, the last first (no allocation: most NXDOMAIN names get here), as
+    // `rsplit('.')` gives them.
     let mut last = [""; 5];
-    for (l, label) in last.iter_mut().zip(name.rsplit('.')) {
-        *l = label;
+    let mut end = name.len();
+    for l in last.iter_mut() {
+        match name.as_bytes()[..end].iter().rposition(|&c| c == b'.') {
+            Some(dot) => {
+                *l = &name[dot + 1..end];
+                end = dot;
+            }
+            None => {
+                *l = &name[..end];
+                break;
+            }
+        }
     }
     let n = name.bytes().filter(|&b| b == b'.').count() + 1;
     // How many trailing labels make the node domain.
