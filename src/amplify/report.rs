@@ -832,17 +832,44 @@ impl ClientKey {
     }
 }
 
+// Equality and hash take an inline key's buffer as it is (fixed size, zero beyond the text):
+// a cache hit looks its client up in the live bucket's table, and a comparison of two
+// `&str`s there is not inlined. Text is inline exactly when it fits, so an inline key never
+// equals a heap one.
 impl PartialEq for ClientKey {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        match (self, other) {
+            (ClientKey::Inline { len: a, buf: x }, ClientKey::Inline { len: b, buf: y }) => {
+                a == b && head(x) == head(y) && (*a as usize <= 16 || x[16..] == y[16..])
+            }
+            (ClientKey::Heap(a), ClientKey::Heap(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
 impl Eq for ClientKey {}
 
+/// The first 16 bytes of an inline key's buffer (an IPv4 address's whole text).
+#[inline]
+fn head(buf: &[u8; ClientKey::INLINE]) -> u128 {
+    u128::from_le_bytes(buf[..16].try_into().expect("16 bytes"))
+}
+
 impl Hash for ClientKey {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        match self {
+            // The length is implied by the zeros after the text (a NUL in it only collides).
+            ClientKey::Inline { len, buf } => {
+                state.write_u128(head(buf));
+                if *len as usize > 16 {
+                    state.write(&buf[16..*len as usize]);
+                }
+            }
+            ClientKey::Heap(s) => s.hash(state),
+        }
     }
 }
 
