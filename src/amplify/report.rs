@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -264,7 +265,8 @@ impl Weighted for NameAcc {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ClientAcc {
-    namespace: Option<String>,
+    /// Shared with the lookups (the walk tracker interns namespaces): no copy per client.
+    namespace: Option<Arc<str>>,
     lookups: u64,
     queries: u64,
     wasted: u64,
@@ -284,6 +286,36 @@ impl Weighted for ClientAcc {
     }
 }
 
+/// A top map's key: ranked by its text, as the report lists it.
+trait TopKey: Hash + Eq + Clone + Ord {
+    fn text(&self) -> &str;
+}
+
+impl TopKey for BaseName {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl TopKey for ClientKey {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The first 16 bytes of `s`, zero-padded, as a big-endian number: where two prefixes differ
+/// they order as the strings do (a string that ends first pads with 0, below any byte the
+/// other has there; a real 0 byte ties and falls back to the whole string). Comparing one
+/// number instead of two strings is most of a prune when every weight ties (a capture of
+/// clients seen once each).
+fn text_prefix(s: &str) -> u128 {
+    let b = s.as_bytes();
+    let mut a = [0u8; 16];
+    let n = b.len().min(16);
+    a[..n].copy_from_slice(&b[..n]);
+    u128::from_be_bytes(a)
+}
+
 /// A map of at most `cap` keys that keeps the heavy ones (see the module docs).
 #[derive(Clone, Debug)]
 struct TopMap<K, V> {
@@ -292,7 +324,7 @@ struct TopMap<K, V> {
     pruned: bool,
 }
 
-impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
+impl<K: TopKey, V: Weighted> TopMap<K, V> {
     fn new(cap: usize) -> Self {
         TopMap {
             map: HashMap::new(),
@@ -320,18 +352,24 @@ impl<K: Hash + Eq + Clone + Ord, V: Weighted> TopMap<K, V> {
         // Only which half survives matters, not its order: a selection is linear where a sort
         // is not, and this runs every `cap / 2` new keys on the tracker thread. The entries
         // stay where they are: the selection runs over references, and the table keeps the
-        // ones ranked before the first one dropped (a total order: keys break ties).
+        // ones ranked before the first one dropped (a total order: keys break ties, by their
+        // text's `text_prefix` first, which orders as the text does where it differs).
         let keep = self.cap / 2;
         if keep < self.map.len() {
-            let mut v: Vec<((u64, u64), &K)> =
-                self.map.iter().map(|(k, v)| (v.weight(), k)).collect();
-            let rank = |a: &((u64, u64), &K), b: &((u64, u64), &K)| {
-                b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+            type Ranked<'k, K> = ((u64, u64), u128, &'k K);
+            let mut v: Vec<Ranked<K>> = self
+                .map
+                .iter()
+                .map(|(k, v)| (v.weight(), text_prefix(k.text()), k))
+                .collect();
+            let rank = |a: &Ranked<K>, b: &Ranked<K>| {
+                b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then_with(|| a.2.cmp(b.2))
             };
             let (_, first_dropped, _) = v.select_nth_unstable_by(keep, rank);
-            let (w, k) = (first_dropped.0, first_dropped.1.clone());
-            self.map
-                .retain(|key, val| rank(&(val.weight(), key), &(w, &k)).is_lt());
+            let (w, p, k) = (first_dropped.0, first_dropped.1, first_dropped.2.clone());
+            self.map.retain(|key, val| {
+                rank(&(val.weight(), text_prefix(key.text()), key), &(w, p, &k)).is_lt()
+            });
         }
         self.pruned = true;
     }
@@ -405,7 +443,7 @@ pub struct Aggregate {
     upstream_wasted: u64,
     shortcut_answers: u64,
     names: TopMap<BaseName, NameAcc>,
-    clients: TopMap<String, ClientAcc>,
+    clients: TopMap<ClientKey, ClientAcc>,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
 }
@@ -447,11 +485,11 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, l: &Lookup) {
-        self.add_keyed(l, client_key(l.client).as_str());
+        self.add_keyed(l, &client_key(l.client));
     }
 
     /// `add` with the client's key already formatted (`Windowed` adds each lookup twice).
-    fn add_keyed(&mut self, l: &Lookup, key: &str) {
+    fn add_keyed(&mut self, l: &Lookup, key: &ClientKey) {
         let q = u64::from(l.queries);
         let w = u64::from(l.wasted);
         self.queries += q;
@@ -485,7 +523,7 @@ impl Aggregate {
         if l.resolved_by.is_some() {
             n.resolved_by = l.resolved_by;
         }
-        let c = self.clients.entry_ref(key, || key.to_string());
+        let c = self.clients.entry_ref(key, || key.clone());
         c.lookups += 1;
         c.queries += q;
         c.wasted += w;
@@ -622,8 +660,8 @@ impl Aggregate {
             top_clients: clients
                 .into_iter()
                 .map(|(k, v)| ClientFigures {
-                    client: k.clone(),
-                    namespace: v.namespace.clone(),
+                    client: k.as_str().to_string(),
+                    namespace: v.namespace.as_deref().map(String::from),
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
@@ -710,12 +748,13 @@ impl Aggregate {
             }
         }
         for c in &r.top_clients {
-            let e = a.clients.entry_ref(c.client.as_str(), || c.client.clone());
+            let key = ClientKey::new(&c.client);
+            let e = a.clients.entry_ref(&key, || key.clone());
             e.lookups += c.lookups;
             e.queries += c.queries;
             e.wasted += c.wasted_queries;
-            if c.namespace.is_some() {
-                e.namespace.clone_from(&c.namespace);
+            if let Some(ns) = &c.namespace {
+                e.namespace = Some(Arc::from(ns.as_str()));
             }
         }
         a.names.pruned = !r.top_complete;
@@ -733,63 +772,146 @@ fn client_key(ip: IpAddr) -> ClientKey {
             Some(v4) => ipv4_key(v4),
             None => {
                 use std::io::Write;
-                let mut k = ClientKey {
-                    buf: [0; 45],
-                    len: 0,
-                };
-                let mut w = &mut k.buf[..];
+                let mut buf = [0; ClientKey::INLINE];
+                let mut w = &mut buf[..];
                 // 45 bytes hold the longest IPv6 text form (RFC 4291 §2.2, with an IPv4 tail).
                 let _ = write!(w, "{v6}");
-                k.len = (45 - w.len()) as u8;
-                k
+                let len = (ClientKey::INLINE - w.len()) as u8;
+                ClientKey::Inline { len, buf }
             }
         },
         IpAddr::V4(v4) => ipv4_key(v4),
     }
 }
 
-/// A client's address as the report prints it, formatted on the stack: this runs for every
-/// lookup, and the top-client table copies it only for a client it has not seen.
-struct ClientKey {
-    buf: [u8; 45],
-    len: u8,
+/// A client as the report prints it (its address's text), and the top-client table's key:
+/// formatted on the stack for every lookup and kept inline, so a client the table has not
+/// seen costs no allocation (a capture of 1M clients seen once each adds 1M). Compared,
+/// ordered and hashed as its text, so the table keeps and ranks exactly what `String` keys
+/// did.
+#[derive(Clone)]
+enum ClientKey {
+    /// The text is `buf[..len]`, the rest zero.
+    Inline {
+        len: u8,
+        buf: [u8; ClientKey::INLINE],
+    },
+    /// Text longer than any address: only from a report read back (`from_report`).
+    Heap(Box<str>),
 }
 
 impl ClientKey {
+    /// Room for the longest address text (45 bytes).
+    const INLINE: usize = 46;
+
+    fn new(s: &str) -> Self {
+        if s.len() <= Self::INLINE {
+            let mut buf = [0; Self::INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            ClientKey::Inline {
+                len: s.len() as u8,
+                buf,
+            }
+        } else {
+            ClientKey::Heap(s.into())
+        }
+    }
+
     fn as_str(&self) -> &str {
-        let b = &self.buf[..self.len as usize];
-        debug_assert!(b.is_ascii());
-        // SAFETY: only ASCII is written (digits, hex letters, dots, colons: `ipv4_key` and
-        // `Ipv6Addr`'s Display), so the bytes are UTF-8; not re-validated per lookup.
-        unsafe { std::str::from_utf8_unchecked(b) }
+        match self {
+            ClientKey::Inline { len, buf } => {
+                let b = &buf[..*len as usize];
+                debug_assert!(std::str::from_utf8(b).is_ok());
+                // SAFETY: `buf[..len]` is a whole `&str` copied in (`new`) or ASCII written by
+                // `client_key` (digits, hex letters, dots, colons), so it is UTF-8; not
+                // re-validated per lookup.
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            ClientKey::Heap(s) => s,
+        }
+    }
+}
+
+// Equality and hash take an inline key's buffer as it is (fixed size, zero beyond the text):
+// a cache hit looks its client up in the live bucket's table, and a comparison of two
+// `&str`s there is not inlined. Text is inline exactly when it fits, so an inline key never
+// equals a heap one.
+impl PartialEq for ClientKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ClientKey::Inline { len: a, buf: x }, ClientKey::Inline { len: b, buf: y }) => {
+                a == b && head(x) == head(y) && (*a as usize <= 16 || x[16..] == y[16..])
+            }
+            (ClientKey::Heap(a), ClientKey::Heap(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientKey {}
+
+/// The first 16 bytes of an inline key's buffer (an IPv4 address's whole text).
+#[inline]
+fn head(buf: &[u8; ClientKey::INLINE]) -> u128 {
+    u128::from_le_bytes(buf[..16].try_into().expect("16 bytes"))
+}
+
+impl Hash for ClientKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            // The length is implied by the zeros after the text (a NUL in it only collides).
+            ClientKey::Inline { len, buf } => {
+                state.write_u128(head(buf));
+                if *len as usize > 16 {
+                    state.write(&buf[16..*len as usize]);
+                }
+            }
+            ClientKey::Heap(s) => s.hash(state),
+        }
+    }
+}
+
+impl PartialOrd for ClientKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClientKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 /// Dotted quad without the formatting machinery.
 fn ipv4_key(ip: std::net::Ipv4Addr) -> ClientKey {
-    let mut k = ClientKey {
-        buf: [0; 45],
-        len: 0,
-    };
+    let mut buf = [0; ClientKey::INLINE];
     let mut n = 0;
     for (i, o) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            k.buf[n] = b'.';
+            buf[n] = b'.';
             n += 1;
         }
         if o >= 100 {
-            k.buf[n] = b'0' + o / 100;
+            buf[n] = b'0' + o / 100;
             n += 1;
         }
         if o >= 10 {
-            k.buf[n] = b'0' + o / 10 % 10;
+            buf[n] = b'0' + o / 10 % 10;
             n += 1;
         }
-        k.buf[n] = b'0' + o % 10;
+        buf[n] = b'0' + o % 10;
         n += 1;
     }
-    k.len = n as u8;
-    k
+    ClientKey::Inline { len: n as u8, buf }
 }
 
 impl Report {
@@ -878,13 +1000,7 @@ impl Windowed {
             total: Aggregate::new(TOTAL_TOP_CAP),
             started,
             latest: started,
-            last_client: (
-                None,
-                ClientKey {
-                    buf: [0; 45],
-                    len: 0,
-                },
-            ),
+            last_client: (None, ClientKey::new("")),
         }
     }
 
@@ -904,7 +1020,7 @@ impl Windowed {
         if self.last_client.0 != Some(l.client) {
             self.last_client = (Some(l.client), client_key(l.client));
         }
-        let key = self.last_client.1.as_str();
+        let key = &self.last_client.1;
         self.latest = self.latest.max(l.end);
         let b = l.end.0 / self.bucket_us;
         match self.ring.back().map(|(n, _)| *n) {
@@ -982,6 +1098,52 @@ mod tests {
         }
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert_eq!(client_key(mapped).as_str(), "10.1.2.3");
+    }
+
+    /// The top-client table keys by `ClientKey` and prunes on a 16-byte prefix of the text
+    /// first: it must keep exactly the keys that ranking by (weight, text as a `String`)
+    /// keeps, ties, shared prefixes, NUL bytes and long (heap) texts included.
+    #[test]
+    fn prune_keeps_exactly_what_ranking_by_the_text_keeps() {
+        let texts: Vec<String> = vec![
+            "10.0.0.1".into(),
+            "10.0.0.10".into(),
+            "10.0.0.100".into(),
+            "10.0.0.2".into(),
+            "fd00:1234:5678:9abc::1".into(),
+            "fd00:1234:5678:9abc::10".into(),
+            "fd00:1234:5678:9abc:".into(),
+            "a\0".into(),
+            "a".into(),
+            "a\0b".into(),
+            "".into(),
+            "x".repeat(60),
+            format!("{}y", "x".repeat(60)),
+            "x".repeat(46),
+            "x".repeat(47),
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".into(),
+        ];
+        for heavy in [0usize, 3, 7] {
+            let mut m: TopMap<ClientKey, ClientAcc> = TopMap::new(texts.len());
+            let mut want: Vec<((u64, u64), String)> = Vec::new();
+            for (i, t) in texts.iter().enumerate() {
+                let w = u64::from(i % 5 == heavy % 5);
+                let k = ClientKey::new(t);
+                assert_eq!(k.as_str(), t);
+                let e = m.entry_ref(&k, || k.clone());
+                e.wasted = w;
+                e.queries = 1;
+                want.push(((w, 1), t.clone()));
+            }
+            m.prune();
+            want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            want.truncate(texts.len() / 2);
+            let mut got: Vec<String> = m.map.keys().map(|k| k.as_str().to_string()).collect();
+            let mut want: Vec<String> = want.into_iter().map(|(_, t)| t).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "heavy {heavy}");
+        }
     }
 
     fn lookup(base: String, end_us: u64) -> Lookup {

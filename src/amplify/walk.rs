@@ -148,7 +148,8 @@ impl Outcome {
 pub struct Lookup {
     pub client: IpAddr,
     /// From the `<ns>.svc.<domain>` suffix the client used, in this walk or an earlier one.
-    pub namespace: Option<String>,
+    /// Lowercase; one shared copy per namespace (interned by the tracker).
+    pub namespace: Option<Arc<str>>,
     /// The name the application meant, lowercase, with a trailing dot.
     pub base: BaseName,
     pub qtype: u16,
@@ -327,7 +328,7 @@ struct Walk {
     base_hash: u64,
     /// Order of creation: when walks of two bases both accept a query, the newer one wins.
     seq: u64,
-    namespace: Option<Box<str>>,
+    namespace: Option<Arc<str>>,
     /// The walk began with a namespace reading and nothing has continued it yet.
     ns_unconfirmed: bool,
     start: Timestamp,
@@ -370,7 +371,7 @@ struct Slot {
 
 /// What the tracker knows about a client beyond its open walks.
 struct ClientInfo {
-    namespace: Box<str>,
+    namespace: Arc<str>,
     confirmed: bool,
 }
 
@@ -405,6 +406,7 @@ pub struct WalkTracker {
     evictions: u64,
     closed: Vec<Lookup>,
     names: BaseNames,
+    namespaces: Namespaces,
 }
 
 impl WalkTracker {
@@ -453,6 +455,7 @@ impl WalkTracker {
             evictions: 0,
             closed: Vec::new(),
             names: BaseNames::default(),
+            namespaces: Namespaces::default(),
         }
     }
 
@@ -608,7 +611,7 @@ impl WalkTracker {
                 if !at_once {
                     self.make_room(r.base_len as usize);
                 }
-                let ns = ns_of(&r).map(|s| s.to_ascii_lowercase().into_boxed_str());
+                let ns = ns_of(&r).map(|s| self.namespaces.intern(s));
                 if let Some(ns) = &ns {
                     self.learn_namespace(ev.client, ns, false);
                 }
@@ -654,7 +657,7 @@ impl WalkTracker {
             ev.source,
             None | Some(AnswerSource::Upstream) | Some(AnswerSource::Captured)
         );
-        let mut confirm: Option<Box<str>> = None;
+        let mut confirm: Option<Arc<str>> = None;
         let ends = {
             let w = match &mut target {
                 Target::Open(i) => self.slots[*i as usize].walk.as_mut().expect("slot"),
@@ -673,7 +676,7 @@ impl WalkTracker {
                     confirm = w.namespace.clone();
                 }
                 if w.namespace.is_none() {
-                    w.namespace = ns_of(&reading).map(|s| s.to_ascii_lowercase().into());
+                    w.namespace = ns_of(&reading).map(|s| self.namespaces.intern(s));
                 }
                 w.on_last = 1;
                 w.upstream_on_last = upstream as u32;
@@ -923,11 +926,11 @@ impl WalkTracker {
         out
     }
 
-    fn learn_namespace(&mut self, client: IpAddr, ns: &str, confirmed: bool) {
+    fn learn_namespace(&mut self, client: IpAddr, ns: &Arc<str>, confirmed: bool) {
         if let Some(c) = self.clients.get_mut(&client) {
             if confirmed || !c.confirmed {
-                if *c.namespace != *ns {
-                    c.namespace = ns.into();
+                if !Arc::ptr_eq(&c.namespace, ns) {
+                    c.namespace = ns.clone();
                 }
                 c.confirmed |= confirmed;
             }
@@ -943,7 +946,7 @@ impl WalkTracker {
         self.clients.insert(
             client,
             ClientInfo {
-                namespace: ns.into(),
+                namespace: ns.clone(),
                 confirmed,
             },
         );
@@ -1061,8 +1064,7 @@ impl WalkTracker {
         suffix_wasted[w.last_slot as usize] -= w.on_last;
         let namespace = w
             .namespace
-            .map(String::from)
-            .or_else(|| self.clients.get(&w.client).map(|c| c.namespace.to_string()));
+            .or_else(|| self.clients.get(&w.client).map(|c| c.namespace.clone()));
         self.closed.push(Lookup {
             client: w.client,
             namespace,
@@ -1177,6 +1179,37 @@ impl BaseNames {
         // A hash shared with another name: the newer one takes the entry.
         self.by_hash.insert(hash, name.clone());
         name
+    }
+}
+
+/// The namespaces seen, lowercase, one shared copy each: a walk, the client's entry, its
+/// lookups and the report's top-client entry hold that copy, not an allocation each.
+/// Bounded: a cluster has few namespaces, and should a capture hold more the table starts
+/// over (the copies live on where they are held).
+#[derive(Default)]
+struct Namespaces {
+    set: hashbrown::HashSet<Arc<str>>,
+    /// Where a name is lowercased before it is looked up.
+    scratch: String,
+}
+
+impl Namespaces {
+    const CAP: usize = 4096;
+
+    /// The shared lowercase copy of namespace `ns` (any case).
+    fn intern(&mut self, ns: &str) -> Arc<str> {
+        self.scratch.clear();
+        self.scratch.push_str(ns);
+        self.scratch.make_ascii_lowercase();
+        if let Some(n) = self.set.get(self.scratch.as_str()) {
+            return n.clone();
+        }
+        if self.set.len() >= Self::CAP {
+            self.set.clear();
+        }
+        let n: Arc<str> = self.scratch.as_str().into();
+        self.set.insert(n.clone());
+        n
     }
 }
 
