@@ -402,6 +402,8 @@ pub struct WalkTracker {
     /// time. The other type's NODATA for the same name and port ends that walk too.
     resolved: HashMap<(IpAddr, u16), Resolved>,
     clients: HashMap<IpAddr, ClientInfo>,
+    /// `clients`' keys in the order they came: past `max_clients` the oldest is forgotten.
+    client_order: std::collections::VecDeque<IpAddr>,
     max_clients: usize,
     evictions: u64,
     closed: Vec<Lookup>,
@@ -449,6 +451,7 @@ impl WalkTracker {
             probes: 0,
             budget: None,
             clients: HashMap::new(),
+            client_order: std::collections::VecDeque::new(),
             // Namespaces are remembered for as many clients as walks may be open (at least
             // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
             max_clients: max_open.max(1024),
@@ -937,12 +940,14 @@ impl WalkTracker {
             return;
         }
         if self.clients.len() >= self.max_clients {
-            // Forget an arbitrary client: the map is a hint, and this keeps it bounded
-            // without an LRU of its own.
-            if let Some(k) = self.clients.keys().next().copied() {
+            // Forget the oldest client: the map is a hint, bounded without an LRU of its
+            // own. (Taking the table's first key instead scanned the table from its start
+            // past every slot emptied before: a fifth of `analyze`'s time on 1M clients.)
+            if let Some(k) = self.client_order.pop_front() {
                 self.clients.remove(&k);
             }
         }
+        self.client_order.push_back(client);
         self.clients.insert(
             client,
             ClientInfo {
@@ -1268,6 +1273,37 @@ impl Walk {
 #[cfg(test)]
 mod hash_tests {
     use super::*;
+
+    /// Past `max_clients` the tracker forgets the client it learnt first, one for one: the
+    /// map stays at its bound and the newest clients keep their namespaces. (It forgot the
+    /// table's first key, which cost a scan from the table's start each time: quadratic on a
+    /// capture of a million clients.)
+    #[test]
+    fn forgetting_a_client_scanned_the_client_table_from_its_start() {
+        let cfg = TrackerConfig {
+            idle: std::time::Duration::from_secs(2),
+            max_open_walks: 10,
+            namespace_series: 50,
+        };
+        let cluster = crate::config::ClusterConfig::kubernetes("cluster.local");
+        let mut t = WalkTracker::new(SearchShape::new(&cluster), &cfg);
+        let bound = t.max_clients;
+        let ns: Arc<str> = "team-a".into();
+        let ip = |i: u32| IpAddr::from((10u32 << 24 | i).to_be_bytes());
+        for i in 0..(bound as u32 + 500) {
+            t.learn_namespace(ip(i), &ns, false);
+            assert!(t.clients.len() <= bound);
+        }
+        assert_eq!(t.clients.len(), bound);
+        assert_eq!(t.client_order.len(), bound);
+        assert!(!t.clients.contains_key(&ip(0)) && !t.clients.contains_key(&ip(499)));
+        assert!(
+            t.clients.contains_key(&ip(500)) && t.clients.contains_key(&ip(bound as u32 + 499))
+        );
+        // A client learnt again is not queued twice.
+        t.learn_namespace(ip(600), &ns, true);
+        assert_eq!(t.client_order.len(), bound);
+    }
 
     #[test]
     fn lower_word_lowercases_exactly_ascii_capitals_in_every_byte() {
