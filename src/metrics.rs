@@ -651,7 +651,11 @@ pub fn fixed_histogram(
 /// Record `value` in the fixed histogram memoised per thread under `key`.
 #[inline]
 pub fn record_fixed(key: u64, make: impl FnOnce() -> std::sync::Arc<FixedHistogram>, value: f64) {
-    FIXED_MEMO.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
+    FIXED_MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        bound_memo(&mut m, key);
+        m.entry(key).or_insert_with(make).record(value)
+    })
 }
 
 /// The series the recorder does not hold, appended to a scrape: the fixed histograms and
@@ -745,10 +749,9 @@ impl<F: FnOnce() -> Counter> CounterRef<F> {
     pub fn increment(mut self, n: u64) {
         let make = self.make.take().expect("used once");
         COUNTERS.with(|m| {
-            m.borrow_mut()
-                .entry(self.key)
-                .or_insert_with(make)
-                .increment(n)
+            let mut m = m.borrow_mut();
+            bound_memo(&mut m, self.key);
+            m.entry(self.key).or_insert_with(make).increment(n)
         })
     }
 }
@@ -756,7 +759,23 @@ impl<F: FnOnce() -> Counter> CounterRef<F> {
 /// Record `value` in the histogram memoised per thread under `key`, without cloning the handle.
 #[inline]
 pub fn record_cached(key: u64, make: impl FnOnce() -> Histogram, value: f64) {
-    HISTOGRAMS.with(|m| m.borrow_mut().entry(key).or_insert_with(make).record(value))
+    HISTOGRAMS.with(|m| {
+        let mut m = m.borrow_mut();
+        bound_memo(&mut m, key);
+        m.entry(key).or_insert_with(make).record(value)
+    })
+}
+
+/// Handles a thread keeps memoised, per memo: keys carry the engine's id, and each reload
+/// makes a new engine, so without a bound the memos would grow by a set of series a reload.
+const MEMO_CAP: usize = 4096;
+
+/// Start `memo` over when `key` is new and the memo is full: its handles are made again from
+/// the registry, which hands back the same series.
+fn bound_memo<V>(memo: &mut HashMap<u64, V>, key: u64) {
+    if memo.len() >= MEMO_CAP && !memo.contains_key(&key) {
+        memo.clear();
+    }
 }
 
 /// Series a hot path adds to many times between flushes, by label key: each series' handles
@@ -834,6 +853,19 @@ pub fn label_key(tag: u8, parts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread's memoised handles stay within `MEMO_CAP` however many keys come (each
+    /// reload's engine brings keys of its own), and a key used again after the memo started
+    /// over gets its handle again.
+    #[test]
+    fn memoised_handles_grew_with_every_reloaded_engine() {
+        for key in 0..(MEMO_CAP as u64 + 100) {
+            cached_counter(key, || metrics::counter!("ndots_test_memo_total")).increment(1);
+            assert!(COUNTERS.with(|m| m.borrow().len()) <= MEMO_CAP);
+        }
+        cached_counter(0, || metrics::counter!("ndots_test_memo_total")).increment(1);
+        assert!(COUNTERS.with(|m| m.borrow().contains_key(&0)));
+    }
 
     /// Sums reach `flush` once per series touched since the last flush, whatever the order
     /// of keys (the last-key shortcut must not hand back another key's series).

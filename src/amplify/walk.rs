@@ -948,6 +948,7 @@ impl WalkTracker {
             }
         }
         self.client_order.push_back(client);
+        debug_assert_eq!(self.client_order.len(), self.clients.len() + 1);
         self.clients.insert(
             client,
             ClientInfo {

@@ -211,7 +211,9 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     let cluster = format!(".{domain}.");
     // Every (client, name) asked: one table sized once, not a set per client (a capture of
     // distinct clients would make a small table for each), by `name_hash` from a seed drawn
-    // per process (as foldhash's): a capture made to collide cannot make the table quadratic.
+    // per process: the seed is the hash's hidden starting state, carried through every step,
+    // so a capture made in advance has no known set of colliding names (weaker than a keyed
+    // hash such as foldhash's, which mixes its secret into every multiply).
     let seed = {
         use std::hash::BuildHasher;
         hashbrown::DefaultHashBuilder::default().hash_one(0x6e64u16)
@@ -301,7 +303,8 @@ fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
 }
 
 /// The inference's hash of a (client, name) from `seed`: the client and the name eight bytes
-/// at a time, each word mixed in by a folded multiply (foldhash's step).
+/// at a time, each word mixed in by a folded multiply by a public constant (the seed is only
+/// the starting state).
 fn name_hash(seed: u64, client: std::net::IpAddr, name: &str) -> u64 {
     let fold = |h: u64, w: u64| {
         let x = (h ^ w) as u128 * 0x2d35_8dcc_aa6c_78a5u128;

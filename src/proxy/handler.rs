@@ -777,16 +777,7 @@ impl Engine {
         let family = if client.is_ipv4() { 1u64 } else { 2 };
         let (qtype, type_name) = m::type_label(view.question.qtype);
         let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let key = m::label_key(
-            1,
-            &[
-                self as *const Engine as u64,
-                zkey,
-                proto as u64,
-                family,
-                qtype,
-            ],
-        );
+        let key = m::label_key(1, &[self.id, zkey, proto as u64, family, qtype]);
         m::cached_counter(key, || {
             self.requests_counter(zone, proto, family, type_name)
         })
@@ -826,7 +817,7 @@ impl Engine {
             sent.log(rcode, elapsed);
         }
         let zkey = zone.map_or(0, |z| z as u64 + 1);
-        let engine = self as *const Engine as u64;
+        let engine = self.id;
         let key = m::label_key(2, &[engine, zkey, rcode as u64, source as u64]);
         m::cached_counter(key, || self.responses_counter(zone, rcode, source)).increment(1);
         let (qtype, type_name) = m::type_label(sent.view.question.qtype);
@@ -883,7 +874,7 @@ impl Engine {
     }
 
     fn count_shortcut(&self, mode: ShortcutMode, reason: Reason) {
-        m::cached_counter(m::label_key(10, &[self as *const Engine as u64, mode as u64, reason as u64]), || {
+        m::cached_counter(m::label_key(10, &[self.id, mode as u64, reason as u64]), || {
             metrics::counter!(m::SHORTCUT_ANSWERS, "mode" => mode.as_str(), "reason" => reason.as_str())
         })
         .increment(1);
@@ -911,6 +902,13 @@ impl Engine {
                 | u64::from(rcode) << 32
                 | (kind as u64) << 48,
         };
+        if HIT_ENGINE.get() != self.id {
+            // A reload's new engine: the old one's series go (their sums added first), so a
+            // listener keeps the series of one engine, not of every reload since it started.
+            Self::flush_hits();
+            HIT_SERIES.with(|memo| *memo.borrow_mut() = m::SummedSeries::default());
+            HIT_ENGINE.set(self.id);
+        }
         HIT_SERIES.with(|memo| {
             let mut memo = memo.borrow_mut();
             let s = memo.touch(key, || HitSeries {
@@ -996,7 +994,7 @@ impl Engine {
         .increment(1);
         if m::coredns_names() {
             m::cached_counter(
-                m::label_key(63, &[self as *const Engine as u64, kind as u64]),
+                m::label_key(63, &[self.id, kind as u64]),
                 || metrics::counter!(m::COREDNS_CACHE_HITS, "server" => self.server_label.to_string(), "type" => kind.as_label()),
             )
             .increment(1);
@@ -1007,7 +1005,7 @@ impl Engine {
         m::cached_counter(m::label_key(5, &[]), || metrics::counter!(m::CACHE_MISSES)).increment(1);
         if m::coredns_names() {
             m::cached_counter(
-                m::label_key(64, &[self as *const Engine as u64]),
+                m::label_key(64, &[self.id]),
                 || metrics::counter!(m::COREDNS_CACHE_MISSES, "server" => self.server_label.to_string()),
             )
             .increment(1);
@@ -1196,6 +1194,8 @@ struct HitKey {
 }
 
 thread_local! {
+    /// The engine whose series `HIT_SERIES` holds.
+    static HIT_ENGINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// A listener thread's cache-hit series.
     static HIT_SERIES: std::cell::RefCell<m::SummedSeries<HitKey, HitSeries>> =
         std::cell::RefCell::new(m::SummedSeries::default());
@@ -1229,7 +1229,9 @@ mod tests {
         let now = Instant::now();
         let wall = Timestamp::now();
         assert!(close(wall_time(now), wall));
-        // Read before the per-thread base was taken, then after it, then 5 s back.
+        // Read before the per-thread base was taken, then after it (past the memo of the
+        // last instant), then 5 s back.
+        assert!(close(wall_time(now + Duration::from_nanos(1)), wall));
         assert!(close(wall_time(now), wall));
         let later = Instant::now();
         assert!(close(wall_time(later), Timestamp::now()));
