@@ -1,6 +1,10 @@
 # Sourced by the proxy benches: `bench_upstream DIR PORT` writes the zone `bench.test`
 # (www.bench.test A 192.0.2.1) and an nsd config into DIR, starts nsd on 127.0.0.1:PORT in the
-# background (rate limiting off, as load needs) and writes the one-line dnsperf input DIR/queries.
+# background (rate limiting off, as load needs) and writes the dnsperf input DIR/queries: the one
+# line `www.bench.test A`, or with NAMES=N the service names svc-0 .. svc-(N-1) of namespace
+# `default` (zone cluster.local) in turn, as ../shared/bench/peers.sh's hit workloads ask 1,000
+# (the per-name costs of cache and tracker then show, and the tracker reads each name's search
+# suffix as it does a pod's).
 bench_upstream() {
   local dir=$1 port=$2
   cat >"$dir/zone" <<ZONE
@@ -11,6 +15,11 @@ bench_upstream() {
 ns IN A 192.0.2.53
 www IN A 192.0.2.1
 ZONE
+  local i names=${NAMES:-1}
+  { echo "\$ORIGIN cluster.local."; echo "\$TTL 3600"
+    echo "@ IN SOA ns hostmaster 1 7200 1800 86400 60"; echo "@ IN NS ns.bench.test."
+    for ((i = 0; i < names; i++)); do echo "svc-$i.default.svc IN A 10.96.$((i / 250)).$((i % 250 + 1))"; done
+  } >"$dir/cluster.zone"
   cat >"$dir/nsd.conf" <<CONF
 server:
     ip-address: 127.0.0.1
@@ -29,7 +38,14 @@ remote-control:
 zone:
     name: bench.test
     zonefile: zone
+zone:
+    name: cluster.local
+    zonefile: cluster.zone
 CONF
   nsd -d -c "$dir/nsd.conf" >/dev/null 2>&1 &
-  printf 'www.bench.test A\n' >"$dir/queries"
+  if [ "$names" -gt 1 ]; then
+    for ((i = 0; i < names; i++)); do echo "svc-$i.default.svc.cluster.local A"; done >"$dir/queries"
+  else
+    printf 'www.bench.test A\n' >"$dir/queries"
+  fi
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per cache-hit answer, counted by callgrind (repeatable whatever the machine's
 # load, unlike QPS on this shared VM): the release proxy under valgrind, one cached name asked
-# N times by dnsperf at a fixed rate, nsd behind it for the one miss.
+# QUERIES times by dnsperf at a fixed rate, nsd behind it for the one miss.
 #
 #   benches/callgrind_hit.sh BINARY [BINARY...]   # prints instructions per answered query
 #   QUERIES=20000 RATE=100000 benches/callgrind_hit.sh OLD NEW   # saturated: full batches
@@ -9,6 +9,9 @@
 # At a low RATE the receive batch size (and with it the per-batch costs: the tracker hand-over,
 # the syscalls) depends on how fast valgrind happens to run; a rate above what the proxy answers
 # under valgrind keeps every batch full, as at full load, and the counts repeatable.
+# NAMES=1000 CLIENTS=8 asks 1,000 cached names from 8 client sockets, as ../shared/bench/peers.sh's
+# hit-max does; the names are asked once before counting starts (callgrind's instrumentation is
+# switched on after that warm-up), so the figure is cache hits only, without start-up.
 # KEEP=DIR keeps each run's callgrind output there (DIR/<binary name>.callgrind) for
 # `callgrind_annotate`.
 # Needs valgrind, nsd, dnsperf (scripts/test.sh installs the last two). Loopback only.
@@ -23,7 +26,9 @@ bench_upstream "$dir" 5391
 sleep 1
 for bin in "$@"; do
   out="$dir/callgrind.out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" \
+  collect=()
+  if [ "${NAMES:-1}" -gt 1 ]; then collect=(--instr-atstart=no); fi
+  valgrind --tool=callgrind "${collect[@]}" --callgrind-out-file="$out" \
     "$bin" proxy --listen 127.0.0.1:5392 --upstream 127.0.0.1:5391 --admin 127.0.0.1:0 \
     >/dev/null 2>&1 &
   vg=$!
@@ -32,7 +37,11 @@ for bin in "$@"; do
     dig +short +time=1 +tries=1 -p 5392 @127.0.0.1 www.bench.test >/dev/null 2>&1 && break
     sleep 1
   done
-  answered=$(dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n "$QUERIES" -Q "$RATE" 2>/dev/null |
+  if [ "${NAMES:-1}" -gt 1 ]; then
+    dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n 1 -q 20 -t 5 >/dev/null 2>&1
+    callgrind_control --instr=on $vg >/dev/null
+  fi
+  answered=$(dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -c "${CLIENTS:-1}" -n $((QUERIES / ${NAMES:-1})) -Q "$RATE" 2>/dev/null |
     awk '/Queries completed/ {print $3}')
   kill -INT $vg; wait $vg || true
   if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP/$(basename "$bin").callgrind"; fi

@@ -475,6 +475,72 @@ fn a_confirmed_namespace_disambiguates_readings() {
 }
 
 #[test]
+fn a_name_with_more_readings_than_the_memo_keeps_finds_the_plausible_one_past_them() {
+    // Five readings of `n.l1.l2.l3.l4.l5`: four namespace readings (`l1` .. `l4`), then `l5`
+    // plain. The memo keeps four; the client lives in `zz`, so only the fifth is plausible.
+    let cluster = ClusterConfig {
+        domain: "cluster.local".into(),
+        search: ["*.l2.l3.l4.l5", "*.l3.l4.l5", "*.l4.l5", "*.l5", "l5"]
+            .map(String::from)
+            .to_vec(),
+        node_search: vec![],
+    };
+    let mut t = WalkTracker::new(SearchShape::new(&cluster), &cfg(2000, 100));
+    let c = "10.0.0.16";
+    let q = "n.l1.l2.l3.l4.l5.";
+    let all = run(
+        &mut t,
+        &[
+            ev(0, c, "a.zz.l2.l3.l4.l5.", QTYPE_A, NX, 0),
+            ev(1, c, "a.zz.l3.l4.l5.", QTYPE_A, OK, 1),
+            // Twice: a fresh reading, then the memo's.
+            ev(10, c, q, QTYPE_A, OK, 1),
+            ev(20, c, q, QTYPE_A, OK, 1),
+        ],
+    );
+    assert_eq!(all.len(), 3, "{all:#?}");
+    for l in all.iter().filter(|l| l.start.0 > all[0].start.0) {
+        assert_eq!(l.base, "n.l1.l2.l3.l4.");
+        assert_eq!(l.namespace.as_deref(), Some("zz"));
+        assert_eq!(l.last_search_index, Some(4));
+    }
+}
+
+#[test]
+fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
+    // Names in turn, more than the memo holds, some asked again in other case (0x20), from
+    // clients of two namespaces: the lookups must not depend on what the memo kept.
+    let mut events = Vec::new();
+    let clients = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"];
+    events.extend(mixed_events(&clients, 0));
+    let mut t = 100_000;
+    for round in 0..3u64 {
+        for i in 0..6000u64 {
+            let c = clients[(i % 4) as usize];
+            let ns = if i % 4 < 2 { "default" } else { "prod" };
+            let name = match i % 5 {
+                0 => format!("svc-{i}.{ns}.svc.cluster.local."),
+                1 => format!("SVC-{i}.{}.SVC.cluster.local.", ns.to_uppercase()),
+                2 => format!("svc-{i}.other.svc.cluster.local."),
+                3 => format!("host-{i}.ec2.internal."),
+                _ => format!("api-{}.example.com.{ns}.svc.cluster.local.", i % 300),
+            };
+            let (rc, n) = if (i + round) % 7 == 0 {
+                (NX, 0)
+            } else {
+                (OK, 1)
+            };
+            events.push(ev(t, c, &name, QTYPE_A, rc, n));
+            t += 1;
+        }
+    }
+    let kept = run(&mut tracker(1000), &events);
+    let fresh = run(&mut tracker(1000).with_memo_sets(1), &events);
+    assert_eq!(kept.len(), fresh.len());
+    assert!(kept == fresh, "the memo changed a lookup");
+}
+
+#[test]
 fn an_absolute_name_sent_first_may_be_followed_by_the_search_list() {
     // glibc with a name of >= ndots dots: as-is first, then the search list.
     let c = "10.0.0.15";

@@ -285,6 +285,7 @@ fn lower_word(w: u64) -> u64 {
 
 /// What [`WalkTracker::candidate_bases`] finds: `len[i]` bytes of the name, hashed `hash[i]`;
 /// entry 0 is the whole name.
+#[derive(Clone, Copy)]
 struct Bases {
     len: [u16; MAX_BASES],
     hash: [u64; MAX_BASES],
@@ -300,6 +301,85 @@ impl Bases {
         }
     }
 }
+/// Decompositions of one name kept with it in the [`ReadingMemo`]; a name with more (a shape
+/// of many entries) keeps the first ones and finds the rest afresh.
+const MAX_READINGS: usize = 4;
+/// Sets of the [`ReadingMemo`], [`MEMO_WAYS`] names each: a lookup is one hash and a few
+/// comparisons, and the size is fixed (4,096 names, about 1.5 MB with their names).
+const MEMO_SETS: usize = 1024;
+const MEMO_WAYS: usize = 4;
+
+/// What `observe` works out from a name alone: the bases it can be a candidate of and its
+/// readings against the shape (longest suffix first), each with its namespace interned. They
+/// depend on nothing but the name, and a busy proxy sees the same names over and over (every
+/// cached answer of a service), so the names seen last keep theirs: for a service name under
+/// `cluster.local` that is most of the tracker's work per query (callgrind). Four ways a set,
+/// the least recently used one replaced: with two ways, the names of a set that three names
+/// share evicted each other at every query (a tenth of 1,000 names asked in turn).
+struct ReadingMemo {
+    slots: Vec<MemoSlot>,
+    sets: usize,
+    /// Lookups so far: a slot's `used` is the tick of its last use.
+    tick: u64,
+}
+
+#[derive(Default)]
+struct MemoSlot {
+    /// [`base_hash`] of the name; its set is `hash % sets`.
+    hash: u64,
+    used: u64,
+    /// The name's exact bytes (empty: the slot is unused; the root never gets here).
+    name: Vec<u8>,
+    bases: Option<Bases>,
+    readings: [Option<Reading>; MAX_READINGS],
+    namespaces: [Option<Arc<str>>; MAX_READINGS],
+    /// More decompositions than `readings` holds.
+    overflow: bool,
+}
+
+impl ReadingMemo {
+    fn new(sets: usize) -> Self {
+        ReadingMemo {
+            slots: (0..sets * MEMO_WAYS).map(|_| MemoSlot::default()).collect(),
+            sets,
+            tick: 0,
+        }
+    }
+
+    /// The slot holding `name`, whose [`base_hash`] is `hash`, if one does; otherwise the slot
+    /// to fill with it (`Err`): its set's least recently used.
+    fn find(&mut self, name: &[u8], hash: u64) -> Result<usize, usize> {
+        self.tick += 1;
+        let first = hash as usize % self.sets * MEMO_WAYS;
+        let set = &mut self.slots[first..first + MEMO_WAYS];
+        let (mut oldest, mut oldest_used) = (0, u64::MAX);
+        for (way, s) in set.iter_mut().enumerate() {
+            if s.hash == hash && s.name == name {
+                s.used = self.tick;
+                return Ok(first + way);
+            }
+            if s.used < oldest_used {
+                (oldest, oldest_used) = (way, s.used);
+            }
+        }
+        set[oldest].used = self.tick;
+        Err(first + oldest)
+    }
+}
+
+/// A decomposition as a reading of the name it was made from.
+fn reading_of(d: &crate::search::Decomposition<'_>) -> Reading {
+    Reading {
+        base_len: d.base.len() as u16,
+        pos: d.index.min(ABS as usize - 1) as u8,
+        slot: SuffixSlot::from_kind(d.kind),
+        ns_end: d
+            .namespace
+            .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
+            .unwrap_or(0),
+    }
+}
+
 /// A walk this long is closed: no stub sends more than a few dozen queries for one lookup,
 /// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
 /// (and within the histogram's exact range).
@@ -307,7 +387,7 @@ pub const MAX_WALK_QUERIES: u32 = 255;
 /// Candidate position of the absolute name (search positions are the shape's indices).
 const ABS: u8 = u8::MAX;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Reading {
     /// The base is `name[..base_len]`.
     base_len: u16,
@@ -409,6 +489,7 @@ pub struct WalkTracker {
     closed: Vec<Lookup>,
     names: BaseNames,
     namespaces: Namespaces,
+    memo: ReadingMemo,
 }
 
 impl WalkTracker {
@@ -459,7 +540,15 @@ impl WalkTracker {
             closed: Vec::new(),
             names: BaseNames::default(),
             namespaces: Namespaces::default(),
+            memo: ReadingMemo::new(MEMO_SETS),
         }
+    }
+
+    /// A reading memo of `sets` sets (tests: one set makes nearly every name a miss).
+    #[cfg(test)]
+    pub(crate) fn with_memo_sets(mut self, sets: usize) -> Self {
+        self.memo = ReadingMemo::new(sets.max(1));
+        self
     }
 
     /// Charge open walks to `budget` (the live tracker; offline readers have none).
@@ -519,6 +608,10 @@ impl WalkTracker {
         if name.is_empty() {
             return; // the root: nobody's search walk
         }
+        let memo = self.remember_readings(name);
+        let bases = self.memo.slots[memo]
+            .bases
+            .expect("filled by remember_readings");
         let confirmed_ns: Option<&str> = self
             .clients
             .get(&ev.client)
@@ -537,7 +630,6 @@ impl WalkTracker {
         // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
         //    base cannot both accept the same candidate, so the first match is the one.
         let mut found: Option<(u32, Reading, u64)> = None;
-        let bases = self.candidate_bases(name);
         for &hash in &bases.hash[..bases.n] {
             let key = (ev.client, ev.qtype, hash);
             let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
@@ -567,26 +659,25 @@ impl WalkTracker {
                     slot: SuffixSlot::Absolute,
                     ns_end: 0,
                 };
-                // A name under no suffix of the shape (`candidate_bases` found only the name
-                // itself) has no other reading: no decomposition to try.
-                let r = if bases.n == 1 {
-                    abs
-                } else {
-                    self.shape
-                        .decompose(name)
-                        .map(|d| Reading {
-                            base_len: d.base.len() as u16,
-                            pos: d.index.min(ABS as usize - 1) as u8,
-                            slot: SuffixSlot::from_kind(d.kind),
-                            ns_end: d
-                                .namespace
-                                .map(|ns| (d.base.len() + 1 + ns.len()) as u16)
-                                .unwrap_or(0),
-                        })
-                        .find(|r| plausible(r))
-                        .unwrap_or(abs)
+                let known = &self.memo.slots[memo];
+                let chosen = known
+                    .readings
+                    .iter()
+                    .map_while(|r| *r)
+                    .enumerate()
+                    .find(|(_, r)| plausible(r));
+                let (r, ns) = match chosen {
+                    Some((k, r)) => (r, known.namespaces[k].clone()),
+                    None if known.overflow => {
+                        let r = (self.shape.decompose(name))
+                            .skip(MAX_READINGS)
+                            .map(|d| reading_of(&d))
+                            .find(|r| plausible(r))
+                            .unwrap_or(abs);
+                        (r, ns_of(&r).map(|s| self.namespaces.intern(s)))
+                    }
+                    None => (abs, None),
                 };
-                debug_assert!(bases.n > 1 || self.shape.decompose(name).next().is_none());
                 // A stub that starts over with the same base has finished its earlier walk
                 // (e.g. musl stops on NODATA): close it now. Not one whose last answer was
                 // NXDOMAIN: every stub moves on after that, so the walk is still going and
@@ -614,7 +705,6 @@ impl WalkTracker {
                 if !at_once {
                     self.make_room(r.base_len as usize);
                 }
-                let ns = ns_of(&r).map(|s| self.namespaces.intern(s));
                 if let Some(ns) = &ns {
                     self.learn_namespace(ev.client, ns, false);
                 }
@@ -877,6 +967,41 @@ impl WalkTracker {
             }
         }
         None
+    }
+
+    /// The [`ReadingMemo`] slot that holds `name`'s bases and readings, filled now if it did
+    /// not.
+    fn remember_readings(&mut self, name: &str) -> usize {
+        let nb = name.as_bytes();
+        let hash = base_hash(nb);
+        let i = match self.memo.find(nb, hash) {
+            Ok(i) => return i,
+            Err(i) => i,
+        };
+        let bases = self.candidate_bases(name);
+        debug_assert_eq!(bases.hash[0], hash);
+        let slot = &mut self.memo.slots[i];
+        slot.hash = hash;
+        slot.name.clear();
+        slot.name.extend_from_slice(nb);
+        slot.bases = Some(bases);
+        slot.readings = [None; MAX_READINGS];
+        slot.namespaces = Default::default();
+        slot.overflow = false;
+        // A name under no suffix of the shape (`candidate_bases` found only the name itself)
+        // has no other reading: no decomposition to try.
+        if bases.n > 1 {
+            for (k, d) in self.shape.decompose(name).enumerate() {
+                if k == MAX_READINGS {
+                    slot.overflow = true;
+                    break;
+                }
+                slot.readings[k] = Some(reading_of(&d));
+                slot.namespaces[k] = d.namespace.map(|ns| self.namespaces.intern(ns));
+            }
+        }
+        debug_assert!(bases.n > 1 || self.shape.decompose(name).next().is_none());
+        i
     }
 
     /// The bases `name` can be a candidate of: the name itself (the absolute candidate) and
