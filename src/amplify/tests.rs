@@ -508,8 +508,9 @@ fn a_name_with_more_readings_than_the_memo_keeps_finds_the_plausible_one_past_th
 
 #[test]
 fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
-    // Names in turn, more than the memo holds, some asked again in other case (0x20), from
-    // clients of two namespaces: the lookups must not depend on what the memo kept.
+    // Names in turn, more than the memo holds, some asked again in other case (0x20), some
+    // longer than it keeps, from clients of two namespaces: the lookups must not depend on
+    // what the memo kept.
     let mut events = Vec::new();
     let clients = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"];
     events.extend(mixed_events(&clients, 0));
@@ -519,6 +520,12 @@ fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
             let c = clients[(i % 4) as usize];
             let ns = if i % 4 < 2 { "default" } else { "prod" };
             let name = match i % 5 {
+                // Longer than the memo keeps: read afresh every time.
+                _ if i % 97 == 0 => format!(
+                    "{}.{}-{i}.{ns}.svc.cluster.local.",
+                    "x".repeat(63),
+                    "y".repeat(60)
+                ),
                 0 => format!("svc-{i}.{ns}.svc.cluster.local."),
                 1 => format!("SVC-{i}.{}.SVC.cluster.local.", ns.to_uppercase()),
                 2 => format!("svc-{i}.other.svc.cluster.local."),

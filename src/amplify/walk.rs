@@ -305,9 +305,14 @@ impl Bases {
 /// of many entries) keeps the first ones and finds the rest afresh.
 const MAX_READINGS: usize = 4;
 /// Sets of the [`ReadingMemo`], [`MEMO_WAYS`] names each: a lookup is one hash and a few
-/// comparisons, and the size is fixed (4,096 names, about 1.5 MB with their names).
+/// comparisons, and the size is fixed: 4,096 names of at most [`MEMO_NAME_MAX`] bytes, about
+/// 1.3 MB of slots and at most 0.5 MB of names.
 const MEMO_SETS: usize = 1024;
 const MEMO_WAYS: usize = 4;
+/// A longer name (rare: the text of a name is at most ~1 KB with escapes) is read afresh each
+/// time, in a slot of its own outside the sets, so the memo's size does not depend on what
+/// clients ask.
+const MEMO_NAME_MAX: usize = 128;
 
 /// What `observe` works out from a name alone: the bases it can be a candidate of and its
 /// readings against the shape (longest suffix first), each with its namespace interned. They
@@ -340,15 +345,22 @@ struct MemoSlot {
 impl ReadingMemo {
     fn new(sets: usize) -> Self {
         ReadingMemo {
-            slots: (0..sets * MEMO_WAYS).map(|_| MemoSlot::default()).collect(),
+            // The sets, then the slot for a name longer than `MEMO_NAME_MAX`.
+            slots: (0..sets * MEMO_WAYS + 1)
+                .map(|_| MemoSlot::default())
+                .collect(),
             sets,
             tick: 0,
         }
     }
 
     /// The slot holding `name`, whose [`base_hash`] is `hash`, if one does; otherwise the slot
-    /// to fill with it (`Err`): its set's least recently used.
+    /// to fill with it (`Err`): its set's least recently used, or for a name longer than
+    /// [`MEMO_NAME_MAX`] the slot kept for those.
     fn find(&mut self, name: &[u8], hash: u64) -> Result<usize, usize> {
+        if name.len() > MEMO_NAME_MAX {
+            return Err(self.slots.len() - 1);
+        }
         self.tick += 1;
         let first = hash as usize % self.sets * MEMO_WAYS;
         let set = &mut self.slots[first..first + MEMO_WAYS];
