@@ -18,7 +18,9 @@ ZONE
   local i names=${NAMES:-1}
   { echo "\$ORIGIN cluster.local."; echo "\$TTL 3600"
     echo "@ IN SOA ns hostmaster 1 7200 1800 86400 60"; echo "@ IN NS ns.bench.test."
-    for ((i = 0; i < names; i++)); do echo "svc-$i.default.svc IN A 10.96.$((i / 250)).$((i % 250 + 1))"; done
+    for ((i = 0; i < names; i++)); do
+      echo "svc-$i.default.svc IN A 10.$((i / 62500 % 256)).$((i / 250 % 250)).$((i % 250 + 1))"
+    done
   } >"$dir/cluster.zone"
   cat >"$dir/nsd.conf" <<CONF
 server:

@@ -10,7 +10,8 @@
 # the syscalls) depends on how fast valgrind happens to run; a rate above what the proxy answers
 # under valgrind keeps every batch full, as at full load, and the counts repeatable.
 # NAMES=1000 CLIENTS=8 asks 1,000 cached names from 8 client sockets, as ../shared/bench/peers.sh's
-# hit-max does; the names are asked once before counting starts (callgrind's instrumentation is
+# hit-max does (8 ports of one address: one client to the tracker, which knows clients by
+# address); NAMES above the tracker's memo of 4,096 names shows its misses; the names are asked once before counting starts (callgrind's instrumentation is
 # switched on after that warm-up), so the figure is cache hits only, without start-up.
 # KEEP=DIR keeps each run's callgrind output there (DIR/<binary name>.callgrind) for
 # `callgrind_annotate`.
@@ -41,7 +42,7 @@ for bin in "$@"; do
     dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n 1 -q 20 -t 5 >/dev/null 2>&1
     callgrind_control --instr=on $vg >/dev/null
   fi
-  answered=$(dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -c "${CLIENTS:-1}" -n $((QUERIES / ${NAMES:-1})) -Q "$RATE" 2>/dev/null |
+  answered=$(dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -c "${CLIENTS:-1}" -n $(((QUERIES + ${NAMES:-1} - 1) / ${NAMES:-1})) -Q "$RATE" 2>/dev/null |
     awk '/Queries completed/ {print $3}')
   kill -INT $vg; wait $vg || true
   if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP/$(basename "$bin").callgrind"; fi

@@ -508,15 +508,15 @@ fn a_name_with_more_readings_than_the_memo_keeps_finds_the_plausible_one_past_th
 
 #[test]
 fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
-    // Names in turn, more than the memo holds, some asked again in other case (0x20), some
-    // longer than it keeps, from clients of two namespaces: the lookups must not depend on
-    // what the memo kept.
+    // Names in turn, fewer than the memo holds and then more, each also asked in other case
+    // (0x20), some longer than it keeps, from clients of two namespaces: the lookups must be
+    // those of a tracker that reads every name afresh, whatever the memo kept or evicted.
     let mut events = Vec::new();
     let clients = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"];
     events.extend(mixed_events(&clients, 0));
     let mut t = 100_000;
-    for round in 0..3u64 {
-        for i in 0..6000u64 {
+    for (round, names) in [3000u64, 3000, 9000, 3000].into_iter().enumerate() {
+        for i in 0..names {
             let c = clients[(i % 4) as usize];
             let ns = if i % 4 < 2 { "default" } else { "prod" };
             let name = match i % 5 {
@@ -526,13 +526,17 @@ fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
                     "x".repeat(63),
                     "y".repeat(60)
                 ),
-                0 => format!("svc-{i}.{ns}.svc.cluster.local."),
-                1 => format!("SVC-{i}.{}.SVC.cluster.local.", ns.to_uppercase()),
+                0 | 1 => format!("svc-{}.{ns}.svc.cluster.local.", i / 2),
                 2 => format!("svc-{i}.other.svc.cluster.local."),
                 3 => format!("host-{i}.ec2.internal."),
                 _ => format!("api-{}.example.com.{ns}.svc.cluster.local.", i % 300),
             };
-            let (rc, n) = if (i + round) % 7 == 0 {
+            let name = if (i + round as u64) % 3 == 0 {
+                name.to_uppercase()
+            } else {
+                name
+            };
+            let (rc, n) = if (i + round as u64) % 7 == 0 {
                 (NX, 0)
             } else {
                 (OK, 1)
@@ -541,10 +545,12 @@ fn the_reading_memo_gives_the_lookups_a_fresh_reading_gives() {
             t += 1;
         }
     }
+    let fresh = run(&mut tracker(1000).with_memo_sets(0), &events);
     let kept = run(&mut tracker(1000), &events);
-    let fresh = run(&mut tracker(1000).with_memo_sets(1), &events);
+    let crowded = run(&mut tracker(1000).with_memo_sets(1), &events);
     assert_eq!(kept.len(), fresh.len());
     assert!(kept == fresh, "the memo changed a lookup");
+    assert!(crowded == fresh, "a crowded memo changed a lookup");
 }
 
 #[test]

@@ -33,8 +33,9 @@
 //!   a walk that begins with a namespace reading only *suggests* it (an FQDN query with a
 //!   trailing dot for another namespace looks the same), which is used for reporting only.
 //!
-//! Cost: one decomposition of the name into a stack array, a hash lookup of (client, qtype) and
-//! a walk over that key's open walks (usually one or two). Open walks live in a slab threaded on
+//! Cost: a name's bases and readings come from a memo of the names seen last (one hash, a few
+//! comparisons; decomposed on a miss), then a hash lookup per base of (client, qtype, base) and
+//! a walk over that key's open walks (usually none, one or two). Open walks live in a slab threaded on
 //! an LRU list, so idle expiry and eviction pop from its head in O(1).
 
 use std::net::IpAddr;
@@ -259,9 +260,25 @@ impl<'a> PrefixHash<'a> {
             self.state = Self::mix(self.state, lower_word(w));
             self.done += 8;
         }
-        let mut tail = [0u8; 8];
-        tail[..len - self.done].copy_from_slice(&self.bytes[self.done..len]);
-        let h = Self::mix(self.state, lower_word(u64::from_le_bytes(tail)));
+        let rest = len - self.done;
+        let tail = match self.bytes.get(self.done..self.done + 8) {
+            // Eight bytes from here are in the name: load them at once and keep the prefix's
+            // (the low bytes), as the zero-padded copy below would have it.
+            Some(w) => {
+                let w = u64::from_le_bytes(w.try_into().unwrap());
+                if rest == 0 {
+                    0
+                } else {
+                    w & (u64::MAX >> (64 - 8 * rest))
+                }
+            }
+            None => {
+                let mut tail = [0u8; 8];
+                tail[..rest].copy_from_slice(&self.bytes[self.done..len]);
+                u64::from_le_bytes(tail)
+            }
+        };
+        let h = Self::mix(self.state, lower_word(tail));
         // splitmix64's finish, with the length in: "ab" and "ab\0" differ.
         let mut h = h ^ (len as u64).wrapping_mul(Self::K);
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -285,7 +302,7 @@ fn lower_word(w: u64) -> u64 {
 
 /// What [`WalkTracker::candidate_bases`] finds: `len[i]` bytes of the name, hashed `hash[i]`;
 /// entry 0 is the whole name.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Bases {
     len: [u16; MAX_BASES],
     hash: [u64; MAX_BASES],
@@ -304,11 +321,15 @@ impl Bases {
 /// Decompositions of one name kept with it in the [`ReadingMemo`]; a name with more (a shape
 /// of many entries) keeps the first ones and finds the rest afresh.
 const MAX_READINGS: usize = 4;
-/// Sets of the [`ReadingMemo`], [`MEMO_WAYS`] names each: a lookup is one hash and a few
-/// comparisons, and the size is fixed: 4,096 names of at most [`MEMO_NAME_MAX`] bytes, about
-/// 1.3 MB of slots and at most 0.5 MB of names.
-const MEMO_SETS: usize = 1024;
+/// Names per set of the [`ReadingMemo`]: a lookup is one hash and at most this many
+/// comparisons.
 const MEMO_WAYS: usize = 4;
+/// The memo's sets when it starts, and at most: it grows (fourfold, starting over) while it
+/// misses more than twice its size in names, so a tracker that sees few names (one workload's
+/// of `analyze --pod-dns-config`) keeps a small one, and a busy proxy's holds 4,096 names:
+/// 1.3 MB of slots, at most 0.5 MB of names.
+const MEMO_SETS_START: usize = 4;
+const MEMO_SETS: usize = 1024;
 /// A longer name (rare: the text of a name is at most ~1 KB with escapes) is read afresh each
 /// time, in a slot of its own outside the sets, so the memo's size does not depend on what
 /// clients ask.
@@ -322,8 +343,13 @@ const MEMO_NAME_MAX: usize = 128;
 /// the least recently used one replaced: with two ways, the names of a set that three names
 /// share evicted each other at every query (a tenth of 1,000 names asked in turn).
 struct ReadingMemo {
+    /// `sets * MEMO_WAYS` slots, then the slot for a name longer than `MEMO_NAME_MAX` (or,
+    /// with `sets == 0`, for every name: no memo, as tests compare).
     slots: Vec<MemoSlot>,
     sets: usize,
+    max_sets: usize,
+    /// Misses since the memo last grew.
+    misses: usize,
     /// Lookups so far: a slot's `used` is the tick of its last use.
     tick: u64,
 }
@@ -333,32 +359,38 @@ struct MemoSlot {
     /// [`base_hash`] of the name; its set is `hash % sets`.
     hash: u64,
     used: u64,
-    /// The name's exact bytes (empty: the slot is unused; the root never gets here).
+    /// The name's bytes (empty: the slot is unused; the root never gets here).
     name: Vec<u8>,
-    bases: Option<Bases>,
+    bases: Bases,
+    /// The first `known` readings (longest suffix first) with their namespaces: made as a new
+    /// walk needs them, up to the first plausible one, as reading afresh would (a query that
+    /// continues a walk needs none).
     readings: [Option<Reading>; MAX_READINGS],
     namespaces: [Option<Arc<str>>; MAX_READINGS],
-    /// More decompositions than `readings` holds.
-    overflow: bool,
+    known: u8,
+    /// No reading past the known ones.
+    exhausted: bool,
 }
 
 impl ReadingMemo {
-    fn new(sets: usize) -> Self {
+    fn new(sets: usize, max_sets: usize) -> Self {
         ReadingMemo {
-            // The sets, then the slot for a name longer than `MEMO_NAME_MAX`.
             slots: (0..sets * MEMO_WAYS + 1)
                 .map(|_| MemoSlot::default())
                 .collect(),
             sets,
+            max_sets,
+            misses: 0,
             tick: 0,
         }
     }
 
     /// The slot holding `name`, whose [`base_hash`] is `hash`, if one does; otherwise the slot
     /// to fill with it (`Err`): its set's least recently used, or for a name longer than
-    /// [`MEMO_NAME_MAX`] the slot kept for those.
+    /// [`MEMO_NAME_MAX`] the slot kept for those. Names that differ in case only share a slot:
+    /// what it holds does not depend on case.
     fn find(&mut self, name: &[u8], hash: u64) -> Result<usize, usize> {
-        if name.len() > MEMO_NAME_MAX {
+        if name.len() > MEMO_NAME_MAX || self.sets == 0 {
             return Err(self.slots.len() - 1);
         }
         self.tick += 1;
@@ -366,7 +398,7 @@ impl ReadingMemo {
         let set = &mut self.slots[first..first + MEMO_WAYS];
         let (mut oldest, mut oldest_used) = (0, u64::MAX);
         for (way, s) in set.iter_mut().enumerate() {
-            if s.hash == hash && s.name == name {
+            if s.hash == hash && s.name.eq_ignore_ascii_case(name) && !s.name.is_empty() {
                 s.used = self.tick;
                 return Ok(first + way);
             }
@@ -374,9 +406,52 @@ impl ReadingMemo {
                 (oldest, oldest_used) = (way, s.used);
             }
         }
+        self.misses += 1;
+        if self.sets < self.max_sets && self.misses > 2 * self.sets * MEMO_WAYS {
+            // Starting over bigger: what was kept is found again at the next misses.
+            *self = ReadingMemo::new((self.sets * 4).min(self.max_sets), self.max_sets);
+            return self.find(name, hash);
+        }
         set[oldest].used = self.tick;
         Err(first + oldest)
     }
+}
+
+/// The first reading of `name` (the name `slot` holds) that is `plausible`, with its
+/// namespace: from the readings known, else decomposing on past them (and keeping what it
+/// finds, up to [`MAX_READINGS`]).
+fn first_plausible(
+    slot: &mut MemoSlot,
+    shape: &SearchShape,
+    namespaces: &mut Namespaces,
+    name: &str,
+    plausible: impl Fn(&Reading) -> bool,
+) -> Option<(Reading, Option<Arc<str>>)> {
+    let known = slot.known as usize;
+    if let Some(k) = (0..known).find(|&k| slot.readings[k].as_ref().is_some_and(&plausible)) {
+        return Some((slot.readings[k]?, slot.namespaces[k].clone()));
+    }
+    if slot.exhausted {
+        return None;
+    }
+    let mut all_kept = true;
+    for d in shape.decompose(name).skip(known) {
+        let r = reading_of(&d);
+        let ns = d.namespace.map(|ns| namespaces.intern(ns));
+        let k = slot.known as usize;
+        if k < MAX_READINGS {
+            slot.readings[k] = Some(r);
+            slot.namespaces[k] = ns.clone();
+            slot.known += 1;
+        } else {
+            all_kept = false;
+        }
+        if plausible(&r) {
+            return Some((r, ns));
+        }
+    }
+    slot.exhausted = all_kept;
+    None
 }
 
 /// A decomposition as a reading of the name it was made from.
@@ -552,14 +627,15 @@ impl WalkTracker {
             closed: Vec::new(),
             names: BaseNames::default(),
             namespaces: Namespaces::default(),
-            memo: ReadingMemo::new(MEMO_SETS),
+            memo: ReadingMemo::new(MEMO_SETS_START, MEMO_SETS),
         }
     }
 
-    /// A reading memo of `sets` sets (tests: one set makes nearly every name a miss).
+    /// A reading memo of `sets` sets from the start, never growing; 0: none, every name is
+    /// read afresh (tests compare the two).
     #[cfg(test)]
     pub(crate) fn with_memo_sets(mut self, sets: usize) -> Self {
-        self.memo = ReadingMemo::new(sets.max(1));
+        self.memo = ReadingMemo::new(sets, sets);
         self
     }
 
@@ -620,10 +696,8 @@ impl WalkTracker {
         if name.is_empty() {
             return; // the root: nobody's search walk
         }
-        let memo = self.remember_readings(name);
-        let bases = self.memo.slots[memo]
-            .bases
-            .expect("filled by remember_readings");
+        let memo = self.remember_bases(name);
+        let bases = self.memo.slots[memo].bases;
         let confirmed_ns: Option<&str> = self
             .clients
             .get(&ev.client)
@@ -671,25 +745,14 @@ impl WalkTracker {
                     slot: SuffixSlot::Absolute,
                     ns_end: 0,
                 };
-                let known = &self.memo.slots[memo];
-                let chosen = known
-                    .readings
-                    .iter()
-                    .map_while(|r| *r)
-                    .enumerate()
-                    .find(|(_, r)| plausible(r));
-                let (r, ns) = match chosen {
-                    Some((k, r)) => (r, known.namespaces[k].clone()),
-                    None if known.overflow => {
-                        let r = (self.shape.decompose(name))
-                            .skip(MAX_READINGS)
-                            .map(|d| reading_of(&d))
-                            .find(|r| plausible(r))
-                            .unwrap_or(abs);
-                        (r, ns_of(&r).map(|s| self.namespaces.intern(s)))
-                    }
-                    None => (abs, None),
-                };
+                let (r, ns) = first_plausible(
+                    &mut self.memo.slots[memo],
+                    &self.shape,
+                    &mut self.namespaces,
+                    name,
+                    plausible,
+                )
+                .unwrap_or((abs, None));
                 // A stub that starts over with the same base has finished its earlier walk
                 // (e.g. musl stops on NODATA): close it now. Not one whose last answer was
                 // NXDOMAIN: every stub moves on after that, so the walk is still going and
@@ -981,9 +1044,8 @@ impl WalkTracker {
         None
     }
 
-    /// The [`ReadingMemo`] slot that holds `name`'s bases and readings, filled now if it did
-    /// not.
-    fn remember_readings(&mut self, name: &str) -> usize {
+    /// The [`ReadingMemo`] slot that holds `name`'s bases, filled now if it did not.
+    fn remember_bases(&mut self, name: &str) -> usize {
         let nb = name.as_bytes();
         let hash = base_hash(nb);
         let i = match self.memo.find(nb, hash) {
@@ -996,22 +1058,13 @@ impl WalkTracker {
         slot.hash = hash;
         slot.name.clear();
         slot.name.extend_from_slice(nb);
-        slot.bases = Some(bases);
+        slot.bases = bases;
         slot.readings = [None; MAX_READINGS];
         slot.namespaces = Default::default();
-        slot.overflow = false;
+        slot.known = 0;
         // A name under no suffix of the shape (`candidate_bases` found only the name itself)
         // has no other reading: no decomposition to try.
-        if bases.n > 1 {
-            for (k, d) in self.shape.decompose(name).enumerate() {
-                if k == MAX_READINGS {
-                    slot.overflow = true;
-                    break;
-                }
-                slot.readings[k] = Some(reading_of(&d));
-                slot.namespaces[k] = d.namespace.map(|ns| self.namespaces.intern(ns));
-            }
-        }
+        slot.exhausted = bases.n == 1;
         debug_assert!(bases.n > 1 || self.shape.decompose(name).next().is_none());
         i
     }
@@ -1411,6 +1464,63 @@ impl Walk {
 #[cfg(test)]
 mod hash_tests {
     use super::*;
+
+    /// A slot is found by its hash and its bytes: another name with the same hash (made up
+    /// here) is a miss, the name in other case a hit; a full set gives its least recently used.
+    #[test]
+    fn the_reading_memo_tells_names_of_one_hash_apart() {
+        let mut m = ReadingMemo::new(1, 1);
+        let fill = |m: &mut ReadingMemo, name: &[u8], hash: u64| {
+            let i = m.find(name, hash).expect_err("a new name");
+            m.slots[i].hash = hash;
+            m.slots[i].name = name.to_vec();
+            i
+        };
+        let a = fill(&mut m, b"a.example", 7);
+        assert!(m.find(b"b.example", 7).is_err());
+        assert_eq!(m.find(b"A.Example", 7), Ok(a));
+        // Filling the set: the slot used least recently is the one replaced.
+        let b = fill(&mut m, b"b.example", 7);
+        let c = fill(&mut m, b"c.example", 8);
+        assert_eq!(m.find(b"a.example", 7), Ok(a));
+        let d = fill(&mut m, b"d.example", 9);
+        let e = fill(&mut m, b"e.example", 10);
+        assert_eq!(e, b, "the least recently used slot is replaced");
+        assert!(m.find(b"b.example", 7).is_err());
+        assert_eq!(m.find(b"c.example", 8), Ok(c));
+        assert_eq!(m.find(b"d.example", 9), Ok(d));
+        // A name longer than the memo keeps takes the slot kept for those, never a hit.
+        let long = vec![b'x'; MEMO_NAME_MAX + 1];
+        let l = fill(&mut m, &long, 11);
+        assert_eq!(l, m.slots.len() - 1);
+        assert!(m.find(&long, 11).is_err());
+    }
+
+    /// The memo starts small and grows while it misses, up to its bound.
+    #[test]
+    fn the_reading_memo_grows_with_the_names_it_misses() {
+        let mut m = ReadingMemo::new(MEMO_SETS_START, MEMO_SETS);
+        for n in 0..100_000u64 {
+            let name = format!("n{n}.example");
+            let hash = base_hash(name.as_bytes());
+            if let Err(i) = m.find(name.as_bytes(), hash) {
+                m.slots[i].hash = hash;
+                m.slots[i].name = name.into_bytes();
+            }
+        }
+        assert_eq!(m.sets, MEMO_SETS);
+        assert_eq!(m.slots.len(), MEMO_SETS * MEMO_WAYS + 1);
+        let mut few = ReadingMemo::new(MEMO_SETS_START, MEMO_SETS);
+        for n in 0..100_000u64 {
+            let name = format!("n{}.example", n % 8);
+            let hash = base_hash(name.as_bytes());
+            if let Err(i) = few.find(name.as_bytes(), hash) {
+                few.slots[i].hash = hash;
+                few.slots[i].name = name.into_bytes();
+            }
+        }
+        assert_eq!(few.sets, MEMO_SETS_START, "eight names fit the first memo");
+    }
 
     /// Past `max_clients` the tracker forgets the client it learnt first, one for one: the
     /// map stays at its bound and the newest clients keep their namespaces. (It forgot the
