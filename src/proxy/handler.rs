@@ -894,7 +894,6 @@ impl Engine {
         let family = if sent.client.is_ipv4() { 1u64 } else { 2 };
         let (qtype, type_name) = m::type_label(sent.view.question.qtype);
         let key = HitKey {
-            engine: self.id,
             zone: zone.map_or(0, |z| z as u64 + 1),
             labels: (sent.proto as u64)
                 | family << 8
@@ -902,15 +901,16 @@ impl Engine {
                 | u64::from(rcode) << 32
                 | (kind as u64) << 48,
         };
-        if HIT_ENGINE.get() != self.id {
-            // A reload's new engine: the old one's series go (their sums added first), so a
-            // listener keeps the series of one engine, not of every reload since it started.
-            Self::flush_hits();
-            HIT_SERIES.with(|memo| *memo.borrow_mut() = m::SummedSeries::default());
-            HIT_ENGINE.set(self.id);
-        }
         HIT_SERIES.with(|memo| {
-            let mut memo = memo.borrow_mut();
+            let (engine, memo) = &mut *memo.borrow_mut();
+            if *engine != self.id {
+                // A reload's new engine: the old one's series go (their sums added first), so
+                // a listener keeps the series of one engine, not of every reload since it
+                // started; and a key needs no engine in it.
+                memo.flush(HitSeries::add_pending);
+                *memo = m::SummedSeries::default();
+                *engine = self.id;
+            }
             let s = memo.touch(key, || HitSeries {
                 requests: self.requests_counter(zone, sent.proto, family, type_name),
                 hits: Self::cache_hits_counter(kind),
@@ -928,14 +928,7 @@ impl Engine {
     /// recency tracking: 3% of the listener's CPU in `perf` at full load). `flush_events` calls
     /// it, so the counts are in before the batch's answers are sent.
     fn flush_hits() {
-        HIT_SERIES.with(|memo| {
-            memo.borrow_mut().flush(|s| {
-                s.requests.increment(s.pending);
-                s.hits.increment(s.pending);
-                s.responses.increment(s.pending);
-                s.pending = 0;
-            })
-        });
+        HIT_SERIES.with(|memo| memo.borrow_mut().1.flush(HitSeries::add_pending));
     }
 
     fn requests_counter(
@@ -1139,37 +1132,42 @@ enum Track {
 /// second apart: an event's time without a `clock_gettime(CLOCK_REALTIME)` per answer. A
 /// wall-clock step shows in event times within a second.
 fn wall_time(at: Instant) -> Timestamp {
-    thread_local! {
-        static BASE: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
-        /// The last instant asked about and its answer: a receive batch's answers share
-        /// their start.
-        static LAST: std::cell::Cell<Option<(Instant, Timestamp)>> = const { std::cell::Cell::new(None) };
+    /// The readings (monotonic, wall) taken last, and the last instant asked about with its
+    /// answer: a receive batch's answers share their start.
+    #[derive(Clone, Copy, Default)]
+    struct Clock {
+        base: Option<(Instant, Timestamp)>,
+        last: Option<(Instant, Timestamp)>,
     }
-    if let Some((last, t)) = LAST.get() {
+    thread_local! {
+        static CLOCK: std::cell::Cell<Clock> = const {
+            std::cell::Cell::new(Clock { base: None, last: None })
+        };
+    }
+    let mut clock = CLOCK.get();
+    if let Some((last, t)) = clock.last {
         if last == at {
             return t;
         }
     }
-    let t = BASE.with(|base| {
-        // `at` on either side of the readings (a batch's start time is read before them).
-        let offset = |(mono, wall): (Instant, Timestamp)| match at.checked_duration_since(mono) {
-            Some(d) => (d, Timestamp(wall.0 + d.as_micros() as u64)),
-            None => {
-                let d = mono.duration_since(at);
-                (d, Timestamp(wall.0.saturating_sub(d.as_micros() as u64)))
-            }
-        };
-        if let Some(pair) = base.get() {
-            let (distance, t) = offset(pair);
-            if distance < Duration::from_secs(1) {
-                return t;
-            }
+    // `at` on either side of the readings (a batch's start time is read before them).
+    let offset = |(mono, wall): (Instant, Timestamp)| match at.checked_duration_since(mono) {
+        Some(d) => (d, Timestamp(wall.0 + d.as_micros() as u64)),
+        None => {
+            let d = mono.duration_since(at);
+            (d, Timestamp(wall.0.saturating_sub(d.as_micros() as u64)))
         }
-        let pair = (Instant::now(), Timestamp::now());
-        base.set(Some(pair));
-        offset(pair).1
-    });
-    LAST.set(Some((at, t)));
+    };
+    let t = match clock.base.map(offset) {
+        Some((distance, t)) if distance < Duration::from_secs(1) => t,
+        _ => {
+            let pair = (Instant::now(), Timestamp::now());
+            clock.base = Some(pair);
+            offset(pair).1
+        }
+    };
+    clock.last = Some((at, t));
+    CLOCK.set(clock);
     t
 }
 
@@ -1183,22 +1181,29 @@ struct HitSeries {
     pending: u64,
 }
 
-/// A cache hit's label set: the engine, its zone (0 for none, else index + 1) and, packed,
-/// the protocol, address family, type label (`metrics::type_label`'s number), RCODE
+impl HitSeries {
+    /// Add the pending hits to the three counters.
+    fn add_pending(&mut self) {
+        self.requests.increment(self.pending);
+        self.hits.increment(self.pending);
+        self.responses.increment(self.pending);
+        self.pending = 0;
+    }
+}
+
+/// A cache hit's label set within one engine: its zone (0 for none, else index + 1) and,
+/// packed, the protocol, address family, type label (`metrics::type_label`'s number), RCODE
 /// (extended: 12 bits) and answer kind.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct HitKey {
-    engine: u64,
     zone: u64,
     labels: u64,
 }
 
 thread_local! {
-    /// The engine whose series `HIT_SERIES` holds.
-    static HIT_ENGINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// A listener thread's cache-hit series.
-    static HIT_SERIES: std::cell::RefCell<m::SummedSeries<HitKey, HitSeries>> =
-        std::cell::RefCell::new(m::SummedSeries::default());
+    /// A listener thread's cache-hit series, with the id of the engine they belong to.
+    static HIT_SERIES: std::cell::RefCell<(u64, m::SummedSeries<HitKey, HitSeries>)> =
+        std::cell::RefCell::new((0, m::SummedSeries::default()));
 }
 
 /// Events a listener thread buffers before handing them to the tracker in one batch.
