@@ -35,8 +35,8 @@
 //!
 //! Cost: a name's bases and readings come from a memo of the names seen last (one hash, a few
 //! comparisons; decomposed on a miss), then a hash lookup per base of (client, qtype, base) and
-//! a walk over that key's open walks (usually none, one or two). Open walks live in a slab threaded on
-//! an LRU list, so idle expiry and eviction pop from its head in O(1).
+//! a walk over that key's open walks (usually none, one or two). Open walks live in a slab
+//! threaded on an LRU list, so idle expiry and eviction pop from its head in O(1).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -358,6 +358,7 @@ struct ReadingMemo {
 struct MemoSlot {
     /// [`base_hash`] of the name; its set is `hash % sets`.
     hash: u64,
+    /// `ReadingMemo::tick` at the slot's last use: the least recently used of a set goes.
     used: u64,
     /// The name's bytes (empty: the slot is unused; the root never gets here).
     name: Vec<u8>,
@@ -1499,27 +1500,27 @@ mod hash_tests {
     /// The memo starts small and grows while it misses, up to its bound.
     #[test]
     fn the_reading_memo_grows_with_the_names_it_misses() {
-        let mut m = ReadingMemo::new(MEMO_SETS_START, MEMO_SETS);
-        for n in 0..100_000u64 {
-            let name = format!("n{n}.example");
-            let hash = base_hash(name.as_bytes());
-            if let Err(i) = m.find(name.as_bytes(), hash) {
-                m.slots[i].hash = hash;
-                m.slots[i].name = name.into_bytes();
+        // Ask 100,000 names, `distinct` of them in turn, keeping each one missed.
+        let ask = |distinct: u64| {
+            let mut m = ReadingMemo::new(MEMO_SETS_START, MEMO_SETS);
+            for n in 0..100_000u64 {
+                let name = format!("n{}.example", n % distinct);
+                let hash = base_hash(name.as_bytes());
+                if let Err(i) = m.find(name.as_bytes(), hash) {
+                    m.slots[i].hash = hash;
+                    m.slots[i].name = name.into_bytes();
+                }
             }
-        }
-        assert_eq!(m.sets, MEMO_SETS);
-        assert_eq!(m.slots.len(), MEMO_SETS * MEMO_WAYS + 1);
-        let mut few = ReadingMemo::new(MEMO_SETS_START, MEMO_SETS);
-        for n in 0..100_000u64 {
-            let name = format!("n{}.example", n % 8);
-            let hash = base_hash(name.as_bytes());
-            if let Err(i) = few.find(name.as_bytes(), hash) {
-                few.slots[i].hash = hash;
-                few.slots[i].name = name.into_bytes();
-            }
-        }
-        assert_eq!(few.sets, MEMO_SETS_START, "eight names fit the first memo");
+            m
+        };
+        let many = ask(100_000);
+        assert_eq!(many.sets, MEMO_SETS);
+        assert_eq!(many.slots.len(), MEMO_SETS * MEMO_WAYS + 1);
+        assert_eq!(
+            ask(8).sets,
+            MEMO_SETS_START,
+            "eight names fit the first memo"
+        );
     }
 
     /// Past `max_clients` the tracker forgets the client it learnt first, one for one: the

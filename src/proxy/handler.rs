@@ -1134,7 +1134,7 @@ enum Track {
 fn wall_time(at: Instant) -> Timestamp {
     /// The readings (monotonic, wall) taken last, and the last instant asked about with its
     /// answer: a receive batch's answers share their start.
-    #[derive(Clone, Copy, Default)]
+    #[derive(Clone, Copy)]
     struct Clock {
         base: Option<(Instant, Timestamp)>,
         last: Option<(Instant, Timestamp)>,
