@@ -292,13 +292,29 @@ impl Tracker {
                             syncs.push(reply);
                         }
                     };
+                    // The lookups each message closed are published before the next message:
+                    // kept for a whole drain (hundreds of events at full load), the list of
+                    // closed lookups outgrew the L1 cache between its writing and its reading.
+                    let mut publish = |walks: &mut WalkTracker| {
+                        let closed = walks.drain();
+                        if closed.len() > 0 {
+                            let mut s = thread_shared.lock();
+                            for l in closed {
+                                lookup_metrics.record(&l);
+                                s.windowed.add(&l);
+                            }
+                        }
+                    };
                     match msg {
                         Ok(msg) => {
                             handle(msg, &mut walks);
-                            // Drain a batch before taking the lock once.
+                            publish(&mut walks);
                             for _ in 0..4096 {
                                 match rx.try_recv() {
-                                    Ok(msg) => handle(msg, &mut walks),
+                                    Ok(msg) => {
+                                        handle(msg, &mut walks);
+                                        publish(&mut walks);
+                                    }
                                     Err(_) => break,
                                 }
                             }
@@ -327,17 +343,9 @@ impl Tracker {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    let closed = walks.drain();
-                    if closed.len() > 0 {
-                        // One pass, taking the lock once: a copy of every lookup into a
-                        // list of its own cost more than the report readers wait.
-                        let mut s = thread_shared.lock();
-                        for l in closed {
-                            lookup_metrics.record(&l);
-                            s.windowed.add(&l);
-                        }
-                        lookup_metrics.flush();
-                    }
+                    // What the tick and the end closed; then the metrics' sums, once a round.
+                    publish(&mut walks);
+                    lookup_metrics.flush();
                     for reply in syncs {
                         let _ = reply.send(());
                     }

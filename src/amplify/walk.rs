@@ -327,7 +327,7 @@ const MEMO_WAYS: usize = 4;
 /// The memo's sets when it starts, and at most: it grows (fourfold, starting over) while it
 /// misses more than twice its size in names, so a tracker that sees few names (one workload's
 /// of `analyze --pod-dns-config`) keeps a small one, and a busy proxy's holds 4,096 names:
-/// 1.3 MB of slots, at most 0.5 MB of names.
+/// 1.3 MB of slots and set heads, at most 0.5 MB of names.
 const MEMO_SETS_START: usize = 4;
 const MEMO_SETS: usize = 1024;
 /// A longer name (rare: the text of a name is at most ~1 KB with escapes) is read afresh each
@@ -343,23 +343,32 @@ const MEMO_NAME_MAX: usize = 128;
 /// the least recently used one replaced: with two ways, the names of a set that three names
 /// share evicted each other at every query (a tenth of 1,000 names asked in turn).
 struct ReadingMemo {
+    /// One per set: its ways' hashes and last uses, in one cache line, so a lookup reads one
+    /// line to find its way (or the way to replace) and then only the slot it found.
+    heads: Vec<SetHead>,
     /// `sets * MEMO_WAYS` slots, then the slot for a name longer than `MEMO_NAME_MAX` (or,
     /// with `sets == 0`, for every name: no memo, as tests compare).
     slots: Vec<MemoSlot>,
+    /// A power of two: a name's set is `hash & (sets - 1)`.
     sets: usize,
     max_sets: usize,
     /// Misses since the memo last grew.
     misses: usize,
-    /// Lookups so far: a slot's `used` is the tick of its last use.
+    /// Lookups so far: a way's `used` is the tick of its last use.
     tick: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+#[repr(align(64))]
+struct SetHead {
+    /// [`base_hash`] of each way's name.
+    hash: [u64; MEMO_WAYS],
+    /// `ReadingMemo::tick` at each way's last use: the least recently used way goes.
+    used: [u64; MEMO_WAYS],
 }
 
 #[derive(Default)]
 struct MemoSlot {
-    /// [`base_hash`] of the name; its set is `hash % sets`.
-    hash: u64,
-    /// `ReadingMemo::tick` at the slot's last use: the least recently used of a set goes.
-    used: u64,
     /// The name's bytes (empty: the slot is unused; the root never gets here).
     name: Vec<u8>,
     bases: Bases,
@@ -375,7 +384,9 @@ struct MemoSlot {
 
 impl ReadingMemo {
     fn new(sets: usize, max_sets: usize) -> Self {
+        debug_assert!(sets == 0 || sets.is_power_of_two());
         ReadingMemo {
+            heads: vec![SetHead::default(); sets],
             slots: (0..sets * MEMO_WAYS + 1)
                 .map(|_| MemoSlot::default())
                 .collect(),
@@ -387,24 +398,24 @@ impl ReadingMemo {
     }
 
     /// The slot holding `name`, whose [`base_hash`] is `hash`, if one does; otherwise the slot
-    /// to fill with it (`Err`): its set's least recently used, or for a name longer than
-    /// [`MEMO_NAME_MAX`] the slot kept for those. Names that differ in case only share a slot:
-    /// what it holds does not depend on case.
+    /// to fill with it (`Err`; see [`ReadingMemo::claim`]): its set's least recently used, or
+    /// for a name longer than [`MEMO_NAME_MAX`] the slot kept for those. Names that differ in
+    /// case only share a slot: what it holds does not depend on case.
     fn find(&mut self, name: &[u8], hash: u64) -> Result<usize, usize> {
         if name.len() > MEMO_NAME_MAX || self.sets == 0 {
             return Err(self.slots.len() - 1);
         }
         self.tick += 1;
-        let first = hash as usize % self.sets * MEMO_WAYS;
-        let set = &mut self.slots[first..first + MEMO_WAYS];
-        let (mut oldest, mut oldest_used) = (0, u64::MAX);
-        for (way, s) in set.iter_mut().enumerate() {
-            if s.hash == hash && s.name.eq_ignore_ascii_case(name) && !s.name.is_empty() {
-                s.used = self.tick;
-                return Ok(first + way);
-            }
-            if s.used < oldest_used {
-                (oldest, oldest_used) = (way, s.used);
+        let set = hash as usize & (self.sets - 1);
+        let first = set * MEMO_WAYS;
+        let head = &mut self.heads[set];
+        for way in 0..MEMO_WAYS {
+            if head.hash[way] == hash {
+                let s = &self.slots[first + way];
+                if s.name.eq_ignore_ascii_case(name) && !s.name.is_empty() {
+                    head.used[way] = self.tick;
+                    return Ok(first + way);
+                }
             }
         }
         self.misses += 1;
@@ -413,8 +424,18 @@ impl ReadingMemo {
             *self = ReadingMemo::new((self.sets * 4).min(self.max_sets), self.max_sets);
             return self.find(name, hash);
         }
-        set[oldest].used = self.tick;
+        let oldest = (0..MEMO_WAYS)
+            .min_by_key(|&way| head.used[way])
+            .expect("a set has ways");
+        head.used[oldest] = self.tick;
         Err(first + oldest)
+    }
+
+    /// Slot `i`, which `find` gave to fill, now holds a name whose hash is `hash`.
+    fn claim(&mut self, i: usize, hash: u64) {
+        if i < self.sets * MEMO_WAYS {
+            self.heads[i / MEMO_WAYS].hash[i % MEMO_WAYS] = hash;
+        }
     }
 }
 
@@ -1055,8 +1076,8 @@ impl WalkTracker {
         };
         let bases = self.candidate_bases(name);
         debug_assert_eq!(bases.hash[0], hash);
+        self.memo.claim(i, hash);
         let slot = &mut self.memo.slots[i];
-        slot.hash = hash;
         slot.name.clear();
         slot.name.extend_from_slice(nb);
         slot.bases = bases;
@@ -1473,7 +1494,7 @@ mod hash_tests {
         let mut m = ReadingMemo::new(1, 1);
         let fill = |m: &mut ReadingMemo, name: &[u8], hash: u64| {
             let i = m.find(name, hash).expect_err("a new name");
-            m.slots[i].hash = hash;
+            m.claim(i, hash);
             m.slots[i].name = name.to_vec();
             i
         };
@@ -1507,7 +1528,7 @@ mod hash_tests {
                 let name = format!("n{}.example", n % distinct);
                 let hash = base_hash(name.as_bytes());
                 if let Err(i) = m.find(name.as_bytes(), hash) {
-                    m.slots[i].hash = hash;
+                    m.claim(i, hash);
                     m.slots[i].name = name.into_bytes();
                 }
             }
