@@ -295,6 +295,8 @@ impl Tracker {
                     // The lookups each message closed are published before the next message:
                     // kept for a whole drain (hundreds of events at full load), the list of
                     // closed lookups outgrew the L1 cache between its writing and its reading.
+                    // The metrics' sums are flushed under the same lock hold, so a scrape
+                    // never counts fewer lookups than a report taken before it.
                     let mut publish = |walks: &mut WalkTracker| {
                         let closed = walks.drain();
                         if closed.len() > 0 {
@@ -303,6 +305,7 @@ impl Tracker {
                                 lookup_metrics.record(&l);
                                 s.windowed.add(&l);
                             }
+                            lookup_metrics.flush();
                         }
                     };
                     match msg {
@@ -343,9 +346,8 @@ impl Tracker {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    // What the tick and the end closed; then the metrics' sums, once a round.
+                    // What the tick and the end closed.
                     publish(&mut walks);
-                    lookup_metrics.flush();
                     for reply in syncs {
                         let _ = reply.send(());
                     }

@@ -327,9 +327,11 @@ const MEMO_WAYS: usize = 4;
 /// The memo's sets when it starts, and at most: it grows (fourfold, starting over) while it
 /// misses more than twice its size in names, so a tracker that sees few names (one workload's
 /// of `analyze --pod-dns-config`) keeps a small one, and a busy proxy's holds 4,096 names:
-/// 1.3 MB of slots and set heads, at most 0.5 MB of names.
+/// 1.25 MB of slots and set heads, at most 0.5 MB of names.
 const MEMO_SETS_START: usize = 4;
 const MEMO_SETS: usize = 1024;
+// A set is the hash masked with `sets - 1`.
+const _: () = assert!(MEMO_SETS_START.is_power_of_two() && MEMO_SETS.is_power_of_two());
 /// A longer name (rare: the text of a name is at most ~1 KB with escapes) is read afresh each
 /// time, in a slot of its own outside the sets, so the memo's size does not depend on what
 /// clients ask.
@@ -431,9 +433,15 @@ impl ReadingMemo {
         Err(first + oldest)
     }
 
-    /// Slot `i`, which `find` gave to fill, now holds a name whose hash is `hash`.
+    /// Slot `i`, which `find` gave to fill, now holds a name whose hash is `hash`. The slot
+    /// for long names has no head: it is never a hit.
     fn claim(&mut self, i: usize, hash: u64) {
         if i < self.sets * MEMO_WAYS {
+            debug_assert_eq!(
+                i / MEMO_WAYS,
+                hash as usize & (self.sets - 1),
+                "slot of its set"
+            );
             self.heads[i / MEMO_WAYS].hash[i % MEMO_WAYS] = hash;
         }
     }
@@ -1516,6 +1524,37 @@ mod hash_tests {
         let l = fill(&mut m, &long, 11);
         assert_eq!(l, m.slots.len() - 1);
         assert!(m.find(&long, 11).is_err());
+    }
+
+    /// With several sets, a name goes to the set its hash masks to, in the way `find` gave,
+    /// and is found there; another set's names do not disturb it.
+    #[test]
+    fn the_reading_memo_keeps_a_name_in_the_set_of_its_hash() {
+        let mut m = ReadingMemo::new(4, 4);
+        let fill = |m: &mut ReadingMemo, name: &[u8], hash: u64| {
+            let i = m.find(name, hash).expect_err("a new name");
+            m.claim(i, hash);
+            m.slots[i].name = name.to_vec();
+            i
+        };
+        let a = fill(&mut m, b"a.example", 1);
+        let b = fill(&mut m, b"b.example", 5);
+        let c = fill(&mut m, b"c.example", 2);
+        assert_eq!(
+            (a, b, c),
+            (4, 5, 8),
+            "set 1's first two ways, then set 2's first"
+        );
+        for n in 0..8u64 {
+            fill(&mut m, format!("n{n}.example").as_bytes(), 3 + 4 * n);
+        }
+        assert_eq!(m.find(b"a.example", 1), Ok(a));
+        assert_eq!(m.find(b"B.EXAMPLE", 5), Ok(b));
+        assert_eq!(m.find(b"c.example", 2), Ok(c));
+        assert!(
+            m.find(b"a.example", 5).is_err(),
+            "a name is found by its own hash"
+        );
     }
 
     /// The memo starts small and grows while it misses, up to its bound.
