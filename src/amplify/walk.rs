@@ -1495,17 +1495,19 @@ impl Walk {
 mod hash_tests {
     use super::*;
 
+    /// Put a name the memo does not hold into the slot `find` gives, as `remember_bases` does.
+    fn fill(m: &mut ReadingMemo, name: &[u8], hash: u64) -> usize {
+        let i = m.find(name, hash).expect_err("a new name");
+        m.claim(i, hash);
+        m.slots[i].name = name.to_vec();
+        i
+    }
+
     /// A slot is found by its hash and its bytes: another name with the same hash (made up
     /// here) is a miss, the name in other case a hit; a full set gives its least recently used.
     #[test]
     fn the_reading_memo_tells_names_of_one_hash_apart() {
         let mut m = ReadingMemo::new(1, 1);
-        let fill = |m: &mut ReadingMemo, name: &[u8], hash: u64| {
-            let i = m.find(name, hash).expect_err("a new name");
-            m.claim(i, hash);
-            m.slots[i].name = name.to_vec();
-            i
-        };
         let a = fill(&mut m, b"a.example", 7);
         assert!(m.find(b"b.example", 7).is_err());
         assert_eq!(m.find(b"A.Example", 7), Ok(a));
@@ -1531,12 +1533,6 @@ mod hash_tests {
     #[test]
     fn the_reading_memo_keeps_a_name_in_the_set_of_its_hash() {
         let mut m = ReadingMemo::new(4, 4);
-        let fill = |m: &mut ReadingMemo, name: &[u8], hash: u64| {
-            let i = m.find(name, hash).expect_err("a new name");
-            m.claim(i, hash);
-            m.slots[i].name = name.to_vec();
-            i
-        };
         let a = fill(&mut m, b"a.example", 1);
         let b = fill(&mut m, b"b.example", 5);
         let c = fill(&mut m, b"c.example", 2);
