@@ -11,8 +11,9 @@
 # under valgrind keeps every batch full, as at full load, and the counts repeatable.
 # NAMES=1000 CLIENTS=8 asks 1,000 cached names from 8 client sockets, as ../shared/bench/peers.sh's
 # hit-max does (8 ports of one address: one client to the tracker, which knows clients by
-# address); NAMES above the tracker's memo of 4,096 names shows its misses; the names are asked once before counting starts (callgrind's instrumentation is
-# switched on after that warm-up), so the figure is cache hits only, without start-up.
+# address); NAMES above the tracker's memo of 4,096 names shows its misses. The names are asked
+# once before counting starts (callgrind's instrumentation is switched on after that warm-up),
+# so the figure is cache hits only, without start-up.
 # KEEP=DIR keeps each run's callgrind output there (DIR/<binary name>.callgrind) for
 # `callgrind_annotate`.
 # Needs valgrind, nsd, dnsperf (scripts/test.sh installs the last two). Loopback only.
