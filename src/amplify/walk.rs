@@ -272,6 +272,12 @@ impl<'a> PrefixHash<'a> {
                     w & (u64::MAX >> (64 - 8 * rest))
                 }
             }
+            // Fewer than eight bytes are left: the name's last word, shifted down to them.
+            None if self.bytes.len() >= 8 && rest > 0 => {
+                let from = self.bytes.len() - 8;
+                let w = u64::from_le_bytes(self.bytes[from..].try_into().unwrap());
+                (w >> (8 * (self.done - from))) & (u64::MAX >> (64 - 8 * rest))
+            }
             None => {
                 let mut tail = [0u8; 8];
                 tail[..rest].copy_from_slice(&self.bytes[self.done..len]);
@@ -285,6 +291,14 @@ impl<'a> PrefixHash<'a> {
         h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         h ^ (h >> 31)
     }
+}
+
+/// `a.eq_ignore_ascii_case(b)`, byte-for-byte equality first: names reach the tracker
+/// lowercased, so the names the memo and the interned bases compare at every query are
+/// equal as bytes (one `memcmp`), and only a mismatch pays the case-folding comparison.
+#[inline]
+fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a == b || a.eq_ignore_ascii_case(b))
 }
 
 /// ASCII-lowercase eight bytes at once: 0x20 added to each byte from `A` to `Z`.
@@ -414,7 +428,7 @@ impl ReadingMemo {
         for way in 0..MEMO_WAYS {
             if head.hash[way] == hash {
                 let s = &self.slots[first + way];
-                if s.name.eq_ignore_ascii_case(name) && !s.name.is_empty() {
+                if eq_ignore_case(&s.name, name) && !s.name.is_empty() {
                     head.used[way] = self.tick;
                     return Ok(first + way);
                 }
@@ -589,6 +603,9 @@ pub struct WalkTracker {
     /// of the few bases it can be a candidate of, so the cost per event stays flat however
     /// many walks one client has open (a dead upstream leaves every walk open).
     by_key: HashMap<WalkKey, u32>,
+    /// Open walks per (client, qtype), counted in buckets: a bucket at 0 means `by_key` holds
+    /// no chain of that client and type, and the lookups of its chains are skipped.
+    open_kinds: OpenKinds,
     next_seq: u64,
     /// Open walks looked at to place queries (the cost that must not grow with open walks).
     probes: u64,
@@ -644,6 +661,7 @@ impl WalkTracker {
             lru_tail: NIL,
             open: 0,
             by_key: HashMap::new(),
+            open_kinds: OpenKinds::default(),
             resolved: HashMap::new(),
             next_seq: 0,
             probes: 0,
@@ -746,7 +764,8 @@ impl WalkTracker {
         // 1. Does it continue an open walk of this (client, qtype)? Two open walks of the same
         //    base cannot both accept the same candidate, so the first match is the one.
         let mut found: Option<(u32, Reading, u64)> = None;
-        for &hash in &bases.hash[..bases.n] {
+        let has_open = self.open_kinds.any(ev.client, ev.qtype);
+        for &hash in &bases.hash[..bases.n * has_open as usize] {
             let key = (ev.client, ev.qtype, hash);
             let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
             while cur != NIL {
@@ -791,11 +810,14 @@ impl WalkTracker {
                 let base = &name[..r.base_len as usize];
                 let hash = bases.hash_of(name, r.base_len);
                 let key = (ev.client, ev.qtype, hash);
-                let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
+                let mut cur = match has_open {
+                    true => self.by_key.get(&key).copied().unwrap_or(NIL),
+                    false => NIL,
+                };
                 while cur != NIL {
                     let next = self.slots[cur as usize].key_next;
                     let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-                    if w.base().as_bytes().eq_ignore_ascii_case(base.as_bytes())
+                    if eq_ignore_case(w.base().as_bytes(), base.as_bytes())
                         && w.last_rcode != Some(3)
                     {
                         self.close(cur, None);
@@ -985,7 +1007,8 @@ impl WalkTracker {
             },
         );
         // The other type's walks that `name` can be a candidate of: one chain per base.
-        for &hash in &bases.hash[..bases.n] {
+        let has_open = self.open_kinds.any(ev.client, other);
+        for &hash in &bases.hash[..bases.n * has_open as usize] {
             let mut cur = self
                 .by_key
                 .get(&(ev.client, other, hash))
@@ -995,7 +1018,7 @@ impl WalkTracker {
                 let next = self.slots[cur as usize].key_next;
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
                 let last_name_matches = match w.last_pos {
-                    ABS => w.base().eq_ignore_ascii_case(name),
+                    ABS => eq_ignore_case(w.base().as_bytes(), name.as_bytes()),
                     _ => self
                         .shape
                         .position(name, w.base())
@@ -1023,7 +1046,7 @@ impl WalkTracker {
     fn continuation(&self, name: &str, w: &Walk, confirmed_ns: Option<&str>) -> Option<Reading> {
         let b = w.base().len();
         let nb = name.as_bytes();
-        if nb.len() < b || !nb[..b].eq_ignore_ascii_case(w.base().as_bytes()) {
+        if nb.len() < b || !eq_ignore_case(&nb[..b], w.base().as_bytes()) {
             return None;
         }
         if nb.len() == b {
@@ -1198,6 +1221,7 @@ impl WalkTracker {
             }
         };
         self.by_key.insert(key, i);
+        self.open_kinds.add(key.0, key.1);
         self.lru_push_back(i);
         self.open += 1;
         i
@@ -1266,6 +1290,7 @@ impl WalkTracker {
                 c = cn;
             }
         }
+        self.open_kinds.remove(key.0, key.1);
         self.free.push(i);
         self.open -= 1;
         if let Some(b) = &self.budget {
@@ -1387,7 +1412,7 @@ impl BaseNames {
     fn intern(&mut self, base: &str, hash: u64) -> BaseName {
         if let Some(n) = self.by_hash.get(&hash) {
             let b = n.as_bytes();
-            if b.len() == base.len() + 1 && b[..base.len()].eq_ignore_ascii_case(base.as_bytes()) {
+            if b.len() == base.len() + 1 && eq_ignore_case(&b[..base.len()], base.as_bytes()) {
                 return n.clone();
             }
         }
@@ -1457,6 +1482,54 @@ enum Target {
     Open(u32),
     Passing(Walk),
 }
+
+/// Open walks counted per (client, qtype) bucket: most queries of a busy proxy come from a
+/// client with no walk open of their type (every cached answer of a name asked in full), and
+/// one counter read spares them a `by_key` lookup per base, twice (their own type, and the
+/// other one for the pair). A bucket that two kinds share only costs the lookups.
+struct OpenKinds {
+    counts: Box<[u32; OPEN_KIND_BUCKETS]>,
+}
+
+const OPEN_KIND_BUCKETS: usize = 4096;
+
+impl Default for OpenKinds {
+    fn default() -> Self {
+        OpenKinds {
+            counts: Box::new([0; OPEN_KIND_BUCKETS]),
+        }
+    }
+}
+
+impl OpenKinds {
+    fn bucket(client: IpAddr, qtype: u16) -> usize {
+        let ip = match client {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v as u64) ^ ((v >> 64) as u64).rotate_left(29)
+            }
+        };
+        let h = (ip ^ (u64::from(qtype) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 52) as usize // the top 12 bits: OPEN_KIND_BUCKETS
+    }
+
+    /// May a walk of this client and type be open?
+    fn any(&self, client: IpAddr, qtype: u16) -> bool {
+        self.counts[Self::bucket(client, qtype)] != 0
+    }
+
+    fn add(&mut self, client: IpAddr, qtype: u16) {
+        self.counts[Self::bucket(client, qtype)] += 1;
+    }
+
+    fn remove(&mut self, client: IpAddr, qtype: u16) {
+        let c = &mut self.counts[Self::bucket(client, qtype)];
+        debug_assert!(*c > 0, "a walk closed that was never counted open");
+        *c -= 1;
+    }
+}
+const _: () = assert!(OPEN_KIND_BUCKETS == 1 << 12);
 
 /// The other address type of a `getaddrinfo(AF_UNSPEC)` pair.
 fn sibling(qtype: u16) -> Option<u16> {
@@ -1621,6 +1694,76 @@ mod hash_tests {
                 let got = lower_word(u64::from_le_bytes(bytes)).to_le_bytes();
                 assert_eq!(got, want, "byte {b:#04x} at {pos}");
             }
+        }
+    }
+
+    /// The hash by its definition: the lowercased bytes in zero-padded words, then the length.
+    fn hash_by_definition(bytes: &[u8]) -> u64 {
+        let lower = bytes.to_ascii_lowercase();
+        let mut state = PrefixHash::SEED;
+        let mut chunks = lower.chunks_exact(8);
+        for c in &mut chunks {
+            state = PrefixHash::mix(state, u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        let h = PrefixHash::mix(state, u64::from_le_bytes(tail));
+        let mut h = h ^ (bytes.len() as u64).wrapping_mul(PrefixHash::K);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+
+    #[test]
+    fn prefix_hashes_of_short_tails_equal_the_zero_padded_definition() {
+        let name = b"Svc-12.Default.svc.CLUSTER.local\\255x\xc1";
+        for end in 0..=name.len() {
+            let bytes = &name[..end];
+            let mut running = PrefixHash::new(bytes);
+            for len in 0..=end {
+                assert_eq!(
+                    running.at(len),
+                    hash_by_definition(&bytes[..len]),
+                    "prefix {len} of {end} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eq_ignore_case_agrees_with_the_standard_library() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Bytes around the capitals' edges ('@', 'A', 'Z', '[', '`', 'a', 'z', '{') and high bytes.
+        let alphabet = b"@AZ[`az{.-0\xc1\xe1\xff";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let a: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() as usize) % alphabet.len()])
+                .collect();
+            let mut b = a.clone();
+            match next() % 3 {
+                0 => b.make_ascii_uppercase(),
+                1 if len > 0 => {
+                    let i = (next() as usize) % len;
+                    b[i] = alphabet[(next() as usize) % alphabet.len()];
+                }
+                _ => {}
+            }
+            assert_eq!(
+                eq_ignore_case(&a, &b),
+                a.eq_ignore_ascii_case(&b),
+                "{a:?} {b:?}"
+            );
+            assert_eq!(
+                eq_ignore_case(&a, &b[..len / 2]),
+                a.eq_ignore_ascii_case(&b[..len / 2])
+            );
         }
     }
 
