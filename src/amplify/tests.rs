@@ -1104,3 +1104,56 @@ fn walks_beyond_their_budget_share_are_evicted_whole() {
         "closed walks give their bytes back"
     );
 }
+
+/// The counters that let `observe` skip the walk chains of a client and type with none open
+/// must follow every walk opened and closed (continued, ended by an answer, by the other
+/// type's answer, restarted, evicted at `max_open_walks`, idle, finished): one too low and a
+/// query no longer finds the walk it continues.
+#[test]
+fn open_walk_counts_follow_every_walk_opened_and_closed() {
+    let mut t = tracker(16);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let suffixes = [
+        "default.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+        "ec2.internal.",
+        "",
+    ];
+    let mut ms = 0;
+    for _ in 0..20_000 {
+        ms += next(40);
+        let client = format!("10.0.{}.{}", next(2), next(12));
+        let base = ["api.github.com", "web", "db.prod", "x.example.org"][next(4) as usize];
+        let suffix = suffixes[next(5) as usize];
+        let name = if suffix.is_empty() {
+            format!("{base}.")
+        } else {
+            format!("{base}.{suffix}")
+        };
+        let qtype = [QTYPE_A, QTYPE_AAAA][next(2) as usize];
+        let (rcode, answers) = match next(5) {
+            0 => (OK, 1),
+            1 => (OK, 0),
+            2 => (None, 0),
+            _ => (NX, 0),
+        };
+        t.observe(&ev(ms, &client, &name, qtype, rcode, answers));
+        assert_eq!(
+            t.open_walks_counted(),
+            t.open_walks(),
+            "after {name} at {ms} ms"
+        );
+    }
+    assert!(t.evictions() > 0, "the walk table filled up");
+    t.flush(Timestamp(1_700_000_000_000_000 + (ms + 1_000) * 1000));
+    assert_eq!(t.open_walks_counted(), t.open_walks());
+    t.finish();
+    assert_eq!((t.open_walks(), t.open_walks_counted()), (0, 0));
+}

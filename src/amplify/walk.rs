@@ -704,6 +704,12 @@ impl WalkTracker {
         self.probes
     }
 
+    /// Open walks as the per-(client, type) counters have them: always `open_walks`.
+    #[cfg(test)]
+    pub(crate) fn open_walks_counted(&self) -> usize {
+        self.open_kinds.total()
+    }
+
     /// Walks evicted so far to stay within `max_open_walks`.
     pub fn evictions(&self) -> u64 {
         self.evictions
@@ -735,6 +741,11 @@ impl WalkTracker {
         while self.lru_head != NIL {
             self.close(self.lru_head, None);
         }
+        debug_assert_eq!(
+            self.open_kinds.total(),
+            0,
+            "open walks counted after finish"
+        );
     }
 
     /// Feed one query (and its answer, when known).
@@ -765,7 +776,8 @@ impl WalkTracker {
         //    base cannot both accept the same candidate, so the first match is the one.
         let mut found: Option<(u32, Reading, u64)> = None;
         let has_open = self.open_kinds.any(ev.client, ev.qtype);
-        for &hash in &bases.hash[..bases.n * has_open as usize] {
+        let chains = if has_open { bases.n } else { 0 };
+        for &hash in &bases.hash[..chains] {
             let key = (ev.client, ev.qtype, hash);
             let mut cur = self.by_key.get(&key).copied().unwrap_or(NIL);
             while cur != NIL {
@@ -1007,8 +1019,12 @@ impl WalkTracker {
             },
         );
         // The other type's walks that `name` can be a candidate of: one chain per base.
-        let has_open = self.open_kinds.any(ev.client, other);
-        for &hash in &bases.hash[..bases.n * has_open as usize] {
+        let chains = if self.open_kinds.any(ev.client, other) {
+            bases.n
+        } else {
+            0
+        };
+        for &hash in &bases.hash[..chains] {
             let mut cur = self
                 .by_key
                 .get(&(ev.client, other, hash))
@@ -1483,23 +1499,20 @@ enum Target {
     Passing(Walk),
 }
 
-/// Open walks counted per (client, qtype) bucket: most queries of a busy proxy come from a
-/// client with no walk open of their type (every cached answer of a name asked in full), and
-/// one counter read spares them a `by_key` lookup per base, twice (their own type, and the
-/// other one for the pair). A bucket that two kinds share only costs the lookups.
+/// Open walks counted per (client, qtype) bucket. A query whose bucket is at 0 has no walk
+/// chain of its client and type in `by_key`, and `observe` skips the lookup of each of its
+/// bases' chains in three places: the walk it may continue, the earlier walk of its base it
+/// may end, and (for a positive answer) the other address type's walks it may end. Most
+/// queries of a busy proxy are cached answers from clients with nothing open of that type.
+/// Two kinds that share a bucket only cost those lookups. The counters (16 KiB) are made at
+/// the first open walk: `analyze --pod-dns-config` keeps a tracker per workload.
+#[derive(Default)]
 struct OpenKinds {
-    counts: Box<[u32; OPEN_KIND_BUCKETS]>,
+    counts: Vec<u32>,
 }
 
 const OPEN_KIND_BUCKETS: usize = 4096;
-
-impl Default for OpenKinds {
-    fn default() -> Self {
-        OpenKinds {
-            counts: Box::new([0; OPEN_KIND_BUCKETS]),
-        }
-    }
-}
+const _: () = assert!(OPEN_KIND_BUCKETS == 1 << 12);
 
 impl OpenKinds {
     fn bucket(client: IpAddr, qtype: u16) -> usize {
@@ -1516,10 +1529,15 @@ impl OpenKinds {
 
     /// May a walk of this client and type be open?
     fn any(&self, client: IpAddr, qtype: u16) -> bool {
-        self.counts[Self::bucket(client, qtype)] != 0
+        self.counts
+            .get(Self::bucket(client, qtype))
+            .is_some_and(|&c| c != 0)
     }
 
     fn add(&mut self, client: IpAddr, qtype: u16) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; OPEN_KIND_BUCKETS];
+        }
         self.counts[Self::bucket(client, qtype)] += 1;
     }
 
@@ -1528,8 +1546,12 @@ impl OpenKinds {
         debug_assert!(*c > 0, "a walk closed that was never counted open");
         *c -= 1;
     }
+
+    /// Walks counted open in all (`finish` and the tests hold it to the walks open).
+    fn total(&self) -> usize {
+        self.counts.iter().map(|&c| c as usize).sum()
+    }
 }
-const _: () = assert!(OPEN_KIND_BUCKETS == 1 << 12);
 
 /// The other address type of a `getaddrinfo(AF_UNSPEC)` pair.
 fn sibling(qtype: u16) -> Option<u16> {
