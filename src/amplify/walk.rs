@@ -204,15 +204,21 @@ fn walk_bytes(base_len: usize) -> usize {
 pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
     let label = qname.split('.').next().unwrap_or("");
     let mut h = base_hash(label.as_bytes());
-    let ip = match client {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    };
-    h ^= (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17) ^ (u64::from(qtype) << 48);
+    h ^= ip_word(client) ^ (u64::from(qtype) << 48);
     // A final mix (splitmix64) so the low bits, which pick the shed range, are uniform.
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// A client's address folded into one word (an IPv4 address is its own value), for the hashes
+/// that pick a shed range or a counter bucket.
+fn ip_word(client: IpAddr) -> u64 {
+    let ip = match client {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17)
 }
 
 /// (client, qtype, base hash): the key of a chain of open walks.
@@ -298,7 +304,7 @@ impl<'a> PrefixHash<'a> {
 /// equal as bytes (one `memcmp`), and only a mismatch pays the case-folding comparison.
 #[inline]
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && (a == b || a.eq_ignore_ascii_case(b))
+    a == b || a.eq_ignore_ascii_case(b)
 }
 
 /// ASCII-lowercase eight bytes at once: 0x20 added to each byte from `A` to `Z`.
@@ -822,9 +828,10 @@ impl WalkTracker {
                 let base = &name[..r.base_len as usize];
                 let hash = bases.hash_of(name, r.base_len);
                 let key = (ev.client, ev.qtype, hash);
-                let mut cur = match has_open {
-                    true => self.by_key.get(&key).copied().unwrap_or(NIL),
-                    false => NIL,
+                let mut cur = if has_open {
+                    self.by_key.get(&key).copied().unwrap_or(NIL)
+                } else {
+                    NIL
                 };
                 while cur != NIL {
                     let next = self.slots[cur as usize].key_next;
@@ -1516,14 +1523,7 @@ const _: () = assert!(OPEN_KIND_BUCKETS == 1 << 12);
 
 impl OpenKinds {
     fn bucket(client: IpAddr, qtype: u16) -> usize {
-        let ip = match client {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64).rotate_left(29)
-            }
-        };
-        let h = (ip ^ (u64::from(qtype) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = (ip_word(client) ^ (u64::from(qtype) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> 52) as usize // the top 12 bits: OPEN_KIND_BUCKETS
     }
 
