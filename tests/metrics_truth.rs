@@ -6,7 +6,8 @@
 //!   the responses per source (cache, upstream, shortcut, stale, local), and the sum equals the
 //!   requests;
 //! - logs: JSON lines parse, no ESC byte when stderr is a pipe, the start line has no `Some(`;
-//! - the query log (`log.queries`) analyzed by `ndots analyze` gives the proxy's own `/report`.
+//! - the query log (`log.queries`) analyzed by `ndots analyze` gives the proxy's own `/report`;
+//! - under full load, a scrape never counts fewer lookups than a `/report` taken before it.
 
 mod common;
 
@@ -426,4 +427,91 @@ fn type_label_grew_a_series_per_query_type_sent() {
         .filter(|l| l.starts_with("ndots_dns_request_duration_seconds_count"))
         .count();
     assert!(series < 20, "{series} duration series");
+}
+
+/// The bug (found in review, fixed in e6638f7): the tracker thread added closed lookups to the
+/// report as each message closed them but flushed the lookup counters' sums once a round (up to
+/// 4,096 messages), so for up to a round a scrape counted fewer lookups than a `/report` taken
+/// before it. Under full load from several clients, every `/report` is followed by a scrape,
+/// and the scrape must count at least the report's lookups, by `ndots_lookups_total` and by the
+/// `ndots_lookup_queries` histogram.
+#[test]
+fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
+    let up = Upstream::start();
+    let names: Vec<String> = (0..300).map(|i| format!("n{i}.example.org.")).collect();
+    for n in &names {
+        up.add(n, wire::TYPE_A, Rec::A(Ipv4Addr::new(192, 0, 2, 1), 300));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\nshortcut: {{mode: off}}\n\
+         tracker: {{idle: 100ms}}\n",
+        up.addr
+    );
+    let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Clients on 127.0.0.2-.9 (the tracker tells clients by address), each pipelining 32
+    // queries at a time, A then AAAA of a name, as fast as answers come back.
+    let senders: Vec<_> = (2..10u8)
+        .map(|host| {
+            let (stop, names, dns) = (stop.clone(), names.clone(), p.dns);
+            std::thread::spawn(move || {
+                let s = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, host), 0)).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let (mut q, mut buf, mut sent, mut answered) =
+                    (Vec::new(), [0u8; 1500], 0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..32 {
+                        let name = &names[(sent as usize / 2 + host as usize * 37) % names.len()];
+                        let qtype = if sent % 2 == 0 {
+                            wire::TYPE_A
+                        } else {
+                            wire::TYPE_AAAA
+                        };
+                        wire::build_query(sent as u16, name, qtype, false, &mut q).unwrap();
+                        s.send_to(&q, dns).unwrap();
+                        sent += 1;
+                    }
+                    while s.recv(&mut buf).is_ok() {
+                        answered += 1;
+                        if answered % 32 == 0 {
+                            break;
+                        }
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let lookups_in = |metrics: &str| {
+        (
+            sum(metrics, "ndots_lookups_total", &[]),
+            sum(metrics, "ndots_lookup_queries_count", &[]),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (mut checks, mut seen) = (0, std::collections::BTreeSet::new());
+    while Instant::now() < deadline {
+        let (_, body) = http_get(p.admin, "/report").expect("/report");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let reported = report["lookups"].as_u64().unwrap() as f64;
+        let (counted, histogram) = lookups_in(&p.metrics());
+        assert!(
+            counted >= reported && histogram >= reported,
+            "a scrape after a report counted fewer lookups: report {reported}, \
+             ndots_lookups_total {counted}, ndots_lookup_queries_count {histogram}"
+        );
+        seen.insert(reported as u64);
+        checks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
+    let _ = p.stop();
+    // The check raced the tracker: lookups closed between most pairs of requests.
+    assert!(
+        seen.len() * 2 > checks,
+        "{checks} report/scrape pairs saw only {} lookup counts ({answered} answers)",
+        seen.len()
+    );
+    assert!(answered > 20_000, "full load: {answered} answers in 6 s");
 }
