@@ -7,7 +7,8 @@
 //!   requests;
 //! - logs: JSON lines parse, no ESC byte when stderr is a pipe, the start line has no `Some(`;
 //! - the query log (`log.queries`) analyzed by `ndots analyze` gives the proxy's own `/report`;
-//! - under full load, a scrape never counts fewer lookups than a `/report` taken before it.
+//! - under full load, a scrape never counts fewer lookups than a `/report` taken before it;
+//! - after reloads, a listener counts cache hits under the zones of the engine that served them.
 
 mod common;
 
@@ -514,4 +515,102 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
         seen.len()
     );
     assert!(answered > 20_000, "full load: {answered} answers in 6 s");
+}
+
+/// The bug class (found in review, issue 20): a listener thread keeps the cache-hit series it
+/// counts into, labelled with its engine's zone names, until it sees another engine. Told
+/// apart by the engine's address, a reload's new engine made where a freed engine was would
+/// inherit that engine's series, and the new configuration's hits would be counted under the
+/// old zone names. Engines are told apart by an id. Each round reloads twice with no query in
+/// between, so the engine the listener last counted for is freed before the next one is made
+/// (the allocator's favourite place for it), then asks a name of the new zone three times: one
+/// upstream answer, two cache hits, all three counted under the new zone and none under the
+/// zone before.
+#[test]
+fn hits_after_reloads_were_counted_under_a_freed_engines_zones() {
+    let up = Upstream::start();
+    let zones = ["alpha", "beta", "gamma"];
+    for z in zones {
+        up.add(
+            &format!("www.{z}.test."),
+            wire::TYPE_A,
+            Rec::A(Ipv4Addr::new(192, 0, 2, 7), 300),
+        );
+    }
+    let config = |zone: &str| {
+        format!(
+            "upstreams: [{{zone: \".\", servers: [\"{0}\"]}}, \
+             {{zone: \"{zone}.test\", servers: [\"{0}\"]}}]\nshortcut: {{mode: off}}\n",
+            up.addr
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proxy::start(dir.path(), &config("alpha"), &[], Stdio::null());
+    let reloads = |p: &Proxy| {
+        sum(
+            &p.metrics(),
+            "ndots_config_reloads_total",
+            &["result=\"success\""],
+        )
+    };
+    let reload_to = |p: &Proxy, zone: &str| {
+        let before = reloads(p);
+        // The same file Proxy::start wrote, with the listen and admin lines it holds.
+        let path = dir.path().join("ndots.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, format!("{head}{}", config(zone))).unwrap();
+        unsafe { libc::kill(p.child.id() as i32, libc::SIGHUP) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads(p) <= before {
+            assert!(Instant::now() < deadline, "no reload to {zone} counted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let requests = |text: &str, zone: &str| {
+        sum(
+            text,
+            "ndots_dns_requests_total",
+            &[&format!("zone=\"{zone}.test.\"")],
+        )
+    };
+    let c = client();
+    let mut asked = [0.0f64; 3];
+    for round in 0..9 {
+        let (now, other) = (round % 3, (round + 1) % 3);
+        if round > 0 {
+            reload_to(&p, zones[other]);
+            reload_to(&p, zones[now]);
+        }
+        let before = p.metrics();
+        for _ in 0..3 {
+            let name = format!("www.{}.test", zones[now]);
+            assert_eq!(ask(p.dns, &c, &name, wire::TYPE_A), 0, "{name}");
+        }
+        asked[now] += 3.0;
+        let after = p.metrics();
+        for (i, zone) in zones.iter().enumerate() {
+            let want = if i == now { 3.0 } else { 0.0 };
+            assert_eq!(
+                requests(&after, zone) - requests(&before, zone),
+                want,
+                "round {round}: requests counted under zone {zone}.test while {}.test served",
+                zones[now]
+            );
+        }
+    }
+    let last = p.metrics();
+    for (i, zone) in zones.iter().enumerate() {
+        assert_eq!(
+            requests(&last, zone),
+            asked[i],
+            "{zone}.test over all rounds"
+        );
+    }
+    // The cache outlives a reload that keeps the shortcut: one upstream answer per name.
+    assert_eq!(
+        sum(&last, "ndots_cache_hits_total", &[]),
+        27.0 - 3.0,
+        "every answer but the first of each name from cache"
+    );
 }
