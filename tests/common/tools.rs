@@ -222,7 +222,13 @@ impl Proc {
 
     /// SIGTERM, and whether it then exits cleanly.
     pub fn terminate(&mut self) -> bool {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         self.0.wait().unwrap().success()
+    }
+
+    /// Send `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) with our own child's pid; it reads no memory of ours.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
     }
 }
