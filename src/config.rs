@@ -844,6 +844,14 @@ impl Config {
             ),
             None => (EMBEDDED_DEFAULT.to_string(), "embedded default".to_string()),
         };
+        // An empty file is what a writer leaves between truncating and writing: loaded as
+        // the defaults, a reload would move a node's DNS to /etc/resolv.conf's servers.
+        if path.is_some() && text.trim().is_empty() {
+            anyhow::bail!(
+                "{origin} is empty (to run on the defaults, give no --config; \
+                 configs/example.yaml documents every key)"
+            );
+        }
         let file = FileConfig::parse(&text).with_context(|| format!("in {origin}"))?;
         Config::from_file_config(file, overrides).with_context(|| format!("in {origin}"))
     }

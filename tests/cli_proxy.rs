@@ -104,7 +104,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     assert_eq!(ask(dns_addr, "web.prod.svc.cluster.local."), Some(1));
 
     std::fs::write(&cfg, "listen: [\"127.0.0.1:{dns}\"]\nbogus_key: 1\n").unwrap();
-    unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
+    p.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = http_get(admin_addr, "/metrics").unwrap().1;
@@ -121,7 +121,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     );
 
     std::fs::write(&cfg, &good).unwrap();
-    unsafe { libc::kill(p.0.id() as i32, libc::SIGHUP) };
+    p.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric_sum(
         &http_get(admin_addr, "/metrics").unwrap().1,
@@ -143,7 +143,7 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
 
-    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    p.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = p.0.try_wait().unwrap() {
@@ -178,7 +178,7 @@ fn sigterm_right_after_healthz_answered_killed_the_proxy_undrained() {
             assert!(Instant::now() < deadline, "round {round}: no /healthz");
             std::thread::sleep(Duration::from_millis(1));
         }
-        unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+        p.signal(libc::SIGTERM);
         let status = p.0.wait().unwrap();
         let mut log = String::new();
         std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut log).unwrap();
@@ -188,4 +188,126 @@ fn sigterm_right_after_healthz_answered_killed_the_proxy_undrained() {
         );
         assert!(log.contains("ndots proxy serving"), "round {round}:\n{log}");
     }
+}
+
+/// The bug (found in review, session 10): the SIGHUP handler was registered after `start`, so
+/// a SIGHUP that came as soon as /healthz answered (a config reloader that saw the pod up)
+/// killed the proxy with the default action; 5 of 20 starts died that way. 30 rounds, each
+/// SIGHUP sent the moment /healthz first answers: the proxy must reload and keep serving.
+#[test]
+fn sighup_right_after_healthz_answered_killed_the_proxy() {
+    let up = Upstream::start();
+    up.add("web.example.", 1, Rec::A(Ipv4Addr::new(10, 0, 0, 8), 300));
+    for round in 0..30 {
+        let (dns, admin) = (free_port(), free_port());
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        let child = common::proxy::proxy_command(dns, up.addr, &admin.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "round {round}: no /healthz");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        p.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = p.0.try_wait().unwrap() {
+                panic!("round {round}: SIGHUP ended the proxy with {status:?}");
+            }
+            let reloaded = http_get(admin, "/metrics").map_or(0.0, |m| {
+                metric_sum(&m.1, "ndots_config_reloads_total{result=\"success\"}")
+            });
+            if reloaded >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no reload counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let dns: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+        assert_eq!(ask(dns, "web.example."), Some(1), "round {round}");
+        assert!(p.terminate(), "round {round}: SIGTERM after the reload");
+    }
+}
+
+/// The bug (found in review, session 10): a config file read while it was empty (a writer
+/// truncates, then writes) loaded as the defaults, so a reload moved the proxy to
+/// /etc/resolv.conf's servers; and a SIGHUP reload left the file's change for the 2-second
+/// poll to load a second time. The empty file is rejected and the old config keeps serving;
+/// the written file is loaded once.
+#[test]
+fn a_config_file_read_while_empty_reloaded_the_defaults() {
+    let up = Upstream::start();
+    up.add("web.example.", 1, Rec::A(Ipv4Addr::new(10, 0, 0, 9), 300));
+    let (dns, admin) = (free_port(), free_port());
+    let dns_addr: SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ndots.yaml");
+    let good = |ttl: u32| {
+        format!(
+            "listen: [\"{dns_addr}\"]\nadmin: \"{admin_addr}\"\n\
+             upstreams: [{{zone: \".\", servers: [\"{}\"]}}]\ncache: {{max_ttl: {ttl}}}\n",
+            up.addr
+        )
+    };
+    std::fs::write(&cfg, good(300)).unwrap();
+    let mut p = Proc(
+        Command::new(bin())
+            .args(["proxy", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin_addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reloads = |result: &str| {
+        let m = http_get(admin_addr, "/metrics").unwrap().1;
+        metric_sum(
+            &m,
+            &format!("ndots_config_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    // Emptied, as a writer leaves it between truncating and writing; the poll finds it.
+    std::fs::write(&cfg, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads("failure") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the empty file was never rejected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads("success"), 0.0, "the empty file was loaded");
+    assert_eq!(ask(dns_addr, "web.example."), Some(1), "old config serves");
+
+    // Written and signalled: one reload, not a second one by the poll 2 s later.
+    std::fs::write(&cfg, good(60)).unwrap();
+    p.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads("success") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP reload was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        reloads("success"),
+        1.0,
+        "the poll loaded the signalled file again"
+    );
+    assert_eq!(reloads("failure"), 1.0);
+    assert_eq!(ask(dns_addr, "web.example."), Some(1));
+    assert!(p.terminate());
 }

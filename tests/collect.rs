@@ -353,7 +353,7 @@ fn unbound_dnstap_report_equals_pcap_analysis() {
 
     // Every DNS message tshark saw arrives at the collector as a dnstap frame.
     std::thread::sleep(Duration::from_millis(500));
-    unsafe { libc::kill(tshark.0.id() as i32, libc::SIGINT) };
+    tshark.signal(libc::SIGINT);
     let _ = tshark.0.wait();
     let dns_messages = {
         let out = Command::new("tshark")

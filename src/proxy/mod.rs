@@ -576,27 +576,34 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         .build()
         .map_err(CliError::runtime)?;
     let grace = config.server.shutdown_grace;
-    // Before `start`: once /healthz answers, a SIGTERM must drain, not kill the process with
-    // the default action (it did when it came between the admin listener and these).
-    let (mut term, mut int) = rt.block_on(async {
+    // Before `start`: once /healthz answers, a SIGTERM must drain and a SIGHUP reload, not
+    // kill the process with the default action (each did when it came between the admin
+    // listener and its handler).
+    let (mut term, mut int, mut hup) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
         let int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
-        Ok::<_, CliError>((term, int))
+        let hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
+        Ok::<_, CliError>((term, int, hup))
     })?;
+    let mut seen_mtime = path.as_deref().and_then(mtime);
     let running = start(config, rt.handle()).map_err(CliError::runtime)?;
     let mut handed_over = false;
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
-        let mut seen_mtime = path.as_deref().and_then(mtime);
         let mut poll = tokio::time::interval(Duration::from_secs(2));
         loop {
             let reason = tokio::select! {
-                _ = hup.recv() => "SIGHUP",
+                _ = hup.recv() => {
+                    // The file as this reload reads it: the poll below must not load it again.
+                    seen_mtime = path.as_deref().and_then(mtime);
+                    "SIGHUP"
+                }
                 _ = poll.tick() => {
                     let now = path.as_deref().and_then(mtime);
                     if now == seen_mtime { continue; }
+                    // A file still being written is read at a later tick, once it is still.
+                    tokio::time::sleep(FILE_SETTLE).await;
+                    if path.as_deref().and_then(mtime) != now { continue; }
                     seen_mtime = now;
                     "file change"
                 }
@@ -640,6 +647,9 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }
+
+/// How long a changed config file must stay unchanged before a reload reads it.
+const FILE_SETTLE: Duration = Duration::from_millis(200);
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
