@@ -803,6 +803,25 @@ pub struct Overrides {
 }
 
 impl FileConfig {
+    /// A config file's text, which must set something. A document without a single key
+    /// (empty, only comments, `---`, `~`) is rejected: it is what a writer leaves between
+    /// truncating and writing, and read as the defaults it would move a node's DNS to
+    /// /etc/resolv.conf's servers.
+    pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+        let no_keys = match yaml_serde::from_str::<yaml_serde::Value>(text) {
+            Ok(v) => v.is_null() || v.as_mapping().is_some_and(|m| m.is_empty()),
+            // Not YAML: `parse` says where.
+            Err(_) => text.trim().is_empty(),
+        };
+        if no_keys {
+            bail!(
+                "the file sets no key: it is empty, or being written (write a new file beside \
+                 it and rename it into place); without --config the defaults apply"
+            );
+        }
+        FileConfig::parse(text)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         if text.trim().is_empty() {
             return Ok(FileConfig::default());
@@ -844,15 +863,11 @@ impl Config {
             ),
             None => (EMBEDDED_DEFAULT.to_string(), "embedded default".to_string()),
         };
-        // An empty file is what a writer leaves between truncating and writing: loaded as
-        // the defaults, a reload would move a node's DNS to /etc/resolv.conf's servers.
-        if path.is_some() && text.trim().is_empty() {
-            anyhow::bail!(
-                "{origin} is empty (to run on the defaults, give no --config; \
-                 configs/example.yaml documents every key)"
-            );
+        let file = match path {
+            Some(_) => FileConfig::parse_file(&text),
+            None => FileConfig::parse(&text),
         }
-        let file = FileConfig::parse(&text).with_context(|| format!("in {origin}"))?;
+        .with_context(|| format!("in {origin}"))?;
         Config::from_file_config(file, overrides).with_context(|| format!("in {origin}"))
     }
 
@@ -1235,6 +1250,29 @@ pub fn nameservers_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file read between a writer's truncate and write, or one that never set anything, is
+    /// not a config: read as the defaults it moved the proxy to resolv.conf's servers.
+    #[test]
+    fn a_config_file_that_sets_no_key_read_as_the_defaults() {
+        for text in [
+            "",
+            " \n\n",
+            "# only a comment\n",
+            "---\n",
+            "~\n",
+            "null\n",
+            "{}\n",
+        ] {
+            let e = FileConfig::parse_file(text).expect_err(text);
+            assert!(e.to_string().contains("sets no key"), "{text:?}: {e}");
+        }
+        let f = FileConfig::parse_file("# comment\nlisten: [\"127.0.0.1:53\"]\n").unwrap();
+        assert_eq!(f.listen.map(|l| l.len()), Some(1));
+        // Not YAML: the parser's error, with its place, not "sets no key".
+        let e = FileConfig::parse_file("listen: [\n").unwrap_err();
+        assert!(!e.to_string().contains("sets no key"), "{e}");
+    }
 
     #[test]
     fn embedded_default_is_valid() {

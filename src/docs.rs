@@ -234,10 +234,12 @@ pub fn config_page() -> String {
     let mut o = String::from(HEADER);
     o.push_str(
         "# Configuration keys\n\nThe YAML file given to `ndots proxy --config FILE`. Every key \
-         is optional, but an empty file is rejected (it is what a writer leaves between \
-         truncating and writing; give no `--config` for the defaults); unknown keys are \
-         rejected with their line. Flags override the file. `SIGHUP`, or a change of the file \
-         once it has been still for 200 ms, reloads it. `ndots proxy --check-config FILE` validates a file without starting. \
+         is optional, but a file that sets none (empty, or only comments) is rejected: it is \
+         what a writer leaves between truncating and writing (write a new file beside the \
+         old one and rename it into place; give no `--config` for the defaults). Unknown \
+         keys are rejected with their line. Flags override the file. `SIGHUP` reloads it, \
+         and so does a change of the file (polled every 2 s, loaded once it has been still \
+         for 200 ms). `ndots proxy --check-config FILE` validates a file without starting. \
          [`configs/example.yaml`](../../configs/example.yaml) shows every key in context. \
          Durations are written `500ms`, `2s`, `5m`, `1h` or as a number of seconds.\n\n\
          | key | type | meaning |\n|---|---|---|\n",

@@ -237,9 +237,10 @@ fn sighup_right_after_healthz_answered_killed_the_proxy() {
 
 /// The bug (found in review, session 10): a config file read while it was empty (a writer
 /// truncates, then writes) loaded as the defaults, so a reload moved the proxy to
-/// /etc/resolv.conf's servers; and a SIGHUP reload left the file's change for the 2-second
-/// poll to load a second time. The empty file is rejected and the old config keeps serving;
-/// the written file is loaded once.
+/// /etc/resolv.conf's servers; a SIGHUP reload left the file's change for the 2-second poll to
+/// load a second time; and with that fixed by the modification time alone, a SIGHUP that read
+/// the empty file hid the written one when both had the same time (it ticks every few ms). The
+/// empty file is rejected and the old config keeps serving; the written file is loaded, once.
 #[test]
 fn a_config_file_read_while_empty_reloaded_the_defaults() {
     let up = Upstream::start();
@@ -290,11 +291,39 @@ fn a_config_file_read_while_empty_reloaded_the_defaults() {
     assert_eq!(reloads("success"), 0.0, "the empty file was loaded");
     assert_eq!(ask(dns_addr, "web.example."), Some(1), "old config serves");
 
+    // A SIGHUP while it is empty, then the write lands within the same clock tick: the poll
+    // must still load it.
+    p.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads("failure") < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the signalled empty file was never rejected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let emptied_at = std::fs::metadata(&cfg).unwrap().modified().unwrap();
+    std::fs::write(&cfg, good(120)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&cfg)
+        .unwrap()
+        .set_modified(emptied_at)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads("success") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the file written at the empty file's time was never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Written and signalled: one reload, not a second one by the poll 2 s later.
     std::fs::write(&cfg, good(60)).unwrap();
     p.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("success") < 1.0 {
+    while reloads("success") < 2.0 {
         assert!(
             Instant::now() < deadline,
             "the SIGHUP reload was never counted"
@@ -304,10 +333,10 @@ fn a_config_file_read_while_empty_reloaded_the_defaults() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
         reloads("success"),
-        1.0,
+        2.0,
         "the poll loaded the signalled file again"
     );
-    assert_eq!(reloads("failure"), 1.0);
+    assert_eq!(reloads("failure"), 2.0);
     assert_eq!(ask(dns_addr, "web.example."), Some(1));
     assert!(p.terminate());
 }

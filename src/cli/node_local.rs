@@ -47,7 +47,7 @@ fn teardown(path: Option<PathBuf>) -> Result<(), CliError> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| CliError::usage(anyhow::anyhow!("reading {}: {e}", p.display())))?;
-            FileConfig::parse(&text)
+            FileConfig::parse_file(&text)
                 .map_err(|e| CliError::usage(e.context(format!("in {}", p.display()))))?
         }
         None => FileConfig::parse(SHIPPED).map_err(CliError::runtime)?,

@@ -567,7 +567,14 @@ impl Running {
 }
 
 /// `ndots proxy`: serve until SIGTERM/SIGINT; reload on SIGHUP or when the file changes.
-pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Result<(), CliError> {
+/// `read_as` is the file's [`FileState`] taken before `config` was read from it, so a change
+/// made while the proxy starts is loaded at the first poll.
+pub fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    read_as: Option<FileState>,
+    overrides: Overrides,
+) -> Result<(), CliError> {
     crate::logging::init(config.log.format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.workers)
@@ -586,7 +593,7 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         let hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
         Ok::<_, CliError>((term, int, hup))
     })?;
-    let mut seen_mtime = path.as_deref().and_then(mtime);
+    let mut seen = read_as;
     let running = start(config, rt.handle()).map_err(CliError::runtime)?;
     let mut handed_over = false;
     rt.block_on(async {
@@ -594,17 +601,18 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
         loop {
             let reason = tokio::select! {
                 _ = hup.recv() => {
-                    // The file as this reload reads it: the poll below must not load it again.
-                    seen_mtime = path.as_deref().and_then(mtime);
+                    // The file as this reload reads it: the poll must not load it again. Taken
+                    // before the read, so a write that lands after it is a change to the poll.
+                    seen = path.as_deref().and_then(FileState::of);
                     "SIGHUP"
                 }
                 _ = poll.tick() => {
-                    let now = path.as_deref().and_then(mtime);
-                    if now == seen_mtime { continue; }
+                    let now = path.as_deref().and_then(FileState::of);
+                    if now == seen { continue; }
                     // A file still being written is read at a later tick, once it is still.
                     tokio::time::sleep(FILE_SETTLE).await;
-                    if path.as_deref().and_then(mtime) != now { continue; }
-                    seen_mtime = now;
+                    if path.as_deref().and_then(FileState::of) != now { continue; }
+                    seen = now;
                     "file change"
                 }
                 _ = term.recv() => break,
@@ -651,8 +659,28 @@ pub fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Res
 /// How long a changed config file must stay unchanged before a reload reads it.
 const FILE_SETTLE: Duration = Duration::from_millis(200);
 
-fn mtime(p: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+/// What tells one version of the config file from another. Not the modification time alone:
+/// it ticks every few milliseconds, so a file truncated and then written at once keeps it, and
+/// a reload that read the empty file would never see the written one. Its length and inode
+/// (a ConfigMap's symlink swap, a rename into place) tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileState {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileState {
+    /// The file at `p` now (following symlinks); `None` when it cannot be read.
+    pub fn of(p: &std::path::Path) -> Option<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).ok()?;
+        Some(FileState {
+            modified: m.modified().ok(),
+            len: m.len(),
+            inode: m.ino(),
+        })
+    }
 }
 
 /// Every series at 0 for the label values this engine knows (DESIGN §9).
