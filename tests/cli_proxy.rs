@@ -158,6 +158,30 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     }
 }
 
+/// The proxy on port `dns` in front of `up`, sent `sig` the moment its /healthz first answers
+/// 200 (polled every millisecond); with its admin address.
+fn signal_at_first_healthz(
+    round: usize,
+    dns: u16,
+    up: SocketAddr,
+    stderr: Stdio,
+    sig: libc::c_int,
+) -> (Proc, SocketAddr) {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = common::proxy::proxy_command(dns, up, &admin.to_string())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "round {round}: no /healthz");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    p.signal(sig);
+    (p, admin)
+}
+
 /// The bug: `ndots proxy` registered its SIGTERM handler only after the admin listener was up,
 /// so a SIGTERM that came as soon as /healthz answered (a kubelet stopping a pod that just
 /// started; a test stopping the proxy it waited for) killed it with the default action: exit
@@ -167,18 +191,8 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
 fn sigterm_right_after_healthz_answered_killed_the_proxy_undrained() {
     let up = Upstream::start();
     for round in 0..30 {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = common::proxy::proxy_command(free_port(), up.addr, &admin.to_string())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut p = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "round {round}: no /healthz");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        p.signal(libc::SIGTERM);
+        let (mut p, _) =
+            signal_at_first_healthz(round, free_port(), up.addr, Stdio::piped(), libc::SIGTERM);
         let status = p.0.wait().unwrap();
         let mut log = String::new();
         std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut log).unwrap();
@@ -199,19 +213,9 @@ fn sighup_right_after_healthz_answered_killed_the_proxy() {
     let up = Upstream::start();
     up.add("web.example.", 1, Rec::A(Ipv4Addr::new(10, 0, 0, 8), 300));
     for round in 0..30 {
-        let (dns, admin) = (free_port(), free_port());
-        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-        let child = common::proxy::proxy_command(dns, up.addr, &admin.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut p = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "round {round}: no /healthz");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        p.signal(libc::SIGHUP);
+        let dns = free_port();
+        let (mut p, admin) =
+            signal_at_first_healthz(round, dns, up.addr, Stdio::null(), libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = p.0.try_wait().unwrap() {
@@ -278,30 +282,27 @@ fn a_config_file_read_while_empty_reloaded_the_defaults() {
             &format!("ndots_config_reloads_total{{result=\"{result}\"}}"),
         )
     };
+    let wait_for_reloads = |result: &str, at_least: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads(result) < at_least {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     // Emptied, as a writer leaves it between truncating and writing; the poll finds it.
     std::fs::write(&cfg, "").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("failure") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the empty file was never rejected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_reloads("failure", 1.0, "the empty file was never rejected");
     assert_eq!(reloads("success"), 0.0, "the empty file was loaded");
     assert_eq!(ask(dns_addr, "web.example."), Some(1), "old config serves");
 
     // A SIGHUP while it is empty, then the write lands within the same clock tick: the poll
     // must still load it.
     p.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("failure") < 2.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the signalled empty file was never rejected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_reloads(
+        "failure",
+        2.0,
+        "the signalled empty file was never rejected",
+    );
     let emptied_at = std::fs::metadata(&cfg).unwrap().modified().unwrap();
     std::fs::write(&cfg, good(120)).unwrap();
     std::fs::File::options()
@@ -310,26 +311,16 @@ fn a_config_file_read_while_empty_reloaded_the_defaults() {
         .unwrap()
         .set_modified(emptied_at)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("success") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the file written at the empty file's time was never loaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_reloads(
+        "success",
+        1.0,
+        "the file written at the empty file's time was never loaded",
+    );
 
     // Written and signalled: one reload, not a second one by the poll 2 s later.
     std::fs::write(&cfg, good(60)).unwrap();
     p.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reloads("success") < 2.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the SIGHUP reload was never counted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_reloads("success", 2.0, "the SIGHUP reload was never counted");
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
         reloads("success"),
