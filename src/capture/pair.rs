@@ -8,7 +8,7 @@
 //! Memory: at most `max_pending` queries wait; beyond that the oldest are reported unanswered
 //! and counted as evicted.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -172,7 +172,7 @@ impl Pairer {
             }
         };
         let name = q.name_bytes(msg);
-        let qname = wire::name_text_into(name, spare_name(name.len()));
+        let qname = question_name(name);
         let key = self.key(client, port, header.id, q.qtype, name);
         self.seq += 1;
         let p = Pending {
@@ -350,6 +350,43 @@ thread_local! {
     /// the next questions read here: a capture reader makes one name per query, and the
     /// allocation and its free cost more than the text.
     static SPARE_NAMES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Set by the capture session's reader thread while the thread taking its events waits
+    /// for them: the questions' names then leave in wire form, and that thread makes them
+    /// text ([`finish_name`]). Work moves to whichever thread has room, the output is the same.
+    static NAMES_IN_WIRE_FORM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What starts a `QueryEvent::qname` left in wire form: no name's text starts with it (a NUL
+/// in a label is written `\000`).
+const WIRE_FORM: char = '\0';
+
+/// See [`NAMES_IN_WIRE_FORM`]; for this thread's questions from now on.
+pub(crate) fn leave_names_in_wire_form(on: bool) {
+    NAMES_IN_WIRE_FORM.set(on);
+}
+
+/// A question's name for its event: its text, or its wire form behind [`WIRE_FORM`] when
+/// this thread is told to leave names so (and the bytes are UTF-8, as a `String` must hold).
+fn question_name(name: &[u8]) -> String {
+    let mut into = spare_name(name.len());
+    if NAMES_IN_WIRE_FORM.get() {
+        if let Ok(wire) = std::str::from_utf8(name) {
+            into.clear();
+            into.push(WIRE_FORM);
+            into.push_str(wire);
+            return into;
+        }
+    }
+    wire::name_text_into(name, into)
+}
+
+/// Make an event's name text if it was left in wire form; `scratch` is a `String` the caller
+/// keeps (it takes the wire form's allocation).
+pub(crate) fn finish_name(qname: &mut String, scratch: &mut String) {
+    if let Some(wire) = qname.strip_prefix(WIRE_FORM) {
+        let text = wire::name_text_into(wire.as_bytes(), std::mem::take(scratch));
+        *scratch = std::mem::replace(qname, text);
+    }
 }
 
 /// Spare names kept at most (about the events in flight between the threads: batches queued,
@@ -406,6 +443,39 @@ mod tests {
         wire::build_query(id, name, wire::TYPE_A, false, &mut v).unwrap();
         v
     }
+    /// A name left in wire form by the reader and made text by the taker is the text the
+    /// reader would have made: plain names, escapes, bytes that are not UTF-8, the root,
+    /// upper case, a label cut short; and a name already text is left alone.
+    #[test]
+    fn a_name_left_in_wire_form_becomes_the_text_the_reader_would_have_made() {
+        let names: &[&[u8]] = &[
+            b"\x03api\x06github\x03com\x00",
+            b"\x03API\x06GitHub\x03com\x00",
+            b"\x00",
+            b"\x04a.b\\\x03c d\x00",
+            b"\x02\xff\xfe\x03com\x00",
+            b"\x03\xc3\xa9t\x00",
+            b"\x05short",
+            b"\x01\x00\x00",
+        ];
+        let mut scratch = String::new();
+        for &name in names {
+            let want = wire::name_text_into(name, String::new());
+            leave_names_in_wire_form(true);
+            let mut got = question_name(name);
+            leave_names_in_wire_form(false);
+            assert_eq!(
+                got.starts_with(WIRE_FORM),
+                std::str::from_utf8(name).is_ok()
+            );
+            finish_name(&mut got, &mut scratch);
+            assert_eq!(got, want, "{name:?}");
+            assert_eq!(question_name(name), want, "{name:?}");
+            finish_name(&mut got, &mut scratch);
+            assert_eq!(got, want, "text is left alone");
+        }
+    }
+
     fn r(id: u16, name: &str, rcode: u8) -> Vec<u8> {
         let query = q(id, name);
         let view = wire::parse_query(&query).unwrap();

@@ -398,6 +398,8 @@ const BATCH: usize = 1024;
 /// ...and at most this many batches queued (with one being filled and one being tracked, about
 /// 10k events: a few MB whatever the capture's size).
 const QUEUED_BATCHES: usize = 8;
+/// Fewer batches than this in flight to the caller's thread: names go in wire form.
+const WIRE_NAMES_BELOW: usize = 2;
 
 /// What the reader thread tells the caller's thread, in order.
 enum Msg {
@@ -487,6 +489,7 @@ impl Events {
                     tx: &tx,
                     reuse: &reuse,
                     spare: Vec::new(),
+                    in_flight: 0,
                     gone: false,
                 };
                 let end = read_all(&captures, &opts, head_records, infer, &mut out);
@@ -542,10 +545,12 @@ impl Events {
             .into_iter()
             .map(Ok)
             .chain(std::iter::from_fn(|| Some(rx.recv())));
+        let mut scratch = String::new();
         loop {
             match msgs.next().expect("endless") {
-                Ok(Msg::Events(b)) => {
-                    for ev in &b {
+                Ok(Msg::Events(mut b)) => {
+                    for ev in &mut b {
+                        super::pair::finish_name(&mut ev.qname, &mut scratch);
                         observe(ev);
                     }
                     // Back with its events: the reader reuses their names' allocations
@@ -584,6 +589,8 @@ struct Out<'a> {
     reuse: &'a std::sync::mpsc::Receiver<Vec<QueryEvent>>,
     /// Emptied batches for the next ones.
     spare: Vec<Vec<QueryEvent>>,
+    /// Batches sent and not yet handed back (queued, or being taken in).
+    in_flight: usize,
     /// The caller stopped receiving.
     gone: bool,
 }
@@ -606,6 +613,7 @@ impl Out<'_> {
         // Every batch handed back since (the caller's thread may return several at once, or
         // none yet): their events' names are the next ones the pairing writes into.
         while let Ok(mut b) = self.reuse.try_recv() {
+            self.in_flight -= 1;
             super::pair::recycle_names(&mut b);
             if self.spare.len() < QUEUED_BATCHES {
                 self.spare.push(b);
@@ -615,7 +623,11 @@ impl Out<'_> {
             .spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        // The caller's thread about to wait for events (this thread is the slower one): it
+        // makes the next names text. Behind (batches queue up): this thread does.
+        super::pair::leave_names_in_wire_form(self.in_flight < WIRE_NAMES_BELOW);
         let full = std::mem::replace(&mut self.batch, next);
+        self.in_flight += 1;
         self.gone = self.tx.send(Msg::Events(full)).is_err();
     }
 
