@@ -206,10 +206,7 @@ pub(crate) fn parse_line(line: &str) -> Parsed {
             return bad("unexpected text after the duration");
         }
     }
-    let mut qname = name.to_ascii_lowercase();
-    if !qname.ends_with('.') {
-        qname.push('.');
-    }
+    let qname = super::name_from_text(name);
     Parsed::Event(
         QueryEvent {
             time: Timestamp(0),

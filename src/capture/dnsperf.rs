@@ -48,10 +48,7 @@ fn parse(line: &str) -> Result<(String, u16), &'static str> {
     if name.len() > 1024 || name.starts_with('"') || name.starts_with('{') {
         return Err("not a domain name");
     }
-    let mut qname = name.to_ascii_lowercase();
-    if !qname.ends_with('.') {
-        qname.push('.');
-    }
+    let qname = super::name_from_text(name);
     Ok((qname, qtype))
 }
 

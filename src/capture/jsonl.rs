@@ -88,10 +88,7 @@ fn convert(r: Record) -> Result<QueryEvent, String> {
     if r.qname.is_empty() || r.qname.len() > 1024 {
         return Err("qname empty or too long".into());
     }
-    let mut qname = r.qname.to_ascii_lowercase();
-    if !qname.ends_with('.') {
-        qname.push('.');
-    }
+    let qname = super::name_from_text(&r.qname);
     Ok(QueryEvent {
         time,
         client,

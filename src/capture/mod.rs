@@ -353,6 +353,26 @@ pub(crate) fn from_reader_named(
 }
 
 /// Read up to `n` bytes for detection and give back a reader that still yields them.
+/// A query name as a text capture (CoreDNS log, dnsperf file, JSON lines) writes it, as the
+/// events carry names: lowercase, fully qualified, and a control character written `\DDD`
+/// (RFC 1035 §5.1) as the pcap reader writes it from the wire, so no name read as text starts
+/// with the mark of a name the pcap reader left in wire form (`pair::finish_name`).
+pub(crate) fn name_from_text(name: &str) -> String {
+    let mut qname = String::with_capacity(name.len() + 1);
+    for c in name.chars() {
+        if c.is_ascii_control() {
+            use std::fmt::Write as _;
+            let _ = write!(qname, "\\{:03}", c as u32);
+        } else {
+            qname.push(c.to_ascii_lowercase());
+        }
+    }
+    if !qname.ends_with('.') {
+        qname.push('.');
+    }
+    qname
+}
+
 fn peek(mut input: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = Vec::with_capacity(n);
     (&mut input).take(n as u64).read_to_end(&mut head)?;
@@ -616,8 +636,7 @@ mod tests {
 /// [`LateQueue`]. The next event out is the smaller of the two fronts.
 pub struct Reorder {
     run: std::collections::VecDeque<Held>,
-    /// Stragglers' (time, sequence, slot): small entries, so sifting moves 24 bytes rather
-    /// than whole events.
+    /// Stragglers' (time and sequence as one key, slot): small entries, the events in `slots`.
     late: LateQueue,
     slots: Vec<Option<QueryEvent>>,
     free: Vec<u32>,
@@ -746,108 +765,171 @@ fn late_key(time: u64, seq: u64) -> u128 {
     (u128::from(time) << 64) | u128::from(seq)
 }
 
-/// `Reorder`'s late events, (key, slot) with the smallest key first: a radix heap (Ahuja,
-/// Mehlhorn, Orlin and Tarjan, 1990). The keys taken out only grow (the window holds each event
-/// a second after the latest), so an entry is bucketed by the highest bit in which it differs
-/// from `floor`, the smallest key held: a push is a store, and a pop re-buckets only the lowest
-/// bucket's entries, each into a lower bucket. On the walk-shaped benchmark capture ~40% of the
-/// events come this way, and a binary heap's sifting was a quarter of the reader thread.
-#[derive(Default)]
+/// `Reorder`'s late events, (key, slot) with the smallest key first: a calendar queue. An event
+/// is late by a few milliseconds (a slow answer) and held about a second (the window), so the
+/// entries are put in a ring of buckets by time, each bucket sorted only when it comes to the
+/// front: a push is a store, a pop takes from the end of a sorted bucket. On the walk-shaped
+/// benchmark capture ~40% of the events come this way, and a binary heap's sifting was a quarter
+/// of the reader thread. Keys below the front bucket (few late events held, or one later than
+/// the window) and keys
+/// past the ring's span go to two small heaps, so the order is exact for any keys.
 struct LateQueue {
-    /// Every bucketed key is at least this; once `settle` ran it is the smallest, in bucket 0.
-    floor: u128,
-    /// Bucket `b` holds the keys whose highest bit differing from `floor` is bit `b - 1`;
-    /// bucket 0 the one equal to it (keys are unique: the arrival is in them).
-    buckets: Vec<Vec<(u128, u32)>>,
-    /// Bit `b - 1` set when bucket `b` (1..=128) holds an entry.
-    occupied: u128,
-    bucketed: usize,
-    /// Keys below `floor` when pushed (an event later than the window, after a later one went
-    /// out): taken before every bucketed key, in their own order.
+    /// Bucket `b % RING` holds the keys whose time is in bucket `b` (`time / BUCKET_US`), for
+    /// `b` from `front` to `front + RING - 1`.
+    ring: Vec<Vec<(u128, u32)>>,
+    /// Bit `i % 64` of word `i / 64` set when `ring[i]` holds an entry.
+    occupied: Vec<u64>,
+    /// The bucket taken from now; while any entry is in the ring, it holds one, sorted
+    /// largest first (taken from its end).
+    front: u64,
+    in_ring: usize,
+    /// Keys whose bucket was before `front` when pushed: smaller than any in the ring.
     stale: std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>,
-    /// The largest key in `stale` (while it holds any): a key goes to the buckets only above it.
-    stale_max: u128,
+    /// Keys whose bucket was past the ring's span: larger than any in the ring.
+    far: std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>,
+}
+
+impl Default for LateQueue {
+    fn default() -> Self {
+        LateQueue {
+            ring: Vec::new(),
+            occupied: vec![0; LateQueue::RING / 64],
+            front: 0,
+            in_ring: 0,
+            stale: Default::default(),
+            far: Default::default(),
+        }
+    }
 }
 
 impl LateQueue {
+    /// 2,048 buckets of 1,024 us: two seconds, twice `Reorder::WINDOW`.
+    const RING: usize = 2048;
+    const BUCKET_US: u64 = 1024;
+    /// Room an emptied bucket keeps (a bucket holds ~10 at 20,000 queries/s).
+    const BUCKET_KEEPS: usize = 64;
+
     fn len(&self) -> usize {
-        self.bucketed + self.stale.len()
+        self.in_ring + self.stale.len() + self.far.len()
     }
 
-    fn bucket(&self, key: u128) -> usize {
-        128 - (key ^ self.floor).leading_zeros() as usize
+    fn bucket_of(key: u128) -> u64 {
+        ((key >> 64) as u64) / Self::BUCKET_US
     }
 
     fn push(&mut self, key: u128, slot: u32) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![Vec::new(); 129];
+        if self.ring.is_empty() {
+            self.ring = vec![Vec::new(); Self::RING];
         }
-        let below = if self.bucketed == 0 {
-            !self.stale.is_empty() && key < self.stale_max
-        } else {
-            key < self.floor
-        };
-        if below {
-            self.stale_max = self.stale_max.max(key);
+        let b = Self::bucket_of(key);
+        if self.len() == 0 {
+            self.front = b;
+        }
+        if b < self.front {
             self.stale.push(std::cmp::Reverse((key, slot)));
-            return;
+        } else if b - self.front >= Self::RING as u64 {
+            self.far.push(std::cmp::Reverse((key, slot)));
+        } else {
+            self.put(b, key, slot);
         }
-        if self.bucketed == 0 {
-            self.floor = key;
+        self.settle();
+    }
+
+    /// Into the ring; into the front bucket at its place in the order.
+    fn put(&mut self, b: u64, key: u128, slot: u32) {
+        let i = (b % Self::RING as u64) as usize;
+        let bucket = &mut self.ring[i];
+        if b == self.front {
+            let at = bucket.partition_point(|&(k, _)| k > key);
+            bucket.insert(at, (key, slot));
+        } else {
+            bucket.push((key, slot));
         }
-        let b = self.bucket(key);
-        self.buckets[b].push((key, slot));
-        if b > 0 {
-            self.occupied |= 1 << (b - 1);
-        }
-        self.bucketed += 1;
+        self.occupied[i / 64] |= 1 << (i % 64);
+        self.in_ring += 1;
     }
 
     /// The smallest (key, slot).
     fn peek(&self) -> Option<(u128, u32)> {
-        match self.stale.peek() {
-            Some(std::cmp::Reverse(first)) => Some(*first),
-            None if self.bucketed > 0 => Some(self.buckets[0][0]),
-            None => None,
+        if let Some(std::cmp::Reverse(first)) = self.stale.peek() {
+            return Some(*first);
         }
+        if self.in_ring > 0 {
+            let i = (self.front % Self::RING as u64) as usize;
+            return self.ring[i].last().copied();
+        }
+        self.far.peek().map(|std::cmp::Reverse(first)| *first)
     }
 
     /// Take the smallest; its slot.
     fn pop(&mut self) -> Option<u32> {
         if let Some(std::cmp::Reverse((_, slot))) = self.stale.pop() {
-            if self.stale.is_empty() {
-                self.stale_max = 0;
-            }
             return Some(slot);
         }
-        if self.bucketed == 0 {
-            return None;
-        }
-        let (_, slot) = self.buckets[0].pop()?;
-        self.bucketed -= 1;
+        let slot = if self.in_ring > 0 {
+            let i = (self.front % Self::RING as u64) as usize;
+            let (_, slot) = self.ring[i].pop()?;
+            self.in_ring -= 1;
+            if self.ring[i].is_empty() {
+                self.occupied[i / 64] &= !(1 << (i % 64));
+                // A bucket that took a burst does not keep its room: 2,048 buckets each at
+                // its peak would be far more than the entries ever held at once.
+                if self.ring[i].capacity() > Self::BUCKET_KEEPS {
+                    self.ring[i] = Vec::new();
+                }
+            }
+            slot
+        } else {
+            let std::cmp::Reverse((_, slot)) = self.far.pop()?;
+            slot
+        };
         self.settle();
         Some(slot)
     }
 
-    /// Bring the smallest key into bucket 0: it is in the lowest occupied bucket, and from it
-    /// as the floor that bucket's other entries fall into lower ones.
+    /// Make the front bucket the first one holding an entry (the far keys that its move brings
+    /// within the ring's span go in), sorted.
     fn settle(&mut self) {
-        if !self.buckets[0].is_empty() || self.occupied == 0 {
+        let at = |front: u64| (front % Self::RING as u64) as usize;
+        if self.in_ring > 0 && !self.ring[at(self.front)].is_empty() {
             return;
         }
-        let b = self.occupied.trailing_zeros() as usize + 1;
-        self.occupied &= !(1 << (b - 1));
-        let mut moving = std::mem::take(&mut self.buckets[b]);
-        self.floor = moving.iter().map(|&(key, _)| key).min().expect("occupied");
-        for &(key, slot) in &moving {
-            let to = self.bucket(key);
-            self.buckets[to].push((key, slot));
-            if to > 0 {
-                self.occupied |= 1 << (to - 1);
+        if self.in_ring == 0 {
+            // Nothing in the span: it starts at the smallest far key.
+            match self.far.peek() {
+                Some(std::cmp::Reverse((key, _))) => self.front = Self::bucket_of(*key),
+                None => return,
             }
+        } else {
+            self.front += self.next_occupied(at(self.front)) as u64;
         }
-        moving.clear();
-        self.buckets[b] = moving;
+        while let Some(&std::cmp::Reverse((key, slot))) = self.far.peek() {
+            let b = Self::bucket_of(key);
+            if b - self.front >= Self::RING as u64 {
+                break;
+            }
+            self.far.pop();
+            self.put(b, key, slot);
+        }
+        let front = at(self.front);
+        self.ring[front].sort_unstable_by_key(|&(key, _)| std::cmp::Reverse(key));
+    }
+
+    /// How many buckets on from ring index `from` the next one holding an entry is (the ring
+    /// holds one).
+    fn next_occupied(&self, from: usize) -> usize {
+        let words = self.occupied.len();
+        let (mut w, bit) = (from / 64, from % 64);
+        let mut bits = self.occupied[w] & (!0u64 << bit);
+        let mut steps = 0;
+        while bits == 0 {
+            w = (w + 1) % words;
+            bits = self.occupied[w];
+            steps += 1;
+            assert!(steps <= words, "the ring holds an entry");
+        }
+        let i = w * 64 + bits.trailing_zeros() as usize;
+        (i + Self::RING - from) % Self::RING
     }
 }
 
@@ -892,8 +974,9 @@ mod reorder_tests {
         assert_eq!(out.len(), 7);
     }
 
-    /// The radix heap gives what a binary heap gives, pop for pop, on keys that mostly grow
-    /// (as the window's), keys below everything taken before (stale), and runs that empty it.
+    /// The calendar queue gives what a binary heap gives, pop for pop, on keys that mostly grow
+    /// (as the window's), keys below everything taken before (stale), keys far past the
+    /// ring's span, and runs that empty it.
     #[test]
     fn late_queue_pops_as_a_binary_heap_does() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -907,18 +990,21 @@ mod reorder_tests {
         let mut model = std::collections::BinaryHeap::new();
         let mut seq = 0u64;
         let mut stale_seen = false;
+        let mut far_seen = false;
         for step in 0..200_000u64 {
             let time = step / 4;
             if next(3) > 0 || model.is_empty() {
                 seq += 1;
                 let t = match next(20) {
                     0 => time.saturating_sub(next(50_000)), // stale
+                    1 if next(50) == 0 => time + 3_000_000 + next(5_000_000), // far
                     1..=8 => time.saturating_sub(next(400)),
                     _ => time,
                 };
                 let key = late_key(t, seq);
                 q.push(key, seq as u32);
                 stale_seen |= !q.stale.is_empty();
+                far_seen |= !q.far.is_empty();
                 model.push(std::cmp::Reverse((key, seq as u32)));
             } else {
                 let peeked = q.peek().map(|(key, _)| key);
@@ -934,7 +1020,8 @@ mod reorder_tests {
             assert_eq!(q.pop(), Some(slot));
         }
         assert_eq!(q.pop(), None);
-        assert!(stale_seen, "no key went below the floor");
+        assert!(stale_seen, "no key went below the front bucket");
+        assert!(far_seen, "no key went past the ring");
     }
 
     /// The queue for events nearly in order and the heap for late ones give together exactly

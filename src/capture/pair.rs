@@ -353,11 +353,14 @@ thread_local! {
     /// Set by the capture session's reader thread while the thread taking its events waits
     /// for them: the questions' names then leave in wire form, and that thread makes them
     /// text ([`finish_name`]). Work moves to whichever thread has room, the output is the same.
+    /// The flag is read as a question is parsed, and its event leaves after `Reorder`'s
+    /// window: the split follows the load with that lag.
     static NAMES_IN_WIRE_FORM: Cell<bool> = const { Cell::new(false) };
 }
 
 /// What starts a `QueryEvent::qname` left in wire form: no name's text starts with it (a NUL
-/// in a label is written `\000`).
+/// is written `\000`, by [`wire::name_text_into`] and by the text readers'
+/// `capture::name_from_text`).
 const WIRE_FORM: char = '\0';
 
 /// See [`NAMES_IN_WIRE_FORM`]; for this thread's questions from now on.
@@ -474,6 +477,26 @@ mod tests {
             finish_name(&mut got, &mut scratch);
             assert_eq!(got, want, "text is left alone");
         }
+    }
+
+    /// Found in review: a JSON-lines, CoreDNS-log or dnsperf name starting with a NUL was
+    /// taken for a name in wire form by the analysing thread and rewritten (`"\0\x03abc\0"`
+    /// became `abc.`). Text readers now write control characters as `\DDD`, as the pcap
+    /// reader does from the wire.
+    #[test]
+    fn a_text_name_starting_with_nul_was_taken_for_wire_form() {
+        let name = crate::capture::name_from_text("\0\x03ABC\0");
+        assert_eq!(name, "\\000\\003abc\\000.");
+        let wire_text = wire::name_text_into(b"\x06\x00\x03abc\x00\x00", String::new());
+        assert_eq!(name, wire_text, "the pcap reader's text of the same bytes");
+        let mut got = name.clone();
+        finish_name(&mut got, &mut String::new());
+        assert_eq!(got, name);
+        assert_eq!(
+            crate::capture::name_from_text("Api.GitHub.com"),
+            "api.github.com."
+        );
+        assert_eq!(crate::capture::name_from_text("a.b."), "a.b.");
     }
 
     fn r(id: u16, name: &str, rcode: u8) -> Vec<u8> {

@@ -735,6 +735,8 @@ fn head_done(
     out: &mut Out<'_>,
 ) -> Result<(), SessionError> {
     if let Some(f) = infer.take() {
+        // No batch went out before the head was read, so its names are text.
+        debug_assert!(head.iter().all(|e| !e.qname.starts_with('\0')));
         let found = f(head);
         out.send(Msg::Inferred(found))?;
         for ev in std::mem::take(head) {
