@@ -952,6 +952,16 @@ mod reorder_tests {
         }
     }
 
+    /// A seeded generator of numbers below `n`, the same sequence every run.
+    fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        }
+    }
+
     #[test]
     fn a_query_answered_fast_no_longer_overtakes_the_one_sent_before_it() {
         let mut r = Reorder::new(std::time::Duration::from_millis(10), 100);
@@ -979,13 +989,7 @@ mod reorder_tests {
     /// ring's span, and runs that empty it.
     #[test]
     fn late_queue_pops_as_a_binary_heap_does() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut q = LateQueue::default();
         let mut model = std::collections::BinaryHeap::new();
         let mut seq = 0u64;
@@ -1030,13 +1034,7 @@ mod reorder_tests {
     /// far out of order, and of equal times.
     #[test]
     fn late_events_and_equal_times_come_out_as_from_one_priority_queue() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for (window_us, max_held) in [(1_000, 1 << 20), (50_000, 1 << 20), (50_000, 40)] {
             let window = std::time::Duration::from_micros(window_us);
             let mut r = Reorder::new(window, max_held);
