@@ -352,13 +352,19 @@ pub(crate) fn from_reader_named(
     })
 }
 
-/// Read up to `n` bytes for detection and give back a reader that still yields them.
 /// A query name as a text capture (CoreDNS log, dnsperf file, JSON lines) writes it, as the
 /// events carry names: lowercase, fully qualified, and a control character written `\DDD`
 /// (RFC 1035 §5.1) as the pcap reader writes it from the wire, so no name read as text starts
 /// with the mark of a name the pcap reader left in wire form (`pair::finish_name`).
 pub(crate) fn name_from_text(name: &str) -> String {
-    let mut qname = String::with_capacity(name.len() + 1);
+    if !name.bytes().any(|b| b.is_ascii_control()) {
+        let mut qname = name.to_ascii_lowercase();
+        if !qname.ends_with('.') {
+            qname.push('.');
+        }
+        return qname;
+    }
+    let mut qname = String::with_capacity(name.len() + 4);
     for c in name.chars() {
         if c.is_ascii_control() {
             use std::fmt::Write as _;
@@ -373,6 +379,7 @@ pub(crate) fn name_from_text(name: &str) -> String {
     qname
 }
 
+/// Read up to `n` bytes for detection and give back a reader that still yields them.
 fn peek(mut input: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = Vec::with_capacity(n);
     (&mut input).take(n as u64).read_to_end(&mut head)?;
@@ -712,7 +719,7 @@ impl Reorder {
             self.late.push(late_key(time, seq), slot);
         }
         while let Some(t) = self.first_time() {
-            if self.held() <= self.max_held && t + self.window_us > self.latest {
+            if self.held() <= self.max_held && t.saturating_add(self.window_us) > self.latest {
                 break;
             }
             self.pop(&mut out);
@@ -770,24 +777,29 @@ fn late_key(time: u64, seq: u64) -> u128 {
 /// entries are put in a ring of buckets by time, each bucket sorted only when it comes to the
 /// front: a push is a store, a pop takes from the end of a sorted bucket. On the walk-shaped
 /// benchmark capture ~40% of the events come this way, and a binary heap's sifting was a quarter
-/// of the reader thread. Keys below the front bucket (few late events held, or one later than
-/// the window) and keys
-/// past the ring's span go to two small heaps, so the order is exact for any keys.
+/// of the reader thread. Keys for the front bucket once it is sorted, keys before it (few late
+/// events held, or one later than the window) and keys past the ring's span go to three heaps,
+/// so the order is exact and no push costs more than a heap's for any keys.
 struct LateQueue {
     /// Bucket `b % RING` holds the keys whose time is in bucket `b` (`time / BUCKET_US`), for
     /// `b` from `front` to `front + RING - 1`.
     ring: Vec<Vec<(u128, u32)>>,
     /// Bit `i % 64` of word `i / 64` set when `ring[i]` holds an entry.
     occupied: Vec<u64>,
-    /// The bucket taken from now; while any entry is in the ring, it holds one, sorted
-    /// largest first (taken from its end).
+    /// The bucket taken from now, sorted largest first (taken from its end); while any entry
+    /// is in the ring, it or `front_new` holds one.
     front: u64,
+    /// Keys pushed for the front bucket after it was sorted.
+    front_new: Heap,
+    /// Entries in `ring` and `front_new`.
     in_ring: usize,
     /// Keys whose bucket was before `front` when pushed: smaller than any in the ring.
-    stale: std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>,
+    stale: Heap,
     /// Keys whose bucket was past the ring's span: larger than any in the ring.
-    far: std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>,
+    far: Heap,
 }
+
+type Heap = std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>;
 
 impl Default for LateQueue {
     fn default() -> Self {
@@ -795,19 +807,27 @@ impl Default for LateQueue {
             ring: Vec::new(),
             occupied: vec![0; LateQueue::RING / 64],
             front: 0,
+            front_new: Heap::new(),
             in_ring: 0,
-            stale: Default::default(),
-            far: Default::default(),
+            stale: Heap::new(),
+            far: Heap::new(),
         }
     }
 }
 
+// The ring spans twice the window, so that a late event's bucket is within it.
+const _: () = assert!(
+    LateQueue::RING as u128 * LateQueue::BUCKET_US as u128 >= 2 * Reorder::WINDOW.as_micros()
+);
+
 impl LateQueue {
-    /// 2,048 buckets of 1,024 us: two seconds, twice `Reorder::WINDOW`.
+    /// 2,048 buckets of 1,024 us: two seconds.
     const RING: usize = 2048;
     const BUCKET_US: u64 = 1024;
-    /// Room an emptied bucket keeps (a bucket holds ~10 at 20,000 queries/s).
+    /// Room an emptied bucket keeps (a bucket holds ~10 at 20,000 queries/s)...
     const BUCKET_KEEPS: usize = 64;
+    /// ...and an emptied heap.
+    const HEAP_KEEPS: usize = 1024;
 
     fn len(&self) -> usize {
         self.in_ring + self.stale.len() + self.far.len()
@@ -815,6 +835,10 @@ impl LateQueue {
 
     fn bucket_of(key: u128) -> u64 {
         ((key >> 64) as u64) / Self::BUCKET_US
+    }
+
+    fn at(bucket: u64) -> usize {
+        (bucket % Self::RING as u64) as usize
     }
 
     fn push(&mut self, key: u128, slot: u32) {
@@ -827,6 +851,9 @@ impl LateQueue {
         }
         if b < self.front {
             self.stale.push(std::cmp::Reverse((key, slot)));
+        } else if b == self.front {
+            self.front_new.push(std::cmp::Reverse((key, slot)));
+            self.in_ring += 1;
         } else if b - self.front >= Self::RING as u64 {
             self.far.push(std::cmp::Reverse((key, slot)));
         } else {
@@ -835,18 +862,23 @@ impl LateQueue {
         self.settle();
     }
 
-    /// Into the ring; into the front bucket at its place in the order.
+    /// Into the ring, unsorted.
     fn put(&mut self, b: u64, key: u128, slot: u32) {
-        let i = (b % Self::RING as u64) as usize;
-        let bucket = &mut self.ring[i];
-        if b == self.front {
-            let at = bucket.partition_point(|&(k, _)| k > key);
-            bucket.insert(at, (key, slot));
-        } else {
-            bucket.push((key, slot));
-        }
+        let i = Self::at(b);
+        self.ring[i].push((key, slot));
         self.occupied[i / 64] |= 1 << (i % 64);
         self.in_ring += 1;
+    }
+
+    /// The front's smallest, and whether it is in the sorted bucket (else in `front_new`).
+    fn front_first(&self) -> Option<((u128, u32), bool)> {
+        let sorted = self.ring[Self::at(self.front)].last().copied();
+        let new = self.front_new.peek().map(|std::cmp::Reverse(first)| *first);
+        match (sorted, new) {
+            (Some(a), Some(b)) if b.0 < a.0 => Some((b, false)),
+            (Some(a), _) => Some((a, true)),
+            (None, b) => b.map(|b| (b, false)),
+        }
     }
 
     /// The smallest (key, slot).
@@ -855,8 +887,7 @@ impl LateQueue {
             return Some(*first);
         }
         if self.in_ring > 0 {
-            let i = (self.front % Self::RING as u64) as usize;
-            return self.ring[i].last().copied();
+            return self.front_first().map(|(first, _)| first);
         }
         self.far.peek().map(|std::cmp::Reverse(first)| *first)
     }
@@ -864,23 +895,30 @@ impl LateQueue {
     /// Take the smallest; its slot.
     fn pop(&mut self) -> Option<u32> {
         if let Some(std::cmp::Reverse((_, slot))) = self.stale.pop() {
+            shrink_emptied(&mut self.stale);
             return Some(slot);
         }
         let slot = if self.in_ring > 0 {
-            let i = (self.front % Self::RING as u64) as usize;
-            let (_, slot) = self.ring[i].pop()?;
+            let (_, sorted) = self.front_first()?;
             self.in_ring -= 1;
-            if self.ring[i].is_empty() {
-                self.occupied[i / 64] &= !(1 << (i % 64));
-                // A bucket that took a burst does not keep its room: 2,048 buckets each at
-                // its peak would be far more than the entries ever held at once.
-                if self.ring[i].capacity() > Self::BUCKET_KEEPS {
-                    self.ring[i] = Vec::new();
+            if sorted {
+                let i = Self::at(self.front);
+                let (_, slot) = self.ring[i].pop()?;
+                if self.ring[i].is_empty() {
+                    self.occupied[i / 64] &= !(1 << (i % 64));
+                    // A bucket that took a burst does not keep its room: 2,048 buckets each
+                    // at its peak would be far more than the entries ever held at once.
+                    self.ring[i].shrink_to(Self::BUCKET_KEEPS);
                 }
+                slot
+            } else {
+                let std::cmp::Reverse((_, slot)) = self.front_new.pop()?;
+                shrink_emptied(&mut self.front_new);
+                slot
             }
-            slot
         } else {
             let std::cmp::Reverse((_, slot)) = self.far.pop()?;
+            shrink_emptied(&mut self.far);
             slot
         };
         self.settle();
@@ -890,8 +928,8 @@ impl LateQueue {
     /// Make the front bucket the first one holding an entry (the far keys that its move brings
     /// within the ring's span go in), sorted.
     fn settle(&mut self) {
-        let at = |front: u64| (front % Self::RING as u64) as usize;
-        if self.in_ring > 0 && !self.ring[at(self.front)].is_empty() {
+        let front_held = !self.ring[Self::at(self.front)].is_empty() || !self.front_new.is_empty();
+        if self.in_ring > 0 && front_held {
             return;
         }
         if self.in_ring == 0 {
@@ -901,7 +939,7 @@ impl LateQueue {
                 None => return,
             }
         } else {
-            self.front += self.next_occupied(at(self.front)) as u64;
+            self.front += self.next_occupied(Self::at(self.front)) as u64;
         }
         while let Some(&std::cmp::Reverse((key, slot))) = self.far.peek() {
             let b = Self::bucket_of(key);
@@ -911,7 +949,8 @@ impl LateQueue {
             self.far.pop();
             self.put(b, key, slot);
         }
-        let front = at(self.front);
+        shrink_emptied(&mut self.far);
+        let front = Self::at(self.front);
         self.ring[front].sort_unstable_by_key(|&(key, _)| std::cmp::Reverse(key));
     }
 
@@ -930,6 +969,13 @@ impl LateQueue {
         }
         let i = w * 64 + bits.trailing_zeros() as usize;
         (i + Self::RING - from) % Self::RING
+    }
+}
+
+/// A heap emptied after a burst gives its room back.
+fn shrink_emptied(heap: &mut Heap) {
+    if heap.is_empty() && heap.capacity() > LateQueue::HEAP_KEEPS {
+        heap.shrink_to(LateQueue::HEAP_KEEPS);
     }
 }
 
@@ -989,43 +1035,70 @@ mod reorder_tests {
     /// ring's span, and runs that empty it.
     #[test]
     fn late_queue_pops_as_a_binary_heap_does() {
-        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-        let mut q = LateQueue::default();
-        let mut model = std::collections::BinaryHeap::new();
-        let mut seq = 0u64;
-        let mut stale_seen = false;
-        let mut far_seen = false;
-        for step in 0..200_000u64 {
-            let time = step / 4;
-            if next(3) > 0 || model.is_empty() {
-                seq += 1;
-                let t = match next(20) {
-                    0 => time.saturating_sub(next(50_000)), // stale
-                    1 if next(50) == 0 => time + 3_000_000 + next(5_000_000), // far
-                    1..=8 => time.saturating_sub(next(400)),
-                    _ => time,
-                };
-                let key = late_key(t, seq);
-                q.push(key, seq as u32);
-                stale_seen |= !q.stale.is_empty();
-                far_seen |= !q.far.is_empty();
-                model.push(std::cmp::Reverse((key, seq as u32)));
-            } else {
-                let peeked = q.peek().map(|(key, _)| key);
-                let want = model
-                    .pop()
-                    .map(|std::cmp::Reverse((key, slot))| (key, slot));
-                assert_eq!(peeked, want.map(|w| w.0), "step {step}");
-                assert_eq!(q.pop(), want.map(|w| w.1), "step {step}");
+        // Times spread over many buckets, and times within two buckets (pushes for the front).
+        for per_us in [4, 512] {
+            let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+            let mut q = LateQueue::default();
+            let mut model = std::collections::BinaryHeap::new();
+            let mut seq = 0u64;
+            let (mut stale_seen, mut far_seen, mut front_new_seen) = (false, false, false);
+            for step in 0..200_000u64 {
+                let time = step / per_us;
+                if next(3) > 0 || model.is_empty() {
+                    seq += 1;
+                    let t = match next(20) {
+                        0 => time.saturating_sub(next(50_000)), // stale
+                        1 if next(50) == 0 => time + 3_000_000 + next(5_000_000), // far
+                        1..=8 => time.saturating_sub(next(400)),
+                        _ => time,
+                    };
+                    let key = late_key(t, seq);
+                    q.push(key, seq as u32);
+                    stale_seen |= !q.stale.is_empty();
+                    far_seen |= !q.far.is_empty();
+                    front_new_seen |= !q.front_new.is_empty();
+                    model.push(std::cmp::Reverse((key, seq as u32)));
+                } else {
+                    let peeked = q.peek().map(|(key, _)| key);
+                    let want = model
+                        .pop()
+                        .map(|std::cmp::Reverse((key, slot))| (key, slot));
+                    assert_eq!(peeked, want.map(|w| w.0), "step {step}");
+                    assert_eq!(q.pop(), want.map(|w| w.1), "step {step}");
+                }
+                assert_eq!(q.len(), model.len());
             }
-            assert_eq!(q.len(), model.len());
+            while let Some(std::cmp::Reverse((_, slot))) = model.pop() {
+                assert_eq!(q.pop(), Some(slot));
+            }
+            assert_eq!(q.pop(), None);
+            assert!(front_new_seen, "no key came for the sorted front bucket");
+            if per_us == 4 {
+                assert!(stale_seen, "no key went below the front bucket");
+                assert!(far_seen, "no key went past the ring");
+            }
         }
-        while let Some(std::cmp::Reverse((_, slot))) = model.pop() {
-            assert_eq!(q.pop(), Some(slot));
+    }
+
+    /// Found in review: a key for the front bucket was inserted at its place in the sorted
+    /// bucket, moving every entry after it; keys of one time come in rising order, so each
+    /// went to the start: quadratic in a burst of equal times (a JSON-lines file of late
+    /// lines with one timestamp). They now go to a heap beside the sorted bucket.
+    #[test]
+    fn equal_late_times_were_inserted_into_the_sorted_front_bucket() {
+        let mut q = LateQueue::default();
+        for seq in 1..=10_000u64 {
+            q.push(late_key(5, seq), seq as u32);
+            assert!(q.ring[LateQueue::at(q.front)].len() <= 1);
+        }
+        for seq in 1..=10_000u32 {
+            assert_eq!(q.pop(), Some(seq));
         }
         assert_eq!(q.pop(), None);
-        assert!(stale_seen, "no key went below the front bucket");
-        assert!(far_seen, "no key went past the ring");
+        assert!(
+            q.front_new.capacity() <= LateQueue::HEAP_KEEPS,
+            "the burst's room given back"
+        );
     }
 
     /// The queue for events nearly in order and the heap for late ones give together exactly
