@@ -357,22 +357,20 @@ pub(crate) fn from_reader_named(
 /// (RFC 1035 §5.1) as the pcap reader writes it from the wire, so no name read as text starts
 /// with the mark of a name the pcap reader left in wire form (`pair::finish_name`).
 pub(crate) fn name_from_text(name: &str) -> String {
-    if !name.bytes().any(|b| b.is_ascii_control()) {
-        let mut qname = name.to_ascii_lowercase();
-        if !qname.ends_with('.') {
-            qname.push('.');
+    let mut qname = if name.bytes().any(|b| b.is_ascii_control()) {
+        let mut escaped = String::with_capacity(name.len() + 4);
+        for c in name.chars() {
+            if c.is_ascii_control() {
+                use std::fmt::Write as _;
+                let _ = write!(escaped, "\\{:03}", c as u32);
+            } else {
+                escaped.push(c.to_ascii_lowercase());
+            }
         }
-        return qname;
-    }
-    let mut qname = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        if c.is_ascii_control() {
-            use std::fmt::Write as _;
-            let _ = write!(qname, "\\{:03}", c as u32);
-        } else {
-            qname.push(c.to_ascii_lowercase());
-        }
-    }
+        escaped
+    } else {
+        name.to_ascii_lowercase()
+    };
     if !qname.ends_with('.') {
         qname.push('.');
     }
@@ -776,7 +774,7 @@ fn late_key(time: u64, seq: u64) -> u128 {
 /// is late by a few milliseconds (a slow answer) and held about a second (the window), so the
 /// entries are put in a ring of buckets by time, each bucket sorted only when it comes to the
 /// front: a push is a store, a pop takes from the end of a sorted bucket. On the walk-shaped
-/// benchmark capture ~40% of the events come this way, and a binary heap's sifting was a quarter
+/// benchmark capture ~45% of the events come this way, and a binary heap's sifting was a quarter
 /// of the reader thread. Keys for the front bucket once it is sorted, keys before it (few late
 /// events held, or one later than the window) and keys past the ring's span go to three heaps,
 /// so the order is exact and no push costs more than a heap's for any keys.
@@ -790,16 +788,16 @@ struct LateQueue {
     /// is in the ring, it or `front_new` holds one.
     front: u64,
     /// Keys pushed for the front bucket after it was sorted.
-    front_new: Heap,
+    front_new: KeyHeap,
     /// Entries in `ring` and `front_new`.
     in_ring: usize,
     /// Keys whose bucket was before `front` when pushed: smaller than any in the ring.
-    stale: Heap,
+    stale: KeyHeap,
     /// Keys whose bucket was past the ring's span: larger than any in the ring.
-    far: Heap,
+    far: KeyHeap,
 }
 
-type Heap = std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>;
+type KeyHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u128, u32)>>;
 
 impl Default for LateQueue {
     fn default() -> Self {
@@ -807,10 +805,10 @@ impl Default for LateQueue {
             ring: Vec::new(),
             occupied: vec![0; LateQueue::RING / 64],
             front: 0,
-            front_new: Heap::new(),
+            front_new: KeyHeap::new(),
             in_ring: 0,
-            stale: Heap::new(),
-            far: Heap::new(),
+            stale: KeyHeap::new(),
+            far: KeyHeap::new(),
         }
     }
 }
@@ -973,7 +971,7 @@ impl LateQueue {
 }
 
 /// A heap emptied after a burst gives its room back.
-fn shrink_emptied(heap: &mut Heap) {
+fn shrink_emptied(heap: &mut KeyHeap) {
     if heap.is_empty() && heap.capacity() > LateQueue::HEAP_KEEPS {
         heap.shrink_to(LateQueue::HEAP_KEEPS);
     }
