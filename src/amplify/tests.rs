@@ -1108,7 +1108,8 @@ fn walks_beyond_their_budget_share_are_evicted_whole() {
 /// The counters that let `observe` skip the walk chains of a client and type with none open
 /// must follow every walk opened and closed (continued, ended by an answer, by the other
 /// type's answer, restarted, evicted at `max_open_walks`, idle, finished): one too low and a
-/// query no longer finds the walk it continues.
+/// query no longer finds the walk it continues. The chain table is checked after every event
+/// too (`check_chains`: each open walk on one chain, each chain newest first under one entry).
 #[test]
 fn open_walk_counts_follow_every_walk_opened_and_closed() {
     let mut t = tracker(16);
@@ -1150,10 +1151,13 @@ fn open_walk_counts_follow_every_walk_opened_and_closed() {
             t.open_walks(),
             "after {name} at {ms} ms"
         );
+        t.check_chains();
     }
     assert!(t.evictions() > 0, "the walk table filled up");
     t.flush(Timestamp(1_700_000_000_000_000 + (ms + 1_000) * 1000));
     assert_eq!(t.open_walks_counted(), t.open_walks());
+    t.check_chains();
     t.finish();
     assert_eq!((t.open_walks(), t.open_walks_counted()), (0, 0));
+    t.check_chains();
 }

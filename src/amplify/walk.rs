@@ -38,12 +38,11 @@
 //! a walk over that key's open walks (usually none, one or two). Open walks live in a slab
 //! threaded on an LRU list, so idle expiry and eviction pop from its head in O(1).
 
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{HashMap, HashTable};
 
 use crate::budget::{MemoryBudget, Part};
 use crate::config::TrackerConfig;
@@ -608,12 +607,12 @@ struct ClientInfo {
 /// a fifth of `analyze`'s time on 1M clients.)
 struct ClientHints {
     /// Oldest first: `ring[i]` is client number `first + i` (numbers wrap; the ring holds
-    /// fewer than 2^31).
+    /// at most 2^31).
     ring: std::collections::VecDeque<(IpAddr, ClientInfo)>,
     first: u32,
-    /// Client numbers, by a hash of the address.
+    /// Client numbers, by a hash of the address (seeded as `WalkTracker::key_hasher`).
     by_addr: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    hasher: ahash::RandomState,
     max: usize,
 }
 
@@ -623,7 +622,7 @@ impl ClientHints {
             ring: std::collections::VecDeque::new(),
             first: 0,
             by_addr: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher: ahash::RandomState::new(),
             max: max.clamp(1, 1 << 31),
         }
     }
@@ -662,7 +661,7 @@ impl ClientHints {
         if self.ring.len() >= self.max {
             if let Some((oldest, _)) = self.ring.pop_front() {
                 let first = self.first;
-                // Found by its number: no entry of the ring is read.
+                // Found by its number: the table's probe reads no entry of the ring.
                 if let Ok(e) = self
                     .by_addr
                     .find_entry(self.hasher.hash_one(oldest), |&n| n == first)
@@ -703,8 +702,9 @@ pub struct WalkTracker {
     /// thousands of walks open (on a capture of distinct clients its misses were a fifth of
     /// the tracker's time).
     by_key: HashTable<u32>,
-    /// Hashes `by_key`'s keys (randomly seeded: a client cannot aim at another's chains).
-    key_hasher: DefaultHashBuilder,
+    /// Hashes `by_key`'s keys, seeded from the OS's random source (ahash's `runtime-rng`):
+    /// a client cannot aim its queries at another's chains.
+    key_hasher: ahash::RandomState,
     /// Open walks per (client, qtype), counted in buckets: a bucket at 0 means `by_key` holds
     /// no chain of that client and type, and the lookups of its chains are skipped.
     open_kinds: OpenKinds,
@@ -761,7 +761,7 @@ impl WalkTracker {
             lru_tail: NIL,
             open: 0,
             by_key: HashTable::new(),
-            key_hasher: DefaultHashBuilder::default(),
+            key_hasher: ahash::RandomState::new(),
             open_kinds: OpenKinds::default(),
             resolved: HashMap::new(),
             next_seq: 0,
@@ -808,6 +808,47 @@ impl WalkTracker {
     #[cfg(test)]
     pub(crate) fn open_walks_counted(&self) -> usize {
         self.open_kinds.total()
+    }
+
+    /// Panics unless the chain table is what the walks make it: each entry the newest open
+    /// walk of its key, each chain newest first and of one key, and every open walk on
+    /// exactly one chain (tests call it after every event).
+    #[cfg(test)]
+    pub(crate) fn check_chains(&self) {
+        let mut seen = vec![false; self.slots.len()];
+        let mut keys = std::collections::HashSet::new();
+        for &head in self.by_key.iter() {
+            let key = slot_key(&self.slots, head);
+            assert!(keys.insert(key), "two entries for one key");
+            let (mut cur, mut newer) = (head, u64::MAX);
+            while cur != NIL {
+                let w = self.slots[cur as usize]
+                    .walk
+                    .as_ref()
+                    .expect("chained slot is open");
+                assert_eq!(w.key(), key, "a chain of two keys");
+                assert!(w.seq < newer, "a chain not newest first");
+                assert!(
+                    !std::mem::replace(&mut seen[cur as usize], true),
+                    "a walk chained twice"
+                );
+                newer = w.seq;
+                cur = self.slots[cur as usize].key_next;
+            }
+        }
+        let open: Vec<WalkKey> = (0..self.slots.len())
+            .filter_map(|i| self.slots[i].walk.as_ref().map(|w| (i, w.key())))
+            .map(|(i, key)| {
+                assert!(seen[i], "an open walk on no chain");
+                key
+            })
+            .collect();
+        assert_eq!(open.len(), self.open);
+        assert_eq!(
+            keys,
+            open.into_iter().collect(),
+            "an open key without an entry"
+        );
     }
 
     /// Walks evicted so far to stay within `max_open_walks`.
@@ -1842,6 +1883,10 @@ mod hash_tests {
         t.learn_namespace(ip(600), &ns, true);
         assert_eq!(t.clients.len(), bound);
         assert!(t.clients.get(&ip(600)).is_some_and(|c| c.confirmed));
+        assert!(
+            t.clients.contains_key(&ip(500)),
+            "nobody was forgotten for it"
+        );
     }
 
     #[test]

@@ -289,23 +289,23 @@ impl Pairer {
             return;
         }
         self.next_scan = now.0.saturating_add(self.scan_us);
+        if !self.pending.is_empty() {
+            let cutoff = now.0.saturating_sub(self.wait_us);
+            let old: Vec<(u64, u64)> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.time.0 < cutoff)
+                .map(|(k, p)| (p.seq, *k))
+                .collect();
+            self.report(old, out, false);
+        }
         // A burst is over: back to a table the cache holds (a quarter full at most, so that
-        // it does not grow again at once).
-        if self.pending.capacity() > PENDING_START.max(8 * self.pending.len()) {
-            self.pending
-                .shrink_to(PENDING_START.max(4 * self.pending.len()));
+        // it does not grow again at once). Twice the target before it shrinks: the smallest
+        // table already has more room than `PENDING_START` (hashbrown rounds up).
+        let want = PENDING_START.max(4 * self.pending.len());
+        if self.pending.capacity() > 2 * want {
+            self.pending.shrink_to(want);
         }
-        if self.pending.is_empty() {
-            return;
-        }
-        let cutoff = now.0.saturating_sub(self.wait_us);
-        let old: Vec<(u64, u64)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.time.0 < cutoff)
-            .map(|(k, p)| (p.seq, *k))
-            .collect();
-        self.report(old, out, false);
     }
 
     /// Report the given (seq, key) entries unanswered, oldest first.
@@ -691,16 +691,7 @@ mod tests {
             &mut out,
         );
         assert_eq!((p.pending.len(), p.unanswered), (1, 20_000));
-        // Shrunk at the next scan (the one that expired them found them still there).
-        p.message(
-            Timestamp(4_000_000),
-            S,
-            C,
-            &r(1, "b.", 0),
-            None,
-            Position::Packet(0),
-            &mut out,
-        );
+        // Shrunk by the scan that expired them.
         assert!(
             p.pending.capacity() <= 2 * PENDING_START,
             "{grown} -> {}",
