@@ -729,6 +729,9 @@ pub struct WalkTracker {
 impl WalkTracker {
     pub fn new(shape: SearchShape, cfg: &TrackerConfig) -> Self {
         let max_open = cfg.max_open_walks.max(1);
+        // Namespaces are remembered for as many clients as walks may be open (at least
+        // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
+        let max_clients = max_open.max(1024);
         let patterns = (0..shape.len())
             .map(|i| {
                 let slot = SuffixSlot::from_kind(shape.kind(i));
@@ -767,10 +770,8 @@ impl WalkTracker {
             next_seq: 0,
             probes: 0,
             budget: None,
-            clients: ClientHints::new(max_open.max(1024)),
-            // Namespaces are remembered for as many clients as walks may be open (at least
-            // 1024): a client with no open walk is idle, and forgetting it only loses a hint.
-            max_clients: max_open.max(1024),
+            clients: ClientHints::new(max_clients),
+            max_clients,
             evictions: 0,
             closed: Vec::new(),
             names: BaseNames::default(),
@@ -1342,20 +1343,27 @@ impl WalkTracker {
 
     /// The slot of the newest open walk of `key`'s chain, or `NIL`.
     fn chain_head(&self, key: &WalkKey) -> u32 {
-        self.chain_head_hashed(key, self.key_hasher.hash_one(key))
-    }
-
-    fn chain_head_hashed(&self, key: &WalkKey, hash: u64) -> u32 {
         self.by_key
-            .find(hash, |&j| slot_key(&self.slots, j) == *key)
+            .find(self.key_hasher.hash_one(key), |&j| {
+                slot_key(&self.slots, j) == *key
+            })
             .copied()
             .unwrap_or(NIL)
     }
 
     fn insert(&mut self, walk: Walk) -> u32 {
         let key = walk.key();
-        let hash = self.key_hasher.hash_one(key);
-        let head = self.chain_head_hashed(&key, hash);
+        let (slots, hasher) = (&self.slots, &self.key_hasher);
+        // One probe: the chain's entry, or room made for it (a rehash reads only open walks).
+        let entry = self.by_key.entry(
+            hasher.hash_one(key),
+            |&j| slot_key(slots, j) == key,
+            |&j| hasher.hash_one(slot_key(slots, j)),
+        );
+        let head = match &entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(_) => NIL,
+        };
         let slot = Slot {
             walk: Some(walk),
             lru_prev: NIL,
@@ -1372,14 +1380,11 @@ impl WalkTracker {
                 (self.slots.len() - 1) as u32
             }
         };
-        // The new walk heads its chain (its slot holds the key now).
-        let slots = &self.slots;
-        match self.by_key.find_mut(hash, |&j| slot_key(slots, j) == key) {
-            Some(head) => *head = i,
-            None => {
-                let hasher = &self.key_hasher;
-                self.by_key
-                    .insert_unique(hash, i, |&j| hasher.hash_one(slot_key(slots, j)));
+        // The new walk heads its chain.
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = i,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(i);
             }
         }
         self.open_kinds.add(key.0, key.1);
