@@ -66,11 +66,30 @@ pub struct WireBatch {
 }
 
 impl WireBatch {
+    fn small() -> WireBatch {
+        WireBatch {
+            events: Vec::with_capacity(SMALL_BATCH),
+            names: Vec::with_capacity(SMALL_NAMES),
+        }
+    }
+
     pub fn with_capacity(events: usize) -> WireBatch {
         WireBatch {
             events: Vec::with_capacity(events),
             names: Vec::with_capacity(events * 32),
         }
+    }
+
+    /// Move every event of `from` (left empty, its memory kept) to the end of this batch.
+    fn take_from(&mut self, from: &mut WireBatch) {
+        let offset = self.names.len() as u32;
+        self.names.extend_from_slice(&from.names);
+        self.events.extend(
+            from.events
+                .drain(..)
+                .map(|(ev, r)| (ev, r.start + offset..r.end + offset)),
+        );
+        from.names.clear();
     }
 
     /// Add `event` (its `qname` is ignored) asking for `name`, a question name in wire form.
@@ -157,7 +176,7 @@ struct Shared {
 struct Inner {
     tx: SyncSender<Msg>,
     /// Emptied batches, back from the tracker thread for the listeners to fill again.
-    spare: Arc<Mutex<Vec<WireBatch>>>,
+    spare: Arc<Mutex<Spares>>,
     shared: Arc<Mutex<Shared>>,
     dropped: AtomicU64,
     /// Events sent and not yet taken by the thread.
@@ -221,7 +240,7 @@ impl Tracker {
             WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
         let mut lookup_metrics = LookupMetrics::new(cfg.namespace_series);
         let thread_shared = shared.clone();
-        let spare = Arc::new(Mutex::new(Vec::new()));
+        let spare = Arc::new(Mutex::new(Spares::default()));
         let thread_spare = spare.clone();
         std::thread::Builder::new()
             .name("ndots-tracker".into())
@@ -447,7 +466,7 @@ impl Tracker {
     }
 
     /// `record_batch` for a listener's `WireBatch`.
-    pub fn record_wire_batch(&self, mut batch: WireBatch) {
+    fn record_wire_batch(&self, mut batch: WireBatch) {
         let level = self.inner.shed_level.load(Ordering::Relaxed);
         if level > 0 {
             let before = batch.len();
@@ -473,17 +492,40 @@ impl Tracker {
         }
     }
 
-    /// An empty batch for a listener to fill: one the tracker thread has emptied, else a new
-    /// one. Batches go round instead of being allocated on a listener and freed on the tracker
-    /// thread: glibc frees into the allocating thread's arena under its lock, and the two
-    /// threads contended for it (futex calls, and `madvise` as the arena's top shrank and
+    /// Hand over the events a thread gathered in `pending` and leave it empty for the next
+    /// ones. The queue charges a batch for the room it holds (about 9 KiB at `events`), so a
+    /// batch of a few events goes as a copy in a small batch and `pending` keeps its room:
+    /// answers of spawned queries are handed over one or two at a time, and sent as they
+    /// were, they filled the queue's budget share while it held a few thousand events, so
+    /// batches were refused (tests/overload.rs, 60 s brownouts at twice capacity: 0.06-0.17%
+    /// of the events dropped, nothing shed).
+    ///
+    /// Batches go round (`recycle`) instead of being allocated on a listener and freed on the
+    /// tracker thread: glibc frees into the allocating thread's arena under its lock, and the
+    /// two threads contended for it (futex calls, and `madvise` as the arena's top shrank and
     /// grew, in `strace -c -f` at 50k QPS).
-    pub fn spare_wire_batch(&self, events: usize) -> WireBatch {
-        self.inner
-            .spare
-            .lock()
-            .pop()
-            .unwrap_or_else(|| WireBatch::with_capacity(events))
+    pub fn hand_over(&self, pending: &mut WireBatch, events: usize) {
+        if pending.is_empty() {
+            return;
+        }
+        let batch = if pending.len() <= SMALL_BATCH && pending.names.len() <= SMALL_NAMES {
+            let mut small = self
+                .inner
+                .spare
+                .lock()
+                .small
+                .pop()
+                .unwrap_or_else(WireBatch::small);
+            small.take_from(pending);
+            small
+        } else {
+            let spare = self.inner.spare.lock().full.pop();
+            std::mem::replace(
+                pending,
+                spare.unwrap_or_else(|| WireBatch::with_capacity(events)),
+            )
+        };
+        self.record_wire_batch(batch);
     }
 
     /// Hand several events over, waiting while the queue is full: back-pressure for a caller
@@ -684,19 +726,36 @@ impl LookupMetrics {
 
 /// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
 const SPARE_BATCHES: usize = 64;
+/// A batch of at most this many events (and `SMALL_NAMES` bytes of names) is handed over in a
+/// small batch (`Tracker::hand_over`).
+const SMALL_BATCH: usize = 4;
+const SMALL_NAMES: usize = SMALL_BATCH * 64;
 
-/// Empty `batch` and keep it for a listener, unless enough are kept or a run of long names
-/// grew its name buffer past twice the usual: the kept batches are outside the memory budget,
-/// bounded by this (64 batches of at most 64 events and 4 KiB of names).
-fn recycle(spare: &Mutex<Vec<WireBatch>>, mut batch: WireBatch) {
+/// Empty `batch` and keep it for a listener, unless enough of its size are kept or a run of
+/// long names grew its name buffer past twice the usual: the kept batches are outside the
+/// memory budget, bounded by this (64 batches of at most 64 events and 4 KiB of names, and 64
+/// small ones).
+fn recycle(spare: &Mutex<Spares>, mut batch: WireBatch) {
     if batch.names.capacity() > batch.events.capacity().max(1) * 64 {
         return;
     }
     batch.clear();
     let mut spare = spare.lock();
-    if spare.len() < SPARE_BATCHES {
-        spare.push(batch);
+    let pool = if batch.events.capacity() <= SMALL_BATCH {
+        &mut spare.small
+    } else {
+        &mut spare.full
+    };
+    if pool.len() < SPARE_BATCHES {
+        pool.push(batch);
     }
+}
+
+/// Emptied batches waiting to be filled again, by size (`Tracker::hand_over`).
+#[derive(Default)]
+struct Spares {
+    full: Vec<WireBatch>,
+    small: Vec<WireBatch>,
 }
 
 /// Run the calling thread under `SCHED_BATCH` (sched(7)): the same CPU share as any thread,
@@ -837,9 +896,66 @@ mod tests {
     }
     use crate::event::AnswerSource;
 
+    /// The brownouts' drops (tests/overload.rs, 60 s at twice capacity, upstream dead): answers
+    /// of spawned queries were handed over one or two at a time, each in a batch with room for
+    /// 64 events and charged for that room, so a few thousand queued events filled the
+    /// queue's budget share and whole batches were refused with nothing shed. A few events
+    /// now go in a small batch: here 400 single answers queue behind a tracker thread held
+    /// up, in a share that 64-event batches would fill after about 30.
+    #[test]
+    fn answers_handed_over_one_at_a_time_fit_the_queue_share() {
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec!["*.svc.cluster.local".into()],
+            node_search: vec![],
+        };
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 1000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        // A `tracker_queue` share of 300,000 bytes.
+        let budget = Arc::new(MemoryBudget::new(4_000_000));
+        let share = budget.share(Part::TrackerQueue);
+        assert_eq!(share, 300_000);
+        let full = WireBatch::with_capacity(EVENT_BATCH_OF_A_LISTENER).bytes();
+        assert!(full * 40 > share, "64-event batches: {full} bytes each");
+        let tr = Tracker::start_budgeted(&cluster, &cfg, "one-at-a-time", budget.clone());
+        let answers = 400u64;
+        let mut pending = WireBatch::with_capacity(EVENT_BATCH_OF_A_LISTENER);
+        {
+            // The thread stops at its first closed lookup, waiting for this lock.
+            let _held = tr.inner.shared.lock();
+            for i in 0..answers {
+                let ev = QueryEvent {
+                    time: Timestamp(1_000_000 + i),
+                    client: std::net::IpAddr::from([10, 0, 0, (i % 200) as u8]),
+                    client_port: Some(40000),
+                    qname: String::new(),
+                    qtype: 1,
+                    rcode: Some(0),
+                    answers: Some(1),
+                    latency: Some(Duration::from_micros(300)),
+                    source: Some(AnswerSource::Upstream),
+                };
+                pending.push(ev, b"\x03www\x07example\x03com\x00");
+                tr.hand_over(&mut pending, EVENT_BATCH_OF_A_LISTENER);
+                assert!(pending.is_empty());
+            }
+            assert_eq!(tr.dropped(), 0, "refused while the thread was held up");
+            assert!(budget.used(Part::TrackerQueue) <= share);
+        }
+        tr.sync(true);
+        assert_eq!(tr.report(None).lookups, answers);
+        assert_eq!(budget.used(Part::TrackerQueue), 0, "every batch released");
+    }
+
     /// A listener's wire-form batch reaches the walks with the same text names a capture
     /// reader makes (`question_name_to_string`: lowercase, escapes), in order, the reused name
     /// buffer never leaking one name into the next.
+    /// `proxy::handler`'s batch size.
+    const EVENT_BATCH_OF_A_LISTENER: usize = 64;
+
     #[test]
     fn wire_batch_names_equal_the_text_a_capture_reader_makes() {
         let names: [&[u8]; 4] = [

@@ -754,16 +754,7 @@ impl Engine {
             crate::querylog::flush();
         }
         let Some(t) = &self.tracker else { return };
-        let batch = PENDING_EVENTS.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.is_empty() {
-                return None;
-            }
-            Some(std::mem::replace(&mut *p, t.spare_wire_batch(EVENT_BATCH)))
-        });
-        if let Some(batch) = batch {
-            t.record_wire_batch(batch);
-        }
+        PENDING_EVENTS.with(|p| t.hand_over(&mut p.borrow_mut(), EVENT_BATCH));
     }
 
     fn count_request(
