@@ -696,9 +696,38 @@ pub fn build_query(
     Ok(())
 }
 
+/// The eight bytes of `w` with ASCII `A`-`Z` lowercased and every other byte as it was: DNS
+/// names compare case-insensitively in ASCII only (RFC 4343), and the capture pairing and the
+/// walk tracker hash names a word at a time.
+#[inline]
+pub fn ascii_lowercase_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    // Each byte's low seven bits plus a constant sets its top bit (no carry out of the byte:
+    // 0x7f + 0x3f < 0x100) exactly when they are at least `A`, or above `Z`.
+    let low7 = w & !HIGH;
+    let from_a = low7 + ONES * (0x80 - b'A' as u64);
+    let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = from_a & !past_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_word_is_lowercased_as_each_of_its_bytes() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut bytes = [b'Q', b'a', 0x80, b'Z', b'@', b'[', 0xc1, b'A'];
+                bytes[at] = b;
+                let want = bytes.map(|c| c.to_ascii_lowercase());
+                let got = ascii_lowercase_word(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(got, want, "byte {b:#x} at {at}");
+            }
+        }
+    }
 
     fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
         let mut v = Vec::new();

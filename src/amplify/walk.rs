@@ -268,7 +268,7 @@ impl<'a> PrefixHash<'a> {
         debug_assert!(len >= self.done && len <= self.bytes.len());
         while self.done + 8 <= len {
             let w = u64::from_le_bytes(self.bytes[self.done..self.done + 8].try_into().unwrap());
-            self.state = Self::mix(self.state, lower_word(w));
+            self.state = Self::mix(self.state, crate::wire::ascii_lowercase_word(w));
             self.done += 8;
         }
         let rest = len - self.done;
@@ -295,7 +295,7 @@ impl<'a> PrefixHash<'a> {
                 u64::from_le_bytes(tail)
             }
         };
-        let h = Self::mix(self.state, lower_word(tail));
+        let h = Self::mix(self.state, crate::wire::ascii_lowercase_word(tail));
         // splitmix64's finish, with the length in: "ab" and "ab\0" differ.
         let mut h = h ^ (len as u64).wrapping_mul(Self::K);
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -310,19 +310,6 @@ impl<'a> PrefixHash<'a> {
 #[inline]
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a == b || a.eq_ignore_ascii_case(b)
-}
-
-/// ASCII-lowercase eight bytes at once: 0x20 added to each byte from `A` to `Z`.
-#[inline]
-fn lower_word(w: u64) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let seven = w & LOW7;
-    // High bit of each byte: the low seven bits are >= 'A' (0x41), > 'Z' (0x5a).
-    let ge_a = seven + 0x3f3f_3f3f_3f3f_3f3f;
-    let gt_z = seven + 0x2525_2525_2525_2525;
-    let upper = ge_a & !gt_z & !w & HIGH;
-    w | (upper >> 2)
 }
 
 /// What [`WalkTracker::candidate_bases`] finds: `len[i]` bytes of the name, hashed `hash[i]`;
@@ -1892,20 +1879,6 @@ mod hash_tests {
             t.clients.contains_key(&ip(500)),
             "nobody was forgotten for it"
         );
-    }
-
-    #[test]
-    fn lower_word_lowercases_exactly_ascii_capitals_in_every_byte() {
-        for b in 0..=255u8 {
-            for pos in 0..8 {
-                let mut bytes = *b"xY0-Z.aQ";
-                bytes[pos] = b;
-                let mut want = bytes;
-                want.make_ascii_lowercase();
-                let got = lower_word(u64::from_le_bytes(bytes)).to_le_bytes();
-                assert_eq!(got, want, "byte {b:#04x} at {pos}");
-            }
-        }
     }
 
     /// The hash by its definition: the lowercased bytes in zero-padded words, then the length.

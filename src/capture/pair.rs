@@ -120,11 +120,11 @@ impl Pairer {
         let mut words = name.chunks_exact(8);
         for w in words.by_ref() {
             let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
-            h.write_u64(ascii_lower8(w));
+            h.write_u64(wire::ascii_lowercase_word(w));
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            h.write_u64(ascii_lower8(tail_word(name)));
+            h.write_u64(wire::ascii_lowercase_word(tail_word(name)));
         }
         h.finish()
     }
@@ -361,20 +361,6 @@ fn tail_word(name: &[u8]) -> u64 {
             .take(n)
             .fold(0u64, |w, &b| (w << 8) | b as u64)
     }
-}
-
-/// The eight bytes of `w` with ASCII `A`-`Z` lowercased and every other byte as it was (a
-/// word at a time: `to_ascii_lowercase` of each byte).
-fn ascii_lower8(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = ONES * 0x80;
-    // Each byte's low seven bits plus a constant sets its top bit (no carry out of the byte:
-    // 0x7f + 0x3f < 0x100) exactly when they are at least `A`, or above `Z`.
-    let low7 = w & !HIGH;
-    let from_a = low7 + ONES * (0x80 - b'A' as u64);
-    let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
-    let upper = from_a & !past_z & !w & HIGH;
-    w | (upper >> 2)
 }
 
 thread_local! {
@@ -699,19 +685,6 @@ mod tests {
             "{grown} -> {}",
             p.pending.capacity()
         );
-    }
-
-    #[test]
-    fn a_word_is_lowercased_as_each_of_its_bytes() {
-        for b in 0..=255u8 {
-            for at in 0..8 {
-                let mut bytes = [b'Q', b'a', 0x80, b'Z', b'@', b'[', 0xc1, b'A'];
-                bytes[at] = b;
-                let want = bytes.map(|c| c.to_ascii_lowercase());
-                let got = ascii_lower8(u64::from_le_bytes(bytes)).to_le_bytes();
-                assert_eq!(got, want, "byte {b:#x} at {at}");
-            }
-        }
     }
 
     /// Names of every length around the word size pair whatever their case, and a name is
