@@ -13,7 +13,7 @@ pub mod service;
 pub mod walk;
 
 pub use report::{Aggregate, Report, Windowed};
-pub use service::{Tracker, WireBatch};
+pub use service::{Tracker, WireBatch, EVENT_BATCH};
 pub use walk::{BaseName, Lookup, Outcome, SuffixSlot, WalkTracker};
 
 use crate::config::{ClusterConfig, TrackerConfig};

@@ -28,9 +28,12 @@ use crate::metrics as m;
 use crate::search::SearchShape;
 
 /// Events waiting for the tracker thread before new ones are dropped. Counted in events, not
-/// channel messages (a message may carry a receive batch of 32), so the queue's memory is
-/// bounded at about this many events (~100 bytes each) whatever the batching.
+/// channel messages (a message may carry a receive batch of 32); the queue's bytes are bounded
+/// apart from this, by its `tracker_queue` budget share, each batch charged for its room.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// Events a thread gathers before handing them over in one batch (a listener hands over once
+/// per receive batch, and the runtime's threads once per answer, before it is sent).
+pub const EVENT_BATCH: usize = 64;
 /// While events keep coming, the thread polls its queue this often instead of blocking
 /// (see the loop); events wait at most this long, and senders never wake the thread.
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -43,6 +46,36 @@ const SHED_SCALE: u32 = 1024;
 /// A queue fuller than this raises the shed level; emptier than `SHED_LOWER_BELOW` lowers it.
 const SHED_RAISE_ABOVE: usize = QUEUE_CAPACITY / 4;
 const SHED_LOWER_BELOW: usize = QUEUE_CAPACITY / 32;
+
+/// How full the tracker's queue is, in both units it is bounded in: events (`QUEUE_CAPACITY`)
+/// and the bytes of its `tracker_queue` budget share.
+#[derive(Clone, Copy, Debug)]
+struct QueueFill {
+    events: usize,
+    bytes: usize,
+    share: usize,
+}
+
+/// The shed level after one turn of the tracker thread, from the queue's fill when the turn
+/// began and when it ended: behind, it sheds more walks; caught up, it takes them back,
+/// slowly. Behind is over a quarter of the event capacity or half the byte share, whichever
+/// comes first: the share is a fraction of the memory limit, so in a small pod it holds
+/// fewer events than the event threshold, and a queue that refuses batches drops events in
+/// the middle of walks, which shedding whole walks first is there to avoid. (The bytes per
+/// event are bounded by `Tracker::hand_over`'s size classes; with near-empty 64-event
+/// batches queued, a byte threshold shed 5-58% of the events in a 60 s brownout.)
+fn next_shed_level(level: u32, at_start: QueueFill, at_end: QueueFill) -> u32 {
+    let over = |f: QueueFill| f.events > SHED_RAISE_ABOVE || f.bytes > f.share / 2;
+    let behind = over(at_start) || over(at_end);
+    let caught_up = at_end.events < SHED_LOWER_BELOW && at_end.bytes < at_end.share / 8;
+    if behind {
+        (level + 64).min(SHED_SCALE)
+    } else if caught_up {
+        level.saturating_sub(1)
+    } else {
+        level
+    }
+}
 
 /// The bytes an event holds while queued (charged to the `tracker_queue` budget).
 fn event_bytes(e: &QueryEvent) -> usize {
@@ -66,10 +99,12 @@ pub struct WireBatch {
 }
 
 impl WireBatch {
-    fn small() -> WireBatch {
+    /// An empty batch of size class `class` (`Tracker::hand_over`).
+    fn of_class(class: usize) -> WireBatch {
+        let events = 1 << class;
         WireBatch {
-            events: Vec::with_capacity(SMALL_BATCH),
-            names: Vec::with_capacity(SMALL_NAMES),
+            events: Vec::with_capacity(events),
+            names: Vec::with_capacity(events * NAME_ROOM),
         }
     }
 
@@ -327,6 +362,14 @@ impl Tracker {
                             lookup_metrics.flush();
                         }
                     };
+                    let fill = || QueueFill {
+                        events: thread_queued.load(Ordering::Relaxed),
+                        bytes: thread_budget.used(Part::TrackerQueue),
+                        share: thread_budget.share(Part::TrackerQueue),
+                    };
+                    // How far behind the thread was when it got to run: the end of the turn
+                    // alone misses a backlog that one turn's drain empties.
+                    let at_start = fill();
                     match msg {
                         Ok(msg) => {
                             handle(msg, &mut walks);
@@ -347,13 +390,10 @@ impl Tracker {
                             disconnected = true;
                         }
                     }
-                    // Behind: shed more walks; caught up: take them back, slowly.
-                    let backlog = thread_queued.load(Ordering::Relaxed);
                     let level = thread_shed.load(Ordering::Relaxed);
-                    if backlog > SHED_RAISE_ABOVE && level < SHED_SCALE {
-                        thread_shed.store((level + 64).min(SHED_SCALE), Ordering::Relaxed);
-                    } else if backlog < SHED_LOWER_BELOW && level > 0 {
-                        thread_shed.store(level - 1, Ordering::Relaxed);
+                    let next = next_shed_level(level, at_start, fill());
+                    if next != level {
+                        thread_shed.store(next, Ordering::Relaxed);
                     }
                     if Instant::now() >= next_tick {
                         let now = Timestamp(clock.0 .0 + clock.1.elapsed().as_micros() as u64);
@@ -493,36 +533,35 @@ impl Tracker {
     }
 
     /// Hand over the events a thread gathered in `pending` and leave it empty for the next
-    /// ones. The queue charges a batch for the room it holds (about 9 KiB at `events`), so a
-    /// batch of a few events goes as a copy in a small batch and `pending` keeps its room:
-    /// answers of spawned queries are handed over one or two at a time, and sent as they
-    /// were, they filled the queue's budget share while it held a few thousand events, so
-    /// batches were refused (tests/overload.rs, 60 s brownouts at twice capacity: 0.06-0.17%
-    /// of the events dropped, nothing shed).
+    /// ones. The queue charges a batch for the room it holds (7.7 KB for `EVENT_BATCH` events
+    /// and their names), so up to `COPIED_UP_TO` events go as a copy in a batch of their size
+    /// class and `pending` keeps its room. The answers of spawned queries are handed over one
+    /// at a time; sent in their threads' 64-event batches, they filled the queue's budget
+    /// share while it held a few thousand events, and batches were refused with nothing shed
+    /// (tests/overload.rs, 60 s brownouts at twice capacity on c2f2360: 0.05-0.17% of the
+    /// events dropped).
     ///
     /// Batches go round (`recycle`) instead of being allocated on a listener and freed on the
     /// tracker thread: glibc frees into the allocating thread's arena under its lock, and the
     /// two threads contended for it (futex calls, and `madvise` as the arena's top shrank and
-    /// grew, in `strace -c -f` at 50k QPS).
-    pub fn hand_over(&self, pending: &mut WireBatch, events: usize) {
+    /// grew, in `strace -c -f` at 50k QPS). A batch is only allocated when its pool is empty.
+    pub fn hand_over(&self, pending: &mut WireBatch) {
         if pending.is_empty() {
             return;
         }
-        let batch = if pending.len() <= SMALL_BATCH && pending.names.len() <= SMALL_NAMES {
-            let mut small = self
-                .inner
-                .spare
-                .lock()
-                .small
+        let n = pending.len();
+        let batch = if n <= COPIED_UP_TO && pending.names.len() <= class_events(n) * NAME_ROOM {
+            let class = class_of(n);
+            let mut fitted = self.inner.spare.lock().classes[class]
                 .pop()
-                .unwrap_or_else(WireBatch::small);
-            small.take_from(pending);
-            small
+                .unwrap_or_else(|| WireBatch::of_class(class));
+            fitted.take_from(pending);
+            fitted
         } else {
             let spare = self.inner.spare.lock().full.pop();
             std::mem::replace(
                 pending,
-                spare.unwrap_or_else(|| WireBatch::with_capacity(events)),
+                spare.unwrap_or_else(|| WireBatch::with_capacity(EVENT_BATCH)),
             )
         };
         self.record_wire_batch(batch);
@@ -726,25 +765,45 @@ impl LookupMetrics {
 
 /// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
 const SPARE_BATCHES: usize = 64;
-/// A batch of at most this many events (and `SMALL_NAMES` bytes of names) is handed over in a
-/// small batch (`Tracker::hand_over`).
-const SMALL_BATCH: usize = 4;
-const SMALL_NAMES: usize = SMALL_BATCH * 64;
+/// A hand-over of at most `COPIED_UP_TO` events goes as a copy in a batch with room for the
+/// next power of two (1, 2, 4, 8 or 16 events, `NAME_ROOM` bytes of names each): a queued
+/// batch then holds at most about twice what its events need, and from 17 events on a listener's
+/// 64-event batch goes as it is, under four times (`Tracker::hand_over`).
+const CLASSES: usize = 5;
+const COPIED_UP_TO: usize = 1 << (CLASSES - 1);
+/// Room for names per event in a copied batch: a walk's candidates under a cluster's search
+/// list are 60-90 bytes in wire form.
+const NAME_ROOM: usize = 128;
 
-/// Empty `batch` and keep it for a listener, unless enough of its size are kept or a run of
-/// long names grew its name buffer past twice the usual: the kept batches are outside the
-/// memory budget, bounded by this (64 batches of at most 64 events and 4 KiB of names, and 64
-/// small ones).
+/// The size class of a hand-over of `n` (1 to `COPIED_UP_TO`) events.
+fn class_of(n: usize) -> usize {
+    n.next_power_of_two().trailing_zeros() as usize
+}
+
+/// The events a batch of the size class of `n` events has room for.
+fn class_events(n: usize) -> usize {
+    n.next_power_of_two()
+}
+
+/// Empty `batch` and keep it for reuse, unless enough of its size are kept or a run of long
+/// names grew its name buffer past its room: the kept batches are outside the memory budget,
+/// bounded by this (per size, 64 batches: of 64 events and 4 KiB of names, and of each class,
+/// about 430 KiB for all five).
 fn recycle(spare: &Mutex<Spares>, mut batch: WireBatch) {
-    if batch.names.capacity() > batch.events.capacity().max(1) * 64 {
+    let events = batch.events.capacity();
+    let (pool, name_room) = if events <= COPIED_UP_TO {
+        (Some(class_of(events.max(1))), NAME_ROOM)
+    } else {
+        (None, 64)
+    };
+    if batch.names.capacity() > events.max(1) * name_room {
         return;
     }
     batch.clear();
     let mut spare = spare.lock();
-    let pool = if batch.events.capacity() <= SMALL_BATCH {
-        &mut spare.small
-    } else {
-        &mut spare.full
+    let pool = match pool {
+        Some(class) => &mut spare.classes[class],
+        None => &mut spare.full,
     };
     if pool.len() < SPARE_BATCHES {
         pool.push(batch);
@@ -755,7 +814,7 @@ fn recycle(spare: &Mutex<Spares>, mut batch: WireBatch) {
 #[derive(Default)]
 struct Spares {
     full: Vec<WireBatch>,
-    small: Vec<WireBatch>,
+    classes: [Vec<WireBatch>; CLASSES],
 }
 
 /// Run the calling thread under `SCHED_BATCH` (sched(7)): the same CPU share as any thread,
@@ -897,11 +956,11 @@ mod tests {
     use crate::event::AnswerSource;
 
     /// The brownouts' drops (tests/overload.rs, 60 s at twice capacity, upstream dead): answers
-    /// of spawned queries were handed over one or two at a time, each in a batch with room for
-    /// 64 events and charged for that room, so a few thousand queued events filled the
-    /// queue's budget share and whole batches were refused with nothing shed. A few events
-    /// now go in a small batch: here 400 single answers queue behind a tracker thread held
-    /// up, in a share that 64-event batches would fill after about 30.
+    /// of spawned queries were handed over one at a time, each in a batch with room for 64
+    /// events and charged for that room, so a few thousand queued events filled the queue's
+    /// budget share and whole batches were refused with nothing shed. A few events now go in
+    /// a batch of their size: here 1,000 single answers queue behind a tracker thread held
+    /// up, in a share that 64-event batches would fill after about 130.
     #[test]
     fn answers_handed_over_one_at_a_time_fit_the_queue_share() {
         let cluster = ClusterConfig {
@@ -914,48 +973,164 @@ mod tests {
             max_open_walks: 1000,
             namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
         };
-        // A `tracker_queue` share of 300,000 bytes.
-        let budget = Arc::new(MemoryBudget::new(4_000_000));
+        let budget = Arc::new(MemoryBudget::new(13_333_334));
         let share = budget.share(Part::TrackerQueue);
-        assert_eq!(share, 300_000);
-        let full = WireBatch::with_capacity(EVENT_BATCH_OF_A_LISTENER).bytes();
-        assert!(full * 40 > share, "64-event batches: {full} bytes each");
+        assert_eq!(share, 999_975);
+        let answers = 1000usize;
+        let full = WireBatch::with_capacity(EVENT_BATCH).bytes();
+        let one = WireBatch::of_class(0).bytes();
+        assert!(
+            answers * full > 5 * share,
+            "64-event batches: {full} bytes each"
+        );
+        assert!(
+            answers * one < share / 2,
+            "batches of one: {one} bytes each"
+        );
         let tr = Tracker::start_budgeted(&cluster, &cfg, "one-at-a-time", budget.clone());
-        let answers = 400u64;
-        let mut pending = WireBatch::with_capacity(EVENT_BATCH_OF_A_LISTENER);
+        let mut pending = WireBatch::with_capacity(EVENT_BATCH);
         {
-            // The thread stops at its first closed lookup, waiting for this lock.
+            // The thread stops at its first closed lookup (a positive answer closes one at
+            // once), waiting for this lock.
             let _held = tr.inner.shared.lock();
             for i in 0..answers {
-                let ev = QueryEvent {
-                    time: Timestamp(1_000_000 + i),
-                    client: std::net::IpAddr::from([10, 0, 0, (i % 200) as u8]),
-                    client_port: Some(40000),
-                    qname: String::new(),
-                    qtype: 1,
-                    rcode: Some(0),
-                    answers: Some(1),
-                    latency: Some(Duration::from_micros(300)),
-                    source: Some(AnswerSource::Upstream),
-                };
-                pending.push(ev, b"\x03www\x07example\x03com\x00");
-                tr.hand_over(&mut pending, EVENT_BATCH_OF_A_LISTENER);
+                pending.push(positive_answer(i), b"\x03www\x07example\x03com\x00");
+                tr.hand_over(&mut pending);
                 assert!(pending.is_empty());
             }
+            assert_eq!(budget.refused(Part::TrackerQueue), 0);
             assert_eq!(tr.dropped(), 0, "refused while the thread was held up");
-            assert!(budget.used(Part::TrackerQueue) <= share);
         }
         tr.sync(true);
-        assert_eq!(tr.report(None).lookups, answers);
+        assert_eq!(tr.report(None).lookups, answers as u64);
         assert_eq!(budget.used(Part::TrackerQueue), 0, "every batch released");
+    }
+
+    fn positive_answer(i: usize) -> QueryEvent {
+        QueryEvent {
+            time: Timestamp(1_000_000 + i as u64),
+            client: std::net::IpAddr::from([10, 0, (i / 200) as u8, (i % 200) as u8]),
+            client_port: Some(40000),
+            qname: String::new(),
+            qtype: 1,
+            rcode: Some(0),
+            answers: Some(1),
+            latency: Some(Duration::from_micros(300)),
+            source: Some(AnswerSource::Upstream),
+        }
+    }
+
+    /// A hand-over goes in a batch of its size class, its events and names as they were and in
+    /// order, and the thread's batch is left empty with its room; a class's batch comes back
+    /// to its own pool.
+    #[test]
+    fn a_hand_over_is_fitted_to_its_size() {
+        assert_eq!(
+            (1..=16).map(class_of).collect::<Vec<_>>(),
+            [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4]
+        );
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec!["*.svc.cluster.local".into()],
+            node_search: vec![],
+        };
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 1000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        let tr = Tracker::start_named(&cluster, &cfg, "fitted");
+        let mut pending = WireBatch::with_capacity(EVENT_BATCH);
+        let name = |i: usize| format!("\x01{}\x07example\x03com\x00", (b'a' + i as u8) as char);
+        let mut copy = WireBatch::of_class(class_of(3));
+        for i in 0..3 {
+            pending.push(positive_answer(i), name(i).as_bytes());
+        }
+        copy.take_from(&mut pending);
+        assert!(pending.is_empty() && pending.names.is_empty());
+        assert_eq!(pending.events.capacity(), EVENT_BATCH);
+        assert_eq!(copy.events.capacity(), 4);
+        let mut texts = Vec::new();
+        copy.for_each(&mut String::new(), |e| {
+            texts.push((e.time.0, e.qname.clone()))
+        });
+        assert_eq!(
+            texts,
+            [
+                (1_000_000, "a.example.com.".to_string()),
+                (1_000_001, "b.example.com.".to_string()),
+                (1_000_002, "c.example.com.".to_string())
+            ]
+        );
+        recycle(&tr.inner.spare, copy);
+        assert_eq!(tr.inner.spare.lock().classes[2].len(), 1);
+        // Seventeen events go as the listener's batch itself, which a spare replaces.
+        for i in 0..17 {
+            pending.push(positive_answer(i), name(i).as_bytes());
+        }
+        tr.hand_over(&mut pending);
+        assert!(pending.is_empty());
+        tr.sync(true);
+        assert_eq!(tr.report(None).lookups, 17);
+        let spare = tr.inner.spare.lock();
+        assert_eq!(spare.full.len(), 1, "the 17 events' batch came back");
+        assert_eq!(spare.classes[2].len(), 1);
+    }
+
+    /// Behind in either unit raises the shed level; caught up in both takes it back a step.
+    #[test]
+    fn the_shed_level_follows_the_queue_in_events_and_in_bytes() {
+        let share = 7_549_725;
+        let fill = |events, bytes| QueueFill {
+            events,
+            bytes,
+            share,
+        };
+        let empty = fill(0, 0);
+        let half_bytes = fill(5_000, share / 2 + 1);
+        assert_eq!(
+            next_shed_level(0, half_bytes, empty),
+            64,
+            "behind at the start"
+        );
+        assert_eq!(
+            next_shed_level(0, empty, half_bytes),
+            64,
+            "behind at the end"
+        );
+        assert_eq!(next_shed_level(0, fill(SHED_RAISE_ABOVE + 1, 0), empty), 64);
+        assert_eq!(
+            next_shed_level(SHED_SCALE - 10, half_bytes, empty),
+            SHED_SCALE
+        );
+        assert_eq!(next_shed_level(100, empty, fill(10, share / 16)), 99);
+        assert_eq!(
+            next_shed_level(100, empty, fill(10, share / 4)),
+            100,
+            "held"
+        );
+        assert_eq!(
+            next_shed_level(100, empty, fill(SHED_LOWER_BELOW, 0)),
+            100,
+            "held"
+        );
+        assert_eq!(next_shed_level(0, empty, empty), 0);
+        let unbounded = MemoryBudget::unbounded().share(Part::TrackerQueue);
+        let lots = QueueFill {
+            events: 100,
+            bytes: 1 << 30,
+            share: unbounded,
+        };
+        assert_eq!(
+            next_shed_level(0, lots, lots),
+            0,
+            "no budget, no byte bound"
+        );
     }
 
     /// A listener's wire-form batch reaches the walks with the same text names a capture
     /// reader makes (`question_name_to_string`: lowercase, escapes), in order, the reused name
     /// buffer never leaking one name into the next.
-    /// `proxy::handler`'s batch size.
-    const EVENT_BATCH_OF_A_LISTENER: usize = 64;
-
     #[test]
     fn wire_batch_names_equal_the_text_a_capture_reader_makes() {
         let names: [&[u8]; 4] = [

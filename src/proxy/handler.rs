@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::loops::LoopGuard;
 use super::shortcut::{Flights, Plan, Shortcut, Verdict};
-use crate::amplify::{Tracker, WireBatch};
+use crate::amplify::{Tracker, WireBatch, EVENT_BATCH};
 use crate::budget::{OwnedCharge, Part};
 use crate::cache::{Answer, AnswerKind, Cache, Key, Lookup, OwnedKey, Served};
 use crate::config::{Config, ShortcutMode};
@@ -754,7 +754,7 @@ impl Engine {
             crate::querylog::flush();
         }
         let Some(t) = &self.tracker else { return };
-        PENDING_EVENTS.with(|p| t.hand_over(&mut p.borrow_mut(), EVENT_BATCH));
+        PENDING_EVENTS.with(|p| t.hand_over(&mut p.borrow_mut()));
     }
 
     fn count_request(
@@ -1196,9 +1196,6 @@ thread_local! {
     static HIT_SERIES: std::cell::RefCell<(u64, m::SummedSeries<HitKey, HitSeries>)> =
         std::cell::RefCell::new((0, m::SummedSeries::default()));
 }
-
-/// Events a listener thread buffers before handing them to the tracker in one batch.
-const EVENT_BATCH: usize = 64;
 
 thread_local! {
     static PENDING_EVENTS: std::cell::RefCell<WireBatch> =
