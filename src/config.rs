@@ -432,9 +432,10 @@ pub struct ServerSection {
     /// One byte budget for what grows with traffic: the cache, queries waiting on upstreams,
     /// client TCP connections, the tracker's queue and its open walks (each gets a share; see
     /// docs/reference/metrics.md `ndots_memory_*`). What does not fit is refused and counted
-    /// (SERVFAIL or a stale answer; tracker: whole walks shed), never grown. `64MiB`, `1GiB`,
-    /// or bytes. Default: 3/4 of the cgroup's memory limit (v2 `memory.max`, v1
-    /// `memory.limit_in_bytes`) if there is one, else `256MiB`. Needs a restart to change.
+    /// (SERVFAIL or a stale answer; tracker: whole walks shed as its queue fills, events
+    /// dropped when it is full), never grown. `64MiB`, `1GiB`, or bytes. Default: 3/4 of the
+    /// cgroup's memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) if there is one,
+    /// else `256MiB`. Needs a restart to change.
     pub memory_limit: Option<ByteSize>,
 }
 

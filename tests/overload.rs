@@ -127,6 +127,15 @@ impl Drop for CpuLimit {
     }
 }
 
+/// Every test here pins its proxy to CPU 0 and its load to CPU 1 and measures what the proxy
+/// keeps up with, so two at once (libtest runs two on two cores) would halve each other's
+/// share and their figures: each holds this while it runs.
+static PINNED_CPUS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pinned_cpus() -> std::sync::MutexGuard<'static, ()> {
+    PINNED_CPUS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The proxy's CPU limit in this test: half a core.
 const PROXY_MILLICORES: u64 = 500;
 
@@ -230,6 +239,7 @@ fn twice_capacity_for_60s_keeps_answering_bounded_and_recovers_at_once() {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         panic!("this test pins the proxy and dnsperf to different CPUs: it needs two");
     }
+    let _cpus = pinned_cpus();
     let up = Upstream::start();
     for i in 0..NAMES {
         up.add(
@@ -931,6 +941,7 @@ impl Brownout {
 }
 
 fn brownout(fault: Fault, default_secs: u64) {
+    let _cpus = pinned_cpus();
     let secs: u64 = env_or("NDOTS_BROWNOUT_SECS", default_secs);
     let mut b = Brownout::start(matches!(fault, Fault::Loss(_)));
     let p = b.phase(fault, secs);
@@ -977,6 +988,7 @@ fn a_small_pod_with_a_dead_upstream_sheds_whole_walks_before_it_drops_events() {
         return;
     }
     let secs: u64 = env_or("NDOTS_BROWNOUT_SECS", 15);
+    let _cpus = pinned_cpus();
     let mut b = Brownout::start_in(false, SMALL_POD_MEMORY);
     let p = b.phase(Fault::Blackhole, secs);
     b.print(Fault::Blackhole, &p);
@@ -1034,6 +1046,7 @@ fn soak_mixed_faults_at_twice_capacity() {
         Fault::Flapping,
         Fault::Healthy,
     ];
+    let _cpus = pinned_cpus();
     let mut b = Brownout::start(true);
     let started = Instant::now();
     let mut worst = Phase::default();

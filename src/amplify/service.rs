@@ -5,12 +5,13 @@
 //! behind, events are dropped and counted (`dropped_events` in the report), never waited for.
 //!
 //! Before that happens the tracker sheds whole walks: while its queue is more than a quarter
-//! full it raises a shed level, and the packet path leaves out every event whose walk key
-//! (client, type, first label: the same for every candidate of one walk) falls under it, so
-//! the walks it keeps are counted whole and the ones it leaves out are counted as shed
-//! (`shed_events` in the report, `ndots_tracker_shed_events_total`), never half of each. The
-//! queue is also charged to the memory budget in bytes (`tracker_queue`), the open walks too
-//! (`tracker_walks`, see [`WalkTracker`]).
+//! full in events, or half full in bytes, it raises a shed level, and the packet path leaves
+//! out every event whose walk key (client, type, first label: the same for every candidate of
+//! one walk) falls under it, so the walks it keeps are counted whole and the ones it leaves
+//! out are counted as shed (`shed_events` in the report, `ndots_tracker_shed_events_total`),
+//! never half of each. The queue's bytes are charged to the memory budget (`tracker_queue`,
+//! each batch for the room it holds), the open walks too (`tracker_walks`, see
+//! [`WalkTracker`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -43,7 +44,8 @@ const POLLS_BEFORE_BLOCKING: u32 = 20;
 const TICK: Duration = Duration::from_millis(250);
 /// The shed level is out of this: at `SHED_SCALE` every walk is shed.
 const SHED_SCALE: u32 = 1024;
-/// A queue fuller than this raises the shed level; emptier than `SHED_LOWER_BELOW` lowers it.
+/// A queue fuller than this (or than half its byte share) raises the shed level; emptier than
+/// `SHED_LOWER_BELOW` (and an eighth of its share) lowers it (`next_shed_level`).
 const SHED_RAISE_ABOVE: usize = QUEUE_CAPACITY / 4;
 const SHED_LOWER_BELOW: usize = QUEUE_CAPACITY / 32;
 
@@ -115,16 +117,21 @@ impl WireBatch {
         }
     }
 
-    /// Move every event of `from` (left empty, its memory kept) to the end of this batch.
+    /// Move every event of `from` (left empty, its memory kept) to the end of this batch, with
+    /// only its events' names (not those of events `retain` left out).
     fn take_from(&mut self, from: &mut WireBatch) {
-        let offset = self.names.len() as u32;
-        self.names.extend_from_slice(&from.names);
-        self.events.extend(
-            from.events
-                .drain(..)
-                .map(|(ev, r)| (ev, r.start + offset..r.end + offset)),
-        );
+        for (ev, r) in from.events.drain(..) {
+            let start = self.names.len() as u32;
+            let name = from.names.get(r.start as usize..r.end as usize);
+            self.names.extend_from_slice(name.unwrap_or(&[]));
+            self.events.push((ev, start..self.names.len() as u32));
+        }
         from.names.clear();
+    }
+
+    /// The bytes of its events' names.
+    fn names_len(&self) -> usize {
+        self.events.iter().map(|(_, r)| r.len()).sum()
     }
 
     /// Add `event` (its `qname` is ignored) asking for `name`, a question name in wire form.
@@ -506,7 +513,8 @@ impl Tracker {
     }
 
     /// `record_batch` for a listener's `WireBatch`.
-    fn record_wire_batch(&self, mut batch: WireBatch) {
+    /// Leave out the events of walks under the shed level, counted as shed.
+    fn shed_from(&self, batch: &mut WireBatch) {
         let level = self.inner.shed_level.load(Ordering::Relaxed);
         if level > 0 {
             let before = batch.len();
@@ -514,6 +522,10 @@ impl Tracker {
             let shed = before - batch.len();
             self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Queue `batch` (events already shed), or count its events dropped.
+    fn record_wire_batch(&self, batch: WireBatch) {
         if batch.is_empty() {
             return recycle(&self.inner.spare, batch);
         }
@@ -546,15 +558,17 @@ impl Tracker {
     /// two threads contended for it (futex calls, and `madvise` as the arena's top shrank and
     /// grew, in `strace -c -f` at 50k QPS). A batch is only allocated when its pool is empty.
     pub fn hand_over(&self, pending: &mut WireBatch) {
+        // Shed before the batch is sized: what is left is what the queue holds.
+        self.shed_from(pending);
         if pending.is_empty() {
+            pending.clear(); // the names of the events shed, if any
             return;
         }
-        let n = pending.len();
-        let batch = if n <= COPIED_UP_TO && pending.names.len() <= class_events(n) * NAME_ROOM {
-            let class = class_of(n);
-            let mut fitted = self.inner.spare.lock().classes[class]
-                .pop()
-                .unwrap_or_else(|| WireBatch::of_class(class));
+        let need = pending.len().max(pending.names_len().div_ceil(NAME_ROOM));
+        let batch = if need <= COPIED_UP_TO {
+            let class = class_of(need);
+            let spare = self.inner.spare.lock().classes[class].pop();
+            let mut fitted = spare.unwrap_or_else(|| WireBatch::of_class(class));
             fitted.take_from(pending);
             fitted
         } else {
@@ -584,8 +598,13 @@ impl Tracker {
             self.inner.queued.fetch_sub(n, Ordering::Relaxed);
             std::thread::sleep(Duration::from_micros(200));
         }
+        // Charged like every queued message (over the share if need be: this caller waits on
+        // the event count instead), since the thread releases what it takes in.
+        let bytes = batch_bytes(&events);
+        self.inner.budget.charge(Part::TrackerQueue, bytes);
         if self.inner.tx.send(Msg::Batch(events)).is_err() {
             self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            self.inner.budget.release(Part::TrackerQueue, bytes);
             return false;
         }
         true
@@ -765,24 +784,20 @@ impl LookupMetrics {
 
 /// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
 const SPARE_BATCHES: usize = 64;
-/// A hand-over of at most `COPIED_UP_TO` events goes as a copy in a batch with room for the
-/// next power of two (1, 2, 4, 8 or 16 events, `NAME_ROOM` bytes of names each): a queued
-/// batch then holds at most about twice what its events need, and from 17 events on a listener's
-/// 64-event batch goes as it is, under four times (`Tracker::hand_over`).
+/// A hand-over of at most `COPIED_UP_TO` events (and `NAME_ROOM` bytes of names an event) goes
+/// as a copy in a batch with room for the next power of two (1, 2, 4, 8 or 16 events,
+/// `NAME_ROOM` bytes of names each): a queued batch then holds at most about twice what its
+/// events need, and from 17 events on a listener's 64-event batch goes as it is, under four
+/// times (`Tracker::hand_over`).
 const CLASSES: usize = 5;
 const COPIED_UP_TO: usize = 1 << (CLASSES - 1);
 /// Room for names per event in a copied batch: a walk's candidates under a cluster's search
 /// list are 60-90 bytes in wire form.
 const NAME_ROOM: usize = 128;
 
-/// The size class of a hand-over of `n` (1 to `COPIED_UP_TO`) events.
+/// The size class of a hand-over that needs room for `n` (1 to `COPIED_UP_TO`) events.
 fn class_of(n: usize) -> usize {
     n.next_power_of_two().trailing_zeros() as usize
-}
-
-/// The events a batch of the size class of `n` events has room for.
-fn class_events(n: usize) -> usize {
-    n.next_power_of_two()
 }
 
 /// Empty `batch` and keep it for reuse, unless enough of its size are kept or a run of long
@@ -792,7 +807,10 @@ fn class_events(n: usize) -> usize {
 fn recycle(spare: &Mutex<Spares>, mut batch: WireBatch) {
     let events = batch.events.capacity();
     let (pool, name_room) = if events <= COPIED_UP_TO {
-        (Some(class_of(events.max(1))), NAME_ROOM)
+        if !events.is_power_of_two() {
+            return; // not one of `hand_over`'s classes
+        }
+        (Some(class_of(events)), NAME_ROOM)
     } else {
         (None, 64)
     };
@@ -963,16 +981,6 @@ mod tests {
     /// up, in a share that 64-event batches would fill after about 130.
     #[test]
     fn answers_handed_over_one_at_a_time_fit_the_queue_share() {
-        let cluster = ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec!["*.svc.cluster.local".into()],
-            node_search: vec![],
-        };
-        let cfg = TrackerConfig {
-            idle: Duration::from_secs(2),
-            max_open_walks: 1000,
-            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
-        };
         let budget = Arc::new(MemoryBudget::new(13_333_334));
         let share = budget.share(Part::TrackerQueue);
         assert_eq!(share, 999_975);
@@ -987,7 +995,7 @@ mod tests {
             answers * one < share / 2,
             "batches of one: {one} bytes each"
         );
-        let tr = Tracker::start_budgeted(&cluster, &cfg, "one-at-a-time", budget.clone());
+        let tr = one_domain_tracker("one-at-a-time", budget.clone());
         let mut pending = WireBatch::with_capacity(EVENT_BATCH);
         {
             // The thread stops at its first closed lookup (a positive answer closes one at
@@ -1004,6 +1012,21 @@ mod tests {
         tr.sync(true);
         assert_eq!(tr.report(None).lookups, answers as u64);
         assert_eq!(budget.used(Part::TrackerQueue), 0, "every batch released");
+    }
+
+    /// A tracker for pods searching `<ns>.svc.cluster.local` only, charged to `budget`.
+    fn one_domain_tracker(source: &str, budget: Arc<MemoryBudget>) -> Tracker {
+        let cluster = ClusterConfig {
+            domain: "cluster.local".into(),
+            search: vec!["*.svc.cluster.local".into()],
+            node_search: vec![],
+        };
+        let cfg = TrackerConfig {
+            idle: Duration::from_secs(2),
+            max_open_walks: 1000,
+            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+        };
+        Tracker::start_budgeted(&cluster, &cfg, source, budget)
     }
 
     fn positive_answer(i: usize) -> QueryEvent {
@@ -1029,17 +1052,7 @@ mod tests {
             (1..=16).map(class_of).collect::<Vec<_>>(),
             [0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4]
         );
-        let cluster = ClusterConfig {
-            domain: "cluster.local".into(),
-            search: vec!["*.svc.cluster.local".into()],
-            node_search: vec![],
-        };
-        let cfg = TrackerConfig {
-            idle: Duration::from_secs(2),
-            max_open_walks: 1000,
-            namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
-        };
-        let tr = Tracker::start_named(&cluster, &cfg, "fitted");
+        let tr = one_domain_tracker("fitted", Arc::new(MemoryBudget::unbounded()));
         let mut pending = WireBatch::with_capacity(EVENT_BATCH);
         let name = |i: usize| format!("\x01{}\x07example\x03com\x00", (b'a' + i as u8) as char);
         let mut copy = WireBatch::of_class(class_of(3));
@@ -1075,6 +1088,56 @@ mod tests {
         let spare = tr.inner.spare.lock();
         assert_eq!(spare.full.len(), 1, "the 17 events' batch came back");
         assert_eq!(spare.classes[2].len(), 1);
+    }
+
+    /// A hand-over is sized after its shed events are left out: a listener's batch of 20
+    /// events that shedding leaves with a few is queued in a batch of their size class, not
+    /// in its own 64-event room (the byte count that shedding is meant to bring down).
+    #[test]
+    fn a_hand_over_is_sized_after_shedding() {
+        let budget = Arc::new(MemoryBudget::new(13_333_334));
+        let tr = one_domain_tracker("shed-then-sized", budget.clone());
+        let name = |i: usize| format!("\x04h{:03}\x07example\x03com\x00", i);
+        let mut pending = WireBatch::with_capacity(EVENT_BATCH);
+        let _held = tr.inner.shared.lock();
+        // One answer first: the thread takes it in, closes its lookup and waits for the lock.
+        pending.push(positive_answer(1000), b"\x05first\x07example\x03com\x00");
+        tr.hand_over(&mut pending);
+        while budget.used(Part::TrackerQueue) != 0 {
+            std::thread::yield_now();
+        }
+        tr.force_shed_level(SHED_SCALE * 3 / 4);
+        for i in 0..20 {
+            pending.push(positive_answer(i), name(i).as_bytes());
+        }
+        tr.hand_over(&mut pending);
+        let kept = 20 - tr.shed() as usize;
+        assert!((1..=16).contains(&kept), "kept {kept} of 20");
+        assert!(pending.is_empty() && pending.names.is_empty());
+        assert_eq!(
+            budget.used(Part::TrackerQueue),
+            WireBatch::of_class(class_of(kept)).bytes(),
+            "{kept} events queued in their size class"
+        );
+    }
+
+    /// `ndots collect` hands over with `record_batch_wait`, which did not charge the budget
+    /// while the tracker thread released each batch: the queue's byte count wrapped below
+    /// zero, and a shed rule that reads the bytes would have shed everything after.
+    #[test]
+    fn a_waited_batch_is_charged_for_what_the_thread_releases() {
+        let budget = Arc::new(MemoryBudget::new(13_333_334));
+        let tr = one_domain_tracker("waited", budget.clone());
+        let events: Vec<QueryEvent> = (0..10)
+            .map(|i| QueryEvent {
+                qname: format!("w{i}.example.com."),
+                ..positive_answer(i)
+            })
+            .collect();
+        assert!(tr.record_batch_wait(events));
+        tr.sync(false);
+        assert_eq!(budget.used(Part::TrackerQueue), 0);
+        assert_eq!(tr.report(None).lookups, 10);
     }
 
     /// Behind in either unit raises the shed level; caught up in both takes it back a step.
