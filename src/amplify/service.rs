@@ -65,7 +65,7 @@ struct QueueFill {
 /// fewer events than the event threshold, and a queue that refuses batches drops events in
 /// the middle of walks, which shedding whole walks first is there to avoid. (The bytes per
 /// event are bounded by `Tracker::hand_over`'s size classes; with near-empty 64-event
-/// batches queued, a byte threshold shed 5-58% of the events in a 60 s brownout.)
+/// batches queued, a byte threshold shed 4.6-58% of the events in a 60 s brownout.)
 fn next_shed_level(level: u32, at_start: QueueFill, at_end: QueueFill) -> u32 {
     let over = |f: QueueFill| f.events > SHED_RAISE_ABOVE || f.bytes > f.share / 2;
     let behind = over(at_start) || over(at_end);
