@@ -558,6 +558,9 @@ impl Tracker {
     /// two threads contended for it (futex calls, and `madvise` as the arena's top shrank and
     /// grew, in `strace -c -f` at 50k QPS). A batch is only allocated when its pool is empty.
     pub fn hand_over(&self, pending: &mut WireBatch) {
+        if pending.is_empty() {
+            return; // most flushes of a thread with nothing answered
+        }
         // Shed before the batch is sized: what is left is what the queue holds.
         self.shed_from(pending);
         if pending.is_empty() {
