@@ -200,6 +200,34 @@ impl WireBatch {
     }
 }
 
+/// Events handed over together, as a list of events (`ndots collect`, tests) or a listener's
+/// `WireBatch`: what shedding needs of either.
+trait EventBatch {
+    fn len(&self) -> usize;
+    /// Leave out the events for which `keep` is false, the others in order.
+    fn retain_events(&mut self, keep: impl FnMut(&QueryEvent) -> bool);
+}
+
+impl EventBatch for Vec<QueryEvent> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn retain_events(&mut self, mut keep: impl FnMut(&QueryEvent) -> bool) {
+        self.retain(|e| keep(e));
+    }
+}
+
+impl EventBatch for WireBatch {
+    fn len(&self) -> usize {
+        WireBatch::len(self)
+    }
+
+    fn retain_events(&mut self, keep: impl FnMut(&QueryEvent) -> bool) {
+        self.retain(keep);
+    }
+}
+
 enum Msg {
     Event(QueryEvent),
     /// A listener's receive batch with names in wire form (`WireBatch`).
@@ -492,13 +520,7 @@ impl Tracker {
 
     /// Hand several events over at once (in order), without blocking.
     pub fn record_batch(&self, mut events: Vec<QueryEvent>) {
-        let level = self.inner.shed_level.load(Ordering::Relaxed);
-        if level > 0 {
-            let before = events.len();
-            events.retain(|e| self.shed_key(e) >= level);
-            let shed = before - events.len();
-            self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
-        }
+        self.shed_from(&mut events);
         if events.is_empty() {
             return;
         }
@@ -512,13 +534,12 @@ impl Tracker {
         }
     }
 
-    /// `record_batch` for a listener's `WireBatch`.
     /// Leave out the events of walks under the shed level, counted as shed.
-    fn shed_from(&self, batch: &mut WireBatch) {
+    fn shed_from(&self, batch: &mut impl EventBatch) {
         let level = self.inner.shed_level.load(Ordering::Relaxed);
         if level > 0 {
             let before = batch.len();
-            batch.retain(|e| self.shed_key(e) >= level);
+            batch.retain_events(|e| self.shed_key(e) >= level);
             let shed = before - batch.len();
             self.inner.shed.fetch_add(shed as u64, Ordering::Relaxed);
         }
