@@ -200,7 +200,7 @@ impl WireBatch {
     }
 }
 
-/// Events handed over together, as a list of events (`ndots collect`, tests) or a listener's
+/// Events handed over together, as a list of events (`record_batch`) or a listener's
 /// `WireBatch`: what shedding needs of either.
 trait EventBatch {
     fn len(&self) -> usize;
