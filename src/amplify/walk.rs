@@ -233,8 +233,32 @@ fn slot_key(slots: &[Slot], i: u32) -> WalkKey {
 /// A hash of the ASCII-lowercased bytes: the base's identity whatever the query's case (0x20
 /// randomisation), without allocating. Not keyed: it only picks a walk chain, whose walks are
 /// compared by name, or pairs a client's own A and AAAA answers.
+///
+/// `PrefixHash::at` of the whole name, without its bookkeeping for later prefixes: this runs
+/// at every query, on the name the reading memo is looked up by.
 fn base_hash(bytes: &[u8]) -> u64 {
-    PrefixHash::new(bytes).at(bytes.len())
+    let mut words = bytes.chunks_exact(8);
+    let mut state = PrefixHash::SEED;
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+        state = PrefixHash::mix(state, crate::wire::ascii_lowercase_word(w));
+    }
+    let rest = words.remainder().len();
+    let tail = if rest == 0 {
+        0
+    } else if bytes.len() >= 8 {
+        // The name's last word, shifted down to the bytes past the whole words.
+        let w = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("eight bytes"));
+        w >> (8 * (8 - rest))
+    } else {
+        let mut tail = [0u8; 8];
+        tail[..rest].copy_from_slice(words.remainder());
+        u64::from_le_bytes(tail)
+    };
+    PrefixHash::finish(
+        PrefixHash::mix(state, crate::wire::ascii_lowercase_word(tail)),
+        bytes.len(),
+    )
 }
 
 /// Hashes of prefixes of one name, eight bytes at a time: whole words are mixed into a running
@@ -296,8 +320,15 @@ impl<'a> PrefixHash<'a> {
                 u64::from_le_bytes(tail)
             }
         };
-        let h = Self::mix(self.state, crate::wire::ascii_lowercase_word(tail));
-        // splitmix64's finish, with the length in: "ab" and "ab\0" differ.
+        Self::finish(
+            Self::mix(self.state, crate::wire::ascii_lowercase_word(tail)),
+            len,
+        )
+    }
+
+    /// splitmix64's finish, with the length in: "ab" and "ab\0" differ.
+    #[inline]
+    fn finish(h: u64, len: usize) -> u64 {
         let mut h = h ^ (len as u64).wrapping_mul(Self::K);
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -1921,6 +1952,22 @@ mod hash_tests {
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         h ^ (h >> 31)
+    }
+
+    #[test]
+    fn whole_name_hashes_equal_the_definition_at_every_length() {
+        let name = b"Svc-12.Default.svc.CLUSTER.local\\255x\xc1.some-Longer-label.Example.";
+        for end in 0..=name.len() {
+            for start in 0..end.min(9) {
+                let bytes = &name[start..end];
+                assert_eq!(
+                    base_hash(bytes),
+                    hash_by_definition(bytes),
+                    "{start}..{end}"
+                );
+                assert_eq!(base_hash(bytes), PrefixHash::new(bytes).at(bytes.len()));
+            }
+        }
     }
 
     #[test]
