@@ -257,6 +257,74 @@ fn retries_count_and_a_retried_failed_candidate_is_wasted() {
     assert_eq!(l.outcome, Outcome::Resolved);
 }
 
+/// One AAAA walk over GITHUB_WALK's five names, each answered as `rcodes` says (`(rcode,
+/// records)`; `None` leaves that candidate out).
+fn aaaa_walk(c: &str, answers: [(Option<u16>, u16); 5]) -> Vec<QueryEvent> {
+    GITHUB_WALK
+        .iter()
+        .zip(answers)
+        .enumerate()
+        .map(|(i, (q, (rc, n)))| ev(i as u64, c, q, QTYPE_AAAA, rc, n))
+        .collect()
+}
+
+#[test]
+fn walk_reported_nxdomain_when_an_earlier_candidate_was_nodata() {
+    // glibc with AF_INET6 (and c-ares) walk on after NODATA; when every later name is
+    // NXDOMAIN the application gets NO_DATA / ENODATA: the name exists, without AAAA. The
+    // report's `nxdomain` says "exists nowhere", which was false here.
+    let c = "10.0.0.11";
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(OK, 0), (NX, 0), (NX, 0), (NX, 0), (NX, 0)]),
+    );
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!(lookups[0].queries, 5);
+    assert_eq!(lookups[0].outcome, Outcome::NoData);
+    // NODATA outranks a SERVFAIL met on the way (res_query.c tests got_nodata first).
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(Some(2), 0), (OK, 0), (NX, 0), (NX, 0), (Some(2), 0)]),
+    );
+    assert_eq!(lookups[0].outcome, Outcome::NoData);
+}
+
+#[test]
+fn walk_reported_nxdomain_when_an_earlier_candidate_was_servfail() {
+    let c = "10.0.0.12";
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(NX, 0), (Some(2), 0), (NX, 0), (NX, 0), (NX, 0)]),
+    );
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!(lookups[0].outcome, Outcome::ServFail);
+    // Every name NXDOMAIN: the name exists nowhere.
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(NX, 0), (NX, 0), (NX, 0), (NX, 0), (NX, 0)]),
+    );
+    assert_eq!(lookups[0].outcome, Outcome::NxDomain);
+    // A walk stopped by REFUSED ends with REFUSED whatever came before.
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(OK, 0), (Some(5), 0), (None, 0), (None, 0), (None, 0)])[..2],
+    );
+    assert_eq!(lookups[0].outcome, Outcome::Refused);
+}
+
+#[test]
+fn a_servfail_retried_to_nxdomain_does_not_make_the_walk_servfail() {
+    // A retry's answer replaces the try before it: the candidate ended NXDOMAIN.
+    let c = "10.0.0.13";
+    let q0 = GITHUB_WALK[0];
+    let mut events = vec![ev(0, c, q0, QTYPE_AAAA, Some(2), 0)];
+    events.extend(aaaa_walk(c, [(NX, 0), (NX, 0), (NX, 0), (NX, 0), (NX, 0)]));
+    let lookups = run(&mut tracker(100), &events);
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!((lookups[0].queries, lookups[0].retries), (6, 1));
+    assert_eq!(lookups[0].outcome, Outcome::NxDomain);
+}
+
 #[test]
 fn the_same_name_again_after_nodata_is_a_new_lookup_not_a_retry() {
     // glibc: A answers at the first candidate, AAAA gets NODATA there and the stub stops; the

@@ -591,6 +591,10 @@ struct Walk {
     last_rcode: Option<u16>,
     last_answers: Option<u16>,
     any_answer: bool,
+    /// Some candidate before the current one ended with NODATA: the name exists there.
+    nodata_before: bool,
+    /// Some candidate before the current one ended with SERVFAIL: its answer is unknown.
+    servfail_before: bool,
     /// Source port of the last query, when the capture has it.
     last_port: Option<u16>,
 }
@@ -1044,6 +1048,8 @@ impl WalkTracker {
                     last_rcode: None,
                     last_answers: None,
                     any_answer: false,
+                    nodata_before: false,
+                    servfail_before: false,
                     last_port: None,
                 };
                 if at_once {
@@ -1071,6 +1077,10 @@ impl WalkTracker {
                 w.on_last += 1;
                 w.upstream_on_last += upstream as u32;
             } else {
+                // The candidate before this one has ended: what it found counts for the
+                // walk's outcome (a retry's answer replaces the try before it).
+                w.nodata_before |= w.last_rcode == Some(0) && w.last_answers == Some(0);
+                w.servfail_before |= w.last_rcode == Some(2);
                 if w.queries > 0 && w.ns_unconfirmed {
                     // Another candidate of the same base after a namespace reading: the pod's
                     // own search list at work.
@@ -1506,16 +1516,7 @@ impl WalkTracker {
 
     /// Emit the lookup of a walk that has ended; `forced` overrides the outcome (eviction).
     fn emit(&mut self, w: Walk, forced: Option<Outcome>) {
-        let outcome = forced.unwrap_or(match (w.last_rcode, w.last_answers) {
-            (Some(0), Some(0)) => Outcome::NoData,
-            (Some(0), _) => Outcome::Resolved,
-            (Some(3), _) => Outcome::NxDomain,
-            (Some(2), _) => Outcome::ServFail,
-            (Some(5), _) => Outcome::Refused,
-            (Some(_), _) => Outcome::Error,
-            (None, _) if w.any_answer => Outcome::Timeout,
-            (None, _) => Outcome::Unanswered,
-        });
+        let outcome = forced.unwrap_or_else(|| w.outcome());
         let mut suffix_wasted = w.suffix_queries;
         suffix_wasted[w.last_slot as usize] -= w.on_last;
         let namespace = w
@@ -1748,6 +1749,29 @@ impl Walk {
     /// The key of its chain in `WalkTracker::by_key`.
     fn key(&self) -> WalkKey {
         (self.client, self.qtype, self.base_hash)
+    }
+
+    /// How the lookup ended. A walk that found nothing ends with what the search found as a
+    /// whole, as glibc (res_query.c: `got_nodata`, then `got_servfail`) and c-ares
+    /// (`ever_got_nodata`) report it: NODATA if any candidate exists without records of the
+    /// type, else SERVFAIL if one could not be answered, and NXDOMAIN only when every name
+    /// tried exists nowhere. A walk stopped by REFUSED, another error or a timeout ends there.
+    fn outcome(&self) -> Outcome {
+        let last = match (self.last_rcode, self.last_answers) {
+            (Some(0), Some(0)) => Outcome::NoData,
+            (Some(0), _) => Outcome::Resolved,
+            (Some(3), _) => Outcome::NxDomain,
+            (Some(2), _) => Outcome::ServFail,
+            (Some(5), _) => Outcome::Refused,
+            (Some(_), _) => Outcome::Error,
+            (None, _) if self.any_answer => Outcome::Timeout,
+            (None, _) => Outcome::Unanswered,
+        };
+        match last {
+            Outcome::NxDomain | Outcome::ServFail if self.nodata_before => Outcome::NoData,
+            Outcome::NxDomain if self.servfail_before => Outcome::ServFail,
+            o => o,
+        }
     }
 
     /// The base without its trailing dot.

@@ -609,7 +609,7 @@ impl Replay {
                 types: 1 + r.tally.both_types as u8,
                 nxdomain: r.tally.nxdomain,
                 upstream: r.tally.queries - r.local,
-                end: end_of(r.result.as_deref(), r.tally.last),
+                end: end_of(r.result.as_deref(), &r.tally),
                 uncertain: false,
                 as_captured: false,
                 local: [false; 6],

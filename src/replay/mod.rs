@@ -83,7 +83,7 @@ use crate::config::{ClusterConfig, ShortcutMode};
 use crate::event::Timestamp;
 use crate::search::shortcut::ShortcutPolicy;
 use crate::search::workloads::Workloads;
-use crate::search::{Answer, Family, ResolverSettings, SearchShape, Stub, QTYPE_AAAA};
+use crate::search::{Answer, Family, ResolverSettings, SearchShape, Stub, WalkTally, QTYPE_AAAA};
 
 /// Names listed per setting in `changes` and `unknown_names` at most.
 pub const LIST_CAP: usize = 50;
@@ -386,11 +386,19 @@ impl Replay {
     }
 }
 
-/// How a walk ended: the name that gave addresses, else the last answer.
-fn end_of(result: Option<&str>, last: Option<Answer>) -> End {
+/// How a walk ended: the name that gave addresses, else what the search found as a whole, by
+/// the rule the tracker's outcomes follow (`amplify::walk`, after glibc and c-ares): NODATA if
+/// a name tried exists without records, else SERVFAIL if one could not be answered, when the
+/// last answer is NXDOMAIN or SERVFAIL; otherwise the last answer.
+fn end_of(result: Option<&str>, tally: &WalkTally) -> End {
     if let Some(n) = result {
         return End::Resolved(n.into());
     }
+    let last = match tally.last {
+        Some(Answer::NxDomain | Answer::ServFail) if tally.nodata => Some(Answer::NoData),
+        Some(Answer::NxDomain) if tally.servfail => Some(Answer::ServFail),
+        last => last,
+    };
     End::Failed(match last {
         Some(Answer::NxDomain) => "NXDOMAIN",
         Some(Answer::NoData) => "NODATA",
@@ -531,6 +539,29 @@ mod tests {
             let s = r.evaluate(&setting(n, ShortcutMode::Off));
             assert_eq!((s.queries, s.unknown_answers), (1, 0), "ndots:{n}");
         }
+    }
+
+    #[test]
+    fn walk_reported_nxdomain_when_an_earlier_candidate_was_nodata() {
+        // The name exists in the namespace without an A record; every later name is NXDOMAIN.
+        // glibc ends with NO_DATA: the capture's end and the model's agree on NODATA, so the
+        // captured setting replays without a change.
+        let r = replay(&[
+            ("10.0.0.8", "mydb.default.svc.cluster.local.", 1, 0, 0),
+            ("10.0.0.8", "mydb.svc.cluster.local.", 1, 3, 0),
+            ("10.0.0.8", "mydb.cluster.local.", 1, 3, 0),
+            ("10.0.0.8", "mydb.", 1, 3, 0),
+        ]);
+        assert_eq!(r.lookups.len(), 1);
+        assert_eq!(r.lookups[0].end, Some(End::Failed("NODATA")));
+        let same = r.evaluate(&setting(5, ShortcutMode::Off));
+        assert_eq!(same.queries, 4);
+        assert_eq!(
+            (same.changed_resolutions, same.uncertain_lookups),
+            (0, 0),
+            "{:?}",
+            same.changes
+        );
     }
 
     #[test]

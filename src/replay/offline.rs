@@ -52,8 +52,9 @@ impl Replay {
             }
             walker.answer(&buf);
         }
+        let tally = walker.tally();
         let walk = walker.finish();
-        let mut end = walk_end(&walk);
+        let mut end = end_of(walk.result.as_deref(), &tally);
         if let End::Resolved(n) = &end {
             if let Some((_, t)) = via.iter().find(|(q, _)| **q == **n) {
                 end = End::Resolved(t.as_str().into());
@@ -226,8 +227,4 @@ fn local_slots(policy: &ShortcutPolicy, setting: &Setting, d: &Demand) -> [bool;
 fn types_sent(w: &crate::search::Walk) -> u8 {
     let first = w.queries.first().map(|q| q.qtype);
     1 + w.queries.iter().any(|q| Some(q.qtype) != first) as u8
-}
-
-fn walk_end(w: &crate::search::Walk) -> End {
-    end_of(w.result.as_deref(), w.queries.last().map(|q| q.answer))
 }

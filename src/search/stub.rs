@@ -563,6 +563,10 @@ pub struct WalkTally {
     pub nxdomain: u32,
     /// The answer to the last query.
     pub last: Option<Answer>,
+    /// Some query was answered NODATA: a name tried exists, without records of that type.
+    pub nodata: bool,
+    /// Some query was answered SERVFAIL.
+    pub servfail: bool,
     /// Both query types of an A/AAAA pair went out.
     pub both_types: bool,
 }
@@ -610,6 +614,8 @@ impl Walker {
             self.tally.queries += 1;
             self.tally.nxdomain += (a == Answer::NxDomain) as u32;
             self.tally.last = Some(a);
+            self.tally.nodata |= a == Answer::NoData;
+            self.tally.servfail |= a == Answer::ServFail;
             if t != self.qtypes[0] {
                 self.tally.both_types = true;
             }
