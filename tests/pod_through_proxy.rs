@@ -10,12 +10,15 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::clients::{build_musl_client, glibc_addresses, musl_addresses};
 use common::netns;
+use common::scripted_dns::ScriptedDns;
 use common::upstream::{Rec, Upstream};
 use ndots::config::{Config, FileConfig, Overrides};
+use ndots::search::Answer;
 
 const POD_RESOLV_CONF: &str = "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5 timeout:1 attempts:1\n";
 
@@ -362,6 +365,116 @@ fn autopath_prefetch_keeps_the_synthesized_cname() {
 }
 
 /// One UDP query to the proxy: the raw answer and (rcode, ancount).
+/// glibc's getaddrinfo (AF_UNSPEC) through Python's socket module, which hands its EAI_* code
+/// on: `getent` exits 2 for every failure alike.
+const GLIBC_GAI: &str = "import socket, sys
+try:
+    socket.getaddrinfo(sys.argv[1], None)
+except socket.gaierror as e:
+    print('error', e.errno)
+    sys.exit(2)
+print('canon')
+";
+
+/// The outcome an application was told, from a client's `error CODE` line: glibc's EAI_*
+/// (NONAME -2, AGAIN -3, NODATA -5), c-ares' ARES_E* (NODATA 1, SERVFAIL 3, NOTFOUND 4;
+/// c-ares 1.18 says ECONNREFUSED 11 when every try of a query was answered SERVFAIL).
+fn told(client: &str, out: &str) -> String {
+    let code = out
+        .lines()
+        .find_map(|l| l.strip_prefix("error "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("none");
+    let outcome = match (client, code) {
+        ("glibc", "-2") | ("c-ares", "4") | ("pycares", "4") => "nxdomain",
+        ("glibc", "-5") | ("c-ares", "1") | ("pycares", "1") => "nodata",
+        ("glibc", "-3") | ("c-ares", "3" | "11") | ("pycares", "3") => "servfail",
+        _ => return format!("{client} error {code}"),
+    };
+    outcome.to_string()
+}
+
+/// A walk that finds nothing is reported with the outcome the application was told
+/// (walk_reported_nxdomain_when_an_earlier_candidate_was_nodata, src/amplify/tests.rs): real
+/// clients are the oracle. For `mydb` under the pod's search list, with every other name
+/// NXDOMAIN: the namespace candidate NODATA (the name exists, without addresses), the svc
+/// candidate SERVFAIL, or nothing anywhere. glibc (getaddrinfo through Python), c-ares 1.18
+/// (the system's, `ares_getaddrinfo`) and c-ares 1.34 (pycares) each look the name up once
+/// through a fresh proxy; every lookup in its `/report` must carry the outcome the client
+/// was told. Not here: musl 1.2.3 reports NODATA as EAI_NONAME (and stops there, so its walk
+/// ends on the NODATA answer), Go says "no such host" for NXDOMAIN and NODATA alike.
+#[test]
+fn report_outcomes_are_what_real_clients_were_told() {
+    let Some(ns) = netns::enter("report_outcomes_are_what_real_clients_were_told") else {
+        return;
+    };
+    ns.set_resolv_conf(POD_RESOLV_CONF);
+    let server = ScriptedDns::start("127.0.0.1:5300".parse().unwrap()).unwrap();
+    let glibc = ns.scratch().join("glibc_gai.py");
+    std::fs::write(&glibc, GLIBC_GAI).unwrap();
+    // (label, program, arguments before the name)
+    let mut clients: Vec<(&str, PathBuf, Vec<PathBuf>)> =
+        vec![("glibc", "python3".into(), vec![glibc])];
+    if let Some((bin, version)) = common::clients::build_cares_client(ns.scratch()) {
+        println!("c-ares client: libcares {version}");
+        clients.push(("c-ares", bin, vec![]));
+    }
+    if let Some((bin, version)) = common::clients::pycares_client(ns.scratch()) {
+        println!("pycares client: c-ares {version}");
+        clients.push(("pycares", bin, vec![]));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cases: [(&str, Option<(&str, Answer)>); 3] = [
+        ("nxdomain", None),
+        (
+            "nodata",
+            Some(("mydb.default.svc.cluster.local.", Answer::NoData)),
+        ),
+        (
+            "servfail",
+            Some(("mydb.svc.cluster.local.", Answer::ServFail)),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (want, answer) in cases {
+        server.set_answers(answer.map(|(n, a)| (n.to_string(), None, a)));
+        for (client, program, args) in &clients {
+            let p = proxy_to("off", server.addr, &rt, Duration::from_millis(500));
+            server.take_log();
+            let (ok, out) = common::clients::run_client(
+                std::process::Command::new(program).args(args).arg("mydb"),
+            );
+            let walk = server.take_log();
+            p.tracker().sync(true);
+            let r: serde_json::Value =
+                serde_json::from_str(&p.tracker().report_json(None)).unwrap();
+            p.shutdown(Duration::from_millis(200));
+            let got = told(client, &out);
+            let outcomes = r["outcomes"].as_object().cloned().unwrap_or_default();
+            let reported: Vec<&String> = outcomes
+                .iter()
+                .filter(|(_, n)| n.as_u64() > Some(0))
+                .map(|(k, _)| k)
+                .collect();
+            println!(
+                "{want:<8} {client:<7} told {got:<10} report {reported:?}, {} queries upstream",
+                walk.len()
+            );
+            if ok || got != want || reported != [want] || r["lookups"].as_u64() < Some(1) {
+                failures.push(format!(
+                    "{want}: {client} told {got:?} (ok {ok}), report {}",
+                    r["outcomes"]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 fn ask(addr: std::net::SocketAddr, name: &str, qtype: u16) -> (Vec<u8>, (u16, u16)) {
     let mut q = Vec::new();
     ndots::wire::build_query(0x4242, name, qtype, false, &mut q).unwrap();
@@ -383,11 +496,21 @@ fn proxy_with_timeout(
     rt: &tokio::runtime::Runtime,
     timeout: Duration,
 ) -> ndots::proxy::Running {
+    proxy_to(mode, up.addr, rt, timeout)
+}
+
+/// A proxy on 127.0.0.1:53 forwarding to `upstream` (`mode`: the shortcut mode).
+fn proxy_to(
+    mode: &str,
+    upstream: std::net::SocketAddr,
+    rt: &tokio::runtime::Runtime,
+    timeout: Duration,
+) -> ndots::proxy::Running {
     let yaml = format!(
         "listen: [\"127.0.0.1:53\"]\nserver: {{workers: 1}}\ncluster: {{node_search: [ec2.internal]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
     );
     let overrides = Overrides {
-        upstreams: vec![(".".into(), up.addr)],
+        upstreams: vec![(".".into(), upstream)],
         ..Default::default()
     };
     let mut cfg = Config::from_file_config(FileConfig::parse(&yaml).unwrap(), &overrides).unwrap();
