@@ -184,20 +184,6 @@ impl WireBatch {
         self.events.clear();
         self.names.clear();
     }
-
-    /// Leave out the events for which `keep` (given the event with its text name) is false.
-    fn retain(&mut self, mut keep: impl FnMut(&QueryEvent) -> bool) {
-        let names = &self.names;
-        let mut scratch = String::new();
-        self.events.retain_mut(|(ev, range)| {
-            let name = names.get(range.start as usize..range.end as usize);
-            ev.qname =
-                crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(&mut scratch));
-            let k = keep(ev);
-            scratch = std::mem::take(&mut ev.qname);
-            k
-        });
-    }
 }
 
 /// Events handed over together, as a list of events (`record_batch`) or a listener's
@@ -223,8 +209,18 @@ impl EventBatch for WireBatch {
         WireBatch::len(self)
     }
 
-    fn retain_events(&mut self, keep: impl FnMut(&QueryEvent) -> bool) {
-        self.retain(keep);
+    /// `keep` is given each event with its name made text.
+    fn retain_events(&mut self, mut keep: impl FnMut(&QueryEvent) -> bool) {
+        let names = &self.names;
+        let mut scratch = String::new();
+        self.events.retain_mut(|(ev, range)| {
+            let name = names.get(range.start as usize..range.end as usize);
+            ev.qname =
+                crate::wire::name_text_into(name.unwrap_or(&[]), std::mem::take(&mut scratch));
+            let k = keep(ev);
+            scratch = std::mem::take(&mut ev.qname);
+            k
+        });
     }
 }
 

@@ -244,21 +244,34 @@ fn base_hash(bytes: &[u8]) -> u64 {
         state = PrefixHash::mix(state, crate::wire::ascii_lowercase_word(w));
     }
     let rest = words.remainder().len();
-    let tail = if rest == 0 {
-        0
-    } else if bytes.len() >= 8 {
-        // The name's last word, shifted down to the bytes past the whole words.
-        let w = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("eight bytes"));
-        w >> (8 * (8 - rest))
-    } else {
-        let mut tail = [0u8; 8];
-        tail[..rest].copy_from_slice(words.remainder());
-        u64::from_le_bytes(tail)
-    };
+    let tail = partial_word(bytes, bytes.len() - rest, rest);
     PrefixHash::finish(
         PrefixHash::mix(state, crate::wire::ascii_lowercase_word(tail)),
         bytes.len(),
     )
+}
+
+/// `bytes[from..from + rest]` (`rest` below 8) in the low bytes of a word, as a zero-padded
+/// copy would have it, with one load: the eight bytes from `from` when the name has them, else
+/// the name's last word shifted down to them.
+#[inline]
+fn partial_word(bytes: &[u8], from: usize, rest: usize) -> u64 {
+    debug_assert!(rest < 8 && from + rest <= bytes.len());
+    if rest == 0 {
+        return 0;
+    }
+    let low = u64::MAX >> (64 - 8 * rest);
+    if let Some(w) = bytes.get(from..from + 8) {
+        u64::from_le_bytes(w.try_into().expect("eight bytes")) & low
+    } else if bytes.len() >= 8 {
+        let start = bytes.len() - 8;
+        let w = u64::from_le_bytes(bytes[start..].try_into().expect("eight bytes"));
+        (w >> (8 * (from - start))) & low
+    } else {
+        let mut tail = [0u8; 8];
+        tail[..rest].copy_from_slice(&bytes[from..from + rest]);
+        u64::from_le_bytes(tail)
+    }
 }
 
 /// Hashes of prefixes of one name, eight bytes at a time: whole words are mixed into a running
@@ -296,30 +309,7 @@ impl<'a> PrefixHash<'a> {
             self.state = Self::mix(self.state, crate::wire::ascii_lowercase_word(w));
             self.done += 8;
         }
-        let rest = len - self.done;
-        let tail = match self.bytes.get(self.done..self.done + 8) {
-            // Eight bytes from here are in the name: load them at once and keep the prefix's
-            // (the low bytes), as the zero-padded copy below would have it.
-            Some(w) => {
-                let w = u64::from_le_bytes(w.try_into().unwrap());
-                if rest == 0 {
-                    0
-                } else {
-                    w & (u64::MAX >> (64 - 8 * rest))
-                }
-            }
-            // Fewer than eight bytes are left: the name's last word, shifted down to them.
-            None if self.bytes.len() >= 8 && rest > 0 => {
-                let from = self.bytes.len() - 8;
-                let w = u64::from_le_bytes(self.bytes[from..].try_into().unwrap());
-                (w >> (8 * (self.done - from))) & (u64::MAX >> (64 - 8 * rest))
-            }
-            None => {
-                let mut tail = [0u8; 8];
-                tail[..rest].copy_from_slice(&self.bytes[self.done..len]);
-                u64::from_le_bytes(tail)
-            }
-        };
+        let tail = partial_word(self.bytes, self.done, len - self.done);
         Self::finish(
             Self::mix(self.state, crate::wire::ascii_lowercase_word(tail)),
             len,
