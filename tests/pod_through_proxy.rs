@@ -364,7 +364,6 @@ fn autopath_prefetch_keeps_the_synthesized_cname() {
     p.shutdown(Duration::from_millis(200));
 }
 
-/// One UDP query to the proxy: the raw answer and (rcode, ancount).
 /// glibc's getaddrinfo (AF_UNSPEC) through Python's socket module, which hands its EAI_* code
 /// on: `getent` exits 2 for every failure alike.
 const GLIBC_GAI: &str = "import socket, sys
@@ -475,6 +474,7 @@ fn report_outcomes_are_what_real_clients_were_told() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// One UDP query to the proxy: the raw answer and (rcode, ancount).
 fn ask(addr: std::net::SocketAddr, name: &str, qtype: u16) -> (Vec<u8>, (u16, u16)) {
     let mut q = Vec::new();
     ndots::wire::build_query(0x4242, name, qtype, false, &mut q).unwrap();

@@ -284,9 +284,15 @@ fn walk_reported_nxdomain_when_an_earlier_candidate_was_nodata() {
     // NODATA outranks a SERVFAIL met on the way (res_query.c tests got_nodata first).
     let lookups = run(
         &mut tracker(100),
-        &aaaa_walk(c, [(Some(2), 0), (OK, 0), (NX, 0), (NX, 0), (Some(2), 0)]),
+        &aaaa_walk(c, [(Some(2), 0), (OK, 0), (NX, 0), (NX, 0), (NX, 0)]),
     );
     assert_eq!(lookups[0].outcome, Outcome::NoData);
+    // A walk whose last answer is SERVFAIL is named by it (c-ares and musl stop there).
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(OK, 0), (Some(2), 0), (None, 0), (None, 0), (None, 0)])[..2],
+    );
+    assert_eq!(lookups[0].outcome, Outcome::ServFail);
 }
 
 #[test]

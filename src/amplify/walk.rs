@@ -1741,11 +1741,11 @@ impl Walk {
         (self.client, self.qtype, self.base_hash)
     }
 
-    /// How the lookup ended. A walk that found nothing ends with what the search found as a
-    /// whole, as glibc (res_query.c: `got_nodata`, then `got_servfail`) and c-ares
-    /// (`ever_got_nodata`) report it: NODATA if any candidate exists without records of the
-    /// type, else SERVFAIL if one could not be answered, and NXDOMAIN only when every name
-    /// tried exists nowhere. A walk stopped by REFUSED, another error or a timeout ends there.
+    /// How the lookup ended: by its last answer, except that a last NXDOMAIN after a candidate
+    /// that ended NODATA is NODATA (the name exists, without records of the type; glibc's
+    /// `got_nodata` in res_query.c, c-ares' `ever_got_nodata`), else after one that ended
+    /// SERVFAIL is SERVFAIL (glibc's `got_servfail`): NXDOMAIN only when every name tried
+    /// exists nowhere.
     fn outcome(&self) -> Outcome {
         let last = match (self.last_rcode, self.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,
@@ -1758,7 +1758,7 @@ impl Walk {
             (None, _) => Outcome::Unanswered,
         };
         match last {
-            Outcome::NxDomain | Outcome::ServFail if self.nodata_before => Outcome::NoData,
+            Outcome::NxDomain if self.nodata_before => Outcome::NoData,
             Outcome::NxDomain if self.servfail_before => Outcome::ServFail,
             o => o,
         }

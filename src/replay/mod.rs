@@ -386,16 +386,16 @@ impl Replay {
     }
 }
 
-/// How a walk ended: the name that gave addresses, else what the search found as a whole, by
-/// the rule the tracker's outcomes follow (`amplify::walk`, after glibc and c-ares): NODATA if
-/// a name tried exists without records, else SERVFAIL if one could not be answered, when the
-/// last answer is NXDOMAIN or SERVFAIL; otherwise the last answer.
+/// How a walk ended: the name that gave addresses, else the last answer, where a last NXDOMAIN
+/// gives way to NODATA if a name tried exists without records, else to SERVFAIL if one could
+/// not be answered: the rule the tracker's outcomes follow (`amplify::walk`), so that the
+/// captured setting replays as captured.
 fn end_of(result: Option<&str>, tally: &WalkTally) -> End {
     if let Some(n) = result {
         return End::Resolved(n.into());
     }
     let last = match tally.last {
-        Some(Answer::NxDomain | Answer::ServFail) if tally.nodata => Some(Answer::NoData),
+        Some(Answer::NxDomain) if tally.nodata => Some(Answer::NoData),
         Some(Answer::NxDomain) if tally.servfail => Some(Answer::ServFail),
         last => last,
     };
@@ -554,14 +554,33 @@ mod tests {
         ]);
         assert_eq!(r.lookups.len(), 1);
         assert_eq!(r.lookups[0].end, Some(End::Failed("NODATA")));
-        let same = r.evaluate(&setting(5, ShortcutMode::Off));
-        assert_eq!(same.queries, 4);
-        assert_eq!(
-            (same.changed_resolutions, same.uncertain_lookups),
-            (0, 0),
-            "{:?}",
-            same.changes
-        );
+        // The model's end for the captured setting, from the stub's walk over the answers.
+        let modelled = r.evaluate_outcomes(&r.captured.setting());
+        assert_eq!(modelled[0], (End::Failed("NODATA"), false));
+    }
+
+    #[test]
+    fn replay_invented_a_change_when_only_aaaa_was_nodata_on_the_way() {
+        // CoreDNS answers AAAA NOERROR for cluster names (a `template` against AAAA storms):
+        // `mydb.prod`'s AAAA is NODATA at the svc candidate while A is NXDOMAIN everywhere.
+        // The capture reads A's lookup (NXDOMAIN); the model must too, or a setting that only
+        // reorders the names (ndots:1 asks `mydb.prod.` first) shows a change that is not one.
+        let mut events = Vec::new();
+        for name in [
+            "mydb.prod.default.svc.cluster.local.",
+            "mydb.prod.svc.cluster.local.",
+            "mydb.prod.cluster.local.",
+            "mydb.prod.",
+        ] {
+            let aaaa_nodata = name == "mydb.prod.svc.cluster.local.";
+            events.push(("10.0.0.9", name, 1, 3, 0));
+            events.push(("10.0.0.9", name, 28, if aaaa_nodata { 0 } else { 3 }, 0));
+        }
+        let r = replay(&events);
+        assert_eq!(r.lookups[0].end, Some(End::Failed("NXDOMAIN")));
+        let one = r.evaluate(&setting(1, ShortcutMode::Off));
+        assert_eq!(one.unknown_answers, 0);
+        assert_eq!(one.changed_resolutions, 0, "{:?}", one.changes);
     }
 
     #[test]

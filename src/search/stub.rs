@@ -563,9 +563,10 @@ pub struct WalkTally {
     pub nxdomain: u32,
     /// The answer to the last query.
     pub last: Option<Answer>,
-    /// Some query was answered NODATA: a name tried exists, without records of that type.
+    /// Some query of the first query type (A of a pair) was answered NODATA: a name tried
+    /// exists, without records of that type.
     pub nodata: bool,
-    /// Some query was answered SERVFAIL.
+    /// Some query of the first query type was answered SERVFAIL.
     pub servfail: bool,
     /// Both query types of an A/AAAA pair went out.
     pub both_types: bool,
@@ -614,9 +615,12 @@ impl Walker {
             self.tally.queries += 1;
             self.tally.nxdomain += (a == Answer::NxDomain) as u32;
             self.tally.last = Some(a);
-            self.tally.nodata |= a == Answer::NoData;
-            self.tally.servfail |= a == Answer::ServFail;
-            if t != self.qtypes[0] {
+            if t == self.qtypes[0] {
+                // The first type's answers only: the tracker names each type's walk apart,
+                // and replay reads the first type's (A's) lookup for a pair.
+                self.tally.nodata |= a == Answer::NoData;
+                self.tally.servfail |= a == Answer::ServFail;
+            } else {
                 self.tally.both_types = true;
             }
             if self.record {
