@@ -1156,6 +1156,7 @@ mod tests {
             wasted: 3,
             retries: 0,
             outcome: Outcome::ServFail,
+            last_answer: Outcome::ServFail,
             start: Timestamp(end_us),
             end: Timestamp(end_us),
             duration: None,

@@ -159,6 +159,9 @@ pub struct Lookup {
     pub wasted: u32,
     pub retries: u32,
     pub outcome: Outcome,
+    /// What the last answer alone says (`outcome` can name an earlier candidate's NODATA or
+    /// SERVFAIL): where a stub that stops on NODATA stopped.
+    pub last_answer: Outcome,
     /// Time of the first query.
     pub start: Timestamp,
     /// Time of the last query or answer of the walk.
@@ -1506,7 +1509,10 @@ impl WalkTracker {
 
     /// Emit the lookup of a walk that has ended; `forced` overrides the outcome (eviction).
     fn emit(&mut self, w: Walk, forced: Option<Outcome>) {
-        let outcome = forced.unwrap_or_else(|| w.outcome());
+        let (outcome, last_answer) = match forced {
+            Some(o) => (o, o),
+            None => w.outcome(),
+        };
         let mut suffix_wasted = w.suffix_queries;
         suffix_wasted[w.last_slot as usize] -= w.on_last;
         let namespace = w
@@ -1521,6 +1527,7 @@ impl WalkTracker {
             wasted: w.queries - w.on_last,
             retries: w.retries,
             outcome,
+            last_answer,
             start: w.start,
             end: w.last_activity,
             duration: w.last_answer_at.map(|a| a.since(w.start)),
@@ -1745,8 +1752,8 @@ impl Walk {
     /// that ended NODATA is NODATA (the name exists, without records of the type; glibc's
     /// `got_nodata` in res_query.c, c-ares' `ever_got_nodata`), else after one that ended
     /// SERVFAIL is SERVFAIL (glibc's `got_servfail`): NXDOMAIN only when every name tried
-    /// exists nowhere.
-    fn outcome(&self) -> Outcome {
+    /// exists nowhere. Second, what the last answer alone says.
+    fn outcome(&self) -> (Outcome, Outcome) {
         let last = match (self.last_rcode, self.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,
             (Some(0), _) => Outcome::Resolved,
@@ -1757,11 +1764,12 @@ impl Walk {
             (None, _) if self.any_answer => Outcome::Timeout,
             (None, _) => Outcome::Unanswered,
         };
-        match last {
+        let walk = match last {
             Outcome::NxDomain if self.nodata_before => Outcome::NoData,
             Outcome::NxDomain if self.servfail_before => Outcome::ServFail,
             o => o,
-        }
+        };
+        (walk, last)
     }
 
     /// The base without its trailing dot.

@@ -300,8 +300,10 @@ fn captured_end(
         }
     }
     // No records for any type: the A lookup's end speaks for the pair (stubs read A first).
-    // NXDOMAIN or NODATA ends a lookup only on the stub's last candidate (or NODATA for musl,
-    // which stops there); on an earlier one the capture is cut short, and the end is unknown.
+    // NXDOMAIN or NODATA ends a lookup only on the stub's last candidate (or a last answer of
+    // NODATA for musl, which stops there; not an earlier candidate's, which musl walked past
+    // for the other type's NXDOMAIN); on an earlier one the capture is cut short, and the end
+    // is unknown.
     let l = pair.iter().find(|l| l.qtype == QTYPE_A).unwrap_or(&pair[0]);
     let setting = captured.setting();
     let (stub, rs) = captured.stub_config(&setting, demand);
@@ -309,7 +311,9 @@ fn captured_end(
     let on_last = last_name(l).is_some_and(|n| plan.last() == Some(&n));
     match l.outcome {
         Outcome::NxDomain if on_last => Some(End::Failed("NXDOMAIN")),
-        Outcome::NoData if on_last || stub.is_musl() => Some(End::Failed("NODATA")),
+        Outcome::NoData if on_last || (stub.is_musl() && l.last_answer == Outcome::NoData) => {
+            Some(End::Failed("NODATA"))
+        }
         _ => None,
     }
 }

@@ -441,7 +441,11 @@ mod tests {
 
     /// Events `(client, qname, qtype, rcode, answers)`, 1 ms apart.
     fn replay(events: &[(&str, &str, u16, u16, u16)]) -> Replay {
-        let mut c = Collector::new(&captured(), &tracker(), false);
+        replay_as(&captured(), events)
+    }
+
+    fn replay_as(captured: &Captured, events: &[(&str, &str, u16, u16, u16)]) -> Replay {
+        let mut c = Collector::new(captured, &tracker(), false);
         for (i, (client, name, qtype, rcode, answers)) in events.iter().enumerate() {
             c.observe(&QueryEvent {
                 time: Timestamp(1_700_000_000_000_000 + i as u64 * 1000),
@@ -557,6 +561,37 @@ mod tests {
         // The model's end for the captured setting, from the stub's walk over the answers.
         let modelled = r.evaluate_outcomes(&r.captured.setting());
         assert_eq!(modelled[0], (End::Failed("NODATA"), false));
+    }
+
+    #[test]
+    fn a_musl_walk_cut_short_after_walking_past_nodata_has_no_certain_end() {
+        // musl walks past A NODATA when AAAA is NXDOMAIN; the capture then ends after the svc
+        // candidate. The A lookup is named nodata, but musl did not stop there: the end is
+        // unknown, not NODATA.
+        let musl = Captured {
+            stub: Stub::Musl,
+            ..captured()
+        };
+        let r = replay_as(
+            &musl,
+            &[
+                ("10.0.0.10", "mydb.default.svc.cluster.local.", 1, 0, 0),
+                ("10.0.0.10", "mydb.default.svc.cluster.local.", 28, 3, 0),
+                ("10.0.0.10", "mydb.svc.cluster.local.", 1, 3, 0),
+                ("10.0.0.10", "mydb.svc.cluster.local.", 28, 3, 0),
+            ],
+        );
+        assert_eq!(r.lookups.len(), 1);
+        assert_eq!(r.lookups[0].end, None);
+        // Where musl stopped on NODATA, the end is certain.
+        let r = replay_as(
+            &musl,
+            &[
+                ("10.0.0.10", "mydb.default.svc.cluster.local.", 1, 0, 0),
+                ("10.0.0.10", "mydb.default.svc.cluster.local.", 28, 0, 0),
+            ],
+        );
+        assert_eq!(r.lookups[0].end, Some(End::Failed("NODATA")));
     }
 
     #[test]
