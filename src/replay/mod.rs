@@ -616,6 +616,20 @@ mod tests {
         let one = r.evaluate(&setting(1, ShortcutMode::Off));
         assert_eq!(one.unknown_answers, 0);
         assert_eq!(one.changed_resolutions, 0, "{:?}", one.changes);
+        // The same for AAAA SERVFAIL at the candidate that ndots:1 asks last: the model's end
+        // is read from A's last answer, as the capture's.
+        for e in events.iter_mut() {
+            if e.1 == "mydb.prod.cluster.local." && e.2 == 28 {
+                e.3 = 2;
+            } else if e.2 == 28 {
+                e.3 = 3;
+            }
+        }
+        let r = replay(&events);
+        assert_eq!(r.lookups[0].end, Some(End::Failed("NXDOMAIN")));
+        let one = r.evaluate(&setting(1, ShortcutMode::Off));
+        assert_eq!(one.unknown_answers, 0);
+        assert_eq!(one.changed_resolutions, 0, "{:?}", one.changes);
     }
 
     #[test]

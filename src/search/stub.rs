@@ -561,7 +561,7 @@ pub struct Walker {
 pub struct WalkTally {
     pub queries: u32,
     pub nxdomain: u32,
-    /// The answer to the last query.
+    /// The last answer to a query of the first query type (A of a pair).
     pub last: Option<Answer>,
     /// Some query of the first query type (A of a pair) was answered NODATA: a name tried
     /// exists, without records of that type.
@@ -614,10 +614,10 @@ impl Walker {
             self.answers.push(a);
             self.tally.queries += 1;
             self.tally.nxdomain += (a == Answer::NxDomain) as u32;
-            self.tally.last = Some(a);
             if t == self.qtypes[0] {
                 // The first type's answers only: the tracker names each type's walk apart,
                 // and replay reads the first type's (A's) lookup for a pair.
+                self.tally.last = Some(a);
                 self.tally.nodata |= a == Answer::NoData;
                 self.tally.servfail |= a == Answer::ServFail;
             } else {
