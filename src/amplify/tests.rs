@@ -319,6 +319,28 @@ fn walk_reported_nxdomain_when_an_earlier_candidate_was_servfail() {
 }
 
 #[test]
+fn an_unanswered_retry_keeps_the_servfail_before_it() {
+    // Go walks on after errors: the namespace candidate SERVFAILs, its retry goes unanswered,
+    // every later name is NXDOMAIN. The candidate ended SERVFAIL, as replay's answer table has
+    // it; FORMERR on the way counts alike.
+    let c = "10.0.0.14";
+    let q0 = GITHUB_WALK[0];
+    let mut events = vec![ev(0, c, q0, QTYPE_AAAA, Some(2), 0)];
+    events.extend(aaaa_walk(
+        c,
+        [(None, 0), (NX, 0), (NX, 0), (NX, 0), (NX, 0)],
+    ));
+    let lookups = run(&mut tracker(100), &events);
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!(lookups[0].outcome, Outcome::ServFail);
+    let lookups = run(
+        &mut tracker(100),
+        &aaaa_walk(c, [(NX, 0), (Some(1), 0), (NX, 0), (NX, 0), (NX, 0)]),
+    );
+    assert_eq!(lookups[0].outcome, Outcome::ServFail);
+}
+
+#[test]
 fn a_servfail_retried_to_nxdomain_does_not_make_the_walk_servfail() {
     // A retry's answer replaces the try before it: the candidate ended NXDOMAIN.
     let c = "10.0.0.13";

@@ -1073,7 +1073,9 @@ impl WalkTracker {
                 // The candidate before this one has ended: what it found counts for the
                 // walk's outcome (a retry's answer replaces the try before it).
                 w.nodata_before |= w.last_rcode == Some(0) && w.last_answers == Some(0);
-                w.servfail_before |= w.last_rcode == Some(2);
+                // SERVFAIL, or another error that no stub walks past as an answer (FORMERR,
+                // NOTIMP): replay's answer table reads those as SERVFAIL too.
+                w.servfail_before |= matches!(w.last_rcode, Some(r) if !matches!(r, 0 | 3 | 5));
                 if w.queries > 0 && w.ns_unconfirmed {
                     // Another candidate of the same base after a namespace reading: the pod's
                     // own search list at work.
@@ -1098,8 +1100,12 @@ impl WalkTracker {
             w.shortcut += (ev.source == Some(AnswerSource::Shortcut)) as u32;
             w.nxdomain += (ev.rcode == Some(3)) as u32;
             w.suffix_queries[reading.slot as usize] += 1;
-            w.last_rcode = ev.rcode;
-            w.last_answers = ev.answers;
+            // A retry that went unanswered leaves the try before it as the candidate's answer
+            // (replay's answer table keeps it too).
+            if ev.rcode.is_some() || !retry {
+                w.last_rcode = ev.rcode;
+                w.last_answers = ev.answers;
+            }
             w.last_port = ev.client_port;
             let mut activity = ev.time;
             if ev.rcode.is_some() {
