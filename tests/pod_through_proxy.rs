@@ -427,19 +427,29 @@ fn report_outcomes_are_what_real_clients_were_told() {
         .enable_all()
         .build()
         .unwrap();
-    let cases: [(&str, Option<(&str, Answer)>); 3] = [
-        ("nxdomain", None),
+    // (outcome, the answer that is not NXDOMAIN, tries per query): with two tries each
+    // client asks the SERVFAIL candidate again, and the tracker must take the retry for one.
+    let cases: [(&str, Option<(&str, Answer)>, u32); 4] = [
+        ("nxdomain", None, 1),
         (
             "nodata",
             Some(("mydb.default.svc.cluster.local.", Answer::NoData)),
+            1,
         ),
         (
             "servfail",
             Some(("mydb.svc.cluster.local.", Answer::ServFail)),
+            1,
+        ),
+        (
+            "servfail",
+            Some(("mydb.svc.cluster.local.", Answer::ServFail)),
+            2,
         ),
     ];
     let mut failures = Vec::new();
-    for (want, answer) in cases {
+    for (want, answer, tries) in cases {
+        ns.set_resolv_conf(&POD_RESOLV_CONF.replace("attempts:1", &format!("attempts:{tries}")));
         server.set_answers(answer.map(|(n, a)| (n.to_string(), None, a)));
         for (client, program, args) in &clients {
             let p = proxy_to("off", server.addr, &rt, Duration::from_millis(500));
@@ -460,12 +470,12 @@ fn report_outcomes_are_what_real_clients_were_told() {
                 .map(|(k, _)| k)
                 .collect();
             println!(
-                "{want:<8} {client:<7} told {got:<10} report {reported:?}, {} queries upstream",
+                "{want:<8} x{tries} {client:<7} told {got:<10} report {reported:?}, {} queries upstream",
                 walk.len()
             );
             if ok || got != want || reported != [want] || r["lookups"].as_u64() < Some(1) {
                 failures.push(format!(
-                    "{want}: {client} told {got:?} (ok {ok}), report {}",
+                    "{want} x{tries}: {client} told {got:?} (ok {ok}), report {}",
                     r["outcomes"]
                 ));
             }
