@@ -429,7 +429,8 @@ fn report_outcomes_are_what_real_clients_were_told() {
         .unwrap();
     // (outcome, the answer that is not NXDOMAIN, tries per query): with two tries each
     // client asks the SERVFAIL candidate again, and the tracker must take the retry for one.
-    let cases: [(&str, Option<(&str, Answer)>, u32); 4] = [
+    type Case<'a> = (&'a str, Option<(&'a str, Answer)>, u32);
+    let cases: [Case; 4] = [
         ("nxdomain", None, 1),
         (
             "nodata",
