@@ -239,6 +239,7 @@ fn slot_key(slots: &[Slot], i: u32) -> WalkKey {
 ///
 /// `PrefixHash::at` of the whole name, without its bookkeeping for later prefixes: this runs
 /// at every query, on the name the reading memo is looked up by.
+#[inline]
 fn base_hash(bytes: &[u8]) -> u64 {
     let mut words = bytes.chunks_exact(8);
     let mut state = PrefixHash::SEED;
@@ -257,7 +258,7 @@ fn base_hash(bytes: &[u8]) -> u64 {
 /// `bytes[from..from + rest]` (`rest` below 8) in the low bytes of a word, as a zero-padded
 /// copy would have it, with one load: the eight bytes from `from` when the name has them, else
 /// the name's last word shifted down to them.
-#[inline]
+#[inline(always)]
 fn partial_word(bytes: &[u8], from: usize, rest: usize) -> u64 {
     debug_assert!(rest < 8 && from + rest <= bytes.len());
     if rest == 0 {
