@@ -587,7 +587,8 @@ struct Walk {
     any_answer: bool,
     /// Some candidate before the current one ended with NODATA: the name exists there.
     nodata_before: bool,
-    /// Some candidate before the current one ended with SERVFAIL: its answer is unknown.
+    /// Some candidate before the current one ended with SERVFAIL (or FORMERR, NOTIMP): its
+    /// answer is unknown.
     servfail_before: bool,
     /// Source port of the last query, when the capture has it.
     last_port: Option<u16>,
@@ -1758,8 +1759,8 @@ impl Walk {
     /// How the lookup ended: by its last answer, except that a last NXDOMAIN after a candidate
     /// that ended NODATA is NODATA (the name exists, without records of the type; glibc's
     /// `got_nodata` in res_query.c, c-ares' `ever_got_nodata`), else after one that ended
-    /// SERVFAIL is SERVFAIL (glibc's `got_servfail`): NXDOMAIN only when every name tried
-    /// exists nowhere. Second, what the last answer alone says.
+    /// SERVFAIL is SERVFAIL (glibc's `got_servfail`): NXDOMAIN only when no candidate before
+    /// the last ended NODATA or SERVFAIL. Second, what the last answer alone says.
     fn outcome(&self) -> (Outcome, Outcome) {
         let last = match (self.last_rcode, self.last_answers) {
             (Some(0), Some(0)) => Outcome::NoData,
