@@ -364,17 +364,6 @@ fn autopath_prefetch_keeps_the_synthesized_cname() {
     p.shutdown(Duration::from_millis(200));
 }
 
-/// glibc's getaddrinfo (AF_UNSPEC) through Python's socket module, which hands its EAI_* code
-/// on: `getent` exits 2 for every failure alike.
-const GLIBC_GAI: &str = "import socket, sys
-try:
-    socket.getaddrinfo(sys.argv[1], None)
-except socket.gaierror as e:
-    print('error', e.errno)
-    sys.exit(2)
-print('canon')
-";
-
 /// The outcome an application was told, from a client's `error CODE` line: glibc's EAI_*
 /// (NONAME -2, AGAIN -3, NODATA -5), c-ares' ARES_E* (NODATA 1, SERVFAIL 3, NOTFOUND 4;
 /// c-ares 1.18 says ECONNREFUSED 11 when every try of a query was answered SERVFAIL).
@@ -409,8 +398,7 @@ fn report_outcomes_are_what_real_clients_were_told() {
     };
     ns.set_resolv_conf(POD_RESOLV_CONF);
     let server = ScriptedDns::start("127.0.0.1:5300".parse().unwrap()).unwrap();
-    let glibc = ns.scratch().join("glibc_gai.py");
-    std::fs::write(&glibc, GLIBC_GAI).unwrap();
+    let glibc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/glibc_gai.py");
     // (label, program, arguments before the name)
     let mut clients: Vec<(&str, PathBuf, Vec<PathBuf>)> =
         vec![("glibc", "python3".into(), vec![glibc])];
