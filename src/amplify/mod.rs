@@ -7,6 +7,7 @@
 //! some traffic and the proxy that served it give the same report.
 
 pub mod advice;
+mod at_once;
 pub mod by_workload;
 pub mod report;
 pub mod service;

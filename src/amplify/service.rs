@@ -157,8 +157,22 @@ impl WireBatch {
             + self.names.capacity()
     }
 
+    /// Each event with its name's wire bytes, in order. Leaves the batch empty, its memory
+    /// kept for reuse.
+    fn for_each_wire(&mut self, mut f: impl FnMut(&mut QueryEvent, &[u8])) {
+        for (mut ev, range) in self.events.drain(..) {
+            let name = self
+                .names
+                .get(range.start as usize..range.end as usize)
+                .unwrap_or(&[]);
+            f(&mut ev, name);
+        }
+        self.names.clear();
+    }
+
     /// Each event with its name as text, in order; `scratch` is the reused name buffer. Leaves
     /// the batch empty, its memory kept for reuse.
+    #[cfg(test)]
     fn for_each(&mut self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
         // The previous event's name, whose text `scratch` holds: a run of one name (a busy
         // client asking the same name) is formatted once.
@@ -317,7 +331,6 @@ impl Tracker {
                 let mut clock = (Timestamp(0), Instant::now());
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
-                let mut name_buf = String::new();
                 let mut empty_polls = 0u32;
                 loop {
                     let until_tick = next_tick.saturating_duration_since(Instant::now());
@@ -367,7 +380,7 @@ impl Tracker {
                             thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
                             thread_budget.release(Part::TrackerQueue, batch.bytes());
                             advance(&mut clock, batch.events.iter().map(|(e, _)| e.time).max());
-                            batch.for_each(&mut name_buf, |ev| walks.observe(ev));
+                            batch.for_each_wire(|ev, wire| walks.observe_wire(ev, wire));
                             recycle(&thread_spare, batch);
                         }
                         Msg::Sync(close, reply) => {

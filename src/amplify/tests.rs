@@ -1257,3 +1257,119 @@ fn open_walk_counts_follow_every_walk_opened_and_closed() {
     assert_eq!((t.open_walks(), t.open_walks_counted()), (0, 0));
     t.check_chains();
 }
+
+/// Events of a small world, so that names, clients and answers repeat: cached answers asked
+/// again (the at-once table's case) between walks, A and AAAA pairs whose other half is NODATA
+/// or still open, retries, idle gaps, names in other case, the root, and non-address types.
+fn repeating_events(picks: &[(u8, u8, u8, u8, u8, u8)]) -> Vec<QueryEvent> {
+    const CLIENTS: [&str; 3] = ["10.2.0.1", "10.2.0.2", "fd00::7"];
+    const NAMES: [&str; 10] = [
+        "web.default.svc.cluster.local.",
+        "web.svc.cluster.local.",
+        "web.",
+        "WEB.default.svc.cluster.local.",
+        "db.prod.svc.cluster.local.",
+        "db.default.svc.cluster.local.",
+        "api.github.com.cluster.local.",
+        "api.github.com.ec2.internal.",
+        "api.github.com.",
+        ".",
+    ];
+    let answer = |pick: u8| match pick % 8 {
+        0..=3 => (OK, 1),
+        4 => (OK, 0),
+        5 => (NX, 0),
+        6 => (Some(2), 0),
+        _ => (None, 0),
+    };
+    let mut t = 0u64;
+    let mut events = Vec::new();
+    for &(c, n, ty, answers, source, gap) in picks {
+        // Mostly close together; now and then past the 2 s idle window.
+        t += match gap % 8 {
+            0..=4 => 1,
+            5 => 40,
+            6 => 700,
+            _ => 2500,
+        };
+        let client = CLIENTS[c as usize % CLIENTS.len()];
+        let name = NAMES[n as usize % NAMES.len()];
+        // Half the picks are a getaddrinfo pair, each half answered on its own.
+        let types: &[u16] = match ty % 6 {
+            0..=2 => &[QTYPE_A, QTYPE_AAAA],
+            3 => &[QTYPE_A],
+            4 => &[QTYPE_AAAA],
+            _ => &[16],
+        };
+        for (i, &qtype) in types.iter().enumerate() {
+            let (rcode, count) = answer(answers >> (4 * i));
+            let mut e = ev(t, client, name, qtype, rcode, count);
+            if rcode.is_some() {
+                e.source = match source % 8 {
+                    0..=4 => Some(AnswerSource::Cache),
+                    5 => Some(AnswerSource::Upstream),
+                    6 => Some(AnswerSource::Shortcut),
+                    _ => None,
+                };
+                e.latency = Some(Duration::from_micros(u64::from(source) * 37));
+            }
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// Feed `events` by their wire names, as the live tracker is fed.
+fn run_wire(t: &mut WalkTracker, events: &[QueryEvent]) -> Vec<Lookup> {
+    let mut wire = Vec::new();
+    for e in events {
+        wire.clear();
+        crate::wire::encode_name(&e.qname, &mut wire).unwrap();
+        let mut e = e.clone();
+        e.qname.clear();
+        t.observe_wire(&mut e, &wire);
+    }
+    t.finish();
+    t.drain().collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// The at-once table must make exactly the lookups the full path makes, in the same order.
+    #[test]
+    fn the_at_once_table_makes_the_lookups_the_full_path_makes(
+        picks in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8, u8, u8)>(), 1..400)
+    ) {
+        let events = repeating_events(&picks);
+        let full = run(&mut tracker(1000), &events);
+        let full_wire = run_wire(&mut tracker(1000).without_at_once(), &events);
+        let mut fast_tracker = tracker(1000);
+        let fast = run_wire(&mut fast_tracker, &events);
+        proptest::prop_assert_eq!(&full_wire, &full);
+        proptest::prop_assert_eq!(&fast, &full);
+    }
+}
+
+#[test]
+fn the_at_once_table_is_used_for_cached_answers_asked_again() {
+    // 1,000 cached answers of ten names from two clients, between walks of the same names:
+    // the test above would pass with a table that never hit.
+    let mut events = Vec::new();
+    for i in 0..1000u64 {
+        let c = ["10.3.0.1", "10.3.0.2"][i as usize % 2];
+        let n = format!("svc-{}.default.svc.cluster.local.", i % 10);
+        events.push(ev(i, c, &n, QTYPE_A, OK, 1));
+        if i % 100 == 0 {
+            events.extend(glibc_github(c, i));
+        }
+    }
+    let mut fast = tracker(1000);
+    let lookups = run_wire(&mut fast, &events);
+    assert_eq!(lookups, run(&mut tracker(1000), &events));
+    assert!(
+        fast.at_once_hits() > 900,
+        "{} made from the table",
+        fast.at_once_hits()
+    );
+}

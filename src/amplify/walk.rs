@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use hashbrown::{HashMap, HashTable};
 
+use super::at_once::AtOnceTable;
 use crate::budget::{MemoryBudget, Part};
 use crate::config::TrackerConfig;
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
@@ -217,7 +218,7 @@ pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
 
 /// A client's address folded into one word (an IPv4 address is its own value), for the hashes
 /// that pick a shed range or a counter bucket.
-fn ip_word(client: IpAddr) -> u64 {
+pub(super) fn ip_word(client: IpAddr) -> u64 {
     let ip = match client {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
@@ -259,7 +260,7 @@ fn base_hash(bytes: &[u8]) -> u64 {
 /// copy would have it, with one load: the eight bytes from `from` when the name has them, else
 /// the name's last word shifted down to them.
 #[inline(always)]
-fn partial_word(bytes: &[u8], from: usize, rest: usize) -> u64 {
+pub(super) fn partial_word(bytes: &[u8], from: usize, rest: usize) -> u64 {
     debug_assert!(rest < 8 && from + rest <= bytes.len());
     if rest == 0 {
         return 0;
@@ -755,6 +756,18 @@ pub struct WalkTracker {
     names: BaseNames,
     namespaces: Namespaces,
     memo: ReadingMemo,
+    /// Lookups of cached answers asked again (`observe_wire`), and whether it is used.
+    at_once: AtOnceTable,
+    at_once_on: bool,
+    /// Lookups made from it (tests check that theirs were).
+    at_once_hits: u64,
+    /// Moves whenever what the tracker knows of any client changes: an [`AtOnceTable`]
+    /// entry made at another epoch may not be what the full path makes now.
+    client_epoch: u64,
+    /// `observe_wire`'s text of the wire name `text_wire` (a run of one name is formatted
+    /// once).
+    text: String,
+    text_wire: Vec<u8>,
 }
 
 impl WalkTracker {
@@ -808,7 +821,26 @@ impl WalkTracker {
             names: BaseNames::default(),
             namespaces: Namespaces::default(),
             memo: ReadingMemo::new(MEMO_SETS_START, MEMO_SETS),
+            at_once: AtOnceTable::default(),
+            at_once_on: true,
+            at_once_hits: 0,
+            client_epoch: 0,
+            text: String::new(),
+            text_wire: Vec::new(),
         }
+    }
+
+    /// Lookups made from the [`AtOnceTable`] so far.
+    #[cfg(test)]
+    pub(crate) fn at_once_hits(&self) -> u64 {
+        self.at_once_hits
+    }
+
+    /// Every event through the full path (tests compare the two).
+    #[cfg(test)]
+    pub(crate) fn without_at_once(mut self) -> Self {
+        self.at_once_on = false;
+        self
     }
 
     /// A reading memo of `sets` sets from the start, never growing; 0: none, every name is
@@ -923,10 +955,66 @@ impl WalkTracker {
 
     /// Feed one query (and its answer, when known).
     pub fn observe(&mut self, ev: &QueryEvent) {
+        self.observe_text(ev);
+    }
+
+    /// Feed one query whose name is `wire` (the query's own bytes, uncompressed); `ev.qname`
+    /// is left as the name's text, or empty when the lookup was made from the
+    /// [`AtOnceTable`] (a cached answer asked again: see there).
+    pub fn observe_wire(&mut self, ev: &mut QueryEvent, wire: &[u8]) {
+        let positive = ev.rcode == Some(0) && ev.answers != Some(0);
+        // Nothing open of the client's address types: the query starts and ends its own
+        // walk, ending none (`observe_text`'s at-once case).
+        let quiet = positive
+            && self.at_once_on
+            && !self.open_kinds.any(ev.client, ev.qtype)
+            && sibling(ev.qtype).is_none_or(|other| !self.open_kinds.any(ev.client, other));
+        if quiet {
+            let epoch = self.client_epoch;
+            if let Some(e) = self
+                .at_once
+                .find(ev.client, ev.qtype, ev.source, wire, epoch)
+            {
+                let mut lookup = e.lookup.clone();
+                let name = (e.name_hash, e.name_len);
+                // What `observe_text` does for it, in its order.
+                self.flush(ev.time);
+                self.next_seq += 1;
+                self.remember_resolved(ev, name);
+                let answered =
+                    Timestamp(ev.time.0 + ev.latency.map_or(0, |l| l.as_micros() as u64));
+                lookup.start = ev.time;
+                lookup.end = answered.max(ev.time);
+                lookup.duration = Some(answered.since(ev.time));
+                self.closed.push(lookup);
+                self.at_once_hits += 1;
+                return;
+            }
+        }
+        let text = std::mem::take(&mut self.text);
+        ev.qname = if self.text_wire == wire {
+            text
+        } else {
+            self.text_wire.clear();
+            self.text_wire.extend_from_slice(wire);
+            crate::wire::name_text_into(wire, text)
+        };
+        let at_once = self.observe_text(ev);
+        if let (true, Some(name)) = (quiet, at_once) {
+            let lookup = self.closed.last().expect("the lookup just made");
+            self.at_once
+                .keep(ev.source, wire, self.client_epoch, name, lookup);
+        }
+        self.text = std::mem::take(&mut ev.qname);
+    }
+
+    /// `observe` of an event with its name as text. When the query ended its walk at once
+    /// (the lookup made last), the name's hash and length (`Resolved`).
+    fn observe_text(&mut self, ev: &QueryEvent) -> Option<(u64, u16)> {
         self.flush(ev.time);
         let name = ev.qname.strip_suffix('.').unwrap_or(&ev.qname);
         if name.is_empty() {
-            return; // the root: nobody's search walk
+            return None; // the root: nobody's search walk
         }
         let memo = self.remember_bases(name);
         let bases = self.memo.slots[memo].bases;
@@ -1136,8 +1224,12 @@ impl WalkTracker {
         match target {
             Target::Open(i) if ends => self.close(i, None),
             Target::Open(i) => self.touch(i),
-            Target::Passing(w) => self.emit(w, None),
+            Target::Passing(w) => {
+                self.emit(w, None);
+                return Some((bases.hash[0], bases.len[0]));
+            }
         }
+        None
     }
 
     /// Room for one more open walk of a `base_len`-byte base: within `max_open_walks` and the
@@ -1187,18 +1279,7 @@ impl WalkTracker {
         let Some(other) = sibling(ev.qtype) else {
             return;
         };
-        if self.resolved.len() >= self.max_clients * 2 {
-            self.resolved.clear(); // a hint only: bounded without an LRU of its own
-        }
-        self.resolved.insert(
-            (ev.client, ev.qtype),
-            Resolved {
-                name_hash: bases.hash[0],
-                name_len: bases.len[0],
-                port: ev.client_port,
-                at: ev.time,
-            },
-        );
+        self.remember_resolved(ev, (bases.hash[0], bases.len[0]));
         // The other type's walks that `name` can be a candidate of: one chain per base.
         let chains = if self.open_kinds.any(ev.client, other) {
             bases.n
@@ -1230,6 +1311,25 @@ impl WalkTracker {
                 cur = next;
             }
         }
+    }
+
+    /// `name` (its hash and length) had addresses for `ev.qtype`, an A or AAAA query.
+    fn remember_resolved(&mut self, ev: &QueryEvent, (name_hash, name_len): (u64, u16)) {
+        if sibling(ev.qtype).is_none() {
+            return;
+        }
+        if self.resolved.len() >= self.max_clients * 2 {
+            self.resolved.clear(); // a hint only: bounded without an LRU of its own
+        }
+        self.resolved.insert(
+            (ev.client, ev.qtype),
+            Resolved {
+                name_hash,
+                name_len,
+                port: ev.client_port,
+                at: ev.time,
+            },
+        );
     }
 
     /// The reading of `name` as a later candidate (or a retry) of walk `w`, if it is one.
@@ -1370,11 +1470,16 @@ impl WalkTracker {
             if confirmed || !c.confirmed {
                 if !Arc::ptr_eq(&c.namespace, ns) {
                     c.namespace = ns.clone();
+                    self.client_epoch += 1;
                 }
-                c.confirmed |= confirmed;
+                if confirmed && !c.confirmed {
+                    c.confirmed = true;
+                    self.client_epoch += 1;
+                }
             }
             return;
         }
+        self.client_epoch += 1;
         self.clients.insert_new(
             client,
             ClientInfo {
