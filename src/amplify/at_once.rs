@@ -2,13 +2,13 @@
 //! answer to a name asked in full, by a client with nothing open of that type, and each of
 //! them makes a one-query lookup that differs from the last one of the same client, type,
 //! name and answer source only in its times. [`AtOnceTable`] keeps the lookup each of those
-//! made last (direct-mapped, by the name's wire form), so that [`super::WalkTracker`] makes
-//! the next one from it without formatting the name, reading it against the search list or
-//! building a walk.
+//! made last (by the name's wire form), so that [`super::WalkTracker`] makes the next one
+//! from it without formatting the name, reading it against the search list or building a
+//! walk.
 //!
 //! It holds only what the full path would do again: an entry is used while nothing it was
-//! made from has changed (no walk open for the client's types, the tracker's client
-//! knowledge at the same epoch) and is otherwise replaced by what the full path makes.
+//! made from has changed (no walk open for the client's types, what the tracker knows of
+//! the client at the same epoch) and is otherwise replaced by what the full path makes.
 //! `tests.rs` holds the two paths to the same lookups on random event streams.
 
 use std::net::IpAddr;
@@ -16,9 +16,11 @@ use std::net::IpAddr;
 use super::walk::Lookup;
 use crate::event::AnswerSource;
 
-/// Slots: a node's pods ask a few thousand names of a few types, and direct-mapped, keys
-/// share a slot (and push each other out) the fuller the table is: with 1,000 keys a tenth
-/// of them shared one of 4,096 slots (callgrind_hit). Empty slots cost a pointer each.
+/// Slots, in pairs: a key may sit in either slot of its pair. A node's pods ask a few
+/// thousand names of a few types. With one slot a key, the keys that share one push each
+/// other out at every event: of 1,000 keys, about 22% share a slot of 4,096, and with
+/// 16,384 one event in eleven of callgrind_hit's 1,000 names still missed. Empty slots cost
+/// a pointer each.
 const SLOTS: usize = 16384;
 /// Longer wire names are not kept (rare; the full path reads them).
 const WIRE_MAX: usize = 128;
@@ -30,7 +32,7 @@ pub(super) struct AtOnce {
     source: Option<AnswerSource>,
     /// The query name as the client sent it (wire form, its case kept).
     wire: Vec<u8>,
-    /// `WalkTracker`'s client epoch when it was made.
+    /// The epoch of what the tracker knew of the client when it was made.
     epoch: u64,
     /// For `WalkTracker::resolved`: the text name's hash and length.
     pub name_hash: u64,
@@ -39,10 +41,30 @@ pub(super) struct AtOnce {
     pub lookup: Lookup,
 }
 
-#[derive(Default)]
+impl AtOnce {
+    fn is(&self, client: IpAddr, qtype: u16, source: Option<AnswerSource>, wire: &[u8]) -> bool {
+        self.client == client && self.qtype == qtype && self.source == source && self.wire == wire
+    }
+}
+
 pub(super) struct AtOnceTable {
     /// Empty until the first entry (an offline tracker never uses it).
     slots: Vec<Option<Box<AtOnce>>>,
+    /// Per pair, the slot kept into last: a new key goes into the other one.
+    newer: Vec<u8>,
+    /// Keys are hashed with it, random for each table: a client cannot aim its names at
+    /// another client's slots.
+    seed: u64,
+}
+
+impl Default for AtOnceTable {
+    fn default() -> Self {
+        AtOnceTable {
+            slots: Vec::new(),
+            newer: Vec::new(),
+            seed: rand::random(),
+        }
+    }
 }
 
 impl AtOnceTable {
@@ -60,15 +82,13 @@ impl AtOnceTable {
         if self.slots.is_empty() || wire.len() > WIRE_MAX {
             return None;
         }
-        let hash = key_hash(client, qtype, wire);
-        self.slots[hash as usize % SLOTS].as_deref().filter(|e| {
-            e.hash == hash
-                && e.epoch == epoch
-                && e.client == client
-                && e.qtype == qtype
-                && e.source == source
-                && e.wire == wire
-        })
+        let hash = self.key_hash(client, qtype, source, wire);
+        let pair = pair_of(hash);
+        self.slots[pair..pair + 2]
+            .iter()
+            .filter_map(|s| s.as_deref())
+            .find(|e| e.hash == hash && e.is(client, qtype, source, wire))
+            .filter(|e| e.epoch == epoch)
     }
 
     /// Keep `lookup` as what the next event of this key makes.
@@ -85,42 +105,81 @@ impl AtOnceTable {
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, || None);
+            self.newer = vec![0; SLOTS / 2];
         }
-        let hash = key_hash(lookup.client, lookup.qtype, wire);
-        let slot = &mut self.slots[hash as usize % SLOTS];
-        let entry = AtOnce {
-            hash,
-            client: lookup.client,
-            qtype: lookup.qtype,
-            source,
-            wire: wire.to_vec(),
-            epoch,
-            name_hash,
-            name_len,
-            lookup: lookup.clone(),
+        let (client, qtype) = (lookup.client, lookup.qtype);
+        let hash = self.key_hash(client, qtype, source, wire);
+        let pair = pair_of(hash);
+        // The key's own slot, else an empty one, else the one kept into first.
+        let own = |s: &Option<Box<AtOnce>>| {
+            s.as_deref()
+                .is_some_and(|e| e.hash == hash && e.is(client, qtype, source, wire))
         };
-        match slot {
-            Some(e) => **e = entry,
-            None => *slot = Some(Box::new(entry)),
+        let way = (0..2)
+            .find(|&w| own(&self.slots[pair + w]))
+            .or_else(|| (0..2).find(|&w| self.slots[pair + w].is_none()))
+            .unwrap_or(1 - self.newer[pair / 2] as usize);
+        self.newer[pair / 2] = way as u8;
+        match &mut self.slots[pair + way] {
+            // An entry that changes hands keeps its allocations.
+            Some(e) => {
+                e.hash = hash;
+                e.client = client;
+                e.qtype = qtype;
+                e.source = source;
+                e.wire.clear();
+                e.wire.extend_from_slice(wire);
+                e.epoch = epoch;
+                (e.name_hash, e.name_len) = (name_hash, name_len);
+                e.lookup.clone_from(lookup);
+            }
+            empty => {
+                *empty = Some(Box::new(AtOnce {
+                    hash,
+                    client,
+                    qtype,
+                    source,
+                    wire: wire.to_vec(),
+                    epoch,
+                    name_hash,
+                    name_len,
+                    lookup: lookup.clone(),
+                }))
+            }
         }
+    }
+
+    /// A hash of the key, its name as bytes (case and all: a name in other case is another
+    /// key), a word at a time.
+    #[inline]
+    fn key_hash(
+        &self,
+        client: IpAddr,
+        qtype: u16,
+        source: Option<AnswerSource>,
+        wire: &[u8],
+    ) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(31);
+        let source = source.map_or(0, |s| s as u64 + 1);
+        let mut h = mix(
+            self.seed ^ super::walk::ip_word(client),
+            u64::from(qtype) << 48 | source << 40 | wire.len() as u64,
+        );
+        let mut words = wire.chunks_exact(8);
+        for w in &mut words {
+            h = mix(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
+        }
+        let rest = words.remainder().len();
+        h = mix(h, super::walk::partial_word(wire, wire.len() - rest, rest));
+        // splitmix64's finish: the slot is the low bits.
+        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
     }
 }
 
-/// A hash of the key, its name as bytes (case and all: a name in other case is another key),
-/// a word at a time.
-#[inline]
-fn key_hash(client: IpAddr, qtype: u16, wire: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(31);
-    let mut h = super::walk::ip_word(client) ^ (u64::from(qtype) << 48) ^ wire.len() as u64;
-    let mut words = wire.chunks_exact(8);
-    for w in &mut words {
-        h = mix(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
-    }
-    let rest = words.remainder().len();
-    h = mix(h, super::walk::partial_word(wire, wire.len() - rest, rest));
-    // splitmix64's finish: the slot is the low bits.
-    let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+/// The first slot of the pair a key of `hash` sits in.
+fn pair_of(hash: u64) -> usize {
+    (hash as usize % SLOTS) & !1
 }

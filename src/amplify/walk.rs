@@ -639,7 +639,15 @@ struct ClientHints {
     /// Atomic only so that the tracker stays `Sync`; relaxed loads and stores cost what plain
     /// ones do.
     last: AtomicU32,
+    /// Moved whenever what is known of a client of the bucket changes (learnt, forgotten):
+    /// an [`AtOnceTable`] entry made at another epoch of its client's bucket is not used.
+    /// By bucket, not in the entries, so that a client forgotten moves it too; made at the
+    /// first change.
+    epochs: Vec<u64>,
 }
+
+const CLIENT_EPOCH_BUCKETS: usize = 4096;
+const _: () = assert!(CLIENT_EPOCH_BUCKETS == 1 << 12);
 
 impl ClientHints {
     fn new(max: usize) -> Self {
@@ -650,7 +658,29 @@ impl ClientHints {
             hasher: ahash::RandomState::new(),
             max: max.clamp(1, 1 << 31),
             last: AtomicU32::new(0),
+            epochs: Vec::new(),
         }
+    }
+
+    fn epoch_bucket(client: IpAddr) -> usize {
+        (ip_word(client).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize
+    }
+
+    /// The epoch of `client`'s bucket (see `epochs`).
+    #[inline]
+    fn epoch(&self, client: IpAddr) -> u64 {
+        self.epochs
+            .get(Self::epoch_bucket(client))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// What is known of `client` changed.
+    fn changed(&mut self, client: IpAddr) {
+        if self.epochs.is_empty() {
+            self.epochs = vec![0; CLIENT_EPOCH_BUCKETS];
+        }
+        self.epochs[Self::epoch_bucket(client)] += 1;
     }
 
     #[cfg(test)]
@@ -692,6 +722,7 @@ impl ClientHints {
         debug_assert!(self.find(&client).is_none());
         if self.ring.len() >= self.max {
             if let Some((oldest, _)) = self.ring.pop_front() {
+                self.changed(oldest);
                 let first = self.first;
                 // Found by its number: the table's probe reads no entry of the ring.
                 if let Ok(e) = self
@@ -703,6 +734,7 @@ impl ClientHints {
                 self.first = first.wrapping_add(1);
             }
         }
+        self.changed(client);
         let n = self.first.wrapping_add(self.ring.len() as u32);
         self.ring.push_back((client, info));
         let (ring, first, hasher) = (&self.ring, self.first, &self.hasher);
@@ -761,9 +793,6 @@ pub struct WalkTracker {
     at_once_on: bool,
     /// Lookups made from it (tests check that theirs were).
     at_once_hits: u64,
-    /// Moves whenever what the tracker knows of any client changes: an [`AtOnceTable`]
-    /// entry made at another epoch may not be what the full path makes now.
-    client_epoch: u64,
     /// `observe_wire`'s text of the wire name `text_wire` (a run of one name is formatted
     /// once).
     text: String,
@@ -824,7 +853,6 @@ impl WalkTracker {
             at_once: AtOnceTable::default(),
             at_once_on: true,
             at_once_hits: 0,
-            client_epoch: 0,
             text: String::new(),
             text_wire: Vec::new(),
         }
@@ -958,19 +986,20 @@ impl WalkTracker {
         self.observe_text(ev);
     }
 
-    /// Feed one query whose name is `wire` (the query's own bytes, uncompressed); `ev.qname`
-    /// is left as the name's text, or empty when the lookup was made from the
-    /// [`AtOnceTable`] (a cached answer asked again: see there).
+    /// Feed one query whose name is `wire` (the query's own bytes, uncompressed), its
+    /// `ev.qname` empty (and left so). A cached answer asked again is made from the
+    /// [`AtOnceTable`] (see there); every other event goes through `observe` with the
+    /// name's text.
     pub fn observe_wire(&mut self, ev: &mut QueryEvent, wire: &[u8]) {
         let positive = ev.rcode == Some(0) && ev.answers != Some(0);
-        // Nothing open of the client's address types: the query starts and ends its own
-        // walk, ending none (`observe_text`'s at-once case).
+        // Nothing open of the query's type (for A and AAAA, of either): the query starts and
+        // ends its own walk, ending none (`observe_text`'s at-once case).
         let quiet = positive
             && self.at_once_on
             && !self.open_kinds.any(ev.client, ev.qtype)
             && sibling(ev.qtype).is_none_or(|other| !self.open_kinds.any(ev.client, other));
         if quiet {
-            let epoch = self.client_epoch;
+            let epoch = self.clients.epoch(ev.client);
             if let Some(e) = self
                 .at_once
                 .find(ev.client, ev.qtype, ev.source, wire, epoch)
@@ -1003,7 +1032,7 @@ impl WalkTracker {
         if let (true, Some(name)) = (quiet, at_once) {
             let lookup = self.closed.last().expect("the lookup just made");
             self.at_once
-                .keep(ev.source, wire, self.client_epoch, name, lookup);
+                .keep(ev.source, wire, self.clients.epoch(ev.client), name, lookup);
         }
         self.text = std::mem::take(&mut ev.qname);
     }
@@ -1467,19 +1496,20 @@ impl WalkTracker {
 
     fn learn_namespace(&mut self, client: IpAddr, ns: &Arc<str>, confirmed: bool) {
         if let Some(c) = self.clients.get_mut(&client) {
+            let mut moved = false;
             if confirmed || !c.confirmed {
                 if !Arc::ptr_eq(&c.namespace, ns) {
                     c.namespace = ns.clone();
-                    self.client_epoch += 1;
+                    moved = true;
                 }
-                if confirmed && !c.confirmed {
-                    c.confirmed = true;
-                    self.client_epoch += 1;
-                }
+                moved |= confirmed && !c.confirmed;
+                c.confirmed |= confirmed;
+            }
+            if moved {
+                self.clients.changed(client);
             }
             return;
         }
-        self.client_epoch += 1;
         self.clients.insert_new(
             client,
             ClientInfo {
