@@ -641,8 +641,9 @@ struct ClientHints {
     last: AtomicU32,
     /// Moved whenever what is known of a client of the bucket changes (learnt, forgotten):
     /// an [`AtOnceTable`] entry made at another epoch of its client's bucket is not used.
-    /// By bucket, not in the entries, so that a client forgotten moves it too; made at the
-    /// first change.
+    /// By bucket, not in the entries, so that a client forgotten moves it too. Made when
+    /// the table is first used (`track_epochs`): an offline tracker, one per workload in
+    /// `analyze --pod-dns-config`, never has them.
     epochs: Vec<u64>,
 }
 
@@ -675,12 +676,19 @@ impl ClientHints {
             .unwrap_or(0)
     }
 
-    /// What is known of `client` changed.
-    fn changed(&mut self, client: IpAddr) {
+    /// Count changes from now on (no entry was made before: every epoch starts at 0).
+    #[inline]
+    fn track_epochs(&mut self) {
         if self.epochs.is_empty() {
             self.epochs = vec![0; CLIENT_EPOCH_BUCKETS];
         }
-        self.epochs[Self::epoch_bucket(client)] += 1;
+    }
+
+    /// What is known of `client` changed.
+    fn changed(&mut self, client: IpAddr) {
+        if let Some(e) = self.epochs.get_mut(Self::epoch_bucket(client)) {
+            *e += 1;
+        }
     }
 
     #[cfg(test)]
@@ -999,6 +1007,7 @@ impl WalkTracker {
             && !self.open_kinds.any(ev.client, ev.qtype)
             && sibling(ev.qtype).is_none_or(|other| !self.open_kinds.any(ev.client, other));
         if quiet {
+            self.clients.track_epochs();
             let epoch = self.clients.epoch(ev.client);
             if let Some(e) = self
                 .at_once
