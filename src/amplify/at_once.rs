@@ -159,23 +159,20 @@ impl AtOnceTable {
         source: Option<AnswerSource>,
         wire: &[u8],
     ) -> u64 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(31);
+        use super::walk::{ip_word, mix_word, partial_word, splitmix_finish};
         let source = source.map_or(0, |s| s as u64 + 1);
-        let mut h = mix(
-            self.seed ^ super::walk::ip_word(client),
+        let mut h = mix_word(
+            self.seed ^ ip_word(client),
             u64::from(qtype) << 48 | source << 40 | wire.len() as u64,
         );
         let mut words = wire.chunks_exact(8);
         for w in &mut words {
-            h = mix(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
+            h = mix_word(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
         }
         let rest = words.remainder().len();
-        h = mix(h, super::walk::partial_word(wire, wire.len() - rest, rest));
-        // splitmix64's finish: the slot is the low bits.
-        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+        h = mix_word(h, partial_word(wire, wire.len() - rest, rest));
+        // The slot is the low bits.
+        splitmix_finish(h)
     }
 }
 

@@ -170,30 +170,6 @@ impl WireBatch {
         self.names.clear();
     }
 
-    /// Each event with its name as text, in order; `scratch` is the reused name buffer. Leaves
-    /// the batch empty, its memory kept for reuse.
-    #[cfg(test)]
-    fn for_each(&mut self, scratch: &mut String, mut f: impl FnMut(&QueryEvent)) {
-        // The previous event's name, whose text `scratch` holds: a run of one name (a busy
-        // client asking the same name) is formatted once.
-        let mut previous: Option<&[u8]> = None;
-        for (mut ev, range) in self.events.drain(..) {
-            let name = self
-                .names
-                .get(range.start as usize..range.end as usize)
-                .unwrap_or(&[]);
-            ev.qname = if previous == Some(name) {
-                std::mem::take(scratch)
-            } else {
-                crate::wire::name_text_into(name, std::mem::take(scratch))
-            };
-            previous = Some(name);
-            f(&ev);
-            *scratch = std::mem::take(&mut ev.qname);
-        }
-        self.names.clear();
-    }
-
     fn clear(&mut self) {
         self.events.clear();
         self.names.clear();
@@ -1097,8 +1073,8 @@ mod tests {
         assert_eq!(pending.events.capacity(), EVENT_BATCH);
         assert_eq!(copy.events.capacity(), 4);
         let mut texts = Vec::new();
-        copy.for_each(&mut String::new(), |e| {
-            texts.push((e.time.0, e.qname.clone()))
+        copy.for_each_wire(|e, name| {
+            texts.push((e.time.0, crate::wire::name_text_into(name, String::new())))
         });
         assert_eq!(
             texts,
@@ -1251,8 +1227,9 @@ mod tests {
             batch.push(ev, n);
         }
         let mut seen = Vec::new();
-        let mut scratch = String::new();
-        batch.for_each(&mut scratch, |e| seen.push((e.time.0, e.qname.clone())));
+        batch.for_each_wire(|e, name| {
+            seen.push((e.time.0, crate::wire::name_text_into(name, String::new())))
+        });
         let want: Vec<(u64, String)> = names
             .iter()
             .enumerate()

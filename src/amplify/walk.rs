@@ -210,10 +210,30 @@ pub fn walk_sample_key(client: IpAddr, qtype: u16, qname: &str) -> u64 {
     let label = qname.split('.').next().unwrap_or("");
     let mut h = base_hash(label.as_bytes());
     h ^= ip_word(client) ^ (u64::from(qtype) << 48);
-    // A final mix (splitmix64) so the low bits, which pick the shed range, are uniform.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    // A final mix so the low bits, which pick the shed range, are uniform.
+    splitmix_finish(h)
+}
+
+/// splitmix64's finalizer: every bit of `h` moves every bit of the result, so any slice of
+/// the bits picks a uniform range or slot.
+#[inline]
+pub(super) fn splitmix_finish(h: u64) -> u64 {
+    let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// One word into a running hash state (the tracker's name hashes, a word at a time).
+#[inline]
+pub(super) fn mix_word(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
+
+/// One of 4,096 buckets, by the top twelve bits of `word` times the golden ratio (a bucket
+/// per client, or per client and type).
+#[inline]
+fn bucket_4096(word: u64) -> usize {
+    (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize
 }
 
 /// A client's address folded into one word (an IPv4 address is its own value), for the hashes
@@ -302,7 +322,7 @@ impl<'a> PrefixHash<'a> {
     }
 
     fn mix(h: u64, w: u64) -> u64 {
-        (h ^ w).wrapping_mul(Self::K).rotate_left(31)
+        mix_word(h, w)
     }
 
     /// The hash of `bytes[..len]`.
@@ -324,10 +344,7 @@ impl<'a> PrefixHash<'a> {
     /// splitmix64's finish, with the length in: "ab" and "ab\0" differ.
     #[inline]
     fn finish(h: u64, len: usize) -> u64 {
-        let mut h = h ^ (len as u64).wrapping_mul(Self::K);
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+        splitmix_finish(h ^ (len as u64).wrapping_mul(Self::K))
     }
 }
 
@@ -664,7 +681,7 @@ impl ClientHints {
     }
 
     fn epoch_bucket(client: IpAddr) -> usize {
-        (ip_word(client).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize
+        bucket_4096(ip_word(client))
     }
 
     /// The epoch of `client`'s bucket (see `epochs`).
@@ -1855,8 +1872,7 @@ const _: () = assert!(OPEN_KIND_BUCKETS == 1 << 12);
 
 impl OpenKinds {
     fn bucket(client: IpAddr, qtype: u16) -> usize {
-        let h = (ip_word(client) ^ (u64::from(qtype) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> 52) as usize // the top 12 bits: OPEN_KIND_BUCKETS
+        bucket_4096(ip_word(client) ^ (u64::from(qtype) << 40))
     }
 
     /// May a walk of this client and type be open?
