@@ -675,7 +675,7 @@ impl Tracker {
 ///
 /// Counters are summed here and the sums added once a round of the tracker loop (`flush`): a
 /// counter update is two atomic operations (the exporter's recency tracking), and a lookup
-/// moves seven counters. Histograms are recorded per lookup.
+/// moves seven counters. The histograms' records are held the same way (`PendingHistogram`).
 struct LookupMetrics {
     namespaces: NamespaceLabels,
     /// By (type label number, outcome, namespace id).
@@ -688,8 +688,8 @@ struct LookupMetrics {
 
 /// The handles of one (type, outcome, namespace).
 struct LookupSeries {
-    queries: Arc<m::FixedHistogram>,
-    duration: Arc<m::FixedHistogram>,
+    queries: m::PendingHistogram,
+    duration: m::PendingHistogram,
     lookups: metrics::Counter,
     wasted_by_type: Option<metrics::Counter>,
     ns_lookups: metrics::Counter,
@@ -721,8 +721,11 @@ impl LookupMetrics {
         let s = self.series.touch((t, l.outcome, ns_id), || {
             let ty = || vec![("type", type_name.to_string())];
             LookupSeries {
-                queries: m::fixed_histogram(m::LOOKUP_QUERIES, &ty()),
-                duration: m::fixed_histogram(m::LOOKUP_DURATION, &ty()),
+                queries: m::PendingHistogram::new(m::fixed_histogram(m::LOOKUP_QUERIES, &ty())),
+                duration: m::PendingHistogram::new(m::fixed_histogram(
+                    m::LOOKUP_DURATION,
+                    &ty(),
+                )),
                 lookups: metrics::counter!(m::LOOKUPS, "type" => type_name, "outcome" => l.outcome.as_str()),
                 wasted_by_type: None,
                 ns_lookups: metrics::counter!(m::NAMESPACE_LOOKUPS, "namespace" => ns.to_string()),
@@ -751,6 +754,8 @@ impl LookupMetrics {
     /// Add the sums recorded since the last call to the counters.
     fn flush(&mut self) {
         self.series.flush(|s| {
+            s.queries.flush();
+            s.duration.flush();
             s.lookups.increment(s.lookups_sum);
             s.ns_lookups.increment(s.lookups_sum);
             s.ns_queries.increment(s.queries_sum);

@@ -906,7 +906,11 @@ impl Engine {
                 requests: self.requests_counter(zone, sent.proto, family, type_name),
                 hits: Self::cache_hits_counter(kind),
                 responses: self.responses_counter(zone, rcode, AnswerSource::Cache),
-                duration: self.duration_histogram(zone, AnswerSource::Cache, type_name),
+                duration: m::PendingHistogram::new(self.duration_histogram(
+                    zone,
+                    AnswerSource::Cache,
+                    type_name,
+                )),
                 pending: 0,
             });
             s.pending += 1;
@@ -1167,18 +1171,19 @@ struct HitSeries {
     requests: metrics::Counter,
     hits: metrics::Counter,
     responses: metrics::Counter,
-    duration: Arc<m::FixedHistogram>,
+    duration: m::PendingHistogram,
     /// Hits counted here and not yet added to the three counters (`Engine::flush_hits`).
     pending: u64,
 }
 
 impl HitSeries {
-    /// Add the pending hits to the three counters.
+    /// Add the pending hits to the three counters and their latencies to the histogram.
     fn add_pending(&mut self) {
         self.requests.increment(self.pending);
         self.hits.increment(self.pending);
         self.responses.increment(self.pending);
         self.pending = 0;
+        self.duration.flush();
     }
 }
 
