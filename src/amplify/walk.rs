@@ -144,6 +144,18 @@ impl Outcome {
             Outcome::Evicted => "evicted",
         }
     }
+
+    /// What a search walk whose last answer said `last` tells the application: a last
+    /// NXDOMAIN gives way to NODATA if a name tried before exists without records, else to
+    /// SERVFAIL if one could not be answered (docs/report.md, "The report"). The tracker's
+    /// outcomes and replay's ends (`replay::end_of`) both follow this one rule.
+    pub fn of_walk(last: Outcome, nodata_before: bool, servfail_before: bool) -> Outcome {
+        match last {
+            Outcome::NxDomain if nodata_before => Outcome::NoData,
+            Outcome::NxDomain if servfail_before => Outcome::ServFail,
+            o => o,
+        }
+    }
 }
 
 /// One lookup: what the application asked for once, per query type (DESIGN §1).
@@ -1932,12 +1944,10 @@ impl Walk {
             (None, _) if self.any_answer => Outcome::Timeout,
             (None, _) => Outcome::Unanswered,
         };
-        let walk = match last {
-            Outcome::NxDomain if self.nodata_before => Outcome::NoData,
-            Outcome::NxDomain if self.servfail_before => Outcome::ServFail,
-            o => o,
-        };
-        (walk, last)
+        (
+            Outcome::of_walk(last, self.nodata_before, self.servfail_before),
+            last,
+        )
     }
 
     /// The base without its trailing dot.

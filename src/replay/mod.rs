@@ -79,6 +79,7 @@ pub use report::{Change, Latency, ReplayReport, SettingReport, WorkloadFigures};
 
 use std::net::IpAddr;
 
+use crate::amplify::Outcome;
 use crate::config::{ClusterConfig, ShortcutMode};
 use crate::event::Timestamp;
 use crate::search::shortcut::ShortcutPolicy;
@@ -386,27 +387,35 @@ impl Replay {
     }
 }
 
-/// How a walk ended: the name that gave addresses, else the last answer, where a last NXDOMAIN
-/// gives way to NODATA if a name tried exists without records, else to SERVFAIL if one could
-/// not be answered: the rule the tracker's outcomes follow (`amplify::walk`), so that the
+/// How a walk ended: the name that gave addresses, else what its last answer tells the
+/// application by the rule the tracker's outcomes follow (`Outcome::of_walk`), so that the
 /// captured setting replays as captured.
 fn end_of(result: Option<&str>, tally: &WalkTally) -> End {
     if let Some(n) = result {
         return End::Resolved(n.into());
     }
-    let last = match tally.last {
-        Some(Answer::NxDomain) if tally.nodata => Some(Answer::NoData),
-        Some(Answer::NxDomain) if tally.servfail => Some(Answer::ServFail),
-        last => last,
+    let Some(last) = tally.last else {
+        return End::Failed("no query");
     };
-    End::Failed(match last {
-        Some(Answer::NxDomain) => "NXDOMAIN",
-        Some(Answer::NoData) => "NODATA",
-        Some(Answer::ServFail) => "SERVFAIL",
-        Some(Answer::Refused) => "REFUSED",
-        Some(Answer::Timeout) => "TIMEOUT",
-        Some(Answer::Address) => "NOERROR",
-        None => "no query",
+    let last = match last {
+        Answer::Address => Outcome::Resolved,
+        Answer::NoData => Outcome::NoData,
+        Answer::NxDomain => Outcome::NxDomain,
+        Answer::ServFail => Outcome::ServFail,
+        Answer::Refused => Outcome::Refused,
+        Answer::Timeout => Outcome::Timeout,
+    };
+    End::Failed(match Outcome::of_walk(last, tally.nodata, tally.servfail) {
+        Outcome::Resolved => "NOERROR",
+        Outcome::NxDomain => "NXDOMAIN",
+        Outcome::NoData => "NODATA",
+        Outcome::ServFail => "SERVFAIL",
+        Outcome::Refused => "REFUSED",
+        Outcome::Timeout => "TIMEOUT",
+        // Not made from a stub's answer.
+        Outcome::Error => "ERROR",
+        Outcome::Unanswered => "UNANSWERED",
+        Outcome::Evicted => "EVICTED",
     })
 }
 
