@@ -453,8 +453,9 @@ fn type_label_grew_a_series_per_query_type_sent() {
 /// 4,096 messages), so for up to a round a scrape counted fewer lookups than a `/report` taken
 /// before it. Under full load from several clients, every `/report` is followed by a scrape,
 /// and the scrape must count at least the report's lookups, by `ndots_lookups_total` (the
-/// summed counter the bug was in) and by the `ndots_lookup_queries` histogram (recorded per
-/// lookup, so it never lagged). Moving the flush back to once a round fails this within 0.3 s.
+/// summed counter the bug was in) and by the `ndots_lookup_queries` histogram (held per thread
+/// and added at the same flush since 8f1792b, so it must keep the same promise). Moving the
+/// flush back to once a round fails this within 0.3 s.
 #[test]
 fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
     let up = Upstream::start();

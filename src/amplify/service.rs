@@ -673,9 +673,10 @@ impl Tracker {
 /// the per-suffix counters in arrays. A handle is made when its series first moves, as the
 /// counting sites did before.
 ///
-/// Counters are summed here and the sums added once a round of the tracker loop (`flush`): a
-/// counter update is two atomic operations (the exporter's recency tracking), and a lookup
-/// moves seven counters. The histograms' records are held the same way (`PendingHistogram`).
+/// Counters are summed here and the sums added at each publish (`flush`, after each message
+/// that closed lookups, under the lock the report reads): a counter update is two atomic
+/// operations (the exporter's recency tracking), and a lookup moves seven counters. The
+/// histograms' records are held the same way (`PendingHistogram`).
 struct LookupMetrics {
     namespaces: NamespaceLabels,
     /// By (type label number, outcome, namespace id).
