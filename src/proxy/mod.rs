@@ -169,19 +169,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
     let mut udp_inodes = Vec::new();
     let mut listeners = Vec::new();
     for &addr in &config.listen {
-        // The first UDP socket fixes the port when 0 was asked; the rest join its group.
-        let first = udp::bind(addr)
-            .map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}{}", bind_hint(&e)))?;
-        let bound = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..config.server.workers {
-            sockets.push(
-                udp::bind(bound)
-                    .map_err(|e| anyhow::anyhow!("binding UDP {bound}: {e}{}", bind_hint(&e)))?,
-            );
-        }
-        let tcp = tcp::bind(bound)
-            .map_err(|e| anyhow::anyhow!("binding TCP {bound}: {e}{}", bind_hint(&e)))?;
+        let (sockets, tcp, bound) = bind_dns(addr, config.server.workers)?;
         dns_addrs.push(bound);
         let inodes: Vec<u64> = sockets.iter().filter_map(udp::inode).collect();
         udp_inodes.extend(&inodes);
@@ -324,6 +312,47 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         handover,
         instance,
     })
+}
+
+/// The UDP sockets (one a worker, in one SO_REUSEPORT group) and the TCP listener of one
+/// `listen` address. The first UDP socket fixes the port when 0 was asked; if TCP cannot have
+/// that port (another socket, often an outgoing connection, holds it), another port is tried:
+/// port 0 promises any free port, not a spurious failure (a CI run failed so, 4663d00).
+fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener, SocketAddr)> {
+    bind_dns_with(addr, workers, tcp::bind)
+}
+
+fn bind_dns_with(
+    addr: SocketAddr,
+    workers: usize,
+    tcp_bind: impl Fn(SocketAddr) -> std::io::Result<std::net::TcpListener>,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener, SocketAddr)> {
+    const PORT_ZERO_TRIES: usize = 8;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let first = udp::bind(addr)
+            .map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}{}", bind_hint(&e)))?;
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(
+                udp::bind(bound)
+                    .map_err(|e| anyhow::anyhow!("binding UDP {bound}: {e}{}", bind_hint(&e)))?,
+            );
+        }
+        match tcp_bind(bound) {
+            Ok(tcp) => return Ok((sockets, tcp, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < PORT_ZERO_TRIES => {}
+            Err(e) => anyhow::bail!("binding TCP {bound}: {e}{}", bind_hint(&e)),
+        }
+    }
 }
 
 /// What to do about a failed bind, for the error message.
@@ -703,4 +732,36 @@ fn preregister(engine: &Engine) {
         upstreams: &upstreams,
         ipv6: engine.config.listen.iter().any(|a| a.is_ipv6()),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CI on 4663d00: a proxy asked for 127.0.0.1:0 got a UDP port whose TCP twin another
+    /// socket held, and failed to start. The TCP side taken is now a reason to pick another
+    /// port when any port was asked, and still an error when the port was given.
+    #[test]
+    fn listen_on_port_zero_failed_when_the_tcp_side_of_its_port_was_taken() {
+        let taken = std::cell::Cell::new(0u16);
+        let first_taken = |a: SocketAddr| {
+            if taken.get() == 0 {
+                taken.set(a.port());
+                return Err(std::io::ErrorKind::AddrInUse.into());
+            }
+            tcp::bind(a)
+        };
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (udp, tcp, bound) = bind_dns_with(any, 2, first_taken).unwrap();
+        assert_ne!(bound.port(), taken.get(), "the taken port again");
+        assert_eq!(udp.len(), 2);
+        assert_eq!(tcp.local_addr().unwrap(), bound);
+        assert!(udp.iter().all(|u| u.local_addr().unwrap() == bound));
+
+        let given = SocketAddr::new(any.ip(), bound.port());
+        drop((udp, tcp));
+        let err = bind_dns_with(given, 1, |_| Err(std::io::ErrorKind::AddrInUse.into()));
+        let err = err.expect_err("a given port is not swapped for another");
+        assert!(err.to_string().contains("binding TCP"), "{err}");
+    }
 }
