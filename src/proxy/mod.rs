@@ -331,9 +331,9 @@ fn bind_dns_with(
     tcp_bind: impl Fn(SocketAddr) -> std::io::Result<std::net::TcpListener>,
 ) -> anyhow::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener, SocketAddr)> {
     const PORT_ZERO_TRIES: usize = 8;
-    let mut tries = 0;
+    // A port given up on stays bound until the search ends, so port 0 cannot pick it again.
+    let mut given_up = Vec::new();
     loop {
-        tries += 1;
         let first = udp::bind(addr)
             .map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}{}", bind_hint(&e)))?;
         let bound = first.local_addr()?;
@@ -349,7 +349,10 @@ fn bind_dns_with(
             Err(e)
                 if addr.port() == 0
                     && e.kind() == std::io::ErrorKind::AddrInUse
-                    && tries < PORT_ZERO_TRIES => {}
+                    && given_up.len() + 1 < PORT_ZERO_TRIES =>
+            {
+                given_up.push(sockets);
+            }
             Err(e) => anyhow::bail!("binding TCP {bound}: {e}{}", bind_hint(&e)),
         }
     }
