@@ -651,6 +651,17 @@ impl PendingHistogram {
         self.recorded = true;
     }
 
+    /// `record` of `value` `n` times.
+    #[inline]
+    pub fn record_n(&mut self, value: f64, n: u64) {
+        let i = self.hist.bounds.partition_point(|b| *b < value);
+        self.counts[i] += n;
+        self.sum = self
+            .sum
+            .wrapping_add(((value * self.hist.scale) as u64).wrapping_mul(n));
+        self.recorded = true;
+    }
+
     /// Add what was recorded since the last flush to the histogram.
     pub fn flush(&mut self) {
         if !std::mem::take(&mut self.recorded) {
@@ -1005,8 +1016,16 @@ mod tests {
         assert_eq!(counts(&held), counts(&direct));
         direct.record(0.002);
         pending.record(0.002);
+        for _ in 0..5 {
+            direct.record(0.0007);
+        }
+        pending.record_n(0.0007, 5);
         drop(pending);
-        assert_eq!(counts(&held), counts(&direct), "a drop flushes");
+        assert_eq!(
+            counts(&held),
+            counts(&direct),
+            "a drop flushes; record_n is n records"
+        );
     }
 
     #[test]

@@ -10,11 +10,18 @@
 //! made from has changed (no walk open for the client's types, what the tracker knows of
 //! the client at the same epoch) and is otherwise replaced by what the full path makes.
 //! `tests.rs` holds the two paths to the same lookups on random event streams.
+//!
+//! The live tracker goes one step further (`WalkTracker::defer_repeats`): the lookups an entry
+//! makes are held in it as their times alone ([`Repeats`]), up to [`REPEATS`] of one bucket
+//! of the report's windows, and handed out together (`drain_repeats`), so that the report and
+//! the metrics add them as one count. Each one is still a lookup with its own start and
+//! duration; only the copy of the lookup, its two reference counts and the report's
+//! per-lookup work (a top-name and a top-client table find) are saved.
 
 use std::net::IpAddr;
 
 use super::walk::Lookup;
-use crate::event::AnswerSource;
+use crate::event::{AnswerSource, Timestamp};
 
 /// Slots, in pairs: a key may sit in either slot of its pair. A node's pods ask a few
 /// thousand names of a few types. With one slot a key, the keys that share one push each
@@ -24,6 +31,41 @@ use crate::event::AnswerSource;
 const SLOTS: usize = 16384;
 /// Longer wire names are not kept (rare; the full path reads them).
 const WIRE_MAX: usize = 128;
+/// Lookups an entry holds before they are handed out: the report's per-lookup work is done
+/// once for this many. More would make each entry bigger (12 bytes a lookup, in every entry).
+pub(super) const REPEATS: usize = 8;
+
+/// The lookups made from one entry and not yet handed out: each one's start (µs since the
+/// epoch) and its duration (µs); the rest of each is the entry's `lookup`.
+pub struct Repeats {
+    n: u8,
+    start: [u64; REPEATS],
+    duration_us: [u32; REPEATS],
+}
+
+impl Repeats {
+    const EMPTY: Repeats = Repeats {
+        n: 0,
+        start: [0; REPEATS],
+        duration_us: [0; REPEATS],
+    };
+
+    pub fn starts(&self) -> &[u64] {
+        &self.start[..self.n as usize]
+    }
+
+    pub fn durations_us(&self) -> &[u32] {
+        &self.duration_us[..self.n as usize]
+    }
+
+    /// Each lookup, made whole from the entry's.
+    pub fn lookups<'a>(&'a self, made: &'a Lookup) -> impl Iterator<Item = Lookup> + 'a {
+        self.starts()
+            .iter()
+            .zip(self.durations_us())
+            .map(|(&start, &us)| made.repeated(Timestamp(start), us))
+    }
+}
 
 pub(super) struct AtOnce {
     hash: u64,
@@ -39,6 +81,10 @@ pub(super) struct AtOnce {
     pub name_len: u16,
     /// The lookup made; its times are replaced with the next event's.
     pub lookup: Lookup,
+    /// The lookups made from it since the table's repeats were last handed out.
+    repeats: Repeats,
+    /// Whether its slot is in the table's `pending` list.
+    listed: bool,
 }
 
 impl AtOnce {
@@ -55,6 +101,12 @@ pub(super) struct AtOnceTable {
     /// Keys are hashed with it, random for each table: a client cannot aim its names at
     /// another client's slots.
     seed: u64,
+    /// Slots whose entry holds repeats (or held some since the last hand-out).
+    pending: Vec<u32>,
+    /// The report bucket every held repeat ends in.
+    pending_bucket: u64,
+    /// An entry is full, or a repeat of another bucket came: hand them out.
+    due: bool,
 }
 
 impl Default for AtOnceTable {
@@ -63,13 +115,16 @@ impl Default for AtOnceTable {
             slots: Vec::new(),
             newer: Vec::new(),
             seed: rand::random(),
+            pending: Vec::new(),
+            pending_bucket: 0,
+            due: false,
         }
     }
 }
 
 impl AtOnceTable {
-    /// The entry for this client, type, source and name, if one is kept and was made at
-    /// `epoch`.
+    /// The slot of the entry for this client, type, source and name, if one is kept and was
+    /// made at `epoch`.
     #[inline]
     pub fn find(
         &self,
@@ -78,20 +133,100 @@ impl AtOnceTable {
         source: Option<AnswerSource>,
         wire: &[u8],
         epoch: u64,
-    ) -> Option<&AtOnce> {
+    ) -> Option<usize> {
         if self.slots.is_empty() || wire.len() > WIRE_MAX {
             return None;
         }
         let hash = self.key_hash(client, qtype, source, wire);
         let pair = pair_of(hash);
-        self.slots[pair..pair + 2]
-            .iter()
-            .filter_map(|s| s.as_deref())
-            .find(|e| e.hash == hash && e.is(client, qtype, source, wire))
-            .filter(|e| e.epoch == epoch)
+        // A key is in one slot of its pair at most (`keep`).
+        (pair..pair + 2).find(|&i| {
+            self.slots[i].as_deref().is_some_and(|e| {
+                e.hash == hash && e.is(client, qtype, source, wire) && e.epoch == epoch
+            })
+        })
     }
 
-    /// Keep `lookup` as what the next event of this key makes.
+    /// The entry in `slot` (from `find`).
+    pub fn entry(&self, slot: usize) -> &AtOnce {
+        self.slots[slot].as_deref().expect("a slot find returned")
+    }
+
+    /// Hold a lookup made from the entry in `slot`, started at `start` and answered after
+    /// `duration_us`, until `drain_repeats`; false when it cannot be held (the entry is full,
+    /// or the lookup ends in another bucket of `bucket_us` than those held), and must be
+    /// handed out now.
+    pub fn repeat(
+        &mut self,
+        slot: usize,
+        start: Timestamp,
+        duration_us: u32,
+        bucket_us: u64,
+    ) -> bool {
+        let bucket = start.0.saturating_add(u64::from(duration_us)) / bucket_us;
+        if self.pending.is_empty() {
+            self.pending_bucket = bucket;
+        } else if bucket != self.pending_bucket {
+            self.due = true;
+            return false;
+        }
+        let e = self.slots[slot]
+            .as_deref_mut()
+            .expect("a slot find returned");
+        let r = &mut e.repeats;
+        let n = r.n as usize;
+        if n == REPEATS {
+            self.due = true;
+            return false;
+        }
+        r.start[n] = start.0;
+        r.duration_us[n] = duration_us;
+        r.n += 1;
+        if n + 1 == REPEATS {
+            self.due = true;
+        }
+        if !e.listed {
+            e.listed = true;
+            self.pending.push(slot as u32);
+        }
+        true
+    }
+
+    /// Whether the repeats held should be handed out now (an entry is full, or a lookup of a
+    /// later bucket came).
+    pub fn repeats_due(&self) -> bool {
+        self.due
+    }
+
+    /// Whether any lookup is held.
+    pub fn holds_repeats(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The bucket the lookups held end in.
+    pub fn repeats_bucket(&self) -> u64 {
+        self.pending_bucket
+    }
+
+    /// Hand out every lookup held: `f` gets each entry's lookup (its times those of the one
+    /// the entry was made from) and its repeats.
+    pub fn drain_repeats(&mut self, mut f: impl FnMut(&Lookup, &Repeats)) {
+        let AtOnceTable { slots, pending, .. } = self;
+        for slot in pending.drain(..) {
+            let e = slots[slot as usize].as_deref_mut().expect("a listed slot");
+            e.listed = false;
+            if e.repeats.n > 0 {
+                f(&e.lookup, &e.repeats);
+                e.repeats.n = 0;
+            }
+        }
+        self.due = false;
+    }
+
+    /// Keep `lookup` as what the next event of this key makes. The repeats an entry it
+    /// replaces held are returned as lookups (a key's entry is replaced when the full path
+    /// made its lookup again, or when another key takes its slot: seldom while it repeats).
+    #[must_use = "the lookups of the entry replaced"]
     pub fn keep(
         &mut self,
         source: Option<AnswerSource>,
@@ -99,9 +234,10 @@ impl AtOnceTable {
         epoch: u64,
         (name_hash, name_len): (u64, u16),
         lookup: &Lookup,
-    ) {
+    ) -> Vec<Lookup> {
+        let mut released = Vec::new();
         if wire.len() > WIRE_MAX {
-            return;
+            return released;
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, || None);
@@ -123,6 +259,10 @@ impl AtOnceTable {
         match &mut self.slots[pair + way] {
             // An entry that changes hands keeps its allocations.
             Some(e) => {
+                if e.repeats.n > 0 {
+                    released.extend(e.repeats.lookups(&e.lookup));
+                    e.repeats.n = 0;
+                }
                 e.hash = hash;
                 e.client = client;
                 e.qtype = qtype;
@@ -144,9 +284,12 @@ impl AtOnceTable {
                     name_hash,
                     name_len,
                     lookup: lookup.clone(),
+                    repeats: Repeats::EMPTY,
+                    listed: false,
                 }))
             }
         }
+        released
     }
 
     /// A hash of the key, its name as bytes (case and all: a name in other case is another

@@ -25,7 +25,7 @@ use hashbrown::HashMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::walk::{BaseName, Lookup, Outcome, SuffixSlot};
+use super::walk::{BaseName, Lookup, Outcome, Repeats, SuffixSlot};
 use crate::event::{qtype_name, Timestamp};
 
 /// Entries in each top list of a report.
@@ -246,7 +246,7 @@ struct NameAcc {
     lookups: u64,
     queries: u64,
     wasted: u64,
-    resolved_by: Option<SuffixSlot>,
+    resolved_by: Latest<SuffixSlot>,
 }
 
 impl Weighted for NameAcc {
@@ -257,16 +257,51 @@ impl Weighted for NameAcc {
         self.lookups += o.lookups;
         self.queries += o.queries;
         self.wasted += o.wasted;
-        if o.resolved_by.is_some() {
-            self.resolved_by = o.resolved_by;
+        self.resolved_by.absorb(&o.resolved_by);
+    }
+}
+
+/// A figure of the latest lookup that had one (by its end; of two that ended together, the
+/// greater value): the same whatever order lookups are added or merged in (the live tracker
+/// publishes the lookups of cached answers asked again by count, after others).
+#[derive(Clone, Debug, PartialEq)]
+struct Latest<T> {
+    value: Option<T>,
+    at: Timestamp,
+}
+
+impl<T> Default for Latest<T> {
+    fn default() -> Self {
+        Latest {
+            value: None,
+            at: Timestamp(0),
         }
+    }
+}
+
+impl<T: Ord + Clone> Latest<T> {
+    fn offer(&mut self, value: Option<&T>, at: Timestamp) {
+        let Some(v) = value else { return };
+        match &self.value {
+            // The usual case, without a clone (a namespace is an `Arc`).
+            Some(held) if held == v => self.at = self.at.max(at),
+            Some(held) if (at, v) < (self.at, held) => {}
+            _ => {
+                self.value = Some(v.clone());
+                self.at = at;
+            }
+        }
+    }
+
+    fn absorb(&mut self, o: &Latest<T>) {
+        self.offer(o.value.as_ref(), o.at);
     }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ClientAcc {
     /// Shared with the lookups (the walk tracker interns namespaces): no copy per client.
-    namespace: Option<Arc<str>>,
+    namespace: Latest<Arc<str>>,
     lookups: u64,
     queries: u64,
     wasted: u64,
@@ -280,9 +315,7 @@ impl Weighted for ClientAcc {
         self.lookups += o.lookups;
         self.queries += o.queries;
         self.wasted += o.wasted;
-        if o.namespace.is_some() {
-            self.namespace.clone_from(&o.namespace);
-        }
+        self.namespace.absorb(&o.namespace);
     }
 }
 
@@ -490,48 +523,67 @@ impl Aggregate {
 
     /// `add` with the client's key already formatted (`Windowed` adds each lookup twice).
     fn add_keyed(&mut self, l: &Lookup, key: &ClientKey) {
+        self.add_counts(l, key, 1, l.end);
+        if let Some(d) = l.duration {
+            self.add_duration_us(d.as_micros() as u64);
+        }
+        self.add_span(l.start, l.end);
+    }
+
+    /// `add_keyed` of each lookup `repeats` made as `l` (`at_once`): the counts once, times
+    /// each.
+    fn add_repeated(&mut self, l: &Lookup, key: &ClientKey, repeats: &Repeats, end: Timestamp) {
+        self.add_counts(l, key, repeats.starts().len() as u64, end);
+        for (&start, &us) in repeats.starts().iter().zip(repeats.durations_us()) {
+            self.add_duration_us(u64::from(us));
+            self.add_span(Timestamp(start), Timestamp(start + u64::from(us)));
+        }
+    }
+
+    /// Everything `add_keyed` adds of `n` lookups like `l` but their times; `end` is the
+    /// latest one's.
+    fn add_counts(&mut self, l: &Lookup, key: &ClientKey, n: u64, end: Timestamp) {
         let q = u64::from(l.queries);
         let w = u64::from(l.wasted);
-        self.queries += q;
-        self.lookups += 1;
-        self.wasted += w;
-        self.retries += u64::from(l.retries);
-        self.amp.saturating_record(q);
+        self.queries += q * n;
+        self.lookups += n;
+        self.wasted += w * n;
+        self.retries += u64::from(l.retries) * n;
+        self.amp.saturating_record_n(q, n);
         self.amp_max = self.amp_max.max(q);
-        if let Some(d) = l.duration {
-            let us = d.as_micros() as u64;
-            self.dur_us.saturating_record(us);
-            self.dur_max_us = self.dur_max_us.max(us);
-        }
         let t = self.type_figures(l.qtype);
-        t.queries += q;
-        t.lookups += 1;
-        t.wasted_queries += w;
+        t.queries += q * n;
+        t.lookups += n;
+        t.wasted_queries += w * n;
         for i in 0..6 {
-            self.suffix_queries[i] += u64::from(l.suffix_queries[i]);
-            self.suffix_wasted[i] += u64::from(l.suffix_wasted[i]);
+            self.suffix_queries[i] += u64::from(l.suffix_queries[i]) * n;
+            self.suffix_wasted[i] += u64::from(l.suffix_wasted[i]) * n;
         }
-        self.outcome_counts[l.outcome as usize] += 1;
-        self.upstream_queries += u64::from(l.upstream_queries);
-        self.upstream_wasted += u64::from(l.upstream_wasted);
-        self.shortcut_answers += u64::from(l.shortcut_answers);
+        self.outcome_counts[l.outcome as usize] += n;
+        self.upstream_queries += u64::from(l.upstream_queries) * n;
+        self.upstream_wasted += u64::from(l.upstream_wasted) * n;
+        self.shortcut_answers += u64::from(l.shortcut_answers) * n;
 
-        let n = self.names.entry_ref(l.base.as_str(), || l.base.clone());
-        n.lookups += 1;
-        n.queries += q;
-        n.wasted += w;
-        if l.resolved_by.is_some() {
-            n.resolved_by = l.resolved_by;
-        }
+        let e = self.names.entry_ref(l.base.as_str(), || l.base.clone());
+        e.lookups += n;
+        e.queries += q * n;
+        e.wasted += w * n;
+        e.resolved_by.offer(l.resolved_by.as_ref(), end);
         let c = self.clients.entry_ref(key, || key.clone());
-        c.lookups += 1;
-        c.queries += q;
-        c.wasted += w;
-        if l.namespace.is_some() && c.namespace != l.namespace {
-            c.namespace.clone_from(&l.namespace);
-        }
-        self.first = Some(self.first.map_or(l.start, |f| f.min(l.start)));
-        self.last = Some(self.last.map_or(l.end, |e| e.max(l.end)));
+        c.lookups += n;
+        c.queries += q * n;
+        c.wasted += w * n;
+        c.namespace.offer(l.namespace.as_ref(), end);
+    }
+
+    fn add_duration_us(&mut self, us: u64) {
+        self.dur_us.saturating_record(us);
+        self.dur_max_us = self.dur_max_us.max(us);
+    }
+
+    fn add_span(&mut self, start: Timestamp, end: Timestamp) {
+        self.first = Some(self.first.map_or(start, |f| f.min(start)));
+        self.last = Some(self.last.map_or(end, |e| e.max(end)));
     }
 
     /// The figures of one query type (a handful of types, so a short list).
@@ -654,14 +706,14 @@ impl Aggregate {
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
-                    resolved_by: v.resolved_by.map(|s| s.as_str().to_string()),
+                    resolved_by: v.resolved_by.value.map(|s| s.as_str().to_string()),
                 })
                 .collect(),
             top_clients: clients
                 .into_iter()
                 .map(|(k, v)| ClientFigures {
                     client: k.as_str().to_string(),
-                    namespace: v.namespace.as_deref().map(String::from),
+                    namespace: v.namespace.value.as_deref().map(String::from),
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
@@ -719,6 +771,8 @@ impl Aggregate {
             a.amp.saturating_record_n(*v, *n);
         }
         a.amp_max = r.amplification.max;
+        // A report's per-name and per-client figures are its latest lookups'.
+        let seen = r.last_seen.map_or(Timestamp(0), Timestamp::from_secs_f64);
         if let Some(d) = &r.duration_ms {
             for [v, n] in &d.histogram_us {
                 a.dur_us.saturating_record_n(*v, *n);
@@ -744,7 +798,7 @@ impl Aggregate {
                 .as_deref()
                 .and_then(SuffixSlot::from_str_label)
             {
-                e.resolved_by = Some(s);
+                e.resolved_by.offer(Some(&s), seen);
             }
         }
         for c in &r.top_clients {
@@ -754,7 +808,7 @@ impl Aggregate {
             e.queries += c.queries;
             e.wasted += c.wasted_queries;
             if let Some(ns) = &c.namespace {
-                e.namespace = Some(Arc::from(ns.as_str()));
+                e.namespace.offer(Some(&Arc::from(ns.as_str())), seen);
             }
         }
         a.names.pruned = !r.top_complete;
@@ -1015,22 +1069,49 @@ impl Windowed {
     }
 
     pub fn add(&mut self, l: &Lookup) {
+        self.add_to_bucket(l.client, l.end, |a, key| a.add_keyed(l, key));
+    }
+
+    /// `add` of each lookup `repeats` made as `l`, all ending in one bucket (`at_once`).
+    pub fn add_repeated(&mut self, l: &Lookup, repeats: &Repeats) {
+        let ends = repeats.starts().iter().zip(repeats.durations_us());
+        let Some(end) = ends.map(|(&s, &us)| Timestamp(s + u64::from(us))).max() else {
+            return;
+        };
+        debug_assert!(
+            repeats
+                .starts()
+                .iter()
+                .zip(repeats.durations_us())
+                .all(|(&s, &us)| (s + u64::from(us)) / self.bucket_us == end.0 / self.bucket_us),
+            "repeats of two buckets"
+        );
+        self.add_to_bucket(l.client, end, |a, key| a.add_repeated(l, key, repeats, end));
+    }
+
+    /// Add to the bucket of `end` (a lookup's, the latest of several) with `add`.
+    fn add_to_bucket(
+        &mut self,
+        client: IpAddr,
+        end: Timestamp,
+        add: impl Fn(&mut Aggregate, &ClientKey),
+    ) {
         // A client's lookups come in runs (a getaddrinfo is an A and an AAAA lookup): its
         // address is formatted once per run.
-        if self.last_client.0 != Some(l.client) {
-            self.last_client = (Some(l.client), client_key(l.client));
+        if self.last_client.0 != Some(client) {
+            self.last_client = (Some(client), client_key(client));
         }
         let key = &self.last_client.1;
-        self.latest = self.latest.max(l.end);
-        let b = l.end.0 / self.bucket_us;
+        self.latest = self.latest.max(end);
+        let b = end.0 / self.bucket_us;
         match self.ring.back().map(|(n, _)| *n) {
-            Some(n) if b == n => self.ring.back_mut().expect("non-empty").1.add_keyed(l, key),
+            Some(n) if b == n => add(&mut self.ring.back_mut().expect("non-empty").1, key),
             Some(n) if b < n => {
                 // Late lookup (events arrive slightly out of order): its bucket, if still kept,
                 // was folded into the total already, so it goes to both.
-                self.total.add_keyed(l, key);
+                add(&mut self.total, key);
                 if let Some((_, a)) = self.ring.iter_mut().rev().find(|(m, _)| *m == b) {
-                    a.add_keyed(l, key);
+                    add(a, key);
                 }
             }
             _ => {
@@ -1039,7 +1120,7 @@ impl Windowed {
                     live.shrink_tops(BUCKET_TOP_CAP);
                 }
                 let mut a = Aggregate::new(TOTAL_TOP_CAP);
-                a.add_keyed(l, key);
+                add(&mut a, key);
                 self.ring.push_back((b, a));
                 let oldest_kept = b.saturating_sub(self.max_buckets as u64 - 1);
                 while self.ring.front().is_some_and(|(n, _)| *n < oldest_kept) {

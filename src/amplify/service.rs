@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::report::{Report, Windowed};
-use super::walk::{walk_sample_key, Lookup, Outcome, SuffixSlot, WalkTracker};
+use super::walk::{walk_sample_key, Lookup, Outcome, Repeats, SuffixSlot, WalkTracker};
 use crate::budget::{MemoryBudget, Part};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
@@ -42,6 +42,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(1);
 const POLLS_BEFORE_BLOCKING: u32 = 20;
 /// How often the thread closes idle walks when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
+/// How long `Tracker::report` waits for the thread to publish what it holds.
+const SETTLE_WAIT: Duration = Duration::from_millis(200);
 /// The shed level is out of this: at `SHED_SCALE` every walk is shed.
 const SHED_SCALE: u32 = 1024;
 /// A queue fuller than this (or than half its byte share) raises the shed level; emptier than
@@ -292,8 +294,9 @@ impl Tracker {
         let shed_level = Arc::new(AtomicU32::new(0));
         let thread_shed = shed_level.clone();
         let thread_budget = budget.clone();
-        let mut walks =
-            WalkTracker::new(SearchShape::new(cluster), cfg).with_budget(budget.clone());
+        let mut walks = WalkTracker::new(SearchShape::new(cluster), cfg)
+            .with_budget(budget.clone())
+            .defer_repeats(Windowed::BUCKET);
         let mut lookup_metrics = LookupMetrics::new(cfg.namespace_series);
         let thread_shared = shared.clone();
         let spare = Arc::new(Mutex::new(Spares::default()));
@@ -337,6 +340,8 @@ impl Tracker {
                     };
                     let mut syncs = Vec::new();
                     let mut disconnected = false;
+                    // Hand out the lookups the walks hold as repeats at this turn's end.
+                    let mut settle = false;
                     let mut handle = |msg: Msg, walks: &mut WalkTracker| match msg {
                         Msg::Event(ev) => {
                             thread_queued.fetch_sub(1, Ordering::Relaxed);
@@ -363,6 +368,7 @@ impl Tracker {
                             if close {
                                 walks.finish();
                             }
+                            settle = true;
                             syncs.push(reply);
                         }
                     };
@@ -370,17 +376,28 @@ impl Tracker {
                     // kept for a whole drain (hundreds of events at full load), the list of
                     // closed lookups outgrew the L1 cache between its writing and its reading.
                     // The metrics' sums are flushed under the same lock hold, so a scrape
-                    // never counts fewer lookups than a report taken before it.
-                    let mut publish = |walks: &mut WalkTracker| {
-                        let closed = walks.drain();
-                        if closed.len() > 0 {
-                            let mut s = thread_shared.lock();
-                            for l in closed {
-                                lookup_metrics.record(&l);
-                                s.windowed.add(&l);
-                            }
-                            lookup_metrics.flush();
+                    // never counts fewer lookups than a report taken before it. The lookups
+                    // of cached answers asked again are held by the walks as repeats and
+                    // published when due (an entry full, a new bucket: before the lookups
+                    // closed with them, which can be of the new bucket), at each tick, and at
+                    // a sync (`Tracker::report` asks for one).
+                    let mut publish = |walks: &mut WalkTracker, settle: bool| {
+                        let repeats = (settle || walks.repeats_due()) && walks.holds_repeats();
+                        if walks.closed_len() == 0 && !repeats {
+                            return;
                         }
+                        let mut s = thread_shared.lock();
+                        if repeats {
+                            walks.drain_repeats(|l, r| {
+                                lookup_metrics.record_repeated(l, r);
+                                s.windowed.add_repeated(l, r);
+                            });
+                        }
+                        for l in walks.drain() {
+                            lookup_metrics.record(&l);
+                            s.windowed.add(&l);
+                        }
+                        lookup_metrics.flush();
                     };
                     let fill = || QueueFill {
                         events: thread_queued.load(Ordering::Relaxed),
@@ -393,12 +410,12 @@ impl Tracker {
                     match msg {
                         Ok(msg) => {
                             handle(msg, &mut walks);
-                            publish(&mut walks);
+                            publish(&mut walks, false);
                             for _ in 0..4096 {
                                 match rx.try_recv() {
                                     Ok(msg) => {
                                         handle(msg, &mut walks);
-                                        publish(&mut walks);
+                                        publish(&mut walks, false);
                                     }
                                     Err(_) => break,
                                 }
@@ -408,6 +425,7 @@ impl Tracker {
                         Err(RecvTimeoutError::Disconnected) => {
                             walks.finish();
                             disconnected = true;
+                            settle = true;
                         }
                     }
                     let level = thread_shed.load(Ordering::Relaxed);
@@ -419,14 +437,15 @@ impl Tracker {
                         let now = Timestamp(clock.0 .0 + clock.1.elapsed().as_micros() as u64);
                         walks.flush(now);
                         next_tick = Instant::now() + TICK;
+                        settle = true;
                     }
                     let ev = walks.evictions();
                     if ev > evictions {
                         metrics::counter!(m::TRACKER_EVICTIONS).increment(ev - evictions);
                         evictions = ev;
                     }
-                    // What the tick and the end closed.
-                    publish(&mut walks);
+                    // What the tick and the end closed; the repeats held, at a tick or sync.
+                    publish(&mut walks, settle);
                     for reply in syncs {
                         let _ = reply.send(());
                     }
@@ -644,8 +663,20 @@ impl Tracker {
         }
     }
 
+    /// Have the tracker thread publish the lookups it holds as repeats (cached answers asked
+    /// again, published by count) and wait for it, at most `SETTLE_WAIT`: a report then
+    /// counts every event handed over before it, unless the thread is that far behind or its
+    /// queue is full (shedding), when it counts what was published.
+    fn settle(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.inner.tx.try_send(Msg::Sync(false, tx)).is_ok() {
+            let _ = rx.recv_timeout(SETTLE_WAIT);
+        }
+    }
+
     /// The report over the last `window` (or since start). Lookups still open are not in it.
     pub fn report(&self, window: Option<Duration>) -> Report {
+        self.settle();
         let s = self.inner.shared.lock();
         let now = Timestamp::now().max(s.windowed.latest());
         let mut r = s.windowed.report(window, now, &self.inner.source);
@@ -717,6 +748,22 @@ impl LookupMetrics {
     }
 
     fn record(&mut self, l: &Lookup) {
+        let s = self.count(l, 1);
+        if let Some(d) = l.duration {
+            s.duration.record(d.as_secs_f64());
+        }
+    }
+
+    /// `record` of each lookup `repeats` made as `l`.
+    fn record_repeated(&mut self, l: &Lookup, repeats: &Repeats) {
+        let s = self.count(l, repeats.durations_us().len() as u64);
+        for &us in repeats.durations_us() {
+            s.duration.record(f64::from(us) / 1e6);
+        }
+    }
+
+    /// Count `n` lookups like `l` (all but their durations); their series.
+    fn count(&mut self, l: &Lookup, n: u64) -> &mut LookupSeries {
         let (t, type_name) = m::type_label(l.qtype);
         let (ns_id, ns) = self.namespaces.label(l.namespace.as_deref());
         let s = self.series.touch((t, l.outcome, ns_id), || {
@@ -739,17 +786,15 @@ impl LookupMetrics {
                 wasted_sum: 0,
             }
         });
-        s.queries.record(f64::from(l.queries));
-        if let Some(d) = l.duration {
-            s.duration.record(d.as_secs_f64());
-        }
-        s.lookups_sum += 1;
-        s.queries_sum += u64::from(l.queries);
-        s.wasted_sum += u64::from(l.wasted);
+        s.queries.record_n(f64::from(l.queries), n);
+        s.lookups_sum += n;
+        s.queries_sum += u64::from(l.queries) * n;
+        s.wasted_sum += u64::from(l.wasted) * n;
         for i in 0..SuffixSlot::ALL.len() {
-            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]);
-            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]);
+            self.suffix_wasted_sum[i] += u64::from(l.suffix_wasted[i]) * n;
+            self.suffix_queries_sum[i] += u64::from(l.suffix_queries[i]) * n;
         }
+        s
     }
 
     /// Add the sums recorded since the last call to the counters.
@@ -1056,6 +1101,28 @@ mod tests {
             latency: Some(Duration::from_micros(300)),
             source: Some(AnswerSource::Upstream),
         }
+    }
+
+    /// The tracker holds the lookups of cached answers asked again and publishes them by
+    /// count; a report must not miss them: it has the thread publish what it holds first.
+    #[test]
+    fn a_report_counts_the_lookups_held_as_repeats() {
+        let tr = one_domain_tracker("held", Arc::new(MemoryBudget::unbounded()));
+        let mut pending = WireBatch::with_capacity(EVENT_BATCH);
+        for i in 0..60 {
+            let mut e = positive_answer(0);
+            e.time.0 += i;
+            pending.push(e, b"\x03www\x07example\x03com\x00");
+            if pending.len() == 3 {
+                tr.hand_over(&mut pending);
+            }
+        }
+        // Without a sync: the thread may still hold up to `REPEATS` of them.
+        let r = tr.report(None);
+        assert_eq!(r.lookups, 60);
+        assert_eq!(r.duration_ms.map(|d| d.max), Some(0.3));
+        // The Prometheus counter of this tracker's lookups is shared with other tests' ones:
+        // that it moves with the report is `lookups_update_the_prometheus_metrics`'s.
     }
 
     /// A hand-over goes in a batch of its size class, its events and names as they were and in

@@ -1364,6 +1364,125 @@ proptest::proptest! {
     }
 }
 
+/// `run_wire` with the lookups made from the at-once table held as repeats (`defer_repeats`,
+/// with a bucket of `bucket_us`), handed out as the live tracker does after each message: the
+/// repeats when due, then the lookups closed. Returns them in that order, each repeat a
+/// lookup of its own, and the repeats by how many were handed out together.
+fn run_deferred(t: &mut WalkTracker, events: &[QueryEvent]) -> (Vec<Lookup>, Vec<usize>) {
+    let (mut out, mut groups) = (Vec::new(), Vec::new());
+    let mut hand_out = |t: &mut WalkTracker, settle: bool| {
+        if settle || t.repeats_due() {
+            t.drain_repeats(|l, r| {
+                out.extend(r.lookups(l));
+                groups.push(r.starts().len());
+            });
+        }
+        out.extend(t.drain());
+    };
+    let mut wire = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if i % 7 == 3 {
+            t.observe(e);
+        } else {
+            wire.clear();
+            crate::wire::encode_name(&e.qname, &mut wire).unwrap();
+            let mut e = e.clone();
+            e.qname.clear();
+            t.observe_wire(&mut e, &wire);
+        }
+        hand_out(t, false);
+    }
+    t.finish();
+    hand_out(t, true);
+    (out, groups)
+}
+
+/// Lookups in an order of their own, to compare two lists as multisets.
+fn sorted(mut lookups: Vec<Lookup>) -> Vec<Lookup> {
+    lookups.sort_by_cached_key(|l| format!("{l:?}"));
+    lookups
+}
+
+/// The report's buckets ten to a second of event time: `repeating_events` crosses one
+/// every few events.
+const SMALL_BUCKET: Duration = Duration::from_micros(2_000);
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Held as repeats, the lookups made from the at-once table are the ones the full path
+    /// makes (in another order), and the report of them published as the live tracker does
+    /// (repeats by count when due, the rest one by one) is the report of the full path's
+    /// lookups added one by one in their order.
+    #[test]
+    fn lookups_held_as_repeats_are_the_lookups_the_full_path_makes(
+        picks in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8, u8, u8)>(), 1..400)
+    ) {
+        let events = repeating_events(&picks);
+        let full = run(&mut tracker(1000), &events);
+        let (deferred, _) = run_deferred(&mut tracker(1000).defer_repeats(SMALL_BUCKET), &events);
+        proptest::prop_assert_eq!(sorted(deferred), sorted(full.clone()));
+
+        let windowed = || Windowed::with_buckets(Timestamp(0), SMALL_BUCKET, SMALL_BUCKET * 1000);
+        let mut one_by_one = windowed();
+        for l in &full {
+            one_by_one.add(l);
+        }
+        let mut counted = windowed();
+        let mut t = tracker(1000).defer_repeats(SMALL_BUCKET);
+        let publish = |t: &mut WalkTracker, counted: &mut Windowed, settle: bool| {
+            if settle || t.repeats_due() {
+                t.drain_repeats(|l, r| counted.add_repeated(l, r));
+            }
+            for l in t.drain() {
+                counted.add(&l);
+            }
+        };
+        let mut wire = Vec::new();
+        for e in &events {
+            wire.clear();
+            crate::wire::encode_name(&e.qname, &mut wire).unwrap();
+            let mut e = e.clone();
+            e.qname.clear();
+            t.observe_wire(&mut e, &wire);
+            publish(&mut t, &mut counted, false);
+        }
+        t.finish();
+        publish(&mut t, &mut counted, true);
+        let now = Timestamp(events.last().map_or(0, |e| e.time.0) + 10_000_000);
+        for window in [None, Some(SMALL_BUCKET * 3)] {
+            proptest::prop_assert_eq!(
+                counted.report(window, now, "t"),
+                one_by_one.report(window, now, "t")
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_answers_asked_again_are_held_and_handed_out_by_count() {
+    // 1,000 cached answers of ten names from one client in one bucket: the test above would
+    // pass with nothing ever held.
+    let events: Vec<QueryEvent> = (0..1000u64)
+        .map(|i| {
+            let n = format!("svc-{}.default.svc.cluster.local.", i % 10);
+            ev(i, "10.3.0.1", &n, QTYPE_A, OK, 1)
+        })
+        .collect();
+    let mut t = tracker(1000).defer_repeats(Duration::from_secs(10));
+    let (lookups, groups) = run_deferred(&mut t, &events);
+    assert_eq!(sorted(lookups), sorted(run(&mut tracker(1000), &events)));
+    let held: usize = groups.iter().sum();
+    assert!(held > 800, "{held} held"); // every seventh event goes by its text
+                                        // An entry full hands out every entry's: the ten names' come out together, most of
+                                        // them nearly full.
+    assert!(
+        held > groups.len() * super::at_once::REPEATS * 3 / 4,
+        "{held} lookups in {} hand-outs: {groups:?}",
+        groups.len()
+    );
+}
+
 #[test]
 fn the_at_once_table_is_used_for_cached_answers_asked_again() {
     // 1,000 cached answers of ten names from two clients, between walks of the same names:

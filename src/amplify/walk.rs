@@ -46,6 +46,7 @@ use std::time::Duration;
 use hashbrown::{HashMap, HashTable};
 
 use super::at_once::AtOnceTable;
+pub use super::at_once::Repeats;
 use crate::budget::{MemoryBudget, Part};
 use crate::config::TrackerConfig;
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
@@ -199,6 +200,18 @@ pub struct Lookup {
     /// `None` when it was the absolute name: with `namespace` and `base` it gives the name the
     /// lookup ended at (replay compares it across settings).
     pub last_search_index: Option<u8>,
+}
+
+impl Lookup {
+    /// This lookup made again by a query at `start` answered after `duration_us` (a cached
+    /// answer asked again: `at_once`).
+    pub fn repeated(&self, start: Timestamp, duration_us: u32) -> Lookup {
+        let mut l = self.clone();
+        l.start = start;
+        l.duration = Some(Duration::from_micros(u64::from(duration_us)));
+        l.end = Timestamp(start.0 + u64::from(duration_us));
+        l
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -830,6 +843,9 @@ pub struct WalkTracker {
     at_once_on: bool,
     /// Lookups made from it (tests check that theirs were).
     at_once_hits: u64,
+    /// With `defer_repeats`: the report's bucket width (µs) the lookups made from the table
+    /// are held by, until `drain_repeats`; 0: each one is in `closed` at once.
+    repeat_bucket_us: u64,
     /// `observe_wire`'s text of the wire name `text_wire` (a run of one name is formatted
     /// once).
     text: String,
@@ -890,6 +906,7 @@ impl WalkTracker {
             at_once: AtOnceTable::default(),
             at_once_on: true,
             at_once_hits: 0,
+            repeat_bucket_us: 0,
             text: String::new(),
             text_wire: Vec::new(),
         }
@@ -985,9 +1002,46 @@ impl WalkTracker {
         self.evictions
     }
 
-    /// Take the lookups closed so far.
+    /// Lookups closed and not yet taken.
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Take the lookups closed so far (without those `drain_repeats` hands out).
     pub fn drain(&mut self) -> std::vec::Drain<'_, Lookup> {
         self.closed.drain(..)
+    }
+
+    /// Hold the lookups made from the at-once table (cached answers asked again) as their
+    /// times, up to `REPEATS` per entry and all ending in one `bucket` of the report's
+    /// windows, for `drain_repeats` to hand out together (the live tracker: the report and
+    /// the metrics then add them as a count).
+    pub fn defer_repeats(mut self, bucket: Duration) -> Self {
+        self.repeat_bucket_us = (bucket.as_micros() as u64).max(1);
+        self
+    }
+
+    /// Whether the lookups held should be handed out now: an entry is full, or a lookup of
+    /// another bucket was made (the held ones are handed out before it: the report's ring
+    /// would take them for late ones after it).
+    pub fn repeats_due(&self) -> bool {
+        self.at_once.repeats_due()
+            || self.at_once.holds_repeats()
+                && self
+                    .closed
+                    .iter()
+                    .any(|l| l.end.0 / self.repeat_bucket_us != self.at_once.repeats_bucket())
+    }
+
+    /// Whether any lookup is held.
+    pub fn holds_repeats(&self) -> bool {
+        self.at_once.holds_repeats()
+    }
+
+    /// Hand out every lookup held: `f` gets one lookup (its times not theirs) and the times
+    /// of those made as it.
+    pub fn drain_repeats(&mut self, f: impl FnMut(&Lookup, &Repeats)) {
+        self.at_once.drain_repeats(f);
     }
 
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
@@ -1038,22 +1092,30 @@ impl WalkTracker {
         if quiet {
             self.clients.track_epochs();
             let epoch = self.clients.epoch(ev.client);
-            if let Some(e) = self
+            if let Some(slot) = self
                 .at_once
                 .find(ev.client, ev.qtype, ev.source, wire, epoch)
             {
-                let mut lookup = e.lookup.clone();
+                let e = self.at_once.entry(slot);
                 let name = (e.name_hash, e.name_len);
                 // What `observe_text` does for it, in its order.
                 self.flush(ev.time);
                 self.next_seq += 1;
                 self.remember_resolved(ev, name);
-                let answered =
-                    Timestamp(ev.time.0 + ev.latency.map_or(0, |l| l.as_micros() as u64));
-                lookup.start = ev.time;
-                lookup.end = answered.max(ev.time);
-                lookup.duration = Some(answered.since(ev.time));
-                self.closed.push(lookup);
+                let waited = ev.latency.map_or(0, |l| l.as_micros() as u64);
+                let held = self.repeat_bucket_us > 0
+                    && u32::try_from(waited).is_ok_and(|us| {
+                        self.at_once
+                            .repeat(slot, ev.time, us, self.repeat_bucket_us)
+                    });
+                if !held {
+                    let answered = Timestamp(ev.time.0 + waited);
+                    let mut lookup = self.at_once.entry(slot).lookup.clone();
+                    lookup.start = ev.time;
+                    lookup.end = answered.max(ev.time);
+                    lookup.duration = Some(answered.since(ev.time));
+                    self.closed.push(lookup);
+                }
                 self.at_once_hits += 1;
                 return;
             }
@@ -1069,8 +1131,10 @@ impl WalkTracker {
         let at_once = self.observe_text(ev);
         if let (true, Some(name)) = (quiet, at_once) {
             let lookup = self.closed.last().expect("the lookup just made");
-            self.at_once
-                .keep(ev.source, wire, self.clients.epoch(ev.client), name, lookup);
+            let released =
+                self.at_once
+                    .keep(ev.source, wire, self.clients.epoch(ev.client), name, lookup);
+            self.closed.extend(released);
         }
         self.text = std::mem::take(&mut ev.qname);
     }
