@@ -121,7 +121,19 @@ pub async fn serve(
                     )
                 }
             } else {
-                route(method, target, peer.ip(), &*source)
+                // A report waits for the tracker to publish what it holds and is then built
+                // and serialised: off the runtime's workers, which also serve DNS over TCP and
+                // the queries that missed the cache.
+                let (m, t, src) = (method.to_string(), target.to_string(), source.clone());
+                let ip = peer.ip();
+                match tokio::task::spawn_blocking(move || route(&m, &t, ip, &*src)).await {
+                    Ok(answer) => answer,
+                    Err(_) => (
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "the request failed\n".into(),
+                    ),
+                }
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Ndots-Instance: {}\r\nConnection: close\r\n\r\n",

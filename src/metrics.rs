@@ -651,6 +651,12 @@ impl PendingHistogram {
         self.recorded = true;
     }
 
+    /// What is held: the count per bucket and the sum (tests).
+    #[cfg(test)]
+    pub fn held(&self) -> (Vec<u64>, u64) {
+        (self.counts.to_vec(), self.sum)
+    }
+
     /// `record` of `value` `n` times.
     #[inline]
     pub fn record_n(&mut self, value: f64, n: u64) {

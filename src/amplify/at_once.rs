@@ -50,6 +50,18 @@ impl Repeats {
         duration_us: [0; REPEATS],
     };
 
+    /// Repeats of these (start µs, duration µs), at most `REPEATS` (tests).
+    #[cfg(test)]
+    pub fn of(times: &[(u64, u32)]) -> Repeats {
+        let mut r = Repeats::EMPTY;
+        for &(start, us) in times.iter().take(REPEATS) {
+            r.start[r.n as usize] = start;
+            r.duration_us[r.n as usize] = us;
+            r.n += 1;
+        }
+        r
+    }
+
     pub fn starts(&self) -> &[u64] {
         &self.start[..self.n as usize]
     }
@@ -79,7 +91,7 @@ pub(super) struct AtOnce {
     /// For `WalkTracker::resolved`: the text name's hash and length.
     pub name_hash: u64,
     pub name_len: u16,
-    /// The lookup made; its times are replaced with the next event's.
+    /// The lookup made; the next ones are copies of it with their own times (`Repeats`).
     pub lookup: Lookup,
     /// The lookups made from it since the table's repeats were last handed out.
     repeats: Repeats,
@@ -101,12 +113,26 @@ pub(super) struct AtOnceTable {
     /// Keys are hashed with it, random for each table: a client cannot aim its names at
     /// another client's slots.
     seed: u64,
-    /// Slots whose entry holds repeats (or held some since the last hand-out).
+    /// Slots whose entry holds repeats (or held some since every entry's were last handed
+    /// out).
     pending: Vec<u32>,
+    /// Slots whose entry is full: handed out alone (a hot name fills its entry long before
+    /// the others fill theirs).
+    full: Vec<u32>,
     /// The report bucket every held repeat ends in.
     pending_bucket: u64,
-    /// An entry is full, or a repeat of another bucket came: hand them out.
-    due: bool,
+    /// A repeat of another bucket came: hand every entry's out.
+    all_due: bool,
+}
+
+/// Which held repeats should be handed out now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    Nothing,
+    /// The full entries'.
+    Full,
+    /// Every entry's.
+    All,
 }
 
 impl Default for AtOnceTable {
@@ -116,8 +142,9 @@ impl Default for AtOnceTable {
             newer: Vec::new(),
             seed: rand::random(),
             pending: Vec::new(),
+            full: Vec::new(),
             pending_bucket: 0,
-            due: false,
+            all_due: false,
         }
     }
 }
@@ -167,7 +194,7 @@ impl AtOnceTable {
         if self.pending.is_empty() {
             self.pending_bucket = bucket;
         } else if bucket != self.pending_bucket {
-            self.due = true;
+            self.all_due = true;
             return false;
         }
         let e = self.slots[slot]
@@ -176,14 +203,13 @@ impl AtOnceTable {
         let r = &mut e.repeats;
         let n = r.n as usize;
         if n == REPEATS {
-            self.due = true;
-            return false;
+            return false; // full, and in `full` until handed out
         }
         r.start[n] = start.0;
         r.duration_us[n] = duration_us;
         r.n += 1;
         if n + 1 == REPEATS {
-            self.due = true;
+            self.full.push(slot as u32);
         }
         if !e.listed {
             e.listed = true;
@@ -192,10 +218,16 @@ impl AtOnceTable {
         true
     }
 
-    /// Whether the repeats held should be handed out now (an entry is full, or a lookup of a
-    /// later bucket came).
-    pub fn repeats_due(&self) -> bool {
-        self.due
+    /// Which repeats held should be handed out now: the full entries', or every entry's when
+    /// a lookup of another bucket came.
+    pub fn repeats_due(&self) -> Due {
+        if self.all_due {
+            Due::All
+        } else if !self.full.is_empty() {
+            Due::Full
+        } else {
+            Due::Nothing
+        }
     }
 
     /// Whether any lookup is held.
@@ -208,19 +240,36 @@ impl AtOnceTable {
         self.pending_bucket
     }
 
-    /// Hand out every lookup held: `f` gets each entry's lookup (its times those of the one
-    /// the entry was made from) and its repeats.
-    pub fn drain_repeats(&mut self, mut f: impl FnMut(&Lookup, &Repeats)) {
-        let AtOnceTable { slots, pending, .. } = self;
-        for slot in pending.drain(..) {
+    /// Hand out the lookups held, every entry's or (`Due::Full`) the full entries': `f` gets
+    /// each entry's lookup (its times those of the one the entry was made from) and its
+    /// repeats.
+    pub fn drain_repeats(&mut self, which: Due, mut f: impl FnMut(&Lookup, &Repeats)) {
+        let AtOnceTable {
+            slots,
+            pending,
+            full,
+            ..
+        } = self;
+        let mut hand_out = |slot: u32, unlist: bool| {
             let e = slots[slot as usize].as_deref_mut().expect("a listed slot");
-            e.listed = false;
+            if unlist {
+                e.listed = false;
+            }
             if e.repeats.n > 0 {
                 f(&e.lookup, &e.repeats);
                 e.repeats.n = 0;
             }
+        };
+        match which {
+            Due::Nothing => {}
+            // Still listed in `pending`, held ones or not: the bucket rule looks at it.
+            Due::Full => full.drain(..).for_each(|slot| hand_out(slot, false)),
+            Due::All => {
+                pending.drain(..).for_each(|slot| hand_out(slot, true));
+                full.clear();
+                self.all_due = false;
+            }
         }
-        self.due = false;
     }
 
     /// Keep `lookup` as what the next event of this key makes. The repeats an entry it

@@ -536,7 +536,10 @@ impl Aggregate {
         self.add_counts(l, key, repeats.starts().len() as u64, end);
         for (&start, &us) in repeats.starts().iter().zip(repeats.durations_us()) {
             self.add_duration_us(u64::from(us));
-            self.add_span(Timestamp(start), Timestamp(start + u64::from(us)));
+            self.add_span(
+                Timestamp(start),
+                Timestamp(start.saturating_add(u64::from(us))),
+            );
         }
     }
 
@@ -1075,7 +1078,10 @@ impl Windowed {
     /// `add` of each lookup `repeats` made as `l`, all ending in one bucket (`at_once`).
     pub fn add_repeated(&mut self, l: &Lookup, repeats: &Repeats) {
         let ends = repeats.starts().iter().zip(repeats.durations_us());
-        let Some(end) = ends.map(|(&s, &us)| Timestamp(s + u64::from(us))).max() else {
+        let Some(end) = ends
+            .map(|(&s, &us)| Timestamp(s.saturating_add(u64::from(us))))
+            .max()
+        else {
             return;
         };
         debug_assert!(
@@ -1083,7 +1089,8 @@ impl Windowed {
                 .starts()
                 .iter()
                 .zip(repeats.durations_us())
-                .all(|(&s, &us)| (s + u64::from(us)) / self.bucket_us == end.0 / self.bucket_us),
+                .all(|(&s, &us)| s.saturating_add(u64::from(us)) / self.bucket_us
+                    == end.0 / self.bucket_us),
             "repeats of two buckets"
         );
         self.add_to_bucket(l.client, end, |a, key| a.add_repeated(l, key, repeats, end));

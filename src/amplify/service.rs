@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::report::{Report, Windowed};
-use super::walk::{walk_sample_key, Lookup, Outcome, Repeats, SuffixSlot, WalkTracker};
+use super::walk::{walk_sample_key, Due, Lookup, Outcome, Repeats, SuffixSlot, WalkTracker};
 use crate::budget::{MemoryBudget, Part};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::{QueryEvent, Timestamp};
@@ -338,7 +338,6 @@ impl Tracker {
                         }
                         m
                     };
-                    let mut syncs = Vec::new();
                     let mut disconnected = false;
                     // Hand out the lookups the walks hold as repeats at this turn's end.
                     let mut settle = false;
@@ -348,6 +347,7 @@ impl Tracker {
                             thread_budget.release(Part::TrackerQueue, event_bytes(&ev));
                             advance(&mut clock, Some(ev.time));
                             walks.observe(&ev);
+                            None
                         }
                         Msg::Batch(evs) => {
                             thread_queued.fetch_sub(evs.len(), Ordering::Relaxed);
@@ -356,6 +356,7 @@ impl Tracker {
                             for ev in &evs {
                                 walks.observe(ev);
                             }
+                            None
                         }
                         Msg::Wire(mut batch) => {
                             thread_queued.fetch_sub(batch.len(), Ordering::Relaxed);
@@ -363,13 +364,13 @@ impl Tracker {
                             advance(&mut clock, batch.events.iter().map(|(e, _)| e.time).max());
                             batch.for_each_wire(|ev, wire| walks.observe_wire(ev, wire));
                             recycle(&thread_spare, batch);
+                            None
                         }
                         Msg::Sync(close, reply) => {
                             if close {
                                 walks.finish();
                             }
-                            settle = true;
-                            syncs.push(reply);
+                            Some(reply)
                         }
                     };
                     // The lookups each message closed are published before the next message:
@@ -382,17 +383,19 @@ impl Tracker {
                     // closed with them, which can be of the new bucket), at each tick, and at
                     // a sync (`Tracker::report` asks for one).
                     let mut publish = |walks: &mut WalkTracker, settle: bool| {
-                        let repeats = (settle || walks.repeats_due()) && walks.holds_repeats();
-                        if walks.closed_len() == 0 && !repeats {
+                        let due = match (settle, walks.holds_repeats()) {
+                            (_, false) => Due::Nothing,
+                            (true, true) => Due::All,
+                            (false, true) => walks.repeats_due(),
+                        };
+                        if walks.closed_len() == 0 && due == Due::Nothing {
                             return;
                         }
                         let mut s = thread_shared.lock();
-                        if repeats {
-                            walks.drain_repeats(|l, r| {
-                                lookup_metrics.record_repeated(l, r);
-                                s.windowed.add_repeated(l, r);
-                            });
-                        }
+                        walks.drain_repeats(due, |l, r| {
+                            lookup_metrics.record_repeated(l, r);
+                            s.windowed.add_repeated(l, r);
+                        });
                         for l in walks.drain() {
                             lookup_metrics.record(&l);
                             s.windowed.add(&l);
@@ -409,13 +412,21 @@ impl Tracker {
                     let at_start = fill();
                     match msg {
                         Ok(msg) => {
-                            handle(msg, &mut walks);
-                            publish(&mut walks, false);
+                            // A sync is answered at once, with everything before it published
+                            // (the repeats held too): not after the rest of the turn.
+                            let reply = handle(msg, &mut walks);
+                            publish(&mut walks, reply.is_some());
+                            if let Some(r) = reply {
+                                let _ = r.send(());
+                            }
                             for _ in 0..4096 {
                                 match rx.try_recv() {
                                     Ok(msg) => {
-                                        handle(msg, &mut walks);
-                                        publish(&mut walks, false);
+                                        let reply = handle(msg, &mut walks);
+                                        publish(&mut walks, reply.is_some());
+                                        if let Some(r) = reply {
+                                            let _ = r.send(());
+                                        }
                                     }
                                     Err(_) => break,
                                 }
@@ -446,9 +457,6 @@ impl Tracker {
                     }
                     // What the tick and the end closed; the repeats held, at a tick or sync.
                     publish(&mut walks, settle);
-                    for reply in syncs {
-                        let _ = reply.send(());
-                    }
                     if disconnected {
                         break;
                     }
@@ -1391,6 +1399,74 @@ mod tests {
         );
         assert!(text.contains("ndots_lookup_duration_seconds_bucket{type=\"TXT\""));
         assert!(text.contains("ndots_wasted_queries_total{suffix=\"cluster\"}"));
+    }
+
+    /// The metrics of repeats recorded by count are those of each recorded alone, for a
+    /// lookup whose every figure is set.
+    #[test]
+    fn repeats_recorded_by_count_are_each_repeat_recorded_alone() {
+        let cluster = ClusterConfig::kubernetes("cluster.local");
+        let mut walks = WalkTracker::new(
+            SearchShape::new(&cluster),
+            &TrackerConfig {
+                idle: Duration::from_secs(2),
+                max_open_walks: 100,
+                namespace_series: crate::config::DEFAULT_NAMESPACE_SERIES,
+            },
+        );
+        // A walk of HTTPS queries (a type no other test's metrics look at): wasted queries,
+        // suffixes.
+        let names = [
+            "h.example.web.svc.cluster.local.",
+            "h.example.web.svc.cluster.local.",
+            "h.example.svc.cluster.local.",
+            "h.example.cluster.local.",
+            "h.example.",
+        ];
+        for (i, q) in names.iter().enumerate() {
+            let last = i == names.len() - 1;
+            walks.observe(&QueryEvent {
+                time: Timestamp(1_000_000 + i as u64 * 1000),
+                client: "10.8.8.8".parse().unwrap(),
+                client_port: None,
+                qname: q.to_string(),
+                qtype: 65,
+                rcode: Some(if last { 0 } else { 3 }),
+                answers: Some(last as u16),
+                latency: Some(Duration::from_micros(100)),
+                source: Some(AnswerSource::Upstream),
+            });
+        }
+        walks.finish();
+        let mut l = walks
+            .drain()
+            .max_by_key(|l| l.queries)
+            .expect("the walk's lookup");
+        assert!(l.wasted > 0, "{l:?}");
+        l.retries = 2; // no figure left at 0
+        l.shortcut_answers = 1;
+        let r = Repeats::of(&[(9_000_000, 250), (9_000_300, 9_000), (9_001_000, 1)]);
+        let (mut counted, mut alone) = (LookupMetrics::new(8), LookupMetrics::new(8));
+        counted.record_repeated(&l, &r);
+        for one in r.lookups(&l) {
+            alone.record(&one);
+        }
+        let sums = |m: &mut LookupMetrics| {
+            let mut series = Vec::new();
+            m.series.flush(|s| {
+                series.push((
+                    s.lookups_sum,
+                    s.queries_sum,
+                    s.wasted_sum,
+                    s.queries.held(),
+                    s.duration.held(),
+                ))
+            });
+            (series, m.suffix_queries_sum, m.suffix_wasted_sum)
+        };
+        let (a, b) = (sums(&mut counted), sums(&mut alone));
+        assert_eq!(a, b);
+        assert_eq!(a.0[0].0, 3, "three lookups");
     }
 
     /// Shedding leaves out whole walks: every candidate of a walk shares its key, so each

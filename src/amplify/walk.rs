@@ -46,7 +46,7 @@ use std::time::Duration;
 use hashbrown::{HashMap, HashTable};
 
 use super::at_once::AtOnceTable;
-pub use super::at_once::Repeats;
+pub use super::at_once::{Due, Repeats};
 use crate::budget::{MemoryBudget, Part};
 use crate::config::TrackerConfig;
 use crate::event::{AnswerSource, QueryEvent, Timestamp};
@@ -209,7 +209,7 @@ impl Lookup {
         let mut l = self.clone();
         l.start = start;
         l.duration = Some(Duration::from_micros(u64::from(duration_us)));
-        l.end = Timestamp(start.0 + u64::from(duration_us));
+        l.end = Timestamp(start.0.saturating_add(u64::from(duration_us)));
         l
     }
 }
@@ -1021,16 +1021,22 @@ impl WalkTracker {
         self
     }
 
-    /// Whether the lookups held should be handed out now: an entry is full, or a lookup of
-    /// another bucket was made (the held ones are handed out before it: the report's ring
-    /// would take them for late ones after it).
-    pub fn repeats_due(&self) -> bool {
-        self.at_once.repeats_due()
-            || self.at_once.holds_repeats()
+    /// Which lookups held should be handed out now: the full entries', or every entry's when
+    /// a lookup of another bucket was made (the held ones are handed out before it: the
+    /// report's ring would take them for late ones after it).
+    pub fn repeats_due(&self) -> Due {
+        let other_bucket = || {
+            self.at_once.holds_repeats()
                 && self
                     .closed
                     .iter()
                     .any(|l| l.end.0 / self.repeat_bucket_us != self.at_once.repeats_bucket())
+        };
+        match self.at_once.repeats_due() {
+            Due::All => Due::All,
+            _ if other_bucket() => Due::All,
+            due => due,
+        }
     }
 
     /// Whether any lookup is held.
@@ -1038,10 +1044,10 @@ impl WalkTracker {
         self.at_once.holds_repeats()
     }
 
-    /// Hand out every lookup held: `f` gets one lookup (its times not theirs) and the times
-    /// of those made as it.
-    pub fn drain_repeats(&mut self, f: impl FnMut(&Lookup, &Repeats)) {
-        self.at_once.drain_repeats(f);
+    /// Hand out the lookups held (`which`): `f` gets one lookup (its times not theirs) and
+    /// the times of those made as it.
+    pub fn drain_repeats(&mut self, which: Due, f: impl FnMut(&Lookup, &Repeats)) {
+        self.at_once.drain_repeats(which, f);
     }
 
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
@@ -1109,7 +1115,7 @@ impl WalkTracker {
                             .repeat(slot, ev.time, us, self.repeat_bucket_us)
                     });
                 if !held {
-                    let answered = Timestamp(ev.time.0 + waited);
+                    let answered = Timestamp(ev.time.0.saturating_add(waited));
                     let mut lookup = self.at_once.entry(slot).lookup.clone();
                     lookup.start = ev.time;
                     lookup.end = answered.max(ev.time);
