@@ -1328,24 +1328,64 @@ fn repeating_events(picks: &[(u8, u8, u8, u8, u8, u8)]) -> Vec<QueryEvent> {
     events
 }
 
-/// Feed `events` by their wire names, as the live tracker is fed (every seventh by its text,
-/// as the live tracker is fed the answers of spawned queries).
-fn run_wire(t: &mut WalkTracker, events: &[QueryEvent]) -> Vec<Lookup> {
+/// Feed `events` as the live tracker is fed: by their wire names, every seventh by its text
+/// (as the answers of spawned queries are); `after` is called after each event, and (with
+/// `true`) once the walks are finished.
+fn feed_live(
+    t: &mut WalkTracker,
+    events: &[QueryEvent],
+    mut after: impl FnMut(&mut WalkTracker, bool),
+) {
     let mut wire = Vec::new();
     for (i, e) in events.iter().enumerate() {
         if i % 7 == 3 {
             t.observe(e);
-            continue;
+        } else {
+            wire.clear();
+            crate::wire::encode_name(&e.qname, &mut wire).unwrap();
+            let mut e = e.clone();
+            e.qname.clear();
+            t.observe_wire(&mut e, &wire);
         }
-        wire.clear();
-        crate::wire::encode_name(&e.qname, &mut wire).unwrap();
-        let mut e = e.clone();
-        e.qname.clear();
-        t.observe_wire(&mut e, &wire);
+        after(t, false);
     }
     t.finish();
-    t.drain().collect()
+    after(t, true);
 }
+
+/// The lookups of `events` fed as the live tracker is fed.
+fn run_wire(t: &mut WalkTracker, events: &[QueryEvent]) -> Vec<Lookup> {
+    let mut out = Vec::new();
+    feed_live(t, events, |t, _| out.extend(t.drain()));
+    out
+}
+
+/// `run_wire` with the lookups made from the at-once table held as repeats (a tracker made
+/// with `defer_repeats`), handed out as the live tracker does after each message: the
+/// repeats when due, then the lookups closed. Returns them in that order, each repeat a
+/// lookup of its own, and the repeats by how many were handed out together.
+fn run_deferred(t: &mut WalkTracker, events: &[QueryEvent]) -> (Vec<Lookup>, Vec<usize>) {
+    let (mut out, mut groups) = (Vec::new(), Vec::new());
+    feed_live(t, events, |t, settle| {
+        let due = if settle { Due::All } else { t.repeats_due() };
+        t.drain_repeats(due, |l, r| {
+            out.extend(r.lookups(l));
+            groups.push(r.starts().len());
+        });
+        out.extend(t.drain());
+    });
+    (out, groups)
+}
+
+/// Lookups in an order of their own, to compare two lists as multisets.
+fn sorted(mut lookups: Vec<Lookup>) -> Vec<Lookup> {
+    lookups.sort_by_cached_key(|l| format!("{l:?}"));
+    lookups
+}
+
+/// The report's buckets ten to a second of event time: `repeating_events` crosses one
+/// every few events.
+const SMALL_BUCKET: Duration = Duration::from_micros(2_000);
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
@@ -1363,52 +1403,6 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&full_wire, &full);
         proptest::prop_assert_eq!(&fast, &full);
     }
-}
-
-/// `run_wire` with the lookups made from the at-once table held as repeats (`defer_repeats`,
-/// with a bucket of `bucket_us`), handed out as the live tracker does after each message: the
-/// repeats when due, then the lookups closed. Returns them in that order, each repeat a
-/// lookup of its own, and the repeats by how many were handed out together.
-fn run_deferred(t: &mut WalkTracker, events: &[QueryEvent]) -> (Vec<Lookup>, Vec<usize>) {
-    let (mut out, mut groups) = (Vec::new(), Vec::new());
-    let mut hand_out = |t: &mut WalkTracker, settle: bool| {
-        let due = if settle { Due::All } else { t.repeats_due() };
-        t.drain_repeats(due, |l, r| {
-            out.extend(r.lookups(l));
-            groups.push(r.starts().len());
-        });
-        out.extend(t.drain());
-    };
-    let mut wire = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        if i % 7 == 3 {
-            t.observe(e);
-        } else {
-            wire.clear();
-            crate::wire::encode_name(&e.qname, &mut wire).unwrap();
-            let mut e = e.clone();
-            e.qname.clear();
-            t.observe_wire(&mut e, &wire);
-        }
-        hand_out(t, false);
-    }
-    t.finish();
-    hand_out(t, true);
-    (out, groups)
-}
-
-/// Lookups in an order of their own, to compare two lists as multisets.
-fn sorted(mut lookups: Vec<Lookup>) -> Vec<Lookup> {
-    lookups.sort_by_cached_key(|l| format!("{l:?}"));
-    lookups
-}
-
-/// The report's buckets ten to a second of event time: `repeating_events` crosses one
-/// every few events.
-const SMALL_BUCKET: Duration = Duration::from_micros(2_000);
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
 
     /// Held as repeats, the lookups made from the at-once table are the ones the full path
     /// makes (in another order), and the report of them published as the live tracker does
@@ -1429,25 +1423,13 @@ proptest::proptest! {
             one_by_one.add(l);
         }
         let mut counted = windowed();
-        let mut t = tracker(1000).defer_repeats(SMALL_BUCKET);
-        let publish = |t: &mut WalkTracker, counted: &mut Windowed, settle: bool| {
+        feed_live(&mut tracker(1000).defer_repeats(SMALL_BUCKET), &events, |t, settle| {
             let due = if settle { Due::All } else { t.repeats_due() };
             t.drain_repeats(due, |l, r| counted.add_repeated(l, r));
             for l in t.drain() {
                 counted.add(&l);
             }
-        };
-        let mut wire = Vec::new();
-        for e in &events {
-            wire.clear();
-            crate::wire::encode_name(&e.qname, &mut wire).unwrap();
-            let mut e = e.clone();
-            e.qname.clear();
-            t.observe_wire(&mut e, &wire);
-            publish(&mut t, &mut counted, false);
-        }
-        t.finish();
-        publish(&mut t, &mut counted, true);
+        });
         let now = Timestamp(events.last().map_or(0, |e| e.time.0) + 10_000_000);
         for window in [None, Some(SMALL_BUCKET * 3)] {
             proptest::prop_assert_eq!(
