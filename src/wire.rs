@@ -697,8 +697,8 @@ pub fn build_query(
 }
 
 /// The eight bytes of `w` with ASCII `A`-`Z` lowercased and every other byte as it was: DNS
-/// names compare case-insensitively in ASCII only (RFC 4343), and the capture pairing and the
-/// walk tracker hash names a word at a time.
+/// names compare case-insensitively in ASCII only (RFC 4343), and the cache key, the capture
+/// pairing and the walk tracker hash names a word at a time.
 #[inline]
 pub fn ascii_lowercase_word(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
