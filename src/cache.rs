@@ -67,11 +67,8 @@ impl<'a> Key<'a> {
             let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
             h.write_u64(wire::ascii_lowercase_word(w));
         }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            h.write_u64(wire::ascii_lowercase_word(u64::from_le_bytes(last)));
+        if !words.remainder().is_empty() {
+            h.write_u64(wire::ascii_lowercase_word(wire::tail_word(self.name)));
         }
         h.write_u16(self.qtype);
         h.write_u16(self.qclass);

@@ -643,12 +643,7 @@ impl PendingHistogram {
     /// `FixedHistogram::record`, held here until `flush`.
     #[inline]
     pub fn record(&mut self, value: f64) {
-        let i = self.hist.bounds.partition_point(|b| *b < value);
-        self.counts[i] += 1;
-        // Wrapping, as the shared sum's `fetch_add` does: a capture's absurd duration must
-        // not panic an overflow-checked build.
-        self.sum = self.sum.wrapping_add((value * self.hist.scale) as u64);
-        self.recorded = true;
+        self.record_n(value, 1);
     }
 
     /// What is held: the count per bucket and the sum (tests).
@@ -662,6 +657,8 @@ impl PendingHistogram {
     pub fn record_n(&mut self, value: f64, n: u64) {
         let i = self.hist.bounds.partition_point(|b| *b < value);
         self.counts[i] += n;
+        // Wrapping, as the shared sum's `fetch_add` does: a capture's absurd duration must
+        // not panic an overflow-checked build.
         self.sum = self
             .sum
             .wrapping_add(((value * self.hist.scale) as u64).wrapping_mul(n));

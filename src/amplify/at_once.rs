@@ -62,20 +62,29 @@ impl Repeats {
         r
     }
 
-    pub fn starts(&self) -> &[u64] {
-        &self.start[..self.n as usize]
+    /// How many lookups are held.
+    pub fn held(&self) -> usize {
+        self.n as usize
     }
 
     pub fn durations_us(&self) -> &[u32] {
         &self.duration_us[..self.n as usize]
     }
 
-    /// Each lookup, made whole from the entry's.
-    pub fn lookups<'a>(&'a self, made: &'a Lookup) -> impl Iterator<Item = Lookup> + 'a {
-        self.starts()
+    /// Each lookup's start, end and duration (µs).
+    pub fn times(&self) -> impl Iterator<Item = (Timestamp, Timestamp, u64)> + '_ {
+        self.start[..self.n as usize]
             .iter()
             .zip(self.durations_us())
-            .map(|(&start, &us)| made.repeated(Timestamp(start), us))
+            .map(|(&start, &us)| {
+                let us = u64::from(us);
+                (Timestamp(start), Timestamp(start.saturating_add(us)), us)
+            })
+    }
+
+    /// Each lookup, made whole from the entry's.
+    pub fn lookups<'a>(&'a self, made: &'a Lookup) -> impl Iterator<Item = Lookup> + 'a {
+        self.times().map(|(start, _, us)| made.repeated(start, us))
     }
 }
 

@@ -533,13 +533,10 @@ impl Aggregate {
     /// `add_keyed` of each lookup `repeats` made as `l` (`at_once`): the counts once, times
     /// each.
     fn add_repeated(&mut self, l: &Lookup, key: &ClientKey, repeats: &Repeats, end: Timestamp) {
-        self.add_counts(l, key, repeats.starts().len() as u64, end);
-        for (&start, &us) in repeats.starts().iter().zip(repeats.durations_us()) {
-            self.add_duration_us(u64::from(us));
-            self.add_span(
-                Timestamp(start),
-                Timestamp(start.saturating_add(u64::from(us))),
-            );
+        self.add_counts(l, key, repeats.held() as u64, end);
+        for (start, end, us) in repeats.times() {
+            self.add_duration_us(us);
+            self.add_span(start, end);
         }
     }
 
@@ -1077,20 +1074,13 @@ impl Windowed {
 
     /// `add` of each lookup `repeats` made as `l`, all ending in one bucket (`at_once`).
     pub fn add_repeated(&mut self, l: &Lookup, repeats: &Repeats) {
-        let ends = repeats.starts().iter().zip(repeats.durations_us());
-        let Some(end) = ends
-            .map(|(&s, &us)| Timestamp(s.saturating_add(u64::from(us))))
-            .max()
-        else {
+        let Some(end) = repeats.times().map(|(_, end, _)| end).max() else {
             return;
         };
         debug_assert!(
             repeats
-                .starts()
-                .iter()
-                .zip(repeats.durations_us())
-                .all(|(&s, &us)| s.saturating_add(u64::from(us)) / self.bucket_us
-                    == end.0 / self.bucket_us),
+                .times()
+                .all(|(_, e, _)| e.0 / self.bucket_us == end.0 / self.bucket_us),
             "repeats of two buckets"
         );
         self.add_to_bucket(l.client, end, |a, key| a.add_repeated(l, key, repeats, end));

@@ -402,6 +402,15 @@ impl Tracker {
                         }
                         lookup_metrics.flush();
                     };
+                    // A sync is answered at once, with everything before it published (the
+                    // repeats held too): not after the rest of the turn.
+                    let mut take = |msg: Msg, walks: &mut WalkTracker| {
+                        let reply = handle(msg, walks);
+                        publish(walks, reply.is_some());
+                        if let Some(r) = reply {
+                            let _ = r.send(());
+                        }
+                    };
                     let fill = || QueueFill {
                         events: thread_queued.load(Ordering::Relaxed),
                         bytes: thread_budget.used(Part::TrackerQueue),
@@ -412,22 +421,10 @@ impl Tracker {
                     let at_start = fill();
                     match msg {
                         Ok(msg) => {
-                            // A sync is answered at once, with everything before it published
-                            // (the repeats held too): not after the rest of the turn.
-                            let reply = handle(msg, &mut walks);
-                            publish(&mut walks, reply.is_some());
-                            if let Some(r) = reply {
-                                let _ = r.send(());
-                            }
+                            take(msg, &mut walks);
                             for _ in 0..4096 {
                                 match rx.try_recv() {
-                                    Ok(msg) => {
-                                        let reply = handle(msg, &mut walks);
-                                        publish(&mut walks, reply.is_some());
-                                        if let Some(r) = reply {
-                                            let _ = r.send(());
-                                        }
-                                    }
+                                    Ok(msg) => take(msg, &mut walks),
                                     Err(_) => break,
                                 }
                             }
@@ -764,7 +761,7 @@ impl LookupMetrics {
 
     /// `record` of each lookup `repeats` made as `l`.
     fn record_repeated(&mut self, l: &Lookup, repeats: &Repeats) {
-        let s = self.count(l, repeats.durations_us().len() as u64);
+        let s = self.count(l, repeats.held() as u64);
         for &us in repeats.durations_us() {
             s.duration.record(f64::from(us) / 1e6);
         }
@@ -1357,19 +1354,8 @@ mod tests {
             "txt.example.cluster.local.",
             "txt.example.",
         ];
-        for (i, q) in names.iter().enumerate() {
-            let last = i == names.len() - 1;
-            tr.record(QueryEvent {
-                time: Timestamp(t0 + i as u64 * 1000),
-                client: "10.7.7.7".parse().unwrap(),
-                client_port: None,
-                qname: q.to_string(),
-                qtype: 16,
-                rcode: Some(if last { 0 } else { 3 }),
-                answers: Some(last as u16),
-                latency: Some(Duration::from_micros(100)),
-                source: Some(AnswerSource::Upstream),
-            });
+        for e in searched_walk(&names, "10.7.7.7", 16, t0) {
+            tr.record(e);
         }
         tr.sync(false);
         let mut text = handle.render();
@@ -1401,6 +1387,29 @@ mod tests {
         assert!(text.contains("ndots_wasted_queries_total{suffix=\"cluster\"}"));
     }
 
+    /// The queries of a search walk from `client`, a millisecond apart from `t0`, each
+    /// answered from upstream in 100 µs: NXDOMAIN but the last name's, which has an answer.
+    fn searched_walk(names: &[&str], client: &str, qtype: u16, t0: u64) -> Vec<QueryEvent> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let last = i == names.len() - 1;
+                QueryEvent {
+                    time: Timestamp(t0 + i as u64 * 1000),
+                    client: client.parse().unwrap(),
+                    client_port: None,
+                    qname: q.to_string(),
+                    qtype,
+                    rcode: Some(if last { 0 } else { 3 }),
+                    answers: Some(last as u16),
+                    latency: Some(Duration::from_micros(100)),
+                    source: Some(AnswerSource::Upstream),
+                }
+            })
+            .collect()
+    }
+
     /// The metrics of repeats recorded by count are those of each recorded alone, for a
     /// lookup whose every figure is set.
     #[test]
@@ -1423,19 +1432,8 @@ mod tests {
             "h.example.cluster.local.",
             "h.example.",
         ];
-        for (i, q) in names.iter().enumerate() {
-            let last = i == names.len() - 1;
-            walks.observe(&QueryEvent {
-                time: Timestamp(1_000_000 + i as u64 * 1000),
-                client: "10.8.8.8".parse().unwrap(),
-                client_port: None,
-                qname: q.to_string(),
-                qtype: 65,
-                rcode: Some(if last { 0 } else { 3 }),
-                answers: Some(last as u16),
-                latency: Some(Duration::from_micros(100)),
-                source: Some(AnswerSource::Upstream),
-            });
+        for e in searched_walk(&names, "10.8.8.8", 65, 1_000_000) {
+            walks.observe(&e);
         }
         walks.finish();
         let mut l = walks

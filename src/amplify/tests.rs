@@ -1370,7 +1370,7 @@ fn run_deferred(t: &mut WalkTracker, events: &[QueryEvent]) -> (Vec<Lookup>, Vec
         let due = if settle { Due::All } else { t.repeats_due() };
         t.drain_repeats(due, |l, r| {
             out.extend(r.lookups(l));
-            groups.push(r.starts().len());
+            groups.push(r.held());
         });
         out.extend(t.drain());
     });

@@ -205,11 +205,11 @@ pub struct Lookup {
 impl Lookup {
     /// This lookup made again by a query at `start` answered after `duration_us` (a cached
     /// answer asked again: `at_once`).
-    pub fn repeated(&self, start: Timestamp, duration_us: u32) -> Lookup {
+    pub fn repeated(&self, start: Timestamp, duration_us: u64) -> Lookup {
         let mut l = self.clone();
         l.start = start;
-        l.duration = Some(Duration::from_micros(u64::from(duration_us)));
-        l.end = Timestamp(start.0.saturating_add(u64::from(duration_us)));
+        l.duration = Some(Duration::from_micros(duration_us));
+        l.end = Timestamp(start.0.saturating_add(duration_us));
         l
     }
 }
@@ -1115,11 +1115,7 @@ impl WalkTracker {
                             .repeat(slot, ev.time, us, self.repeat_bucket_us)
                     });
                 if !held {
-                    let answered = Timestamp(ev.time.0.saturating_add(waited));
-                    let mut lookup = self.at_once.entry(slot).lookup.clone();
-                    lookup.start = ev.time;
-                    lookup.end = answered.max(ev.time);
-                    lookup.duration = Some(answered.since(ev.time));
+                    let lookup = self.at_once.entry(slot).lookup.repeated(ev.time, waited);
                     self.closed.push(lookup);
                 }
                 self.at_once_hits += 1;

@@ -124,7 +124,7 @@ impl Pairer {
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            h.write_u64(wire::ascii_lowercase_word(tail_word(name)));
+            h.write_u64(wire::ascii_lowercase_word(wire::tail_word(name)));
         }
         h.finish()
     }
@@ -343,26 +343,6 @@ impl Pairer {
     }
 }
 
-/// The last `name.len() % 8` bytes of `name` (the part after its whole words; not none) as a
-/// little-endian word padded with zeros. Read as one overlapping load, not copied into a
-/// buffer and read back: that read waits for the copy's stores, and with them every store
-/// before (a name just written to a line the other thread had), which `perf annotate` showed
-/// as most of the key's time.
-#[inline]
-fn tail_word(name: &[u8]) -> u64 {
-    let n = name.len() % 8;
-    debug_assert!(n != 0);
-    if name.len() >= 8 {
-        let w = u64::from_le_bytes(name[name.len() - 8..].try_into().unwrap_or_default());
-        w >> (8 * (8 - n))
-    } else {
-        name.iter()
-            .rev()
-            .take(n)
-            .fold(0u64, |w, &b| (w << 8) | b as u64)
-    }
-}
-
 thread_local! {
     /// Names of events handed back to this thread ([`recycle_names`]), reused for the text of
     /// the next questions read here: a capture reader makes one name per query, and the
@@ -515,23 +495,6 @@ mod tests {
             "api.github.com."
         );
         assert_eq!(crate::capture::name_from_text("a.b."), "a.b.");
-    }
-
-    /// The tail read as one overlapping load is the zero-padded copy of the last bytes it
-    /// replaced (the pairing keys, and so the reports, are as before), for every length.
-    #[test]
-    fn a_names_tail_word_is_its_last_bytes_zero_padded() {
-        let bytes: Vec<u8> = (1..=40u8).map(|b| b.wrapping_mul(37)).collect();
-        for len in 1..=bytes.len() {
-            let name = &bytes[..len];
-            let n = len % 8;
-            if n == 0 {
-                continue;
-            }
-            let mut last = [0u8; 8];
-            last[..n].copy_from_slice(&name[len - n..]);
-            assert_eq!(tail_word(name), u64::from_le_bytes(last), "length {len}");
-        }
     }
 
     fn r(id: u16, name: &str, rcode: u8) -> Vec<u8> {
