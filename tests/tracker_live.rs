@@ -112,6 +112,41 @@ fn prometheus_scrapes_the_lookup_histogram_and_promtool_accepts_it() {
     );
 }
 
+/// The tracker holds the lookups of cached answers asked again (up to 8 of a name, handed
+/// out by count when full or at its 250 ms tick); a report read the moment the client has
+/// its last answer must still count every one the client was answered, and so must the
+/// metrics scraped after it.
+#[test]
+fn a_report_read_at_once_counts_every_cached_answer_asked_again() {
+    let up = upstream();
+    let (_p, dns, admin) = start_proxy(&up, &[]);
+    let c = client();
+    // The first answer is the upstream's (another path to the tracker): counted first.
+    assert_eq!(ask(dns, &c, "example.org.", 1), 0);
+    wait_for_lookups(admin, 1);
+    // 44 more: the second from the cache by the full path, the 42 after it from the
+    // tracker's table, 42 = 5 x 8 + 2 (two held when the report is asked for).
+    let mut answered = 1;
+    for _ in 0..44 {
+        if ask(dns, &c, "example.org.", 1) == 0 {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 45, "the client's own count of its answers");
+    let (status, body) = http_get(admin, "/report").unwrap();
+    assert_eq!(status, 200);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["lookups"], answered, "{r}");
+    assert_eq!(r["queries"], answered);
+    let metrics = http_get(admin, "/metrics").unwrap().1;
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ndots_lookups_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, answered as f64, "ndots_lookups_total");
+}
+
 #[test]
 fn report_merges_two_proxies() {
     let up = upstream();
