@@ -830,7 +830,7 @@ pub struct WalkTracker {
     budget: Option<Arc<MemoryBudget>>,
     /// The last name that answered with addresses per (client, A or AAAA): its port and
     /// time. The other type's NODATA for the same name and port ends that walk too.
-    resolved: HashMap<(IpAddr, u16), Resolved>,
+    resolved: ResolvedNames,
     clients: ClientHints,
     max_clients: usize,
     evictions: u64,
@@ -892,7 +892,7 @@ impl WalkTracker {
             by_key: HashTable::new(),
             key_hasher: ahash::RandomState::new(),
             open_kinds: OpenKinds::default(),
-            resolved: HashMap::new(),
+            resolved: ResolvedNames::default(),
             next_seq: 0,
             probes: 0,
             budget: None,
@@ -1398,7 +1398,7 @@ impl WalkTracker {
         let Some(other) = sibling(ev.qtype) else {
             return false;
         };
-        self.resolved.get(&(ev.client, other)).is_some_and(|r| {
+        self.resolved.get((ev.client, other)).is_some_and(|r| {
             r.name_hash == bases.hash[0]
                 && r.name_len == bases.len[0]
                 && (r.port.is_none() || ev.client_port.is_none() || r.port == ev.client_port)
@@ -1451,18 +1451,14 @@ impl WalkTracker {
         if sibling(ev.qtype).is_none() {
             return;
         }
-        if self.resolved.len() >= self.max_clients * 2 {
-            self.resolved.clear(); // a hint only: bounded without an LRU of its own
-        }
-        self.resolved.insert(
-            (ev.client, ev.qtype),
-            Resolved {
-                name_hash,
-                name_len,
-                port: ev.client_port,
-                at: ev.time,
-            },
-        );
+        let resolved = Resolved {
+            name_hash,
+            name_len,
+            port: ev.client_port,
+            at: ev.time,
+        };
+        self.resolved
+            .remember((ev.client, ev.qtype), resolved, self.max_clients * 2);
     }
 
     /// The reading of `name` as a later candidate (or a retry) of walk `w`, if it is one.
@@ -1917,11 +1913,47 @@ impl Namespaces {
 /// A name that answered with addresses to a client. The name is kept as its [`base_hash`] and
 /// length, not its text: the hash pairs only one client's own A and AAAA queries, so a
 /// collision could only mislead that client's own figures.
+#[derive(Clone, Copy)]
 struct Resolved {
     name_hash: u64,
     name_len: u16,
     port: Option<u16>,
     at: Timestamp,
+}
+
+/// [`Resolved`] by (client, A or AAAA). Every positive answer is remembered, and a client's
+/// queries come in runs (a pod asking again, its A and AAAA of one lookup): the key remembered
+/// last is kept apart from the map and only goes into it when another key comes, so a run
+/// costs a comparison an answer instead of a hash and a probe.
+#[derive(Default)]
+struct ResolvedNames {
+    last: Option<((IpAddr, u16), Resolved)>,
+    map: HashMap<(IpAddr, u16), Resolved>,
+}
+
+impl ResolvedNames {
+    /// Remember `r` for `key`; the map holds at most `bound` keys (a hint only: cleared when
+    /// full, without an LRU of its own).
+    fn remember(&mut self, key: (IpAddr, u16), r: Resolved, bound: usize) {
+        match &mut self.last {
+            Some((k, last)) if *k == key => *last = r,
+            last => {
+                if let Some((k, older)) = last.replace((key, r)) {
+                    if self.map.len() >= bound {
+                        self.map.clear();
+                    }
+                    self.map.insert(k, older);
+                }
+            }
+        }
+    }
+
+    fn get(&self, key: (IpAddr, u16)) -> Option<&Resolved> {
+        match &self.last {
+            Some((k, r)) if *k == key => Some(r),
+            _ => self.map.get(&key),
+        }
+    }
 }
 
 /// Where the query being accounted goes: an open walk, or one that ends with this very query
@@ -2049,6 +2081,39 @@ mod hash_tests {
         m.claim(i, hash);
         m.slots[i].name = name.to_vec();
         i
+    }
+
+    /// Keys remembered in turn each give their own latest name, the one held apart as the last
+    /// key and the ones put into the map when another key came; a full map starts again.
+    #[test]
+    fn resolved_names_give_each_key_its_latest_name() {
+        let r = |name_hash, at| Resolved {
+            name_hash,
+            name_len: 3,
+            port: None,
+            at: Timestamp(at),
+        };
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut names = ResolvedNames::default();
+        names.remember((a, 1), r(1, 1), 8);
+        names.remember((a, 1), r(2, 2), 8);
+        names.remember((b, 1), r(3, 3), 8);
+        names.remember((a, 28), r(4, 4), 8);
+        names.remember((a, 1), r(5, 5), 8);
+        let got = |k| names.get(k).map(|r| (r.name_hash, r.at.0));
+        assert_eq!(got((a, 1)), Some((5, 5)));
+        assert_eq!(got((b, 1)), Some((3, 3)));
+        assert_eq!(got((a, 28)), Some((4, 4)));
+        assert_eq!(got((b, 28)), None);
+        // Bound 1: the map is cleared before each key goes in, the last one is kept.
+        let mut small = ResolvedNames::default();
+        small.remember((a, 1), r(1, 1), 1);
+        small.remember((b, 1), r(2, 2), 1);
+        small.remember((a, 28), r(3, 3), 1);
+        assert!(small.get((a, 1)).is_none());
+        assert_eq!(small.get((b, 1)).map(|r| r.name_hash), Some(2));
+        assert_eq!(small.get((a, 28)).map(|r| r.name_hash), Some(3));
     }
 
     /// A slot is found by its hash and its bytes: another name with the same hash (made up
