@@ -8,6 +8,7 @@
 #
 #   benches/cpu_split.sh BINARY [RUNS]     # RUNS pairs (default 5): dnsdist, then BINARY
 #   STATS=1 benches/cpu_split.sh BINARY 1
+#   THREADS=1 benches/cpu_split.sh BINARY 1   # also each thread's share
 #
 # dnsdist is configured as peers.sh's dnsdist-1t-mmsg (one UDP thread, recvmmsg/sendmmsg of 64,
 # a packet cache). Needs nsd, dnsperf, dnsdist, dig (and perf for STATS=1). Loopback only.
@@ -46,6 +47,7 @@ one() { # label command...
   dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
   read -r u0 s0 < <(cut -d')' -f2 /proc/$pid/stat | awk '{print $12, $13}')
   read -r v0 n0 < <(switches $pid)
+  [ "${THREADS:-0}" = 1 ] && thread_times $pid >"$dir/threads0"
   dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -l 8 -c 8 -q 100 >"$dir/dnsperf.txt" 2>&1 &
   local dp=$!
   if [ "${STATS:-0}" = 1 ]; then
@@ -56,6 +58,7 @@ one() { # label command...
   wait $dp
   read -r u1 s1 < <(cut -d')' -f2 /proc/$pid/stat | awk '{print $12, $13}')
   read -r v1 n1 < <(switches $pid)
+  [ "${THREADS:-0}" = 1 ] && thread_times $pid >"$dir/threads1"
   kill $pid
   wait $pid 2>/dev/null || true
   comp=$(awk '/Queries completed/ {print $3}' "$dir/dnsperf.txt")
@@ -65,6 +68,18 @@ one() { # label command...
       printf "%-8s qps %7d  user %.3f  sys %.3f  total %.3f us/answer", l, q, u*1e4/n, s*1e4/n, (u+s)*1e4/n
       if (b != "") printf "  answers/recvmmsg %.1f  switches vol %d invol %d", q*6/b, v, i
       printf "\n" }'
+  if [ "${THREADS:-0}" = 1 ]; then
+    # Per thread (by name), the same figures: which thread pays for an answer.
+    join "$dir/threads0" "$dir/threads1" | awk -v n="$comp" '{
+      u = $4 - $2; s = $5 - $3
+      if (u + s > 0) printf "    %-16s user %.3f  sys %.3f us/answer\n", $1, u*1e4/n, s*1e4/n }'
+  fi
+}
+
+thread_times() { # "name/tid utime stime" a thread, sorted for join
+  for t in /proc/"$1"/task/*; do
+    printf '%s/%s %s\n' "$(tr ' ' _ <"$t/comm")" "${t##*/}" "$(cut -d')' -f2 "$t/stat" | awk '{print $12, $13}')"
+  done | sort
 }
 
 for _ in $(seq 1 "$runs"); do

@@ -36,10 +36,14 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// per receive batch, and the runtime's threads once per answer, before it is sent).
 pub const EVENT_BATCH: usize = 64;
 /// While events keep coming, the thread polls its queue this often instead of blocking
-/// (see the loop); events wait at most this long, and senders never wake the thread.
-const POLL_INTERVAL: Duration = Duration::from_millis(1);
-/// Empty polls in a row after which the thread blocks again until the next event.
-const POLLS_BEFORE_BLOCKING: u32 = 20;
+/// (see the loop); events wait at most this long, and senders never wake the thread. Each
+/// wake-up costs the thread more than its events' share: per thread at full load
+/// (`THREADS=1 benches/cpu_split.sh`), 4 ms took 0.23-0.35 µs of user time an answer where 1 ms
+/// took 0.35-0.42, and less system time on a busy host. 4 ms is 800 events at 200k a second,
+/// far inside the queue's bounds.
+const POLL_INTERVAL: Duration = Duration::from_millis(4);
+/// Empty polls in a row after which the thread blocks again until the next event (20 ms).
+const POLLS_BEFORE_BLOCKING: u32 = 5;
 /// How often the thread closes idle walks when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
 /// How long `Tracker::report` waits for the thread to publish what it holds.
@@ -331,7 +335,7 @@ impl Tracker {
                             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
                         }
                     } else {
-                        // Idle: block, so an idle proxy does not wake up every millisecond.
+                        // Idle: block, so an idle proxy does not wake up every few milliseconds.
                         let m = rx.recv_timeout(until_tick);
                         if m.is_ok() {
                             empty_polls = 0;
