@@ -31,33 +31,58 @@ use crate::event::{AnswerSource, Timestamp};
 const SLOTS: usize = 16384;
 /// Longer wire names are not kept (rare; the full path reads them).
 const WIRE_MAX: usize = 128;
-/// Lookups an entry holds before they are handed out: the report's per-lookup work is done
-/// once for this many. More would make each entry bigger (12 bytes a lookup, in every entry).
-pub(super) const REPEATS: usize = 8;
+/// Lookups an entry holds before they are handed out: the report's and the metrics' work per
+/// lookup (two table finds and a series' sums) is done once for this many. At full load an
+/// entry fills in well under a tick; each one more costs 8 bytes in every entry.
+pub(super) const REPEATS: usize = 16;
 
 /// The lookups made from one entry and not yet handed out: each one's start (µs since the
-/// epoch) and its duration (µs); the rest of each is the entry's `lookup`.
+/// epoch, kept as an offset from the first one's) and its duration (µs); the rest of each is
+/// the entry's `lookup`.
 pub struct Repeats {
     n: u8,
-    start: [u64; REPEATS],
+    base: u64,
+    start_offset: [i32; REPEATS],
     duration_us: [u32; REPEATS],
 }
 
 impl Repeats {
     const EMPTY: Repeats = Repeats {
         n: 0,
-        start: [0; REPEATS],
+        base: 0,
+        start_offset: [0; REPEATS],
         duration_us: [0; REPEATS],
     };
+
+    /// Hold one more lookup, if there is room and its start is within an offset's reach of
+    /// the first one's (events come nearly in order: a lookup that is not is made whole).
+    fn push(&mut self, start: u64, duration_us: u32) -> bool {
+        let n = self.n as usize;
+        if n == REPEATS {
+            return false;
+        }
+        if n == 0 {
+            self.base = start;
+        }
+        let Ok(offset) = i32::try_from(start as i64 - self.base as i64) else {
+            return false;
+        };
+        self.start_offset[n] = offset;
+        self.duration_us[n] = duration_us;
+        self.n += 1;
+        true
+    }
+
+    fn is_full(&self) -> bool {
+        self.n as usize == REPEATS
+    }
 
     /// Repeats of these (start µs, duration µs), at most `REPEATS` (tests).
     #[cfg(test)]
     pub fn of(times: &[(u64, u32)]) -> Repeats {
         let mut r = Repeats::EMPTY;
         for &(start, us) in times.iter().take(REPEATS) {
-            r.start[r.n as usize] = start;
-            r.duration_us[r.n as usize] = us;
-            r.n += 1;
+            assert!(r.push(start, us), "starts within an offset of the first");
         }
         r
     }
@@ -73,10 +98,11 @@ impl Repeats {
 
     /// Each lookup's start, end and duration (µs).
     pub fn times(&self) -> impl Iterator<Item = (Timestamp, Timestamp, u64)> + '_ {
-        self.start[..self.n as usize]
+        self.start_offset[..self.n as usize]
             .iter()
             .zip(self.durations_us())
-            .map(|(&start, &us)| {
+            .map(|(&offset, &us)| {
+                let start = self.base.saturating_add_signed(i64::from(offset));
                 let us = u64::from(us);
                 (Timestamp(start), Timestamp(start.saturating_add(us)), us)
             })
@@ -209,15 +235,11 @@ impl AtOnceTable {
         let e = self.slots[slot]
             .as_deref_mut()
             .expect("a slot find returned");
-        let r = &mut e.repeats;
-        let n = r.n as usize;
-        if n == REPEATS {
-            return false; // full, and in `full` until handed out
+        // Full: in `full` until handed out.
+        if !e.repeats.push(start.0, duration_us) {
+            return false;
         }
-        r.start[n] = start.0;
-        r.duration_us[n] = duration_us;
-        r.n += 1;
-        if n + 1 == REPEATS {
+        if e.repeats.is_full() {
             self.full.push(slot as u32);
         }
         if !e.listed {
@@ -380,4 +402,43 @@ impl AtOnceTable {
 /// The first slot of the pair a key of `hash` sits in.
 fn pair_of(hash: u64) -> usize {
     (hash as usize % SLOTS) & !1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts are kept as offsets from the first one's, before it or after: each comes back
+    /// as it went in, and one out of an offset's reach is refused (its lookup is made whole).
+    #[test]
+    fn repeats_give_back_their_times_and_refuse_a_start_out_of_reach() {
+        let first = 1_700_000_000_000_000u64;
+        let times = [
+            (first, 300u32),
+            (first - 5_000, 7),
+            (first + 9_999_999, u32::MAX),
+        ];
+        let r = Repeats::of(&times);
+        let back: Vec<(u64, u64, u64)> = r.times().map(|(s, e, us)| (s.0, e.0, us)).collect();
+        let want: Vec<(u64, u64, u64)> = times
+            .iter()
+            .map(|&(s, us)| (s, s + u64::from(us), u64::from(us)))
+            .collect();
+        assert_eq!(back, want);
+
+        let mut r = Repeats::EMPTY;
+        assert!(r.push(first, 1));
+        assert!(!r.push(first + (1 << 31), 1), "past an i32 of µs");
+        assert!(
+            !r.push(first - (1 << 31) - 1, 1),
+            "before it by more than an i32"
+        );
+        assert!(r.push(first - (1 << 31), 1), "the farthest back");
+        assert_eq!(r.held(), 2);
+        for i in 2..REPEATS {
+            assert!(r.push(first + i as u64, 1));
+        }
+        assert!(r.is_full());
+        assert!(!r.push(first, 1), "full");
+    }
 }
