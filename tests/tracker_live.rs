@@ -112,7 +112,7 @@ fn prometheus_scrapes_the_lookup_histogram_and_promtool_accepts_it() {
     );
 }
 
-/// The tracker holds the lookups of cached answers asked again (up to 8 of a name, handed
+/// The tracker holds the lookups of cached answers asked again (up to 16 of a name, handed
 /// out by count when full or at its 250 ms tick); a report read the moment the client has
 /// its last answer must still count every one the client was answered, and so must the
 /// metrics scraped after it.

@@ -32,8 +32,9 @@ const SLOTS: usize = 16384;
 /// Longer wire names are not kept (rare; the full path reads them).
 const WIRE_MAX: usize = 128;
 /// Lookups an entry holds before they are handed out: the report's and the metrics' work per
-/// lookup (two table finds and a series' sums) is done once for this many. At full load an
-/// entry fills in well under a tick; each one more costs 8 bytes in every entry.
+/// lookup (two table finds and a series' sums) is done once for this many. A name asked
+/// every millisecond fills its entry between two ticks (250 ms); each one more costs 8 bytes
+/// in every entry.
 pub(super) const REPEATS: usize = 16;
 
 /// The lookups made from one entry and not yet handed out: each one's start (µs since the
@@ -64,7 +65,8 @@ impl Repeats {
         if n == 0 {
             self.base = start;
         }
-        let Ok(offset) = i32::try_from(start as i64 - self.base as i64) else {
+        // Two's complement: exact for any two starts less than 2^31 µs apart.
+        let Ok(offset) = i32::try_from(start.wrapping_sub(self.base) as i64) else {
             return false;
         };
         self.start_offset[n] = offset;

@@ -38,10 +38,14 @@ pub const EVENT_BATCH: usize = 64;
 /// While events keep coming, the thread polls its queue this often instead of blocking
 /// (see the loop); events wait at most this long, and senders never wake the thread. Each
 /// wake-up costs the thread more than its events' share: per thread at full load
-/// (`THREADS=1 benches/cpu_split.sh`), 4 ms took 0.23-0.35 µs of user time an answer where 1 ms
-/// took 0.35-0.42, and less system time on a busy host. 4 ms is 800 events at 200k a second,
-/// far inside the queue's bounds.
+/// (`THREADS=1 benches/cpu_split.sh`), 4 ms took 0.20-0.25 µs of user time an answer where
+/// 1 ms took 0.33-0.48, and less system time on a busy host. A turn that finds a backlog
+/// polls sooner (`next_poll`).
 const POLL_INTERVAL: Duration = Duration::from_millis(4);
+/// The poll after a turn that found the queue fuller than the queue's bounds allow for at
+/// `POLL_INTERVAL`: as often as before the interval grew, so the margins below the shed
+/// thresholds and the spare batches' pools are what they were.
+const POLL_INTERVAL_BUSY: Duration = Duration::from_millis(1);
 /// Empty polls in a row after which the thread blocks again until the next event (20 ms).
 const POLLS_BEFORE_BLOCKING: u32 = 5;
 /// How often the thread closes idle walks when traffic is quiet.
@@ -72,16 +76,35 @@ struct QueueFill {
 /// the middle of walks, which shedding whole walks first is there to avoid. (The bytes per
 /// event are bounded by `Tracker::hand_over`'s size classes; with near-empty 64-event
 /// batches queued, a byte threshold shed 4.6-58% of the events in a 60 s brownout.)
-fn next_shed_level(level: u32, at_start: QueueFill, at_end: QueueFill) -> u32 {
+/// Caught up, the level falls by one for each millisecond since the last turn, whatever the
+/// poll interval.
+fn next_shed_level(level: u32, at_start: QueueFill, at_end: QueueFill, since_ms: u32) -> u32 {
     let over = |f: QueueFill| f.events > SHED_RAISE_ABOVE || f.bytes > f.share / 2;
     let behind = over(at_start) || over(at_end);
     let caught_up = at_end.events < SHED_LOWER_BELOW && at_end.bytes < at_end.share / 8;
     if behind {
         (level + 64).min(SHED_SCALE)
     } else if caught_up {
-        level.saturating_sub(1)
+        level.saturating_sub(since_ms.max(1))
     } else {
         level
+    }
+}
+
+/// How long the thread sleeps before its next poll, from the queue it found at the start of
+/// a turn and the messages the turn took: `POLL_INTERVAL`, or `POLL_INTERVAL_BUSY` when the
+/// queue held more than a sixteenth of its byte share or `SHED_LOWER_BELOW` events (a rate at
+/// which four times as much would come near the shed thresholds), or when the turn took more
+/// than half a spare pool's batches (four times as many would empty the pools, and batches
+/// would be allocated on the listeners).
+fn next_poll(at_start: QueueFill, messages: usize) -> Duration {
+    let busy = at_start.events >= SHED_LOWER_BELOW
+        || at_start.bytes >= at_start.share / 16
+        || messages > SPARE_BATCHES / 2;
+    if busy {
+        POLL_INTERVAL_BUSY
+    } else {
+        POLL_INTERVAL
     }
 }
 
@@ -315,6 +338,8 @@ impl Tracker {
                 let mut evictions = 0u64;
                 let mut next_tick = Instant::now() + TICK;
                 let mut empty_polls = 0u32;
+                let mut poll = POLL_INTERVAL;
+                let mut last_turn = Instant::now();
                 loop {
                     let until_tick = next_tick.saturating_duration_since(Instant::now());
                     let msg = if empty_polls < POLLS_BEFORE_BLOCKING {
@@ -329,7 +354,7 @@ impl Tracker {
                             }
                             Err(TryRecvError::Empty) => {
                                 empty_polls += 1;
-                                std::thread::sleep(POLL_INTERVAL.min(until_tick));
+                                std::thread::sleep(poll.min(until_tick));
                                 Err(RecvTimeoutError::Timeout)
                             }
                             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
@@ -423,14 +448,17 @@ impl Tracker {
                     // How far behind the thread was when it got to run: the end of the turn
                     // alone misses a backlog that one turn's drain empties.
                     let at_start = fill();
+                    let mut messages = 0;
                     match msg {
                         Ok(msg) => {
                             take(msg, &mut walks);
+                            messages += 1;
                             for _ in 0..4096 {
                                 match rx.try_recv() {
                                     Ok(msg) => take(msg, &mut walks),
                                     Err(_) => break,
                                 }
+                                messages += 1;
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => {}
@@ -440,8 +468,11 @@ impl Tracker {
                             settle = true;
                         }
                     }
+                    poll = next_poll(at_start, messages);
+                    let since_ms = last_turn.elapsed().as_millis().min(64) as u32;
+                    last_turn = Instant::now();
                     let level = thread_shed.load(Ordering::Relaxed);
-                    let next = next_shed_level(level, at_start, fill());
+                    let next = next_shed_level(level, at_start, fill(), since_ms);
                     if next != level {
                         thread_shed.store(next, Ordering::Relaxed);
                     }
@@ -851,8 +882,9 @@ impl LookupMetrics {
     }
 }
 
-/// Batches kept for reuse: a few per listener thread is all that is ever in flight at once.
-const SPARE_BATCHES: usize = 64;
+/// Batches kept for reuse, per size: what the listeners hand over between two polls of the
+/// tracker (`next_poll` polls sooner when a turn takes more than half of them).
+const SPARE_BATCHES: usize = 128;
 /// A hand-over of at most `COPIED_UP_TO` events (and `NAME_ROOM` bytes of names an event) goes
 /// as a copy in a batch with room for the next power of two (1, 2, 4, 8 or 16 events,
 /// `NAME_ROOM` bytes of names each): a queued batch then holds at most about twice what its
@@ -1243,32 +1275,35 @@ mod tests {
         let empty = fill(0, 0);
         let half_bytes = fill(5_000, share / 2 + 1);
         assert_eq!(
-            next_shed_level(0, half_bytes, empty),
+            next_shed_level(0, half_bytes, empty, 1),
             64,
             "behind at the start"
         );
         assert_eq!(
-            next_shed_level(0, empty, half_bytes),
+            next_shed_level(0, empty, half_bytes, 1),
             64,
             "behind at the end"
         );
-        assert_eq!(next_shed_level(0, fill(SHED_RAISE_ABOVE + 1, 0), empty), 64);
         assert_eq!(
-            next_shed_level(SHED_SCALE - 10, half_bytes, empty),
+            next_shed_level(0, fill(SHED_RAISE_ABOVE + 1, 0), empty, 1),
+            64
+        );
+        assert_eq!(
+            next_shed_level(SHED_SCALE - 10, half_bytes, empty, 1),
             SHED_SCALE
         );
-        assert_eq!(next_shed_level(100, empty, fill(10, share / 16)), 99);
+        assert_eq!(next_shed_level(100, empty, fill(10, share / 16), 1), 99);
         assert_eq!(
-            next_shed_level(100, empty, fill(10, share / 4)),
+            next_shed_level(100, empty, fill(10, share / 4), 1),
             100,
             "held"
         );
         assert_eq!(
-            next_shed_level(100, empty, fill(SHED_LOWER_BELOW, 0)),
+            next_shed_level(100, empty, fill(SHED_LOWER_BELOW, 0), 1),
             100,
             "held"
         );
-        assert_eq!(next_shed_level(0, empty, empty), 0);
+        assert_eq!(next_shed_level(0, empty, empty, 1), 0);
         let unbounded = MemoryBudget::unbounded().share(Part::TrackerQueue);
         let lots = QueueFill {
             events: 100,
@@ -1276,10 +1311,47 @@ mod tests {
             share: unbounded,
         };
         assert_eq!(
-            next_shed_level(0, lots, lots),
+            next_shed_level(0, lots, lots, 1),
             0,
             "no budget, no byte bound"
         );
+        // Caught up, the level falls by the milliseconds since the last turn.
+        assert_eq!(next_shed_level(100, empty, empty, 4), 96);
+        assert_eq!(next_shed_level(3, empty, empty, 4), 0);
+        assert_eq!(
+            next_shed_level(100, empty, empty, 0),
+            99,
+            "at least one a turn"
+        );
+        assert_eq!(
+            next_shed_level(100, empty, half_bytes, 4),
+            164,
+            "behind is not caught up"
+        );
+    }
+
+    /// The tracker polls every `POLL_INTERVAL` unless a turn found a backlog: a sixteenth of
+    /// the byte share, `SHED_LOWER_BELOW` events, or more than half a spare pool's batches.
+    #[test]
+    fn a_turn_that_finds_a_backlog_polls_sooner() {
+        let share = 1 << 20;
+        let fill = |events, bytes| QueueFill {
+            events,
+            bytes,
+            share,
+        };
+        assert_eq!(next_poll(fill(0, 0), 0), POLL_INTERVAL);
+        assert_eq!(
+            next_poll(fill(800, share / 16 - 1), SPARE_BATCHES / 2),
+            POLL_INTERVAL
+        );
+        assert_eq!(next_poll(fill(800, share / 16), 10), POLL_INTERVAL_BUSY);
+        assert_eq!(next_poll(fill(SHED_LOWER_BELOW, 0), 10), POLL_INTERVAL_BUSY);
+        assert_eq!(
+            next_poll(fill(10, 0), SPARE_BATCHES / 2 + 1),
+            POLL_INTERVAL_BUSY
+        );
+        assert!(POLL_INTERVAL_BUSY < POLL_INTERVAL);
     }
 
     /// A listener's wire-form batch reaches the walks with the same text names a capture
