@@ -1263,7 +1263,8 @@ mod tests {
         assert_eq!(tr.report(None).lookups, 10);
     }
 
-    /// Behind in either unit raises the shed level; caught up in both takes it back a step.
+    /// Behind in either unit raises the shed level; caught up in both takes it back by the
+    /// milliseconds since the last turn.
     #[test]
     fn the_shed_level_follows_the_queue_in_events_and_in_bytes() {
         let share = 7_549_725;
@@ -1274,60 +1275,43 @@ mod tests {
         };
         let empty = fill(0, 0);
         let half_bytes = fill(5_000, share / 2 + 1);
-        assert_eq!(
-            next_shed_level(0, half_bytes, empty, 1),
-            64,
-            "behind at the start"
-        );
-        assert_eq!(
-            next_shed_level(0, empty, half_bytes, 1),
-            64,
-            "behind at the end"
-        );
-        assert_eq!(
-            next_shed_level(0, fill(SHED_RAISE_ABOVE + 1, 0), empty, 1),
-            64
-        );
-        assert_eq!(
-            next_shed_level(SHED_SCALE - 10, half_bytes, empty, 1),
-            SHED_SCALE
-        );
-        assert_eq!(next_shed_level(100, empty, fill(10, share / 16), 1), 99);
-        assert_eq!(
-            next_shed_level(100, empty, fill(10, share / 4), 1),
-            100,
-            "held"
-        );
-        assert_eq!(
-            next_shed_level(100, empty, fill(SHED_LOWER_BELOW, 0), 1),
-            100,
-            "held"
-        );
-        assert_eq!(next_shed_level(0, empty, empty, 1), 0);
-        let unbounded = MemoryBudget::unbounded().share(Part::TrackerQueue);
-        let lots = QueueFill {
+        let unbounded = QueueFill {
             events: 100,
             bytes: 1 << 30,
-            share: unbounded,
+            share: MemoryBudget::unbounded().share(Part::TrackerQueue),
         };
-        assert_eq!(
-            next_shed_level(0, lots, lots, 1),
-            0,
-            "no budget, no byte bound"
-        );
-        // Caught up, the level falls by the milliseconds since the last turn.
-        assert_eq!(next_shed_level(100, empty, empty, 4), 96);
-        assert_eq!(next_shed_level(3, empty, empty, 4), 0);
-        assert_eq!(
-            next_shed_level(100, empty, empty, 0),
-            99,
-            "at least one a turn"
-        );
-        assert_eq!(
-            next_shed_level(100, empty, half_bytes, 4),
-            164,
-            "behind is not caught up"
-        );
+        // (level, fill at the turn's start, at its end, ms since the last turn) -> level
+        let cases = [
+            ((0, half_bytes, empty, 1), 64, "behind at the start"),
+            ((0, empty, half_bytes, 1), 64, "behind at the end"),
+            (
+                (0, fill(SHED_RAISE_ABOVE + 1, 0), empty, 1),
+                64,
+                "behind in events",
+            ),
+            (
+                (SHED_SCALE - 10, half_bytes, empty, 1),
+                SHED_SCALE,
+                "at most the scale",
+            ),
+            ((100, empty, fill(10, share / 16), 1), 99, "caught up"),
+            ((100, empty, fill(10, share / 4), 1), 100, "held in bytes"),
+            (
+                (100, empty, fill(SHED_LOWER_BELOW, 0), 1),
+                100,
+                "held in events",
+            ),
+            ((0, empty, empty, 1), 0, "nothing to take back"),
+            ((0, unbounded, unbounded, 1), 0, "no budget, no byte bound"),
+            // Caught up, the level falls by the milliseconds since the last turn.
+            ((100, empty, empty, 4), 96, "four ms"),
+            ((3, empty, empty, 4), 0, "down to 0"),
+            ((100, empty, empty, 0), 99, "at least one a turn"),
+            ((100, empty, half_bytes, 4), 164, "behind is not caught up"),
+        ];
+        for ((level, start, end, ms), want, why) in cases {
+            assert_eq!(next_shed_level(level, start, end, ms), want, "{why}");
+        }
     }
 
     /// The tracker polls every `POLL_INTERVAL` unless a turn found a backlog: a sixteenth of
