@@ -51,7 +51,7 @@ fn benches(c: &mut Criterion) {
     let info = parse_response(&resp).unwrap();
     e.cache.insert(
         &Key::of_query(&q, &v),
-        Arc::new(Answer::from_response(&resp, &info, e.cache.config())),
+        &Answer::from_response(&resp, &info, e.cache.config()),
         Instant::now(),
     );
     let client = "127.0.0.1:5353".parse().unwrap();

@@ -6,8 +6,9 @@
 //! the client's question bytes (so 0x20 case randomisation survives), TTLs less the entry's age,
 //! and the client's EDNS. Nothing on the hit path parses the message or allocates.
 //!
-//! The cache is sharded by key hash; each shard is a hash table of slot indices plus a CLOCK
-//! ring for eviction (a second-chance approximation of LRU with O(1) bookkeeping per hit).
+//! The cache is sharded by key hash; each shard is a hash table of its entries, swept by a
+//! CLOCK hand over the table's buckets for eviction (a second-chance approximation of LRU
+//! with O(1) bookkeeping per hit).
 
 use std::time::Instant;
 
@@ -58,8 +59,8 @@ impl<'a> Key<'a> {
     }
 
     pub fn hash(&self) -> u64 {
-        use std::hash::Hasher;
-        let mut h = ahash::AHasher::default();
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = hash_state().build_hasher();
         // Lowercase (RFC 4343) 8-byte words, the last one zero-padded: every byte of a word
         // folded at once, as a cache hit hashes its name on every answer.
         let mut words = self.name.chunks_exact(8);
@@ -89,6 +90,13 @@ impl<'a> Key<'a> {
     }
 }
 
+/// The keys of the cache's hash, random for each process: names are chosen by whoever asks,
+/// and with fixed keys they could be chosen to collide (one long probe sequence in a shard).
+fn hash_state() -> &'static ahash::RandomState {
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new)
+}
+
 /// Key of the in-flight (coalescing) table: lowercase name bytes and the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OwnedKey {
@@ -99,7 +107,7 @@ pub struct OwnedKey {
 }
 
 /// A response ready to be patched for any client that asked the same question.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Answer {
     /// The response with its OPT removed; TTLs already capped.
     bytes: Box<[u8]>,
@@ -315,29 +323,41 @@ impl Answer {
     }
 }
 
+/// An entry, held in its shard's table itself: a hit reads the table's control bytes, this
+/// slot, and the answer's bytes and TTL offsets, with no index or shared pointer in between
+/// (each a dependent load, and a miss in the CPU's caches when the entry was not hit lately).
 struct Slot {
     hash: u64,
-    flags: u8,
-    answer: std::sync::Arc<Answer>,
     stored: Instant,
-    referenced: bool,
+    answer: Answer,
     hits: u32,
+    flags: u8,
+    referenced: bool,
     prefetching: bool,
 }
 
+impl Slot {
+    fn holds(&self, hash: u64, key: &Key) -> bool {
+        self.hash == hash && self.flags == key.flags && self.answer.matches(key)
+    }
+}
+
 struct Shard {
-    table: HashTable<u32>,
-    slots: Vec<Slot>,
+    table: HashTable<Slot>,
+    /// The CLOCK hand: a bucket index of `table` (an erase moves no other entry; a resize
+    /// moves them all, and the hand goes on from wherever it points).
     hand: usize,
     capacity: usize,
     /// [`entry_bytes`] of the entries held, within `Cache::shard_bytes`.
     bytes: usize,
 }
 
-/// What an entry holds, for the memory budget: the wire bytes, the `Answer` behind its `Arc`
-/// (counts included), the slot and the table's index.
+/// What an entry holds, for the memory budget: the wire bytes and TTL offsets, and its slot
+/// in the table with that slot's share of the empty buckets at the table's highest load (7/8)
+/// and its control byte.
 fn entry_bytes(a: &Answer) -> usize {
-    a.len() + std::mem::size_of::<Answer>() + 16 + std::mem::size_of::<Slot>() + 8
+    let slot = std::mem::size_of::<Slot>();
+    a.len() + 2 * a.ttl_offsets.len() + slot + slot / 7 + 1
 }
 
 /// What a lookup found.
@@ -389,9 +409,11 @@ impl Cache {
         let per_shard = cfg.capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
+                // Grown as entries come, not made at capacity: a few thousand hot entries
+                // then sit in a few hundred KB (a hit's cache lines and pages), not spread
+                // over tables sized for the whole capacity.
                 Mutex::new(Shard {
-                    table: HashTable::with_capacity(per_shard.min(4096)),
-                    slots: Vec::new(),
+                    table: HashTable::new(),
                     hand: 0,
                     capacity: per_shard,
                     bytes: 0,
@@ -436,14 +458,9 @@ impl Cache {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        let Shard { table, slots, .. } = &mut *shard;
-        let Some(&idx) = table.find(hash, |&i| {
-            let s = &slots[i as usize];
-            s.hash == hash && s.flags == key.flags && s.answer.matches(&key)
-        }) else {
+        let Some(slot) = shard.table.find_mut(hash, |s| s.holds(hash, &key)) else {
             return Lookup::Miss;
         };
-        let slot = &mut slots[idx as usize];
         let age = now.saturating_duration_since(slot.stored).as_secs();
         let ttl = slot.answer.ttl as u64;
         if age >= ttl {
@@ -464,8 +481,7 @@ impl Cache {
         if prefetch {
             slot.prefetching = true;
         }
-        // Rendered under the shard lock: copying ~100 bytes costs less than the two shared
-        // reference-count updates an `Arc` clone would add on a hot entry.
+        // Rendered under the shard lock: the entry is the slot's own.
         let answer = &slot.answer;
         answer.render(query, q, Served::Cached(age as u32), max_len, out);
         Lookup::Hit {
@@ -488,30 +504,25 @@ impl Cache {
     ) -> Option<(u16, u16)> {
         let key = Key::of_query(query, q);
         let hash = key.hash();
-        let answer = {
-            let shard = self.shard(hash).lock();
-            let &idx = shard.table.find(hash, |&i| {
-                let s = &shard.slots[i as usize];
-                s.hash == hash && s.flags == key.flags && s.answer.matches(&key)
-            })?;
-            let slot = &shard.slots[idx as usize];
-            let age = now.saturating_duration_since(slot.stored).as_secs();
-            if age >= slot.answer.ttl as u64 + self.cfg.serve_stale as u64 {
-                return None;
-            }
-            slot.answer.clone()
-        };
+        let shard = self.shard(hash).lock();
+        let slot = shard.table.find(hash, |s| s.holds(hash, &key))?;
+        let age = now.saturating_duration_since(slot.stored).as_secs();
+        if age >= slot.answer.ttl as u64 + self.cfg.serve_stale as u64 {
+            return None;
+        }
+        let answer = &slot.answer;
         answer.render(query, q, Served::Stale, max_len, out);
         Some((answer.rcode, answer.answers))
     }
 
-    /// Store a cacheable answer under the key of the query it answers. Older entries are
-    /// evicted (CLOCK) to stay within `cache.capacity` entries and the shard's bytes.
-    pub fn insert(&self, key: &Key, answer: std::sync::Arc<Answer>, now: Instant) -> Inserted {
+    /// Store a cacheable answer (a copy of it) under the key of the query it answers. Older
+    /// entries are evicted (CLOCK) to stay within `cache.capacity` entries and the shard's
+    /// bytes.
+    pub fn insert(&self, key: &Key, answer: &Answer, now: Instant) -> Inserted {
         if answer.kind == AnswerKind::Uncacheable || self.cfg.capacity == 0 {
             return Inserted { evicted: None };
         }
-        let need = entry_bytes(&answer);
+        let need = entry_bytes(answer);
         if need > self.shard_bytes {
             // Larger than the shard's share of the budget: not stored, counted.
             self.budget.refuse(Part::Cache);
@@ -520,73 +531,61 @@ impl Cache {
         let hash = key.hash();
         let mut guard = self.shard(hash).lock();
         let shard = &mut *guard;
-        let slots = &mut shard.slots;
-        if let Some(&idx) = shard.table.find(hash, |&i| {
-            let s = &slots[i as usize];
-            s.hash == hash && s.flags == key.flags && s.answer.matches(key)
-        }) {
-            let s = &mut slots[idx as usize];
+        if let Some(idx) = shard.table.find_bucket_index(hash, |s| s.holds(hash, key)) {
+            let s = shard
+                .table
+                .get_bucket_mut(idx)
+                .expect("the bucket just found");
             let old = entry_bytes(&s.answer);
-            s.answer = answer;
+            s.answer = answer.clone();
             s.stored = now;
             s.prefetching = false;
             shard.bytes = shard.bytes - old + need;
             self.budget.release(Part::Cache, old);
             self.budget.charge(Part::Cache, need);
-            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
+            let evicted = self.shrink_to_fit(shard, Some(idx));
             return Inserted { evicted };
         }
-        let new = Slot {
-            hash,
-            flags: key.flags,
-            answer,
-            stored: now,
-            referenced: false,
-            hits: 0,
-            prefetching: false,
-        };
+        // At capacity, the victim is chosen before the new entry is in (it is never one).
+        let mut evicted = None;
+        if shard.table.len() >= shard.capacity {
+            let victim = Self::clock_victim(shard, None);
+            evicted = self.evict(shard, victim);
+        }
         shard.bytes += need;
         self.budget.charge(Part::Cache, need);
-        if shard.slots.len() < shard.capacity {
-            let idx = shard.slots.len() as u32;
-            shard.slots.push(new);
-            let slots = &shard.slots;
-            shard
-                .table
-                .insert_unique(hash, idx, |&i| slots[i as usize].hash);
-            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
-            return Inserted { evicted };
-        }
-        let victim = Self::clock_victim(shard, None);
-        let old_hash = shard.slots[victim].hash;
-        let old_kind = shard.slots[victim].answer.kind;
-        let old_bytes = entry_bytes(&shard.slots[victim].answer);
-        if let Ok(e) = shard.table.find_entry(old_hash, |&i| i as usize == victim) {
-            e.remove();
-        }
-        shard.slots[victim] = new;
-        shard.bytes -= old_bytes;
-        self.budget.release(Part::Cache, old_bytes);
-        let slots = &shard.slots;
-        shard
+        let new = Slot {
+            hash,
+            stored: now,
+            answer: answer.clone(),
+            hits: 0,
+            flags: key.flags,
+            referenced: false,
+            prefetching: false,
+        };
+        let idx = shard
             .table
-            .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
-        let more = self.shrink_to_fit(shard, Some(victim));
+            .insert_unique(hash, new, |s| s.hash)
+            .bucket_index();
+        let more = self.shrink_to_fit(shard, Some(idx));
         Inserted {
-            evicted: Some(more.unwrap_or(old_kind)),
+            evicted: more.or(evicted),
         }
     }
 
     /// CLOCK: skip recently referenced entries once, evict the first that is not (never
-    /// `keep`, the entry just stored).
+    /// `keep`, the entry just stored). The shard holds an entry besides `keep`.
     fn clock_victim(shard: &mut Shard, keep: Option<usize>) -> usize {
+        let buckets = shard.table.num_buckets();
         loop {
-            let i = shard.hand;
-            shard.hand = (shard.hand + 1) % shard.slots.len();
+            let i = shard.hand % buckets;
+            shard.hand = (i + 1) % buckets;
             if Some(i) == keep {
                 continue;
             }
-            let s = &mut shard.slots[i];
+            let Some(s) = shard.table.get_bucket_mut(i) else {
+                continue; // an empty bucket
+            };
             if s.referenced {
                 s.referenced = false;
             } else {
@@ -595,35 +594,22 @@ impl Cache {
         }
     }
 
+    /// Remove the entry in bucket `idx`, giving its bytes back. Returns its kind.
+    fn evict(&self, shard: &mut Shard, idx: usize) -> Option<AnswerKind> {
+        let (gone, _) = shard.table.get_bucket_entry(idx).ok()?.remove();
+        let b = entry_bytes(&gone.answer);
+        shard.bytes -= b;
+        self.budget.release(Part::Cache, b);
+        Some(gone.answer.kind)
+    }
+
     /// Evict entries (CLOCK) until the shard is within its bytes again; `keep` is the entry
     /// just stored. Returns the kind of the last entry evicted.
-    fn shrink_to_fit(&self, shard: &mut Shard, mut keep: Option<usize>) -> Option<AnswerKind> {
+    fn shrink_to_fit(&self, shard: &mut Shard, keep: Option<usize>) -> Option<AnswerKind> {
         let mut evicted = None;
-        while shard.bytes > self.shard_bytes && shard.slots.len() > 1 {
+        while shard.bytes > self.shard_bytes && shard.table.len() > 1 {
             let victim = Self::clock_victim(shard, keep);
-            let v_hash = shard.slots[victim].hash;
-            if let Ok(e) = shard.table.find_entry(v_hash, |&i| i as usize == victim) {
-                e.remove();
-            }
-            let last = shard.slots.len() - 1;
-            if victim != last {
-                // The last slot moves into the victim's place: re-point its index.
-                let m_hash = shard.slots[last].hash;
-                if let Ok(e) = shard.table.find_entry(m_hash, |&i| i as usize == last) {
-                    *e.into_mut() = victim as u32;
-                }
-                if keep == Some(last) {
-                    keep = Some(victim);
-                }
-            }
-            let gone = shard.slots.swap_remove(victim);
-            let b = entry_bytes(&gone.answer);
-            shard.bytes -= b;
-            self.budget.release(Part::Cache, b);
-            evicted = Some(gone.answer.kind);
-            if shard.hand >= shard.slots.len() {
-                shard.hand = 0;
-            }
+            evicted = self.evict(shard, victim).or(evicted);
         }
         evicted
     }
@@ -632,19 +618,15 @@ impl Cache {
     pub fn prefetch_failed(&self, key: &Key) {
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        let Shard { table, slots, .. } = &mut *shard;
-        if let Some(&idx) = table.find(hash, |&i| {
-            let s = &slots[i as usize];
-            s.hash == hash && s.flags == key.flags && s.answer.matches(key)
-        }) {
-            slots[idx as usize].prefetching = false;
+        if let Some(slot) = shard.table.find_mut(hash, |s| s.holds(hash, key)) {
+            slot.prefetching = false;
         }
     }
 
     pub fn counts(&self) -> CacheCounts {
         let mut c = CacheCounts::default();
         for s in self.shards.iter() {
-            for slot in s.lock().slots.iter() {
+            for slot in s.lock().table.iter() {
                 match slot.answer.kind {
                     AnswerKind::Success => c.success += 1,
                     AnswerKind::Denial => c.denial += 1,
@@ -711,7 +693,7 @@ mod tests {
         let info = parse_response(resp).unwrap();
         let v = parse_query(q).unwrap();
         let answer = Answer::from_response(resp, &info, cache.config());
-        cache.insert(&Key::of_query(q, &v), Arc::new(answer), at);
+        cache.insert(&Key::of_query(q, &v), &answer, at);
     }
 
     fn query(id: u16, name: &str, edns: bool) -> Vec<u8> {
@@ -726,10 +708,10 @@ mod tests {
         let q1 = query(1, "web.prod.svc.cluster.local.", true);
         let resp = a_response(&q1, 300, true);
         let info = parse_response(&resp).unwrap();
-        let ans = Arc::new(Answer::from_response(&resp, &info, cache.config()));
+        let ans = Answer::from_response(&resp, &info, cache.config());
         let v1 = parse_query(&q1).unwrap();
         let t0 = Instant::now();
-        cache.insert(&Key::of_query(&q1, &v1), ans, t0);
+        cache.insert(&Key::of_query(&q1, &v1), &ans, t0);
 
         let q2 = query(77, "WeB.PROD.svc.cluster.local.", false);
         let v2 = parse_query(&q2).unwrap();
@@ -861,7 +843,7 @@ mod tests {
             let v = parse_query(&q).unwrap();
             let r = cache.insert(
                 &Key::of_query(&q, &v),
-                Arc::new(Answer::from_response(&resp, &info, cache.config())),
+                &Answer::from_response(&resp, &info, cache.config()),
                 now,
             );
             evicted += r.evicted.is_some() as usize;
@@ -869,6 +851,41 @@ mod tests {
         let n = cache.counts().success;
         assert!(n <= SHARDS * 2, "{n}");
         assert_eq!(evicted + n, SHARDS * 20);
+    }
+
+    /// CLOCK over the table's buckets: an entry hit since the hand last passed gets a second
+    /// chance, so at capacity the one not asked for goes.
+    #[test]
+    fn a_full_shard_evicts_the_entry_not_hit_since_the_hand_passed() {
+        let mut c = cfg();
+        c.capacity = SHARDS * 2; // two entries a shard
+        let cache = Cache::new(c);
+        // Three names of one shard.
+        let shard_of = |q: &[u8]| {
+            let v = parse_query(q).unwrap();
+            (Key::of_query(q, &v).hash() >> 58) as usize % SHARDS
+        };
+        let first = query(1, "n0.example.", false);
+        let names: Vec<Vec<u8>> = (0..)
+            .map(|i| query(1, &format!("n{i}.example."), false))
+            .filter(|q| shard_of(q) == shard_of(&first))
+            .take(3)
+            .collect();
+        let now = Instant::now();
+        let hit = |q: &[u8]| {
+            let v = parse_query(q).unwrap();
+            let mut out = Vec::new();
+            matches!(cache.lookup(q, &v, now, 512, &mut out), Lookup::Hit { .. })
+        };
+        for q in &names[..2] {
+            store(&cache, q, &a_response(q, 300, false), now);
+        }
+        assert!(hit(&names[0]));
+        store(&cache, &names[2], &a_response(&names[2], 300, false), now);
+        assert!(hit(&names[0]), "the entry hit kept its place");
+        assert!(!hit(&names[1]), "the entry not hit was evicted");
+        assert!(hit(&names[2]), "the entry just stored answers");
+        assert_eq!(cache.counts().success, 2);
     }
 
     /// `server.memory_limit`: the cache stays within its share in bytes, whatever
@@ -890,7 +907,7 @@ mod tests {
             let v = parse_query(&q).unwrap();
             let r = cache.insert(
                 &Key::of_query(&q, &v),
-                Arc::new(Answer::from_response(&resp, &info, cache.config())),
+                &Answer::from_response(&resp, &info, cache.config()),
                 now,
             );
             evicted += r.evicted.is_some() as usize;

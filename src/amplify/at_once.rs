@@ -27,7 +27,7 @@ use crate::event::{AnswerSource, Timestamp};
 /// thousand names of a few types. With one slot a key, the keys that share one push each
 /// other out at every event: of 1,000 keys, about 22% share a slot of 4,096, and with
 /// 16,384 one event in eleven of callgrind_hit's 1,000 names still missed. Empty slots cost
-/// a pointer each.
+/// a pointer and a hash each.
 const SLOTS: usize = 16384;
 /// Longer wire names are not kept (rare; the full path reads them).
 const WIRE_MAX: usize = 128;
@@ -116,15 +116,19 @@ impl Repeats {
     }
 }
 
+/// The key's fields first, in declared order (`repr(C)`), so a find that reaches an entry
+/// reads one cache line of it before the name's bytes.
+#[repr(C)]
 pub(super) struct AtOnce {
-    hash: u64,
+    /// The epoch of what the tracker knew of the client when it was made.
+    epoch: u64,
     client: IpAddr,
     qtype: u16,
     source: Option<AnswerSource>,
+    /// Whether its slot is in the table's `pending` list.
+    listed: bool,
     /// The query name as the client sent it (wire form, its case kept).
     wire: Vec<u8>,
-    /// The epoch of what the tracker knew of the client when it was made.
-    epoch: u64,
     /// For `WalkTracker::resolved`: the text name's hash and length.
     pub name_hash: u64,
     pub name_len: u16,
@@ -132,8 +136,6 @@ pub(super) struct AtOnce {
     pub lookup: Lookup,
     /// The lookups made from it since the table's repeats were last handed out.
     repeats: Repeats,
-    /// Whether its slot is in the table's `pending` list.
-    listed: bool,
 }
 
 impl AtOnce {
@@ -145,6 +147,9 @@ impl AtOnce {
 pub(super) struct AtOnceTable {
     /// Empty until the first entry (an offline tracker never uses it).
     slots: Vec<Option<Box<AtOnce>>>,
+    /// Each slot's key hash (0 while empty), beside the slots: a find reads the entry only
+    /// of a slot whose hash is the key's, not both of the pair.
+    hashes: Vec<u64>,
     /// Per pair, the slot kept into last: a new key goes into the other one.
     newer: Vec<u8>,
     /// Keys are hashed with it, random for each table: a client cannot aim its names at
@@ -176,6 +181,7 @@ impl Default for AtOnceTable {
     fn default() -> Self {
         AtOnceTable {
             slots: Vec::new(),
+            hashes: Vec::new(),
             newer: Vec::new(),
             seed: rand::random(),
             pending: Vec::new(),
@@ -205,9 +211,10 @@ impl AtOnceTable {
         let pair = pair_of(hash);
         // A key is in one slot of its pair at most (`keep`).
         (pair..pair + 2).find(|&i| {
-            self.slots[i].as_deref().is_some_and(|e| {
-                e.hash == hash && e.is(client, qtype, source, wire) && e.epoch == epoch
-            })
+            self.hashes[i] == hash
+                && self.slots[i]
+                    .as_deref()
+                    .is_some_and(|e| e.is(client, qtype, source, wire) && e.epoch == epoch)
         })
     }
 
@@ -323,21 +330,25 @@ impl AtOnceTable {
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, || None);
+            self.hashes = vec![0; SLOTS];
             self.newer = vec![0; SLOTS / 2];
         }
         let (client, qtype) = (lookup.client, lookup.qtype);
         let hash = self.key_hash(client, qtype, source, wire);
         let pair = pair_of(hash);
         // The key's own slot, else an empty one, else the one kept into first.
-        let own = |s: &Option<Box<AtOnce>>| {
-            s.as_deref()
-                .is_some_and(|e| e.hash == hash && e.is(client, qtype, source, wire))
+        let own = |i: usize| {
+            self.hashes[i] == hash
+                && self.slots[i]
+                    .as_deref()
+                    .is_some_and(|e| e.is(client, qtype, source, wire))
         };
         let way = (0..2)
-            .find(|&w| own(&self.slots[pair + w]))
+            .find(|&w| own(pair + w))
             .or_else(|| (0..2).find(|&w| self.slots[pair + w].is_none()))
             .unwrap_or(1 - self.newer[pair / 2] as usize);
         self.newer[pair / 2] = way as u8;
+        self.hashes[pair + way] = hash;
         match &mut self.slots[pair + way] {
             // An entry that changes hands keeps its allocations.
             Some(e) => {
@@ -345,7 +356,6 @@ impl AtOnceTable {
                     released.extend(e.repeats.lookups(&e.lookup));
                     e.repeats.n = 0;
                 }
-                e.hash = hash;
                 e.client = client;
                 e.qtype = qtype;
                 e.source = source;
@@ -357,7 +367,6 @@ impl AtOnceTable {
             }
             empty => {
                 *empty = Some(Box::new(AtOnce {
-                    hash,
                     client,
                     qtype,
                     source,

@@ -467,7 +467,7 @@ impl Engine {
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
             if !tailored {
-                if let Some(kind) = self.cache.insert(&key, a.clone(), Instant::now()).evicted {
+                if let Some(kind) = self.cache.insert(&key, &a, Instant::now()).evicted {
                     metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
                 }
             }
