@@ -6,9 +6,8 @@
 //! the client's question bytes (so 0x20 case randomisation survives), TTLs less the entry's age,
 //! and the client's EDNS. Nothing on the hit path parses the message or allocates.
 //!
-//! The cache is sharded by key hash; each shard is a hash table of its entries, swept by a
-//! CLOCK hand over the table's buckets for eviction (a second-chance approximation of LRU
-//! with O(1) bookkeeping per hit).
+//! The cache is sharded by key hash; each shard is a hash table of slot indices plus a CLOCK
+//! ring for eviction (a second-chance approximation of LRU with O(1) bookkeeping per hit).
 
 use std::time::Instant;
 
@@ -323,9 +322,8 @@ impl Answer {
     }
 }
 
-/// An entry, held in its shard's table itself: a hit reads the table's control bytes, this
-/// slot, and the answer's bytes and TTL offsets, with no index or shared pointer in between
-/// (each a dependent load, and a miss in the CPU's caches when the entry was not hit lately).
+/// An entry. It holds its answer itself (not behind an `Arc`): a hit reads the table's
+/// control bytes and index, the slot, and the answer's bytes and TTL offsets.
 struct Slot {
     hash: u64,
     stored: Instant,
@@ -343,21 +341,28 @@ impl Slot {
 }
 
 struct Shard {
-    table: HashTable<Slot>,
-    /// The CLOCK hand: a bucket index of `table` (an erase moves no other entry; a resize
-    /// moves them all, and the hand goes on from wherever it points).
+    /// Indices into `slots`.
+    table: HashTable<u32>,
+    /// The entries, in CLOCK order: a new entry takes its victim's place, just behind the
+    /// hand, so it lasts a whole turn of it.
+    slots: Vec<Slot>,
     hand: usize,
     capacity: usize,
     /// [`entry_bytes`] of the entries held, within `Cache::shard_bytes`.
     bytes: usize,
 }
 
-/// What an entry holds, for the memory budget: the wire bytes and TTL offsets, and its slot
-/// in the table with that slot's share of the empty buckets at the table's highest load (7/8)
-/// and its control byte.
+/// What an entry holds, for the memory budget: the wire bytes and TTL offsets, the slot, and
+/// its index in the table.
 fn entry_bytes(a: &Answer) -> usize {
-    let slot = std::mem::size_of::<Slot>();
-    a.len() + 2 * a.ttl_offsets.len() + slot + slot / 7 + 1
+    a.len() + 2 * a.ttl_offsets.len() + std::mem::size_of::<Slot>() + 8
+}
+
+/// A key's shard, from bits the shard's table uses for neither its bucket (the low bits) nor
+/// its tag (the top seven): from the tag's bits, a shard's keys would share two tags, and a
+/// probe would read about half the entries of its group to compare them.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
 }
 
 /// What a lookup found.
@@ -414,6 +419,7 @@ impl Cache {
                 // over tables sized for the whole capacity.
                 Mutex::new(Shard {
                     table: HashTable::new(),
+                    slots: Vec::new(),
                     hand: 0,
                     capacity: per_shard,
                     bytes: 0,
@@ -439,8 +445,7 @@ impl Cache {
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        // The table uses the low bits; pick the shard from the high bits.
-        &self.shards[(hash >> 58) as usize % SHARDS]
+        &self.shards[shard_of(hash)]
     }
 
     /// Look up the client's question; on a fresh hit the answer for this client is in `out`.
@@ -458,9 +463,11 @@ impl Cache {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        let Some(slot) = shard.table.find_mut(hash, |s| s.holds(hash, &key)) else {
+        let Shard { table, slots, .. } = &mut *shard;
+        let Some(&idx) = table.find(hash, |&i| slots[i as usize].holds(hash, &key)) else {
             return Lookup::Miss;
         };
+        let slot = &mut slots[idx as usize];
         let age = now.saturating_duration_since(slot.stored).as_secs();
         let ttl = slot.answer.ttl as u64;
         if age >= ttl {
@@ -505,7 +512,10 @@ impl Cache {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let shard = self.shard(hash).lock();
-        let slot = shard.table.find(hash, |s| s.holds(hash, &key))?;
+        let &idx = shard
+            .table
+            .find(hash, |&i| shard.slots[i as usize].holds(hash, &key))?;
+        let slot = &shard.slots[idx as usize];
         let age = now.saturating_duration_since(slot.stored).as_secs();
         if age >= slot.answer.ttl as u64 + self.cfg.serve_stale as u64 {
             return None;
@@ -531,11 +541,12 @@ impl Cache {
         let hash = key.hash();
         let mut guard = self.shard(hash).lock();
         let shard = &mut *guard;
-        if let Some(idx) = shard.table.find_bucket_index(hash, |s| s.holds(hash, key)) {
-            let s = shard
-                .table
-                .get_bucket_mut(idx)
-                .expect("the bucket just found");
+        let slots = &mut shard.slots;
+        if let Some(&idx) = shard
+            .table
+            .find(hash, |&i| slots[i as usize].holds(hash, key))
+        {
+            let s = &mut slots[idx as usize];
             let old = entry_bytes(&s.answer);
             s.answer = answer.clone();
             s.stored = now;
@@ -543,17 +554,9 @@ impl Cache {
             shard.bytes = shard.bytes - old + need;
             self.budget.release(Part::Cache, old);
             self.budget.charge(Part::Cache, need);
-            let evicted = self.shrink_to_fit(shard, Some(idx));
+            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
             return Inserted { evicted };
         }
-        // At capacity, the victim is chosen before the new entry is in (it is never one).
-        let mut evicted = None;
-        if shard.table.len() >= shard.capacity {
-            let victim = Self::clock_victim(shard, None);
-            evicted = self.evict(shard, victim);
-        }
-        shard.bytes += need;
-        self.budget.charge(Part::Cache, need);
         let new = Slot {
             hash,
             stored: now,
@@ -563,29 +566,48 @@ impl Cache {
             referenced: false,
             prefetching: false,
         };
-        let idx = shard
+        shard.bytes += need;
+        self.budget.charge(Part::Cache, need);
+        if shard.slots.len() < shard.capacity {
+            let idx = shard.slots.len() as u32;
+            shard.slots.push(new);
+            let slots = &shard.slots;
+            shard
+                .table
+                .insert_unique(hash, idx, |&i| slots[i as usize].hash);
+            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
+            return Inserted { evicted };
+        }
+        let victim = Self::clock_victim(shard, None);
+        let old_hash = shard.slots[victim].hash;
+        let old_kind = shard.slots[victim].answer.kind;
+        let old_bytes = entry_bytes(&shard.slots[victim].answer);
+        if let Ok(e) = shard.table.find_entry(old_hash, |&i| i as usize == victim) {
+            e.remove();
+        }
+        shard.slots[victim] = new;
+        shard.bytes -= old_bytes;
+        self.budget.release(Part::Cache, old_bytes);
+        let slots = &shard.slots;
+        shard
             .table
-            .insert_unique(hash, new, |s| s.hash)
-            .bucket_index();
-        let more = self.shrink_to_fit(shard, Some(idx));
+            .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
+        let more = self.shrink_to_fit(shard, Some(victim));
         Inserted {
-            evicted: more.or(evicted),
+            evicted: Some(more.unwrap_or(old_kind)),
         }
     }
 
     /// CLOCK: skip recently referenced entries once, evict the first that is not (never
-    /// `keep`, the entry just stored). The shard holds an entry besides `keep`.
+    /// `keep`, the entry just stored).
     fn clock_victim(shard: &mut Shard, keep: Option<usize>) -> usize {
-        let buckets = shard.table.num_buckets();
         loop {
-            let i = shard.hand % buckets;
-            shard.hand = (i + 1) % buckets;
+            let i = shard.hand;
+            shard.hand = (shard.hand + 1) % shard.slots.len();
             if Some(i) == keep {
                 continue;
             }
-            let Some(s) = shard.table.get_bucket_mut(i) else {
-                continue; // an empty bucket
-            };
+            let s = &mut shard.slots[i];
             if s.referenced {
                 s.referenced = false;
             } else {
@@ -594,22 +616,35 @@ impl Cache {
         }
     }
 
-    /// Remove the entry in bucket `idx`, giving its bytes back. Returns its kind.
-    fn evict(&self, shard: &mut Shard, idx: usize) -> Option<AnswerKind> {
-        let (gone, _) = shard.table.get_bucket_entry(idx).ok()?.remove();
-        let b = entry_bytes(&gone.answer);
-        shard.bytes -= b;
-        self.budget.release(Part::Cache, b);
-        Some(gone.answer.kind)
-    }
-
     /// Evict entries (CLOCK) until the shard is within its bytes again; `keep` is the entry
     /// just stored. Returns the kind of the last entry evicted.
-    fn shrink_to_fit(&self, shard: &mut Shard, keep: Option<usize>) -> Option<AnswerKind> {
+    fn shrink_to_fit(&self, shard: &mut Shard, mut keep: Option<usize>) -> Option<AnswerKind> {
         let mut evicted = None;
-        while shard.bytes > self.shard_bytes && shard.table.len() > 1 {
+        while shard.bytes > self.shard_bytes && shard.slots.len() > 1 {
             let victim = Self::clock_victim(shard, keep);
-            evicted = self.evict(shard, victim).or(evicted);
+            let v_hash = shard.slots[victim].hash;
+            if let Ok(e) = shard.table.find_entry(v_hash, |&i| i as usize == victim) {
+                e.remove();
+            }
+            let last = shard.slots.len() - 1;
+            if victim != last {
+                // The last slot moves into the victim's place: re-point its index.
+                let m_hash = shard.slots[last].hash;
+                if let Ok(e) = shard.table.find_entry(m_hash, |&i| i as usize == last) {
+                    *e.into_mut() = victim as u32;
+                }
+                if keep == Some(last) {
+                    keep = Some(victim);
+                }
+            }
+            let gone = shard.slots.swap_remove(victim);
+            let b = entry_bytes(&gone.answer);
+            shard.bytes -= b;
+            self.budget.release(Part::Cache, b);
+            evicted = Some(gone.answer.kind);
+            if shard.hand >= shard.slots.len() {
+                shard.hand = 0;
+            }
         }
         evicted
     }
@@ -618,15 +653,16 @@ impl Cache {
     pub fn prefetch_failed(&self, key: &Key) {
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        if let Some(slot) = shard.table.find_mut(hash, |s| s.holds(hash, key)) {
-            slot.prefetching = false;
+        let Shard { table, slots, .. } = &mut *shard;
+        if let Some(&idx) = table.find(hash, |&i| slots[i as usize].holds(hash, key)) {
+            slots[idx as usize].prefetching = false;
         }
     }
 
     pub fn counts(&self) -> CacheCounts {
         let mut c = CacheCounts::default();
         for s in self.shards.iter() {
-            for slot in s.lock().table.iter() {
+            for slot in s.lock().slots.iter() {
                 match slot.answer.kind {
                     AnswerKind::Success => c.success += 1,
                     AnswerKind::Denial => c.denial += 1,
@@ -863,7 +899,7 @@ mod tests {
         // Three names of one shard.
         let shard_of = |q: &[u8]| {
             let v = parse_query(q).unwrap();
-            (Key::of_query(q, &v).hash() >> 58) as usize % SHARDS
+            shard_of(Key::of_query(q, &v).hash())
         };
         let first = query(1, "n0.example.", false);
         let names: Vec<Vec<u8>> = (0..)
@@ -886,6 +922,57 @@ mod tests {
         assert!(!hit(&names[1]), "the entry not hit was evicted");
         assert!(hit(&names[2]), "the entry just stored answers");
         assert_eq!(cache.counts().success, 2);
+    }
+
+    /// Found in review: with entries placed where their hash falls, a new entry could sit just
+    /// ahead of the CLOCK hand and go at the very next insert. In a full shard it takes its
+    /// victim's place, behind the hand, and lasts a whole turn.
+    #[test]
+    fn an_entry_just_stored_outlives_the_next_insert() {
+        let mut c = cfg();
+        c.capacity = SHARDS * 4; // four entries a shard
+        let cache = Cache::new(c);
+        let shard = |q: &[u8]| {
+            let v = parse_query(q).unwrap();
+            shard_of(Key::of_query(q, &v).hash())
+        };
+        let first = query(1, "m0.example.", false);
+        let names: Vec<Vec<u8>> = (0..)
+            .map(|i| query(1, &format!("m{i}.example."), false))
+            .filter(|q| shard(q) == shard(&first))
+            .take(44)
+            .collect();
+        let now = Instant::now();
+        // Held or not, without marking it (as a hit would): a stale answer is any entry.
+        let held = |q: &[u8]| {
+            let v = parse_query(q).unwrap();
+            cache
+                .serve_stale(q, &v, now, 512, &mut Vec::new())
+                .is_some()
+        };
+        for (i, q) in names.iter().enumerate() {
+            store(&cache, q, &a_response(q, 300, false), now);
+            if i >= 5 {
+                assert!(held(&names[i - 1]), "entry {} gone at insert {i}", i - 1);
+            }
+        }
+        assert_eq!(cache.counts().success, 4);
+    }
+
+    /// Found in review: the shard came from the hash's top bits, which are the table's tag,
+    /// so a shard's keys shared two tags and a probe compared about half its group's entries.
+    #[test]
+    fn keys_of_one_shard_carry_many_tags() {
+        let tags: std::collections::HashSet<u64> = (0..4000)
+            .map(|i| query(1, &format!("t{i}.example."), false))
+            .map(|q| {
+                let v = parse_query(&q).unwrap();
+                Key::of_query(&q, &v).hash()
+            })
+            .filter(|&h| shard_of(h) == 0)
+            .map(|h| h >> 57)
+            .collect();
+        assert!(tags.len() > 16, "{} tags in a shard", tags.len());
     }
 
     /// `server.memory_limit`: the cache stays within its share in bytes, whatever
