@@ -732,6 +732,27 @@ mod tests {
         cache.insert(&Key::of_query(q, &v), &answer, at);
     }
 
+    /// A cache whose shards hold `entries` each.
+    fn cache_of_shards_holding(entries: usize) -> Cache {
+        let mut c = cfg();
+        c.capacity = SHARDS * entries;
+        Cache::new(c)
+    }
+
+    /// `n` queries (for A, no EDNS) whose keys fall in one shard.
+    fn queries_of_one_shard(n: usize) -> Vec<Vec<u8>> {
+        let shard = |q: &[u8]| {
+            let v = parse_query(q).unwrap();
+            shard_of(Key::of_query(q, &v).hash())
+        };
+        let first = shard(&query(1, "n0.example.", false));
+        (0..)
+            .map(|i| query(1, &format!("n{i}.example."), false))
+            .filter(|q| shard(q) == first)
+            .take(n)
+            .collect()
+    }
+
     fn query(id: u16, name: &str, edns: bool) -> Vec<u8> {
         let mut v = Vec::new();
         build_query(id, name, 1, edns, &mut v).unwrap();
@@ -889,24 +910,11 @@ mod tests {
         assert_eq!(evicted + n, SHARDS * 20);
     }
 
-    /// CLOCK over the table's buckets: an entry hit since the hand last passed gets a second
-    /// chance, so at capacity the one not asked for goes.
+    /// CLOCK: an entry hit since the hand last passed gets a second chance, so at capacity the
+    /// one not asked for goes.
     #[test]
     fn a_full_shard_evicts_the_entry_not_hit_since_the_hand_passed() {
-        let mut c = cfg();
-        c.capacity = SHARDS * 2; // two entries a shard
-        let cache = Cache::new(c);
-        // Three names of one shard.
-        let shard_of = |q: &[u8]| {
-            let v = parse_query(q).unwrap();
-            shard_of(Key::of_query(q, &v).hash())
-        };
-        let first = query(1, "n0.example.", false);
-        let names: Vec<Vec<u8>> = (0..)
-            .map(|i| query(1, &format!("n{i}.example."), false))
-            .filter(|q| shard_of(q) == shard_of(&first))
-            .take(3)
-            .collect();
+        let (cache, names) = (cache_of_shards_holding(2), queries_of_one_shard(3));
         let now = Instant::now();
         let hit = |q: &[u8]| {
             let v = parse_query(q).unwrap();
@@ -929,19 +937,7 @@ mod tests {
     /// victim's place, behind the hand, and lasts a whole turn.
     #[test]
     fn an_entry_just_stored_outlives_the_next_insert() {
-        let mut c = cfg();
-        c.capacity = SHARDS * 4; // four entries a shard
-        let cache = Cache::new(c);
-        let shard = |q: &[u8]| {
-            let v = parse_query(q).unwrap();
-            shard_of(Key::of_query(q, &v).hash())
-        };
-        let first = query(1, "m0.example.", false);
-        let names: Vec<Vec<u8>> = (0..)
-            .map(|i| query(1, &format!("m{i}.example."), false))
-            .filter(|q| shard(q) == shard(&first))
-            .take(44)
-            .collect();
+        let (cache, names) = (cache_of_shards_holding(4), queries_of_one_shard(44));
         let now = Instant::now();
         // Held or not, without marking it (as a hit would): a stale answer is any entry.
         let held = |q: &[u8]| {
