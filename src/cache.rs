@@ -334,12 +334,6 @@ struct Slot {
     prefetching: bool,
 }
 
-impl Slot {
-    fn holds(&self, hash: u64, key: &Key) -> bool {
-        self.hash == hash && self.flags == key.flags && self.answer.matches(key)
-    }
-}
-
 struct Shard {
     /// Indices into `slots`.
     table: HashTable<u32>,
@@ -350,6 +344,17 @@ struct Shard {
     capacity: usize,
     /// [`entry_bytes`] of the entries held, within `Cache::shard_bytes`.
     bytes: usize,
+}
+
+impl Shard {
+    /// The slot holding `key` (of `hash`).
+    fn find(&self, hash: u64, key: &Key) -> Option<usize> {
+        let held = |i: &u32| {
+            let s = &self.slots[*i as usize];
+            s.hash == hash && s.flags == key.flags && s.answer.matches(key)
+        };
+        self.table.find(hash, held).map(|&i| i as usize)
+    }
 }
 
 /// What an entry holds, for the memory budget: the wire bytes and TTL offsets, the slot, and
@@ -463,11 +468,10 @@ impl Cache {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        let Shard { table, slots, .. } = &mut *shard;
-        let Some(&idx) = table.find(hash, |&i| slots[i as usize].holds(hash, &key)) else {
+        let Some(idx) = shard.find(hash, &key) else {
             return Lookup::Miss;
         };
-        let slot = &mut slots[idx as usize];
+        let slot = &mut shard.slots[idx];
         let age = now.saturating_duration_since(slot.stored).as_secs();
         let ttl = slot.answer.ttl as u64;
         if age >= ttl {
@@ -512,10 +516,7 @@ impl Cache {
         let key = Key::of_query(query, q);
         let hash = key.hash();
         let shard = self.shard(hash).lock();
-        let &idx = shard
-            .table
-            .find(hash, |&i| shard.slots[i as usize].holds(hash, &key))?;
-        let slot = &shard.slots[idx as usize];
+        let slot = &shard.slots[shard.find(hash, &key)?];
         let age = now.saturating_duration_since(slot.stored).as_secs();
         if age >= slot.answer.ttl as u64 + self.cfg.serve_stale as u64 {
             return None;
@@ -541,12 +542,8 @@ impl Cache {
         let hash = key.hash();
         let mut guard = self.shard(hash).lock();
         let shard = &mut *guard;
-        let slots = &mut shard.slots;
-        if let Some(&idx) = shard
-            .table
-            .find(hash, |&i| slots[i as usize].holds(hash, key))
-        {
-            let s = &mut slots[idx as usize];
+        if let Some(idx) = shard.find(hash, key) {
+            let s = &mut shard.slots[idx];
             let old = entry_bytes(&s.answer);
             s.answer = answer.clone();
             s.stored = now;
@@ -554,7 +551,7 @@ impl Cache {
             shard.bytes = shard.bytes - old + need;
             self.budget.release(Part::Cache, old);
             self.budget.charge(Part::Cache, need);
-            let evicted = self.shrink_to_fit(shard, Some(idx as usize));
+            let evicted = self.shrink_to_fit(shard, Some(idx));
             return Inserted { evicted };
         }
         let new = Slot {
@@ -653,9 +650,8 @@ impl Cache {
     pub fn prefetch_failed(&self, key: &Key) {
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
-        let Shard { table, slots, .. } = &mut *shard;
-        if let Some(&idx) = table.find(hash, |&i| slots[i as usize].holds(hash, key)) {
-            slots[idx as usize].prefetching = false;
+        if let Some(idx) = shard.find(hash, key) {
+            shard.slots[idx].prefetching = false;
         }
     }
 
