@@ -283,11 +283,25 @@ impl AtOnceTable {
     /// Hand out the lookups held, every entry's or (`Due::Full`) the full entries': `f` gets
     /// each entry's lookup (its times those of the one the entry was made from) and its
     /// repeats.
-    pub fn drain_repeats(&mut self, which: Due, mut f: impl FnMut(&Lookup, &Repeats)) {
+    pub fn drain_repeats(&mut self, which: Due, f: impl FnMut(&Lookup, &Repeats)) {
+        let more = self.drain_some_repeats(which, usize::MAX, f);
+        debug_assert!(!more, "an unbounded hand-out left some");
+    }
+
+    /// Like `drain_repeats`, for at most `max` entries, oldest listed first; true when some
+    /// of `which` are left (the caller asks again, the state as if it had not stopped).
+    pub fn drain_some_repeats(
+        &mut self,
+        which: Due,
+        max: usize,
+        mut f: impl FnMut(&Lookup, &Repeats),
+    ) -> bool {
+        debug_assert!(max > 0, "a hand-out of nothing never ends");
         let AtOnceTable {
             slots,
             pending,
             full,
+            all_due,
             ..
         } = self;
         let mut hand_out = |slot: u32, unlist: bool| {
@@ -301,13 +315,23 @@ impl AtOnceTable {
             }
         };
         match which {
-            Due::Nothing => {}
+            Due::Nothing => false,
             // Still listed in `pending`, held ones or not: the bucket rule looks at it.
-            Due::Full => full.drain(..).for_each(|slot| hand_out(slot, false)),
+            Due::Full => {
+                let take = full.len().min(max);
+                full.drain(..take).for_each(|slot| hand_out(slot, false));
+                !full.is_empty()
+            }
             Due::All => {
-                pending.drain(..).for_each(|slot| hand_out(slot, true));
+                let take = pending.len().min(max);
+                pending.drain(..take).for_each(|slot| hand_out(slot, true));
+                if !pending.is_empty() {
+                    return true;
+                }
+                // Every full entry was listed in `pending` too, and is handed out.
                 full.clear();
-                self.all_due = false;
+                *all_due = false;
+                false
             }
         }
     }

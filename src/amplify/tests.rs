@@ -1383,6 +1383,53 @@ fn sorted(mut lookups: Vec<Lookup>) -> Vec<Lookup> {
     lookups
 }
 
+/// Handed out a few entries at a time (the live tracker offers its core between chunks),
+/// the repeats held are every lookup the full path makes, each once, and none stays held:
+/// the full entries' (`Due::Full`) and every entry's (`Due::All`).
+#[test]
+fn repeats_handed_out_in_chunks_are_each_handed_out_once() {
+    // Every other pick one of three cached answers asked again (they fill their entries),
+    // the rest anything.
+    let picks: Vec<(u8, u8, u8, u8, u8, u8)> = (0..3000u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761);
+            let b = |shift: u32| (x >> shift) as u8;
+            if i % 2 == 0 {
+                ((i / 2 % 3) as u8, 8, 3, 0, 0, 0)
+            } else {
+                (b(3), b(9), b(15), b(21), b(27), b(1))
+            }
+        })
+        .collect();
+    let events = repeating_events(&picks);
+    let full = run(&mut tracker(1000), &events);
+    // One bucket for all, and the repeats looked at only every 64 events: several entries
+    // fill up between two looks, and every entry stays held until the end.
+    let mut t = tracker(1000).defer_repeats(Duration::from_secs(3600));
+    let (mut out, mut turns) = (Vec::new(), 0);
+    let (mut full_chunks_left, mut all_chunks_left) = (0, 0);
+    feed_live(&mut t, &events, |t, settle| {
+        turns += 1;
+        if settle || turns % 64 == 0 {
+            let due = if settle { Due::All } else { t.repeats_due() };
+            while t.drain_some_repeats(due, 2, |l, r| out.extend(r.lookups(l))) {
+                match due {
+                    Due::Full => full_chunks_left += 1,
+                    _ => all_chunks_left += 1,
+                }
+            }
+        }
+        out.extend(t.drain());
+    });
+    assert!(
+        full_chunks_left > 0 && all_chunks_left > 20,
+        "too few hand-outs needed a second chunk: {full_chunks_left} of full entries, \
+         {all_chunks_left} of all"
+    );
+    assert!(!t.holds_repeats(), "repeats still held");
+    assert_eq!(sorted(out), sorted(full));
+}
+
 /// The report's buckets ten to a second of event time: `repeating_events` crosses one
 /// every few events.
 const SMALL_BUCKET: Duration = Duration::from_micros(2_000);
@@ -1410,7 +1457,8 @@ proptest::proptest! {
     /// lookups added one by one in their order.
     #[test]
     fn lookups_held_as_repeats_are_the_lookups_the_full_path_makes(
-        picks in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8, u8, u8)>(), 1..400)
+        picks in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8, u8, u8)>(), 1..400),
+        chunk in 1usize..4,
     ) {
         let events = repeating_events(&picks);
         let full = run(&mut tracker(1000), &events);
@@ -1430,10 +1478,24 @@ proptest::proptest! {
                 counted.add(&l);
             }
         });
+        // Handed out a few entries at a time, as the live tracker does between offers of its
+        // core, the report is the same.
+        let mut in_chunks = windowed();
+        feed_live(&mut tracker(1000).defer_repeats(SMALL_BUCKET), &events, |t, settle| {
+            let due = if settle { Due::All } else { t.repeats_due() };
+            while t.drain_some_repeats(due, chunk, |l, r| in_chunks.add_repeated(l, r)) {}
+            for l in t.drain() {
+                in_chunks.add(&l);
+            }
+        });
         let now = Timestamp(events.last().map_or(0, |e| e.time.0) + 10_000_000);
         for window in [None, Some(SMALL_BUCKET * 3)] {
             proptest::prop_assert_eq!(
                 counted.report(window, now, "t"),
+                one_by_one.report(window, now, "t")
+            );
+            proptest::prop_assert_eq!(
+                in_chunks.report(window, now, "t"),
                 one_by_one.report(window, now, "t")
             );
         }

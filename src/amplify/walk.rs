@@ -1050,6 +1050,16 @@ impl WalkTracker {
         self.at_once.drain_repeats(which, f);
     }
 
+    /// Like `drain_repeats`, for at most `max` entries; true when some of `which` are left.
+    pub fn drain_some_repeats(
+        &mut self,
+        which: Due,
+        max: usize,
+        f: impl FnMut(&Lookup, &Repeats),
+    ) -> bool {
+        self.at_once.drain_some_repeats(which, max, f)
+    }
+
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
     /// `observe` does it itself with the event's time).
     pub fn flush(&mut self, now: Timestamp) {

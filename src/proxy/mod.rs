@@ -8,6 +8,7 @@ pub mod handler;
 pub mod loops;
 pub mod peers;
 pub mod shortcut;
+mod slice;
 pub mod tcp;
 pub mod udp;
 
