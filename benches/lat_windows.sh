@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Latency at 10k QPS of cached answers, the proxy against dnsdist, in many short windows taken
+# in turn (shuffled each round), with the host's steal time for each window: on a shared VM a
+# single 10 ms steal of a vCPU delays ~100 of a window's 100,000 queries, which is its p99.9.
+# ../shared/bench/peers.sh's hit-lat compares 3 windows of each; this compares the windows
+# the host left alone (steal 0-3 ticks) and shows how many there were.
+#
+#   benches/lat_windows.sh ROUNDS NAME=BINARY [NAME=BINARY ...]
+#   LAT_DUR=10 benches/lat_windows.sh 6 base=/tmp/ndots-old new=target/release/ndots
+#
+# Each server alone answers dnsperf -c 8 -Q 10000 -v for LAT_DUR s (default 10) of peers.sh's
+# hit names (1,000 cached service names, nsd behind), after two warming passes; dnsdist is
+# peers.sh's dnsdist-1t-mmsg. One line a window: round, server, steal ticks (USER_HZ, from
+# /proc/stat, the whole host), p50/p99/p99.9 in µs (nearest rank, as peers.sh). Loopback only;
+# needs nsd, dnsperf, dnsdist.
+set -euo pipefail
+rounds=$1
+shift
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+export NAMES=1000
+. "$(dirname "$0")/bench_upstream.sh"
+bench_upstream "$dir" 5391 >/dev/null 2>&1
+cat >"$dir/dnsdist.conf" <<CONF
+setSecurityPollSuffix('')
+setLocal('127.0.0.1:5393', {reusePort=true})
+setUDPMultipleMessagesVectorSize(64)
+newServer({address='127.0.0.1:5391', name='up'}):setUp()
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0, temporaryFailureTTL=60, staleTTL=60, dontAge=false})
+getPool(''):setCache(pc)
+CONF
+dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf" >/dev/null 2>&1 &
+declare -A port_of=([dnsdist]=5393)
+port=5400
+for spec in "$@"; do
+  name=${spec%%=*}
+  bin=$(realpath "${spec#*=}")
+  port=$((port + 1))
+  port_of[$name]=$port
+  "$bin" proxy --listen "127.0.0.1:$port" --upstream 127.0.0.1:5391 --admin 127.0.0.1:0 \
+    >"$dir/$name.log" 2>&1 &
+done
+sleep 2
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+for r in $(seq "$rounds"); do
+  for name in $(printf '%s\n' "${!port_of[@]}" | shuf); do
+    p=${port_of[$name]}
+    dnsperf -s 127.0.0.1 -p "$p" -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+    s0=$(steal)
+    dnsperf -s 127.0.0.1 -p "$p" -d "$dir/queries" -l "${LAT_DUR:-10}" -c 8 -Q 10000 -v \
+      >"$dir/dp.txt" 2>&1
+    s1=$(steal)
+    echo "r$r $name steal=$((s1 - s0)) $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" |
+      sort -n | awk '{v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
+        END { printf "p50=%d p99=%d p999=%d n=%d", pct(0.5), pct(0.99), pct(0.999), NR }')"
+  done
+done

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Where a query waits inside the host at 10k QPS of cached answers: `perf sched` over 6 s of a
+# 10 s dnsperf -c 8 -Q 10000 run (1,000 cached service names, nsd behind), printing for each of
+# the proxy's UDP listener and tracker threads and for dnsperf the wait from wake-up to running
+# ("schdelay") and the length of each turn on a CPU ("run"), in ms, with dnsperf's latency
+# percentiles (µs) and the host's steal ticks over the run.
+#
+#   benches/sched_delay.sh BINARY [LABEL]
+#
+# Needs perf, nsd, dnsperf. Loopback only.
+set -euo pipefail
+bin=$(realpath "$1")
+label=${2:-$(basename "$bin")}
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+export NAMES=1000
+. "$(dirname "$0")/bench_upstream.sh"
+bench_upstream "$dir" 5391 >/dev/null 2>&1
+sleep 1
+"$bin" proxy --listen 127.0.0.1:5392 --upstream 127.0.0.1:5391 --admin 127.0.0.1:0 >/dev/null 2>&1 &
+sleep 1
+dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+s0=$(awk '/^cpu /{print $9}' /proc/stat)
+dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -l 10 -c 8 -Q 10000 -v >"$dir/dp.txt" 2>&1 &
+dp=$!
+sleep 2
+perf sched record -o "$dir/sched.data" -- sleep 6 >/dev/null 2>&1
+wait $dp
+s1=$(awk '/^cpu /{print $9}' /proc/stat)
+perf sched timehist -i "$dir/sched.data" 2>/dev/null >"$dir/th.txt"
+pct() { sort -n | awk '{v[NR]=$1} END{printf "p50=%s p99=%s p999=%s max=%s n=%d", v[int(NR*.5)], v[int(NR*.99)], v[int(NR*.999)], v[NR], NR}'; }
+# timehist columns: time, cpu, task[tid/pid], wait time, sch delay, run time (ms)
+echo "$label steal=$((s1 - s0))"
+echo "  listener schdelay ms: $(awk 'NR>3 && $3 ~ /ndots-udp/ {print $5}' "$dir/th.txt" | pct)"
+echo "  tracker run ms:       $(awk 'NR>3 && $3 ~ /ndots-tracker/ {print $6}' "$dir/th.txt" | pct)"
+echo "  dnsperf schdelay ms:  $(awk 'NR>3 && $3 ~ /dnsperf/ {print $5}' "$dir/th.txt" | pct)"
+echo "  latency us:           $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" | pct)"
