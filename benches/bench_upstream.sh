@@ -51,3 +51,17 @@ CONF
     printf 'www.bench.test A\n' >"$dir/queries"
   fi
 }
+
+# `dnsdist_config FILE PORT UPSTREAM_PORT` writes a dnsdist config as ../shared/bench/peers.sh's
+# dnsdist-1t-mmsg: one UDP thread on 127.0.0.1:PORT, recvmmsg/sendmmsg of 64, a packet cache, the
+# upstream forced up (no health-check traffic).
+dnsdist_config() {
+  cat >"$1" <<CONF
+setSecurityPollSuffix('')
+setLocal('127.0.0.1:$2', {reusePort=true})
+setUDPMultipleMessagesVectorSize(64)
+newServer({address='127.0.0.1:$3', name='up'}):setUp()
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0, temporaryFailureTTL=60, staleTTL=60, dontAge=false})
+getPool(''):setCache(pc)
+CONF
+}

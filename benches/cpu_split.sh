@@ -21,14 +21,7 @@ export NAMES=1000
 # shellcheck source=benches/bench_upstream.sh
 . "$(dirname "$0")/bench_upstream.sh"
 bench_upstream "$dir" 5391
-cat >"$dir/dnsdist.conf" <<'CONF'
-setSecurityPollSuffix('')
-setLocal('127.0.0.1:5392', {reusePort=true})
-setUDPMultipleMessagesVectorSize(64)
-newServer({address='127.0.0.1:5391', name='up'}):setUp()
-pc = newPacketCache(100000, {maxTTL=86400, minTTL=0, temporaryFailureTTL=60, staleTTL=60, dontAge=false})
-getPool(''):setCache(pc)
-CONF
+dnsdist_config "$dir/dnsdist.conf" 5392 5391
 sleep 1
 
 switches() { # voluntary and involuntary context switches summed over the process's threads

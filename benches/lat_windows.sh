@@ -21,14 +21,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$di
 export NAMES=1000
 . "$(dirname "$0")/bench_upstream.sh"
 bench_upstream "$dir" 5391 >/dev/null 2>&1
-cat >"$dir/dnsdist.conf" <<CONF
-setSecurityPollSuffix('')
-setLocal('127.0.0.1:5393', {reusePort=true})
-setUDPMultipleMessagesVectorSize(64)
-newServer({address='127.0.0.1:5391', name='up'}):setUp()
-pc = newPacketCache(100000, {maxTTL=86400, minTTL=0, temporaryFailureTTL=60, staleTTL=60, dontAge=false})
-getPool(''):setCache(pc)
-CONF
+dnsdist_config "$dir/dnsdist.conf" 5393 5391
 dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf" >/dev/null 2>&1 &
 declare -A port_of=([dnsdist]=5393)
 port=5400
