@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod querylog;
 pub mod render;
 pub mod replay;
+pub mod sched;
 pub mod search;
 pub mod tap;
 pub mod upstream;

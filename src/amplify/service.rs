@@ -338,7 +338,7 @@ impl Tracker {
         std::thread::Builder::new()
             .name("ndots-tracker".into())
             .spawn(move || {
-                batch_scheduling();
+                crate::sched::batch();
                 // Event time, advanced by wall time while no events come, so idle walks close
                 // on schedule whether events carry live or replayed timestamps.
                 let mut clock = (Timestamp(0), Instant::now());
@@ -953,19 +953,6 @@ fn recycle(spare: &Mutex<Spares>, mut batch: WireBatch) {
 struct Spares {
     full: Vec<WireBatch>,
     classes: [Vec<WireBatch>; CLASSES],
-}
-
-/// Run the calling thread under `SCHED_BATCH` (sched(7)): the same CPU share as any thread,
-/// but its wake-ups (the poll timer) do not preempt a listener thread answering on the same
-/// core, so the tracker adds less to the answers' latency. A lower priority (nice) is not an
-/// option: under a CPU limit the tracker then starves and drops events (tests/overload.rs).
-fn batch_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread. Failure (a seccomp
-    // profile that forbids it) leaves the default policy, which is only slower.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-    }
 }
 
 /// Move the tracker's event clock to `latest` (a batch's newest event time) if that is later,

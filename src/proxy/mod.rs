@@ -8,7 +8,6 @@ pub mod handler;
 pub mod loops;
 pub mod peers;
 pub mod shortcut;
-mod slice;
 pub mod tcp;
 pub mod udp;
 

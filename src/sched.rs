@@ -1,8 +1,10 @@
-//! Ask the scheduler to run a UDP listener promptly when it wakes.
+//! What the proxy's threads ask of the kernel's scheduler: a UDP listener a short slice, so it
+//! runs promptly when it wakes (`for_listener`); the tracker `SCHED_BATCH`, so its wake-ups
+//! do not preempt a listener (`batch`).
 //!
-//! Since Linux 6.12 (EEVDF) a SCHED_OTHER thread may ask for a shorter time slice through
-//! `sched_attr::sched_runtime`, and a waking thread whose slice is shorter than the running
-//! thread's preempts it at once instead of waiting for that slice to end (up to a few
+//! The slice: since Linux 6.12 (EEVDF) a SCHED_OTHER thread may ask for a shorter time slice
+//! through `sched_attr::sched_runtime`, and a waking thread whose slice is shorter than the
+//! running thread's preempts it at once instead of waiting for that slice to end (up to a few
 //! milliseconds). A listener wakes for each burst of queries and runs briefly: at 10k
 //! queries/s its turn took 30 µs at the median and 160 µs at the 90th percentile (`perf sched
 //! timehist`), so a query that wakes it need not wait behind the tracker's turn on that core.
@@ -94,6 +96,19 @@ pub fn for_listener() {
                  (sched_setattr needs Linux 6.12+); they keep the default"
             )
         });
+    }
+}
+
+/// Run the calling thread under `SCHED_BATCH` (sched(7)): the same CPU share as any thread,
+/// but its wake-ups (the poll timer) do not preempt a listener thread answering on the same
+/// core, so the tracker adds less to the answers' latency. A lower priority (nice) is not an
+/// option: under a CPU limit the tracker then starves and drops events (tests/overload.rs).
+pub fn batch() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread. Failure (a seccomp
+    // profile that forbids it) leaves the default policy, which is only slower.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
     }
 }
 
