@@ -7,6 +7,11 @@
 #
 #   benches/sched_delay.sh BINARY [LABEL]
 #
+# For the listener's three longest waits it also prints what held each CPU meanwhile (task and
+# ms of its turns that overlap the wait): a stall that the proxy's own threads or dnsperf filled
+# is the proxy's or the load's; one with nothing but <idle>, or nothing at all, is the host.
+# KEEP=DIR keeps perf's sched.data, the timehist and dnsperf's output there.
+#
 # Needs perf, nsd, dnsperf. Loopback only.
 set -euo pipefail
 bin=$(realpath "$1")
@@ -35,3 +40,25 @@ echo "  listener schdelay ms: $(awk 'NR>3 && $3 ~ /ndots-udp/ {print $5}' "$dir/
 echo "  tracker run ms:       $(awk 'NR>3 && $3 ~ /ndots-tracker/ {print $6}' "$dir/th.txt" | pct)"
 echo "  dnsperf schdelay ms:  $(awk 'NR>3 && $3 ~ /dnsperf/ {print $5}' "$dir/th.txt" | pct)"
 echo "  latency us:           $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" | pct)"
+# timehist lines are switch-outs: a turn of `run` ms ended at `time`, after `sch delay` ms of
+# waiting from wake-up; so a wait spans [time - run - delay, time - run].
+awk 'NR>3 && $3 ~ /ndots-udp/ {print $5, $1, $2, $6}' "$dir/th.txt" | sort -rn | head -3 |
+while read -r delay end cpu run; do
+    awk -v d="$delay" -v e="$end" -v r="$run" -v c="$cpu" '
+        BEGIN { to = e - r / 1000; from = to - d / 1000 }
+        NR > 3 && $1 > from && $1 - $NF / 1000 < to {
+            s = $1 - $NF / 1000; if (s < from) s = from
+            t = $1; if (t > to) t = to
+            name = $3; sub(/\[.*/, "", name)
+            held[$2 " " name] += (t - s) * 1000
+        }
+        END {
+            printf "  listener waited %.2f ms on %s until %.6f; meanwhile:", d, c, to
+            for (k in held) if (held[k] >= 0.05) printf " %s %.2f", k, held[k]
+            print ""
+        }' "$dir/th.txt"
+done
+if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "$dir/sched.data" "$dir/th.txt" "$dir/dp.txt" "$KEEP/"
+fi
