@@ -87,7 +87,6 @@ pub fn run_worker(
     rt: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 ) {
-    crate::sched::for_listener();
     let fd = socket.as_raw_fd();
     let mut bufs = vec![[0u8; RECV_BUF]; BATCH];
     let mut addrs: Vec<MaybeUninit<libc::sockaddr_storage>> = vec![MaybeUninit::zeroed(); BATCH];
