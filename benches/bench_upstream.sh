@@ -65,3 +65,17 @@ pc = newPacketCache(100000, {maxTTL=86400, minTTL=0, temporaryFailureTTL=60, sta
 getPool(''):setCache(pc)
 CONF
 }
+
+# `hit_proxy DIR BINARY UPSTREAM_PORT PORT`: nsd with peers.sh's 1,000 hit names on
+# 127.0.0.1:UPSTREAM_PORT (`bench_upstream`, queries in DIR/queries), the proxy BINARY on
+# 127.0.0.1:PORT in front of it, its cache warmed by two dnsperf passes; the proxy's PID is left
+# in `proxy_pid`. Both run in the background: the caller's EXIT trap stops them.
+hit_proxy() {
+  NAMES=1000 bench_upstream "$1" "$3" >/dev/null 2>&1
+  sleep 1
+  "$2" proxy --listen "127.0.0.1:$4" --upstream "127.0.0.1:$3" --admin 127.0.0.1:0 \
+    >/dev/null 2>&1 &
+  proxy_pid=$!
+  sleep 1
+  dnsperf -s 127.0.0.1 -p "$4" -d "$1/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+}

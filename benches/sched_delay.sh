@@ -18,13 +18,8 @@ bin=$(realpath "$1")
 label=${2:-$(basename "$bin")}
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-export NAMES=1000
 . "$(dirname "$0")/bench_upstream.sh"
-bench_upstream "$dir" 5391 >/dev/null 2>&1
-sleep 1
-"$bin" proxy --listen 127.0.0.1:5392 --upstream 127.0.0.1:5391 --admin 127.0.0.1:0 >/dev/null 2>&1 &
-sleep 1
-dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+hit_proxy "$dir" "$bin" 5391 5392
 s0=$(awk '/^cpu /{print $9}' /proc/stat)
 dnsperf -s 127.0.0.1 -p 5392 -d "$dir/queries" -l 10 -c 8 -Q 10000 -v >"$dir/dp.txt" 2>&1 &
 dp=$!

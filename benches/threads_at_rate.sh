@@ -12,14 +12,9 @@ rate=${2:-10000}
 secs=${3:-10}
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-export NAMES=1000
 . "$(dirname "$0")/bench_upstream.sh"
-bench_upstream "$dir" 5591 >/dev/null 2>&1
-sleep 1
-"$bin" proxy --listen 127.0.0.1:5592 --upstream 127.0.0.1:5591 --admin 127.0.0.1:0 >/dev/null 2>&1 &
-pid=$!
-sleep 1
-dnsperf -s 127.0.0.1 -p 5592 -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+hit_proxy "$dir" "$bin" 5591 5592
+pid=$proxy_pid
 clk=$(getconf CLK_TCK)
 # thread name, CPU ticks, voluntary and involuntary switches, summed over threads of one name
 snap() {
