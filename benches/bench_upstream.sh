@@ -69,7 +69,8 @@ CONF
 # `hit_proxy DIR BINARY UPSTREAM_PORT PORT`: nsd with peers.sh's 1,000 hit names on
 # 127.0.0.1:UPSTREAM_PORT (`bench_upstream`, queries in DIR/queries), the proxy BINARY on
 # 127.0.0.1:PORT in front of it, its cache warmed by two dnsperf passes; the proxy's PID is left
-# in `proxy_pid`. Both run in the background: the caller's EXIT trap stops them.
+# in `proxy_pid`. Both run in the background: the caller's EXIT trap stops them. Fails, saying
+# why, when the proxy did not start or answered none of the warming queries.
 hit_proxy() {
   NAMES=1000 bench_upstream "$1" "$3" >/dev/null 2>&1
   sleep 1
@@ -77,5 +78,9 @@ hit_proxy() {
     >/dev/null 2>&1 &
   proxy_pid=$!
   sleep 1
-  dnsperf -s 127.0.0.1 -p "$4" -d "$1/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
+  kill -0 "$proxy_pid" || { echo "hit_proxy: $2 did not start" >&2; return 1; }
+  local warmed
+  warmed=$(dnsperf -s 127.0.0.1 -p "$4" -d "$1/queries" -n 2 -c 1 -q 20 -t 2 2>&1 |
+    awk '/Queries completed/ {print $3}') || true
+  [ "${warmed:-0}" -gt 0 ] || { echo "hit_proxy: no answer from $2 on port $4" >&2; return 1; }
 }

@@ -16,8 +16,9 @@
 #
 # CAPTURE=1 also captures each window on loopback (dumpcap) and adds the server's own time,
 # from a query on the wire to its answer on the wire (kernel timestamps, paired by client port
-# and ID; tshark), as srv_p50/srv_p99/srv_p999/srv_max µs: what the server and its wake-ups
-# added, without dnsperf's own waits for a CPU.
+# ID and name; tshark), as srv_p50/srv_p99/srv_p999/srv_max µs over srv_n answers: what the
+# server and its wake-ups added, without dnsperf's own waits for a CPU; with the queries whose
+# answer the capture lacks, answers without a query, and packets dropped by the capture.
 set -euo pipefail
 rounds=$1
 shift
@@ -40,39 +41,54 @@ for spec in "$@"; do
 done
 sleep 2
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
-# The server's time per answered query in the window just captured on port $1: the answer's
-# timestamp minus its query's, paired by (client port, DNS ID); a query sent again before its
-# answer (an ID reused by dnsperf) pairs with its latest sending.
+# The server's time per answer in the window just captured on port $1: the answer's capture
+# time minus its query's, paired by client port, DNS ID and name (the direction from the ports;
+# the port decoded as DNS whatever tshark guesses for it). Also counted: queries whose answer is
+# not in the capture (their sending seen again, or never answered), answers without their query,
+# and the packets the kernel or dumpcap dropped ($dir/cap.err); a window that lost packets says
+# so, and its figures are of the pairs it kept.
 server_time() {
-  sleep 1
-  kill -INT "$cap"
-  wait "$cap" || true
-  tshark -r "$dir/cap.pcap" -T fields -e frame.time_epoch -e udp.srcport -e udp.dstport \
-    -e dns.id -e dns.flags.response 2>/dev/null |
-    awk -v p="$1" '
-      $5 == 0 && $3 == p { sent[$2 " " $4] = $1; next }
-      $5 == 1 && $2 == p && (($3 " " $4) in sent) {
-        printf "%d\n", ($1 - sent[$3 " " $4]) * 1e6; delete sent[$3 " " $4] }' |
-    sort -n | awk '{v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
-      END { printf " srv_p50=%d srv_p99=%d srv_p999=%d srv_max=%d srv_n=%d",
-        pct(0.5), pct(0.99), pct(0.999), v[NR], NR }'
+  tshark -r "$dir/cap.pcap" -d "udp.port==$1,dns" -T fields -e frame.time_relative \
+    -e udp.srcport -e udp.dstport -e dns.id -e dns.qry.name 2>/dev/null |
+    awk -v p="$1" -v out="$dir/srv.txt" '
+      $3 == p { k = $2 " " $4 " " $5; if (k in sent) lost++; sent[k] = $1; next }
+      $2 == p { k = $3 " " $4 " " $5
+        if (k in sent) { printf "%.1f\n", ($1 - sent[k]) * 1e6 > out; delete sent[k] } else stray++ }
+      END { for (k in sent) lost++; printf "%d %d\n", lost, stray }' >"$dir/unpaired.txt"
+  local drops
+  drops=$(sed -n "s/.*received\/dropped on interface.*: [0-9]*\/\([0-9]*\) .*/\1/p" "$dir/cap.err")
+  sort -n "$dir/srv.txt" | awk -v u="$(cat "$dir/unpaired.txt")" -v d="${drops:-?}" '
+    {v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
+    END { split(u, x, " ")
+      if (NR == 0) { printf " srv_n=0 unanswered=%d stray=%d dropped=%s", x[1], x[2], d; exit }
+      printf " srv_p50=%.0f srv_p99=%.0f srv_p999=%.0f srv_max=%.0f srv_n=%d unanswered=%d stray=%d dropped=%s",
+        pct(0.5), pct(0.99), pct(0.999), v[NR], NR, x[1], x[2], d }'
 }
 for r in $(seq "$rounds"); do
   for name in $(printf '%s\n' "${!port_of[@]}" | shuf); do
     p=${port_of[$name]}
     dnsperf -s 127.0.0.1 -p "$p" -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
     if [ "${CAPTURE:-0}" = 1 ]; then
-      dumpcap -q -i lo -B 256 -f "udp port $p" -w "$dir/cap.pcap" >/dev/null 2>&1 &
+      rm -f "$dir/cap.pcap" "$dir/srv.txt"
+      : >"$dir/srv.txt"
+      dumpcap -i lo -B 256 -f "udp port $p" -w "$dir/cap.pcap" 2>"$dir/cap.err" &
       cap=$!
       sleep 1
+      kill -0 "$cap" || { echo "dumpcap did not start: $(cat "$dir/cap.err")" >&2; exit 1; }
     fi
     s0=$(steal)
     dnsperf -s 127.0.0.1 -p "$p" -d "$dir/queries" -l "${LAT_DUR:-10}" -c 8 -Q 10000 -v \
       >"$dir/dp.txt" 2>&1
     s1=$(steal)
+    srv=
+    if [ "${CAPTURE:-0}" = 1 ]; then
+      sleep 1 # the last answers
+      kill -INT "$cap"
+      wait "$cap" || true
+      srv=$(server_time "$p")
+    fi
     echo "r$r $name steal=$((s1 - s0)) $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" |
       sort -n | awk '{v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
-        END { printf "p50=%d p99=%d p999=%d n=%d", pct(0.5), pct(0.99), pct(0.999), NR }')$(
-      [ "${CAPTURE:-0}" = 1 ] && server_time "$p")"
+        END { printf "p50=%d p99=%d p999=%d n=%d", pct(0.5), pct(0.99), pct(0.999), NR }')$srv"
   done
 done

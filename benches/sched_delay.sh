@@ -37,7 +37,8 @@ echo "  dnsperf schdelay ms:  $(awk 'NR>3 && $3 ~ /dnsperf/ {print $5}' "$dir/th
 echo "  latency us:           $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" | pct)"
 # timehist lines are switch-outs: a turn of `run` ms ended at `time`, after `sch delay` ms of
 # waiting from wake-up; so a wait spans [time - run - delay, time - run].
-awk 'NR>3 && $3 ~ /ndots-udp/ {print $5, $1, $2, $6}' "$dir/th.txt" | sort -rn | head -3 |
+# (awk, not head: head's early exit would end sort with SIGPIPE, and pipefail the script)
+awk 'NR>3 && $3 ~ /ndots-udp/ {print $5, $1, $2, $6}' "$dir/th.txt" | sort -rn | awk 'NR <= 3' |
 while read -r delay end cpu run; do
     awk -v d="$delay" -v e="$end" -v r="$run" -v c="$cpu" '
         BEGIN { to = e - r / 1000; from = to - d / 1000 }
