@@ -3,12 +3,12 @@
 //!
 //! The UDP listeners keep the default policy and slice. Session 22 gave them a 0.2 ms EEVDF
 //! slice (`sched_setattr`'s `sched_runtime`, Linux 6.12+: a waking thread with a shorter slice
-//! preempts the running one). Measured at 10k queries/s of cached answers against the same
-//! build without it (benches/README.md, latency section, session 24): the proxy's own time per
-//! answer (query to answer on the wire) fell from 23 to 10 µs at the median, but the listener
-//! spent 45% more CPU (1.60 s against 1.10 s per 100,000 answers: every query preempted
-//! whatever ran on the core), the clients' median latency rose by 7-9 µs, and their p99 and
-//! p99.9 did not move beyond the noise. CPU per answer is what a node pays, so it went.
+//! preempts the running one). At 10k queries/s of cached answers, against the same code
+//! without it (benches/README.md, latency section, session 24): the listener spent 44% more
+//! CPU (1.55 s against 1.08 s per 100,000 answers, `benches/threads_at_rate.sh`: every query
+//! preempted whatever ran on the core), the proxy's own median time per answer (query to answer
+//! on the wire) fell from 20-22 to 10-11 µs, the clients' median rose from 39-40 to 50-51 µs,
+//! and their p99 and p99.9 did not move beyond the noise. CPU per answer is what a node pays.
 
 /// Run the calling thread under `SCHED_BATCH` (sched(7)): the same CPU share as any thread,
 /// but its wake-ups (the poll timer) do not preempt a listener thread answering on the same
