@@ -11,7 +11,8 @@
 # Each server alone answers dnsperf -c 8 -Q 10000 -v for LAT_DUR s (default 10) of peers.sh's
 # hit names (1,000 cached service names, nsd behind), after two warming passes; dnsdist is
 # peers.sh's dnsdist-1t-mmsg. One line a window: round, server, steal ticks (USER_HZ, from
-# /proc/stat, the whole host), p50/p99/p99.9 in µs (nearest rank, as peers.sh). Loopback only;
+# /proc/stat, the whole host), p50/p99/p99.9 and max in µs (nearest rank, as peers.sh) and the
+# count of answers. Loopback only;
 # needs nsd, dnsperf, dnsdist.
 #
 # CAPTURE=1 also captures each window on loopback (dumpcap) and adds the server's own time,
@@ -41,6 +42,14 @@ for spec in "$@"; do
 done
 sleep 2
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
+# `percentiles PREFIX`: p50, p99 and p99.9 (nearest rank, as peers.sh), max and count of the
+# values on stdin, in µs, each name after PREFIX.
+percentiles() {
+  sort -n | awk -v pre="$1" '{v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
+    END { if (NR == 0) { printf "%sn=0", pre; exit }
+      printf "%sp50=%.0f %sp99=%.0f %sp999=%.0f %smax=%.0f %sn=%d",
+        pre, pct(0.5), pre, pct(0.99), pre, pct(0.999), pre, v[NR], pre, NR }'
+}
 # The server's time per answer in the window just captured on port $1: the answer's capture
 # time minus its query's, paired by client port, DNS ID and name (the direction from the ports;
 # the port decoded as DNS whatever tshark guesses for it). Also counted: queries whose answer is
@@ -57,23 +66,20 @@ server_time() {
       END { for (k in sent) lost++; printf "%d %d\n", lost, stray }' >"$dir/unpaired.txt"
   local drops
   drops=$(sed -n "s/.*received\/dropped on interface.*: [0-9]*\/\([0-9]*\) .*/\1/p" "$dir/cap.err")
-  sort -n "$dir/srv.txt" | awk -v u="$(cat "$dir/unpaired.txt")" -v d="${drops:-?}" '
-    {v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
-    END { split(u, x, " ")
-      if (NR == 0) { printf " srv_n=0 unanswered=%d stray=%d dropped=%s", x[1], x[2], d; exit }
-      printf " srv_p50=%.0f srv_p99=%.0f srv_p999=%.0f srv_max=%.0f srv_n=%d unanswered=%d stray=%d dropped=%s",
-        pct(0.5), pct(0.99), pct(0.999), v[NR], NR, x[1], x[2], d }'
+  printf ' '
+  percentiles srv_ <"$dir/srv.txt"
+  printf ' unanswered=%s stray=%s dropped=%s' $(cat "$dir/unpaired.txt") "${drops:-?}"
 }
 for r in $(seq "$rounds"); do
   for name in $(printf '%s\n' "${!port_of[@]}" | shuf); do
     p=${port_of[$name]}
     dnsperf -s 127.0.0.1 -p "$p" -d "$dir/queries" -n 2 -c 1 -q 20 -t 2 >/dev/null 2>&1
     if [ "${CAPTURE:-0}" = 1 ]; then
-      rm -f "$dir/cap.pcap" "$dir/srv.txt"
+      rm -f "$dir/cap.pcap"
       : >"$dir/srv.txt"
       dumpcap -i lo -B 32 -f "udp port $p" -w "$dir/cap.pcap" 2>"$dir/cap.err" &
       cap=$!
-      # dumpcap says "Capturing on" before its ring is ready: with a 256 MB ring (-B 32) the
+      # dumpcap says "Capturing on" before its ring is ready: with a 256 MB ring (-B 256) the
       # first 0.5-0.9 s of a window were missing, with 32 MB none (and none dropped at 20k
       # packets/s).
       for _ in $(seq 100); do
@@ -97,7 +103,6 @@ for r in $(seq "$rounds"); do
       srv=$(server_time "$p")
     fi
     echo "r$r $name steal=$((s1 - s0)) $(awk '/^> / && $NF ~ /^[0-9.]+$/ {print $NF*1e6}' "$dir/dp.txt" |
-      sort -n | awk '{v[NR]=$1} function pct(q, i) { i = int(NR*q); if (i < NR*q) i++; return v[i] }
-        END { printf "p50=%d p99=%d p999=%d n=%d", pct(0.5), pct(0.99), pct(0.999), NR }')$srv"
+      percentiles "")$srv"
   done
 done
