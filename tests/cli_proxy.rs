@@ -158,14 +158,13 @@ fn sighup_with_a_broken_config_keeps_serving_then_sigterm_exits() {
     }
 }
 
-/// The proxy on port `dns` in front of `up`, sent `sig` the moment its /healthz first answers
-/// 200 (polled every millisecond); with its admin address.
-fn signal_at_first_healthz(
-    round: usize,
+/// The proxy on port `dns` in front of `up`, returned the moment its /healthz first answers
+/// 200 (polled every millisecond); with its admin address. `what` names it in the failure.
+fn proxy_at_first_healthz(
+    what: &str,
     dns: u16,
     up: SocketAddr,
     stderr: Stdio,
-    sig: libc::c_int,
 ) -> (Proc, SocketAddr) {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = common::proxy::proxy_command(dns, up, &admin.to_string())
@@ -175,9 +174,21 @@ fn signal_at_first_healthz(
     let p = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "round {round}: no /healthz");
+        assert!(Instant::now() < deadline, "{what}: no /healthz");
         std::thread::sleep(Duration::from_millis(1));
     }
+    (p, admin)
+}
+
+/// [`proxy_at_first_healthz`], sent `sig` at once.
+fn signal_at_first_healthz(
+    round: usize,
+    dns: u16,
+    up: SocketAddr,
+    stderr: Stdio,
+    sig: libc::c_int,
+) -> (Proc, SocketAddr) {
+    let (p, admin) = proxy_at_first_healthz(&format!("round {round}"), dns, up, stderr);
     p.signal(sig);
     (p, admin)
 }
@@ -330,4 +341,51 @@ fn a_config_file_read_while_empty_reloaded_the_defaults() {
     assert_eq!(reloads("failure"), 2.0);
     assert_eq!(ask(dns_addr, "web.example."), Some(1));
     assert!(p.terminate());
+}
+
+/// The scheduler time slice of each of `pid`'s threads named `prefix`* and of its main thread,
+/// in ns, from the `se.slice` line of /proc/PID/task/TID/sched (EEVDF kernels, 6.6+); `None`
+/// where the kernel does not show it.
+fn slices(pid: u32, prefix: &str) -> Option<(Vec<u64>, u64)> {
+    let slice_of = |tid: &str| -> Option<u64> {
+        let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+        line.rsplit(':').next()?.trim().parse().ok()
+    };
+    let main = slice_of(&pid.to_string())?;
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            threads.push(slice_of(&tid)?);
+        }
+    }
+    Some((threads, main))
+}
+
+/// Session 22 gave the UDP listeners a 0.2 ms scheduler slice (sched_setattr's sched_runtime):
+/// at 10k queries/s each query then preempted whatever ran on its core, and the listener spent
+/// 44% more CPU for no better p99 or p99.9 (benches/README.md, latency, session 24). The
+/// listeners keep the kernel's default slice, the main thread's.
+#[test]
+fn a_listener_with_a_short_slice_spent_44_percent_more_cpu() {
+    let up = Upstream::start();
+    let (p, _) = proxy_at_first_healthz("the proxy", free_port(), up.addr, Stdio::null());
+    let Some((listeners, main)) = slices(p.id(), "ndots-udp") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this kernel shows no se.slice in /proc/PID/task/TID/sched"
+        );
+        eprintln!("SKIPPED: no se.slice in /proc/PID/task/TID/sched (kernel before 6.6)");
+        return;
+    };
+    assert!(!listeners.is_empty(), "no ndots-udp thread");
+    assert!(
+        listeners.iter().all(|&s| s == main),
+        "listener slices {listeners:?} ns, the main thread's {main} ns"
+    );
 }
