@@ -676,6 +676,13 @@ fn upstream_tcp_pipelining_is_bounded_per_connection() {
     std::thread::sleep(Duration::from_millis(300)); // the start-up probes come and go
     let before = conns.lock().unwrap().len();
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // All 300 SERVFAILs come in one burst when the timeouts run out; the default 208 KiB
+    // buffer holds fewer than 300 small datagrams (about 900 bytes of truesize each) if this
+    // thread is not on a CPU just then (CI failure of 2026-12-04).
+    socket2::SockRef::from(&c)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let rcvbuf_errors_before = udp_rcvbuf_errors();
     for i in 0..300u16 {
         let mut q = Vec::new();
         wire::build_query(i, &format!("held{i}.example.org."), 1, false, &mut q).unwrap();
@@ -692,10 +699,31 @@ fn upstream_tcp_pipelining_is_bounded_per_connection() {
     assert_eq!(per_conn.iter().sum::<usize>(), 256, "every slot in use");
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 512];
-    for _ in 0..300 {
-        let n = c.recv(&mut buf).expect("every query is answered");
+    for answered in 0..300 {
+        let n = c.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "{answered} of 300 answered, then {e}; UDP RcvbufErrors on this host grew by {}",
+                udp_rcvbuf_errors() - rcvbuf_errors_before
+            )
+        });
         let info = wire::parse_response(&buf[..n]).unwrap();
         assert_eq!(info.rcode, wire::RCODE_SERVFAIL as u16);
     }
     p.shutdown(Duration::from_millis(100));
+}
+
+/// The host's count of UDP datagrams dropped on a full receive buffer (/proc/net/snmp), so a
+/// missing answer says whether the proxy never sent it or this test's socket overflowed.
+fn udp_rcvbuf_errors() -> i64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
