@@ -402,9 +402,22 @@ pub struct CacheCounts {
     pub denial: usize,
 }
 
-/// Outcome of an insert, for the eviction metric.
+/// Outcome of an insert: whether the answer is now in the cache, and every entry that went to
+/// make room for it (one insert may evict several when the bytes budget is tight).
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Inserted {
-    pub evicted: Option<AnswerKind>,
+    pub stored: bool,
+    pub evicted: CacheCounts,
+}
+
+impl CacheCounts {
+    fn add(&mut self, kind: AnswerKind) {
+        match kind {
+            AnswerKind::Success => self.success += 1,
+            AnswerKind::Denial => self.denial += 1,
+            AnswerKind::Uncacheable => {}
+        }
+    }
 }
 
 impl Cache {
@@ -531,13 +544,13 @@ impl Cache {
     /// bytes.
     pub fn insert(&self, key: &Key, answer: &Answer, now: Instant) -> Inserted {
         if answer.kind == AnswerKind::Uncacheable || self.cfg.capacity == 0 {
-            return Inserted { evicted: None };
+            return Inserted::default();
         }
         let need = entry_bytes(answer);
         if need > self.shard_bytes {
             // Larger than the shard's share of the budget: not stored, counted.
             self.budget.refuse(Part::Cache);
-            return Inserted { evicted: None };
+            return Inserted::default();
         }
         let hash = key.hash();
         let mut guard = self.shard(hash).lock();
@@ -552,7 +565,10 @@ impl Cache {
             self.budget.release(Part::Cache, old);
             self.budget.charge(Part::Cache, need);
             let evicted = self.shrink_to_fit(shard, Some(idx));
-            return Inserted { evicted };
+            return Inserted {
+                stored: true,
+                evicted,
+            };
         }
         let new = Slot {
             hash,
@@ -573,7 +589,10 @@ impl Cache {
                 .table
                 .insert_unique(hash, idx, |&i| slots[i as usize].hash);
             let evicted = self.shrink_to_fit(shard, Some(idx as usize));
-            return Inserted { evicted };
+            return Inserted {
+                stored: true,
+                evicted,
+            };
         }
         let victim = Self::clock_victim(shard, None);
         let old_hash = shard.slots[victim].hash;
@@ -589,9 +608,11 @@ impl Cache {
         shard
             .table
             .insert_unique(hash, victim as u32, |&i| slots[i as usize].hash);
-        let more = self.shrink_to_fit(shard, Some(victim));
+        let mut evicted = self.shrink_to_fit(shard, Some(victim));
+        evicted.add(old_kind);
         Inserted {
-            evicted: Some(more.unwrap_or(old_kind)),
+            stored: true,
+            evicted,
         }
     }
 
@@ -614,9 +635,9 @@ impl Cache {
     }
 
     /// Evict entries (CLOCK) until the shard is within its bytes again; `keep` is the entry
-    /// just stored. Returns the kind of the last entry evicted.
-    fn shrink_to_fit(&self, shard: &mut Shard, mut keep: Option<usize>) -> Option<AnswerKind> {
-        let mut evicted = None;
+    /// just stored. Returns what was evicted, by kind.
+    fn shrink_to_fit(&self, shard: &mut Shard, mut keep: Option<usize>) -> CacheCounts {
+        let mut evicted = CacheCounts::default();
         while shard.bytes > self.shard_bytes && shard.slots.len() > 1 {
             let victim = Self::clock_victim(shard, keep);
             let v_hash = shard.slots[victim].hash;
@@ -638,7 +659,7 @@ impl Cache {
             let b = entry_bytes(&gone.answer);
             shard.bytes -= b;
             self.budget.release(Part::Cache, b);
-            evicted = Some(gone.answer.kind);
+            evicted.add(gone.answer.kind);
             if shard.hand >= shard.slots.len() {
                 shard.hand = 0;
             }
@@ -646,7 +667,8 @@ impl Cache {
         evicted
     }
 
-    /// Mark a prefetch as finished without a new answer, so a later hit may try again.
+    /// Mark a refresh of `key` as finished without a new entry (an error, or an answer that
+    /// cannot be cached), so a later hit may prefetch again.
     pub fn prefetch_failed(&self, key: &Key) {
         let hash = key.hash();
         let mut shard = self.shard(hash).lock();
@@ -705,15 +727,22 @@ mod tests {
 
     /// A response to `query` with one A record of the given TTL.
     fn a_response(query: &[u8], ttl: u32, edns: bool) -> Vec<u8> {
+        addresses_response(query, ttl, 1, edns)
+    }
+
+    /// A response to `query` with `n` A records of the given TTL.
+    fn addresses_response(query: &[u8], ttl: u32, n: u8, edns: bool) -> Vec<u8> {
         let q = parse_query(query).unwrap();
         let mut r = query[..q.question.end()].to_vec();
         r[2] |= 0x80;
         r[3] |= 0x80;
-        r[6..8].copy_from_slice(&1u16.to_be_bytes());
+        r[6..8].copy_from_slice(&u16::from(n).to_be_bytes());
         r[10..12].copy_from_slice(&(edns as u16).to_be_bytes());
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-        r.extend_from_slice(&ttl.to_be_bytes());
-        r.extend_from_slice(&[0, 4, 10, 0, 0, 1]);
+        for i in 0..n {
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            r.extend_from_slice(&ttl.to_be_bytes());
+            r.extend_from_slice(&[0, 4, 10, 0, 0, i]);
+        }
         if edns {
             wire::push_opt(&mut r, false);
         }
@@ -721,11 +750,11 @@ mod tests {
     }
 
     /// Store the answer `resp` to `q` as the proxy would.
-    fn store(cache: &Cache, q: &[u8], resp: &[u8], at: Instant) {
+    fn store(cache: &Cache, q: &[u8], resp: &[u8], at: Instant) -> Inserted {
         let info = parse_response(resp).unwrap();
         let v = parse_query(q).unwrap();
         let answer = Answer::from_response(resp, &info, cache.config());
-        cache.insert(&Key::of_query(q, &v), &answer, at);
+        cache.insert(&Key::of_query(q, &v), &answer, at)
     }
 
     /// A cache whose shards hold `entries` each.
@@ -899,7 +928,7 @@ mod tests {
                 &Answer::from_response(&resp, &info, cache.config()),
                 now,
             );
-            evicted += r.evicted.is_some() as usize;
+            evicted += r.evicted.success + r.evicted.denial;
         }
         let n = cache.counts().success;
         assert!(n <= SHARDS * 2, "{n}");
@@ -967,6 +996,67 @@ mod tests {
         assert!(tags.len() > 16, "{} tags in a shard", tags.len());
     }
 
+    /// Found in review: an insert that evicted several entries to fit the bytes budget said
+    /// one kind, so `ndots_cache_evictions_total` counted one of them.
+    #[test]
+    fn one_insert_that_evicted_several_entries_counted_one() {
+        let mut c = cfg();
+        c.capacity = 1_000_000;
+        let cache = Cache::with_budget(c, Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT)));
+        let now = Instant::now();
+        let names = queries_of_one_shard(5_000);
+        let mut names = names.iter();
+        // Small answers into one shard until its bytes first make an insert evict.
+        for q in names.by_ref() {
+            if store(&cache, q, &a_response(q, 300, false), now)
+                .evicted
+                .success
+                > 0
+            {
+                break;
+            }
+        }
+        let before = cache.counts().success;
+        let q = names.next().unwrap();
+        let big = store(&cache, q, &addresses_response(q, 300, 200, false), now);
+        assert!(big.stored);
+        assert!(big.evicted.success > 1, "{big:?}");
+        assert_eq!(
+            cache.counts().success,
+            before + 1 - big.evicted.success,
+            "every entry that went is counted"
+        );
+    }
+
+    /// An answer that cannot be cached is not stored and says so, so the caller can end the
+    /// refresh that fetched it: a zero TTL after a prefetch left the entry unable to
+    /// prefetch again until it expired.
+    #[test]
+    fn an_uncacheable_refresh_is_reported_not_stored() {
+        let cache = Cache::new(cfg());
+        let now = Instant::now();
+        let q = query(1, "popular.example.", false);
+        let v = parse_query(&q).unwrap();
+        assert!(store(&cache, &q, &a_response(&q, 100, false), now).stored);
+        let late = now + Duration::from_secs(95);
+        let prefetches = |cache: &Cache| {
+            (0..PREFETCH_MIN_HITS + 1)
+                .filter(|_| {
+                    let out = &mut Vec::new();
+                    matches!(
+                        cache.lookup(&q, &v, late, 512, out),
+                        Lookup::Hit { prefetch: true, .. }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(prefetches(&cache), 1, "one prefetch at a time");
+        let refreshed = store(&cache, &q, &a_response(&q, 0, false), late);
+        assert!(!refreshed.stored, "a zero TTL is not cached");
+        cache.prefetch_failed(&Key::of_query(&q, &v));
+        assert_eq!(prefetches(&cache), 1, "the next hit may try again");
+    }
+
     /// `server.memory_limit`: the cache stays within its share in bytes, whatever
     /// `cache.capacity` allows, evicting to make room; every entry left still answers.
     #[test]
@@ -989,12 +1079,12 @@ mod tests {
                 &Answer::from_response(&resp, &info, cache.config()),
                 now,
             );
-            evicted += r.evicted.is_some() as usize;
+            evicted += r.evicted.success + r.evicted.denial;
             assert!(budget.used(Part::Cache) <= share, "over the share at {i}");
         }
         let n = cache.counts().success;
         assert!(n < total && n > 1000, "{n} entries kept");
-        assert!(evicted > 0);
+        assert_eq!(evicted + n, total, "every entry that went is counted");
         // The most recent insert of a shard is never the one evicted: it answers.
         let q = query(
             9,

@@ -408,6 +408,47 @@ fn popular_entries_are_prefetched_before_they_expire() {
     assert_eq!(up.count("popular.test.", 1), 2);
 }
 
+/// Found in review: a prefetch whose answer could not be cached (here a zero TTL) left the
+/// entry marked as prefetching, so no later hit refreshed it before it expired.
+#[test]
+fn an_uncacheable_prefetch_answer_stopped_later_prefetches() {
+    let up = Upstream::start();
+    up.add(
+        "flaky-ttl.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 9), 10),
+    );
+    let h = start_proxy("", &[(".", up.addr)]);
+    for id in 1..=3 {
+        ask_udp(h.addr, id, "flaky-ttl.test.", 1, false);
+    }
+    assert_eq!(up.count("flaky-ttl.test.", 1), 1);
+    up.replace(
+        "flaky-ttl.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 9), 0),
+    );
+    // In the last 10% of the TTL: each hit is answered from cache; the first refreshes and
+    // gets a zero TTL back, which is not cached, so the next hit refreshes again.
+    std::thread::sleep(Duration::from_millis(9200));
+    let until = |want: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while up.count("flaky-ttl.test.", 1) < want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        up.count("flaky-ttl.test.", 1)
+    };
+    let (_, a) = ask_udp(h.addr, 4, "flaky-ttl.test.", 1, false);
+    assert_eq!(a.min_answer_ttl, Some(1), "answered from cache");
+    assert_eq!(until(2), 2, "the first prefetch");
+    ask_udp(h.addr, 5, "flaky-ttl.test.", 1, false);
+    assert_eq!(
+        until(3),
+        3,
+        "a hit after the uncacheable refresh prefetches again"
+    );
+}
+
 fn shortcut_upstream() -> Upstream {
     let up = upstream_with_web();
     up.add(

@@ -464,16 +464,18 @@ impl Engine {
             }
             r => r,
         };
+        let mut stored = false;
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
             if !tailored {
-                if let Some(kind) = self.cache.insert(&key, &a, Instant::now()).evicted {
-                    metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(1);
-                }
+                stored = store_in_cache(&self.cache, &key, &a);
             }
             a
         });
-        if answer.is_none() && prefetch {
+        if !stored && !tailored {
+            // The refresh is over with nothing new stored (an error, or an answer that cannot
+            // be cached): a later hit may prefetch again. This also ends a prefetch that
+            // joined this flight, which has no way to learn the outcome itself.
             self.cache.prefetch_failed(&key);
         }
         let waiters = if tailored {
@@ -1121,6 +1123,21 @@ pub const WAITING_OVERHEAD: usize = 10 * 1024;
 enum Track {
     Yes,
     No,
+}
+
+/// Store an upstream's answer and count every entry it evicted, by kind. Whether it was
+/// stored (an uncacheable answer is not).
+pub(super) fn store_in_cache(cache: &Cache, key: &Key, answer: &Answer) -> bool {
+    let inserted = cache.insert(key, answer, Instant::now());
+    for (kind, n) in [
+        (AnswerKind::Success, inserted.evicted.success),
+        (AnswerKind::Denial, inserted.evicted.denial),
+    ] {
+        if n > 0 {
+            metrics::counter!(m::CACHE_EVICTIONS, "type" => kind.as_label()).increment(n as u64);
+        }
+    }
+    inserted.stored
 }
 
 /// The wall-clock time of `at`, from a per-thread pair of clock readings taken at most a

@@ -372,7 +372,7 @@ impl Engine {
                         let cfg = self.cache.config();
                         let answer =
                             Arc::new(Answer::from_response(&reply.bytes, &reply.info, cfg));
-                        self.cache.insert(&key, &answer, Instant::now());
+                        super::handler::store_in_cache(&self.cache, &key, &answer);
                         Some(answer)
                     }
                     .await;

@@ -137,6 +137,14 @@ impl Upstream {
             .push(rec);
     }
 
+    /// Serve `rec` alone for (name, type) from now on.
+    pub fn replace(&self, name: &str, qtype: u16, rec: Rec) {
+        self.records
+            .lock()
+            .unwrap()
+            .insert((name.to_ascii_lowercase(), qtype), vec![rec]);
+    }
+
     pub fn count(&self, qname: &str, qtype: u16) -> usize {
         self.seen
             .lock()
