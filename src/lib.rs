@@ -27,3 +27,12 @@ pub mod search;
 pub mod tap;
 pub mod upstream;
 pub mod wire;
+
+/// `ndots --version`, the proxy's start-up log line and dnstap's version field: the crate
+/// version and the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("NDOTS_GIT_COMMIT"),
+    ")"
+);

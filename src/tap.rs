@@ -327,7 +327,7 @@ fn connect(target: &TapOutput) -> io::Result<Conn> {
 fn writer(rx: Receiver<Msg>, mut sink: Sink, counts: &Counts) {
     let mut since_flush = 0u32;
     let identity = hostname();
-    let version = format!("ndots {}", crate::cli::VERSION).into_bytes();
+    let version = format!("ndots {}", crate::VERSION).into_bytes();
     let mut started = false;
     let mut frame = Vec::with_capacity(1024);
     // Added to, not set: several proxies in one process (tests) share the registry.

@@ -16,13 +16,7 @@ pub mod replay;
 pub mod report;
 pub mod simulate;
 
-/// `ndots --version`: the crate version and the git commit it was built from (build.rs).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("NDOTS_GIT_COMMIT"),
-    ")"
-);
+pub use crate::VERSION;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -89,5 +89,5 @@ pub fn run(args: ProxyArgs) -> Result<(), CliError> {
     // The file as read, taken first: a change while the proxy starts is a change to reload.
     let read_as = args.config.as_deref().and_then(crate::proxy::FileState::of);
     let cfg = Config::load(args.config.as_deref(), &overrides).map_err(CliError::usage)?;
-    crate::proxy::serve(cfg, args.config.clone(), read_as, overrides)
+    crate::proxy::serve(cfg, args.config.clone(), read_as, overrides).map_err(CliError::runtime)
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -24,7 +25,6 @@ use crate::admin::{self, AdminSource};
 use crate::amplify::Tracker;
 use crate::budget::MemoryBudget;
 use crate::cache::Cache;
-use crate::cli::CliError;
 use crate::config::{Config, Overrides};
 use crate::metrics as m;
 pub use handler::Engine;
@@ -289,7 +289,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
         })
         .collect();
     tracing::info!(
-        version = crate::cli::VERSION,
+        version = crate::VERSION,
         listen = %listen.join(" "),
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         upstreams = %upstreams.join(" "),
@@ -606,27 +606,29 @@ pub fn serve(
     path: Option<PathBuf>,
     read_as: Option<FileState>,
     overrides: Overrides,
-) -> Result<(), CliError> {
+) -> anyhow::Result<()> {
     crate::logging::init(config.log.format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.workers)
         .thread_name("ndots-rt")
         .enable_all()
         .build()
-        .map_err(CliError::runtime)?;
+        .context("starting the async runtime")?;
     let grace = config.server.shutdown_grace;
     // Before `start`: once /healthz answers, a SIGTERM must drain and a SIGHUP reload, not
     // kill the process with the default action (each did when it came between the admin
     // listener and its handler).
-    let (mut term, mut int, mut hup) = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate()).map_err(CliError::runtime)?;
-        let int = signal(SignalKind::interrupt()).map_err(CliError::runtime)?;
-        let hup = signal(SignalKind::hangup()).map_err(CliError::runtime)?;
-        Ok::<_, CliError>((term, int, hup))
-    })?;
+    let (mut term, mut int, mut hup) = rt
+        .block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate())?;
+            let int = signal(SignalKind::interrupt())?;
+            let hup = signal(SignalKind::hangup())?;
+            Ok::<_, std::io::Error>((term, int, hup))
+        })
+        .context("installing the signal handlers")?;
     let mut seen = read_as;
-    let running = start(config, rt.handle()).map_err(CliError::runtime)?;
+    let running = start(config, rt.handle())?;
     let mut handed_over = false;
     rt.block_on(async {
         let mut poll = tokio::time::interval(Duration::from_secs(2));
@@ -668,8 +670,7 @@ pub fn serve(
                 }
             }
         }
-        Ok::<(), CliError>(())
-    })?;
+    });
     tracing::info!("draining");
     // Shutdown blocks while in-flight queries finish on the runtime's threads.
     running.shutdown(grace);
