@@ -156,7 +156,7 @@ const RCODE: (&str, &str) = (
 );
 const MEMORY_PART: (&str, &str) = (
     "part",
-    "`cache`, `waiting` (queries waiting on upstreams), `tcp` (client connections), `tracker_queue`, `tracker_walks`",
+    "`cache`, `waiting` (queries waiting on upstreams), `tcp` (client connections), `tracker_queue`, `tracker_walks` (open walks and the table of lookups of cached answers asked again)",
 );
 
 /// Every metric this crate exports, with its type, labels and help text.

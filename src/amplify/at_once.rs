@@ -19,8 +19,10 @@
 //! per-lookup work (a top-name and a top-client table find) are saved.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::walk::Lookup;
+use crate::budget::{MemoryBudget, Part};
 use crate::event::{AnswerSource, Timestamp};
 
 /// Slots, in pairs: a key may sit in either slot of its pair. A node's pods ask a few
@@ -165,6 +167,65 @@ pub(super) struct AtOnceTable {
     pending_bucket: u64,
     /// A repeat of another bucket came: hand every entry's out.
     all_due: bool,
+    /// What its slots and entries are charged to (the live tracker's budget).
+    charge: Option<Charge>,
+}
+
+/// The table's charge to the `tracker_walks` share of the memory budget, within a cap of half
+/// the share: the table is a cache of work, and the open walks it shares with are what the
+/// report needs. A key whose entry would go over the cap is not kept (its events take the
+/// full path); an entry that changes hands is charged again for what it holds then.
+struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Charge {
+    fn try_add(&mut self, bytes: usize) -> bool {
+        if self.bytes + bytes > self.cap {
+            return false;
+        }
+        self.budget.charge(Part::TrackerWalks, bytes);
+        self.bytes += bytes;
+        true
+    }
+
+    /// Move the charge of one entry from `was` to `now` bytes, without the cap: what a kept
+    /// entry's allocations came to (a name's `Vec` may grow past what was asked).
+    fn settle(&mut self, was: usize, now: usize) {
+        if now > was {
+            self.budget.charge(Part::TrackerWalks, now - was);
+        } else {
+            self.budget.release(Part::TrackerWalks, was - now);
+        }
+        self.bytes = self.bytes + now - was;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(Part::TrackerWalks, self.bytes);
+    }
+}
+
+/// The bytes of the slot arrays, made at the first entry.
+const TABLE_BYTES: usize =
+    SLOTS * (std::mem::size_of::<Option<Box<AtOnce>>>() + std::mem::size_of::<u64>()) + SLOTS / 2;
+
+/// The bytes an entry holds: its box, its name's bytes and the base name and namespace its
+/// lookup keeps alive (shared with the walks and the report while they hold them too, so
+/// this is an upper bound), with allocator rounding roughly.
+fn entry_bytes(e: &AtOnce) -> usize {
+    entry_bytes_of(e.wire.capacity(), &e.lookup)
+}
+
+fn entry_bytes_of(wire_capacity: usize, lookup: &Lookup) -> usize {
+    let shared = |len: usize| (len + 16).next_multiple_of(16);
+    std::mem::size_of::<AtOnce>().next_multiple_of(16)
+        + wire_capacity.next_multiple_of(16)
+        + shared(lookup.base.len())
+        + lookup.namespace.as_deref().map_or(0, |n| shared(n.len()))
 }
 
 /// Which held repeats should be handed out now.
@@ -188,11 +249,42 @@ impl Default for AtOnceTable {
             full: Vec::new(),
             pending_bucket: 0,
             all_due: false,
+            charge: None,
         }
     }
 }
 
 impl AtOnceTable {
+    /// Charge the table's slots and entries to `budget` (see [`Charge`]).
+    pub fn charge_to(&mut self, budget: Arc<MemoryBudget>) {
+        let cap = budget.share(Part::TrackerWalks) / 2;
+        let bytes = if self.slots.is_empty() {
+            0
+        } else {
+            TABLE_BYTES
+                + self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .map(|e| entry_bytes(e))
+                    .sum::<usize>()
+        };
+        budget.charge(Part::TrackerWalks, bytes);
+        self.charge = Some(Charge { budget, bytes, cap });
+    }
+
+    /// The bytes charged to the budget (0 without one).
+    #[cfg(test)]
+    pub fn charged(&self) -> usize {
+        self.charge.as_ref().map_or(0, |c| c.bytes)
+    }
+
+    /// Entries kept.
+    #[cfg(test)]
+    pub fn entries(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
     /// The slot of the entry for this client, type, source and name, if one is kept and was
     /// made at `epoch`.
     #[inline]
@@ -353,6 +445,11 @@ impl AtOnceTable {
             return released;
         }
         if self.slots.is_empty() {
+            if let Some(c) = &mut self.charge {
+                if !c.try_add(TABLE_BYTES) {
+                    return released;
+                }
+            }
             self.slots.resize_with(SLOTS, || None);
             self.hashes = vec![0; SLOTS];
             self.newer = vec![0; SLOTS / 2];
@@ -371,9 +468,21 @@ impl AtOnceTable {
             .find(|&w| own(pair + w))
             .or_else(|| (0..2).find(|&w| self.slots[pair + w].is_none()))
             .unwrap_or(1 - self.newer[pair / 2] as usize);
+        let slot = pair + way;
+        let held = self.slots[slot].as_deref().map_or(0, entry_bytes);
+        let wire_capacity = self.slots[slot]
+            .as_deref()
+            .map_or(wire.len(), |e| e.wire.capacity().max(wire.len()));
+        let need = entry_bytes_of(wire_capacity, lookup);
+        if let Some(c) = &mut self.charge {
+            if need > held && !c.try_add(need - held) {
+                // Over the table's cap: this key's events take the full path.
+                return released;
+            }
+        }
         self.newer[pair / 2] = way as u8;
-        self.hashes[pair + way] = hash;
-        match &mut self.slots[pair + way] {
+        self.hashes[slot] = hash;
+        match &mut self.slots[slot] {
             // An entry that changes hands keeps its allocations.
             Some(e) => {
                 if e.repeats.n > 0 {
@@ -384,6 +493,8 @@ impl AtOnceTable {
                 e.qtype = qtype;
                 e.source = source;
                 e.wire.clear();
+                // Exact, as `need` counted it (not doubled).
+                e.wire.reserve_exact(wire.len());
                 e.wire.extend_from_slice(wire);
                 e.epoch = epoch;
                 (e.name_hash, e.name_len) = (name_hash, name_len);
@@ -403,6 +514,10 @@ impl AtOnceTable {
                     listed: false,
                 }))
             }
+        }
+        if let Some(c) = &mut self.charge {
+            let now = entry_bytes(self.slots[slot].as_deref().expect("the entry just kept"));
+            c.settle(need.max(held), now);
         }
         released
     }

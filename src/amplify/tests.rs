@@ -1202,6 +1202,52 @@ fn walks_beyond_their_budget_share_are_evicted_whole() {
     );
 }
 
+/// Found in review: the at-once table (16,384 boxed entries, about 9 MB at most) was outside
+/// the memory budget, so under a small `server.memory_limit` the tracker could hold several
+/// times its share. It is charged to the `tracker_walks` share now, within half of it; keys
+/// beyond that take the full path, and every event still makes its lookup.
+#[test]
+fn the_at_once_table_was_outside_the_memory_budget() {
+    use crate::budget::{MemoryBudget, Part};
+    let budget = std::sync::Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT));
+    let share = budget.share(Part::TrackerWalks);
+    let mut t = tracker(1_000).with_budget(budget.clone());
+    let (mut wire, mut lookups, events) = (Vec::new(), 0, 20_000u64);
+    for i in 0..events {
+        let mut e = ev(i, "10.0.0.1", "", QTYPE_A, Some(0), 1);
+        e.client = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+        wire.clear();
+        let name = format!("tenant-{i}.s3.eu-west-1.amazonaws.com.");
+        crate::wire::encode_name(&name, &mut wire).unwrap();
+        t.observe_wire(&mut e, &wire);
+        lookups += t.drain().count();
+        assert!(
+            budget.used(Part::TrackerWalks) <= share,
+            "over the share at {i}"
+        );
+    }
+    let (entries, charged) = t.at_once_use();
+    assert!(charged <= share / 2, "{charged} of a share of {share}");
+    assert!(
+        entries > 1_000 && entries < 16_384 && charged > share / 2 - 1_000,
+        "the cap, not the slots, stopped the table: {entries} entries, {charged} bytes"
+    );
+    t.finish();
+    lookups += t.drain().count();
+    assert_eq!(lookups as u64, events, "every event made its lookup");
+    assert_eq!(
+        budget.used(Part::TrackerWalks),
+        charged,
+        "only the table holds bytes"
+    );
+    drop(t);
+    assert_eq!(
+        budget.used(Part::TrackerWalks),
+        0,
+        "a dropped table gives its bytes back"
+    );
+}
+
 /// The counters that let `observe` skip the walk chains of a client and type with none open
 /// must follow every walk opened and closed (continued, ended by an answer, by the other
 /// type's answer, restarted, evicted at `max_open_walks`, idle, finished): one too low and a

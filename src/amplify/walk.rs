@@ -933,10 +933,18 @@ impl WalkTracker {
         self
     }
 
-    /// Charge open walks to `budget` (the live tracker; offline readers have none).
+    /// Charge open walks and the at-once table to `budget` (the live tracker; offline readers
+    /// have none).
     pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.at_once.charge_to(budget.clone());
         self.budget = Some(budget);
         self
+    }
+
+    /// The at-once table's entries and the bytes it has charged to the budget.
+    #[cfg(test)]
+    pub(crate) fn at_once_use(&self) -> (usize, usize) {
+        (self.at_once.entries(), self.at_once.charged())
     }
 
     /// Walks open now.
