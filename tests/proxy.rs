@@ -441,7 +441,12 @@ fn an_uncacheable_prefetch_answer_stopped_later_prefetches() {
     let (_, a) = ask_udp(h.addr, 4, "flaky-ttl.test.", 1, false);
     assert_eq!(a.min_answer_ttl, Some(1), "answered from cache");
     assert_eq!(until(2), 2, "the first prefetch");
-    ask_udp(h.addr, 5, "flaky-ttl.test.", 1, false);
+    let (_, b) = ask_udp(h.addr, 5, "flaky-ttl.test.", 1, false);
+    assert_eq!(
+        b.min_answer_ttl,
+        Some(1),
+        "a hit, not a miss of the expired entry"
+    );
     assert_eq!(
         until(3),
         3,

@@ -472,17 +472,18 @@ impl Engine {
             }
             a
         });
-        if !stored && !tailored {
-            // The refresh is over with nothing new stored (an error, or an answer that cannot
-            // be cached): a later hit may prefetch again. This also ends a prefetch that
-            // joined this flight, which has no way to learn the outcome itself.
-            self.cache.prefetch_failed(&key);
-        }
         let waiters = if tailored {
             Vec::new()
         } else {
             self.inflight.lock().remove(&owned).unwrap_or_default()
         };
+        if !stored && (!tailored || prefetch) {
+            // The refresh is over with nothing new stored (an error, or an answer that cannot
+            // be cached): a later hit may prefetch again. This also ends a prefetch that
+            // joined this flight, which has no way to learn the outcome itself. After the
+            // flight is gone, so the prefetch of the next hit makes a flight of its own.
+            self.cache.prefetch_failed(&key);
+        }
         let mut out = Vec::with_capacity(512);
         // This job and its coalesced waiters (the leader counts as the job, answered or not).
         let n = waiters.len() + 1;
