@@ -169,12 +169,17 @@ pub(super) struct AtOnceTable {
     all_due: bool,
     /// What its slots and entries are charged to (the live tracker's budget).
     charge: Option<Charge>,
+    /// Entries kept.
+    entries: usize,
+    /// Where `give_way` looks for the next entry to free.
+    give_way_at: usize,
 }
 
-/// The table's charge to the `tracker_walks` share of the memory budget, within a cap of half
-/// the share: the table is a cache of work, and the open walks it shares with are what the
-/// report needs. A key whose entry would go over the cap is not kept (its events take the
-/// full path); an entry that changes hands is charged again for what it holds then.
+/// The table's charge to the `tracker_walks` share of the memory budget: the table is a cache
+/// of work, and the open walks it shares with are what the report needs. So it takes only
+/// room the walks leave free, half the share at most, and gives its entries back when a walk
+/// needs the room (`give_way`). A key whose entry does not fit is not kept (its events take
+/// the full path); an entry that changes hands is charged again for what it holds then.
 struct Charge {
     budget: Arc<MemoryBudget>,
     bytes: usize,
@@ -183,12 +188,20 @@ struct Charge {
 
 impl Charge {
     fn try_add(&mut self, bytes: usize) -> bool {
-        if self.bytes + bytes > self.cap {
+        let share = &self.budget;
+        if self.bytes + bytes > self.cap
+            || share.used(Part::TrackerWalks) + bytes > share.share(Part::TrackerWalks)
+        {
             return false;
         }
         self.budget.charge(Part::TrackerWalks, bytes);
         self.bytes += bytes;
         true
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.budget.release(Part::TrackerWalks, bytes);
+        self.bytes -= bytes;
     }
 
     /// Move the charge of one entry from `was` to `now` bytes, without the cap: what a kept
@@ -250,6 +263,8 @@ impl Default for AtOnceTable {
             pending_bucket: 0,
             all_due: false,
             charge: None,
+            entries: 0,
+            give_way_at: 0,
         }
     }
 }
@@ -282,7 +297,41 @@ impl AtOnceTable {
     /// Entries kept.
     #[cfg(test)]
     pub fn entries(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.entries
+    }
+
+    /// Free entries until `bytes` are given back to the budget or none is left (and then the
+    /// slot arrays too), for an open walk that needs the room. The lookups the freed entries
+    /// held as repeats go to `out`. False when there was nothing to free.
+    pub fn give_way(&mut self, bytes: usize, out: &mut Vec<Lookup>) -> bool {
+        let Some(charge) = &mut self.charge else {
+            return false;
+        };
+        if self.slots.is_empty() {
+            return false;
+        }
+        let mut freed = 0;
+        while freed < bytes && self.entries > 0 {
+            let i = self.give_way_at;
+            self.give_way_at = (i + 1) % SLOTS;
+            if let Some(e) = self.slots[i].take() {
+                out.extend(e.repeats.lookups(&e.lookup));
+                let b = entry_bytes(&e);
+                charge.release(b);
+                freed += b;
+                self.hashes[i] = 0;
+                self.entries -= 1;
+            }
+        }
+        if self.entries == 0 {
+            // Every listed slot's repeats went out above.
+            (self.slots, self.hashes, self.newer) = (Vec::new(), Vec::new(), Vec::new());
+            self.pending.clear();
+            self.full.clear();
+            self.all_due = false;
+            charge.release(TABLE_BYTES);
+        }
+        true
     }
 
     /// The slot of the entry for this client, type, source and name, if one is kept and was
@@ -397,7 +446,10 @@ impl AtOnceTable {
             ..
         } = self;
         let mut hand_out = |slot: u32, unlist: bool| {
-            let e = slots[slot as usize].as_deref_mut().expect("a listed slot");
+            // An entry freed since it was listed (`give_way`) had its repeats handed out.
+            let Some(e) = slots[slot as usize].as_deref_mut() else {
+                return;
+            };
             if unlist {
                 e.listed = false;
             }
@@ -501,6 +553,7 @@ impl AtOnceTable {
                 e.lookup.clone_from(lookup);
             }
             empty => {
+                self.entries += 1;
                 *empty = Some(Box::new(AtOnce {
                     client,
                     qtype,

@@ -1392,6 +1392,10 @@ impl WalkTracker {
         }
         if let Some(b) = self.budget.clone() {
             let need = walk_bytes(base_len);
+            // The at-once table is a cache of work: it gives way before an open walk does.
+            while b.used(Part::TrackerWalks) + need > b.share(Part::TrackerWalks)
+                && self.at_once.give_way(need, &mut self.closed)
+            {}
             while !b.try_charge(Part::TrackerWalks, need) {
                 if self.lru_head == NIL {
                     // A share smaller than one walk: over by one walk at most.
