@@ -126,6 +126,9 @@ pub struct Answer {
     /// Where the additional section starts in `bytes` (OPT removed): what may be left out for
     /// a client whose buffer the whole answer does not fit (RFC 2181 §9).
     additional_at: u16,
+    /// Where the authority section starts when it may be left out too (a positive answer's
+    /// NS records, `ResponseInfo::authority_only_ns`); else `additional_at`.
+    optional_from: u16,
 }
 
 /// How an answer reaches the client, which decides its TTLs and AA.
@@ -241,11 +244,32 @@ impl Answer {
             answers: info.header.ancount,
             authoritative,
             additional_at: info.additional_start.min(u16::MAX as usize) as u16,
+            optional_from: if info.authority_only_ns
+                && rcode == wire::RCODE_NOERROR as u16
+                && info.header.ancount > 0
+            {
+                info.authority_start
+            } else {
+                info.additional_start
+            }
+            .min(u16::MAX as usize) as u16,
         }
     }
 
     pub fn ttl(&self) -> u32 {
         self.ttl
+    }
+
+    /// The RCODE `render` gives the client of `q`. An extended RCODE (RFC 6891 §6.1.3) cannot
+    /// reach a client without EDNS: its four header bits alone would read as another RCODE
+    /// (BADCOOKIE, 23, as YXRRSET, 7). The upstream failed such a query: SERVFAIL, as for any
+    /// upstream failure. (Never cached: `from_response` makes it uncacheable.)
+    pub fn rcode_for(&self, q: &QueryView) -> u16 {
+        if self.rcode > 15 && q.edns.is_none() {
+            wire::RCODE_SERVFAIL as u16
+        } else {
+            self.rcode
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -276,6 +300,10 @@ impl Answer {
             wire::minimal_response(query, q, wire::RCODE_SERVFAIL, false, out);
             return;
         }
+        if self.rcode_for(q) != self.rcode {
+            wire::minimal_response(query, q, wire::RCODE_SERVFAIL, false, out);
+            return;
+        }
         out.clear();
         out.extend_from_slice(&self.bytes);
         wire::set_id(out, q.header.id);
@@ -301,6 +329,13 @@ impl Answer {
             // when the answer or authority sections do not fit.
             out.truncate(additional_at);
             out[10..12].fill(0);
+        }
+        let optional_from = self.optional_from as usize;
+        if out.len() + opt_len > max_len && optional_from < out.len() {
+            // A positive answer's NS records are extra as well (RFC 2181 §9, as nsd leaves
+            // them out): TC only when the answer section itself does not fit.
+            out.truncate(optional_from);
+            out[8..12].fill(0);
         }
         if let Some(e) = q.edns {
             wire::push_opt_with_rcode(out, e.dnssec_ok(), self.rcode);

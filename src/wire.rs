@@ -23,6 +23,7 @@ pub const TYPE_NS: u16 = 2;
 pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_SOA: u16 = 6;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_RRSIG: u16 = 46;
 pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
 pub const TYPE_IXFR: u16 = 251;
@@ -431,6 +432,12 @@ pub struct ResponseInfo {
     pub negative_ttl: Option<u32>,
     /// Offset of the additional section (the message's end when it is empty).
     pub additional_start: usize,
+    /// Offset of the authority section.
+    pub authority_start: usize,
+    /// The authority section has records and every one is NS (or its RRSIG): the extra of a
+    /// positive answer, which a reply may leave out (RFC 2181 §9), unlike the SOA of a negative
+    /// answer (RFC 2308 §3) or the NSEC/NSEC3 proofs DNSSEC needs (RFC 4035 §3.1.3).
+    pub authority_only_ns: bool,
     /// The OPT carries an EDNS Client Subnet option with a non-zero scope: the answer was
     /// tailored to one client's network (RFC 7871 §7.3) and must not be shared.
     pub ecs_scoped: bool,
@@ -466,11 +473,26 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     let ns = header.nscount as usize;
     let total = an + ns + header.arcount as usize;
     let mut additional_start = None;
+    let mut authority_start = None;
+    let mut authority_only_ns = ns > 0;
     for i in 0..total {
+        if i == an {
+            authority_start = Some(pos);
+        }
         if i == an + ns {
             additional_start = Some(pos);
         }
         let rr = read_rr(buf, pos)?;
+        // NS, or the RRSIG over it (the type covered opens its RDATA, RFC 4034 §3.1).
+        if i >= an
+            && i < an + ns
+            && rr.rtype != TYPE_NS
+            && !(rr.rtype == TYPE_RRSIG
+                && rr.rdata_at + 2 <= rr.end
+                && be16(buf, rr.rdata_at) == TYPE_NS)
+        {
+            authority_only_ns = false;
+        }
         if rr.rtype == TYPE_OPT && i >= an + ns {
             if edns.is_some() {
                 return Err(WireError::SeveralOpt);
@@ -507,6 +529,8 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
         min_answer_ttl,
         negative_ttl,
         additional_start: additional_start.unwrap_or(pos),
+        authority_start: authority_start.unwrap_or(pos),
+        authority_only_ns,
         ecs_scoped,
     })
 }
@@ -645,17 +669,47 @@ pub fn formerr_header_only(query: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The query without its OPT record (for an upstream that answers EDNS with FORMERR,
-/// RFC 6891 §7). The OPT is the last record we read, so everything after it is kept as is.
-pub fn without_opt(query: &[u8], q: &QueryView) -> Vec<u8> {
-    let Some(e) = q.edns else {
-        return query.to_vec();
+/// The query as the proxy asks it upstream. The proxy is a hop of its own (RFC 6891 §6.1.1: an
+/// OPT is per hop) and shares the answer with every client of the same key, so what goes on is
+/// what the key and the tailoring allow, never one client's private state:
+/// - the client's ID, opcode, CD and question (its case: the reply is matched on it);
+/// - RD as `rd`: the caller's choice (an answer to be shared asks for recursion);
+/// - AD set: a validating upstream then says whether the data is authenticated whoever asked
+///   first (RFC 6840 §5.7); `Answer::render` shows AD only to clients that asked with AD or DO;
+/// - with `edns` and a client that spoke EDNS, our OPT: our UDP size (not the client's, which
+///   may invite fragments), version 0, the client's DO, and of its options only a whole Client
+///   Subnet option (RFC 7871), never its cookie (RFC 7873: a server cookie is per server),
+///   padding, NSID or unknown options. Without `edns` no OPT: the retry for an upstream that
+///   answers EDNS with FORMERR (RFC 6891 §7);
+/// - no answer or authority records, and no other additional records.
+pub fn upstream_query(query: &[u8], q: &QueryView, rd: bool, edns: bool) -> Vec<u8> {
+    let qend = q.question.end();
+    let mut out = Vec::with_capacity(qend + 11 + 24);
+    out.extend_from_slice(&query[..qend]);
+    let mut flags = (q.header.flags & (0x7800 | FLAG_CD)) | FLAG_AD;
+    if rd {
+        flags |= FLAG_RD;
+    }
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..12].fill(0);
+    let Some(e) = q.edns.filter(|_| edns) else {
+        return out;
     };
-    let mut out = Vec::with_capacity(query.len());
-    out.extend_from_slice(&query[..e.start]);
-    out.extend_from_slice(&query[e.start + e.len..]);
-    let ar = q.header.arcount.saturating_sub(1);
-    out[10..12].copy_from_slice(&ar.to_be_bytes());
+    let ecs = read_rr(query, e.start).ok().and_then(|rr| {
+        edns_options(&query[rr.rdata_at..rr.end])
+            .find_map(|(code, data)| (code == EDNS_OPTION_ECS).then_some(data).flatten())
+    });
+    push_opt(&mut out, e.dnssec_ok());
+    if let Some(data) = ecs {
+        let rdlen = 4 + data.len();
+        let at = out.len() - 2;
+        out[at..].copy_from_slice(&(rdlen as u16).to_be_bytes());
+        out.extend_from_slice(&EDNS_OPTION_ECS.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    out[10..12].copy_from_slice(&1u16.to_be_bytes());
     out
 }
 

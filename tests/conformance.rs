@@ -66,12 +66,16 @@ ttl0        0 IN A   192.0.2.9
 txt           IN TXT \"hello\"
 big600        IN TXT {}
 big2000       IN TXT {}
+mid           IN TXT {} \"{}\"
 _http._tcp    IN SRV 0 5 80 www
 a.ent         IN A   192.0.2.10
 {}
 ",
         big(3),
         big(10),
+        // About 930 bytes of data: its answer fits 1,000 bytes, not with the NS and glue.
+        big(4),
+        "m".repeat(125),
         // Ten mail exchangers with addresses: 858 bytes with the additional section, which a
         // 512-byte client gets without (RFC 2181 §9), not truncated.
         (1..=10)
@@ -1214,4 +1218,298 @@ fn ecs_queries_of_different_clients_are_not_joined() {
         assert!(got.contains(subnet), "{subnet} got {got}");
     }
     assert_eq!(up.seen(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What goes upstream (session 26's hostile probe)
+
+/// A query for `name`/`qtype` with `id`, RD and AD as given, and (when `opt` is given) the raw
+/// OPT record `opt` appended as its one additional record: options hickory cannot write.
+fn raw_query(
+    id: u16,
+    name: &str,
+    qtype: RecordType,
+    rd: bool,
+    ad: bool,
+    opt: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = rd;
+    m.metadata.authentic_data = ad;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let mut bytes = m.to_vec().unwrap();
+    if let Some(opt) = opt {
+        bytes.extend_from_slice(opt);
+        bytes[11] = 1;
+    }
+    bytes
+}
+
+/// An OPT record: root owner, `udp` size, DO as given, and `options` as (code, data).
+fn raw_opt(udp: u16, dnssec_ok: bool, options: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut rdata = Vec::new();
+    for (code, data) in options {
+        rdata.extend_from_slice(&code.to_be_bytes());
+        rdata.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        rdata.extend_from_slice(data);
+    }
+    let mut o = vec![0, 0, 41];
+    o.extend_from_slice(&udp.to_be_bytes());
+    o.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+    o.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    o.extend_from_slice(&rdata);
+    o
+}
+
+/// An upstream with one A record for every name, answering like a validating resolver: AD
+/// only when the query asked with AD or DO (RFC 6840 §5.8).
+fn validating_upstream() -> Scripted {
+    Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 300));
+        let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        r.metadata.authentic_data = q.metadata.authentic_data || dnssec_ok;
+        Some(with_edns(r, q).to_vec().unwrap())
+    }))
+}
+
+/// The client's whole OPT went upstream as it came: its UDP size (65535, an invitation to
+/// fragments on the upstream path), its DNS cookie (a server cookie meant for the proxy; an
+/// upstream that checks cookies answered BADCOOKIE), padding, NSID and unknown options. The
+/// proxy is a hop of its own (RFC 6891 §6.1.1): upstream gets our size and DO, and of the
+/// client's options only Client Subnet.
+#[test]
+fn the_clients_opt_went_upstream_as_it_came() {
+    let up = validating_upstream();
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let cookie: &[u8] = &[
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+    ];
+    let opt = raw_opt(
+        65535,
+        true,
+        &[(10, cookie), (12, &[0; 40]), (3, &[]), (65001, b"private")],
+    );
+    let q = raw_query(
+        5,
+        "www.example.test.",
+        RecordType::A,
+        true,
+        false,
+        Some(&opt),
+    );
+    let a = Message::from_vec(&udp(p.addr, &q, Duration::from_secs(3)).unwrap()).unwrap();
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    // With Client Subnet, which goes on as it came.
+    let ecs: &[u8] = &[0, 1, 24, 0, 198, 51, 100];
+    let opt = raw_opt(4096, false, &[(10, &cookie[..8]), (8, ecs)]);
+    let q = raw_query(
+        6,
+        "ecs.example.test.",
+        RecordType::A,
+        true,
+        false,
+        Some(&opt),
+    );
+    assert!(udp(p.addr, &q, Duration::from_secs(3)).is_some());
+
+    let qs = up.queries.lock().unwrap().clone();
+    assert_eq!(qs.len(), 2);
+    let first = Message::from_vec(&qs[0]).unwrap();
+    let e = first.edns.as_ref().expect("an OPT upstream");
+    assert_eq!(e.max_payload(), 1232, "our UDP size, not the client's");
+    assert!(e.flags().dnssec_ok, "the client's DO");
+    assert_eq!(e.version(), 0);
+    assert!(
+        e.options().options.is_empty(),
+        "no client options: {:?}",
+        e.options()
+    );
+    let second = Message::from_vec(&qs[1]).unwrap();
+    let codes: Vec<u16> = second
+        .edns
+        .as_ref()
+        .unwrap()
+        .options()
+        .options
+        .iter()
+        .map(|(c, _)| u16::from(*c))
+        .collect();
+    assert_eq!(codes, vec![8], "Client Subnet alone");
+    // ECS kept byte for byte: the query's OPT RDATA is the option itself.
+    let raw = &qs[1];
+    assert!(raw
+        .windows(ecs.len() + 4)
+        .any(|w| w[..4] == [0, 8, 0, ecs.len() as u8] && w[4..] == *ecs));
+}
+
+/// The AD bit a client got depended on who filled the cache: a plain query (AD and DO clear)
+/// went upstream as it was, its answer (AD clear: nobody asked) was cached, and clients asking
+/// with AD got AD clear from cache while the upstream had validated the data (RFC 6840 §5.7).
+#[test]
+fn the_ad_bit_depended_on_which_client_filled_the_cache() {
+    let up = validating_upstream();
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let name = "www.example.test.";
+    for (id, ad, want) in [
+        (1, false, false),
+        (2, true, true),
+        (3, false, false),
+        (4, true, true),
+    ] {
+        let q = raw_query(id, name, RecordType::A, true, ad, None);
+        let a = Message::from_vec(&udp(p.addr, &q, Duration::from_secs(3)).unwrap()).unwrap();
+        assert_eq!(a.metadata.authentic_data, want, "query {id} with AD {ad}");
+        assert_eq!(a.answers.len(), 1);
+    }
+    assert_eq!(up.seen(), 1, "one upstream query, the rest from cache");
+    let sent = Message::from_vec(&up.queries.lock().unwrap()[0]).unwrap();
+    assert!(sent.metadata.authentic_data, "asked upstream with AD");
+}
+
+/// A query with RD clear was forwarded with RD clear and its answer cached for everyone: an
+/// upstream that answers such a query from what it holds (a CNAME without its target, as a
+/// snoopable resolver does) left recursive clients with a CNAME and no address.
+#[test]
+fn an_rd0_answer_was_cached_for_recursive_clients() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        let target = Name::from_ascii("target.example.test.").unwrap();
+        r.add_answer(Record::from_rdata(
+            qname(q),
+            300,
+            RData::CNAME(CNAME(target.clone())),
+        ));
+        if q.metadata.recursion_desired {
+            r.add_answer(a_record(target, 300));
+        }
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let case = Case::new("alias", RecordType::A);
+    let snoop = ask_msg(p.addr, &case.clone().no_rd(), 1);
+    assert_eq!(
+        snoop.answers.len(),
+        1,
+        "RD=0 is asked as it came: {snoop:?}"
+    );
+    assert!(!snoop.metadata.recursion_desired, "RD echoed");
+    for id in [2, 3] {
+        let m = ask_msg(p.addr, &case, id);
+        assert_eq!(
+            m.answers.len(),
+            2,
+            "query {id}: CNAME and its address: {m:?}"
+        );
+    }
+    assert_eq!(
+        up.seen(),
+        2,
+        "the RD=0 answer was not cached; the recursive one was"
+    );
+    let sent: Vec<bool> = up
+        .queries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| Message::from_vec(b).unwrap().metadata.recursion_desired)
+        .collect();
+    assert_eq!(sent, vec![false, true]);
+    // A cached answer serves RD=0 too: what the proxy holds is what RD=0 asks for.
+    let m = ask_msg(p.addr, &case.no_rd(), 4);
+    assert_eq!(m.answers.len(), 2);
+    assert_eq!(up.seen(), 2);
+}
+
+/// An upstream's extended RCODE reached a client without EDNS as its four low bits: BADCOOKIE
+/// (23) read as YXRRSET (7). Such a client gets SERVFAIL; an EDNS client the RCODE itself.
+#[test]
+fn an_extended_rcode_reached_a_client_without_edns_as_another_rcode() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::BADCOOKIE);
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        r.set_edns(e);
+        Some(r.to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: off}\n", up.addr);
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A).plain(), 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.edns.is_none());
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 2);
+    assert_eq!(u16::from(m.metadata.response_code), 23);
+}
+
+/// The schema shortcut split the text of a name, escapes and all: `a\.b` is one label, and
+/// `a\.b.default.svc.cluster.local` (a service in namespace default) got a synthesized NXDOMAIN.
+#[test]
+fn an_escaped_dot_in_a_label_was_split_by_the_schema() {
+    let up = Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 30));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy("shortcut: {mode: nxdomain}\n", up.addr);
+    let labels: Vec<&[u8]> = vec![b"a.b", b"default", b"svc", b"cluster", b"local"];
+    let name = Name::from_labels(labels).unwrap();
+    let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name, RecordType::A));
+    let a = Message::from_vec(&udp(p.addr, &m.to_vec().unwrap(), Duration::from_secs(3)).unwrap())
+        .unwrap();
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError, "{a:?}");
+    assert_eq!(up.seen(), 1, "forwarded");
+}
+
+/// TC was set when only a positive answer's NS records did not fit the client's buffer: nsd
+/// leaves them out (RFC 2181 §9: TC only when required data does not fit), and the client was
+/// sent to TCP for nothing. At every buffer size from 900 to 1,100 bytes, from cache, the
+/// proxy's TC is nsd's, its answer section nsd's, and its authority and additional records
+/// are among nsd's full answer's.
+#[test]
+fn tc_was_set_when_only_the_ns_records_did_not_fit() {
+    let Some(nsd) = Nsd::start() else { return };
+    let p = proxy("shortcut: {mode: off}\n", nsd.addr);
+    let mut failures = Vec::new();
+    for dnssec in [false, true] {
+        let base = Case::new("mid", RecordType::TXT);
+        let base = if dnssec { base.dnssec() } else { base };
+        let full = ask_msg(nsd.addr, &base.clone().udp_size(4096), 1);
+        assert!(
+            full.authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NS),
+            "nsd gives the NS records: {full:?}"
+        );
+        let _ = ask(p.addr, &base.clone().udp_size(4096), 2).expect("cached");
+        let (all_auth, all_add) = (section(&full.authorities), section(&full.additionals));
+        for size in (900..=1100).step_by(2) {
+            let case = base.clone().udp_size(size);
+            let d = ask_msg(nsd.addr, &case, 3);
+            let m = ask_msg(p.addr, &case, 3);
+            let tag = format!("{} at {size}", case.label());
+            if m.metadata.truncation != d.metadata.truncation {
+                failures.push(format!(
+                    "{tag}: TC {}, nsd {}",
+                    m.metadata.truncation, d.metadata.truncation
+                ));
+                continue;
+            }
+            if d.metadata.truncation {
+                continue;
+            }
+            if section(&m.answers) != section(&d.answers) {
+                failures.push(format!("{tag}: answer section differs"));
+            }
+            for (what, got, all) in [
+                ("authority", &m.authorities, &all_auth),
+                ("additional", &m.additionals, &all_add),
+            ] {
+                if !section(got).iter().all(|r| all.contains(r)) {
+                    failures.push(format!("{tag}: {what} not among nsd's"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

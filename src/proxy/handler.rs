@@ -404,9 +404,14 @@ impl Engine {
             return;
         }
         // A query with an EDNS Client Subnet option may get an answer tailored to its network
-        // (RFC 7871 §7.3): it is neither joined to another client's query nor cached.
+        // (RFC 7871 §7.3), and one with RD clear asks for what the upstream holds without
+        // recursing (a partial CNAME chain, say): either is asked as it is, for this client
+        // alone, neither joined to another client's query nor cached. RD is not in the key: a
+        // cached answer serves RD=0 too, and a prefetch (no client) asks with RD.
+        let prefetch = reply.is_none();
         let tailored = wire::has_ecs_option(&query, view.edns);
-        if !tailored {
+        let private = tailored || (!prefetch && view.header.flags & wire::FLAG_RD == 0);
+        if !private {
             let mut inflight = self.inflight.lock();
             if let Some(waiters) = inflight.get_mut(&owned) {
                 match reply {
@@ -427,7 +432,6 @@ impl Engine {
             inflight.insert(owned.clone(), Vec::new());
         }
 
-        let prefetch = reply.is_none();
         let mut leader = reply.map(|r| Waiter {
             query: query.clone(),
             view,
@@ -438,9 +442,10 @@ impl Engine {
         });
         // A prefetch (no client waiting) refreshes what an autopath answer is built from too.
         let (result, source) = {
-            let upstream = self.answer_for(&query, &view, zone, &plan, prefetch);
-            // A tailored (ECS) query has no flight of its own for followers to join.
-            let flight = (!tailored).then_some(&owned);
+            let rd = !private || view.header.flags & wire::FLAG_RD != 0;
+            let upstream = self.answer_for(&query, &view, zone, &plan, prefetch, rd);
+            // A private query has no flight of its own for followers to join.
+            let flight = (!private).then_some(&owned);
             self.with_client_timer(upstream, &query, &view, flight, &mut leader, zone)
                 .await
         };
@@ -467,17 +472,17 @@ impl Engine {
         let mut stored = false;
         let answer = result.map(|(bytes, info)| {
             let a = Arc::new(Answer::from_response(&bytes, &info, self.cache.config()));
-            if !tailored {
+            if !private {
                 stored = store_in_cache(&self.cache, &key, &a);
             }
             a
         });
-        let waiters = if tailored {
+        let waiters = if private {
             Vec::new()
         } else {
             self.inflight.lock().remove(&owned).unwrap_or_default()
         };
-        if !stored && (!tailored || prefetch) {
+        if !stored && (!private || prefetch) {
             // The refresh is over with nothing new stored (an error, or an answer that cannot
             // be cached): a later hit may prefetch again. This also ends a prefetch that
             // joined this flight, which has no way to learn the outcome itself. After the
@@ -500,7 +505,9 @@ impl Engine {
                     // The event goes before the answer: the client's next query (the walk's next
                     // candidate) can then never reach the tracker ahead of this one.
                     let sent = Sent::of(&w.view, w.proto, w.started, &w.query, &out, w.client);
-                    self.answered(zone, a.rcode, a.answers, source, &sent, Track::Yes);
+                    let rcode = a.rcode_for(&w.view);
+                    let answers = if rcode == a.rcode { a.answers } else { 0 };
+                    self.answered(zone, rcode, answers, source, &sent, Track::Yes);
                     self.flush_events();
                     w.reply.send(std::mem::take(&mut out));
                 }
@@ -519,6 +526,7 @@ impl Engine {
         zone: Option<usize>,
         plan: &Plan,
         refresh: bool,
+        rd: bool,
     ) -> (Option<(Vec<u8>, wire::ResponseInfo)>, AnswerSource) {
         let local = match plan {
             Plan::Autopath {
@@ -552,7 +560,7 @@ impl Engine {
             }
         }
         let result = match zone {
-            Some(z) => self.forward(z, query, view).await,
+            Some(z) => self.forward(z, query, view, rd).await,
             None => None,
         };
         if let (Plan::Shadow(_), Some(r)) = (plan, &result) {
@@ -651,24 +659,27 @@ impl Engine {
         }
     }
 
-    /// The client's query to the zone's upstreams. An upstream that answers FORMERR without an
-    /// OPT does not speak EDNS: the query is asked again without its OPT (RFC 6891 §7).
+    /// The client's query to the zone's upstreams, as `wire::upstream_query` makes it (RD as
+    /// `rd`). An upstream that answers FORMERR without an OPT does not speak EDNS: the query is
+    /// asked again without its OPT (RFC 6891 §7).
     pub(super) async fn forward(
         &self,
         zone: usize,
         query: &[u8],
         view: &QueryView,
+        rd: bool,
     ) -> Option<crate::upstream::Reply> {
         let sent = Instant::now();
-        let reply = self.router.exchange(zone, query).await.ok()?;
+        let asked = wire::upstream_query(query, view, rd, true);
+        let reply = self.router.exchange(zone, &asked).await.ok()?;
         if let Some(tap) = &self.tap {
-            tap.forwarder(reply.from, query, &reply.bytes, sent.elapsed());
+            tap.forwarder(reply.from, &asked, &reply.bytes, sent.elapsed());
         }
         if reply.info.rcode == wire::RCODE_FORMERR as u16
             && reply.info.edns.is_none()
             && view.edns.is_some()
         {
-            let plain = wire::without_opt(query, view);
+            let plain = wire::upstream_query(query, view, rd, false);
             return self.router.exchange(zone, &plain).await.ok();
         }
         Some(reply)

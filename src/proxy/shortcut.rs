@@ -117,6 +117,12 @@ impl Shortcut {
     }
 
     fn judge<'a>(&'a self, name: &'a str, qtype: u16) -> Judgement<'a> {
+        if name.contains('\\') {
+            // A label holds a dot or another byte the text escapes (`a\.b`: one label). The
+            // rules read names by their text labels, and no Kubernetes name has such a byte:
+            // forwarded, never judged by a split that would be wrong.
+            return Judgement::Plan(Plan::Forward);
+        }
         let Some(exp) = self.policy.decide(name, qtype) else {
             return Judgement::Plan(match self.mode {
                 ShortcutMode::Nxdomain | ShortcutMode::Autopath => self.ancestor_plan(name),
@@ -368,7 +374,7 @@ impl Engine {
                 Flight::Leader(owned) => {
                     let answer = async {
                         let zone = self.router.route(cv.question.name_bytes(&cq))?;
-                        let reply = self.forward(zone, &cq, &cv).await?;
+                        let reply = self.forward(zone, &cq, &cv, true).await?;
                         let cfg = self.cache.config();
                         let answer =
                             Arc::new(Answer::from_response(&reply.bytes, &reply.info, cfg));
