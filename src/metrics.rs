@@ -147,7 +147,7 @@ const NAMESPACE: (&str, &str) = ("namespace", "the namespace from the `<ns>.svc`
 const TO: (&str, &str) = ("to", "the upstream server, `IP:PORT`");
 const SOURCE: (&str, &str) = (
     "source",
-    "`cache`, `upstream`, `shortcut`, `stale` or `local` (REFUSED, NOTIMP, BADVERS made by the proxy)",
+    "`cache`, `upstream` (with the SERVFAIL for upstreams that did not answer), `shortcut`, `stale` or `local` (REFUSED, NOTIMP, BADVERS made by the proxy, and the SERVFAIL for a query shed by `max_inflight` or `memory_limit`)",
 );
 const PROTO: (&str, &str) = ("proto", "`udp` or `tcp`");
 const RCODE: (&str, &str) = (

@@ -285,5 +285,23 @@ fn a_slow_upstream_bounds_waiting_queries_and_leaves_cached_names_fast() {
         "ndots_overload_drops_total{limit=\"max_inflight\"",
     );
     assert!(over >= 180.0, "queries over max_inflight counted: {over}");
+    // The SERVFAILs of queries shed before they were forwarded were counted as from upstream:
+    // they come from the proxy alone (`local`); those of the forwarded ones from the exchange.
+    let text = p.metrics_text();
+    let servfails = |source: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("ndots_dns_responses_total{"))
+            .filter(|l| {
+                l.contains("rcode=\"SERVFAIL\"") && l.contains(&format!("source=\"{source}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(servfails("local"), over, "shed SERVFAILs are local");
+    assert_eq!(
+        servfails("upstream"),
+        200.0 - over,
+        "the forwarded ones timed out upstream"
+    );
     eprintln!("slowest cached answer {slowest_hit:?}; {over} refused over max_inflight");
 }

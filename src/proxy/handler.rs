@@ -703,7 +703,12 @@ impl Engine {
             let servfail = wire::RCODE_SERVFAIL as u16;
             wire::minimal_response(&w.query, &w.view, wire::RCODE_SERVFAIL, false, out);
             let sent = Sent::of(&w.view, w.proto, w.started, &w.query, out, w.client);
-            let source = AnswerSource::Upstream;
+            // A query shed before it was forwarded got its SERVFAIL from the proxy alone; one
+            // whose upstreams were asked and did not answer, from the upstream exchange.
+            let source = match reason {
+                StaleReason::Overload | StaleReason::Memory => AnswerSource::Local,
+                _ => AnswerSource::Upstream,
+            };
             self.answered(zone, servfail, 0, source, &sent, Track::Yes);
         }
         self.flush_events();
