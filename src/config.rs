@@ -44,7 +44,8 @@ pub struct FileConfig {
     pub cache: Option<CacheSection>,
     /// Short-circuiting of search-path expansions (docs/shortcut.md).
     pub shortcut: Option<ShortcutSection>,
-    /// The amplification tracker behind `/report` and the `ndots_lookup_*` metrics.
+    /// The amplification tracker behind `/report` and the `ndots_lookup_*` metrics. Needs a
+    /// restart to change.
     pub tracker: Option<TrackerSection>,
     /// Serving knobs: threads, limits, shutdown.
     pub server: Option<ServerSection>,
@@ -424,7 +425,8 @@ pub struct ServerSection {
     pub max_inflight: Option<usize>,
     /// A TCP client connection idle this long is closed (RFC 7766 §6.2.3). Default `10s`.
     pub tcp_idle_timeout: Option<HumanDuration>,
-    /// TCP client connections at once; further connections are refused. Default `1000`.
+    /// TCP client connections at once; further connections are refused. Default `1000`. Needs
+    /// a restart to change.
     pub max_tcp_connections: Option<usize>,
     /// On SIGTERM, how long in-flight queries may finish before the process exits. Default
     /// `5s`.

@@ -533,22 +533,19 @@ impl Running {
         text
     }
 
-    /// Apply a new configuration. Listener addresses, the admin address and worker count need a
-    /// restart; everything else takes effect for the next query. The cache is kept unless its
+    /// Apply a new configuration. What is built once at start needs a restart (`restart_only`
+    /// names it, and the log says which changed); everything else takes effect for the next
+    /// query. The cache is kept unless its
     /// settings, the shortcut or the cluster's search shape changed: an entry the old shortcut
     /// filled (an autopath CNAME, a forwarded NXDOMAIN) beside one the new shortcut fills would
     /// give A and AAAA of one name different answers.
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
         let old = self.engine.load_full();
-        if config.listen != old.config.listen
-            || config.admin != old.config.admin
-            || config.server.workers != old.config.server.workers
-            || config.node_local != old.config.node_local
-            || config.dnstap != old.config.dnstap
-        {
+        let kept = restart_only(&old.config, &config);
+        if !kept.is_empty() {
             tracing::warn!(
-                "listen, admin, server.workers, node_local and dnstap changes take effect on \
-                 restart only"
+                settings = kept.join(", "),
+                "these settings changed and take effect on restart only; the running values stay"
             );
         }
         let cache = if config.cache == old.config.cache
@@ -738,9 +735,49 @@ fn preregister(engine: &Engine) {
     });
 }
 
+/// The settings that differ between `old` and `new` and that a reload cannot apply: the
+/// sockets, threads, tracker and memory budget are made once at start (a reload that said
+/// nothing about them left an operator believing a new `memory_limit` was in force).
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("listen", old.listen != new.listen),
+        ("admin", old.admin != new.admin),
+        ("server.workers", o.workers != n.workers),
+        ("server.memory_limit", o.memory_limit != n.memory_limit),
+        (
+            "server.max_tcp_connections",
+            o.max_tcp_connections != n.max_tcp_connections,
+        ),
+        ("tracker", old.tracker != new.tracker),
+        ("node_local", old.node_local != new.node_local),
+        ("dnstap", old.dnstap != new.dnstap),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload with a new `server.memory_limit` or `max_tcp_connections` logged "configuration
+    /// reloaded" and nothing else, while the running budget and connection cap stayed: the
+    /// reload now names every restart-only setting that changed.
+    #[test]
+    fn a_reload_said_nothing_of_a_memory_limit_it_did_not_apply() {
+        let old = Config::load(None, &Default::default()).unwrap();
+        let mut new = old.clone();
+        assert!(restart_only(&old, &new).is_empty());
+        new.server.memory_limit += 1 << 20;
+        new.server.max_tcp_connections = 3;
+        new.cache.max_ttl += 1; // applied by a reload: not named
+        assert_eq!(
+            restart_only(&old, &new),
+            ["server.memory_limit", "server.max_tcp_connections"]
+        );
+    }
 
     /// CI on 4663d00: a proxy asked for 127.0.0.1:0 got a UDP port whose TCP twin another
     /// socket held, and failed to start. The TCP side taken is now a reason to pick another
