@@ -172,7 +172,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(CACHE_PREFETCH, "counter", &[], "Popular entries refreshed before expiry (cache.prefetch)."),
     metric(UPSTREAM_REQUESTS, "counter", &[TO, ("proto", "`udp` or `tcp`")], "Queries sent to upstream servers, by server and transport."),
     metric(UPSTREAM_REQUEST_DURATION, "histogram", &[TO, ("rcode", "the upstream's response code")], "Upstream round-trip time, by server and response code."),
-    metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed`, `backoff` (TCP reconnect backing off after failed connects), `all_failed`; replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`")], "Upstream attempts that failed, by server and reason."),
+    metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed` (the connection closed; over UDP, the server's port unreachable), `backoff` (TCP reconnect backing off after failed connects), `all_failed`; replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`")], "Upstream attempts that failed, by server and reason."),
     metric(UPSTREAM_TCP_REPLACED, "counter", &[TO], "Upstream TCP connections closed because a reply on them timed out; the next query opens a fresh one."),
     metric(UPSTREAM_HEALTHY, "gauge", &[TO], "1 while the server answers, 0 after 3 failures in a row until it answers a query or a health probe again (set at each scrape)."),
     metric(LOOKUP_QUERIES, "histogram", &[QTYPE], "Queries per lookup (search-path walk), by query type (buckets 1,2,3,4,5,6,8,10,12,16)."),

@@ -683,6 +683,11 @@ impl Dispatch {
         self.pending.lock().remove(&id);
     }
 
+    /// Every waiting query fails at once (its receiver sees the sender dropped: `Closed`).
+    fn fail_all(&self) {
+        self.pending.lock().clear();
+    }
+
     /// Hand a reply to the query it answers, if it answers one.
     fn deliver(&self, bytes: Vec<u8>) {
         let reject = |reason: &'static str| {
@@ -753,8 +758,13 @@ impl UdpConn {
                 loop {
                     match socket.recv(&mut buf).await {
                         Ok(n) => dispatch.deliver(buf[..n].to_vec()),
-                        // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket;
-                        // the waiting query times out and fails over.
+                        // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket:
+                        // nothing listens on the server's port, so no query waiting on this
+                        // socket will be answered. They fail now and fail over, instead of each
+                        // waiting out the zone's timeout.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            dispatch.fail_all()
+                        }
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }

@@ -305,3 +305,44 @@ fn a_slow_upstream_bounds_waiting_queries_and_leaves_cached_names_fast() {
     );
     eprintln!("slowest cached answer {slowest_hit:?}; {over} refused over max_inflight");
 }
+
+/// A UDP upstream whose port is closed (the host answers ICMP port unreachable) cost every query
+/// the zone's whole timeout, although the kernel reports it within a round trip: the queries
+/// waiting on that socket now fail at once (`reason="closed"`) and go to the next server.
+#[test]
+fn an_unreachable_udp_port_cost_every_query_the_whole_timeout() {
+    use common::upstream::{Rec, Upstream};
+    let dead = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    }; // closed again: nothing listens there
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: \".\", servers: [\"{dead}\"], timeout: 5s}}]\n"
+    ));
+    let dns = p.dns_addrs[0];
+    for i in 0..3 {
+        let (info, _, took) = ask(dns, &format!("gone{i}.test."));
+        assert_eq!(info.rcode, wire::RCODE_SERVFAIL as u16);
+        assert!(
+            took < Duration::from_millis(2500),
+            "query {i} waited {took:?} of the 5 s timeout for a port that is closed"
+        );
+    }
+    let closed = metric_sum(&p.metrics_text(), "ndots_upstream_failures_total{");
+    assert!(closed >= 3.0, "failures counted: {closed}");
+    assert!(p.metrics_text().contains("reason=\"closed\""));
+    // With a live second server the query fails over to it.
+    let up = Upstream::start();
+    up.add(
+        "live.test.",
+        wire::TYPE_A,
+        Rec::A(Ipv4Addr::new(192, 0, 2, 8), 300),
+    );
+    let (_rt2, p2) = start(&format!(
+        "upstreams: [{{zone: \".\", servers: [\"{dead}\", \"{}\"], timeout: 5s}}]\n",
+        up.addr
+    ));
+    let (info, _, took) = ask(p2.dns_addrs[0], "live.test.");
+    assert_eq!(info.header.ancount, 1);
+    assert!(took < Duration::from_millis(2500), "failover took {took:?}");
+}
