@@ -29,6 +29,12 @@ use crate::wire::{self, WireError};
 /// Connected UDP sockets per server: more source ports make spoofed replies harder to land
 /// (RFC 5452 §4.5) and spread the kernel's per-socket locking.
 const UDP_SOCKETS_PER_SERVER: usize = 4;
+/// Queries one UDP socket sends before a fresh one (a new random source port) takes its place
+/// in the pool. A forged reply must guess the ID and the port of a query in flight (RFC 5452
+/// §4.5); ports that never change for the life of the process can be learnt (from
+/// `/proc/net/udp` on the node, or by side channels such as SAD DNS's ICMP probing), leaving
+/// the 16-bit ID. The old socket keeps reading until its last query is answered.
+const UDP_QUERIES_PER_SOCKET: u32 = 512;
 /// Consecutive failures after which a server is tried after the healthy ones.
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long an unhealthy server stays at the back of the line before it is trusted again.
@@ -418,10 +424,14 @@ impl Server {
 
     async fn udp_conn(&self) -> Result<Arc<UdpConn>, UpstreamError> {
         {
-            let pool = self.udp.lock();
+            let mut pool = self.udp.lock();
             if pool.len() >= UDP_SOCKETS_PER_SERVER {
                 let i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
-                return Ok(pool[i].clone());
+                if pool[i].sent.fetch_add(1, Ordering::Relaxed) < UDP_QUERIES_PER_SOCKET {
+                    return Ok(pool[i].clone());
+                }
+                // Retired: in-flight queries hold it until their replies come.
+                pool.swap_remove(i);
             }
         }
         let conn = UdpConn::connect(self.addr)
@@ -731,6 +741,8 @@ struct UdpConn {
     socket: Arc<UdpSocket>,
     dispatch: Arc<Dispatch>,
     reader: tokio::task::JoinHandle<()>,
+    /// Queries sent through it (`UDP_QUERIES_PER_SOCKET`).
+    sent: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for UdpConn {
@@ -774,6 +786,7 @@ impl UdpConn {
             socket,
             dispatch,
             reader,
+            sent: std::sync::atomic::AtomicU32::new(1),
         }))
     }
 }

@@ -346,3 +346,46 @@ fn an_unreachable_udp_port_cost_every_query_the_whole_timeout() {
     assert_eq!(info.header.ancount, 1);
     assert!(took < Duration::from_millis(2500), "failover took {took:?}");
 }
+
+/// Every upstream UDP query left from one of four sockets whose source ports never changed for
+/// the life of the process: a forger who learnt them (from /proc/net/udp on the node, or by
+/// ICMP side channels) had only the 16-bit ID left to guess (RFC 5452 §4.5). Sockets are now
+/// replaced after 512 queries each: 6,000 queries leave from many ports.
+#[test]
+fn upstream_udp_source_ports_never_changed() {
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let ports = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let seen = ports.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = up.recv_from(&mut buf) {
+            seen.lock().unwrap().insert(from.port());
+            // The query back as a response: NXDOMAIN without an SOA (not cached).
+            let mut r = buf[..n].to_vec();
+            r[2] |= 0x80;
+            r[3] = (r[3] & 0xf0) | wire::RCODE_NXDOMAIN;
+            let _ = up.send_to(&r, from);
+        }
+    });
+    let (_rt, p) = start(&format!(
+        "shortcut: {{mode: off}}\nupstreams: [{{zone: \".\", servers: [\"{up_addr}\"], timeout: 2s}}]\n"
+    ));
+    let dns = p.dns_addrs[0];
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 1500];
+    for i in 0..6000u16 {
+        let mut q = Vec::new();
+        wire::build_query(i, &format!("n{i}.test."), wire::TYPE_A, false, &mut q).unwrap();
+        c.send_to(&q, dns).unwrap();
+        let n = c.recv(&mut buf).expect("an answer");
+        assert_eq!(wire::parse_response(&buf[..n]).unwrap().rcode, 3);
+    }
+    let distinct = ports.lock().unwrap().len();
+    assert!(
+        distinct >= 8,
+        "6,000 upstream queries left from {distinct} source ports"
+    );
+    eprintln!("6,000 upstream queries from {distinct} source ports");
+}
