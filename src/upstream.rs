@@ -497,12 +497,15 @@ impl Server {
             match lease.conn.exchange(query, q, deadline).await {
                 Ok(bytes) => return self.finish(bytes, started),
                 Err(TcpFail::Timeout) => {
-                    self.drop_tcp(&lease.conn).await;
-                    m::cached_counter(
-                        m::label_key(44, &[self.id()]),
-                        || metrics::counter!(m::UPSTREAM_TCP_REPLACED, "to" => self.label.clone()),
-                    )
-                    .increment(1);
+                    // Counted once per connection: every query pipelined on a stalled
+                    // connection times out, and it was counted once for each of them.
+                    if self.drop_tcp(&lease.conn).await {
+                        m::cached_counter(
+                            m::label_key(44, &[self.id()]),
+                            || metrics::counter!(m::UPSTREAM_TCP_REPLACED, "to" => self.label.clone()),
+                        )
+                        .increment(1);
+                    }
                     return Err(UpstreamError::Timeout(self.addr));
                 }
                 Err(fail) => {
@@ -618,10 +621,12 @@ impl Server {
 
     /// Take a failed connection out of the pool. Queries already waiting on it keep it alive
     /// until they finish; then it closes.
-    async fn drop_tcp(&self, conn: &Arc<TcpConn>) {
-        conn.dead.store(true, Ordering::Relaxed);
+    /// Take `conn` out of the pool; true for the call that found it still alive.
+    async fn drop_tcp(&self, conn: &Arc<TcpConn>) -> bool {
+        let was_dead = conn.dead.swap(true, Ordering::Relaxed);
         let mut pool = self.tcp.lock().await;
         pool.retain(|c| !Arc::ptr_eq(c, conn));
+        !was_dead
     }
 }
 

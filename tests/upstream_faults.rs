@@ -389,3 +389,54 @@ fn upstream_udp_source_ports_never_changed() {
     );
     eprintln!("6,000 upstream queries from {distinct} source ports");
 }
+
+/// `ndots_upstream_tcp_replaced_total` counted each query that timed out on a stalled TCP
+/// connection, not the connection: a probe saw +344 with 6 connections. Five queries pipelined
+/// on one connection that stops answering: one connection replaced.
+#[test]
+fn tcp_replaced_counted_every_query_of_a_stalled_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    // The first query of each connection is answered, the rest read and dropped.
+                    let mut first = true;
+                    while let Some(q) = read_framed(&mut s) {
+                        if std::mem::take(&mut first) {
+                            let id = u16::from_be_bytes([q[0], q[1]]);
+                            let _ =
+                                s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 800ms}}]"
+    ));
+    let dns = p.dns_addrs[0];
+    assert_eq!(ask(dns, "first.example.org.").0.header.ancount, 1);
+    let before = accepted.load(Ordering::Relaxed);
+    let asks: Vec<_> = (0..5)
+        .map(|i| std::thread::spawn(move || ask(dns, &format!("stuck{i}.example.org.")).0.rcode))
+        .collect();
+    for a in asks {
+        assert_eq!(a.join().unwrap(), wire::RCODE_SERVFAIL as u16);
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        before,
+        "the five rode the one connection"
+    );
+    let replaced = metric_sum(&p.metrics_text(), "ndots_upstream_tcp_replaced_total{");
+    assert_eq!(replaced, 1.0, "one connection replaced, whatever rode it");
+}
