@@ -212,10 +212,7 @@ impl Router {
                 }
                 Err(e) => {
                     server.note_failure();
-                    m::cached_counter(m::label_key(40, &[server.id(), e.reason().as_ptr() as u64]), || {
-                        metrics::counter!(m::UPSTREAM_FAILURES, "to" => server.label.clone(), "reason" => e.reason())
-                    })
-                    .increment(1);
+                    server.count_failure(&e);
                     last_err = e;
                 }
             }
@@ -230,10 +227,13 @@ impl Router {
         let z = &self.zones[zone];
         let s = &z.servers[server];
         if let Ok(q) = wire::parse_question(query) {
-            let _ = match z.protocol {
+            let result = match z.protocol {
                 Protocol::Tcp => s.probe_tcp(query, &q, z.timeout).await,
                 Protocol::Udp => s.exchange_udp(query, &q, z.timeout).await,
             };
+            if let Err(e) = &result {
+                s.count_failure(e);
+            }
         }
         s.addr
     }
@@ -291,6 +291,11 @@ impl Router {
                         Protocol::Tcp => server.probe_tcp(&query, &q, timeout).await,
                         Protocol::Udp => server.exchange_udp(&query, &q, timeout).await,
                     };
+                    // A probe is a request like any other (`count_request`): its failure
+                    // is counted too, or failures would lag requests for a dead server.
+                    if let Err(e) = &result {
+                        server.count_failure(e);
+                    }
                     match result {
                         Ok(r)
                             if r.info.rcode != wire::RCODE_SERVFAIL as u16
@@ -385,6 +390,14 @@ impl Server {
 
     fn note_success(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// One failed attempt, in `ndots_upstream_failures_total` by its reason.
+    fn count_failure(&self, e: &UpstreamError) {
+        m::cached_counter(m::label_key(40, &[self.id(), e.reason().as_ptr() as u64]), || {
+            metrics::counter!(m::UPSTREAM_FAILURES, "to" => self.label.clone(), "reason" => e.reason())
+        })
+        .increment(1);
     }
 
     fn count_request(&self, proto: &'static str) {
