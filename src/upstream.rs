@@ -508,7 +508,11 @@ impl Server {
             let lease = self.tcp_conn(deadline).await?;
             self.count_request("tcp");
             match lease.conn.exchange(query, q, deadline).await {
-                Ok(bytes) => return self.finish(bytes, started),
+                Ok(bytes) => {
+                    self.connect_failures.store(0, Ordering::Relaxed);
+                    self.next_connect_ms.store(0, Ordering::Relaxed);
+                    return self.finish(bytes, started);
+                }
                 Err(TcpFail::Timeout) => {
                     // Counted once per connection: every query pipelined on a stalled
                     // connection times out, and it was counted once for each of them.
@@ -523,6 +527,9 @@ impl Server {
                 }
                 Err(fail) => {
                     self.drop_tcp(&lease.conn).await;
+                    if !lease.conn.answered.load(Ordering::Relaxed) {
+                        self.back_off_connects();
+                    }
                     if attempt == 0 && tokio::time::Instant::now() < deadline {
                         continue;
                     }
@@ -608,19 +615,10 @@ impl Server {
                 let stream = match connected {
                     Ok(s) => s,
                     Err(e) => {
-                        let n = self
-                            .connect_failures
-                            .fetch_add(1, Ordering::Relaxed)
-                            .min(16);
-                        let wait = (RECONNECT_MIN.as_millis() as u64)
-                            .saturating_mul(1 << n)
-                            .min(RECONNECT_MAX.as_millis() as u64);
-                        self.next_connect_ms
-                            .store(clock_ms() + wait, Ordering::Relaxed);
+                        self.back_off_connects();
                         return Err(e);
                     }
                 };
-                self.connect_failures.store(0, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 let conn = TcpConn::start(stream, self.addr);
                 pool.push(conn.clone());
@@ -634,6 +632,22 @@ impl Server {
 
     /// Take a failed connection out of the pool. Queries already waiting on it keep it alive
     /// until they finish; then it closes.
+    /// A connection failed before it carried a reply (the connect itself, or a server that
+    /// accepts and resets): new connects wait, doubling from `RECONNECT_MIN` to
+    /// `RECONNECT_MAX`, until a reply comes (`connect_failures` is cleared by a reply, not by
+    /// a connect, or a server that resets every connection would be reconnected at once).
+    fn back_off_connects(&self) {
+        let n = self
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
+        let wait = (RECONNECT_MIN.as_millis() as u64)
+            .saturating_mul(1 << n)
+            .min(RECONNECT_MAX.as_millis() as u64);
+        self.next_connect_ms
+            .store(clock_ms() + wait, Ordering::Relaxed);
+    }
+
     /// Take `conn` out of the pool; true for the call that found it still alive.
     async fn drop_tcp(&self, conn: &Arc<TcpConn>) -> bool {
         let was_dead = conn.dead.swap(true, Ordering::Relaxed);
@@ -813,6 +827,8 @@ struct TcpConn {
     writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     dispatch: Arc<Dispatch>,
     dead: Arc<std::sync::atomic::AtomicBool>,
+    /// A reply came on it: a connection that fails before one backs connects off.
+    answered: Arc<std::sync::atomic::AtomicBool>,
     /// Queries holding a lease on this connection (bounded by `TCP_PIPELINE`).
     inflight: AtomicUsize,
     reader: tokio::task::JoinHandle<()>,
@@ -829,9 +845,11 @@ impl TcpConn {
         let (mut rd, wr) = stream.into_split();
         let dispatch = Arc::new(Dispatch::new(addr));
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let dispatch = dispatch.clone();
             let dead = dead.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut len = [0u8; 2];
                 loop {
@@ -843,6 +861,7 @@ impl TcpConn {
                     if rd.read_exact(&mut msg).await.is_err() {
                         break;
                     }
+                    answered.store(true, Ordering::Relaxed);
                     dispatch.deliver(msg);
                 }
                 dead.store(true, Ordering::Relaxed);
@@ -854,6 +873,7 @@ impl TcpConn {
             writer: tokio::sync::Mutex::new(wr),
             dispatch,
             dead,
+            answered,
             inflight: AtomicUsize::new(0),
             reader,
         })
