@@ -195,6 +195,98 @@ fn a_slow_tcp_reader_gets_back_pressure_and_every_answer() {
     p.shutdown(Duration::from_millis(100));
 }
 
+/// Probe F2 (session 26): a client that sent its query one byte at a time, each sooner than
+/// `tcp_idle_timeout`, kept its connection and a slot of `max_tcp_connections` for as long as
+/// it kept trickling (58 s for 29 bytes at one per 2 s, with a 3 s timeout): the idle timer
+/// restarted at every read. 20 such clients had every other TCP client refused. Now a query
+/// must arrive whole within the idle timeout of its first byte (RFC 7766 §6.2.3): clients
+/// that fill every slot this way are cut after about a second, and a client sending a whole
+/// query is answered.
+#[test]
+fn a_slowloris_client_held_a_tcp_slot_forever() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let up = Upstream::start();
+    up.add("slow.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    up.add("legit.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    let (_rt, p) = start(&format!(
+        "server: {{workers: 1, tcp_idle_timeout: 1s, max_tcp_connections: 3}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    // Every slot taken by a client sending a byte every 300 ms: its query would take 9 s.
+    let query = framed_query(1, "slow.test.");
+    assert!(query.len() >= 25);
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let slow: Vec<(TcpStream, std::thread::JoinHandle<()>)> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(dns).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let (q, done) = (query.clone(), done.clone());
+            let t = std::thread::spawn(move || {
+                for b in q {
+                    if done.load(Ordering::Relaxed) || w.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+            (s, t)
+        })
+        .collect();
+    // A client with a whole query gets its answer once a slot is free again.
+    let legit = std::thread::spawn(move || loop {
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_secs(15) {
+            return None;
+        }
+        if let Ok(mut s) = TcpStream::connect(dns) {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            if s.write_all(&framed_query(7, "legit.test.")).is_ok() {
+                if let Some(m) = read_framed(&mut s) {
+                    let info = wire::parse_response(&m).unwrap();
+                    assert_eq!((info.header.id, info.header.ancount), (7, 1));
+                    return Some(started.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    for (i, (s, _)) in slow.iter().enumerate() {
+        let mut s: &TcpStream = s;
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 512];
+        let got = s.read(&mut buf);
+        let cut = started.elapsed();
+        assert!(
+            matches!(got, Ok(0)) || got.is_err(),
+            "slow client {i}: answered ({got:?}) after {cut:?}: its connection outlived the \
+             1 s idle timeout while it trickled"
+        );
+        assert!(
+            cut < Duration::from_secs(5),
+            "slow client {i} closed only after {cut:?} (idle timeout 1 s)"
+        );
+    }
+    let answered = legit
+        .join()
+        .unwrap()
+        .expect("the whole query was never answered");
+    assert!(
+        answered < Duration::from_secs(5),
+        "a whole query waited {answered:?} for a slot the slow clients held"
+    );
+    done.store(true, Ordering::Relaxed);
+    for (_, t) in slow {
+        t.join().unwrap();
+    }
+    p.shutdown(Duration::from_millis(100));
+}
+
 /// Issue 14: the admin server had no connection cap and no write timeout. 64 idle
 /// connections fill it: the next is closed at once and counted, while those idle ones are
 /// closed by the request timeout, after which probes answer again.

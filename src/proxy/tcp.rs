@@ -2,7 +2,8 @@
 //! complete (out of order is allowed, §6.2.1.1), idle connections closed (§6.2.3), and a
 //! bound on connections so a flood of idle clients cannot exhaust the process. Every query
 //! read is answered: a client that reads slowly gets back-pressure (we stop reading its
-//! queries), bounded in bytes per connection (`TcpOut`), never a dropped answer.
+//! queries), bounded in bytes per connection (`TcpOut`), never a dropped answer. A query
+//! must arrive whole within the idle timeout of its first byte.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -236,6 +237,8 @@ async fn connection(
     let mut answer = Vec::with_capacity(512);
     // This read's cache hits, framed: queued with one push after the tracker has their events.
     let mut batch = Vec::with_capacity(4096);
+    // When the first byte of the query now partly read (of its length) was read.
+    let mut partial_since: Option<Instant> = None;
     'conn: while !stop.load(Ordering::Relaxed) {
         let e = engine.load_full();
         while let Some(range) = next_frame(&buf[start..end]) {
@@ -245,6 +248,7 @@ async fn connection(
             }
             let msg = &buf[start + range.start..start + range.end];
             start += range.end;
+            partial_since = None;
             let now = Instant::now();
             answer.clear();
             match e.handle_fast(msg, Proto::Tcp, peer, now, &mut answer) {
@@ -314,14 +318,22 @@ async fn connection(
                 buf.resize(need, 0);
             }
         }
-        // Idle between queries; a client that sent part of one is held to the same bound.
+        // Idle between queries; a client that sent part of one is held to the same bound from
+        // its first byte (RFC 7766 §6.2.3), not from its last: one that trickles a byte at a
+        // time would otherwise hold the connection, and a slot of `max_tcp_connections`,
+        // forever. Bytes already here when the bound passes are still taken.
         let wait = if end == 0 {
             idle
         } else {
-            idle.max(Duration::from_secs(1))
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            (since + idle.max(Duration::from_secs(1))).saturating_duration_since(Instant::now())
         };
         match tokio::time::timeout(wait, rd.read(&mut buf[end..])).await {
             Ok(Ok(n)) if n > 0 => end += n,
+            Err(_) if end > 0 => {
+                tracing::debug!(%peer, "closing a TCP client connection: a query came too slowly");
+                break;
+            }
             _ => break, // idle, closed, or reset
         }
     }
