@@ -287,6 +287,110 @@ fn a_slowloris_client_held_a_tcp_slot_forever() {
     p.shutdown(Duration::from_millis(100));
 }
 
+/// The proxy-side socket from the proxy's `local` port to the client's `remote` port in
+/// /proc/net/tcp: its state and the bytes in its send queue (`tx_queue`).
+fn tcp_socket(local: u16, remote: u16) -> Option<(u8, usize)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (local, remote) = (format!(":{local:04X}"), format!(":{remote:04X}"));
+    table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if !(cols.get(1)?.ends_with(&local) && cols.get(2)?.ends_with(&remote)) {
+            return None;
+        }
+        let state = u8::from_str_radix(cols.get(3)?, 16).ok()?;
+        let tx = usize::from_str_radix(cols.get(4)?.split(':').next()?, 16).ok()?;
+        Some((state, tx))
+    })
+}
+
+/// Probe F1 (session 26): answers owed to a client that never reads piled up in the kernel's
+/// send buffer, which grew to 4 MiB per connection outside `server.memory_limit`. Closed at
+/// the idle timeout, the connection sat in FIN-WAIT-1 holding them (about 2 MB each) with its
+/// budget charge released, so a client could open more: the probe's Send-Q grew 17, 34, 51,
+/// 68 MB with a 16 MiB limit. Now the send buffer is small (charged with the connection), and
+/// a connection closed with answers the client never took is reset, which frees them at once.
+/// A client that takes its answers still gets a graceful close.
+#[test]
+fn unread_tcp_answers_stayed_queued_in_the_kernel_after_close() {
+    use common::upstream::{Rec, Upstream};
+    const TXT: u16 = 16;
+
+    let up = Upstream::start();
+    up.add("huge.test.", TXT, Rec::BigTxt(60_000, 3600));
+    let (_rt, p) = start(&format!(
+        "server: {{workers: 1, tcp_idle_timeout: 2s}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    let txt = |id: u16| {
+        let mut q = Vec::new();
+        wire::build_query(id, "huge.test.", TXT, false, &mut q).unwrap();
+        framed(&q)
+    };
+    // A client that reads: its answer (too large for UDP; now cached) whole, then a clean
+    // close, not a reset.
+    let mut s = TcpStream::connect(dns).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&txt(1)).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("a client that read every answer gets a graceful close");
+    let info = wire::parse_response(&all[2..]).unwrap();
+    assert_eq!(
+        (info.header.ancount, all.len() - 2),
+        (1, usize::from(u16::from_be_bytes([all[0], all[1]])))
+    );
+    assert!(all.len() > 60_000);
+
+    // A client with a tiny receive buffer asks for 40 of them (2.4 MB) and reads nothing.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect(&dns.into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    let port = c.local_addr().unwrap().port();
+    c.write_all(&(0..40).flat_map(txt).collect::<Vec<u8>>())
+        .unwrap();
+    // While it does not read, what waits for it in the kernel stays within the send buffer
+    // (64 KiB as the kernel counts it).
+    let sent = Instant::now();
+    let mut most = 0;
+    while sent.elapsed() < Duration::from_millis(1500) {
+        if let Some((_, tx)) = tcp_socket(dns.port(), port) {
+            most = most.max(tx);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most > 0, "the proxy wrote no answer to the client");
+    assert!(
+        most <= 128 * 1024,
+        "{most} bytes of answers queued in the kernel for one client"
+    );
+    // Closed at the idle timeout, the proxy's socket keeps none of them.
+    let mut left = tcp_socket(dns.port(), port);
+    while sent.elapsed() < Duration::from_secs(10) && left.is_some_and(|(_, tx)| tx > 0) {
+        std::thread::sleep(Duration::from_millis(50));
+        left = tcp_socket(dns.port(), port);
+    }
+    assert!(
+        left.is_none_or(|(_, tx)| tx == 0),
+        "10 s on, the closed connection still holds {left:?} (state, bytes queued)"
+    );
+    // And the client learns of it by a reset, after what it had received.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let end = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(_) => continue,
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+    p.shutdown(Duration::from_millis(100));
+}
+
 /// Issue 14: the admin server had no connection cap and no write timeout. 64 idle
 /// connections fill it: the next is closed at once and counted, while those idle ones are
 /// closed by the request timeout, after which probes answer again.

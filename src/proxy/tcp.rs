@@ -2,16 +2,19 @@
 //! complete (out of order is allowed, §6.2.1.1), idle connections closed (§6.2.3), and a
 //! bound on connections so a flood of idle clients cannot exhaust the process. Every query
 //! read is answered: a client that reads slowly gets back-pressure (we stop reading its
-//! queries), bounded in bytes per connection (`TcpOut`), never a dropped answer. A query
-//! must arrive whole within the idle timeout of its first byte.
+//! queries), bounded in bytes per connection (`TcpOut`, and the kernel's send buffer, set
+//! small: `SEND_BUF`), never a dropped answer. A query must arrive whole within the idle
+//! timeout of its first byte, and a connection closed with answers the client never took is
+//! reset, so the kernel frees them at once (`ClientWriter`).
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,9 +43,18 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// The send buffer asked of the kernel for each client connection (SO_SNDBUF). Linux doubles
+/// it for its own bookkeeping: 64 KiB, of which about 40 KB of answers (measured) wait there
+/// for a client that does not read. Without it the kernel grows the buffer to
+/// `net.ipv4.tcp_wmem`'s maximum (4 MiB; a non-reading client held 2.2 MB of answers in it),
+/// outside the budget. A larger write waits for the client to read: back-pressure, as before.
+/// About 40 KB a round trip is hundreds of MB/s at the round trips within a node.
+const SEND_BUF: usize = 32 * 1024;
+
 /// What a client connection holds, for the memory budget: its tasks, the read and frame
-/// buffers, and a full answer channel of typical answers (64 of ~512 bytes).
-pub const TCP_CONNECTION_BYTES: usize = 48 * 1024;
+/// buffers, a full answer channel of typical answers (64 of ~512 bytes), and the kernel's
+/// send buffer (`SEND_BUF`, doubled by the kernel).
+pub const TCP_CONNECTION_BYTES: usize = 48 * 1024 + 2 * SEND_BUF;
 
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -179,8 +191,60 @@ fn frame(to: &mut Vec<u8>, msg: &[u8]) {
     to.extend_from_slice(msg);
 }
 
-async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duration) {
+/// The write half of a client connection. Dropped with answers still in the kernel's send
+/// queue (the client stopped reading, the runtime ended after the drain), it resets the
+/// connection (SO_LINGER 0): the kernel frees the queue at once instead of holding it in
+/// FIN-WAIT-1, outside the budget, for as long as the client keeps its window shut.
+struct ClientWriter {
+    wr: OwnedWriteHalf,
+    /// Every answer was taken by the client and our FIN sent: a graceful close.
+    graceful: bool,
+}
+
+impl Drop for ClientWriter {
+    fn drop(&mut self) {
+        let s: &TcpStream = self.wr.as_ref();
+        if !self.graceful && unsent(s) > 0 {
+            let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Bytes in the socket's send queue: written and not yet acknowledged by the client (SIOCOUTQ).
+fn unsent(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) stores one int through the pointer; the fd is open (`s`).
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Wait until the client has taken everything written to it (the send queue is empty), for
+/// `within` at most: false if it has not by then.
+async fn delivered(s: &TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(1);
+    while unsent(s) > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    true
+}
+
+async fn writer(out: Arc<TcpOut>, wr: OwnedWriteHalf, write_timeout: Duration) {
+    let mut wr = ClientWriter {
+        wr,
+        graceful: false,
+    };
     let mut pending = Vec::with_capacity(4096);
+    let mut ok = true;
     loop {
         std::mem::swap(&mut *out.queue.lock(), &mut pending);
         if pending.is_empty() {
@@ -195,8 +259,8 @@ async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duratio
             continue;
         }
         // A client that stops reading for as long as an idle connection may live is gone.
-        let ok = matches!(
-            tokio::time::timeout(write_timeout, wr.write_all(&pending)).await,
+        ok = matches!(
+            tokio::time::timeout(write_timeout, wr.wr.write_all(&pending)).await,
             Ok(Ok(()))
         );
         out.bytes.fetch_sub(pending.len(), Ordering::AcqRel);
@@ -209,7 +273,12 @@ async fn writer(out: Arc<TcpOut>, mut wr: OwnedWriteHalf, write_timeout: Duratio
     out.closed.store(true, Ordering::Release);
     out.queue.lock().clear();
     out.wake_reader.notify_one();
-    let _ = wr.shutdown().await;
+    // RFC 7766 §6.2.3 would have the client close; we close gracefully only once it has taken
+    // every answer. Otherwise dropping `wr` resets the connection and frees what it left.
+    if ok && delivered(wr.wr.as_ref(), write_timeout).await {
+        let _ = wr.wr.shutdown().await;
+        wr.graceful = true;
+    }
 }
 
 /// The next complete message in `buf` (two-byte length first): its range, or `None` when
@@ -226,6 +295,8 @@ async fn connection(
     stop: Arc<AtomicBool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Answers the client does not read wait in the kernel up to this bound (charged).
+    let _ = SockRef::from(&stream).set_send_buffer_size(SEND_BUF);
     let (mut rd, wr) = stream.into_split();
     let idle = engine.load().config.server.tcp_idle_timeout;
     // Answers from this reader (cache hits) and from resolver tasks go through one writer.
@@ -237,7 +308,7 @@ async fn connection(
     let mut answer = Vec::with_capacity(512);
     // This read's cache hits, framed: queued with one push after the tracker has their events.
     let mut batch = Vec::with_capacity(4096);
-    // When the first byte of the query now partly read (of its length) was read.
+    // When the reader first held part of the query now partly read (reset when one is whole).
     let mut partial_since: Option<Instant> = None;
     'conn: while !stop.load(Ordering::Relaxed) {
         let e = engine.load_full();
