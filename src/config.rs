@@ -423,7 +423,8 @@ pub struct ServerSection {
     /// Queries waiting on upstreams at once; beyond this new misses get SERVFAIL (counted in
     /// `ndots_overload_drops_total`). Default `10000`.
     pub max_inflight: Option<usize>,
-    /// A TCP client connection idle this long is closed (RFC 7766 §6.2.3). Default `10s`.
+    /// A TCP client connection idle this long is closed, and so is one that has not sent a whole
+    /// query this long (at least 1 s) after its first byte (RFC 7766 §6.2.3). Default `10s`.
     pub tcp_idle_timeout: Option<HumanDuration>,
     /// TCP client connections at once; further connections are refused. Default `1000`. Needs
     /// a restart to change.
