@@ -188,6 +188,7 @@ impl Router {
         order.sort_by_key(|s| !s.is_healthy());
         let mut last_err = UpstreamError::AllFailed;
         let mut fallback: Option<Reply> = None;
+        let recursive = query.get(2).is_some_and(|f| f & 0x01 != 0);
         for server in order {
             let result = match z.protocol {
                 Protocol::Tcp => server.exchange_tcp(query, &q, z.timeout).await,
@@ -201,8 +202,12 @@ impl Router {
                 Ok(reply) => {
                     let rcode = reply.info.rcode;
                     // SERVFAIL and REFUSED may be one server's trouble: try the next, and keep
-                    // this reply in case every server says the same.
-                    if rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16 {
+                    // this reply in case every server says the same. Not for a query with RD
+                    // clear: many resolvers refuse those by policy (unbound without
+                    // `allow_snoop`), which says nothing of the server's health.
+                    if (rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16)
+                        && recursive
+                    {
                         server.note_failure();
                         fallback.get_or_insert(reply);
                         continue;
@@ -392,6 +397,12 @@ impl Server {
         self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
+    /// The server's port was unreachable (ICMP, reported on `conn`): the queries waiting on
+    /// that socket fail now and fail over (`Dispatch::fail_all`).
+    fn port_unreachable(&self, conn: &Arc<UdpConn>) {
+        conn.dispatch.fail_all();
+    }
+
     /// One failed attempt, in `ndots_upstream_failures_total` by its reason.
     fn count_failure(&self, e: &UpstreamError) {
         m::cached_counter(m::label_key(40, &[self.id(), e.reason().as_ptr() as u64]), || {
@@ -440,7 +451,9 @@ impl Server {
             let mut pool = self.udp.lock();
             if pool.len() >= UDP_SOCKETS_PER_SERVER {
                 let i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
-                if pool[i].sent.fetch_add(1, Ordering::Relaxed) < UDP_QUERIES_PER_SOCKET {
+                if pool[i].sent.fetch_add(1, Ordering::Relaxed) < UDP_QUERIES_PER_SOCKET
+                    && !pool[i].dispatch.unreachable.load(Ordering::Relaxed)
+                {
                     return Ok(pool[i].clone());
                 }
                 // Retired: in-flight queries hold it until their replies come.
@@ -471,6 +484,12 @@ impl Server {
         wire::set_id(&mut msg, id);
         if let Err(e) = conn.socket.send(&msg).await {
             conn.dispatch.cancel(id);
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                // The port-unreachable error the reader waits for, taken by this send (the
+                // kernel reports it once, to whichever call comes first).
+                self.port_unreachable(&conn);
+                return Err(UpstreamError::Closed(self.addr));
+            }
             return Err(UpstreamError::Io(self.addr, e));
         }
         let bytes = match tokio::time::timeout(timeout, rx).await {
@@ -527,7 +546,10 @@ impl Server {
                 }
                 Err(fail) => {
                     self.drop_tcp(&lease.conn).await;
-                    if !lease.conn.answered.load(Ordering::Relaxed) {
+                    // Once per connection: up to 64 queries may ride one that resets.
+                    if !lease.conn.answered.load(Ordering::Relaxed)
+                        && !lease.conn.backed_off.swap(true, Ordering::Relaxed)
+                    {
                         self.back_off_connects();
                     }
                     if attempt == 0 && tokio::time::Instant::now() < deadline {
@@ -680,6 +702,8 @@ enum TcpFail {
 struct Dispatch {
     pending: Mutex<HashMap<u16, Pending>>,
     addr: SocketAddr,
+    /// A UDP socket's server port was reported unreachable (`fail_all`): retire the socket.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 struct Pending {
@@ -696,6 +720,7 @@ impl Dispatch {
         Dispatch {
             pending: Mutex::new(HashMap::new()),
             addr,
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -725,8 +750,12 @@ impl Dispatch {
         self.pending.lock().remove(&id);
     }
 
-    /// Every waiting query fails at once (its receiver sees the sender dropped: `Closed`).
+    /// The server's port was reported unreachable: every waiting query fails at once (its
+    /// receiver sees the sender dropped: `Closed`), and the socket is retired (`udp_conn`
+    /// replaces it by a fresh one, a new source port: a forged ICMP message fails only what
+    /// waits on the socket it names, once).
     fn fail_all(&self) {
+        self.unreachable.store(true, Ordering::Relaxed);
         self.pending.lock().clear();
     }
 
@@ -827,8 +856,10 @@ struct TcpConn {
     writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     dispatch: Arc<Dispatch>,
     dead: Arc<std::sync::atomic::AtomicBool>,
-    /// A reply came on it: a connection that fails before one backs connects off.
+    /// A reply came on it: a connection that fails before one backs connects off (once:
+    /// `backed_off`).
     answered: Arc<std::sync::atomic::AtomicBool>,
+    backed_off: std::sync::atomic::AtomicBool,
     /// Queries holding a lease on this connection (bounded by `TCP_PIPELINE`).
     inflight: AtomicUsize,
     reader: tokio::task::JoinHandle<()>,
@@ -874,6 +905,7 @@ impl TcpConn {
             dispatch,
             dead,
             answered,
+            backed_off: std::sync::atomic::AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             reader,
         })

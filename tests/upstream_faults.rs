@@ -343,6 +343,22 @@ fn an_unreachable_udp_port_cost_every_query_the_whole_timeout() {
     let (info, _, took) = ask(p2.dns_addrs[0], "live.test.");
     assert_eq!(info.header.ancount, 1);
     assert!(took < Duration::from_millis(2500), "failover took {took:?}");
+    // Concurrent queries: a later send takes the port-unreachable error before the socket's
+    // reader sees it (the kernel reports it once); the queries waiting still fail at once.
+    let asks: Vec<_> = (0..20)
+        .map(|i| {
+            let dns = p.dns_addrs[0];
+            std::thread::spawn(move || ask(dns, &format!("burst{i}.test.")))
+        })
+        .collect();
+    for a in asks {
+        let (info, _, took) = a.join().unwrap();
+        assert_eq!(info.rcode, wire::RCODE_SERVFAIL as u16);
+        assert!(
+            took < Duration::from_millis(2500),
+            "a burst query waited {took:?}"
+        );
+    }
 }
 
 /// Every upstream UDP query left from one of four sockets whose source ports never changed for
@@ -510,5 +526,116 @@ fn a_tcp_upstream_that_reset_every_connection_was_reconnected_at_every_query() {
     assert!(
         opened <= 10,
         "40 queries opened {opened} connections to a server that resets each one"
+    );
+}
+
+/// Up to 64 queries ride one fresh TCP connection; when it reset before a reply, each of them
+/// doubled the connect backoff, straight to its 5 s cap. The backoff now grows once per
+/// connection: a query after the first step (100 ms) connects again and is answered.
+#[test]
+fn queries_pipelined_on_a_reset_connection_each_doubled_the_backoff() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (accepted, armed) = (accepted.clone(), armed.clone());
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                let reset = armed.swap(false, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    if reset {
+                        // Take the pipelined queries for a moment, then reset.
+                        std::thread::sleep(Duration::from_millis(200));
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    while let Some(q) = read_framed(&mut s) {
+                        let id = u16::from_be_bytes([q[0], q[1]]);
+                        let _ = s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
+                    }
+                });
+            }
+        });
+    }
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 2s}}]"
+    ));
+    let dns = p.dns_addrs[0];
+    std::thread::sleep(Duration::from_millis(300)); // start-up probes done (their connections answer)
+    armed.store(true, Ordering::Relaxed);
+    let asks: Vec<_> = (0..20)
+        .map(|i| std::thread::spawn(move || ask(dns, &format!("r{i}.example.org.")).0.rcode))
+        .collect();
+    for a in asks {
+        assert_eq!(a.join().unwrap(), wire::RCODE_SERVFAIL as u16);
+    }
+    std::thread::sleep(Duration::from_millis(400)); // past one backoff step, not five seconds
+    let (info, _, _) = ask(dns, "after.example.org.");
+    assert_eq!(
+        (info.rcode, info.header.ancount),
+        (0, 1),
+        "a query 400 ms after one reset connection is answered"
+    );
+}
+
+/// A non-recursive query (RD clear) refused by policy, as unbound refuses one without
+/// `allow_snoop`, counted as the server's failure and went on to the next server: a pod looping
+/// `dig +norec` could mark healthy servers down. The refusal is relayed; the second server
+/// never sees those queries.
+#[test]
+fn a_refused_nonrecursive_query_marked_the_server_down() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Both servers answer RD=1 queries (NXDOMAIN) and refuse RD=0 ones; each counts the RD=0
+    // queries it gets.
+    let server = || {
+        let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = up.local_addr().unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let count = refused.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = up.recv_from(&mut buf) {
+                let mut r = buf[..n].to_vec();
+                let rd = r[2] & 0x01 != 0;
+                count.fetch_add(!rd as usize, Ordering::Relaxed);
+                r[2] |= 0x80;
+                r[3] = (r[3] & 0xf0)
+                    | if rd {
+                        wire::RCODE_NXDOMAIN
+                    } else {
+                        wire::RCODE_REFUSED
+                    };
+                let _ = up.send_to(&r, from);
+            }
+        });
+        (addr, refused)
+    };
+    let ((first, _), (second, second_saw)) = (server(), server());
+    let (_rt, p) = start(&format!(
+        "shortcut: {{mode: off}}\nupstreams: [{{zone: \".\", servers: [\"{first}\", \"{second}\"], timeout: 1s}}]\n"
+    ));
+    let dns = p.dns_addrs[0];
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 1500];
+    for i in 0..6u16 {
+        let mut q = Vec::new();
+        wire::build_query(i, &format!("snoop{i}.test."), wire::TYPE_A, false, &mut q).unwrap();
+        q[2] &= !0x01; // RD clear
+        c.send_to(&q, dns).unwrap();
+        let n = c.recv(&mut buf).expect("an answer");
+        let rcode = wire::parse_response(&buf[..n]).unwrap().rcode;
+        assert_eq!(rcode, wire::RCODE_REFUSED as u16);
+    }
+    assert_eq!(
+        second_saw.load(Ordering::Relaxed),
+        0,
+        "the refusals went on to the second server"
     );
 }

@@ -744,6 +744,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("listen", old.listen != new.listen),
         ("admin", old.admin != new.admin),
         ("server.workers", o.workers != n.workers),
+        (
+            "server.shutdown_grace",
+            o.shutdown_grace != n.shutdown_grace,
+        ),
+        ("log.format", old.log.format != new.log.format),
         ("server.memory_limit", o.memory_limit != n.memory_limit),
         (
             "server.max_tcp_connections",

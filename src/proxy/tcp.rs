@@ -197,7 +197,7 @@ fn frame(to: &mut Vec<u8>, msg: &[u8]) {
 /// FIN-WAIT-1, outside the budget, for as long as the client keeps its window shut.
 struct ClientWriter {
     wr: OwnedWriteHalf,
-    /// Every answer was taken by the client and our FIN sent: a graceful close.
+    /// Every answer was acknowledged by the client's kernel and our FIN sent: a graceful close.
     graceful: bool,
 }
 
@@ -222,8 +222,8 @@ fn unsent(s: &TcpStream) -> usize {
     }
 }
 
-/// Wait until the client has taken everything written to it (the send queue is empty), for
-/// `within` at most: false if it has not by then.
+/// Wait until the client's kernel has acknowledged everything written to it (the send queue
+/// is empty), for `within` at most: false if it has not by then.
 async fn delivered(s: &TcpStream, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(1);
@@ -273,8 +273,9 @@ async fn writer(out: Arc<TcpOut>, wr: OwnedWriteHalf, write_timeout: Duration) {
     out.closed.store(true, Ordering::Release);
     out.queue.lock().clear();
     out.wake_reader.notify_one();
-    // RFC 7766 §6.2.3 would have the client close; we close gracefully only once it has taken
-    // every answer. Otherwise dropping `wr` resets the connection and frees what it left.
+    // RFC 7766 §6.2.3 would have the client close; we close gracefully only once its kernel
+    // has acknowledged every answer. Otherwise dropping `wr` resets the connection and frees
+    // what it left.
     if ok && delivered(wr.wr.as_ref(), write_timeout).await {
         let _ = wr.wr.shutdown().await;
         wr.graceful = true;
