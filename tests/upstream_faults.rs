@@ -409,31 +409,17 @@ fn upstream_udp_source_ports_never_changed() {
 /// on one connection that stops answering: one connection replaced.
 #[test]
 fn tcp_replaced_counted_every_query_of_a_stalled_connection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    {
-        let accepted = accepted.clone();
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::Relaxed);
-                std::thread::spawn(move || {
-                    // The first query of each connection is answered, the rest read and dropped.
-                    let mut first = true;
-                    while let Some(q) = read_framed(&mut s) {
-                        if std::mem::take(&mut first) {
-                            let id = u16::from_be_bytes([q[0], q[1]]);
-                            let _ =
-                                s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
-                        }
-                    }
-                });
+    use std::sync::atomic::Ordering;
+    // The first query of each connection is answered, the rest read and dropped.
+    let (addr, accepted) = tcp_upstream(|mut s| {
+        let mut first = true;
+        while let Some(q) = read_framed(&mut s) {
+            if std::mem::take(&mut first) {
+                let id = u16::from_be_bytes([q[0], q[1]]);
+                let _ = s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
             }
-        });
-    }
+        }
+    });
     let (_rt, p) = start(&format!(
         "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 800ms}}]"
     ));
@@ -488,30 +474,17 @@ fn health_probes_were_counted_as_requests_but_not_their_failures() {
     drop(silent);
 }
 
-/// A TCP upstream that accepts every connection and resets it at the first query was reconnected at every
-/// query (a probe counted 656 connections in 8 s at 35 queries a second): only a failed
-/// connect backed off. A connection that closes before any reply now backs connects off too.
+/// A TCP upstream that accepts every connection and resets it at the first query was
+/// reconnected at every query (a probe counted 656 connections in 8 s at 35 queries a second):
+/// only a failed connect backed off. A connection that closes before any reply now backs connects off too.
 #[test]
 fn a_tcp_upstream_that_reset_every_connection_was_reconnected_at_every_query() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    {
-        let accepted = accepted.clone();
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::Relaxed);
-                // Takes the query, then resets the connection.
-                std::thread::spawn(move || {
-                    let _ = read_framed(&mut s);
-                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                });
-            }
-        });
-    }
+    use std::sync::atomic::Ordering;
+    // Takes the query, then resets the connection.
+    let (addr, accepted) = tcp_upstream(|mut s| {
+        let _ = read_framed(&mut s);
+        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    });
     let (_rt, p) = start(&format!(
         "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 1s}}]"
     ));
@@ -534,34 +507,23 @@ fn a_tcp_upstream_that_reset_every_connection_was_reconnected_at_every_query() {
 /// connection: a query after the first step (100 ms) connects again and is answered.
 #[test]
 fn queries_pipelined_on_a_reset_connection_each_doubled_the_backoff() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (accepted, armed) = (accepted.clone(), armed.clone());
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::Relaxed);
-                let reset = armed.swap(false, Ordering::Relaxed);
-                std::thread::spawn(move || {
-                    if reset {
-                        // Take the pipelined queries for a moment, then reset.
-                        std::thread::sleep(Duration::from_millis(200));
-                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                        return;
-                    }
-                    while let Some(q) = read_framed(&mut s) {
-                        let id = u16::from_be_bytes([q[0], q[1]]);
-                        let _ = s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
-                    }
-                });
-            }
-        });
-    }
+    // While `armed`, the next connection takes the pipelined queries for a moment and resets;
+    // the others answer every query.
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    let (addr, _) = tcp_upstream(move |mut s| {
+        if arm.swap(false, Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            return;
+        }
+        while let Some(q) = read_framed(&mut s) {
+            let id = u16::from_be_bytes([q[0], q[1]]);
+            let _ = s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
+        }
+    });
     let (_rt, p) = start(&format!(
         "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 2s}}]"
     ));
@@ -638,4 +600,26 @@ fn a_refused_nonrecursive_query_marked_the_server_down() {
         0,
         "the refusals went on to the second server"
     );
+}
+
+/// A TCP upstream on loopback: each accepted connection is handed to `serve` on a thread of its
+/// own; the count is of connections accepted.
+fn tcp_upstream(
+    serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let serve = Arc::new(serve);
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            count.fetch_add(1, Ordering::Relaxed);
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(s));
+        }
+    });
+    (addr, accepted)
 }
