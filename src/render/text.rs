@@ -24,7 +24,8 @@ pub fn text(r: &Report) -> String {
     if r.lookups == 0 {
         let _ = writeln!(
             o,
-            "No lookups yet. Send some traffic through the proxy (or a longer --window) and ask again."
+            "No lookups: nothing in it made one (a capture without DNS queries, or a proxy that saw no \
+             traffic in the window; a longer --window may help)."
         );
         return o;
     }
