@@ -99,6 +99,7 @@ pub fn html(r: &Report) -> String {
             format!("{:.1}%", upstream_wasted_share(r) * 100.0),
         ),
         ("shortcut answers", r.shortcut_answers.to_string()),
+        ("retries", r.retries.to_string()),
     ] {
         let _ = write!(
             o,
@@ -133,6 +134,13 @@ pub fn html(r: &Report) -> String {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     o.push_str(&bars(&rows, "#d0804a"));
+
+    // How the lookups ended, as the text and JSON reports say it.
+    if !r.outcomes.is_empty() {
+        let _ = write!(o, "<h2>How lookups ended</h2>");
+        let rows: Vec<(String, u64)> = r.outcomes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        o.push_str(&bars(&rows, "#7a9a4a"));
+    }
 
     let _ = write!(o, "<h2>By type</h2><table><tr><th>type</th><th>queries</th><th>lookups</th><th>wasted</th></tr>");
     for (t, f) in &r.by_type {
@@ -286,11 +294,30 @@ mod tests {
         assert!(h.contains("&lt;node&amp;1&gt;"));
         assert!(!h.contains("<node&1>"));
         assert!(!h.contains("src=") && !h.contains("<link") && !h.contains("<script"));
-        assert_eq!(h.matches("<svg").count(), 3);
+        assert_eq!(h.matches("<svg").count(), 4);
         assert!(h.contains("api.github.com."));
         // Advice before the tables; backticks become code.
         assert!(h.find("id=\"advice\"").unwrap() < h.find("<h2>Top clients").unwrap());
         assert!(!h.contains('`'), "backticks left in the HTML");
         assert!(!h.contains("((unknown))"));
+    }
+
+    /// The HTML report left out how lookups ended and the retries, which the text and JSON
+    /// reports give: each outcome and the retry count appear with their figures.
+    #[test]
+    fn the_html_report_left_out_outcomes_and_retries() {
+        let mut r = sample_report();
+        r.retries = 8;
+        r.outcomes.insert("timeout".into(), 2);
+        assert!(!r.outcomes.is_empty());
+        let h = html(&r);
+        assert!(h.contains("<b>8</b>retries"), "retries KPI");
+        assert!(h.contains("How lookups ended"));
+        for (k, v) in &r.outcomes {
+            assert!(
+                h.contains(&format!(">{}</text>", esc(k))) && h.contains(&format!(">{v}</text>")),
+                "outcome {k} {v} not in the HTML"
+            );
+        }
     }
 }
