@@ -808,6 +808,17 @@ fn with_edns(mut r: Message, q: &Message) -> Message {
     r
 }
 
+/// An upstream that answers every query with `rcode` and an OPT (so an extended rcode travels).
+fn rcode_upstream(rcode: ResponseCode) -> Scripted {
+    Scripted::start(Box::new(move |q| {
+        let mut r = reply(q, rcode);
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        r.set_edns(e);
+        Some(r.to_vec().unwrap())
+    }))
+}
+
 /// One query through a fresh proxy in front of `script`; the parsed answer.
 fn through(proxy_yaml: &str, up: &Scripted, case: &Case) -> Message {
     let p = proxy(proxy_yaml, up.addr);
@@ -820,13 +831,7 @@ fn through(proxy_yaml: &str, up: &Scripted, case: &Case) -> Message {
 /// with extended-rcode 0 (RFC 6891 §6.1.3).
 #[test]
 fn badvers_reaches_the_client_with_its_extended_rcode() {
-    let up = Scripted::start(Box::new(|q| {
-        let mut r = reply(q, ResponseCode::BADVERS);
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        r.set_edns(e);
-        Some(r.to_vec().unwrap())
-    }));
+    let up = rcode_upstream(ResponseCode::BADVERS);
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     // The upstream's BADVERS, relayed.
     let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 1);
@@ -1425,13 +1430,7 @@ fn an_rd0_answer_was_cached_for_recursive_clients() {
 /// (23) read as YXRRSET (7). Such a client gets SERVFAIL; an EDNS client the RCODE itself.
 #[test]
 fn an_extended_rcode_reached_a_client_without_edns_as_another_rcode() {
-    let up = Scripted::start(Box::new(|q| {
-        let mut r = reply(q, ResponseCode::BADCOOKIE);
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        r.set_edns(e);
-        Some(r.to_vec().unwrap())
-    }));
+    let up = rcode_upstream(ResponseCode::BADCOOKIE);
     let p = proxy("shortcut: {mode: off}\n", up.addr);
     let m = ask_msg(p.addr, &Case::new("www", RecordType::A).plain(), 1);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
