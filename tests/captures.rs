@@ -666,3 +666,213 @@ fn search_expansions_in_real_pcaps() {
         assert_eq!((step[2].1, step[2].2), (1, Some(0)));
     }
 }
+
+/// `ndots analyze --format json` of `path`: the report.
+fn analyze_report(path: &Path) -> serde_json::Value {
+    let out = bin()
+        .args(["analyze", "--format", "json"])
+        .arg(path)
+        .output()
+        .expect("ndots runs");
+    assert!(
+        out.status.success(),
+        "analyze {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the report is JSON")
+}
+
+/// tshark's count of DNS messages over UDP on port 53 matching `filter`.
+fn tshark_udp_dns(path: &Path, filter: &str) -> u64 {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(path)
+        .args([
+            "-Y",
+            &format!("udp.port == 53 && dns && ({filter})"),
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(out.status.success(), "tshark failed on {}", path.display());
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
+/// The figures a duplicate packet must not change.
+fn figures(r: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "lookups": r["lookups"], "queries": r["queries"], "wasted": r["wasted_queries"],
+        "retries": r["retries"], "outcomes": r["outcomes"], "histogram": r["amplification"]["histogram"],
+    })
+}
+
+/// A probe's capture on `-i any` saw every packet twice (once per interface): the copies were
+/// paired as retries and responses without a query, and 4 lookups became 10. Every real pcap
+/// merged with itself (`mergecap`: each packet twice, at its own time) now gives the figures
+/// of the file alone, and the copies dropped are as many as tshark's UDP DNS messages.
+#[test]
+fn packets_captured_twice_invented_lookups_and_retries() {
+    if !have("tshark") || !have("mergecap") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for p in files("pcap", |n| n.ends_with(".pcap")) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let once = analyze_report(&p);
+        if once["lookups"] == 0 {
+            continue;
+        }
+        // TCP copies are retransmissions to the reassembly: the UDP messages of lookups (a
+        // standard query of class IN with one question) are the copies dropped as
+        // duplicates, all of those in a packet of their own; of those sent in IP fragments,
+        // as many as the fragments' copies rebuild.
+        let lookups = "dns.flags.opcode == 0 && dns.qry.class == 1 && dns.count.queries == 1";
+        let whole = tshark_udp_dns(
+            &p,
+            &format!("{lookups} && !ip.fragments && !ipv6.fragments"),
+        );
+        let all = tshark_udp_dns(&p, lookups);
+        let doubled = dir.path().join(&name);
+        let st = Command::new("mergecap")
+            .args(["-F", "pcap", "-w"])
+            .arg(&doubled)
+            .arg(&p)
+            .arg(&p)
+            .status()
+            .expect("mergecap runs");
+        assert!(st.success());
+        let twice = analyze_report(&doubled);
+        assert_eq!(figures(&twice), figures(&once), "{name}: figures changed");
+        let dups = twice["input"]["duplicates"].as_u64().unwrap();
+        assert!(
+            (whole..=all).contains(&dups),
+            "{name}: {dups} duplicates dropped; tshark's UDP DNS messages: {whole} whole, {all} in all"
+        );
+        assert_eq!(twice["input"]["events"], once["input"]["events"], "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} pcaps with lookups");
+}
+
+/// A UDP answer with TC set was read as NODATA: the real capture of a 2,048-byte answer (TC
+/// over UDP, then the same query over TCP) was two lookups, `nodata` and `resolved`. It is one
+/// lookup now, resolved over TCP after one retry, and the TC answer is counted.
+#[test]
+fn a_truncated_udp_answer_was_read_as_nodata() {
+    if !have("tshark") {
+        return;
+    }
+    let p = data("pcap/dnscollector-dnsdump_udp_truncated+tcp_fragmented.pcap");
+    let tc = tshark_udp_dns(&p, "dns.flags.response == 1 && dns.flags.truncated == 1");
+    assert_eq!(tc, 1, "the sample holds one truncated answer");
+    let r = analyze_report(&p);
+    assert_eq!(r["input"]["truncated"], tc);
+    assert_eq!(r["lookups"], 1, "{r}");
+    assert_eq!(r["outcomes"], serde_json::json!({"resolved": 1}));
+    assert_eq!(r["retries"], 1);
+    assert_eq!(r["queries"], 2);
+}
+
+/// A gap in a TCP stream lost the answers after it without a count: with the first of two
+/// pipelined answers cut from a real capture (`editcap` deletes its frame), the second one
+/// waited behind the gap until the connection closed and was dropped with it, so both
+/// queries were unanswered. The second answer is read now and the gap counted.
+#[test]
+fn a_gap_in_a_tcp_stream_lost_the_answers_after_it() {
+    if !have("tshark") || !have("editcap") {
+        return;
+    }
+    let p = data("pcap/deepflow-k8s-dns-tcp-multi.pcap");
+    // Frame 6 is the first answer (0xe831), frame 8 the second (0x5939): tshark says so.
+    let answers = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&p)
+        .args(["-Y", "dns.flags.response == 1", "-T", "fields"])
+        .args(["-e", "frame.number", "-e", "dns.id"])
+        .output()
+        .expect("tshark runs");
+    assert_eq!(
+        String::from_utf8_lossy(&answers.stdout).trim(),
+        "6\t0xe831\n8\t0x5939"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcap");
+    let st = Command::new("editcap")
+        .arg(&p)
+        .arg(&cut)
+        .arg("6")
+        .status()
+        .expect("editcap runs");
+    assert!(st.success());
+    let opts = Options::default();
+    let (events, stats) = read_all(&cut, &opts);
+    assert_eq!(stats.stream_gaps, 1, "{stats:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    let answered: Vec<_> = events.iter().filter(|e| e.rcode.is_some()).collect();
+    assert_eq!(answered.len(), 1, "the answer after the gap: {events:?}");
+    assert_eq!(stats.unanswered, 1, "the query whose answer was cut");
+}
+
+/// NOTIFY, a CHAOS-class `version.bind` and a query with two questions were each read as a
+/// lookup's query (the second question dropped without a count). Built by dnspython (not
+/// ndots' encoder) into a pcap: one real lookup remains; the others are counted as skipped
+/// and unreadable.
+#[test]
+fn notify_chaos_and_two_question_messages_were_read_as_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.pcap");
+    let script = r#"
+import struct, sys
+import dns.message, dns.opcode, dns.rdataclass, dns.rdatatype, dns.rrset, dns.flags
+def udp(src, dst, sport, dport, payload):
+    ln = 8 + len(payload)
+    u = struct.pack('!HHHH', sport, dport, ln, 0) + payload
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + ln, 0, 0, 64, 17, 0, bytes(src), bytes(dst))
+    return b'\x00' * 12 + b'\x08\x00' + ip + u
+c, s = [10, 0, 0, 7], [10, 96, 0, 10]
+msgs = []
+n = dns.message.make_query('example.org.', 'SOA'); n.set_opcode(dns.opcode.NOTIFY); n.id = 1
+msgs.append((c, s, 40001, 53, n.to_wire()))
+r = dns.message.make_response(n); msgs.append((s, c, 53, 40001, r.to_wire()))
+v = dns.message.make_query('version.bind.', 'TXT', rdclass=dns.rdataclass.CH); v.id = 2
+msgs.append((c, s, 40002, 53, v.to_wire()))
+msgs.append((s, c, 53, 40002, dns.message.make_response(v).to_wire()))
+t = dns.message.make_query('a.example.org.', 'A'); t.id = 3
+t.question.append(dns.rrset.RRset(dns.name.from_text('b.example.org.'), dns.rdataclass.IN, dns.rdatatype.A))
+msgs.append((c, s, 40003, 53, t.to_wire()))
+q = dns.message.make_query('api.github.com.', 'A'); q.id = 4
+msgs.append((c, s, 40004, 53, q.to_wire()))
+a = dns.message.make_response(q)
+a.answer.append(dns.rrset.from_text('api.github.com.', 60, 'IN', 'A', '140.82.112.6'))
+msgs.append((s, c, 53, 40004, a.to_wire()))
+out = open(sys.argv[1], 'wb')
+out.write(struct.pack('<IHHiIII', 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+for i, (src, dst, sp, dp, p) in enumerate(msgs):
+    f = udp(src, dst, sp, dp, p)
+    out.write(struct.pack('<IIII', 1732240000, 1000 * i, len(f), len(f)) + f)
+"#;
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        st.success(),
+        "python3 with dnspython (scripts/deps/capture.txt)"
+    );
+    let r = analyze_report(&path);
+    assert_eq!(r["lookups"], 1, "{r}");
+    assert_eq!(r["queries"], 1);
+    assert_eq!(r["outcomes"], serde_json::json!({"resolved": 1}));
+    let i = &r["input"];
+    assert_eq!(i["skipped"], 4, "NOTIFY and CH, queries and responses: {i}");
+    assert_eq!(i["unreadable"], 1, "the two-question query: {i}");
+    assert_eq!(i["events"], 1);
+    assert_eq!((&i["queries"], &i["responses"]), (&4.into(), &3.into()));
+}

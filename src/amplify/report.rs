@@ -112,6 +112,54 @@ pub struct Report {
     /// (`ndots_namespace_*` series; `other` holds namespaces beyond tracker.namespace_series).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<NamespaceFigures>,
+    /// What was read to make this report, from captures (`analyze`): absent for the live
+    /// tracker, whose losses are `dropped_events` and `shed_events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputCounts>,
+}
+
+/// The records of the captures a report was read from, and what became of those that did
+/// not become events: nothing read disappears uncounted (docs/report.md, "Input").
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputCounts {
+    /// Query events handed to the tracker.
+    pub events: u64,
+    /// Records that could not be read (bad lines, damaged packets), skipped.
+    pub unreadable: u64,
+    /// Records passed over on purpose: not DNS, other log lines, not a standard query of
+    /// class IN, dnstap message types not asked for.
+    pub skipped: u64,
+    /// DNS query and response messages seen (pcap, dnstap).
+    pub queries: u64,
+    pub responses: u64,
+    /// Queries whose response was not seen (events without an answer).
+    pub unanswered: u64,
+    /// Responses whose query was not seen (events of their own).
+    pub unmatched_responses: u64,
+    /// Waiting queries, TCP streams or fragments pushed out by a memory bound.
+    pub evicted: u64,
+    /// Copies of a message already read (a capture on several interfaces), dropped.
+    pub duplicates: u64,
+    /// UDP responses with TC set, read as no answer (the TCP query that follows is a retry).
+    pub truncated: u64,
+    /// Places where a TCP stream's bytes were never captured.
+    pub stream_gaps: u64,
+}
+
+impl InputCounts {
+    pub fn add(&mut self, o: &InputCounts) {
+        self.events += o.events;
+        self.unreadable += o.unreadable;
+        self.skipped += o.skipped;
+        self.queries += o.queries;
+        self.responses += o.responses;
+        self.unanswered += o.unanswered;
+        self.unmatched_responses += o.unmatched_responses;
+        self.evicted += o.evicted;
+        self.duplicates += o.duplicates;
+        self.truncated += o.truncated;
+        self.stream_gaps += o.stream_gaps;
+    }
 }
 
 impl Report {
@@ -753,6 +801,7 @@ impl Aggregate {
             configured_zones: Vec::new(),
             advice: Vec::new(),
             namespaces: Vec::new(),
+            input: None,
         }
     }
 
@@ -992,6 +1041,10 @@ impl Report {
         let mut out = agg.to_report(&source, window);
         out.dropped_events = dropped;
         out.shed_events = shed;
+        // Captures' counts add; a live report among them has none to give.
+        for i in reports.iter().filter_map(|r| r.input.as_ref()) {
+            out.input.get_or_insert_with(InputCounts::default).add(i);
+        }
         out.top_complete &= complete;
         // The context of the first report that has one; stubs and zones of all.
         if let Some(first) = reports.iter().find(|r| !r.search.is_empty()) {

@@ -232,6 +232,9 @@ impl Decoder {
         s.responses += self.responses;
         s.unanswered += self.pairer.unanswered;
         s.unmatched_responses += self.pairer.unmatched;
+        s.skipped += self.pairer.skipped;
+        s.duplicates += self.pairer.duplicates;
+        s.truncated += self.pairer.truncated;
         s.evicted += self.pairer.evicted;
         s.skipped += self.skipped;
     }

@@ -140,8 +140,58 @@ pub struct Stats {
     /// Pending queries, TCP flows or fragment sets pushed out by a capacity bound.
     pub evicted: u64,
     /// Records passed over on purpose: packets that are not DNS on the port, other CoreDNS
-    /// plugins' lines, comments, dnstap message types not reported (see `dnstap`).
+    /// plugins' lines, comments, dnstap message types not reported (see `dnstap`), messages
+    /// that are not standard queries of class IN (NOTIFY, UPDATE, CHAOS `version.bind`).
     pub skipped: u64,
+    /// Copies of a message already read in a packet capture (the same query or response
+    /// again within 10 ms: a capture on `-i any` sees a forwarded packet once per
+    /// interface): dropped, so they invent no lookups or retries.
+    pub duplicates: u64,
+    /// UDP responses with TC set (RFC 1035 §4.1.1): not an answer, the stub asks again over
+    /// TCP; read as no answer, so the TCP query continues the lookup as a retry.
+    pub truncated: u64,
+    /// Places where bytes of a TCP stream were never captured: the messages cut by the gap
+    /// are lost (their queries end unanswered); reading resumes at the next message.
+    pub stream_gaps: u64,
+}
+
+impl Stats {
+    /// Add another capture's counts (the first unreadable positions up to [`KEEP_UNREADABLE`]).
+    pub fn add(&mut self, o: &Stats) {
+        self.events += o.events;
+        self.unreadable += o.unreadable;
+        for u in &o.first_unreadable {
+            if self.first_unreadable.len() < KEEP_UNREADABLE {
+                self.first_unreadable.push(u.clone());
+            }
+        }
+        self.queries += o.queries;
+        self.responses += o.responses;
+        self.unanswered += o.unanswered;
+        self.unmatched_responses += o.unmatched_responses;
+        self.evicted += o.evicted;
+        self.skipped += o.skipped;
+        self.duplicates += o.duplicates;
+        self.truncated += o.truncated;
+        self.stream_gaps += o.stream_gaps;
+    }
+
+    /// The counts as the report carries them (`input` in its JSON).
+    pub fn input_counts(&self) -> crate::amplify::report::InputCounts {
+        crate::amplify::report::InputCounts {
+            events: self.events,
+            unreadable: self.unreadable,
+            skipped: self.skipped,
+            queries: self.queries,
+            responses: self.responses,
+            unanswered: self.unanswered,
+            unmatched_responses: self.unmatched_responses,
+            evicted: self.evicted,
+            duplicates: self.duplicates,
+            truncated: self.truncated,
+            stream_gaps: self.stream_gaps,
+        }
+    }
 }
 
 /// Which dnstap messages become events.

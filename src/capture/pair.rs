@@ -7,6 +7,15 @@
 //!
 //! Memory: at most `max_pending` queries wait; beyond that the oldest are reported unanswered
 //! and counted as evicted.
+//!
+//! What is not a lookup's query or answer is counted and left out: messages of another
+//! opcode (NOTIFY, UPDATE) or class (CHAOS `version.bind`) are `skipped`; more than one
+//! question is unreadable (RFC 9619: servers answer FORMERR, so reading the first alone would
+//! invent a query); in a packet capture, a copy of a message read within
+//! [`DUPLICATE_WINDOW_US`] (a capture on `-i any` sees a forwarded packet once per interface,
+//! the destination rewritten by DNAT) is a `duplicate`, dropped; a response with TC set is
+//! `truncated`: the stub asks again over TCP, so it is read as no answer and the TCP query
+//! continues the lookup as a retry.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -59,7 +68,23 @@ pub(crate) struct Pairer {
     pub unanswered: u64,
     pub unmatched: u64,
     pub evicted: u64,
+    pub skipped: u64,
+    pub duplicates: u64,
+    pub truncated: u64,
+    /// The keys and times of the last responses paired, by the key's low bits: a copy of one
+    /// is told from a response whose query was never seen.
+    answered: Box<[(u64, u64)]>,
+    /// Copies are dropped (packet captures); a dnstap server logs each message once per
+    /// message type, and `--dnstap-messages all` asks for each.
+    drop_copies: bool,
 }
+
+/// A copy of a message this soon after it is the capture's duplicate, not the client's: no
+/// stub retries within 100 ms (glibc and Go wait a second at least, musl its timeout over
+/// its attempts, at most 10), and a packet crosses a node's interfaces in microseconds.
+pub(crate) const DUPLICATE_WINDOW_US: u64 = 10_000;
+/// Slots of `Pairer::answered`: the copy of a response comes right after it.
+const ANSWERED_SLOTS: usize = 1024;
 
 pub(crate) type Out = VecDeque<Result<QueryEvent, Unreadable>>;
 
@@ -92,7 +117,18 @@ impl Pairer {
             unanswered: 0,
             unmatched: 0,
             evicted: 0,
+            skipped: 0,
+            duplicates: 0,
+            truncated: 0,
+            answered: vec![(0, 0); ANSWERED_SLOTS].into_boxed_slice(),
+            drop_copies: false,
         }
+    }
+
+    /// Drop copies of a message seen within [`DUPLICATE_WINDOW_US`], counted as duplicates.
+    pub fn dropping_copies(mut self) -> Self {
+        self.drop_copies = true;
+        self
     }
 
     fn key(&self, client: IpAddr, port: u16, id: u16, qtype: u16, name: &[u8]) -> u64 {
@@ -153,9 +189,24 @@ impl Pairer {
         self.expire(time, out);
         if header.is_response() {
             self.responses += 1;
-            self.response(time, client_if_response, header, msg, query_time, pos, out);
         } else {
             self.queries += 1;
+        }
+        // Not a lookup's message (RFC 1035 §4.1.1: opcode 0 is QUERY).
+        if header.opcode() != 0 {
+            self.skipped += 1;
+            return;
+        }
+        if header.qdcount > 1 {
+            out.push_back(Err(Unreadable::new(
+                pos,
+                format!("DNS: {} questions (RFC 9619: one at most)", header.qdcount),
+            )));
+            return;
+        }
+        if header.is_response() {
+            self.response(time, client_if_response, header, msg, query_time, pos, out);
+        } else {
             self.query(time, client_if_query, header, msg, pos, out);
         }
     }
@@ -176,6 +227,10 @@ impl Pairer {
                 return;
             }
         };
+        if q.qclass != wire::CLASS_IN {
+            self.skipped += 1;
+            return;
+        }
         let name = q.name_bytes(msg);
         // The key first: it reads the name before the copy below writes to its new place.
         let key = self.key(client, port, header.id, q.qtype, name);
@@ -190,9 +245,20 @@ impl Pairer {
             qname,
             seq: self.seq,
         };
-        // The same query again before an answer (a retry with the same ID): the first one is
-        // reported unanswered, the new one waits.
+        // The same query again before an answer: a copy of it (dropped), or a retry with the
+        // same ID (the first one is reported unanswered, the new one waits).
         if let Some(old) = self.pending.insert(key, p) {
+            if self.drop_copies
+                && old.client == client
+                && old.port == port
+                && old.id == header.id
+                && old.qtype == q.qtype
+                && time.0.saturating_sub(old.time.0) < DUPLICATE_WINDOW_US
+            {
+                self.duplicates += 1;
+                self.pending.insert(key, old);
+                return;
+            }
             self.unanswered += 1;
             out.push_back(Ok(unanswered(old)));
         }
@@ -226,6 +292,10 @@ impl Pairer {
         } else {
             wire::response_rcode(msg, &q).unwrap_or(header.rcode() as u16)
         };
+        if q.qclass != wire::CLASS_IN {
+            self.skipped += 1;
+            return;
+        }
         let key = self.key(client, port, header.id, q.qtype, q.name_bytes(msg));
         let answers = Some(header.ancount);
         // One probe: take the entry, and put it back in the (64-bit collision) case where it is
@@ -245,7 +315,15 @@ impl Pairer {
             }
             None => None,
         };
+        let slot = &mut self.answered[key as usize % ANSWERED_SLOTS];
         if let Some(p) = hit {
+            *slot = (key, time.0);
+            if header.tc() {
+                // Not the answer: the stub asks again over TCP (RFC 7766 §5).
+                self.truncated += 1;
+                out.push_back(Ok(unanswered(p)));
+                return;
+            }
             out.push_back(Ok(QueryEvent {
                 time: p.time,
                 client,
@@ -257,6 +335,16 @@ impl Pairer {
                 latency: Some(time.since(p.time)),
                 source: Some(AnswerSource::Captured),
             }));
+            return;
+        }
+        if self.drop_copies && slot.0 == key && time.0.saturating_sub(slot.1) < DUPLICATE_WINDOW_US
+        {
+            self.duplicates += 1;
+            return;
+        }
+        *slot = (key, time.0);
+        if header.tc() {
+            self.truncated += 1;
             return;
         }
         let name = q.name_bytes(msg);

@@ -82,7 +82,7 @@ impl<R: BufRead + Send> PcapReader<R> {
             net: Dissect {
                 decoder: Decoder::new(),
                 tcp: Reassembler::new(),
-                pairer: Pairer::new(opts.answer_wait, opts.max_pending),
+                pairer: Pairer::new(opts.answer_wait, opts.max_pending).dropping_copies(),
                 out: VecDeque::new(),
                 port: opts.port,
                 skipped: 0,
@@ -499,6 +499,10 @@ impl<R: BufRead + Send> Reader for PcapReader<R> {
         s.responses += self.net.pairer.responses;
         s.unanswered += self.net.pairer.unanswered;
         s.unmatched_responses += self.net.pairer.unmatched;
+        s.skipped += self.net.pairer.skipped;
+        s.duplicates += self.net.pairer.duplicates;
+        s.truncated += self.net.pairer.truncated;
+        s.stream_gaps += self.net.tcp.gaps;
         s.evicted += self.net.pairer.evicted + self.net.tcp.evicted + self.net.decoder.frag_evicted;
         s.skipped += self.net.skipped;
     }

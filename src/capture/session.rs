@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 
-use super::{OpenError, Options};
+use super::{OpenError, Options, Stats};
 use crate::config::{ClusterConfig, TrackerConfig};
 use crate::event::QueryEvent;
 use crate::search::resolv_conf::{Environment, ResolverSettings};
@@ -415,8 +415,8 @@ enum Msg {
     End,
     /// Per-file counts for stderr.
     Text(String),
-    /// The end: records unreadable in all, or the error that stopped the reading.
-    Done(Result<u64, SessionError>),
+    /// The end: every capture's counts added up, or the error that stopped the reading.
+    Done(Result<Stats, SessionError>),
 }
 
 /// A function of the first capture's head (its first `INFER_EVENTS` records' events, in the
@@ -531,13 +531,14 @@ impl Events {
 
     /// Every event into `observe` in query-time order (across all the captures: they are one
     /// stream of traffic), with `progress` while reading and per-file counts on `stderr`;
-    /// returns how many records were unreadable (skipped), or the first one under `strict`.
+    /// returns the counts of every capture added up, or the first unreadable record under
+    /// `strict`.
     pub fn run(
         mut self,
         stderr: &mut impl Write,
         progress: &mut dyn Progress,
         mut observe: impl FnMut(&QueryEvent),
-    ) -> Result<u64, SessionError> {
+    ) -> Result<Stats, SessionError> {
         self.start(None);
         let held = std::mem::take(&mut self.held);
         let rx = self.rx.take().expect("started");
@@ -566,7 +567,7 @@ impl Events {
                 Ok(Msg::Text(t)) => {
                     let _ = stderr.write_all(t.as_bytes());
                 }
-                Ok(Msg::Done(Ok(unreadable))) => return Ok(unreadable),
+                Ok(Msg::Done(Ok(read))) => return Ok(read),
                 Ok(Msg::Done(Err(e))) => {
                     progress.end();
                     return Err(e);
@@ -657,9 +658,9 @@ fn read_all(
     head_records: usize,
     mut infer: Option<Infer>,
     out: &mut Out<'_>,
-) -> Result<u64, SessionError> {
+) -> Result<Stats, SessionError> {
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
-    let mut total_unreadable = 0u64;
+    let mut total = Stats::default();
     // The first capture's events while the head is read (only when inferring).
     let mut head = Vec::new();
     let mut head_left = head_records.max(1);
@@ -708,23 +709,46 @@ fn read_all(
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "{}: {} events ({}), {} unreadable",
+            "{}: {} events ({}), {}",
             path.display(),
             s.events,
             cap.format().as_str(),
-            s.unreadable
+            not_events(&s)
         );
         for u in &s.first_unreadable {
             let _ = writeln!(text, "  unreadable: {u}");
         }
         out.send(Msg::End)?;
         out.send(Msg::Text(text))?;
-        total_unreadable += s.unreadable;
+        total.add(&s);
     }
     reorder.finish(|e| out.push(e));
     out.flush();
     out.check()?;
-    Ok(total_unreadable)
+    Ok(total)
+}
+
+/// A capture's records that did not become events as they were, for its summary line:
+/// the unreadable always, the others when there are any.
+pub fn not_events(s: &Stats) -> String {
+    let mut parts = vec![format!("{} unreadable", s.unreadable)];
+    for (n, what) in [
+        (
+            s.skipped,
+            "skipped (not DNS queries of class IN, other lines)",
+        ),
+        (s.duplicates, "duplicate messages dropped"),
+        (s.unmatched_responses, "responses without their query"),
+        (s.unanswered, "queries without a response"),
+        (s.truncated, "truncated (TC) responses read as no answer"),
+        (s.stream_gaps, "TCP stream gaps"),
+        (s.evicted, "evicted by a memory bound"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(", ")
 }
 
 /// The head is read: `infer` from it (once), then order it like the rest.
@@ -874,10 +898,11 @@ mod tests {
             let mut got = Vec::new();
             let mut text = Vec::new();
             let mut told = Told::default();
-            let unreadable = events
+            let read = events
                 .run(&mut text, &mut told, |e| got.push(e.clone()))
                 .unwrap();
-            assert_eq!(unreadable, 0);
+            assert_eq!(read.unreadable, 0);
+            assert_eq!(read.events, 2 * 3000);
             assert!(got == want, "head {head_records}: events differ");
             let text = String::from_utf8(text).unwrap();
             assert_eq!(

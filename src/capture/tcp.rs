@@ -38,6 +38,9 @@ struct Flow {
     ahead: Vec<(u32, Vec<u8>)>,
     ahead_bytes: usize,
     last_seen: u64,
+    /// The buffer may not start at a message: after a gap, or a direction first seen
+    /// mid-connection. Bytes are dropped until they look like a message's start.
+    resync: bool,
 }
 
 #[derive(Default)]
@@ -105,6 +108,17 @@ impl Reassembler {
             }
         }
         if flags & (TCP_FIN | TCP_RST) != 0 {
+            // The connection is over: segments still waiting past a gap will not be joined
+            // by the missing bytes, so the messages in them are read now.
+            if let Some(f) = self.flows.get_mut(&key) {
+                let before = held(f);
+                while !f.ahead.is_empty() {
+                    restart_past_gap(f);
+                    self.gaps += 1;
+                    drain(f, emit);
+                }
+                self.buffered = self.buffered - before + held(f);
+            }
             self.remove(&key);
         }
     }
@@ -146,22 +160,20 @@ impl Reassembler {
 }
 
 fn add(f: &mut Flow, seq: u32, payload: &[u8], gap: &mut bool) {
-    // A direction first seen mid-connection (no SYN captured) is taken to start at a message
-    // boundary, which holds for DNS clients that open a connection per burst.
-    let next = *f.next_seq.get_or_insert(seq);
+    // A direction first seen mid-connection (no SYN captured) may start inside a message.
+    let next = *f.next_seq.get_or_insert_with(|| {
+        f.resync = true;
+        seq
+    });
     let delta = seq.wrapping_sub(next) as i32;
     if delta > 0 {
         // Ahead of a gap: keep it for when the gap fills, within bounds.
         if f.ahead_bytes + payload.len() > MAX_OUT_OF_ORDER || f.ahead.len() >= 64 {
-            // Give up on the missing bytes: restart the stream at the earliest segment we hold.
+            // Give up on the missing bytes.
             *gap = true;
-            f.buf.clear();
+            f.ahead_bytes += payload.len();
             f.ahead.push((seq, payload.to_vec()));
-            f.ahead.sort_by_key(|(s, _)| s.wrapping_sub(next));
-            let (s, first) = f.ahead.remove(0);
-            f.ahead_bytes = f.ahead.iter().map(|(_, p)| p.len()).sum();
-            f.next_seq = Some(s.wrapping_add(first.len() as u32));
-            f.buf.extend_from_slice(&first);
+            restart_past_gap(f);
         } else {
             f.ahead_bytes += payload.len();
             f.ahead.push((seq, payload.to_vec()));
@@ -196,8 +208,71 @@ fn add(f: &mut Flow, seq: u32, payload: &[u8], gap: &mut bool) {
     }
 }
 
+/// Give up on the bytes missing before the earliest segment held: the stream restarts there,
+/// with what follows it on, and the message it cut is lost.
+fn restart_past_gap(f: &mut Flow) {
+    let Some(next) = f.next_seq else { return };
+    let Some(i) = (0..f.ahead.len()).min_by_key(|&i| f.ahead[i].0.wrapping_sub(next)) else {
+        return;
+    };
+    let (s, first) = f.ahead.swap_remove(i);
+    f.ahead_bytes -= first.len();
+    f.buf.clear();
+    f.buf.extend_from_slice(&first);
+    f.next_seq = Some(s.wrapping_add(first.len() as u32));
+    f.resync = true;
+    // Segments that follow on from it.
+    loop {
+        let next = f.next_seq.expect("set above");
+        let Some(i) = f
+            .ahead
+            .iter()
+            .position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0)
+        else {
+            break;
+        };
+        let (s, p) = f.ahead.swap_remove(i);
+        f.ahead_bytes -= p.len();
+        let skip = next.wrapping_sub(s) as usize;
+        if skip < p.len() {
+            f.buf.extend_from_slice(&p[skip..]);
+            f.next_seq = Some(next.wrapping_add((p.len() - skip) as u32));
+        }
+    }
+}
+
+/// Whether `b` (length prefix first) can be the start of a DNS message: a length that holds
+/// a header, one question (RFC 9619) whose name starts with a label, opcode QUERY. `None`:
+/// too few bytes to tell.
+fn looks_like_message_start(b: &[u8]) -> Option<bool> {
+    if b.len() < 2 + 12 {
+        return None;
+    }
+    let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+    let opcode = (b[4] >> 3) & 0xf;
+    // The question's name: a label of 63 bytes at most, or the root.
+    let label = b.get(14).is_none_or(|&l| l <= 63);
+    Some(len >= 12 + 5 && opcode == 0 && b[6] == 0 && b[7] == 1 && label)
+}
+
 /// Hand out every complete length-prefixed message at the front of the buffer.
 fn drain(f: &mut Flow, emit: &mut dyn FnMut(&[u8])) {
+    if f.resync {
+        // The first place that can start a message (the cut message's rest is dropped).
+        let mut at = 0;
+        loop {
+            match looks_like_message_start(&f.buf[at..]) {
+                None => {
+                    f.buf.drain(..at);
+                    return;
+                }
+                Some(true) => break,
+                Some(false) => at += 1,
+            }
+        }
+        f.buf.drain(..at);
+        f.resync = false;
+    }
     let mut pos = 0;
     while f.buf.len() - pos >= 2 {
         let len = u16::from_be_bytes([f.buf[pos], f.buf[pos + 1]]) as usize;
@@ -227,11 +302,20 @@ mod tests {
         }
     }
 
-    fn framed(msgs: &[&[u8]]) -> Vec<u8> {
+    /// A query's header (one question), then `label` as the name's one label.
+    fn msg(label: &[u8]) -> Vec<u8> {
+        let mut m = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, label.len() as u8];
+        m.extend_from_slice(label);
+        m.push(0);
+        m
+    }
+
+    fn framed(bodies: &[&[u8]]) -> Vec<u8> {
         let mut v = Vec::new();
-        for m in msgs {
+        for b in bodies {
+            let m = msg(b);
             v.extend_from_slice(&(m.len() as u16).to_be_bytes());
-            v.extend_from_slice(m);
+            v.extend_from_slice(&m);
         }
         v
     }
@@ -249,10 +333,10 @@ mod tests {
 
     #[test]
     fn several_messages_in_one_segment() {
-        let s = framed(&[b"one", b"three"]);
+        let s = framed(&[b"one...", b"three"]);
         assert_eq!(
             run(&[(100, TCP_SYN, vec![]), (101, 0, s)]),
-            vec![b"one".to_vec(), b"three".to_vec()]
+            vec![msg(b"one..."), msg(b"three")]
         );
     }
 
@@ -267,13 +351,46 @@ mod tests {
             (102, 0, b),
             (101, 0, a),
         ]);
-        assert_eq!(got, vec![b"hello world".to_vec()]);
+        assert_eq!(got, vec![msg(b"hello world")]);
+    }
+
+    /// A gap given up on may restart the stream inside a message: its bytes are dropped up
+    /// to the next segment that starts one, and the messages from there on are read (they
+    /// were lost with the whole stream before).
+    #[test]
+    fn a_restart_inside_a_message_finds_the_next_one() {
+        let one = framed(&[b"first message"]);
+        let two = framed(&[b"second message"]);
+        let three = framed(&[b"third"]);
+        let start = 101u32;
+        let two_at = start + one.len() as u32;
+        let three_at = two_at + two.len() as u32;
+        let mut r = Reassembler::new();
+        let mut got = Vec::new();
+        let mut emit = |m: &[u8]| got.push(m.to_vec());
+        r.segment(key(), 100, TCP_SYN, &[], Timestamp(0), &mut emit);
+        r.segment(key(), start, 0, &one, Timestamp(1), &mut emit);
+        // The first 5 bytes of `two` never captured; its rest, then `three`, then the end.
+        r.segment(key(), two_at + 5, 0, &two[5..], Timestamp(2), &mut emit);
+        r.segment(key(), three_at, 0, &three, Timestamp(3), &mut emit);
+        r.segment(
+            key(),
+            three_at + three.len() as u32,
+            TCP_FIN,
+            &[],
+            Timestamp(4),
+            &mut emit,
+        );
+        assert_eq!(got, vec![msg(b"first message"), msg(b"third")]);
+        assert_eq!(r.gaps, 1);
+        assert_eq!(r.buffered, 0);
     }
 
     #[test]
     fn retransmission_is_not_counted_twice() {
-        let s = framed(&[b"abc"]);
-        let got = run(&[(1, 0, s.clone()), (1, 0, s.clone()), (6, 0, s)]);
+        let s = framed(&[b"abcde"]);
+        let next = 1 + s.len() as u32;
+        let got = run(&[(1, 0, s.clone()), (1, 0, s.clone()), (next, 0, s)]);
         assert_eq!(got.len(), 2);
     }
 
@@ -296,7 +413,8 @@ mod tests {
         let mut r = Reassembler::new();
         // Each flow holds the start of a 65 535-byte message that never completes.
         let mut start = vec![0xff, 0xff];
-        start.extend(vec![0u8; 60_000]);
+        start.extend(msg(&[]));
+        start.extend(vec![0u8; 60_000 - 14]);
         for i in 0..2_000u32 {
             let mut k = key();
             k.src = IpAddr::V4(Ipv4Addr::from(i));

@@ -129,7 +129,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "search list: {said}");
 
-    let total_unreadable = events
+    let read = events
         .run(&mut stderr, &mut super::progress::ReadBar::new(), |ev| {
             analyzer.observe(ev);
             if let Some(b) = by_workload.as_mut() {
@@ -138,6 +138,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         })
         .map_err(session_error)?;
     let mut report = analyzer.finish(&args.capture.source());
+    report.input = Some(read.input_counts());
     report.set_search(&cluster, search_from);
     if let Some(b) = by_workload {
         report.advice = b.advice(&report, search_from);
@@ -155,10 +156,11 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             let _ = std::io::stdout().lock().write_all(out.as_bytes());
         }
     }
-    if total_unreadable > 0 {
+    if read.unreadable > 0 {
         let _ = writeln!(
             stderr,
-            "{total_unreadable} unreadable records skipped (--strict makes the first one fatal)"
+            "{} unreadable records skipped (--strict makes the first one fatal)",
+            read.unreadable
         );
     }
     Ok(())

@@ -148,7 +148,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let said = said.replace("--search", "--captured-search");
     let _ = writeln!(stderr, "captured search list: {said}");
     let mut collector = Collector::new(&captured, &tracker, live.is_some());
-    let total_unreadable = events
+    let read = events
         .run(&mut stderr, &mut super::progress::ReadBar::new(), |ev| {
             collector.observe(ev)
         })
@@ -222,6 +222,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         settings: reports,
         recommendation,
         pace: pace_said,
+        input: Some(read.input_counts()),
     };
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::replay::text(&report),
@@ -236,10 +237,11 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             let _ = std::io::stdout().lock().write_all(out.as_bytes());
         }
     }
-    if total_unreadable > 0 {
+    if read.unreadable > 0 {
         let _ = writeln!(
             stderr,
-            "{total_unreadable} unreadable records skipped (--strict makes the first one fatal)"
+            "{} unreadable records skipped (--strict makes the first one fatal)",
+            read.unreadable
         );
     }
     Ok(())

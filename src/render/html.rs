@@ -78,6 +78,9 @@ pub fn html(r: &Report) -> String {
         src = esc(&r.source),
         w = esc(&super::text::window_text(r.window_seconds))
     );
+    if let Some(i) = &r.input {
+        let _ = write!(o, "<p>input: {}</p>", esc(&super::input_summary(i)));
+    }
     for (label, value) in [
         ("queries", r.queries.to_string()),
         ("lookups", r.lookups.to_string()),

@@ -19,6 +19,47 @@ pub fn json(r: &Report) -> String {
     s
 }
 
+/// What the captures held beside the events, in words for the text and HTML reports
+/// (analyze and replay): every record read is an event or counted here.
+pub(crate) fn input_summary(i: &crate::amplify::report::InputCounts) -> String {
+    let mut s = format!("{} events", i.events);
+    if i.queries + i.responses > 0 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut s,
+            format_args!(
+                " from {} query and {} response messages",
+                i.queries, i.responses
+            ),
+        );
+    }
+    let mut rest = Vec::new();
+    for (n, what) in [
+        (i.unreadable, "unreadable records skipped"),
+        (
+            i.skipped,
+            "records skipped (not DNS, not a standard query of class IN, other log lines)",
+        ),
+        (i.duplicates, "duplicate messages dropped"),
+        (i.unmatched_responses, "responses without their query"),
+        (i.unanswered, "queries without a response"),
+        (i.truncated, "truncated (TC) responses read as no answer"),
+        (
+            i.stream_gaps,
+            "gaps in TCP streams (messages cut by them lost)",
+        ),
+        (i.evicted, "evicted by a memory bound"),
+    ] {
+        if n > 0 {
+            rest.push(format!("{n} {what}"));
+        }
+    }
+    if !rest.is_empty() {
+        s.push_str("; ");
+        s.push_str(&rest.join(", "));
+    }
+    s
+}
+
 /// `n` of `total` as a percentage with one decimal, `-` when there is no total.
 fn percent(n: u64, total: u64) -> String {
     if total == 0 {

@@ -26,6 +26,9 @@ pub fn text(r: &ReplayReport) -> String {
     if let Some(p) = &r.pace {
         let _ = writeln!(o, "sent at {p}");
     }
+    if let Some(i) = &r.input {
+        let _ = writeln!(o, "input: {}", super::input_summary(i));
+    }
     let _ = writeln!(o);
     let live = r.mode == "live";
     let w = rows(r)
@@ -208,6 +211,9 @@ pub fn html(r: &ReplayReport) -> String {
     );
     if let Some(p) = &r.pace {
         let _ = write!(o, "<p>Sent at {}.</p>", esc(p));
+    }
+    if let Some(i) = &r.input {
+        let _ = write!(o, "<p>input: {}</p>", esc(&super::input_summary(i)));
     }
     let rec = &r.recommendation;
     let _ = write!(

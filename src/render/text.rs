@@ -20,6 +20,9 @@ pub fn text(r: &Report) -> String {
         r.source,
         window_text(r.window_seconds)
     );
+    if let Some(i) = &r.input {
+        let _ = writeln!(o, "input: {}", super::input_summary(i));
+    }
     let _ = writeln!(o);
     if r.lookups == 0 {
         let _ = writeln!(

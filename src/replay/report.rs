@@ -114,6 +114,9 @@ pub struct ReplayReport {
     /// Live: the pace the walks were sent at, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pace: Option<String>,
+    /// What was read from the captures, as in the analyze report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<crate::amplify::report::InputCounts>,
 }
 
 /// A demand walked under one setting.
