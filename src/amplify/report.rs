@@ -247,13 +247,17 @@ trait Weighted: Default {
     fn absorb(&mut self, other: &Self);
 }
 
+/// `NameAcc::searched` of a name some report read back did not count it for.
+const SEARCHED_UNKNOWN: u64 = u64::MAX;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct NameAcc {
     lookups: u64,
-    /// Lookups that sent a search-list candidate (`NameFigures::searched_lookups`).
+    /// Lookups that sent a search-list candidate (`NameFigures::searched_lookups`), or
+    /// [`SEARCHED_UNKNOWN`] once a report read back without the figure listed the name: adds
+    /// saturate, so it stays unknown (a flag of its own would grow every entry of the top
+    /// maps by 8 bytes).
     searched: u64,
-    /// A report read back without `searched_lookups` listed the name: `searched` undercounts.
-    searched_unknown: bool,
     queries: u64,
     wasted: u64,
     resolved_by: Latest<SuffixSlot>,
@@ -265,8 +269,7 @@ impl Weighted for NameAcc {
     }
     fn absorb(&mut self, o: &Self) {
         self.lookups += o.lookups;
-        self.searched += o.searched;
-        self.searched_unknown |= o.searched_unknown;
+        self.searched = self.searched.saturating_add(o.searched);
         self.queries += o.queries;
         self.wasted += o.wasted;
         self.resolved_by.absorb(&o.resolved_by);
@@ -578,7 +581,7 @@ impl Aggregate {
 
         let e = self.names.entry_ref(l.base.as_str(), || l.base.clone());
         e.lookups += n;
-        e.searched += n * u64::from(l.searched());
+        e.searched = e.searched.saturating_add(n * u64::from(l.searched()));
         e.queries += q * n;
         e.wasted += w * n;
         e.resolved_by.offer(l.resolved_by.as_ref(), end);
@@ -719,7 +722,7 @@ impl Aggregate {
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
-                    searched_lookups: (!v.searched_unknown).then_some(v.searched),
+                    searched_lookups: (v.searched != SEARCHED_UNKNOWN).then_some(v.searched),
                     resolved_by: v.resolved_by.value.map(|s| s.as_str().to_string()),
                 })
                 .collect(),
@@ -805,10 +808,9 @@ impl Aggregate {
                 .names
                 .entry_ref(n.name.as_str(), || BaseName::from(n.name.as_str()));
             e.lookups += n.lookups;
-            match n.searched_lookups {
-                Some(s) => e.searched += s,
-                None => e.searched_unknown = true,
-            }
+            e.searched = e
+                .searched
+                .saturating_add(n.searched_lookups.unwrap_or(SEARCHED_UNKNOWN));
             e.queries += n.queries;
             e.wasted += n.wasted_queries;
             if let Some(s) = n
