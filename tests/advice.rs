@@ -1,8 +1,10 @@
 //! The report's advice through the binary: every ndots claim (`queries_now`, `queries_after`,
 //! the name it resolves at) is checked against `ndots simulate` with the same stub, search
 //! list and answers; shortcut zones never hold the cluster domain; a capture that is not
-//! Kubernetes traffic gets no ndots advice.
+//! Kubernetes traffic gets no ndots advice; the ndots advice prices only the lookups that
+//! walked the search list.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -175,4 +177,124 @@ fn a_capture_that_is_not_kubernetes_traffic_gets_no_ndots_advice() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&html.stdout).contains("(unknown)"));
+}
+
+/// One JSON-lines capture event.
+fn event(out: &mut String, ts: f64, client: &str, qname: &str, qtype: &str, rcode: &str, n: u16) {
+    let _ = writeln!(
+        out,
+        "{{\"ts\": {ts:.3}, \"client\": \"{client}\", \"qname\": \"{qname}\", \
+         \"qtype\": \"{qtype}\", \"rcode\": \"{rcode}\", \"answers\": {n}}}"
+    );
+}
+
+/// A black-box probe: five pods asked `api.github.com.` only as written (an FQDN: one query
+/// per lookup, the same at any ndots) and one pod walked the search list to it. The ndots
+/// advice priced every lookup of the name by the stub model's walk, claiming savings for the
+/// FQDN lookups too, where `ndots replay` saves only the walking pod's queries.
+#[test]
+fn ndots_advice_priced_lookups_that_never_walked_the_search_list() {
+    const WALKER: &str = "10.0.0.5";
+    let mut c = String::new();
+    let mut t = 1_700_000_000.0;
+    let mut q = |client: &str, name: &str, qtype: &str, rcode: &str, n: u16| {
+        t += 0.001;
+        event(&mut c, t, client, name, qtype, rcode, n);
+    };
+    for pod in 1..=5 {
+        let client = format!("10.0.1.{pod}");
+        for _ in 0..2 {
+            for qt in ["A", "AAAA"] {
+                q(&client, "api.github.com.", qt, "NOERROR", 1);
+            }
+        }
+    }
+    for s in [
+        "default.svc.cluster.local.",
+        "svc.cluster.local.",
+        "cluster.local.",
+    ] {
+        for qt in ["A", "AAAA"] {
+            q(WALKER, &format!("api.github.com.{s}"), qt, "NXDOMAIN", 0);
+        }
+    }
+    for qt in ["A", "AAAA"] {
+        q(WALKER, "api.github.com.", qt, "NOERROR", 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.jsonl");
+    std::fs::write(&path, c).unwrap();
+    let p = path.to_str().unwrap();
+
+    let report = run_json(&["analyze", p, "--format", "json"]);
+    let gh = report["top_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "api.github.com.")
+        .expect("api.github.com. in top_names");
+    let walker = report["top_clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == WALKER)
+        .expect("the walking pod in top_clients");
+    let walked = walker["lookups"].as_u64().unwrap();
+    assert!(
+        walked > 0 && walked < gh["lookups"].as_u64().unwrap(),
+        "{gh}"
+    );
+
+    let items: Vec<&Value> = report["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "ndots")
+        .collect();
+    assert!(!items.is_empty(), "{:#}", report["advice"]);
+    for item in items {
+        let claim = item["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "api.github.com")
+            .unwrap_or_else(|| panic!("no claim for api.github.com: {item:#}"));
+        assert_eq!(claim["lookups"].as_u64(), Some(walked), "{item:#}");
+        // What replay saves at the advised ndots is what the advice priced: `queries_now` and
+        // `queries_after` are one getaddrinfo (A and AAAA), `lookups` count each type.
+        let stub = item["stub"].as_str().unwrap();
+        let (now, after) = (
+            item["current_ndots"].as_u64().unwrap(),
+            item["ndots"].as_u64().unwrap(),
+        );
+        let replay = run_json(&[
+            "replay",
+            p,
+            "--ndots",
+            &format!("{after},{now}"),
+            "--stub",
+            stub,
+            "--format",
+            "json",
+        ]);
+        let queries = |ndots: u64| {
+            replay["settings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["label"] == format!("ndots:{ndots} {stub}"))
+                .unwrap_or_else(|| panic!("ndots:{ndots} {stub}: {replay:#}"))["queries"]
+                .as_u64()
+                .unwrap()
+        };
+        let per_pair =
+            claim["queries_now"].as_u64().unwrap() - claim["queries_after"].as_u64().unwrap();
+        assert_eq!(
+            per_pair * walked / 2,
+            queries(now) - queries(after),
+            "{stub}: {claim}"
+        );
+    }
+    // The report says which of the name's lookups walked.
+    assert_eq!(gh["searched_lookups"].as_u64(), Some(walked), "{gh}");
 }

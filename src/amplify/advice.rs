@@ -5,10 +5,12 @@
 //! Three remedies, in the order a platform team can apply them:
 //! - **FQDN names** (a trailing dot) for the external names that waste most: no search walk.
 //! - **A lower ndots**, per stub: for every ndots below the current one, each top name that
-//!   resolved is walked again (answers: its own resolving name exists, everything else is
-//!   NXDOMAIN). A setting is *safe* when every such name still resolves at the same name; the
-//!   advice is the safe setting with the fewest queries (weighted by the name's lookups; ties go
-//!   to the higher ndots, the smaller change). musl does not fall back to the search list for a
+//!   resolved after a search walk is walked again (answers: its own resolving name exists,
+//!   everything else is NXDOMAIN). A setting is *safe* when every such name still resolves at
+//!   the same name; the advice is the safe setting with the fewest queries (weighted by the
+//!   name's lookups that sent a search-list candidate, `searched_lookups`: a lookup that sent
+//!   only the name as written costs the same at any lower ndots; ties go to the higher ndots,
+//!   the smaller change). musl does not fall back to the search list for a
 //!   name with ndots or more dots (resolvers.md), so an in-cluster name the report did not see
 //!   may break: that caveat comes with the replay command that checks the whole capture.
 //! - **`shortcut.zones`**: the registrable domains of the wasteful external names, never the
@@ -25,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::report::Report;
 use crate::search::{Answer, Family, ResolverSettings, SearchShape, Stub};
 
-/// Top names walked to pick an ndots (the heaviest by lookups among the resolved ones).
+/// Top names walked to pick an ndots (the heaviest by searched lookups among the resolved
+/// ones).
 const NAMES_WALKED: usize = 50;
 /// Names listed per ndots item.
 const NAMES_LISTED: usize = 10;
@@ -77,7 +80,9 @@ pub struct NameClaim {
     pub resolves_at: String,
     pub queries_now: u32,
     pub queries_after: u32,
-    /// Per-type lookups of this name in the report.
+    /// Per-type lookups of this name in the report that walked the search list (sent at least
+    /// one search-list candidate, `searched_lookups`): the ones the change applies to. A
+    /// report without that figure (an older version's) gives all its lookups.
     pub lookups: u64,
 }
 
@@ -203,7 +208,7 @@ pub fn compute(r: &Report) -> Vec<AdviceItem> {
     out
 }
 
-/// A resolved top name: as written, where it resolved, its lookups.
+/// A resolved top name: as written, where it resolved, its lookups that walked the search list.
 struct Seen {
     name: String,
     resolves_at: String,
@@ -399,10 +404,16 @@ fn advise(
             },
             None => continue,
         };
+        // Lookups that sent only the name as written cost the same at any lower ndots: they
+        // neither gain nor break, so they are not priced (unknown in an older report: all).
+        let lookups = n.searched_lookups.unwrap_or(n.lookups);
+        if lookups == 0 {
+            continue;
+        }
         seen.push(Seen {
             name: bare.to_string(),
             resolves_at,
-            lookups: n.lookups,
+            lookups,
         });
     }
     seen.sort_by(|a, b| b.lookups.cmp(&a.lookups).then(a.name.cmp(&b.name)));
@@ -626,6 +637,49 @@ mod tests {
             .find(|n| n.name == "api.github.com")
             .unwrap();
         assert!(gh.queries_after < gh.queries_now);
+    }
+
+    /// A lower ndots changes only the lookups that walked the search list: the advice weighs
+    /// a name by `searched_lookups`, leaves out a name none of whose lookups walked, and
+    /// falls back to `lookups` for a report without the figure (an older version's).
+    #[test]
+    fn ndots_advice_weighs_only_the_lookups_that_walked_the_search_list() {
+        let r = sample_report();
+        let gh = r
+            .top_names
+            .iter()
+            .position(|n| n.name == "api.github.com.")
+            .unwrap();
+        let claim = |r: &Report| -> Vec<u64> {
+            ndots_items(r)
+                .iter()
+                .flat_map(|i| &i.names)
+                .filter(|n| n.name == "api.github.com")
+                .map(|n| n.lookups)
+                .collect()
+        };
+        let walked = r.top_names[gh].searched_lookups.unwrap();
+        assert!(walked > 0);
+        assert!(claim(&r).iter().all(|&l| l == walked) && !claim(&r).is_empty());
+
+        // As many lookups again that sent only `api.github.com.` as written.
+        let mut more = r.clone();
+        more.top_names[gh].lookups += walked;
+        assert_eq!(claim(&more), claim(&r));
+
+        let mut unknown = more.clone();
+        unknown.top_names[gh].searched_lookups = None;
+        assert!(claim(&unknown).iter().all(|&l| l == 2 * walked));
+
+        let mut never = r.clone();
+        never.top_names[gh].searched_lookups = Some(0);
+        assert!(claim(&never).is_empty(), "{:#?}", ndots_items(&never));
+
+        let mut none_walked = r.clone();
+        for n in &mut none_walked.top_names {
+            n.searched_lookups = Some(0);
+        }
+        assert!(ndots_items(&none_walked).is_empty());
     }
 
     #[test]

@@ -258,6 +258,12 @@ pub struct NameFigures {
     pub lookups: u64,
     pub queries: u64,
     pub wasted_queries: u64,
+    /// Of `lookups`, those that sent at least one search-list candidate
+    /// ([`Lookup::searched`]): the only ones a lower ndots can change, and what the ndots
+    /// advice weighs the name by. Absent (unknown) in reports of versions before it, and in a
+    /// merge with one that lists the name: the advice then weighs by `lookups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searched_lookups: Option<u64>,
     /// The suffix of the candidate that answered (`absolute` for an external name resolved as
     /// written); absent when no lookup of it resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,9 +295,17 @@ trait Weighted: Default {
     fn absorb(&mut self, other: &Self);
 }
 
+/// `NameAcc::searched` of a name some report read back did not count it for.
+const SEARCHED_UNKNOWN: u64 = u64::MAX;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct NameAcc {
     lookups: u64,
+    /// Lookups that sent a search-list candidate (`NameFigures::searched_lookups`), or
+    /// [`SEARCHED_UNKNOWN`] once a report read back without the figure listed the name: adds
+    /// saturate, so it stays unknown (a flag of its own would grow every entry of the top
+    /// maps by 8 bytes).
+    searched: u64,
     queries: u64,
     wasted: u64,
     resolved_by: Latest<SuffixSlot>,
@@ -303,6 +317,7 @@ impl Weighted for NameAcc {
     }
     fn absorb(&mut self, o: &Self) {
         self.lookups += o.lookups;
+        self.searched = self.searched.saturating_add(o.searched);
         self.queries += o.queries;
         self.wasted += o.wasted;
         self.resolved_by.absorb(&o.resolved_by);
@@ -614,6 +629,7 @@ impl Aggregate {
 
         let e = self.names.entry_ref(l.base.as_str(), || l.base.clone());
         e.lookups += n;
+        e.searched = e.searched.saturating_add(n * u64::from(l.searched()));
         e.queries += q * n;
         e.wasted += w * n;
         e.resolved_by.offer(l.resolved_by.as_ref(), end);
@@ -754,6 +770,7 @@ impl Aggregate {
                     lookups: v.lookups,
                     queries: v.queries,
                     wasted_queries: v.wasted,
+                    searched_lookups: (v.searched != SEARCHED_UNKNOWN).then_some(v.searched),
                     resolved_by: v.resolved_by.value.map(|s| s.as_str().to_string()),
                 })
                 .collect(),
@@ -840,6 +857,9 @@ impl Aggregate {
                 .names
                 .entry_ref(n.name.as_str(), || BaseName::from(n.name.as_str()));
             e.lookups += n.lookups;
+            e.searched = e
+                .searched
+                .saturating_add(n.searched_lookups.unwrap_or(SEARCHED_UNKNOWN));
             e.queries += n.queries;
             e.wasted += n.wasted_queries;
             if let Some(s) = n
@@ -1300,6 +1320,45 @@ mod tests {
             nxdomain: 3,
             last_search_index: None,
         }
+    }
+
+    /// `searched_lookups` counts the lookups that sent a search-list candidate; a report of
+    /// an older version (no field) reads back as unknown, and a merge with it stays unknown
+    /// for the names it lists, rather than a sum that undercounts.
+    #[test]
+    fn searched_lookups_add_in_merges_and_stay_unknown_for_older_reports() {
+        let base = "api.github.com.".to_string();
+        let walked = lookup(base.clone(), 1);
+        let mut as_written = lookup(base.clone(), 2);
+        as_written.suffix_queries = [0, 0, 0, 0, 0, 1];
+        assert!(walked.searched() && !as_written.searched());
+        let mut a = Aggregate::new(16);
+        a.add(&walked);
+        a.add(&as_written);
+        a.add(&as_written);
+        let r = a.to_report("new", 1.0);
+        let figures = |r: &Report| {
+            let n = r.top_names.iter().find(|n| n.name == base).unwrap();
+            (n.lookups, n.searched_lookups)
+        };
+        assert_eq!(figures(&r), (3, Some(1)));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["top_names"][0]["searched_lookups"], 1);
+        let back: Report = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(figures(&back), (3, Some(1)));
+        assert_eq!(figures(&Report::merge(&[r.clone(), back])), (6, Some(2)));
+
+        let mut old = json;
+        old["top_names"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("searched_lookups");
+        let old: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(figures(&old), (3, None));
+        let merged = Report::merge(&[r, old]);
+        assert_eq!(figures(&merged), (6, None));
+        let json = serde_json::to_value(&merged).unwrap();
+        assert!(json["top_names"][0].get("searched_lookups").is_none());
     }
 
     /// Issue 14 soak: a closed bucket keeps `BUCKET_TOP_CAP` names and no more memory than

@@ -203,6 +203,16 @@ pub struct Lookup {
 }
 
 impl Lookup {
+    /// Did it send a search-list candidate (a query under any suffix but the absolute name)?
+    /// Only such a lookup can change with ndots: one that sent only the name as written (an
+    /// FQDN, or a name with ndots or more dots answered as written first) costs the same at
+    /// any lower ndots.
+    pub fn searched(&self) -> bool {
+        self.suffix_queries[..SuffixSlot::Absolute as usize]
+            .iter()
+            .any(|&q| q > 0)
+    }
+
     /// This lookup made again by a query at `start` answered after `duration_us` (a cached
     /// answer asked again: `at_once`).
     pub fn repeated(&self, start: Timestamp, duration_us: u64) -> Lookup {
