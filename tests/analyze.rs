@@ -308,6 +308,8 @@ fn the_proxys_traffic_gives_the_same_report_live_and_offline() {
 /// Except `distinct.pcap.json`, taken again when the search inference learnt cloud node
 /// domains (issue 16): its node domain `ec2.internal` is now inferred too (NXDOMAIN for
 /// `api.github.com.ec2.internal.` and the like); with that signature off, the old bytes.
+/// Fields added since, and nothing else changed: top names' `searched_lookups` (the ndots
+/// claims' `lookups` count those), and the captures' `input` counts.
 #[test]
 fn reports_of_generated_captures_are_byte_identical_to_the_golden_ones() {
     let dir = tempfile::tempdir().unwrap();
