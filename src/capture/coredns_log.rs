@@ -31,6 +31,7 @@ pub struct CorednsLogReader<R> {
     lines: LineReader<R>,
     last_time: Timestamp,
     skipped: u64,
+    truncated: u64,
 }
 
 impl<R: BufRead + Send> CorednsLogReader<R> {
@@ -39,6 +40,7 @@ impl<R: BufRead + Send> CorednsLogReader<R> {
             lines: LineReader::new(input),
             last_time: Timestamp(0),
             skipped: 0,
+            truncated: 0,
         }
     }
 }
@@ -52,36 +54,57 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
                 Ok(t) => t,
                 Err(u) => return Some(Err(u)),
             };
-            match parse_line(text) {
-                Parsed::NotALogLine => self.skipped += 1,
+            let (mut e, time, truncated) = match parse_line(text) {
+                // Another plugin's line is text; bytes a log never holds are damage.
+                Parsed::NotALogLine if text.chars().any(|c| c.is_control() && c != '\t') => {
+                    return Some(Err(Unreadable::new(pos, "control characters in the line")));
+                }
+                Parsed::NotALogLine | Parsed::NotALookup => {
+                    self.skipped += 1;
+                    continue;
+                }
                 Parsed::Bad(reason) => return Some(Err(Unreadable::new(pos, reason))),
-                Parsed::Event(mut e, time) => {
-                    match time {
-                        Some(t) => {
-                            self.last_time = t;
-                            e.time = Timestamp(
-                                t.0.saturating_sub(e.latency.map_or(0, |d| d.as_micros() as u64)),
-                            );
-                        }
-                        None => {
-                            self.last_time = Timestamp(self.last_time.0 + 1);
-                            e.time = self.last_time;
-                        }
-                    }
-                    return Some(Ok(e));
+                Parsed::Event(e, time) => (e, time, false),
+                Parsed::Truncated(e, time) => {
+                    self.truncated += 1;
+                    (e, time, true)
+                }
+            };
+            match time {
+                Some(t) => {
+                    self.last_time = t;
+                    e.time = Timestamp(
+                        t.0.saturating_sub(e.latency.map_or(0, |d| d.as_micros() as u64)),
+                    );
+                }
+                None => {
+                    self.last_time = Timestamp(self.last_time.0 + 1);
+                    e.time = self.last_time;
                 }
             }
+            if truncated {
+                // The duration placed the query; it is not an answer's.
+                e.latency = None;
+            }
+            return Some(Ok(e));
         }
     }
 
     fn counters(&self, s: &mut Stats) {
         s.skipped += self.skipped;
+        s.truncated += self.truncated;
     }
 }
 
 pub(crate) enum Parsed {
     NotALogLine,
+    /// A log line of a message that is not a lookup's: another class (CHAOS `version.bind`)
+    /// or opcode (`{combined}`'s NOTIFY, UPDATE).
+    NotALookup,
     Bad(String),
+    /// A UDP answer with TC set (flags `tc`): the query, read as not answered, at the time the
+    /// line was written (the stub asks again over TCP).
+    Truncated(QueryEvent, Option<Timestamp>),
     /// The event (time not yet set) and the time the line was written, when it says.
     Event(QueryEvent, Option<Timestamp>),
 }
@@ -173,14 +196,17 @@ pub(crate) fn parse_line(line: &str) -> Parsed {
         return bad("unclosed quoted question");
     };
     let mut q = question.split_ascii_whitespace();
-    let (Some(qtype), Some(_class), Some(name)) = (q.next(), q.next(), q.next()) else {
+    let (Some(qtype), Some(class), Some(name)) = (q.next(), q.next(), q.next()) else {
         return bad("question needs type, class and name");
     };
+    if !class.eq_ignore_ascii_case("IN") {
+        return Parsed::NotALookup;
+    }
     let Some(qtype) = qtype_number(qtype) else {
         return bad("unknown query type");
     };
     let mut a = after.split_ascii_whitespace();
-    let (Some(rcode), Some(_flags), Some(_rsize), Some(duration)) =
+    let (Some(rcode), Some(flags), Some(_rsize), Some(duration)) =
         (a.next(), a.next(), a.next(), a.next())
     else {
         return bad("line ends before rcode, flags, size and duration");
@@ -205,8 +231,25 @@ pub(crate) fn parse_line(line: &str) -> Parsed {
         {
             return bad("unexpected text after the duration");
         }
+        if !extra.eq_ignore_ascii_case("\"QUERY\"") {
+            return Parsed::NotALookup;
+        }
     }
     let qname = super::name_from_text(name);
+    if flags.split(',').any(|f| f == "tc") {
+        let e = QueryEvent {
+            time: Timestamp(0),
+            client,
+            client_port: port,
+            qname,
+            qtype,
+            rcode: None,
+            answers: None,
+            latency: Some(latency),
+            source: None,
+        };
+        return Parsed::Truncated(e, time);
+    }
     Parsed::Event(
         QueryEvent {
             time: Timestamp(0),
@@ -472,7 +515,37 @@ mod tests {
             Parsed::Event(e, t) => (e, t),
             Parsed::Bad(r) => panic!("bad: {r}: {line}"),
             Parsed::NotALogLine => panic!("not a log line: {line}"),
+            Parsed::NotALookup => panic!("not a lookup: {line}"),
+            Parsed::Truncated(..) => panic!("truncated: {line}"),
         }
+    }
+
+    /// Found by a probe: CoreDNS's line for `dig CH TXT version.bind` was a lookup, a
+    /// truncated UDP answer (flags `tc`) an answer, and a line of binary garbage "skipped"
+    /// like another plugin's text. Now skipped, read as no answer (counted), unreadable.
+    #[test]
+    fn chaos_lines_truncated_answers_and_binary_lines_were_read_as_lookups() {
+        let log = format!(
+            "{}\n{}\n{}\n{MODERN} \"NOTIFY\"\n\x01\x02\x7f garbage\n[INFO] plugin/reload: Running\n",
+            r#"[INFO] 10.0.0.7:40001 - 2 "TXT CH version.bind. udp 41 false 512" NOERROR qr,aa,rd 72 0.0001s"#,
+            r#"[INFO] 10.0.0.7:40002 - 3 "A IN big.example. udp 41 false 512" NOERROR qr,tc,rd 512 0.0002s"#,
+            r#"[INFO] 10.0.0.7:40003 - 3 "A IN big.example. tcp 43 false 65535" NOERROR qr,rd 2100 0.0003s"#,
+        );
+        let mut r = CorednsLogReader::new(std::io::Cursor::new(log.into_bytes()));
+        let mut events = Vec::new();
+        let mut unreadable = 0;
+        while let Some(item) = r.next_item() {
+            match item {
+                Ok(e) => events.push(e),
+                Err(_) => unreadable += 1,
+            }
+        }
+        let mut s = Stats::default();
+        r.counters(&mut s);
+        assert_eq!((s.skipped, s.truncated, unreadable), (3, 1, 1));
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!((events[0].rcode, events[0].latency), (None, None));
+        assert_eq!(events[1].rcode, Some(0));
     }
 
     const MODERN: &str = r#"[INFO] 10.244.0.5:53211 - 38126 "A IN Web.Prod.svc.cluster.local. udp 58 false 512" NXDOMAIN qr,aa,rd 151 0.000123s"#;
