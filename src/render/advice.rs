@@ -54,7 +54,8 @@ pub fn ndots_headline(a: &NdotsAdvice) -> String {
     };
     format!(
         "ndots:{} instead of {} for {} pods ({scope}). Queries per getaddrinfo call (A and \
-         AAAA), walked by the {} model with the search list {}:",
+         AAAA), walked by the {} model with the search list {}; walked: the captured lookups \
+         (per type) that sent a search-list candidate, the only ones ndots changes:",
         a.ndots,
         a.current_ndots,
         a.stub,

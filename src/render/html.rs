@@ -244,7 +244,7 @@ fn write_advice(o: &mut String, r: &Report) {
                 let _ = write!(
                     o,
                     "<p>{}</p><table class=\"claims\"><tr><th>name</th><th>resolves at</th>\
-                     <th>queries now</th><th>after</th><th>lookups</th></tr>",
+                     <th>queries now</th><th>after</th><th>lookups that walked</th></tr>",
                     prose(&ndots_headline(a))
                 );
                 for n in &a.names {

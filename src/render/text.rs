@@ -200,7 +200,7 @@ pub(crate) fn write_advice(o: &mut String, r: &Report) {
                 let _ = writeln!(
                     o,
                     "    {:<w$} {:>5} {:>6} {:>8}",
-                    "name (resolves at)", "now", "after", "lookups"
+                    "name (resolves at)", "now", "after", "walked"
                 );
                 for n in &a.names {
                     let _ = writeln!(
