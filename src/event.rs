@@ -41,6 +41,9 @@ pub enum AnswerSource {
     Local,
     /// A response read from a capture.
     Captured,
+    /// A UDP response read from a capture with TC set (RFC 1035 §4.1.1): not the answer, the
+    /// stub asks again over TCP. Its event has no `rcode`: the walk stays open for that query.
+    Truncated,
 }
 
 impl AnswerSource {
@@ -52,6 +55,7 @@ impl AnswerSource {
             AnswerSource::Stale => "stale",
             AnswerSource::Local => "local",
             AnswerSource::Captured => "captured",
+            AnswerSource::Truncated => "truncated",
         }
     }
 }

@@ -105,8 +105,16 @@ fn every_pcap_matches_tshark() {
         let (events, s) = read_all(p, &Options::default());
         let name = p.file_name().unwrap().to_string_lossy();
         assert_eq!(s.unreadable, 0, "{name}: {:?}", s.first_unreadable);
-        // Every query gives one event, and so does every response whose query was not seen.
-        assert_eq!(s.events, s.queries + s.unmatched_responses, "{name}: {s:?}");
+        // Every query gives one event, and so does every response whose query was not seen,
+        // but for the copies dropped and messages skipped (counted).
+        if s.duplicates == 0 {
+            assert_eq!(s.events, s.queries + s.unmatched_responses, "{name}: {s:?}");
+        } else {
+            assert!(
+                s.events < s.queries + s.unmatched_responses,
+                "{name}: {s:?}"
+            );
+        }
         assert_eq!(events.len() as u64, s.events);
         assert!(events.iter().all(|e| e.qname.ends_with('.')));
         if tool {
@@ -879,4 +887,102 @@ for i, (src, dst, sp, dp, p) in enumerate(msgs):
     assert_eq!(i["unreadable"], 1, "the two-question query: {i}");
     assert_eq!(i["events"], 1);
     assert_eq!((&i["queries"], &i["responses"]), (&4.into(), &3.into()));
+}
+
+/// The ways a hostile review of the capture fixes above found captures still misread, each a
+/// capture built by `tests/pcapgen/scenarios.py` (dnspython's messages in a pcap of its own
+/// writing) and read as what the stub did:
+/// - a TC answer on the last candidate (the name as written) closed the walk as a timeout and
+///   the TCP query made a second lookup; on any candidate it is now one lookup, resolved,
+///   after one retry;
+/// - the TCP restart after a gap took bytes inside an answer (`00 01` of any question) for a
+///   message's start, inventing a query from the server for a name nobody asked
+///   (`phantom`), and lost the answers after it; segments held past a gap at the end of the
+///   file (no FIN) were dropped uncounted;
+/// - musl's second nameserver answering 24 ms after the first made a second lookup;
+/// - a copy of a query written after its answer (`-i any` with a node-local cache) did too.
+#[test]
+fn captures_a_review_built_read_as_the_stub_sent_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pcapgen/scenarios.py");
+    let st = Command::new("python3")
+        .arg(&script)
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs");
+    assert!(
+        st.success(),
+        "python3 with dnspython (scripts/deps/capture.txt)"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        let out = bin()
+            .args(["analyze", "--format", "json", "--search"])
+            .arg("default.svc.cluster.local svc.cluster.local cluster.local")
+            .arg(dir.path().join(name))
+            .output()
+            .expect("ndots runs");
+        assert!(out.status.success(), "{name}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["top_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for k in 0..4 {
+        let name = format!("tc_walk{k}.pcap");
+        let r = read(&name);
+        assert_eq!(
+            (&r["lookups"], &r["queries"], &r["retries"]),
+            (&1.into(), &5.into(), &1.into()),
+            "{name}: {r}"
+        );
+        assert_eq!(r["outcomes"], serde_json::json!({"resolved": 1}), "{name}");
+        assert_eq!(r["input"]["truncated"], 1, "{name}");
+    }
+    for name in ["tcp_gap_fin_4.pcap", "tcp_gap_eof_4.pcap"] {
+        let r = read(name);
+        let i = &r["input"];
+        assert_eq!(
+            r["outcomes"],
+            serde_json::json!({"resolved": 4, "unanswered": 1}),
+            "{name}: {i}"
+        );
+        assert_eq!(
+            (&i["queries"], &i["responses"]),
+            (&5.into(), &4.into()),
+            "{name}"
+        );
+        assert_eq!(i["stream_gaps"], 1, "{name}");
+    }
+    let r = read("tcp_txt.pcap");
+    assert_eq!(
+        names(&r),
+        ["blob.example."],
+        "no lookup of the TXT's bytes: {r}"
+    );
+    assert_eq!(r["input"]["stream_gaps"], 1);
+    let r = read("mid_connection.pcap");
+    assert_eq!(r["outcomes"], serde_json::json!({"resolved": 2}), "{r}");
+    assert_eq!(r["input"]["stream_gaps"], 1, "the earlier answer's tail");
+    let r = read("musl_two_nameservers.pcap");
+    assert_eq!(
+        (&r["lookups"], &r["queries"]),
+        (&1.into(), &4.into()),
+        "{r}"
+    );
+    assert_eq!(
+        r["input"]["duplicates"], 8,
+        "4 queries and 4 answers of the second server"
+    );
+    let r = read("copy_after_answer.pcap");
+    assert_eq!(
+        (&r["lookups"], &r["queries"]),
+        (&1.into(), &1.into()),
+        "{r}"
+    );
+    assert_eq!(r["input"]["duplicates"], 2);
 }

@@ -1061,9 +1061,12 @@ impl Report {
         let mut out = agg.to_report(&source, window);
         out.dropped_events = dropped;
         out.shed_events = shed;
-        // Captures' counts add; a live report among them has none to give.
-        for i in reports.iter().filter_map(|r| r.input.as_ref()) {
-            out.input.get_or_insert_with(InputCounts::default).add(i);
+        // Captures' counts add when every report has them: a sum over some would read as
+        // the whole input's (a live report, or an older version's, has none).
+        if reports.iter().all(|r| r.input.is_some()) {
+            for i in reports.iter().filter_map(|r| r.input.as_ref()) {
+                out.input.get_or_insert_with(InputCounts::default).add(i);
+            }
         }
         out.top_complete &= complete;
         // The context of the first report that has one; stubs and zones of all.

@@ -1307,7 +1307,9 @@ impl WalkTracker {
         // 3. Account the query in the walk.
         let upstream = matches!(
             ev.source,
-            None | Some(AnswerSource::Upstream) | Some(AnswerSource::Captured)
+            None | Some(AnswerSource::Upstream)
+                | Some(AnswerSource::Captured)
+                | Some(AnswerSource::Truncated)
         );
         let mut confirm: Option<Arc<str>> = None;
         let ends = {
@@ -1367,9 +1369,12 @@ impl WalkTracker {
             }
             w.last_activity = w.last_activity.max(activity);
             // The absolute name after search candidates is the stub's last try, answered or
-            // not; sent first, only a positive answer ends the walk.
+            // not (but a truncated answer is followed by the same query over TCP); sent
+            // first, only a positive answer ends the walk.
             positive
-                || (reading.pos == ABS && w.max_search.is_some())
+                || (reading.pos == ABS
+                    && w.max_search.is_some()
+                    && ev.source != Some(AnswerSource::Truncated))
                 || w.queries >= MAX_WALK_QUERIES
         };
         let ends = match target {

@@ -54,7 +54,7 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
                 Ok(t) => t,
                 Err(u) => return Some(Err(u)),
             };
-            let (mut e, time, truncated) = match parse_line(text) {
+            let (mut e, time) = match parse_line(text) {
                 // Another plugin's line is text; bytes a log never holds are damage.
                 Parsed::NotALogLine if text.chars().any(|c| c.is_control() && c != '\t') => {
                     return Some(Err(Unreadable::new(pos, "control characters in the line")));
@@ -64,10 +64,10 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
                     continue;
                 }
                 Parsed::Bad(reason) => return Some(Err(Unreadable::new(pos, reason))),
-                Parsed::Event(e, time) => (e, time, false),
+                Parsed::Event(e, time) => (e, time),
                 Parsed::Truncated(e, time) => {
                     self.truncated += 1;
-                    (e, time, true)
+                    (e, time)
                 }
             };
             match time {
@@ -81,10 +81,6 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
                     self.last_time = Timestamp(self.last_time.0 + 1);
                     e.time = self.last_time;
                 }
-            }
-            if truncated {
-                // The duration placed the query; it is not an answer's.
-                e.latency = None;
             }
             return Some(Ok(e));
         }
@@ -246,7 +242,7 @@ pub(crate) fn parse_line(line: &str) -> Parsed {
             rcode: None,
             answers: None,
             latency: Some(latency),
-            source: None,
+            source: Some(AnswerSource::Truncated),
         };
         return Parsed::Truncated(e, time);
     }
@@ -544,7 +540,10 @@ mod tests {
         r.counters(&mut s);
         assert_eq!((s.skipped, s.truncated, unreadable), (3, 1, 1));
         assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!((events[0].rcode, events[0].latency), (None, None));
+        assert_eq!(
+            (events[0].rcode, events[0].source),
+            (None, Some(AnswerSource::Truncated))
+        );
         assert_eq!(events[1].rcode, Some(0));
     }
 

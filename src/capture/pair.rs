@@ -13,7 +13,9 @@
 //! question is unreadable (RFC 9619: servers answer FORMERR, so reading the first alone would
 //! invent a query); in a packet capture, a copy of a message read within
 //! [`DUPLICATE_WINDOW_US`] (a capture on `-i any` sees a forwarded packet once per interface,
-//! the destination rewritten by DNAT) is a `duplicate`, dropped; a response with TC set is
+//! the destination rewritten by DNAT), and a response to a query answered within the answer
+//! wait (a copy, or a second server's answer: musl asks every nameserver at once), is a
+//! `duplicate`, dropped; a response with TC set is
 //! `truncated`: the stub asks again over TCP, so it is read as no answer and the TCP query
 //! continues the lookup as a retry.
 
@@ -73,7 +75,7 @@ pub(crate) struct Pairer {
     pub truncated: u64,
     /// The keys and times of the last responses paired, by the key's low bits: a copy of one
     /// is told from a response whose query was never seen.
-    answered: Box<[(u64, u64)]>,
+    answered: Box<[Answered]>,
     /// Copies are dropped (packet captures); a dnstap server logs each message once per
     /// message type, and `--dnstap-messages all` asks for each.
     drop_copies: bool,
@@ -83,6 +85,15 @@ pub(crate) struct Pairer {
 /// stub retries within 100 ms (glibc and Go wait a second at least, musl its timeout over
 /// its attempts, at most 10), and a packet crosses a node's interfaces in microseconds.
 pub(crate) const DUPLICATE_WINDOW_US: u64 = 10_000;
+/// A response read last in its slot of `Pairer::answered`.
+#[derive(Clone, Copy, Default)]
+struct Answered {
+    key: u64,
+    /// Its query's time, when the query was seen.
+    query: Option<u64>,
+    answer: u64,
+}
+
 /// Slots of `Pairer::answered`: the copy of a response comes right after it.
 const ANSWERED_SLOTS: usize = 1024;
 
@@ -120,7 +131,7 @@ impl Pairer {
             skipped: 0,
             duplicates: 0,
             truncated: 0,
-            answered: vec![(0, 0); ANSWERED_SLOTS].into_boxed_slice(),
+            answered: vec![Answered::default(); ANSWERED_SLOTS].into_boxed_slice(),
             drop_copies: false,
         }
     }
@@ -234,6 +245,18 @@ impl Pairer {
         let name = q.name_bytes(msg);
         // The key first: it reads the name before the copy below writes to its new place.
         let key = self.key(client, port, header.id, q.qtype, name);
+        // A copy of a query answered already (the capture wrote the answer before the copy it
+        // took on another interface): near the query's time, not the answer's (a stub may
+        // ask again with the same ID and port right after an answer).
+        let a = self.answered[key as usize % ANSWERED_SLOTS];
+        if self.drop_copies
+            && a.key == key
+            && a.query
+                .is_some_and(|t| time.0.abs_diff(t) < DUPLICATE_WINDOW_US)
+        {
+            self.duplicates += 1;
+            return;
+        }
         let qname = question_name(name);
         self.seq += 1;
         let p = Pending {
@@ -253,7 +276,7 @@ impl Pairer {
                 && old.port == port
                 && old.id == header.id
                 && old.qtype == q.qtype
-                && time.0.saturating_sub(old.time.0) < DUPLICATE_WINDOW_US
+                && time.0.abs_diff(old.time.0) < DUPLICATE_WINDOW_US
             {
                 self.duplicates += 1;
                 self.pending.insert(key, old);
@@ -317,11 +340,19 @@ impl Pairer {
         };
         let slot = &mut self.answered[key as usize % ANSWERED_SLOTS];
         if let Some(p) = hit {
-            *slot = (key, time.0);
+            *slot = Answered {
+                key,
+                query: Some(p.time.0),
+                answer: time.0,
+            };
             if header.tc() {
                 // Not the answer: the stub asks again over TCP (RFC 7766 §5).
                 self.truncated += 1;
-                out.push_back(Ok(unanswered(p)));
+                out.push_back(Ok(QueryEvent {
+                    latency: Some(time.since(p.time)),
+                    source: Some(AnswerSource::Truncated),
+                    ..unanswered(p)
+                }));
                 return;
             }
             out.push_back(Ok(QueryEvent {
@@ -337,12 +368,17 @@ impl Pairer {
             }));
             return;
         }
-        if self.drop_copies && slot.0 == key && time.0.saturating_sub(slot.1) < DUPLICATE_WINDOW_US
-        {
+        // A response to a query answered within the wait: a copy, or another server's answer
+        // (musl asks every nameserver at once, with one ID): the query has its answer.
+        if self.drop_copies && slot.key == key && time.0.abs_diff(slot.answer) < self.wait_us {
             self.duplicates += 1;
             return;
         }
-        *slot = (key, time.0);
+        *slot = Answered {
+            key,
+            query: None,
+            answer: time.0,
+        };
         if header.tc() {
             self.truncated += 1;
             return;

@@ -81,7 +81,7 @@ impl<R: BufRead + Send> PcapReader<R> {
             buf: Vec::with_capacity(65_536),
             net: Dissect {
                 decoder: Decoder::new(),
-                tcp: Reassembler::new(),
+                tcp: Reassembler::for_server_port(opts.port),
                 pairer: Pairer::new(opts.answer_wait, opts.max_pending).dropping_copies(),
                 out: VecDeque::new(),
                 port: opts.port,
@@ -487,7 +487,16 @@ impl<R: BufRead + Send> Reader for PcapReader<R> {
                 return Some(x);
             }
             if self.ended {
-                self.net.pairer.finish(&mut self.net.out);
+                // What TCP streams still hold (past a gap, or cut short), then every query
+                // still waiting.
+                let pos = Position::Packet(self.packet_no);
+                let Dissect {
+                    tcp, pairer, out, ..
+                } = &mut self.net;
+                tcp.finish(&mut |k, ts, msg| {
+                    pairer.message(ts, (k.src, k.sport), (k.dst, k.dport), msg, None, pos, out)
+                });
+                pairer.finish(out);
                 return self.net.out.pop_front();
             }
             self.step();

@@ -39,8 +39,14 @@ struct Flow {
     ahead_bytes: usize,
     last_seen: u64,
     /// The buffer may not start at a message: after a gap, or a direction first seen
-    /// mid-connection. Bytes are dropped until they look like a message's start.
+    /// mid-connection. Bytes are dropped up to a segment's start that holds a message's.
     resync: bool,
+    /// While `resync`: where in `buf` captured segments start (the places a message can).
+    starts: Vec<usize>,
+    /// While `resync`: its loss is counted already (a gap given up on).
+    resync_counted: bool,
+    /// The QR bit this direction's messages carry, when known (from the server's port).
+    qr: Option<bool>,
 }
 
 #[derive(Default)]
@@ -50,6 +56,9 @@ pub struct Reassembler {
     /// Gaps given up on (bytes never seen): the stream restarts at the next segment.
     pub gaps: u64,
     buffered: usize,
+    /// The DNS server's port, when known: a direction from it carries responses (QR set),
+    /// one to it queries, which a restart after a gap checks.
+    server_port: Option<u16>,
 }
 
 fn held(f: &Flow) -> usize {
@@ -57,8 +66,12 @@ fn held(f: &Flow) -> usize {
 }
 
 impl Reassembler {
-    pub fn new() -> Self {
-        Self::default()
+    /// A reassembler for DNS served on `port`.
+    pub fn for_server_port(port: u16) -> Self {
+        Reassembler {
+            server_port: Some(port),
+            ..Self::default()
+        }
     }
 
     /// Feed one segment; `emit` gets each complete DNS message of this direction.
@@ -84,16 +97,16 @@ impl Reassembler {
             return;
         }
         if !payload.is_empty() {
+            let server_port = self.server_port;
             let f = self.flow(key, ts);
             let before = held(f);
             let mut gap = false;
+            f.qr = server_port.map(|p| key.sport == p);
             add(f, seq, payload, &mut gap);
-            drain(f, emit);
+            let lost = drain(f, emit);
             let after = held(f);
             self.buffered = self.buffered - before + after;
-            if gap {
-                self.gaps += 1;
-            }
+            self.gaps += u64::from(gap) + lost;
             while self.buffered > MAX_BUFFERED {
                 let Some(k) = self
                     .flows
@@ -108,18 +121,23 @@ impl Reassembler {
             }
         }
         if flags & (TCP_FIN | TCP_RST) != 0 {
-            // The connection is over: segments still waiting past a gap will not be joined
-            // by the missing bytes, so the messages in them are read now.
-            if let Some(f) = self.flows.get_mut(&key) {
-                let before = held(f);
-                while !f.ahead.is_empty() {
-                    restart_past_gap(f);
-                    self.gaps += 1;
-                    drain(f, emit);
-                }
-                self.buffered = self.buffered - before + held(f);
+            if let Some(f) = self.flows.remove(&key) {
+                self.buffered -= held(&f);
+                self.gaps += close(f, emit);
             }
-            self.remove(&key);
+        }
+    }
+
+    /// The end of the capture: every flow is closed as by a FIN, `emit` getting its key and
+    /// the time it was last seen with each message read from what it held.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(FlowKey, Timestamp, &[u8])) {
+        let mut flows: Vec<(FlowKey, Flow)> = self.flows.drain().collect();
+        // In the order they were last seen, so the events come out in capture order.
+        flows.sort_by_key(|(_, f)| f.last_seen);
+        self.buffered = 0;
+        for (k, f) in flows {
+            let at = Timestamp(f.last_seen);
+            self.gaps += close(f, &mut |m| emit(k, at, m));
         }
     }
 
@@ -163,49 +181,33 @@ fn add(f: &mut Flow, seq: u32, payload: &[u8], gap: &mut bool) {
     // A direction first seen mid-connection (no SYN captured) may start inside a message.
     let next = *f.next_seq.get_or_insert_with(|| {
         f.resync = true;
+        f.resync_counted = false;
         seq
     });
     let delta = seq.wrapping_sub(next) as i32;
     if delta > 0 {
-        // Ahead of a gap: keep it for when the gap fills, within bounds.
-        if f.ahead_bytes + payload.len() > MAX_OUT_OF_ORDER || f.ahead.len() >= 64 {
-            // Give up on the missing bytes.
+        // Ahead of a gap: kept for when the gap fills, within bounds; past them the missing
+        // bytes are given up on.
+        f.ahead_bytes += payload.len();
+        f.ahead.push((seq, payload.to_vec()));
+        if f.ahead_bytes > MAX_OUT_OF_ORDER || f.ahead.len() > 64 {
             *gap = true;
-            f.ahead_bytes += payload.len();
-            f.ahead.push((seq, payload.to_vec()));
             restart_past_gap(f);
-        } else {
-            f.ahead_bytes += payload.len();
-            f.ahead.push((seq, payload.to_vec()));
-            return;
         }
-    } else {
-        // In order, or overlapping what we have (a retransmission): take only new bytes.
-        let skip = (-(delta as i64)) as usize;
-        if skip >= payload.len() {
-            return;
-        }
-        f.buf.extend_from_slice(&payload[skip..]);
-        f.next_seq = Some(next.wrapping_add((payload.len() - skip) as u32));
+        return;
     }
+    // In order, or overlapping what we have (a retransmission): take only new bytes.
+    let skip = (-(delta as i64)) as usize;
+    if skip >= payload.len() {
+        return;
+    }
+    if f.resync && skip == 0 {
+        f.starts.push(f.buf.len());
+    }
+    f.buf.extend_from_slice(&payload[skip..]);
+    f.next_seq = Some(next.wrapping_add((payload.len() - skip) as u32));
     // Segments that were waiting and now follow on.
-    loop {
-        let next = f.next_seq.expect("set above");
-        let Some(i) = f
-            .ahead
-            .iter()
-            .position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0)
-        else {
-            break;
-        };
-        let (s, p) = f.ahead.swap_remove(i);
-        f.ahead_bytes -= p.len();
-        let skip = next.wrapping_sub(s) as usize;
-        if skip < p.len() {
-            f.buf.extend_from_slice(&p[skip..]);
-            f.next_seq = Some(next.wrapping_add((p.len() - skip) as u32));
-        }
-    }
+    follow_on(f);
 }
 
 /// Give up on the bytes missing before the earliest segment held: the stream restarts there,
@@ -221,9 +223,16 @@ fn restart_past_gap(f: &mut Flow) {
     f.buf.extend_from_slice(&first);
     f.next_seq = Some(s.wrapping_add(first.len() as u32));
     f.resync = true;
-    // Segments that follow on from it.
+    f.resync_counted = true;
+    f.starts.clear();
+    f.starts.push(0);
+    follow_on(f);
+}
+
+/// Move the held segments that now follow on into the buffer.
+fn follow_on(f: &mut Flow) {
     loop {
-        let next = f.next_seq.expect("set above");
+        let next = f.next_seq.expect("set before");
         let Some(i) = f
             .ahead
             .iter()
@@ -235,43 +244,109 @@ fn restart_past_gap(f: &mut Flow) {
         f.ahead_bytes -= p.len();
         let skip = next.wrapping_sub(s) as usize;
         if skip < p.len() {
+            if f.resync && skip == 0 {
+                f.starts.push(f.buf.len());
+            }
             f.buf.extend_from_slice(&p[skip..]);
             f.next_seq = Some(next.wrapping_add((p.len() - skip) as u32));
         }
     }
 }
 
-/// Whether `b` (length prefix first) can be the start of a DNS message: a length that holds
-/// a header, one question (RFC 9619) whose name starts with a label, opcode QUERY. `None`:
-/// too few bytes to tell.
-fn looks_like_message_start(b: &[u8]) -> Option<bool> {
+/// A flow's end (FIN, RST, the end of the capture): segments still held past a gap are read
+/// (the missing bytes will not come), and what is left of a message cut short is lost. Returns
+/// the gaps this found.
+fn close(mut f: Flow, emit: &mut dyn FnMut(&[u8])) -> u64 {
+    let mut gaps = 0;
+    while !f.ahead.is_empty() {
+        restart_past_gap(&mut f);
+        gaps += 1 + drain(&mut f, emit);
+    }
+    let counted = f.resync && f.resync_counted;
+    if !f.buf.is_empty() && !counted {
+        // A message's start without its end (a snap length, a lost last segment).
+        gaps += 1;
+    }
+    gaps
+}
+
+/// Whether `b` (length prefix first) starts a DNS message: a header with opcode QUERY, the
+/// QR bit of the direction (`qr`, when known) and one question (RFC 9619), whose name (uncompressed: the first in a message) and type and
+/// class fit in the length, the class IN, CH or ANY. `None`: too few bytes to tell.
+fn starts_a_message(b: &[u8], qr: Option<bool>) -> Option<bool> {
     if b.len() < 2 + 12 {
         return None;
     }
     let len = u16::from_be_bytes([b[0], b[1]]) as usize;
     let opcode = (b[4] >> 3) & 0xf;
-    // The question's name: a label of 63 bytes at most, or the root.
-    let label = b.get(14).is_none_or(|&l| l <= 63);
-    Some(len >= 12 + 5 && opcode == 0 && b[6] == 0 && b[7] == 1 && label)
+    if len < 12 + 5 || opcode != 0 || b[6..8] != [0, 1] {
+        return Some(false);
+    }
+    if qr.is_some_and(|qr| qr != (b[4] & 0x80 != 0)) {
+        // A query in the server's direction, or an answer in the client's: message-shaped
+        // bytes inside another message (a TXT string may hold any).
+        return Some(false);
+    }
+    let end = 2 + len;
+    let mut at = 2 + 12;
+    loop {
+        if at >= end {
+            return Some(false);
+        }
+        let l = *b.get(at)? as usize;
+        if l > 63 || at - 14 + 1 + l > 255 {
+            return Some(false);
+        }
+        at += 1 + l;
+        if l == 0 {
+            break;
+        }
+    }
+    if at + 4 > end {
+        return Some(false);
+    }
+    let class = b.get(at + 2..at + 4)?;
+    Some(matches!(class, [0, 1] | [0, 3] | [0, 255]))
 }
 
-/// Hand out every complete length-prefixed message at the front of the buffer.
-fn drain(f: &mut Flow, emit: &mut dyn FnMut(&[u8])) {
+/// Drop `n` bytes from the front of a resyncing buffer; 1 when that is a loss not counted
+/// yet (a direction first seen mid-connection, inside a message).
+fn drop_front(f: &mut Flow, n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    f.buf.drain(..n);
+    for s in &mut f.starts {
+        *s -= n;
+    }
+    u64::from(!std::mem::replace(&mut f.resync_counted, true))
+}
+
+/// Hand out every complete length-prefixed message at the front of the buffer. Returns the
+/// losses found that were not counted yet (0 or 1).
+fn drain(f: &mut Flow, emit: &mut dyn FnMut(&[u8])) -> u64 {
+    let mut lost = 0;
     if f.resync {
-        // The first place that can start a message (the cut message's rest is dropped).
-        let mut at = 0;
+        // The first segment start that holds a message's start; the bytes before it (the
+        // rest of a message cut by the gap) are dropped.
         loop {
-            match looks_like_message_start(&f.buf[at..]) {
-                None => {
-                    f.buf.drain(..at);
-                    return;
+            let Some(&at) = f.starts.first() else {
+                let n = f.buf.len();
+                return drop_front(f, n);
+            };
+            match starts_a_message(&f.buf[at..], f.qr) {
+                None => return drop_front(f, at),
+                Some(true) => {
+                    lost = drop_front(f, at);
+                    f.resync = false;
+                    f.starts.clear();
+                    break;
                 }
-                Some(true) => break,
-                Some(false) => at += 1,
+                Some(false) => {
+                    f.starts.remove(0);
+                }
             }
         }
-        f.buf.drain(..at);
-        f.resync = false;
     }
     let mut pos = 0;
     while f.buf.len() - pos >= 2 {
@@ -285,6 +360,7 @@ fn drain(f: &mut Flow, emit: &mut dyn FnMut(&[u8])) {
     if pos > 0 {
         f.buf.drain(..pos);
     }
+    lost
 }
 
 #[cfg(test)]
@@ -302,11 +378,12 @@ mod tests {
         }
     }
 
-    /// A query's header (one question), then `label` as the name's one label.
+    /// A query: its header (one question), then `label` as the name's one label, type A,
+    /// class IN.
     fn msg(label: &[u8]) -> Vec<u8> {
         let mut m = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, label.len() as u8];
         m.extend_from_slice(label);
-        m.push(0);
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
         m
     }
 
@@ -321,7 +398,7 @@ mod tests {
     }
 
     fn run(segments: &[(u32, u8, Vec<u8>)]) -> Vec<Vec<u8>> {
-        let mut r = Reassembler::new();
+        let mut r = Reassembler::default();
         let mut got = Vec::new();
         for (seq, flags, p) in segments {
             r.segment(key(), *seq, *flags, p, Timestamp(0), &mut |m| {
@@ -365,7 +442,7 @@ mod tests {
         let start = 101u32;
         let two_at = start + one.len() as u32;
         let three_at = two_at + two.len() as u32;
-        let mut r = Reassembler::new();
+        let mut r = Reassembler::default();
         let mut got = Vec::new();
         let mut emit = |m: &[u8]| got.push(m.to_vec());
         r.segment(key(), 100, TCP_SYN, &[], Timestamp(0), &mut emit);
@@ -396,7 +473,7 @@ mod tests {
 
     #[test]
     fn flows_are_bounded() {
-        let mut r = Reassembler::new();
+        let mut r = Reassembler::default();
         for i in 0..(MAX_FLOWS as u32 + 5) {
             let mut k = key();
             k.sport = (i % 60000) as u16;
@@ -410,11 +487,11 @@ mod tests {
 
     #[test]
     fn bytes_held_over_all_flows_are_bounded() {
-        let mut r = Reassembler::new();
+        let mut r = Reassembler::default();
         // Each flow holds the start of a 65 535-byte message that never completes.
         let mut start = vec![0xff, 0xff];
-        start.extend(msg(&[]));
-        start.extend(vec![0u8; 60_000 - 14]);
+        start.extend(msg(b"x"));
+        start.extend(vec![0u8; 60_000 - 19]);
         for i in 0..2_000u32 {
             let mut k = key();
             k.src = IpAddr::V4(Ipv4Addr::from(i));
