@@ -147,6 +147,31 @@ pub struct InputCounts {
 }
 
 impl InputCounts {
+    /// The records read that did not become events as they were, besides the unreadable
+    /// ones, in words (a phrase each, for those there are): for the reports and the
+    /// per-capture line on stderr.
+    pub fn set_aside(&self) -> Vec<String> {
+        [
+            (
+                self.skipped,
+                "records skipped (not DNS, not a standard query of class IN, other log lines)",
+            ),
+            (self.duplicates, "duplicate messages dropped"),
+            (self.unmatched_responses, "responses without their query"),
+            (self.unanswered, "queries without a response"),
+            (self.truncated, "truncated (TC) responses read as no answer"),
+            (
+                self.stream_gaps,
+                "gaps in TCP streams (messages cut by them lost)",
+            ),
+            (self.evicted, "evicted by a memory bound"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
+    }
+
     pub fn add(&mut self, o: &InputCounts) {
         self.events += o.events;
         self.unreadable += o.unreadable;

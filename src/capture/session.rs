@@ -713,7 +713,11 @@ fn read_all(
             path.display(),
             s.events,
             cap.format().as_str(),
-            not_events(&s)
+            // The unreadable always, the others when there are any.
+            std::iter::once(format!("{} unreadable", s.unreadable))
+                .chain(s.input_counts().set_aside())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for u in &s.first_unreadable {
             let _ = writeln!(text, "  unreadable: {u}");
@@ -726,29 +730,6 @@ fn read_all(
     out.flush();
     out.check()?;
     Ok(total)
-}
-
-/// A capture's records that did not become events as they were, for its summary line:
-/// the unreadable always, the others when there are any.
-pub fn not_events(s: &Stats) -> String {
-    let mut parts = vec![format!("{} unreadable", s.unreadable)];
-    for (n, what) in [
-        (
-            s.skipped,
-            "skipped (not DNS queries of class IN, other lines)",
-        ),
-        (s.duplicates, "duplicate messages dropped"),
-        (s.unmatched_responses, "responses without their query"),
-        (s.unanswered, "queries without a response"),
-        (s.truncated, "truncated (TC) responses read as no answer"),
-        (s.stream_gaps, "TCP stream gaps"),
-        (s.evicted, "evicted by a memory bound"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
-    parts.join(", ")
 }
 
 /// The head is read: `infer` from it (once), then order it like the rest.

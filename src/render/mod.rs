@@ -32,26 +32,9 @@ pub(crate) fn input_summary(i: &crate::amplify::report::InputCounts) -> String {
             ),
         );
     }
-    let mut rest = Vec::new();
-    for (n, what) in [
-        (i.unreadable, "unreadable records skipped"),
-        (
-            i.skipped,
-            "records skipped (not DNS, not a standard query of class IN, other log lines)",
-        ),
-        (i.duplicates, "duplicate messages dropped"),
-        (i.unmatched_responses, "responses without their query"),
-        (i.unanswered, "queries without a response"),
-        (i.truncated, "truncated (TC) responses read as no answer"),
-        (
-            i.stream_gaps,
-            "gaps in TCP streams (messages cut by them lost)",
-        ),
-        (i.evicted, "evicted by a memory bound"),
-    ] {
-        if n > 0 {
-            rest.push(format!("{n} {what}"));
-        }
+    let mut rest = i.set_aside();
+    if i.unreadable > 0 {
+        rest.insert(0, format!("{} unreadable records skipped", i.unreadable));
     }
     if !rest.is_empty() {
         s.push_str("; ");

@@ -20,13 +20,16 @@ def a_record(name, *addrs):
     return dns.rrset.from_text(name, 60, 'IN', 'A', *addrs)
 
 
+def handshake(p, t, cport, cs, ss):
+    """A TCP connection opened from `cport`: the client's and server's next sequence numbers."""
+    p.add(t, tcp(C, cport, S, 53, cs, SYN))
+    p.add(t + 1e-4, tcp(S, 53, C, cport, ss, SYN | ACK))
+    return cs + 1, ss + 1
+
+
 def tcp_exchange(p, t, fq, rcode=0, answered=True, cport=45555):
     """A TCP connection asking `fq` once: handshake, query, answer, close."""
-    cs, ss = 100, 900
-    p.add(t, tcp(C, cport, S, 53, cs, SYN))
-    cs += 1
-    p.add(t + 1e-4, tcp(S, 53, C, cport, ss, SYN | ACK))
-    ss += 1
+    cs, ss = handshake(p, t, cport, 100, 900)
     q = query(fq, 'A', 999)
     w = framed(wire(q))
     p.add(t + 2e-4, tcp(C, cport, S, 53, cs, PSH | ACK, w))
@@ -65,11 +68,8 @@ def tcp_gap(fin, more):
     query/answer pairs; closed with FIN or not. The first query is unanswered, the rest are
     answered, one gap, nothing invented."""
     p = Pcap(os.path.join(OUT, 'tcp_gap_%s_%d.pcap' % ('fin' if fin else 'eof', more)))
-    t, cp, cs, ss = 1000.0, 45000, 1000, 5000
-    p.add(t, tcp(C, cp, S, 53, cs, SYN))
-    cs += 1
-    p.add(t + 1e-4, tcp(S, 53, C, cp, ss, SYN | ACK))
-    ss += 1
+    t, cp = 1000.0, 45000
+    cs, ss = handshake(p, t, cp, 1000, 5000)
     q1 = query('big.example.', 'A', 11)
     w = framed(wire(q1))
     p.add(t + 2e-4, tcp(C, cp, S, 53, cs, PSH | ACK, w))
@@ -101,17 +101,13 @@ def tcp_txt():
     """A TXT answer whose text holds a framed DNS query; the segment with the answer's start is
     not captured. The embedded bytes are not a message of the stream: no lookup of them."""
     p = Pcap(os.path.join(OUT, 'tcp_txt.pcap'))
-    t, cp, cs, ss = 1000.0, 45001, 1000, 5000
-    p.add(t, tcp(C, cp, S, 53, cs, SYN))
-    cs += 1
-    p.add(t + 1e-4, tcp(S, 53, C, cp, ss, SYN | ACK))
-    ss += 1
+    t, cp = 1000.0, 45001
+    cs, ss = handshake(p, t, cp, 1000, 5000)
     q1 = query('blob.example.', 'TXT', 11)
     w = framed(wire(q1))
     p.add(t + 2e-4, tcp(C, cp, S, 53, cs, PSH | ACK, w))
     cs += len(w)
     inner = framed(wire(query('phantom.default.svc.cluster.local.', 'A', 4242)))
-    rr = dns.rrset.from_text('blob.example.', 60, 'IN', 'TXT', '"x"')
     rd = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.TXT,
                              bytes([len(inner)]) + inner, 0, len(inner) + 1)
     rr = dns.rrset.RRset(dns.name.from_text('blob.example.'), dns.rdataclass.IN,
