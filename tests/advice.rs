@@ -4,11 +4,13 @@
 //! Kubernetes traffic gets no ndots advice; the ndots advice prices only the lookups that
 //! walked the search list.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+mod common;
+use common::jsonl::event;
 
 fn ndots() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ndots"))
@@ -177,15 +179,6 @@ fn a_capture_that_is_not_kubernetes_traffic_gets_no_ndots_advice() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&html.stdout).contains("(unknown)"));
-}
-
-/// One JSON-lines capture event.
-fn event(out: &mut String, ts: f64, client: &str, qname: &str, qtype: &str, rcode: &str, n: u16) {
-    let _ = writeln!(
-        out,
-        "{{\"ts\": {ts:.3}, \"client\": \"{client}\", \"qname\": \"{qname}\", \
-         \"qtype\": \"{qtype}\", \"rcode\": \"{rcode}\", \"answers\": {n}}}"
-    );
 }
 
 /// A black-box probe: five pods asked `api.github.com.` only as written (an FQDN: one query

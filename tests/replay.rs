@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::jsonl::event;
 use common::tools::{free_port, require};
 use common::upstream::{Rec, Upstream};
 use ndots::config::{Config, FileConfig, Overrides};
@@ -42,15 +43,6 @@ fn by_label(r: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         .iter()
         .map(|s| (s["label"].as_str().unwrap().to_string(), s.clone()))
         .collect()
-}
-
-/// One JSON-lines capture event.
-fn event(out: &mut String, ts: f64, client: &str, qname: &str, qtype: &str, rcode: &str, n: u16) {
-    let _ = writeln!(
-        out,
-        "{{\"ts\": {ts:.3}, \"client\": \"{client}\", \"qname\": \"{qname}\", \
-         \"qtype\": \"{qtype}\", \"rcode\": \"{rcode}\", \"answers\": {n}}}"
-    );
 }
 
 #[test]
