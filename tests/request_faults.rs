@@ -923,3 +923,88 @@ fn udp_socket_drops(port: u16) -> Option<u64> {
             .then(|| cols.last()?.parse().ok())?
     })
 }
+
+/// What the kernel holds for the proxy-side socket from the proxy's `local` port to the
+/// client's `remote` port, as `ss -tm` reports it: `skmem`'s `r` (queries received and not
+/// read) and `w` (answers queued to send), in bytes as the kernel charges them.
+fn tcp_kernel_memory(local: u16, remote: u16) -> Option<(usize, usize)> {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established"])
+        .arg(format!("( sport = :{local} and dport = :{remote} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let skmem = text.split("skmem:(").nth(1)?.split(')').next()?;
+    let field = |name: &str| {
+        skmem.split(',').find_map(|f| {
+            let v = f.strip_prefix(name)?;
+            v.parse::<usize>().ok()
+        })
+    };
+    Some((field("r")?, field("w")?))
+}
+
+/// Probe (session 26, left then; fixed in session 28): a client connection the proxy paused
+/// for back-pressure (its client reads no answers) kept receiving the client's pipelined
+/// queries into the kernel's default receive buffer, 128 KiB (`net.ipv4.tcp_rmem`), none of
+/// it charged to `server.memory_limit`: `ss` showed 129,883 bytes received and unread beside
+/// 64,512 of answers queued, against the connection's charge of 114,688. The receive buffer
+/// is now fixed (16 KiB asked, 32 KiB as the kernel counts it) and charged: what the kernel
+/// holds for a paused connection stays within what the budget charged for it.
+#[test]
+fn a_paused_tcp_connection_held_its_clients_queries_outside_the_budget() {
+    use common::upstream::{Rec, Upstream};
+
+    let up = Upstream::start();
+    up.add("hot.test.", wire::TYPE_A, Rec::A(REAL, 300));
+    let (_rt, p) = start(&format!(
+        "admin: \"127.0.0.1:0\"\n\
+         server: {{workers: 1, tcp_idle_timeout: 20s}}\n\
+         upstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        up.addr
+    ));
+    let dns = p.dns_addrs[0];
+    assert_eq!(ask(dns, "hot.test.").0.header.ancount, 1);
+    // A client with a small receive buffer that reads nothing: the proxy's answers back up,
+    // it pauses the connection, and the client keeps sending queries until the kernel stops it.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect(&dns.into()).unwrap();
+    let c: TcpStream = sock.into();
+    let port = c.local_addr().unwrap().port();
+    let mut w = c.try_clone().unwrap();
+    let hot: Vec<u8> = (0..1000u16)
+        .flat_map(|i| framed_query(i, "hot.test."))
+        .collect();
+    let sender = std::thread::spawn(move || {
+        // Blocks once the kernel's buffers on both sides are full; ends when the socket closes.
+        while w.write_all(&hot).is_ok() {}
+    });
+    let start = Instant::now();
+    let mut most = (0, 0);
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Some((r, w)) = tcp_kernel_memory(dns.port(), port) {
+            if r + w > most.0 + most.1 {
+                most = (r, w);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What the budget charges now, as a scrape of the admin server reads it.
+    let (_, scraped) = common::tools::http_get(p.admin_addr.expect("admin"), "/metrics")
+        .expect("a scrape of /metrics");
+    let charged = metric_sum(&scraped, "ndots_memory_used_bytes{part=\"tcp\"}") as usize;
+    assert!(
+        most.0 > 0,
+        "the paused connection received no queries: {most:?}"
+    );
+    assert!(
+        most.0 + most.1 <= charged,
+        "the kernel held {} bytes of queries and {} of answers for one connection charged {charged}",
+        most.0,
+        most.1
+    );
+    c.shutdown(std::net::Shutdown::Both).unwrap();
+    sender.join().unwrap();
+    p.shutdown(Duration::from_millis(100));
+}

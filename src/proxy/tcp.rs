@@ -37,6 +37,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    // Before listen: accepted connections inherit it, and their window scale is chosen for it.
+    s.set_recv_buffer_size(RECV_BUF)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     s.set_nonblocking(true)?;
@@ -51,10 +53,17 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// About 40 KB a round trip is hundreds of MB/s at the round trips within a node.
 const SEND_BUF: usize = 32 * 1024;
 
+/// The receive buffer asked of the kernel for each client connection (SO_RCVBUF, set on the
+/// listener so accepted connections start with it). Linux doubles it: 32 KiB, of which the
+/// queries a paused connection (back-pressure) leaves unread take at most that. The default
+/// (`net.ipv4.tcp_rmem`, 128 KiB) held 128 KiB of a pipelining client's queries per paused
+/// connection outside the budget. Hundreds of queries fit in it between two reads.
+const RECV_BUF: usize = 16 * 1024;
+
 /// What a client connection holds, for the memory budget: its tasks, the read and frame
 /// buffers, a full answer channel of typical answers (64 of ~512 bytes), and the kernel's
-/// send buffer (`SEND_BUF`, doubled by the kernel).
-pub const TCP_CONNECTION_BYTES: usize = 48 * 1024 + 2 * SEND_BUF;
+/// send and receive buffers (`SEND_BUF`, `RECV_BUF`, each doubled by the kernel).
+pub const TCP_CONNECTION_BYTES: usize = 48 * 1024 + 2 * SEND_BUF + 2 * RECV_BUF;
 
 pub async fn serve(
     listener: std::net::TcpListener,
