@@ -63,6 +63,10 @@ pub enum UpstreamError {
     Closed(SocketAddr),
     #[error("upstream {0}: TCP reconnect backing off after failed connects")]
     Backoff(SocketAddr),
+    /// Every TCP query slot to the server stayed taken for the whole timeout: not sent. The
+    /// server is answering (slots free as its replies come), so its health is not touched.
+    #[error("upstream {0}: every TCP query slot taken for the whole timeout")]
+    Busy(SocketAddr),
     #[error("no upstream answered")]
     AllFailed,
 }
@@ -75,6 +79,7 @@ impl UpstreamError {
             UpstreamError::Malformed(..) => "malformed",
             UpstreamError::Closed(_) => "closed",
             UpstreamError::Backoff(_) => "backoff",
+            UpstreamError::Busy(_) => "busy",
             UpstreamError::AllFailed => "all_failed",
         }
     }
@@ -216,7 +221,9 @@ impl Router {
                     return Ok(reply);
                 }
                 Err(e) => {
-                    server.note_failure();
+                    if !matches!(e, UpstreamError::Busy(_)) {
+                        server.note_failure();
+                    }
                     server.count_failure(&e);
                     last_err = e;
                 }
@@ -513,14 +520,17 @@ impl Server {
         q: &wire::Question,
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
+        // Bounded pipelining: at most TCP_CONNS_PER_SERVER x TCP_PIPELINE queries in flight to
+        // one server; beyond that a query waits for a slot, first come first served, for at
+        // most the timeout (then it fails unsent: `Busy`).
+        let _slot = tokio::time::timeout(timeout, self.tcp_slots.acquire())
+            .await
+            .map_err(|_| UpstreamError::Busy(self.addr))?
+            .map_err(|_| UpstreamError::Closed(self.addr))?;
+        // The server's timeout runs from here: a query sent with what its wait left of it
+        // timed out after the server had done the work (256 of 600 answered, 574 sent).
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        // Bounded pipelining: at most TCP_CONNS_PER_SERVER x TCP_PIPELINE queries in flight to
-        // one server; beyond that a query waits for a slot until its deadline.
-        let _slot = tokio::time::timeout_at(deadline, self.tcp_slots.acquire())
-            .await
-            .map_err(|_| UpstreamError::Timeout(self.addr))?
-            .map_err(|_| UpstreamError::Closed(self.addr))?;
         // One retry on a fresh connection: a pooled connection may have been closed by the
         // server while idle (RFC 7766 §6.2.3) and we only learn it when writing.
         for attempt in 0..2 {

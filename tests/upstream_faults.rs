@@ -623,3 +623,93 @@ fn tcp_upstream(
     });
     (addr, accepted)
 }
+
+/// Probe (session 26, left then; fixed in session 28): a query waited for one of the 256 TCP
+/// query slots to a server (4 connections x 64 pipelined) out of its own timeout, then was
+/// sent with what was left of it: 600 queries at once to a TCP upstream that answers each in
+/// 1.5 s, with a 2 s timeout, gave 344 SERVFAIL, most after the upstream had done the work. A
+/// query now waits for a slot at most the timeout, and once sent has the whole timeout: the
+/// first two waves (512) are answered, and the rest fail without being sent (`reason="busy"`,
+/// the server's health untouched). Every query the upstream received was answered to a client.
+#[test]
+fn a_query_waiting_for_a_tcp_slot_was_sent_with_its_timeout_spent() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const QUERIES: u16 = 600;
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = received.clone();
+    // Every query answered 1.5 s after it is read, pipelined on its connection.
+    let (addr, _) = tcp_upstream(move |s| {
+        let out = Arc::new(Mutex::new(s.try_clone().unwrap()));
+        let mut s = s;
+        while let Some(q) = read_framed(&mut s) {
+            // The clients' queries (not the proxy's own loop probe).
+            if q.windows(13).any(|w| w == b"\x07example\x03org\x00") {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+            let out = out.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                let id = u16::from_be_bytes([q[0], q[1]]);
+                let a = framed(&answer(&q, id, REAL));
+                let _ = out.lock().unwrap().write_all(&a);
+            });
+        }
+    });
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 2s}}]"
+    ));
+    let dns = p.dns_addrs[0];
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    for id in 0..QUERIES {
+        let mut q = Vec::new();
+        wire::build_query(
+            id,
+            &format!("n{id}.example.org."),
+            wire::TYPE_A,
+            false,
+            &mut q,
+        )
+        .unwrap();
+        c.send_to(&q, dns).unwrap();
+    }
+    let (mut answered, mut servfail) = (0usize, 0usize);
+    let mut buf = [0u8; 512];
+    while answered + servfail < QUERIES as usize {
+        let Ok((n, _)) = c.recv_from(&mut buf) else {
+            break;
+        };
+        match wire::parse_response(&buf[..n]).unwrap().rcode {
+            0 => answered += 1,
+            2 => servfail += 1,
+            r => panic!("rcode {r}"),
+        }
+    }
+    let sent = received.load(Ordering::Relaxed);
+    let m = p.metrics_text();
+    eprintln!("{answered} answered, {servfail} SERVFAIL, {sent} sent upstream");
+    assert_eq!(
+        answered + servfail,
+        QUERIES as usize,
+        "every client got a reply"
+    );
+    assert_eq!(
+        answered, sent,
+        "{sent} queries reached the upstream, {answered} answers reached clients"
+    );
+    // The second wave took the slots the first freed at 1.5 s and had its whole timeout.
+    assert!(
+        answered > 256,
+        "{answered} answered: only the first wave of 256"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            &format!("ndots_upstream_failures_total{{to=\"{addr}\",reason=\"busy\"")
+        ),
+        servfail as f64,
+        "{m}"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
