@@ -44,6 +44,10 @@ pub enum AnswerSource {
     /// A UDP response read from a capture with TC set (RFC 1035 §4.1.1): not the answer, the
     /// stub asks again over TCP. Its event has no `rcode`: the walk stays open for that query.
     Truncated,
+    /// No response within the answer wait, in a capture that holds responses: the query was
+    /// lost, or its answer was (not a capture of queries alone, whose events have no source).
+    /// The stub sends it again after its retry interval: the walk waits for that.
+    NoAnswer,
 }
 
 impl AnswerSource {
@@ -56,6 +60,7 @@ impl AnswerSource {
             AnswerSource::Local => "local",
             AnswerSource::Captured => "captured",
             AnswerSource::Truncated => "truncated",
+            AnswerSource::NoAnswer => "no_answer",
         }
     }
 }

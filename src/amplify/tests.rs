@@ -448,6 +448,102 @@ fn flush_closes_idle_walks_by_event_time() {
     assert_eq!(t.drain().next().unwrap().outcome, Outcome::NxDomain);
 }
 
+/// A query a capture saw go unanswered (`NoAnswer`) keeps its walk open for the stub's retry
+/// ([`walk::RETRY_WAIT`], 6 s), past the 2 s idle window; an answered walk that went quiet after
+/// it still closes at 2 s (the two wait on lists of their own, so one does not hold the other
+/// up); and the oldest of either is the one evicted.
+#[test]
+fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up() {
+    let lost = |ms, client: &str, qname: &str| QueryEvent {
+        rcode: None,
+        answers: None,
+        latency: None,
+        source: Some(AnswerSource::NoAnswer),
+        ..ev(ms, client, qname, QTYPE_AAAA, None, 0)
+    };
+    let at = |ms: u64| Timestamp(1_700_000_000_000_000 + ms * 1000);
+    let (waiting, quiet) = ("10.0.0.21", "10.0.0.22");
+    let mut t = tracker(100);
+    t.observe(&lost(0, waiting, "api.github.com."));
+    t.observe(&ev(
+        10,
+        quiet,
+        "q.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    t.flush(at(2_100));
+    assert_eq!(t.open_walks(), 1, "the answered walk closed at 2 s");
+    let first: Vec<Lookup> = t.drain().collect();
+    assert_eq!(first[0].client, ip(quiet));
+    t.flush(at(5_000));
+    assert_eq!(
+        t.open_walks(),
+        1,
+        "the lost query's walk waits for its retry"
+    );
+    // The retry at 5 s, answered: one lookup, one retry, 5 s long.
+    t.observe(&ev(5_000, waiting, "api.github.com.", QTYPE_AAAA, OK, 1));
+    let l: Vec<Lookup> = t.drain().collect();
+    assert_eq!(
+        (l.len(), l[0].queries, l[0].retries, l[0].outcome),
+        (1, 2, 1, Outcome::Resolved)
+    );
+    assert_eq!(l[0].duration, Some(Duration::from_millis(5_001)));
+    // No retry: closed once the wait is over, nothing answered.
+    t.observe(&lost(10_000, waiting, "api.github.com."));
+    t.flush(at(15_900));
+    assert_eq!(t.open_walks(), 1);
+    t.flush(at(16_100));
+    assert_eq!(t.open_walks(), 0);
+    assert_eq!(t.drain().next().unwrap().outcome, Outcome::Unanswered);
+    // Eviction takes the least recently active walk of either list.
+    let mut t = tracker(2);
+    t.observe(&ev(
+        0,
+        quiet,
+        "q.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    t.observe(&lost(1, waiting, "api.github.com."));
+    t.observe(&ev(
+        2,
+        "10.0.0.23",
+        "r.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    let evicted: Vec<Lookup> = t.drain().collect();
+    assert_eq!(
+        (evicted.len(), evicted[0].client, evicted[0].outcome),
+        (1, ip(quiet), Outcome::Evicted)
+    );
+    let mut t = tracker(2);
+    t.observe(&lost(0, waiting, "api.github.com."));
+    t.observe(&ev(
+        1,
+        quiet,
+        "q.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    t.observe(&ev(
+        2,
+        "10.0.0.23",
+        "r.default.svc.cluster.local.",
+        QTYPE_A,
+        NX,
+        0,
+    ));
+    let evicted: Vec<Lookup> = t.drain().collect();
+    assert_eq!(evicted[0].client, ip(waiting));
+}
+
 #[test]
 fn open_walks_are_bounded_and_evictions_counted() {
     let max = 3;

@@ -592,6 +592,21 @@ fn reading_of(d: &crate::search::Decomposition<'_>) -> Reading {
 /// so this is a client retrying forever, and closing keeps each lookup's figures meaningful
 /// (and within the histogram's exact range).
 pub const MAX_WALK_QUERIES: u32 = 255;
+
+/// How long a walk whose last query went unanswered in a capture (`AnswerSource::NoAnswer`)
+/// stays open for the stub's retry, when that is longer than `tracker.idle`: the longest first
+/// retry interval of the stubs of resolvers.md at their defaults (glibc's and Go's `timeout:5`;
+/// musl resends at 2.5 s, c-ares at 2 s), and a second for the capture's timing. With the 2 s
+/// idle window alone, real glibc's resend of an AAAA query dropped once (the conntrack race of
+/// A and AAAA on one socket) was read as a lookup that timed out and a second lookup.
+pub const RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// The open walks' two LRU lists: walks whose last query was answered (or whose answers the
+/// input does not hold) expire `tracker.idle` after their last activity, walks waiting on a
+/// stub's retry after [`RETRY_WAIT`]. Each list is in order of last activity, so expiry pops
+/// from the heads.
+const ANSWERED: usize = 0;
+const WAITING: usize = 1;
 /// Candidate position of the absolute name (search positions are the shape's indices).
 const ABS: u8 = u8::MAX;
 
@@ -645,6 +660,9 @@ struct Walk {
     servfail_before: bool,
     /// Source port of the last query, when the capture has it.
     last_port: Option<u16>,
+    /// The last query went unanswered in a capture that holds answers: the stub is waiting to
+    /// send it again ([`RETRY_WAIT`]).
+    awaiting_retry: bool,
 }
 
 /// One entry of the search shape: `tail` is the whole suffix, or what follows the namespace
@@ -660,7 +678,21 @@ struct Slot {
     lru_prev: u32,
     lru_next: u32,
     key_next: u32,
+    /// The LRU list the walk is on: `ANSWERED` or `WAITING`.
+    list: u8,
 }
+
+/// The two ends of one LRU list.
+#[derive(Clone, Copy)]
+struct Ends {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: Ends = Ends {
+    head: NIL,
+    tail: NIL,
+};
 
 /// What the tracker knows about a client beyond its open walks.
 struct ClientInfo {
@@ -812,11 +844,13 @@ pub struct WalkTracker {
     /// The shape's entries, for matching a continuation at a known boundary.
     patterns: Vec<Pattern>,
     idle_us: u64,
+    /// [`RETRY_WAIT`], or `idle_us` when that is longer.
+    retry_wait_us: u64,
     max_open: usize,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    lru_head: u32,
-    lru_tail: u32,
+    /// Indexed by `ANSWERED` and `WAITING`.
+    lru: [Ends; 2],
     open: usize,
     /// Open walks chained by (client, qtype, hash of the base): a query looks only at walks
     /// of the few bases it can be a candidate of, so the cost per event stays flat however
@@ -893,11 +927,11 @@ impl WalkTracker {
             shape,
             patterns,
             idle_us: cfg.idle.as_micros() as u64,
+            retry_wait_us: cfg.idle.max(RETRY_WAIT).as_micros() as u64,
             max_open,
             slots: Vec::new(),
             free: Vec::new(),
-            lru_head: NIL,
-            lru_tail: NIL,
+            lru: [EMPTY; 2],
             open: 0,
             by_key: HashTable::new(),
             key_hasher: ahash::RandomState::new(),
@@ -1081,23 +1115,39 @@ impl WalkTracker {
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
     /// `observe` does it itself with the event's time).
     pub fn flush(&mut self, now: Timestamp) {
-        while self.lru_head != NIL {
-            let i = self.lru_head;
-            let w = self.slots[i as usize]
-                .walk
-                .as_ref()
-                .expect("listed slot holds a walk");
-            if now.0.saturating_sub(w.last_activity.0) <= self.idle_us {
-                break;
+        for (list, window) in [(ANSWERED, self.idle_us), (WAITING, self.retry_wait_us)] {
+            while self.lru[list].head != NIL {
+                let i = self.lru[list].head;
+                if now.0.saturating_sub(self.last_activity(i).0) <= window {
+                    break;
+                }
+                self.close(i, None);
             }
-            self.close(i, None);
+        }
+    }
+
+    fn last_activity(&self, i: u32) -> Timestamp {
+        self.slots[i as usize]
+            .walk
+            .as_ref()
+            .expect("listed slot holds a walk")
+            .last_activity
+    }
+
+    /// The open walk least recently active, of both lists (`NIL` when none is open).
+    fn oldest(&self) -> u32 {
+        match (self.lru[ANSWERED].head, self.lru[WAITING].head) {
+            (NIL, w) => w,
+            (a, NIL) => a,
+            (a, w) if self.last_activity(w) < self.last_activity(a) => w,
+            (a, _) => a,
         }
     }
 
     /// Close every open walk (end of a capture).
     pub fn finish(&mut self) {
-        while self.lru_head != NIL {
-            self.close(self.lru_head, None);
+        while self.oldest() != NIL {
+            self.close(self.oldest(), None);
         }
         debug_assert_eq!(
             self.open_kinds.total(),
@@ -1295,6 +1345,7 @@ impl WalkTracker {
                     nodata_before: false,
                     servfail_before: false,
                     last_port: None,
+                    awaiting_retry: false,
                 };
                 if at_once {
                     (Target::Passing(walk), r)
@@ -1310,7 +1361,10 @@ impl WalkTracker {
             None | Some(AnswerSource::Upstream)
                 | Some(AnswerSource::Captured)
                 | Some(AnswerSource::Truncated)
+                | Some(AnswerSource::NoAnswer)
         );
+        // The stub will send it again (or give up) after its retry interval.
+        let unanswered = ev.source == Some(AnswerSource::NoAnswer);
         let mut confirm: Option<Arc<str>> = None;
         let ends = {
             let w = match &mut target {
@@ -1360,6 +1414,7 @@ impl WalkTracker {
                 w.last_answers = ev.answers;
             }
             w.last_port = ev.client_port;
+            w.awaiting_retry = unanswered;
             let mut activity = ev.time;
             if ev.rcode.is_some() {
                 let at = Timestamp(ev.time.0 + ev.latency.map_or(0, |l| l.as_micros() as u64));
@@ -1369,11 +1424,14 @@ impl WalkTracker {
             }
             w.last_activity = w.last_activity.max(activity);
             // The absolute name after search candidates is the stub's last try, answered or
-            // not (but a truncated answer is followed by the same query over TCP); sent
-            // first, only a positive answer ends the walk.
+            // not (a capture without answers); but a truncated answer is followed by the same
+            // query over TCP, and a query a capture with answers saw go unanswered by the
+            // same query again after the stub's retry interval. Sent first, only a positive
+            // answer ends the walk.
             positive
                 || (reading.pos == ABS
                     && w.max_search.is_some()
+                    && !unanswered
                     && ev.source != Some(AnswerSource::Truncated))
                 || w.queries >= MAX_WALK_QUERIES
         };
@@ -1403,7 +1461,7 @@ impl WalkTracker {
     fn make_room(&mut self, base_len: usize) {
         if self.open >= self.max_open {
             self.evictions += 1;
-            self.close(self.lru_head, Some(Outcome::Evicted));
+            self.close(self.oldest(), Some(Outcome::Evicted));
         }
         if let Some(b) = self.budget.clone() {
             let need = walk_bytes(base_len);
@@ -1412,13 +1470,14 @@ impl WalkTracker {
                 && self.at_once.give_way(need, &mut self.closed)
             {}
             while !b.try_charge(Part::TrackerWalks, need) {
-                if self.lru_head == NIL {
+                let oldest = self.oldest();
+                if oldest == NIL {
                     // A share smaller than one walk: over by one walk at most.
                     b.charge(Part::TrackerWalks, need);
                     break;
                 }
                 self.evictions += 1;
-                self.close(self.lru_head, Some(Outcome::Evicted));
+                self.close(oldest, Some(Outcome::Evicted));
             }
         }
     }
@@ -1679,11 +1738,17 @@ impl WalkTracker {
             hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
             hashbrown::hash_table::Entry::Vacant(_) => NIL,
         };
+        let list = if walk.awaiting_retry {
+            WAITING
+        } else {
+            ANSWERED
+        };
         let slot = Slot {
             walk: Some(walk),
             lru_prev: NIL,
             lru_next: NIL,
             key_next: head,
+            list: list as u8,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -1708,38 +1773,44 @@ impl WalkTracker {
         i
     }
 
+    /// Walk `i` was active: to the tail of the list its last query puts it on.
     fn touch(&mut self, i: u32) {
-        if self.lru_tail != i {
+        let slot = &self.slots[i as usize];
+        let awaiting = slot.walk.as_ref().is_some_and(|w| w.awaiting_retry);
+        let list = if awaiting { WAITING } else { ANSWERED };
+        if slot.list as usize != list || self.lru[list].tail != i {
             self.lru_unlink(i);
+            self.slots[i as usize].list = list as u8;
             self.lru_push_back(i);
         }
     }
 
+    /// Onto the tail of the slot's `list`.
     fn lru_push_back(&mut self, i: u32) {
-        self.slots[i as usize].lru_prev = self.lru_tail;
+        let list = self.slots[i as usize].list as usize;
+        let tail = self.lru[list].tail;
+        self.slots[i as usize].lru_prev = tail;
         self.slots[i as usize].lru_next = NIL;
-        if self.lru_tail != NIL {
-            self.slots[self.lru_tail as usize].lru_next = i;
+        if tail != NIL {
+            self.slots[tail as usize].lru_next = i;
         } else {
-            self.lru_head = i;
+            self.lru[list].head = i;
         }
-        self.lru_tail = i;
+        self.lru[list].tail = i;
     }
 
     fn lru_unlink(&mut self, i: u32) {
-        let (p, n) = (
-            self.slots[i as usize].lru_prev,
-            self.slots[i as usize].lru_next,
-        );
+        let slot = &self.slots[i as usize];
+        let (p, n, list) = (slot.lru_prev, slot.lru_next, slot.list as usize);
         if p != NIL {
             self.slots[p as usize].lru_next = n;
         } else {
-            self.lru_head = n;
+            self.lru[list].head = n;
         }
         if n != NIL {
             self.slots[n as usize].lru_prev = p;
         } else {
-            self.lru_tail = p;
+            self.lru[list].tail = p;
         }
     }
 

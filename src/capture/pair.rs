@@ -283,7 +283,7 @@ impl Pairer {
                 return;
             }
             self.unanswered += 1;
-            out.push_back(Ok(unanswered(old)));
+            out.push_back(Ok(self.unanswered(old)));
         }
         self.bound(out);
     }
@@ -351,7 +351,7 @@ impl Pairer {
                 out.push_back(Ok(QueryEvent {
                     latency: Some(time.since(p.time)),
                     source: Some(AnswerSource::Truncated),
-                    ..unanswered(p)
+                    ..self.unanswered(p)
                 }));
                 return;
             }
@@ -438,10 +438,17 @@ impl Pairer {
         for (_, key) in which {
             if let Some(p) = self.pending.remove(&key) {
                 self.unanswered += 1;
-                if evicted {
+                let ev = if evicted {
+                    // Its answer may yet have come: not known to be lost.
                     self.evicted += 1;
-                }
-                out.push_back(Ok(unanswered(p)));
+                    QueryEvent {
+                        source: None,
+                        ..self.unanswered(p)
+                    }
+                } else {
+                    self.unanswered(p)
+                };
+                out.push_back(Ok(ev));
             }
         }
     }
@@ -545,17 +552,22 @@ pub(crate) fn recycle_names(events: &mut Vec<QueryEvent>) {
     events.clear();
 }
 
-fn unanswered(p: Pending) -> QueryEvent {
-    QueryEvent {
-        time: p.time,
-        client: p.client,
-        client_port: Some(p.port),
-        qname: p.qname,
-        qtype: p.qtype,
-        rcode: None,
-        answers: None,
-        latency: None,
-        source: None,
+impl Pairer {
+    /// The event of a query no response was paired with. In a capture that holds responses
+    /// (one was read before this), the query or its answer was lost and the stub will ask
+    /// again (`NoAnswer`); in a capture of queries alone nothing is known (no source).
+    fn unanswered(&self, p: Pending) -> QueryEvent {
+        QueryEvent {
+            time: p.time,
+            client: p.client,
+            client_port: Some(p.port),
+            qname: p.qname,
+            qtype: p.qtype,
+            rcode: None,
+            answers: None,
+            latency: None,
+            source: (self.responses > 0).then_some(AnswerSource::NoAnswer),
+        }
     }
 }
 

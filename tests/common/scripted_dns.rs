@@ -3,10 +3,11 @@
 //!
 //! Answers follow `ndots::search::Answer`: `Address` (A 192.0.2.10 / AAAA 2001:db8::10 for
 //! those types, NODATA for others), `NoData`, `NxDomain`, `ServFail`, `Refused`, `Timeout` (no
-//! reply). Every reply sets RA and AA: glibc treats a NOERROR reply without answers, AA, RA
+//! reply). [`ScriptedDns::drop_once`] loses the first query of a name and type (a packet lost
+//! once: the stub's retry is answered). Every reply sets RA and AA: glibc treats a NOERROR reply without answers, AA, RA
 //! and additional records as a server failure (resolvers.md §1, res_send.c), and Go as lame.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ pub struct ScriptedDns {
     pub addr: SocketAddr,
     table: Arc<Mutex<Table>>,
     log: Arc<Mutex<Vec<(String, u16)>>>,
+    drop_once: Arc<Mutex<HashSet<(String, u16)>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -34,7 +36,8 @@ impl ScriptedDns {
         let table: Arc<Mutex<Table>> = Arc::default();
         let log: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (t, l, s) = (table.clone(), log.clone(), stop.clone());
+        let drop_once: Arc<Mutex<HashSet<(String, u16)>>> = Arc::default();
+        let (t, l, s, d) = (table.clone(), log.clone(), stop.clone(), drop_once.clone());
         let handle = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !s.load(Ordering::Relaxed) {
@@ -45,6 +48,9 @@ impl ScriptedDns {
                     continue;
                 };
                 l.lock().unwrap().push((q.qname.clone(), q.qtype));
+                if d.lock().unwrap().remove(&(q.qname.clone(), q.qtype)) {
+                    continue;
+                }
                 let answer = {
                     let t = t.lock().unwrap();
                     t.get(&(q.qname.clone(), Some(q.qtype)))
@@ -61,6 +67,7 @@ impl ScriptedDns {
             addr,
             table,
             log,
+            drop_once,
             stop,
             handle: Some(handle),
         })
@@ -73,6 +80,15 @@ impl ScriptedDns {
         for (n, ty, a) in answers {
             t.insert((n, ty), a);
         }
+    }
+
+    /// Send no reply to the next query of `name` (lowercase, absolute) and `qtype`; later
+    /// ones are answered from the table.
+    pub fn drop_once(&self, name: &str, qtype: u16) {
+        self.drop_once
+            .lock()
+            .unwrap()
+            .insert((name.to_string(), qtype));
     }
 
     /// The queries received since the last call, in arrival order (retries included).
