@@ -104,27 +104,31 @@ fn every_pcap_matches_tshark() {
     for p in &pcaps {
         let (events, s) = read_all(p, &Options::default());
         let name = p.file_name().unwrap().to_string_lossy();
-        assert_eq!(s.unreadable, 0, "{name}: {:?}", s.first_unreadable);
+        assert_eq!(s.counts.unreadable, 0, "{name}: {:?}", s.first_unreadable);
         // Every query gives one event, and so does every response whose query was not seen,
         // but for the copies dropped and messages skipped (counted).
-        if s.duplicates == 0 {
-            assert_eq!(s.events, s.queries + s.unmatched_responses, "{name}: {s:?}");
+        if s.counts.duplicates == 0 {
+            assert_eq!(
+                s.counts.events,
+                s.counts.queries + s.counts.unmatched_responses,
+                "{name}: {s:?}"
+            );
         } else {
             assert!(
-                s.events < s.queries + s.unmatched_responses,
+                s.counts.events < s.counts.queries + s.counts.unmatched_responses,
                 "{name}: {s:?}"
             );
         }
-        assert_eq!(events.len() as u64, s.events);
+        assert_eq!(events.len() as u64, s.counts.events);
         assert!(events.iter().all(|e| e.qname.ends_with('.')));
         if tool {
             let (q, r) = tshark_counts(p);
             eprintln!(
                 "{name}: tshark {q} q / {r} r, ndots {} q / {} r",
-                s.queries, s.responses
+                s.counts.queries, s.counts.responses
             );
             assert_eq!(
-                (s.queries, s.responses),
+                (s.counts.queries, s.counts.responses),
                 (q, r),
                 "{name}: query/response counts differ from tshark"
             );
@@ -193,30 +197,30 @@ fn every_dnstap_file_matches_dnstap_ldns() {
         // The framed copy reads the same as the raw file.
         assert_eq!(read_all(&framed, &Options::default()).1, s, "{name}");
         assert_eq!(
-            sa.events,
-            sa.queries + sa.unmatched_responses,
+            sa.counts.events,
+            sa.counts.queries + sa.counts.unmatched_responses,
             "{name}: {sa:?}"
         );
         assert!(client_events.len() <= all_events.len());
         if name.contains("invalid_message_type") {
-            assert_eq!(s.unreadable, 1, "{name}");
+            assert_eq!(s.counts.unreadable, 1, "{name}");
             assert_eq!(s.first_unreadable[0].position, Position::Frame(1));
         } else {
-            assert_eq!(s.unreadable, 0, "{name}: {:?}", s.first_unreadable);
+            assert_eq!(s.counts.unreadable, 0, "{name}: {:?}", s.first_unreadable);
         }
         if tool {
             let (q, r, client) = dnstap_ldns_counts(&framed);
             eprintln!(
                 "{name}: dnstap-ldns {q} q / {r} r ({client} client), ndots {} q / {} r",
-                s.queries, s.responses
+                s.counts.queries, s.counts.responses
             );
             assert_eq!(
-                (s.queries, s.responses),
+                (s.counts.queries, s.counts.responses),
                 (q, r),
                 "{name}: counts differ from dnstap-ldns"
             );
             assert_eq!(
-                s.queries + s.responses - s.skipped,
+                s.counts.queries + s.counts.responses - s.counts.skipped,
                 client,
                 "{name}: client-side messages"
             );
@@ -234,12 +238,12 @@ fn every_coredns_log_sample_reads_without_unreadable_lines() {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&p).unwrap();
         let (events, s) = read_all(&p, &Options::default());
-        assert_eq!(s.unreadable, 0, "{name}: {:?}", s.first_unreadable);
+        assert_eq!(s.counts.unreadable, 0, "{name}: {:?}", s.first_unreadable);
         let lines = text
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
             .count() as u64;
-        assert_eq!(s.events, lines, "{name}: one event per log line");
+        assert_eq!(s.counts.events, lines, "{name}: one event per log line");
         // Per name, as many events as lines asking for it (counted on the raw text).
         let mut per_name: HashMap<&str, usize> = HashMap::new();
         for e in &events {
@@ -322,8 +326,8 @@ fn other_plugins_lines_are_skipped_not_unreadable() {
     };
     let (events, s) = read_all(&p, &opts);
     assert!(events.is_empty());
-    assert_eq!(s.unreadable, 0);
-    assert!(s.skipped > 0);
+    assert_eq!(s.counts.unreadable, 0);
+    assert!(s.counts.skipped > 0);
 }
 
 #[test]
@@ -363,12 +367,12 @@ fn truncated_pcaps_report_one_position_and_keep_the_rest() {
             capture::from_reader(Box::new(Cursor::new(raw[..cut].to_vec())), &opts).unwrap();
         let n = c.by_ref().filter(|r| r.is_ok()).count() as u64;
         let s = c.stats();
-        assert_eq!(s.unreadable, 1, "cut at {cut}");
+        assert_eq!(s.counts.unreadable, 1, "cut at {cut}");
         assert!(matches!(
             s.first_unreadable[0].position,
             Position::Packet(_) | Position::Byte(_)
         ));
-        assert!(s.queries <= full.queries && n <= full.events);
+        assert!(s.counts.queries <= full.counts.queries && n <= full.counts.events);
     }
 }
 
@@ -391,7 +395,7 @@ fn garbage_lines_are_counted_with_their_line_numbers() {
         lines,
         [Position::Line(2), Position::Line(3), Position::Line(5)]
     );
-    assert_eq!(s.skipped, 0);
+    assert_eq!(s.counts.skipped, 0);
 }
 
 #[test]
@@ -406,9 +410,12 @@ fn cut_frame_stream_keeps_what_came_before() {
         capture::from_reader(Box::new(Cursor::new(raw[..raw.len() / 2].to_vec())), &all).unwrap();
     let n = c.by_ref().filter(|r| r.is_ok()).count();
     let s = c.stats();
-    assert_eq!(s.unreadable, 1);
+    assert_eq!(s.counts.unreadable, 1);
     assert!(matches!(s.first_unreadable[0].position, Position::Frame(_)));
-    assert!(n > 10 && s.queries + s.responses > 20, "{s:?}");
+    assert!(
+        n > 10 && s.counts.queries + s.counts.responses > 20,
+        "{s:?}"
+    );
 }
 
 fn bin() -> Command {
@@ -437,10 +444,13 @@ fn synth_then_dump_round_trips() {
             .unwrap();
         assert!(st.success());
         let (events, s) = read_all(&path, &Options::default());
-        assert_eq!(s.unreadable, 0);
+        assert_eq!(s.counts.unreadable, 0);
         assert_eq!(events.len(), 3000, "{fmt}");
         if fmt == "pcap" {
-            assert_eq!((s.queries, s.responses, s.unanswered), (3000, 3000, 0));
+            assert_eq!(
+                (s.counts.queries, s.counts.responses, s.counts.unanswered),
+                (3000, 3000, 0)
+            );
         }
         let nx = events.iter().filter(|e| e.rcode == Some(3)).count();
         assert!(nx > 1000, "{fmt}: ndots:5 walks are mostly NXDOMAIN ({nx})");
@@ -543,7 +553,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         for f in [Format::Pcap, Format::CorednsLog, Format::Dnstap, Format::Jsonl, Format::Dnsperf] {
             let s = drain(bytes.clone(), f);
-            prop_assert!(s.first_unreadable.len() as u64 <= s.unreadable);
+            prop_assert!(s.first_unreadable.len() as u64 <= s.counts.unreadable);
         }
     }
 
@@ -563,7 +573,7 @@ proptest! {
         bytes.truncate(cut.index(bytes.len() + 1).max(1));
         let format = match which { 0..=2 => Format::Pcap, 3 => Format::Dnstap, _ => Format::CorednsLog };
         let s = drain(bytes, format);
-        prop_assert!(s.events <= 10_000);
+        prop_assert!(s.counts.events <= 10_000);
     }
 }
 
@@ -620,14 +630,14 @@ fn port_option_selects_the_dns_port() {
             ..Options::default()
         },
     );
-    assert_eq!((s.events, s.queries), (0, 0));
-    assert!(s.skipped > 0);
+    assert_eq!((s.counts.events, s.counts.queries), (0, 0));
+    assert!(s.counts.skipped > 0);
 }
 
 fn walk(file: &str, base: &str) -> Vec<(String, u16, Option<u16>, Option<u16>)> {
     let (events, s) = read_all(&data(file), &Options::default());
     assert_eq!(
-        s.unanswered + s.unmatched_responses,
+        s.counts.unanswered + s.counts.unmatched_responses,
         0,
         "{file}: every query paired"
     );
@@ -823,11 +833,11 @@ fn a_gap_in_a_tcp_stream_lost_the_answers_after_it() {
     assert!(st.success());
     let opts = Options::default();
     let (events, stats) = read_all(&cut, &opts);
-    assert_eq!(stats.stream_gaps, 1, "{stats:?}");
+    assert_eq!(stats.counts.stream_gaps, 1, "{stats:?}");
     assert_eq!(events.len(), 2, "{events:?}");
     let answered: Vec<_> = events.iter().filter(|e| e.rcode.is_some()).collect();
     assert_eq!(answered.len(), 1, "the answer after the gap: {events:?}");
-    assert_eq!(stats.unanswered, 1, "the query whose answer was cut");
+    assert_eq!(stats.counts.unanswered, 1, "the query whose answer was cut");
 }
 
 /// NOTIFY, a CHAOS-class `version.bind` and a query with two questions were each read as a

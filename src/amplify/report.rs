@@ -118,74 +118,7 @@ pub struct Report {
     pub input: Option<InputCounts>,
 }
 
-/// The records of the captures a report was read from, and what became of those that did
-/// not become events: nothing read disappears uncounted (docs/report.md, "Input").
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct InputCounts {
-    /// Query events handed to the tracker.
-    pub events: u64,
-    /// Records that could not be read (bad lines, damaged packets), skipped.
-    pub unreadable: u64,
-    /// Records passed over on purpose: not DNS, other log lines, not a standard query of
-    /// class IN, dnstap message types not asked for.
-    pub skipped: u64,
-    /// DNS query and response messages seen (pcap, dnstap).
-    pub queries: u64,
-    pub responses: u64,
-    /// Queries whose response was not seen (events without an answer).
-    pub unanswered: u64,
-    /// Responses whose query was not seen (events of their own).
-    pub unmatched_responses: u64,
-    /// Waiting queries, TCP streams or fragments pushed out by a memory bound.
-    pub evicted: u64,
-    /// Copies of a message already read (a capture on several interfaces), dropped.
-    pub duplicates: u64,
-    /// UDP responses with TC set, read as no answer (the TCP query that follows is a retry).
-    pub truncated: u64,
-    /// Places where a TCP stream's bytes were never captured.
-    pub stream_gaps: u64,
-}
-
-impl InputCounts {
-    /// The records read that did not become events as they were, besides the unreadable
-    /// ones, in words (a phrase each, for those there are): for the reports and the
-    /// per-capture line on stderr.
-    pub fn set_aside(&self) -> Vec<String> {
-        [
-            (
-                self.skipped,
-                "records skipped (not DNS, not a standard query of class IN, other log lines)",
-            ),
-            (self.duplicates, "duplicate messages dropped"),
-            (self.unmatched_responses, "responses without their query"),
-            (self.unanswered, "queries without a response"),
-            (self.truncated, "truncated (TC) responses read as no answer"),
-            (
-                self.stream_gaps,
-                "gaps in TCP streams (messages cut by them lost)",
-            ),
-            (self.evicted, "evicted by a memory bound"),
-        ]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect()
-    }
-
-    pub fn add(&mut self, o: &InputCounts) {
-        self.events += o.events;
-        self.unreadable += o.unreadable;
-        self.skipped += o.skipped;
-        self.queries += o.queries;
-        self.responses += o.responses;
-        self.unanswered += o.unanswered;
-        self.unmatched_responses += o.unmatched_responses;
-        self.evicted += o.evicted;
-        self.duplicates += o.duplicates;
-        self.truncated += o.truncated;
-        self.stream_gaps += o.stream_gaps;
-    }
-}
+pub use crate::capture::InputCounts;
 
 impl Report {
     /// Set the search list the report was read with, and recompute the advice.

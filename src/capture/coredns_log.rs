@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::event::{qtype_from_name, rcode_from_name, AnswerSource, QueryEvent, Timestamp};
 
-use super::{LineReader, Position, Reader, Stats, Unreadable};
+use super::{InputCounts, LineReader, Position, Reader, Unreadable};
 
 pub struct CorednsLogReader<R> {
     lines: LineReader<R>,
@@ -86,7 +86,7 @@ impl<R: BufRead + Send> Reader for CorednsLogReader<R> {
         }
     }
 
-    fn counters(&self, s: &mut Stats) {
+    fn counters(&self, s: &mut InputCounts) {
         s.skipped += self.skipped;
         s.truncated += self.truncated;
     }
@@ -536,7 +536,7 @@ mod tests {
                 Err(_) => unreadable += 1,
             }
         }
-        let mut s = Stats::default();
+        let mut s = InputCounts::default();
         r.counters(&mut s);
         assert_eq!((s.skipped, s.truncated, unreadable), (3, 1, 1));
         assert_eq!(events.len(), 2, "{events:?}");

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::event::{qtype_from_name, QueryEvent, Timestamp};
 
-use super::{LineReader, Position, Reader, Stats, Unreadable};
+use super::{InputCounts, LineReader, Position, Reader, Unreadable};
 
 /// Spacing of the synthesised times.
 pub const SPACING_US: u64 = 1_000;
@@ -85,7 +85,7 @@ impl<R: BufRead + Send> Reader for DnsperfReader<R> {
         }
     }
 
-    fn counters(&self, s: &mut Stats) {
+    fn counters(&self, s: &mut InputCounts) {
         s.skipped += self.skipped;
     }
 }

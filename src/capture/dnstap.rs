@@ -27,7 +27,7 @@ use prost::Message as _;
 use crate::event::{QueryEvent, Timestamp};
 
 use super::pair::{Out, Pairer};
-use super::{DnstapMessages, Options, Position, Reader, Stats, Unreadable};
+use super::{DnstapMessages, InputCounts, Options, Position, Reader, Unreadable};
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -227,7 +227,7 @@ impl Decoder {
         self.pairer.finish(out);
     }
 
-    pub fn counters(&self, s: &mut Stats) {
+    pub fn counters(&self, s: &mut InputCounts) {
         s.queries += self.queries;
         s.responses += self.responses;
         s.unanswered += self.pairer.unanswered;
@@ -393,7 +393,7 @@ impl<R: BufRead + Send> Reader for DnstapReader<R> {
         }
     }
 
-    fn counters(&self, s: &mut Stats) {
+    fn counters(&self, s: &mut InputCounts) {
         self.decoder.counters(s);
     }
 }
@@ -455,14 +455,17 @@ mod tests {
         (q, r)
     }
 
-    fn read(bytes: Vec<u8>, which: DnstapMessages) -> (Vec<Result<QueryEvent, Unreadable>>, Stats) {
+    fn read(
+        bytes: Vec<u8>,
+        which: DnstapMessages,
+    ) -> (Vec<Result<QueryEvent, Unreadable>>, InputCounts) {
         let opts = Options {
             dnstap_messages: which,
             ..Options::default()
         };
         let mut r = DnstapReader::new(std::io::Cursor::new(bytes), &opts);
         let v: Vec<_> = std::iter::from_fn(|| r.next_item()).collect();
-        let mut s = Stats::default();
+        let mut s = InputCounts::default();
         r.counters(&mut s);
         (v, s)
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::event::{qtype_from_name, rcode_from_name, AnswerSource, QueryEvent, Timestamp};
 
 use super::coredns_log::parse_rfc3339;
-use super::{LineReader, Position, Reader, Stats, Unreadable};
+use super::{InputCounts, LineReader, Position, Reader, Unreadable};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -123,7 +123,7 @@ impl<R: BufRead + Send> Reader for JsonlReader<R> {
         }
     }
 
-    fn counters(&self, s: &mut Stats) {
+    fn counters(&self, s: &mut InputCounts) {
         s.skipped += self.skipped;
     }
 }

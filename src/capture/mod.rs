@@ -121,28 +121,52 @@ impl std::error::Error for Unreadable {}
 /// How many unreadable positions `Stats` keeps for the end-of-run summary.
 pub const KEEP_UNREADABLE: usize = 10;
 
-/// Counts of one run over a capture.
+/// Counts of one run over a capture: what was read and what became of it, and where the first
+/// unreadable records are.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Events yielded.
-    pub events: u64,
-    /// Unreadable records (all of them; the first `KEEP_UNREADABLE` are in `first_unreadable`).
-    pub unreadable: u64,
+    /// As the report carries them (`input` in its JSON).
+    pub counts: InputCounts,
+    /// The first [`KEEP_UNREADABLE`] unreadable records (`counts.unreadable` has them all).
     pub first_unreadable: Vec<Unreadable>,
-    /// DNS query messages seen (pcap, dnstap: what tshark / dnstap-ldns count).
-    pub queries: u64,
-    /// DNS response messages seen.
-    pub responses: u64,
-    /// Queries that got no response (by the wait bound, eviction or end of input).
-    pub unanswered: u64,
-    /// Responses whose query was not seen.
-    pub unmatched_responses: u64,
-    /// Pending queries, TCP flows or fragment sets pushed out by a capacity bound.
-    pub evicted: u64,
+}
+
+impl Stats {
+    /// Add another capture's counts (the first unreadable positions up to [`KEEP_UNREADABLE`]).
+    pub fn add(&mut self, o: &Stats) {
+        self.counts.add(&o.counts);
+        for u in &o.first_unreadable {
+            if self.first_unreadable.len() < KEEP_UNREADABLE {
+                self.first_unreadable.push(u.clone());
+            }
+        }
+    }
+}
+
+/// The records of the captures read, and what became of those that did not become events:
+/// nothing read disappears uncounted (docs/report.md, "Input"). A report carries them as
+/// `input`.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputCounts {
+    /// Query events yielded (handed to the tracker).
+    pub events: u64,
+    /// Records that could not be read (bad lines, damaged packets), skipped.
+    pub unreadable: u64,
     /// Records passed over on purpose: packets that are not DNS on the port, other CoreDNS
     /// plugins' lines, comments, dnstap message types not reported (see `dnstap`), messages
     /// that are not standard queries of class IN (NOTIFY, UPDATE, CHAOS `version.bind`).
     pub skipped: u64,
+    /// DNS query messages seen (pcap, dnstap: what tshark / dnstap-ldns count).
+    pub queries: u64,
+    /// DNS response messages seen.
+    pub responses: u64,
+    /// Queries that got no response (by the wait bound, eviction or end of input): events
+    /// without an answer.
+    pub unanswered: u64,
+    /// Responses whose query was not seen (events of their own).
+    pub unmatched_responses: u64,
+    /// Pending queries, TCP flows or fragment sets pushed out by a capacity bound.
+    pub evicted: u64,
     /// Copies of a message already read in a packet capture (the same query or response
     /// again within 10 ms: a capture on `-i any` sees a forwarded packet once per
     /// interface): dropped, so they invent no lookups or retries.
@@ -155,42 +179,44 @@ pub struct Stats {
     pub stream_gaps: u64,
 }
 
-impl Stats {
-    /// Add another capture's counts (the first unreadable positions up to [`KEEP_UNREADABLE`]).
-    pub fn add(&mut self, o: &Stats) {
+impl InputCounts {
+    /// The records read that did not become events as they were, besides the unreadable
+    /// ones, in words (a phrase each, for those there are): for the reports and the
+    /// per-capture line on stderr.
+    pub fn set_aside(&self) -> Vec<String> {
+        [
+            (
+                self.skipped,
+                "records skipped (not DNS, not a standard query of class IN, other log lines)",
+            ),
+            (self.duplicates, "duplicate messages dropped"),
+            (self.unmatched_responses, "responses without their query"),
+            (self.unanswered, "queries without a response"),
+            (self.truncated, "truncated (TC) responses read as no answer"),
+            (
+                self.stream_gaps,
+                "gaps in TCP streams (messages cut by them lost)",
+            ),
+            (self.evicted, "evicted by a memory bound"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
+    }
+
+    pub fn add(&mut self, o: &InputCounts) {
         self.events += o.events;
         self.unreadable += o.unreadable;
-        for u in &o.first_unreadable {
-            if self.first_unreadable.len() < KEEP_UNREADABLE {
-                self.first_unreadable.push(u.clone());
-            }
-        }
+        self.skipped += o.skipped;
         self.queries += o.queries;
         self.responses += o.responses;
         self.unanswered += o.unanswered;
         self.unmatched_responses += o.unmatched_responses;
         self.evicted += o.evicted;
-        self.skipped += o.skipped;
         self.duplicates += o.duplicates;
         self.truncated += o.truncated;
         self.stream_gaps += o.stream_gaps;
-    }
-
-    /// The counts as the report carries them (`input` in its JSON).
-    pub fn input_counts(&self) -> crate::amplify::report::InputCounts {
-        crate::amplify::report::InputCounts {
-            events: self.events,
-            unreadable: self.unreadable,
-            skipped: self.skipped,
-            queries: self.queries,
-            responses: self.responses,
-            unanswered: self.unanswered,
-            unmatched_responses: self.unmatched_responses,
-            evicted: self.evicted,
-            duplicates: self.duplicates,
-            truncated: self.truncated,
-            stream_gaps: self.stream_gaps,
-        }
     }
 }
 
@@ -242,7 +268,7 @@ impl Default for Options {
 pub(crate) trait Reader: Send {
     fn next_item(&mut self) -> Option<Result<QueryEvent, Unreadable>>;
     /// Add the reader's own counters (queries, responses, skipped, ...) to `stats`.
-    fn counters(&self, stats: &mut Stats);
+    fn counters(&self, counts: &mut InputCounts);
 }
 
 /// An open capture: iterate for events, then read [`Capture::stats`].
@@ -262,14 +288,16 @@ impl Capture {
     }
     /// Counts so far (final once the iterator returned `None`).
     pub fn stats(&self) -> Stats {
-        let mut s = Stats {
+        let mut counts = InputCounts {
             events: self.events,
             unreadable: self.unreadable,
-            first_unreadable: self.first_unreadable.clone(),
-            ..Stats::default()
+            ..InputCounts::default()
         };
-        self.reader.counters(&mut s);
-        s
+        self.reader.counters(&mut counts);
+        Stats {
+            counts,
+            first_unreadable: self.first_unreadable.clone(),
+        }
     }
 }
 
@@ -629,7 +657,7 @@ mod tests {
         let mut c = from_reader(Box::new(Cursor::new(input)), &opts).unwrap();
         assert_eq!(c.by_ref().filter(|r| r.is_ok()).count(), 2);
         let s = c.stats();
-        assert_eq!((s.events, s.unreadable), (2, 1));
+        assert_eq!((s.counts.events, s.counts.unreadable), (2, 1));
         assert_eq!(s.first_unreadable[0].position, Position::Line(2));
     }
 

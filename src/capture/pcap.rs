@@ -20,7 +20,7 @@ use crate::event::{QueryEvent, Timestamp};
 use super::link::{Decoder, Transport};
 use super::pair::{Out, Pairer};
 use super::tcp::{FlowKey, Reassembler};
-use super::{Options, Position, Reader, Stats, Unreadable};
+use super::{InputCounts, Options, Position, Reader, Unreadable};
 
 /// Largest packet accepted: the largest snap length libpcap uses (262 144) with room to spare.
 const MAX_PACKET: usize = 1 << 20;
@@ -503,7 +503,7 @@ impl<R: BufRead + Send> Reader for PcapReader<R> {
         }
     }
 
-    fn counters(&self, s: &mut Stats) {
+    fn counters(&self, s: &mut InputCounts) {
         s.queries += self.net.pairer.queries;
         s.responses += self.net.pairer.responses;
         s.unanswered += self.net.pairer.unanswered;
@@ -651,13 +651,13 @@ mod tests {
         w.into_inner()
     }
 
-    fn read(bytes: Vec<u8>) -> (Vec<Result<QueryEvent, Unreadable>>, Stats) {
+    fn read(bytes: Vec<u8>) -> (Vec<Result<QueryEvent, Unreadable>>, InputCounts) {
         let mut r = PcapReader::new(Cursor::new(bytes), &Options::default());
         let mut v = Vec::new();
         while let Some(x) = r.next_item() {
             v.push(x);
         }
-        let mut s = Stats::default();
+        let mut s = InputCounts::default();
         r.counters(&mut s);
         (v, s)
     }

@@ -711,11 +711,11 @@ fn read_all(
             text,
             "{}: {} events ({}), {}",
             path.display(),
-            s.events,
+            s.counts.events,
             cap.format().as_str(),
             // The unreadable always, the others when there are any.
-            std::iter::once(format!("{} unreadable", s.unreadable))
-                .chain(s.input_counts().set_aside())
+            std::iter::once(format!("{} unreadable", s.counts.unreadable))
+                .chain(s.counts.set_aside())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -882,8 +882,8 @@ mod tests {
             let read = events
                 .run(&mut text, &mut told, |e| got.push(e.clone()))
                 .unwrap();
-            assert_eq!(read.unreadable, 0);
-            assert_eq!(read.events, 2 * 3000);
+            assert_eq!(read.counts.unreadable, 0);
+            assert_eq!(read.counts.events, 2 * 3000);
             assert!(got == want, "head {head_records}: events differ");
             let text = String::from_utf8(text).unwrap();
             assert_eq!(

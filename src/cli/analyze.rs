@@ -138,7 +138,7 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
         })
         .map_err(session_error)?;
     let mut report = analyzer.finish(&args.capture.source());
-    report.input = Some(read.input_counts());
+    report.input = Some(read.counts.clone());
     report.set_search(&cluster, search_from);
     if let Some(b) = by_workload {
         report.advice = b.advice(&report, search_from);
@@ -156,11 +156,11 @@ pub fn run(args: AnalyzeArgs) -> Result<(), CliError> {
             let _ = std::io::stdout().lock().write_all(out.as_bytes());
         }
     }
-    if read.unreadable > 0 {
+    if read.counts.unreadable > 0 {
         let _ = writeln!(
             stderr,
             "{} unreadable records skipped (--strict makes the first one fatal)",
-            read.unreadable
+            read.counts.unreadable
         );
     }
     Ok(())

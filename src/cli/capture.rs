@@ -188,22 +188,22 @@ fn run_dump(a: DumpArgs) -> Result<(), CliError> {
         "ndots: {} ({}): {} events, {} queries, {} responses, {} unanswered, {} unmatched responses, {} skipped, {} evicted, {} unreadable",
         a.capture.display(),
         cap.format(),
-        s.events,
-        s.queries,
-        s.responses,
-        s.unanswered,
-        s.unmatched_responses,
-        s.skipped,
-        s.evicted,
-        s.unreadable
+        s.counts.events,
+        s.counts.queries,
+        s.counts.responses,
+        s.counts.unanswered,
+        s.counts.unmatched_responses,
+        s.counts.skipped,
+        s.counts.evicted,
+        s.counts.unreadable
     );
     for u in &s.first_unreadable {
         eprintln!("ndots: unreadable: {u}");
     }
-    if s.unreadable > s.first_unreadable.len() as u64 {
+    if s.counts.unreadable > s.first_unreadable.len() as u64 {
         eprintln!(
             "ndots: ... and {} more unreadable",
-            s.unreadable - s.first_unreadable.len() as u64
+            s.counts.unreadable - s.first_unreadable.len() as u64
         );
     }
     if let Some(u) = fatal {

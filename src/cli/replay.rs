@@ -222,7 +222,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         settings: reports,
         recommendation,
         pace: pace_said,
-        input: Some(read.input_counts()),
+        input: Some(read.counts.clone()),
     };
     let out = match args.format.unwrap_or(Format::Text) {
         Format::Text => render::replay::text(&report),
@@ -237,11 +237,11 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             let _ = std::io::stdout().lock().write_all(out.as_bytes());
         }
     }
-    if read.unreadable > 0 {
+    if read.counts.unreadable > 0 {
         let _ = writeln!(
             stderr,
             "{} unreadable records skipped (--strict makes the first one fatal)",
-            read.unreadable
+            read.counts.unreadable
         );
     }
     Ok(())
