@@ -26,6 +26,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::walk::{BaseName, Lookup, Outcome, Repeats, SuffixSlot};
+/// What a report's `input` counts: the capture readers' own counts.
+pub use crate::capture::InputCounts;
 use crate::event::{qtype_name, Timestamp};
 
 /// Entries in each top list of a report.
@@ -117,8 +119,6 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputCounts>,
 }
-
-pub use crate::capture::InputCounts;
 
 impl Report {
     /// Set the search list the report was read with, and recompute the advice.
