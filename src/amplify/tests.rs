@@ -544,6 +544,47 @@ fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up
     assert_eq!(evicted[0].client, ip(waiting));
 }
 
+/// Review of session 28: a lost query's event reaches the tracker late (when its retry comes,
+/// or when the reader stops waiting for an answer, 30 s on), so it was listed behind fresher
+/// walks and stayed open past its window, and a later query joined it: a 32 s "lookup" with a
+/// retry out of two lookups. A walk past its window at the latest time seen is closed at once,
+/// and none is joined by a query after its window, whatever its place in the lists.
+#[test]
+fn a_late_lost_query_kept_its_walk_open_for_a_lookup_half_a_minute_later() {
+    let lost = |ms, client: &str| QueryEvent {
+        rcode: None,
+        answers: None,
+        latency: None,
+        source: Some(AnswerSource::NoAnswer),
+        ..ev(ms, client, "api.github.com.", QTYPE_AAAA, None, 0)
+    };
+    let (x, y) = ("10.0.0.31", "10.0.0.32");
+    let mut t = tracker(100);
+    t.observe(&lost(27_000, y));
+    // X's query of 0 s, read as lost 30 s on.
+    t.observe(&lost(0, x));
+    t.observe(&ev(32_000, x, "api.github.com.", QTYPE_AAAA, OK, 1));
+    t.finish();
+    let mut of_x: Vec<Lookup> = t.drain().filter(|l| l.client == ip(x)).collect();
+    of_x.sort_by_key(|l| l.start);
+    assert_eq!(
+        of_x.iter()
+            .map(|l| (l.queries, l.retries, l.outcome))
+            .collect::<Vec<_>>(),
+        [(1, 0, Outcome::Unanswered), (1, 0, Outcome::Resolved)]
+    );
+    // Late within its window it waits, listed behind a walk that waits longer; a query after
+    // its window starts a lookup of its own even so.
+    let mut t = tracker(100);
+    t.observe(&lost(5_000, y));
+    t.observe(&lost(1_000, x));
+    t.observe(&ev(8_000, x, "api.github.com.", QTYPE_AAAA, OK, 1));
+    t.finish();
+    let of_x: Vec<Lookup> = t.drain().filter(|l| l.client == ip(x)).collect();
+    assert_eq!(of_x.len(), 2, "{of_x:?}");
+    assert!(of_x.iter().all(|l| l.retries == 0));
+}
+
 #[test]
 fn open_walks_are_bounded_and_evictions_counted() {
     let max = 3;

@@ -846,6 +846,10 @@ pub struct WalkTracker {
     idle_us: u64,
     /// [`RETRY_WAIT`], or `idle_us` when that is longer.
     retry_wait_us: u64,
+    /// The latest time seen (events, `flush`). Events of lost queries come late (when their
+    /// retry does, or when the reader stops waiting for an answer): a walk already past its
+    /// window at that time is closed at once rather than listed behind fresher ones.
+    latest_us: u64,
     max_open: usize,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -928,6 +932,7 @@ impl WalkTracker {
             patterns,
             idle_us: cfg.idle.as_micros() as u64,
             retry_wait_us: cfg.idle.max(RETRY_WAIT).as_micros() as u64,
+            latest_us: 0,
             max_open,
             slots: Vec::new(),
             free: Vec::new(),
@@ -1115,6 +1120,7 @@ impl WalkTracker {
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
     /// `observe` does it itself with the event's time).
     pub fn flush(&mut self, now: Timestamp) {
+        self.latest_us = self.latest_us.max(now.0);
         for (list, window) in [(ANSWERED, self.idle_us), (WAITING, self.retry_wait_us)] {
             while self.lru[list].head != NIL {
                 let i = self.lru[list].head;
@@ -1124,6 +1130,20 @@ impl WalkTracker {
                 self.close(i, None);
             }
         }
+    }
+
+    /// How long walk `w` stays open after its last activity.
+    fn window_us(&self, w: &Walk) -> u64 {
+        if w.awaiting_retry {
+            self.retry_wait_us
+        } else {
+            self.idle_us
+        }
+    }
+
+    /// Walk `w` was over by `now`: a later query starts a walk of its own.
+    fn over_at(&self, w: &Walk, now: Timestamp) -> bool {
+        now.0.saturating_sub(w.last_activity.0) > self.window_us(w)
     }
 
     fn last_activity(&self, i: u32) -> Timestamp {
@@ -1256,6 +1276,12 @@ impl WalkTracker {
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
                 if found.is_some_and(|(_, _, seq)| seq > w.seq) {
                     break; // the chain runs newest first: nothing newer further down
+                }
+                // Open only because it is listed behind a walk that is not over yet (the lists
+                // are in order of arrival, and a lost query's event arrives late).
+                if self.over_at(w, ev.time) {
+                    cur = self.slots[cur as usize].key_next;
+                    continue;
                 }
                 if let Some(r) = self.continuation(name, w, confirmed_ns) {
                     found = Some((cur, r, w.seq));
@@ -1447,6 +1473,15 @@ impl WalkTracker {
         }
         match target {
             Target::Open(i) if ends => self.close(i, None),
+            // A lost query's event that came after its walk's window (no retry came for it).
+            Target::Open(i)
+                if self.over_at(
+                    self.slots[i as usize].walk.as_ref().expect("slot"),
+                    Timestamp(self.latest_us),
+                ) =>
+            {
+                self.close(i, None)
+            }
             Target::Open(i) => self.touch(i),
             Target::Passing(w) => {
                 self.emit(w, None);

@@ -421,7 +421,7 @@ impl Pairer {
                 .filter(|(_, p)| p.time.0 < cutoff)
                 .map(|(k, p)| (p.seq, *k))
                 .collect();
-            self.report(old, out, false);
+            self.report(old, out, Unanswered::Waited);
         }
         // A burst is over: back to a table the cache holds (a quarter full at most, so that
         // it does not grow again at once). Twice the target before it shrinks: the smallest
@@ -433,20 +433,21 @@ impl Pairer {
     }
 
     /// Report the given (seq, key) entries unanswered, oldest first.
-    fn report(&mut self, mut which: Vec<(u64, u64)>, out: &mut Out, evicted: bool) {
+    fn report(&mut self, mut which: Vec<(u64, u64)>, out: &mut Out, why: Unanswered) {
         which.sort_unstable();
         for (_, key) in which {
             if let Some(p) = self.pending.remove(&key) {
                 self.unanswered += 1;
-                let ev = if evicted {
-                    // Its answer may yet have come: not known to be lost.
-                    self.evicted += 1;
+                self.evicted += (why == Unanswered::Evicted) as u64;
+                let ev = if why == Unanswered::Waited {
+                    self.unanswered(p)
+                } else {
+                    // Its answer may yet have come (after the bound, in the next file of a
+                    // rotated capture): not known to be lost.
                     QueryEvent {
                         source: None,
                         ..self.unanswered(p)
                     }
-                } else {
-                    self.unanswered(p)
                 };
                 out.push_back(Ok(ev));
             }
@@ -464,13 +465,13 @@ impl Pairer {
             .min(all.len());
         all.select_nth_unstable(n - 1);
         all.truncate(n);
-        self.report(all, out, true);
+        self.report(all, out, Unanswered::Evicted);
     }
 
     /// End of input: every waiting query is unanswered, oldest first.
     pub fn finish(&mut self, out: &mut Out) {
         let all: Vec<(u64, u64)> = self.pending.iter().map(|(k, p)| (p.seq, *k)).collect();
-        self.report(all, out, false);
+        self.report(all, out, Unanswered::EndOfInput);
     }
 }
 
@@ -550,6 +551,17 @@ pub(crate) fn recycle_names(events: &mut Vec<QueryEvent>) {
         }
     });
     events.clear();
+}
+
+/// Why a query is reported without a response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// None came within the answer wait.
+    Waited,
+    /// Pushed out of the pending table by its bound.
+    Evicted,
+    /// Still waiting when the input ended.
+    EndOfInput,
 }
 
 impl Pairer {
@@ -711,6 +723,50 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].as_ref().unwrap().rcode, None);
         assert_eq!((p.unmatched, p.unanswered), (2, 1));
+    }
+
+    /// A query without a response is `NoAnswer` (lost: the stub will send it again) only
+    /// when it waited the answer wait in a capture that holds responses: one still pending at
+    /// the end of a file (its answer may open the next file of a rotated capture) or pushed
+    /// out by the bound says nothing (the review of session 28 found the first read as lost,
+    /// and the next file's copy of the query as its retry), nor does one of a capture of
+    /// queries alone.
+    #[test]
+    fn only_a_query_that_waited_in_a_capture_with_responses_is_lost() {
+        let sources = |answered_first: bool| {
+            let mut p = Pairer::new(Duration::from_secs(1), 100);
+            let mut out = Out::new();
+            let mut msg = |t, from, m: &[u8], out: &mut Out| {
+                p.message(Timestamp(t), from, C, m, None, Position::Packet(0), out)
+            };
+            if answered_first {
+                msg(0, C, &q(1, "a."), &mut out);
+                msg(10, S, &r(1, "a.", 0), &mut out);
+            }
+            msg(100, C, &q(2, "waited."), &mut out);
+            // 1.5 s on: `waited.` is past the wait.
+            msg(1_500_000, C, &q(3, "pending."), &mut out);
+            p.finish(&mut out);
+            out.into_iter()
+                .map(|e| e.unwrap())
+                .filter(|e| e.rcode.is_none())
+                .map(|e| (e.qname, e.source))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sources(true),
+            [
+                ("waited.".to_string(), Some(AnswerSource::NoAnswer)),
+                ("pending.".to_string(), None)
+            ]
+        );
+        assert_eq!(
+            sources(false),
+            [
+                ("waited.".to_string(), None),
+                ("pending.".to_string(), None)
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Collector {
     events: u64,
     /// The pairing window (the tracker's idle time), microseconds.
     window: u64,
+    /// How long a walk waits on a lost query's retry (`walk::RETRY_WAIT`), in µs.
+    retry_wait: u64,
     /// Closed A and AAAA lookups waiting for their partner, by client and base.
     pending: HashMap<(IpAddr, Box<str>), Vec<Lookup>>,
     pending_len: usize,
@@ -58,6 +60,10 @@ impl Collector {
             answers: AnswerTable::new(&captured.cluster.domain),
             events: 0,
             window: tracker.idle.as_micros() as u64,
+            retry_wait: tracker
+                .idle
+                .max(crate::amplify::walk::RETRY_WAIT)
+                .as_micros() as u64,
             pending: HashMap::new(),
             pending_len: 0,
             swept: 0,
@@ -83,7 +89,8 @@ impl Collector {
         let now = ev.time.0;
         if now.saturating_sub(self.swept) > self.window || self.pending_len > MAX_PENDING {
             self.swept = now;
-            let horizon = 2 * self.window;
+            // A lookup waiting on a lost query's retry closes `RETRY_WAIT` after it.
+            let horizon = 2 * self.window + self.retry_wait;
             let full = self.pending_len > MAX_PENDING;
             let mut alone = Vec::new();
             self.pending.retain(|_, v| {
