@@ -17,7 +17,8 @@
 //! The charges are estimates of the heap bytes each item holds (its buffers plus a fixed
 //! overhead for the containers), not allocator measurements: they are cheap (one atomic add)
 //! and deterministic. The quarter of the cgroup limit the default leaves out covers what is
-//! not charged: code, thread stacks, receive buffers, metrics, allocator slack.
+//! not charged: code, thread stacks, receive buffers, metrics, the report's ring of 10 s
+//! buckets (its duration histograms up to ~9 MiB), allocator slack.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
