@@ -31,7 +31,7 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(cluster: &ClusterConfig, cfg: &TrackerConfig) -> Self {
         Analyzer {
-            walks: WalkTracker::new(SearchShape::new(cluster), cfg),
+            walks: WalkTracker::new(SearchShape::new(cluster), cfg).for_captures(),
             agg: Aggregate::new(report::TOTAL_TOP_CAP),
             cluster: cluster.clone(),
         }

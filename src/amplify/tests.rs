@@ -585,6 +585,61 @@ fn a_late_lost_query_kept_its_walk_open_for_a_lookup_half_a_minute_later() {
     assert!(of_x.iter().all(|l| l.retries == 0));
 }
 
+/// A lost query's event comes when its retry does, 5 s on (glibc, same ID). In a busy capture
+/// the tracker's time had moved past the walk's idle window meanwhile: the candidates before it
+/// closed as a lookup of their own (NXDOMAIN), and the lost query with its retry made a second.
+/// Reading captures, from the first lost query on, answered walks are kept for that lateness.
+#[test]
+fn a_lost_query_in_a_busy_capture_came_after_its_walk_had_closed() {
+    let lost = |ms, client: &str, qname: &str| QueryEvent {
+        rcode: None,
+        answers: None,
+        latency: None,
+        source: Some(AnswerSource::NoAnswer),
+        ..ev(ms, client, qname, QTYPE_AAAA, None, 0)
+    };
+    let (pod, other) = ("10.0.0.41", "10.0.0.42");
+    let run = |t: WalkTracker| {
+        let mut t = t;
+        // An earlier loss in the capture (another client's).
+        t.observe(&lost(0, other, "earlier.example."));
+        let t0 = 20_000;
+        for (i, name) in GITHUB_WALK[..4].iter().enumerate() {
+            t.observe(&ev(t0 - 4 + i as u64, pod, name, QTYPE_AAAA, NX, 0));
+        }
+        // Other clients' traffic moves the tracker's time on.
+        for k in 1..=4u64 {
+            t.observe(&ev(
+                t0 + k * 1_000,
+                other,
+                "kafka.default.svc.cluster.local.",
+                QTYPE_A,
+                OK,
+                1,
+            ));
+        }
+        t.observe(&lost(t0, pod, "api.github.com."));
+        t.observe(&ev(t0 + 5_000, pod, "api.github.com.", QTYPE_AAAA, OK, 1));
+        t.finish();
+        let mut of_pod: Vec<Lookup> = t.drain().filter(|l| l.client == ip(pod)).collect();
+        of_pod.sort_by_key(|l| l.start);
+        of_pod
+            .iter()
+            .map(|l| (l.queries, l.retries, l.outcome))
+            .collect::<Vec<_>>()
+    };
+    let shape = || SearchShape::new(&cluster());
+    assert_eq!(
+        run(WalkTracker::new(shape(), &cfg(2000, 100)).for_captures()),
+        [(6, 1, Outcome::Resolved)]
+    );
+    // Live (no lag): split, as it was.
+    assert_eq!(
+        run(WalkTracker::new(shape(), &cfg(2000, 100))),
+        [(4, 0, Outcome::NxDomain), (2, 1, Outcome::Resolved)]
+    );
+}
+
 #[test]
 fn open_walks_are_bounded_and_evictions_counted() {
     let max = 3;

@@ -54,7 +54,7 @@ impl Collector {
     /// `timeline`: keep each lookup's time and client (live replay), 32 bytes a lookup.
     pub fn new(captured: &Captured, tracker: &TrackerConfig, timeline: bool) -> Self {
         Collector {
-            walks: WalkTracker::new(SearchShape::new(&captured.cluster), tracker),
+            walks: WalkTracker::new(SearchShape::new(&captured.cluster), tracker).for_captures(),
             shape: SearchShape::new(&captured.cluster),
             captured: captured.clone(),
             answers: AnswerTable::new(&captured.cluster.domain),
