@@ -811,14 +811,10 @@ impl Aggregate {
         // A report's per-name and per-client figures are its latest lookups'.
         let seen = r.last_seen.map_or(Timestamp(0), Timestamp::from_secs_f64);
         if let Some(d) = &r.duration_ms {
-            a.dur_max_us = (d.max * 1e3).round() as u64;
-            // Written before durations above 255 µs stopped being recorded as 2 µs: its
-            // lookups longer than that are nowhere in it, and its quantiles would pull a
-            // merge's down. Left out (the max stands), as if they had no duration.
-            let clamped = a.dur_max_us > 255 && d.histogram_us.iter().all(|[v, _]| *v <= 255);
-            for [v, n] in d.histogram_us.iter().filter(|_| !clamped) {
+            for [v, n] in &d.histogram_us {
                 record(&mut a.dur_us, *v, *n);
             }
+            a.dur_max_us = (d.max * 1e3).round() as u64;
         }
         a.named_types = r.by_type.clone();
         a.suffix_queries = r.by_suffix.to_slots();
@@ -1330,15 +1326,6 @@ mod tests {
         let again = Aggregate::from_report(&r).to_report("merged", 1.0);
         let d2 = again.duration_ms.unwrap();
         assert_eq!((d2.p50, d2.p99, d2.max), (d.p50, d.p99, d.max));
-        // A report an older version wrote (every duration above 255 µs as 2 µs) adds nothing
-        // to a merge's quantiles, only its max.
-        let mut old = r.clone();
-        let od = old.duration_ms.as_mut().unwrap();
-        od.histogram_us = vec![[2, 4], [120, 1]];
-        let mut merged = Aggregate::from_report(&r);
-        merged.merge(&Aggregate::from_report(&old));
-        let d3 = merged.to_report("merged", 1.0).duration_ms.unwrap();
-        assert_eq!((d3.p50, d3.max), (d.p50, d.max));
     }
 
     /// `searched_lookups` counts the lookups that sent a search-list candidate; a report of
