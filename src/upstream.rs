@@ -194,16 +194,12 @@ impl Router {
         let mut last_err = UpstreamError::AllFailed;
         let mut fallback: Option<Reply> = None;
         if z.protocol == Protocol::Tcp {
-            // A server with every TCP query slot taken, before the last: the next one now,
-            // rather than a wait there behind hundreds of queries (only the last server is
-            // waited for). Not a failure: it is answering as fast as it can. Decided here,
-            // before any wait, so the request's future holds no more state.
-            let last = order.len().saturating_sub(1);
-            let mut k = 0;
-            order.retain(|s| {
-                k += 1;
-                k > last || s.tcp_slots.available_permits() > 0
-            });
+            // A healthy server with every TCP query slot taken goes after the healthy ones
+            // with room, rather than a wait there behind hundreds of queries; still before
+            // the unhealthy ones, and tried (waited for) in its turn. Not a failure: it is
+            // answering as fast as it can. Decided before any wait, so the request's future
+            // holds no more state.
+            order.sort_by_key(|s| (!s.is_healthy(), s.tcp_slots.available_permits() == 0));
         }
         let recursive = query.get(2).is_some_and(|f| f & 0x01 != 0);
         for server in order {

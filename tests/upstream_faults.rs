@@ -624,7 +624,7 @@ fn tcp_upstream(
     (addr, accepted)
 }
 
-/// A TCP upstream that answers every query 1.5 s after reading it, pipelined on its
+/// A TCP upstream that answers every query 1 s after reading it, pipelined on its
 /// connection; counts the queries of `*.example.org.` it received (not the proxy's probes).
 fn slow_tcp_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -640,7 +640,7 @@ fn slow_tcp_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU
             }
             let out = out.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(1000));
                 let id = u16::from_be_bytes([q[0], q[1]]);
                 let a = framed(&answer(&q, id, REAL));
                 let _ = out.lock().unwrap().write_all(&a);
@@ -688,16 +688,17 @@ fn burst(dns: SocketAddr, n: u16) -> (usize, usize) {
 /// query slots to a server (4 connections x 64 pipelined) out of its own timeout, then was
 /// sent with what was left of it: 600 queries at once to a TCP upstream that answers each in
 /// 1.5 s, with a 2 s timeout, gave 344 SERVFAIL, most after the upstream had done the work. A
-/// query now waits for a slot at most the timeout, and once sent has the whole timeout: the
-/// first two waves (512) are answered, and the rest fail without being sent (`reason="busy"`,
-/// the server's health untouched). Every query the upstream received was answered to a client.
+/// query now waits for a slot at most the timeout, and once sent has the whole timeout: here
+/// (answers in 1 s, a 1.8 s timeout: 0.8 s of margin either way under CI's load) the first
+/// two waves (512) are answered, and the rest fail without being sent (`reason="busy"`, the
+/// server's health untouched). Every query the upstream received was answered to a client.
 #[test]
 fn a_query_waiting_for_a_tcp_slot_was_sent_with_its_timeout_spent() {
     use std::sync::atomic::Ordering;
     const QUERIES: u16 = 600;
     let (addr, received) = slow_tcp_upstream();
     let (_rt, p) = start(&format!(
-        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 2s}}]"
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 1800ms}}]"
     ));
     let (answered, servfail) = burst(p.dns_addrs[0], QUERIES);
     let sent = received.load(Ordering::Relaxed);
@@ -712,7 +713,7 @@ fn a_query_waiting_for_a_tcp_slot_was_sent_with_its_timeout_spent() {
         answered, sent,
         "{sent} queries reached the upstream, {answered} answers reached clients"
     );
-    // The second wave took the slots the first freed at 1.5 s and had its whole timeout.
+    // The second wave took the slots the first freed at 1 s and had its whole timeout.
     assert!(
         answered > 256,
         "{answered} answered: only the first wave of 256"
@@ -729,9 +730,10 @@ fn a_query_waiting_for_a_tcp_slot_was_sent_with_its_timeout_spent() {
 }
 
 /// Review of session 28: with every TCP query slot of the first server taken, a query waited
-/// there (up to the timeout) while the zone's second server had all of its slots free. It now
-/// goes to the next server at once; only the last one is waited for. 600 queries at two
-/// servers answering in 1.5 s: the second gets the first's overflow, and all are answered.
+/// there (up to the timeout) while the zone's second server had all of its slots free. A
+/// healthy server with no slot free now goes after the healthy ones with room (and before the
+/// unhealthy ones). 600 queries at two servers answering in 1 s: the second gets the first's
+/// overflow, and all are answered.
 #[test]
 fn a_saturated_tcp_server_held_queries_another_server_had_room_for() {
     use std::sync::atomic::Ordering;
@@ -739,7 +741,7 @@ fn a_saturated_tcp_server_held_queries_another_server_had_room_for() {
     let (first, to_first) = slow_tcp_upstream();
     let (second, to_second) = slow_tcp_upstream();
     let (_rt, p) = start(&format!(
-        "upstreams: [{{zone: ., servers: [\"{first}\", \"{second}\"], protocol: tcp, timeout: 2s}}]"
+        "upstreams: [{{zone: ., servers: [\"{first}\", \"{second}\"], protocol: tcp, timeout: 1800ms}}]"
     ));
     let (answered, servfail) = burst(p.dns_addrs[0], QUERIES);
     let (a, b) = (
@@ -750,16 +752,43 @@ fn a_saturated_tcp_server_held_queries_another_server_had_room_for() {
     assert_eq!((answered, servfail), (QUERIES as usize, 0));
     assert_eq!(a + b, QUERIES as usize, "each query sent once");
     assert!(
-        b >= QUERIES as usize - 256 - 256,
-        "the second server got {b}: the first's overflow waited for it"
-    );
-    assert!(
-        b > 256 - 50,
-        "the second server got {b} of the first burst's overflow"
+        b > 200,
+        "the second server got {b} of the first's overflow (256 slots free)"
     );
     // Nothing waited out the first server's slots.
     let m = p.metrics_text();
     let busy = format!("ndots_upstream_failures_total{{to=\"{first}\",reason=\"busy\"");
     assert_eq!(metric_sum(&m, &busy), 0.0, "{m}");
+    p.shutdown(Duration::from_millis(100));
+}
+
+/// Review of session 28: the first spill rule dropped every full server from the order but
+/// the last, so with the first server busy every query went to the second alone, even when
+/// that one was dead: 256 of 600 answered, where waiting on the first answered 512. A full
+/// healthy server is now tried after the others (and waited for); a dead one costs a refused
+/// connect.
+#[test]
+fn a_busy_first_server_sent_its_overflow_to_a_dead_one_alone() {
+    const QUERIES: u16 = 600;
+    let (first, _) = slow_tcp_upstream();
+    // A port with nothing listening: connects are refused.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{first}\", \"{dead}\"], protocol: tcp, timeout: 1800ms}}]"
+    ));
+    let (answered, servfail) = burst(p.dns_addrs[0], QUERIES);
+    eprintln!("{answered} answered, {servfail} SERVFAIL");
+    assert_eq!(
+        answered + servfail,
+        QUERIES as usize,
+        "every client got a reply"
+    );
+    assert!(
+        answered > 256,
+        "{answered} answered: the overflow went to the dead server and no further"
+    );
     p.shutdown(Duration::from_millis(100));
 }

@@ -1128,7 +1128,6 @@ impl WalkTracker {
     /// Close every walk idle at `now` (the tracker thread calls this when traffic is quiet;
     /// `observe` does it itself with the event's time).
     pub fn flush(&mut self, now: Timestamp) {
-        self.latest_us = self.latest_us.max(now.0);
         let answered = self.idle_us + self.late_lag_us;
         for (list, window) in [(ANSWERED, answered), (WAITING, self.retry_wait_us)] {
             while self.lru[list].head != NIL {
@@ -1265,6 +1264,9 @@ impl WalkTracker {
     /// `observe` of an event with its name as text. When the query ended its walk at once
     /// (the lookup made last), the name's hash and length (`Resolved`).
     fn observe_text(&mut self, ev: &QueryEvent) -> Option<(u64, u16)> {
+        // Of events only: the live tracker's `flush` time runs on with the wall clock, and
+        // events queued behind a stall would all read as late.
+        self.latest_us = self.latest_us.max(ev.time.0);
         self.flush(ev.time);
         let name = ev.qname.strip_suffix('.').unwrap_or(&ev.qname);
         if name.is_empty() {
@@ -1500,11 +1502,14 @@ impl WalkTracker {
         match target {
             Target::Open(i) if ends => self.close(i, None),
             // A lost query's event that came after its walk's window (no retry came for it).
+            // Lost queries only: events of other sources come in their own time order, but
+            // not across sources (dnstap senders' clocks), where the latest time says nothing.
             Target::Open(i)
-                if self.over_at(
-                    self.slots[i as usize].walk.as_ref().expect("slot"),
-                    Timestamp(self.latest_us),
-                ) =>
+                if unanswered
+                    && self.over_at(
+                        self.slots[i as usize].walk.as_ref().expect("slot"),
+                        Timestamp(self.latest_us),
+                    ) =>
             {
                 self.close(i, None)
             }
@@ -1517,12 +1522,34 @@ impl WalkTracker {
         None
     }
 
+    /// Close the least recently active walk for room: evicted, unless it is over already and
+    /// only kept for a lost query's late event (`late_lag_us`), which closes it as `flush` would.
+    fn close_oldest(&mut self) {
+        let latest = Timestamp(self.latest_us);
+        for list in [ANSWERED, WAITING] {
+            let head = self.lru[list].head;
+            let over = head != NIL
+                && self.over_at(
+                    self.slots[head as usize]
+                        .walk
+                        .as_ref()
+                        .expect("listed slot"),
+                    latest,
+                );
+            if over {
+                self.close(head, None);
+                return;
+            }
+        }
+        self.evictions += 1;
+        self.close(self.oldest(), Some(Outcome::Evicted));
+    }
+
     /// Room for one more open walk of a `base_len`-byte base: within `max_open_walks` and the
     /// memory budget, by closing the oldest walks whole.
     fn make_room(&mut self, base_len: usize) {
         if self.open >= self.max_open {
-            self.evictions += 1;
-            self.close(self.oldest(), Some(Outcome::Evicted));
+            self.close_oldest();
         }
         if let Some(b) = self.budget.clone() {
             let need = walk_bytes(base_len);
@@ -1531,14 +1558,12 @@ impl WalkTracker {
                 && self.at_once.give_way(need, &mut self.closed)
             {}
             while !b.try_charge(Part::TrackerWalks, need) {
-                let oldest = self.oldest();
-                if oldest == NIL {
+                if self.oldest() == NIL {
                     // A share smaller than one walk: over by one walk at most.
                     b.charge(Part::TrackerWalks, need);
                     break;
                 }
-                self.evictions += 1;
-                self.close(oldest, Some(Outcome::Evicted));
+                self.close_oldest();
             }
         }
     }

@@ -89,8 +89,9 @@ impl Collector {
         let now = ev.time.0;
         if now.saturating_sub(self.swept) > self.window || self.pending_len > MAX_PENDING {
             self.swept = now;
-            // A lookup waiting on a lost query's retry closes `RETRY_WAIT` after it.
-            let horizon = 2 * self.window + self.retry_wait;
+            // A lookup waiting on a lost query's retry closes `RETRY_WAIT` after it, and once a
+            // query was lost answered walks close that much later too (`for_captures`).
+            let horizon = 2 * self.window + 2 * self.retry_wait;
             let full = self.pending_len > MAX_PENDING;
             let mut alone = Vec::new();
             self.pending.retain(|_, v| {
