@@ -62,6 +62,14 @@ fn ev(
     }
 }
 
+/// A query at `ms` a capture with responses saw go unanswered (`NoAnswer`).
+fn lost(ms: u64, client: &str, qname: &str, qtype: u16) -> QueryEvent {
+    QueryEvent {
+        source: Some(AnswerSource::NoAnswer),
+        ..ev(ms, client, qname, qtype, None, 0)
+    }
+}
+
 fn run(t: &mut WalkTracker, events: &[QueryEvent]) -> Vec<Lookup> {
     for e in events {
         t.observe(e);
@@ -454,13 +462,7 @@ fn flush_closes_idle_walks_by_event_time() {
 /// up); and the oldest of either is the one evicted.
 #[test]
 fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up() {
-    let lost = |ms, client: &str, qname: &str| QueryEvent {
-        rcode: None,
-        answers: None,
-        latency: None,
-        source: Some(AnswerSource::NoAnswer),
-        ..ev(ms, client, qname, QTYPE_AAAA, None, 0)
-    };
+    let lost = |ms, client: &str, qname: &str| lost(ms, client, qname, QTYPE_AAAA);
     let at = |ms: u64| Timestamp(1_700_000_000_000_000 + ms * 1000);
     let (waiting, quiet) = ("10.0.0.21", "10.0.0.22");
     let mut t = tracker(100);
@@ -499,24 +501,11 @@ fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up
     assert_eq!(t.open_walks(), 0);
     assert_eq!(t.drain().next().unwrap().outcome, Outcome::Unanswered);
     // Eviction takes the least recently active walk of either list.
+    let nx = |ms, client: &str, name: &str| ev(ms, client, name, QTYPE_A, NX, 0);
     let mut t = tracker(2);
-    t.observe(&ev(
-        0,
-        quiet,
-        "q.default.svc.cluster.local.",
-        QTYPE_A,
-        NX,
-        0,
-    ));
+    t.observe(&nx(0, quiet, "q.default.svc.cluster.local."));
     t.observe(&lost(1, waiting, "api.github.com."));
-    t.observe(&ev(
-        2,
-        "10.0.0.23",
-        "r.default.svc.cluster.local.",
-        QTYPE_A,
-        NX,
-        0,
-    ));
+    t.observe(&nx(2, "10.0.0.23", "r.default.svc.cluster.local."));
     let evicted: Vec<Lookup> = t.drain().collect();
     assert_eq!(
         (evicted.len(), evicted[0].client, evicted[0].outcome),
@@ -524,22 +513,8 @@ fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up
     );
     let mut t = tracker(2);
     t.observe(&lost(0, waiting, "api.github.com."));
-    t.observe(&ev(
-        1,
-        quiet,
-        "q.default.svc.cluster.local.",
-        QTYPE_A,
-        NX,
-        0,
-    ));
-    t.observe(&ev(
-        2,
-        "10.0.0.23",
-        "r.default.svc.cluster.local.",
-        QTYPE_A,
-        NX,
-        0,
-    ));
+    t.observe(&nx(1, quiet, "q.default.svc.cluster.local."));
+    t.observe(&nx(2, "10.0.0.23", "r.default.svc.cluster.local."));
     let evicted: Vec<Lookup> = t.drain().collect();
     assert_eq!(evicted[0].client, ip(waiting));
 }
@@ -551,13 +526,7 @@ fn a_walk_waiting_on_a_lost_query_stays_open_for_the_retry_and_holds_no_other_up
 /// and none is joined by a query after its window, whatever its place in the lists.
 #[test]
 fn a_late_lost_query_kept_its_walk_open_for_a_lookup_half_a_minute_later() {
-    let lost = |ms, client: &str| QueryEvent {
-        rcode: None,
-        answers: None,
-        latency: None,
-        source: Some(AnswerSource::NoAnswer),
-        ..ev(ms, client, "api.github.com.", QTYPE_AAAA, None, 0)
-    };
+    let lost = |ms, client: &str| lost(ms, client, "api.github.com.", QTYPE_AAAA);
     let (x, y) = ("10.0.0.31", "10.0.0.32");
     let mut t = tracker(100);
     t.observe(&lost(27_000, y));
@@ -591,13 +560,7 @@ fn a_late_lost_query_kept_its_walk_open_for_a_lookup_half_a_minute_later() {
 /// Reading captures, from the first lost query on, answered walks are kept for that lateness.
 #[test]
 fn a_lost_query_in_a_busy_capture_came_after_its_walk_had_closed() {
-    let lost = |ms, client: &str, qname: &str| QueryEvent {
-        rcode: None,
-        answers: None,
-        latency: None,
-        source: Some(AnswerSource::NoAnswer),
-        ..ev(ms, client, qname, QTYPE_AAAA, None, 0)
-    };
+    let lost = |ms, client: &str, qname: &str| lost(ms, client, qname, QTYPE_AAAA);
     let (pod, other) = ("10.0.0.41", "10.0.0.42");
     let run = |t: WalkTracker| {
         let mut t = t;
@@ -648,13 +611,7 @@ fn a_lost_query_in_a_busy_capture_came_after_its_walk_had_closed() {
 fn walks_kept_for_a_late_lost_query_were_evicted_instead_of_closed() {
     // Room for the walks within their window: the lost query's and three answered ones.
     let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, 4)).for_captures();
-    t.observe(&QueryEvent {
-        rcode: None,
-        answers: None,
-        latency: None,
-        source: Some(AnswerSource::NoAnswer),
-        ..ev(0, "10.0.0.50", "lost.example.", QTYPE_A, None, 0)
-    });
+    t.observe(&lost(0, "10.0.0.50", "lost.example.", QTYPE_A));
     for i in 0..10u64 {
         let c = format!("10.0.1.{i}");
         t.observe(&ev(
