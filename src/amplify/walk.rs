@@ -1302,9 +1302,10 @@ impl WalkTracker {
                 if found.is_some_and(|(_, _, seq)| seq > w.seq) {
                     break; // the chain runs newest first: nothing newer further down
                 }
-                // Open only because it is listed behind a walk that is not over yet (the lists
-                // are in order of arrival, and a lost query's event arrives late).
-                if self.over_at(w, ev.time) {
+                // A walk waiting on a lost query's retry, open only because it is listed
+                // behind one that is not over yet (a lost query's event arrives late, so that
+                // list is not in time order). Answered walks keep the idle window's rule.
+                if w.awaiting_retry && self.over_at(w, ev.time) {
                     cur = self.slots[cur as usize].key_next;
                     continue;
                 }
