@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
     };
     for _ in c.by_ref() {}
     let s = c.stats();
-    assert!(s.first_unreadable.len() as u64 <= s.unreadable);
+    assert!(s.first_unreadable.len() as u64 <= s.counts.unreadable);
 });
