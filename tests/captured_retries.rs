@@ -153,10 +153,13 @@ fn a_stub_retry_after_a_lost_query_was_read_as_a_timeout_and_a_second_lookup() {
             (2..=most).contains(&lookups),
             "{stub}: {lookups} lookups: {r}"
         );
+        // The stub starts its timeout before its send and the capture stamps each packet as
+        // the kernel sees it, so the gap can fall a little short of the nominal timeout
+        // (CI saw 4,999.632 ms for glibc's 5 s); the bug this pins read 0.255 ms.
         let max_ms = r["duration_ms"]["max"].as_f64().unwrap();
         assert!(
-            max_ms >= retry_ms as f64,
-            "{stub}: the longest lookup took {max_ms} ms, its retry came after {retry_ms}"
+            max_ms >= retry_ms as f64 * 0.95,
+            "{stub}: the longest lookup took {max_ms} ms, the stub retries after {retry_ms}"
         );
         let p99_ms = r["duration_ms"]["p99"].as_f64().unwrap();
         assert!(
