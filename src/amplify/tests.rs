@@ -633,6 +633,33 @@ fn walks_kept_for_a_late_lost_query_were_evicted_instead_of_closed() {
     );
 }
 
+/// Review of session 28: a lost query's event past its window (it comes late, here at the end
+/// of a 30 s answer wait) for a client with no walk to join took an open-walk slot before it
+/// was closed, and at the cap that evicted a walk still in progress.
+#[test]
+fn a_late_lost_query_with_no_walk_to_join_evicted_a_walk_in_progress() {
+    let mut t = tracker(2);
+    for (i, c) in ["10.0.0.61", "10.0.0.62"].into_iter().enumerate() {
+        t.observe(&ev(
+            30_000 + i as u64,
+            c,
+            "z.default.svc.cluster.local.",
+            QTYPE_A,
+            NX,
+            0,
+        ));
+    }
+    t.observe(&lost(0, "10.0.0.63", "api.github.com.", QTYPE_AAAA));
+    assert_eq!((t.open_walks(), t.evictions()), (2, 0));
+    let l: Vec<Lookup> = t.drain().collect();
+    assert_eq!(
+        l.iter()
+            .map(|l| (l.client, l.queries, l.outcome))
+            .collect::<Vec<_>>(),
+        [(ip("10.0.0.63"), 1, Outcome::Unanswered)]
+    );
+}
+
 #[test]
 fn open_walks_are_bounded_and_evictions_counted() {
     let max = 3;

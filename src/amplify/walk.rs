@@ -1360,7 +1360,12 @@ impl WalkTracker {
                 // other type's addresses) is most of a busy proxy's traffic, every cached
                 // answer of a name asked in full: its lookup is made without storing the walk,
                 // so it takes no slot, no chain entry and no share of the memory budget.
-                let at_once = positive || self.pair_resolved(ev, &bases);
+                // A lost query's event past its own window (it comes late, up to the answer
+                // wait after the query) with no walk to join: over already, so made without a
+                // slot, which at the cap would have evicted a walk still in progress.
+                let late_lost = ev.source == Some(AnswerSource::NoAnswer)
+                    && self.latest_us.saturating_sub(ev.time.0) > self.retry_wait_us;
+                let at_once = positive || late_lost || self.pair_resolved(ev, &bases);
                 if !at_once {
                     self.make_room(r.base_len as usize);
                 }
