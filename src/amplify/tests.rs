@@ -633,6 +633,68 @@ fn walks_kept_for_a_late_lost_query_were_evicted_instead_of_closed() {
     );
 }
 
+/// glibc lost a first candidate's AAAA and, 5 s on, sent the pair again in single-request mode:
+/// the A query already answered NXDOMAIN, then the AAAA. The A sent again read as a new lookup
+/// (after NXDOMAIN a stub moves on), and the A walk before it closed as an NXDOMAIN lookup.
+/// From the socket the other type's walk waits on, it is that walk's retry; from another
+/// socket, or with no walk waiting, it is still a new lookup.
+#[test]
+fn a_pair_sent_again_after_a_lost_query_read_as_a_new_lookup() {
+    let pod = "10.0.0.71";
+    let run = |resend_port: u16, lose: bool| {
+        let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, 100)).for_captures();
+        t.observe(&ev(0, pod, GITHUB_WALK[0], QTYPE_A, NX, 0));
+        if lose {
+            t.observe(&lost(0, pod, GITHUB_WALK[0], QTYPE_AAAA));
+        } else {
+            t.observe(&ev(0, pod, GITHUB_WALK[0], QTYPE_AAAA, NX, 0));
+        }
+        let mut again = ev(5_000, pod, GITHUB_WALK[0], QTYPE_A, NX, 0);
+        again.client_port = Some(resend_port);
+        t.observe(&again);
+        for (i, name) in GITHUB_WALK[1..].iter().enumerate() {
+            let ms = 5_001 + i as u64;
+            let (rcode, answers) = if i == 3 { (OK, 1) } else { (NX, 0) };
+            t.observe(&ev(ms, pod, name, QTYPE_A, rcode, answers));
+            if i == 0 && lose {
+                t.observe(&ev(ms, pod, GITHUB_WALK[0], QTYPE_AAAA, NX, 0));
+            }
+            t.observe(&ev(ms, pod, name, QTYPE_AAAA, rcode, answers));
+        }
+        t.finish();
+        let mut l: Vec<(u16, u32, u32, Outcome)> = t
+            .drain()
+            .map(|l| (l.qtype, l.queries, l.retries, l.outcome))
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(
+        run(40000, true),
+        [
+            (QTYPE_A, 6, 1, Outcome::Resolved),
+            (QTYPE_AAAA, 6, 1, Outcome::Resolved)
+        ]
+    );
+    assert_eq!(
+        run(40001, true),
+        [
+            (QTYPE_A, 1, 0, Outcome::NxDomain),
+            (QTYPE_A, 5, 0, Outcome::Resolved),
+            (QTYPE_AAAA, 6, 1, Outcome::Resolved)
+        ]
+    );
+    let mut a_lookups = run(40000, false);
+    a_lookups.retain(|l| l.0 == QTYPE_A);
+    assert_eq!(
+        a_lookups,
+        [
+            (QTYPE_A, 1, 0, Outcome::NxDomain),
+            (QTYPE_A, 5, 0, Outcome::Resolved)
+        ]
+    );
+}
+
 /// Review of session 28: a lost query's event past its window (it comes late, here at the end
 /// of a 30 s answer wait) for a client with no walk to join took an open-walk slot before it
 /// was closed, and at the cap that evicted a walk still in progress.

@@ -1294,6 +1294,9 @@ impl WalkTracker {
         let mut found: Option<(u32, Reading, u64)> = None;
         let has_open = self.open_kinds.any(ev.client, ev.qtype);
         let chains = if has_open { bases.n } else { 0 };
+        // glibc starting a pair's exchange over after a lost query sends the answered one again
+        // on the same socket: the same candidate again, after NXDOMAIN, continues its walk.
+        let pair_resent = has_open && self.pair_awaits_retry(ev, name, &bases);
         for &hash in &bases.hash[..chains] {
             let mut cur = self.chain_head(&(ev.client, ev.qtype, hash));
             while cur != NIL {
@@ -1309,7 +1312,8 @@ impl WalkTracker {
                     cur = self.slots[cur as usize].key_next;
                     continue;
                 }
-                if let Some(r) = self.continuation(name, w, confirmed_ns) {
+                let resent = pair_resent && w.last_port == ev.client_port;
+                if let Some(r) = self.continuation(name, w, confirmed_ns, resent) {
                     found = Some((cur, r, w.seq));
                     break;
                 }
@@ -1594,6 +1598,47 @@ impl WalkTracker {
         })
     }
 
+    /// Whether the other type's walk of the pair waits on a lost query of `name` from the same
+    /// socket: glibc, having timed out on one query of an A/AAAA pair, sends both again in
+    /// single-request mode (resolvers.md), the answered one first. Only walks waiting on a lost
+    /// query are looked at, so a capture that lost nothing pays one comparison.
+    fn pair_awaits_retry(&self, ev: &QueryEvent, name: &str, bases: &Bases) -> bool {
+        let Some(other) = sibling(ev.qtype) else {
+            return false;
+        };
+        if self.lru[WAITING].head == NIL
+            || ev.client_port.is_none()
+            || !self.open_kinds.any(ev.client, other)
+        {
+            return false;
+        }
+        bases.hash[..bases.n].iter().any(|&hash| {
+            let mut cur = self.chain_head(&(ev.client, other, hash));
+            while cur != NIL {
+                let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
+                if w.awaiting_retry
+                    && w.last_port == ev.client_port
+                    && self.is_last_candidate(w, name)
+                {
+                    return true;
+                }
+                cur = self.slots[cur as usize].key_next;
+            }
+            false
+        })
+    }
+
+    /// `name` is the candidate walk `w` asked last.
+    fn is_last_candidate(&self, w: &Walk, name: &str) -> bool {
+        match w.last_pos {
+            ABS => eq_ignore_case(w.base().as_bytes(), name.as_bytes()),
+            _ => self
+                .shape
+                .position(name, w.base())
+                .is_some_and(|p| p == w.last_pos as usize),
+        }
+    }
+
     /// `name` had addresses for `ev.qtype`: remember it for the other type's NODATA, and end
     /// an open walk of the other type whose last candidate was this name with NODATA.
     fn pair_answered(&mut self, ev: &QueryEvent, name: &str, bases: &Bases) {
@@ -1612,13 +1657,7 @@ impl WalkTracker {
             while cur != NIL {
                 let next = self.slots[cur as usize].key_next;
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
-                let last_name_matches = match w.last_pos {
-                    ABS => eq_ignore_case(w.base().as_bytes(), name.as_bytes()),
-                    _ => self
-                        .shape
-                        .position(name, w.base())
-                        .is_some_and(|p| p == w.last_pos as usize),
-                };
+                let last_name_matches = self.is_last_candidate(w, name);
                 let same_port = w.last_port.is_none()
                     || ev.client_port.is_none()
                     || w.last_port == ev.client_port;
@@ -1653,14 +1692,20 @@ impl WalkTracker {
     /// Matches only at the walk's own base boundary against the shape's entries, which is all
     /// a continuation can be: cheaper than decomposing the whole name, and the common case
     /// (most queries continue a walk).
-    fn continuation(&self, name: &str, w: &Walk, confirmed_ns: Option<&str>) -> Option<Reading> {
+    fn continuation(
+        &self,
+        name: &str,
+        w: &Walk,
+        confirmed_ns: Option<&str>,
+        resent: bool,
+    ) -> Option<Reading> {
         let b = w.base().len();
         let nb = name.as_bytes();
         if nb.len() < b || !eq_ignore_case(&nb[..b], w.base().as_bytes()) {
             return None;
         }
         if nb.len() == b {
-            return w.accepts(ABS).then_some(Reading {
+            return w.accepts(ABS, resent).then_some(Reading {
                 base_len: b as u16,
                 pos: ABS,
                 slot: SuffixSlot::Absolute,
@@ -1695,7 +1740,7 @@ impl WalkTracker {
                 }
                 0
             };
-            if w.accepts(i as u8) {
+            if w.accepts(i as u8, resent) {
                 return Some(Reading {
                     base_len: b as u16,
                     pos: i as u8,
@@ -2255,12 +2300,13 @@ impl Walk {
 
     /// Can a candidate at `pos` belong to this walk: the same candidate again (a retry), a
     /// search domain further down than any sent, or the absolute name not yet sent?
-    fn accepts(&self, pos: u8) -> bool {
+    /// `resent`: the stub is sending the pair again on the walk's socket (`pair_awaits_retry`).
+    fn accepts(&self, pos: u8, resent: bool) -> bool {
         if pos == self.last_pos {
             // The same candidate again is a retry only when the last try said nothing
-            // definite (no answer, SERVFAIL, REFUSED); after NXDOMAIN or NODATA a stub moves
-            // on, so the same name again is a new lookup.
-            return self.last_rcode.is_none_or(|r| r != 0 && r != 3);
+            // definite (no answer, SERVFAIL, REFUSED), or when the stub sends the pair again;
+            // after NXDOMAIN or NODATA a stub moves on, so the same name again is a new lookup.
+            return resent || self.last_rcode.is_none_or(|r| r != 0 && r != 3);
         }
         if pos == ABS {
             return !self.abs_seen;
