@@ -62,6 +62,11 @@ impl Format {
             Format::Dnsperf => "dnsperf",
         }
     }
+
+    /// Lines of text (a NUL byte is no part of one).
+    pub fn is_text(self) -> bool {
+        matches!(self, Format::CorednsLog | Format::Jsonl | Format::Dnsperf)
+    }
 }
 
 impl fmt::Display for Format {
@@ -280,6 +285,9 @@ pub struct Capture {
     events: u64,
     unreadable: u64,
     first_unreadable: Vec<Unreadable>,
+    /// Read before the reader's first record: the NUL bytes a log truncated in place starts
+    /// with (`skip_leading_nuls`).
+    leading: Option<Unreadable>,
 }
 
 impl Capture {
@@ -307,7 +315,11 @@ impl Iterator for Capture {
         if self.done {
             return None;
         }
-        match self.reader.next_item() {
+        let item = match self.leading.take() {
+            Some(u) => Some(Err(u)),
+            None => self.reader.next_item(),
+        };
+        match item {
             None => {
                 self.done = true;
                 None
@@ -403,8 +415,37 @@ pub(crate) fn from_reader_named(
         } else {
             (head, input)
         };
+    // A log truncated in place while its writer went on (logrotate `copytruncate`) starts with
+    // its old length in NUL bytes, up to the first line written since: read as one unreadable
+    // record, and the format told from what follows. Not a Frame Streams file's zero escape.
+    let text_or_unknown = opts.format.is_none_or(Format::is_text);
+    let (leading, head, input) = if head.first() == Some(&0)
+        && text_or_unknown
+        && (opts.format.is_some() || detect(&head) != Some(Format::Dnstap))
+    {
+        let (nuls, input) = skip_leading_nuls(input).map_err(io_err)?;
+        let (head, input) = peek(input, PEEK).map_err(io_err)?;
+        let leading = Unreadable::new(
+            Position::Byte(0),
+            format!(
+                "{nuls} NUL bytes before the first line (a log truncated in place while \
+                 written, as logrotate's copytruncate does), skipped"
+            ),
+        );
+        (Some(leading), head, input)
+    } else {
+        (None, head, input)
+    };
     let format = match opts.format.or_else(|| detect(&head)) {
         Some(f) => f,
+        None if leading.is_some() => {
+            return Err(OpenError::Bad {
+                path: name.to_string(),
+                reason: "NUL bytes and no line after them (a log truncated in place while \
+                         written, before its writer wrote again)"
+                    .into(),
+            })
+        }
         None => {
             return Err(OpenError::UnknownFormat {
                 path: name.to_string(),
@@ -427,6 +468,7 @@ pub(crate) fn from_reader_named(
         events: 0,
         unreadable: 0,
         first_unreadable: Vec::new(),
+        leading,
     })
 }
 
@@ -463,6 +505,29 @@ fn peek(mut input: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<d
     Ok((head, Box::new(again)))
 }
 
+/// Read past the NUL bytes `input` starts with: how many, and the input from the first other byte.
+fn skip_leading_nuls(mut input: Box<dyn Read + Send>) -> io::Result<(u64, Box<dyn Read + Send>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut nuls = 0u64;
+    loop {
+        let got = match input.read(&mut buf) {
+            Ok(0) => return Ok((nuls, Box::new(io::empty()))),
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match buf[..got].iter().position(|&b| b != 0) {
+            Some(at) => {
+                nuls += at as u64;
+                buf.truncate(got);
+                buf.drain(..at);
+                return Ok((nuls, Box::new(Cursor::new(buf).chain(input))));
+            }
+            None => nuls += got as u64,
+        }
+    }
+}
+
 /// Tell the format from the first bytes: magic numbers for the binary formats, then the first
 /// lines that are not blank or `#` comments for the text formats.
 pub fn detect(head: &[u8]) -> Option<Format> {
@@ -480,9 +545,16 @@ pub fn detect(head: &[u8]) -> Option<Format> {
         {
             return Some(Format::Pcap);
         }
-        // Frame Streams: a file starts with a control frame, announced by a zero "length".
-        if m == [0, 0, 0, 0] {
-            return Some(Format::Dnstap);
+        // Frame Streams: a file starts with a control frame, announced by a zero "length",
+        // then its length (at most 512 bytes in libfstrm) and its type: ACCEPT, START, STOP,
+        // READY or FINISH (1-5). Not any run of NULs: a log truncated in place starts so.
+        if m == [0, 0, 0, 0] && head.len() >= 12 {
+            let be32 = |at: usize| {
+                u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]])
+            };
+            if (4..=512).contains(&be32(4)) && (1..=5).contains(&be32(8)) {
+                return Some(Format::Dnstap);
+            }
         }
     }
     // A raw dnstap protobuf message starts with the tag of identity (1), version (2), extra (3),
@@ -620,7 +692,11 @@ mod tests {
         assert_eq!(detect(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]), Some(Format::Pcap));
         assert_eq!(detect(&[0x4d, 0x3c, 0xb2, 0xa1, 2, 0]), Some(Format::Pcap));
         assert_eq!(detect(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]), Some(Format::Pcap));
-        assert_eq!(detect(&[0, 0, 0, 0, 0, 0, 0, 0x22]), Some(Format::Dnstap));
+        // A Frame Streams START control frame (34 bytes, type 2), as BIND and unbound write.
+        assert_eq!(
+            detect(&[0, 0, 0, 0, 0, 0, 0, 0x22, 0, 0, 0, 2]),
+            Some(Format::Dnstap)
+        );
         assert_eq!(
             detect(b"{\"ts\": 1, \"client\": \"10.0.0.1\"}\n"),
             Some(Format::Jsonl)
@@ -635,6 +711,50 @@ mod tests {
         );
         assert_eq!(detect(b"hello world, this is not a capture\n"), None);
         assert_eq!(detect(b""), None);
+    }
+
+    /// A CoreDNS log truncated in place while CoreDNS went on writing (logrotate's
+    /// `copytruncate`) starts with its old length in NUL bytes. It was taken for a Frame
+    /// Streams file (four zero bytes), read as dnstap with 0 events and 1 unreadable record,
+    /// and the whole log was lost behind exit code 0. The NULs are now one unreadable record,
+    /// and the lines after them are read, whether the format is detected or given.
+    #[test]
+    fn a_log_truncated_in_place_was_read_as_dnstap_and_lost() {
+        let line = "[INFO] 10.0.0.1:5 - 1 \"A IN a. udp 1 false 512\" NOERROR qr,rd,ra 1 0.1s\n";
+        for nuls in [12, PEEK, 3 * 64 * 1024 + 5] {
+            for format in [None, Some(Format::CorednsLog)] {
+                let mut input = vec![0u8; nuls];
+                input.extend_from_slice(line.repeat(3).as_bytes());
+                let opts = Options {
+                    format,
+                    ..Options::default()
+                };
+                let c = from_reader(Box::new(Cursor::new(input)), &opts).unwrap();
+                assert_eq!(c.format(), Format::CorednsLog);
+                let items: Vec<_> = c.collect();
+                assert_eq!(items.len(), 4, "{nuls} NULs, format {format:?}");
+                let err = items[0].as_ref().unwrap_err();
+                assert_eq!(err.position, Position::Byte(0));
+                assert!(
+                    err.reason.starts_with(&format!("{nuls} NUL bytes")),
+                    "{}",
+                    err.reason
+                );
+                assert!(items[1..].iter().all(|i| i.is_ok()));
+            }
+        }
+        let nothing_after =
+            from_reader(Box::new(Cursor::new(vec![0u8; 9000])), &Options::default());
+        assert!(
+            matches!(&nothing_after, Err(OpenError::Bad { reason, .. }) if reason.contains("NUL bytes")),
+            "{:?}",
+            nothing_after.err()
+        );
+        // A dnstap file is still one, NUL bytes and all.
+        let mut dnstap = vec![0, 0, 0, 0, 0, 0, 0, 0x22, 0, 0, 0, 2];
+        dnstap.extend_from_slice(&[0; 34 - 4]);
+        let c = from_reader(Box::new(Cursor::new(dnstap)), &Options::default()).unwrap();
+        assert_eq!(c.format(), Format::Dnstap);
     }
 
     #[test]
