@@ -633,6 +633,22 @@ fn walks_kept_for_a_late_lost_query_were_evicted_instead_of_closed() {
     );
 }
 
+/// A tracker as `analyze` makes one: the default idle window, room for 100 walks.
+fn capture_tracker() -> WalkTracker {
+    WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, 100)).for_captures()
+}
+
+/// Every lookup once the capture ends, as (type, queries, retries, outcome), sorted.
+fn by_type(mut t: WalkTracker) -> Vec<(u16, u32, u32, Outcome)> {
+    t.finish();
+    let mut l: Vec<_> = t
+        .drain()
+        .map(|l| (l.qtype, l.queries, l.retries, l.outcome))
+        .collect();
+    l.sort();
+    l
+}
+
 /// glibc lost a first candidate's AAAA and, 5 s on, sent the pair again in single-request mode:
 /// the A query already answered NXDOMAIN, then the AAAA. The A sent again read as a new lookup
 /// (after NXDOMAIN a stub moves on), and the A walk before it closed as an NXDOMAIN lookup.
@@ -642,7 +658,7 @@ fn walks_kept_for_a_late_lost_query_were_evicted_instead_of_closed() {
 fn a_pair_sent_again_after_a_lost_query_read_as_a_new_lookup() {
     let pod = "10.0.0.71";
     let run = |resend_port: u16, lose: bool| {
-        let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, 100)).for_captures();
+        let mut t = capture_tracker();
         t.observe(&ev(0, pod, GITHUB_WALK[0], QTYPE_A, NX, 0));
         if lose {
             t.observe(&lost(0, pod, GITHUB_WALK[0], QTYPE_AAAA));
@@ -661,13 +677,7 @@ fn a_pair_sent_again_after_a_lost_query_read_as_a_new_lookup() {
             }
             t.observe(&ev(ms, pod, name, QTYPE_AAAA, rcode, answers));
         }
-        t.finish();
-        let mut l: Vec<(u16, u32, u32, Outcome)> = t
-            .drain()
-            .map(|l| (l.qtype, l.queries, l.retries, l.outcome))
-            .collect();
-        l.sort();
-        l
+        by_type(t)
     };
     assert_eq!(
         run(40000, true),
@@ -703,7 +713,7 @@ fn a_pair_sent_again_after_a_lost_query_read_as_a_new_lookup() {
 fn a_pair_sent_again_after_its_addresses_read_as_a_third_lookup() {
     let pod = "10.0.0.72";
     let run = |again_port: u16, again_answered: bool| {
-        let mut t = WalkTracker::new(SearchShape::new(&cluster()), &cfg(2000, 100)).for_captures();
+        let mut t = capture_tracker();
         for (i, name) in GITHUB_WALK.iter().enumerate() {
             let ms = i as u64;
             if i == 4 {
@@ -722,13 +732,7 @@ fn a_pair_sent_again_after_its_addresses_read_as_a_third_lookup() {
         again.client_port = Some(again_port);
         t.observe(&again);
         t.observe(&ev(5_004, pod, GITHUB_WALK[4], QTYPE_AAAA, OK, 1));
-        t.finish();
-        let mut l: Vec<(u16, u32, u32, Outcome)> = t
-            .drain()
-            .map(|l| (l.qtype, l.queries, l.retries, l.outcome))
-            .collect();
-        l.sort();
-        l
+        by_type(t)
     };
     assert_eq!(
         run(40000, true),
