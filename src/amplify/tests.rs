@@ -705,51 +705,6 @@ fn a_pair_sent_again_after_a_lost_query_read_as_a_new_lookup() {
     );
 }
 
-/// glibc lost the AAAA of the name as written: 5 s on it sent the A again (answered with
-/// addresses, which had ended the A walk), then the AAAA. The A sent again read as a third
-/// lookup, one query; it is a retry of the AAAA lookup it was sent again for. Unanswered, or
-/// from another socket, it is not counted there.
-#[test]
-fn a_pair_sent_again_after_its_addresses_read_as_a_third_lookup() {
-    let pod = "10.0.0.72";
-    let run = |again_port: u16, again_answered: bool| {
-        let mut t = capture_tracker();
-        for (i, name) in GITHUB_WALK.iter().enumerate() {
-            let ms = i as u64;
-            if i == 4 {
-                t.observe(&ev(ms, pod, name, QTYPE_A, OK, 1));
-                t.observe(&lost(ms, pod, name, QTYPE_AAAA));
-            } else {
-                t.observe(&ev(ms, pod, name, QTYPE_A, NX, 0));
-                t.observe(&ev(ms, pod, name, QTYPE_AAAA, NX, 0));
-            }
-        }
-        let mut again = if again_answered {
-            ev(5_004, pod, GITHUB_WALK[4], QTYPE_A, OK, 1)
-        } else {
-            lost(5_004, pod, GITHUB_WALK[4], QTYPE_A)
-        };
-        again.client_port = Some(again_port);
-        t.observe(&again);
-        t.observe(&ev(5_004, pod, GITHUB_WALK[4], QTYPE_AAAA, OK, 1));
-        by_type(t)
-    };
-    assert_eq!(
-        run(40000, true),
-        [
-            (QTYPE_A, 5, 0, Outcome::Resolved),
-            (QTYPE_AAAA, 7, 2, Outcome::Resolved)
-        ]
-    );
-    for (port, answered) in [(40001, true), (40000, false)] {
-        assert_eq!(
-            run(port, answered).len(),
-            3,
-            "port {port}, answered {answered}"
-        );
-    }
-}
-
 /// Review of session 28: a lost query's event past its window (it comes late, here at the end
 /// of a 30 s answer wait) for a client with no walk to join took an open-walk slot before it
 /// was closed, and at the cap that evicted a walk still in progress.

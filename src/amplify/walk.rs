@@ -1296,8 +1296,7 @@ impl WalkTracker {
         let chains = if has_open { bases.n } else { 0 };
         // glibc starting a pair's exchange over after a lost query sends the answered one again
         // on the same socket: the same candidate again, after NXDOMAIN, continues its walk.
-        let waiting_pair = self.pair_awaits_retry(ev, name, &bases);
-        let pair_resent = has_open && waiting_pair.is_some();
+        let pair_resent = has_open && self.pair_awaits_retry(ev, name, &bases);
         for &hash in &bases.hash[..chains] {
             let mut cur = self.chain_head(&(ev.client, ev.qtype, hash));
             while cur != NIL {
@@ -1322,13 +1321,6 @@ impl WalkTracker {
             }
         }
         let found = found.map(|(i, r, _)| (i, r));
-        if let (None, Some(pair), Some(_)) = (found, waiting_pair, ev.rcode) {
-            // The query sent again, answered, has no walk left to continue: its first answer
-            // (addresses) ended it. It is one more query of the lookup it was sent again
-            // for, not a lookup of its own.
-            self.count_in(pair, ev);
-            return None;
-        }
 
         let positive = ev.rcode == Some(0) && ev.answers != Some(0);
         let (mut target, reading) = match found {
@@ -1610,15 +1602,17 @@ impl WalkTracker {
     /// socket: glibc, having timed out on one query of an A/AAAA pair, sends both again in
     /// single-request mode (resolvers.md), the answered one first. Only walks waiting on a lost
     /// query are looked at, so a capture that lost nothing pays one comparison.
-    fn pair_awaits_retry(&self, ev: &QueryEvent, name: &str, bases: &Bases) -> Option<u32> {
-        let other = sibling(ev.qtype)?;
+    fn pair_awaits_retry(&self, ev: &QueryEvent, name: &str, bases: &Bases) -> bool {
+        let Some(other) = sibling(ev.qtype) else {
+            return false;
+        };
         if self.lru[WAITING].head == NIL
             || ev.client_port.is_none()
             || !self.open_kinds.any(ev.client, other)
         {
-            return None;
+            return false;
         }
-        bases.hash[..bases.n].iter().find_map(|&hash| {
+        bases.hash[..bases.n].iter().any(|&hash| {
             let mut cur = self.chain_head(&(ev.client, other, hash));
             while cur != NIL {
                 let w = self.slots[cur as usize].walk.as_ref().expect("keyed slot");
@@ -1626,32 +1620,12 @@ impl WalkTracker {
                     && w.last_port == ev.client_port
                     && self.is_last_candidate(w, name)
                 {
-                    return Some(cur);
+                    return true;
                 }
                 cur = self.slots[cur as usize].key_next;
             }
-            None
+            false
         })
-    }
-
-    /// Count `ev`, the other type's query sent again with a lost one (glibc), as a retry of
-    /// the open walk `i` waiting on it, leaving what the walk waits for as it is.
-    fn count_in(&mut self, i: u32, ev: &QueryEvent) {
-        let w = self.slots[i as usize].walk.as_mut().expect("open walk");
-        let upstream = matches!(
-            ev.source,
-            None | Some(AnswerSource::Upstream) | Some(AnswerSource::Captured)
-        ) as u32;
-        w.queries += 1;
-        w.retries += 1;
-        w.on_last += 1;
-        w.upstream += upstream;
-        w.upstream_on_last += upstream;
-        w.shortcut += (ev.source == Some(AnswerSource::Shortcut)) as u32;
-        w.nxdomain += (ev.rcode == Some(3)) as u32;
-        w.suffix_queries[w.last_slot as usize] += 1;
-        w.last_activity = w.last_activity.max(ev.time);
-        self.touch(i);
     }
 
     /// `name` is the candidate walk `w` asked last.

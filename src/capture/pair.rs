@@ -18,13 +18,6 @@
 //! `duplicate`, dropped; a response with TC set is
 //! `truncated`: the stub asks again over TCP, so it is read as no answer and the TCP query
 //! continues the lookup as a retry.
-//!
-//! A query none came for is reported when the stub sends it again with the same ID and port
-//! (glibc, musl), or when the answer wait is over. glibc also sends the *other* query of an A
-//! and AAAA pair again, the answered one, when it starts the exchange over in single-request
-//! mode after a timeout; a query of the pair still waiting on that socket then is reported
-//! lost at once ([`OVERDUE_US`]), before the stub's next queries, so the walk tracker learns
-//! of the loss before it closes the answered type's walk.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -56,8 +49,6 @@ impl Hasher for IdentityHasher {
 
 struct Pending {
     time: Timestamp,
-    /// The hash of client, port and name ([`Pairer::socket_name`]): `key` adds ID and type.
-    socket_name: u64,
     client: IpAddr,
     port: u16,
     id: u16,
@@ -85,10 +76,6 @@ pub(crate) struct Pairer {
     /// The keys and times of the last responses paired, by the key's low bits: a copy of one
     /// is told from a response whose query was never seen.
     answered: Box<[Answered]>,
-    /// Pending A and AAAA queries waiting [`OVERDUE_US`] or more at the last scan, by
-    /// [`Pairer::pair_of`] (their client, port, name and type): to find the pair's other
-    /// query when the stub sends it again. Rebuilt by each scan; an entry is checked on use.
-    overdue: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
     /// Copies are dropped (packet captures); a dnstap server logs each message once per
     /// message type, and `--dnstap-messages all` asks for each.
     drop_copies: bool,
@@ -106,11 +93,6 @@ struct Answered {
     query: Option<u64>,
     answer: u64,
 }
-
-/// A query of an A/AAAA pair waiting this long when the stub sends the pair's other query
-/// again on the same socket was lost: glibc sends the two at once, and sends one again only
-/// after its timeout (at least a second; its parallel queries are microseconds apart).
-pub(crate) const OVERDUE_US: u64 = 250_000;
 
 /// Slots of `Pairer::answered`: the copy of a response comes right after it.
 const ANSWERED_SLOTS: usize = 1024;
@@ -150,7 +132,6 @@ impl Pairer {
             duplicates: 0,
             truncated: 0,
             answered: vec![Answered::default(); ANSWERED_SLOTS].into_boxed_slice(),
-            overdue: HashMap::default(),
             drop_copies: false,
         }
     }
@@ -162,25 +143,9 @@ impl Pairer {
     }
 
     fn key(&self, client: IpAddr, port: u16, id: u16, qtype: u16, name: &[u8]) -> u64 {
-        self.key_of(self.socket_name(client, port, name), id, qtype)
-    }
-
-    /// The pending table's key: [`Pairer::socket_name`] with the ID and type.
-    fn key_of(&self, socket_name: u64, id: u16, qtype: u16) -> u64 {
-        self.hasher
-            .hash_one((socket_name, ((id as u64) << 16) | qtype as u64))
-    }
-
-    /// An A or AAAA query's place in its pair, whatever its ID ([`Pairer::overdue`]); the bit
-    /// above the ID's keeps it apart from every `key_of`.
-    fn pair_of(hasher: &ahash::RandomState, socket_name: u64, qtype: u16) -> u64 {
-        hasher.hash_one((socket_name, (1u64 << 32) | qtype as u64))
-    }
-
-    fn socket_name(&self, client: IpAddr, port: u16, name: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
         // The family, the name's length (so that the zero padding of its last word below
-        // cannot make two names one) and port in one word.
+        // cannot make two names one), port, ID and type in one word.
         let family = match client {
             IpAddr::V4(a) => {
                 h.write_u32(a.into());
@@ -191,7 +156,13 @@ impl Pairer {
                 6
             }
         };
-        h.write_u64((family << 60) | ((name.len() as u64 & 0xfff) << 48) | ((port as u64) << 32));
+        h.write_u64(
+            (family << 60)
+                | ((name.len() as u64 & 0xfff) << 48)
+                | ((port as u64) << 32)
+                | ((id as u64) << 16)
+                | qtype as u64,
+        );
         // The name lowercased (RFC 4343) eight bytes at a time, as words.
         let mut words = name.chunks_exact(8);
         for w in words.by_ref() {
@@ -273,8 +244,7 @@ impl Pairer {
         }
         let name = q.name_bytes(msg);
         // The key first: it reads the name before the copy below writes to its new place.
-        let socket_name = self.socket_name(client, port, name);
-        let key = self.key_of(socket_name, header.id, q.qtype);
+        let key = self.key(client, port, header.id, q.qtype, name);
         // A copy of a query answered already (the capture wrote the answer before the copy it
         // took on another interface): near the query's time, not the answer's (a stub may
         // ask again with the same ID and port right after an answer).
@@ -287,14 +257,10 @@ impl Pairer {
             self.duplicates += 1;
             return;
         }
-        if !self.overdue.is_empty() {
-            self.lose_overdue_pair(socket_name, q.qtype, (client, port), time, out);
-        }
         let qname = question_name(name);
         self.seq += 1;
         let p = Pending {
             time,
-            socket_name,
             client,
             port,
             id: header.id,
@@ -437,40 +403,6 @@ impl Pairer {
         }));
     }
 
-    /// The stub sends a query of an A/AAAA pair on the socket where the pair's other query has
-    /// waited [`OVERDUE_US`] (glibc starting the exchange over after its timeout): report that
-    /// one lost now, so its event comes before the stub's next queries.
-    fn lose_overdue_pair(
-        &mut self,
-        socket_name: u64,
-        qtype: u16,
-        (client, port): (IpAddr, u16),
-        now: Timestamp,
-        out: &mut Out,
-    ) {
-        let Some(other) = pair_type(qtype) else {
-            return;
-        };
-        let Some(key) = self
-            .overdue
-            .remove(&Self::pair_of(&self.hasher, socket_name, other))
-        else {
-            return;
-        };
-        let lost = self.pending.get(&key).is_some_and(|p| {
-            p.client == client
-                && p.port == port
-                && p.qtype == other
-                && now.0.saturating_sub(p.time.0) >= OVERDUE_US
-        });
-        if lost {
-            if let Some(p) = self.pending.remove(&key) {
-                self.unanswered += 1;
-                out.push_back(Ok(self.unanswered(p)));
-            }
-        }
-    }
-
     /// Report queries older than the wait bound at capture time `now` as unanswered.
     ///
     /// The table is scanned at most once per `scan_us` of capture time, O(waiting queries) per
@@ -481,23 +413,15 @@ impl Pairer {
             return;
         }
         self.next_scan = now.0.saturating_add(self.scan_us);
-        self.overdue.clear();
         if !self.pending.is_empty() {
             let cutoff = now.0.saturating_sub(self.wait_us);
-            let overdue = now.0.saturating_sub(OVERDUE_US);
-            let mut old: Vec<(u64, u64)> = Vec::new();
-            for (k, p) in &self.pending {
-                if p.time.0 < cutoff {
-                    old.push((p.seq, *k));
-                } else if p.time.0 <= overdue && pair_type(p.qtype).is_some() {
-                    let pair = Self::pair_of(&self.hasher, p.socket_name, p.qtype);
-                    self.overdue.insert(pair, *k);
-                }
-            }
+            let old: Vec<(u64, u64)> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.time.0 < cutoff)
+                .map(|(k, p)| (p.seq, *k))
+                .collect();
             self.report(old, out, Unanswered::Waited);
-        }
-        if self.overdue.capacity() > 2 * PENDING_START.max(4 * self.overdue.len()) {
-            self.overdue.shrink_to(PENDING_START);
         }
         // A burst is over: back to a table the cache holds (a quarter full at most, so that
         // it does not grow again at once). Twice the target before it shrinks: the smallest
@@ -627,15 +551,6 @@ pub(crate) fn recycle_names(events: &mut Vec<QueryEvent>) {
         }
     });
     events.clear();
-}
-
-/// The other type of an A/AAAA pair (RFC 3596: the AAAA beside the A).
-fn pair_type(qtype: u16) -> Option<u16> {
-    match qtype {
-        wire::TYPE_A => Some(wire::TYPE_AAAA),
-        wire::TYPE_AAAA => Some(wire::TYPE_A),
-        _ => None,
-    }
 }
 
 /// Why a query is reported without a response.
@@ -854,107 +769,63 @@ mod tests {
         );
     }
 
-    fn q_of(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-        let mut v = Vec::new();
-        wire::build_query(id, name, qtype, false, &mut v).unwrap();
-        v
-    }
-
-    /// glibc lost a first candidate's AAAA: 5 s on it sends the pair again in single-request
-    /// mode, the answered A first. The AAAA's loss was reported only when its own retry came,
-    /// after the A's, so the walk tracker had closed the A walk as an NXDOMAIN lookup and read
-    /// the A sent again as a new one. The query waiting on the socket is now reported lost as
-    /// the stub sends its pair's other query; nothing else is.
+    /// Review of session 29: a first version reported a query of an A/AAAA pair lost once it
+    /// had waited 250 ms on a socket where the pair's other type was asked again (as glibc
+    /// does after a timeout). Stubs that keep one socket for many lookups (c-ares: Envoy,
+    /// gRPC, Node) ask the same name again on it: a slow answer (1.8 s) read as a lost query
+    /// and an unmatched response, and its wait vanished. A query waits for its own answer.
     #[test]
-    fn a_pair_sent_again_was_read_before_the_loss_that_made_the_stub_send_it() {
+    fn a_slow_answer_on_a_socket_the_stub_reuses_was_read_as_lost() {
         let (a, aaaa) = (wire::TYPE_A, wire::TYPE_AAAA);
-        let name = "api.github.com.default.svc.cluster.local.";
-        let events = |msgs: &[(u64, bool, u16, &str, u16)]| {
-            let mut p = Pairer::new(Duration::from_secs(30), 100);
-            let mut out = Out::new();
-            for &(t, query, id, name, qtype) in msgs {
-                let m = if query {
-                    q_of(id, name, qtype)
-                } else {
-                    let query = q_of(id, name, qtype);
-                    let view = wire::parse_query(&query).unwrap();
-                    let mut v = Vec::new();
-                    wire::minimal_response(&query, &view, 3, false, &mut v);
-                    v
-                };
-                let other = (C.0, 40001);
-                let from = match (query, id >= 100) {
-                    (true, false) => C,
-                    (true, true) => other,
-                    (false, false) => S,
-                    (false, true) => S,
-                };
-                let client = if id >= 100 { other } else { C };
-                p.message(
-                    Timestamp(t),
-                    from,
-                    client,
-                    &m,
-                    None,
-                    Position::Packet(0),
-                    &mut out,
-                );
-            }
-            out.into_iter()
-                .map(|e| e.unwrap())
-                .map(|e| (e.time.0, e.qtype, e.source))
-                .collect::<Vec<_>>()
+        let name = "api.github.com.";
+        let qt = |id: u16, qtype: u16| {
+            let mut v = Vec::new();
+            wire::build_query(id, name, qtype, false, &mut v).unwrap();
+            v
         };
-        let lost = Some(AnswerSource::NoAnswer);
-        let answered = Some(AnswerSource::Captured);
-        assert_eq!(
-            events(&[
-                (0, true, 1, name, a),
-                (100, false, 1, name, a),
-                (120, true, 2, name, aaaa),
-                (5_000_000, true, 1, name, a),
-                (5_000_100, false, 1, name, a),
-                (5_000_120, true, 2, name, aaaa),
-                (5_000_200, false, 2, name, aaaa),
-            ]),
-            [
-                (0, a, answered),
-                (120, aaaa, lost),
-                (5_000_000, a, answered),
-                (5_000_120, aaaa, answered)
-            ]
-        );
-        // A slow answer, no query sent again: nothing lost.
-        assert_eq!(
-            events(&[
-                (0, true, 1, name, a),
-                (20, true, 2, name, aaaa),
-                (100, false, 1, name, a),
-                (1_500_000, false, 2, name, aaaa),
-            ]),
-            [(0, a, answered), (20, aaaa, answered)]
-        );
-        // Another name on the socket (c-ares reuses its sockets), or the name from another
-        // socket, while the AAAA waits: not the stub sending the pair again.
-        for (id, other_name) in [(3, "example.org."), (100, name)] {
-            assert_eq!(
-                events(&[
-                    (0, true, 1, name, a),
-                    (20, true, 2, name, aaaa),
-                    (100, false, 1, name, a),
-                    (1_000_000, true, id, other_name, a),
-                    (1_000_100, false, id, other_name, a),
-                    (1_500_000, false, 2, name, aaaa),
-                ]),
-                // (in the order answered)
-                [
-                    (0, a, answered),
-                    (1_000_000, a, answered),
-                    (20, aaaa, answered)
-                ],
-                "{other_name} from id {id}"
+        let rt = |id: u16, qtype: u16| {
+            let query = qt(id, qtype);
+            let view = wire::parse_query(&query).unwrap();
+            let mut v = Vec::new();
+            wire::minimal_response(&query, &view, 0, false, &mut v);
+            v
+        };
+        let mut p = Pairer::new(Duration::from_secs(30), 100);
+        let mut out = Out::new();
+        for (t, from, m) in [
+            (0, C, qt(1, a)),
+            (20, C, qt(2, aaaa)),
+            (100, S, rt(1, a)),
+            // The second lookup of the name, on the same socket, while the AAAA waits.
+            (1_100_000, C, qt(3, a)),
+            (1_100_100, S, rt(3, a)),
+            (1_800_000, S, rt(2, aaaa)),
+        ] {
+            p.message(
+                Timestamp(t),
+                from,
+                C,
+                &m,
+                None,
+                Position::Packet(0),
+                &mut out,
             );
         }
+        p.finish(&mut out);
+        let got: Vec<_> = out
+            .into_iter()
+            .map(|e| e.unwrap())
+            .map(|e| (e.time.0, e.latency))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, Some(Duration::from_micros(100))),
+                (1_100_000, Some(Duration::from_micros(100))),
+                (20, Some(Duration::from_micros(1_799_980)))
+            ]
+        );
+        assert_eq!((p.unanswered, p.unmatched), (0, 0));
     }
 
     #[test]
