@@ -428,8 +428,9 @@ pub(crate) fn from_reader_named(
         let leading = Unreadable::new(
             Position::Byte(0),
             format!(
-                "{nuls} NUL bytes before the first line (a log truncated in place while \
-                 written, as logrotate's copytruncate does), skipped"
+                "{nuls} NUL byte{} at the start (a log truncated in place while written, as \
+                 logrotate's copytruncate does)",
+                if nuls == 1 { "" } else { "s" }
             ),
         );
         (Some(leading), head, input)
@@ -438,7 +439,7 @@ pub(crate) fn from_reader_named(
     };
     let format = match opts.format.or_else(|| detect(&head)) {
         Some(f) => f,
-        None if leading.is_some() => {
+        None if leading.is_some() && head.is_empty() => {
             return Err(OpenError::Bad {
                 path: name.to_string(),
                 reason: "NUL bytes and no line after them (a log truncated in place while \
@@ -749,6 +750,16 @@ mod tests {
             matches!(&nothing_after, Err(OpenError::Bad { reason, .. }) if reason.contains("NUL bytes")),
             "{:?}",
             nothing_after.err()
+        );
+        // Something after the NULs that is no capture (review): the usual error, not
+        // "nothing after them".
+        let mut junk = vec![0u8; 100];
+        junk.extend_from_slice(b"hello world\nfoo bar baz qux\n");
+        let junk = from_reader(Box::new(Cursor::new(junk)), &Options::default());
+        assert!(
+            matches!(&junk, Err(OpenError::UnknownFormat { .. })),
+            "{:?}",
+            junk.err()
         );
         // A dnstap file is still one, NUL bytes and all.
         let mut dnstap = vec![0, 0, 0, 0, 0, 0, 0, 0x22, 0, 0, 0, 2];
