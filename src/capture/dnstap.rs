@@ -323,6 +323,25 @@ impl Decoder {
     }
 }
 
+fn is_control_type(ctype: u32) -> bool {
+    matches!(
+        ctype,
+        CONTROL_ACCEPT | CONTROL_START | CONTROL_STOP | CONTROL_READY | CONTROL_FINISH
+    )
+}
+
+/// Whether `head` starts as a Frame Streams file does: the zero escape, then a control frame's
+/// length and a known type. Not any run of NULs: a log truncated in place starts so.
+pub(crate) fn starts_frame_stream(head: &[u8]) -> bool {
+    let be32 = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    be32(0) == Some(0)
+        && be32(4).is_some_and(|len| (4..=MAX_CONTROL as u32).contains(&len))
+        && be32(8).is_some_and(is_control_type)
+}
+
 /// A control frame's type and its CONTENT_TYPE fields, checked: a known type, fields inside the
 /// frame, no trailing bytes, and a START that names a content type names dnstap's.
 pub(crate) fn parse_control(body: &[u8]) -> Result<(u32, Vec<Vec<u8>>), String> {
@@ -330,10 +349,7 @@ pub(crate) fn parse_control(body: &[u8]) -> Result<(u32, Vec<Vec<u8>>), String> 
         return Err(format!("control frame length {} is not valid", body.len()));
     }
     let ctype = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    if !matches!(
-        ctype,
-        CONTROL_ACCEPT | CONTROL_START | CONTROL_STOP | CONTROL_READY | CONTROL_FINISH
-    ) {
+    if !is_control_type(ctype) {
         return Err(format!("unknown control frame type {ctype}"));
     }
     // Fields: type, length, value. START carries at most one content type; READY/ACCEPT may

@@ -418,11 +418,12 @@ pub(crate) fn from_reader_named(
     // A log truncated in place while its writer went on (logrotate `copytruncate`) starts with
     // its old length in NUL bytes, up to the first line written since: read as one unreadable
     // record, and the format told from what follows. Not a Frame Streams file's zero escape.
-    let text_or_unknown = opts.format.is_none_or(Format::is_text);
-    let (leading, head, input) = if head.first() == Some(&0)
-        && text_or_unknown
-        && (opts.format.is_some() || detect(&head) != Some(Format::Dnstap))
-    {
+    let padded_text = head.first() == Some(&0)
+        && match opts.format {
+            Some(f) => f.is_text(),
+            None => !dnstap::starts_frame_stream(&head),
+        };
+    let (leading, head, input) = if padded_text {
         let (nuls, input) = skip_leading_nuls(input).map_err(io_err)?;
         let (head, input) = peek(input, PEEK).map_err(io_err)?;
         let leading = Unreadable::new(
@@ -546,16 +547,9 @@ pub fn detect(head: &[u8]) -> Option<Format> {
         {
             return Some(Format::Pcap);
         }
-        // Frame Streams: a file starts with a control frame, announced by a zero "length",
-        // then its length (at most 512 bytes in libfstrm) and its type: ACCEPT, START, STOP,
-        // READY or FINISH (1-5). Not any run of NULs: a log truncated in place starts so.
-        if m == [0, 0, 0, 0] && head.len() >= 12 {
-            let be32 = |at: usize| {
-                u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]])
-            };
-            if (4..=512).contains(&be32(4)) && (1..=5).contains(&be32(8)) {
-                return Some(Format::Dnstap);
-            }
+        // Frame Streams: a file starts with a control frame, announced by a zero "length".
+        if dnstap::starts_frame_stream(head) {
+            return Some(Format::Dnstap);
         }
     }
     // A raw dnstap protobuf message starts with the tag of identity (1), version (2), extra (3),
