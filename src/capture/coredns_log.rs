@@ -6,8 +6,9 @@
 //! - ≥ 1.6.3: `[INFO] 10.244.0.5:53211 - 38126 "A IN name. udp 58 false 512" NXDOMAIN qr,aa,rd 151 0.000123s`
 //! - `{combined}` appends ` "{>opcode}"`.
 //!
-//! Wrappers, in any combination: `kubectl logs --timestamps` (RFC 3339 with nanoseconds), a
-//! log UI's epoch milliseconds + TAB, a container-name prefix (`node-cache `).
+//! Wrappers, in any combination: `kubectl logs --timestamps` (RFC 3339 with nanoseconds),
+//! `kubectl logs --prefix` (`[pod/NAME/CONTAINER] `), a log UI's epoch milliseconds + TAB, a
+//! container-name prefix (`node-cache `).
 //!
 //! One line is one query *and* its answer: client, name, type, rcode and the duration (the
 //! latency). CoreDNS writes the line when it answers, so the event time is the line's time minus
@@ -115,6 +116,9 @@ fn unwrap_line(mut s: &str) -> (&str, Option<Timestamp>) {
         if let Some(rest) = s.strip_prefix("node-cache ") {
             s = rest;
         }
+        if let Some(rest) = strip_kubectl_prefix(s) {
+            s = rest;
+        }
         // Epoch milliseconds + TAB.
         if let Some(tab) = s.find('\t') {
             let head = &s[..tab];
@@ -140,6 +144,16 @@ fn unwrap_line(mut s: &str) -> (&str, Option<Timestamp>) {
         }
     }
     (s.trim_end(), time)
+}
+
+/// `kubectl logs --prefix`'s `[pod/NAME/CONTAINER] ` (the source of a line, when several
+/// pods' logs are printed together, `-l k8s-app=kube-dns`).
+fn strip_kubectl_prefix(s: &str) -> Option<&str> {
+    let inner = s.strip_prefix("[pod/")?;
+    let (source, rest) = inner.split_once("] ")?;
+    let (pod, container) = source.split_once('/')?;
+    let name = |n: &str| !n.is_empty() && !n.contains([' ', '/', '[', ']']);
+    (name(pod) && name(container)).then_some(rest)
 }
 
 /// Does this look like a log-plugin line (a client, ` - `, then a quoted question)?
@@ -548,6 +562,29 @@ mod tests {
     }
 
     const MODERN: &str = r#"[INFO] 10.244.0.5:53211 - 38126 "A IN Web.Prod.svc.cluster.local. udp 58 false 512" NXDOMAIN qr,aa,rd 151 0.000123s"#;
+
+    /// `kubectl logs -l k8s-app=kube-dns --prefix --timestamps` (every replica's log in one
+    /// file, each line naming its pod) was "cannot tell the capture format".
+    #[test]
+    fn a_kubectl_prefixed_log_was_not_recognised() {
+        let line = format!(
+            "[pod/coredns-5d78c9869d-x7v2k/coredns] 2024-03-12T10:15:17.735020027Z {MODERN}"
+        );
+        assert!(looks_like_log_line(&line));
+        let (e, t) = ev(&line);
+        assert_eq!(e.qname, "web.prod.svc.cluster.local.");
+        assert_eq!(t, parse_rfc3339("2024-03-12T10:15:17.735020Z"));
+        assert_eq!(
+            ev(&format!("[pod/node-local-dns-abcde/node-cache] {MODERN}"))
+                .0
+                .rcode,
+            Some(3)
+        );
+        // Not a pod source: left as it is (and so not a log line).
+        for bad in ["[pod/] ", "[pod/a] ", "[pod/a b/c] ", "[pods/a/c] "] {
+            assert!(!looks_like_log_line(&format!("{bad}{MODERN}")), "{bad}");
+        }
+    }
 
     #[test]
     fn every_layout_and_wrapper() {
