@@ -996,3 +996,114 @@ fn captures_a_review_built_read_as_the_stub_sent_them() {
     );
     assert_eq!(r["input"]["duplicates"], 2);
 }
+
+/// RFC 3339 with nanoseconds, as `kubectl logs --timestamps` writes it, of epoch µs.
+fn kubectl_time(us: u64) -> String {
+    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}000Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `kubectl logs -l k8s-app=kube-dns --prefix --timestamps` of two CoreDNS replicas prints
+/// one pod's log, then the other's. A lookup whose queries went to both (kube-proxy picks a
+/// replica per client socket) was read as two: the second log's events came a whole log
+/// behind, and nothing said so. The oracle is the same log lines sorted by time in one file:
+/// the two logs as two files must give its report, and the two printed one after the other
+/// must say that time went back.
+#[test]
+fn replicas_logs_one_after_another_split_lookups_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("walks.pcap");
+    let st = bin()
+        .args([
+            "capture",
+            "synth",
+            "--queries",
+            "20000",
+            "--rate",
+            "30",
+            "-o",
+        ])
+        .arg(&pcap)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (events, _) = read_all(&pcap, &Options::default());
+    // (line time, replica, line): CoreDNS writes its line when it answers.
+    let mut lines: Vec<(u64, usize, String)> = events
+        .iter()
+        .map(|e| {
+            let latency = e.latency.unwrap_or_default();
+            let at = e.time.0 + latency.as_micros() as u64;
+            let port = e.client_port.unwrap();
+            let replica = (port as usize * 7 + e.qname.len()) % 2;
+            let line = format!(
+                "[pod/coredns-5d78c9869d-{replica}x7v2/coredns] {} [INFO] {}:{port} - 4242 \"{} IN {} udp 54 false 512\" {} qr,aa,rd 147 {:.6}s",
+                kubectl_time(at),
+                e.client,
+                ndots::event::qtype_name(e.qtype),
+                e.qname,
+                ndots::event::rcode_name(e.rcode.unwrap()),
+                latency.as_secs_f64(),
+            );
+            (at, replica, line)
+        })
+        .collect();
+    let write = |name: &str, rows: &[&(u64, usize, String)]| {
+        let text: String = rows.iter().map(|r| format!("{}\n", r.2)).collect();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    lines.sort_by_key(|r| r.0);
+    let sorted = write("sorted.log", &lines.iter().collect::<Vec<_>>());
+    let replica = |k: usize| lines.iter().filter(move |r| r.1 == k).collect::<Vec<_>>();
+    let (a, b) = (write("a.log", &replica(0)), write("b.log", &replica(1)));
+    let mut one_after = replica(0);
+    one_after.extend(replica(1));
+    let concat = write("concat.log", &one_after);
+
+    let report = |paths: &[&Path]| {
+        let out = bin()
+            .args(["analyze", "--format", "json"])
+            .args(paths)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r.as_object_mut().unwrap().remove("source");
+        r
+    };
+    let want = report(&[&sorted]);
+    assert_eq!(want["input"]["events"], 20_000);
+    assert_eq!(want["input"]["time_rewinds"], 0);
+    let lookups = want["lookups"].as_u64().unwrap();
+    assert!(
+        lookups < 10_000,
+        "{lookups}: synthetic walks are mostly several queries"
+    );
+    // Either order of the files.
+    assert_eq!(report(&[&a, &b]), want);
+    assert_eq!(report(&[&b, &a]), want);
+    // One after the other in one stream: told, and the count of the lookups it split.
+    let split = report(&[&concat]);
+    assert_eq!(split["input"]["time_rewinds"], 1);
+    assert_eq!(split["input"]["events"], 20_000);
+    assert!(split["lookups"].as_u64().unwrap() > lookups);
+}

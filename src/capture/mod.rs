@@ -31,6 +31,7 @@ pub mod dnsperf;
 pub mod dnstap;
 pub mod jsonl;
 mod link;
+mod merge;
 mod pair;
 pub mod pcap;
 pub mod session;
@@ -182,12 +183,24 @@ pub struct InputCounts {
     /// Places where bytes of a TCP stream were never captured: the messages cut by the gap
     /// are lost (their queries end unanswered); reading resumes at the next message.
     pub stream_gaps: u64,
+    /// Places where a capture's time went back by more than [`REWIND`]: logs printed one after
+    /// another (`kubectl logs -l` prints each pod's log in turn; `cat` of several servers'
+    /// logs). A lookup whose queries went to two of them is read as two (or more), since the
+    /// events cannot be put back in order: each log as its own file is merged by time.
+    /// Absent from reports written before the count.
+    #[serde(default)]
+    pub time_rewinds: u64,
 }
+
+/// How far back an answered event's time must go, from the latest of its capture, to be a
+/// rewind (`InputCounts::time_rewinds`): far above any answer's latency (the readers emit a
+/// query at its answer) and any clock step between one server's log lines.
+pub const REWIND: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl InputCounts {
     /// The records read that did not become events as they were, besides the unreadable
-    /// ones, in words (a phrase each, for those there are): for the reports and the
-    /// per-capture line on stderr.
+    /// ones, and the places where time went back, in words (a phrase each, for those there
+    /// are): for the reports and the per-capture line on stderr.
     pub fn set_aside(&self) -> Vec<String> {
         [
             (
@@ -203,6 +216,11 @@ impl InputCounts {
                 "gaps in TCP streams (messages cut by them lost)",
             ),
             (self.evicted, "evicted by a memory bound"),
+            (
+                self.time_rewinds,
+                "places where time went back over a minute (logs one after another: a lookup \
+                 across them reads as several; give each log as its own file)",
+            ),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
@@ -222,6 +240,7 @@ impl InputCounts {
         self.duplicates += o.duplicates;
         self.truncated += o.truncated;
         self.stream_gaps += o.stream_gaps;
+        self.time_rewinds += o.time_rewinds;
     }
 }
 
@@ -288,6 +307,9 @@ pub struct Capture {
     /// Read before the reader's first record: the NUL bytes a log truncated in place starts
     /// with (`skip_leading_nuls`).
     leading: Option<Unreadable>,
+    /// The latest time of an answered event in the current stretch, and the rewinds counted.
+    latest_answered: u64,
+    rewinds: u64,
 }
 
 impl Capture {
@@ -299,12 +321,31 @@ impl Capture {
         let mut counts = InputCounts {
             events: self.events,
             unreadable: self.unreadable,
+            time_rewinds: self.rewinds,
             ..InputCounts::default()
         };
         self.reader.counters(&mut counts);
         Stats {
             counts,
             first_unreadable: self.first_unreadable.clone(),
+        }
+    }
+}
+
+impl Capture {
+    /// Count a rewind (`InputCounts::time_rewinds`). Answered events only: an unanswered query
+    /// is emitted when its wait ends, or a TCP connection's, minutes after its time.
+    fn note_time(&mut self, e: &QueryEvent) {
+        if e.rcode.is_none() {
+            return;
+        }
+        let t = e.time.0;
+        if t.saturating_add(REWIND.as_micros() as u64) < self.latest_answered {
+            // A new stretch begins: its own events are compared with it from here.
+            self.rewinds += 1;
+            self.latest_answered = t;
+        } else {
+            self.latest_answered = self.latest_answered.max(t);
         }
     }
 }
@@ -326,6 +367,7 @@ impl Iterator for Capture {
             }
             Some(Ok(e)) => {
                 self.events += 1;
+                self.note_time(&e);
                 Some(Ok(e))
             }
             Some(Err(u)) => {
@@ -471,6 +513,8 @@ pub(crate) fn from_reader_named(
         unreadable: 0,
         first_unreadable: Vec::new(),
         leading,
+        latest_answered: 0,
+        rewinds: 0,
     })
 }
 

@@ -1,9 +1,10 @@
 //! A capture session, as `ndots analyze` and `ndots replay` read one: the cluster domain, the
 //! pods' search list (given, from a resolv.conf, or the Kubernetes default plus node domains
 //! inferred from the capture), the walk tracker's settings, and every capture streamed in
-//! query-time order through one [`Reorder`](super::Reorder): [`Events`] reads, decodes, pairs
-//! and orders on a thread of its own while the caller's thread tracks walks, and the head of the
-//! first capture is read once for both the inference and the walks. The CLI words the errors.
+//! query-time order, merged by time, through one [`Reorder`](super::Reorder): [`Events`] reads,
+//! decodes, pairs, merges and orders on a thread of its own while the caller's thread tracks
+//! walks, and the head of the stream is read once for both the inference and the walks. The CLI
+//! words the errors.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ pub struct CaptureSetup {
     pub tracker: TrackerConfig,
 }
 
-/// The session's setup; an inferred search list reads the head of the first capture from
+/// The session's setup; an inferred search list reads the head of the stream from
 /// `events` (once: [`Events::run`] hands the same events on).
 pub fn capture_setup(
     source: &ShapeSource<'_>,
@@ -96,7 +97,7 @@ pub fn capture_setup(
 }
 
 /// The search list shape for decomposition, and how it was chosen (said on stderr).
-/// `infer` reads the node's domains off the first capture's events (called only when needed).
+/// `infer` reads the node's domains off the stream's first events (called only when needed).
 pub fn search_shape(
     args: &ShapeSource<'_>,
     domain: &str,
@@ -191,11 +192,11 @@ pub fn shape_from_list(
     ))
 }
 
-/// Records (events and unreadable ones) of the first capture read to infer the node's search
+/// Records (events and unreadable ones) of the stream's head read to infer the node's search
 /// domains.
 const INFER_EVENTS: usize = 200_000;
 
-/// The node's own search domains, read off the walks in the first capture: a suffix `S` (not
+/// The node's own search domains, read off the walks at the stream's head: a suffix `S` (not
 /// under the cluster domain) counts when a client asked for `B.S` and also for the absolute
 /// `B.`, the signature of a search walk. Suffixes seen for at least three bases are kept, most
 /// frequent first, at most three. A walk that *begins* with the name as written (ndots or more
@@ -204,7 +205,7 @@ const INFER_EVENTS: usize = 200_000;
 /// is the converse, a walk that begins with the expansion: `B.S` failed and `B.` followed
 /// (zeek-erspan's `sp.local`), and an NXDOMAIN for a dotted name under a cloud platform's
 /// node domain (08-coredns-4066's `example.com.ec2.internal`, see [`cloud_node_domain`]).
-/// `head` is the first capture's first events, in the order read (before `Reorder`).
+/// `head` is the stream's first events, in the order merged (before `Reorder`).
 fn infer_node_domains(head: &[QueryEvent], domain: &str) -> Vec<String> {
     // hashbrown's default hasher (foldhash): the keys are the capture's, nothing to defend.
     use hashbrown::{HashMap, HashTable};
@@ -405,7 +406,7 @@ const WIRE_NAMES_BELOW: usize = 2;
 enum Msg {
     /// Events in query-time order.
     Events(Vec<QueryEvent>),
-    /// What [`Events::infer`]'s function found in the first capture's head.
+    /// What [`Events::infer`]'s function found in the stream's head.
     Inferred(Vec<String>),
     /// A capture begins ([`Progress::begin`]).
     Begin(PathBuf, Option<u64>),
@@ -419,13 +420,13 @@ enum Msg {
     Done(Result<Stats, SessionError>),
 }
 
-/// A function of the first capture's head (its first `INFER_EVENTS` records' events, in the
+/// A function of the stream's head (its first `INFER_EVENTS` records' events, in the
 /// order read), run on the reader thread: the search list inference.
 type Infer = Box<dyn FnOnce(&[QueryEvent]) -> Vec<String> + Send>;
 
 /// The captures' events, read, decoded, paired and put in query-time order on a thread of their
 /// own while the caller's thread tracks walks: on two cores the two halves run at once. The
-/// head of the first capture is read once, for the search list inference ([`capture_setup`],
+/// head of the stream is read once, for the search list inference ([`capture_setup`],
 /// run on the reader thread) and for the walks. Shared by `analyze` and `replay`.
 pub struct Events {
     captures: Vec<PathBuf>,
@@ -436,7 +437,7 @@ pub struct Events {
     /// Messages received while waiting for the inference (progress, counts, the end),
     /// replayed by `run`.
     held: Vec<Msg>,
-    /// Records of the first capture in the head: `INFER_EVENTS` (tests take fewer).
+    /// Records of the stream in the head: `INFER_EVENTS` (tests take fewer).
     head_records: usize,
 }
 
@@ -471,7 +472,7 @@ impl Events {
         )
     }
 
-    /// Start the reader thread (once); `infer` runs on the first capture's head.
+    /// Start the reader thread (once); `infer` runs on the stream's head.
     fn start(&mut self, infer: Option<Infer>) {
         if self.rx.is_some() {
             return;
@@ -507,7 +508,7 @@ impl Events {
         self.recycle = Some(recycle);
     }
 
-    /// `infer` of the first capture's first `head_records` records' events (fewer when it is
+    /// `infer` of the stream's first `head_records` records' events (fewer when it is
     /// shorter), in the order read; `run` then hands the same events on like the rest. Only a
     /// first call before `run` reads: later ones find nothing.
     fn infer(&mut self, infer: Infer) -> Vec<String> {
@@ -647,9 +648,10 @@ impl Out<'_> {
     }
 }
 
-/// The reader thread: every capture's events through one [`Reorder`](super::Reorder) to
-/// `out` in batches, with progress and counts; `infer` (when given) runs on the first
-/// capture's head first, which is then ordered like the rest. An `Err` is a capture that
+/// The reader thread: every capture's events, merged by time ([`Merge`](super::merge::Merge))
+/// and through one [`Reorder`](super::Reorder), to `out` in batches, with progress and each
+/// capture's counts (in the order given, once all are read); `infer` (when given) runs on the
+/// head of the stream first, which is then ordered like the rest. An `Err` is a capture that
 /// cannot be opened or the first unreadable record under `strict`; a closed channel (the
 /// caller gave up) ends the reading quietly.
 fn read_all(
@@ -661,75 +663,88 @@ fn read_all(
 ) -> Result<Stats, SessionError> {
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     let mut total = Stats::default();
-    // The first capture's events while the head is read (only when inferring).
+    let mut merge = super::merge::Merge::new(captures, |path| {
+        let (cap, size, read) = open_counted(path, opts)?;
+        Ok(super::merge::Opened { cap, size, read })
+    })?;
+    let label = match captures {
+        [one] => one.clone(),
+        many => PathBuf::from(format!("{} captures", many.len())),
+    };
+    out.send(Msg::Begin(label, merge.size()))?;
+    // The stream's events while the head is read (only when inferring).
     let mut head = Vec::new();
     let mut head_left = head_records.max(1);
-    for path in captures {
-        let (mut cap, size, read) = open_counted(path, opts)?;
-        out.send(Msg::Begin(path.clone(), size))?;
-        let mut n = 0u64;
-        for item in cap.by_ref() {
-            let unreadable = match item {
-                Ok(ev) => {
-                    n += 1;
-                    if n % UPDATE_EVERY == 0 {
-                        out.send(Msg::Update(read.load(Ordering::Relaxed), n))?;
-                    }
-                    if infer.is_some() {
-                        head.push(ev);
-                    } else {
-                        reorder.push(ev, |e| out.push(e));
-                        out.check()?;
-                    }
-                    None
+    let mut summaries: Vec<Option<String>> = vec![None; captures.len()];
+    let mut n = 0u64;
+    while let Some(step) = merge.next_step()? {
+        match step {
+            super::merge::Step::Event(ev) => {
+                n += 1;
+                if n % UPDATE_EVERY == 0 {
+                    out.send(Msg::Update(merge.bytes_read(), n))?;
                 }
-                Err(u) => Some(u),
-            };
-            if infer.is_some() {
-                head_left -= 1;
-                if head_left == 0 {
-                    head_done(&mut infer, &mut head, &mut reorder, out)?;
+                if infer.is_some() {
+                    head.push(ev);
+                } else {
+                    reorder.push(ev, |e| out.push(e));
+                    out.check()?;
                 }
             }
-            if let Some(error) = unreadable {
+            super::merge::Step::Unreadable(index, error) => {
                 if opts.strict {
                     return Err(SessionError::Strict {
-                        path: path.display().to_string(),
+                        path: captures[index].display().to_string(),
                         error,
                     });
                 }
             }
+            super::merge::Step::Finished(index, format, s) => {
+                summaries[index] = Some(summary(&captures[index], format, &s));
+                total.add(&s);
+                continue;
+            }
         }
-        // A first capture shorter than the head.
-        head_done(&mut infer, &mut head, &mut reorder, out)?;
-        // This capture's events so far go before its summary.
-        out.flush();
-        let s = cap.stats();
-        use std::fmt::Write as _;
-        let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "{}: {} events ({}), {}",
-            path.display(),
-            s.counts.events,
-            cap.format().as_str(),
-            // The unreadable always, the others when there are any.
-            std::iter::once(format!("{} unreadable", s.counts.unreadable))
-                .chain(s.counts.set_aside())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for u in &s.first_unreadable {
-            let _ = writeln!(text, "  unreadable: {u}");
+        if infer.is_some() {
+            head_left -= 1;
+            if head_left == 0 {
+                head_done(&mut infer, &mut head, &mut reorder, out)?;
+            }
         }
-        out.send(Msg::End)?;
-        out.send(Msg::Text(text))?;
-        total.add(&s);
     }
+    // A stream shorter than the head.
+    head_done(&mut infer, &mut head, &mut reorder, out)?;
     reorder.finish(|e| out.push(e));
+    // The events go before the counts.
     out.flush();
+    out.send(Msg::End)?;
+    for text in summaries.into_iter().flatten() {
+        out.send(Msg::Text(text))?;
+    }
     out.check()?;
     Ok(total)
+}
+
+/// A capture's line on stderr: its events, format, and what else it held.
+fn summary(path: &Path, format: super::Format, s: &Stats) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{}: {} events ({}), {}",
+        path.display(),
+        s.counts.events,
+        format.as_str(),
+        // The unreadable always, the others when there are any.
+        std::iter::once(format!("{} unreadable", s.counts.unreadable))
+            .chain(s.counts.set_aside())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for u in &s.first_unreadable {
+        let _ = writeln!(text, "  unreadable: {u}");
+    }
+    text
 }
 
 /// The head is read: `infer` from it (once), then order it like the rest.
@@ -811,11 +826,11 @@ mod tests {
     use super::*;
     use crate::capture::synth;
 
-    /// The reader thread hands over every event once, in the order one thread reading the
-    /// captures and putting them through `Reorder` gives, whether the head ends inside a
-    /// batch, at a batch boundary, or covers the whole first capture; with two captures. The
-    /// inference sees the first capture's first events in the order read (before `Reorder`).
-    /// Progress is told of each capture in order, and ends before its summary line.
+    /// The reader thread hands over every event once, in the order one thread merging the
+    /// captures by time and putting them through `Reorder` gives, whether the head ends inside
+    /// a batch, at a batch boundary, or covers the whole stream; with two captures of the same
+    /// minutes. The inference sees the stream's first events in the order merged (before
+    /// `Reorder`). Progress is told once, of both, and ends before the summary lines.
     #[test]
     fn events_through_the_reader_thread_are_those_of_one_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -831,26 +846,52 @@ mod tests {
             paths.push(p);
         }
         let opts = Options::default();
+        let read: Vec<Vec<QueryEvent>> = paths
+            .iter()
+            .map(|p| {
+                super::super::open_with(p, &opts)
+                    .unwrap()
+                    .flatten()
+                    .collect()
+            })
+            .collect();
+        // Two captures as read, merged: the earlier next event first, ties to the capture
+        // being read.
+        let (a, b) = (&read[0], &read[1]);
+        let (mut i, mut j, mut from_a) = (0, 0, true);
+        let mut merged = Vec::new();
+        while i < a.len() || j < b.len() {
+            from_a = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.time == y.time => from_a,
+                (Some(x), Some(y)) => x.time < y.time,
+                (x, _) => x.is_some(),
+            };
+            if from_a {
+                merged.push(a[i].clone());
+                i += 1;
+            } else {
+                merged.push(b[j].clone());
+                j += 1;
+            }
+        }
         let mut want = Vec::new();
         let mut reorder = super::super::Reorder::new(
             super::super::Reorder::WINDOW,
             super::super::Reorder::MAX_HELD,
         );
-        let mut first = Vec::new();
-        for p in &paths {
-            for ev in super::super::open_with(p, &opts).unwrap().flatten() {
-                if first.len() < 3_000 {
-                    first.push(ev.clone());
-                }
-                reorder.push(ev, |e| want.push(e));
-            }
+        for ev in merged.iter().cloned() {
+            reorder.push(ev, |e| want.push(e));
         }
         reorder.finish(|e| want.push(e));
         assert_eq!(want.len(), 6_000);
+        let first = &merged[..3_000];
         assert!(
-            first != want[..3_000],
+            first != &want[..3_000],
             "the capture is read out of query-time order"
         );
+        // The two are of the same minutes: read one after the other, they are not in order.
+        assert!(a.last().unwrap().time > b.first().unwrap().time);
+        assert!(want.windows(2).all(|w| w[0].time <= w[1].time));
 
         /// What progress was told, in order.
         #[derive(Default)]
@@ -870,8 +911,8 @@ mod tests {
         for head_records in [1, 7, BATCH, BATCH + 1, 3_000, 10_000] {
             let mut events = Events::new(&paths, opts.clone());
             events.head_records = head_records;
-            let n = head_records.min(3_000);
-            let expect = first[..n].to_vec();
+            let n = head_records.min(6_000);
+            let expect = merged[..n].to_vec();
             let seen = events.infer(Box::new(move |head| {
                 vec![head.len().to_string(), (head == expect).to_string()]
             }));
@@ -891,10 +932,9 @@ mod tests {
                 2,
                 "{text}"
             );
-            assert_eq!(
-                told.0,
-                ["begin c0.pcap true", "end", "begin c1.pcap true", "end"]
-            );
+            assert_eq!(told.0, ["begin 2 captures true", "end"]);
+            let c0 = text.find("c0.pcap: ").unwrap();
+            assert!(c0 < text.find("c1.pcap: ").unwrap(), "{text}");
         }
         // Without a head, and a capture that cannot be opened is the open error it was.
         let mut got = Vec::new();

@@ -16,7 +16,8 @@ use crate::search::workloads::Workloads;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots analyze coredns.log\n  \
-    kubectl logs -n kube-system -l k8s-app=kube-dns --timestamps | ndots analyze -\n  \
+    ndots analyze coredns-*.log    (each CoreDNS replica's log, merged by time)\n  \
+    kubectl logs -n kube-system coredns-5d78c9869d-x7v2k --timestamps | ndots analyze -\n  \
     ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html\n  \
     ndots analyze coredns.log --pod-dns-config workloads.yaml --format json")]
 pub struct AnalyzeArgs {
@@ -48,6 +49,7 @@ pub struct AnalyzeArgs {
 pub struct CaptureArgs {
     /// Captures: pcap/pcapng, CoreDNS `log` lines, dnstap, JSON lines or dnsperf files
     /// (detected from content; `.gz`/`.zst` read transparently; `-` is standard input).
+    /// Several are one stream, merged by time.
     #[arg(required = true)]
     pub captures: Vec<PathBuf>,
     /// Read every capture as this format instead of detecting it.

@@ -1,0 +1,376 @@
+//! Several captures read as one stream in time order: each server's log or each node's pcap of
+//! the same minutes is its own file (`kubectl logs` of each CoreDNS replica), and a lookup's
+//! queries can be in two of them (kube-proxy picks a replica per client socket, and stubs such
+//! as musl use a new socket per query). Read one after another, the second file's events came
+//! an hour behind the first's, and every lookup split across them was read as two (28% more
+//! lookups on two replicas' logs of synthetic walks).
+//!
+//! Each capture is in time order to within [`Reorder`](super::Reorder)'s window; the merge
+//! hands on the event with the earliest time among the captures' next ones, so the stream out
+//! is in that order too. A capture that starts after the others' events so far is opened only
+//! when their time reaches its first event: rotated files (`tcpdump -G`, given in any order,
+//! `file10` before `file2`) are read one or two at a time, not all open at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{Capture, Format, OpenError, Stats, Unreadable};
+use crate::event::QueryEvent;
+
+/// A capture opened: its reader, its size when it is a regular file, and the bytes read of it.
+pub(super) struct Opened {
+    pub cap: Capture,
+    pub size: Option<u64>,
+    pub read: Arc<AtomicU64>,
+}
+
+/// What the merge hands on, in order.
+pub(super) enum Step {
+    Event(QueryEvent),
+    /// Capture `index` (as given) holds an unreadable record (counted in its stats already).
+    Unreadable(usize, Unreadable),
+    /// Capture `index` is read to its end.
+    Finished(usize, Format, Stats),
+}
+
+/// Captures opened at the start (read up to their first event) and kept open; beyond these,
+/// a regular file is opened again when the stream's time reaches its first event.
+const OPEN_AT_START: usize = 16;
+
+struct Source {
+    opened: Opened,
+    /// Its next event, already read.
+    next: QueryEvent,
+}
+
+pub(super) struct Merge<F> {
+    paths: Vec<PathBuf>,
+    open: F,
+    /// The captures with an event to hand on, by index; `None` once finished or not open.
+    sources: Vec<Option<Source>>,
+    /// The open captures other than `current`: (next event's time, index), earliest first.
+    waiting: BinaryHeap<Reverse<(u64, usize)>>,
+    /// The capture being read: its events go out while none waiting or closed is earlier.
+    current: Option<usize>,
+    /// Closed regular files with events: (first event's time, index), the earliest last.
+    closed: Vec<(u64, usize)>,
+    /// Steps read ahead (while opening captures): handed on first.
+    ready: VecDeque<Step>,
+    /// Bytes read of the captures finished.
+    bytes_done: u64,
+    /// Every capture's size, when all are regular files.
+    size: Option<u64>,
+    /// Every capture was opened once (`size` is known).
+    started: bool,
+}
+
+impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
+    /// Open every capture and read it to its first event: one that cannot be opened stops
+    /// the reading before any event goes out.
+    pub(super) fn new(paths: &[PathBuf], open: F) -> Result<Merge<F>, OpenError> {
+        let mut m = Merge {
+            paths: paths.to_vec(),
+            open,
+            sources: paths.iter().map(|_| None).collect(),
+            waiting: BinaryHeap::new(),
+            current: None,
+            closed: Vec::new(),
+            ready: VecDeque::new(),
+            bytes_done: 0,
+            size: Some(0),
+            started: false,
+        };
+        for index in 0..paths.len() {
+            let Some(time) = m.start(index)? else {
+                continue;
+            };
+            let reopenable = m.sources[index]
+                .as_ref()
+                .is_some_and(|s| s.opened.size.is_some());
+            if index >= OPEN_AT_START && reopenable {
+                // Read again from its start when its time comes, unreadable records and all.
+                m.ready
+                    .retain(|s| !matches!(s, Step::Unreadable(i, _) if *i == index));
+                m.sources[index] = None;
+                m.closed.push((time, index));
+            } else {
+                m.waiting.push(Reverse((time, index)));
+            }
+        }
+        m.closed.sort_unstable_by_key(|&(t, i)| Reverse((t, i)));
+        m.started = true;
+        Ok(m)
+    }
+
+    /// Every capture's size in bytes, when all are regular files.
+    pub(super) fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// Open capture `index` and read it to its first event: that event's time, or `None`
+    /// when it has none (then it is finished).
+    fn start(&mut self, index: usize) -> Result<Option<u64>, OpenError> {
+        let mut opened = (self.open)(&self.paths[index])?;
+        if !self.started {
+            self.size = self.size.zip(opened.size).map(|(a, b)| a + b);
+        }
+        match read_event(&mut self.ready, index, &mut opened.cap) {
+            Some(next) => {
+                let time = next.time.0;
+                self.sources[index] = Some(Source { opened, next });
+                Ok(Some(time))
+            }
+            None => {
+                self.finish(index, opened);
+                Ok(None)
+            }
+        }
+    }
+
+    fn finish(&mut self, index: usize, opened: Opened) {
+        self.bytes_done += opened.read.load(Ordering::Relaxed);
+        let step = Step::Finished(index, opened.cap.format(), opened.cap.stats());
+        self.ready.push_back(step);
+    }
+
+    /// Bytes read of every capture so far (compressed, as stored), and their sizes when all
+    /// are regular files.
+    pub(super) fn bytes_read(&self) -> u64 {
+        let open = self.sources.iter().flatten();
+        self.bytes_done
+            + open
+                .map(|s| s.opened.read.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
+    /// The time of the earliest event not in `current`: waiting, or a closed file's first.
+    fn others_first(&self) -> Option<u64> {
+        let waiting = self.waiting.peek().map(|r| r.0 .0);
+        let closed = self.closed.last().map(|&(t, _)| t);
+        match (waiting, closed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next step: read ahead ones first, else the earliest event among the captures.
+    pub(super) fn next_step(&mut self) -> Result<Option<Step>, OpenError> {
+        loop {
+            if let Some(step) = self.ready.pop_front() {
+                return Ok(Some(step));
+            }
+            let Some(index) = self.current else {
+                if !self.pick()? {
+                    return Ok(None);
+                }
+                continue;
+            };
+            let src = self.sources[index].as_mut().expect("current is open");
+            if let Some(ev) = read_event(&mut self.ready, index, &mut src.opened.cap) {
+                let out = std::mem::replace(&mut src.next, ev);
+                let next_time = src.next.time.0;
+                // Ties stay with the capture being read: the order among equal times is the
+                // order read, as `Reorder` keeps it.
+                if self.others_first().is_some_and(|t| t < next_time) {
+                    self.waiting.push(Reverse((next_time, index)));
+                    self.current = None;
+                }
+                return Ok(Some(Step::Event(out)));
+            }
+            self.current = None;
+            let Source { opened, next } = self.sources[index].take().expect("current is open");
+            self.finish(index, opened);
+            // The finish goes after its last event.
+            self.ready.push_front(Step::Event(next));
+        }
+    }
+
+    /// Make the capture with the earliest next event `current`, opening a closed file when
+    /// its first event is the earliest. False when every capture is finished.
+    fn pick(&mut self) -> Result<bool, OpenError> {
+        loop {
+            let waiting = self.waiting.peek().map(|r| r.0);
+            let closed = self.closed.last().copied();
+            match (waiting, closed) {
+                (Some((tw, _)), Some((tc, _))) if tc < tw => self.reopen()?,
+                (None, Some(_)) => self.reopen()?,
+                (Some((_, index)), _) => {
+                    self.waiting.pop();
+                    self.current = Some(index);
+                    return Ok(true);
+                }
+                (None, None) => return Ok(false),
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), OpenError> {
+        let Some((_, index)) = self.closed.pop() else {
+            return Ok(());
+        };
+        if let Some(time) = self.start(index)? {
+            self.waiting.push(Reverse((time, index)));
+        }
+        Ok(())
+    }
+}
+
+/// The capture's next event; its unreadable records before it go to `ready`.
+fn read_event(ready: &mut VecDeque<Step>, index: usize, cap: &mut Capture) -> Option<QueryEvent> {
+    for item in cap.by_ref() {
+        match item {
+            Ok(ev) => return Some(ev),
+            Err(u) => ready.push_back(Step::Unreadable(index, u)),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Options;
+
+    /// A JSON-lines capture of one query a second from `start` (seconds), `n` of them, with
+    /// `bad` unreadable lines first.
+    fn capture(dir: &std::path::Path, name: &str, start: u64, n: u64, bad: usize) -> PathBuf {
+        let mut text = "not json\n".repeat(bad);
+        for k in 0..n {
+            text.push_str(&format!(
+                "{{\"ts\": {}, \"client\": \"10.0.0.{}\", \"qname\": \"a{k}.{name}.\", \"qtype\": \"A\", \"rcode\": \"NOERROR\", \"answers\": 1}}\n",
+                1_700_000_000 + start + k,
+                1 + k % 200,
+            ));
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Every step of `paths` merged, with how many times each was opened; `size` as a
+    /// regular file's (reopenable) or standard input's.
+    fn merge_all(paths: &[PathBuf], size: Option<u64>) -> (Vec<Step>, Vec<usize>) {
+        let mut opens = vec![0; paths.len()];
+        let mut m = Merge::new(paths, |p: &std::path::Path| {
+            opens[paths.iter().position(|q| q == p).unwrap()] += 1;
+            let opts = Options {
+                format: Some(Format::Jsonl),
+                ..Options::default()
+            };
+            Ok(Opened {
+                cap: crate::capture::open_with(p, &opts)?,
+                size,
+                read: Arc::default(),
+            })
+        })
+        .unwrap();
+        let mut steps = Vec::new();
+        while let Some(s) = m.next_step().unwrap() {
+            steps.push(s);
+        }
+        drop(m);
+        (steps, opens)
+    }
+
+    fn events(steps: &[Step]) -> Vec<&QueryEvent> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Two replicas' logs of the same minutes, given one after the other: the second file's
+    /// events came a whole file behind the first's, and a lookup across them read as two.
+    #[test]
+    fn captures_of_the_same_minutes_were_read_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = [
+            capture(dir.path(), "a", 0, 300, 0),
+            capture(dir.path(), "b", 100, 300, 2),
+        ];
+        let (steps, opens) = merge_all(&paths, Some(1));
+        let evs = events(&steps);
+        assert_eq!(evs.len(), 600);
+        assert!(evs.windows(2).all(|w| w[0].time <= w[1].time));
+        assert_eq!(opens, [1, 1]);
+        // Each capture's unreadable records under its own index, and each finished once,
+        // after its last event.
+        let bad: Vec<usize> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Unreadable(i, _) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bad, [1, 1]);
+        let finished: Vec<(usize, u64, u64)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Finished(i, Format::Jsonl, st) => {
+                    Some((*i, st.counts.events, st.counts.unreadable))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finished, [(0, 300, 0), (1, 300, 2)]);
+        let last_a = steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Event(e) if e.qname.ends_with(".a.")))
+            .unwrap();
+        let fin_a = steps
+            .iter()
+            .position(|s| matches!(s, Step::Finished(0, ..)))
+            .unwrap();
+        assert!(fin_a > last_a);
+    }
+
+    /// Rotated files (an hour each) given in any order, more than are opened at the start:
+    /// read in time order, the later ones opened when their time comes (twice: once to find
+    /// their first event); a file with no event is finished at once.
+    #[test]
+    fn rotated_files_in_any_order_are_read_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = OPEN_AT_START + 8;
+        let mut paths: Vec<PathBuf> = (0..n)
+            .map(|k| {
+                capture(
+                    dir.path(),
+                    &format!("r{k}"),
+                    k as u64 * 3600,
+                    50,
+                    (k == 0) as usize,
+                )
+            })
+            .collect();
+        paths.reverse();
+        paths.push(capture(dir.path(), "empty", 0, 0, 1));
+        let (steps, opens) = merge_all(&paths, Some(1));
+        let evs = events(&steps);
+        assert_eq!(evs.len(), 50 * n);
+        assert!(evs.windows(2).all(|w| w[0].time < w[1].time));
+        let twice = opens.iter().filter(|&&o| o == 2).count();
+        assert_eq!(twice, n - OPEN_AT_START);
+        assert!(opens.iter().all(|&o| o == 1 || o == 2));
+        let finished = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Finished(..)))
+            .count();
+        assert_eq!(finished, n + 1);
+        // Unreadable records are handed on once, also for a file opened twice.
+        let bad = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Unreadable(..)))
+            .count();
+        assert_eq!(bad, 2);
+        // What cannot be opened again (standard input, a pipe) stays open.
+        let (steps, opens) = merge_all(&paths, None);
+        assert_eq!(events(&steps).len(), 50 * n);
+        assert!(opens.iter().all(|&o| o == 1));
+    }
+}
