@@ -47,6 +47,8 @@ struct Flow {
     resync_counted: bool,
     /// The QR bit this direction's messages carry, when known (from the server's port).
     qr: Option<bool>,
+    /// The sequence number of the SYN that opened it, when captured.
+    syn: Option<u32>,
 }
 
 #[derive(Default)]
@@ -84,17 +86,28 @@ impl Reassembler {
         ts: Timestamp,
         emit: &mut dyn FnMut(&[u8]),
     ) {
+        let mut seq = seq;
         if flags & TCP_SYN != 0 {
-            // A new connection: the first data byte is ISN + 1 (RFC 9293 §3.4.1).
+            // A new connection: the first data byte is ISN + 1 (RFC 9293 §3.4.1). The same
+            // SYN again (retransmitted) goes on with the connection it opened.
             let f = self.flow(key, ts);
-            let before = held(f);
-            *f = Flow {
-                next_seq: Some(seq.wrapping_add(1)),
-                last_seen: ts.0,
-                ..Flow::default()
-            };
-            self.buffered -= before;
-            return;
+            if f.syn != Some(seq) {
+                let before = held(f);
+                *f = Flow {
+                    next_seq: Some(seq.wrapping_add(1)),
+                    syn: Some(seq),
+                    last_seen: ts.0,
+                    ..Flow::default()
+                };
+                self.buffered -= before;
+            }
+            if payload.is_empty() {
+                return;
+            }
+            // TCP Fast Open (RFC 7413 §3): the SYN carries data, from ISN + 1. A server that
+            // does not take it has the client send it again after the handshake, at the same
+            // sequence number: read once.
+            seq = seq.wrapping_add(1);
         }
         if !payload.is_empty() {
             let server_port = self.server_port;
@@ -415,6 +428,29 @@ mod tests {
             run(&[(100, TCP_SYN, vec![]), (101, 0, s)]),
             vec![msg(b"one..."), msg(b"three")]
         );
+    }
+
+    /// A query sent in the SYN (TCP Fast Open) was dropped with the SYN, and its answer read
+    /// as a response without its query.
+    #[test]
+    fn a_query_in_a_fast_open_syn_was_not_read() {
+        let q = framed(&[b"fast open"]);
+        assert_eq!(run(&[(100, TCP_SYN, q.clone())]), vec![msg(b"fast open")]);
+        // The SYN sent again with its data, then the data after the handshake (a server that
+        // did not take it): one query.
+        let again = run(&[
+            (100, TCP_SYN, q.clone()),
+            (100, TCP_SYN, q.clone()),
+            (101, 0, q.clone()),
+        ]);
+        assert_eq!(again, vec![msg(b"fast open")]);
+        // A new connection on the same ports (another SYN) starts over.
+        let two = run(&[
+            (100, TCP_SYN, q.clone()),
+            (900, TCP_SYN, vec![]),
+            (901, 0, q),
+        ]);
+        assert_eq!(two, vec![msg(b"fast open"), msg(b"fast open")]);
     }
 
     #[test]
