@@ -1030,15 +1030,7 @@ fn replicas_logs_one_after_another_split_lookups_silently() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("walks.pcap");
     let st = bin()
-        .args([
-            "capture",
-            "synth",
-            "--queries",
-            "20000",
-            "--rate",
-            "30",
-            "-o",
-        ])
+        .args(["capture", "synth", "--queries", "20000", "-o"])
         .arg(&pcap)
         .stderr(std::process::Stdio::null())
         .status()
@@ -1106,4 +1098,56 @@ fn replicas_logs_one_after_another_split_lookups_silently() {
     assert_eq!(split["input"]["time_rewinds"], 1);
     assert_eq!(split["input"]["events"], 20_000);
     assert!(split["lookups"].as_u64().unwrap() > lookups);
+    // Each log spans a few seconds only: the rewind is by the lines' time, not a minute's.
+    let span = lines.last().unwrap().0 - lines[0].0;
+    assert!(span < 10_000_000, "{span} µs");
+
+    // The same input twice would be read twice (standard input: split between two readers,
+    // each reading torn lines): refused.
+    for (args, stdin) in [(["-", "-"], Some(&concat)), (["a.log", "a.log"], None)] {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path()).arg("analyze").args(args);
+        if let Some(p) = stdin {
+            cmd.stdin(std::fs::File::open(p).unwrap());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the same input as"), "{err}");
+    }
+}
+
+/// CoreDNS lines without a timestamp get made-up times (1 µs a line from 0): several such
+/// logs were "merged by time" on no clock at all, line k of one beside line k of the other,
+/// and nothing said so.
+#[test]
+fn logs_without_timestamps_were_merged_on_no_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for seed in ["1", "2"] {
+        let p = dir.path().join(format!("u{seed}.log"));
+        let st = bin()
+            .args([
+                "capture",
+                "synth",
+                "--format",
+                "coredns-log",
+                "--queries",
+                "500",
+            ])
+            .args(["--seed", seed, "-o"])
+            .arg(&p)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        paths.push(p);
+    }
+    let out = bin().arg("analyze").args(&paths).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("no timestamps").count(), 2, "{err}");
+    // One such log alone keeps its order: nothing to say.
+    let out = bin().arg("analyze").arg(&paths[0]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("no timestamps"));
 }

@@ -1,15 +1,17 @@
-//! Several captures read as one stream in time order: each server's log or each node's pcap of
-//! the same minutes is its own file (`kubectl logs` of each CoreDNS replica), and a lookup's
-//! queries can be in two of them (kube-proxy picks a replica per client socket, and stubs such
-//! as musl use a new socket per query). Read one after another, the second file's events came
-//! an hour behind the first's, and every lookup split across them was read as two (28% more
-//! lookups on two replicas' logs of synthetic walks).
+//! Several captures read as one stream in time order: each CoreDNS replica's log of the same
+//! minutes is its own file (`kubectl logs` of each pod), and a lookup's queries can be in two
+//! of them (kube-proxy picks a replica per client socket, and stubs such as musl use a new
+//! socket per query). Read one after another, the second file's events came a whole file
+//! behind the first's, and every lookup split across them was read as two (28% more lookups
+//! on two replicas' logs of synthetic walks).
 //!
 //! Each capture is in time order to within [`Reorder`](super::Reorder)'s window; the merge
 //! hands on the event with the earliest time among the captures' next ones, so the stream out
 //! is in that order too. A capture that starts after the others' events so far is opened only
 //! when their time reaches its first event: rotated files (`tcpdump -G`, given in any order,
-//! `file10` before `file2`) are read one or two at a time, not all open at once.
+//! `file10` before `file2`) are read one or two at a time, not all open at once. Copies of one
+//! packet in two captures (two nodes' pcaps of a query that crossed them) are not told apart
+//! here: each capture's pairing drops its own copies only.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -65,12 +67,19 @@ pub(super) struct Merge<F> {
     size: Option<u64>,
     /// Every capture was opened once (`size` is known).
     started: bool,
+    /// By index: its first event's time is before 2000, made up by its reader (CoreDNS log
+    /// lines without a timestamp count 1 µs each from 0): merged with others on no clock.
+    untimed: Vec<bool>,
 }
+
+/// 2000-01-01 in µs since the epoch: no capture of Kubernetes traffic is older.
+const EARLIEST_REAL_TIME_US: u64 = 946_684_800_000_000;
 
 impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
     /// Open every capture and read it to its first event: one that cannot be opened stops
     /// the reading before any event goes out.
     pub(super) fn new(paths: &[PathBuf], open: F) -> Result<Merge<F>, OpenError> {
+        refuse_twice(paths)?;
         let mut m = Merge {
             paths: paths.to_vec(),
             open,
@@ -82,11 +91,13 @@ impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
             bytes_done: 0,
             size: Some(0),
             started: false,
+            untimed: vec![false; paths.len()],
         };
         for index in 0..paths.len() {
             let Some(time) = m.start(index)? else {
                 continue;
             };
+            m.untimed[index] = time < EARLIEST_REAL_TIME_US;
             let reopenable = m.sources[index]
                 .as_ref()
                 .is_some_and(|s| s.opened.size.is_some());
@@ -103,6 +114,12 @@ impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
         m.closed.sort_unstable_by_key(|&(t, i)| Reverse((t, i)));
         m.started = true;
         Ok(m)
+    }
+
+    /// Capture `index` has no real times (its first event is before 2000), so merging it with
+    /// other captures by time means nothing.
+    pub(super) fn untimed(&self, index: usize) -> bool {
+        self.untimed[index]
     }
 
     /// Every capture's size in bytes, when all are regular files.
@@ -216,6 +233,36 @@ impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
         }
         Ok(())
     }
+}
+
+/// The same input given twice would be read twice: every query counted twice from a file,
+/// and standard input or a pipe split between two readers, each reading torn lines.
+fn refuse_twice(paths: &[PathBuf]) -> Result<(), OpenError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<((u64, u64), &PathBuf)> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let at = if path.as_os_str() == "-" {
+            std::path::Path::new("/dev/stdin")
+        } else {
+            path.as_path()
+        };
+        // One that cannot be looked at fails when opened, with its own error.
+        let Ok(meta) = std::fs::metadata(at) else {
+            continue;
+        };
+        let id = (meta.dev(), meta.ino());
+        if let Some((_, first)) = seen.iter().find(|(i, _)| *i == id) {
+            return Err(OpenError::Bad {
+                path: path.display().to_string(),
+                reason: format!(
+                    "the same input as {} given before it: its records would be read twice",
+                    first.display()
+                ),
+            });
+        }
+        seen.push((id, path));
+    }
+    Ok(())
 }
 
 /// The capture's next event; its unreadable records before it go to `ready`.

@@ -183,19 +183,20 @@ pub struct InputCounts {
     /// Places where bytes of a TCP stream were never captured: the messages cut by the gap
     /// are lost (their queries end unanswered); reading resumes at the next message.
     pub stream_gaps: u64,
-    /// Places where a capture's time went back by more than [`REWIND`]: logs printed one after
-    /// another (`kubectl logs -l` prints each pod's log in turn; `cat` of several servers'
-    /// logs). A lookup whose queries went to two of them is read as two (or more), since the
-    /// events cannot be put back in order: each log as its own file is merged by time.
-    /// Absent from reports written before the count.
+    /// Places where a capture's time went back by more than [`REWIND`]: logs or captures put
+    /// one after another (`kubectl logs -l` prints each pod's log in turn; `cat` of several
+    /// servers' logs), or a clock stepped back. A lookup across one is read as two (or more),
+    /// since the events cannot be put back in order: each log as its own file is merged by
+    /// time. Absent from reports written before the count.
     #[serde(default)]
     pub time_rewinds: u64,
 }
 
-/// How far back an answered event's time must go, from the latest of its capture, to be a
-/// rewind (`InputCounts::time_rewinds`): far above any answer's latency (the readers emit a
-/// query at its answer) and any clock step between one server's log lines.
-pub const REWIND: std::time::Duration = std::time::Duration::from_secs(60);
+/// How far back the time of a capture's record must go, from the latest before it, to be a
+/// rewind (`InputCounts::time_rewinds`). An answered event's record (a log line, a response)
+/// is written when the answer is: a single server's records only go back by a capture's
+/// jitter, far below this, and past it `Reorder` cannot put the events back in order.
+pub const REWIND: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl InputCounts {
     /// The records read that did not become events as they were, besides the unreadable
@@ -216,15 +217,20 @@ impl InputCounts {
                 "gaps in TCP streams (messages cut by them lost)",
             ),
             (self.evicted, "evicted by a memory bound"),
-            (
-                self.time_rewinds,
-                "places where time went back over a minute (logs one after another: a lookup \
-                 across them reads as several; give each log as its own file)",
-            ),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
+        .chain((self.time_rewinds > 0).then(|| {
+            let times = match self.time_rewinds {
+                1 => "once".to_string(),
+                n => format!("{n} times"),
+            };
+            format!(
+                "time went back {times} (logs or captures one after another, or a clock step: \
+                 a lookup across it reads as several; give each log as its own file)"
+            )
+        }))
         .collect()
     }
 
@@ -333,15 +339,18 @@ impl Capture {
 }
 
 impl Capture {
-    /// Count a rewind (`InputCounts::time_rewinds`). Answered events only: an unanswered query
-    /// is emitted when its wait ends, or a TCP connection's, minutes after its time.
+    /// Count a rewind (`InputCounts::time_rewinds`), by the time of the record an answered
+    /// event was read from: its answer's. Not by the query's time, which trails it by the
+    /// latency (seconds for a slow answer), nor of unanswered queries, emitted when their wait
+    /// ends, or a TCP connection's.
     fn note_time(&mut self, e: &QueryEvent) {
         if e.rcode.is_none() {
             return;
         }
-        let t = e.time.0;
+        let latency = e.latency.map_or(0, |d| d.as_micros() as u64);
+        let t = e.time.0.saturating_add(latency);
         if t.saturating_add(REWIND.as_micros() as u64) < self.latest_answered {
-            // A new stretch begins: its own events are compared with it from here.
+            // A new stretch begins: its own records are compared with it from here.
             self.rewinds += 1;
             self.latest_answered = t;
         } else {
@@ -725,6 +734,36 @@ impl<R: io::BufRead> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rewind is told by the time of the record an event was read from (its answer's): a
+    /// slow answer's query, seconds before the latest record, is none; a record more than
+    /// [`REWIND`] before the latest is one, and the stretch after it is compared with itself.
+    #[test]
+    fn time_rewinds_count_records_going_back_not_slow_answers() {
+        let line = |ts: f64, latency: f64, rcode: &str| {
+            format!(
+                "{{\"ts\": {ts}, \"client\": \"10.0.0.1\", \"qname\": \"a.\", \"qtype\": \"A\", \"rcode\": \"{rcode}\", \"latency\": {latency}}}\n"
+            )
+        };
+        let mut text = String::new();
+        text += &line(100.0, 0.001, "NOERROR");
+        text += &line(95.0, 5.5, "NOERROR"); // answered at 100.5: in order
+        text += &line(99.7, 0.0, "NOERROR"); // 0.8 s back: a capture's jitter
+        text += &line(90.0, 0.0, "SERVFAIL"); // back 10.5 s: a rewind
+        text += &line(91.0, 0.0, "NOERROR"); // on from there
+        text += &line(101.0, 0.0, "NOERROR");
+        text += &line(50.0, 0.0, "NOERROR"); // a second one
+        let opts = Options {
+            format: Some(Format::Jsonl),
+            ..Options::default()
+        };
+        let mut c = from_reader(Box::new(io::Cursor::new(text)), &opts).unwrap();
+        assert_eq!(c.by_ref().filter(|r| r.is_ok()).count(), 7);
+        let counts = c.stats().counts;
+        assert_eq!(counts.time_rewinds, 2);
+        let said = counts.set_aside().join(", ");
+        assert!(said.starts_with("time went back 2 times"), "{said}");
+    }
 
     #[test]
     fn detects_by_content() {

@@ -700,7 +700,15 @@ fn read_all(
                 }
             }
             super::merge::Step::Finished(index, format, s) => {
-                summaries[index] = Some(summary(&captures[index], format, &s));
+                let mut text = summary(&captures[index], format, &s);
+                if captures.len() > 1 && merge.untimed(index) {
+                    text.push_str(
+                        "  no timestamps (CoreDNS lines without kubectl's --timestamps): it \
+                         cannot be put in time order with the other captures, so a lookup \
+                         split between them reads as several\n",
+                    );
+                }
+                summaries[index] = Some(text);
                 total.add(&s);
                 continue;
             }

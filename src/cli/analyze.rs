@@ -16,7 +16,7 @@ use crate::search::workloads::Workloads;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  ndots analyze coredns.log\n  \
-    ndots analyze coredns-*.log    (each CoreDNS replica's log, merged by time)\n  \
+    ndots analyze dns-logs/*.log    (each CoreDNS replica's log, merged by time)\n  \
     kubectl logs -n kube-system coredns-5d78c9869d-x7v2k --timestamps | ndots analyze -\n  \
     ndots analyze node.pcap --resolv-conf pod-resolv.conf --format html -o report.html\n  \
     ndots analyze coredns.log --pod-dns-config workloads.yaml --format json")]
