@@ -886,7 +886,7 @@ for i, (src, dst, sp, dp, p) in enumerate(msgs):
         .expect("python3 runs");
     assert!(
         st.success(),
-        "python3 with dnspython (scripts/deps/capture.txt)"
+        "python3 with dnspython (scripts/deps/pip.txt)"
     );
     let r = analyze_report(&path);
     assert_eq!(r["lookups"], 1, "{r}");
@@ -922,7 +922,7 @@ fn captures_a_review_built_read_as_the_stub_sent_them() {
         .expect("python3 runs");
     assert!(
         st.success(),
-        "python3 with dnspython (scripts/deps/capture.txt)"
+        "python3 with dnspython (scripts/deps/pip.txt)"
     );
     let read = |name: &str| -> serde_json::Value {
         let out = bin()
