@@ -368,14 +368,16 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// Open `path` (`-`: standard input) with its size and a counter of the bytes read.
-fn open_counted(
-    path: &Path,
-    opts: &Options,
-) -> Result<(super::Capture, Option<u64>, Arc<AtomicU64>), OpenError> {
+fn open_counted(path: &Path, opts: &Options) -> Result<super::merge::Opened, OpenError> {
     let read = Arc::new(AtomicU64::new(0));
     let name = path.display().to_string();
     if name == "-" {
-        return Ok((super::open_with(path, opts)?, None, read));
+        let cap = super::open_with(path, opts)?;
+        return Ok(super::merge::Opened {
+            cap,
+            size: None,
+            read,
+        });
     }
     let file = std::fs::File::open(path).map_err(|error| OpenError::Io {
         path: name.clone(),
@@ -391,7 +393,7 @@ fn open_counted(
         read: read.clone(),
     };
     let cap = super::from_reader_named(Box::new(input), opts, &name)?;
-    Ok((cap, size, read))
+    Ok(super::merge::Opened { cap, size, read })
 }
 
 /// Events in flight between the reader thread and the tracker: batches of this many...
@@ -663,10 +665,7 @@ fn read_all(
 ) -> Result<Stats, SessionError> {
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     let mut total = Stats::default();
-    let mut merge = super::merge::Merge::new(captures, |path| {
-        let (cap, size, read) = open_counted(path, opts)?;
-        Ok(super::merge::Opened { cap, size, read })
-    })?;
+    let mut merge = super::merge::Merge::new(captures, |path| open_counted(path, opts))?;
     let label = match captures {
         [one] => one.clone(),
         many => PathBuf::from(format!("{} captures", many.len())),
