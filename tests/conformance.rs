@@ -1102,7 +1102,10 @@ const EXPANSION: &str = "api.github.com.default.svc.cluster.local.";
 
 /// Autopath answered a type other than A and AAAA (TXT, MX, HTTPS) with NXDOMAIN when the
 /// candidate had no record of it, while A got `CNAME`: one name, two existences (RFC 8020 lets a
-/// cache deny every type after an NXDOMAIN). Every type now follows the A/AAAA judgement.
+/// cache deny every type after an NXDOMAIN). Every type now follows the A/AAAA judgement: `Q`
+/// exists for every type. Only a type the target has records of gets the CNAME (see
+/// `autopath_cname_to_a_target_without_the_asked_type_ended_single_type_walks`); the others
+/// get NODATA with the cluster domain's SOA.
 #[test]
 fn autopath_answers_every_type_of_one_name_alike() {
     let up = autopath_upstream(a_only);
@@ -1116,11 +1119,103 @@ fn autopath_answers_every_type_of_one_name_alike() {
     ] {
         let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 7);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t:?}");
-        assert_eq!(
-            m.answers.first().map(|r| r.record_type()),
-            Some(RecordType::CNAME),
-            "{t:?}: {m:?}"
+        if t == RecordType::A {
+            let types: Vec<_> = m.answers.iter().map(|r| r.record_type()).collect();
+            assert_eq!(types, [RecordType::CNAME, RecordType::A], "{m:?}");
+        } else {
+            assert!(m.answers.is_empty(), "{t:?}: NODATA, no CNAME: {m:?}");
+            let soa = m
+                .authorities
+                .first()
+                .map(|r| (r.record_type(), r.name.to_ascii()));
+            assert_eq!(
+                soa,
+                Some((RecordType::SOA, "cluster.local.".into())),
+                "{t:?}: {m:?}"
+            );
+        }
+    }
+}
+
+/// Autopath answered `Q CNAME target` + NODATA when the target had no record of the asked type
+/// (TXT here, AAAA in tests/pod_through_proxy.rs). glibc's `res_search` counts the CNAME as an
+/// answer (ANCOUNT > 0) and ended its walk there, with no TXT, while without the proxy it walks
+/// past the target's NODATA to the name that has the record. A target that has the type still
+/// gets the CNAME and its records.
+#[test]
+fn autopath_cname_to_a_target_without_the_asked_type_ended_single_type_walks() {
+    fn a_and_mx(t: RecordType, q: &Message) -> Option<Message> {
+        let mut r = reply(q, ResponseCode::NoError);
+        match t {
+            RecordType::A => r.add_answer(a_record(qname(q), 60)),
+            RecordType::MX => {
+                let mx = hickory_proto::rr::rdata::MX::new(
+                    10,
+                    Name::from_ascii("mx.github.com.").unwrap(),
+                );
+                r.add_answer(Record::from_rdata(qname(q), 60, RData::MX(mx)))
+            }
+            _ => return None,
+        };
+        Some(r)
+    }
+    let up = autopath_upstream(a_and_mx);
+    let p = proxy(AUTOPATH, up.addr);
+    let txt = ask_msg(p.addr, &Case::new(EXPANSION, RecordType::TXT), 7);
+    assert_eq!(txt.metadata.response_code, ResponseCode::NoError);
+    assert!(txt.answers.is_empty(), "NODATA, no CNAME: {txt:?}");
+    assert_eq!(txt.authorities.len(), 1, "{txt:?}");
+    let mx = ask_msg(p.addr, &Case::new(EXPANSION, RecordType::MX), 8);
+    let types: Vec<_> = mx.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::CNAME, RecordType::MX], "{mx:?}");
+}
+
+/// The shortcut made up answers for DNSSEC-aware clients (DO or CD set): under a signed search
+/// domain its NXDOMAIN had no NSEC and no RRSIG, and a validator downstream (unbound) turned it
+/// into SERVFAIL, on which musl ends its walk; autopath's lookups dropped the RRSIGs and the
+/// client's CD. Such queries are now forwarded in every mode, and their answers equal nsd's.
+#[test]
+fn a_dnssec_client_got_an_unsigned_nxdomain_made_up_by_the_shortcut() {
+    let Some(nsd) = Nsd::start() else { return };
+    let name = format!("api.github.com.{ZONE}.");
+    for mode in ["nxdomain", "autopath"] {
+        let yaml = format!(
+            "cluster: {{node_search: [{ZONE}]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
         );
+        let p = proxy(&yaml, nsd.addr);
+        let a = Case::new(&name, RecordType::A);
+        for case in [a.clone().dnssec(), a.clone().cd(), a.clone().dnssec().cd()] {
+            let query = case.build(21);
+            let direct = ask(nsd.addr, &case, 21).expect("nsd answers");
+            let proxied = ask(p.addr, &case, 21).expect("the proxy answers");
+            let aged = Aged {
+                max_ttl: 3600,
+                negative_max_ttl: 30,
+                seconds: 1,
+            };
+            let bad = compare(&case, &query, &direct, &proxied, Phase::Upstream, aged);
+            assert!(bad.is_empty(), "{mode} {}: {bad:?}", case.label());
+            let m = Message::from_vec(&proxied).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+            if case.dnssec_ok {
+                let proof = m
+                    .authorities
+                    .iter()
+                    .filter(|r| matches!(r.record_type(), RecordType::NSEC | RecordType::RRSIG));
+                assert!(proof.count() >= 2, "{mode} {}: {m:?}", case.label());
+            }
+        }
+        if mode == "nxdomain" {
+            // A guard: without DO or CD the shortcut answers, with its own SOA (MINIMUM 30, the
+            // negative TTL cap; nsd's says 60).
+            let m = ask_msg(p.addr, &a, 22);
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+            let minimum = m.authorities.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.minimum),
+                _ => None,
+            });
+            assert_eq!(minimum, Some(30), "made by the shortcut: {m:?}");
+        }
     }
 }
 
@@ -1161,13 +1256,17 @@ fn reload_to_another_shortcut_starts_a_new_cache() {
     );
     let cfg = Proxy::config(p.addr, AUTOPATH, &[(".", up.addr)]);
     p.proxy.as_ref().unwrap().reload(cfg).unwrap();
+    // Autopath's answers, not the NXDOMAIN cached before: the CNAME for A, NODATA for AAAA
+    // (the target has no AAAA).
     for t in [RecordType::A, RecordType::AAAA] {
         let m = ask_msg(p.addr, &Case::new(EXPANSION, t), 2);
         assert_eq!(
-            m.answers.first().map(|r| r.record_type()),
-            Some(RecordType::CNAME),
+            m.metadata.response_code,
+            ResponseCode::NoError,
             "{t:?} after the reload: {m:?}"
         );
+        let cname = m.answers.first().map(|r| r.record_type()) == Some(RecordType::CNAME);
+        assert_eq!(cname, t == RecordType::A, "{t:?} after the reload: {m:?}");
     }
 }
 

@@ -295,6 +295,97 @@ fn autopath_candidate_failing_for_one_type_never_splits_a_and_aaaa() {
     }
 }
 
+/// Autopath answered `Q CNAME target` + NODATA when the target had no record of the asked
+/// type, and a client asking that type alone stopped there. `api.github.com.svc.cluster.local`
+/// (pod `api` of Service `github` in a namespace `com`, which the schema allows) has an A record
+/// only and `api.github.com.` has A, AAAA and TXT: glibc's getaddrinfo(AF_INET6) failed with
+/// EAI_NONAME where without the proxy it walks past the pod's NODATA to the AAAA, and glibc's
+/// res_search for TXT got the CNAME alone. Every lookup here (glibc: AF_INET6, AF_INET,
+/// AF_UNSPEC, res_search TXT; musl: AF_INET6, AF_UNSPEC) must get exactly what it gets with the
+/// shortcut off, on a cold cache and on a warm one.
+#[test]
+fn autopath_cname_to_a_target_without_the_asked_type_ended_single_type_walks() {
+    let Some(ns) =
+        netns::enter("autopath_cname_to_a_target_without_the_asked_type_ended_single_type_walks")
+    else {
+        return;
+    };
+    ns.set_resolv_conf(
+        "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5 timeout:3 attempts:1\n",
+    );
+    let musl = build_musl_client(ns.scratch());
+    let glibc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/glibc_lookup.py");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let up = Upstream::start();
+    let base = "api.github.com.";
+    up.add(base, 1, Rec::A(Ipv4Addr::new(140, 82, 112, 6), 60));
+    up.add(base, 28, Rec::Aaaa("2001:db8::6".parse().unwrap(), 60));
+    up.add(base, 16, Rec::BigTxt(8, 60));
+    let pod = "api.github.com.svc.cluster.local.";
+    up.add(pod, 1, Rec::A(Ipv4Addr::new(10, 1, 2, 3), 60));
+    let mut lookups = vec![
+        ("glibc", "inet6"),
+        ("glibc", "inet"),
+        ("glibc", "unspec"),
+        ("glibc", "TXT"),
+    ];
+    if musl.is_some() {
+        lookups.extend([("musl", "inet6"), ("musl", "unspec")]);
+    }
+    // The result an application sees: its addresses or records, or its error; not the
+    // canonical name, which autopath changes by design (docs/shortcut.md).
+    let lookup = |client: &str, kind: &str| {
+        let mut cmd = match client {
+            "glibc" => {
+                let mut c = std::process::Command::new("python3");
+                c.arg(&glibc);
+                c
+            }
+            _ => std::process::Command::new(musl.as_ref().unwrap()),
+        };
+        let (ok, out) = common::clients::run_client(cmd.args(["api.github.com", kind]));
+        let lines: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with("canon "))
+            .map(str::to_string)
+            .collect();
+        (ok, lines)
+    };
+    for (client, kind) in lookups {
+        let mut results = Vec::new();
+        for mode in ["off", "autopath"] {
+            let p = proxy_with_timeout(mode, &up, &rt, Duration::from_millis(300));
+            let cold = lookup(client, kind);
+            let warm = lookup(client, kind);
+            println!("{client} {kind} {mode}: cold {cold:?} warm {warm:?}");
+            results.push((mode, cold, warm));
+            p.shutdown(Duration::from_millis(200));
+        }
+        let (_, off_cold, off_warm) = &results[0];
+        if (client, kind) == ("glibc", "inet6") {
+            // A guard: the walk without the proxy's shortcut passes the pod's NODATA.
+            assert_eq!(
+                off_cold.1,
+                ["addr 2001:db8::6"],
+                "glibc AF_INET6, shortcut off"
+            );
+        }
+        let (_, cold, warm) = &results[1];
+        assert_eq!(
+            cold, off_cold,
+            "{client} {kind} autopath cold: result changed"
+        );
+        assert_eq!(
+            warm, off_warm,
+            "{client} {kind} autopath warm: result changed"
+        );
+    }
+}
+
 /// A prefetch of an autopath answer was a plain forward of the expansion: the upstream's
 /// NXDOMAIN replaced the synthesized CNAME, and `Q A` turned NXDOMAIN while `Q AAAA` (not
 /// prefetched) still held the CNAME. glibc through the proxy across the refresh must keep

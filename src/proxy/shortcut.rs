@@ -6,8 +6,12 @@
 //!   anything but NXDOMAIN) and Go behave exactly as with a real NXDOMAIN.
 //! - `autopath`: the proxy walks the rest of the search path itself and answers
 //!   `Q CNAME <first candidate that exists>` plus its records; existence is decided by the
-//!   candidate's rcode, not by the query type, so the A and AAAA answers for one `Q` always
-//!   agree (CoreDNS autopath's known bug is that they did not).
+//!   candidate's A and AAAA together, not by the query type, so the A and AAAA answers for one
+//!   `Q` always agree on one target (CoreDNS autopath's known bug is that they did not). A type
+//!   the target has no records of gets NODATA, so a client asking that type alone walks on.
+//!
+//! Neither mode answers a query with DO or CD set (`asks_for_dnssec`): what the proxy makes up
+//! is unsigned.
 //! - `shadow`: forward as usual and count where the shortcut would have disagreed.
 //!
 //! A name in a configured zone can still read as a valid Kubernetes name: the expansion
@@ -92,6 +96,9 @@ impl Shortcut {
     /// The verdict for a query that missed the cache; a synthesized NXDOMAIN is written to
     /// `out`.
     pub fn decide(&self, packet: &[u8], view: &QueryView, out: &mut Vec<u8>) -> Verdict {
+        if asks_for_dnssec(view) {
+            return Verdict::Plan(Plan::Forward);
+        }
         let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
             return Verdict::Plan(Plan::Forward);
         };
@@ -107,6 +114,9 @@ impl Shortcut {
     /// The plan a miss for this query would follow, or `None` when the nxdomain shortcut would
     /// answer it. A prefetch refreshes an entry with the plan that filled it.
     pub fn plan(&self, packet: &[u8], view: &QueryView) -> Option<Plan> {
+        if asks_for_dnssec(view) {
+            return Some(Plan::Forward);
+        }
         let Ok(name) = wire::name_to_string(packet, view.question.name_start) else {
             return Some(Plan::Forward);
         };
@@ -156,6 +166,16 @@ impl Shortcut {
     }
 }
 
+/// A query with DO or CD set comes from a DNSSEC-aware client (a validator in the pod, `dig
+/// +dnssec`); the pods' stubs (glibc, musl, Go) set neither. Such a query is always forwarded:
+/// the proxy can neither prove a denial it makes up nor sign a CNAME it makes up, so a
+/// validator downstream reads its NXDOMAIN as bogus (SERVFAIL, on which musl ends the walk)
+/// when the suffix's zone is signed (RFC 4035 §3.1.3, §5.4), and autopath's candidate lookups
+/// carry neither the RRSIGs a DO client asks for (§3.2.1) nor the client's CD (§3.2.2).
+fn asks_for_dnssec(view: &QueryView) -> bool {
+    view.dnssec_ok() || view.checking_disabled()
+}
+
 /// `decide` without the answer bytes.
 enum Judgement<'a> {
     Plan(Plan),
@@ -198,7 +218,20 @@ impl Shortcut {
 /// NXDOMAIN for the client's question with `zone`'s SOA in the authority section, TTL and
 /// MINIMUM both `ttl` (RFC 2308 §3, §5). RA set, AA clear: we are not the zone's authority.
 pub fn nxdomain_with_soa(query: &[u8], view: &QueryView, zone: &str, ttl: u32, out: &mut Vec<u8>) {
-    wire::minimal_response(query, view, wire::RCODE_NXDOMAIN, false, out);
+    negative_with_soa(query, view, wire::RCODE_NXDOMAIN, zone, ttl, out);
+}
+
+/// A negative answer to the client's question (`rcode` NXDOMAIN, or NOERROR for NODATA) with
+/// `zone`'s SOA, as `nxdomain_with_soa` describes.
+fn negative_with_soa(
+    query: &[u8],
+    view: &QueryView,
+    rcode: u8,
+    zone: &str,
+    ttl: u32,
+    out: &mut Vec<u8>,
+) {
+    wire::minimal_response(query, view, rcode, false, out);
     // minimal_response may have appended an OPT; the SOA goes before it.
     let opt = if view.edns.is_some() {
         out.split_off(view.question.end())
@@ -243,10 +276,16 @@ impl Engine {
     /// The stubs decide per pair (resolvers.md §1, §2), so a candidate is judged on its A and
     /// AAAA answers together, whatever type `Q` asks (through the cache and coalesced, so the
     /// two queries of a client's pair share the lookups). That makes every answer for `Q` agree
-    /// on its existence whatever fails:
+    /// on its existence and on its one target whatever fails:
     /// - a lookup failed, or upstream answered an error for either type: SERVFAIL;
-    /// - data for either type: `Q CNAME target` + the asked type's records (data or NODATA),
-    ///   which glibc and musl both take as the answer;
+    /// - data for either type, and the target answers the asked type with records:
+    ///   `Q CNAME target` + those records;
+    /// - data for either type, and NODATA for the asked type: NODATA for `Q`, no CNAME. A pair
+    ///   (glibc's, musl's, Go's A and AAAA) still ends here on the other type's CNAME and
+    ///   records. A client asking this type alone (`getaddrinfo(AF_INET6)`, `res_search` for
+    ///   TXT or SRV) walks on past a NODATA, in glibc and Go, and would have walked on past the
+    ///   target too; `CNAME` + NODATA is an answer to glibc (ANCOUNT > 0) and ended that walk
+    ///   at a name without the records. musl stops at a NODATA either way;
     /// - NXDOMAIN and no data: the stubs walk past it, and so does autopath;
     /// - NODATA for both: glibc walks on past such a name while musl stops, and a CNAME to it
     ///   would stop glibc too (it counts the CNAME as an answer). So `Q` gets NXDOMAIN, which is
@@ -284,9 +323,9 @@ impl Engine {
                 return None;
             }
             if pair.iter().any(|r| r.data) {
-                let rendered = match qtype {
-                    wire::TYPE_A => &a,
-                    wire::TYPE_AAAA => &aaaa,
+                let (rendered, found) = match qtype {
+                    wire::TYPE_A => (&a, pair[0]),
+                    wire::TYPE_AAAA => (&aaaa, pair[1]),
                     _ => {
                         let r = self
                             .resolve_cached(candidate, qtype, &mut asked, refresh)
@@ -294,9 +333,13 @@ impl Engine {
                         if r.rcode != wire::RCODE_NOERROR {
                             return None;
                         }
-                        &asked
+                        (&asked, r)
                     }
                 };
+                if found.answers == 0 {
+                    let ttl = found.negative_ttl.unwrap_or(u32::MAX);
+                    return Some(self.synthesized_nodata(query, view, soa_zone, ttl));
+                }
                 return cname_answer(query, candidate, rendered);
             }
             if pair.iter().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
@@ -343,6 +386,21 @@ impl Engine {
         let mut out = Vec::new();
         let ttl = self.config.cache.negative_max_ttl;
         nxdomain_with_soa(query, view, zone, ttl, &mut out);
+        out
+    }
+
+    /// NODATA for the query with `zone`'s SOA, held no longer than the target's own NODATA
+    /// (`target_ttl`) nor than the configured negative TTL.
+    fn synthesized_nodata(
+        &self,
+        query: &[u8],
+        view: &QueryView,
+        zone: &str,
+        target_ttl: u32,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let ttl = self.config.cache.negative_max_ttl.min(target_ttl);
+        negative_with_soa(query, view, wire::RCODE_NOERROR, zone, ttl, &mut out);
         out
     }
 
@@ -393,16 +451,20 @@ impl Engine {
             rcode: info.rcode as u8,
             answers: info.header.ancount,
             data: wire::answers_of_type(rendered, qtype).ok()? > 0,
+            negative_ttl: info.negative_ttl,
         })
     }
 }
 
 /// What one of the proxy's own lookups found.
+#[derive(Clone, Copy)]
 struct Resolved {
     rcode: u8,
     answers: u16,
     /// The answer holds records of the asked type (not only a CNAME chain).
     data: bool,
+    /// A negative answer's TTL (RFC 2308 §5: its SOA's TTL and MINIMUM, the smaller).
+    negative_ttl: Option<u32>,
 }
 
 /// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).
@@ -452,7 +514,13 @@ fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Ve
     use hickory_proto::rr::{rdata::CNAME, Name, RData, Record};
     let q = Message::from_vec(query).ok()?;
     let mut t = Message::from_vec(target_response).ok()?;
-    let target_name = Name::from_ascii(target).ok()?;
+    let owner = q.queries.first()?.name().clone();
+    let target_name = in_the_clients_case(&Name::from_ascii(target).ok()?, &owner)?;
+    // The target's own records too: glibc's canonical name is the target as written, and a
+    // direct walk would have found it in the case the client wrote it (RFC 4343 §4.1).
+    for r in t.answers.iter_mut().filter(|r| r.name == target_name) {
+        r.name = target_name.clone();
+    }
     let ttl = t
         .answers
         .iter()
@@ -460,7 +528,6 @@ fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Ve
         .min()
         .or_else(|| t.authorities.iter().map(|r| r.ttl).min())
         .unwrap_or(30);
-    let owner = q.queries.first()?.name().clone();
     let cname = Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target_name)));
     t.metadata.id = q.metadata.id;
     t.metadata.recursion_desired = q.metadata.recursion_desired;
@@ -474,9 +541,54 @@ fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Ve
     t.to_vec().ok()
 }
 
+/// `target` with the case of `query_name`'s labels where the two begin alike: the base the
+/// client wrote (`MiXeD.example.test` of `MiXeD.example.test.default.svc.cluster.local`), which
+/// the candidate lists in lowercase.
+fn in_the_clients_case(
+    target: &hickory_proto::rr::Name,
+    query_name: &hickory_proto::rr::Name,
+) -> Option<hickory_proto::rr::Name> {
+    let mut written = query_name.iter();
+    let mut alike = true;
+    let labels = target.iter().map(|label| {
+        match written.next() {
+            Some(w) if alike && w.eq_ignore_ascii_case(label) => return w,
+            _ => alike = false,
+        }
+        label
+    });
+    let mut name = hickory_proto::rr::Name::from_labels(labels.collect::<Vec<_>>()).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Autopath's target came back in lowercase (`mixed.example.test` for `MiXeD.example.test`),
+    /// and with it glibc's canonical name, where a direct walk keeps the case the client wrote.
+    #[test]
+    fn autopath_target_was_lowercased() {
+        use hickory_proto::op::Message;
+        let mut q = Vec::new();
+        let asked = "MiXeD.example.test.default.svc.cluster.local.";
+        wire::build_query(9, asked, wire::TYPE_A, false, &mut q).unwrap();
+        // The target's answer as upstream gives it to the proxy's lowercase query.
+        let mut t = Vec::new();
+        wire::build_query(1, "mixed.example.test.", wire::TYPE_A, false, &mut t).unwrap();
+        t[2] |= 0x80;
+        t[7] = 1;
+        t.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let out = cname_answer(&q, "mixed.example.test.", &t).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        let text: Vec<String> = m.answers.iter().map(|r| r.to_string()).collect();
+        assert!(text[0].ends_with("CNAME MiXeD.example.test."), "{text:?}");
+        assert!(
+            text[1].starts_with("MiXeD.example.test. 60 IN A"),
+            "{text:?}"
+        );
+    }
 
     #[test]
     fn synthesized_nxdomain_carries_a_readable_soa_with_the_ttl() {
