@@ -166,6 +166,12 @@ impl Answer {
     /// Build from an upstream response that has been checked against its query. TTLs are
     /// capped by the cache settings (RFC 2308 §5 for the negative TTL).
     pub fn from_response(resp: &[u8], info: &ResponseInfo, cfg: &CacheConfig) -> Answer {
+        // The message ends with the last record its counts announce (RFC 1035 §4.1). Bytes
+        // after it are dropped, as unbound and BIND do, rather than the reply failed: the
+        // records read whole, and kept, the junk would sit between them and the OPT `render`
+        // appends, so no EDNS client could read the answer (nor a cached copy of it).
+        let end = wire::message_end(resp).unwrap_or(resp.len());
+        let resp = &resp[..end];
         let mut bytes = Vec::with_capacity(resp.len());
         let mut offsets: Vec<u16> = info.ttl_offsets.clone();
         match info.edns {

@@ -1512,3 +1512,53 @@ fn tc_was_set_when_only_the_ns_records_did_not_fit() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An upstream reply with bytes after its last record was kept whole: the proxy's OPT went
+/// after the junk, so every EDNS client got an answer it could not read, cached for the
+/// record's TTL. The message ends with its last record (RFC 1035 §4.1); the rest is dropped,
+/// as unbound does, with or without an OPT from the upstream.
+#[test]
+fn trailing_bytes_after_the_last_record_broke_edns_answers() {
+    const JUNK: &[u8] = b"\x01\x02\x03\x04garbage";
+    for upstream_opt in [false, true] {
+        let up = Scripted::start(Box::new(move |q| {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.add_answer(a_record(qname(q), 300));
+            let r = if upstream_opt { with_edns(r, q) } else { r };
+            let mut bytes = r.to_vec().unwrap();
+            bytes.extend_from_slice(JUNK);
+            Some(bytes)
+        }));
+        let p = proxy("shortcut: {mode: off}\n", up.addr);
+        let tag = format!("upstream OPT: {upstream_opt}");
+        // Fresh, then from cache, to an EDNS client; then to one without EDNS.
+        for (id, case) in [
+            (1, Case::new("www", RecordType::A)),
+            (2, Case::new("www", RecordType::A)),
+            (3, Case::new("www", RecordType::A).plain()),
+        ] {
+            let bytes = ask(p.addr, &case, id).expect("an answer");
+            assert!(
+                !bytes.windows(JUNK.len()).any(|w| w == JUNK),
+                "{tag}, {}: the junk was relayed: {bytes:02x?}",
+                case.label()
+            );
+            let m = Message::from_vec(&bytes)
+                .unwrap_or_else(|e| panic!("{tag}, {}: unreadable: {e}", case.label()));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{tag}");
+            assert_eq!(m.answers.len(), 1, "{tag}");
+            assert_eq!(m.edns.is_some(), case.edns.is_some(), "{tag}");
+            // What the client got is exactly the message hickory reads: nothing after it.
+            assert_eq!(
+                m.to_vec().unwrap().len(),
+                bytes.len(),
+                "{tag}: {bytes:02x?}"
+            );
+        }
+        assert_eq!(
+            up.seen(),
+            1,
+            "{tag}: the answer was cached, without the junk"
+        );
+    }
+}
