@@ -355,6 +355,11 @@ fn clock_ms() -> u64 {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// This server's number, never reused in the process: the key of its metric handles in
+    /// each thread's memo (`m::cached_counter`). Not its address in memory: a reload frees the
+    /// old servers, and a new one (another `to` label) may be allocated at the same address
+    /// and would be handed the old one's handles.
+    id: u64,
     label: String,
     udp: Mutex<Vec<Arc<UdpConn>>>,
     next_udp: AtomicUsize,
@@ -372,8 +377,10 @@ pub struct Server {
 
 impl Server {
     fn new(addr: SocketAddr) -> Server {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Server {
             addr,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             label: addr.to_string(),
             udp: Mutex::new(Vec::new()),
             next_udp: AtomicUsize::new(0),
@@ -388,7 +395,7 @@ impl Server {
     }
 
     fn id(&self) -> u64 {
-        self as *const Server as u64
+        self.id
     }
 
     fn is_healthy(&self) -> bool {
@@ -427,7 +434,10 @@ impl Server {
     }
 
     fn count_request(&self, proto: &'static str) {
-        m::cached_counter(m::label_key(41, &[self.id(), proto.len() as u64]), || {
+        // Keyed by the label's text, not its length: "udp" and "tcp" are both 3 bytes long, and
+        // a thread that counted one handed its handle to the other (a UDP zone's TC retries
+        // over TCP counted as `proto="udp"`).
+        m::cached_counter(m::label_key(41, &[self.id(), proto.as_ptr() as u64]), || {
             metrics::counter!(m::UPSTREAM_REQUESTS, "to" => self.label.clone(), "proto" => proto)
         })
         .increment(1);
@@ -475,7 +485,7 @@ impl Server {
                 pool.swap_remove(i);
             }
         }
-        let conn = UdpConn::connect(self.addr)
+        let conn = UdpConn::connect(self.addr, self.id())
             .await
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let mut pool = self.udp.lock();
@@ -599,7 +609,7 @@ impl Server {
             .map_err(|_| UpstreamError::Timeout(self.addr))?
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let _ = stream.set_nodelay(true);
-        let conn = TcpConn::start(stream, self.addr);
+        let conn = TcpConn::start(stream, self.addr, self.id());
         self.count_request("tcp");
         let bytes = match conn.exchange(query, q, deadline).await {
             Ok(b) => b,
@@ -660,7 +670,7 @@ impl Server {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = TcpConn::start(stream, self.addr);
+                let conn = TcpConn::start(stream, self.addr, self.id());
                 pool.push(conn.clone());
                 conn
             }
@@ -720,6 +730,8 @@ enum TcpFail {
 struct Dispatch {
     pending: Mutex<HashMap<u16, Pending>>,
     addr: SocketAddr,
+    /// The server's `Server::id`: rejected replies are counted under it.
+    server: u64,
     /// A UDP socket's server port was reported unreachable (`fail_all`): retire the socket.
     unreachable: std::sync::atomic::AtomicBool,
 }
@@ -734,10 +746,11 @@ struct Pending {
 }
 
 impl Dispatch {
-    fn new(addr: SocketAddr) -> Dispatch {
+    fn new(addr: SocketAddr, server: u64) -> Dispatch {
         Dispatch {
             pending: Mutex::new(HashMap::new()),
             addr,
+            server,
             unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -780,7 +793,10 @@ impl Dispatch {
     /// Hand a reply to the query it answers, if it answers one.
     fn deliver(&self, bytes: Vec<u8>) {
         let reject = |reason: &'static str| {
-            m::cached_counter(m::label_key(43, &[self as *const Dispatch as u64, reason.as_ptr() as u64]), || {
+            // Keyed by the server's id, not this Dispatch's address: a socket's Dispatch is
+            // freed when the socket is retired (every 512 queries), and another server's
+            // next one, allocated at that address, was handed this server's `to` label.
+            m::cached_counter(m::label_key(43, &[self.server, reason.as_ptr() as u64]), || {
                 metrics::counter!(m::UPSTREAM_FAILURES, "to" => self.addr.to_string(), "reason" => reason)
             })
             .increment(1);
@@ -831,7 +847,7 @@ impl Drop for UdpConn {
 }
 
 impl UdpConn {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Arc<UdpConn>> {
+    async fn connect(addr: SocketAddr, server: u64) -> std::io::Result<Arc<UdpConn>> {
         let bind: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
         } else {
@@ -840,7 +856,7 @@ impl UdpConn {
         let socket = Arc::new(UdpSocket::bind(bind).await?);
         // Connected: the kernel delivers only datagrams from `addr` (source check for free).
         socket.connect(addr).await?;
-        let dispatch = Arc::new(Dispatch::new(addr));
+        let dispatch = Arc::new(Dispatch::new(addr, server));
         let reader = {
             let socket = socket.clone();
             let dispatch = dispatch.clone();
@@ -890,9 +906,9 @@ impl Drop for TcpConn {
 }
 
 impl TcpConn {
-    fn start(stream: TcpStream, addr: SocketAddr) -> Arc<TcpConn> {
+    fn start(stream: TcpStream, addr: SocketAddr, server: u64) -> Arc<TcpConn> {
         let (mut rd, wr) = stream.into_split();
-        let dispatch = Arc::new(Dispatch::new(addr));
+        let dispatch = Arc::new(Dispatch::new(addr, server));
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -985,6 +1001,88 @@ mod tests {
         let mut v = Vec::new();
         wire::encode_name(s, &mut v).unwrap();
         v
+    }
+
+    /// The value of the series of `name` whose labels include every one of `labels`.
+    fn series(text: &str, name: &str, labels: &[&str]) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// A reply for an ID nobody waits for (`unexpected_id`).
+    const STRAY_REPLY: [u8; 12] = [0xab, 0xcd, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// Rejected replies were counted under a memo key made of the Dispatch's address. A UDP
+    /// socket's Dispatch is freed when the socket is retired, and another server's next one,
+    /// allocated at that address, was handed the first server's counter: a probe saw 500-1,000
+    /// rejections of one server charged to the other. Here the second Dispatch takes the
+    /// first's place in memory, for certain.
+    #[test]
+    fn rejected_replies_were_charged_to_the_server_whose_dispatch_was_freed_there() {
+        let handle = m::install();
+        let (a, b) = (
+            Server::new("192.0.2.201:5301".parse().unwrap()),
+            Server::new("192.0.2.202:5302".parse().unwrap()),
+        );
+        let mut slot = Box::new(Dispatch::new(a.addr, a.id()));
+        let at = &*slot as *const Dispatch;
+        slot.deliver(STRAY_REPLY.to_vec());
+        *slot = Dispatch::new(b.addr, b.id());
+        assert_eq!(&*slot as *const Dispatch, at, "the same address");
+        for _ in 0..2 {
+            slot.deliver(STRAY_REPLY.to_vec());
+        }
+        let text = handle.render();
+        let rejected = |to: &str| {
+            series(
+                &text,
+                m::UPSTREAM_FAILURES,
+                &[&format!("to=\"{to}\""), "reason=\"unexpected_id\""],
+            )
+        };
+        assert_eq!(rejected("192.0.2.201:5301"), 1.0, "{text}");
+        assert_eq!(rejected("192.0.2.202:5302"), 2.0, "{text}");
+    }
+
+    /// The same for a server: a reload frees the old servers and makes new ones, which may
+    /// take an old one's address with another `to` label.
+    #[test]
+    fn a_servers_counters_went_to_the_freed_server_at_its_address() {
+        let handle = m::install();
+        let mut slot = Box::new(Server::new("192.0.2.203:53".parse().unwrap()));
+        slot.count_failure(&UpstreamError::Timeout(slot.addr));
+        *slot = Server::new("192.0.2.204:53".parse().unwrap());
+        slot.count_failure(&UpstreamError::Timeout(slot.addr));
+        let text = handle.render();
+        for to in ["192.0.2.203:53", "192.0.2.204:53"] {
+            let labels = [&format!("to=\"{to}\"")[..], "reason=\"timeout\""];
+            assert_eq!(series(&text, m::UPSTREAM_FAILURES, &labels), 1.0, "{text}");
+        }
+    }
+
+    /// `ndots_upstream_requests_total` keyed its handles by the length of the `proto` label,
+    /// and "udp" and "tcp" have the same: on a thread that had counted a UDP query, the TCP
+    /// retry of a truncated reply was counted as `proto="udp"`.
+    #[test]
+    fn tcp_requests_were_counted_as_udp_on_a_thread_that_counted_udp_first() {
+        let handle = m::install();
+        let s = Server::new("192.0.2.205:53".parse().unwrap());
+        s.count_request("udp");
+        s.count_request("tcp");
+        s.count_request("tcp");
+        let text = handle.render();
+        let requests = |proto: &str| {
+            series(
+                &text,
+                m::UPSTREAM_REQUESTS,
+                &["to=\"192.0.2.205:53\"", &format!("proto=\"{proto}\"")],
+            )
+        };
+        assert_eq!(requests("udp"), 1.0, "{text}");
+        assert_eq!(requests("tcp"), 2.0, "{text}");
     }
 
     #[tokio::test]
