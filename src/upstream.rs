@@ -61,6 +61,9 @@ pub enum UpstreamError {
     Malformed(SocketAddr, WireError),
     #[error("upstream {0} closed the connection")]
     Closed(SocketAddr),
+    /// The reply's OPCODE is not the query's, which a server copies (RFC 1035 §4.1.1).
+    #[error("upstream {0} answered with another opcode")]
+    OpcodeMismatch(SocketAddr),
     #[error("upstream {0}: TCP reconnect backing off after failed connects")]
     Backoff(SocketAddr),
     /// Every TCP query slot to the server stayed taken for the whole timeout: not sent. The
@@ -78,6 +81,7 @@ impl UpstreamError {
             UpstreamError::Io(..) => "io",
             UpstreamError::Malformed(..) => "malformed",
             UpstreamError::Closed(_) => "closed",
+            UpstreamError::OpcodeMismatch(_) => "opcode_mismatch",
             UpstreamError::Backoff(_) => "backoff",
             UpstreamError::Busy(_) => "busy",
             UpstreamError::AllFailed => "all_failed",
@@ -525,7 +529,7 @@ impl Server {
                 return Err(UpstreamError::Timeout(self.addr));
             }
         };
-        self.finish(bytes, started)
+        self.finish(bytes, query, started)
     }
 
     /// One query over TCP. A connection whose reply does not come within the timeout is closed
@@ -558,7 +562,7 @@ impl Server {
                 Ok(bytes) => {
                     self.connect_failures.store(0, Ordering::Relaxed);
                     self.next_connect_ms.store(0, Ordering::Relaxed);
-                    return self.finish(bytes, started);
+                    return self.finish(bytes, query, started);
                 }
                 Err(TcpFail::Timeout) => {
                     // Counted once per connection: every query pipelined on a stalled
@@ -619,12 +623,26 @@ impl Server {
         };
         self.connect_failures.store(0, Ordering::Relaxed);
         self.next_connect_ms.store(0, Ordering::Relaxed);
-        self.finish(bytes, started)
+        self.finish(bytes, query, started)
     }
 
-    fn finish(&self, bytes: Vec<u8>, started: Instant) -> Result<Reply, UpstreamError> {
+    /// The reply to `query` that came after `started`: accepted, or the attempt failed
+    /// (counted by the caller, and the next server tried, as unbound does).
+    fn finish(
+        &self,
+        bytes: Vec<u8>,
+        query: &[u8],
+        started: Instant,
+    ) -> Result<Reply, UpstreamError> {
         let info =
             wire::parse_response(&bytes).map_err(|e| UpstreamError::Malformed(self.addr, e))?;
+        // RFC 1035 §4.1.1: the OPCODE is copied from the query. A reply with another one
+        // (STATUS for QUERY) does not answer it, and a stub that checks (dig, glibc) would drop
+        // it and wait out its own timeout. ID and question matched: a broken server, not a
+        // late reply, so this attempt fails now rather than at the timeout.
+        if query.len() > 2 && info.header.opcode() != (query[2] >> 3) & 0x0f {
+            return Err(UpstreamError::OpcodeMismatch(self.addr));
+        }
         self.ever_answered.store(true, Ordering::Relaxed);
         self.observe(started, info.rcode);
         Ok(Reply {

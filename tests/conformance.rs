@@ -1439,6 +1439,81 @@ fn an_extended_rcode_reached_a_client_without_edns_as_another_rcode() {
     assert_eq!(u16::from(m.metadata.response_code), 23);
 }
 
+/// The value of the `ndots_upstream_failures_total` series of server `to` and `reason`.
+fn failures(p: &Proxy, to: SocketAddr, reason: &str) -> f64 {
+    let text = p.proxy.as_ref().unwrap().metrics_text();
+    let (to, reason) = (format!("to=\"{to}\""), format!("reason=\"{reason}\""));
+    common::tools::metric_sum(
+        &text
+            .lines()
+            .filter(|l| l.contains(&to) && l.contains(&reason))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "ndots_upstream_failures_total{",
+    )
+}
+
+/// An upstream that answers every query with A 192.0.2.1 and an OPT.
+fn good_upstream() -> Scripted {
+    Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 300));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }))
+}
+
+/// A reply whose OPCODE differed from the query's (STATUS for QUERY) was relayed: `dig` said
+/// `Opcode mismatch`, dropped it and waited out its timeout, as glibc would (5 s a try). RFC
+/// 1035 §4.1.1: the opcode is copied into the response; a reply with another one is the
+/// server's failure: the next server is asked, else SERVFAIL (unbound: SERVFAIL at once).
+#[test]
+fn a_reply_with_another_opcode_was_relayed() {
+    let status = || {
+        Scripted::start(Box::new(|q| {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.metadata.op_code = OpCode::Status;
+            r.add_answer(Record::from_rdata(
+                qname(q),
+                300,
+                RData::A("203.0.113.66".parse().unwrap()),
+            ));
+            Some(with_edns(r, q).to_vec().unwrap())
+        }))
+    };
+    let bad = status();
+    let p = proxy("shortcut: {mode: off}\n", bad.addr);
+    for (id, case) in [
+        (1, Case::new("www", RecordType::A)),
+        (2, Case::new("www", RecordType::A).plain()),
+    ] {
+        let bytes = ask(p.addr, &case, id).expect("an answer");
+        assert_eq!((bytes[2] >> 3) & 0x0f, 0, "opcode QUERY: {bytes:02x?}");
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.metadata.op_code, OpCode::Query);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(m.answers.is_empty(), "{m:?}");
+    }
+    assert_eq!(failures(&p, bad.addr, "opcode_mismatch"), 2.0);
+    drop(p);
+    // With a second server, its answer.
+    let bad = status();
+    let good = good_upstream();
+    let p = Proxy::start(
+        "shortcut: {mode: off}\n",
+        &[(".", bad.addr), (".", good.addr)],
+    );
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 1);
+    assert_eq!(m.metadata.op_code, OpCode::Query);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(
+        m.answers[0].data,
+        RData::A("192.0.2.1".parse().unwrap()),
+        "the second server's answer"
+    );
+    assert_eq!((bad.seen(), good.seen()), (1, 1));
+}
+
 /// The schema shortcut split the text of a name, escapes and all: `a\.b` is one label, and
 /// `a\.b.default.svc.cluster.local` (a service in namespace default) got a synthesized NXDOMAIN.
 #[test]
