@@ -64,6 +64,10 @@ pub enum UpstreamError {
     /// The reply's OPCODE is not the query's, which a server copies (RFC 1035 §4.1.1).
     #[error("upstream {0} answered with another opcode")]
     OpcodeMismatch(SocketAddr),
+    /// TC set on a reply over TCP, where nothing limits its size (RFC 7766 §8): the data is
+    /// partial and not to be used (RFC 2181 §9).
+    #[error("upstream {0} sent a truncated reply over TCP")]
+    TruncatedOverTcp(SocketAddr),
     #[error("upstream {0}: TCP reconnect backing off after failed connects")]
     Backoff(SocketAddr),
     /// Every TCP query slot to the server stayed taken for the whole timeout: not sent. The
@@ -82,6 +86,7 @@ impl UpstreamError {
             UpstreamError::Malformed(..) => "malformed",
             UpstreamError::Closed(_) => "closed",
             UpstreamError::OpcodeMismatch(_) => "opcode_mismatch",
+            UpstreamError::TruncatedOverTcp(_) => "truncated",
             UpstreamError::Backoff(_) => "backoff",
             UpstreamError::Busy(_) => "busy",
             UpstreamError::AllFailed => "all_failed",
@@ -529,7 +534,7 @@ impl Server {
                 return Err(UpstreamError::Timeout(self.addr));
             }
         };
-        self.finish(bytes, query, started)
+        self.finish(bytes, query, started, false)
     }
 
     /// One query over TCP. A connection whose reply does not come within the timeout is closed
@@ -562,7 +567,7 @@ impl Server {
                 Ok(bytes) => {
                     self.connect_failures.store(0, Ordering::Relaxed);
                     self.next_connect_ms.store(0, Ordering::Relaxed);
-                    return self.finish(bytes, query, started);
+                    return self.finish(bytes, query, started, true);
                 }
                 Err(TcpFail::Timeout) => {
                     // Counted once per connection: every query pipelined on a stalled
@@ -623,16 +628,17 @@ impl Server {
         };
         self.connect_failures.store(0, Ordering::Relaxed);
         self.next_connect_ms.store(0, Ordering::Relaxed);
-        self.finish(bytes, query, started)
+        self.finish(bytes, query, started, true)
     }
 
-    /// The reply to `query` that came after `started`: accepted, or the attempt failed
-    /// (counted by the caller, and the next server tried, as unbound does).
+    /// The reply to `query` that came after `started`, over TCP if `tcp`: accepted, or the
+    /// attempt failed (counted by the caller, and the next server tried, as unbound does).
     fn finish(
         &self,
         bytes: Vec<u8>,
         query: &[u8],
         started: Instant,
+        tcp: bool,
     ) -> Result<Reply, UpstreamError> {
         let info =
             wire::parse_response(&bytes).map_err(|e| UpstreamError::Malformed(self.addr, e))?;
@@ -642,6 +648,11 @@ impl Server {
         // late reply, so this attempt fails now rather than at the timeout.
         if query.len() > 2 && info.header.opcode() != (query[2] >> 3) & 0x0f {
             return Err(UpstreamError::OpcodeMismatch(self.addr));
+        }
+        // Over TCP a reply is never cut for size (RFC 7766 §8): TC there means data left out,
+        // which is not to be used (RFC 2181 §9), nor retried, since TCP is the retry.
+        if tcp && info.header.tc() {
+            return Err(UpstreamError::TruncatedOverTcp(self.addr));
         }
         self.ever_answered.store(true, Ordering::Relaxed);
         self.observe(started, info.rcode);
