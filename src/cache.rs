@@ -266,10 +266,11 @@ impl Answer {
         self.ttl
     }
 
-    /// The RCODE `render` gives the client of `q`. An extended RCODE (RFC 6891 §6.1.3) cannot
-    /// reach a client without EDNS: its four header bits alone would read as another RCODE
-    /// (BADCOOKIE, 23, as YXRRSET, 7). The upstream failed such a query: SERVFAIL, as for any
-    /// upstream failure. (Never cached: `from_response` makes it uncacheable.)
+    /// The RCODE `render` gives the client of `q`. An extended RCODE (RFC 6891 §6.1.3; from an
+    /// upstream only BADVERS, `upstream::Server::finish` fails the others) cannot reach a
+    /// client without EDNS: its four header bits alone would read as another RCODE (BADVERS,
+    /// 16, as NOERROR). The upstream failed such a query: SERVFAIL, as for any upstream
+    /// failure. (Never cached: `from_response` makes it uncacheable.)
     pub fn rcode_for(&self, q: &QueryView) -> u16 {
         if self.rcode > 15 && q.edns.is_none() {
             wire::RCODE_SERVFAIL as u16

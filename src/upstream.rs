@@ -68,6 +68,9 @@ pub enum UpstreamError {
     /// partial and not to be used (RFC 2181 §9).
     #[error("upstream {0} sent a truncated reply over TCP")]
     TruncatedOverTcp(SocketAddr),
+    /// An extended RCODE about the proxy's own exchange with the server, not the name.
+    #[error("upstream {0} answered extended rcode {1}")]
+    ExtendedRcode(SocketAddr, u16),
     #[error("upstream {0}: TCP reconnect backing off after failed connects")]
     Backoff(SocketAddr),
     /// Every TCP query slot to the server stayed taken for the whole timeout: not sent. The
@@ -87,6 +90,7 @@ impl UpstreamError {
             UpstreamError::Closed(_) => "closed",
             UpstreamError::OpcodeMismatch(_) => "opcode_mismatch",
             UpstreamError::TruncatedOverTcp(_) => "truncated",
+            UpstreamError::ExtendedRcode(..) => "extended_rcode",
             UpstreamError::Backoff(_) => "backoff",
             UpstreamError::Busy(_) => "busy",
             UpstreamError::AllFailed => "all_failed",
@@ -653,6 +657,16 @@ impl Server {
         // which is not to be used (RFC 2181 §9), nor retried, since TCP is the retry.
         if tcp && info.header.tc() {
             return Err(UpstreamError::TruncatedOverTcp(self.addr));
+        }
+        // Extended RCODEs (RFC 6891 §6.1.3) above BADVERS are about the transaction between
+        // the proxy and this server, not about the name: TSIG/TKEY (17 BADKEY .. 22 BADTRUNC,
+        // RFC 8945, RFC 2930), 23 BADCOOKIE (RFC 7873 §5.3: our cookie, which the client
+        // never sent), and codes not yet assigned. Relayed, they would tell the client of an
+        // exchange it had no part in. The server failed this query: the next one is tried,
+        // and the client gets SERVFAIL (or a stale answer) if none answers, as from unbound.
+        // BADVERS (16) is relayed: it says which EDNS version the server speaks.
+        if info.rcode > wire::RCODE_BADVERS {
+            return Err(UpstreamError::ExtendedRcode(self.addr, info.rcode));
         }
         self.ever_answered.store(true, Ordering::Relaxed);
         self.observe(started, info.rcode);
