@@ -376,6 +376,38 @@ mod tests {
         );
     }
 
+    /// config.md said `server.max_inflight` (default 10000) bounds the queries waiting on
+    /// upstreams; at the default memory limit the `waiting` share refuses them past ~5,200
+    /// (a probe: 586,948 refusals by `memory_limit`, none by `max_inflight`). The numbers the
+    /// docs now give (the share's bound for 60-byte queries at 256MiB and 64MiB, and the limit
+    /// from which 10000 binds first) are these.
+    #[test]
+    fn the_default_max_inflight_could_never_be_reached_at_the_default_memory_limit() {
+        let per = crate::proxy::handler::WAITING_OVERHEAD + 60;
+        let fit = |limit: u64| MemoryBudget::new(limit).share(Part::Waiting) / per;
+        let default_max_inflight = crate::config::Config::from_file_config(
+            crate::config::FileConfig::parse("server: {workers: 1}\n").unwrap(),
+            &Default::default(),
+        )
+        .unwrap()
+        .server
+        .max_inflight;
+        assert_eq!(default_max_inflight, 10_000);
+        assert_eq!(fit(DEFAULT_LIMIT) / 100, 52, "about 5,200 at 256MiB");
+        assert_eq!(fit(64 << 20) / 100, 13, "about 1,300 at 64MiB");
+        assert!(fit(491 << 20) < default_max_inflight);
+        assert!(
+            fit(492 << 20) >= default_max_inflight,
+            "binds above about 491MiB"
+        );
+        // From a cgroup limit: 3/4 of it.
+        assert!(fit((654u64 << 20) / 4 * 3) < default_max_inflight);
+        assert!(
+            fit((655u64 << 20) / 4 * 3) >= default_max_inflight,
+            "from 655MiB"
+        );
+    }
+
     /// A dead upstream cannot make waiting queries pile up past the `waiting` share: once it
     /// is full, further queries are refused at once (and counted), and a finished one gives
     /// its bytes back.

@@ -166,6 +166,12 @@ impl Answer {
     /// Build from an upstream response that has been checked against its query. TTLs are
     /// capped by the cache settings (RFC 2308 §5 for the negative TTL).
     pub fn from_response(resp: &[u8], info: &ResponseInfo, cfg: &CacheConfig) -> Answer {
+        // The message ends with the last record its counts announce (RFC 1035 §4.1). Bytes
+        // after it are dropped, as unbound and BIND do, rather than the reply failed: the
+        // records read whole, and kept, the junk would sit between them and the OPT `render`
+        // appends, so no EDNS client could read the answer (nor a cached copy of it).
+        let end = wire::message_end(resp).unwrap_or(resp.len());
+        let resp = &resp[..end];
         let mut bytes = Vec::with_capacity(resp.len());
         let mut offsets: Vec<u16> = info.ttl_offsets.clone();
         match info.edns {
@@ -260,10 +266,11 @@ impl Answer {
         self.ttl
     }
 
-    /// The RCODE `render` gives the client of `q`. An extended RCODE (RFC 6891 §6.1.3) cannot
-    /// reach a client without EDNS: its four header bits alone would read as another RCODE
-    /// (BADCOOKIE, 23, as YXRRSET, 7). The upstream failed such a query: SERVFAIL, as for any
-    /// upstream failure. (Never cached: `from_response` makes it uncacheable.)
+    /// The RCODE `render` gives the client of `q`. An extended RCODE (RFC 6891 §6.1.3; from an
+    /// upstream only BADVERS, `upstream::Server::finish` fails the others) cannot reach a
+    /// client without EDNS: its four header bits alone would read as another RCODE (BADVERS,
+    /// 16, as NOERROR). The upstream failed such a query: SERVFAIL, as for any upstream
+    /// failure. (Never cached: `from_response` makes it uncacheable.)
     pub fn rcode_for(&self, q: &QueryView) -> u16 {
         if self.rcode > 15 && q.edns.is_none() {
             wire::RCODE_SERVFAIL as u16

@@ -420,8 +420,15 @@ pub struct ServerSection {
     /// UDP worker threads, one SO_REUSEPORT socket each. Default: half the cores, at least 1.
     /// Needs a restart to change.
     pub workers: Option<usize>,
-    /// Queries waiting on upstreams at once; beyond this new misses get SERVFAIL (counted in
-    /// `ndots_overload_drops_total`). Default `10000`.
+    /// Queries waiting on upstreams at once (joined to another's upstream query, and
+    /// prefetches, included); beyond this new misses get a stale answer or SERVFAIL (counted
+    /// in `ndots_overload_drops_total{limit="max_inflight"}`). Default `10000`. The waiting
+    /// share of `server.memory_limit` bounds them too, and usually first: a fifth of the
+    /// limit, charged 10 KiB plus the query's size for each, so about memory_limit / 51,500
+    /// bytes for 60-byte queries: 5,200 at the default 256MiB, 1,300 at 64MiB (refusals
+    /// counted as `limit="memory_limit"`). The lower of the two applies: 10000 binds only
+    /// with a memory_limit above about 491MiB (a cgroup limit of 655MiB or more when the
+    /// default is taken from it).
     pub max_inflight: Option<usize>,
     /// A TCP client connection idle this long is closed, and so is one that has not sent a whole
     /// query this long (at least 1 s) after its first byte (RFC 7766 §6.2.3). Default `10s`.

@@ -61,6 +61,16 @@ pub enum UpstreamError {
     Malformed(SocketAddr, WireError),
     #[error("upstream {0} closed the connection")]
     Closed(SocketAddr),
+    /// The reply's OPCODE is not the query's, which a server copies (RFC 1035 §4.1.1).
+    #[error("upstream {0} answered with another opcode")]
+    OpcodeMismatch(SocketAddr),
+    /// TC set on a reply over TCP, where nothing limits its size (RFC 7766 §8): the data is
+    /// partial and not to be used (RFC 2181 §9).
+    #[error("upstream {0} sent a truncated reply over TCP")]
+    TruncatedOverTcp(SocketAddr),
+    /// An extended RCODE about the proxy's own exchange with the server, not the name.
+    #[error("upstream {0} answered extended rcode {1}")]
+    ExtendedRcode(SocketAddr, u16),
     #[error("upstream {0}: TCP reconnect backing off after failed connects")]
     Backoff(SocketAddr),
     /// Every TCP query slot to the server stayed taken for the whole timeout: not sent. The
@@ -78,6 +88,9 @@ impl UpstreamError {
             UpstreamError::Io(..) => "io",
             UpstreamError::Malformed(..) => "malformed",
             UpstreamError::Closed(_) => "closed",
+            UpstreamError::OpcodeMismatch(_) => "opcode_mismatch",
+            UpstreamError::TruncatedOverTcp(_) => "truncated",
+            UpstreamError::ExtendedRcode(..) => "extended_rcode",
             UpstreamError::Backoff(_) => "backoff",
             UpstreamError::Busy(_) => "busy",
             UpstreamError::AllFailed => "all_failed",
@@ -355,6 +368,11 @@ fn clock_ms() -> u64 {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// This server's number, never reused in the process: the key of its metric handles in
+    /// each thread's memo (`m::cached_counter`). Not its address in memory: a reload frees the
+    /// old servers, and a new one (another `to` label) may be allocated at the same address
+    /// and would be handed the old one's handles.
+    id: u64,
     label: String,
     udp: Mutex<Vec<Arc<UdpConn>>>,
     next_udp: AtomicUsize,
@@ -372,8 +390,10 @@ pub struct Server {
 
 impl Server {
     fn new(addr: SocketAddr) -> Server {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Server {
             addr,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             label: addr.to_string(),
             udp: Mutex::new(Vec::new()),
             next_udp: AtomicUsize::new(0),
@@ -388,7 +408,7 @@ impl Server {
     }
 
     fn id(&self) -> u64 {
-        self as *const Server as u64
+        self.id
     }
 
     fn is_healthy(&self) -> bool {
@@ -427,7 +447,10 @@ impl Server {
     }
 
     fn count_request(&self, proto: &'static str) {
-        m::cached_counter(m::label_key(41, &[self.id(), proto.len() as u64]), || {
+        // Keyed by the label's text, not its length: "udp" and "tcp" are both 3 bytes long, and
+        // a thread that counted one handed its handle to the other (a UDP zone's TC retries
+        // over TCP counted as `proto="udp"`).
+        m::cached_counter(m::label_key(41, &[self.id(), proto.as_ptr() as u64]), || {
             metrics::counter!(m::UPSTREAM_REQUESTS, "to" => self.label.clone(), "proto" => proto)
         })
         .increment(1);
@@ -475,7 +498,7 @@ impl Server {
                 pool.swap_remove(i);
             }
         }
-        let conn = UdpConn::connect(self.addr)
+        let conn = UdpConn::connect(self.addr, self.id())
             .await
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let mut pool = self.udp.lock();
@@ -515,7 +538,7 @@ impl Server {
                 return Err(UpstreamError::Timeout(self.addr));
             }
         };
-        self.finish(bytes, started)
+        self.finish(bytes, query, started, false)
     }
 
     /// One query over TCP. A connection whose reply does not come within the timeout is closed
@@ -548,7 +571,7 @@ impl Server {
                 Ok(bytes) => {
                     self.connect_failures.store(0, Ordering::Relaxed);
                     self.next_connect_ms.store(0, Ordering::Relaxed);
-                    return self.finish(bytes, started);
+                    return self.finish(bytes, query, started, true);
                 }
                 Err(TcpFail::Timeout) => {
                     // Counted once per connection: every query pipelined on a stalled
@@ -599,7 +622,7 @@ impl Server {
             .map_err(|_| UpstreamError::Timeout(self.addr))?
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let _ = stream.set_nodelay(true);
-        let conn = TcpConn::start(stream, self.addr);
+        let conn = TcpConn::start(stream, self.addr, self.id());
         self.count_request("tcp");
         let bytes = match conn.exchange(query, q, deadline).await {
             Ok(b) => b,
@@ -609,12 +632,42 @@ impl Server {
         };
         self.connect_failures.store(0, Ordering::Relaxed);
         self.next_connect_ms.store(0, Ordering::Relaxed);
-        self.finish(bytes, started)
+        self.finish(bytes, query, started, true)
     }
 
-    fn finish(&self, bytes: Vec<u8>, started: Instant) -> Result<Reply, UpstreamError> {
+    /// The reply to `query` that came after `started`, over TCP if `tcp`: accepted, or the
+    /// attempt failed (counted by the caller, and the next server tried, as unbound does).
+    fn finish(
+        &self,
+        bytes: Vec<u8>,
+        query: &[u8],
+        started: Instant,
+        tcp: bool,
+    ) -> Result<Reply, UpstreamError> {
         let info =
             wire::parse_response(&bytes).map_err(|e| UpstreamError::Malformed(self.addr, e))?;
+        // RFC 1035 §4.1.1: the OPCODE is copied from the query. A reply with another one
+        // (STATUS for QUERY) does not answer it, and a stub that checks (dig, glibc) would drop
+        // it and wait out its own timeout. ID and question matched: a broken server, not a
+        // late reply, so this attempt fails now rather than at the timeout.
+        if query.len() > 2 && info.header.opcode() != (query[2] >> 3) & 0x0f {
+            return Err(UpstreamError::OpcodeMismatch(self.addr));
+        }
+        // Over TCP a reply is never cut for size (RFC 7766 §8): TC there means data left out,
+        // which is not to be used (RFC 2181 §9), nor retried, since TCP is the retry.
+        if tcp && info.header.tc() {
+            return Err(UpstreamError::TruncatedOverTcp(self.addr));
+        }
+        // Extended RCODEs (RFC 6891 §6.1.3) above BADVERS are about the transaction between
+        // the proxy and this server, not about the name: TSIG/TKEY (17 BADKEY .. 22 BADTRUNC,
+        // RFC 8945, RFC 2930), 23 BADCOOKIE (RFC 7873 §5.3: our cookie, which the client
+        // never sent), and codes not yet assigned. Relayed, they would tell the client of an
+        // exchange it had no part in. The server failed this query: the next one is tried,
+        // and the client gets SERVFAIL (or a stale answer) if none answers, as from unbound.
+        // BADVERS (16) is relayed: it says which EDNS version the server speaks.
+        if info.rcode > wire::RCODE_BADVERS {
+            return Err(UpstreamError::ExtendedRcode(self.addr, info.rcode));
+        }
         self.ever_answered.store(true, Ordering::Relaxed);
         self.observe(started, info.rcode);
         Ok(Reply {
@@ -660,7 +713,7 @@ impl Server {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = TcpConn::start(stream, self.addr);
+                let conn = TcpConn::start(stream, self.addr, self.id());
                 pool.push(conn.clone());
                 conn
             }
@@ -720,6 +773,8 @@ enum TcpFail {
 struct Dispatch {
     pending: Mutex<HashMap<u16, Pending>>,
     addr: SocketAddr,
+    /// The server's `Server::id`: rejected replies are counted under it.
+    server: u64,
     /// A UDP socket's server port was reported unreachable (`fail_all`): retire the socket.
     unreachable: std::sync::atomic::AtomicBool,
 }
@@ -734,10 +789,11 @@ struct Pending {
 }
 
 impl Dispatch {
-    fn new(addr: SocketAddr) -> Dispatch {
+    fn new(addr: SocketAddr, server: u64) -> Dispatch {
         Dispatch {
             pending: Mutex::new(HashMap::new()),
             addr,
+            server,
             unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -780,7 +836,10 @@ impl Dispatch {
     /// Hand a reply to the query it answers, if it answers one.
     fn deliver(&self, bytes: Vec<u8>) {
         let reject = |reason: &'static str| {
-            m::cached_counter(m::label_key(43, &[self as *const Dispatch as u64, reason.as_ptr() as u64]), || {
+            // Keyed by the server's id, not this Dispatch's address: a socket's Dispatch is
+            // freed when the socket is retired (every 512 queries), and another server's
+            // next one, allocated at that address, was handed this server's `to` label.
+            m::cached_counter(m::label_key(43, &[self.server, reason.as_ptr() as u64]), || {
                 metrics::counter!(m::UPSTREAM_FAILURES, "to" => self.addr.to_string(), "reason" => reason)
             })
             .increment(1);
@@ -831,7 +890,7 @@ impl Drop for UdpConn {
 }
 
 impl UdpConn {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Arc<UdpConn>> {
+    async fn connect(addr: SocketAddr, server: u64) -> std::io::Result<Arc<UdpConn>> {
         let bind: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
         } else {
@@ -840,7 +899,7 @@ impl UdpConn {
         let socket = Arc::new(UdpSocket::bind(bind).await?);
         // Connected: the kernel delivers only datagrams from `addr` (source check for free).
         socket.connect(addr).await?;
-        let dispatch = Arc::new(Dispatch::new(addr));
+        let dispatch = Arc::new(Dispatch::new(addr, server));
         let reader = {
             let socket = socket.clone();
             let dispatch = dispatch.clone();
@@ -890,9 +949,9 @@ impl Drop for TcpConn {
 }
 
 impl TcpConn {
-    fn start(stream: TcpStream, addr: SocketAddr) -> Arc<TcpConn> {
+    fn start(stream: TcpStream, addr: SocketAddr, server: u64) -> Arc<TcpConn> {
         let (mut rd, wr) = stream.into_split();
-        let dispatch = Arc::new(Dispatch::new(addr));
+        let dispatch = Arc::new(Dispatch::new(addr, server));
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -985,6 +1044,88 @@ mod tests {
         let mut v = Vec::new();
         wire::encode_name(s, &mut v).unwrap();
         v
+    }
+
+    /// The value of the series of `name` whose labels include every one of `labels`.
+    fn series(text: &str, name: &str, labels: &[&str]) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// A reply for an ID nobody waits for (`unexpected_id`).
+    const STRAY_REPLY: [u8; 12] = [0xab, 0xcd, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// Rejected replies were counted under a memo key made of the Dispatch's address. A UDP
+    /// socket's Dispatch is freed when the socket is retired, and another server's next one,
+    /// allocated at that address, was handed the first server's counter: a probe saw 500-1,000
+    /// rejections of one server charged to the other. Here the second Dispatch takes the
+    /// first's place in memory, for certain.
+    #[test]
+    fn rejected_replies_were_charged_to_the_server_whose_dispatch_was_freed_there() {
+        let handle = m::install();
+        let (a, b) = (
+            Server::new("192.0.2.201:5301".parse().unwrap()),
+            Server::new("192.0.2.202:5302".parse().unwrap()),
+        );
+        let mut slot = Box::new(Dispatch::new(a.addr, a.id()));
+        let at = &*slot as *const Dispatch;
+        slot.deliver(STRAY_REPLY.to_vec());
+        *slot = Dispatch::new(b.addr, b.id());
+        assert_eq!(&*slot as *const Dispatch, at, "the same address");
+        for _ in 0..2 {
+            slot.deliver(STRAY_REPLY.to_vec());
+        }
+        let text = handle.render();
+        let rejected = |to: &str| {
+            series(
+                &text,
+                m::UPSTREAM_FAILURES,
+                &[&format!("to=\"{to}\""), "reason=\"unexpected_id\""],
+            )
+        };
+        assert_eq!(rejected("192.0.2.201:5301"), 1.0, "{text}");
+        assert_eq!(rejected("192.0.2.202:5302"), 2.0, "{text}");
+    }
+
+    /// The same for a server: a reload frees the old servers and makes new ones, which may
+    /// take an old one's address with another `to` label.
+    #[test]
+    fn a_servers_counters_went_to_the_freed_server_at_its_address() {
+        let handle = m::install();
+        let mut slot = Box::new(Server::new("192.0.2.203:53".parse().unwrap()));
+        slot.count_failure(&UpstreamError::Timeout(slot.addr));
+        *slot = Server::new("192.0.2.204:53".parse().unwrap());
+        slot.count_failure(&UpstreamError::Timeout(slot.addr));
+        let text = handle.render();
+        for to in ["192.0.2.203:53", "192.0.2.204:53"] {
+            let labels = [&format!("to=\"{to}\"")[..], "reason=\"timeout\""];
+            assert_eq!(series(&text, m::UPSTREAM_FAILURES, &labels), 1.0, "{text}");
+        }
+    }
+
+    /// `ndots_upstream_requests_total` keyed its handles by the length of the `proto` label,
+    /// and "udp" and "tcp" have the same: on a thread that had counted a UDP query, the TCP
+    /// retry of a truncated reply was counted as `proto="udp"`.
+    #[test]
+    fn tcp_requests_were_counted_as_udp_on_a_thread_that_counted_udp_first() {
+        let handle = m::install();
+        let s = Server::new("192.0.2.205:53".parse().unwrap());
+        s.count_request("udp");
+        s.count_request("tcp");
+        s.count_request("tcp");
+        let text = handle.render();
+        let requests = |proto: &str| {
+            series(
+                &text,
+                m::UPSTREAM_REQUESTS,
+                &["to=\"192.0.2.205:53\"", &format!("proto=\"{proto}\"")],
+            )
+        };
+        assert_eq!(requests("udp"), 1.0, "{text}");
+        assert_eq!(requests("tcp"), 2.0, "{text}");
     }
 
     #[tokio::test]

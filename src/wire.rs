@@ -535,6 +535,25 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseInfo, WireError> {
     })
 }
 
+/// Where the message in `buf` ends: just past the last record its counts announce. Bytes
+/// after it belong to no section (RFC 1035 §4.1). Not a field of `ResponseInfo`, which every
+/// waiting query's future holds several copies of (`WAITING_OVERHEAD`).
+pub fn message_end(buf: &[u8]) -> Result<usize, WireError> {
+    let header = Header::parse(buf)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..header.qdcount {
+        pos = skip_name(buf, pos)?.0 + 4;
+    }
+    if pos > buf.len() {
+        return Err(WireError::Truncated);
+    }
+    let records = header.ancount as usize + header.nscount as usize + header.arcount as usize;
+    for _ in 0..records {
+        pos = read_rr(buf, pos)?.end;
+    }
+    Ok(pos)
+}
+
 /// How many records of `rtype` the answer section of `buf` (a response that parsed) holds:
 /// a CNAME chain that ends in NODATA has answers, but none of the asked type.
 pub fn answers_of_type(buf: &[u8], rtype: u16) -> Result<u16, WireError> {
@@ -789,6 +808,23 @@ pub fn tail_word(name: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `message_end` stops at the last record the counts announce, whatever follows, and
+    /// reads every prefix of a message without a panic (an error for each cut short).
+    #[test]
+    fn the_message_ends_with_its_last_record_not_with_the_buffer() {
+        // example. A: 192.0.2.1, then junk.
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x07example\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 1]);
+        let end = m.len();
+        m.extend_from_slice(b"\x01\x02\x03\x04garbage");
+        assert_eq!(message_end(&m), Ok(end));
+        assert!(parse_response(&m).is_ok());
+        for cut in 0..end {
+            assert!(message_end(&m[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 
     /// The tail read as one overlapping load is the zero-padded copy of the last bytes, for
     /// every length.

@@ -1526,7 +1526,8 @@ fn an_rd0_answer_was_cached_for_recursive_clients() {
 }
 
 /// An upstream's extended RCODE reached a client without EDNS as its four low bits: BADCOOKIE
-/// (23) read as YXRRSET (7). Such a client gets SERVFAIL; an EDNS client the RCODE itself.
+/// (23) read as YXRRSET (7). Such a client gets SERVFAIL (and since
+/// `transaction_extended_rcodes_reached_edns_clients`, so does an EDNS client).
 #[test]
 fn an_extended_rcode_reached_a_client_without_edns_as_another_rcode() {
     let up = rcode_upstream(ResponseCode::BADCOOKIE);
@@ -1534,8 +1535,122 @@ fn an_extended_rcode_reached_a_client_without_edns_as_another_rcode() {
     let m = ask_msg(p.addr, &Case::new("www", RecordType::A).plain(), 1);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(m.edns.is_none());
-    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 2);
-    assert_eq!(u16::from(m.metadata.response_code), 23);
+}
+
+/// The value of the `ndots_upstream_failures_total` series of server `to` and `reason`.
+fn failures(p: &Proxy, to: SocketAddr, reason: &str) -> f64 {
+    let text = p.proxy.as_ref().unwrap().metrics_text();
+    let (to, reason) = (format!("to=\"{to}\""), format!("reason=\"{reason}\""));
+    common::tools::metric_sum(
+        &text
+            .lines()
+            .filter(|l| l.contains(&to) && l.contains(&reason))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "ndots_upstream_failures_total{",
+    )
+}
+
+/// An upstream that answers every query with A 192.0.2.1 and an OPT.
+fn good_upstream() -> Scripted {
+    Scripted::start(Box::new(|q| {
+        let mut r = reply(q, ResponseCode::NoError);
+        r.add_answer(a_record(qname(q), 300));
+        Some(with_edns(r, q).to_vec().unwrap())
+    }))
+}
+
+/// Upstream extended RCODEs about the exchange between the proxy and the server (BADKEY 17 ..
+/// BADCOOKIE 23, RFC 8945, RFC 7873) and unassigned ones reached EDNS clients as they came:
+/// `dig` printed `status: BADCOOKIE` for a cookie the proxy, not the client, had (not) sent.
+/// The server failed the query: the next server is asked, and with none the client gets
+/// SERVFAIL, as from unbound. Counted as `reason="extended_rcode"`.
+#[test]
+fn transaction_extended_rcodes_reached_edns_clients() {
+    for rcode in [17u16, 18, 19, 20, 21, 22, 23, 24, 4095] {
+        let bad = rcode_upstream(<ResponseCode as From<u16>>::from(rcode));
+        let p = proxy("shortcut: {mode: off}\n", bad.addr);
+        for (id, case) in [
+            (1, Case::new("www", RecordType::A)),
+            (2, Case::new("www", RecordType::A).dnssec()),
+            (3, Case::new("www", RecordType::A).plain()),
+        ] {
+            let m = ask_msg(p.addr, &case, id);
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::ServFail,
+                "upstream rcode {rcode}, {}",
+                case.label()
+            );
+            assert!(m.answers.is_empty());
+            assert_eq!(m.edns.is_some(), case.edns.is_some());
+        }
+        assert_eq!(bad.seen(), 3, "rcode {rcode}: never cached");
+        assert_eq!(failures(&p, bad.addr, "extended_rcode"), 3.0, "{rcode}");
+    }
+    // A second server that answers: the client gets its answer.
+    let bad = rcode_upstream(ResponseCode::BADCOOKIE);
+    let good = good_upstream();
+    let p = Proxy::start(
+        "shortcut: {mode: off}\n",
+        &[(".", bad.addr), (".", good.addr)],
+    );
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!((bad.seen(), good.seen()), (1, 1));
+}
+
+/// A reply whose OPCODE differed from the query's (STATUS for QUERY) was relayed: `dig` said
+/// `Opcode mismatch`, dropped it and waited out its timeout, as glibc would (5 s a try). RFC
+/// 1035 §4.1.1: the opcode is copied into the response; a reply with another one is the
+/// server's failure: the next server is asked, else SERVFAIL (unbound: SERVFAIL at once).
+#[test]
+fn a_reply_with_another_opcode_was_relayed() {
+    let status = || {
+        Scripted::start(Box::new(|q| {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.metadata.op_code = OpCode::Status;
+            r.add_answer(Record::from_rdata(
+                qname(q),
+                300,
+                RData::A("203.0.113.66".parse().unwrap()),
+            ));
+            Some(with_edns(r, q).to_vec().unwrap())
+        }))
+    };
+    let bad = status();
+    let p = proxy("shortcut: {mode: off}\n", bad.addr);
+    for (id, case) in [
+        (1, Case::new("www", RecordType::A)),
+        (2, Case::new("www", RecordType::A).plain()),
+    ] {
+        let bytes = ask(p.addr, &case, id).expect("an answer");
+        assert_eq!((bytes[2] >> 3) & 0x0f, 0, "opcode QUERY: {bytes:02x?}");
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.metadata.op_code, OpCode::Query);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(m.answers.is_empty(), "{m:?}");
+    }
+    assert_eq!(failures(&p, bad.addr, "opcode_mismatch"), 2.0);
+    drop(p);
+    // With a second server, its answer.
+    let bad = status();
+    let good = good_upstream();
+    let p = Proxy::start(
+        "shortcut: {mode: off}\n",
+        &[(".", bad.addr), (".", good.addr)],
+    );
+    let m = ask_msg(p.addr, &Case::new("www", RecordType::A), 1);
+    assert_eq!(m.metadata.op_code, OpCode::Query);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(
+        m.answers[0].data,
+        RData::A("192.0.2.1".parse().unwrap()),
+        "the second server's answer"
+    );
+    assert_eq!((bad.seen(), good.seen()), (1, 1));
 }
 
 /// The schema shortcut split the text of a name, escapes and all: `a\.b` is one label, and
@@ -1610,4 +1725,54 @@ fn tc_was_set_when_only_the_ns_records_did_not_fit() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An upstream reply with bytes after its last record was kept whole: the proxy's OPT went
+/// after the junk, so every EDNS client got an answer it could not read, cached for the
+/// record's TTL. The message ends with its last record (RFC 1035 §4.1); the rest is dropped,
+/// as unbound does, with or without an OPT from the upstream.
+#[test]
+fn trailing_bytes_after_the_last_record_broke_edns_answers() {
+    const JUNK: &[u8] = b"\x01\x02\x03\x04garbage";
+    for upstream_opt in [false, true] {
+        let up = Scripted::start(Box::new(move |q| {
+            let mut r = reply(q, ResponseCode::NoError);
+            r.add_answer(a_record(qname(q), 300));
+            let r = if upstream_opt { with_edns(r, q) } else { r };
+            let mut bytes = r.to_vec().unwrap();
+            bytes.extend_from_slice(JUNK);
+            Some(bytes)
+        }));
+        let p = proxy("shortcut: {mode: off}\n", up.addr);
+        let tag = format!("upstream OPT: {upstream_opt}");
+        // Fresh, then from cache, to an EDNS client; then to one without EDNS.
+        for (id, case) in [
+            (1, Case::new("www", RecordType::A)),
+            (2, Case::new("www", RecordType::A)),
+            (3, Case::new("www", RecordType::A).plain()),
+        ] {
+            let bytes = ask(p.addr, &case, id).expect("an answer");
+            assert!(
+                !bytes.windows(JUNK.len()).any(|w| w == JUNK),
+                "{tag}, {}: the junk was relayed: {bytes:02x?}",
+                case.label()
+            );
+            let m = Message::from_vec(&bytes)
+                .unwrap_or_else(|e| panic!("{tag}, {}: unreadable: {e}", case.label()));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{tag}");
+            assert_eq!(m.answers.len(), 1, "{tag}");
+            assert_eq!(m.edns.is_some(), case.edns.is_some(), "{tag}");
+            // What the client got is exactly the message hickory reads: nothing after it.
+            assert_eq!(
+                m.to_vec().unwrap().len(),
+                bytes.len(),
+                "{tag}: {bytes:02x?}"
+            );
+        }
+        assert_eq!(
+            up.seen(),
+            1,
+            "{tag}: the answer was cached, without the junk"
+        );
+    }
 }

@@ -792,3 +792,128 @@ fn a_busy_first_server_sent_its_overflow_to_a_dead_one_alone() {
     );
     p.shutdown(Duration::from_millis(100));
 }
+
+/// A reply to `query` built by hand (RFC 1035 §4.1), not with ndots' wire code: its ID and
+/// question, RD copied, QR and RA set, TC as `tc`, one A record `ip` (TTL 300), no OPT.
+fn hand_reply(query: &[u8], tc: bool, ip: Ipv4Addr) -> Option<Vec<u8>> {
+    let q = common::scripted_dns::parse_query(query)?;
+    let mut r = query[0..2].to_vec();
+    r.push(0x80 | (query[2] & 0x01) | if tc { 0x02 } else { 0 });
+    r.push(0x80);
+    r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]);
+    r.extend_from_slice(&query[12..q.question_end]);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4]);
+    r.extend_from_slice(&ip.octets());
+    Some(r)
+}
+
+/// A TCP upstream that answers each A query with `hand_reply(tc, ip)`, and counts them; other
+/// types (the proxy's SOA health probes) without TC.
+fn hand_tcp_upstream(
+    tc: bool,
+    ip: Ipv4Addr,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let (addr, _) = tcp_upstream(move |mut s| {
+        while let Some(q) = read_framed(&mut s) {
+            let a = common::scripted_dns::parse_query(&q).is_some_and(|p| p.qtype == 1);
+            if a {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            let Some(r) = hand_reply(&q, tc && a, ip) else {
+                continue;
+            };
+            if s.write_all(&framed(&r)).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, asked)
+}
+
+/// `name` A over UDP with EDNS (hickory-proto), the answer read with hickory-proto.
+fn ask_hickory(dns: SocketAddr, name: &str, id: u16) -> hickory_proto::op::Message {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.set_edns(Edns::new());
+    let c = common::dns::client(Duration::from_secs(10));
+    c.send_to(&m.to_vec().unwrap(), dns).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.recv(&mut buf).expect("an answer");
+    Message::from_vec(&buf[..n]).expect("a readable answer")
+}
+
+/// A truncated reply over TCP was relayed, TC and partial data (A 203.0.113.66) and all; over
+/// TCP nothing cuts a reply for size (RFC 7766 §8), and data of a truncated reply is not to be
+/// used (RFC 2181 §9). It is the server's failure: the next server is asked, else SERVFAIL
+/// (unbound: SERVFAIL), never cached; counted as `reason="truncated"`. The same for a UDP zone
+/// whose server sets TC over both transports.
+#[test]
+fn tc_over_tcp_was_relayed_with_its_partial_data() {
+    use hickory_proto::op::ResponseCode;
+    use std::sync::atomic::Ordering;
+    let (tc_tcp, asked) = hand_tcp_upstream(true, FORGED);
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{tc_tcp}\"], protocol: tcp, timeout: 2s}}]"
+    ));
+    for id in [1, 2] {
+        let m = ask_hickory(p.dns_addrs[0], "tc.example.org.", id);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(!m.metadata.truncation, "{m:?}");
+        assert!(m.answers.is_empty(), "no partial data: {m:?}");
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "never cached");
+    let m = p.metrics_text();
+    let truncated: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("ndots_upstream_failures_total{"))
+        .filter(|l| l.contains(&format!("to=\"{tc_tcp}\"")) && l.contains("reason=\"truncated\""))
+        .collect();
+    assert_eq!(metric_sum(&truncated.join("\n"), ""), 2.0, "{m}");
+    p.shutdown(Duration::from_millis(100));
+
+    // A second server that answers: its answer.
+    let (good, _) = hand_tcp_upstream(false, REAL);
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{tc_tcp}\", \"{good}\"], protocol: tcp, timeout: 2s}}]"
+    ));
+    let m = ask_hickory(p.dns_addrs[0], "tc2.example.org.", 3);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(
+        m.answers[0].data,
+        hickory_proto::rr::RData::A(REAL.into()),
+        "the second server's answer"
+    );
+    p.shutdown(Duration::from_millis(100));
+
+    // A UDP zone: TC over UDP, retried over TCP, TC again.
+    let udp = UdpSocket::bind(tc_tcp).expect("UDP on the TCP upstream's port");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            if let Some(r) = hand_reply(&buf[..n], true, FORGED) {
+                let _ = udp.send_to(&r, from);
+            }
+        }
+    });
+    let (_rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{tc_tcp}\"], timeout: 2s}}]"
+    ));
+    let before = asked.load(Ordering::SeqCst);
+    let m = ask_hickory(p.dns_addrs[0], "tcboth.example.org.", 4);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.answers.is_empty(), "{m:?}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        before + 1,
+        "retried over TCP once"
+    );
+    p.shutdown(Duration::from_millis(100));
+}
