@@ -44,6 +44,13 @@ const TCP_CONNS_PER_SERVER: usize = 4;
 /// Queries in flight on one TCP connection (RFC 7766 §6.2.1.1 pipelining), bounded so a
 /// connection that stalls holds at most this many queries hostage.
 const TCP_PIPELINE: usize = 64;
+/// Connections one query may try on one server while each closes after answering others
+/// (`exchange_tcp`): 256 queries at once to a server that answers one per connection need 64
+/// rounds of 4 connections; past this many a query fails over instead.
+const TCP_ATTEMPTS: usize = 64;
+/// How long a query whose TCP connection failed waits for the connection's reader to finish
+/// before judging whether the server answered on it (`TcpConn::answered_before_closing`).
+const READ_ALL_WAIT: Duration = Duration::from_millis(100);
 /// Backoff between failed TCP connects to one server: doubles from MIN up to MAX, and ends at
 /// the first connect (or health probe) that succeeds.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -562,11 +569,21 @@ impl Server {
         // timed out after the server had done the work (256 of 600 answered, 574 sent).
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        // One retry on a fresh connection: a pooled connection may have been closed by the
-        // server while idle (RFC 7766 §6.2.3) and we only learn it when writing.
-        for attempt in 0..2 {
+        // A query whose connection closed under it is sent again on another: once whatever
+        // the connection did (a pooled one may have been closed by the server while idle, RFC
+        // 7766 §6.2.3, and we only learn it when writing), and again while the closed one had
+        // answered a query of ours: a server that closes after each answer, or every few
+        // (nsd's `tcp-query-count`), is answering, and never read the queries pipelined behind
+        // the answered one. Bounded by the timeout and by `TCP_ATTEMPTS`.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let lease = self.tcp_conn(deadline).await?;
-            self.count_request("tcp");
+            if attempt == 1 {
+                // Once per query, however many connections it takes: a write into a
+                // connection the server has closed reaches nobody.
+                self.count_request("tcp");
+            }
             match lease.conn.exchange(query, q, deadline).await {
                 Ok(bytes) => {
                     self.connect_failures.store(0, Ordering::Relaxed);
@@ -587,13 +604,13 @@ impl Server {
                 }
                 Err(fail) => {
                     self.drop_tcp(&lease.conn).await;
+                    let answered = lease.conn.answered_before_closing(READ_ALL_WAIT).await;
                     // Once per connection: up to 64 queries may ride one that resets.
-                    if !lease.conn.answered.load(Ordering::Relaxed)
-                        && !lease.conn.backed_off.swap(true, Ordering::Relaxed)
-                    {
+                    if !answered && !lease.conn.backed_off.swap(true, Ordering::Relaxed) {
                         self.back_off_connects();
                     }
-                    if attempt == 0 && tokio::time::Instant::now() < deadline {
+                    let again = attempt == 1 || (answered && attempt < TCP_ATTEMPTS);
+                    if again && tokio::time::Instant::now() < deadline {
                         continue;
                     }
                     return Err(match fail {
@@ -603,7 +620,6 @@ impl Server {
                 }
             }
         }
-        Err(UpstreamError::Closed(self.addr))
     }
 
     /// A health probe over TCP, always on a connection of its own: a probe sent down the
@@ -833,8 +849,8 @@ impl Dispatch {
         self.pending.lock().clear();
     }
 
-    /// Hand a reply to the query it answers, if it answers one.
-    fn deliver(&self, bytes: Vec<u8>) {
+    /// Hand a reply to the query it answers, if it answers one (true).
+    fn deliver(&self, bytes: Vec<u8>) -> bool {
         let reject = |reason: &'static str| {
             // Keyed by the server's id, not this Dispatch's address: a socket's Dispatch is
             // freed when the socket is retired (every 512 queries), and another server's
@@ -843,6 +859,7 @@ impl Dispatch {
                 metrics::counter!(m::UPSTREAM_FAILURES, "to" => self.addr.to_string(), "reason" => reason)
             })
             .increment(1);
+            false
         };
         let Ok(h) = wire::Header::parse(&bytes) else {
             return reject("malformed");
@@ -872,6 +889,7 @@ impl Dispatch {
         let p = pending.remove(&h.id).expect("present");
         drop(pending);
         let _ = p.tx.send(bytes);
+        true
     }
 }
 
@@ -907,7 +925,9 @@ impl UdpConn {
                 let mut buf = vec![0u8; MAX_MESSAGE];
                 loop {
                     match socket.recv(&mut buf).await {
-                        Ok(n) => dispatch.deliver(buf[..n].to_vec()),
+                        Ok(n) => {
+                            dispatch.deliver(buf[..n].to_vec());
+                        }
                         // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket:
                         // nothing listens on the server's port, so no query waiting on this
                         // socket will be answered. They fail now and fail over, instead of each
@@ -933,12 +953,14 @@ struct TcpConn {
     writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     dispatch: Arc<Dispatch>,
     dead: Arc<std::sync::atomic::AtomicBool>,
-    /// A reply came on it: a connection that fails before one backs connects off (once:
-    /// `backed_off`).
+    /// A reply to one of our queries came on it: a connection that fails before one backs
+    /// connects off (once: `backed_off`), and one that closes after one is retried.
     answered: Arc<std::sync::atomic::AtomicBool>,
     backed_off: std::sync::atomic::AtomicBool,
     /// Queries holding a lease on this connection (bounded by `TCP_PIPELINE`).
     inflight: AtomicUsize,
+    /// The reader has read everything the server sent (`read_all`).
+    read_all: Arc<tokio::sync::watch::Sender<bool>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -954,10 +976,12 @@ impl TcpConn {
         let dispatch = Arc::new(Dispatch::new(addr, server));
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let read_all = Arc::new(tokio::sync::watch::Sender::new(false));
         let reader = {
             let dispatch = dispatch.clone();
             let dead = dead.clone();
             let answered = answered.clone();
+            let read_all = read_all.clone();
             tokio::spawn(async move {
                 let mut len = [0u8; 2];
                 loop {
@@ -969,10 +993,12 @@ impl TcpConn {
                     if rd.read_exact(&mut msg).await.is_err() {
                         break;
                     }
-                    answered.store(true, Ordering::Relaxed);
-                    dispatch.deliver(msg);
+                    if dispatch.deliver(msg) {
+                        answered.store(true, Ordering::Relaxed);
+                    }
                 }
                 dead.store(true, Ordering::Relaxed);
+                read_all.send_replace(true);
                 // Dropping the senders wakes every waiter with an error.
                 dispatch.pending.lock().clear();
             })
@@ -984,8 +1010,19 @@ impl TcpConn {
             answered,
             backed_off: std::sync::atomic::AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            read_all,
             reader,
         })
+    }
+
+    /// Whether a reply to one of our queries came on this connection, once its reader has
+    /// read what the server sent before closing (at most `wait` for that). A write that fails
+    /// on the server's reset returns before the reader has taken the answer queued ahead of
+    /// the reset, and the connection would read as one that never answered.
+    async fn answered_before_closing(&self, wait: Duration) -> bool {
+        let mut done = self.read_all.subscribe();
+        let _ = tokio::time::timeout(wait, done.wait_for(|&d| d)).await;
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Send one query (with a fresh ID, RFC 7766 §8 framing) and wait for its reply until
