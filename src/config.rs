@@ -424,10 +424,10 @@ pub struct ServerSection {
     /// prefetches, included); beyond this new misses get a stale answer or SERVFAIL (counted
     /// in `ndots_overload_drops_total{limit="max_inflight"}`). Default `10000`. The waiting
     /// share of `server.memory_limit` bounds them too, and usually first: a fifth of the
-    /// limit, charged 10 KiB plus the query's size for each, so about memory_limit / 51,500
-    /// bytes for 60-byte queries: 5,200 at the default 256MiB, 1,300 at 64MiB (refusals
+    /// limit, charged 10.5 KiB plus the query's size for each, so about memory_limit / 54,000
+    /// bytes for 60-byte queries: 5,000 at the default 256MiB, 1,200 at 64MiB (refusals
     /// counted as `limit="memory_limit"`). The lower of the two applies: 10000 binds only
-    /// with a memory_limit above about 491MiB (a cgroup limit of 655MiB or more when the
+    /// with a memory_limit above about 515MiB (a cgroup limit of 688MiB or more when the
     /// default is taken from it).
     pub max_inflight: Option<usize>,
     /// A TCP client connection idle this long is closed, and so is one that has not sent a whole

@@ -593,7 +593,7 @@ impl Server {
                 Err(TcpFail::Timeout) => {
                     // Counted once per connection: every query pipelined on a stalled
                     // connection times out, and it was counted once for each of them.
-                    if self.drop_tcp(&lease.conn).await {
+                    if Box::pin(self.drop_tcp(&lease.conn)).await {
                         m::cached_counter(
                             m::label_key(44, &[self.id()]),
                             || metrics::counter!(m::UPSTREAM_TCP_REPLACED, "to" => self.label.clone()),
@@ -603,12 +603,9 @@ impl Server {
                     return Err(UpstreamError::Timeout(self.addr));
                 }
                 Err(fail) => {
-                    self.drop_tcp(&lease.conn).await;
-                    let answered = lease.conn.answered_before_closing(READ_ALL_WAIT).await;
-                    // Once per connection: up to 64 queries may ride one that resets.
-                    if !answered && !lease.conn.backed_off.swap(true, Ordering::Relaxed) {
-                        self.back_off_connects();
-                    }
+                    // Boxed: a rare path, kept out of every waiting query's future (whose size
+                    // the memory budget charges, `WAITING_OVERHEAD`).
+                    let answered = Box::pin(self.closed_under(&lease.conn)).await;
                     let again = attempt == 1 || (answered && attempt < TCP_ATTEMPTS);
                     if again && tokio::time::Instant::now() < deadline {
                         continue;
@@ -620,6 +617,18 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// A connection failed under a query: take it out of the pool, and tell whether it had
+    /// answered a query of ours. One that had not backs new connects off (once per connection:
+    /// up to 64 queries may ride one that resets).
+    async fn closed_under(&self, conn: &Arc<TcpConn>) -> bool {
+        self.drop_tcp(conn).await;
+        let answered = conn.answered_before_closing(READ_ALL_WAIT).await;
+        if !answered && !conn.backed_off.swap(true, Ordering::Relaxed) {
+            self.back_off_connects();
+        }
+        answered
     }
 
     /// A health probe over TCP, always on a connection of its own: a probe sent down the
@@ -715,12 +724,14 @@ impl Server {
                 if clock_ms() < self.next_connect_ms.load(Ordering::Relaxed) {
                     return Err(UpstreamError::Backoff(self.addr));
                 }
-                let connected =
-                    match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
-                        Ok(Ok(s)) => Ok(s),
-                        Ok(Err(e)) => Err(UpstreamError::Io(self.addr, e)),
-                        Err(_) => Err(UpstreamError::Timeout(self.addr)),
-                    };
+                // Boxed: the connect is rare (connections are pooled) and its future is most
+                // of this one, which every waiting query's future holds (`WAITING_OVERHEAD`).
+                let connect = Box::pin(TcpStream::connect(self.addr));
+                let connected = match tokio::time::timeout_at(deadline, connect).await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(UpstreamError::Io(self.addr, e)),
+                    Err(_) => Err(UpstreamError::Timeout(self.addr)),
+                };
                 let stream = match connected {
                     Ok(s) => s,
                     Err(e) => {
