@@ -1170,6 +1170,63 @@ fn autopath_cname_to_a_target_without_the_asked_type_ended_single_type_walks() {
     assert_eq!(types, [RecordType::CNAME, RecordType::MX], "{mx:?}");
 }
 
+/// Autopath's answer for `Q` outlived the NXDOMAINs of the candidates it walked past: `Q A`
+/// was cached for the target's TTL (300 s), `Q AAAA` for its own shorter one. When a candidate
+/// walked past came to exist (a new Service), the entry that expired first was built on it and
+/// the other still on the old target, and glibc, musl and Go merge the two into one address
+/// list (a probe: the old target's IPv4 with the new Service's IPv6 for ~265 s). Every answer
+/// is now held no longer than the shortest negative TTL it was built on, so both types move to
+/// the new candidate together.
+#[test]
+fn autopath_a_and_aaaa_moved_to_a_new_candidate_apart() {
+    use std::sync::atomic::AtomicBool;
+    let created = Arc::new(AtomicBool::new(false));
+    let now = created.clone();
+    let service = "api.github.com.svc.cluster.local.";
+    let up = Scripted::start(Box::new(move |q| {
+        let name = qname(q).to_ascii().to_ascii_lowercase();
+        let t = q.queries[0].query_type();
+        let exists = now.load(Ordering::SeqCst);
+        let mut r = if name == "api.github.com." || (exists && name == service) {
+            let mut r = reply(q, ResponseCode::NoError);
+            if t == RecordType::A {
+                r.add_answer(a_record(qname(q), 300));
+            }
+            r
+        } else if exists
+            && ["com.svc.cluster.local.", "github.com.svc.cluster.local."].contains(&&*name)
+        {
+            // The new Service and its namespace above the pod: empty non-terminals.
+            reply(q, ResponseCode::NoError)
+        } else {
+            reply(q, ResponseCode::NXDomain)
+        };
+        if r.answers.is_empty() {
+            // Negative answers live one second (the SOA's TTL and MINIMUM).
+            r.add_authority(soa_record("cluster.local.", 1, 1));
+        }
+        Some(with_edns(r, q).to_vec().unwrap())
+    }));
+    let p = proxy(AUTOPATH, up.addr);
+    let target = |t: RecordType, id: u16| -> Option<String> {
+        let m = ask_msg(p.addr, &Case::new(EXPANSION, t), id);
+        m.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) => Some(c.0.to_ascii().to_ascii_lowercase()),
+            _ => None,
+        })
+    };
+    assert_eq!(target(RecordType::A, 1).as_deref(), Some("api.github.com."));
+    created.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2100));
+    // The service has A only: A gets the CNAME to it, AAAA NODATA (the same walk's end).
+    assert_eq!(
+        target(RecordType::A, 2).as_deref(),
+        Some(service),
+        "Q A still built on the NXDOMAIN that expired"
+    );
+    assert_eq!(target(RecordType::AAAA, 3), None);
+}
+
 /// The shortcut made up answers for DNSSEC-aware clients (DO or CD set): under a signed search
 /// domain its NXDOMAIN had no NSEC and no RRSIG, and a validator downstream (unbound) turned it
 /// into SERVFAIL, on which musl ends its walk; autopath's lookups dropped the RRSIGs and the

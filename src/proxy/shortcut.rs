@@ -300,11 +300,17 @@ impl Engine {
     ) -> Option<Vec<u8>> {
         let qtype = view.question.qtype;
         let (mut a, mut aaaa, mut asked) = (Vec::new(), Vec::new(), Vec::new());
+        // The answer holds while every candidate walked past still does not exist: no longer
+        // than the shortest of their negative TTLs (RFC 2308 §5), or the A and AAAA entries
+        // of `Q`, which expire apart, would be built on different candidates once one of
+        // them came to exist (a new Service): A to the old target, AAAA to the new one.
+        let mut valid_for = u32::MAX;
         for candidate in candidates {
             // A candidate the schema allows may still be ruled out by an NXDOMAIN ancestor.
             if let Some(sc) = &self.shortcut {
                 if let Plan::Ancestors(ancestors) = sc.ancestor_plan(candidate) {
-                    if self.any_nxdomain(&ancestors, &mut asked).await? {
+                    if let Some(ttl) = self.nxdomain_among(&ancestors, &mut asked).await? {
+                        valid_for = valid_for.min(ttl);
                         continue;
                     }
                 }
@@ -337,19 +343,21 @@ impl Engine {
                     }
                 };
                 if found.answers == 0 {
-                    let ttl = found.negative_ttl.unwrap_or(u32::MAX);
+                    let ttl = found.negative_ttl.min(valid_for);
                     return Some(self.synthesized_nodata(query, view, soa_zone, ttl));
                 }
-                return cname_answer(query, candidate, rendered);
+                return cname_answer(query, candidate, rendered, valid_for);
             }
             if pair.iter().any(|r| r.rcode == wire::RCODE_NXDOMAIN) {
+                valid_for = pair.iter().fold(valid_for, |v, r| v.min(r.negative_ttl));
                 continue;
             }
             // NODATA for both: NXDOMAIN for the expansion, the candidate left to the client.
-            return Some(self.synthesized_nxdomain(query, view, soa_zone));
+            let ttl = pair.iter().fold(valid_for, |v, r| v.min(r.negative_ttl));
+            return Some(self.synthesized_nxdomain(query, view, soa_zone, ttl));
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
-        Some(self.synthesized_nxdomain(query, view, soa_zone))
+        Some(self.synthesized_nxdomain(query, view, soa_zone, valid_for))
     }
 
     /// RFC 8020: NXDOMAIN for the query when one of `ancestors` is NXDOMAIN; `None` to forward.
@@ -361,30 +369,44 @@ impl Engine {
     ) -> Option<Vec<u8>> {
         let mut rendered = Vec::with_capacity(512);
         let zone = self.config.cluster.domain.as_str();
-        self.any_nxdomain(ancestors, &mut rendered)
+        // Held no longer than the ancestor's own NXDOMAIN.
+        self.nxdomain_among(ancestors, &mut rendered)
             .await?
-            .then(|| self.synthesized_nxdomain(query, view, zone))
+            .map(|ttl| self.synthesized_nxdomain(query, view, zone, ttl))
     }
 
-    /// Whether one of `names` does not exist (asked for type A, through the cache). Only an
-    /// NXDOMAIN with an empty answer section speaks for the name asked: after a CNAME (an
-    /// ExternalName Service) it speaks for the chain's last name (RFC 8020 §2, RFC 6604).
-    async fn any_nxdomain(&self, names: &[String], rendered: &mut Vec<u8>) -> Option<bool> {
+    /// Whether one of `names` does not exist (asked for type A, through the cache), with what
+    /// is left of that NXDOMAIN's TTL. Only an NXDOMAIN with an empty answer section speaks
+    /// for the name asked: after a CNAME (an ExternalName Service) it speaks for the chain's
+    /// last name (RFC 8020 §2, RFC 6604). `None` inside when every name exists.
+    async fn nxdomain_among(
+        &self,
+        names: &[String],
+        rendered: &mut Vec<u8>,
+    ) -> Option<Option<u32>> {
         for n in names {
             let r = self
                 .resolve_cached(n, wire::TYPE_A, rendered, false)
                 .await?;
             if r.rcode == wire::RCODE_NXDOMAIN && r.answers == 0 {
-                return Some(true);
+                return Some(Some(r.negative_ttl));
             }
         }
-        Some(false)
+        Some(None)
     }
 
-    /// NXDOMAIN for the query with `zone`'s SOA (the zone of the search suffix it ends in).
-    fn synthesized_nxdomain(&self, query: &[u8], view: &QueryView, zone: &str) -> Vec<u8> {
+    /// NXDOMAIN for the query with `zone`'s SOA (the zone of the search suffix it ends in),
+    /// held no longer than `valid_for` (the negative answers it was built on) nor than the
+    /// configured negative TTL.
+    fn synthesized_nxdomain(
+        &self,
+        query: &[u8],
+        view: &QueryView,
+        zone: &str,
+        valid_for: u32,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        let ttl = self.config.cache.negative_max_ttl;
+        let ttl = self.config.cache.negative_max_ttl.min(valid_for);
         nxdomain_with_soa(query, view, zone, ttl, &mut out);
         out
     }
@@ -451,7 +473,8 @@ impl Engine {
             rcode: info.rcode as u8,
             answers: info.header.ancount,
             data: wire::answers_of_type(rendered, qtype).ok()? > 0,
-            negative_ttl: info.negative_ttl,
+            // RFC 2308 §5: a negative answer without an SOA is not to be cached at all.
+            negative_ttl: info.negative_ttl.unwrap_or(0),
         })
     }
 }
@@ -463,8 +486,9 @@ struct Resolved {
     answers: u16,
     /// The answer holds records of the asked type (not only a CNAME chain).
     data: bool,
-    /// A negative answer's TTL (RFC 2308 §5: its SOA's TTL and MINIMUM, the smaller).
-    negative_ttl: Option<u32>,
+    /// How long a negative answer may be held (RFC 2308 §5: its SOA's TTL and MINIMUM, the
+    /// smaller; 0 without an SOA).
+    negative_ttl: u32,
 }
 
 /// Coalescing of the proxy's own lookups (autopath candidates, ancestor checks).
@@ -509,13 +533,21 @@ impl Flights {
 /// `Q CNAME target` followed by the target's answer records, with the target's rcode and
 /// authority section (a NODATA keeps its SOA). Built with hickory-proto, which re-encodes the
 /// copied names with fresh compression.
-fn cname_answer(query: &[u8], target: &str, target_response: &[u8]) -> Option<Vec<u8>> {
+fn cname_answer(
+    query: &[u8],
+    target: &str,
+    target_response: &[u8],
+    valid_for: u32,
+) -> Option<Vec<u8>> {
     use hickory_proto::op::Message;
     use hickory_proto::rr::{rdata::CNAME, Name, RData, Record};
     let q = Message::from_vec(query).ok()?;
     let mut t = Message::from_vec(target_response).ok()?;
     let owner = q.queries.first()?.name().clone();
     let target_name = in_the_clients_case(&Name::from_ascii(target).ok()?, &owner)?;
+    for r in t.answers.iter_mut().chain(t.authorities.iter_mut()) {
+        r.ttl = r.ttl.min(valid_for);
+    }
     // The target's own records too: glibc's canonical name is the target as written, and a
     // direct walk would have found it in the case the client wrote it (RFC 4343 §4.1).
     for r in t.answers.iter_mut().filter(|r| r.name == target_name) {
@@ -580,7 +612,7 @@ mod tests {
         t[2] |= 0x80;
         t[7] = 1;
         t.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
-        let out = cname_answer(&q, "mixed.example.test.", &t).unwrap();
+        let out = cname_answer(&q, "mixed.example.test.", &t, u32::MAX).unwrap();
         let m = Message::from_vec(&out).unwrap();
         let text: Vec<String> = m.answers.iter().map(|r| r.to_string()).collect();
         assert!(text[0].ends_with("CNAME MiXeD.example.test."), "{text:?}");
