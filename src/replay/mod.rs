@@ -41,8 +41,10 @@
 //!   lowers every setting's figure). `off` forwards everything; `nxdomain` answers the
 //!   expansions the shortcut policy rules out (zones given by `--shortcut-zone`, and the
 //!   Kubernetes schema); `autopath` answers a ruled-out expansion with the first later
-//!   candidate that exists, costing one upstream query per candidate it tries. The proxy's
-//!   RFC 8020 ancestor checks are not modelled. For a lookup replayed as captured, the
+//!   candidate that exists, costing one upstream query per candidate it tries, and SERVFAIL
+//!   when a candidate fails, as the proxy does. The model judges a candidate by the asked
+//!   type alone, where the proxy judges it by A and AAAA together (docs/shortcut.md), and the
+//!   proxy's RFC 8020 ancestor checks are not modelled. For a lookup replayed as captured, the
 //!   `nxdomain` decision is taken per suffix kind (the first node domain stands for all).
 //! - **Live** (`--target`): every setting's walks are sent, answers come from the target, so
 //!   nothing is unknown; `before` stays what the capture shows. The `nxdomain` shortcut is
@@ -542,6 +544,21 @@ mod tests {
         assert_eq!((ap.queries, ap.upstream_queries), (1, 2));
         assert_eq!(ap.changed_resolutions, 0, "{:?}", ap.changes);
         assert_eq!(ap.unknown_answers, 0);
+    }
+
+    /// The model forwarded an autopath query whose candidate failed (SERVFAIL), and counted
+    /// the forward upstream; the proxy answers such a query SERVFAIL itself (docs/shortcut.md).
+    #[test]
+    fn autopath_model_forwarded_a_query_whose_candidate_failed() {
+        let mut walk = GITHUB.to_vec();
+        walk[1].3 = 2; // api.github.com.svc.cluster.local: SERVFAIL, glibc walks on
+        let r = replay(&walk);
+        let ap = r.evaluate(&setting(5, ShortcutMode::Autopath));
+        // Q gets SERVFAIL and glibc walks on: svc (forwarded: the schema allows it, and it
+        // fails again), then cluster.local, which autopath answers with api.github.com.
+        // Upstream: svc and api.github.com only, not the expansion.
+        assert_eq!((ap.queries, ap.upstream_queries), (3, 2));
+        assert_eq!(ap.changed_resolutions, 0, "{:?}", ap.changes);
     }
 
     #[test]

@@ -183,11 +183,9 @@ fn shortcut_answer(
         match answer(&c, qtype) {
             Answer::NxDomain => continue,
             a @ (Answer::Address | Answer::NoData) => return (a, Some(c)),
-            // A candidate that failed: the proxy forwards the query as it is.
-            _ => {
-                upstream(qname, qtype);
-                return (answer(qname, qtype), None);
-            }
+            // A candidate that failed: the proxy answers SERVFAIL for the query, never
+            // forwarding it (its NXDOMAIN would split A from AAAA; docs/shortcut.md).
+            _ => return (Answer::ServFail, None),
         }
     }
     (Answer::NxDomain, None)
