@@ -344,7 +344,13 @@ impl Engine {
                 };
                 if found.answers == 0 {
                     let ttl = found.negative_ttl.min(valid_for);
-                    return Some(self.synthesized_nodata(query, view, soa_zone, ttl));
+                    return Some(self.synthesized_negative(
+                        query,
+                        view,
+                        wire::RCODE_NOERROR,
+                        soa_zone,
+                        ttl,
+                    ));
                 }
                 return cname_answer(query, candidate, rendered, valid_for);
             }
@@ -354,10 +360,16 @@ impl Engine {
             }
             // NODATA for both: NXDOMAIN for the expansion, the candidate left to the client.
             let ttl = pair.iter().fold(valid_for, |v, r| v.min(r.negative_ttl));
-            return Some(self.synthesized_nxdomain(query, view, soa_zone, ttl));
+            return Some(self.synthesized_negative(
+                query,
+                view,
+                wire::RCODE_NXDOMAIN,
+                soa_zone,
+                ttl,
+            ));
         }
         // No candidate exists: the base does not exist, NXDOMAIN for Q.
-        Some(self.synthesized_nxdomain(query, view, soa_zone, valid_for))
+        Some(self.synthesized_negative(query, view, wire::RCODE_NXDOMAIN, soa_zone, valid_for))
     }
 
     /// RFC 8020: NXDOMAIN for the query when one of `ancestors` is NXDOMAIN; `None` to forward.
@@ -372,7 +384,7 @@ impl Engine {
         // Held no longer than the ancestor's own NXDOMAIN.
         self.nxdomain_among(ancestors, &mut rendered)
             .await?
-            .map(|ttl| self.synthesized_nxdomain(query, view, zone, ttl))
+            .map(|ttl| self.synthesized_negative(query, view, wire::RCODE_NXDOMAIN, zone, ttl))
     }
 
     /// Whether one of `names` does not exist (asked for type A, through the cache), with what
@@ -395,34 +407,20 @@ impl Engine {
         Some(None)
     }
 
-    /// NXDOMAIN for the query with `zone`'s SOA (the zone of the search suffix it ends in),
-    /// held no longer than `valid_for` (the negative answers it was built on) nor than the
-    /// configured negative TTL.
-    fn synthesized_nxdomain(
+    /// A negative answer (`rcode` NXDOMAIN, or NOERROR for NODATA) for the query with `zone`'s
+    /// SOA (the zone of the search suffix it ends in), held no longer than `valid_for` (the
+    /// negative answers it was built on) nor than the configured negative TTL.
+    fn synthesized_negative(
         &self,
         query: &[u8],
         view: &QueryView,
+        rcode: u8,
         zone: &str,
         valid_for: u32,
     ) -> Vec<u8> {
         let mut out = Vec::new();
         let ttl = self.config.cache.negative_max_ttl.min(valid_for);
-        nxdomain_with_soa(query, view, zone, ttl, &mut out);
-        out
-    }
-
-    /// NODATA for the query with `zone`'s SOA, held no longer than the target's own NODATA
-    /// (`target_ttl`) nor than the configured negative TTL.
-    fn synthesized_nodata(
-        &self,
-        query: &[u8],
-        view: &QueryView,
-        zone: &str,
-        target_ttl: u32,
-    ) -> Vec<u8> {
-        let mut out = Vec::new();
-        let ttl = self.config.cache.negative_max_ttl.min(target_ttl);
-        negative_with_soa(query, view, wire::RCODE_NOERROR, zone, ttl, &mut out);
+        negative_with_soa(query, view, rcode, zone, ttl, &mut out);
         out
     }
 
