@@ -63,8 +63,8 @@ struct Admin {
     handover: Arc<tokio::sync::Notify>,
     metrics: PrometheusHandle,
     tracker: Tracker,
-    /// The UDP listeners, by inode, for the kernel's drop counter.
-    udp_inodes: Vec<u64>,
+    /// The kernel's drop counts of the UDP listeners.
+    udp_drops: udp::KernelDrops,
 }
 
 impl AdminSource for Admin {
@@ -83,7 +83,7 @@ impl AdminSource for Admin {
             metrics::gauge!(m::UPSTREAM_HEALTHY, "to" => server.to_owned())
                 .set(healthy as u8 as f64);
         }
-        metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(udp::kernel_drops(&self.udp_inodes));
+        metrics::counter!(m::UDP_RECEIVE_DROPS).absolute(self.udp_drops.total());
         metrics::counter!(m::TRACKER_DROPPED_EVENTS).absolute(self.tracker.dropped());
         metrics::counter!(m::TRACKER_SHED_EVENTS).absolute(self.tracker.shed());
         self.engine.load().cache.budget().export_metrics();
@@ -236,7 +236,7 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
                 handover: handover.clone(),
                 metrics: metrics.clone(),
                 tracker: tracker.clone(),
-                udp_inodes: udp_inodes.clone(),
+                udp_drops: udp::KernelDrops::new(udp_inodes.clone()),
             });
             let _guard = rt.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)?;
