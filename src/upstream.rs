@@ -695,7 +695,8 @@ impl Server {
         // (STATUS for QUERY) does not answer it, and a stub that checks (dig, glibc) would drop
         // it and wait out its own timeout. ID and question matched: a broken server, not a
         // late reply, so this attempt fails now rather than at the timeout.
-        if query.len() > 2 && info.header.opcode() != (query[2] >> 3) & 0x0f {
+        let asked = wire::Header::parse(query).map(|h| h.opcode());
+        if asked.is_ok_and(|op| op != info.header.opcode()) {
             return Err(UpstreamError::OpcodeMismatch(self.addr));
         }
         // Over TCP a reply is never cut for size (RFC 7766 §8): TC there means data left out,
