@@ -106,11 +106,21 @@ impl MemoryBudget {
     /// Charge `bytes` to `part` if they fit in its share; otherwise count a refusal.
     #[inline]
     pub fn try_charge(&self, part: Part, bytes: usize) -> bool {
+        if !self.try_charge_quietly(part, bytes) {
+            self.refuse(part);
+            return false;
+        }
+        true
+    }
+
+    /// `try_charge` without counting a refusal: for what the part may do without (an upstream
+    /// attempt sent again), not for what it refuses to someone.
+    #[inline]
+    pub fn try_charge_quietly(&self, part: Part, bytes: usize) -> bool {
         let used = &self.used[part as usize];
         let before = used.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > self.share(part) {
             used.fetch_sub(bytes, Ordering::Relaxed);
-            self.refuse(part);
             return false;
         }
         true
@@ -247,6 +257,21 @@ impl OwnedCharge {
     }
 }
 
+impl OwnedCharge {
+    /// `try_new` for what may be done without: a refusal is not counted.
+    pub fn try_new_quietly(
+        budget: &std::sync::Arc<MemoryBudget>,
+        part: Part,
+        bytes: usize,
+    ) -> Option<OwnedCharge> {
+        budget.try_charge_quietly(part, bytes).then(|| OwnedCharge {
+            budget: budget.clone(),
+            part,
+            bytes,
+        })
+    }
+}
+
 impl Drop for OwnedCharge {
     fn drop(&mut self) {
         self.budget.release(self.part, self.bytes);
@@ -364,15 +389,16 @@ mod tests {
         );
     }
 
-    /// The charge per waiting query covers the task's future, or the bound is a fiction.
+    /// The charge per waiting query covers the task's future and its first upstream attempt
+    /// (boxed apart from it), or the bound is a fiction.
     #[test]
     fn the_waiting_charge_covers_the_resolve_future() {
         let e = engine("64MiB");
         let fut = e.clone().resolve(job("a.example."));
+        let held = std::mem::size_of_val(&fut) + crate::upstream::ATTEMPT_OVERHEAD;
         assert!(
-            std::mem::size_of_val(&fut) + 512 <= crate::proxy::handler::WAITING_OVERHEAD,
-            "resolve's future is {} bytes: raise WAITING_OVERHEAD",
-            std::mem::size_of_val(&fut)
+            held + 512 <= crate::proxy::handler::WAITING_OVERHEAD,
+            "resolve's future and an attempt are {held} bytes: raise WAITING_OVERHEAD",
         );
     }
 

@@ -1,7 +1,10 @@
 //! Upstream routing and transport (DESIGN §3).
 //!
 //! A query goes to the zone with the longest matching suffix; within a zone, servers are tried
-//! in order, healthy ones first, each attempt bounded by the zone's timeout. Sockets are pooled
+//! in order, healthy ones first, each attempt bounded by the zone's timeout. Over UDP an attempt
+//! still unanswered after the server's usual round trip is sent again (to the next server, or
+//! to the same one from another socket) while the first keeps waiting, and the first
+//! acceptable answer is used (`Router::exchange`). Sockets are pooled
 //! and long-lived: a few connected UDP sockets per server (the kernel then drops datagrams from
 //! any other source address) and a few pipelined TCP connections (RFC 7766 §6.2.1.1), each
 //! with a bounded number of queries in flight. A TCP connection whose reply times out is
@@ -22,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
+use crate::budget::{MemoryBudget, OwnedCharge, Part};
 use crate::config::{Protocol, UpstreamZone};
 use crate::metrics as m;
 use crate::wire::{self, WireError};
@@ -58,6 +62,23 @@ const STILL_ANSWERING: Duration = Duration::from_secs(1);
 /// the first connect (or health probe) that succeeds.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Attempts of one exchange waiting at once: the first and two sent again (`Router::exchange`).
+const ATTEMPTS_AT_ONCE: usize = 3;
+/// Attempts one exchange may send beyond one per server: a lost datagram is asked again.
+const REASKS: usize = 2;
+/// The shortest wait before an attempt is sent again, whatever the server's round trips: a
+/// forwarder's upstream answers cached names in a millisecond and recurses for others in tens
+/// or hundreds, so a tighter bound would double the upstream's work for every slow name.
+const HEDGE_MIN: Duration = Duration::from_millis(200);
+/// The wait before an attempt is sent again to a server with no round trip measured yet
+/// (unbound starts an unknown server at 376 ms).
+const HEDGE_UNKNOWN: Duration = Duration::from_millis(400);
+/// Bytes an upstream attempt holds while it waits, besides its copy of the query: its boxed
+/// future (1,064 bytes; a test checks it fits), the pending entry with the question's name,
+/// and its channel. The first attempt of an exchange is in the query's charge
+/// (`WAITING_OVERHEAD`); one sent again is charged to the memory budget's `waiting` share,
+/// and not sent if it does not fit (the others keep waiting).
+pub const ATTEMPT_OVERHEAD: usize = 2048;
 /// Largest DNS message (RFC 1035 §4.2.2 two-byte length).
 const MAX_MESSAGE: usize = 65535;
 
@@ -87,6 +108,11 @@ pub enum UpstreamError {
     /// server is answering (slots free as its replies come), so its health is not touched.
     #[error("upstream {0}: every TCP query slot taken for the whole timeout")]
     Busy(SocketAddr),
+    /// Still unanswered when another attempt of the same exchange was answered (sent again
+    /// after its server's usual round trip, or to another server): abandoned, its pending
+    /// entry removed.
+    #[error("upstream {0}: another attempt answered first")]
+    Overtaken(SocketAddr),
     #[error("no upstream answered")]
     AllFailed,
 }
@@ -103,6 +129,7 @@ impl UpstreamError {
             UpstreamError::ExtendedRcode(..) => "extended_rcode",
             UpstreamError::Backoff(_) => "backoff",
             UpstreamError::Busy(_) => "busy",
+            UpstreamError::Overtaken(_) => "overtaken",
             UpstreamError::AllFailed => "all_failed",
         }
     }
@@ -121,6 +148,9 @@ pub struct Router {
     /// The root zone is the only zone (a plain `--upstream`): every name routes to it, with
     /// no suffix to compare on the cache-hit path.
     root_only: bool,
+    /// Charged for each attempt sent again (`ATTEMPT_OVERHEAD`), in its `waiting` share: the
+    /// proxy's budget (`with_budget`), else one no test or tool reaches.
+    budget: Arc<MemoryBudget>,
 }
 
 pub struct Zone {
@@ -131,11 +161,62 @@ pub struct Zone {
     servers: Vec<Arc<Server>>,
     protocol: Protocol,
     timeout: Duration,
+    resends: ResendBudget,
 }
 
 impl Zone {
     pub fn server_count(&self) -> usize {
         self.servers.len()
+    }
+}
+
+/// How many attempts a zone may send again in a second: `RESENDS_FLOOR`, and one for every
+/// `RESENDS_PER` queries sent that second. Without a bound, an upstream slowed by load (every
+/// reply later than the wait) would get each query twice or three times, and more load
+/// (a retry storm); with it, at most a fifth more in such a second. Lost datagrams, a few in a
+/// hundred, are all asked again. Envoy's retry budgets and Finagle's bound retries the same way.
+#[derive(Default)]
+struct ResendBudget {
+    /// The second (`clock_ms() / 1000`) the counts are for.
+    second: AtomicU64,
+    firsts: AtomicU32,
+    resends: AtomicU32,
+}
+
+const RESENDS_FLOOR: u32 = 10;
+const RESENDS_PER: u32 = 5;
+
+impl ResendBudget {
+    /// A new second starts the counts again. Racy by a few counts at the turn of a second,
+    /// which is all a budget needs.
+    fn roll(&self) {
+        let now = clock_ms() / 1000;
+        let was = self.second.load(Ordering::Relaxed);
+        if was != now
+            && self
+                .second
+                .compare_exchange(was, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.firsts.store(0, Ordering::Relaxed);
+            self.resends.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn first_sent(&self) {
+        self.roll();
+        self.firsts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Take one resend if the second has one left.
+    fn take(&self) -> bool {
+        self.roll();
+        let allowed = RESENDS_FLOOR + self.firsts.load(Ordering::Relaxed) / RESENDS_PER;
+        if self.resends.fetch_add(1, Ordering::Relaxed) < allowed {
+            return true;
+        }
+        self.resends.fetch_sub(1, Ordering::Relaxed);
+        false
     }
 }
 
@@ -156,6 +237,7 @@ impl Router {
                     .collect(),
                 protocol: z.protocol,
                 timeout: z.timeout,
+                resends: ResendBudget::default(),
             });
         }
         out.sort_by_key(|z| std::cmp::Reverse(z.wire_name.len()));
@@ -163,7 +245,14 @@ impl Router {
         Ok(Router {
             zones: out,
             root_only,
+            budget: Arc::new(MemoryBudget::unbounded()),
         })
+    }
+
+    /// Charge attempts sent again to `budget` (the proxy's, kept across reloads).
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Router {
+        self.budget = budget;
+        self
     }
 
     /// The zone a query name (wire form, any case) routes to: the longest suffix on a label
@@ -203,6 +292,17 @@ impl Router {
 
     /// Send `query` (a client's message; its ID is replaced per attempt) to the zone's servers
     /// until one gives an acceptable reply.
+    ///
+    /// Servers are asked in order, healthy ones first; a failed attempt goes on to the next at
+    /// once. In a UDP zone an attempt still unanswered after its server's usual round trip
+    /// (`Server::hedge_delay`) is also sent again, while it keeps waiting: to the next healthy
+    /// server not yet asked, else to one already waiting, from another socket (a datagram
+    /// lost, or a kube-proxy path to a dead endpoint behind a Service IP). The first
+    /// acceptable answer is used and the attempts still waiting are abandoned (`overtaken`).
+    /// At most `ATTEMPTS_AT_ONCE` wait at once, `REASKS` beyond one per server are sent, each
+    /// within the zone's timeout, and the exchange within the timeout times the server count,
+    /// as when servers were asked one after another. TCP zones ask one server at a time: TCP
+    /// retransmits a lost segment itself.
     pub async fn exchange(&self, zone: usize, query: &[u8]) -> Result<Reply, UpstreamError> {
         let z = &self.zones[zone];
         let q = wire::parse_question(query)
@@ -214,8 +314,6 @@ impl Router {
         let mut order: Vec<&Arc<Server>> = z.servers.iter().collect();
         // Stable sort: healthy servers first, each group in configured order.
         order.sort_by_key(|s| !s.is_healthy());
-        let mut last_err = UpstreamError::AllFailed;
-        let mut fallback: Option<Reply> = None;
         if z.protocol == Protocol::Tcp {
             // A healthy server with every TCP query slot taken goes after the healthy ones
             // with room, rather than a wait there behind hundreds of queries; still before
@@ -225,15 +323,101 @@ impl Router {
             order.sort_by_key(|s| (!s.is_healthy(), s.tcp_slots.available_permits() == 0));
         }
         let recursive = query.get(2).is_some_and(|f| f & 0x01 != 0);
-        for server in order {
-            let result = match z.protocol {
-                Protocol::Tcp => server.exchange_tcp(query, &q, z.timeout).await,
-                Protocol::Udp => match server.exchange_udp(query, &q, z.timeout).await {
-                    // RFC 7766 §5 / RFC 1035 §4.2.1: a truncated reply is retried over TCP.
-                    Ok(r) if r.info.header.tc() => server.exchange_tcp(query, &q, z.timeout).await,
-                    other => other,
-                },
+        let hedging = z.protocol == Protocol::Udp;
+        let deadline = tokio::time::Instant::now() + z.timeout * order.len() as u32;
+        let mut asked = vec![Asked::No; order.len()];
+        let mut waiting: [Option<Waiting<'_>>; ATTEMPTS_AT_ONCE] = Default::default();
+        let mut sent = 0;
+        let mut hedges = 0;
+        let mut hedge = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let mut hedge_armed = false;
+        let mut last_err = UpstreamError::AllFailed;
+        let mut fallback: Option<Reply> = None;
+        let mut next = Some(0);
+        loop {
+            if let Some(i) = next.take() {
+                if sent == 0 {
+                    z.resends.first_sent();
+                }
+                let charge = if waiting.iter().all(Option::is_none) {
+                    // One attempt at a time is in the query's own charge (`WAITING_OVERHEAD`):
+                    // the first, and a failover after the others ended.
+                    None
+                } else {
+                    let bytes = ATTEMPT_OVERHEAD + query.len();
+                    match OwnedCharge::try_new_quietly(&self.budget, Part::Waiting, bytes) {
+                        Some(c) => Some(c),
+                        None => continue, // no room: the attempts already sent keep waiting
+                    }
+                };
+                let Some(slot) = waiting.iter_mut().find(|w| w.is_none()) else {
+                    continue;
+                };
+                let server = order[i];
+                let now = tokio::time::Instant::now();
+                // Sequential TCP attempts keep their whole timeout each, as before (one may
+                // first wait that long for a slot).
+                let timeout = if hedging {
+                    z.timeout.min(deadline - now)
+                } else {
+                    z.timeout
+                };
+                if timeout.is_zero() {
+                    continue;
+                }
+                *slot = Some(Waiting {
+                    reply: Box::pin(server.attempt(z.protocol, query, &q, timeout)),
+                    server: i,
+                    sent: tokio::time::Instant::now(),
+                    _charge: charge,
+                });
+                if asked[i] == Asked::No {
+                    asked[i] = Asked::Yes;
+                }
+                sent += 1;
+                hedge_armed = false;
+                if hedging && sent < order.len() + REASKS {
+                    let at =
+                        tokio::time::Instant::now() + server.hedge_delay(z.timeout) * (1 << hedges);
+                    if at < deadline {
+                        hedge.as_mut().reset(at);
+                        hedge_armed = true;
+                    }
+                }
+            }
+            if waiting.iter().all(Option::is_none) {
+                break;
+            }
+            let done = std::future::poll_fn(|cx| {
+                for (k, w) in waiting.iter_mut().enumerate() {
+                    if let Some(w) = w {
+                        if let std::task::Poll::Ready(r) =
+                            std::future::Future::poll(w.reply.as_mut(), cx)
+                        {
+                            return std::task::Poll::Ready(Some((k, r)));
+                        }
+                    }
+                }
+                if hedge_armed && std::future::Future::poll(hedge.as_mut(), cx).is_ready() {
+                    return std::task::Poll::Ready(None);
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            let Some((k, result)) = done else {
+                // Unanswered for the server's usual round trip: ask again, alongside, if the
+                // zone's resend budget has room this second.
+                hedge_armed = false;
+                hedges += 1;
+                next = hedge_target(&order, &asked, &waiting).filter(|_| z.resends.take());
+                continue;
             };
+            let Waiting {
+                server: i,
+                sent: at,
+                ..
+            } = waiting[k].take().expect("polled");
+            let server = order[i];
             match result {
                 Ok(reply) => {
                     let rcode = reply.info.rcode;
@@ -244,12 +428,32 @@ impl Router {
                     if (rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16)
                         && recursive
                     {
-                        server.note_failure();
+                        note_failure_once(server, &mut asked[i]);
                         fallback.get_or_insert(reply);
-                        continue;
+                        // This server has answered the question: its other attempts will not
+                        // answer it otherwise.
+                        for w in waiting
+                            .iter_mut()
+                            .filter(|w| w.as_ref().is_some_and(|w| w.server == i))
+                        {
+                            w.take();
+                            server.count_failure(&UpstreamError::Overtaken(server.addr));
+                        }
+                    } else {
+                        server.note_success();
+                        // Abandoned: each counted, as a request that got no answer used.
+                        // Against its server's health when it was sent, to another server,
+                        // before the attempt answered: a dead first server is tried after the
+                        // live one within three queries, not after three timeouts.
+                        for w in waiting.iter_mut().filter_map(Option::take) {
+                            let s = order[w.server];
+                            s.count_failure(&UpstreamError::Overtaken(s.addr));
+                            if w.server != i && w.sent < at {
+                                note_failure_once(s, &mut asked[w.server]);
+                            }
+                        }
+                        return Ok(reply);
                     }
-                    server.note_success();
-                    return Ok(reply);
                 }
                 Err(e) => {
                     // Not the server's health: every slot taken (it answers as fast as it can),
@@ -259,16 +463,70 @@ impl Router {
                         e,
                         UpstreamError::Busy(_) | UpstreamError::TruncatedOverTcp(_)
                     ) {
-                        server.note_failure();
+                        note_failure_once(server, &mut asked[i]);
                     }
                     server.count_failure(&e);
                     last_err = e;
                 }
             }
+            // Failed: the next server not yet asked, at once.
+            next = asked.iter().position(|a| *a == Asked::No);
         }
         fallback.ok_or(last_err)
     }
+}
 
+/// Where a server stands in one exchange.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    No,
+    Yes,
+    /// A failure noted against its health: once per exchange, however many of its attempts
+    /// failed (three lost datagrams of one query are one failed query).
+    Failed,
+}
+
+fn note_failure_once(server: &Server, asked: &mut Asked) {
+    if *asked != Asked::Failed {
+        server.note_failure();
+        *asked = Asked::Failed;
+    }
+}
+
+/// Where an attempt unanswered for its server's usual round trip is sent again: the first
+/// server in order not yet asked and not failing, else the first not failing that still waits
+/// for a reply (a datagram lost: asked again from another of its sockets). None when every
+/// candidate is failing: a dead zone costs no more datagrams than one per server.
+fn hedge_target(
+    order: &[&Arc<Server>],
+    asked: &[Asked],
+    waiting: &[Option<Waiting<'_>>],
+) -> Option<usize> {
+    let live = |i: &usize| !order[*i].is_down();
+    (0..order.len())
+        .filter(|&i| asked[i] == Asked::No)
+        .find(live)
+        .or_else(|| {
+            (0..order.len())
+                .filter(|&i| waiting.iter().flatten().any(|w| w.server == i))
+                .find(live)
+        })
+}
+
+/// An attempt of `Router::exchange` waiting for its reply. Dropped when another attempt is
+/// answered first: its pending entry goes with it (`Registration`).
+struct Waiting<'a> {
+    reply: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Reply, UpstreamError>> + Send + 'a>,
+    >,
+    /// Its server: an index into the exchange's order.
+    server: usize,
+    sent: tokio::time::Instant,
+    /// The memory budget's charge for an attempt sent again (`ATTEMPT_OVERHEAD`).
+    _charge: Option<OwnedCharge>,
+}
+
+impl Router {
     /// Send `query` to one server of a zone, without failover and without touching its
     /// health (the forwarding-loop probe). Returns the server's address; the reply, if any, is
     /// not needed.
@@ -404,6 +662,12 @@ pub struct Server {
     ever_answered: std::sync::atomic::AtomicBool,
     /// When a reply was last accepted (`clock_ms`), over any transport.
     last_answer_ms: AtomicU64,
+    /// Smoothed round trip of its UDP replies and its mean deviation, in microseconds (RFC
+    /// 6298 §2; `u32::MAX`: none measured yet). Each attempt has its own ID, so every sample is
+    /// unambiguous (Karn's problem does not arise). Updated without a lock: a lost update
+    /// only delays the estimate by a sample.
+    srtt_us: AtomicU32,
+    rttvar_us: AtomicU32,
 }
 
 impl Server {
@@ -423,6 +687,56 @@ impl Server {
             last_failure_ms: AtomicU64::new(0),
             ever_answered: false.into(),
             last_answer_ms: AtomicU64::new(0),
+            srtt_us: AtomicU32::new(u32::MAX),
+            rttvar_us: AtomicU32::new(0),
+        }
+    }
+
+    /// One UDP round trip into the smoothed estimate (RFC 6298 §2.2, §2.3: gains 1/8, 1/4).
+    fn sample_rtt(&self, rtt: Duration) {
+        let r = rtt.as_micros().min(u32::MAX as u128 - 1) as u32;
+        let srtt = self.srtt_us.load(Ordering::Relaxed);
+        if srtt == u32::MAX {
+            self.srtt_us.store(r, Ordering::Relaxed);
+            self.rttvar_us.store(r / 2, Ordering::Relaxed);
+            return;
+        }
+        let var = self.rttvar_us.load(Ordering::Relaxed);
+        self.rttvar_us
+            .store(var - var / 4 + srtt.abs_diff(r) / 4, Ordering::Relaxed);
+        self.srtt_us
+            .store(srtt - srtt / 8 + r / 8, Ordering::Relaxed);
+    }
+
+    /// How long an attempt at this server waits before it is sent again (`Router::exchange`):
+    /// its retransmission timeout, smoothed round trip plus four deviations (RFC 6298 §2),
+    /// at least `HEDGE_MIN`, at most half the zone's timeout.
+    fn hedge_delay(&self, timeout: Duration) -> Duration {
+        let srtt = self.srtt_us.load(Ordering::Relaxed);
+        let rto = if srtt == u32::MAX {
+            HEDGE_UNKNOWN
+        } else {
+            let var = self.rttvar_us.load(Ordering::Relaxed) as u64;
+            Duration::from_micros(srtt as u64 + 4 * var).max(HEDGE_MIN)
+        };
+        rto.min(timeout / 2)
+    }
+
+    /// One attempt at this server: over UDP, a truncated reply asked again over TCP (RFC 7766
+    /// §5, RFC 1035 §4.2.1), or over TCP.
+    async fn attempt(
+        &self,
+        protocol: Protocol,
+        query: &[u8],
+        q: &wire::Question,
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        match protocol {
+            Protocol::Tcp => self.exchange_tcp(query, q, timeout).await,
+            Protocol::Udp => match self.exchange_udp(query, q, timeout).await {
+                Ok(r) if r.info.header.tc() => self.exchange_tcp(query, q, timeout).await,
+                other => other,
+            },
         }
     }
 
@@ -536,11 +850,10 @@ impl Server {
         let conn = self.udp_conn().await?;
         self.count_request("udp");
         let started = Instant::now();
-        let (id, rx) = conn.dispatch.register(query, q);
+        let (registration, rx) = conn.dispatch.register(query, q);
         let mut msg = query.to_vec();
-        wire::set_id(&mut msg, id);
+        wire::set_id(&mut msg, registration.id);
         if let Err(e) = conn.socket.send(&msg).await {
-            conn.dispatch.cancel(id);
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 // The port-unreachable error the reader waits for, taken by this send (the
                 // kernel reports it once, to whichever call comes first).
@@ -552,10 +865,7 @@ impl Server {
         let bytes = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(b)) => b,
             Ok(Err(_)) => return Err(UpstreamError::Closed(self.addr)),
-            Err(_) => {
-                conn.dispatch.cancel(id);
-                return Err(UpstreamError::Timeout(self.addr));
-            }
+            Err(_) => return Err(UpstreamError::Timeout(self.addr)),
         };
         self.finish(bytes, query, started, false)
     }
@@ -716,6 +1026,10 @@ impl Server {
         }
         self.ever_answered.store(true, Ordering::Relaxed);
         self.last_answer_ms.store(clock_ms(), Ordering::Relaxed);
+        if !tcp {
+            // A TCP reply's time may include a connect (and the probe's always does).
+            self.sample_rtt(started.elapsed());
+        }
         self.observe(started, info.rcode);
         Ok(Reply {
             bytes,
@@ -730,7 +1044,7 @@ impl Server {
     /// exponential backoff; meanwhile the query fails at once and goes to the next server.
     async fn tcp_conn(&self, deadline: tokio::time::Instant) -> Result<TcpLease, UpstreamError> {
         let mut pool = self.tcp.lock().await;
-        pool.retain(|c| !c.dead.load(Ordering::Relaxed));
+        pool.retain(|c| !c.dead.load(Ordering::Relaxed) && !c.torn.load(Ordering::Relaxed));
         let room = pool
             .iter()
             .find(|c| c.inflight.load(Ordering::Relaxed) < TCP_PIPELINE)
@@ -847,7 +1161,14 @@ impl Dispatch {
         }
     }
 
-    fn register(&self, query: &[u8], q: &wire::Question) -> (u16, oneshot::Receiver<Vec<u8>>) {
+    /// A fresh random ID for `query`, and the channel its reply comes on. The entry is removed
+    /// when the `Registration` drops: an attempt abandoned while it waits (another answered
+    /// first) leaves nothing behind for a reply that may never come.
+    fn register(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+    ) -> (Registration<'_>, oneshot::Receiver<Vec<u8>>) {
         let (tx, rx) = oneshot::channel();
         let mut rng = rand::rng();
         let mut pending = self.pending.lock();
@@ -866,7 +1187,7 @@ impl Dispatch {
                 tx,
             },
         );
-        (id, rx)
+        (Registration { dispatch: self, id }, rx)
     }
 
     fn cancel(&self, id: u16) {
@@ -923,6 +1244,18 @@ impl Dispatch {
         drop(pending);
         let _ = p.tx.send(bytes);
         true
+    }
+}
+
+/// A query's entry in a `Dispatch`, removed on drop (a no-op once its reply took it).
+struct Registration<'a> {
+    dispatch: &'a Dispatch,
+    id: u16,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.dispatch.cancel(self.id);
     }
 }
 
@@ -990,6 +1323,8 @@ struct TcpConn {
     /// connects off (once: `backed_off`), and one that closes after one is retried.
     answered: Arc<std::sync::atomic::AtomicBool>,
     backed_off: std::sync::atomic::AtomicBool,
+    /// A query's write stopped part-way (`Torn`): nothing more may be written on it.
+    torn: std::sync::atomic::AtomicBool,
     /// Queries holding a lease on this connection (bounded by `TCP_PIPELINE`).
     inflight: AtomicUsize,
     /// The reader has read everything the server sent (`read_all`).
@@ -1042,6 +1377,7 @@ impl TcpConn {
             dead,
             answered,
             backed_off: std::sync::atomic::AtomicBool::new(false),
+            torn: std::sync::atomic::AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             read_all,
             reader,
@@ -1066,42 +1402,52 @@ impl TcpConn {
         q: &wire::Question,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, TcpFail> {
-        let (id, rx) = self.dispatch.register(query, q);
+        let (registration, rx) = self.dispatch.register(query, q);
         if *self.read_all.borrow() {
             // The reader is gone (the server closed after its last answer) and cleared the
             // waiting queries before this one was registered: no reply can come, and a write
             // into a half-closed connection may still succeed, so the query would wait out its
             // whole timeout. The reader sets `read_all` before it clears under the same lock.
-            self.dispatch.cancel(id);
             return Err(TcpFail::Closed);
         }
         let mut msg = Vec::with_capacity(query.len() + 2);
         msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
         msg.extend_from_slice(query);
-        wire::set_id(&mut msg[2..], id);
+        wire::set_id(&mut msg[2..], registration.id);
         let write = async {
             let mut w = self.writer.lock().await;
-            w.write_all(&msg).await
+            if self.torn.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            // A write stopped part-way (its deadline, or the attempt abandoned for another's
+            // answer) leaves the stream out of step with its length framing: no query may be
+            // written after it. The queries already written still get their replies.
+            let torn = Torn(&self.torn);
+            let written = w.write_all(&msg).await;
+            std::mem::forget(torn);
+            written.map(|()| true)
         };
         match tokio::time::timeout_at(deadline, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.dispatch.cancel(id);
-                return Err(TcpFail::Write(e));
-            }
-            Err(_) => {
-                self.dispatch.cancel(id);
-                return Err(TcpFail::Timeout);
-            }
+            Ok(Ok(true)) => {}
+            // Torn by a query written before this one: as if the server had closed it.
+            Ok(Ok(false)) => return Err(TcpFail::Closed),
+            Ok(Err(e)) => return Err(TcpFail::Write(e)),
+            Err(_) => return Err(TcpFail::Timeout),
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(_)) => Err(TcpFail::Closed),
-            Err(_) => {
-                self.dispatch.cancel(id);
-                Err(TcpFail::Timeout)
-            }
+            Err(_) => Err(TcpFail::Timeout),
         }
+    }
+}
+
+/// Marks a TCP connection torn when dropped: armed around a write that must finish whole.
+struct Torn<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Torn<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -1204,6 +1550,105 @@ mod tests {
         };
         assert_eq!(requests("udp"), 1.0, "{text}");
         assert_eq!(requests("tcp"), 2.0, "{text}");
+    }
+
+    /// The charge for an attempt sent again covers what it holds, or the bound is a fiction.
+    #[test]
+    fn an_attempt_fits_its_charge() {
+        let s = Server::new("127.0.0.1:53".parse().unwrap());
+        let query = query_for("a.example.");
+        let q = wire::parse_question(&query).unwrap();
+        let fut = s.attempt(Protocol::Udp, &query, &q, Duration::from_secs(1));
+        // The longest name, the pending entry with its channel, the box and the slot.
+        let held = std::mem::size_of_val(&fut) + 255 + 256;
+        assert!(
+            held <= ATTEMPT_OVERHEAD,
+            "an attempt holds {held} bytes: raise ATTEMPT_OVERHEAD"
+        );
+    }
+
+    /// An upstream slowed by load answers every query later than the wait before a resend:
+    /// unbounded, each query would reach it up to three times, adding load where there is
+    /// too much already. A second allows `RESENDS_FLOOR` and one per `RESENDS_PER` queries.
+    #[test]
+    fn a_slowed_upstream_got_every_query_three_times() {
+        let budget = ResendBudget::default();
+        for _ in 0..100 {
+            budget.first_sent();
+        }
+        let granted = (0..300).filter(|_| budget.take()).count();
+        // At the turn of a second the counts start again.
+        assert_eq!(granted, 30, "resends for 100 queries");
+        budget.second.store(u64::MAX, Ordering::Relaxed); // another second
+        assert_eq!((0..300).filter(|_| budget.take()).count(), 10);
+    }
+
+    fn query_for(name: &str) -> Vec<u8> {
+        let mut query = Vec::new();
+        wire::build_query(0x1234, name, wire::TYPE_A, true, &mut query).unwrap();
+        query
+    }
+
+    /// A UDP server that answers every query with its question and no records (NOERROR).
+    fn echo_server() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80; // QR
+                let _ = s.send_to(&reply, from);
+            }
+        });
+        addr
+    }
+
+    /// A failover is one attempt at a time, in the query's own charge: with the `waiting`
+    /// share full, a query whose first server failed still went on to the next (only an
+    /// attempt sent alongside another needs room of its own).
+    #[tokio::test]
+    async fn a_full_waiting_share_stopped_the_failover_to_the_next_server() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed); // port unreachable: the attempt fails at once
+        let budget = Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT));
+        assert!(budget.try_charge(Part::Waiting, budget.share(Part::Waiting)));
+        let router = Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers: vec![closed_addr, echo_server()],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(2),
+        }])
+        .unwrap()
+        .with_budget(budget.clone());
+        let reply = router.exchange(0, &query_for("a.example.")).await.unwrap();
+        assert_eq!(reply.from, router.zones[0].servers[1].addr);
+        assert_eq!(budget.refused(Part::Waiting), 0, "no refusal counted");
+    }
+
+    /// An attempt abandoned when another was answered first is dropped while it waits: its
+    /// entry in the socket's pending table must go with it, or a dead server's table grows
+    /// by one entry per query until the socket retires.
+    #[tokio::test]
+    async fn an_abandoned_attempt_left_its_pending_entry_behind() {
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let router = Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers: vec![dead.local_addr().unwrap(), echo_server()],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(2),
+        }])
+        .unwrap();
+        for name in ["a.example.", "b.example."] {
+            let reply = router.exchange(0, &query_for(name)).await.unwrap();
+            assert_eq!(reply.from, router.zones[0].servers[1].addr, "{name}");
+        }
+        let conns = router.zones[0].servers[0].udp.lock().clone();
+        assert!(!conns.is_empty(), "the dead server was asked");
+        for conn in conns {
+            assert_eq!(conn.dispatch.pending.lock().len(), 0);
+        }
     }
 
     #[tokio::test]

@@ -232,6 +232,96 @@ fn a_lossy_upstream_fails_over_to_the_next_server_for_every_lost_query() {
     );
 }
 
+/// The only server (a kube-dns Service IP) lost a datagram: the query waited out the whole
+/// timeout and the client got SERVFAIL, where the stub itself would have asked again. An
+/// attempt unanswered for the server's usual round trip is now sent again from another
+/// socket, and the first answer is used.
+#[test]
+fn a_datagram_lost_to_the_only_server_became_a_servfail() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let only = Upstream::start();
+    for i in 0..20 {
+        only.add(&format!("n{i}.lost.test."), wire::TYPE_A, Rec::A(REAL, 300));
+    }
+    only.drop_first_a.store(true, Ordering::Relaxed);
+    let (_rt, p) = start(&format!(
+        "admin: 127.0.0.1:0\nupstreams: [{{zone: \".\", servers: [\"{}\"], timeout: 2s}}]\n",
+        only.addr
+    ));
+    for i in 0..20 {
+        let (info, _, _) = ask(p.dns_addrs[0], &format!("n{i}.lost.test."));
+        assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
+    }
+    // Each name's first datagram lost, its second answered.
+    assert_eq!(only.total_of_type(wire::TYPE_A), 40);
+    // Scraped as Prometheus would: the health gauge is set at each scrape.
+    let (_, m) = common::tools::http_get(p.admin_addr.unwrap(), "/metrics").unwrap();
+    let to = format!("to=\"{}\"", only.addr);
+    let overtaken = metric_sum(
+        &m,
+        &format!("ndots_upstream_failures_total{{{to},reason=\"overtaken\"}}"),
+    );
+    let timeouts = metric_sum(
+        &m,
+        &format!("ndots_upstream_failures_total{{{to},reason=\"timeout\"}}"),
+    );
+    assert_eq!((overtaken, timeouts), (20.0, 0.0), "{m}");
+    assert!(
+        m.contains(&format!("ndots_upstream_healthy{{{to}}} 1")),
+        "lost datagrams answered on the next try are not the server's failure: {m}"
+    );
+}
+
+/// A dead first server with a live second one: every query went first to the dead one and
+/// waited out its timeout (2 s), until three had failed; in a server that flaps, that was a
+/// third of all queries. Now an attempt unanswered for the server's usual round trip is also
+/// sent to the next server, the first answer is used, and a server overtaken that way has
+/// failed: after three queries the live server is asked first.
+#[test]
+fn a_dead_first_server_cost_every_query_the_whole_timeout_until_three_had_failed() {
+    use common::upstream::{Rec, Upstream};
+    use std::sync::atomic::Ordering;
+
+    let (dead, live) = (Upstream::start(), Upstream::start());
+    for up in [&dead, &live] {
+        for i in 0..10 {
+            up.add(&format!("n{i}.flap.test."), wire::TYPE_A, Rec::A(REAL, 300));
+        }
+    }
+    dead.silent.store(true, Ordering::Relaxed);
+    let (_rt, p) = start(&format!(
+        "admin: 127.0.0.1:0\nupstreams: [{{zone: \".\", servers: [\"{}\", \"{}\"], timeout: 2s}}]\n",
+        dead.addr, live.addr
+    ));
+    for i in 0..10 {
+        let (info, _, _) = ask(p.dns_addrs[0], &format!("n{i}.flap.test."));
+        assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
+    }
+    assert_eq!(
+        dead.count("n3.flap.test.", wire::TYPE_A),
+        0,
+        "asked after it failed three times"
+    );
+    assert_eq!(dead.total_of_type(wire::TYPE_A), 3);
+    assert_eq!(live.total_of_type(wire::TYPE_A), 10);
+    // Scraped as Prometheus would: the health gauge is set at each scrape.
+    let (_, m) = common::tools::http_get(p.admin_addr.unwrap(), "/metrics").unwrap();
+    let at_dead = |reason: &str| {
+        metric_sum(
+            &m,
+            &format!(
+                "ndots_upstream_failures_total{{to=\"{}\",reason=\"{reason}\"}}",
+                dead.addr
+            ),
+        )
+    };
+    // (Its health probes, a SOA query a second, time out apart from these.)
+    assert_eq!(at_dead("overtaken"), 3.0, "{m}");
+    assert!(m.contains(&format!("ndots_upstream_healthy{{to=\"{}\"}} 0", dead.addr)));
+}
+
 /// An upstream that takes seconds: queries waiting on it are bounded by
 /// `server.max_inflight` (beyond it SERVFAIL at once, counted), every client gets an answer
 /// within the timeout, and cached names answer at once meanwhile.

@@ -152,7 +152,7 @@ impl Engine {
         pending: Arc<AtomicUsize>,
         tracker: Option<Tracker>,
     ) -> anyhow::Result<Engine> {
-        let router = Router::new(&config.upstreams)?;
+        let router = Router::new(&config.upstreams)?.with_budget(cache.budget().clone());
         let server_label = Arc::from(
             config
                 .listen
@@ -1130,12 +1130,13 @@ impl<'a> Sent<'a> {
 }
 
 /// Bytes a query waiting on upstreams holds besides its own: the spawned task with its
-/// `resolve` future (a test checks it fits), the upstream's pending entry and timer, the
-/// answer being built. Charged to the memory budget's `waiting` share. The future is sized
-/// for its largest path (autopath's two joined candidate lookups, the client timer): 9.4 KB
-/// measured after issues 13 and 14 met, 9.5 KB in session 31 (autopath's negative-TTL bound,
-/// the TCP retry while a server closes after answering), so a 256 MiB budget holds ~5,000
-/// waiting queries.
+/// `resolve` future and its first upstream attempt (a test checks both fit), the answer being
+/// built. Charged to the memory budget's `waiting` share. The future is sized for its largest
+/// path (autopath's two joined candidate lookups, the client timer): 9.4 KB measured after
+/// issues 13 and 14 met, 9.5 KB in session 31; in session 32 the upstream attempts moved out
+/// of it into boxes of their own (7.3 KB, and 2 KiB for the first attempt,
+/// `upstream::ATTEMPT_OVERHEAD`; one sent again is charged apart), so a 256 MiB budget still
+/// holds ~5,000 waiting queries.
 pub const WAITING_OVERHEAD: usize = 10 * 1024 + 512;
 
 /// Whether an answer goes to the tracker and dnstap (`Engine::answered`).

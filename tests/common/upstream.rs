@@ -40,6 +40,9 @@ pub struct Upstream {
     pub delay_ms: Arc<AtomicUsize>,
     /// Answer only every other UDP query (a lossy path): the rest are seen but get nothing.
     pub drop_every_other: Arc<AtomicBool>,
+    /// The first UDP query of type A for each name is seen but gets nothing (one datagram
+    /// lost per name; health probes, of type SOA, are answered).
+    pub drop_first_a: Arc<AtomicBool>,
     /// (name, type) pairs that are seen but never answered: a failure for one type only.
     pub silent_for: Arc<Mutex<Vec<(String, u16)>>>,
 }
@@ -63,6 +66,7 @@ impl Upstream {
             soa_ttl: 60,
             delay_ms: Arc::default(),
             drop_every_other: Arc::default(),
+            drop_first_a: Arc::default(),
             silent_for: Arc::default(),
         };
         let (records, seen, silent, delay) = (
@@ -74,9 +78,11 @@ impl Upstream {
         let silent_for = up.silent_for.clone();
         let soa_ttl = up.soa_ttl;
         let lossy = up.drop_every_other.clone();
+        let drop_first_a = up.drop_first_a.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             let mut received = 0u64;
+            let mut asked_a = std::collections::HashSet::new();
             loop {
                 let Ok((n, from)) = udp.recv_from(&mut buf) else {
                     return;
@@ -89,6 +95,15 @@ impl Upstream {
                 let resp = answer(&buf[..n], &records, &seen, &silent, soa_ttl, false);
                 if lossy.load(Ordering::Relaxed) && received % 2 == 0 {
                     continue;
+                }
+                if drop_first_a.load(Ordering::Relaxed) {
+                    if let Ok(q) = wire::parse_query(&buf[..n]) {
+                        let name =
+                            buf[q.question.name_start..q.question.name_end].to_ascii_lowercase();
+                        if q.question.qtype == wire::TYPE_A && asked_a.insert(name) {
+                            continue;
+                        }
+                    }
                 }
                 if is_muted(&buf[..n], &silent_for.lock().unwrap()) {
                     continue;
