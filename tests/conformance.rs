@@ -1378,7 +1378,9 @@ fn ecs_queries_of_different_clients_are_not_joined() {
         let (subnet, got) = t.join().unwrap();
         assert!(got.contains(subnet), "{subnet} got {got}");
     }
-    assert_eq!(up.seen(), 2);
+    // Two exchanges; an answer slower than the upstream's usual round trip (300 ms here,
+    // against 1 ms for the health probe) may also have been asked again (docs/faults.md).
+    assert!(up.seen() >= 2, "{} upstream queries", up.seen());
 }
 
 // ---------------------------------------------------------------------------------------------
