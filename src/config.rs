@@ -314,10 +314,10 @@ pub struct UpstreamSection {
     /// NodeLocal DNSCache's `force_tcp`).
     #[serde(default)]
     pub protocol: Protocol,
-    /// Time to wait for one attempt at one server before trying the next. Default `2s`. Over
-    /// UDP an attempt unanswered for the server's usual round trip (at least 200 ms, at most
-    /// half this) is also sent again, to the next server or from another socket, while it
-    /// keeps waiting; a query never takes longer than this times the zone's server count.
+    /// Time to wait for one server before trying the next. Default `2s`. Over UDP a query
+    /// unanswered for the server's usual round trip (at least 200 ms, at most half this) is
+    /// also sent to it again, from another socket, while it keeps waiting. The next server is
+    /// asked only when one fails: servers listed are for failover, not raced.
     pub timeout: Option<HumanDuration>,
 }
 

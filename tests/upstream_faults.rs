@@ -194,10 +194,12 @@ fn readyz_follows_upstream_health_and_recovers_by_probe() {
     p.shutdown(Duration::from_secs(1));
 }
 
-/// An upstream that loses every other packet: each lost query is retried on the next server
-/// after the timeout, and every client gets its answer.
+/// An upstream that loses every other packet: each lost query used to wait out the timeout
+/// and go to the next server. It is now asked again at the same server after its usual round
+/// trip (from another socket), every client gets its answer, and the next server is not
+/// needed.
 #[test]
-fn a_lossy_upstream_fails_over_to_the_next_server_for_every_lost_query() {
+fn a_lossy_upstream_answers_every_lost_query_without_the_next_server() {
     use common::upstream::{Rec, Upstream};
     use std::sync::atomic::Ordering;
 
@@ -225,11 +227,11 @@ fn a_lossy_upstream_fails_over_to_the_next_server_for_every_lost_query() {
         good.total_of_type(wire::TYPE_A),
     );
     eprintln!("lossy upstream saw {via_lossy} queries, the next server {via_good}");
-    assert!(via_lossy >= 20, "the first server is still tried first");
     assert!(
-        (10..40).contains(&via_good),
-        "the lost half went to the next server: {via_good}"
+        (60..=80).contains(&via_lossy),
+        "the lost half asked again: {via_lossy}"
     );
+    assert_eq!(via_good, 0, "no failover for a lost datagram");
 }
 
 /// The only server (a kube-dns Service IP) lost a datagram: the query waited out the whole
@@ -274,52 +276,52 @@ fn a_datagram_lost_to_the_only_server_became_a_servfail() {
     );
 }
 
-/// A dead first server with a live second one: every query went first to the dead one and
-/// waited out its timeout (2 s), until three had failed; in a server that flaps, that was a
-/// third of all queries. Now an attempt unanswered for the server's usual round trip is also
-/// sent to the next server, the first answer is used, and a server overtaken that way has
-/// failed: after three queries the live server is asked first.
+/// The servers of a zone are for failover, not a race: the second is asked only when the
+/// first fails. A build that also asked the second once the first was slower than its usual
+/// round trip took the second's NXDOMAIN for names only the first knows (an internal
+/// resolver listed before a public one), cached it, and marked the first down for being
+/// overtaken: 100 of 100 such names NXDOMAIN in a probe, where the first answered in 300 ms.
 #[test]
-fn a_dead_first_server_cost_every_query_the_whole_timeout_until_three_had_failed() {
+fn a_slow_first_server_lost_its_names_to_the_second_servers_nxdomain() {
     use common::upstream::{Rec, Upstream};
     use std::sync::atomic::Ordering;
 
-    let (dead, live) = (Upstream::start(), Upstream::start());
-    for up in [&dead, &live] {
-        for i in 0..10 {
-            up.add(&format!("n{i}.flap.test."), wire::TYPE_A, Rec::A(REAL, 300));
-        }
+    let (internal, public) = (Upstream::start(), Upstream::start());
+    for i in 0..4 {
+        internal.add(
+            &format!("fast{i}.corp.test."),
+            wire::TYPE_A,
+            Rec::A(REAL, 300),
+        );
+        internal.add(
+            &format!("slow{i}.corp.test."),
+            wire::TYPE_A,
+            Rec::A(REAL, 300),
+        );
     }
-    dead.silent.store(true, Ordering::Relaxed);
     let (_rt, p) = start(&format!(
-        "admin: 127.0.0.1:0\nupstreams: [{{zone: \".\", servers: [\"{}\", \"{}\"], timeout: 2s}}]\n",
-        dead.addr, live.addr
+        "upstreams: [{{zone: \".\", servers: [\"{}\", \"{}\"], timeout: 2s}}]\n",
+        internal.addr, public.addr
     ));
-    for i in 0..10 {
-        let (info, _, _) = ask(p.dns_addrs[0], &format!("n{i}.flap.test."));
-        assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
+    // Its usual round trip: a millisecond.
+    for i in 0..4 {
+        let (info, _, _) = ask(p.dns_addrs[0], &format!("fast{i}.corp.test."));
+        assert_eq!((info.rcode, info.header.ancount), (0, 1), "fast{i}");
+    }
+    internal.delay_ms.store(300, Ordering::Relaxed);
+    for i in 0..4 {
+        let (info, _, _) = ask(p.dns_addrs[0], &format!("slow{i}.corp.test."));
+        assert_eq!(
+            (info.rcode, info.header.ancount),
+            (0, 1),
+            "slow{i}: the first server's answer, not the second's NXDOMAIN"
+        );
     }
     assert_eq!(
-        dead.count("n3.flap.test.", wire::TYPE_A),
+        public.total_of_type(wire::TYPE_A),
         0,
-        "asked after it failed three times"
+        "the second was never asked"
     );
-    assert_eq!(dead.total_of_type(wire::TYPE_A), 3);
-    assert_eq!(live.total_of_type(wire::TYPE_A), 10);
-    // Scraped as Prometheus would: the health gauge is set at each scrape.
-    let (_, m) = common::tools::http_get(p.admin_addr.unwrap(), "/metrics").unwrap();
-    let at_dead = |reason: &str| {
-        metric_sum(
-            &m,
-            &format!(
-                "ndots_upstream_failures_total{{to=\"{}\",reason=\"{reason}\"}}",
-                dead.addr
-            ),
-        )
-    };
-    // (Its health probes, a SOA query a second, time out apart from these.)
-    assert_eq!(at_dead("overtaken"), 3.0, "{m}");
-    assert!(m.contains(&format!("ndots_upstream_healthy{{to=\"{}\"}} 0", dead.addr)));
 }
 
 /// An upstream that takes seconds: queries waiting on it are bounded by
