@@ -244,20 +244,19 @@ pub struct OwnedCharge {
 }
 
 impl OwnedCharge {
+    /// Charge `bytes` to `part` if they fit; otherwise count a refusal.
     pub fn try_new(
         budget: &std::sync::Arc<MemoryBudget>,
         part: Part,
         bytes: usize,
     ) -> Option<OwnedCharge> {
-        budget.try_charge(part, bytes).then(|| OwnedCharge {
-            budget: budget.clone(),
-            part,
-            bytes,
-        })
+        let charge = OwnedCharge::try_new_quietly(budget, part, bytes);
+        if charge.is_none() {
+            budget.refuse(part);
+        }
+        charge
     }
-}
 
-impl OwnedCharge {
     /// `try_new` for what may be done without: a refusal is not counted.
     pub fn try_new_quietly(
         budget: &std::sync::Arc<MemoryBudget>,
