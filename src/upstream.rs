@@ -3,7 +3,7 @@
 //! A query goes to the zone with the longest matching suffix; within a zone, servers are tried
 //! in order, healthy ones first, each attempt bounded by the zone's timeout. Over UDP an attempt
 //! still unanswered after the server's usual round trip is sent again to the same server, from
-//! a socket of its own, while the first keeps waiting, and the first acceptable answer is used
+//! another of its sockets, while the first keeps waiting, and the first acceptable answer is used
 //! (`Router::exchange`). Sockets are pooled
 //! and long-lived: a few connected UDP sockets per server (the kernel then drops datagrams from
 //! any other source address) and a few pipelined TCP connections (RFC 7766 §6.2.1.1), each
@@ -64,6 +64,11 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Attempts of one exchange waiting at once: one and two sent again (`Router::exchange`).
 const ATTEMPTS_AT_ONCE: usize = 3;
+/// How long after a server answered SERVFAIL or REFUSED it gets no resends: a server at a
+/// concurrency cap (CoreDNS `max_concurrent` answers REFUSED past it) or failing upstream of
+/// itself is shedding load, and the queries it is slow on are the very ones a resend repeats
+/// (a review: 23% of other clients' queries REFUSED at a cap of 60, none without resends).
+const RESEND_HOLD: Duration = Duration::from_secs(5);
 /// Attempts one exchange may send again (to the same server): a lost datagram is asked again.
 const REASKS: usize = 2;
 /// The shortest wait before an attempt is sent again, whatever the server's round trips: a
@@ -296,11 +301,11 @@ impl Router {
     /// until one gives an acceptable reply.
     ///
     /// Servers are asked in order, healthy ones first; the next is asked only when one fails
-    /// (a timeout, an error, SERVFAIL or REFUSED), as before: the servers of a zone are for
+    /// (a timeout, an error, SERVFAIL or REFUSED) with none of its attempts left waiting: the servers of a zone are for
     /// failover, and need not be equivalent (an internal resolver first, a public one second:
     /// racing them gave the public one's NXDOMAIN for internal names). In a UDP zone an
     /// attempt still unanswered after its server's usual round trip (`Server::hedge_delay`)
-    /// is also sent again to the same server, from a socket of its own, while it keeps
+    /// is also sent again to the same server, from another of its sockets, while it keeps
     /// waiting (a datagram lost, or a kube-proxy path to a dead endpoint behind a Service IP);
     /// the first acceptable answer is used and the attempts still waiting are abandoned
     /// (`overtaken`). At most `ATTEMPTS_AT_ONCE` wait at once, `REASKS` are sent per query,
@@ -329,9 +334,7 @@ impl Router {
         let recursive = query.get(2).is_some_and(|f| f & 0x01 != 0);
         let resending = z.protocol == Protocol::Udp;
         let deadline = tokio::time::Instant::now() + z.timeout * order.len() as u32;
-        // A UDP reply came truncated and its attempt went on over TCP: the server is
-        // answering, and asking again over UDP would only be truncated again.
-        let truncated = std::sync::atomic::AtomicBool::new(false);
+        let shared = Shared::default();
         let mut asked = vec![Asked::No; order.len()];
         // When each server's time is up: its resends end with its first attempt, so the next
         // server still gets its whole timeout.
@@ -374,10 +377,13 @@ impl Router {
                     continue;
                 }
                 let server = order[i];
+                let avoid = if resend {
+                    shared.port.load(Ordering::Relaxed)
+                } else {
+                    0
+                };
                 *slot = Some(Waiting {
-                    reply: Box::pin(
-                        server.attempt(z.protocol, query, &q, timeout, resend, &truncated),
-                    ),
+                    reply: Box::pin(server.attempt(z.protocol, query, &q, timeout, avoid, &shared)),
                     server: i,
                     polled: false,
                     _charge: charge,
@@ -420,7 +426,7 @@ impl Router {
             let Some((k, result)) = done else {
                 // Unanswered for the server's usual round trip: ask it again, alongside.
                 hedge_armed = false;
-                if !truncated.load(Ordering::Relaxed) {
+                if !shared.truncated.load(Ordering::Relaxed) {
                     next = reask_target(&order, &waiting).map(|i| (i, true));
                 }
                 continue;
@@ -430,6 +436,11 @@ impl Router {
             match result {
                 Ok(reply) => {
                     let rcode = reply.info.rcode;
+                    if rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16 {
+                        server
+                            .last_shed_ms
+                            .store(clock_ms().max(1), Ordering::Relaxed);
+                    }
                     // SERVFAIL and REFUSED may be one server's trouble: try the next, and keep
                     // this reply in case every server says the same. Not for a query with RD
                     // clear: many resolvers refuse those by policy (unbound without
@@ -439,13 +450,10 @@ impl Router {
                     {
                         note_failure_once(server, &mut asked[i]);
                         fallback.get_or_insert(reply);
-                        // This server has answered the question: its other attempts will not
-                        // answer it otherwise.
-                        for w in waiting.iter_mut() {
-                            if w.as_ref().is_some_and(|w| w.server == i) {
-                                abandon(w.take(), server);
-                            }
-                        }
+                        // Its other attempts keep waiting: over another source port, behind a
+                        // Service IP, each may reach another endpoint (one at its concurrency
+                        // cap refuses; another answers). Dropping them gave a resend's REFUSED
+                        // to every query whose first attempt was about to answer.
                     } else {
                         server.note_success();
                         for w in waiting.iter_mut() {
@@ -483,6 +491,16 @@ impl Router {
     }
 }
 
+/// What the attempts of one exchange tell it.
+#[derive(Default)]
+struct Shared {
+    /// The local port of the latest UDP attempt: a resend goes out from another.
+    port: std::sync::atomic::AtomicU16,
+    /// A UDP reply came truncated and its attempt went on over TCP: the server is answering,
+    /// and asking again over UDP would only be truncated again.
+    truncated: std::sync::atomic::AtomicBool,
+}
+
 /// Where a server stands in one exchange.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Asked {
@@ -511,11 +529,12 @@ fn abandon(w: Option<Waiting<'_>>, server: &Server) {
 
 /// The server an attempt unanswered for its usual round trip is asked again: the one whose
 /// attempt waits (the first in order, if a failover left two), unless it is failing (three
-/// failures in a row): a dead zone costs no more datagrams than one per server.
+/// failures in a row: a dead zone costs no more datagrams than one per server) or shedding
+/// load (SERVFAIL or REFUSED lately, `RESEND_HOLD`).
 fn reask_target(order: &[&Arc<Server>], waiting: &[Option<Waiting<'_>>]) -> Option<usize> {
     (0..order.len())
         .filter(|&i| waiting.iter().flatten().any(|w| w.server == i))
-        .find(|&i| !order[i].is_down())
+        .find(|&i| !order[i].is_down() && !order[i].shedding())
 }
 
 /// An attempt of `Router::exchange` waiting for its reply. Dropped when another attempt is
@@ -542,7 +561,10 @@ impl Router {
         if let Ok(q) = wire::parse_question(query) {
             let result = match z.protocol {
                 Protocol::Tcp => s.probe_tcp(query, &q, z.timeout).await,
-                Protocol::Udp => s.exchange_udp(query, &q, z.timeout, false).await,
+                Protocol::Udp => {
+                    let port = std::sync::atomic::AtomicU16::new(0);
+                    s.exchange_udp(query, &q, z.timeout, 0, &port).await
+                }
             };
             if let Err(e) = &result {
                 s.count_failure(e);
@@ -602,7 +624,10 @@ impl Router {
                 probes.spawn(async move {
                     let result = match protocol {
                         Protocol::Tcp => server.probe_tcp(&query, &q, timeout).await,
-                        Protocol::Udp => server.exchange_udp(&query, &q, timeout, false).await,
+                        Protocol::Udp => {
+                            let port = std::sync::atomic::AtomicU16::new(0);
+                            server.exchange_udp(&query, &q, timeout, 0, &port).await
+                        }
                     };
                     // A probe is a request like any other (`count_request`): its failure
                     // is counted too, or failures would lag requests for a dead server.
@@ -668,6 +693,8 @@ pub struct Server {
     ever_answered: std::sync::atomic::AtomicBool,
     /// When a reply was last accepted (`clock_ms`), over any transport.
     last_answer_ms: AtomicU64,
+    /// When it last answered SERVFAIL or REFUSED (`clock_ms`; 0: never): `RESEND_HOLD`.
+    last_shed_ms: AtomicU64,
     /// Its UDP round trips, shared with its sockets: a late reply to an abandoned attempt is
     /// a sample too.
     rtt: Arc<RoundTrip>,
@@ -732,6 +759,7 @@ impl Server {
             last_failure_ms: AtomicU64::new(0),
             ever_answered: false.into(),
             last_answer_ms: AtomicU64::new(0),
+            last_shed_ms: AtomicU64::new(0),
             rtt: Arc::new(RoundTrip::new()),
         }
     }
@@ -739,28 +767,36 @@ impl Server {
     /// How long an attempt at this server waits before it is sent again (`Router::exchange`):
     /// its retransmission timeout, smoothed round trip plus four deviations (RFC 6298 §2),
     /// at least `HEDGE_MIN`, at most half the zone's timeout.
+    /// Whether it answered SERVFAIL or REFUSED within `RESEND_HOLD`: no resends then.
+    fn shedding(&self) -> bool {
+        let at = self.last_shed_ms.load(Ordering::Relaxed);
+        at != 0 && clock_ms().saturating_sub(at) < RESEND_HOLD.as_millis() as u64
+    }
+
     fn hedge_delay(&self, timeout: Duration) -> Duration {
         let rto = self.rtt.rto().map_or(HEDGE_UNKNOWN, |r| r.max(HEDGE_MIN));
         rto.min(timeout / 2)
     }
 
-    /// One attempt at this server: over UDP (`fresh`: on a socket of its own), a truncated
-    /// reply asked again over TCP (RFC 7766 §5, RFC 1035 §4.2.1) and `truncated` set; or over
-    /// TCP.
+    /// One attempt at this server: over UDP (on another socket than port `avoid`'s), a
+    /// truncated reply asked again over TCP (RFC 7766 §5, RFC 1035 §4.2.1); or over TCP.
     async fn attempt(
         &self,
         protocol: Protocol,
         query: &[u8],
         q: &wire::Question,
         timeout: Duration,
-        fresh: bool,
-        truncated: &std::sync::atomic::AtomicBool,
+        avoid: u16,
+        shared: &Shared,
     ) -> Result<Reply, UpstreamError> {
         match protocol {
             Protocol::Tcp => self.exchange_tcp(query, q, timeout).await,
-            Protocol::Udp => match self.exchange_udp(query, q, timeout, fresh).await {
+            Protocol::Udp => match self
+                .exchange_udp(query, q, timeout, avoid, &shared.port)
+                .await
+            {
                 Ok(r) if r.info.header.tc() => {
-                    truncated.store(true, Ordering::Relaxed);
+                    shared.truncated.store(true, Ordering::Relaxed);
                     self.exchange_tcp(query, q, timeout).await
                 }
                 other => other,
@@ -845,11 +881,15 @@ impl Server {
         }
     }
 
-    async fn udp_conn(&self) -> Result<Arc<UdpConn>, UpstreamError> {
+    /// A pooled socket, round-robin, other than the one on local port `avoid` (0: any).
+    async fn udp_conn(&self, avoid: u16) -> Result<Arc<UdpConn>, UpstreamError> {
         {
             let mut pool = self.udp.lock();
             if pool.len() >= UDP_SOCKETS_PER_SERVER {
-                let i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
+                let mut i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
+                if pool[i].port == avoid {
+                    i = (i + 1) % pool.len();
+                }
                 if pool[i].sent.fetch_add(1, Ordering::Relaxed) < UDP_QUERIES_PER_SOCKET
                     && !pool[i].dispatch.unreachable.load(Ordering::Relaxed)
                 {
@@ -869,24 +909,22 @@ impl Server {
         Ok(conn)
     }
 
-    /// One query over UDP: on a pooled socket, or (`fresh`, a query asked again) on a socket
-    /// of its own, whose new source port behind a Service IP kube-proxy may map to another
-    /// endpoint than the one that did not answer. A pooled socket may be the very one the
-    /// first attempt went out on (23% of resends, measured).
+    /// One query over UDP, on a pooled socket other than the one on local port `avoid` (the
+    /// last attempt's, when this query is asked again: behind a Service IP, kube-proxy maps
+    /// another source port to an endpoint of its own choosing, perhaps not the one that did
+    /// not answer; round-robin alone gave a resend its first attempt's socket 23% of the
+    /// time). The port used goes into `used`. Not a socket of its own: one per resend took
+    /// 300-470 file descriptors and thousands of conntrack entries under a lossy upstream.
     async fn exchange_udp(
         &self,
         query: &[u8],
         q: &wire::Question,
         timeout: Duration,
-        fresh: bool,
+        avoid: u16,
+        used: &std::sync::atomic::AtomicU16,
     ) -> Result<Reply, UpstreamError> {
-        let conn = if fresh {
-            UdpConn::connect(self.addr, self.id(), self.rtt.clone())
-                .await
-                .map_err(|e| UpstreamError::Io(self.addr, e))?
-        } else {
-            self.udp_conn().await?
-        };
+        let conn = self.udp_conn(avoid).await?;
+        used.store(conn.port, Ordering::Relaxed);
         self.count_request("udp");
         let started = Instant::now();
         let (registration, rx) = conn.dispatch.register(query, q, true);
@@ -1358,6 +1396,8 @@ struct UdpConn {
     reader: tokio::task::JoinHandle<()>,
     /// Queries sent through it (`UDP_QUERIES_PER_SOCKET`).
     sent: std::sync::atomic::AtomicU32,
+    /// Its local port.
+    port: u16,
 }
 
 impl Drop for UdpConn {
@@ -1380,6 +1420,7 @@ impl UdpConn {
         let socket = Arc::new(UdpSocket::bind(bind).await?);
         // Connected: the kernel delivers only datagrams from `addr` (source check for free).
         socket.connect(addr).await?;
+        let port = socket.local_addr()?.port();
         let dispatch = Arc::new(Dispatch::new(addr, server, Some(rtt)));
         let reader = {
             let socket = socket.clone();
@@ -1408,6 +1449,7 @@ impl UdpConn {
             dispatch,
             reader,
             sent: std::sync::atomic::AtomicU32::new(1),
+            port,
         }))
     }
 }
@@ -1655,14 +1697,14 @@ mod tests {
         let s = Server::new("127.0.0.1:53".parse().unwrap());
         let query = query_for("a.example.");
         let q = wire::parse_question(&query).unwrap();
-        let truncated = std::sync::atomic::AtomicBool::new(false);
+        let shared = Shared::default();
         let fut = s.attempt(
             Protocol::Udp,
             &query,
             &q,
             Duration::from_secs(1),
-            true,
-            &truncated,
+            0,
+            &shared,
         );
         // The longest name, the pending entry with its channel, the box and the slot.
         let held = std::mem::size_of_val(&fut) + 255 + 256;
@@ -1818,9 +1860,96 @@ mod tests {
         assert!(rto >= Duration::from_millis(50), "{rto:?}");
     }
 
+    /// A resend's SERVFAIL or REFUSED abandoned the first attempt to the same server, which
+    /// was about to answer: behind a Service IP each source port may reach another endpoint,
+    /// and one at CoreDNS's `max_concurrent` refuses while another answers (200 of 200
+    /// REFUSED in a review, NOERROR before resends).
+    #[tokio::test]
+    async fn a_resends_refusal_threw_away_the_first_attempts_answer() {
+        let s = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let addr = s.local_addr().unwrap();
+        let server = s.clone();
+        std::thread::spawn(move || {
+            let mut asked = std::collections::HashSet::new();
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                let Ok(q) = wire::parse_question(&reply) else {
+                    continue;
+                };
+                if asked.insert(q.name_bytes(&reply).to_vec()) {
+                    // The first: answered late, by a thread of its own.
+                    let s = server.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(700));
+                        let _ = s.send_to(&reply, from);
+                    });
+                } else {
+                    reply[3] = (reply[3] & 0xf0) | wire::RCODE_REFUSED;
+                    let _ = server.send_to(&reply, from);
+                }
+            }
+        });
+        let router = Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers: vec![addr],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(2),
+        }])
+        .unwrap();
+        let reply = router.exchange(0, &query_for("a.example.")).await.unwrap();
+        assert_eq!(reply.info.rcode, wire::RCODE_NOERROR as u16);
+    }
+
+    /// Resends of the names an upstream is slow on took room under its concurrency cap
+    /// (CoreDNS `max_concurrent` answers REFUSED past it): 23% of other clients' queries
+    /// REFUSED in a review at a cap of 60, none without resends. A server that answered
+    /// SERVFAIL or REFUSED gets no resends for `RESEND_HOLD`.
+    #[tokio::test]
+    async fn resends_pushed_an_upstream_past_its_concurrency_cap() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let datagrams = Arc::new(AtomicUsize::new(0));
+        let seen = datagrams.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                let Ok(q) = wire::parse_question(&reply) else {
+                    continue;
+                };
+                if q.name_bytes(&reply).starts_with(b"\x03cap") {
+                    reply[3] = (reply[3] & 0xf0) | wire::RCODE_REFUSED;
+                    let _ = s.send_to(&reply, from);
+                } else {
+                    seen.fetch_add(1, Ordering::Relaxed); // never answered
+                }
+            }
+        });
+        let router = Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers: vec![addr],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(1),
+        }])
+        .unwrap();
+        let refused = router
+            .exchange(0, &query_for("cap.example."))
+            .await
+            .unwrap();
+        assert_eq!(refused.info.rcode, wire::RCODE_REFUSED as u16);
+        assert!(router
+            .exchange(0, &query_for("slow.example."))
+            .await
+            .is_err());
+        assert_eq!(datagrams.load(Ordering::Relaxed), 1, "not asked again");
+    }
+
     /// A query asked again went out on the pooled socket round-robin gave it, often the very
     /// one the first went on (23% of resends): behind a Service IP, kube-proxy maps the same
-    /// source port to the same, perhaps dead, endpoint. It now has a socket of its own.
+    /// source port to the same, perhaps dead, endpoint. It now avoids the latest attempt's.
     #[tokio::test]
     async fn a_resend_went_out_from_the_socket_that_lost_the_first() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
