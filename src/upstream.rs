@@ -1730,6 +1730,17 @@ mod tests {
         assert_eq!((0..300).filter(|_| budget.take()).count(), 10);
     }
 
+    /// A router for the root zone over UDP to `servers`.
+    fn udp_root_zone(servers: Vec<SocketAddr>, timeout: Duration) -> Router {
+        Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers,
+            protocol: Protocol::Udp,
+            timeout,
+        }])
+        .unwrap()
+    }
+
     fn query_for(name: &str) -> Vec<u8> {
         let mut query = Vec::new();
         wire::build_query(0x1234, name, wire::TYPE_A, true, &mut query).unwrap();
@@ -1761,14 +1772,8 @@ mod tests {
         drop(closed); // port unreachable: the attempt fails at once
         let budget = Arc::new(MemoryBudget::new(crate::budget::MIN_LIMIT));
         assert!(budget.try_charge(Part::Waiting, budget.share(Part::Waiting)));
-        let router = Router::new(&[UpstreamZone {
-            zone: ".".into(),
-            servers: vec![closed_addr, echo_server()],
-            protocol: Protocol::Udp,
-            timeout: Duration::from_secs(2),
-        }])
-        .unwrap()
-        .with_budget(budget.clone());
+        let router = udp_root_zone(vec![closed_addr, echo_server()], Duration::from_secs(2))
+            .with_budget(budget.clone());
         let reply = router.exchange(0, &query_for("a.example.")).await.unwrap();
         assert_eq!(reply.from, router.zones[0].servers[1].addr);
         assert_eq!(budget.refused(Part::Waiting), 0, "no refusal counted");
@@ -1891,13 +1896,7 @@ mod tests {
                 }
             }
         });
-        let router = Router::new(&[UpstreamZone {
-            zone: ".".into(),
-            servers: vec![addr],
-            protocol: Protocol::Udp,
-            timeout: Duration::from_secs(2),
-        }])
-        .unwrap();
+        let router = udp_root_zone(vec![addr], Duration::from_secs(2));
         let reply = router.exchange(0, &query_for("a.example.")).await.unwrap();
         assert_eq!(reply.info.rcode, wire::RCODE_NOERROR as u16);
     }
@@ -1928,13 +1927,7 @@ mod tests {
                 }
             }
         });
-        let router = Router::new(&[UpstreamZone {
-            zone: ".".into(),
-            servers: vec![addr],
-            protocol: Protocol::Udp,
-            timeout: Duration::from_secs(1),
-        }])
-        .unwrap();
+        let router = udp_root_zone(vec![addr], Duration::from_secs(1));
         let refused = router
             .exchange(0, &query_for("cap.example."))
             .await
@@ -1973,13 +1966,7 @@ mod tests {
                 }
             }
         });
-        let router = Router::new(&[UpstreamZone {
-            zone: ".".into(),
-            servers: vec![addr],
-            protocol: Protocol::Udp,
-            timeout: Duration::from_secs(2),
-        }])
-        .unwrap();
+        let router = udp_root_zone(vec![addr], Duration::from_secs(2));
         // Four at once: each first attempt takes one of the four pooled sockets, and the
         // round-robin then handed each resend the socket its first had gone out on.
         let names = ["a.example.", "b.example.", "c.example.", "d.example."];
