@@ -436,7 +436,9 @@ impl Router {
             match result {
                 Ok(reply) => {
                     let rcode = reply.info.rcode;
-                    if rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16 {
+                    let shed =
+                        rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16;
+                    if shed {
                         server
                             .last_shed_ms
                             .store(clock_ms().max(1), Ordering::Relaxed);
@@ -445,9 +447,7 @@ impl Router {
                     // this reply in case every server says the same. Not for a query with RD
                     // clear: many resolvers refuse those by policy (unbound without
                     // `allow_snoop`), which says nothing of the server's health.
-                    if (rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16)
-                        && recursive
-                    {
+                    if shed && recursive {
                         note_failure_once(server, &mut asked[i]);
                         fallback.get_or_insert(reply);
                         // Its other attempts keep waiting: over another source port, behind a
