@@ -198,7 +198,9 @@ fn readyz_follows_upstream_health_and_recovers_by_probe() {
 /// and go to the next server. It is now asked again at the same server after its usual round
 /// trip (from another socket), every client gets its answer, and the next server is not
 /// needed. (With a 200 ms timeout a loaded CI machine let the server's whole window pass once
-/// and failed over: 1 s leaves the 200 ms resend room.)
+/// and failed over: 1 s leaves the 200 ms resend room. A stalled machine may also resend a
+/// query whose answer sat unread (CI saw 81 datagrams), so the upper bound is the resend cap:
+/// three datagrams a query.)
 #[test]
 fn a_lossy_upstream_answers_every_lost_query_without_the_next_server() {
     use common::upstream::{Rec, Upstream};
@@ -229,7 +231,7 @@ fn a_lossy_upstream_answers_every_lost_query_without_the_next_server() {
     );
     eprintln!("lossy upstream saw {via_lossy} queries, the next server {via_good}");
     assert!(
-        (60..=80).contains(&via_lossy),
+        (60..=120).contains(&via_lossy),
         "the lost half asked again: {via_lossy}"
     );
     assert_eq!(via_good, 0, "no failover for a lost datagram");
@@ -257,8 +259,10 @@ fn a_datagram_lost_to_the_only_server_became_a_servfail() {
         let (info, _, _) = ask(p.dns_addrs[0], &format!("n{i}.lost.test."));
         assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
     }
-    // Each name's first datagram lost, its second answered.
-    assert_eq!(only.total_of_type(wire::TYPE_A), 40);
+    // Each name's first datagram lost, its second answered; a machine stalled past the
+    // doubled wait may send the third its cap allows.
+    let sent = only.total_of_type(wire::TYPE_A);
+    assert!((40..=60).contains(&sent), "two datagrams a name: {sent}");
     // Scraped as Prometheus would: the health gauge is set at each scrape.
     let (_, m) = common::tools::http_get(p.admin_addr.unwrap(), "/metrics").unwrap();
     let to = format!("to=\"{}\"", only.addr);
@@ -270,7 +274,8 @@ fn a_datagram_lost_to_the_only_server_became_a_servfail() {
         &m,
         &format!("ndots_upstream_failures_total{{{to},reason=\"timeout\"}}"),
     );
-    assert_eq!((overtaken, timeouts), (20.0, 0.0), "{m}");
+    assert_eq!(timeouts, 0.0, "{m}");
+    assert!((20.0..=40.0).contains(&overtaken), "{m}");
     assert!(
         m.contains(&format!("ndots_upstream_healthy{{{to}}} 1")),
         "lost datagrams answered on the next try are not the server's failure: {m}"
