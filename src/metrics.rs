@@ -30,6 +30,7 @@ pub const UPSTREAM_REQUEST_DURATION: &str = "ndots_upstream_request_duration_sec
 pub const UPSTREAM_FAILURES: &str = "ndots_upstream_failures_total";
 pub const UPSTREAM_HEALTHY: &str = "ndots_upstream_healthy";
 pub const UPSTREAM_TCP_REPLACED: &str = "ndots_upstream_tcp_replaced_total";
+pub const UPSTREAM_UDP_REPLACED: &str = "ndots_upstream_udp_replaced_total";
 pub const LOOKUP_QUERIES: &str = "ndots_lookup_queries";
 pub const LOOKUP_DURATION: &str = "ndots_lookup_duration_seconds";
 pub const LOOKUPS: &str = "ndots_lookups_total";
@@ -174,6 +175,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(UPSTREAM_REQUEST_DURATION, "histogram", &[TO, ("rcode", "the upstream's response code")], "Upstream round-trip time of the replies used, by server and response code (an attempt overtaken by its own resend is not in it: a server's slow tail shows in `ndots_upstream_failures_total{reason=\"overtaken\"}`)."),
     metric(UPSTREAM_FAILURES, "counter", &[TO, ("reason", "`timeout`, `io`, `malformed`, `closed` (the connection closed; over UDP, the server's port unreachable), `backoff` (TCP reconnect backing off after failed connects), `busy` (every TCP query slot to the server taken for the whole timeout: not sent, the server's health untouched), `overtaken` (still unanswered when another attempt of the same query, sent again to the same server after its usual round trip, was answered: abandoned, not against the server's health; its late reply is taken quietly, not counted as `unexpected_id`), `all_failed`; replies that answered the query but are not used, the attempt failed: `opcode_mismatch` (RFC 1035 §4.1.1), `truncated` (TC over TCP), `extended_rcode` (an extended RCODE above BADVERS: TSIG, TKEY, cookie, unassigned); replies rejected (RFC 5452): `unexpected_id`, `question_mismatch`, counted per reply (a rejected reply may come before the accepted one, or after its query timed out: not a share of requests)")], "Upstream attempts that failed (health probes included), and upstream replies rejected, by server and reason."),
     metric(UPSTREAM_TCP_REPLACED, "counter", &[TO], "Upstream TCP connections closed because a reply on them timed out; the next query opens a fresh one."),
+    metric(UPSTREAM_UDP_REPLACED, "counter", &[TO], "Upstream UDP sockets replaced because 4 queries in a row went unanswered on them while the server answered on its other sockets (behind a Service IP, a source port whose flow kube-proxy mapped to an endpoint that is gone); the next query opens a fresh one (a new source port, a new flow). Growing while the server stays healthy: an endpoint behind it is down."),
     metric(UPSTREAM_HEALTHY, "gauge", &[TO], "1 while the server answers, 0 after 3 failures in a row until it answers a query or a health probe again (set at each scrape)."),
     metric(LOOKUP_QUERIES, "histogram", &[QTYPE], "Queries per lookup (search-path walk), by query type (buckets 1,2,3,4,5,6,8,10,12,16)."),
     metric(LOOKUP_DURATION, "histogram", &[QTYPE], "Time from the first query of a walk to its final answer, by query type."),
@@ -417,6 +419,9 @@ pub fn preregister(k: &Known<'_>) {
             metrics::counter!(UPSTREAM_FAILURES, "to" => t(), "reason" => "backoff").increment(0);
         }
         metrics::counter!(UPSTREAM_TCP_REPLACED, "to" => t()).increment(0);
+        if !tcp_only {
+            metrics::counter!(UPSTREAM_UDP_REPLACED, "to" => t()).increment(0);
+        }
         metrics::gauge!(UPSTREAM_HEALTHY, "to" => t()).increment(0.0);
         if coredns {
             metrics::counter!(COREDNS_FORWARD_REQUESTS, "to" => t()).increment(0);

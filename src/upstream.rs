@@ -39,6 +39,15 @@ const UDP_SOCKETS_PER_SERVER: usize = 4;
 /// `/proc/net/udp` on the node, or by side channels such as SAD DNS's ICMP probing), leaving
 /// the 16-bit ID. The old socket keeps reading until its last query is answered.
 const UDP_QUERIES_PER_SOCKET: u32 = 512;
+/// Attempts in a row on one UDP socket that end unanswered, while the server answers on its
+/// other sockets, after which the socket is replaced (`Dispatch::note_unanswered`): behind a
+/// Service IP its flow is mapped to one endpoint (kube-proxy, conntrack), and one whose node is
+/// gone takes every datagram of the flow. A random loss of 30% ends four in a row once in 123
+/// attempts: a new socket sooner than its 512 queries, no harm.
+const SILENT_SOCKET_AFTER: u32 = 4;
+/// At most one socket of a server is replaced for silence this often: a burst of losses
+/// cannot churn sockets (each held open by its queries in flight for up to the timeout).
+const SILENT_SOCKET_EVERY: Duration = Duration::from_millis(100);
 /// Consecutive failures after which a server is tried after the healthy ones.
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long an unhealthy server stays at the back of the line before it is trusted again.
@@ -377,13 +386,11 @@ impl Router {
                     continue;
                 }
                 let server = order[i];
-                let avoid = if resend {
-                    shared.port.load(Ordering::Relaxed)
-                } else {
-                    0
-                };
+                // Which of the query's attempts at a server this is: 0 the first (or a
+                // failover), then each resend.
+                let nth = if resend { resends as usize + 1 } else { 0 };
                 *slot = Some(Waiting {
-                    reply: Box::pin(server.attempt(z.protocol, query, &q, timeout, avoid, &shared)),
+                    reply: Box::pin(server.attempt(z.protocol, query, &q, timeout, nth, &shared)),
                     server: i,
                     polled: false,
                     _charge: charge,
@@ -494,8 +501,9 @@ impl Router {
 /// What the attempts of one exchange tell it.
 #[derive(Default)]
 struct Shared {
-    /// The local port of the latest UDP attempt: a resend goes out from another.
-    port: std::sync::atomic::AtomicU16,
+    /// The local port of each UDP attempt, by its place among the query's attempts: a resend
+    /// goes out from a socket none of them used.
+    ports: [std::sync::atomic::AtomicU16; 1 + REASKS],
     /// A UDP reply came truncated and its attempt went on over TCP: the server is answering,
     /// and asking again over UDP would only be truncated again.
     truncated: std::sync::atomic::AtomicBool,
@@ -563,7 +571,7 @@ impl Router {
                 Protocol::Tcp => s.probe_tcp(query, &q, z.timeout).await,
                 Protocol::Udp => {
                     let port = std::sync::atomic::AtomicU16::new(0);
-                    s.exchange_udp(query, &q, z.timeout, 0, &port).await
+                    s.exchange_udp(query, &q, z.timeout, &[], &port).await
                 }
             };
             if let Err(e) = &result {
@@ -626,7 +634,7 @@ impl Router {
                         Protocol::Tcp => server.probe_tcp(&query, &q, timeout).await,
                         Protocol::Udp => {
                             let port = std::sync::atomic::AtomicU16::new(0);
-                            server.exchange_udp(&query, &q, timeout, 0, &port).await
+                            server.exchange_udp(&query, &q, timeout, &[], &port).await
                         }
                     };
                     // A probe is a request like any other (`count_request`): its failure
@@ -695,9 +703,29 @@ pub struct Server {
     last_answer_ms: AtomicU64,
     /// When it last answered SERVFAIL or REFUSED (`clock_ms`; 0: never): `RESEND_HOLD`.
     last_shed_ms: AtomicU64,
-    /// Its UDP round trips, shared with its sockets: a late reply to an abandoned attempt is
-    /// a sample too.
-    rtt: Arc<RoundTrip>,
+    /// What its UDP sockets share: round trips (a late reply to an abandoned attempt is a
+    /// sample too) and when one last took a reply.
+    paths: Arc<UdpPaths>,
+}
+
+/// What the UDP sockets of one server share: each is a path of its own (its source port; behind
+/// a Service IP, its own endpoint), the server's figures are over them all.
+struct UdpPaths {
+    rtt: RoundTrip,
+    /// When one of them last took a reply (`clock_ms`).
+    last_reply_ms: AtomicU64,
+    /// When one was last replaced for silence (`clock_ms`, 0: never; `SILENT_SOCKET_EVERY`).
+    last_silenced_ms: AtomicU64,
+}
+
+impl UdpPaths {
+    fn new() -> UdpPaths {
+        UdpPaths {
+            rtt: RoundTrip::new(),
+            last_reply_ms: AtomicU64::new(0),
+            last_silenced_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A server's smoothed round trip and its mean deviation, in microseconds (RFC 6298 §2;
@@ -760,7 +788,7 @@ impl Server {
             ever_answered: false.into(),
             last_answer_ms: AtomicU64::new(0),
             last_shed_ms: AtomicU64::new(0),
-            rtt: Arc::new(RoundTrip::new()),
+            paths: Arc::new(UdpPaths::new()),
         }
     }
 
@@ -774,25 +802,30 @@ impl Server {
     }
 
     fn hedge_delay(&self, timeout: Duration) -> Duration {
-        let rto = self.rtt.rto().map_or(HEDGE_UNKNOWN, |r| r.max(HEDGE_MIN));
+        let rto = self
+            .paths
+            .rtt
+            .rto()
+            .map_or(HEDGE_UNKNOWN, |r| r.max(HEDGE_MIN));
         rto.min(timeout / 2)
     }
 
-    /// One attempt at this server: over UDP (on another socket than port `avoid`'s), a
-    /// truncated reply asked again over TCP (RFC 7766 §5, RFC 1035 §4.2.1); or over TCP.
+    /// The `nth` attempt of a query at this server (0: its first): over UDP (on a socket the
+    /// query's earlier attempts did not use), a truncated reply asked again over TCP (RFC 7766
+    /// §5, RFC 1035 §4.2.1); or over TCP.
     async fn attempt(
         &self,
         protocol: Protocol,
         query: &[u8],
         q: &wire::Question,
         timeout: Duration,
-        avoid: u16,
+        nth: usize,
         shared: &Shared,
     ) -> Result<Reply, UpstreamError> {
         match protocol {
             Protocol::Tcp => self.exchange_tcp(query, q, timeout).await,
             Protocol::Udp => match self
-                .exchange_udp(query, q, timeout, avoid, &shared.port)
+                .exchange_udp(query, q, timeout, &shared.ports[..nth], &shared.ports[nth])
                 .await
             {
                 Ok(r) if r.info.header.tc() => {
@@ -881,17 +914,25 @@ impl Server {
         }
     }
 
-    /// A pooled socket, round-robin, other than the one on local port `avoid` (0: any).
-    async fn udp_conn(&self, avoid: u16) -> Result<Arc<UdpConn>, UpstreamError> {
+    /// A pooled socket, round-robin, other than those on the local ports in `avoid` (the
+    /// pool has more sockets than a query has attempts).
+    async fn udp_conn(
+        &self,
+        avoid: &[std::sync::atomic::AtomicU16],
+    ) -> Result<Arc<UdpConn>, UpstreamError> {
         {
             let mut pool = self.udp.lock();
             if pool.len() >= UDP_SOCKETS_PER_SERVER {
                 let mut i = self.next_udp.fetch_add(1, Ordering::Relaxed) % pool.len();
-                if pool[i].port == avoid {
+                let used = |port: u16| avoid.iter().any(|p| p.load(Ordering::Relaxed) == port);
+                for _ in 0..pool.len() {
+                    if !used(pool[i].port) {
+                        break;
+                    }
                     i = (i + 1) % pool.len();
                 }
                 if pool[i].sent.fetch_add(1, Ordering::Relaxed) < UDP_QUERIES_PER_SOCKET
-                    && !pool[i].dispatch.unreachable.load(Ordering::Relaxed)
+                    && !pool[i].dispatch.retired.load(Ordering::Relaxed)
                 {
                     return Ok(pool[i].clone());
                 }
@@ -899,7 +940,7 @@ impl Server {
                 pool.swap_remove(i);
             }
         }
-        let conn = UdpConn::connect(self.addr, self.id(), self.rtt.clone())
+        let conn = UdpConn::connect(self.addr, self.id(), self.paths.clone())
             .await
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let mut pool = self.udp.lock();
@@ -909,18 +950,19 @@ impl Server {
         Ok(conn)
     }
 
-    /// One query over UDP, on a pooled socket other than the one on local port `avoid` (the
-    /// last attempt's, when this query is asked again: behind a Service IP, kube-proxy maps
-    /// another source port to an endpoint of its own choosing, perhaps not the one that did
-    /// not answer; round-robin alone gave a resend its first attempt's socket 23% of the
-    /// time). The port used goes into `used`. Not a socket of its own: one per resend took
-    /// 300-470 file descriptors and thousands of conntrack entries under a lossy upstream.
+    /// One query over UDP, on a pooled socket other than those on the local ports in `avoid`
+    /// (the query's earlier attempts', when it is asked again: behind a Service IP, kube-proxy
+    /// maps another source port to an endpoint of its own choosing, perhaps not the one that
+    /// did not answer; round-robin alone gave a resend its first attempt's socket 23% of the
+    /// time, and avoiding only the last attempt's gave the second resend the first's socket).
+    /// The port used goes into `used`. Not a socket of its own: one per resend took 300-470
+    /// file descriptors and thousands of conntrack entries under a lossy upstream.
     async fn exchange_udp(
         &self,
         query: &[u8],
         q: &wire::Question,
         timeout: Duration,
-        avoid: u16,
+        avoid: &[std::sync::atomic::AtomicU16],
         used: &std::sync::atomic::AtomicU16,
     ) -> Result<Reply, UpstreamError> {
         let conn = self.udp_conn(avoid).await?;
@@ -1109,7 +1151,7 @@ impl Server {
         self.last_answer_ms.store(clock_ms(), Ordering::Relaxed);
         if !tcp {
             // A TCP reply's time may include a connect (and the probe's always does).
-            self.rtt.sample(started.elapsed());
+            self.paths.rtt.sample(started.elapsed());
         }
         self.observe(started, info.rcode);
         Ok(Reply {
@@ -1223,12 +1265,18 @@ struct Dispatch {
     addr: SocketAddr,
     /// The server's `Server::id`: rejected replies are counted under it.
     server: u64,
-    /// A UDP socket's server port was reported unreachable (`fail_all`): retire the socket.
-    unreachable: std::sync::atomic::AtomicBool,
-    /// A UDP socket's server's round trips: a late reply to an abandoned attempt is sampled
-    /// here, or the estimate would see only the replies that won and never grow for a server
+    /// Take this UDP socket out of the pool (`udp_conn` opens a fresh one): its server's port
+    /// was reported unreachable (`fail_all`), or its queries go unanswered while the server
+    /// answers on other sockets (`note_unanswered`).
+    retired: std::sync::atomic::AtomicBool,
+    /// A UDP socket's server's paths: a late reply to an abandoned attempt is a round-trip
+    /// sample, or the estimate would see only the replies that won and never grow for a server
     /// that is slow for some names (whose every query would then be sent twice).
-    rtt: Option<Arc<RoundTrip>>,
+    paths: Option<Arc<UdpPaths>>,
+    /// Attempts here that ended unanswered (timed out, or abandoned for another attempt's
+    /// answer) since the last reply, and when the first of them ended (`clock_ms`).
+    unanswered: AtomicU32,
+    silent_since_ms: AtomicU64,
 }
 
 struct Pending {
@@ -1245,14 +1293,65 @@ struct Pending {
 }
 
 impl Dispatch {
-    fn new(addr: SocketAddr, server: u64, rtt: Option<Arc<RoundTrip>>) -> Dispatch {
+    fn new(addr: SocketAddr, server: u64, paths: Option<Arc<UdpPaths>>) -> Dispatch {
         Dispatch {
-            rtt,
+            paths,
+            unanswered: AtomicU32::new(0),
+            silent_since_ms: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             registered: AtomicU64::new(0),
             addr,
             server,
-            unreachable: std::sync::atomic::AtomicBool::new(false),
+            retired: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// An attempt here ended without its reply. Past `SILENT_SOCKET_AFTER` in a row, with the
+    /// server answering on another socket since the first of them, the fault is this socket's
+    /// path, not the server: it is retired. (A server gone quiet on every socket keeps them:
+    /// a new socket would not help, and its health says it is failing.)
+    fn note_unanswered(&self) {
+        let Some(paths) = &self.paths else {
+            return;
+        };
+        let now = clock_ms().max(1);
+        if self.unanswered.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.silent_since_ms.store(now, Ordering::Relaxed);
+            return;
+        }
+        if self.unanswered.load(Ordering::Relaxed) < SILENT_SOCKET_AFTER
+            || self.retired.load(Ordering::Relaxed)
+            || paths.last_reply_ms.load(Ordering::Relaxed)
+                < self.silent_since_ms.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let last = paths.last_silenced_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < SILENT_SOCKET_EVERY.as_millis() as u64 {
+            return;
+        }
+        if paths
+            .last_silenced_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.retired.store(true, Ordering::Relaxed);
+            // Keyed by the server's id (as in `deliver`): the Dispatch's address is reused.
+            m::cached_counter(
+                m::label_key(68, &[self.server]),
+                || metrics::counter!(m::UPSTREAM_UDP_REPLACED, "to" => self.addr.to_string()),
+            )
+            .increment(1);
+        }
+    }
+
+    /// A reply here answered a query (on time or late): the socket's path works.
+    fn note_reply(&self) {
+        if let Some(paths) = &self.paths {
+            self.unanswered.store(0, Ordering::Relaxed);
+            paths
+                .last_reply_ms
+                .store(clock_ms().max(1), Ordering::Relaxed);
         }
     }
 
@@ -1300,7 +1399,7 @@ impl Dispatch {
     /// replaces it by a fresh one, a new source port: a forged ICMP message fails only what
     /// waits on the socket it names, once).
     fn fail_all(&self) {
-        self.unreachable.store(true, Ordering::Relaxed);
+        self.retired.store(true, Ordering::Relaxed);
         self.pending.lock().clear();
     }
 
@@ -1343,13 +1442,14 @@ impl Dispatch {
         }
         let p = pending.remove(&h.id).expect("present");
         drop(pending);
+        self.note_reply();
         // A receiver gone is an attempt abandoned for another's answer (its entry kept for
         // this): its late reply answers what was asked, and is no rejection to count (the
         // attempt was counted `overtaken`). Counted `unexpected_id`, it made the spoofing
         // signal fire on every slow name.
         if p.tx.send(bytes).is_err() {
-            if let Some(rtt) = &self.rtt {
-                rtt.sample(p.at.elapsed());
+            if let Some(paths) = &self.paths {
+                paths.rtt.sample(p.at.elapsed());
             }
         }
         true
@@ -1376,17 +1476,20 @@ impl Registration<'_> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if self.keep_if_abandoned {
-            return;
-        }
         let mut pending = self.dispatch.pending.lock();
-        // Only its own entry: its reply may have freed the ID for another query since.
+        // Only its own entry: its reply may have freed the ID for another query since. Gone,
+        // it was answered (or failed with the socket, `fail_all`).
         if pending
             .get(&self.id)
-            .is_some_and(|p| p.serial == self.serial)
+            .is_none_or(|p| p.serial != self.serial)
         {
+            return;
+        }
+        if !self.keep_if_abandoned {
             pending.remove(&self.id);
         }
+        drop(pending);
+        self.dispatch.note_unanswered();
     }
 }
 
@@ -1410,7 +1513,7 @@ impl UdpConn {
     async fn connect(
         addr: SocketAddr,
         server: u64,
-        rtt: Arc<RoundTrip>,
+        paths: Arc<UdpPaths>,
     ) -> std::io::Result<Arc<UdpConn>> {
         let bind: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
@@ -1421,7 +1524,7 @@ impl UdpConn {
         // Connected: the kernel delivers only datagrams from `addr` (source check for free).
         socket.connect(addr).await?;
         let port = socket.local_addr()?.port();
-        let dispatch = Arc::new(Dispatch::new(addr, server, Some(rtt)));
+        let dispatch = Arc::new(Dispatch::new(addr, server, Some(paths)));
         let reader = {
             let socket = socket.clone();
             let dispatch = dispatch.clone();
@@ -1852,8 +1955,8 @@ mod tests {
     /// to an abandoned attempt is now a sample.
     #[test]
     fn a_slow_reply_overtaken_by_its_resend_never_reached_the_round_trip() {
-        let rtt = Arc::new(RoundTrip::new());
-        let d = Dispatch::new("127.0.0.1:53".parse().unwrap(), 1, Some(rtt.clone()));
+        let paths = Arc::new(UdpPaths::new());
+        let d = Dispatch::new("127.0.0.1:53".parse().unwrap(), 1, Some(paths.clone()));
         let q = query_for("slow.example.");
         let x = wire::parse_question(&q).unwrap();
         let (abandoned, rx) = d.register(&q, &x, true);
@@ -1861,7 +1964,7 @@ mod tests {
         drop((abandoned, rx));
         std::thread::sleep(Duration::from_millis(50));
         assert!(d.deliver(answer_to(&q, id)));
-        let rto = rtt.rto().expect("sampled");
+        let rto = paths.rtt.rto().expect("sampled");
         assert!(rto >= Duration::from_millis(50), "{rto:?}");
     }
 
@@ -1987,6 +2090,100 @@ mod tests {
             assert_ne!(
                 asks[0], asks[1],
                 "asked again from the same port: {ports:?}"
+            );
+        }
+    }
+
+    /// A socket whose queries vanish while its server answers on the others is retired; one
+    /// of a server silent on every socket is kept (a new one would fare no better).
+    #[test]
+    fn a_socket_of_a_server_answering_elsewhere_is_retired_after_four_losses() {
+        let paths = Arc::new(UdpPaths::new());
+        let addr = "127.0.0.1:53".parse().unwrap();
+        let (lossy, good) = (
+            Dispatch::new(addr, 1, Some(paths.clone())),
+            Dispatch::new(addr, 1, Some(paths.clone())),
+        );
+        let lose = |d: &Dispatch, name: &str| {
+            let q = query_for(name);
+            let x = wire::parse_question(&q).unwrap();
+            let (r, _rx) = d.register(&q, &x, true);
+            drop(r); // abandoned unanswered
+        };
+        let answer = |d: &Dispatch, name: &str| {
+            let q = query_for(name);
+            let x = wire::parse_question(&q).unwrap();
+            let (r, _rx) = d.register(&q, &x, true);
+            assert!(d.deliver(answer_to(&q, r.id)));
+        };
+        // Silent everywhere: kept, however many are lost.
+        for i in 0..8 {
+            lose(&lossy, &format!("dead{i}.example."));
+        }
+        assert!(
+            !lossy.retired.load(Ordering::Relaxed),
+            "a dead server's socket"
+        );
+        // Answered once: the streak starts again.
+        answer(&lossy, "back.example.");
+        for i in 0..3 {
+            lose(&lossy, &format!("a{i}.example."));
+            answer(&good, &format!("b{i}.example."));
+        }
+        assert!(!lossy.retired.load(Ordering::Relaxed), "three lost");
+        lose(&lossy, "a3.example.");
+        assert!(
+            lossy.retired.load(Ordering::Relaxed),
+            "four lost while the other answered"
+        );
+        assert!(!good.retired.load(Ordering::Relaxed));
+    }
+
+    /// The second resend avoided only the first resend's socket, and went out from the first
+    /// attempt's again: behind a Service IP, the flow to the endpoint that lost it.
+    #[tokio::test]
+    async fn a_second_resend_went_out_from_the_first_attempts_socket() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let ports: Arc<Mutex<HashMap<Vec<u8>, Vec<u16>>>> = Arc::default();
+        let seen = ports.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let Ok(q) = wire::parse_question(&buf[..n]) else {
+                    continue;
+                };
+                let mut seen = seen.lock();
+                let asks = seen.entry(q.name_bytes(&buf[..n]).to_vec()).or_default();
+                asks.push(from.port());
+                if asks.len() == 3 {
+                    // Each name's first two datagrams are lost, its third answered.
+                    let mut reply = buf[..n].to_vec();
+                    reply[2] |= 0x80;
+                    let _ = s.send_to(&reply, from);
+                }
+            }
+        });
+        let router = udp_root_zone(vec![addr], Duration::from_secs(4));
+        let names = ["a.example.", "b.example.", "c.example.", "d.example."];
+        let queries: Vec<Vec<u8>> = names.iter().map(|n| query_for(n)).collect();
+        let (a, b, c, d) = tokio::join!(
+            router.exchange(0, &queries[0]),
+            router.exchange(0, &queries[1]),
+            router.exchange(0, &queries[2]),
+            router.exchange(0, &queries[3]),
+        );
+        for r in [a, b, c, d] {
+            r.unwrap();
+        }
+        let ports = ports.lock().clone();
+        assert_eq!(ports.len(), 4);
+        for asks in ports.values() {
+            let distinct: std::collections::HashSet<&u16> = asks.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                3,
+                "a port asked twice for one name: {ports:?}"
             );
         }
     }
