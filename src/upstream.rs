@@ -61,6 +61,11 @@ const TCP_PIPELINE: usize = 64;
 /// (`exchange_tcp`): 256 queries at once to a server that answers one per connection need 64
 /// rounds of 4 connections; past this many a query fails over instead.
 const TCP_ATTEMPTS: usize = 64;
+/// Connections one query may try after the first that closed before answering anything, while
+/// the server answers on its others (`exchange_tcp`): a server that resets a connection with
+/// unread queries (nsd's `tcp-query-count`) may discard the answer it had just written. Two:
+/// a query the server cannot take (one that kills its connection) costs three connections.
+const TCP_BLIND_RETRIES: usize = 2;
 /// How long a query whose TCP connection failed waits for the connection's reader to finish
 /// before judging whether the server answered on it (`TcpConn::answered_before_closing`).
 const READ_ALL_WAIT: Duration = Duration::from_millis(100);
@@ -496,6 +501,17 @@ impl Router {
         }
         fallback.ok_or(last_err)
     }
+}
+
+/// How a TCP connection that failed under a query had fared (`Server::closed_under`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// It had answered a query of ours: the server closes after an answer, or a few.
+    AfterAnswering,
+    /// It answered nothing, while the server answers on other connections.
+    Unanswered,
+    /// It answered nothing, and neither does the server elsewhere.
+    ServerSilent,
 }
 
 /// What the attempts of one exchange tell it.
@@ -1019,8 +1035,11 @@ impl Server {
         // 7766 §6.2.3, and we only learn it when writing), and again while the closed one had
         // answered a query of ours: a server that closes after each answer, or every few
         // (nsd's `tcp-query-count`), is answering, and never read the queries pipelined behind
-        // the answered one. Bounded by the timeout and by `TCP_ATTEMPTS`.
-        let mut attempt = 0;
+        // the answered one; or, `TCP_BLIND_RETRIES` more times, while the server answers on
+        // others (a server resetting a connection with unread queries in it may discard the
+        // answer it had written: the connection reads as never answered; 6 of 256 queries
+        // failed so in a probe). Bounded by the timeout and by `TCP_ATTEMPTS`.
+        let (mut attempt, mut blind) = (0, 0);
         loop {
             attempt += 1;
             let lease = self.tcp_conn(deadline).await?;
@@ -1051,8 +1070,12 @@ impl Server {
                 Err(fail) => {
                     // Boxed: a rare path, kept out of every waiting query's future (whose size
                     // the memory budget charges, `WAITING_OVERHEAD`).
-                    let answered = Box::pin(self.closed_under(&lease.conn)).await;
-                    let again = attempt == 1 || (answered && attempt < TCP_ATTEMPTS);
+                    let closed = Box::pin(self.closed_under(&lease.conn)).await;
+                    let blind_again = closed == Closed::Unanswered && blind < TCP_BLIND_RETRIES;
+                    blind += blind_again as usize;
+                    let again = attempt == 1
+                        || (closed == Closed::AfterAnswering && attempt < TCP_ATTEMPTS)
+                        || blind_again;
                     if again && tokio::time::Instant::now() < deadline {
                         continue;
                     }
@@ -1066,14 +1089,15 @@ impl Server {
     }
 
     /// A connection failed under a query: take it out of the pool, and tell whether it had
-    /// answered a query of ours. One that had not backs new connects off (once per connection:
-    /// up to 64 queries may ride one that resets).
+    /// answered a query of ours, or the server answers on others. One that had not, of a server
+    /// not answering, backs new connects off (once per connection: up to 64 queries may ride
+    /// one that resets).
     ///
     /// Not while the server answers on its other connections (within `STILL_ANSWERING`): then
     /// the connection was closed over a query of its own (one the server cannot take), and
     /// backing off would fail every query that needs a new connection meanwhile (a probe:
     /// 10 such queries among 1,500 at 500/s gave 404 others SERVFAIL, `reason="backoff"`).
-    async fn closed_under(&self, conn: &Arc<TcpConn>) -> bool {
+    async fn closed_under(&self, conn: &Arc<TcpConn>) -> Closed {
         self.drop_tcp(conn).await;
         let answered = conn.answered_before_closing(READ_ALL_WAIT).await;
         let answering = clock_ms().saturating_sub(self.last_answer_ms.load(Ordering::Relaxed))
@@ -1081,7 +1105,11 @@ impl Server {
         if !answered && !answering && !conn.backed_off.swap(true, Ordering::Relaxed) {
             self.back_off_connects();
         }
-        answered
+        match (answered, answering) {
+            (true, _) => Closed::AfterAnswering,
+            (false, true) => Closed::Unanswered,
+            (false, false) => Closed::ServerSilent,
+        }
     }
 
     /// A health probe over TCP, always on a connection of its own: a probe sent down the
