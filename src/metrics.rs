@@ -187,7 +187,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(TRACKER_DROPPED_EVENTS, "counter", &[], "Query events the tracker thread could not keep up with and dropped: the queries were answered, the amplification figures miss them (set at each scrape)."),
     metric(BUILD_INFO, "gauge", &[("version", "the crate version"), ("commit", "the git commit it was built from, or `unknown`")], "Always 1; the labels say which build runs."),
     metric(CONFIG_RELOADS, "counter", &[("result", "`success` or `failure` (the old configuration keeps serving)")], "Configuration reloads (SIGHUP or a changed file), by result."),
-    metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped)."),
+    metric(MALFORMED_QUERIES, "counter", &[], "Packets that could not be read as a DNS query (answered FORMERR or dropped), and queries whose OPT breaks RFC 6891 (several, owned by a name other than the root, outside the additional section: answered FORMERR)."),
     metric(REFUSED_QUERIES, "counter", &[("reason", "`client`: the client is outside `allow`")], "Queries refused by policy, by reason."),
     metric(OVERLOAD_DROPS, "counter", &[("limit", "`max_inflight`, `max_tcp_connections` or `memory_limit` (server section); `tcp_client_buffer` (a TCP client's unread answers passed 256 KiB: connection closed); `admin_connections` (64 admin connections at once)")], "Queries answered SERVFAIL or connections refused or closed because a limit was reached, by limit."),
     metric(COLLECT_CONNECTIONS, "gauge", &[], "ndots collect: dnstap sender connections open (set at each scrape)."),

@@ -71,6 +71,10 @@ pub enum WireError {
     SeveralQuestions,
     #[error("more than one OPT record")]
     SeveralOpt,
+    #[error("OPT record owned by a name other than the root (RFC 6891 §6.1.2)")]
+    OptOwner,
+    #[error("OPT record outside the additional section (RFC 6891 §6.1.1)")]
+    OptPlacement,
 }
 
 /// The fixed header (RFC 1035 §4.1.1).
@@ -338,6 +342,10 @@ pub enum QueryProblem {
     Malformed(WireError),
     /// A response, not a query: drop (answering would make loops and reflection).
     NotAQuery,
+    /// Readable, but its OPT breaks the rules (several, not owned by the root, outside the
+    /// additional section): answer FORMERR with the question and, since the problem is the
+    /// OPT, ours (RFC 6891 §7). The view's OPT is the first one read.
+    BadOpt(QueryView, WireError),
 }
 
 /// Parse a client query: header, exactly one question, and any OPT in the additional section.
@@ -352,26 +360,40 @@ pub fn parse_query(buf: &[u8]) -> Result<QueryView, QueryProblem> {
     }
     let question = parse_question(buf).map_err(QueryProblem::Malformed)?;
     let mut edns = None;
+    let mut bad_opt = None;
     if header.ancount != 0 || header.nscount != 0 || header.arcount != 0 {
         let mut pos = question.end();
         let total = header.ancount as usize + header.nscount as usize + header.arcount as usize;
         let first_additional = header.ancount as usize + header.nscount as usize;
+        // Every record is read (an unreadable one makes the whole query unreadable); the first
+        // rule an OPT breaks is the one reported.
         for i in 0..total {
             let rr = read_rr(buf, pos).map_err(QueryProblem::Malformed)?;
-            if i >= first_additional && rr.rtype == TYPE_OPT {
-                if edns.is_some() {
-                    return Err(QueryProblem::Malformed(WireError::SeveralOpt));
-                }
-                edns = Some(rr.as_edns(buf, pos));
+            if rr.rtype == TYPE_OPT {
+                let broken = if edns.is_some() {
+                    Some(WireError::SeveralOpt) // RFC 6891 §6.1.1: FORMERR, MUST
+                } else if buf[pos] != 0 {
+                    Some(WireError::OptOwner)
+                } else if i < first_additional {
+                    Some(WireError::OptPlacement)
+                } else {
+                    None
+                };
+                bad_opt = bad_opt.or(broken);
+                edns.get_or_insert(rr.as_edns(buf, pos));
             }
             pos = rr.end;
         }
     }
-    Ok(QueryView {
+    let view = QueryView {
         header,
         question,
         edns,
-    })
+    };
+    match bad_opt {
+        Some(e) => Err(QueryProblem::BadOpt(view, e)),
+        None => Ok(view),
+    }
 }
 
 /// One resource record's fixed fields.

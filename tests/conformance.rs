@@ -1835,3 +1835,73 @@ fn trailing_bytes_after_the_last_record_broke_edns_answers() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queries that break the rules of a query
+
+/// What an answer to a bad query says: its rcode (extended), how many questions it echoes,
+/// whether it has an OPT.
+fn error_shape(msg: &[u8]) -> (u16, usize, bool) {
+    let m = Message::from_vec(msg).expect("a readable error answer");
+    (
+        u16::from(m.metadata.response_code),
+        m.queries.len(),
+        m.edns.is_some(),
+    )
+}
+
+/// `www.example.test. A`, RD, with `extra` appended to the section given by `counts`
+/// (ANCOUNT, NSCOUNT, ARCOUNT).
+fn query_with(extra: &[u8], counts: (u16, u16, u16)) -> Vec<u8> {
+    let mut q = raw_query(77, "www.example.test.", RecordType::A, true, false, None);
+    q.extend_from_slice(extra);
+    q[6..8].copy_from_slice(&counts.0.to_be_bytes());
+    q[8..10].copy_from_slice(&counts.1.to_be_bytes());
+    q[10..12].copy_from_slice(&counts.2.to_be_bytes());
+    q
+}
+
+/// The proxy answered queries a server must reject as if they were well formed: an OPT owned
+/// by another name than the root (RFC 6891 §6.1.2) or in the answer or authority section
+/// (§6.1.1: it belongs in the additional section); and two OPTs (§6.1.1: FORMERR) got a
+/// FORMERR without the OPT §7 requires when the OPT is the problem. nsd, the oracle, says
+/// FORMERR to each; the proxy also echoes the question and, as §7 says, an OPT (nsd sends
+/// neither: the rcode is what is compared).
+#[test]
+fn queries_breaking_the_opt_rules_were_answered_as_if_well_formed() {
+    let Some(nsd) = Nsd::start() else { return };
+    let p = proxy("shortcut: {mode: off}\n", nsd.addr);
+    let opt = raw_opt(1232, false, &[]);
+    let mut owned_opt = vec![3, b'w', b'w', b'w'];
+    owned_opt.extend_from_slice(&opt);
+    let two_opts = [opt.clone(), opt.clone()].concat();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("OPT owned by www.", query_with(&owned_opt, (0, 0, 1))),
+        ("OPT in the answer section", query_with(&opt, (1, 0, 0))),
+        ("OPT in the authority section", query_with(&opt, (0, 1, 0))),
+        ("two OPTs", query_with(&two_opts, (0, 0, 2))),
+    ];
+    let mut failures = Vec::new();
+    for (label, q) in &cases {
+        for over_tcp in [false, true] {
+            let ask = |addr| {
+                if over_tcp {
+                    tcp(addr, q)
+                } else {
+                    udp(addr, q, Duration::from_secs(2))
+                }
+            };
+            let direct = error_shape(&ask(nsd.addr).expect("nsd answers"));
+            let proxied = ask(p.addr).as_deref().map(error_shape);
+            eprintln!("{label} (tcp: {over_tcp}): nsd {direct:?}, proxy {proxied:?}");
+            if proxied.map(|p| p.0) != Some(direct.0)
+                || proxied.map(|p| (p.1, p.2)) != Some((1, true))
+            {
+                failures.push(format!(
+                    "{label} (tcp: {over_tcp}): nsd {direct:?}, proxy {proxied:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

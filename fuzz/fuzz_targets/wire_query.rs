@@ -24,6 +24,11 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = wire::question_name_to_string(data, &q.question);
         }
+        Err(wire::QueryProblem::BadOpt(q, _)) => {
+            wire::minimal_response(data, &q, wire::RCODE_FORMERR, false, &mut out);
+            assert!(wire::Header::parse(&out).is_ok());
+            assert!(out.len() <= data.len(), "a FORMERR larger than its query");
+        }
         Err(_) => {
             if wire::formerr_header_only(data, &mut out) {
                 assert!(wire::Header::parse(&out).is_ok());

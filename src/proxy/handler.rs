@@ -258,6 +258,12 @@ impl Engine {
                     Fast::Drop
                 };
             }
+            Err(QueryProblem::BadOpt(view, _)) => {
+                // No larger than the query: its question, and an OPT for the one it sent.
+                self.count_malformed();
+                wire::minimal_response(packet, &view, wire::RCODE_FORMERR, false, out);
+                return Fast::Answered;
+            }
         };
         // Our own forwarding-loop probe come back (proxy::loops): answered at once, so it
         // goes round only once.
