@@ -319,6 +319,14 @@ pub struct UpstreamSection {
     /// also sent to it again, from another socket, while it keeps waiting. The next server is
     /// asked only when one fails: servers listed are for failover, not raced.
     pub timeout: Option<HumanDuration>,
+    /// The servers answer alike (replicas of one resolver, or resolvers with the same view):
+    /// over UDP, a query unanswered for a server's usual round trip is sent to the next
+    /// server instead of the same one, and a server whose attempt another server overtook
+    /// counts that as a failure. A dead first server then costs a query its round trip, not
+    /// the timeout. Default `false`: with an internal resolver listed before a public one,
+    /// the public one's NXDOMAIN would answer names only the first knows. UDP zones only.
+    #[serde(default)]
+    pub equivalent: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
@@ -589,6 +597,8 @@ pub struct UpstreamZone {
     pub servers: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub timeout: Duration,
+    /// `UpstreamSection::equivalent`.
+    pub equivalent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -952,6 +962,7 @@ impl Config {
                         servers: vec![*server],
                         protocol: Protocol::Udp,
                         timeout: DEFAULT_UPSTREAM_TIMEOUT,
+                        equivalent: false,
                     }),
                 }
             }
@@ -963,6 +974,7 @@ impl Config {
                     servers: vec!["/etc/resolv.conf".into()],
                     protocol: Protocol::Udp,
                     timeout: None,
+                    equivalent: false,
                 }]
             });
             let mut zones = Vec::new();
@@ -983,11 +995,19 @@ impl Config {
                 if zones.iter().any(|z: &UpstreamZone| z.zone == zone) {
                     bail!("upstreams[{i}]: zone {zone} is listed twice");
                 }
+                if u.equivalent && u.protocol == Protocol::Tcp {
+                    bail!(
+                        "upstreams[{i}] (zone {zone}): `equivalent` is for UDP zones (where an \
+                         unanswered query is sent again); over TCP the next server is asked \
+                         when one fails"
+                    );
+                }
                 zones.push(UpstreamZone {
                     zone,
                     servers,
                     protocol: u.protocol,
                     timeout: u.timeout.map(|d| d.0).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+                    equivalent: u.equivalent,
                 });
             }
             zones
@@ -1303,6 +1323,25 @@ mod tests {
         assert_eq!(c.admin, Some("127.0.0.1:9255".parse().unwrap()));
         assert_eq!(c.shortcut.mode, ShortcutMode::Nxdomain);
         assert!(c.shortcut.kubernetes_schema);
+    }
+
+    /// `equivalent` is read, and refused for a TCP zone, where nothing is sent again.
+    #[test]
+    fn equivalent_servers_are_a_udp_zones_setting() {
+        let zone = |protocol: &str| {
+            let f = FileConfig::parse(&format!(
+                "upstreams: [{{zone: \".\", servers: [\"127.0.0.1:53\", \"127.0.0.2:53\"], \
+                 protocol: {protocol}, equivalent: true}}]\n"
+            ))
+            .unwrap();
+            Config::from_file_config(f, &Overrides::default())
+        };
+        assert!(zone("udp").unwrap().upstreams[0].equivalent);
+        let e = zone("tcp").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("`equivalent` is for UDP zones"),
+            "{e:#}"
+        );
     }
 
     #[test]
