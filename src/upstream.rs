@@ -465,7 +465,9 @@ impl Router {
                     let rcode = reply.info.rcode;
                     let shed =
                         rcode == wire::RCODE_SERVFAIL as u16 || rcode == wire::RCODE_REFUSED as u16;
-                    if shed {
+                    // Shedding load, unless RD was clear: many resolvers refuse those by policy
+                    // (unbound without `allow_snoop`), which says nothing of the server's load.
+                    if shed && recursive {
                         server
                             .last_shed_ms
                             .store(clock_ms().max(1), Ordering::Relaxed);
@@ -2138,6 +2140,41 @@ mod tests {
             .await
             .is_err());
         assert_eq!(datagrams.load(Ordering::Relaxed), 1, "not asked again");
+    }
+
+    /// A non-recursive query refused by policy (unbound without `allow_snoop` refuses RD=0)
+    /// marked the server as shedding load: for 5 s no query to it was sent again, and a lost
+    /// datagram cost its client the timeout and SERVFAIL.
+    #[tokio::test]
+    async fn a_policy_refusal_of_a_non_recursive_query_stopped_resends() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let mut lost_one = false;
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                if reply[2] & 0x01 == 0 {
+                    reply[3] = (reply[3] & 0xf0) | wire::RCODE_REFUSED; // RD=0: policy
+                } else if !lost_one {
+                    lost_one = true; // the recursive query's first datagram
+                    continue;
+                }
+                let _ = s.send_to(&reply, from);
+            }
+        });
+        let router = udp_root_zone(vec![addr], Duration::from_secs(2));
+        let mut norec = query_for("snoop.example.");
+        norec[2] &= !0x01;
+        let refused = router.exchange(0, &norec).await.unwrap();
+        assert_eq!(refused.info.rcode, wire::RCODE_REFUSED as u16);
+        let answer = router.exchange(0, &query_for("lost.example.")).await;
+        assert_eq!(
+            answer.map(|r| r.info.rcode).ok(),
+            Some(wire::RCODE_NOERROR as u16),
+            "the lost datagram asked again"
+        );
     }
 
     /// A query asked again went out on the pooled socket round-robin gave it, often the very
