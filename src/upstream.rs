@@ -90,10 +90,10 @@ const REASKS: usize = 2;
 /// The shortest wait before an attempt is sent again, whatever the server's round trips: a
 /// forwarder's upstream answers cached names in a millisecond and recurses for others in tens
 /// or hundreds, so a tighter bound would double the upstream's work for every slow name.
-const HEDGE_MIN: Duration = Duration::from_millis(200);
+const RESEND_MIN_WAIT: Duration = Duration::from_millis(200);
 /// The wait before an attempt is sent again to a server with no round trip measured yet
 /// (unbound starts an unknown server at 376 ms).
-const HEDGE_UNKNOWN: Duration = Duration::from_millis(400);
+const RESEND_FIRST_WAIT: Duration = Duration::from_millis(400);
 /// Bytes an upstream attempt holds while it waits, besides its copy of the query: its boxed
 /// future (1,064 bytes; a test checks it fits), the pending entry with the question's name,
 /// and its channel. The first attempt of an exchange is in the query's charge
@@ -323,7 +323,7 @@ impl Router {
     /// (a timeout, an error, SERVFAIL or REFUSED) with none of its attempts left waiting: the servers of a zone are for
     /// failover, and need not be equivalent (an internal resolver first, a public one second:
     /// racing them gave the public one's NXDOMAIN for internal names). In a UDP zone an
-    /// attempt still unanswered after its server's usual round trip (`Server::hedge_delay`)
+    /// attempt still unanswered after its server's usual round trip (`Server::resend_wait`)
     /// is also sent again to the same server, from another of its sockets, while it keeps
     /// waiting (a datagram lost, or a kube-proxy path to a dead endpoint behind a Service IP);
     /// the first acceptable answer is used and the attempts still waiting are abandoned
@@ -364,8 +364,8 @@ impl Router {
         let mut resends = 0u32;
         // The server of the attempt sent last: an equivalent zone's resend goes to the next.
         let mut latest = 0;
-        let mut hedge = std::pin::pin!(tokio::time::sleep_until(deadline));
-        let mut hedge_armed = false;
+        let mut resend_timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let mut resend_armed = false;
         let mut last_err = UpstreamError::AllFailed;
         let mut fallback: Option<Reply> = None;
         let mut next = Some((0, false));
@@ -415,13 +415,13 @@ impl Router {
                 }
                 resends += resend as u32;
                 latest = i;
-                hedge_armed = false;
+                resend_armed = false;
                 if resending && resends < REASKS as u32 {
-                    let wait = server.hedge_delay(z.timeout) * (1 << resends);
+                    let wait = server.resend_wait(z.timeout) * (1 << resends);
                     let at = tokio::time::Instant::now() + wait;
                     if at < until[i] {
-                        hedge.as_mut().reset(at);
-                        hedge_armed = true;
+                        resend_timer.as_mut().reset(at);
+                        resend_armed = true;
                     }
                 }
             }
@@ -439,7 +439,7 @@ impl Router {
                         }
                     }
                 }
-                if hedge_armed && std::future::Future::poll(hedge.as_mut(), cx).is_ready() {
+                if resend_armed && std::future::Future::poll(resend_timer.as_mut(), cx).is_ready() {
                     return std::task::Poll::Ready(None);
                 }
                 std::task::Poll::Pending
@@ -447,7 +447,7 @@ impl Router {
             .await;
             let Some((k, result)) = done else {
                 // Unanswered for the server's usual round trip: ask it again, alongside.
-                hedge_armed = false;
+                resend_armed = false;
                 if !shared.truncated.load(Ordering::Relaxed) {
                     next = if z.equivalent {
                         next_equivalent(&order, latest)
@@ -840,21 +840,22 @@ impl Server {
         }
     }
 
-    /// How long an attempt at this server waits before it is sent again (`Router::exchange`):
-    /// its retransmission timeout, smoothed round trip plus four deviations (RFC 6298 §2),
-    /// at least `HEDGE_MIN`, at most half the zone's timeout.
-    /// Whether it answered SERVFAIL or REFUSED within `RESEND_HOLD`: no resends then.
+    /// Whether it answered SERVFAIL or REFUSED to a recursive query within `RESEND_HOLD`: no
+    /// resends then.
     fn shedding(&self) -> bool {
         let at = self.last_shed_ms.load(Ordering::Relaxed);
         at != 0 && clock_ms().saturating_sub(at) < RESEND_HOLD.as_millis() as u64
     }
 
-    fn hedge_delay(&self, timeout: Duration) -> Duration {
+    /// How long an attempt at this server waits before it is sent again (`Router::exchange`):
+    /// its retransmission timeout, smoothed round trip plus four deviations (RFC 6298 §2),
+    /// at least `RESEND_MIN_WAIT`, at most half the zone's timeout.
+    fn resend_wait(&self, timeout: Duration) -> Duration {
         let rto = self
             .paths
             .rtt
             .rto()
-            .map_or(HEDGE_UNKNOWN, |r| r.max(HEDGE_MIN));
+            .map_or(RESEND_FIRST_WAIT, |r| r.max(RESEND_MIN_WAIT));
         rto.min(timeout / 2)
     }
 
