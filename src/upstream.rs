@@ -2178,11 +2178,12 @@ mod tests {
         );
     }
 
-    /// A query asked again went out on the pooled socket round-robin gave it, often the very
-    /// one the first went on (23% of resends): behind a Service IP, kube-proxy maps the same
-    /// source port to the same, perhaps dead, endpoint. It now avoids the latest attempt's.
-    #[tokio::test]
-    async fn a_resend_went_out_from_the_socket_that_lost_the_first() {
+    /// Four queries at once to a server that answers each name's `answer_at`th datagram
+    /// only: the source ports each name was asked from, in order.
+    async fn ports_of_four_lossy_queries(
+        answer_at: usize,
+        timeout: Duration,
+    ) -> HashMap<Vec<u8>, Vec<u16>> {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = s.local_addr().unwrap();
         let ports: Arc<Mutex<HashMap<Vec<u8>, Vec<u16>>>> = Arc::default();
@@ -2196,17 +2197,15 @@ mod tests {
                 let mut seen = seen.lock();
                 let asks = seen.entry(q.name_bytes(&buf[..n]).to_vec()).or_default();
                 asks.push(from.port());
-                if asks.len() == 2 {
-                    // Each name's first datagram is lost, its second answered.
+                if asks.len() == answer_at {
                     let mut reply = buf[..n].to_vec();
                     reply[2] |= 0x80;
                     let _ = s.send_to(&reply, from);
                 }
             }
         });
-        let router = udp_root_zone(vec![addr], Duration::from_secs(2));
-        // Four at once: each first attempt takes one of the four pooled sockets, and the
-        // round-robin then handed each resend the socket its first had gone out on.
+        let router = udp_root_zone(vec![addr], timeout);
+        // Four at once: each first attempt takes one of the four pooled sockets.
         let names = ["a.example.", "b.example.", "c.example.", "d.example."];
         let queries: Vec<Vec<u8>> = names.iter().map(|n| query_for(n)).collect();
         let (a, b, c, d) = tokio::join!(
@@ -2220,6 +2219,16 @@ mod tests {
         }
         let ports = ports.lock().clone();
         assert_eq!(ports.len(), 4);
+        ports
+    }
+
+    /// A query asked again went out on the pooled socket round-robin gave it, often the very
+    /// one the first went on (23% of resends): behind a Service IP, kube-proxy maps the same
+    /// source port to the same, perhaps dead, endpoint. It now avoids the latest attempt's.
+    #[tokio::test]
+    async fn a_resend_went_out_from_the_socket_that_lost_the_first() {
+        // Each name's first datagram is lost, its second answered.
+        let ports = ports_of_four_lossy_queries(2, Duration::from_secs(2)).await;
         for asks in ports.values() {
             assert_eq!(asks.len(), 2);
             assert_ne!(
@@ -2278,41 +2287,8 @@ mod tests {
     /// attempt's again: behind a Service IP, the flow to the endpoint that lost it.
     #[tokio::test]
     async fn a_second_resend_went_out_from_the_first_attempts_socket() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        let ports: Arc<Mutex<HashMap<Vec<u8>, Vec<u16>>>> = Arc::default();
-        let seen = ports.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let Ok(q) = wire::parse_question(&buf[..n]) else {
-                    continue;
-                };
-                let mut seen = seen.lock();
-                let asks = seen.entry(q.name_bytes(&buf[..n]).to_vec()).or_default();
-                asks.push(from.port());
-                if asks.len() == 3 {
-                    // Each name's first two datagrams are lost, its third answered.
-                    let mut reply = buf[..n].to_vec();
-                    reply[2] |= 0x80;
-                    let _ = s.send_to(&reply, from);
-                }
-            }
-        });
-        let router = udp_root_zone(vec![addr], Duration::from_secs(4));
-        let names = ["a.example.", "b.example.", "c.example.", "d.example."];
-        let queries: Vec<Vec<u8>> = names.iter().map(|n| query_for(n)).collect();
-        let (a, b, c, d) = tokio::join!(
-            router.exchange(0, &queries[0]),
-            router.exchange(0, &queries[1]),
-            router.exchange(0, &queries[2]),
-            router.exchange(0, &queries[3]),
-        );
-        for r in [a, b, c, d] {
-            r.unwrap();
-        }
-        let ports = ports.lock().clone();
-        assert_eq!(ports.len(), 4);
+        // Each name's first two datagrams are lost, its third answered.
+        let ports = ports_of_four_lossy_queries(3, Duration::from_secs(4)).await;
         for asks in ports.values() {
             let distinct: std::collections::HashSet<&u16> = asks.iter().collect();
             assert_eq!(

@@ -297,31 +297,10 @@ fn ask(client: &UdpSocket, name: &str, want: Ipv4Addr) -> (Outcome, Duration) {
             (0, 1),
             "{name}: neither right, stale nor SERVFAIL"
         );
-        let got = first_a(&buf[..n]);
+        let got = common::dns::first_a(&buf[..n]);
         assert_eq!(got, Some(want), "{name}: a wrong address");
         return (Outcome::Right, took);
     }
-}
-
-/// The address in the first answer record (after a one-question question section).
-fn first_a(msg: &[u8]) -> Option<Ipv4Addr> {
-    let skip_name = |mut i: usize| -> Option<usize> {
-        loop {
-            let l = *msg.get(i)? as usize;
-            if l & 0xc0 == 0xc0 {
-                return Some(i + 2);
-            }
-            i += 1 + l;
-            if l == 0 {
-                return Some(i);
-            }
-        }
-    };
-    let i = skip_name(12)? + 4;
-    let i = skip_name(i)?;
-    let rtype = u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]);
-    let rdata = msg.get(i + 10..i + 14)?;
-    (rtype == wire::TYPE_A).then(|| Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
 }
 
 /// Children killed when the test ends, passed or not (none is left behind on a failure).

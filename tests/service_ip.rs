@@ -75,6 +75,11 @@ fn start_nsd(dir: &std::path::Path) -> std::process::Child {
         .expect("nsd runs")
 }
 
+/// `iptables` with `rule`'s words.
+fn iptables(rule: &str) {
+    sh("iptables", &rule.split_whitespace().collect::<Vec<_>>());
+}
+
 /// kube-proxy's rules for a UDP Service of two endpoints (iptables mode, reduced to what
 /// decides the path of a datagram), new flows alternating between them.
 fn kube_proxy_rules() {
@@ -85,104 +90,33 @@ fn kube_proxy_rules() {
         "ip",
         &["route", "add", &format!("{SERVICE}/32"), "dev", "lo"],
     );
-    sh("iptables", &["-t", "nat", "-N", "KUBE-SVC-DNS"]);
-    sh(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-d",
-            SERVICE,
-            "-p",
-            "udp",
-            "--dport",
-            "53",
-            "-j",
-            "KUBE-SVC-DNS",
-        ],
-    );
-    sh(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "KUBE-SVC-DNS",
-            "-p",
-            "udp",
-            "-m",
-            "statistic",
-            "--mode",
-            "nth",
-            "--every",
-            "2",
-            "--packet",
-            "0",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{}:53", ENDPOINTS[0]),
-        ],
-    );
-    sh(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "KUBE-SVC-DNS",
-            "-p",
-            "udp",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{}:53", ENDPOINTS[1]),
-        ],
-    );
+    iptables("-t nat -N KUBE-SVC-DNS");
+    iptables(&format!(
+        "-t nat -A OUTPUT -d {SERVICE} -p udp --dport 53 -j KUBE-SVC-DNS"
+    ));
+    iptables(&format!(
+        "-t nat -A KUBE-SVC-DNS -p udp -m statistic --mode nth --every 2 --packet 0 \
+         -j DNAT --to-destination {}:53",
+        ENDPOINTS[0]
+    ));
+    iptables(&format!(
+        "-t nat -A KUBE-SVC-DNS -p udp -j DNAT --to-destination {}:53",
+        ENDPOINTS[1]
+    ));
 }
 
 /// The node of the second endpoint is gone: what is sent there vanishes, with no ICMP error.
 fn second_endpoint_vanishes() {
-    sh(
-        "iptables",
-        &[
-            "-A",
-            "INPUT",
-            "-d",
-            ENDPOINTS[1],
-            "-p",
-            "udp",
-            "--dport",
-            "53",
-            "-j",
-            "DROP",
-        ],
-    );
+    iptables(&format!(
+        "-A INPUT -d {} -p udp --dport 53 -j DROP",
+        ENDPOINTS[1]
+    ));
 }
 
-/// The rcode and first address of an answer.
+/// The ID, rcode and first address of an answer.
 fn read_answer(msg: &[u8]) -> Option<(u16, u16, Option<Ipv4Addr>)> {
     let info = wire::parse_response(msg).ok()?;
-    let skip_name = |mut i: usize| -> Option<usize> {
-        loop {
-            let l = *msg.get(i)? as usize;
-            if l & 0xc0 == 0xc0 {
-                return Some(i + 2);
-            }
-            i += 1 + l;
-            if l == 0 {
-                return Some(i);
-            }
-        }
-    };
-    let a = (|| {
-        let i = skip_name(skip_name(12)? + 4)?;
-        let rdata = msg.get(i + 10..i + 14)?;
-        Some(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
-    })();
-    Some((info.header.id, info.rcode, a))
+    Some((info.header.id, info.rcode, common::dns::first_a(msg)))
 }
 
 fn metric_sum(text: &str, prefix: &str) -> f64 {

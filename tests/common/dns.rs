@@ -101,3 +101,24 @@ pub fn a_answer(query: &[u8], id: u16, ip: Ipv4Addr) -> Vec<u8> {
     out.extend_from_slice(&opt);
     out
 }
+
+/// The address in the first answer record (after a one-question question section).
+pub fn first_a(msg: &[u8]) -> Option<Ipv4Addr> {
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let l = *msg.get(i)? as usize;
+            if l & 0xc0 == 0xc0 {
+                return Some(i + 2);
+            }
+            i += 1 + l;
+            if l == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let i = skip_name(12)? + 4;
+    let i = skip_name(i)?;
+    let rtype = u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]);
+    let rdata = msg.get(i + 10..i + 14)?;
+    (rtype == wire::TYPE_A).then(|| Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
+}
