@@ -219,8 +219,6 @@ fn hanging_tcp_upstream() {
 }
 
 fn start_nsd(dir: &std::path::Path) -> std::process::Child {
-    let zones = dir.join("zones");
-    std::fs::create_dir_all(&zones).unwrap();
     let mut zone = String::from(
         "$TTL 300\n@ 30 IN SOA ns.chaos.test. hostmaster.chaos.test. 1 7200 1800 86400 30\n\
          @ IN NS ns.chaos.test.\nns IN A 127.0.0.1\nhot 3600 IN A 192.0.2.53\n",
@@ -231,28 +229,7 @@ fn start_nsd(dir: &std::path::Path) -> std::process::Child {
     for i in 0..20 {
         zone += &format!("short{i} 1 IN A {}\n", short_ip(i));
     }
-    std::fs::write(zones.join("chaos.test.zone"), zone).unwrap();
-    let d = dir.display();
-    std::fs::write(
-        dir.join("nsd.conf"),
-        format!(
-            "server:\n  ip-address: {NSD_AT}\n  server-count: 1\n  username: \"\"\n  \
-             chroot: \"\"\n  zonesdir: \"{d}/zones\"\n  database: \"\"\n  \
-             zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
-             xfrdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  logfile: \"{d}/nsd.log\"\n  \
-             do-ip6: no\n  rrl-ratelimit: 0\nremote-control:\n  control-enable: no\n\
-             zone:\n  name: \"chaos.test\"\n  zonefile: \"chaos.test.zone\"\n",
-            NSD_AT = NSD.replace(':', "@"),
-        ),
-    )
-    .unwrap();
-    Command::new("nsd")
-        .args(["-d", "-c"])
-        .arg(dir.join("nsd.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nsd runs")
+    common::nsd::spawn(dir, &[NSD.replace(':', "@")], "chaos.test", &zone)
 }
 
 fn host_ip(i: usize) -> Ipv4Addr {

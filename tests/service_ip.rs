@@ -39,8 +39,6 @@ fn host_ip(i: usize) -> Ipv4Addr {
 }
 
 fn start_nsd(dir: &std::path::Path) -> std::process::Child {
-    let zones = dir.join("zones");
-    std::fs::create_dir_all(&zones).unwrap();
     let mut zone = String::from(
         "$TTL 300\n@ 30 IN SOA ns.svc.test. hostmaster.svc.test. 1 7200 1800 86400 30\n\
          @ IN NS ns.svc.test.\nns IN A 192.0.2.11\n",
@@ -48,31 +46,8 @@ fn start_nsd(dir: &std::path::Path) -> std::process::Child {
     for i in 0..NAMES {
         zone += &format!("host{i} IN A {}\n", host_ip(i));
     }
-    std::fs::write(zones.join("svc.test.zone"), zone).unwrap();
-    let d = dir.display();
-    let addresses: String = ENDPOINTS
-        .iter()
-        .map(|a| format!("  ip-address: {a}@53\n"))
-        .collect();
-    std::fs::write(
-        dir.join("nsd.conf"),
-        format!(
-            "server:\n{addresses}  server-count: 1\n  username: \"\"\n  \
-             chroot: \"\"\n  zonesdir: \"{d}/zones\"\n  database: \"\"\n  \
-             zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
-             xfrdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  logfile: \"{d}/nsd.log\"\n  \
-             do-ip6: no\n  rrl-ratelimit: 0\nremote-control:\n  control-enable: no\n\
-             zone:\n  name: \"svc.test\"\n  zonefile: \"svc.test.zone\"\n",
-        ),
-    )
-    .unwrap();
-    Command::new("nsd")
-        .args(["-d", "-c"])
-        .arg(dir.join("nsd.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nsd runs")
+    let listen: Vec<String> = ENDPOINTS.iter().map(|a| format!("{a}@53")).collect();
+    common::nsd::spawn(dir, &listen, "svc.test", &zone)
 }
 
 /// `iptables` with `rule`'s words.
@@ -117,13 +92,6 @@ fn second_endpoint_vanishes() {
 fn read_answer(msg: &[u8]) -> Option<(u16, u16, Option<Ipv4Addr>)> {
     let info = wire::parse_response(msg).ok()?;
     Some((info.header.id, info.rcode, common::dns::first_a(msg)))
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Half of the proxy's upstream sockets mapped to an endpoint whose node is gone: each lost
@@ -242,13 +210,13 @@ fn a_socket_mapped_to_a_vanished_endpoint_kept_losing_its_queries() {
 
     let to = format!("{SERVICE}:53");
     let lost = |reason: &str| {
-        metric_sum(
+        common::tools::metric_sum(
             &metrics,
             &format!("ndots_upstream_failures_total{{to=\"{to}\",reason=\"{reason}\"}}"),
         )
     };
     let (overtaken, timeouts) = (lost("overtaken"), lost("timeout"));
-    let replaced = metric_sum(
+    let replaced = common::tools::metric_sum(
         &metrics,
         &format!("ndots_upstream_udp_replaced_total{{to=\"{to}\"}}"),
     );
