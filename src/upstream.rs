@@ -61,18 +61,11 @@ const TCP_PIPELINE: usize = 64;
 /// (`exchange_tcp`): 256 queries at once to a server that answers one per connection need 64
 /// rounds of 4 connections; past this many a query fails over instead.
 const TCP_ATTEMPTS: usize = 64;
-/// Connections one query may try after the first that closed before answering anything, while
-/// the server answers on its others (`exchange_tcp`): a server that resets a connection with
-/// unread queries (nsd's `tcp-query-count`) may discard the answer it had just written, and a
-/// connection's answer may not be read within `READ_ALL_WAIT` on a loaded machine. Four (two
-/// still lost 1 of 80 queries in 12 runs of a test on a busy machine): a query the server
-/// cannot take (one that kills its connection) costs five connections.
-const TCP_BLIND_RETRIES: usize = 4;
 /// How long a query whose TCP connection failed waits for the connection's reader to finish
 /// before judging whether the server answered on it (`TcpConn::answered_before_closing`).
 const READ_ALL_WAIT: Duration = Duration::from_millis(100);
-/// A server that accepted a reply this recently is answering: a connection of its that closes
-/// before any reply does not back connects off (`Server::closed_under`).
+/// A server that accepted a reply over TCP this recently is answering: a connection of its that
+/// closes before any reply does not back connects off (`Server::closed_under`).
 const STILL_ANSWERING: Duration = Duration::from_secs(1);
 /// Backoff between failed TCP connects to one server: doubles from MIN up to MAX, and ends at
 /// the first connect (or health probe) that succeeds.
@@ -747,8 +740,8 @@ pub struct Server {
     consecutive_failures: AtomicU32,
     last_failure_ms: AtomicU64,
     ever_answered: std::sync::atomic::AtomicBool,
-    /// When a reply was last accepted (`clock_ms`), over any transport.
-    last_answer_ms: AtomicU64,
+    /// When a reply over TCP was last accepted (`clock_ms`): `Server::closed_under`.
+    last_tcp_answer_ms: AtomicU64,
     /// When it last answered SERVFAIL or REFUSED (`clock_ms`; 0: never): `RESEND_HOLD`.
     last_shed_ms: AtomicU64,
     /// What its UDP sockets share: round trips (a late reply to an abandoned attempt is a
@@ -834,7 +827,7 @@ impl Server {
             consecutive_failures: AtomicU32::new(0),
             last_failure_ms: AtomicU64::new(0),
             ever_answered: false.into(),
-            last_answer_ms: AtomicU64::new(0),
+            last_tcp_answer_ms: AtomicU64::new(0),
             last_shed_ms: AtomicU64::new(0),
             paths: Arc::new(UdpPaths::new()),
         }
@@ -985,7 +978,9 @@ impl Server {
                 {
                     return Ok(pool[i].clone());
                 }
-                // Retired: in-flight queries hold it until their replies come.
+                // Retired: in-flight queries hold it until their replies come. Marked, so the
+                // losses of its last queries do not retire it again for silence (counted).
+                pool[i].dispatch.retired.store(true, Ordering::Relaxed);
                 pool.swap_remove(i);
             }
         }
@@ -995,6 +990,9 @@ impl Server {
         let mut pool = self.udp.lock();
         if pool.len() < UDP_SOCKETS_PER_SERVER {
             pool.push(conn.clone());
+        } else {
+            // Opened while another filled the pool: used once, never pooled.
+            conn.dispatch.retired.store(true, Ordering::Relaxed);
         }
         Ok(conn)
     }
@@ -1068,11 +1066,16 @@ impl Server {
         // 7766 §6.2.3, and we only learn it when writing), and again while the closed one had
         // answered a query of ours: a server that closes after each answer, or every few
         // (nsd's `tcp-query-count`), is answering, and never read the queries pipelined behind
-        // the answered one; or, `TCP_BLIND_RETRIES` more times, while the server answers on
-        // others (a server resetting a connection with unread queries in it may discard the
-        // answer it had written: the connection reads as never answered; 6 of 256 queries
-        // failed so in a probe). Bounded by the timeout and by `TCP_ATTEMPTS`.
-        let (mut attempt, mut blind) = (0, 0);
+        // the answered one. Bounded by the timeout and by `TCP_ATTEMPTS`. And once more, on a
+        // connection of its own, when its second closed before answering anything while the
+        // server answers over TCP on others: a server resetting a connection with unread
+        // queries in it may discard the answer it had written (6 of 256 queries failed so in
+        // a probe), or the answer was not read within `READ_ALL_WAIT` on a loaded machine.
+        // Alone, a query the server cannot take (one that kills its connection) kills only
+        // that one: retried on pooled connections, other queries answered on them first made
+        // its deaths read as answered, and it killed up to 14 (a review: 103 other queries
+        // SERVFAIL at 50 such queries a second among 1,500).
+        let mut attempt = 0;
         loop {
             attempt += 1;
             let lease = self.tcp_conn(deadline).await?;
@@ -1104,13 +1107,16 @@ impl Server {
                     // Boxed: a rare path, kept out of every waiting query's future (whose size
                     // the memory budget charges, `WAITING_OVERHEAD`).
                     let closed = Box::pin(self.closed_under(&lease.conn)).await;
-                    let blind_again = closed == Closed::Unanswered && blind < TCP_BLIND_RETRIES;
-                    blind += blind_again as usize;
                     let again = attempt == 1
-                        || (closed == Closed::AfterAnswering && attempt < TCP_ATTEMPTS)
-                        || blind_again;
-                    if again && tokio::time::Instant::now() < deadline {
-                        continue;
+                        || (closed == Closed::AfterAnswering && attempt < TCP_ATTEMPTS);
+                    if tokio::time::Instant::now() < deadline {
+                        if again {
+                            continue;
+                        }
+                        if closed == Closed::Unanswered {
+                            drop(lease);
+                            return Box::pin(self.exchange_tcp_alone(query, q, deadline)).await;
+                        }
                     }
                     return Err(match fail {
                         TcpFail::Write(e) => UpstreamError::Io(self.addr, e),
@@ -1133,7 +1139,8 @@ impl Server {
     async fn closed_under(&self, conn: &Arc<TcpConn>) -> Closed {
         self.drop_tcp(conn).await;
         let answered = conn.answered_before_closing(READ_ALL_WAIT).await;
-        let answering = clock_ms().saturating_sub(self.last_answer_ms.load(Ordering::Relaxed))
+        // Over TCP: a server answering over UDP (truncated, even) may have no TCP service.
+        let answering = clock_ms().saturating_sub(self.last_tcp_answer_ms.load(Ordering::Relaxed))
             < STILL_ANSWERING.as_millis() as u64;
         if !answered && !answering && !conn.backed_off.swap(true, Ordering::Relaxed) {
             self.back_off_connects();
@@ -1154,15 +1161,39 @@ impl Server {
         q: &wire::Question,
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
-        let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
+        self.tcp_alone(query, q, deadline, true).await
+    }
+
+    /// A query sent again on a connection of its own (`exchange_tcp`), counted already.
+    async fn exchange_tcp_alone(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply, UpstreamError> {
+        self.tcp_alone(query, q, deadline, false).await
+    }
+
+    /// `query` on a connection of its own, closed when it is answered; a request counted if
+    /// `count` (once connected).
+    async fn tcp_alone(
+        &self,
+        query: &[u8],
+        q: &wire::Question,
+        deadline: tokio::time::Instant,
+        count: bool,
+    ) -> Result<Reply, UpstreamError> {
+        let started = Instant::now();
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(self.addr))
             .await
             .map_err(|_| UpstreamError::Timeout(self.addr))?
             .map_err(|e| UpstreamError::Io(self.addr, e))?;
         let _ = stream.set_nodelay(true);
         let conn = TcpConn::start(stream, self.addr, self.id());
-        self.count_request("tcp");
+        if count {
+            self.count_request("tcp");
+        }
         let bytes = match conn.exchange(query, q, deadline).await {
             Ok(b) => b,
             Err(TcpFail::Timeout) => return Err(UpstreamError::Timeout(self.addr)),
@@ -1209,7 +1240,9 @@ impl Server {
             return Err(UpstreamError::ExtendedRcode(self.addr, info.rcode));
         }
         self.ever_answered.store(true, Ordering::Relaxed);
-        self.last_answer_ms.store(clock_ms(), Ordering::Relaxed);
+        if tcp {
+            self.last_tcp_answer_ms.store(clock_ms(), Ordering::Relaxed);
+        }
         if !tcp {
             // A TCP reply's time may include a connect (and the probe's always does).
             self.paths.rtt.sample(started.elapsed());
@@ -1370,7 +1403,8 @@ impl Dispatch {
     /// An attempt here ended without its reply. Past `SILENT_SOCKET_AFTER` in a row, with the
     /// server answering on another socket since the first of them, the fault is this socket's
     /// path, not the server: it is retired. (A server gone quiet on every socket keeps them:
-    /// a new socket would not help, and its health says it is failing.)
+    /// a new socket would not help, and its health says it is failing.) Called with the
+    /// `pending` lock held, as `note_reply` is: the streak and its start move together.
     fn note_unanswered(&self) {
         let Some(paths) = &self.paths else {
             return;
@@ -1406,7 +1440,8 @@ impl Dispatch {
         }
     }
 
-    /// A reply here answered a query (on time or late): the socket's path works.
+    /// A reply here answered a query (on time or late): the socket's path works. Called with
+    /// the `pending` lock held.
     fn note_reply(&self) {
         if let Some(paths) = &self.paths {
             self.unanswered.store(0, Ordering::Relaxed);
@@ -1502,8 +1537,8 @@ impl Dispatch {
             return reject("question_mismatch");
         }
         let p = pending.remove(&h.id).expect("present");
-        drop(pending);
         self.note_reply();
+        drop(pending);
         // A receiver gone is an attempt abandoned for another's answer (its entry kept for
         // this): its late reply answers what was asked, and is no rejection to count (the
         // attempt was counted `overtaken`). Counted `unexpected_id`, it made the spoofing
@@ -1549,7 +1584,6 @@ impl Drop for Registration<'_> {
         if !self.keep_if_abandoned {
             pending.remove(&self.id);
         }
-        drop(pending);
         self.dispatch.note_unanswered();
     }
 }

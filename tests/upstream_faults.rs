@@ -199,8 +199,8 @@ fn readyz_follows_upstream_health_and_recovers_by_probe() {
 /// trip (from another socket), every client gets its answer, and the next server is not
 /// needed. (With a 200 ms timeout a loaded CI machine let the server's whole window pass once
 /// and failed over: 1 s leaves the 200 ms resend room. A stalled machine may also resend a
-/// query whose answer sat unread (CI saw 81 datagrams), so the upper bound is the resend cap:
-/// three datagrams a query.)
+/// query whose answer sat unread (CI saw 81 datagrams): up to 10 such are allowed, far below
+/// the 120 of a build that sent every query three times.)
 #[test]
 fn a_lossy_upstream_answers_every_lost_query_without_the_next_server() {
     use common::upstream::{Rec, Upstream};
@@ -231,7 +231,7 @@ fn a_lossy_upstream_answers_every_lost_query_without_the_next_server() {
     );
     eprintln!("lossy upstream saw {via_lossy} queries, the next server {via_good}");
     assert!(
-        (60..=120).contains(&via_lossy),
+        (60..=90).contains(&via_lossy),
         "the lost half asked again: {via_lossy}"
     );
     assert_eq!(via_good, 0, "no failover for a lost datagram");
@@ -260,9 +260,9 @@ fn a_datagram_lost_to_the_only_server_became_a_servfail() {
         assert_eq!((info.rcode, info.header.ancount), (0, 1), "n{i}");
     }
     // Each name's first datagram lost, its second answered; a machine stalled past the
-    // doubled wait may send the third its cap allows.
+    // doubled wait may send a few the third its cap allows (a build that always did: 60).
     let sent = only.total_of_type(wire::TYPE_A);
-    assert!((40..=60).contains(&sent), "two datagrams a name: {sent}");
+    assert!((40..=50).contains(&sent), "two datagrams a name: {sent}");
     // Scraped as Prometheus would: the health gauge is set at each scrape.
     let (_, m) = common::tools::http_get(p.admin_addr.unwrap(), "/metrics").unwrap();
     let to = format!("to=\"{}\"", only.addr);
@@ -275,7 +275,7 @@ fn a_datagram_lost_to_the_only_server_became_a_servfail() {
         &format!("ndots_upstream_failures_total{{{to},reason=\"timeout\"}}"),
     );
     assert_eq!(timeouts, 0.0, "{m}");
-    assert!((20.0..=40.0).contains(&overtaken), "{m}");
+    assert!((20.0..=30.0).contains(&overtaken), "{m}");
     assert!(
         m.contains(&format!("ndots_upstream_healthy{{{to}}} 1")),
         "lost datagrams answered on the next try are not the server's failure: {m}"
@@ -598,16 +598,16 @@ fn a_tcp_upstream_closing_after_each_answer_failed_the_queries_pipelined_behind(
 /// had just written (nsd with `tcp-query-count`): that connection reads as never answered. A
 /// query whose second connection closed so was failed (SERVFAIL), though the server answered on
 /// its other connections all along: 6 of 256 in a probe, and now and then one in this test's
-/// sibling on a loaded machine. Now, while the server answers on others, a query goes on to
-/// another connection, at most four more times: a query the server cannot take (one that
-/// kills its connection) costs five connections.
+/// sibling on a loaded machine. Now, while the server answers over TCP on others, such a query
+/// is sent once more on a connection of its own: a query the server cannot take (one that
+/// kills its connection) costs three connections, the last one its alone.
 #[test]
 fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answering() {
     use std::sync::{Arc, Mutex};
     let asked: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
     let seen = asked.clone();
     let (addr, _) = tcp_upstream(move |mut s| {
-        // One query a connection. `unlucky` loses its first four connections unanswered;
+        // One query a connection. `unlucky` loses its first two connections unanswered;
         // `deadly` every one.
         let Some(q) = read_framed(&mut s) else {
             return;
@@ -623,7 +623,7 @@ fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answe
             *n += 1;
             *n
         };
-        if (name.starts_with("unlucky.") && n <= 4) || name.starts_with("deadly.") {
+        if (name.starts_with("unlucky.") && n <= 2) || name.starts_with("deadly.") {
             return;
         }
         let id = u16::from_be_bytes([q[0], q[1]]);
@@ -638,16 +638,16 @@ fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answe
     assert_eq!(
         (info.rcode, info.header.ancount),
         (0, 1),
-        "answered on the fifth connection"
+        "answered on the third connection"
     );
     let (info, _, _) = ask(p.dns_addrs[0], "deadly.example.org.");
     assert_eq!(info.rcode, 2, "a query no connection answers: SERVFAIL");
     let asked = asked.lock().unwrap().clone();
-    assert_eq!(asked.get("unlucky.example.org"), Some(&5), "{asked:?}");
+    assert_eq!(asked.get("unlucky.example.org"), Some(&3), "{asked:?}");
     assert_eq!(
         asked.get("deadly.example.org"),
-        Some(&5),
-        "five connections for a query that kills them: {asked:?}"
+        Some(&3),
+        "three connections for a query that kills them: {asked:?}"
     );
 }
 
