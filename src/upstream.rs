@@ -400,6 +400,7 @@ impl Router {
                     reply: Box::pin(server.attempt(z.protocol, query, &q, timeout, nth, &shared)),
                     server: i,
                     polled: false,
+                    since: now,
                     _charge: charge,
                 });
                 if asked[i] == Asked::No {
@@ -443,7 +444,8 @@ impl Router {
                 resend_armed = false;
                 if !shared.truncated.load(Ordering::Relaxed) {
                     next = if z.equivalent {
-                        next_equivalent(&order, latest)
+                        next_equivalent(&order, latest, &asked, &until)
+                            .or_else(|| reask_target(&order, &waiting))
                     } else {
                         reask_target(&order, &waiting)
                     }
@@ -481,8 +483,18 @@ impl Router {
                         for w in waiting.iter_mut() {
                             if let Some(j) = w.as_ref().map(|w| w.server) {
                                 // Of equivalent servers, one another overtook is behind: a
-                                // dead first server goes down after three such queries.
-                                if z.equivalent && j != i {
+                                // dead first server goes down after three such queries. Only
+                                // when its attempt was sent, waited its resend wait (not one
+                                // about to answer a slow name), and was not on its TCP retry
+                                // of a truncated answer (it answered).
+                                let behind = w.as_ref().is_some_and(|w| {
+                                    w.polled && w.since.elapsed() >= order[j].resend_wait(z.timeout)
+                                });
+                                if z.equivalent
+                                    && j != i
+                                    && behind
+                                    && !shared.truncated.load(Ordering::Relaxed)
+                                {
                                     note_failure_once(order[j], &mut asked[j]);
                                 }
                                 abandon(w.take(), order[j]);
@@ -578,12 +590,24 @@ fn reask_target(order: &[&Arc<Server>], waiting: &[Option<Waiting<'_>>]) -> Opti
 
 /// The server an attempt unanswered for its usual round trip is asked again in a zone of
 /// equivalent servers: the next after `latest` in order that is neither failing nor shedding
-/// load, else `latest` itself (a zone of one server, or all the others failing).
-fn next_equivalent(order: &[&Arc<Server>], latest: usize) -> Option<usize> {
+/// load, else `latest` itself (a zone of one server, or all the others failing); none: the
+/// rule of other zones (`reask_target`).
+fn next_equivalent(
+    order: &[&Arc<Server>],
+    latest: usize,
+    asked: &[Asked],
+    until: &[tokio::time::Instant],
+) -> Option<usize> {
     let n = order.len();
-    (1..=n)
-        .map(|k| (latest + k) % n)
-        .find(|&i| !order[i].is_down() && !order[i].shedding())
+    let now = tokio::time::Instant::now();
+    // Not one that already failed this query (an ICMP error, say: its resend would fail the
+    // same way), nor one whose time for it is up.
+    (1..=n).map(|k| (latest + k) % n).find(|&i| {
+        !order[i].is_down()
+            && !order[i].shedding()
+            && asked[i] != Asked::Failed
+            && (asked[i] == Asked::No || until[i] > now)
+    })
 }
 
 /// An attempt of `Router::exchange` waiting for its reply. Dropped when another attempt is
@@ -596,6 +620,8 @@ struct Waiting<'a> {
     server: usize,
     /// Polled at least once: its query was sent (and counted in `requests`).
     polled: bool,
+    /// When it was made, just before its first poll sent it.
+    since: tokio::time::Instant,
     /// The memory budget's charge for an attempt sent alongside another (`ATTEMPT_OVERHEAD`).
     _charge: Option<OwnedCharge>,
 }
@@ -1115,7 +1141,8 @@ impl Server {
                         }
                         if closed == Closed::Unanswered {
                             drop(lease);
-                            return Box::pin(self.exchange_tcp_alone(query, q, deadline)).await;
+                            return Box::pin(self.exchange_tcp_alone(query, q, deadline, started))
+                                .await;
                         }
                     }
                     return Err(match fail {
@@ -1162,17 +1189,20 @@ impl Server {
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.tcp_alone(query, q, deadline, true).await
+        self.tcp_alone(query, q, deadline, true, Instant::now())
+            .await
     }
 
-    /// A query sent again on a connection of its own (`exchange_tcp`), counted already.
+    /// A query sent again on a connection of its own (`exchange_tcp`), counted already; its
+    /// round trip from `started`, when it was first sent.
     async fn exchange_tcp_alone(
         &self,
         query: &[u8],
         q: &wire::Question,
         deadline: tokio::time::Instant,
+        started: Instant,
     ) -> Result<Reply, UpstreamError> {
-        self.tcp_alone(query, q, deadline, false).await
+        self.tcp_alone(query, q, deadline, false, started).await
     }
 
     /// `query` on a connection of its own, closed when it is answered; a request counted if
@@ -1183,8 +1213,8 @@ impl Server {
         q: &wire::Question,
         deadline: tokio::time::Instant,
         count: bool,
+        started: Instant,
     ) -> Result<Reply, UpstreamError> {
-        let started = Instant::now();
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(self.addr))
             .await
             .map_err(|_| UpstreamError::Timeout(self.addr))?
@@ -2014,6 +2044,55 @@ mod tests {
         let reply = router.exchange(0, &query_for("m.example.")).await.unwrap();
         assert_eq!(reply.from, router.zones[0].servers[1].addr);
         assert!(started.elapsed() >= Duration::from_secs(3));
+    }
+
+    /// In a zone of equivalent servers, the server a resend had just gone to was charged a
+    /// failure when the first answered a few milliseconds later (a slow name): three such
+    /// names marked a healthy second server down.
+    #[tokio::test]
+    async fn a_resend_target_was_marked_failing_when_the_first_server_answered_just_after() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let first = s.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let s = Arc::new(s);
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                let slow = wire::parse_question(&reply)
+                    .is_ok_and(|q| q.name_bytes(&reply).starts_with(b"\x05slow"));
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    if slow {
+                        // Past the resend wait (200 ms, the floor), before a second one.
+                        std::thread::sleep(Duration::from_millis(260));
+                    }
+                    let _ = s.send_to(&reply, from);
+                });
+            }
+        });
+        let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // reads nothing
+        let router = Router::new(&[UpstreamZone {
+            zone: ".".into(),
+            servers: vec![first, second.local_addr().unwrap()],
+            protocol: Protocol::Udp,
+            timeout: Duration::from_secs(2),
+            equivalent: true,
+        }])
+        .unwrap();
+        for i in 0..3 {
+            // Fast names bring the first server's round trip back down to the floor after
+            // each slow one raised it.
+            for k in 0..40 {
+                let q = query_for(&format!("fast{i}-{k}.example."));
+                router.exchange(0, &q).await.unwrap();
+            }
+            let q = query_for(&format!("slow{i}.example."));
+            let reply = router.exchange(0, &q).await.unwrap();
+            assert_eq!(reply.from, first);
+        }
+        let second = &router.zones[0].servers[1];
+        assert!(!second.is_down(), "overtaken moments after it was asked");
     }
 
     fn answer_to(query: &[u8], id: u16) -> Vec<u8> {
