@@ -1141,7 +1141,7 @@ impl Server {
                         }
                         if closed == Closed::Unanswered {
                             drop(lease);
-                            return Box::pin(self.exchange_tcp_alone(query, q, deadline, started))
+                            return Box::pin(self.tcp_alone(query, q, deadline, false, started))
                                 .await;
                         }
                     }
@@ -1193,20 +1193,9 @@ impl Server {
             .await
     }
 
-    /// A query sent again on a connection of its own (`exchange_tcp`), counted already; its
-    /// round trip from `started`, when it was first sent.
-    async fn exchange_tcp_alone(
-        &self,
-        query: &[u8],
-        q: &wire::Question,
-        deadline: tokio::time::Instant,
-        started: Instant,
-    ) -> Result<Reply, UpstreamError> {
-        self.tcp_alone(query, q, deadline, false, started).await
-    }
-
     /// `query` on a connection of its own, closed when it is answered; a request counted if
-    /// `count` (once connected).
+    /// `count` (once connected: a query sent again alone by `exchange_tcp` is counted
+    /// already), its round trip from `started`.
     async fn tcp_alone(
         &self,
         query: &[u8],
@@ -1977,19 +1966,29 @@ mod tests {
         query
     }
 
-    /// A UDP server that answers every query with its question and no records (NOERROR).
-    fn echo_server() -> SocketAddr {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// A fake UDP upstream on its own thread: `serve` gets its socket, each datagram read
+    /// with QR set (the reply it may send, or change first) and where it came from.
+    fn fake_udp(
+        mut serve: impl FnMut(&Arc<std::net::UdpSocket>, Vec<u8>, SocketAddr) + Send + 'static,
+    ) -> SocketAddr {
+        let s = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
         let addr = s.local_addr().unwrap();
         std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while let Ok((n, from)) = s.recv_from(&mut buf) {
                 let mut reply = buf[..n].to_vec();
                 reply[2] |= 0x80; // QR
-                let _ = s.send_to(&reply, from);
+                serve(&s, reply, from);
             }
         });
         addr
+    }
+
+    /// A UDP server that answers every query with its question and no records (NOERROR).
+    fn echo_server() -> SocketAddr {
+        fake_udp(|s, reply, from| {
+            let _ = s.send_to(&reply, from);
+        })
     }
 
     /// A failover is one attempt at a time, in the query's own charge: with the `waiting`
@@ -2051,25 +2050,17 @@ mod tests {
     /// names marked a healthy second server down.
     #[tokio::test]
     async fn a_resend_target_was_marked_failing_when_the_first_server_answered_just_after() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let first = s.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let s = Arc::new(s);
-            let mut buf = [0u8; 512];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let mut reply = buf[..n].to_vec();
-                reply[2] |= 0x80;
-                let slow = wire::parse_question(&reply)
-                    .is_ok_and(|q| q.name_bytes(&reply).starts_with(b"\x05slow"));
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    if slow {
-                        // Past the resend wait (200 ms, the floor), before a second one.
-                        std::thread::sleep(Duration::from_millis(260));
-                    }
-                    let _ = s.send_to(&reply, from);
-                });
-            }
+        let first = fake_udp(|s, reply, from| {
+            let slow = wire::parse_question(&reply)
+                .is_ok_and(|q| q.name_bytes(&reply).starts_with(b"\x05slow"));
+            let s = s.clone();
+            std::thread::spawn(move || {
+                if slow {
+                    // Past the resend wait (200 ms, the floor), before a second one.
+                    std::thread::sleep(Duration::from_millis(260));
+                }
+                let _ = s.send_to(&reply, from);
+            });
         });
         let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // reads nothing
         let router = Router::new(&[UpstreamZone {
@@ -2261,22 +2252,15 @@ mod tests {
     /// datagram cost its client the timeout and SERVFAIL.
     #[tokio::test]
     async fn a_policy_refusal_of_a_non_recursive_query_stopped_resends() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            let mut lost_one = false;
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let mut reply = buf[..n].to_vec();
-                reply[2] |= 0x80;
-                if reply[2] & 0x01 == 0 {
-                    reply[3] = (reply[3] & 0xf0) | wire::RCODE_REFUSED; // RD=0: policy
-                } else if !lost_one {
-                    lost_one = true; // the recursive query's first datagram
-                    continue;
-                }
-                let _ = s.send_to(&reply, from);
+        let mut lost_one = false;
+        let addr = fake_udp(move |s, mut reply, from| {
+            if reply[2] & 0x01 == 0 {
+                reply[3] = (reply[3] & 0xf0) | wire::RCODE_REFUSED; // RD=0: policy
+            } else if !lost_one {
+                lost_one = true; // the recursive query's first datagram
+                return;
             }
+            let _ = s.send_to(&reply, from);
         });
         let router = udp_root_zone(vec![addr], Duration::from_secs(2));
         let mut norec = query_for("snoop.example.");
