@@ -458,6 +458,11 @@ pub struct ServerSection {
     /// cgroup's memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) if there is one,
     /// else `256MiB`. Needs a restart to change.
     pub memory_limit: Option<ByteSize>,
+    /// Cached answers to one client that leave in the same batch, of equal size, are sent as
+    /// one UDP segmentation offload (GSO) send, which the kernel cuts into the same datagrams
+    /// (Linux 4.18+; used only where the kernel accepts it, and dropped for good after a send
+    /// it refuses). `false` sends every answer on its own. Default `true`.
+    pub udp_segmentation: Option<bool>,
 }
 
 /// `64MiB`, `512KiB`, `1GiB`, `100MB`, or a bare number of bytes.
@@ -670,6 +675,7 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// `server.memory_limit` in bytes, the default already resolved.
     pub memory_limit: u64,
+    pub udp_segmentation: bool,
 }
 
 /// The node-local setup after validation (present only when `node_local.enabled`).
@@ -1089,6 +1095,7 @@ impl Config {
                 .memory_limit
                 .map(|b| b.0)
                 .unwrap_or_else(crate::budget::default_limit),
+            udp_segmentation: sv.udp_segmentation.unwrap_or(true),
         };
         if server.memory_limit < crate::budget::MIN_LIMIT {
             anyhow::bail!(

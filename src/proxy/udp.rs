@@ -142,6 +142,7 @@ pub fn run_worker(
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut out_to: Vec<SockAddr> = Vec::with_capacity(BATCH);
     let mut drain = Drain::Serving;
+    let mut gso = Segmentation::probe(fd);
 
     loop {
         if let Drain::Serving = drain {
@@ -246,7 +247,8 @@ pub fn run_worker(
         }
         engine_now.flush_events();
         if out_count > 0 {
-            send_batch(fd, &outs[..out_count], &out_to);
+            let segment = gso.on && engine_now.config.server.udp_segmentation;
+            send_batch(fd, &outs[..out_count], &out_to, segment, &mut gso);
         }
     }
 }
@@ -262,34 +264,229 @@ enum Drain {
     Emptying,
 }
 
-/// Send replies with one `sendmmsg`, falling back to single sends for what it did not take.
-fn send_batch(fd: i32, outs: &[Vec<u8>], to: &[SockAddr]) {
-    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
-    // SAFETY: zeroed mmsghdr values are valid; each is filled below before use.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..outs.len() {
-        iovs[i].write(libc::iovec {
-            iov_base: outs[i].as_ptr() as *mut _,
-            iov_len: outs[i].len(),
-        });
-        hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-        hdrs[i].msg_hdr.msg_name = to[i].as_ptr() as *mut _;
-        hdrs[i].msg_hdr.msg_namelen = to[i].len();
+/// `UDP_SEGMENT` (linux/udp.h, Linux 4.18+): the socket option and control message of UDP
+/// generic segmentation offload. The libc crate names it for musl and Android only.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Largest reply sent as a segment: a segment above the path MTU fails the whole send
+/// (`EMSGSIZE`), and 1,232 bytes fit the IPv6 minimum MTU of 1,280 (the size DNS Flag Day 2020
+/// settled on), so overlay networks with a smaller MTU than 1,500 are covered too.
+const GSO_MAX_SEGMENT: usize = 1232;
+
+/// Replies to one client socket can leave in one `sendmsg` with UDP segmentation offload
+/// (GSO): the kernel carries them through its stack once and cuts them into the same
+/// datagrams at the receiving socket or the device. A client that pipelines queries on one
+/// socket (dnsperf, a forwarder such as CoreDNS, glibc's A and AAAA pair) then costs one pass
+/// through the IP stack per batch instead of one per answer. Off where the kernel does not
+/// know the option (before 4.18, where a control message of an unknown level is ignored and
+/// the replies would leave as one datagram), and off for good after any send the kernel
+/// refuses with it (an IPsec path, for one).
+pub(super) struct Segmentation {
+    on: bool,
+}
+
+impl Segmentation {
+    /// Probe the kernel on this socket: setting `UDP_SEGMENT` to 0 (no default segment size)
+    /// fails where segmentation is unknown.
+    pub(super) fn probe(fd: i32) -> Segmentation {
+        let zero: libc::c_int = 0;
+        // SAFETY: a plain int option on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_UDP,
+                UDP_SEGMENT,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        Segmentation { on: rc == 0 }
     }
-    let mut sent = 0usize;
-    while sent < outs.len() {
-        // SAFETY: headers point at `outs` and `to`, alive for this call.
-        let n =
-            unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (outs.len() - sent) as u32, 0) };
-        if n <= 0 {
-            // A full send buffer or an unreachable client: skip that one reply, as a UDP
-            // server must; the client retries.
-            sent += 1;
-        } else {
-            sent += n as usize;
+
+    fn off(&mut self, why: &io::Error) {
+        if self.on {
+            self.on = false;
+            tracing::warn!("UDP replies are sent one datagram a send from now: the kernel refused a segmented send ({why})");
         }
     }
+}
+
+/// One `sendmsg` of a batch: `count` replies (from `first` in the plan's order) to one
+/// client, and the segment size when there are several (each but the last has exactly that
+/// size).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct Message {
+    first: usize,
+    count: usize,
+    segment: usize,
+}
+
+/// How a batch of replies leaves: the replies in message order, and the messages.
+struct Plan {
+    order: [u8; BATCH],
+    msgs: [Message; BATCH],
+    msg_count: usize,
+}
+
+impl Plan {
+    /// Group the replies of a batch (`lens[i]` bytes to `to[i]`): with `segment` on, a reply
+    /// joins the message of the earliest reply to the same client while it is as long as that
+    /// one; a shorter one ends the message (only a last segment may be shorter) and a longer
+    /// one starts the next, so each client's replies keep their order.
+    fn new(lens: &[usize], to: &[SockAddr], segment: bool) -> Plan {
+        let n = lens.len();
+        let mut plan = Plan {
+            order: [0; BATCH],
+            msgs: [Message::default(); BATCH],
+            msg_count: 0,
+        };
+        let mut taken = [false; BATCH];
+        let mut placed = 0;
+        for i in 0..n {
+            if taken[i] {
+                continue;
+            }
+            taken[i] = true;
+            let mut m = Message {
+                first: placed,
+                count: 1,
+                segment: lens[i],
+            };
+            plan.order[placed] = i as u8;
+            placed += 1;
+            if segment && lens[i] <= GSO_MAX_SEGMENT {
+                for j in i + 1..n {
+                    if taken[j] || to[j] != to[i] {
+                        continue;
+                    }
+                    if lens[j] > m.segment {
+                        break;
+                    }
+                    taken[j] = true;
+                    plan.order[placed] = j as u8;
+                    placed += 1;
+                    m.count += 1;
+                    if lens[j] < m.segment {
+                        break;
+                    }
+                }
+            }
+            plan.msgs[plan.msg_count] = m;
+            plan.msg_count += 1;
+        }
+        plan
+    }
+
+    fn messages(&self) -> &[Message] {
+        &self.msgs[..self.msg_count]
+    }
+
+    /// The replies (indices into the batch) of message `m`.
+    fn replies(&self, m: &Message) -> &[u8] {
+        &self.order[m.first..m.first + m.count]
+    }
+}
+
+/// Send replies with one `sendmmsg`, falling back to single sends for what it did not take.
+/// Replies to the same client of the same size go as one segmented message (`Segmentation`,
+/// `Plan`). Returns how many messages the batch took.
+fn send_batch(
+    fd: i32,
+    outs: &[Vec<u8>],
+    to: &[SockAddr],
+    segment: bool,
+    gso: &mut Segmentation,
+) -> usize {
+    let n = outs.len();
+    let mut lens = [0usize; BATCH];
+    for (len, out) in lens.iter_mut().zip(outs) {
+        *len = out.len();
+    }
+    let plan = Plan::new(&lens[..n], to, segment);
+    let msgs = plan.messages();
+    let msg_count = msgs.len();
+    let order = &plan.order;
+
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    for (slot, &i) in iovs.iter_mut().zip(&order[..n]) {
+        let out = &outs[i as usize];
+        slot.write(libc::iovec {
+            iov_base: out.as_ptr() as *mut _,
+            iov_len: out.len(),
+        });
+    }
+    // One control message per segmented message: cmsghdr and a u16, 8-byte aligned.
+    let mut controls = [[0u64; 4]; BATCH];
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let control_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: zeroed mmsghdr values are valid; each is filled below before use.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (k, m) in msgs.iter().enumerate() {
+        let dest = &to[plan.replies(m)[0] as usize];
+        let h = &mut hdrs[k].msg_hdr;
+        h.msg_iov = iovs[m.first].as_mut_ptr();
+        h.msg_iovlen = m.count as _;
+        h.msg_name = dest.as_ptr() as *mut _;
+        h.msg_namelen = dest.len();
+        if m.count > 1 {
+            h.msg_control = controls[k].as_mut_ptr().cast();
+            h.msg_controllen = control_len as _;
+            // SAFETY: the control buffer is 32 bytes, 8-byte aligned, and holds CMSG_SPACE(2).
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::IPPROTO_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment as u16);
+            }
+        }
+    }
+    let mut sent = 0usize;
+    while sent < msg_count {
+        // SAFETY: headers point at `iovs`, `controls`, `outs` and `to`, alive for this call.
+        let took =
+            unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (msg_count - sent) as u32, 0) };
+        if took > 0 {
+            sent += took as usize;
+            continue;
+        }
+        let m = msgs[sent];
+        if m.count > 1 {
+            // Whatever the kernel's reason, its replies go one by one; a reason that says the
+            // kernel or the path cannot segment turns segmentation off for good.
+            let err = io::Error::last_os_error();
+            if matches!(
+                err.raw_os_error(),
+                Some(
+                    libc::EINVAL
+                        | libc::EIO
+                        | libc::EMSGSIZE
+                        | libc::EOPNOTSUPP
+                        | libc::ENOPROTOOPT
+                )
+            ) {
+                gso.off(&err);
+            }
+            let dest = &to[plan.replies(&m)[0] as usize];
+            for &i in plan.replies(&m) {
+                let out = &outs[i as usize];
+                // SAFETY: a plain sendto from a buffer and an address we own.
+                unsafe {
+                    libc::sendto(
+                        fd,
+                        out.as_ptr().cast(),
+                        out.len(),
+                        0,
+                        dest.as_ptr().cast(),
+                        dest.len(),
+                    );
+                }
+            }
+        }
+        // A full send buffer or an unreachable client: skip that message, as a UDP server
+        // must; the client retries.
+        sent += 1;
+    }
+    msg_count
 }
 
 /// Read an IPv4 or IPv6 socket address the kernel filled in.
@@ -367,6 +564,90 @@ mod tests {
         assert_eq!(drops.remember(&[Some(40), Some(2)]), 42);
         assert_eq!(drops.remember(&[None, Some(3)]), 43, "111 not in this read");
         assert_eq!(drops.remember(&[Some(41), Some(3)]), 44);
+    }
+
+    fn addrs(to: &[&str]) -> Vec<SockAddr> {
+        to.iter()
+            .map(|a| SockAddr::from(a.parse::<SocketAddr>().unwrap()))
+            .collect()
+    }
+
+    /// (replies of each message, segment size) of a plan.
+    fn groups(plan: &Plan) -> Vec<(Vec<u8>, usize)> {
+        plan.messages()
+            .iter()
+            .map(|m| (plan.replies(m).to_vec(), m.segment))
+            .collect()
+    }
+
+    #[test]
+    fn replies_to_one_client_are_grouped_in_order_equal_sizes_first() {
+        let a = "127.0.0.1:1000";
+        let b = "127.0.0.1:2000";
+        let to = addrs(&[a, b, a, a, b, a, a, a, b]);
+        let lens = [90, 90, 90, 60, 90, 90, 100, 90, 90];
+        let plan = Plan::new(&lens, &to, true);
+        assert_eq!(
+            groups(&plan),
+            vec![
+                // 60 is shorter: the last segment of the message.
+                (vec![0, 2, 3], 90),
+                (vec![1, 4, 8], 90),
+                // 100 is longer than 90: it starts the next message, which the 90 after it ends.
+                (vec![5], 90),
+                (vec![6, 7], 100),
+            ]
+        );
+        // Off, or too large to be a segment: one reply a message, in batch order.
+        let one_each = |plan: &Plan| groups(plan).iter().all(|(r, _)| r.len() == 1);
+        assert!(one_each(&Plan::new(&lens, &to, false)));
+        let big = [GSO_MAX_SEGMENT + 1; 3];
+        assert!(one_each(&Plan::new(&big, &addrs(&[a, a, a]), true)));
+    }
+
+    /// The oracle is the receiving socket: the kernel cut each segmented message into the very
+    /// datagrams that were planned, one for each reply, in order, for each client.
+    #[test]
+    fn segmented_replies_arrive_as_the_datagrams_they_were() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut gso = Segmentation::probe(server.as_raw_fd());
+        assert!(
+            gso.on,
+            "UDP_SEGMENT (Linux 4.18+) is refused by this kernel"
+        );
+        let clients: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                c
+            })
+            .collect();
+        let pattern = [0usize, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0];
+        let lens = [200, 200, 200, 200, 150, 200, 200, 1232, 1232, 1232, 99, 512];
+        let outs: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|b| (i * 31 + b) as u8).collect())
+            .collect();
+        let to: Vec<SockAddr> = pattern
+            .iter()
+            .map(|&c| SockAddr::from(clients[c].local_addr().unwrap()))
+            .collect();
+        let messages = send_batch(server.as_raw_fd(), &outs, &to, true, &mut gso);
+        assert!(gso.on);
+        assert!(
+            messages < outs.len() / 2,
+            "{messages} messages for 12 replies"
+        );
+        for (c, client) in clients.iter().enumerate() {
+            let mut buf = [0u8; 4096];
+            for (i, out) in outs.iter().enumerate().filter(|(i, _)| pattern[*i] == c) {
+                let n = client.recv(&mut buf).expect("each reply a datagram");
+                assert_eq!(&buf[..n], &out[..], "reply {i} to client {c}");
+            }
+            client.set_nonblocking(true).unwrap();
+            assert!(client.recv(&mut buf).is_err(), "nothing more to client {c}");
+        }
     }
 
     #[test]
