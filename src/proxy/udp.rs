@@ -339,6 +339,14 @@ impl Plan {
             msgs: [Message::default(); BATCH],
             msg_count: 0,
         };
+        // A number per client to compare first (a full comparison confirms a match): a batch
+        // to many clients makes n²/2 comparisons.
+        let mut keys = [0u64; BATCH];
+        if segment {
+            for (key, addr) in keys.iter_mut().zip(to) {
+                *key = client_key(addr);
+            }
+        }
         let mut taken = [false; BATCH];
         let mut placed = 0;
         for i in 0..n {
@@ -355,7 +363,7 @@ impl Plan {
             placed += 1;
             if segment && lens[i] <= GSO_MAX_SEGMENT {
                 for j in i + 1..n {
-                    if taken[j] || to[j] != to[i] {
+                    if taken[j] || keys[j] != keys[i] || to[j] != to[i] {
                         continue;
                     }
                     if lens[j] > m.segment {
@@ -383,6 +391,18 @@ impl Plan {
     /// The replies (indices into the batch) of message `m`.
     fn replies(&self, m: &Message) -> &[u8] {
         &self.order[m.first..m.first + m.count]
+    }
+}
+
+/// Port and address folded into a number: equal for one client, rarely for two.
+fn client_key(addr: &SockAddr) -> u64 {
+    match addr.as_socket() {
+        Some(SocketAddr::V4(a)) => (u32::from(*a.ip()) as u64) << 16 | a.port() as u64,
+        Some(SocketAddr::V6(a)) => {
+            let ip = u128::from(*a.ip());
+            (ip as u64 ^ (ip >> 64) as u64).rotate_left(16) ^ a.port() as u64
+        }
+        None => 0,
     }
 }
 
