@@ -46,6 +46,7 @@ pub const MALFORMED_QUERIES: &str = "ndots_malformed_queries_total";
 /// limit (DESIGN §3 "bounded memory under any load").
 pub const OVERLOAD_DROPS: &str = "ndots_overload_drops_total";
 pub const UDP_RECEIVE_DROPS: &str = "ndots_udp_receive_drops_total";
+pub const UDP_SEGMENTED_SENDS: &str = "ndots_udp_segmented_sends_total";
 pub const FORWARDING_LOOP: &str = "ndots_forwarding_loop";
 pub const FOREIGN_LISTENERS: &str = "ndots_foreign_listeners";
 
@@ -208,6 +209,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(FORWARDING_LOOP, "gauge", &[], "1 while a forwarding loop stands: a probe query sent upstream came back to this proxy (checked at start, on reload, and every 30 s while looping); /readyz is 503 meanwhile."),
     metric(FOREIGN_LISTENERS, "gauge", &[("listener", "`dns udp ADDR`, `dns tcp ADDR` or `admin ADDR`")], "Sockets of other processes bound to one of our listen addresses (SO_REUSEPORT lets them in silently): another proxy splits queries, probes and scrapes with this one (read from /proc/net every 5 s)."),
     metric(UDP_RECEIVE_DROPS, "counter", &[], "Queries the kernel dropped because a UDP listener's receive queue was full: overload that never reached the proxy (from /proc/net/udp, set at each scrape)."),
+    metric(UDP_SEGMENTED_SENDS, "counter", &[("outcome", "`sent` (the kernel took it), `refused` (sent one answer a send instead; the worker sends one by one from then on when a single send succeeded where the segmented one failed)")], "Sends that carried several answers to one client as one UDP segmentation offload (GSO) message (server.udp_segmentation), by outcome."),
     metric(NODE_LOCAL_RESTORES, "counter", &[("what", "`link`, `address`, `notrack` (the NOTRACK table) or `firewall` (the ACCEPT rules)")], "Node-local setup found removed and put back by the 2 s check, by what (node_local)."),
     metric(PROCESS_CPU, "counter", &[], "User and system CPU time of the process, in seconds (from /proc, set at each scrape)."),
     metric(PROCESS_RESIDENT_MEMORY, "gauge", &[], "Resident memory of the process, in bytes."),
@@ -404,6 +406,9 @@ pub fn preregister(k: &Known<'_>) {
         UDP_RECEIVE_DROPS,
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for outcome in ["sent", "refused"] {
+        metrics::counter!(UDP_SEGMENTED_SENDS, "outcome" => outcome).increment(0);
     }
     for &(to, tcp_only) in k.upstreams {
         let t = || to.to_string();

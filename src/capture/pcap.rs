@@ -439,7 +439,9 @@ impl Dissect {
             }
             let q = (seg.src, seg.sport);
             let r = (seg.dst, seg.dport);
-            pairer.message(ts, q, r, seg.payload, None, pos, out);
+            for msg in udp_messages(seg.payload) {
+                pairer.message(ts, q, r, msg, None, pos, out);
+            }
             return;
         }
         let mut dns = false;
@@ -451,7 +453,11 @@ impl Dissect {
             let q = (seg.src, seg.sport);
             let r = (seg.dst, seg.dport);
             match seg.transport {
-                Transport::Udp => pairer.message(ts, q, r, seg.payload, None, pos, out),
+                Transport::Udp => {
+                    for msg in udp_messages(seg.payload) {
+                        pairer.message(ts, q, r, msg, None, pos, out);
+                    }
+                }
                 Transport::Tcp { seq, flags } => {
                     let key = FlowKey {
                         src: seg.src,
@@ -478,6 +484,30 @@ impl Dissect {
             pairer.expire(ts, out);
         }
     }
+}
+
+/// The DNS messages of one captured UDP payload. A capture on a veth or on `any` sees a UDP
+/// segmentation offload send (UDP_SEGMENT: ndots' own `server.udp_segmentation`, QUIC stacks)
+/// before the kernel cuts it: one datagram holding several messages, each but the last exactly
+/// as long as the first, which the receiving socket gets as separate datagrams. Such a payload
+/// is split when the first message ends before the payload does and every piece of its length
+/// is a whole message; any other payload is one message, as it was.
+fn udp_messages(payload: &[u8]) -> std::slice::Chunks<'_, u8> {
+    let whole = payload.len().max(1);
+    let piece = match crate::wire::message_end(payload) {
+        Ok(end) if end > 0 && end < payload.len() => {
+            let whole_messages = payload
+                .chunks(end)
+                .all(|m| crate::wire::message_end(m) == Ok(m.len()));
+            if whole_messages {
+                end
+            } else {
+                whole
+            }
+        }
+        _ => whole,
+    };
+    payload.chunks(piece)
 }
 
 impl<R: BufRead + Send> Reader for PcapReader<R> {
@@ -686,6 +716,40 @@ mod tests {
         assert_eq!(events.len(), ids.len(), "{v:?}");
         assert!(events.iter().all(|e| e.rcode == Some(3)));
         assert_eq!((st.queries, st.responses, st.unanswered), (19, 19, 0));
+    }
+
+    /// A capture on a veth of a proxy with `server.udp_segmentation` on: two answers to one
+    /// client in one datagram (the kernel cuts it at the client's socket). Read as one
+    /// message, the second query went unanswered.
+    #[test]
+    fn two_answers_in_one_segmented_datagram_answered_one_query() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        let c = ([10, 0, 0, 7], 40000);
+        let s = ([10, 96, 0, 10], 53);
+        let mut merged = Vec::new();
+        // Equal lengths, then a shorter last one (the only one that may be shorter).
+        for (id, name) in [(1, "aaa.example."), (2, "bbb.example."), (3, "c.example.")] {
+            let query = q(id, name);
+            w.udp4(Timestamp(1_000_000 + id as u64), c, s, &query)
+                .unwrap();
+            let view = wire::parse_query(&query).unwrap();
+            let mut resp = Vec::new();
+            wire::minimal_response(&query, &view, 3, false, &mut resp);
+            merged.extend_from_slice(&resp);
+        }
+        w.udp4(Timestamp(1_000_100), s, c, &merged).unwrap();
+        // A datagram with trailing bytes that are no whole message stays one message.
+        let query = q(4, "ddd.example.");
+        let view = wire::parse_query(&query).unwrap();
+        let mut resp = Vec::new();
+        wire::minimal_response(&query, &view, 0, false, &mut resp);
+        resp.extend_from_slice(&[0; 7]);
+        w.udp4(Timestamp(1_000_200), c, s, &query).unwrap();
+        w.udp4(Timestamp(1_000_300), s, c, &resp).unwrap();
+        let (v, st) = read(w.into_inner());
+        let rcodes: Vec<_> = v.iter().map(|e| e.as_ref().unwrap().rcode).collect();
+        assert_eq!(rcodes, [Some(3), Some(3), Some(3), Some(0)], "{v:?}");
+        assert_eq!((st.queries, st.responses, st.unanswered), (4, 4, 0));
     }
 
     #[test]
