@@ -45,7 +45,7 @@ one() { # label command...
   local dp=$!
   if [ "${STATS:-0}" = 1 ]; then
     sleep 1
-    perf stat -e syscalls:sys_enter_recvmmsg -e syscalls:sys_enter_sendmmsg -p $pid -o "$dir/perf.txt" -- sleep 6
+    perf stat -e syscalls:sys_enter_recvmmsg -p $pid -o "$dir/perf.txt" -- sleep 6
     batches=$(awk '/sys_enter_recvmmsg/ {gsub(",", "", $1); print $1}' "$dir/perf.txt")
   fi
   wait $dp
