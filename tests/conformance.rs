@@ -327,43 +327,6 @@ fn tcp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Every query in one `sendmmsg` on a connected socket: the kernel queues them all at the
-/// proxy's socket within one call, so its receive batches hold many of them.
-fn send_all_at_once(socket: &UdpSocket, queries: &[Vec<u8>]) {
-    use std::os::fd::AsRawFd;
-    let mut iovs: Vec<libc::iovec> = queries
-        .iter()
-        .map(|q| libc::iovec {
-            iov_base: q.as_ptr() as *mut _,
-            iov_len: q.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: a zeroed mmsghdr is valid; the iovec lives until the call returns.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    let mut done = 0;
-    while done < hdrs.len() {
-        // SAFETY: the headers point at `iovs` and `queries`, alive for this call.
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                hdrs[done..].as_mut_ptr(),
-                (hdrs.len() - done) as u32,
-                0,
-            )
-        };
-        assert!(n > 0, "sendmmsg: {}", std::io::Error::last_os_error());
-        done += n as usize;
-    }
-}
-
 /// `ask`, and the answer parsed (with hickory-proto); panics when there is none.
 fn ask_msg(addr: SocketAddr, case: &Case, id: u16) -> Message {
     let bytes = ask(addr, case, id).expect("an answer");
@@ -782,7 +745,14 @@ fn every_answer_through_the_proxy_equals_nsds() {
     }
     let asked = sent.len();
     pipelined.connect(segmenting.addr).unwrap();
-    send_all_at_once(&pipelined, &queries);
+    // All in one `sendmmsg`: the kernel queues them at the proxy's socket within one call, so
+    // its receive batches hold many of them.
+    let mut done = 0;
+    while done < queries.len() {
+        let n = common::dns::send_batch(&pipelined, &queries[done..]);
+        assert!(n > 0, "sendmmsg: {}", std::io::Error::last_os_error());
+        done += n;
+    }
     let mut buf = vec![0u8; 65535];
     while !sent.is_empty() {
         let Ok(n) = pipelined.recv(&mut buf) else {

@@ -394,7 +394,6 @@ fn blast_with(
     cpu: usize,
     make: impl Fn(u64, &mut Vec<u8>) + Send + 'static,
 ) -> u64 {
-    use std::os::fd::AsRawFd;
     std::thread::spawn(move || {
         // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
         unsafe {
@@ -422,26 +421,8 @@ fn blast_with(
                 make(sent + k as u64, p);
             }
             built = BATCH;
-            let mut iov: Vec<libc::iovec> = packets
-                .iter_mut()
-                .map(|p| libc::iovec {
-                    iov_base: p.as_mut_ptr().cast(),
-                    iov_len: p.len(),
-                })
-                .collect();
-            // SAFETY: zeroed mmsghdrs, each pointing at one iovec of `iov` (alive for the call).
-            let mut msgs: Vec<libc::mmsghdr> = iov
-                .iter_mut()
-                .map(|v| {
-                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    m.msg_hdr.msg_iov = v;
-                    m.msg_hdr.msg_iovlen = 1;
-                    m
-                })
-                .collect();
-            let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
+            let n = common::dns::send_batch(&sock, &packets);
             if n > 0 {
-                let n = n as usize;
                 sent += n as u64;
                 // Keep the unsent ones, in order, at the front.
                 packets.rotate_left(n);

@@ -122,3 +122,29 @@ pub fn first_a(msg: &[u8]) -> Option<Ipv4Addr> {
     let rdata = msg.get(i + 10..i + 14)?;
     (rtype == wire::TYPE_A).then(|| Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
 }
+
+/// Send `packets` with one `sendmmsg` on a connected socket: how many the kernel took (0 on an
+/// error). All of them reach the peer's socket within the one call.
+pub fn send_batch(sock: &UdpSocket, packets: &[Vec<u8>]) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut iov: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: a zeroed mmsghdr is valid; it points at one iovec of `iov`.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    // SAFETY: the headers point at `iov` and `packets`, alive for the call.
+    let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+    n.max(0) as usize
+}
