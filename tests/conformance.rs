@@ -708,92 +708,111 @@ fn every_answer_through_the_proxy_equals_nsds() {
     // to one client, and with `server.udp_segmentation` equal ones leave as one segmented send
     // (`proxy::udp`). Each answer must still be its own datagram, equal to nsd's, and come
     // once. The proxy is warmed first: all but ttl0 and the unknown version come from cache.
-    let segmenting = {
-        let mut cfg = Proxy::config(
-            format!("127.0.0.1:{}", common::tools::free_port())
-                .parse()
-                .unwrap(),
-            "shortcut: {mode: off}\n",
-            &[(".", nsd.addr)],
-        );
-        cfg.server.udp_segmentation = true;
-        Proxy::with_config(cfg)
+    // First on the defaults (no segmented send), then reloaded with segmentation on.
+    let listen: SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    let pipelining_config = |segmentation: bool| {
+        let mut cfg = Proxy::config(listen, "shortcut: {mode: off}\n", &[(".", nsd.addr)]);
+        assert!(!cfg.server.udp_segmentation, "off by default");
+        cfg.server.udp_segmentation = segmentation;
+        cfg
     };
+    let pipelining = Proxy::with_config(pipelining_config(false));
+    let mut direct_answers = Vec::new();
+    for case in cases.iter().filter(|c| !c.tcp) {
+        let direct = ask(nsd.addr, case, next_id()).expect("nsd answers");
+        ask(pipelining.addr, case, next_id()).expect("the proxy answers");
+        direct_answers.push((case, direct));
+    }
     let segmented = || {
         common::tools::metric_sum(
             &ndots::metrics::install().render(),
             "ndots_udp_segmented_sends_total{outcome=\"sent\"}",
         )
     };
-    let segmented_before = segmented();
-    let pipelined = UdpSocket::bind("127.0.0.1:0").unwrap();
-    pipelined
-        .set_read_timeout(Some(Duration::from_secs(3)))
+    let mut pipelined_round = |tag: &str| -> f64 {
+        let segmented_before = segmented();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        socket.connect(listen).unwrap();
+        let mut sent = HashMap::new();
+        let mut queries = Vec::new();
+        for (case, direct) in &direct_answers {
+            for _ in 0..2 {
+                let qid = next_id();
+                let query = case.build(qid);
+                queries.push(query.clone());
+                sent.insert(qid, (*case, query, direct.clone()));
+            }
+        }
+        let asked = sent.len();
+        // All in one `sendmmsg`: the kernel queues them at the proxy's socket within one
+        // call, so its receive batches hold many of them.
+        let mut done = 0;
+        while done < queries.len() {
+            let n = common::dns::send_batch(&socket, &queries[done..]);
+            assert!(n > 0, "sendmmsg: {}", std::io::Error::last_os_error());
+            done += n;
+        }
+        let mut buf = vec![0u8; 65535];
+        while !sent.is_empty() {
+            let Ok(n) = socket.recv(&mut buf) else {
+                break;
+            };
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            // Removed once answered: a second answer with the same id is a duplicate.
+            let Some((case, query, mut direct)) = sent.remove(&id) else {
+                failures.push(format!(
+                    "{tag}: an answer with id {id}, not asked or a duplicate"
+                ));
+                continue;
+            };
+            // nsd answered a query with its own id: compare as if it had ours.
+            direct[..2].copy_from_slice(&id.to_be_bytes());
+            let phase = if case.name == "ttl0" || case.version > 0 {
+                Phase::Upstream
+            } else {
+                Phase::Cache
+            };
+            let aged = Aged {
+                max_ttl: defaults.0,
+                negative_max_ttl: defaults.1,
+                seconds: started.elapsed().as_secs() as u32 + 1,
+            };
+            compared += 1;
+            for f in compare(case, &query, &direct, &buf[..n], phase, aged) {
+                failures.push(format!("{tag} {}: {f}", case.label()));
+            }
+        }
+        if !sent.is_empty() {
+            failures.push(format!("{tag}: {} of {asked} unanswered", sent.len()));
+        }
+        let segmented_sends = segmented() - segmented_before;
+        println!("{tag}: {asked} answers, {segmented_sends} segmented sends");
+        segmented_sends
+    };
+    // No other test of this file turns segmentation on: the process-wide counter is ours.
+    let sends = pipelined_round("pipelined, segmentation off");
+    assert_eq!(
+        sends, 0.0,
+        "segmented sends with server.udp_segmentation off"
+    );
+    pipelining
+        .proxy
+        .as_ref()
+        .unwrap()
+        .reload(pipelining_config(true))
         .unwrap();
-    let mut sent = HashMap::new();
-    let mut queries = Vec::new();
-    for case in cases.iter().filter(|c| !c.tcp) {
-        let direct_id = next_id();
-        let direct = ask(nsd.addr, case, direct_id).expect("nsd answers");
-        ask(segmenting.addr, case, next_id()).expect("the proxy answers");
-        for _ in 0..2 {
-            let qid = next_id();
-            let query = case.build(qid);
-            queries.push(query.clone());
-            sent.insert(qid, (case, query, direct.clone()));
-        }
-    }
-    let asked = sent.len();
-    pipelined.connect(segmenting.addr).unwrap();
-    // All in one `sendmmsg`: the kernel queues them at the proxy's socket within one call, so
-    // its receive batches hold many of them.
-    let mut done = 0;
-    while done < queries.len() {
-        let n = common::dns::send_batch(&pipelined, &queries[done..]);
-        assert!(n > 0, "sendmmsg: {}", std::io::Error::last_os_error());
-        done += n;
-    }
-    let mut buf = vec![0u8; 65535];
-    while !sent.is_empty() {
-        let Ok(n) = pipelined.recv(&mut buf) else {
-            break;
-        };
-        let id = u16::from_be_bytes([buf[0], buf[1]]);
-        // Removed once answered: a second answer with the same id is a duplicate.
-        let Some((case, query, mut direct)) = sent.remove(&id) else {
-            failures.push(format!(
-                "pipelined: an answer with id {id}, not asked or a duplicate"
-            ));
-            continue;
-        };
-        // nsd answered a query with its own id: compare as if it had ours.
-        direct[..2].copy_from_slice(&id.to_be_bytes());
-        let phase = if case.name == "ttl0" || case.version > 0 {
-            Phase::Upstream
-        } else {
-            Phase::Cache
-        };
-        let aged = Aged {
-            max_ttl: defaults.0,
-            negative_max_ttl: defaults.1,
-            seconds: started.elapsed().as_secs() as u32 + 1,
-        };
-        compared += 1;
-        for f in compare(case, &query, &direct, &buf[..n], phase, aged) {
-            failures.push(format!("pipelined {}: {f}", case.label()));
-        }
-    }
-    if !sent.is_empty() {
-        failures.push(format!("pipelined: {} of {asked} unanswered", sent.len()));
-    }
     // Not a proof for each pair (a batch may split a pair), but some pairs must have left as
     // one send, or the round tested the old path only.
-    let segmented_sends = segmented() - segmented_before;
+    let sends = pipelined_round("pipelined, segmentation on");
     assert!(
-        segmented_sends > 0.0,
-        "no segmented send in the pipelined round"
+        sends > 0.0,
+        "no segmented send after the reload turned it on"
     );
-    println!("pipelined: {asked} answers, {segmented_sends} segmented sends");
     println!(
         "{compared} answers compared with nsd's, {} cases",
         cases.len()

@@ -276,12 +276,14 @@ const GSO_MAX_SEGMENT: usize = 1232;
 
 /// Replies to one client socket can leave in one `sendmsg` with UDP segmentation offload
 /// (GSO): the kernel carries them through its stack once and cuts them into the same
-/// datagrams at the receiving socket or the device. A client that pipelines queries on one
-/// socket (dnsperf, a forwarder such as CoreDNS, glibc's A and AAAA pair) then costs one pass
-/// through the IP stack per batch instead of one per answer. Off where the kernel does not
-/// know the option (before 4.18, where a control message of an unknown level is ignored and
-/// the replies would leave as one datagram), and off for good after any send the kernel
-/// refuses with it (an IPsec path, for one).
+/// datagrams at the receiving socket or the device (taps, netfilter and tc on the way see one
+/// packet). A client that pipelines queries on one socket (dnsperf, a forwarder such as
+/// CoreDNS; of glibc's and musl's A and AAAA pair, the equal NXDOMAIN or NODATA answers) then
+/// costs one pass through the IP stack per batch instead of one per answer. Only with
+/// `server.udp_segmentation`; never where the kernel does not know the option (before 4.18,
+/// where a control message of an unknown level is ignored and the replies would leave as one
+/// datagram), and not on this worker again after a send the kernel refused with it where a
+/// plain send went (an IPsec path, a smaller MTU).
 pub(super) struct Segmentation {
     on: bool,
     sent: metrics::Counter,
