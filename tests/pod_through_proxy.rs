@@ -91,17 +91,28 @@ fn pod_clients_get_the_same_answers_with_less_upstream_load() {
     }
     println!("upstream queries per getaddrinfo (A+AAAA), cache cold at the first name:");
     println!(
-        "{:<8} {:<16} {:>5} {:>9} {:>9}",
-        "client", "name", "off", "nxdomain", "autopath"
+        "{:<8} {:<16} {:>5} {:>9} {:>9} {:>22}",
+        "client", "name", "off", "nxdomain", "autopath", "nxdomain+segmentation"
     );
+    // The last mode sends the shortcut's equal NXDOMAIN answers to an A+AAAA pair (one
+    // client socket) as one segmented send when both are in one receive batch: the real
+    // clients must read them as before.
+    let segmented = || {
+        common::tools::metric_sum(
+            &ndots::metrics::install().render(),
+            "ndots_udp_segmented_sends_total{outcome=\"sent\"}",
+        )
+    };
+    let mut segmented_sends = 0.0;
     for client in &clients {
-        let modes = ["off", "nxdomain", "autopath"];
+        let modes = ["off", "nxdomain", "autopath", "nxdomain+segmentation"];
         // counts[mode][name], answers[mode][name]
         let mut counts = vec![Vec::new(); modes.len()];
         let mut answers = vec![Vec::new(); modes.len()];
         for (m, mode) in modes.iter().enumerate() {
             let p = proxy(mode, &up, &rt);
             std::thread::sleep(Duration::from_millis(50));
+            let before = segmented();
             for name in names {
                 up.clear();
                 let addrs = match *client {
@@ -111,12 +122,21 @@ fn pod_clients_get_the_same_answers_with_less_upstream_load() {
                 counts[m].push(lookup_queries(&up));
                 answers[m].push(addrs);
             }
+            let sends = segmented() - before;
+            if mode.ends_with("+segmentation") {
+                segmented_sends += sends;
+            } else {
+                assert_eq!(
+                    sends, 0.0,
+                    "{client} {mode}: segmented sends, not asked for"
+                );
+            }
             p.shutdown(Duration::from_millis(200));
         }
         for (i, name) in names.iter().enumerate() {
             println!(
-                "{client:<8} {name:<16} {:>5} {:>9} {:>9}",
-                counts[0][i], counts[1][i], counts[2][i]
+                "{client:<8} {name:<16} {:>5} {:>9} {:>9} {:>22}",
+                counts[0][i], counts[1][i], counts[2][i], counts[3][i]
             );
             assert!(
                 answers[0][i].is_some(),
@@ -159,6 +179,11 @@ fn pod_clients_get_the_same_answers_with_less_upstream_load() {
             }
         }
     }
+    println!("segmented sends with nxdomain+segmentation: {segmented_sends}");
+    assert!(
+        segmented_sends > 0.0,
+        "no A+AAAA pair of NXDOMAIN answers left as one segmented send"
+    );
 }
 
 #[test]
@@ -594,15 +619,20 @@ fn proxy_with_timeout(
     proxy_to(mode, up.addr, rt, timeout)
 }
 
-/// A proxy on 127.0.0.1:53 forwarding to `upstream` (`mode`: the shortcut mode).
+/// A proxy on 127.0.0.1:53 forwarding to `upstream` (`mode`: the shortcut mode; with
+/// `+segmentation` after it, `server.udp_segmentation` on).
 fn proxy_to(
     mode: &str,
     upstream: std::net::SocketAddr,
     rt: &tokio::runtime::Runtime,
     timeout: Duration,
 ) -> ndots::proxy::Running {
+    let (mode, segmentation) = match mode.strip_suffix("+segmentation") {
+        Some(mode) => (mode, true),
+        None => (mode, false),
+    };
     let yaml = format!(
-        "listen: [\"127.0.0.1:53\"]\nserver: {{workers: 1}}\ncluster: {{node_search: [ec2.internal]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
+        "listen: [\"127.0.0.1:53\"]\nserver: {{workers: 1, udp_segmentation: {segmentation}}}\ncluster: {{node_search: [ec2.internal]}}\nshortcut: {{mode: {mode}, zones: [github.com]}}\n"
     );
     let overrides = Overrides {
         upstreams: vec![(".".into(), upstream)],
