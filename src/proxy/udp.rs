@@ -494,6 +494,10 @@ fn send_batch(
             // path cannot segment (a smaller MTU, IPsec), segmentation is off for good; a reason
             // that is the client's (an unroutable address) leaves it on.
             let err = io::Error::last_os_error();
+            let segmenting_failed = matches!(
+                err.raw_os_error(),
+                Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::EOPNOTSUPP)
+            );
             gso.refused.increment(1);
             let dest = &to[plan.replies(&m)[0] as usize];
             for (k, &i) in plan.replies(&m).iter().enumerate() {
@@ -509,10 +513,6 @@ fn send_batch(
                         dest.len(),
                     )
                 };
-                let segmenting_failed = matches!(
-                    err.raw_os_error(),
-                    Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::EOPNOTSUPP)
-                );
                 if k == 0 && rc >= 0 && segmenting_failed {
                     gso.off(&err);
                 }
