@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 /// How much of the file the reader is given at a time, with the size checked before each.
 pub(super) const WINDOW: usize = 4 << 20;
-/// A window is renewed once fewer bytes than this are left in it: a whole record (pcap's
-/// largest packet and its header) always fits, so no record but the file's last straddles one.
-const AHEAD: usize = 256 << 10;
+/// A window is renewed once fewer bytes than this are left in it: the largest record the pcap
+/// reader takes (a packet and its header) always fits, so no record but the file's last
+/// straddles two windows (one that did would still be read, copied out by `read`).
+const AHEAD: usize = super::pcap::MAX_PACKET + 64;
 /// Pages behind the reader are let go of in steps of this much.
 const RELEASE: usize = 8 << 20;
 
