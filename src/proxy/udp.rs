@@ -248,7 +248,7 @@ pub fn run_worker(
         }
         engine_now.flush_events();
         if out_count > 0 {
-            let segment = gso.on && engine_now.config.server.udp_segmentation;
+            let segment = engine_now.config.server.udp_segmentation && gso.usable(now);
             send_batch(fd, &outs[..out_count], &out_to, segment, &mut gso);
         }
     }
@@ -282,13 +282,22 @@ const GSO_MAX_SEGMENT: usize = 1232;
 /// costs one pass through the IP stack per batch instead of one per answer. Only with
 /// `server.udp_segmentation`; never where the kernel does not know the option (before 4.18,
 /// where a control message of an unknown level is ignored and the replies would leave as one
-/// datagram), and not on this worker again after a send the kernel refused with it where a
-/// plain send went (an IPsec path, a smaller MTU).
+/// datagram), and not on this worker for [`SEGMENTATION_PAUSE`] after a send the kernel
+/// refused with it where a plain send went (an IPsec path, a smaller MTU). It is tried again
+/// after that: a path that changed back (a route, an MTU) gets it again, and one that still
+/// refuses costs one refused send (its replies sent one by one, counted `refused`) a pause.
 pub(super) struct Segmentation {
-    on: bool,
+    /// The kernel knows `UDP_SEGMENT` on this socket.
+    supported: bool,
+    /// Paused after a refusal, until then.
+    paused_until: Option<Instant>,
     sent: metrics::Counter,
     refused: metrics::Counter,
 }
+
+/// How long a worker sends one reply a send after the kernel refused a segmented send that it
+/// took one by one.
+const SEGMENTATION_PAUSE: Duration = Duration::from_secs(60);
 
 impl Segmentation {
     /// Probe the kernel on this socket: setting `UDP_SEGMENT` to 0 (no default segment size)
@@ -307,16 +316,35 @@ impl Segmentation {
         };
         let counter = |outcome| metrics::counter!(m::UDP_SEGMENTED_SENDS, "outcome" => outcome);
         Segmentation {
-            on: rc == 0,
+            supported: rc == 0,
+            paused_until: None,
             sent: counter("sent"),
             refused: counter("refused"),
         }
     }
 
-    fn off(&mut self, why: &io::Error) {
-        if self.on {
-            self.on = false;
-            tracing::warn!("UDP answers are sent one a send from now on: the kernel refused a segmented send that it took one by one ({why})");
+    /// Whether a batch sent `now` may be segmented: supported, and not paused (a pause that
+    /// has run out ends here).
+    fn usable(&mut self, now: Instant) -> bool {
+        match self.paused_until {
+            _ if !self.supported => false,
+            Some(until) if now < until => false,
+            Some(_) => {
+                self.paused_until = None;
+                tracing::info!("UDP answers to one client may leave as one segmented send again (server.udp_segmentation)");
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn pause(&mut self, why: &io::Error) {
+        if self.paused_until.is_none() {
+            self.paused_until = Some(Instant::now() + SEGMENTATION_PAUSE);
+            tracing::warn!(
+                "UDP answers are sent one a send for {} s: the kernel refused a segmented send that it took one by one ({why})",
+                SEGMENTATION_PAUSE.as_secs()
+            );
         }
     }
 }
@@ -491,8 +519,8 @@ fn send_batch(
         if m.count > 1 {
             // Whatever the kernel's reason, its answers go one by one. If the first of them
             // goes where the segmented send did not, with a reason that says the kernel or the
-            // path cannot segment (a smaller MTU, IPsec), segmentation is off for good; a reason
-            // that is the client's (an unroutable address) leaves it on.
+            // path cannot segment (a smaller MTU, IPsec), segmentation pauses; a reason that is
+            // the client's (an unroutable address) leaves it on.
             let err = io::Error::last_os_error();
             let segmenting_failed = matches!(
                 err.raw_os_error(),
@@ -514,7 +542,7 @@ fn send_batch(
                     )
                 };
                 if k == 0 && rc >= 0 && segmenting_failed {
-                    gso.off(&err);
+                    gso.pause(&err);
                 }
             }
         }
@@ -645,12 +673,12 @@ mod tests {
     /// segmentation on; each client must receive the very datagrams planned for it, one for
     /// each reply, in order (the oracle is the receiving socket). With `no_checksum` the
     /// server socket has SO_NO_CHECK, which the kernel refuses to segment (`EINVAL`).
-    /// Returns the messages the batch took and whether segmentation stayed on; `None` when the
-    /// kernel knows no UDP_SEGMENT (before 4.18).
-    fn replies_through_the_kernel(local: &str, no_checksum: bool) -> Option<(usize, bool)> {
+    /// Returns the messages the batch took and the worker's segmentation after it; `None` when
+    /// the kernel knows no UDP_SEGMENT (before 4.18).
+    fn replies_through_the_kernel(local: &str, no_checksum: bool) -> Option<(usize, Segmentation)> {
         let server = UdpSocket::bind(format!("{local}:0")).unwrap();
         let mut gso = Segmentation::probe(server.as_raw_fd());
-        if !gso.on {
+        if !gso.supported {
             let reason = "this kernel refuses UDP_SEGMENT (Linux 4.18+)";
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -701,29 +729,42 @@ mod tests {
             client.set_nonblocking(true).unwrap();
             assert!(client.recv(&mut buf).is_err(), "nothing more to client {c}");
         }
-        Some((messages, gso.on))
+        Some((messages, gso))
     }
 
     #[test]
     fn segmented_replies_arrive_as_the_datagrams_they_were() {
         for local in ["127.0.0.1", "::1"] {
-            let Some((messages, on)) = replies_through_the_kernel(local, false) else {
+            let Some((messages, mut gso)) = replies_through_the_kernel(local, false) else {
                 return;
             };
             assert_eq!(messages, 3, "{local}: 12 replies in 3 segmented messages");
-            assert!(on, "{local}");
+            assert!(gso.usable(Instant::now()), "{local}");
         }
     }
 
     /// A segmented send the kernel refuses (here: a socket without UDP checksums) is sent one
-    /// reply a send, and the worker stops segmenting.
+    /// reply a send, and the worker pauses segmenting; it tries again once the pause is over.
     #[test]
     fn a_refused_segmented_send_went_out_one_reply_at_a_time() {
-        let Some((messages, on)) = replies_through_the_kernel("127.0.0.1", true) else {
+        let Some((messages, mut gso)) = replies_through_the_kernel("127.0.0.1", true) else {
             return;
         };
         assert_eq!(messages, 3);
-        assert!(!on, "segmentation off after the kernel refused it");
+        let now = Instant::now();
+        assert!(
+            !gso.usable(now),
+            "segmentation paused after the kernel refused it"
+        );
+        assert!(!gso.usable(now + SEGMENTATION_PAUSE / 2));
+        assert!(
+            gso.usable(now + SEGMENTATION_PAUSE),
+            "tried again after the pause"
+        );
+        assert!(
+            gso.usable(now + SEGMENTATION_PAUSE / 2),
+            "the pause is over"
+        );
     }
 
     #[test]
