@@ -464,7 +464,9 @@ pub struct ServerSection {
     /// saves about an eighth of the CPU per answer for clients that pipeline on one socket
     /// (benches/README.md). Until the kernel cuts it, the send is one large packet: a capture
     /// on a veth or `any` (tcpdump, packet-based DNS monitoring) shows several answers in one
-    /// datagram, and firewall or eBPF rules that look at one packet see them together. After a
+    /// datagram (tshark reads only the first of them; `ndots analyze` reads each), and firewall
+    /// or eBPF rules that look at one packet see them together. Tested to a pod behind a veth
+    /// through NOTRACK and through a conntrack DNAT (tests/node_local.rs). After a
     /// send the kernel refuses (an IPsec path, a smaller MTU), that worker sends one by one for
     /// a minute, then tries again (each refusal counted in `ndots_udp_segmented_sends_total`).
     /// Default `false`.

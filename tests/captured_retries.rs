@@ -11,8 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::clients::{build_musl_client, glibc_addresses, musl_addresses};
 use common::netns;
@@ -24,36 +23,6 @@ const NAME: &str = "api.github.com.";
 /// The walk's first candidate (ndots:5 tries the search list first).
 const FIRST_CANDIDATE: &str = "api.github.com.default.svc.cluster.local.";
 const AAAA: u16 = 28;
-
-/// `dumpcap` on loopback, DNS only, writing a pcap; started once the file is there.
-fn capture(file: &Path) -> Child {
-    let child = Command::new("dumpcap")
-        .args(["-q", "-i", "lo", "-P", "-f", "udp port 53", "-w"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dumpcap runs");
-    let t = Instant::now();
-    while std::fs::metadata(file).map_or(0, |m| m.len()) == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "dumpcap wrote nothing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The file header is written when the capture is open; let the filter settle.
-    std::thread::sleep(Duration::from_millis(300));
-    child
-}
-
-/// Stop dumpcap (SIGINT: it writes what it holds) and wait for it.
-fn stop(mut child: Child) {
-    std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
-}
 
 fn analyze(pcap: &Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
@@ -127,9 +96,9 @@ fn a_stub_retry_after_a_lost_query_was_read_as_a_timeout_and_a_second_lookup() {
             .join(format!("{}.pcap", stub.replace([' ', ','], "_")));
         server.drop_once(lost, AAAA);
         server.take_log();
-        let dumpcap = capture(&pcap);
+        let dumpcap = common::tools::dumpcap("lo", &pcap);
         let addrs = ask();
-        stop(dumpcap);
+        common::tools::stop_dumpcap(dumpcap);
         let log = server.take_log();
         assert_eq!(
             addrs,

@@ -11,6 +11,11 @@
 //! `nft flush ruleset` and after a rule deleted by hand the reconciler puts the NOTRACK table
 //! and the rules back, once; `ndots node-local teardown` leaves no link, address, table or rule
 //! of ours and every rule of the node's.
+//!
+//! `server.udp_segmentation` on a node's paths to a pod (NOTRACK v4 and v6, a ClusterIP
+//! DNAT'ed by conntrack): pipelined answers leave as segmented sends and each reaches the pod
+//! as the datagram it was; a capture on the veth holds the merged packets, and `ndots analyze`
+//! counts every query and answer in it.
 
 mod common;
 
@@ -763,4 +768,221 @@ fn hardened_node_iptables_nft_answers_restores_and_tears_down() {
         "hardened_node_iptables_nft_answers_restores_and_tears_down",
         "nft",
     );
+}
+
+/// A UDP socket in the pod's network namespace, connected to `to`: made on a thread that
+/// enters the namespace (a network namespace is per thread), used from any thread after.
+fn pod_socket(to: std::net::SocketAddr) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open("/run/netns/pod").unwrap();
+        // SAFETY: moves only this thread into the namespace, by an fd we hold open.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = std::net::UdpSocket::bind(any).unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// The proxy's `ndots_udp_segmented_sends_total` for `outcome`.
+fn segmented_sends(admin: std::net::SocketAddr, outcome: &str) -> f64 {
+    let (_, text) = common::tools::http_get(admin, "/metrics").expect("metrics");
+    common::tools::metric_sum(
+        &text,
+        &format!("ndots_udp_segmented_sends_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// From a pod's socket (connected: only answers from `to` arrive), `COPIES` cached queries for
+/// each name in one `sendmmsg`, as a forwarder or dnsperf pipelines them. Each must come back
+/// once, as a datagram of its own: its ID, its question, the address, and the length of the
+/// answer to one query asked alone (a datagram holding two answers, or cut, would differ).
+/// Returns the queries sent.
+fn pipelined_from_pod(
+    sock: &std::net::UdpSocket,
+    names: &[(String, Ipv4Addr)],
+    id: &mut u16,
+) -> usize {
+    use ndots::wire;
+    const COPIES: usize = 8;
+    let mut buf = [0u8; 4096];
+    let mut next_id = || {
+        *id = id.wrapping_add(1).max(1);
+        *id
+    };
+    let mut ask_alone = |name: &str, id: u16| {
+        let mut q = Vec::new();
+        wire::build_query(id, name, wire::TYPE_A, false, &mut q).unwrap();
+        sock.send(&q).unwrap();
+        let n = sock.recv(&mut buf).expect("an answer to one query");
+        assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), id);
+        buf[..n].to_vec()
+    };
+    let mut expect = std::collections::HashMap::new();
+    let mut queries = Vec::new();
+    for (name, ip) in names {
+        // The first may be a miss (answered off the listener thread); the second is the
+        // cached answer the pipelined ones get.
+        ask_alone(name, next_id());
+        let alone = ask_alone(name, next_id());
+        assert_eq!(common::dns::first_a(&alone), Some(*ip), "{name}");
+        for _ in 0..COPIES {
+            let id = next_id();
+            let mut q = Vec::new();
+            wire::build_query(id, name, wire::TYPE_A, false, &mut q).unwrap();
+            expect.insert(id, (q[12..].to_vec(), alone.len(), *ip));
+            queries.push(q);
+        }
+    }
+    assert_eq!(common::dns::send_batch(sock, &queries), queries.len());
+    while !expect.is_empty() {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+            panic!("{e}: {} of {} answers missing", expect.len(), queries.len())
+        });
+        let got = &buf[..n];
+        let id = u16::from_be_bytes([got[0], got[1]]);
+        let (question, len, ip) = expect
+            .remove(&id)
+            .unwrap_or_else(|| panic!("an answer with ID {id} not asked or twice"));
+        assert_eq!(n, len, "ID {id}: one answer a datagram");
+        // The query has no OPT: after its header, its question alone, which the answer repeats.
+        assert_eq!(
+            got.get(12..12 + question.len()),
+            Some(&question[..]),
+            "ID {id}"
+        );
+        assert_eq!(common::dns::first_a(got), Some(ip), "ID {id}");
+    }
+    sock.set_nonblocking(true).unwrap();
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "a datagram more than the answers"
+    );
+    sock.set_nonblocking(false).unwrap();
+    queries.len()
+}
+
+/// `server.udp_segmentation` on a node's real paths to a pod: answers leave the node-local
+/// addresses (NOTRACK, v4 and v6) and a ClusterIP DNAT'ed by conntrack to the node's address
+/// (as kube-proxy's iptables or nftables mode would), through the pod's veth. Each path must
+/// carry segmented sends (the counter grows, none refused) and every pipelined answer arrives
+/// as the datagram it was. `dumpcap` on the veth sees what a node's packet capture sees, and
+/// `ndots analyze` must count every query and answer in it.
+#[test]
+fn segmented_answers_reach_a_pod_through_veth_notrack_and_dnat() {
+    let test = "segmented_answers_reach_a_pod_through_veth_notrack_and_dnat";
+    let Some(ns) = netns::enter(test) else {
+        return;
+    };
+    for tool in ["nft", "ip", "dumpcap"] {
+        if netns::which(tool).is_none() {
+            netns::skip_or_fail(&format!("{tool} is not installed (scripts/deps)"));
+            return;
+        }
+    }
+    let up = Upstream::start();
+    let names: Vec<(String, Ipv4Addr)> = (0..4u8)
+        .map(|i| {
+            let name = format!(
+                "svc{}.{}ns.svc.cluster.local.",
+                "x".repeat(i as usize * 5),
+                i
+            );
+            let ip = Ipv4Addr::new(10, 0, 0, 10 + i);
+            up.add(&name, 1, Rec::A(ip, 3600));
+            (name, ip)
+        })
+        .collect();
+    make_pod();
+    // kube-proxy's part: the ClusterIP 10.96.0.10 DNAT'ed to the node's address on the veth.
+    run(
+        "nft",
+        &["add table ip kubeproxy; \
+             add chain ip kubeproxy pre { type nat hook prerouting priority -100; }; \
+             add rule ip kubeproxy pre ip daddr 10.96.0.10 udp dport 53 dnat to 198.51.100.1:53"],
+    );
+    let dir = ns.scratch();
+    let config = dir.join("segmentation.yaml");
+    let log = dir.join("proxy.log");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"{admin}\"\n\
+             listen: [\"198.51.100.1:53\"]\n\
+             server: {{workers: 1, shutdown_grace: 1s, udp_segmentation: true}}\n\
+             allow: [198.51.100.0/24, \"2001:db8::/32\"]\n\
+             node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
+             notrack: true\n",
+            up.addr,
+            link_kind()
+        ),
+    )
+    .unwrap();
+    let pcap = dir.join("veth.pcap");
+    let dumpcap = common::tools::dumpcap("vpod", &pcap);
+    let _proxy = start_proxy(&config, &log);
+    wait_serving(&log);
+    assert!(
+        eventually(|| notrack_rules_now() > 0),
+        "no NOTRACK rules; the proxy's log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut id = 0;
+    let mut sent = 0;
+    for (path, to) in [
+        ("node-local v4, NOTRACK", format!("{V4}:53")),
+        ("node-local v6, NOTRACK", format!("[{V6}]:53")),
+        ("ClusterIP, DNAT and conntrack", "10.96.0.10:53".to_string()),
+    ] {
+        let sock = pod_socket(to.parse().unwrap());
+        let before = segmented_sends(admin, "sent");
+        // A batch the listener takes in several reads groups less; a few rounds make sure
+        // this path carried segmented sends at all.
+        for _ in 0..5 {
+            sent += pipelined_from_pod(&sock, &names, &mut id) + 2 * names.len();
+            if segmented_sends(admin, "sent") > before {
+                break;
+            }
+        }
+        let after = segmented_sends(admin, "sent");
+        eprintln!("{path}: {} segmented sends", after - before);
+        assert!(after > before, "{path}: no segmented send");
+    }
+    assert_eq!(segmented_sends(admin, "refused"), 0.0);
+    common::tools::stop_dumpcap(dumpcap);
+
+    // What the capture on the veth holds: every query and every answer, read by ndots.
+    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
+        .args(["analyze", "--format", "json"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let input = &report["input"];
+    let frames = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-Y", "dns.flags.response == 1"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0);
+    eprintln!("on the veth: {frames} frames with answers for {sent} answers; analyze: {input}");
+    assert_eq!(input["queries"], sent as u64, "{input}");
+    assert_eq!(input["responses"], sent as u64, "{input}");
+    assert_eq!(input["unanswered"], 0, "{input}");
+    assert_eq!(input["unmatched_responses"], 0, "{input}");
+    assert_eq!(input["duplicates"], 0, "{input}");
 }

@@ -232,3 +232,33 @@ impl Proc {
         unsafe { libc::kill(self.0.id() as i32, sig) };
     }
 }
+
+/// `dumpcap` on `iface`, UDP port 53 only, writing a pcap to `file`; returns once it captures.
+pub fn dumpcap(iface: &str, file: &std::path::Path) -> Child {
+    let child = Command::new("dumpcap")
+        .args(["-q", "-i", iface, "-P", "-f", "udp port 53", "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dumpcap runs");
+    let t = std::time::Instant::now();
+    while std::fs::metadata(file).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "dumpcap wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The file header is written when the capture is open; let the filter settle.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Stop dumpcap (SIGINT: it writes what it holds) and wait for it.
+pub fn stop_dumpcap(mut child: Child) {
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+}
