@@ -790,7 +790,10 @@ mod tests {
         for e in std::fs::read_dir(&samples).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                paths.push(p);
+                // Copied: a read lease needs a file of our own (or CAP_LEASE).
+                let ours = dir.path().join(p.file_name().unwrap());
+                std::fs::copy(&p, &ours).unwrap();
+                paths.push(ours);
             }
         }
         assert!(paths.len() > 20, "{paths:?}");
