@@ -88,12 +88,21 @@ but this run; read it as a stream instead, e.g. `ndots analyze - < FILE`\n";
             libc::_exit(1);
         }
     }
-    // Not ours: the default action, when the faulting access runs again.
-    // SAFETY: signal(2) is async-signal-safe.
+    // Not ours: the handler there was before (Rust's runtime has one for stack overflows), or
+    // the default action, when the faulting access runs again.
+    // SAFETY: sigaction(2) is async-signal-safe; the old action was written once, before this
+    // handler was installed, and is only read after.
     unsafe {
-        libc::signal(sig, libc::SIG_DFL);
+        let old = &raw const PREVIOUS_BUS_ACTION;
+        if libc::sigaction(sig, (*old).as_ptr(), std::ptr::null_mut()) != 0 {
+            libc::signal(sig, libc::SIG_DFL);
+        }
     }
 }
+
+/// The SIGBUS action before ours, put back for a fault outside our mappings.
+static mut PREVIOUS_BUS_ACTION: std::mem::MaybeUninit<libc::sigaction> =
+    std::mem::MaybeUninit::zeroed();
 
 /// Install the SIGIO (lease break) and SIGBUS handlers once; false if the kernel refused.
 fn handlers_installed() -> bool {
@@ -108,9 +117,10 @@ fn handlers_installed() -> bool {
             io.sa_flags = libc::SA_RESTART;
             let mut bus: libc::sigaction = std::mem::zeroed();
             bus.sa_sigaction = on_bus_error as *const () as usize;
-            bus.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            bus.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+            let previous = (&raw mut PREVIOUS_BUS_ACTION).cast::<libc::sigaction>();
             libc::sigaction(libc::SIGIO, &io, std::ptr::null_mut()) == 0
-                && libc::sigaction(libc::SIGBUS, &bus, std::ptr::null_mut()) == 0
+                && libc::sigaction(libc::SIGBUS, &bus, previous) == 0
         };
         OK.store(ok, Ordering::SeqCst);
     });
