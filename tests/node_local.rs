@@ -124,6 +124,29 @@ fn start_proxy(config: &Path, log: &Path) -> Proxy {
     )
 }
 
+/// Write a node-local proxy's config to `path`: `upstream`, the node-local addresses with
+/// NOTRACK, an admin listener on a free port (returned), and `extra` (its own lines).
+fn node_local_config(
+    path: &Path,
+    upstream: std::net::SocketAddr,
+    extra: &str,
+) -> std::net::SocketAddr {
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
+        .parse()
+        .unwrap();
+    std::fs::write(
+        path,
+        format!(
+            "upstreams: [{{zone: ., servers: [\"{upstream}\"]}}]\nadmin: \"{admin}\"\n{extra}\
+             node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
+             notrack: true\n",
+            link_kind()
+        ),
+    )
+    .unwrap();
+    admin
+}
+
 /// `dummy` as NodeLocal DNSCache uses, where the kernel has it; a port-less bridge otherwise
 /// (some VM kernels are built without CONFIG_DUMMY).
 fn link_kind() -> &'static str {
@@ -201,21 +224,11 @@ fn node_local_address_survives_restarts_and_crash_loops() {
     up.add(NAME, 1, Rec::A(Ipv4Addr::new(10, 96, 0, 10), 1));
     let dir = ns.scratch();
     let config = dir.join("node-local.yaml");
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
-        .parse()
-        .unwrap();
-    std::fs::write(
+    let admin = node_local_config(
         &config,
-        format!(
-            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"{admin}\"\n\
-             server: {{workers: 1, shutdown_grace: 1s}}\n\
-             node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
-             notrack: true\n",
-            up.addr,
-            link_kind()
-        ),
-    )
-    .unwrap();
+        up.addr,
+        "server: {workers: 1, shutdown_grace: 1s}\n",
+    );
     let log = dir.join("proxy.log");
     let monitor = Monitor::start(dir);
     assert!(
@@ -909,23 +922,13 @@ fn segmented_answers_reach_a_pod_through_veth_notrack_and_dnat() {
     let dir = ns.scratch();
     let config = dir.join("segmentation.yaml");
     let log = dir.join("proxy.log");
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", common::tools::free_port())
-        .parse()
-        .unwrap();
-    std::fs::write(
+    let admin = node_local_config(
         &config,
-        format!(
-            "upstreams: [{{zone: ., servers: [\"{}\"]}}]\nadmin: \"{admin}\"\n\
-             listen: [\"198.51.100.1:53\"]\n\
-             server: {{workers: 1, shutdown_grace: 1s, udp_segmentation: true}}\n\
-             allow: [198.51.100.0/24, \"2001:db8::/32\"]\n\
-             node_local:\n  enabled: true\n  kind: {}\n  addresses: [\"{V4}\", \"{V6}\"]\n  \
-             notrack: true\n",
-            up.addr,
-            link_kind()
-        ),
-    )
-    .unwrap();
+        up.addr,
+        "listen: [\"198.51.100.1:53\"]\n\
+         server: {workers: 1, shutdown_grace: 1s, udp_segmentation: true}\n\
+         allow: [198.51.100.0/24, \"2001:db8::/32\"]\n",
+    );
     let pcap = dir.join("veth.pcap");
     let dumpcap = common::tools::dumpcap("vpod", &pcap);
     let _proxy = start_proxy(&config, &log);
@@ -960,17 +963,11 @@ fn segmented_answers_reach_a_pod_through_veth_notrack_and_dnat() {
     common::tools::stop_dumpcap(dumpcap);
 
     // What the capture on the veth holds: every query and every answer, read by ndots.
-    let out = Command::new(env!("CARGO_BIN_EXE_ndots"))
-        .args(["analyze", "--format", "json"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = common::tools::run_json(
+        Command::new(env!("CARGO_BIN_EXE_ndots"))
+            .args(["analyze", "--format", "json"])
+            .arg(&pcap),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let input = &report["input"];
     let frames = Command::new("tshark")
         .args(["-r"])
