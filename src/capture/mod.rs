@@ -31,7 +31,6 @@ pub mod dnsperf;
 pub mod dnstap;
 pub mod jsonl;
 mod link;
-mod mapped;
 mod merge;
 mod pair;
 pub mod pcap;
@@ -320,26 +319,6 @@ pub struct Capture {
 }
 
 impl Capture {
-    fn with_reader(
-        reader: Box<dyn Reader>,
-        format: Format,
-        opts: &Options,
-        leading: Option<Unreadable>,
-    ) -> Capture {
-        Capture {
-            reader,
-            format,
-            strict: opts.strict,
-            done: false,
-            events: 0,
-            unreadable: 0,
-            first_unreadable: Vec::new(),
-            leading,
-            latest_answered: 0,
-            rewinds: 0,
-        }
-    }
-
     pub fn format(&self) -> Format {
         self.format
     }
@@ -534,31 +513,18 @@ pub(crate) fn from_reader_named(
         Format::Jsonl => Box::new(jsonl::JsonlReader::new(input)),
         Format::Dnsperf => Box::new(dnsperf::DnsperfReader::new(input)),
     };
-    Ok(Capture::with_reader(reader, format, opts, leading))
-}
-
-/// An uncompressed pcap or pcapng capture in a regular file, read through a memory map
-/// ([`mapped`]) with `read` counting the bytes read; the file back when it is anything else
-/// (or cannot be mapped), to be read as a stream.
-pub(crate) fn open_mapped(
-    file: File,
-    opts: &Options,
-    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> Result<Capture, File> {
-    if !matches!(opts.format, None | Some(Format::Pcap)) {
-        return Err(file);
-    }
-    let Ok(again) = file.try_clone() else {
-        return Err(file);
-    };
-    let Some(map) = mapped::Mapped::new(file, read) else {
-        return Err(again);
-    };
-    if detect(map.head(4)) != Some(Format::Pcap) {
-        return Err(again);
-    }
-    let reader = Box::new(pcap::PcapReader::new(map, opts));
-    Ok(Capture::with_reader(reader, Format::Pcap, opts, None))
+    Ok(Capture {
+        reader,
+        format,
+        strict: opts.strict,
+        done: false,
+        events: 0,
+        unreadable: 0,
+        first_unreadable: Vec::new(),
+        leading,
+        latest_answered: 0,
+        rewinds: 0,
+    })
 }
 
 /// A query name as a text capture (CoreDNS log, dnsperf file, JSON lines) writes it, as the
@@ -768,96 +734,6 @@ impl<R: io::BufRead> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every pcap and pcapng sample, a synthetic capture that spans several map windows, and
-    /// the same cut inside its last record, read through the memory map and as a stream: the
-    /// same events and the same counts, unreadable records and their positions included.
-    #[test]
-    fn a_capture_read_through_the_map_gives_what_a_stream_read_gives() {
-        let dir = tempfile::tempdir().unwrap();
-        let synthetic = dir.path().join("walks.pcap");
-        let cfg = synth::SynthConfig {
-            queries: 40_000,
-            ..synth::SynthConfig::default()
-        };
-        synth::write(&cfg, File::create(&synthetic).unwrap()).unwrap();
-        let cut = dir.path().join("cut.pcap");
-        let bytes = std::fs::read(&synthetic).unwrap();
-        assert!(bytes.len() > 2 * mapped::WINDOW, "{} bytes", bytes.len());
-        std::fs::write(&cut, &bytes[..bytes.len() - 30]).unwrap();
-        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pcap");
-        let mut paths = vec![synthetic, cut];
-        for e in std::fs::read_dir(&samples).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                // Copied: a read lease needs a file of our own (or CAP_LEASE).
-                let ours = dir.path().join(p.file_name().unwrap());
-                std::fs::copy(&p, &ours).unwrap();
-                paths.push(ours);
-            }
-        }
-        assert!(paths.len() > 20, "{paths:?}");
-        let opts = Options::default();
-        for p in &paths {
-            let mut stream = open_with(p, &opts).unwrap();
-            let read = std::sync::Arc::default();
-            let Ok(mut map) = open_mapped(File::open(p).unwrap(), &opts, read) else {
-                panic!("{} was not mapped", p.display());
-            };
-            let a: Vec<_> = stream.by_ref().collect();
-            let b: Vec<_> = map.by_ref().collect();
-            assert!(!a.is_empty(), "{}", p.display());
-            assert!(a == b, "{}: the events differ", p.display());
-            assert_eq!(stream.stats(), map.stats(), "{}", p.display());
-        }
-        // A cut record is counted, not lost.
-        let mut cut = open_mapped(File::open(&paths[1]).unwrap(), &opts, Default::default())
-            .ok()
-            .unwrap();
-        cut.by_ref().for_each(drop);
-        assert_eq!(cut.stats().counts.unreadable, 1);
-    }
-
-    /// What is not an uncompressed pcap in a regular file is handed back, to be read as a stream.
-    #[test]
-    fn only_an_uncompressed_pcap_is_mapped() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("coredns.log");
-        std::fs::write(
-            &log,
-            "[INFO] 10.0.0.1:1 - 1 \"A IN a.b. udp 20 false 512\" NOERROR qr 20 0.001s\n",
-        )
-        .unwrap();
-        let opts = Options::default();
-        assert!(open_mapped(File::open(&log).unwrap(), &opts, Default::default()).is_err());
-        let gz = dir.path().join("c.pcap.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
-        synth::write(
-            &synth::SynthConfig {
-                queries: 10,
-                ..Default::default()
-            },
-            &mut enc,
-        )
-        .unwrap();
-        enc.finish().unwrap();
-        assert!(open_mapped(File::open(&gz).unwrap(), &opts, Default::default()).is_err());
-        let forced = Options {
-            format: Some(Format::Jsonl),
-            ..Options::default()
-        };
-        let pcap = dir.path().join("c.pcap");
-        synth::write(
-            &synth::SynthConfig {
-                queries: 10,
-                ..Default::default()
-            },
-            File::create(&pcap).unwrap(),
-        )
-        .unwrap();
-        assert!(open_mapped(File::open(&pcap).unwrap(), &forced, Default::default()).is_err());
-        assert!(open_mapped(File::open(&pcap).unwrap(), &opts, Default::default()).is_ok());
-    }
 
     /// A rewind is told by the time of the record an event was read from (its answer's): a
     /// slow answer's query, seconds before the latest record, is none; a record more than

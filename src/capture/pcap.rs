@@ -23,7 +23,7 @@ use super::tcp::{FlowKey, Reassembler};
 use super::{InputCounts, Options, Position, Reader, Unreadable};
 
 /// Largest packet accepted: the largest snap length libpcap uses (262 144) with room to spare.
-pub(super) const MAX_PACKET: usize = 1 << 20;
+const MAX_PACKET: usize = 1 << 20;
 /// Largest pcapng block accepted (Enhanced Packet Blocks carry one packet; other blocks, such as
 /// name resolution, can be larger but not sensibly beyond this).
 const MAX_BLOCK: usize = 16 << 20;

@@ -388,10 +388,6 @@ fn open_counted(path: &Path, opts: &Options) -> Result<super::merge::Opened, Ope
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    let file = match super::open_mapped(file, opts, read.clone()) {
-        Ok(cap) => return Ok(super::merge::Opened { cap, size, read }),
-        Err(file) => file,
-    };
     let input = Counted {
         inner: file,
         read: read.clone(),
