@@ -34,6 +34,7 @@ mod link;
 mod merge;
 mod pair;
 pub mod pcap;
+mod read_ahead;
 pub mod session;
 pub mod synth;
 mod tcp;
@@ -428,12 +429,52 @@ pub fn open_with(path: impl AsRef<Path>, opts: &Options) -> Result<Capture, Open
             error,
         })?)
     };
-    from_reader_named(input, opts, &name)
+    from_reader_named(input, opts, &name, Ahead::Thread)
 }
 
 /// Read a capture from any byte stream.
 pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Capture, OpenError> {
-    from_reader_named(input, opts, "<input>")
+    from_reader_named(input, opts, "<input>", Ahead::Buffer)
+}
+
+/// How a capture's bytes are read ahead of its dissecting.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Ahead {
+    /// On a thread of their own ([`read_ahead`]): files and standard input.
+    Thread,
+    /// A buffer filled by the dissecting thread: bytes already in memory, fuzzing.
+    Buffer,
+}
+
+/// A capture's byte stream as its format reader takes it.
+enum Input {
+    Buffered(BufReader<Box<dyn Read + Send>>),
+    Ahead(read_ahead::ReadAhead),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Buffered(r) => r.read(buf),
+            Input::Ahead(r) => r.read(buf),
+        }
+    }
+}
+
+impl io::BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Input::Buffered(r) => r.fill_buf(),
+            Input::Ahead(r) => r.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        match self {
+            Input::Buffered(r) => r.consume(amt),
+            Input::Ahead(r) => r.consume(amt),
+        }
+    }
 }
 
 const PEEK: usize = 4096;
@@ -442,6 +483,7 @@ pub(crate) fn from_reader_named(
     input: Box<dyn Read + Send>,
     opts: &Options,
     name: &str,
+    ahead: Ahead,
 ) -> Result<Capture, OpenError> {
     let io_err = |error| OpenError::Io {
         path: name.to_string(),
@@ -505,7 +547,10 @@ pub(crate) fn from_reader_named(
             })
         }
     };
-    let input = BufReader::with_capacity(256 * 1024, input);
+    let input = match ahead {
+        Ahead::Thread => Input::Ahead(read_ahead::ReadAhead::spawn(input).map_err(io_err)?),
+        Ahead::Buffer => Input::Buffered(BufReader::with_capacity(read_ahead::CHUNK, input)),
+    };
     let reader: Box<dyn Reader> = match format {
         Format::Pcap => Box::new(pcap::PcapReader::new(input, opts)),
         Format::CorednsLog => Box::new(coredns_log::CorednsLogReader::new(input)),

@@ -392,7 +392,7 @@ fn open_counted(path: &Path, opts: &Options) -> Result<super::merge::Opened, Ope
         inner: file,
         read: read.clone(),
     };
-    let cap = super::from_reader_named(Box::new(input), opts, &name)?;
+    let cap = super::from_reader_named(Box::new(input), opts, &name, super::Ahead::Thread)?;
     Ok(super::merge::Opened { cap, size, read })
 }
 
