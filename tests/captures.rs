@@ -376,6 +376,80 @@ fn truncated_pcaps_report_one_position_and_keep_the_rest() {
     }
 }
 
+/// Every item of `c` and its stats; fails rather than hangs when reading does not end.
+fn drain_bounded(mut c: capture::Capture, limit: usize) -> (u64, Stats) {
+    let mut events = 0;
+    for (i, item) in c.by_ref().enumerate() {
+        assert!(i < limit, "reading did not end after {limit} items");
+        events += item.is_ok() as u64;
+    }
+    (events, c.stats())
+}
+
+/// fa0adc7 read captures on a thread that ends the input at its first read error, and the pcap
+/// reader's fast path dropped an error met between two records: a gzip'd pcap cut in its
+/// trailer read as whole (0 unreadable, `analyze --strict` exit 0). On the buffer path, a gzip'd
+/// log cut short read the error again and again (one unreadable line a read, never ending).
+#[test]
+fn a_cut_compressed_capture_counts_its_error_once_on_either_read_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // A log long enough that its cut stream holds more than the format's first 4 KiB: the
+    // largest sample, 50 times over.
+    let long_log = dir.path().join("long.log");
+    let log = log_samples()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::write(&long_log, std::fs::read(log).unwrap().repeat(50)).unwrap();
+    let samples = [
+        (data("pcap/dnscap-dns.pcap"), Format::Pcap),
+        (long_log, Format::CorednsLog),
+    ];
+    for (sample, format) in samples {
+        let opts = Options {
+            format: Some(format),
+            ..Options::default()
+        };
+        let (whole, _) = read_all(&sample, &opts);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&std::fs::read(&sample).unwrap()).unwrap();
+        let gz = gz.finish().unwrap();
+        // In the trailer (every record inflated already) and in the middle of the stream.
+        for cut in [gz.len() - 4, gz.len() / 2] {
+            let path = dir.path().join(format!("cut-{cut}.gz"));
+            std::fs::write(&path, &gz[..cut]).unwrap();
+            let limit = whole.len() * 2 + 100;
+            let from_file = drain_bounded(capture::open_with(&path, &opts).unwrap(), limit);
+            let in_memory = capture::from_reader(Box::new(Cursor::new(gz[..cut].to_vec())), &opts);
+            let in_memory = drain_bounded(in_memory.unwrap(), limit);
+            for (how, (events, s)) in [("file", from_file), ("memory", in_memory)] {
+                let at = format!(
+                    "{} cut at {cut} of {}, read from {how}",
+                    sample.display(),
+                    gz.len()
+                );
+                assert_eq!(s.counts.unreadable, 1, "{at}: {:?}", s.first_unreadable);
+                assert!(
+                    ["end of file", "deflate stream"]
+                        .iter()
+                        .any(|cut| s.first_unreadable[0].reason.contains(cut)),
+                    "{at}: {:?}",
+                    s.first_unreadable
+                );
+                if cut == gz.len() - 4 {
+                    assert_eq!(
+                        events,
+                        whole.len() as u64,
+                        "{at}: every record came before the cut"
+                    );
+                } else {
+                    assert!(events < whole.len() as u64, "{at}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn garbage_lines_are_counted_with_their_line_numbers() {
     let good = r#"[INFO] 10.244.0.5:53211 - 38126 "A IN web.prod.svc.cluster.local. udp 58 false 512" NXDOMAIN qr,aa,rd 151 0.000123s"#;

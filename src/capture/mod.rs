@@ -440,39 +440,57 @@ pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Captur
 /// How a capture's bytes are read ahead of its dissecting.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Ahead {
-    /// On a thread of their own ([`read_ahead`]): files and standard input.
+    /// On a thread of their own ([`read_ahead`]): what `open` and the sessions read (files,
+    /// standard input).
     Thread,
-    /// A buffer filled by the dissecting thread: bytes already in memory, fuzzing.
+    /// A buffer the dissecting thread fills: [`from_reader`]'s callers (bytes in memory, the
+    /// fuzz targets).
     Buffer,
 }
 
-/// A capture's byte stream as its format reader takes it.
-enum Input {
+/// A capture's byte stream as its format reader takes it. Either way the input ends at its
+/// first read error (`Interrupted` aside), after the error is returned: the format readers
+/// count it as one unreadable record, where reading on would loop on a cut gzip stream (one
+/// unreadable line a read, for ever) or skip what the error cut.
+struct Input {
+    bytes: Bytes,
+    failed: bool,
+}
+
+enum Bytes {
     Buffered(BufReader<Box<dyn Read + Send>>),
     Ahead(read_ahead::ReadAhead),
 }
 
 impl Read for Input {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Input::Buffered(r) => r.read(buf),
-            Input::Ahead(r) => r.read(buf),
-        }
+        let avail = io::BufRead::fill_buf(self)?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
     }
 }
 
 impl io::BufRead for Input {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        match self {
-            Input::Buffered(r) => r.fill_buf(),
-            Input::Ahead(r) => r.fill_buf(),
+        if self.failed {
+            return Ok(&[]);
         }
+        let got = match &mut self.bytes {
+            Bytes::Buffered(r) => r.fill_buf(),
+            Bytes::Ahead(r) => r.fill_buf(),
+        };
+        if let Err(e) = &got {
+            self.failed = e.kind() != io::ErrorKind::Interrupted;
+        }
+        got
     }
 
     fn consume(&mut self, amt: usize) {
-        match self {
-            Input::Buffered(r) => r.consume(amt),
-            Input::Ahead(r) => r.consume(amt),
+        match &mut self.bytes {
+            Bytes::Buffered(r) => r.consume(amt),
+            Bytes::Ahead(r) => r.consume(amt),
         }
     }
 }
@@ -547,9 +565,20 @@ pub(crate) fn from_reader_named(
             })
         }
     };
-    let input = match ahead {
-        Ahead::Thread => Input::Ahead(read_ahead::ReadAhead::spawn(input).map_err(io_err)?),
-        Ahead::Buffer => Input::Buffered(BufReader::with_capacity(read_ahead::CHUNK, input)),
+    let bytes = match ahead {
+        Ahead::Thread => {
+            Bytes::Ahead(
+                read_ahead::ReadAhead::spawn(input).map_err(|e| OpenError::Bad {
+                    path: name.to_string(),
+                    reason: format!("starting a thread to read it: {e}"),
+                })?,
+            )
+        }
+        Ahead::Buffer => Bytes::Buffered(BufReader::with_capacity(read_ahead::CHUNK, input)),
+    };
+    let input = Input {
+        bytes,
+        failed: false,
     };
     let reader: Box<dyn Reader> = match format {
         Format::Pcap => Box::new(pcap::PcapReader::new(input, opts)),

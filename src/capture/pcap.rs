@@ -187,22 +187,31 @@ impl<R: BufRead + Send> PcapReader<R> {
         };
         let at = self.offset;
         // Fast path: header and packet both in the read buffer are dissected where they lie,
-        // with no copy (the usual case; the buffer is 256 KiB).
-        if let Ok(avail) = self.input.fill_buf() {
-            if avail.len() >= 16 {
-                let caplen = u32_at(avail, 8, big_endian) as usize;
-                if caplen <= MAX_PACKET && avail.len() >= 16 + caplen {
-                    self.packet_no += 1;
-                    let sec = u32_at(avail, 0, big_endian) as u64;
-                    let frac = u32_at(avail, 4, big_endian) as u64;
-                    let ts = Timestamp(sec * 1_000_000 + if nanos { frac / 1000 } else { frac });
-                    self.last_ts = ts;
-                    let pos = Position::Packet(self.packet_no);
-                    self.net.packet(linktype, &avail[16..16 + caplen], ts, pos);
-                    self.input.consume(16 + caplen);
-                    self.offset += (16 + caplen) as u64;
-                    return;
-                }
+        // with no copy (the usual case; the buffer is 256 KiB). A read error here is the
+        // record's: the input ends after one (`Input`), so it is counted now or never.
+        let avail = match self.input.fill_buf() {
+            Ok(avail) => avail,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => &[][..],
+            Err(e) => {
+                return self.stop(
+                    Position::Byte(at),
+                    format!("packet {}: {e}", self.packet_no + 1),
+                )
+            }
+        };
+        if avail.len() >= 16 {
+            let caplen = u32_at(avail, 8, big_endian) as usize;
+            if caplen <= MAX_PACKET && avail.len() >= 16 + caplen {
+                self.packet_no += 1;
+                let sec = u32_at(avail, 0, big_endian) as u64;
+                let frac = u32_at(avail, 4, big_endian) as u64;
+                let ts = Timestamp(sec * 1_000_000 + if nanos { frac / 1000 } else { frac });
+                self.last_ts = ts;
+                let pos = Position::Packet(self.packet_no);
+                self.net.packet(linktype, &avail[16..16 + caplen], ts, pos);
+                self.input.consume(16 + caplen);
+                self.offset += (16 + caplen) as u64;
+                return;
             }
         }
         match self.fill(16) {

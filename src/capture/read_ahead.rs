@@ -6,17 +6,25 @@
 //! as it would with a plain buffered read, and never faults (benches/README.md, session 35:
 //! why captures are not memory-mapped).
 //!
-//! Memory is bounded: at most [`CHUNKS`] chunks of [`CHUNK`] bytes exist per capture, and
-//! the thread waits for one handed back before it reads on. A read returns what the input
-//! has (a pipe from a live `tcpdump -w -` hands on each write as it comes), so nothing waits
-//! for a chunk to fill.
+//! Memory is bounded: at most [`CHUNKS`] chunks of [`CHUNK`] bytes exist per capture (the one
+//! being dissected among them), and the thread waits for one handed back before it reads on.
+//! A read returns what the input has (a pipe from a live `tcpdump -w -` hands on each write
+//! as it comes), so nothing waits for a chunk to fill; a non-blocking input with nothing yet
+//! (`EAGAIN`) is waited for, as a blocking one would be.
+//!
+//! The input ends at its first read error, after the error is handed on: the readers count it
+//! as the unreadable record it cut (retrying a read that failed loops on a cut gzip stream).
+//! A panic on the thread (a decoder's bug) is raised again on the dissecting thread, where it
+//! would have happened without this module.
 
 use std::io::{self, BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 /// Bytes a chunk holds: what the buffered reader before it held.
 pub(crate) const CHUNK: usize = 256 * 1024;
-/// Chunks per capture: one being dissected, one being filled, two waiting.
+/// Chunks per capture, in all: one being dissected, one being filled, two waiting.
 pub(crate) const CHUNKS: usize = 4;
 
 /// A chunk read (its buffer and how many bytes of it the read filled; 0 at the end of the
@@ -32,6 +40,17 @@ pub(crate) struct ReadAhead {
     /// Chunks handed back to the thread to read into again.
     spent: SyncSender<Vec<u8>>,
     ended: bool,
+    /// The thread, joined when it is gone without saying why (it panicked).
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when this side is dropped: what a thread waiting on a non-blocking input checks
+    /// (a blocked send or receive learns it from its channel).
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
 }
 
 impl ReadAhead {
@@ -41,9 +60,13 @@ impl ReadAhead {
         // capacity but the thread's, which waits for the dissecting side by design.
         let (filled_tx, filled) = sync_channel(CHUNKS);
         let (spent, spent_rx) = sync_channel(CHUNKS);
-        std::thread::Builder::new()
-            .name("capture-read".into())
-            .spawn(move || read_chunks(input, filled_tx, spent_rx))?;
+        let gone = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let gone = gone.clone();
+            std::thread::Builder::new()
+                .name("capture-read".into())
+                .spawn(move || read_chunks(input, filled_tx, spent_rx, gone))?
+        };
         Ok(ReadAhead {
             chunk: Vec::new(),
             len: 0,
@@ -51,6 +74,8 @@ impl ReadAhead {
             filled,
             spent,
             ended: false,
+            thread: Some(thread),
+            gone,
         })
     }
 }
@@ -61,6 +86,7 @@ fn read_chunks(
     mut input: Box<dyn Read + Send>,
     filled: SyncSender<Filled>,
     spent: Receiver<Vec<u8>>,
+    gone: Arc<AtomicBool>,
 ) {
     let mut made = 0;
     loop {
@@ -79,6 +105,13 @@ fn read_chunks(
         let read = loop {
             match input.read(&mut chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A non-blocking input with nothing yet; it is over once nobody reads.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if gone.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(WOULD_BLOCK_WAIT);
+                }
                 other => break other,
             }
         };
@@ -88,6 +121,9 @@ fn read_chunks(
         }
     }
 }
+
+/// How long the thread waits before reading a non-blocking input again after `EAGAIN`.
+const WOULD_BLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl BufRead for ReadAhead {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
@@ -109,7 +145,12 @@ impl BufRead for ReadAhead {
                     return Err(e);
                 }
                 Err(_) => {
+                    // Gone before the end or an error: it panicked. Raise it here, as if
+                    // the read had been made on this thread.
                     self.ended = true;
+                    if let Some(Err(panic)) = self.thread.take().map(|t| t.join()) {
+                        std::panic::resume_unwind(panic);
+                    }
                     return Err(io::Error::other("the capture's read thread ended"));
                 }
             }
@@ -136,24 +177,49 @@ impl Read for ReadAhead {
 mod tests {
     use super::*;
     use std::io::Cursor;
+    use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+    use std::time::Duration;
 
-    /// Reads of odd sizes and an input that hands over a few bytes at a time, as a pipe does.
+    /// Run `body` on a thread of its own: a hand-over that deadlocks fails the test instead of
+    /// hanging the suite.
+    fn within_a_minute(body: impl FnOnce() + Send + 'static) {
+        let (done, wait) = channel();
+        let t = std::thread::spawn(move || {
+            body();
+            let _ = done.send(());
+        });
+        match wait.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(t.join().expect_err("the body panicked"))
+            }
+            Err(RecvTimeoutError::Timeout) => panic!("the read-ahead hung"),
+        }
+    }
+
+    /// An input of `data` read `step` bytes at a time at most, that says `EINTR` before every
+    /// read and `EAGAIN` before every third, and tells `reads` of each read and the buffer it
+    /// filled.
     struct Trickle {
         data: Vec<u8>,
         at: usize,
         step: usize,
-        interrupt: bool,
+        calls: usize,
+        reads: Sender<usize>,
     }
 
     impl Read for Trickle {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.interrupt = !self.interrupt;
-            if self.interrupt {
-                return Err(io::ErrorKind::Interrupted.into());
+            self.calls += 1;
+            match self.calls % 6 {
+                1 | 3 | 5 => return Err(io::ErrorKind::Interrupted.into()),
+                2 => return Err(io::ErrorKind::WouldBlock.into()),
+                _ => {}
             }
             let n = self.step.min(buf.len()).min(self.data.len() - self.at);
             buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
             self.at += n;
+            let _ = self.reads.send(buf.as_ptr() as usize);
             Ok(n)
         }
     }
@@ -162,54 +228,94 @@ mod tests {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
-    #[test]
-    fn every_byte_arrives_once_in_order_across_chunks() {
-        // More than `CHUNKS` chunks, so chunks are handed back and read into again.
-        let data = pattern(CHUNK * (CHUNKS + 3) + 12_345);
-        let mut r = ReadAhead::spawn(Box::new(Cursor::new(data.clone()))).unwrap();
+    fn read_all(r: &mut ReadAhead) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = vec![0; 4099];
         loop {
             let n = r.read(&mut buf).unwrap();
             if n == 0 {
-                break;
+                return got;
             }
             got.extend_from_slice(&buf[..n]);
         }
-        assert_eq!(got.len(), data.len());
-        assert!(got == data, "bytes differ");
-        assert_eq!(r.fill_buf().unwrap(), b"", "the end stays the end");
+    }
+
+    #[test]
+    fn every_byte_arrives_once_in_order_in_at_most_four_chunks() {
+        within_a_minute(|| {
+            // Many more reads than `CHUNKS`: chunks are handed back and read into again.
+            let data = pattern(CHUNK * (CHUNKS + 3) + 12_345);
+            let (reads, buffers) = channel();
+            let input = Trickle {
+                data: data.clone(),
+                at: 0,
+                step: CHUNK,
+                calls: 0,
+                reads,
+            };
+            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let got = read_all(&mut r);
+            assert_eq!(got.len(), data.len());
+            assert!(got == data, "bytes differ");
+            assert_eq!(r.fill_buf().unwrap(), b"", "the end stays the end");
+            let mut distinct: Vec<usize> = buffers.try_iter().collect();
+            assert!(distinct.len() > CHUNKS + 2, "{} reads", distinct.len());
+            distinct.sort();
+            distinct.dedup();
+            assert!(
+                distinct.len() <= CHUNKS,
+                "{} buffers read into",
+                distinct.len()
+            );
+        });
+    }
+
+    #[test]
+    fn chunks_are_read_ahead_while_one_is_dissected() {
+        within_a_minute(|| {
+            let (reads, read) = channel();
+            let input = Trickle {
+                data: pattern(CHUNK * 10),
+                at: 0,
+                step: CHUNK,
+                calls: 0,
+                reads,
+            };
+            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            assert_eq!(r.fill_buf().unwrap().len(), CHUNK);
+            // The first chunk held: the thread fills every other one, then waits.
+            for _ in 0..CHUNKS {
+                read.recv().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(read.try_recv().is_err(), "read past the chunks that exist");
+        });
     }
 
     #[test]
     fn a_pipe_s_small_reads_are_handed_on_as_they_come() {
-        let data = pattern(10_000);
-        let input = Trickle {
-            data: data.clone(),
-            at: 0,
-            step: 37,
-            interrupt: false,
-        };
-        let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
-        let first = r.fill_buf().unwrap().len();
-        assert!(
-            first <= 37,
-            "a chunk is handed on after one read, not filled: {first}"
-        );
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).unwrap();
-        assert!(got == data, "bytes differ (EINTR is retried, not an end)");
-    }
-
-    #[test]
-    fn a_read_error_reaches_the_reader_after_the_bytes_before_it() {
-        let input = Cursor::new(pattern(1000)).chain(Failing);
-        let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
-        let mut got = vec![0; 1000];
-        r.read_exact(&mut got).unwrap();
-        let e = r.fill_buf().unwrap_err();
-        assert_eq!(e.to_string(), "disk on fire");
-        assert_eq!(r.fill_buf().unwrap(), b"", "nothing after the error");
+        within_a_minute(|| {
+            let data = pattern(3_000);
+            let (reads, _read) = channel();
+            let input = Trickle {
+                data: data.clone(),
+                at: 0,
+                step: 37,
+                calls: 0,
+                reads,
+            };
+            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let first = r.fill_buf().unwrap().len();
+            assert!(
+                first <= 37,
+                "a chunk is handed on after one read, not filled: {first}"
+            );
+            let got = read_all(&mut r);
+            assert!(
+                got == data,
+                "bytes differ (EINTR and EAGAIN are not an end)"
+            );
+        });
     }
 
     struct Failing;
@@ -220,32 +326,77 @@ mod tests {
     }
 
     #[test]
+    fn a_read_error_reaches_the_reader_after_the_bytes_before_it() {
+        within_a_minute(|| {
+            let input = Cursor::new(pattern(1000)).chain(Failing);
+            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut got = vec![0; 1000];
+            r.read_exact(&mut got).unwrap();
+            let e = r.fill_buf().unwrap_err();
+            assert_eq!(e.to_string(), "disk on fire");
+            assert_eq!(r.fill_buf().unwrap(), b"", "nothing after the error");
+        });
+    }
+
+    struct Panicking;
+    impl Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            panic!("inflater bug");
+        }
+    }
+
+    #[test]
+    fn a_panic_on_the_thread_is_raised_on_the_reader_s() {
+        within_a_minute(|| {
+            let input = Cursor::new(pattern(1000)).chain(Panicking);
+            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut got = vec![0; 1000];
+            r.read_exact(&mut got).unwrap();
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = r.fill_buf();
+            }))
+            .expect_err("the thread's panic, raised here");
+            assert_eq!(panic.downcast_ref::<&str>(), Some(&"inflater bug"));
+        });
+    }
+
+    #[test]
     fn the_thread_ends_when_the_reader_is_dropped_mid_input() {
-        // An endless input: the thread must stop at its next chunk once nobody reads.
-        let (tx, rx) = std::sync::mpsc::channel();
-        struct Endless(std::sync::mpsc::Sender<()>);
-        impl Read for Endless {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let _ = self.0.send(());
-                Ok(buf.len())
+        within_a_minute(|| {
+            // An endless input, first with data, then waiting (`EAGAIN`): the thread must
+            // stop and drop it either way once nobody reads.
+            for waiting in [false, true] {
+                struct Endless(Sender<()>, bool);
+                impl Read for Endless {
+                    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                        let _ = self.0.send(());
+                        if self.1 {
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                        Ok(buf.len())
+                    }
+                }
+                let (tx, rx) = channel();
+                let mut r = ReadAhead::spawn(Box::new(Endless(tx, waiting))).unwrap();
+                if !waiting {
+                    r.fill_buf().unwrap();
+                }
+                rx.recv().unwrap();
+                drop(r);
+                // The thread drops the input (and with it the sender) as it returns.
+                let mut reads = 0;
+                loop {
+                    match rx.recv_timeout(Duration::from_secs(10)) {
+                        Ok(()) => reads += 1,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                        Err(RecvTimeoutError::Timeout) => panic!("the thread went on"),
+                    }
+                    assert!(
+                        waiting || reads <= CHUNKS,
+                        "read on after the reader was dropped"
+                    );
+                }
             }
-        }
-        impl Drop for Endless {
-            fn drop(&mut self) {
-                let _ = self.0.send(());
-            }
-        }
-        let mut r = ReadAhead::spawn(Box::new(Endless(tx))).unwrap();
-        r.fill_buf().unwrap();
-        drop(r);
-        // The thread reads at most the chunks that exist, then drops the input as it returns.
-        let mut reads = 0;
-        while rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok() {
-            reads += 1;
-            assert!(
-                reads <= CHUNKS + 2,
-                "the thread read on after the reader was dropped"
-            );
-        }
+        });
     }
 }
