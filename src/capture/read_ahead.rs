@@ -17,7 +17,7 @@
 //! A panic on the thread (a decoder's bug) is raised again on the dissecting thread, where it
 //! would have happened without this module.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(crate) const CHUNKS: usize = 4;
 /// input), or the error that ended the reading.
 type Filled = io::Result<(Vec<u8>, usize)>;
 
-/// The dissecting side: a `BufRead` over the chunks the thread read.
+/// The dissecting side: the chunks the thread read, taken as `BufRead` takes a buffer.
 pub(crate) struct ReadAhead {
     chunk: Vec<u8>,
     len: usize,
@@ -56,8 +56,8 @@ impl Drop for ReadAhead {
 impl ReadAhead {
     /// Start reading `input` on a thread of its own.
     pub(crate) fn spawn(input: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
-        // Every chunk can be waiting at once on either side: neither send ever blocks on
-        // capacity but the thread's, which waits for the dissecting side by design.
+        // Each channel can hold every chunk that exists, so no send ever blocks: the thread
+        // waits only for a chunk handed back, the dissecting side only for one filled.
         let (filled_tx, filled) = sync_channel(CHUNKS);
         let (spent, spent_rx) = sync_channel(CHUNKS);
         let gone = Arc::new(AtomicBool::new(false));
@@ -125,8 +125,11 @@ fn read_chunks(
 /// How long the thread waits before reading a non-blocking input again after `EAGAIN`.
 const WOULD_BLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
-impl BufRead for ReadAhead {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+/// `BufRead`'s two methods, without `Read` (which `BufRead` requires): `capture::Input` is the
+/// one `Read` over either kind of buffer.
+impl ReadAhead {
+    /// The bytes read and not yet consumed; empty at the end of the input.
+    pub(crate) fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos == self.len && !self.ended {
             let done = std::mem::take(&mut self.chunk);
             if done.capacity() > 0 {
@@ -158,18 +161,8 @@ impl BufRead for ReadAhead {
         Ok(&self.chunk[self.pos..self.len])
     }
 
-    fn consume(&mut self, amt: usize) {
+    pub(crate) fn consume(&mut self, amt: usize) {
         self.pos = (self.pos + amt).min(self.len);
-    }
-}
-
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(buf.len());
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
     }
 }
 
@@ -228,16 +221,24 @@ mod tests {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
-    fn read_all(r: &mut ReadAhead) -> Vec<u8> {
+    /// Up to `limit` bytes (fewer at the end), taken 4,099 at most at a time, as a reader
+    /// that straddles chunks does.
+    fn read_up_to(r: &mut ReadAhead, limit: usize) -> Vec<u8> {
         let mut got = Vec::new();
-        let mut buf = vec![0; 4099];
-        loop {
-            let n = r.read(&mut buf).unwrap();
-            if n == 0 {
-                return got;
+        while got.len() < limit {
+            let avail = r.fill_buf().unwrap();
+            if avail.is_empty() {
+                break;
             }
-            got.extend_from_slice(&buf[..n]);
+            let n = avail.len().min(4099).min(limit - got.len());
+            got.extend_from_slice(&avail[..n]);
+            r.consume(n);
         }
+        got
+    }
+
+    fn read_all(r: &mut ReadAhead) -> Vec<u8> {
+        read_up_to(r, usize::MAX)
     }
 
     #[test]
@@ -330,8 +331,7 @@ mod tests {
         within_a_minute(|| {
             let input = Cursor::new(pattern(1000)).chain(Failing);
             let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
-            let mut got = vec![0; 1000];
-            r.read_exact(&mut got).unwrap();
+            assert_eq!(read_up_to(&mut r, 1000).len(), 1000);
             let e = r.fill_buf().unwrap_err();
             assert_eq!(e.to_string(), "disk on fire");
             assert_eq!(r.fill_buf().unwrap(), b"", "nothing after the error");
@@ -350,8 +350,7 @@ mod tests {
         within_a_minute(|| {
             let input = Cursor::new(pattern(1000)).chain(Panicking);
             let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
-            let mut got = vec![0; 1000];
-            r.read_exact(&mut got).unwrap();
+            assert_eq!(read_up_to(&mut r, 1000).len(), 1000);
             let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let _ = r.fill_buf();
             }))
