@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{Capture, Format, OpenError, Stats, Unreadable};
+use super::{Ahead, Capture, Format, OpenError, Stats, Unreadable};
 use crate::event::QueryEvent;
 
 /// A capture opened: its reader, its size when it is a regular file, and the bytes read of it.
@@ -39,7 +39,10 @@ pub(super) enum Step {
 }
 
 /// Captures opened at the start (read up to their first event) and kept open; beyond these,
-/// a regular file is opened again when the stream's time reaches its first event.
+/// a regular file is opened again when the stream's time reaches its first event. Those
+/// beyond are first opened to find that event through a buffer ([`Ahead::Buffer`]), not a
+/// thread reading ahead: a thread would start and read (and inflate) up to a megabyte of
+/// each, a gigabyte for a thousand rotated files, only to be closed.
 const OPEN_AT_START: usize = 16;
 
 struct Source {
@@ -75,7 +78,7 @@ pub(super) struct Merge<F> {
 /// 2000-01-01 in µs since the epoch: no capture of Kubernetes traffic is older.
 const EARLIEST_REAL_TIME_US: u64 = 946_684_800_000_000;
 
-impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
+impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
     /// Open every capture and read it to its first event: one that cannot be opened stops
     /// the reading before any event goes out.
     pub(super) fn new(paths: &[PathBuf], open: F) -> Result<Merge<F>, OpenError> {
@@ -130,7 +133,12 @@ impl<F: FnMut(&std::path::Path) -> Result<Opened, OpenError>> Merge<F> {
     /// Open capture `index` and read it to its first event: that event's time, or `None`
     /// when it has none (then it is finished).
     fn start(&mut self, index: usize) -> Result<Option<u64>, OpenError> {
-        let mut opened = (self.open)(&self.paths[index])?;
+        let ahead = if !self.started && index >= OPEN_AT_START {
+            Ahead::Buffer
+        } else {
+            Ahead::Thread
+        };
+        let mut opened = (self.open)(&self.paths[index], ahead)?;
         if !self.started {
             self.size = self.size.zip(opened.size).map(|(a, b)| a + b);
         }
@@ -297,18 +305,20 @@ mod tests {
         p
     }
 
-    /// Every step of `paths` merged, with how many times each was opened; `size` as a
-    /// regular file's (reopenable) or standard input's.
-    fn merge_all(paths: &[PathBuf], size: Option<u64>) -> (Vec<Step>, Vec<usize>) {
-        let mut opens = vec![0; paths.len()];
-        let mut m = Merge::new(paths, |p: &std::path::Path| {
-            opens[paths.iter().position(|q| q == p).unwrap()] += 1;
+    /// Every step of `paths` merged, with how each was opened, in turn (`true`: with a thread
+    /// reading ahead); `size` as a regular file's (reopenable) or standard input's.
+    fn merge_all(paths: &[PathBuf], size: Option<u64>) -> (Vec<Step>, Vec<Vec<bool>>) {
+        let mut opens = vec![Vec::new(); paths.len()];
+        let mut m = Merge::new(paths, |p: &std::path::Path, ahead| {
+            opens[paths.iter().position(|q| q == p).unwrap()].push(matches!(ahead, Ahead::Thread));
             let opts = Options {
                 format: Some(Format::Jsonl),
                 ..Options::default()
             };
+            let file = std::fs::File::open(p).unwrap();
+            let name = p.display().to_string();
             Ok(Opened {
-                cap: crate::capture::open_with(p, &opts)?,
+                cap: crate::capture::from_reader_named(Box::new(file), &opts, &name, ahead)?,
                 size,
                 read: Arc::default(),
             })
@@ -345,7 +355,7 @@ mod tests {
         let evs = events(&steps);
         assert_eq!(evs.len(), 600);
         assert!(evs.windows(2).all(|w| w[0].time <= w[1].time));
-        assert_eq!(opens, [1, 1]);
+        assert_eq!(opens, [[true], [true]]);
         // Each capture's unreadable records under its own index, and each finished once,
         // after its last event.
         let bad: Vec<usize> = steps
@@ -401,9 +411,16 @@ mod tests {
         let evs = events(&steps);
         assert_eq!(evs.len(), 50 * n);
         assert!(evs.windows(2).all(|w| w[0].time < w[1].time));
-        let twice = opens.iter().filter(|&&o| o == 2).count();
-        assert_eq!(twice, n - OPEN_AT_START);
-        assert!(opens.iter().all(|&o| o == 1 || o == 2));
+        // Those past the first ones: found their first event through a buffer, then read with
+        // a thread when their time came (a thread each, reading ahead a megabyte, before).
+        for (i, o) in opens.iter().enumerate() {
+            let want: &[bool] = match i {
+                _ if i < OPEN_AT_START => &[true],
+                _ if i < n => &[false, true],
+                _ => &[false], // empty: finished when its first event was looked for
+            };
+            assert_eq!(o, want, "capture {i}");
+        }
         let finished = steps
             .iter()
             .filter(|s| matches!(s, Step::Finished(..)))
@@ -418,6 +435,8 @@ mod tests {
         // What cannot be opened again (standard input, a pipe) stays open.
         let (steps, opens) = merge_all(&paths, None);
         assert_eq!(events(&steps).len(), 50 * n);
-        assert!(opens.iter().all(|&o| o == 1));
+        for (i, o) in opens.iter().enumerate() {
+            assert_eq!(o, &[i < OPEN_AT_START], "capture {i}");
+        }
     }
 }

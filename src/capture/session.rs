@@ -368,10 +368,15 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// Open `path` (`-`: standard input) with its size and a counter of the bytes read.
-fn open_counted(path: &Path, opts: &Options) -> Result<super::merge::Opened, OpenError> {
+fn open_counted(
+    path: &Path,
+    opts: &Options,
+    ahead: super::Ahead,
+) -> Result<super::merge::Opened, OpenError> {
     let read = Arc::new(AtomicU64::new(0));
     let name = path.display().to_string();
     if name == "-" {
+        // Read ahead whatever `ahead` says: standard input is never closed to be opened again.
         let cap = super::open_with(path, opts)?;
         return Ok(super::merge::Opened {
             cap,
@@ -392,7 +397,7 @@ fn open_counted(path: &Path, opts: &Options) -> Result<super::merge::Opened, Ope
         inner: file,
         read: read.clone(),
     };
-    let cap = super::from_reader_named(Box::new(input), opts, &name, super::Ahead::Thread)?;
+    let cap = super::from_reader_named(Box::new(input), opts, &name, ahead)?;
     Ok(super::merge::Opened { cap, size, read })
 }
 
@@ -665,7 +670,8 @@ fn read_all(
 ) -> Result<Stats, SessionError> {
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     let mut total = Stats::default();
-    let mut merge = super::merge::Merge::new(captures, |path| open_counted(path, opts))?;
+    let mut merge =
+        super::merge::Merge::new(captures, |path, ahead| open_counted(path, opts, ahead))?;
     let label = match captures {
         [one] => one.clone(),
         many => PathBuf::from(format!("{} captures", many.len())),
