@@ -41,8 +41,9 @@ pub(super) enum Step {
 /// Captures opened at the start (read up to their first event) and kept open; beyond these,
 /// a regular file is opened again when the stream's time reaches its first event. Those
 /// beyond are first opened to find that event through a buffer ([`Ahead::Buffer`]), not a
-/// thread reading ahead: a thread would start and read (and inflate) up to a megabyte of
-/// each, a gigabyte for a thousand rotated files, only to be closed.
+/// thread reading ahead: a thread would start for each and read (and inflate) up to a
+/// megabyte of it, only for it to be closed. One that cannot be opened again (a pipe) is read
+/// on through that buffer.
 const OPEN_AT_START: usize = 16;
 
 struct Source {
