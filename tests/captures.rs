@@ -354,6 +354,60 @@ fn compressed_captures_read_the_same() {
     }
 }
 
+/// A zstd file of several frames (`cat a.zst b.zst`; `pzstd`, which also starts with a
+/// skippable frame) was read to the end of its first frame: the rest of the capture vanished,
+/// 0 unreadable, `--strict` content. Written by the real `zstd` and `pzstd` tools.
+#[test]
+fn a_zstd_capture_of_several_frames_was_read_to_the_end_of_its_first() {
+    if !have("zstd") || !have("pzstd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("walks.pcap");
+    let st = bin()
+        .args(["capture", "synth", "--queries", "20000", "-o"])
+        .arg(&pcap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let raw = std::fs::read(&pcap).unwrap();
+    let (plain, ps) = read_all(&pcap, &Options::default());
+    assert_eq!(plain.len(), 20_000);
+    let zstd = |bytes: &[u8], tool: &str| -> Vec<u8> {
+        let mut child = Command::new(tool)
+            .args(["-q", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = bytes.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success(), "{tool}");
+        out.stdout
+    };
+    // Cut inside a record: the frames' boundary is nothing the pcap reader sees.
+    let half = raw.len() / 2 + 7;
+    let mut cat = zstd(&raw[..half], "zstd");
+    cat.extend(zstd(&raw[half..], "zstd"));
+    let pz = zstd(&raw, "pzstd");
+    assert_ne!(
+        &pz[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "pzstd starts with a skippable frame"
+    );
+    for (name, bytes) in [("cat.zst", cat), ("p.zst", pz)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (ev, s) = read_all(&path, &Options::default());
+        assert_eq!(ev.len(), plain.len(), "{name}");
+        assert!(ev == plain, "{name}: events differ");
+        assert_eq!(s, ps, "{name}");
+    }
+}
+
 #[test]
 fn truncated_pcaps_report_one_position_and_keep_the_rest() {
     let raw = std::fs::read(data("pcap/dnscap-dns.pcap")).unwrap();

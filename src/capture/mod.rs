@@ -38,6 +38,7 @@ mod read_ahead;
 pub mod session;
 pub mod synth;
 mod tcp;
+mod zstd;
 
 /// The capture formats ndots reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -511,21 +512,20 @@ pub(crate) fn from_reader_named(
     // Compression by magic number, not extension: gzip (RFC 1952 §2.3.1) and zstd (RFC 8878 §3.1.1).
     let input: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let d = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| OpenError::Bad {
+    } else if zstd::starts(&head) {
+        let d = zstd::Frames::new(input).map_err(|e| OpenError::Bad {
             path: name.to_string(),
-            reason: format!("zstd: {e}"),
+            reason: e.to_string(),
         })?;
         Box::new(d)
     } else {
         input
     };
-    let (head, input) =
-        if head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            peek(input, PEEK).map_err(io_err)?
-        } else {
-            (head, input)
-        };
+    let (head, input) = if head.starts_with(&[0x1f, 0x8b]) || zstd::starts(&head) {
+        peek(input, PEEK).map_err(io_err)?
+    } else {
+        (head, input)
+    };
     // A log truncated in place while its writer went on (logrotate `copytruncate`) starts with
     // its old length in NUL bytes, up to the first line written since: read as one unreadable
     // record, and the format told from what follows. Not a Frame Streams file's zero escape.
