@@ -408,6 +408,88 @@ fn a_zstd_capture_of_several_frames_was_read_to_the_end_of_its_first() {
     }
 }
 
+/// `ndots analyze -` on a non-blocking stdin that pauses (a live `tcpdump -U -w -` on a quiet
+/// network writes the pcap header and then nothing): the pause was waited out only on the
+/// read-ahead thread, so a pause before the format was told failed the open ("Resource
+/// temporarily unavailable"), and one inside a zstd stream, which the decoder wraps as another
+/// error, ended the capture as cut (1,786 of 20,000 events and 1 unreadable). Now every event is
+/// read, whatever the pause's place.
+#[test]
+fn a_non_blocking_stdin_s_pause_failed_the_open_or_cut_a_zstd_capture() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if !have("zstd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("walks.pcap");
+    let st = bin()
+        .args(["capture", "synth", "--queries", "20000", "-o"])
+        .arg(&pcap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let raw = std::fs::read(&pcap).unwrap();
+    let out = Command::new("zstd")
+        .args(["-q", "-c"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let zst = out.stdout;
+    // The same capture on a stdin that never pauses (a file).
+    let out = bin()
+        .args(["analyze", "--format", "json", "-"])
+        .stdin(std::fs::File::open(&pcap).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // (bytes, where the writer pauses for half a second)
+    let cases = [
+        ("pcap, before any byte", &raw, 0),
+        ("pcap, after its header", &raw, 24),
+        ("zstd, mid-stream", &zst, zst.len() / 2),
+    ];
+    for (what, bytes, pause_at) in cases {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array, which we then own. Close on
+        // exec: the child must not hold the write end, or its stdin never ends.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fl = libc::fcntl(fds[0], libc::F_GETFL);
+            assert_eq!(libc::fcntl(fds[0], libc::F_SETFL, fl | libc::O_NONBLOCK), 0);
+        }
+        let child = bin()
+            .args(["analyze", "--format", "json", "-"])
+            .stdin(read_end)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bytes = bytes.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::File::from(write_end);
+            let _ = w.write_all(&bytes[..pause_at]);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let _ = w.write_all(&bytes[pause_at..]);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["input"]["events"], 20_000, "{what}: {}", got["input"]);
+        assert_eq!(got["input"]["unreadable"], 0, "{what}: {}", got["input"]);
+        assert_eq!(got["lookups"], want["lookups"], "{what}");
+    }
+}
+
 #[test]
 fn truncated_pcaps_report_one_position_and_keep_the_rest() {
     let raw = std::fs::read(data("pcap/dnscap-dns.pcap")).unwrap();

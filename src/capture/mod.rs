@@ -508,6 +508,10 @@ pub(crate) fn from_reader_named(
         path: name.to_string(),
         error,
     };
+    // `EAGAIN` waited out under everything: the format's detection and a decompressor would
+    // take a non-blocking input's pause for an error.
+    let (input, gone) = read_ahead::Patient::new(input);
+    let input: Box<dyn Read + Send> = Box::new(input);
     let (head, input) = peek(input, PEEK).map_err(io_err)?;
     // Compression by magic number, not extension: gzip (RFC 1952 §2.3.1) and zstd (RFC 8878 §3.1.1).
     let input: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
@@ -568,7 +572,7 @@ pub(crate) fn from_reader_named(
     let bytes = match ahead {
         Ahead::Thread => {
             Bytes::Ahead(
-                read_ahead::ReadAhead::spawn(input).map_err(|e| OpenError::Bad {
+                read_ahead::ReadAhead::spawn(input, gone).map_err(|e| OpenError::Bad {
                     path: name.to_string(),
                     reason: format!("starting a thread to read it: {e}"),
                 })?,

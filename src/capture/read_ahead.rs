@@ -9,8 +9,10 @@
 //! Memory is bounded: at most [`CHUNKS`] chunks of [`CHUNK`] bytes exist per capture (the one
 //! being dissected among them), and the thread waits for one handed back before it reads on.
 //! A read returns what the input has (a pipe from a live `tcpdump -w -` hands on each write
-//! as it comes), so nothing waits for a chunk to fill; a non-blocking input with nothing yet
-//! (`EAGAIN`) is waited for, as a blocking one would be.
+//! as it comes), so nothing waits for a chunk to fill. A non-blocking input with nothing yet
+//! (`EAGAIN`) is waited for, as a blocking one would be, by [`Patient`], which `capture` puts
+//! right over the raw input: below the format detection and the decompressors, which would
+//! otherwise take the pause for an error (a zstd decoder wraps it as another kind).
 //!
 //! The input ends at its first read error, after the error is handed on: the readers count it
 //! as the unreadable record it cut (retrying a read that failed loops on a cut gzip stream).
@@ -42,9 +44,47 @@ pub(crate) struct ReadAhead {
     ended: bool,
     /// The thread, joined when it is gone without saying why (it panicked).
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Set when this side is dropped: what a thread waiting on a non-blocking input checks
+    /// Set when this side is dropped: what [`Patient`] waiting on a non-blocking input checks
     /// (a blocked send or receive learns it from its channel).
     gone: Arc<AtomicBool>,
+}
+
+/// The raw input, with `EAGAIN` waited out: a non-blocking input with nothing yet (a paused
+/// `tcpdump -U -w -` behind a non-blocking stdin) is read again after [`WOULD_BLOCK_WAIT`],
+/// until it has bytes, or until `gone` says nobody reads any more (then the `EAGAIN` is
+/// returned, which ends the reading).
+pub(crate) struct Patient {
+    inner: Box<dyn Read + Send>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Patient {
+    /// `input` waited on, and the flag that stops the waiting (give it to
+    /// [`ReadAhead::spawn`], which sets it when dropped).
+    pub(crate) fn new(input: Box<dyn Read + Send>) -> (Patient, Arc<AtomicBool>) {
+        let gone = Arc::new(AtomicBool::new(false));
+        let p = Patient {
+            inner: input,
+            gone: gone.clone(),
+        };
+        (p, gone)
+    }
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.gone.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(WOULD_BLOCK_WAIT);
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 impl Drop for ReadAhead {
@@ -54,19 +94,19 @@ impl Drop for ReadAhead {
 }
 
 impl ReadAhead {
-    /// Start reading `input` on a thread of its own.
-    pub(crate) fn spawn(input: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
+    /// Start reading `input` on a thread of its own; `gone` is set when this is dropped (the
+    /// flag of the [`Patient`] under `input`).
+    pub(crate) fn spawn(
+        input: Box<dyn Read + Send>,
+        gone: Arc<AtomicBool>,
+    ) -> io::Result<ReadAhead> {
         // Each channel can hold every chunk that exists, so no send ever blocks: the thread
         // waits only for a chunk handed back, the dissecting side only for one filled.
         let (filled_tx, filled) = sync_channel(CHUNKS);
         let (spent, spent_rx) = sync_channel(CHUNKS);
-        let gone = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let gone = gone.clone();
-            std::thread::Builder::new()
-                .name("capture-read".into())
-                .spawn(move || read_chunks(input, filled_tx, spent_rx, gone))?
-        };
+        let thread = std::thread::Builder::new()
+            .name("capture-read".into())
+            .spawn(move || read_chunks(input, filled_tx, spent_rx))?;
         Ok(ReadAhead {
             chunk: Vec::new(),
             len: 0,
@@ -86,7 +126,6 @@ fn read_chunks(
     mut input: Box<dyn Read + Send>,
     filled: SyncSender<Filled>,
     spent: Receiver<Vec<u8>>,
-    gone: Arc<AtomicBool>,
 ) {
     let mut made = 0;
     loop {
@@ -105,13 +144,6 @@ fn read_chunks(
         let read = loop {
             match input.read(&mut chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A non-blocking input with nothing yet; it is over once nobody reads.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if gone.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(WOULD_BLOCK_WAIT);
-                }
                 other => break other,
             }
         };
@@ -122,7 +154,7 @@ fn read_chunks(
     }
 }
 
-/// How long the thread waits before reading a non-blocking input again after `EAGAIN`.
+/// How long [`Patient`] waits before reading a non-blocking input again after `EAGAIN`.
 const WOULD_BLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `BufRead`'s two methods, without `Read` (which `BufRead` requires): `capture::Input` is the
@@ -217,6 +249,12 @@ mod tests {
         }
     }
 
+    /// `input` read ahead, `EAGAIN` waited out below it, as `capture` reads.
+    fn spawn(input: impl Read + Send + 'static) -> ReadAhead {
+        let (input, gone) = Patient::new(Box::new(input));
+        ReadAhead::spawn(Box::new(input), gone).unwrap()
+    }
+
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
     }
@@ -254,7 +292,7 @@ mod tests {
                 calls: 0,
                 reads,
             };
-            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut r = spawn(input);
             let got = read_all(&mut r);
             assert_eq!(got.len(), data.len());
             assert!(got == data, "bytes differ");
@@ -282,7 +320,7 @@ mod tests {
                 calls: 0,
                 reads,
             };
-            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut r = spawn(input);
             assert_eq!(r.fill_buf().unwrap().len(), CHUNK);
             // The first chunk held: the thread fills every other one, then waits.
             for _ in 0..CHUNKS {
@@ -305,7 +343,7 @@ mod tests {
                 calls: 0,
                 reads,
             };
-            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut r = spawn(input);
             let first = r.fill_buf().unwrap().len();
             assert!(
                 first <= 37,
@@ -330,7 +368,7 @@ mod tests {
     fn a_read_error_reaches_the_reader_after_the_bytes_before_it() {
         within_a_minute(|| {
             let input = Cursor::new(pattern(1000)).chain(Failing);
-            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut r = spawn(input);
             assert_eq!(read_up_to(&mut r, 1000).len(), 1000);
             let e = r.fill_buf().unwrap_err();
             assert_eq!(e.to_string(), "disk on fire");
@@ -349,7 +387,7 @@ mod tests {
     fn a_panic_on_the_thread_is_raised_on_the_reader_s() {
         within_a_minute(|| {
             let input = Cursor::new(pattern(1000)).chain(Panicking);
-            let mut r = ReadAhead::spawn(Box::new(input)).unwrap();
+            let mut r = spawn(input);
             assert_eq!(read_up_to(&mut r, 1000).len(), 1000);
             let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let _ = r.fill_buf();
@@ -376,7 +414,7 @@ mod tests {
                     }
                 }
                 let (tx, rx) = channel();
-                let mut r = ReadAhead::spawn(Box::new(Endless(tx, waiting))).unwrap();
+                let mut r = spawn(Endless(tx, waiting));
                 if !waiting {
                     r.fill_buf().unwrap();
                 }
