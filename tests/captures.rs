@@ -354,6 +354,18 @@ fn compressed_captures_read_the_same() {
     }
 }
 
+/// A pcap of `queries` queries of ndots:5 walks (`ndots capture synth`) in `dir`.
+fn synth_walks(dir: &Path, queries: u32) -> PathBuf {
+    let pcap = dir.join("walks.pcap");
+    let st = bin()
+        .args(["capture", "synth", "--queries", &queries.to_string(), "-o"])
+        .arg(&pcap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    pcap
+}
+
 /// A zstd file of several frames (`cat a.zst b.zst`; `pzstd`, which also starts with a
 /// skippable frame) was read to the end of its first frame: the rest of the capture vanished,
 /// 0 unreadable, `--strict` content. Written by the real `zstd` and `pzstd` tools.
@@ -363,13 +375,7 @@ fn a_zstd_capture_of_several_frames_was_read_to_the_end_of_its_first() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("walks.pcap");
-    let st = bin()
-        .args(["capture", "synth", "--queries", "20000", "-o"])
-        .arg(&pcap)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let pcap = synth_walks(dir.path(), 20_000);
     let raw = std::fs::read(&pcap).unwrap();
     let (plain, ps) = read_all(&pcap, &Options::default());
     assert_eq!(plain.len(), 20_000);
@@ -421,13 +427,7 @@ fn a_non_blocking_stdin_s_pause_failed_the_open_or_cut_a_zstd_capture() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("walks.pcap");
-    let st = bin()
-        .args(["capture", "synth", "--queries", "20000", "-o"])
-        .arg(&pcap)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let pcap = synth_walks(dir.path(), 20_000);
     let raw = std::fs::read(&pcap).unwrap();
     let out = Command::new("zstd")
         .args(["-q", "-c"])

@@ -325,23 +325,33 @@ mod tests {
         p
     }
 
+    /// The JSON-lines capture at `p`, read as `ahead` says; `size` as a regular file's
+    /// (reopenable) or standard input's.
+    fn open_jsonl(
+        p: &std::path::Path,
+        ahead: Ahead,
+        size: Option<u64>,
+    ) -> Result<Opened, OpenError> {
+        let opts = Options {
+            format: Some(Format::Jsonl),
+            ..Options::default()
+        };
+        let file = std::fs::File::open(p).unwrap();
+        let name = p.display().to_string();
+        Ok(Opened {
+            cap: crate::capture::from_reader_named(Box::new(file), &opts, &name, ahead)?,
+            size,
+            read: Arc::default(),
+        })
+    }
+
     /// Every step of `paths` merged, with how each was opened, in turn (`true`: with a thread
     /// reading ahead); `size` as a regular file's (reopenable) or standard input's.
     fn merge_all(paths: &[PathBuf], size: Option<u64>) -> (Vec<Step>, Vec<Vec<bool>>) {
         let mut opens = vec![Vec::new(); paths.len()];
         let mut m = Merge::new(paths, |p: &std::path::Path, ahead| {
             opens[paths.iter().position(|q| q == p).unwrap()].push(matches!(ahead, Ahead::Thread));
-            let opts = Options {
-                format: Some(Format::Jsonl),
-                ..Options::default()
-            };
-            let file = std::fs::File::open(p).unwrap();
-            let name = p.display().to_string();
-            Ok(Opened {
-                cap: crate::capture::from_reader_named(Box::new(file), &opts, &name, ahead)?,
-                size,
-                read: Arc::default(),
-            })
+            open_jsonl(p, ahead, size)
         })
         .unwrap();
         let mut steps = Vec::new();
@@ -419,17 +429,7 @@ mod tests {
             capture(dir.path(), "bad", 0, 0, 50_000),
         ];
         let mut m = Merge::new(&paths, |p: &std::path::Path, ahead| {
-            let opts = Options {
-                format: Some(Format::Jsonl),
-                ..Options::default()
-            };
-            let file = std::fs::File::open(p).unwrap();
-            let name = p.display().to_string();
-            Ok(Opened {
-                cap: crate::capture::from_reader_named(Box::new(file), &opts, &name, ahead)?,
-                size: Some(1),
-                read: Arc::default(),
-            })
+            open_jsonl(p, ahead, Some(1))
         })
         .unwrap();
         // Opening read the bad capture to its end: what is held is one record, not 50,000.
