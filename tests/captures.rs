@@ -490,6 +490,26 @@ fn a_non_blocking_stdin_s_pause_failed_the_open_or_cut_a_zstd_capture() {
     }
 }
 
+/// On standard input the node domains are not inferred, but stderr said "no node domains found
+/// in the capture", as if it had been read for them.
+#[test]
+fn stdin_said_no_node_domains_were_found_without_looking() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = synth_walks(dir.path(), 2_000);
+    let out = bin()
+        .args(["analyze", "--format", "json", "-"])
+        .stdin(std::fs::File::open(&pcap).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node domains are not inferred from standard input"),
+        "{err}"
+    );
+    assert!(!err.contains("no node domains found"), "{err}");
+}
+
 #[test]
 fn truncated_pcaps_report_one_position_and_keep_the_rest() {
     let raw = std::fs::read(data("pcap/dnscap-dns.pcap")).unwrap();

@@ -120,11 +120,17 @@ pub fn search_shape(
             format!("svc.{domain}"),
             domain.to_string(),
         ];
-        let node = match args.first_capture {
-            Some(p) if p.as_os_str() != "-" => infer(domain),
-            _ => Vec::new(),
-        };
-        let said = if node.is_empty() {
+        // Not on standard input: the head read for the inference (200,000 records) is held
+        // before any of it is tracked or replayed, which would hold up a live pipe.
+        let looked = matches!(args.first_capture, Some(p) if p.as_os_str() != "-");
+        let node = if looked { infer(domain) } else { Vec::new() };
+        let said = if !looked {
+            format!(
+                "{} (the Kubernetes pod default, assumed; node domains are not inferred from \
+                 standard input: pass --search or --resolv-conf to give them)",
+                shape.join(" ")
+            )
+        } else if node.is_empty() {
             format!(
                 "{} (the Kubernetes pod default, assumed; no node domains found in the capture: \
                  pass --search or --resolv-conf to give them)",
