@@ -354,6 +354,21 @@ fn compressed_captures_read_the_same() {
     }
 }
 
+/// `ndots analyze --format json -` with the file at `path` as its standard input; it must succeed.
+fn analyze_stdin_from(path: &Path) -> std::process::Output {
+    let out = bin()
+        .args(["analyze", "--format", "json", "-"])
+        .stdin(std::fs::File::open(path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A pcap of `queries` queries of ndots:5 walks (`ndots capture synth`) in `dir`.
 fn synth_walks(dir: &Path, queries: u32) -> PathBuf {
     let pcap = dir.join("walks.pcap");
@@ -437,12 +452,7 @@ fn a_non_blocking_stdin_s_pause_failed_the_open_or_cut_a_zstd_capture() {
     assert!(out.status.success());
     let zst = out.stdout;
     // The same capture on a stdin that never pauses (a file).
-    let out = bin()
-        .args(["analyze", "--format", "json", "-"])
-        .stdin(std::fs::File::open(&pcap).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = analyze_stdin_from(&pcap);
     let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // (bytes, where the writer pauses for half a second)
     let cases = [
@@ -496,12 +506,7 @@ fn a_non_blocking_stdin_s_pause_failed_the_open_or_cut_a_zstd_capture() {
 fn stdin_said_no_node_domains_were_found_without_looking() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = synth_walks(dir.path(), 2_000);
-    let out = bin()
-        .args(["analyze", "--format", "json", "-"])
-        .stdin(std::fs::File::open(&pcap).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = analyze_stdin_from(&pcap);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("node domains are not inferred from standard input"),
