@@ -164,8 +164,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
 
-    /// Two frames written by the `zstd` command (`printf 'a\n' | zstd -c` and the same of
-    /// `b\n`, concatenated: what `cat a.zst b.zst` gives).
+    /// Two frames one after the other, as `cat a.zst b.zst` gives (built here to the RFC;
+    /// tests/captures.rs reads the real `zstd` and `pzstd` tools' output).
     fn two_frames() -> Vec<u8> {
         let mut v = Vec::new();
         for text in ["first frame\n", "second frame\n"] {
