@@ -49,8 +49,17 @@ pub(super) enum Step {
 /// on through that buffer.
 const OPEN_AT_START: usize = 16;
 
+/// Captures read with a thread reading ahead ([`Ahead::Thread`]) at once; one opened while
+/// this many are is read through a buffer on the merge's thread. Captures of the same minutes
+/// (one per CoreDNS replica, one pcap per node) are all open at once, and a thread with up to
+/// a megabyte read ahead each grew with their number: 100 overlapping pcaps ran 102 threads.
+/// Twice [`OPEN_AT_START`], so rotated files given in any order (those open at the start
+/// waiting for their time) are still read ahead when their time comes.
+const READ_AHEAD_THREADS: usize = 2 * OPEN_AT_START;
+
 struct Source {
     opened: Opened,
+    ahead: Ahead,
     /// Its next event, already read.
     next: QueryEvent,
 }
@@ -79,6 +88,8 @@ pub(super) struct Merge<F> {
     untimed: Vec<bool>,
     /// By index: its first unreadable record was handed on (or is in `ready`).
     told_unreadable: Vec<bool>,
+    /// Open captures read with a thread reading ahead (at most [`READ_AHEAD_THREADS`]).
+    threads: usize,
 }
 
 /// 2000-01-01 in µs since the epoch: no capture of Kubernetes traffic is older.
@@ -102,6 +113,7 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
             started: false,
             untimed: vec![false; paths.len()],
             told_unreadable: vec![false; paths.len()],
+            threads: 0,
         };
         for index in 0..paths.len() {
             let Some(time) = m.start(index)? else {
@@ -116,7 +128,7 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
                 m.ready
                     .retain(|s| !matches!(s, Step::Unreadable(i, _) if *i == index));
                 m.told_unreadable[index] = false;
-                m.sources[index] = None;
+                m.close(index);
                 m.closed.push((time, index));
             } else {
                 m.waiting.push(Reverse((time, index)));
@@ -141,7 +153,8 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
     /// Open capture `index` and read it to its first event: that event's time, or `None`
     /// when it has none (then it is finished).
     fn start(&mut self, index: usize) -> Result<Option<u64>, OpenError> {
-        let ahead = if !self.started && index >= OPEN_AT_START {
+        let probe = !self.started && index >= OPEN_AT_START;
+        let ahead = if probe || self.threads >= READ_AHEAD_THREADS {
             Ahead::Buffer
         } else {
             Ahead::Thread
@@ -154,7 +167,12 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
         match read_event(&mut self.ready, told, index, &mut opened.cap) {
             Some(next) => {
                 let time = next.time.0;
-                self.sources[index] = Some(Source { opened, next });
+                self.threads += (ahead == Ahead::Thread) as usize;
+                self.sources[index] = Some(Source {
+                    opened,
+                    ahead,
+                    next,
+                });
                 Ok(Some(time))
             }
             None => {
@@ -162,6 +180,13 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
                 Ok(None)
             }
         }
+    }
+
+    /// Take capture `index`'s source out of the open ones.
+    fn close(&mut self, index: usize) -> Option<Source> {
+        let source = self.sources[index].take()?;
+        self.threads -= (source.ahead == Ahead::Thread) as usize;
+        Some(source)
     }
 
     fn finish(&mut self, index: usize, opened: Opened) {
@@ -216,7 +241,7 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
                 return Ok(Some(Step::Event(out)));
             }
             self.current = None;
-            let Source { opened, next } = self.sources[index].take().expect("current is open");
+            let Source { opened, next, .. } = self.close(index).expect("current is open");
             self.finish(index, opened);
             // The finish goes after its last event.
             self.ready.push_front(Step::Event(next));
@@ -449,6 +474,39 @@ mod tests {
             }
         }
         assert_eq!((unreadable, counted), (1, 50_000));
+    }
+
+    /// Captures of the same minutes, more of them than read-ahead threads: each one the merge
+    /// held open had a thread reading ahead a megabyte (100 overlapping pcaps: 102 threads,
+    /// 240 MB). Past the cap they are read through a buffer, every event still in time order.
+    #[test]
+    fn every_overlapping_capture_had_a_thread_reading_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = READ_AHEAD_THREADS + 8;
+        let paths: Vec<PathBuf> = (0..n)
+            .map(|k| capture(dir.path(), &format!("o{k}"), k as u64, 50, 0))
+            .collect();
+        let mut threads_opened = 0;
+        let mut m = Merge::new(&paths, |p: &std::path::Path, ahead| {
+            threads_opened += (ahead == Ahead::Thread) as usize;
+            open_jsonl(p, ahead, Some(1))
+        })
+        .unwrap();
+        let mut steps = Vec::new();
+        let mut most = 0;
+        while let Some(s) = m.next_step().unwrap() {
+            let open = m.sources.iter().flatten();
+            let reading_ahead = open.filter(|s| s.ahead == Ahead::Thread).count();
+            assert_eq!(m.threads, reading_ahead);
+            most = most.max(reading_ahead);
+            steps.push(s);
+        }
+        drop(m);
+        assert_eq!(most, READ_AHEAD_THREADS);
+        assert_eq!(threads_opened, READ_AHEAD_THREADS);
+        let evs = events(&steps);
+        assert_eq!(evs.len(), 50 * n);
+        assert!(evs.windows(2).all(|w| w[0].time <= w[1].time));
     }
 
     /// Rotated files (an hour each) given in any order, more than are opened at the start:
