@@ -25,8 +25,32 @@ use crate::event::QueryEvent;
 /// A capture opened: its reader, its size when it is a regular file, and the bytes read of it.
 pub(super) struct Opened {
     pub cap: Capture,
+    /// How its bytes are read: what [`Want::ahead`] chose, or a thread for standard input.
+    pub ahead: Ahead,
     pub size: Option<u64>,
     pub read: Arc<AtomicU64>,
+}
+
+/// How the merge asks for a capture to be opened.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Want {
+    /// To be read.
+    Read(Ahead),
+    /// To find its first event: a regular file is then closed until its time comes, so it is
+    /// read through a buffer (a thread would read and inflate up to a megabyte of it for
+    /// nothing); what cannot be opened again (a pipe) is kept open and read as `kept` says.
+    Probe { kept: Ahead },
+}
+
+impl Want {
+    /// How a capture is read, by whether it can be opened again (a regular file).
+    pub(super) fn ahead(self, reopenable: bool) -> Ahead {
+        match self {
+            Want::Read(ahead) => ahead,
+            Want::Probe { .. } if reopenable => Ahead::Buffer,
+            Want::Probe { kept } => kept,
+        }
+    }
 }
 
 /// What the merge hands on, in order.
@@ -43,10 +67,7 @@ pub(super) enum Step {
 
 /// Captures opened at the start (read up to their first event) and kept open; beyond these,
 /// a regular file is opened again when the stream's time reaches its first event. Those
-/// beyond are first opened to find that event through a buffer ([`Ahead::Buffer`]), not a
-/// thread reading ahead: a thread would start for each and read (and inflate) up to a
-/// megabyte of it, only for it to be closed. One that cannot be opened again (a pipe) is read
-/// on through that buffer.
+/// beyond are first opened to find that event ([`Want::Probe`]).
 const OPEN_AT_START: usize = 16;
 
 /// Captures read with a thread reading ahead ([`Ahead::Thread`]) at once; one opened while
@@ -59,7 +80,6 @@ const READ_AHEAD_THREADS: usize = 2 * OPEN_AT_START;
 
 struct Source {
     opened: Opened,
-    ahead: Ahead,
     /// Its next event, already read.
     next: QueryEvent,
 }
@@ -95,7 +115,7 @@ pub(super) struct Merge<F> {
 /// 2000-01-01 in µs since the epoch: no capture of Kubernetes traffic is older.
 const EARLIEST_REAL_TIME_US: u64 = 946_684_800_000_000;
 
-impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
+impl<F: FnMut(&std::path::Path, Want) -> Result<Opened, OpenError>> Merge<F> {
     /// Open every capture and read it to its first event: one that cannot be opened stops
     /// the reading before any event goes out.
     pub(super) fn new(paths: &[PathBuf], open: F) -> Result<Merge<F>, OpenError> {
@@ -153,13 +173,17 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
     /// Open capture `index` and read it to its first event: that event's time, or `None`
     /// when it has none (then it is finished).
     fn start(&mut self, index: usize) -> Result<Option<u64>, OpenError> {
-        let probe = !self.started && index >= OPEN_AT_START;
-        let ahead = if probe || self.threads >= READ_AHEAD_THREADS {
-            Ahead::Buffer
-        } else {
+        let ahead = if self.threads < READ_AHEAD_THREADS {
             Ahead::Thread
+        } else {
+            Ahead::Buffer
         };
-        let mut opened = (self.open)(&self.paths[index], ahead)?;
+        let want = if !self.started && index >= OPEN_AT_START {
+            Want::Probe { kept: ahead }
+        } else {
+            Want::Read(ahead)
+        };
+        let mut opened = (self.open)(&self.paths[index], want)?;
         if !self.started {
             self.size = self.size.zip(opened.size).map(|(a, b)| a + b);
         }
@@ -167,12 +191,8 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
         match read_event(&mut self.ready, told, index, &mut opened.cap) {
             Some(next) => {
                 let time = next.time.0;
-                self.threads += (ahead == Ahead::Thread) as usize;
-                self.sources[index] = Some(Source {
-                    opened,
-                    ahead,
-                    next,
-                });
+                self.threads += (opened.ahead == Ahead::Thread) as usize;
+                self.sources[index] = Some(Source { opened, next });
                 Ok(Some(time))
             }
             None => {
@@ -185,7 +205,7 @@ impl<F: FnMut(&std::path::Path, Ahead) -> Result<Opened, OpenError>> Merge<F> {
     /// Take capture `index`'s source out of the open ones.
     fn close(&mut self, index: usize) -> Option<Source> {
         let source = self.sources[index].take()?;
-        self.threads -= (source.ahead == Ahead::Thread) as usize;
+        self.threads -= (source.opened.ahead == Ahead::Thread) as usize;
         Some(source)
     }
 
@@ -350,13 +370,10 @@ mod tests {
         p
     }
 
-    /// The JSON-lines capture at `p`, read as `ahead` says; `size` as a regular file's
-    /// (reopenable) or standard input's.
-    fn open_jsonl(
-        p: &std::path::Path,
-        ahead: Ahead,
-        size: Option<u64>,
-    ) -> Result<Opened, OpenError> {
+    /// The JSON-lines capture at `p`, read as `want` says; `size` as a regular file's
+    /// (reopenable) or a pipe's.
+    fn open_jsonl(p: &std::path::Path, want: Want, size: Option<u64>) -> Result<Opened, OpenError> {
+        let ahead = want.ahead(size.is_some());
         let opts = Options {
             format: Some(Format::Jsonl),
             ..Options::default()
@@ -365,18 +382,21 @@ mod tests {
         let name = p.display().to_string();
         Ok(Opened {
             cap: crate::capture::from_reader_named(Box::new(file), &opts, &name, ahead)?,
+            ahead,
             size,
             read: Arc::default(),
         })
     }
 
     /// Every step of `paths` merged, with how each was opened, in turn (`true`: with a thread
-    /// reading ahead); `size` as a regular file's (reopenable) or standard input's.
+    /// reading ahead); `size` as a regular file's (reopenable) or a pipe's.
     fn merge_all(paths: &[PathBuf], size: Option<u64>) -> (Vec<Step>, Vec<Vec<bool>>) {
         let mut opens = vec![Vec::new(); paths.len()];
-        let mut m = Merge::new(paths, |p: &std::path::Path, ahead| {
-            opens[paths.iter().position(|q| q == p).unwrap()].push(matches!(ahead, Ahead::Thread));
-            open_jsonl(p, ahead, size)
+        let mut m = Merge::new(paths, |p: &std::path::Path, want| {
+            let opened = open_jsonl(p, want, size)?;
+            let i = paths.iter().position(|q| q == p).unwrap();
+            opens[i].push(opened.ahead == Ahead::Thread);
+            Ok(opened)
         })
         .unwrap();
         let mut steps = Vec::new();
@@ -453,8 +473,8 @@ mod tests {
             capture(dir.path(), "events", 0, 10, 0),
             capture(dir.path(), "bad", 0, 0, 50_000),
         ];
-        let mut m = Merge::new(&paths, |p: &std::path::Path, ahead| {
-            open_jsonl(p, ahead, Some(1))
+        let mut m = Merge::new(&paths, |p: &std::path::Path, want| {
+            open_jsonl(p, want, Some(1))
         })
         .unwrap();
         // Opening read the bad capture to its end: what is held is one record, not 50,000.
@@ -487,16 +507,17 @@ mod tests {
             .map(|k| capture(dir.path(), &format!("o{k}"), k as u64, 50, 0))
             .collect();
         let mut threads_opened = 0;
-        let mut m = Merge::new(&paths, |p: &std::path::Path, ahead| {
-            threads_opened += (ahead == Ahead::Thread) as usize;
-            open_jsonl(p, ahead, Some(1))
+        let mut m = Merge::new(&paths, |p: &std::path::Path, want| {
+            let opened = open_jsonl(p, want, Some(1))?;
+            threads_opened += (opened.ahead == Ahead::Thread) as usize;
+            Ok(opened)
         })
         .unwrap();
         let mut steps = Vec::new();
         let mut most = 0;
         while let Some(s) = m.next_step().unwrap() {
             let open = m.sources.iter().flatten();
-            let reading_ahead = open.filter(|s| s.ahead == Ahead::Thread).count();
+            let reading_ahead = open.filter(|s| s.opened.ahead == Ahead::Thread).count();
             assert_eq!(m.threads, reading_ahead);
             most = most.max(reading_ahead);
             steps.push(s);
@@ -554,11 +575,12 @@ mod tests {
             .filter(|s| matches!(s, Step::Unreadable(..)))
             .count();
         assert_eq!(bad, 2);
-        // What cannot be opened again (standard input, a pipe) stays open.
+        // What cannot be opened again (a pipe) stays open, read ahead as the first ones: past
+        // them it was read whole through the buffer it was first opened with.
         let (steps, opens) = merge_all(&paths, None);
         assert_eq!(events(&steps).len(), 50 * n);
         for (i, o) in opens.iter().enumerate() {
-            assert_eq!(o, &[i < OPEN_AT_START], "capture {i}");
+            assert_eq!(o, &[true], "capture {i}");
         }
     }
 }

@@ -377,15 +377,16 @@ impl<R: Read> Read for Counted<R> {
 fn open_counted(
     path: &Path,
     opts: &Options,
-    ahead: super::Ahead,
+    want: super::merge::Want,
 ) -> Result<super::merge::Opened, OpenError> {
     let read = Arc::new(AtomicU64::new(0));
     let name = path.display().to_string();
     if name == "-" {
-        // Read ahead whatever `ahead` says: standard input is never closed to be opened again.
+        // Read ahead whatever `want` says: standard input is never closed to be opened again.
         let cap = super::open_with(path, opts)?;
         return Ok(super::merge::Opened {
             cap,
+            ahead: super::Ahead::Thread,
             size: None,
             read,
         });
@@ -403,8 +404,14 @@ fn open_counted(
         inner: file,
         read: read.clone(),
     };
+    let ahead = want.ahead(size.is_some());
     let cap = super::from_reader_named(Box::new(input), opts, &name, ahead)?;
-    Ok(super::merge::Opened { cap, size, read })
+    Ok(super::merge::Opened {
+        cap,
+        ahead,
+        size,
+        read,
+    })
 }
 
 /// Events in flight between the reader thread and the tracker: batches of this many...
@@ -677,7 +684,7 @@ fn read_all(
     let mut reorder = super::Reorder::new(super::Reorder::WINDOW, super::Reorder::MAX_HELD);
     let mut total = Stats::default();
     let mut merge =
-        super::merge::Merge::new(captures, |path, ahead| open_counted(path, opts, ahead))?;
+        super::merge::Merge::new(captures, |path, want| open_counted(path, opts, want))?;
     let label = match captures {
         [one] => one.clone(),
         many => PathBuf::from(format!("{} captures", many.len())),
