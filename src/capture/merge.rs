@@ -75,7 +75,9 @@ const OPEN_AT_START: usize = 16;
 /// (one per CoreDNS replica, one pcap per node) are all open at once, and a thread with up to
 /// a megabyte read ahead each grew with their number: 100 overlapping pcaps ran 102 threads.
 /// Twice [`OPEN_AT_START`], so rotated files given in any order (those open at the start
-/// waiting for their time) are still read ahead when their time comes.
+/// waiting for their time) are still read ahead when their time comes. A capture opened
+/// through a buffer keeps it to its end (a thread freed later is not handed to it), and is
+/// inflated on the merge's thread.
 const READ_AHEAD_THREADS: usize = 2 * OPEN_AT_START;
 
 struct Source {
@@ -498,7 +500,7 @@ mod tests {
 
     /// Captures of the same minutes, more of them than read-ahead threads: each one the merge
     /// held open had a thread reading ahead a megabyte (100 overlapping pcaps: 102 threads,
-    /// 240 MB). Past the cap they are read through a buffer, every event still in time order.
+    /// 303 MB). Past the cap they are read through a buffer, every event still in time order.
     #[test]
     fn every_overlapping_capture_had_a_thread_reading_ahead() {
         let dir = tempfile::tempdir().unwrap();

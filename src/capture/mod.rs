@@ -441,11 +441,12 @@ pub fn from_reader(input: Box<dyn Read + Send>, opts: &Options) -> Result<Captur
 /// How a capture's bytes are read ahead of its dissecting.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Ahead {
-    /// On a thread of their own ([`read_ahead`]): what `open` and the sessions read (files,
-    /// standard input).
+    /// On a thread of their own ([`read_ahead`]): what `open` reads, and the sessions' captures
+    /// up to the merge's cap on such threads.
     Thread,
     /// A buffer the dissecting thread fills: [`from_reader`]'s callers (bytes in memory, the
-    /// fuzz targets).
+    /// fuzz targets), and the sessions' captures past that cap or opened by the merge only to
+    /// find their first event.
     Buffer,
 }
 

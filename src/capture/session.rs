@@ -373,7 +373,8 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// Open `path` (`-`: standard input) with its size and a counter of the bytes read.
+/// Open `path` (`-`: standard input) with its size and a counter of the bytes read, read ahead
+/// as `want` says of an input that can or cannot be opened again.
 fn open_counted(
     path: &Path,
     opts: &Options,
@@ -381,31 +382,30 @@ fn open_counted(
 ) -> Result<super::merge::Opened, OpenError> {
     let read = Arc::new(AtomicU64::new(0));
     let name = path.display().to_string();
-    if name == "-" {
-        // Read ahead whatever `want` says: standard input is never closed to be opened again.
-        let cap = super::open_with(path, opts)?;
-        return Ok(super::merge::Opened {
-            cap,
-            ahead: super::Ahead::Thread,
-            size: None,
-            read,
-        });
-    }
-    let file = std::fs::File::open(path).map_err(|error| OpenError::Io {
-        path: name.clone(),
-        error,
-    })?;
-    let size = file
-        .metadata()
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len());
-    let input = Counted {
-        inner: file,
-        read: read.clone(),
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if name == "-" {
+        let input = Counted {
+            inner: std::io::stdin(),
+            read: read.clone(),
+        };
+        (Box::new(input), None)
+    } else {
+        let file = std::fs::File::open(path).map_err(|error| OpenError::Io {
+            path: name.clone(),
+            error,
+        })?;
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let input = Counted {
+            inner: file,
+            read: read.clone(),
+        };
+        (Box::new(input), size)
     };
     let ahead = want.ahead(size.is_some());
-    let cap = super::from_reader_named(Box::new(input), opts, &name, ahead)?;
+    let cap = super::from_reader_named(input, opts, &name, ahead)?;
     Ok(super::merge::Opened {
         cap,
         ahead,
@@ -851,6 +851,66 @@ fn cloud_node_domain(qname: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::capture::synth;
+
+    /// The merge's probe of a capture past the 16th (opened to find its first event) asked for
+    /// a buffer, right for a regular file closed after it; a pipe is kept open, and was read
+    /// whole through that buffer. The opener picks by what the input is.
+    #[test]
+    fn a_pipe_past_the_sixteenth_capture_was_read_whole_through_its_probe_s_buffer() {
+        use crate::capture::merge::Want;
+        use crate::capture::{Ahead, Format};
+        let dir = tempfile::tempdir().unwrap();
+        let line = |k: u64| {
+            format!(
+                "{{\"ts\": {}, \"client\": \"10.0.0.1\", \"qname\": \"a{k}.example.\", \"qtype\": \"A\", \"rcode\": \"NOERROR\", \"answers\": 1}}\n",
+                1_700_000_000 + k
+            )
+        };
+        let text: String = (0..10).map(line).collect();
+        let file = dir.path().join("file.jsonl");
+        std::fs::write(&file, &text).unwrap();
+        let fifo = |name: &str| {
+            let p = dir.path().join(name);
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let (p2, text) = (p.clone(), text.clone());
+            let writer = std::thread::spawn(move || std::fs::write(p2, text).unwrap());
+            (p, writer)
+        };
+        let opts = Options {
+            format: Some(Format::Jsonl),
+            ..Options::default()
+        };
+        let events = |cap: crate::capture::Capture| cap.filter(|r| r.is_ok()).count();
+
+        let probe = Want::Probe {
+            kept: Ahead::Thread,
+        };
+        let opened = open_counted(&file, &opts, probe).unwrap();
+        assert_eq!(
+            (opened.ahead, opened.size),
+            (Ahead::Buffer, Some(text.len() as u64))
+        );
+        let (pipe, writer) = fifo("pipe");
+        let opened = open_counted(&pipe, &opts, probe).unwrap();
+        assert_eq!((opened.ahead, opened.size), (Ahead::Thread, None));
+        assert_eq!(events(opened.cap), 10);
+        writer.join().unwrap();
+        // With as many read-ahead threads as the merge allows, a pipe too goes through a
+        // buffer; a capture read (not probed) is read as asked.
+        let (pipe, writer) = fifo("pipe2");
+        let kept = Want::Probe {
+            kept: Ahead::Buffer,
+        };
+        let opened = open_counted(&pipe, &opts, kept).unwrap();
+        assert_eq!(opened.ahead, Ahead::Buffer);
+        assert_eq!(events(opened.cap), 10);
+        writer.join().unwrap();
+        let opened = open_counted(&file, &opts, Want::Read(Ahead::Thread)).unwrap();
+        assert_eq!(opened.ahead, Ahead::Thread);
+        assert_eq!(events(opened.cap), 10);
+    }
 
     /// The reader thread hands over every event once, in the order one thread merging the
     /// captures by time and putting them through `Reorder` gives, whether the head ends inside
