@@ -25,7 +25,7 @@ use crate::event::QueryEvent;
 /// A capture opened: its reader, its size when it is a regular file, and the bytes read of it.
 pub(super) struct Opened {
     pub cap: Capture,
-    /// How its bytes are read: what [`Want::ahead`] chose, or a thread for standard input.
+    /// How its bytes are read, as [`Want::ahead`] chose for it.
     pub ahead: Ahead,
     pub size: Option<u64>,
     pub read: Arc<AtomicU64>,
