@@ -171,9 +171,12 @@ fn proxy_at_first_healthz(
         .stderr(stderr)
         .spawn()
         .unwrap();
-    let p = Proc(child);
+    let mut p = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while http_get(admin, "/healthz").map(|r| r.0) != Some(200) {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            panic!("{what}: the proxy on DNS port {dns}, admin {admin} exited with {status:?} before /healthz answered");
+        }
         assert!(Instant::now() < deadline, "{what}: no /healthz");
         std::thread::sleep(Duration::from_millis(1));
     }

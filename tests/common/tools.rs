@@ -29,12 +29,36 @@ pub fn require(tool: &str) -> bool {
     false
 }
 
-/// A port free on 127.0.0.1 for both UDP and TCP.
+/// A port free on 127.0.0.1 for both UDP and TCP, below the kernel's ephemeral range, and not
+/// given before in this process. It was an ephemeral port (a bind to port 0): between this
+/// check and the server's own bind, any connect() may take it as its local port, the test's
+/// own polling included, and a poll of a port nobody listens on yet can connect a socket to
+/// itself (TCP simultaneous open). The server then failed to bind and exited, and the test
+/// waited 10 s for a /healthz that never came (`cli_proxy`'s signal tests, 2 runs in 5 on a
+/// host with many connections in TIME_WAIT).
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        let p = if ephemeral_low > 12_000 {
+            rand::random_range(10_000..ephemeral_low)
+        } else {
+            // No room below the range: take an ephemeral port, as before.
+            let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+            u.local_addr().unwrap().port()
+        };
+        if given.contains(&p) {
+            continue;
+        }
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
+            given.push(p);
             return p;
         }
     }
