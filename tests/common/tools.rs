@@ -34,8 +34,8 @@ pub fn require(tool: &str) -> bool {
 /// check and the server's own bind, any connect() may take it as its local port, the test's
 /// own polling included, and a poll of a port nobody listens on yet can connect a socket to
 /// itself (TCP simultaneous open). The server then failed to bind and exited, and the test
-/// waited 10 s for a /healthz that never came (`cli_proxy`'s signal tests, 2 runs in 5 on a
-/// host with many connections in TIME_WAIT).
+/// waited 10 s for a /healthz that never came (`cli_proxy`'s signal tests: once in CI, then
+/// 2 runs in 5 right after it).
 pub fn free_port() -> u16 {
     use std::sync::Mutex;
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
