@@ -315,9 +315,10 @@ pub fn start(config: Config, rt: &tokio::runtime::Handle) -> anyhow::Result<Runn
 }
 
 /// The UDP sockets (one a worker, in one SO_REUSEPORT group) and the TCP listener of one
-/// `listen` address. The first UDP socket fixes the port when 0 was asked; if TCP cannot have
-/// that port (another socket, often an outgoing connection, holds it), another port is tried:
-/// port 0 promises any free port, not a spurious failure (a CI run failed so, 4663d00).
+/// `listen` address. When port 0 was asked, the port is one no socket holds (`unshared_port`);
+/// if TCP cannot have it (another socket, often an outgoing connection, holds it), another
+/// port is tried: port 0 promises any free port, not a spurious failure (a CI run failed so,
+/// 4663d00).
 fn bind_dns(
     addr: SocketAddr,
     workers: usize,
@@ -334,8 +335,13 @@ fn bind_dns_with(
     // A port given up on stays bound until the search ends, so port 0 cannot pick it again.
     let mut given_up = Vec::new();
     loop {
-        let first = udp::bind(addr)
-            .map_err(|e| anyhow::anyhow!("binding UDP {addr}: {e}{}", bind_hint(&e)))?;
+        let at = if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), unshared_port(addr.ip())?)
+        } else {
+            addr
+        };
+        let first =
+            udp::bind(at).map_err(|e| anyhow::anyhow!("binding UDP {at}: {e}{}", bind_hint(&e)))?;
         let bound = first.local_addr()?;
         let mut sockets = vec![first];
         for _ in 1..workers {
@@ -355,6 +361,30 @@ fn bind_dns_with(
             }
             Err(e) => anyhow::bail!("binding TCP {bound}: {e}{}", bind_hint(&e)),
         }
+    }
+}
+
+/// A port on `ip` that no socket holds, for a listener asked for port 0. Picked by sockets
+/// without SO_REUSEPORT, then let go: Linux gives a SO_REUSEPORT UDP socket bound to port 0 a
+/// port that another SO_REUSEPORT socket of the same user may hold (`udp_lib_get_port` does not
+/// count ports it could share as taken), and the kernel then splits the clients between the two
+/// servers; and a SO_REUSEPORT TCP bind of a given port joins the same user's listener there
+/// (another proxy's admin port). Only a socket bound to port 0 in the instant between could
+/// take the port.
+fn unshared_port(ip: std::net::IpAddr) -> anyhow::Result<u16> {
+    const TRIES: usize = 8;
+    let any = SocketAddr::new(ip, 0);
+    // A port whose TCP side is taken stays bound until the search ends, so it is not picked again.
+    let mut taken = Vec::new();
+    loop {
+        let probe = std::net::UdpSocket::bind(any)
+            .map_err(|e| anyhow::anyhow!("binding UDP {any}: {e}{}", bind_hint(&e)))?;
+        let port = probe.local_addr()?.port();
+        // Without SO_REUSEPORT, refused wherever a listener (with it or not) holds the port.
+        if std::net::TcpListener::bind((ip, port)).is_ok() || taken.len() + 1 >= TRIES {
+            return Ok(port);
+        }
+        taken.push(probe);
     }
 }
 
@@ -578,10 +608,10 @@ impl Running {
     }
 
     /// Stop taking queries, let in-flight ones finish within `grace`, and return.
-    pub fn shutdown(self, grace: Duration) {
+    pub fn shutdown(mut self, grace: Duration) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.stopped_tx.send(true);
-        for w in self.workers {
+        for w in std::mem::take(&mut self.workers) {
             let _ = w.join();
         }
         let deadline = Instant::now() + grace;
@@ -592,6 +622,18 @@ impl Running {
         if let Some(tap) = &self.tap {
             tap.close();
         }
+    }
+}
+
+/// A proxy dropped without `shutdown` stops too. Its UDP workers are threads of their own:
+/// they served its sockets on after the drop, with nothing left to answer the queries they
+/// passed on (a test process held the ports of tests long finished), and a listener later
+/// asked for port 0 could be given one of those ports (`unshared_port`). They drain and leave
+/// as on `shutdown`, without waiting here.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stopped_tx.send(true);
     }
 }
 
@@ -809,5 +851,59 @@ mod tests {
         let err = bind_dns_with(given, 1, |_| Err(std::io::ErrorKind::AddrInUse.into()));
         let err = err.expect_err("a given port is not swapped for another");
         assert!(err.to_string().contains("binding TCP"), "{err}");
+    }
+
+    /// A listener asked for port 0 could be given a port the same user's SO_REUSEPORT sockets
+    /// held: Linux does not count a port a SO_REUSEPORT UDP socket could share as taken, and a
+    /// SO_REUSEPORT TCP bind joins a listener there; the kernel then splits clients between the
+    /// two servers. In a network namespace of three ports, one held by such a UDP socket and one
+    /// by such a TCP listener (another proxy's DNS port, and its admin port), every bind to port
+    /// 0 must get the third.
+    #[test]
+    fn a_listener_asked_for_port_zero_shared_a_port_another_listener_held() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            let reason = "needs root to unshare a network namespace";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: {reason}"
+            );
+            eprintln!("\n*** SKIPPED: {reason} ***\n");
+            return;
+        }
+        let ports = std::thread::spawn(|| {
+            // SAFETY: moves only this thread (and threads it starts) into a new namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            // /proc/sys/net is this thread's namespace's.
+            std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40002").unwrap();
+            let _dns = udp::bind("127.0.0.1:40000".parse().unwrap()).unwrap();
+            let _admin = tcp::bind("127.0.0.1:40001".parse().unwrap()).unwrap();
+            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            (0..12)
+                .map(|_| bind_dns(any, 2).map(|(_, _, bound)| bound.port()))
+                .collect::<Result<Vec<u16>, _>>()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(ports, [40002; 12]);
+    }
+
+    /// The DNS sockets set SO_REUSEADDR, with which Linux lets two UDP sockets that both set it
+    /// bind one address, whoever owns them (dnsmasq sets it on its listeners): a proxy started on
+    /// a port another server held took part of its traffic, without an error. Only SO_REUSEPORT
+    /// shares now (the same user's, for the hand-over; `peers` counts foreign ones).
+    #[test]
+    fn a_udp_port_another_server_held_with_so_reuseaddr_was_shared() {
+        use socket2::{Domain, Socket, Type};
+        let other = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        other.set_reuse_address(true).unwrap();
+        other
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let held = other.local_addr().unwrap().as_socket().unwrap();
+        let err = bind_dns(held, 1).expect_err("the port is another server's");
+        assert!(err.to_string().contains("binding UDP"), "{err}");
     }
 }

@@ -24,7 +24,9 @@ const BATCH: usize = 32;
 const RECV_BUF: usize = 4096;
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Bind a UDP socket with SO_REUSEPORT (and a large receive buffer to ride out bursts).
+/// Bind a UDP socket with SO_REUSEPORT (and a large receive buffer to ride out bursts). Not
+/// SO_REUSEADDR: for UDP it has no TIME_WAIT to skip, and lets any two sockets that set it share
+/// an address, whoever owns them (another server's port was taken without an error).
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -32,7 +34,6 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
         Domain::IPV6
     };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
