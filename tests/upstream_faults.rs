@@ -408,10 +408,9 @@ fn a_slow_upstream_bounds_waiting_queries_and_leaves_cached_names_fast() {
 #[test]
 fn an_unreachable_udp_port_cost_every_query_the_whole_timeout() {
     use common::upstream::{Rec, Upstream};
-    let dead = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    }; // closed again: nothing listens there
+    // Nothing listens there, and no bind to port 0 takes it meanwhile (it is below the
+    // ephemeral range): one that did made the port live again.
+    let dead = SocketAddr::from(([127, 0, 0, 1], common::tools::free_port()));
     let (_rt, p) = start(&format!(
         "upstreams: [{{zone: \".\", servers: [\"{dead}\"], timeout: 5s}}]\n"
     ));
