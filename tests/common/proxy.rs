@@ -72,8 +72,9 @@ impl TestProxy {
     /// A proxy on 127.0.0.1 with `yaml_extra` added to its config, the given `[ZONE=]ADDR`
     /// upstreams (each with a 1 s timeout) and no admin listener.
     pub fn start(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> TestProxy {
-        // A port nobody holds, not port 0: with SO_REUSEPORT the kernel may give port 0 a port
-        // another test's proxy still holds, and the two would share its queries.
+        // A port nobody holds. Chosen here since ae3d3cf, when the kernel could give port 0 a
+        // port another test's proxy still held (SO_REUSEPORT); the proxy now avoids that
+        // itself (`unshared_port` in src/proxy/mod.rs).
         let port = super::tools::free_port();
         Self::with_config(Self::config(
             format!("127.0.0.1:{port}").parse().unwrap(),
