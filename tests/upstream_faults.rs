@@ -508,11 +508,20 @@ fn upstream_udp_source_ports_never_changed() {
 /// on one connection that stops answering: one connection replaced.
 #[test]
 fn tcp_replaced_counted_every_query_of_a_stalled_connection() {
-    use std::sync::atomic::Ordering;
-    // The first query of each connection is answered, the rest read and dropped.
-    let (addr, accepted) = tcp_upstream(|mut s| {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    // The first query of each connection is answered, the rest read and dropped. Which
+    // connection (by the order accepted) read each `stuck*` query.
+    let rode: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let seen = rode.clone();
+    let (addr, _) = tcp_upstream(move |mut s| {
+        let conn = conns.fetch_add(1, Ordering::Relaxed);
         let mut first = true;
         while let Some(q) = read_framed(&mut s) {
+            if question_name(&q).starts_with("stuck") {
+                seen.lock().unwrap().push(conn);
+            }
             if std::mem::take(&mut first) {
                 let id = u16::from_be_bytes([q[0], q[1]]);
                 let _ = s.write_all(&framed(&answer(&q, id, Ipv4Addr::new(192, 0, 2, 10))));
@@ -524,17 +533,18 @@ fn tcp_replaced_counted_every_query_of_a_stalled_connection() {
     ));
     let dns = p.dns_addrs[0];
     assert_eq!(ask(dns, "first.example.org.").0.header.ancount, 1);
-    let before = accepted.load(Ordering::Relaxed);
     let asks: Vec<_> = (0..5)
         .map(|i| std::thread::spawn(move || ask(dns, &format!("stuck{i}.example.org.")).0.rcode))
         .collect();
     for a in asks {
         assert_eq!(a.join().unwrap(), wire::RCODE_SERVFAIL as u16);
     }
-    assert_eq!(
-        accepted.load(Ordering::Relaxed),
-        before,
-        "the five rode the one connection"
+    // Not the count of connections accepted: the start-up probe's and a health probe's own
+    // connections may be accepted at any point (CI once counted 3 where 2 were expected).
+    let rode = rode.lock().unwrap().clone();
+    assert!(
+        rode.len() == 5 && rode.iter().all(|&c| c == rode[0]),
+        "the five rode the one connection: {rode:?}"
     );
     let replaced = metric_sum(
         &p.metrics_text(),
@@ -598,8 +608,8 @@ fn a_tcp_upstream_closing_after_each_answer_failed_the_queries_pipelined_behind(
 /// query whose second connection closed so was failed (SERVFAIL), though the server answered on
 /// its other connections all along: 6 of 256 in a probe, and now and then one in this test's
 /// sibling on a loaded machine. Now, while the server answers over TCP on others, such a query
-/// is sent once more on a connection of its own: a query the server cannot take (one that
-/// kills its connection) costs three connections, the last one its alone.
+/// is sent on connections of its own, two at most: a query the server cannot take (one that
+/// kills its connection) costs four connections, the last two its alone.
 #[test]
 fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answering() {
     let (addr, asked) = losing_tcp_upstream(AfterAnswer::Close);
@@ -620,8 +630,8 @@ fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answe
     assert_eq!(asked.get("unlucky.example.org"), Some(&3), "{asked:?}");
     assert_eq!(
         asked.get("deadly.example.org"),
-        Some(&3),
-        "three connections for a query that kills them: {asked:?}"
+        Some(&4),
+        "four connections for a query that kills them: {asked:?}"
     );
 }
 
@@ -630,7 +640,7 @@ fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answe
 /// own sent it alone and its second failed it. The test above, whose server closes after each
 /// answer, got SERVFAIL so in 3 runs of 200, when "unlucky" was written before the proxy had
 /// read the close. Here the server takes a connection's next query and closes unanswered,
-/// every time.
+/// every time. Now a query sent alone is sent alone once more if that connection closes too.
 #[test]
 fn a_query_written_as_the_server_closed_after_an_answer_lost_one_of_its_retries() {
     let (addr, asked) = losing_tcp_upstream(AfterAnswer::ReadNextAndClose);
@@ -649,9 +659,18 @@ fn a_query_written_as_the_server_closed_after_an_answer_lost_one_of_its_retries(
     assert_eq!(
         (info.rcode, info.header.ancount),
         (0, 1),
-        "answered on its third connection of its own: {asked:?}"
+        "answered on its second connection of its own: {asked:?}"
     );
     assert_eq!(asked.get("unlucky.example.org"), Some(&3), "{asked:?}");
+}
+
+/// The question's name of query `q`, without the final dot ("" if it does not parse).
+fn question_name(q: &[u8]) -> String {
+    wire::parse_question(q)
+        .map(|x| wire::question_name_to_string(q, &x))
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// What a `losing_tcp_upstream` connection does after its answer.
@@ -674,13 +693,6 @@ fn losing_tcp_upstream(
     use std::sync::{Arc, Mutex};
     let asked: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
     let seen = asked.clone();
-    let name_of = |q: &[u8]| {
-        wire::parse_question(q)
-            .map(|x| wire::question_name_to_string(q, &x))
-            .unwrap_or_default()
-            .trim_end_matches('.')
-            .to_string()
-    };
     let (addr, _) = tcp_upstream(move |mut s| {
         let count = |name: String| {
             let mut seen = seen.lock().unwrap();
@@ -691,7 +703,7 @@ fn losing_tcp_upstream(
         let Some(q) = read_framed(&mut s) else {
             return;
         };
-        let name = name_of(&q);
+        let name = question_name(&q);
         let n = count(name.clone());
         if (name.starts_with("unlucky.") && n <= 2) || name.starts_with("deadly.") {
             return;
@@ -700,7 +712,7 @@ fn losing_tcp_upstream(
         let _ = s.write_all(&framed(&answer(&q, id, REAL)));
         if let AfterAnswer::ReadNextAndClose = after {
             if let Some(next) = read_framed(&mut s) {
-                count(format!("{} (next)", name_of(&next)));
+                count(format!("{} (next)", question_name(&next)));
             }
         }
     });

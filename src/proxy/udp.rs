@@ -28,19 +28,44 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// SO_REUSEADDR: for UDP it has no TIME_WAIT to skip, and lets any two sockets that set it share
 /// an address, whoever owns them (another server's port was taken without an error).
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind_sharing(addr, Share::FromBind)
+}
+
+/// `bind` for port 0: a port no socket holds. The socket binds without SO_REUSEPORT and sets
+/// it after, so the other workers (and a hand-over's newcomer) still join it. Bound with it,
+/// Linux may give it a port another SO_REUSEPORT socket of the same user holds
+/// (`udp_lib_get_port` does not count a port it could share as taken), and would split the
+/// clients between the two servers (in a namespace of three ports, one held so, 6 binds of 12
+/// were given that one).
+pub fn bind_any_port(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind_sharing(addr, Share::AfterBind)
+}
+
+/// When a listener socket takes SO_REUSEPORT.
+enum Share {
+    FromBind,
+    AfterBind,
+}
+
+fn bind_sharing(addr: SocketAddr, share: Share) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
+    if let Share::FromBind = share {
+        s.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.bind(&addr.into())?;
+    if let Share::AfterBind = share {
+        s.set_reuse_port(true)?;
+    }
     s.set_read_timeout(Some(POLL_INTERVAL))?;
     Ok(s.into())
 }

@@ -74,7 +74,7 @@ impl TestProxy {
     pub fn start(yaml_extra: &str, upstreams: &[(&str, SocketAddr)]) -> TestProxy {
         // A port nobody holds. Chosen here since ae3d3cf, when the kernel could give port 0 a
         // port another test's proxy still held (SO_REUSEPORT); the proxy now avoids that
-        // itself (`unshared_port` in src/proxy/mod.rs).
+        // itself (`udp::bind_any_port` in src/proxy/udp.rs).
         let port = super::tools::free_port();
         Self::with_config(Self::config(
             format!("127.0.0.1:{port}").parse().unwrap(),
