@@ -613,11 +613,7 @@ fn a_tcp_upstream_closing_after_each_answer_failed_the_queries_pipelined_behind(
 #[test]
 fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answering() {
     let (addr, asked) = losing_tcp_upstream(AfterAnswer::Close);
-    let (_rt, p) = start(&format!(
-        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 5s}}]"
-    ));
-    let (info, _, _) = ask(p.dns_addrs[0], "fine.example.org.");
-    assert_eq!(info.rcode, 0, "the server answers");
+    let (_rt, p) = proxy_over_tcp_after_one_answer(addr);
     let (info, _, _) = ask(p.dns_addrs[0], "unlucky.example.org.");
     assert_eq!(
         (info.rcode, info.header.ancount),
@@ -644,11 +640,7 @@ fn a_second_tcp_connection_closed_unanswered_failed_a_query_the_server_was_answe
 #[test]
 fn a_query_written_as_the_server_closed_after_an_answer_lost_one_of_its_retries() {
     let (addr, asked) = losing_tcp_upstream(AfterAnswer::ReadNextAndClose);
-    let (_rt, p) = start(&format!(
-        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 5s}}]"
-    ));
-    let (info, _, _) = ask(p.dns_addrs[0], "fine.example.org.");
-    assert_eq!(info.rcode, 0, "the server answers");
+    let (_rt, p) = proxy_over_tcp_after_one_answer(addr);
     let (info, _, _) = ask(p.dns_addrs[0], "unlucky.example.org.");
     let asked = asked.lock().unwrap().clone();
     assert_eq!(
@@ -671,6 +663,19 @@ fn question_name(q: &[u8]) -> String {
         .unwrap_or_default()
         .trim_end_matches('.')
         .to_string()
+}
+
+/// A proxy forwarding over TCP to `addr` (5 s timeout), once it has had `fine.example.org`
+/// answered there: the connection that carried it is in its pool.
+fn proxy_over_tcp_after_one_answer(
+    addr: SocketAddr,
+) -> (tokio::runtime::Runtime, ndots::proxy::Running) {
+    let (rt, p) = start(&format!(
+        "upstreams: [{{zone: ., servers: [\"{addr}\"], protocol: tcp, timeout: 5s}}]"
+    ));
+    let (info, _, _) = ask(p.dns_addrs[0], "fine.example.org.");
+    assert_eq!(info.rcode, 0, "the server answers");
+    (rt, p)
 }
 
 /// What a `losing_tcp_upstream` connection does after its answer.
